@@ -1,0 +1,47 @@
+// CPU twin of kernels/cast.cu: every pair of the seven dtypes, through double (exact for all of
+// them), rounding to nearest even into half/bf16.
+#include "kernels/cast.h"
+
+namespace mlai::kernels::cpu {
+
+namespace {
+inline double as_double(float v) { return v; }
+inline double as_double(double v) { return v; }
+inline double as_double(Half v) { return half_to_float(v.bits); }
+inline double as_double(BFloat16 v) { return bf16_to_float(v.bits); }
+inline double as_double(int32_t v) { return v; }
+inline double as_double(int64_t v) { return static_cast<double>(v); }
+inline double as_double(uint8_t v) { return v; }
+}  // namespace
+
+template <class Src, class Dst>
+void cast(const Src* in, Dst* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if constexpr (std::is_same_v<Src, Dst>) {
+      out[i] = in[i];
+    } else if constexpr (std::is_same_v<Src, int64_t> && std::is_same_v<Dst, int32_t>) {
+      out[i] = static_cast<int32_t>(in[i]);  // not through double: keeps large values exact
+    } else {
+      out[i] = from_acc<Dst>(as_double(in[i]));
+    }
+  }
+}
+
+#define MLAI_CAST_TO(S)                        \
+  template void cast<S, float>(const S*, float*, int64_t);       \
+  template void cast<S, double>(const S*, double*, int64_t);     \
+  template void cast<S, Half>(const S*, Half*, int64_t);         \
+  template void cast<S, BFloat16>(const S*, BFloat16*, int64_t); \
+  template void cast<S, int32_t>(const S*, int32_t*, int64_t);   \
+  template void cast<S, int64_t>(const S*, int64_t*, int64_t);   \
+  template void cast<S, uint8_t>(const S*, uint8_t*, int64_t);
+MLAI_CAST_TO(float)
+MLAI_CAST_TO(double)
+MLAI_CAST_TO(Half)
+MLAI_CAST_TO(BFloat16)
+MLAI_CAST_TO(int32_t)
+MLAI_CAST_TO(int64_t)
+MLAI_CAST_TO(uint8_t)
+#undef MLAI_CAST_TO
+
+}  // namespace mlai::kernels::cpu

@@ -1,0 +1,82 @@
+// CPU twins of kernels/elementwise.cu: plain loops the compiler vectorizes, arithmetic in
+// acc_t<T> so fp16/bf16 storage behaves as on the GPU.
+#include "kernels/elementwise.h"
+
+#include <algorithm>
+
+namespace mlai::kernels::cpu {
+
+namespace {
+template <class T, class F>
+void binary(const T* a, const T* b, T* out, int64_t n, F f) {
+  for (int64_t i = 0; i < n; ++i) out[i] = from_acc<T>(f(to_acc(a[i]), to_acc(b[i])));
+}
+}  // namespace
+
+template <class T>
+void add(const T* a, const T* b, T* out, int64_t n) {
+  binary(a, b, out, n, [](auto x, auto y) { return x + y; });
+}
+template <class T>
+void sub(const T* a, const T* b, T* out, int64_t n) {
+  binary(a, b, out, n, [](auto x, auto y) { return x - y; });
+}
+template <class T>
+void mul(const T* a, const T* b, T* out, int64_t n) {
+  binary(a, b, out, n, [](auto x, auto y) { return x * y; });
+}
+
+template <class T>
+void scale(const T* x, double alpha, T* out, int64_t n) {
+  const auto a = static_cast<acc_t<T>>(alpha);
+  for (int64_t i = 0; i < n; ++i) out[i] = from_acc<T>(a * to_acc(x[i]));
+}
+
+template <class T>
+void axpy(double alpha, const T* x, T* y, int64_t n) {
+  const auto a = static_cast<acc_t<T>>(alpha);
+  for (int64_t i = 0; i < n; ++i) y[i] = from_acc<T>(to_acc(y[i]) + a * to_acc(x[i]));
+}
+
+template <class T>
+void relu(const T* x, T* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const auto v = to_acc(x[i]);
+    y[i] = from_acc<T>(v > 0 ? v : 0);
+  }
+}
+
+template <class T>
+void relu_backward(const T* dy, const T* x, T* dx, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dx[i] = to_acc(x[i]) > 0 ? dy[i] : from_acc<T>(0);
+}
+
+template <class T>
+void bias_act(const T* x, const T* bias, T* y, int64_t rows, int64_t cols, bool apply_relu) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * cols;
+    T* yr = y + r * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      auto v = to_acc(xr[c]) + to_acc(bias[c]);
+      if (apply_relu && !(v > 0)) v = 0;
+      yr[c] = from_acc<T>(v);
+    }
+  }
+}
+
+#define MLAI_INSTANTIATE(T)                                                                  \
+  template void add<T>(const T*, const T*, T*, int64_t);                                    \
+  template void sub<T>(const T*, const T*, T*, int64_t);                                    \
+  template void mul<T>(const T*, const T*, T*, int64_t);                                    \
+  template void scale<T>(const T*, double, T*, int64_t);                                    \
+  template void axpy<T>(double, const T*, T*, int64_t);                                     \
+  template void relu<T>(const T*, T*, int64_t);                                             \
+  template void relu_backward<T>(const T*, const T*, T*, int64_t);                          \
+  template void bias_act<T>(const T*, const T*, T*, int64_t, int64_t, bool);
+MLAI_INSTANTIATE(float)
+MLAI_INSTANTIATE(double)
+MLAI_INSTANTIATE(Half)
+MLAI_INSTANTIATE(BFloat16)
+#undef MLAI_INSTANTIATE
+
+}  // namespace mlai::kernels::cpu

@@ -1,0 +1,61 @@
+// CPU twin of kernels/softmax_xent.cu: one row at a time, max-subtracted log-sum-exp.
+#include "kernels/softmax_xent.h"
+
+#include <cmath>
+
+namespace mlai::kernels::cpu {
+
+template <class T>
+void softmax_xent_forward(const T* logits, const int64_t* labels, int64_t rows, int64_t classes,
+                          double label_smoothing, acc_t<T>* loss_rows, acc_t<T>* lse_rows) {
+  using A = acc_t<T>;
+  const A eps = static_cast<A>(label_smoothing);
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* z = logits + r * classes;
+    A mx = to_acc(z[0]);
+    for (int64_t c = 1; c < classes; ++c) mx = std::fmax(mx, to_acc(z[c]));
+    A se = 0, sz = 0;
+    for (int64_t c = 0; c < classes; ++c) {
+      const A v = to_acc(z[c]);
+      se += std::exp(v - mx);
+      sz += v;
+    }
+    const A lse = mx + std::log(se);
+    const A zy = to_acc(z[labels[r]]);
+    // loss = lse - sum_c target_c z_c with target = (1-eps) onehot + eps/C
+    loss_rows[r] = lse - (1 - eps) * zy - eps * sz / static_cast<A>(classes);
+    lse_rows[r] = lse;
+  }
+}
+
+template <class T>
+void softmax_xent_backward(const T* logits, const int64_t* labels, const acc_t<T>* lse_rows,
+                           const acc_t<T>* dloss, double scale, int64_t rows, int64_t classes,
+                           double label_smoothing, T* dlogits) {
+  using A = acc_t<T>;
+  const A eps = static_cast<A>(label_smoothing);
+  const A g = dloss[0] * static_cast<A>(scale);
+  const A off = eps / static_cast<A>(classes);
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* z = logits + r * classes;
+    T* dz = dlogits + r * classes;
+    for (int64_t c = 0; c < classes; ++c) {
+      const A p = std::exp(to_acc(z[c]) - lse_rows[r]);
+      const A target = off + (c == labels[r] ? 1 - eps : A(0));
+      dz[c] = from_acc<T>(g * (p - target));
+    }
+  }
+}
+
+#define MLAI_INSTANTIATE(T)                                                                     \
+  template void softmax_xent_forward<T>(const T*, const int64_t*, int64_t, int64_t, double,     \
+                                        acc_t<T>*, acc_t<T>*);                                  \
+  template void softmax_xent_backward<T>(const T*, const int64_t*, const acc_t<T>*,             \
+                                         const acc_t<T>*, double, int64_t, int64_t, double, T*);
+MLAI_INSTANTIATE(float)
+MLAI_INSTANTIATE(double)
+MLAI_INSTANTIATE(Half)
+MLAI_INSTANTIATE(BFloat16)
+#undef MLAI_INSTANTIATE
+
+}  // namespace mlai::kernels::cpu

@@ -1,0 +1,82 @@
+// Memory: a caching allocator that never returns memory to the system in steady state
+// (the CUDA device allocator and the pinned-host allocator are instances of it), and the plain
+// 64-byte aligned CPU allocator. The caching logic is backend-independent, so it is tested on
+// the CPU with a counting backend.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "kernels/common.h"
+
+namespace mlai::tensor {
+
+using kernels::StreamHandle;
+
+struct AllocatorStats {
+  int64_t current_bytes = 0;   // bytes handed out and not yet freed (rounded sizes)
+  int64_t peak_bytes = 0;      // high-water mark of current_bytes
+  int64_t reserved_bytes = 0;  // bytes obtained from the backend (in use + cached)
+  int64_t raw_allocs = 0;      // backend allocations (cudaMalloc calls)
+  int64_t raw_frees = 0;       // backend frees (only on empty_cache or retry after OOM)
+  int64_t allocs = 0;          // allocate() calls
+  int64_t cache_hits = 0;      // allocate() calls served from the cache
+};
+
+// Where a caching allocator gets its memory: cudaMalloc, cudaHostAlloc, or a test backend.
+class RawMemory {
+ public:
+  virtual ~RawMemory() = default;
+  virtual void* raw_alloc(size_t bytes) = 0;  // nullptr when out of memory
+  virtual void raw_free(void* p) = 0;
+  virtual const char* name() const = 0;
+};
+
+// Size-binned, stream-aware cache: a freed block goes back to the free list of the stream it
+// was allocated on, keyed by its rounded size; a request takes the smallest cached block of
+// that stream that fits and wastes at most a quarter of it. On backend OOM the cache is
+// emptied and the allocation retried once; then a one-line error with the stats is thrown.
+class CachingAllocator {
+ public:
+  explicit CachingAllocator(std::unique_ptr<RawMemory> backend);
+  ~CachingAllocator();
+  CachingAllocator(const CachingAllocator&) = delete;
+  CachingAllocator& operator=(const CachingAllocator&) = delete;
+
+  void* allocate(size_t bytes, StreamHandle stream = nullptr);
+  void deallocate(void* p);
+  void empty_cache();  // returns every cached (free) block to the backend
+  AllocatorStats stats() const;
+  void reset_peak();
+
+  // Rounding: 512-byte steps below 1 MiB, 2 MiB steps above (fewer distinct sizes to cache).
+  static size_t round_size(size_t bytes);
+
+ private:
+  struct Block {
+    size_t size;
+    StreamHandle stream;
+  };
+  void release_cached_locked();
+
+  std::unique_ptr<RawMemory> backend_;
+  mutable std::mutex mu_;
+  std::unordered_map<void*, Block> in_use_;
+  std::map<std::pair<StreamHandle, size_t>, std::vector<void*>> free_;  // (stream, size)
+  AllocatorStats stats_;
+};
+
+void* cpu_aligned_alloc(size_t bytes);  // 64-byte aligned; throws std::bad_alloc
+void cpu_aligned_free(void* p);
+
+// The process-wide CUDA caching allocator of a device, and the pinned-host allocator.
+// Both throw a clear error when CUDA is unavailable.
+CachingAllocator& cuda_allocator(int device);
+CachingAllocator& pinned_allocator();
+
+}  // namespace mlai::tensor

@@ -1,0 +1,15 @@
+// Per-device library handles (cuBLAS, cuDNN), created once per device and thread-safe to fetch.
+#pragma once
+
+#include "kernels/gemm.h"
+
+struct cudnnContext;  // cudnnHandle_t is cudnnContext*
+
+namespace mlai::tensor {
+
+using CudnnHandle = cudnnContext*;
+
+kernels::CublasHandle cublas_handle(int device);
+CudnnHandle cudnn_handle(int device);
+
+}  // namespace mlai::tensor

@@ -1,0 +1,56 @@
+// Tensor-level operations: check shapes, dtypes and devices, allocate the result, and dispatch
+// to the CPU or CUDA kernel on the current stream. No autograd here (see autograd/).
+#pragma once
+
+#include <utility>
+
+#include "tensor/tensor.h"
+
+namespace mlai::tensor {
+
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& x, double alpha);
+void axpy_(double alpha, const Tensor& x, Tensor& y);  // y += alpha * x, in place
+Tensor relu(const Tensor& x);
+Tensor relu_backward(const Tensor& dy, const Tensor& x);
+// x: [rows, cols], bias: [cols]; y = x + bias (then relu when apply_relu).
+Tensor bias_act(const Tensor& x, const Tensor& bias, bool apply_relu);
+
+Tensor sum(const Tensor& x, double scale = 1.0);  // scalar (shape {})
+Tensor mean(const Tensor& x);
+// Reduce over `dim`; the result drops it unless keepdim.
+Tensor sum_dim(const Tensor& x, int dim, bool keepdim = false, double scale = 1.0);
+Tensor mean_dim(const Tensor& x, int dim, bool keepdim = false);
+std::pair<Tensor, Tensor> max_dim(const Tensor& x, int dim);  // values, int64 indices
+
+// Fused softmax cross-entropy. logits [rows, classes] (any float dtype), labels int64 [rows].
+// Returns per-row losses and log-sum-exps (fp32, or fp64 for fp64 logits).
+std::pair<Tensor, Tensor> softmax_xent_forward(const Tensor& logits, const Tensor& labels,
+                                               double label_smoothing);
+// dloss: scalar upstream gradient (same device as logits, dtype of the loss rows).
+Tensor softmax_xent_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
+                             const Tensor& dloss, double scale, double label_smoothing);
+
+// C = op(A) @ op(B): A [m, k] (or [k, m] with trans_a), B [k, n] (or [n, k] with trans_b).
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// C = alpha * op(A) @ op(B) + beta * C, into an existing C.
+void gemm_(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans_b, double alpha,
+           double beta);
+
+Tensor cast(const Tensor& x, DType dt);
+void fill_(Tensor& t, double value);
+void uniform_(Tensor& t, double lo, double hi, Generator& gen);
+void normal_(Tensor& t, double mean, double stddev, Generator& gen);
+
+// Multi-tensor unscale and check-finite (AMP): every tensor *= inv_scale[0]; found_inf[0] set
+// to 1 when any value is inf/nan. inv_scale and found_inf are float32 scalars on the tensors'
+// device.
+void unscale_check_finite_(std::vector<Tensor>& tensors, const Tensor& inv_scale,
+                           Tensor& found_inf);
+
+// Largest relative error max|a-b| / max(max|b|, tiny), over all elements (test helper).
+double max_rel_error(const Tensor& a, const Tensor& b);
+
+}  // namespace mlai::tensor
