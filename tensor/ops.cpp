@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "kernels/amp.h"
+#include "kernels/broadcast.h"
 #include "kernels/cast.h"
 #include "kernels/elementwise.h"
 #include "kernels/fill.h"
@@ -171,6 +172,21 @@ std::pair<Tensor, Tensor> max_dim(const Tensor& x, int dim) {
                       MLAI_CALL(x.device(), max_dim<scalar_t>, x.data<scalar_t>(),
                                 values.data<scalar_t>(), idx.data<int64_t>(), outer, n, inner));
   return {values, idx};
+}
+
+Tensor broadcast_dim(const Tensor& g, const Shape& shape, int dim, double scale) {
+  Tensor out = Tensor::empty(shape, g.dtype(), g.device());
+  int64_t outer = 1, n = out.numel(), inner = 1;
+  if (g.numel() != 1 || dim >= 0) {
+    split_dims(out, norm_dim(out, dim), outer, n, inner);
+    if (g.numel() != outer * inner)
+      throw std::invalid_argument("broadcast_dim: " + g.str() + " does not broadcast to " +
+                                  shape_str(shape) + " along dim " + std::to_string(dim));
+  }
+  MLAI_DISPATCH_FLOAT(g.dtype(), "broadcast_dim",
+                      MLAI_CALL(g.device(), broadcast_dim<scalar_t>, g.data<scalar_t>(),
+                                out.data<scalar_t>(), outer, n, inner, scale));
+  return out;
 }
 
 namespace {

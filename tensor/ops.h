@@ -24,6 +24,9 @@ Tensor mean(const Tensor& x);
 Tensor sum_dim(const Tensor& x, int dim, bool keepdim = false, double scale = 1.0);
 Tensor mean_dim(const Tensor& x, int dim, bool keepdim = false);
 std::pair<Tensor, Tensor> max_dim(const Tensor& x, int dim);  // values, int64 indices
+// The backward of sum_dim: g (shape with `dim` dropped or kept as 1) repeated along `dim` to
+// `shape`, times scale. With dim = -1 on a scalar g, fills all of `shape` (backward of sum).
+Tensor broadcast_dim(const Tensor& g, const Shape& shape, int dim, double scale = 1.0);
 
 // Fused softmax cross-entropy. logits [rows, classes] (any float dtype), labels int64 [rows].
 // Returns per-row losses and log-sum-exps (fp32, or fp64 for fp64 logits).

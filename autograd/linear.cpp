@@ -1,0 +1,73 @@
+// Matrix products: matmul with transposes, and the fully-connected layer y = x W^T + b with an
+// optional fused relu (the bias and relu run as one kernel forward and one backward).
+#include "autograd/ops.h"
+#include "tensor/ops.h"
+
+namespace mlai::autograd {
+
+namespace t = mlai::tensor;
+
+namespace {
+// C = op(A) op(B). dA = dC op(B)^T (transposed back when A was), likewise dB.
+struct MatmulNode : Node {
+  Tensor a, b;
+  bool ta, tb;
+  std::vector<Tensor> backward(const Tensor& g) override {
+    Tensor da, db;
+    if (inputs[0]) da = ta ? t::matmul(b, g, tb, true) : t::matmul(g, b, false, !tb);
+    if (inputs[1]) db = tb ? t::matmul(g, a, true, ta) : t::matmul(a, g, !ta, false);
+    return {da, db};
+  }
+  const char* name() const override { return "MatmulBackward"; }
+};
+
+struct LinearNode : Node {
+  Tensor x, w, y;  // y only when relu was fused
+  bool has_bias;
+  std::vector<Tensor> backward(const Tensor& g) override {
+    const Tensor gz = y.defined() ? t::relu_backward(g, y) : g;
+    Tensor dx, dw, db;
+    if (inputs[0]) dx = t::matmul(gz, w);              // [B, out] @ [out, in]
+    if (inputs[1]) dw = t::matmul(gz, x, true, false);  // [out, B] @ [B, in]
+    if (has_bias && inputs[2]) db = t::sum_dim(gz, 0);
+    if (has_bias) return {dx, dw, db};
+    return {dx, dw};
+  }
+  const char* name() const override { return "LinearBackward"; }
+};
+}  // namespace
+
+Variable matmul(const Variable& a, const Variable& b, bool ta, bool tb) {
+  std::shared_ptr<MatmulNode> node;
+  if (needs_grad({&a, &b})) {
+    node = std::make_shared<MatmulNode>();
+    node->a = a.data();
+    node->b = b.data();
+    node->ta = ta;
+    node->tb = tb;
+  }
+  return make_result(t::matmul(a.data(), b.data(), ta, tb), node, {&a, &b});
+}
+
+Variable linear(const Variable& x, const Variable& weight, const Variable& bias, bool apply_relu) {
+  Tensor z = t::matmul(x.data(), weight.data(), false, true);
+  const bool has_bias = bias.defined();
+  if (has_bias) {
+    z = t::bias_act(z, bias.data(), apply_relu);
+  } else if (apply_relu) {
+    z = t::relu(z);
+  }
+  std::vector<const Variable*> ins{&x, &weight};
+  if (has_bias) ins.push_back(&bias);
+  std::shared_ptr<LinearNode> node;
+  if (needs_grad(ins)) {
+    node = std::make_shared<LinearNode>();
+    node->x = x.data();
+    node->w = weight.data();
+    if (apply_relu) node->y = z;
+    node->has_bias = has_bias;
+  }
+  return make_result(z, node, ins);
+}
+
+}  // namespace mlai::autograd

@@ -1,0 +1,39 @@
+// Differentiable ops. Each family's forward and backward live together in one file:
+// elementwise.cpp, linear.cpp, reduce.cpp, loss.cpp, shape.cpp.
+#pragma once
+
+#include "autograd/variable.h"
+
+namespace mlai::autograd {
+
+// elementwise.cpp
+Variable add(const Variable& a, const Variable& b);
+Variable sub(const Variable& a, const Variable& b);
+Variable mul(const Variable& a, const Variable& b);
+Variable scale(const Variable& x, double alpha);
+Variable relu(const Variable& x);
+// x [rows, cols] + bias [cols], then relu when apply_relu (one fused kernel each way).
+Variable bias_act(const Variable& x, const Variable& bias, bool apply_relu);
+
+// linear.cpp
+Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false);
+// y = x @ weight^T + bias (bias may be undefined), relu fused when apply_relu.
+// x [batch, in], weight [out, in], bias [out].
+Variable linear(const Variable& x, const Variable& weight, const Variable& bias,
+                bool apply_relu = false);
+
+// reduce.cpp
+Variable sum(const Variable& x);
+Variable mean(const Variable& x);
+Variable sum_dim(const Variable& x, int dim, bool keepdim = false);
+Variable mean_dim(const Variable& x, int dim, bool keepdim = false);
+
+// loss.cpp: fused softmax cross-entropy, mean over rows; labels int64 [rows] (no gradient).
+// Returns a scalar in fp32 (fp64 for fp64 logits).
+Variable cross_entropy(const Variable& logits, const Tensor& labels, double label_smoothing = 0.0);
+
+// shape.cpp: views sharing storage with their input.
+Variable reshape(const Variable& x, const Shape& shape);
+Variable flatten(const Variable& x, int start_dim = 1);
+
+}  // namespace mlai::autograd

@@ -1,0 +1,43 @@
+// CUDA broadcast along one axis (backward of sum/mean): one thread per output element,
+// grid-stride, fp32 (fp64 for double) arithmetic.
+#include "kernels/broadcast.h"
+#include "kernels/cuda_check.h"
+#include "kernels/cuda_types.cuh"
+
+namespace mlai::kernels::cuda {
+
+namespace {
+template <class T>
+__global__ void broadcast_dim_kernel(const T* g, T* out, int64_t total, int64_t dim,
+                                     int64_t inner, acc_t<T> scale) {
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = idx % inner;
+    const int64_t o = idx / (inner * dim);
+    out[idx] = from_acc_device<T>(scale * to_acc_device(g[o * inner + i]));
+  }
+}
+}  // namespace
+
+template <class T>
+void broadcast_dim(const T* g, T* out, int64_t outer, int64_t dim, int64_t inner, double scale,
+                   StreamHandle stream) {
+  const int64_t total = outer * dim * inner;
+  if (total == 0) return;
+  constexpr int kThreads = 256;
+  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 65535LL * 8);
+  broadcast_dim_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+      g, out, total, dim, inner, static_cast<acc_t<T>>(scale));
+  MLAI_LAUNCH_CHECK();
+}
+
+template void broadcast_dim<float>(const float*, float*, int64_t, int64_t, int64_t, double,
+                                   StreamHandle);
+template void broadcast_dim<double>(const double*, double*, int64_t, int64_t, int64_t, double,
+                                    StreamHandle);
+template void broadcast_dim<Half>(const Half*, Half*, int64_t, int64_t, int64_t, double,
+                                  StreamHandle);
+template void broadcast_dim<BFloat16>(const BFloat16*, BFloat16*, int64_t, int64_t, int64_t,
+                                      double, StreamHandle);
+
+}  // namespace mlai::kernels::cuda
