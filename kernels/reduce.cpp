@@ -1,4 +1,5 @@
-// CPU twins of kernels/reduce.cu. Sums accumulate in acc_t<T> in a fixed order (deterministic).
+// CPU twins of kernels/reduce.cu. Sums accumulate in double in a fixed order: deterministic,
+// and at least as accurate as the GPU's tree reductions in fp32 (this is their reference).
 #include "kernels/reduce.h"
 
 #include <algorithm>
@@ -9,28 +10,21 @@ namespace mlai::kernels::cpu {
 
 template <class T>
 void sum_all(const T* x, int64_t n, double scale, T* out) {
-  // Pairwise-ish: blocks of 4096 summed separately keep float error near O(log n).
-  acc_t<T> total = 0;
-  constexpr int64_t kBlock = 4096;
-  for (int64_t b = 0; b < n; b += kBlock) {
-    acc_t<T> part = 0;
-    const int64_t e = b + kBlock < n ? b + kBlock : n;
-    for (int64_t i = b; i < e; ++i) part += to_acc(x[i]);
-    total += part;
-  }
-  out[0] = from_acc<T>(static_cast<double>(total) * scale);
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) total += to_acc(x[i]);
+  out[0] = from_acc<T>(total * scale);
 }
 
 template <class T>
 void sum_dim(const T* x, T* out, int64_t outer, int64_t dim, int64_t inner, double scale) {
-  std::vector<acc_t<T>> acc(static_cast<size_t>(inner));
+  std::vector<double> acc(static_cast<size_t>(inner));
   for (int64_t o = 0; o < outer; ++o) {
-    std::fill(acc.begin(), acc.end(), acc_t<T>(0));
+    std::fill(acc.begin(), acc.end(), 0.0);
     const T* xo = x + o * dim * inner;
     for (int64_t d = 0; d < dim; ++d)
       for (int64_t i = 0; i < inner; ++i) acc[i] += to_acc(xo[d * inner + i]);
     for (int64_t i = 0; i < inner; ++i)
-      out[o * inner + i] = from_acc<T>(static_cast<double>(acc[i]) * scale);
+      out[o * inner + i] = from_acc<T>(acc[i] * scale);
   }
 }
 

@@ -1,0 +1,174 @@
+// The CPU kernels (which are also the CPU backend and the reference for the CUDA kernels)
+// against straightforward references on random data.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "tensor/ops.h"
+
+namespace mlai::tensor {
+namespace {
+
+std::vector<double> ref_matmul(const std::vector<double>& a, const std::vector<double>& b,
+                               int64_t m, int64_t k, int64_t n, bool ta, bool tb) {
+  std::vector<double> c(static_cast<size_t>(m * n), 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t p = 0; p < k; ++p)
+        c[i * n + j] += a[ta ? p * m + i : i * k + p] * b[tb ? j * k + p : p * n + j];
+  return c;
+}
+
+TEST(CpuKernels, GemmMatchesTripleLoopForEveryTransposeAndDtype) {
+  Generator g(3);
+  const int64_t m = 37, k = 19, n = 23;
+  for (DType dt : {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        Tensor a = Tensor::uniform(ta ? Shape{k, m} : Shape{m, k}, -1, 1, g, dt);
+        Tensor b = Tensor::uniform(tb ? Shape{n, k} : Shape{k, n}, -1, 1, g, dt);
+        const auto ref = ref_matmul(a.to_double_vector(), b.to_double_vector(), m, k, n, ta, tb);
+        Tensor c = matmul(a, b, ta, tb);
+        const double tol = dt == DType::kFloat64 ? 1e-13
+                           : dt == DType::kFloat32 ? 1e-5
+                           : dt == DType::kFloat16 ? 2e-3 : 1e-2;
+        EXPECT_LT(max_rel_error(c, Tensor::from_vector(ref, {m, n})), tol)
+            << dtype_name(dt) << " ta=" << ta << " tb=" << tb;
+      }
+    }
+  }
+}
+
+TEST(CpuKernels, ElementwiseAgainstScalarReference) {
+  Generator g(4);
+  Tensor a = Tensor::normal({1001}, 0, 1, g, DType::kFloat64);
+  Tensor b = Tensor::normal({1001}, 0, 1, g, DType::kFloat64);
+  const auto x = a.to_vector<double>(), y = b.to_vector<double>();
+  const auto s = add(a, b).to_vector<double>(), d = sub(a, b).to_vector<double>(),
+             p = mul(a, b).to_vector<double>(), r = relu(a).to_vector<double>(),
+             sc = scale(a, -3).to_vector<double>(),
+             rb = relu_backward(b, a).to_vector<double>();
+  Tensor yy = b.clone();
+  axpy_(0.5, a, yy);
+  const auto ax = yy.to_vector<double>();
+  for (size_t i = 0; i < x.size(); ++i) {
+    ASSERT_EQ(s[i], x[i] + y[i]);
+    ASSERT_EQ(d[i], x[i] - y[i]);
+    ASSERT_EQ(p[i], x[i] * y[i]);
+    ASSERT_EQ(r[i], x[i] > 0 ? x[i] : 0);
+    ASSERT_EQ(sc[i], -3 * x[i]);
+    ASSERT_EQ(rb[i], x[i] > 0 ? y[i] : 0);
+    ASSERT_EQ(ax[i], y[i] + 0.5 * x[i]);
+  }
+  EXPECT_THROW(add(a, Tensor::zeros({1000}, DType::kFloat64)), std::invalid_argument);
+  EXPECT_THROW(add(a, Tensor::zeros({1001}, DType::kFloat32)), std::invalid_argument);
+}
+
+TEST(CpuKernels, BiasActAddsPerColumn) {
+  Tensor x = Tensor::from_vector(std::vector<float>{1, -2, 3, -4, 5, -6}, {2, 3});
+  Tensor b = Tensor::from_vector(std::vector<float>{1, 1, -10}, {3});
+  EXPECT_EQ(bias_act(x, b, false).to_vector<float>(), (std::vector<float>{2, -1, -7, -3, 6, -16}));
+  EXPECT_EQ(bias_act(x, b, true).to_vector<float>(), (std::vector<float>{2, 0, 0, 0, 6, 0}));
+  EXPECT_THROW(bias_act(x, Tensor::zeros({2}), false), std::invalid_argument);
+}
+
+TEST(CpuKernels, ReductionsOverEveryAxis) {
+  Generator g(5);
+  const int64_t A = 3, B = 4, C = 5;
+  Tensor x = Tensor::normal({A, B, C}, 0, 1, g, DType::kFloat64);
+  const auto v = x.to_vector<double>();
+  double total = 0;
+  for (double e : v) total += e;
+  EXPECT_NEAR(sum(x).item(), total, 1e-12);
+  EXPECT_NEAR(mean(x).item(), total / 60, 1e-12);
+  const auto s1 = sum_dim(x, 1).to_vector<double>();
+  const auto m2 = mean_dim(x, -1, true);
+  EXPECT_EQ(m2.shape(), (Shape{A, B, 1}));
+  for (int64_t a = 0; a < A; ++a)
+    for (int64_t c = 0; c < C; ++c) {
+      double acc = 0;
+      for (int64_t b = 0; b < B; ++b) acc += v[(a * B + b) * C + c];
+      EXPECT_NEAR(s1[a * C + c], acc, 1e-12);
+    }
+  const auto mv = m2.to_vector<double>();
+  for (int64_t a = 0; a < A; ++a)
+    for (int64_t b = 0; b < B; ++b) {
+      double acc = 0;
+      for (int64_t c = 0; c < C; ++c) acc += v[(a * B + b) * C + c];
+      EXPECT_NEAR(mv[a * B + b], acc / C, 1e-12);
+    }
+  // float32 sums of many values stay accurate (0.1f is 0.100000001490116...).
+  Tensor tenths = Tensor::full({10000000}, 0.1, DType::kFloat32);
+  EXPECT_NEAR(sum(tenths).item(), 1000000.0149, 0.07);
+}
+
+TEST(CpuKernels, MaxWithArgmaxTakesTheFirstAndPropagatesNan) {
+  Tensor x = Tensor::from_vector(std::vector<float>{1, 5, 5, 2, NAN, 3, -1, -1, -2}, {3, 3});
+  auto [v, i] = max_dim(x, 1);
+  const auto vals = v.to_vector<float>();
+  EXPECT_EQ(vals[0], 5);
+  EXPECT_TRUE(std::isnan(vals[1]));
+  EXPECT_EQ(vals[2], -1);
+  EXPECT_EQ(i.to_vector<int64_t>(), (std::vector<int64_t>{1, 1, 0}));
+  auto [v0, i0] = max_dim(x, 0);
+  EXPECT_EQ(i0.to_vector<int64_t>(), (std::vector<int64_t>{1, 1, 0}));
+}
+
+TEST(CpuKernels, SoftmaxCrossEntropyMatchesTheDefinition) {
+  Generator g(6);
+  const int64_t rows = 7, classes = 5;
+  Tensor logits = Tensor::normal({rows, classes}, 0, 3, g, DType::kFloat64);
+  std::vector<int64_t> lab{0, 4, 2, 2, 1, 3, 0};
+  Tensor labels = Tensor::from_vector(lab, {rows});
+  const auto z = logits.to_vector<double>();
+  for (double eps : {0.0, 0.2}) {
+    auto [loss, lse] = softmax_xent_forward(logits, labels, eps);
+    Tensor dloss = Tensor::full({}, 2.0, DType::kFloat64);
+    const auto dz = softmax_xent_backward(logits, labels, lse, dloss, 0.5, eps).to_vector<double>();
+    const auto l = loss.to_vector<double>();
+    for (int64_t r = 0; r < rows; ++r) {
+      double se = 0;
+      for (int64_t c = 0; c < classes; ++c) se += std::exp(z[r * classes + c]);
+      double expect = 0;
+      for (int64_t c = 0; c < classes; ++c) {
+        const double logp = z[r * classes + c] - std::log(se);
+        const double target = eps / classes + (c == lab[r] ? 1 - eps : 0);
+        expect -= target * logp;
+        EXPECT_NEAR(dz[r * classes + c], 2.0 * 0.5 * (std::exp(logp) - target), 1e-12);
+      }
+      EXPECT_NEAR(l[r], expect, 1e-12);
+    }
+  }
+  // fp16 logits give an fp32 loss; huge logits do not overflow.
+  Tensor big = Tensor::from_vector(std::vector<float>{60000, 0, -60000, 60000}, {2, 2});
+  auto [l16, lse16] = softmax_xent_forward(cast(big, DType::kFloat16),
+                                           Tensor::from_vector(std::vector<int64_t>{0, 1}, {2}), 0);
+  EXPECT_EQ(l16.dtype(), DType::kFloat32);
+  EXPECT_NEAR(l16.to_vector<float>()[0], 0.0, 1e-3);
+  EXPECT_NEAR(l16.to_vector<float>()[1], 0.0, 1e-3);
+}
+
+TEST(CpuKernels, UnscaleCheckFiniteFlagsInfAndNan) {
+  Generator g(8);
+  for (DType dt : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    std::vector<Tensor> grads;
+    for (int i = 0; i < 60; ++i) grads.push_back(Tensor::uniform({17 + i}, -4, 4, g, dt));  // 2 groups
+    std::vector<std::vector<double>> before;
+    for (auto& t : grads) before.push_back(t.to_double_vector());
+    Tensor inv = Tensor::full({}, 0.25, DType::kFloat32);
+    Tensor found = Tensor::zeros({}, DType::kFloat32);
+    unscale_check_finite_(grads, inv, found);
+    EXPECT_EQ(found.item(), 0.0) << dtype_name(dt);
+    for (size_t t = 0; t < grads.size(); ++t) {
+      const auto after = grads[t].to_double_vector();
+      for (size_t i = 0; i < after.size(); ++i) ASSERT_EQ(after[i], before[t][i] * 0.25);
+    }
+    fill_(grads[55], INFINITY);  // in the second launch group
+    unscale_check_finite_(grads, inv, found);
+    EXPECT_EQ(found.item(), 1.0);
+  }
+}
+
+}  // namespace
+}  // namespace mlai::tensor

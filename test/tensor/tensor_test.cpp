@@ -1,0 +1,136 @@
+// Tensors: views share storage, casts round as documented, copies, fills, reproducible random
+// numbers, devices and their error messages.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "tensor/ops.h"
+
+namespace mlai::tensor {
+namespace {
+
+TEST(Tensor, ViewsShareStorage) {
+  Tensor t = Tensor::from_vector(std::vector<float>{0, 1, 2, 3, 4, 5}, {2, 3});
+  Tensor r = t.reshape({3, -1});
+  EXPECT_EQ(r.shape(), (Shape{3, 2}));
+  EXPECT_TRUE(r.same_storage(t));
+  Tensor rows = t.reshape({6, 1}).slice(2, 5);
+  EXPECT_EQ(rows.shape(), (Shape{3, 1}));
+  EXPECT_EQ(rows.to_vector<float>(), (std::vector<float>{2, 3, 4}));
+  rows.data<float>()[0] = 42;  // writes through to the parent
+  EXPECT_EQ(t.to_vector<float>()[2], 42);
+  EXPECT_EQ(Tensor::zeros({2, 3, 4}).flatten(1).shape(), (Shape{2, 12}));
+  EXPECT_EQ(Tensor::zeros({2, 3, 4}).flatten(0).shape(), (Shape{24}));
+  EXPECT_EQ(t.strides(), (Shape{3, 1}));
+}
+
+TEST(Tensor, BadViewsAreClearErrors) {
+  Tensor t = Tensor::zeros({2, 3});
+  EXPECT_THROW(t.reshape({4, 2}), std::invalid_argument);
+  EXPECT_THROW(t.reshape({-1, -1}), std::invalid_argument);
+  EXPECT_THROW(t.slice(1, 3), std::out_of_range);
+  EXPECT_THROW(t.size(2), std::out_of_range);
+  EXPECT_THROW(t.data<double>(), std::invalid_argument);
+  EXPECT_THROW(Tensor::from_vector(std::vector<float>{1, 2}, {3}), std::invalid_argument);
+}
+
+TEST(Tensor, CloneIsADeepCopy) {
+  Tensor t = Tensor::from_vector(std::vector<double>{1, 2}, {2});
+  Tensor c = t.clone();
+  c.data<double>()[0] = 9;
+  EXPECT_EQ(t.to_vector<double>()[0], 1);
+  EXPECT_FALSE(c.same_storage(t));
+  Tensor d = Tensor::empty({2}, DType::kFloat64);
+  d.copy_from(t);
+  EXPECT_EQ(d.to_vector<double>(), (std::vector<double>{1, 2}));
+  EXPECT_THROW(d.copy_from(Tensor::zeros({3}, DType::kFloat64)), std::invalid_argument);
+}
+
+TEST(Tensor, CastsRoundToNearestEven) {
+  // 1 + 2^-11 is halfway between two halves: rounds to even (1.0); 1 + 3*2^-11 rounds up.
+  Tensor f = Tensor::from_vector(std::vector<float>{1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 65520.f,
+                                                    -2.5f, 1e-8f},
+                                 {5});
+  const std::vector<double> h = cast(f, DType::kFloat16).to_double_vector();
+  EXPECT_EQ(h[0], 1.0);
+  EXPECT_EQ(h[1], 1.0 + 4 * 0x1p-11);
+  EXPECT_TRUE(std::isinf(h[2]));  // 65520 overflows half
+  EXPECT_EQ(h[3], -2.5);
+  EXPECT_NEAR(h[4], 1e-8, 3e-8);  // subnormal range: nearest multiple of 2^-24 (0)
+  const std::vector<double> b = cast(f, DType::kBFloat16).to_double_vector();
+  EXPECT_EQ(b[3], -2.5);
+  EXPECT_EQ(b[0], 1.0);  // bf16 has 7 mantissa bits
+  const std::vector<int32_t> i = cast(f, DType::kInt32).to_vector<int32_t>();
+  EXPECT_EQ(i[3], -2);  // truncation toward zero
+  EXPECT_EQ(cast(cast(f, DType::kFloat64), DType::kFloat32).to_vector<float>(), f.to_vector<float>());
+}
+
+TEST(Tensor, HalfConversionIsExactForEveryHalf) {
+  // Every finite half converts to float and back to itself.
+  for (uint32_t bits = 0; bits < 0x10000; ++bits) {
+    const uint16_t h = static_cast<uint16_t>(bits);
+    const float f = kernels::half_to_float(h);
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(kernels::float_to_half(f), h) << "bits " << bits;
+  }
+}
+
+TEST(Tensor, FillAndRandomAreReproducible) {
+  Tensor z = Tensor::full({3}, 2.5, DType::kBFloat16);
+  EXPECT_EQ(z.to_double_vector(), (std::vector<double>{2.5, 2.5, 2.5}));
+  Generator g1(5), g2(5), g3(6);
+  Tensor a = Tensor::uniform({1000}, -1, 1, g1);
+  Tensor b = Tensor::uniform({1000}, -1, 1, g2);
+  Tensor c = Tensor::uniform({1000}, -1, 1, g3);
+  EXPECT_EQ(a.to_vector<float>(), b.to_vector<float>());
+  EXPECT_NE(a.to_vector<float>(), c.to_vector<float>());
+  // The generator advances: the next draw differs from the first.
+  EXPECT_NE(Tensor::uniform({1000}, -1, 1, g1).to_vector<float>(), a.to_vector<float>());
+  // Statistics of a large normal sample.
+  Generator g(11);
+  const std::vector<double> n = Tensor::normal({200000}, 3.0, 2.0, g, DType::kFloat64).to_vector<double>();
+  double m = 0, v = 0;
+  for (double x : n) m += x;
+  m /= static_cast<double>(n.size());
+  for (double x : n) v += (x - m) * (x - m);
+  v /= static_cast<double>(n.size());
+  EXPECT_NEAR(m, 3.0, 0.02);
+  EXPECT_NEAR(std::sqrt(v), 2.0, 0.02);
+  const std::vector<double> u = Tensor::uniform({100000}, 2, 4, g, DType::kFloat64).to_vector<double>();
+  for (double x : u) ASSERT_TRUE(x >= 2 && x < 4);
+}
+
+TEST(Device, ParsesAndRejectsClearly) {
+  EXPECT_TRUE(parse_device("cpu").is_cpu());
+  EXPECT_EQ(parse_device("auto").is_cuda(), cuda_available());
+  try {
+    parse_device("tpu");
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("tpu"), std::string::npos);
+  }
+  EXPECT_THROW(parse_device("cuda:x"), std::invalid_argument);
+  if (!cuda_available()) {
+    // Asking for a GPU where there is none is an error that says why.
+    try {
+      parse_device("cuda");
+      FAIL();
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("CUDA is unavailable"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(Tensor::zeros({2}, DType::kFloat32, Device::cuda(0)), std::runtime_error);
+  }
+  EXPECT_THROW(parse_device("cuda:99"), std::runtime_error);
+  EXPECT_EQ(Device::cuda(1).str(), "cuda:1");
+}
+
+TEST(Dtype, NamesRoundTrip) {
+  for (DType d : {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat64,
+                  DType::kInt32, DType::kInt64, DType::kUInt8})
+    EXPECT_EQ(dtype_from_name(dtype_name(d)), d);
+  EXPECT_THROW(dtype_from_name("float8"), std::invalid_argument);
+  EXPECT_EQ(dtype_size(DType::kBFloat16), 2u);
+}
+
+}  // namespace
+}  // namespace mlai::tensor
