@@ -32,6 +32,9 @@ Variable mean_dim(const Variable& x, int dim, bool keepdim = false);
 // Returns a scalar in fp32 (fp64 for fp64 logits).
 Variable cross_entropy(const Variable& logits, const Tensor& labels, double label_smoothing = 0.0);
 
+// dropout.cpp: zeroes each element with probability p, scales the rest by 1/(1-p).
+Variable dropout(const Variable& x, double p, tensor::Generator& gen);
+
 // shape.cpp: views sharing storage with their input.
 Variable reshape(const Variable& x, const Shape& shape);
 Variable flatten(const Variable& x, int start_dim = 1);

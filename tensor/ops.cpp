@@ -13,25 +13,11 @@
 #include "kernels/gemm.h"
 #include "kernels/reduce.h"
 #include "kernels/softmax_xent.h"
+#include "tensor/dispatch.h"
 #include "tensor/handles.h"
 
 namespace mlai::tensor {
 
-namespace k = mlai::kernels;
-
-// Calls kernels::cuda::FN(args..., stream) on a CUDA device, kernels::cpu::FN(args...) on the CPU.
-#ifdef MLAI_WITH_CUDA
-#define MLAI_CALL(DEV, FN, ...)                                                   \
-  do {                                                                            \
-    if ((DEV).is_cuda()) {                                                        \
-      k::cuda::FN(__VA_ARGS__, current_stream(DEV).handle());                     \
-    } else {                                                                      \
-      k::cpu::FN(__VA_ARGS__);                                                    \
-    }                                                                             \
-  } while (0)
-#else
-#define MLAI_CALL(DEV, FN, ...) k::cpu::FN(__VA_ARGS__)
-#endif
 
 namespace {
 void check_same(const char* op, const Tensor& a, const Tensor& b, bool same_shape = true) {

@@ -1,0 +1,123 @@
+// CUDA fused optimizer steps: each launch covers up to kMaxOptimTensors tensors whose pointers
+// and sizes travel in the kernel's parameters; a thread finds its tensor by binary search over
+// the size prefix sums (a handful of compares against constant-bank values).
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cuda_types.cuh"
+#include "kernels/optim.h"
+
+namespace mlai::kernels::cuda {
+
+namespace {
+struct Group {
+  float* p[kMaxOptimTensors];
+  const float* g[kMaxOptimTensors];
+  float* s1[kMaxOptimTensors];
+  float* s2[kMaxOptimTensors];
+  int64_t prefix[kMaxOptimTensors + 1];  // prefix[k] = total size of tensors before k
+  int count;
+};
+
+__device__ __forceinline__ int find_tensor(const Group& gr, int64_t idx) {
+  int lo = 0, hi = gr.count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (gr.prefix[mid] <= idx) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+__global__ void sgd_kernel(Group gr, SgdArgs a, const float* skip_if) {
+  if (skip_if && *skip_if != 0.0f) return;
+  const float lr = static_cast<float>(a.lr), mom = static_cast<float>(a.momentum),
+              damp = static_cast<float>(a.dampening), wd = static_cast<float>(a.weight_decay);
+  const int64_t total = gr.prefix[gr.count];
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int k = find_tensor(gr, idx);
+    const int64_t i = idx - gr.prefix[k];
+    float* p = gr.p[k];
+    float d = gr.g[k][i] * a.grad_scale;
+    if (wd != 0) d += wd * p[i];
+    if (mom != 0) {
+      float* buf = gr.s1[k];
+      const float b = a.first_step ? d : mom * buf[i] + (1 - damp) * d;
+      buf[i] = b;
+      d = a.nesterov ? d + mom * b : b;
+    }
+    p[i] -= lr * d;
+  }
+}
+
+__global__ void adam_kernel(Group gr, AdamArgs a, float step_size, float bc2_sqrt,
+                            const float* skip_if) {
+  if (skip_if && *skip_if != 0.0f) return;
+  const float lr = static_cast<float>(a.lr), b1 = static_cast<float>(a.beta1),
+              b2 = static_cast<float>(a.beta2), eps = static_cast<float>(a.eps),
+              wd = static_cast<float>(a.weight_decay);
+  const int64_t total = gr.prefix[gr.count];
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int k = find_tensor(gr, idx);
+    const int64_t i = idx - gr.prefix[k];
+    float* p = gr.p[k];
+    float d = gr.g[k][i] * a.grad_scale;
+    float pv = p[i];
+    if (a.decoupled) {
+      pv *= 1 - lr * wd;
+    } else if (wd != 0) {
+      d += wd * pv;
+    }
+    const float m = b1 * gr.s1[k][i] + (1 - b1) * d;
+    const float v = b2 * gr.s2[k][i] + (1 - b2) * d * d;
+    gr.s1[k][i] = m;
+    gr.s2[k][i] = v;
+    p[i] = pv - step_size * m / (sqrtf(v) / bc2_sqrt + eps);
+  }
+}
+
+template <class Launch>
+void for_each_group(float* const* params, const float* const* grads, float* const* s1,
+                    float* const* s2, const int64_t* sizes, int count, Launch launch) {
+  for (int start = 0; start < count; start += kMaxOptimTensors) {
+    Group gr{};
+    gr.count = std::min(kMaxOptimTensors, count - start);
+    gr.prefix[0] = 0;
+    for (int k = 0; k < gr.count; ++k) {
+      gr.p[k] = params[start + k];
+      gr.g[k] = grads[start + k];
+      gr.s1[k] = s1 ? s1[start + k] : nullptr;
+      gr.s2[k] = s2 ? s2[start + k] : nullptr;
+      gr.prefix[k + 1] = gr.prefix[k] + sizes[start + k];
+    }
+    if (gr.prefix[gr.count] > 0) launch(gr);
+  }
+}
+}  // namespace
+
+void sgd_step(float* const* params, const float* const* grads, float* const* momentum,
+              const int64_t* sizes, int count, const SgdArgs& args, const float* skip_if,
+              StreamHandle stream) {
+  for_each_group(params, grads, args.momentum != 0 ? momentum : nullptr, nullptr, sizes, count,
+                 [&](const Group& gr) {
+                   sgd_kernel<<<dev::grid_size(gr.prefix[gr.count]), dev::kBlock, 0, stream>>>(
+                       gr, args, skip_if);
+                   MLAI_LAUNCH_CHECK();
+                 });
+}
+
+void adam_step(float* const* params, const float* const* grads, float* const* exp_avg,
+               float* const* exp_avg_sq, const int64_t* sizes, int count, const AdamArgs& args,
+               const float* skip_if, StreamHandle stream) {
+  const double t = static_cast<double>(args.step);
+  const float step_size = static_cast<float>(args.lr / (1 - std::pow(args.beta1, t)));
+  const float bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(args.beta2, t)));
+  for_each_group(params, grads, exp_avg, exp_avg_sq, sizes, count, [&](const Group& gr) {
+    adam_kernel<<<dev::grid_size(gr.prefix[gr.count]), dev::kBlock, 0, stream>>>(
+        gr, args, step_size, bc2_sqrt, skip_if);
+    MLAI_LAUNCH_CHECK();
+  });
+}
+
+}  // namespace mlai::kernels::cuda

@@ -1,0 +1,48 @@
+// Fused multi-tensor optimizer steps with PyTorch's semantics (torch.optim.SGD, Adam, AdamW).
+// One call updates `count` tensors (the CUDA version in launches of up to kMaxOptimTensors),
+// reading each gradient times grad_scale (1/world_size for data parallel, 1/loss_scale for
+// mixed precision: the scaling costs no extra pass). When skip_if is non-null and *skip_if != 0
+// (a device flag set by the AMP finite check), nothing changes: no host sync is needed.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/common.h"
+
+namespace mlai::kernels {
+
+constexpr int kMaxOptimTensors = 24;
+
+struct SgdArgs {
+  double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false;
+  bool first_step = false;  // the momentum buffer is initialised to the first gradient
+  float grad_scale = 1.0f;
+};
+
+struct AdamArgs {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  bool decoupled = false;  // AdamW: p *= 1 - lr * weight_decay; Adam: g += weight_decay * p
+  int64_t step = 1;        // 1-based, for bias correction
+  float grad_scale = 1.0f;
+};
+
+#define MLAI_OPTIM_DECLS(...)                                                                 \
+  void sgd_step(float* const* params, const float* const* grads, float* const* momentum,      \
+                const int64_t* sizes, int count, const SgdArgs& args,                         \
+                const float* skip_if __VA_ARGS__);                                            \
+  void adam_step(float* const* params, const float* const* grads, float* const* exp_avg,      \
+                 float* const* exp_avg_sq, const int64_t* sizes, int count,                   \
+                 const AdamArgs& args, const float* skip_if __VA_ARGS__);
+
+namespace cpu {
+MLAI_OPTIM_DECLS()
+}  // namespace cpu
+
+namespace cuda {
+MLAI_OPTIM_DECLS(, StreamHandle stream)
+}  // namespace cuda
+
+#undef MLAI_OPTIM_DECLS
+
+}  // namespace mlai::kernels

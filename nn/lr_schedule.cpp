@@ -1,0 +1,55 @@
+// Learning-rate schedules (see lr_schedule.h).
+#include "nn/lr_schedule.h"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace mlai::nn {
+
+namespace {
+constexpr double kPi = 3.14159265358979323846;
+// Cosine from `start` (pct = 0) to `end` (pct = 1).
+double cos_anneal(double start, double end, double pct) {
+  return end + (start - end) / 2.0 * (std::cos(kPi * pct) + 1.0);
+}
+}  // namespace
+
+void check_schedule(const ScheduleConfig& c) {
+  const std::string& n = c.name;
+  if (n != "constant" && n != "step" && n != "cosine" && n != "warmup_cosine" && n != "onecycle")
+    throw std::invalid_argument("unknown lr schedule '" + n +
+                                "' (expected constant, step, cosine, warmup_cosine or onecycle)");
+  if (c.total_steps < 1) throw std::invalid_argument("lr schedule: total steps must be >= 1");
+  if (n == "step" && (c.step_epochs < 1 || c.steps_per_epoch < 1))
+    throw std::invalid_argument("lr schedule step: --lr-step-epochs must be >= 1");
+  if (n == "warmup_cosine" && (c.warmup_steps < 0 || c.warmup_steps >= c.total_steps))
+    throw std::invalid_argument("lr schedule warmup_cosine: --warmup-steps must be in [0, total "
+                                "steps = " + std::to_string(c.total_steps) + ")");
+  if (n == "onecycle" && (c.pct_start <= 0 || c.pct_start >= 1))
+    throw std::invalid_argument("lr schedule onecycle: pct_start must be in (0, 1)");
+}
+
+double lr_at(const ScheduleConfig& c, int64_t step) {
+  const double t = static_cast<double>(step), total = static_cast<double>(c.total_steps);
+  if (c.name == "constant") return c.base_lr;
+  if (c.name == "step") {
+    const int64_t epoch = step / c.steps_per_epoch;
+    return c.base_lr * std::pow(c.gamma, static_cast<double>(epoch / c.step_epochs));
+  }
+  if (c.name == "cosine") return cos_anneal(c.base_lr, c.min_lr, std::min(t / total, 1.0));
+  if (c.name == "warmup_cosine") {
+    const double w = static_cast<double>(c.warmup_steps);
+    if (step < c.warmup_steps) return c.base_lr * (t + 1) / w;
+    return cos_anneal(c.base_lr, c.min_lr, std::min((t - w) / std::max(total - w, 1.0), 1.0));
+  }
+  if (c.name == "onecycle") {
+    const double initial = c.base_lr / c.div_factor, final_lr = initial / c.final_div_factor;
+    const double up_end = c.pct_start * total - 1, down_end = total - 1;
+    if (t <= up_end) return cos_anneal(initial, c.base_lr, up_end > 0 ? t / up_end : 1.0);
+    return cos_anneal(c.base_lr, final_lr, std::min((t - up_end) / (down_end - up_end), 1.0));
+  }
+  check_schedule(c);
+  return c.base_lr;
+}
+
+}  // namespace mlai::nn

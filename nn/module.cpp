@@ -1,0 +1,91 @@
+// Module bookkeeping and Sequential.
+#include "nn/module.h"
+
+#include <stdexcept>
+
+#include "nn/layers.h"
+
+namespace mlai::nn {
+
+Variable& Module::register_parameter(const std::string& name, Tensor value) {
+  for (auto& [n, v] : params_)
+    if (n == name) throw std::logic_error("parameter '" + name + "' registered twice");
+  params_.emplace_back(name, Variable(std::move(value), true));
+  return params_.back().second;
+}
+
+Tensor& Module::register_buffer(const std::string& name, Tensor value) {
+  buffers_.emplace_back(name, std::move(value));
+  return buffers_.back().second;
+}
+
+void Module::collect(const std::string& prefix,
+                     std::vector<std::pair<std::string, Variable>>& out) const {
+  for (const auto& [n, v] : params_) out.emplace_back(prefix + n, v);
+  for (const auto& [n, c] : children_) c->collect(prefix + n + ".", out);
+}
+
+std::vector<std::pair<std::string, Variable>> Module::named_parameters() const {
+  std::vector<std::pair<std::string, Variable>> out;
+  collect("", out);
+  return out;
+}
+
+std::vector<Variable> Module::parameters() const {
+  std::vector<Variable> out;
+  for (auto& [n, v] : named_parameters()) out.push_back(v);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor*>> Module::named_buffers() {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (auto& [n, b] : buffers_) out.emplace_back(n, &b);
+  for (auto& [n, c] : children_)
+    for (auto& [cn, b] : c->named_buffers()) out.emplace_back(n + "." + cn, b);
+  return out;
+}
+
+int64_t Module::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& [name, v] : named_parameters()) n += v.numel();
+  return n;
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& [n, c] : children_) c->train(on);
+}
+
+void Module::zero_grad() {
+  for (auto& v : parameters()) const_cast<Variable&>(v).zero_grad();
+}
+
+void Module::to(const Device& d) {
+  for (auto& [n, v] : params_) {
+    v.data() = v.data().to(d);
+    v.set_grad(Tensor());
+  }
+  for (auto& [n, b] : buffers_) b = b.to(d);
+  for (auto& [n, c] : children_) c->to(d);
+}
+
+void Sequential::add(std::shared_ptr<Module> m) {
+  register_module(std::to_string(children().size()), std::move(m));
+}
+
+Variable Sequential::forward(const Variable& x) {
+  Variable h = x;
+  const auto& ch = children();
+  for (size_t i = 0; i < ch.size(); ++i) {
+    auto* lin = dynamic_cast<Linear*>(ch[i].second.get());
+    if (lin && i + 1 < ch.size() && dynamic_cast<ReLU*>(ch[i + 1].second.get())) {
+      h = lin->forward_fused(h, /*apply_relu=*/true);
+      ++i;  // the ReLU ran inside the linear kernel
+    } else {
+      h = ch[i].second->forward(h);
+    }
+  }
+  return h;
+}
+
+}  // namespace mlai::nn

@@ -1,0 +1,71 @@
+// Module: named parameters, buffers and children with torchvision-style dotted names
+// ("1.weight", "layer1.0.bn1.running_mean"), train/eval mode, zero_grad, device moves.
+// A layer implements forward() and registers what it owns in its constructor.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "autograd/ops.h"
+
+namespace mlai::nn {
+
+using autograd::Variable;
+using tensor::Device;
+using tensor::DType;
+using tensor::Generator;
+using tensor::Shape;
+using tensor::Tensor;
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  virtual Variable forward(const Variable& x) = 0;
+  virtual std::string type_name() const = 0;
+  Variable operator()(const Variable& x) { return forward(x); }
+
+  // Depth-first in registration order: a module's own entries, then each child's.
+  std::vector<std::pair<std::string, Variable>> named_parameters() const;
+  std::vector<Variable> parameters() const;
+  std::vector<std::pair<std::string, Tensor*>> named_buffers();
+  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
+    return children_;
+  }
+  int64_t parameter_count() const;
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  void zero_grad();
+  void to(const Device& d);  // moves every parameter and buffer (gradients are dropped)
+
+ protected:
+  Variable& register_parameter(const std::string& name, Tensor value);
+  Tensor& register_buffer(const std::string& name, Tensor value);
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    children_.emplace_back(name, m);
+    return m;
+  }
+
+ private:
+  void collect(const std::string& prefix, std::vector<std::pair<std::string, Variable>>& out) const;
+  bool training_ = true;
+  std::vector<std::pair<std::string, Variable>> params_;
+  std::vector<std::pair<std::string, Tensor>> buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+};
+
+// Children named "0", "1", ...; a Linear followed by a ReLU runs as one fused linear+relu.
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  void add(std::shared_ptr<Module> m);
+  size_t size() const { return children().size(); }
+  Variable forward(const Variable& x) override;
+  std::string type_name() const override { return "Sequential"; }
+};
+
+}  // namespace mlai::nn

@@ -1,0 +1,115 @@
+// SGD (momentum, dampening, nesterov, weight decay), Adam and AdamW over the fused kernels.
+#include "nn/optim.h"
+
+#include <stdexcept>
+
+#include "tensor/fused_ops.h"
+#include "tensor/ops.h"
+
+namespace mlai::nn {
+
+Optimizer::Optimizer(std::vector<std::pair<std::string, Variable>> params,
+                     const OptimizerConfig& cfg)
+    : params_(std::move(params)), cfg_(cfg) {
+  if (cfg.lr < 0) throw std::invalid_argument("learning rate must be >= 0");
+  for (auto& [n, v] : params_)
+    if (v.dtype() != DType::kFloat32)
+      throw std::invalid_argument("optimizer: parameter " + n + " is " +
+                                  tensor::dtype_name(v.dtype()) + " (float32 master weights expected)");
+}
+
+void Optimizer::zero_grad() {
+  for (auto& [n, v] : params_) v.zero_grad();
+}
+
+std::vector<std::pair<std::string, Tensor*>> Optimizer::state() {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (size_t s = 0; s < slots_.size(); ++s)
+    for (size_t i = 0; i < params_.size(); ++i)
+      out.emplace_back(params_[i].first + "." + slot_names_[s], &slots_[s][i]);
+  return out;
+}
+
+void Optimizer::gather(std::vector<Tensor>& p, std::vector<Tensor>& g,
+                       std::vector<std::vector<Tensor>*> out, std::vector<int> slots) const {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Variable& v = params_[i].second;
+    if (!v.grad().defined()) continue;  // unused this step: left alone, as PyTorch does
+    p.push_back(v.data());
+    g.push_back(v.grad());
+    for (size_t k = 0; k < slots.size(); ++k) out[k]->push_back(slots_[static_cast<size_t>(slots[k])][i]);
+  }
+}
+
+namespace {
+std::vector<Tensor> zeros_like_all(const std::vector<std::pair<std::string, Variable>>& ps) {
+  std::vector<Tensor> out;
+  for (auto& [n, v] : ps) out.push_back(Tensor::zeros(v.shape(), DType::kFloat32, v.device()));
+  return out;
+}
+}  // namespace
+
+SGD::SGD(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg)
+    : Optimizer(std::move(params), cfg) {
+  if (cfg.nesterov && (cfg.momentum <= 0 || cfg.dampening != 0))
+    throw std::invalid_argument("nesterov momentum requires a momentum and zero dampening");
+  if (cfg.momentum != 0) {
+    slot_names_ = {"momentum_buffer"};
+    slots_.push_back(zeros_like_all(params_));
+  }
+}
+
+void SGD::step(float grad_scale, const Tensor& skip_if) {
+  std::vector<Tensor> p, g, m;
+  if (cfg_.momentum != 0) {
+    gather(p, g, {&m}, {0});
+  } else {
+    gather(p, g, {}, {});
+  }
+  kernels::SgdArgs a;
+  a.lr = cfg_.lr;
+  a.momentum = cfg_.momentum;
+  a.dampening = cfg_.dampening;
+  a.weight_decay = cfg_.weight_decay;
+  a.nesterov = cfg_.nesterov;
+  a.first_step = steps_ == 0;
+  a.grad_scale = grad_scale;
+  tensor::sgd_step_(p, g, m, a, skip_if);
+  ++steps_;
+}
+
+Adam::Adam(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg,
+           bool decoupled)
+    : Optimizer(std::move(params), cfg), decoupled_(decoupled) {
+  if (cfg.beta1 < 0 || cfg.beta1 >= 1 || cfg.beta2 < 0 || cfg.beta2 >= 1)
+    throw std::invalid_argument("Adam betas must be in [0, 1)");
+  slot_names_ = {"exp_avg", "exp_avg_sq"};
+  slots_.push_back(zeros_like_all(params_));
+  slots_.push_back(zeros_like_all(params_));
+}
+
+void Adam::step(float grad_scale, const Tensor& skip_if) {
+  std::vector<Tensor> p, g, m, v;
+  gather(p, g, {&m, &v}, {0, 1});
+  kernels::AdamArgs a;
+  a.lr = cfg_.lr;
+  a.beta1 = cfg_.beta1;
+  a.beta2 = cfg_.beta2;
+  a.eps = cfg_.eps;
+  a.weight_decay = cfg_.weight_decay;
+  a.decoupled = decoupled_;
+  a.step = steps_ + 1;
+  a.grad_scale = grad_scale;
+  tensor::adam_step_(p, g, m, v, a, skip_if);
+  ++steps_;
+}
+
+std::unique_ptr<Optimizer> make_optimizer(std::vector<std::pair<std::string, Variable>> params,
+                                          const OptimizerConfig& cfg) {
+  if (cfg.name == "sgd") return std::make_unique<SGD>(std::move(params), cfg);
+  if (cfg.name == "adam") return std::make_unique<Adam>(std::move(params), cfg, false);
+  if (cfg.name == "adamw") return std::make_unique<Adam>(std::move(params), cfg, true);
+  throw std::invalid_argument("unknown optimizer '" + cfg.name + "' (expected sgd, adam or adamw)");
+}
+
+}  // namespace mlai::nn

@@ -1,0 +1,74 @@
+// Optimizers by name (sgd, adam, adamw) with PyTorch's semantics, each step one fused
+// multi-tensor kernel (a few launches for a whole model). State tensors are named after their
+// parameter ("fc.weight.momentum_buffer") for checkpoints.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nn/module.h"
+
+namespace mlai::nn {
+
+struct OptimizerConfig {
+  std::string name = "sgd";
+  double lr = 0.01;
+  double momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+};
+
+class Optimizer {
+ public:
+  Optimizer(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg);
+  virtual ~Optimizer() = default;
+
+  // Updates every parameter that has a gradient, reading grad * grad_scale. skip_if: see
+  // kernels/optim.h (a device flag from the AMP check; the step counter still advances only
+  // on the host when the caller knows the step was taken — see Trainer).
+  virtual void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor()) = 0;
+  void zero_grad();
+
+  double lr() const { return cfg_.lr; }
+  void set_lr(double lr) { cfg_.lr = lr; }
+  int64_t step_count() const { return steps_; }
+  void set_step_count(int64_t s) { steps_ = s; }
+  const OptimizerConfig& config() const { return cfg_; }
+
+  // Named state tensors (for checkpoints); loading writes into them in place.
+  std::vector<std::pair<std::string, Tensor*>> state();
+
+ protected:
+  // Parameters (with defined gradients) and the matching state tensors of slot `s`.
+  void gather(std::vector<Tensor>& p, std::vector<Tensor>& g,
+              std::vector<std::vector<Tensor>*> slots_out, std::vector<int> slots) const;
+  std::vector<std::pair<std::string, Variable>> params_;
+  std::vector<std::string> slot_names_;
+  std::vector<std::vector<Tensor>> slots_;  // slots_[s][i]: state s of parameter i
+  OptimizerConfig cfg_;
+  int64_t steps_ = 0;
+};
+
+class SGD : public Optimizer {
+ public:
+  SGD(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg);
+  void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor()) override;
+};
+
+class Adam : public Optimizer {  // AdamW when decoupled
+ public:
+  Adam(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg,
+       bool decoupled);
+  void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor()) override;
+
+ private:
+  bool decoupled_;
+};
+
+// "sgd", "adam" or "adamw"; an unknown name is an error listing the choices.
+std::unique_ptr<Optimizer> make_optimizer(std::vector<std::pair<std::string, Variable>> params,
+                                          const OptimizerConfig& cfg);
+
+}  // namespace mlai::nn

@@ -1,0 +1,87 @@
+// Dropout and multi-tensor optimizer steps: validation and dispatch.
+#include "tensor/fused_ops.h"
+
+#include <stdexcept>
+
+#include "kernels/dropout.h"
+#include "tensor/dispatch.h"
+
+namespace mlai::tensor {
+
+std::pair<Tensor, Tensor> dropout(const Tensor& x, double p, Generator& gen) {
+  if (p < 0 || p >= 1) throw std::invalid_argument("dropout probability must be in [0, 1)");
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor mask = Tensor::empty(x.shape(), DType::kUInt8, x.device());
+  const uint64_t off = gen.advance(static_cast<uint64_t>(x.numel()));
+  MLAI_DISPATCH_FLOAT(x.dtype(), "dropout",
+                      MLAI_CALL(x.device(), dropout_forward<scalar_t>, x.data<scalar_t>(),
+                                y.data<scalar_t>(), mask.data<uint8_t>(), x.numel(), p,
+                                gen.seed(), off));
+  return {y, mask};
+}
+
+Tensor dropout_backward(const Tensor& dy, const Tensor& mask, double scale) {
+  Tensor dx = Tensor::empty(dy.shape(), dy.dtype(), dy.device());
+  MLAI_DISPATCH_FLOAT(dy.dtype(), "dropout_backward",
+                      MLAI_CALL(dy.device(), dropout_backward<scalar_t>, dy.data<scalar_t>(),
+                                mask.data<uint8_t>(), dx.data<scalar_t>(), dy.numel(), scale));
+  return dx;
+}
+
+namespace {
+// Raw float pointers of a list of tensors, checked to match params[0]'s device and sizes.
+std::vector<float*> ptrs(const std::vector<Tensor>& ts, const std::vector<Tensor>& params,
+                         const char* what) {
+  if (ts.size() != params.size())
+    throw std::invalid_argument(std::string("optimizer step: ") + what + " list has " +
+                                std::to_string(ts.size()) + " tensors for " +
+                                std::to_string(params.size()) + " parameters");
+  std::vector<float*> out;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    if (ts[i].numel() != params[i].numel() || ts[i].device() != params[0].device())
+      throw std::invalid_argument(std::string("optimizer step: ") + what + " " +
+                                  std::to_string(i) + " is " + ts[i].str() + ", parameter is " +
+                                  params[i].str());
+    out.push_back(ts[i].data<float>());
+  }
+  return out;
+}
+std::vector<int64_t> sizes(const std::vector<Tensor>& ts) {
+  std::vector<int64_t> s;
+  for (const Tensor& t : ts) s.push_back(t.numel());
+  return s;
+}
+const float* skip_ptr(const Tensor& skip_if) {
+  return skip_if.defined() ? skip_if.data<float>() : nullptr;
+}
+}  // namespace
+
+void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+               const std::vector<Tensor>& momentum, const kernels::SgdArgs& args,
+               const Tensor& skip_if) {
+  if (params.empty()) return;
+  const auto p = ptrs(params, params, "parameter");
+  const auto g = ptrs(grads, params, "gradient");
+  std::vector<float*> m(params.size(), nullptr);
+  if (args.momentum != 0) m = ptrs(momentum, params, "momentum buffer");
+  const auto n = sizes(params);
+  const Device dev = params[0].device();
+  MLAI_CALL(dev, sgd_step, p.data(), const_cast<const float* const*>(g.data()), m.data(),
+            n.data(), static_cast<int>(n.size()), args, skip_ptr(skip_if));
+}
+
+void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                const std::vector<Tensor>& exp_avg, const std::vector<Tensor>& exp_avg_sq,
+                const kernels::AdamArgs& args, const Tensor& skip_if) {
+  if (params.empty()) return;
+  const auto p = ptrs(params, params, "parameter");
+  const auto g = ptrs(grads, params, "gradient");
+  const auto m = ptrs(exp_avg, params, "exp_avg");
+  const auto v = ptrs(exp_avg_sq, params, "exp_avg_sq");
+  const auto n = sizes(params);
+  const Device dev = params[0].device();
+  MLAI_CALL(dev, adam_step, p.data(), const_cast<const float* const*>(g.data()), m.data(),
+            v.data(), n.data(), static_cast<int>(n.size()), args, skip_ptr(skip_if));
+}
+
+}  // namespace mlai::tensor

@@ -1,0 +1,137 @@
+// Optimizers against steps computed by hand (PyTorch's update rules), and the LR schedules.
+#include <gtest/gtest.h>
+
+#include "nn/lr_schedule.h"
+#include "nn/optim.h"
+
+namespace mlai::nn {
+namespace {
+
+// One scalar parameter p = 1 with gradient 0.5 at every step.
+struct Scalar {
+  Variable p{Tensor::full({1}, 1.0), true};
+  std::vector<std::pair<std::string, Variable>> named() { return {{"p", p}}; }
+  double run(Optimizer& opt, int steps) {
+    for (int i = 0; i < steps; ++i) {
+      p.set_grad(Tensor::full({1}, 0.5));
+      opt.step();
+    }
+    return p.data().item();
+  }
+};
+
+TEST(Optim, SgdMomentumWeightDecay) {
+  Scalar s;
+  OptimizerConfig c;
+  c.lr = 0.1;
+  c.momentum = 0.9;
+  c.weight_decay = 0.01;
+  auto opt = make_optimizer(s.named(), c);
+  EXPECT_NEAR(s.run(*opt, 1), 0.949, 1e-6);     // d = 0.51, buf = d
+  EXPECT_NEAR(s.run(*opt, 1), 0.852151, 1e-6);  // buf = 0.9*0.51 + 0.50949
+  EXPECT_EQ(opt->step_count(), 2);
+  auto st = opt->state();
+  ASSERT_EQ(st.size(), 1u);
+  EXPECT_EQ(st[0].first, "p.momentum_buffer");
+  EXPECT_NEAR(st[0].second->item(), 0.96849, 1e-6);
+}
+
+TEST(Optim, SgdNesterovAndPlain) {
+  Scalar s;
+  OptimizerConfig c;
+  c.lr = 0.1;
+  c.momentum = 0.9;
+  c.weight_decay = 0.01;
+  c.nesterov = true;
+  auto opt = make_optimizer(s.named(), c);
+  EXPECT_NEAR(s.run(*opt, 1), 0.9031, 1e-6);  // d + 0.9 * buf = 0.969
+  Scalar plain;
+  OptimizerConfig pc;
+  pc.lr = 0.2;
+  auto sgd = make_optimizer(plain.named(), pc);
+  EXPECT_NEAR(plain.run(*sgd, 3), 0.7, 1e-6);
+  EXPECT_TRUE(sgd->state().empty());
+  pc.nesterov = true;
+  EXPECT_THROW(make_optimizer(plain.named(), pc), std::invalid_argument);
+}
+
+TEST(Optim, AdamAndAdamW) {
+  Scalar a;
+  OptimizerConfig c;
+  c.name = "adam";
+  c.lr = 0.1;
+  auto adam = make_optimizer(a.named(), c);
+  EXPECT_NEAR(a.run(*adam, 1), 0.9, 1e-6);  // the first Adam step moves by lr
+  EXPECT_NEAR(a.run(*adam, 1), 0.8, 1e-5);  // 0.1/0.19 * 0.095 / 0.5 (float arithmetic)
+  Scalar w;
+  c.name = "adamw";
+  c.weight_decay = 0.1;
+  auto adamw = make_optimizer(w.named(), c);
+  EXPECT_NEAR(w.run(*adamw, 1), 0.89, 1e-6);  // decay 1 -> 0.99, then -0.1
+  Scalar l2;
+  c.name = "adam";
+  auto adam_l2 = make_optimizer(l2.named(), c);
+  EXPECT_NEAR(l2.run(*adam_l2, 1), 0.9, 1e-6);  // L2 folds into g; the first step is still lr
+  c.name = "rmsprop";
+  EXPECT_THROW(make_optimizer(l2.named(), c), std::invalid_argument);
+}
+
+TEST(Optim, GradScaleAndSkipFlag) {
+  Scalar s;
+  OptimizerConfig c;
+  c.lr = 1.0;
+  auto opt = make_optimizer(s.named(), c);
+  s.p.set_grad(Tensor::full({1}, 0.5));
+  opt->step(0.5f);  // grad * 0.5
+  EXPECT_NEAR(s.p.data().item(), 0.75, 1e-7);
+  opt->step(1.0f, Tensor::full({}, 1.0));  // flagged: no change
+  EXPECT_NEAR(s.p.data().item(), 0.75, 1e-7);
+  opt->step(1.0f, Tensor::full({}, 0.0));
+  EXPECT_NEAR(s.p.data().item(), 0.25, 1e-7);
+}
+
+TEST(Optim, ParametersWithoutGradientsAreLeftAlone) {
+  Variable a(Tensor::full({2}, 1.0), true), b(Tensor::full({2}, 1.0), true);
+  OptimizerConfig c;
+  c.lr = 1.0;
+  c.momentum = 0.5;
+  auto opt = make_optimizer({{"a", a}, {"b", b}}, c);
+  a.set_grad(Tensor::full({2}, 1.0));
+  opt->step();
+  EXPECT_EQ(a.data().to_vector<float>(), (std::vector<float>{0, 0}));
+  EXPECT_EQ(b.data().to_vector<float>(), (std::vector<float>{1, 1}));
+}
+
+TEST(LrSchedule, Shapes) {
+  ScheduleConfig c;
+  c.base_lr = 0.1;
+  c.total_steps = 100;
+  EXPECT_DOUBLE_EQ(lr_at(c, 57), 0.1);
+  c.name = "cosine";
+  EXPECT_DOUBLE_EQ(lr_at(c, 0), 0.1);
+  EXPECT_NEAR(lr_at(c, 50), 0.05, 1e-12);
+  EXPECT_NEAR(lr_at(c, 100), 0.0, 1e-12);
+  c.name = "step";
+  c.steps_per_epoch = 10;
+  c.step_epochs = 2;
+  EXPECT_DOUBLE_EQ(lr_at(c, 19), 0.1);
+  EXPECT_NEAR(lr_at(c, 20), 0.01, 1e-12);
+  EXPECT_NEAR(lr_at(c, 45), 0.001, 1e-12);
+  c.name = "warmup_cosine";
+  c.warmup_steps = 10;
+  EXPECT_NEAR(lr_at(c, 0), 0.01, 1e-12);
+  EXPECT_NEAR(lr_at(c, 9), 0.1, 1e-12);
+  EXPECT_NEAR(lr_at(c, 10), 0.1, 1e-12);
+  EXPECT_NEAR(lr_at(c, 55), 0.05, 1e-12);
+  c.name = "onecycle";
+  c.base_lr = 1.0;
+  EXPECT_NEAR(lr_at(c, 0), 0.04, 1e-12);   // max / div_factor
+  EXPECT_NEAR(lr_at(c, 29), 1.0, 1e-12);   // peak at pct_start * total - 1
+  EXPECT_NEAR(lr_at(c, 99), 4e-6, 1e-12);  // initial / final_div_factor
+  EXPECT_GT(lr_at(c, 15), lr_at(c, 5));
+  c.name = "linear";
+  EXPECT_THROW(check_schedule(c), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace mlai::nn
