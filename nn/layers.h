@@ -40,7 +40,7 @@ class Dropout : public Module {
   Dropout(double p, uint64_t seed);
   Variable forward(const Variable& x) override;
   std::string type_name() const override { return "Dropout"; }
-  Generator& generator() { return gen_; }
+  Generator* generator() override { return &gen_; }
 
  private:
   double p_;

@@ -45,6 +45,14 @@ std::vector<std::pair<std::string, Tensor*>> Module::named_buffers() {
   return out;
 }
 
+std::vector<std::pair<std::string, Generator*>> Module::named_generators() {
+  std::vector<std::pair<std::string, Generator*>> out;
+  if (Generator* g = generator()) out.emplace_back("", g);
+  for (auto& [n, c] : children_)
+    for (auto& [cn, g] : c->named_generators()) out.emplace_back(cn.empty() ? n : n + "." + cn, g);
+  return out;
+}
+
 int64_t Module::parameter_count() const {
   int64_t n = 0;
   for (const auto& [name, v] : named_parameters()) n += v.numel();

@@ -34,6 +34,10 @@ class Module {
     return children_;
   }
   int64_t parameter_count() const;
+  // Random generators owned by layers (dropout), by dotted name: saved in checkpoints so a
+  // resumed run draws the same numbers.
+  std::vector<std::pair<std::string, Generator*>> named_generators();
+  virtual Generator* generator() { return nullptr; }
 
   void train(bool on = true);
   void eval() { train(false); }

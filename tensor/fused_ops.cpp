@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "kernels/dropout.h"
+#include "kernels/metrics.h"
 #include "tensor/dispatch.h"
 
 namespace mlai::tensor {
@@ -26,6 +27,17 @@ Tensor dropout_backward(const Tensor& dy, const Tensor& mask, double scale) {
                       MLAI_CALL(dy.device(), dropout_backward<scalar_t>, dy.data<scalar_t>(),
                                 mask.data<uint8_t>(), dx.data<scalar_t>(), dy.numel(), scale));
   return dx;
+}
+
+void confusion_update_(const Tensor& predicted, const Tensor& target, Tensor& confusion) {
+  if (predicted.numel() != target.numel() || confusion.ndim() != 2 ||
+      confusion.size(0) != confusion.size(1) || predicted.device() != confusion.device() ||
+      target.device() != confusion.device())
+    throw std::invalid_argument("confusion_update_: predicted " + predicted.str() + ", target " +
+                                target.str() + ", matrix " + confusion.str());
+  MLAI_CALL(confusion.device(), confusion_update, predicted.data<int64_t>(),
+            target.data<int64_t>(), predicted.numel(), confusion.size(0),
+            confusion.data<int64_t>());
 }
 
 namespace {

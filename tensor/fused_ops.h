@@ -14,6 +14,9 @@ namespace mlai::tensor {
 std::pair<Tensor, Tensor> dropout(const Tensor& x, double p, Generator& gen);
 Tensor dropout_backward(const Tensor& dy, const Tensor& mask, double scale);
 
+// confusion [classes, classes] int64 += counts of (target, predicted) pairs.
+void confusion_update_(const Tensor& predicted, const Tensor& target, Tensor& confusion);
+
 // params, grads and state: float32 tensors on one device, matched by position.
 // skip_if: undefined, or a float32 scalar on that device (non-zero skips the step).
 void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,

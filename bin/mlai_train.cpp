@@ -1,0 +1,134 @@
+// mlai_train: train an image classifier.
+//   mlai_train --arch mlp --dataset fashion-mnist --epochs 10
+// Every flag is documented in --help. Bad flags exit with code 2 and a one-line error; a
+// failure while training exits with 1; a run stopped by SIGINT/SIGTERM/SIGUSR1 saves
+// checkpoints/last.h5 (resume with --resume) and exits with 128 + the signal number.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "nn/models.h"
+#include "nn/trainer.h"
+
+namespace {
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
+  using mlai::nn::model_names;
+  app.add_option("--arch", c.arch, "Model: " + join(model_names()))->capture_default_str();
+  app.add_option("--hidden", hidden, "Hidden widths of the mlp, comma-separated (default 128,256)");
+  app.add_option("--dropout", c.dropout, "Dropout after each hidden layer of the mlp")->capture_default_str();
+  app.add_option("--dataset", c.dataset, "Dataset: " + join(mlai::io::dataset_names()))->capture_default_str();
+  app.add_option("--data-dir", c.data_dir,
+                 "Directory with the dataset's files (default for fashion-mnist: "
+                 "/usr/share/datasets/fashion-mnist; others: data/<name>)");
+  app.add_option("--val-split", c.val_split, "Fraction of the training set held out for validation (seeded)")->capture_default_str();
+  app.add_option("--workers", c.workers, "Data-loader threads (0: load in the training thread)")->capture_default_str();
+  app.add_option("--criterion", c.criterion,
+                 "Loss: cross_entropy, or nll (log_softmax + NLL loss, the same value)")->capture_default_str();
+  app.add_option("--label-smoothing", c.label_smoothing, "Label smoothing in [0, 1]")->capture_default_str();
+  app.add_option("--optimizer", c.optimizer, "Optimizer: sgd, adam or adamw")->capture_default_str();
+  app.add_option("--lr", c.lr, "Learning rate (the peak rate for onecycle)")->capture_default_str();
+  app.add_option("--momentum", c.momentum, "SGD momentum")->capture_default_str();
+  app.add_option("--weight-decay", c.weight_decay, "Weight decay (L2 for sgd/adam, decoupled for adamw)")->capture_default_str();
+  app.add_flag("--nesterov", c.nesterov, "Nesterov momentum (sgd)");
+  app.add_option("--beta1", c.beta1, "Adam beta1")->capture_default_str();
+  app.add_option("--beta2", c.beta2, "Adam beta2")->capture_default_str();
+  app.add_option("--eps", c.eps, "Adam epsilon")->capture_default_str();
+  app.add_option("--lr-schedule", c.lr_schedule,
+                 "constant, step, cosine, warmup_cosine or onecycle (per step)")->capture_default_str();
+  app.add_option("--lr-step-epochs", c.lr_step_epochs, "step schedule: decay every N epochs")->capture_default_str();
+  app.add_option("--lr-gamma", c.lr_gamma, "step schedule: decay factor")->capture_default_str();
+  app.add_option("--warmup-steps", c.warmup_steps, "warmup_cosine: linear warmup steps")->capture_default_str();
+  app.add_option("--min-lr", c.min_lr, "cosine schedules: final learning rate")->capture_default_str();
+  app.add_option("--epochs", c.epochs, "Epochs to train")->capture_default_str();
+  app.add_option("--batch-size", c.batch_size, "Batch size (per process)")->capture_default_str();
+  app.add_option("--seed", c.seed, "Seed for initialisation, shuffling, splits and dropout")->capture_default_str();
+  app.add_option("--device", c.device, "cpu, cuda, cuda:N or auto (a GPU when there is one)")->capture_default_str();
+  app.add_option("--precision", c.precision, "32 (16 and bf16 are planned)")->capture_default_str();
+  app.add_flag("--deterministic", c.deterministic,
+               "Deterministic algorithms only (CPU runs are always deterministic)");
+  app.add_option("--fast-dev-run", c.fast_dev_run,
+                 "Run N training and validation batches (default 1) in one epoch to check the "
+                 "set-up; writes no logs or checkpoints")
+      ->expected(0, 1)
+      ->default_str("1");
+  app.add_option("--limit-train-batches", c.limit_train_batches,
+                 "Batches per epoch: a fraction (0.25) or a count (40)")->capture_default_str();
+  app.add_option("--limit-val-batches", c.limit_val_batches,
+                 "Validation batches: a fraction (0.25) or a count (40); 0 skips validation")->capture_default_str();
+  app.add_option("--overfit-batches", c.overfit_batches,
+                 "Train and validate on the same first N batches (a sanity check)")->capture_default_str();
+  app.add_option("--log-dir", c.log_dir, "Root of the experiment directories")->capture_default_str();
+  app.add_option("--experiment-name", c.experiment_name,
+                 "Logs go to <log-dir>/<name>/version_<n or Slurm job id>/")->capture_default_str();
+  app.add_option("--checkpoint-every", c.checkpoint_every,
+                 "Write last.h5 / best.h5 every N epochs (0: only when stopped by a signal)")->capture_default_str();
+  app.add_option("--resume", c.resume, "Continue exactly from a checkpoint (e.g. .../last.h5)")
+      ->check(CLI::ExistingFile);
+  app.add_flag("!--no-progress", c.progress, "No live progress line");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  mlai::nn::Config cfg;
+  std::string hidden;
+  CLI::App app{"mlai_train: train an image classifier on the CPU or GPUs (mlai)"};
+  app.get_formatter()->column_width(34);
+  add_flags(app, cfg, hidden);
+  try {
+    app.parse(argc, argv);
+    if (app.count("--fast-dev-run") && cfg.fast_dev_run == 0) cfg.fast_dev_run = 1;
+    if (!hidden.empty()) {
+      size_t pos = 0;
+      while (pos <= hidden.size()) {
+        const size_t end = std::min(hidden.find(',', pos), hidden.size());
+        const std::string w = hidden.substr(pos, end - pos);
+        size_t used = 0;
+        long long v = 0;
+        try {
+          v = std::stoll(w, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != w.size() || v < 1)
+          throw CLI::ValidationError("--hidden", "expected positive widths like 512,256, got '" + hidden + "'");
+        cfg.hidden.push_back(v);
+        pos = end + 1;
+      }
+    }
+    cfg.validate();
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "mlai_train: error: %s (see --help)\n", e.what());
+    return 2;
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "mlai_train: error: %s\n", e.what());
+    return 2;
+  }
+  std::string command;
+  for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+  try {
+    mlai::nn::install_stop_handlers();
+    mlai::nn::Trainer trainer(cfg, command);
+    const auto res = trainer.fit();
+    return res.stop_signal ? 128 + res.stop_signal : 0;
+  } catch (const std::invalid_argument& e) {  // bad flag values found while setting up
+    std::fprintf(stderr, "mlai_train: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mlai_train: error: %s\n", e.what());
+    return 1;
+  }
+}

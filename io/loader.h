@@ -1,0 +1,76 @@
+// Batches from an in-memory Dataset: a per-epoch seeded shuffle, sharded across data-parallel
+// ranks (each rank takes every world-th sample of the padded order, so all ranks run the same
+// number of steps), assembled into normalized float32 NHWC batches by `workers` threads into a
+// bounded window of `prefetch` batches, handed out in order. For a given seed the batches are
+// identical whatever the number of workers.
+#pragma once
+
+#include <condition_variable>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "io/dataset.h"
+#include "tensor/tensor.h"
+
+namespace mlai::io {
+
+struct Batch {
+  tensor::Tensor images;  // float32 [B, H, W, C], normalized
+  tensor::Tensor labels;  // int64 [B]
+  int64_t index = 0;      // batch number within the epoch
+};
+
+struct LoaderOptions {
+  int64_t batch_size = 64;
+  bool shuffle = true;
+  bool drop_last = false;
+  uint64_t seed = 0;
+  int workers = 0;  // 0: batches are assembled by the calling thread
+  int prefetch = 4;
+  int64_t limit_batches = -1;  // < 0: all
+  int rank = 0, world = 1;
+  tensor::Device device = tensor::Device::cpu();
+};
+
+// The sample indices rank `rank` of `world` visits in `epoch` (exposed for tests).
+std::vector<int64_t> epoch_indices(int64_t n, bool shuffle, uint64_t seed, int64_t epoch,
+                                   int rank, int world);
+
+class Loader {
+ public:
+  Loader(const Dataset& ds, const LoaderOptions& opt);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  int64_t num_batches() const;
+  int64_t num_samples() const { return static_cast<int64_t>(indices_.size()); }
+  // Starts `epoch` at batch `first_batch` (a resumed run skips what it already trained on).
+  void start_epoch(int64_t epoch, int64_t first_batch = 0);
+  // The next batch of this epoch in order, or nullopt at its end. A worker's exception is
+  // rethrown here.
+  std::optional<Batch> next();
+  void stop();  // joins the workers; safe to call twice
+
+ private:
+  Batch assemble(int64_t b) const;
+  void worker_loop(int w);
+
+  const Dataset& ds_;
+  LoaderOptions opt_;
+  std::vector<int64_t> indices_;
+  int64_t next_ = 0;
+  int64_t first_batch_ = 0;
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<int64_t, Batch> ready_;
+  std::exception_ptr error_;
+  bool stopping_ = false;
+};
+
+}  // namespace mlai::io

@@ -1,0 +1,132 @@
+// HDF5 checkpoints (see checkpoint.h).
+#include "nn/checkpoint.h"
+
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include "io/h5file.h"
+
+namespace mlai::nn {
+
+namespace {
+io::H5Type h5_type(DType dt) {
+  switch (dt) {
+    case DType::kFloat32: return io::H5Type::kFloat32;
+    case DType::kFloat64: return io::H5Type::kFloat64;
+    case DType::kInt64: return io::H5Type::kInt64;
+    case DType::kInt32: return io::H5Type::kInt32;
+    case DType::kUInt8: return io::H5Type::kUInt8;
+    default:
+      throw std::invalid_argument(std::string("checkpoint: cannot store ") +
+                                  tensor::dtype_name(dt) + " tensors");
+  }
+}
+
+void write_tensor(io::H5Writer& w, const std::string& name, const Tensor& t) {
+  const Tensor host = t.to(Device::cpu());
+  w.write(name, h5_type(host.dtype()), host.shape(), host.data_ptr());
+}
+
+void read_into(const io::H5Reader& r, const std::string& name, Tensor& t) {
+  Tensor host = Tensor::empty(t.shape(), t.dtype());
+  r.read(name, h5_type(t.dtype()), host.data_ptr(), host.numel());
+  t.copy_from(host.to(t.device()));
+}
+
+// Everything the model owns, by name: parameters then buffers.
+std::vector<std::pair<std::string, Tensor*>> model_tensors(Module& m) {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (auto& [n, v] : m.named_parameters())
+    out.emplace_back(n, &const_cast<Variable&>(v).data());
+  for (auto& [n, b] : m.named_buffers()) out.emplace_back(n, b);
+  return out;
+}
+}  // namespace
+
+void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
+                     const TrainState& st, const Config& cfg) {
+  io::H5Writer w(path);
+  for (auto& [n, t] : model_tensors(model)) write_tensor(w, "model/" + n, *t);
+  if (opt) {
+    for (auto& [n, t] : opt->state()) write_tensor(w, "optimizer/" + n, *t);
+    w.set_attr("/", "optimizer_steps", opt->step_count());
+    w.set_attr("/", "optimizer_lr", opt->lr());
+  }
+  for (auto& [n, g] : model.named_generators()) {
+    const std::vector<int64_t> s{static_cast<int64_t>(g->seed()), static_cast<int64_t>(g->offset())};
+    w.write("rng/" + n, io::H5Type::kInt64, {2}, s.data());
+  }
+  w.set_attr("/", "epoch", st.epoch);
+  w.set_attr("/", "next_batch", st.next_batch);
+  w.set_attr("/", "global_step", st.global_step);
+  w.set_attr("/", "best_val_accuracy", st.best_val_accuracy);
+  w.set_attr("/", "config", to_json(cfg).dump());
+  w.set_attr("/", "format", "mlai-checkpoint-1");
+  w.commit();
+}
+
+TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* opt) {
+  io::H5Reader r(path);
+  if (!r.has("model"))
+    throw std::runtime_error("cannot resume from " + path + ": not an mlai checkpoint (no 'model' group)");
+  // Compare names and shapes before touching the model.
+  auto mine = model_tensors(model);
+  std::set<std::string> stored;
+  for (const auto& n : r.list_datasets("model")) stored.insert(n);
+  std::vector<std::string> missing, mis_shaped;
+  for (auto& [n, t] : mine) {
+    if (!stored.erase(n)) {
+      missing.push_back(n);
+    } else if (r.info("model/" + n).shape != t->shape()) {
+      mis_shaped.push_back(n + " (file " + tensor::shape_str(r.info("model/" + n).shape) +
+                           ", model " + tensor::shape_str(t->shape()) + ")");
+    }
+  }
+  if (!missing.empty() || !stored.empty() || !mis_shaped.empty()) {
+    std::ostringstream os;
+    os << path << " does not match the model:";
+    auto list = [&](const char* what, const auto& names) {
+      if (names.empty()) return;
+      os << " " << what << ":";
+      int k = 0;
+      for (const auto& n : names) os << (k++ ? ", " : " ") << n;
+      os << ";";
+    };
+    list("missing", missing);
+    list("unexpected", stored);
+    list("mis-shaped", mis_shaped);
+    throw std::runtime_error(os.str());
+  }
+  for (auto& [n, t] : mine) read_into(r, "model/" + n, *t);
+  if (opt) {
+    for (auto& [n, t] : opt->state()) {
+      if (!r.has("optimizer/" + n))
+        throw std::runtime_error(path + ": no optimizer state '" + n + "' (was it saved with another --optimizer?)");
+      read_into(r, "optimizer/" + n, *t);
+    }
+    opt->set_step_count(r.get_attr_int("/", "optimizer_steps"));
+  }
+  for (auto& [n, g] : model.named_generators()) {
+    std::vector<int64_t> s(2);
+    r.read("rng/" + n, io::H5Type::kInt64, s.data(), 2);
+    g->set_state(static_cast<uint64_t>(s[0]), static_cast<uint64_t>(s[1]));
+  }
+  TrainState st;
+  st.epoch = r.get_attr_int("/", "epoch");
+  st.next_batch = r.get_attr_int("/", "next_batch");
+  st.global_step = r.get_attr_int("/", "global_step");
+  st.best_val_accuracy = r.get_attr_double("/", "best_val_accuracy");
+  return st;
+}
+
+Config checkpoint_config(const std::string& path) {
+  io::H5Reader r(path);
+  try {
+    return config_from_json(nlohmann::json::parse(r.get_attr_string("/", "config")));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(path + ": unreadable config attribute (" + e.what() + ")");
+  }
+}
+
+}  // namespace mlai::nn

@@ -1,0 +1,31 @@
+// Checkpoints in HDF5: model parameters and buffers by name (group "model"), optimizer state
+// ("optimizer"), layer generators ("rng"), and as root attributes the epoch, step, position in
+// the epoch, best validation accuracy and the full config (JSON). Written to a temporary file
+// and renamed, so a crash never leaves a broken checkpoint.
+#pragma once
+
+#include <string>
+
+#include "nn/config.h"
+#include "nn/module.h"
+#include "nn/optim.h"
+
+namespace mlai::nn {
+
+struct TrainState {
+  int64_t epoch = 0;        // the epoch in progress (0-based) or the next one to run
+  int64_t next_batch = 0;   // first batch of `epoch` still to run (0: start of the epoch)
+  int64_t global_step = 0;  // optimizer steps taken
+  double best_val_accuracy = -1;
+};
+
+void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
+                     const TrainState& state, const Config& cfg);
+
+// Loads into `model` (and `opt` when given). Parameter and buffer names and shapes must match:
+// otherwise one error lists what is missing, unexpected and mis-shaped.
+TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* opt);
+// The config stored in a checkpoint.
+Config checkpoint_config(const std::string& path);
+
+}  // namespace mlai::nn

@@ -1,0 +1,88 @@
+// Config validation and JSON.
+#include "nn/config.h"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace mlai::nn {
+
+namespace {
+void require(bool ok, const std::string& msg) {
+  if (!ok) throw std::invalid_argument(msg);
+}
+}  // namespace
+
+void Config::validate() const {
+  require(epochs >= 1, "--epochs must be >= 1, got " + std::to_string(epochs));
+  require(batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(batch_size));
+  require(lr > 0 && std::isfinite(lr), "--lr must be a positive number");
+  require(workers >= 0 && workers <= 256, "--workers must be in [0, 256]");
+  require(val_split >= 0 && val_split < 1, "--val-split must be in [0, 1)");
+  require(label_smoothing >= 0 && label_smoothing <= 1, "--label-smoothing must be in [0, 1]");
+  require(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1)");
+  require(weight_decay >= 0, "--weight-decay must be >= 0");
+  require(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1)");
+  require(criterion == "cross_entropy" || criterion == "nll",
+          "--criterion must be cross_entropy or nll, got '" + criterion + "'");
+  require(precision == "32", "--precision " + precision +
+                                 " is not available yet (mixed precision is planned); use 32");
+  require(limit_batches(limit_train_batches, 1000000, "--limit-train-batches") > 0,
+          "--limit-train-batches must leave at least one batch");
+  limit_batches(limit_val_batches, 1000000, "--limit-val-batches");
+  require(fast_dev_run >= 0, "--fast-dev-run must be >= 0");
+  require(overfit_batches >= 0, "--overfit-batches must be >= 0");
+  require(!(overfit_batches > 0 && fast_dev_run > 0),
+          "--overfit-batches and --fast-dev-run cannot be combined");
+  require(!(overfit_batches > 0 && limit_train_batches != "1.0"),
+          "--overfit-batches and --limit-train-batches cannot be combined");
+  require(checkpoint_every >= 0, "--checkpoint-every must be >= 0");
+  require(!(fast_dev_run > 0 && !resume.empty()), "--fast-dev-run and --resume cannot be combined");
+  require(!experiment_name.empty() && experiment_name.find('/') == std::string::npos,
+          "--experiment-name must be a non-empty name without '/'");
+  for (int64_t h : hidden) require(h >= 1, "--hidden widths must be >= 1");
+  require(!(nesterov && optimizer != "sgd"), "--nesterov applies to --optimizer sgd only");
+}
+
+int64_t limit_batches(const std::string& limit, int64_t available, const std::string& flag) {
+  size_t used = 0;
+  try {
+    if (limit.find_first_of(".eE") != std::string::npos) {
+      const double f = std::stod(limit, &used);
+      if (used == limit.size() && f >= 0 && f <= 1)
+        return std::min<int64_t>(available, static_cast<int64_t>(f * static_cast<double>(available)));
+    } else {
+      const long long n = std::stoll(limit, &used);
+      if (used == limit.size() && n >= 0) return std::min<int64_t>(available, n);
+    }
+  } catch (const std::exception&) {
+  }
+  throw std::invalid_argument(flag + " must be a fraction in [0.0, 1.0] or a whole number of "
+                              "batches, got '" + limit + "'");
+}
+
+#define MLAI_CONFIG_FIELDS(X)                                                                   \
+  X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(workers) X(criterion)     \
+  X(label_smoothing) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
+  X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_gamma) X(warmup_steps) X(min_lr)       \
+  X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(fast_dev_run)      \
+  X(limit_train_batches) X(limit_val_batches) X(overfit_batches) X(log_dir) X(experiment_name) \
+  X(checkpoint_every) X(resume) X(progress)
+
+nlohmann::json to_json(const Config& c) {
+  nlohmann::json j;
+#define MLAI_TO(f) j[#f] = c.f;
+  MLAI_CONFIG_FIELDS(MLAI_TO)
+#undef MLAI_TO
+  return j;
+}
+
+Config config_from_json(const nlohmann::json& j) {
+  Config c;
+#define MLAI_FROM(f) \
+  if (j.contains(#f)) j.at(#f).get_to(c.f);
+  MLAI_CONFIG_FIELDS(MLAI_FROM)
+#undef MLAI_FROM
+  return c;
+}
+
+}  // namespace mlai::nn

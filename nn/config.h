@@ -1,0 +1,67 @@
+// Every setting of a training run (what mlai_train's flags fill in), with JSON round-tripping
+// for hparams.json and checkpoints, and validation of impossible combinations.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace mlai::nn {
+
+struct Config {
+  // model
+  std::string arch = "mlp";
+  std::vector<int64_t> hidden;  // mlp widths; empty: the model's default
+  double dropout = 0.0;
+  // data
+  std::string dataset = "fashion-mnist";
+  std::string data_dir;  // empty: the dataset's default
+  double val_split = 0.1;
+  int workers = 2;
+  // loss and optimisation
+  std::string criterion = "cross_entropy";
+  double label_smoothing = 0.0;
+  std::string optimizer = "adam";
+  double lr = 1e-3;
+  double momentum = 0.9;  // sgd only
+  double weight_decay = 0.0;
+  bool nesterov = false;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  std::string lr_schedule = "cosine";
+  int64_t lr_step_epochs = 30;
+  double lr_gamma = 0.1;
+  int64_t warmup_steps = 0;
+  double min_lr = 0.0;
+  // loop
+  int64_t epochs = 10;
+  int64_t batch_size = 64;
+  uint64_t seed = 42;
+  std::string device = "auto";
+  std::string precision = "32";
+  bool deterministic = false;
+  int64_t fast_dev_run = 0;          // > 0: that many train and val batches, 1 epoch, no files
+  std::string limit_train_batches = "1.0";  // "0.25": a fraction of the batches; "40": a count
+  std::string limit_val_batches = "1.0";
+  int64_t overfit_batches = 0;  // > 0: train and validate on the same first batches
+  // files
+  std::string log_dir = "logs";
+  std::string experiment_name = "default";
+  int64_t checkpoint_every = 1;  // also keep epoch-N.h5 every this many epochs (0: never)
+  std::string resume;
+  bool progress = true;  // live progress line when stdout is a terminal
+
+  // Throws std::invalid_argument with a one-line message naming the flag.
+  void validate() const;
+};
+
+nlohmann::json to_json(const Config& c);
+Config config_from_json(const nlohmann::json& j);
+
+// How many batches a limit leaves out of `available`, as Lightning reads it: a number with a
+// decimal point is a fraction in [0, 1] ("1.0" = all), a whole number is a count. Throws
+// naming `flag` on anything else.
+int64_t limit_batches(const std::string& limit, int64_t available, const std::string& flag);
+
+}  // namespace mlai::nn

@@ -1,0 +1,170 @@
+// Experiment directory, machine facts, model summary, profiler, progress line.
+#include "nn/experiment.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+#include <thread>
+
+#ifndef MLAI_GIT_COMMIT
+#define MLAI_GIT_COMMIT "unknown"
+#endif
+
+namespace mlai::nn {
+
+namespace fs = std::filesystem;
+
+std::string make_version_dir(const std::string& log_dir, const std::string& experiment) {
+  const fs::path base = fs::path(log_dir) / experiment;
+  std::error_code ec;
+  fs::create_directories(base, ec);
+  if (ec) throw std::runtime_error("cannot create log directory " + base.string() + ": " + ec.message());
+  fs::path dir;
+  if (const char* job = std::getenv("SLURM_JOB_ID"); job && *job) {
+    dir = base / ("version_" + std::string(job));
+    // A requeued job reuses its directory; a second run step of the same job gets a suffix.
+    if (const char* step = std::getenv("SLURM_STEP_ID"); step && *step && std::string(step) != "0")
+      dir = base / ("version_" + std::string(job) + "." + step);
+  } else {
+    for (int n = 0;; ++n) {
+      dir = base / ("version_" + std::to_string(n));
+      if (fs::create_directory(dir, ec)) break;  // atomic: two runs never share a version
+      if (ec) throw std::runtime_error("cannot create " + dir.string() + ": " + ec.message());
+    }
+  }
+  fs::create_directories(dir / "checkpoints", ec);
+  if (ec) throw std::runtime_error("cannot create " + (dir / "checkpoints").string() + ": " + ec.message());
+  return dir.string();
+}
+
+nlohmann::json machine_info(const std::string& device, const std::string& command_line) {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  nlohmann::json j;
+  j["hostname"] = host;
+  j["cpu_cores"] = std::thread::hardware_concurrency();
+  j["device"] = device;
+  j["git_commit"] = MLAI_GIT_COMMIT;
+  j["command"] = command_line;
+  for (const char* v : {"SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_JOB_NODELIST", "SLURM_NNODES",
+                        "SLURM_NTASKS", "SLURM_PROCID"})
+    if (const char* val = std::getenv(v)) j["slurm"][v] = val;
+  return j;
+}
+
+namespace {
+void summarize(Module& m, const std::string& name, std::vector<std::vector<std::string>>& rows) {
+  for (auto& [n, c] : m.children()) {
+    const std::string full = name.empty() ? n : name + "." + n;
+    rows.push_back({std::to_string(rows.size()), full, c->type_name(),
+                    std::to_string(c->parameter_count())});
+    summarize(*c, full, rows);
+  }
+}
+std::string human(int64_t n) {
+  std::ostringstream os;
+  if (n >= 1000000) os << std::fixed << std::setprecision(1) << n / 1e6 << " M";
+  else if (n >= 1000) os << std::fixed << std::setprecision(1) << n / 1e3 << " K";
+  else os << n;
+  return os.str();
+}
+}  // namespace
+
+std::string model_summary(Module& m) {
+  std::vector<std::vector<std::string>> rows;
+  summarize(m, "", rows);
+  size_t w[4] = {1, 4, 4, 6};
+  for (auto& r : rows)
+    for (int i = 0; i < 4; ++i) w[i] = std::max(w[i], r[i].size());
+  std::ostringstream os;
+  auto line = [&](const std::vector<std::string>& r) {
+    os << "  " << std::left << std::setw(static_cast<int>(w[0])) << r[0] << " | "
+       << std::setw(static_cast<int>(w[1])) << r[1] << " | " << std::setw(static_cast<int>(w[2]))
+       << r[2] << " | " << std::right << std::setw(static_cast<int>(w[3])) << r[3] << "\n";
+  };
+  line({"", "Name", "Type", "Params"});
+  os << "  " << std::string(w[0] + w[1] + w[2] + w[3] + 9, '-') << "\n";
+  for (auto& r : rows) line({r[0], r[1], r[2], human(std::stoll(r[3]))});
+  const int64_t total = m.parameter_count();
+  os << "  " << std::string(w[0] + w[1] + w[2] + w[3] + 9, '-') << "\n";
+  os << "  " << std::left << std::setw(10) << human(total) << "Trainable params\n";
+  os << "  " << std::left << std::setw(10) << 0 << "Non-trainable params\n";
+  os << "  " << std::left << std::setw(10) << human(total) << "Total params\n";
+  os << "  " << std::left << std::setw(10) << std::fixed << std::setprecision(3)
+     << total * 4.0 / 1e6 << "Total estimated model params size (MB)\n";
+  return os.str();
+}
+
+void Profiler::add(const std::string& action, double seconds) {
+  auto [it, inserted] = entries_.try_emplace(action);
+  if (inserted) order_.push_back(action);
+  it->second.calls += 1;
+  it->second.seconds += seconds;
+}
+
+double Profiler::total(const std::string& action) const {
+  auto it = entries_.find(action);
+  return it == entries_.end() ? 0.0 : it->second.seconds;
+}
+
+std::string Profiler::report(double wall) const {
+  std::ostringstream os;
+  os << "Profiler report (wall clock " << std::fixed << std::setprecision(2) << wall << " s)\n";
+  os << "  " << std::left << std::setw(18) << "Action" << std::right << std::setw(14)
+     << "Mean (ms)" << std::setw(10) << "Calls" << std::setw(14) << "Total (s)" << std::setw(10)
+     << "Percent" << "\n";
+  for (const auto& a : order_) {
+    const Entry& e = entries_.at(a);
+    os << "  " << std::left << std::setw(18) << a << std::right << std::setw(14)
+       << std::setprecision(3) << 1e3 * e.seconds / static_cast<double>(e.calls) << std::setw(10)
+       << e.calls << std::setw(14) << std::setprecision(3) << e.seconds << std::setw(9)
+       << std::setprecision(1) << (wall > 0 ? 100.0 * e.seconds / wall : 0.0) << "%\n";
+  }
+  return os.str();
+}
+
+ProgressLine::ProgressLine(bool enabled, std::string label, int64_t total)
+    : enabled_(enabled && total > 0),
+      tty_(isatty(STDOUT_FILENO) != 0),
+      label_(std::move(label)),
+      total_(total),
+      last_(std::chrono::steady_clock::now() - std::chrono::seconds(1)) {}
+
+void ProgressLine::update(int64_t done, const std::function<double()>& loss, double ips) {
+  if (!enabled_) return;
+  const auto now = std::chrono::steady_clock::now();
+  const bool due = tty_ ? (now - last_ >= std::chrono::milliseconds(200) || done >= total_)
+                        : (next_quarter_ < 4 && done * 4 >= next_quarter_ * total_);
+  if (!due) return;
+  std::ostringstream os;
+  os << label_ << " " << done << "/" << total_ << "    loss: " << std::fixed
+     << std::setprecision(4) << loss();
+  if (ips > 0) os << "    images/s: " << std::fixed << std::setprecision(0) << ips;
+  if (tty_) {
+    last_ = now;
+    constexpr int kWidth = 24;
+    const int filled = static_cast<int>(kWidth * done / total_);
+    std::printf("\r\033[K[%s%s] %s", std::string(static_cast<size_t>(filled), '#').c_str(),
+                std::string(static_cast<size_t>(kWidth - filled), '.').c_str(), os.str().c_str());
+    std::fflush(stdout);
+    drawn_ = true;
+  } else {
+    while (next_quarter_ < 4 && done * 4 >= next_quarter_ * total_) ++next_quarter_;
+    std::printf("%s\n", os.str().c_str());
+    std::fflush(stdout);
+  }
+}
+
+void ProgressLine::finish() {
+  if (enabled_ && tty_ && drawn_) {
+    std::printf("\r\033[K");
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace mlai::nn

@@ -1,0 +1,75 @@
+// What a run shows and leaves behind besides the model: the experiment directory, the machine
+// and git facts for hparams.json, the model summary, the profiler report and the progress line.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "nn/module.h"
+
+namespace mlai::nn {
+
+// logs/<experiment>/version_<SLURM_JOB_ID, or the next free n>/ with checkpoints/ inside.
+std::string make_version_dir(const std::string& log_dir, const std::string& experiment);
+
+// Hostname, cores, device, Slurm job, git commit (at configure time) and the command line.
+nlohmann::json machine_info(const std::string& device, const std::string& command_line);
+
+// A Lightning-style table: every module with a dotted name, its type and parameter count,
+// then trainable total and size in MB (float32).
+std::string model_summary(Module& m);
+
+// Wall-clock time per action ("data wait", "forward", ...): calls, mean, total and percent.
+class Profiler {
+ public:
+  void add(const std::string& action, double seconds);
+  double total(const std::string& action) const;
+  std::string report(double wall_seconds) const;
+
+  class Scope {  // times one call of an action
+   public:
+    Scope(Profiler& p, const char* action)
+        : p_(p), action_(action), t0_(std::chrono::steady_clock::now()) {}
+    ~Scope() {
+      p_.add(action_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
+    }
+
+   private:
+    Profiler& p_;
+    const char* action_;
+    std::chrono::steady_clock::time_point t0_;
+  };
+
+ private:
+  struct Entry {
+    int64_t calls = 0;
+    double seconds = 0;
+  };
+  std::map<std::string, Entry> entries_;
+  std::vector<std::string> order_;
+};
+
+// On a terminal: one line redrawn in place at most 5 times a second. Otherwise (a log file):
+// a plain line at every quarter of the epoch.
+class ProgressLine {
+ public:
+  ProgressLine(bool enabled, std::string label, int64_t total);
+  // `loss` is called only when the line is actually printed (reading it may sync a device).
+  void update(int64_t done, const std::function<double()>& loss, double images_per_second);
+  void finish();  // clears the line on a terminal
+
+ private:
+  bool enabled_, tty_;
+  std::string label_;
+  int64_t total_;
+  int next_quarter_ = 1;
+  std::chrono::steady_clock::time_point last_;
+  bool drawn_ = false;
+};
+
+}  // namespace mlai::nn

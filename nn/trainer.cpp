@@ -1,0 +1,342 @@
+// The training loop (see trainer.h). Per-step statistics stay on the device (a loss sum and a
+// confusion matrix) and reach the host once per epoch or per progress-line refresh.
+#include "nn/trainer.h"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "io/loader.h"
+#include "io/tensorboard.h"
+#include "nn/lr_schedule.h"
+#include "nn/models.h"
+#include "tensor/fused_ops.h"
+#include "tensor/ops.h"
+
+namespace mlai::nn {
+
+namespace t = mlai::tensor;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void on_stop_signal(int sig) {
+  if (sig == SIGINT && g_stop_signal.load() == SIGINT) std::_Exit(130);  // second Ctrl-C
+  g_stop_signal.store(sig);
+}
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string confusion_json(const io::ConfusionMatrix& cm) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (int i = 0; i < cm.num_classes(); ++i) {
+    nlohmann::json r = nlohmann::json::array();
+    for (int j = 0; j < cm.num_classes(); ++j) r.push_back(cm.count(i, j));
+    rows.push_back(r);
+  }
+  return rows.dump();
+}
+
+io::ConfusionMatrix to_matrix(const Tensor& counts, const io::Dataset& ds) {
+  io::ConfusionMatrix cm(ds.num_classes, ds.class_names);
+  cm.add_counts(counts.to_vector<int64_t>().data());
+  return cm;
+}
+
+const std::vector<std::string> kCsvColumns = {
+    "epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+    "val_precision", "val_recall", "val_f1", "images_per_sec", "epoch_seconds",
+    "data_wait_fraction", "val_confusion", "test_loss", "test_accuracy", "test_precision",
+    "test_recall", "test_f1", "test_confusion"};
+}  // namespace
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int s : {SIGINT, SIGTERM, SIGUSR1}) sigaction(s, &sa, nullptr);
+}
+
+Trainer::Trainer(Config cfg, std::string command_line)
+    : cfg_(std::move(cfg)), command_line_(std::move(command_line)) {
+  cfg_.validate();
+  device_ = t::parse_device(cfg_.device);
+  t::set_current_device(device_);
+  data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_split, cfg_.seed);
+  if (cfg_.overfit_batches > 0) {  // the same first batches for training and validation
+    const int64_t n = std::min(data_.train.count, cfg_.overfit_batches * cfg_.batch_size);
+    std::vector<int64_t> idx(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) idx[static_cast<size_t>(i)] = i;
+    data_.train = io::subset(data_.train, idx);
+    data_.val = data_.train;
+  }
+  ModelSpec spec;
+  spec.height = data_.train.height;
+  spec.width = data_.train.width;
+  spec.channels = data_.train.channels;
+  spec.num_classes = data_.train.num_classes;
+  spec.hidden = cfg_.hidden;
+  spec.dropout = cfg_.dropout;
+  spec.seed = cfg_.seed;
+  model_ = make_model(cfg_.arch, spec);
+  model_->to(device_);
+  OptimizerConfig oc;
+  oc.name = cfg_.optimizer;
+  oc.lr = cfg_.lr;
+  oc.momentum = cfg_.optimizer == "sgd" ? cfg_.momentum : 0.0;
+  oc.weight_decay = cfg_.weight_decay;
+  oc.nesterov = cfg_.nesterov;
+  oc.beta1 = cfg_.beta1;
+  oc.beta2 = cfg_.beta2;
+  oc.eps = cfg_.eps;
+  opt_ = make_optimizer(model_->named_parameters(), oc);
+  if (!cfg_.resume.empty()) {
+    state_ = load_checkpoint(cfg_.resume, *model_, opt_.get());
+    std::printf("resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg_.resume.c_str(),
+                static_cast<long long>(state_.epoch + 1), static_cast<long long>(state_.next_batch),
+                static_cast<long long>(state_.global_step));
+  }
+}
+
+EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
+  EvalResult r;
+  r.confusion = io::ConfusionMatrix(ds.num_classes, ds.class_names);
+  if (ds.count == 0 || max_batches == 0) return r;
+  autograd::NoGradGuard no_grad;
+  model_->eval();
+  io::LoaderOptions lo;
+  lo.batch_size = cfg_.batch_size;
+  lo.shuffle = false;
+  lo.workers = cfg_.workers;
+  lo.limit_batches = max_batches;
+  lo.device = device_;
+  io::Loader loader(ds, lo);
+  loader.start_epoch(0);
+  Tensor loss_sum = Tensor::zeros({}, DType::kFloat32, device_);
+  Tensor counts = Tensor::zeros({ds.num_classes, ds.num_classes}, DType::kInt64, device_);
+  while (auto b = loader.next()) {
+    Variable logits = (*model_)(Variable(b->images));
+    Variable loss = autograd::cross_entropy(logits, b->labels, cfg_.label_smoothing);
+    t::axpy_(static_cast<double>(b->labels.numel()), loss.data(), loss_sum);
+    t::confusion_update_(t::max_dim(logits.data(), 1).second, b->labels, counts);
+    r.samples += b->labels.numel();
+  }
+  model_->train();
+  r.loss = loss_sum.item() / static_cast<double>(std::max<int64_t>(r.samples, 1));
+  r.confusion = to_matrix(counts, ds);
+  return r;
+}
+
+FitResult Trainer::fit() {
+  const auto t_start = Clock::now();
+  const bool dev_run = cfg_.fast_dev_run > 0;
+  const int64_t epochs = dev_run ? 1 : cfg_.epochs;
+  io::LoaderOptions lo;
+  lo.batch_size = cfg_.batch_size;
+  lo.shuffle = cfg_.overfit_batches == 0;
+  lo.seed = cfg_.seed;
+  lo.workers = cfg_.workers;
+  lo.device = device_;
+  io::Loader probe(data_.train, lo);
+  const int64_t all_batches = probe.num_batches();
+  lo.limit_batches = dev_run ? std::min(cfg_.fast_dev_run, all_batches)
+                             : limit_batches(cfg_.limit_train_batches, all_batches,
+                                             "--limit-train-batches");
+  io::Loader loader(data_.train, lo);
+  const int64_t steps_per_epoch = loader.num_batches();
+  const int64_t val_batches = dev_run ? cfg_.fast_dev_run : -1;
+  const int64_t val_limit =
+      dev_run ? val_batches
+              : limit_batches(cfg_.limit_val_batches,
+                              (data_.val.count + cfg_.batch_size - 1) / cfg_.batch_size,
+                              "--limit-val-batches");
+
+  ScheduleConfig sc;
+  sc.name = cfg_.lr_schedule;
+  sc.base_lr = cfg_.lr;
+  sc.total_steps = std::max<int64_t>(1, steps_per_epoch * epochs);
+  sc.steps_per_epoch = std::max<int64_t>(1, steps_per_epoch);
+  sc.step_epochs = cfg_.lr_step_epochs;
+  sc.gamma = cfg_.lr_gamma;
+  sc.warmup_steps = cfg_.warmup_steps;
+  sc.min_lr = cfg_.min_lr;
+  check_schedule(sc);
+
+  FitResult res;
+  std::unique_ptr<io::CsvLogger> csv;
+  std::unique_ptr<io::EventWriter> tb;
+  if (!dev_run) {
+    dir_ = make_version_dir(cfg_.log_dir, cfg_.experiment_name);
+    res.version_dir = dir_;
+    nlohmann::json hp;
+    hp["config"] = to_json(cfg_);
+    hp["machine"] = machine_info(device_.str(), command_line_);
+    hp["data"] = {{"train", data_.train.count}, {"val", data_.val.count}, {"test", data_.test.count}};
+    std::ofstream(dir_ + "/hparams.json") << hp.dump(2) << "\n";
+    csv = std::make_unique<io::CsvLogger>(dir_ + "/metrics.csv", kCsvColumns);
+    tb = std::make_unique<io::EventWriter>(dir_);
+    std::printf("logging to %s\n", dir_.c_str());
+  } else {
+    std::printf("fast_dev_run: %lld batch(es), no logs or checkpoints\n",
+                static_cast<long long>(cfg_.fast_dev_run));
+  }
+  std::printf("model %s on %s: %lld parameters; %lld training batches of %lld per epoch\n%s",
+              cfg_.arch.c_str(), device_.str().c_str(),
+              static_cast<long long>(model_->parameter_count()),
+              static_cast<long long>(steps_per_epoch), static_cast<long long>(cfg_.batch_size),
+              model_summary(*model_).c_str());
+  std::fflush(stdout);
+
+  auto save = [&](const std::string& name) {
+    if (dev_run) return;
+    save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_);
+  };
+
+  model_->train();
+  const int num_classes = data_.train.num_classes;
+  for (int64_t epoch = state_.epoch; epoch < epochs; ++epoch) {
+    const auto t_epoch = Clock::now();
+    const double wait_before = profiler_.total("data wait");
+    loader.start_epoch(epoch, state_.next_batch);
+    const int64_t first = state_.next_batch;
+    Tensor loss_sum = Tensor::zeros({}, DType::kFloat32, device_);
+    Tensor counts = Tensor::zeros({num_classes, num_classes}, DType::kInt64, device_);
+    int64_t samples = 0;
+    char label[64];
+    std::snprintf(label, sizeof(label), "epoch %02lld/%02lld", static_cast<long long>(epoch + 1),
+                  static_cast<long long>(epochs));
+    ProgressLine progress(cfg_.progress, label, steps_per_epoch);
+    double lr = opt_->lr();
+    for (int64_t b = first;; ++b) {
+      std::optional<io::Batch> batch;
+      {
+        Profiler::Scope s(profiler_, "data wait");
+        batch = loader.next();
+      }
+      if (!batch) break;
+      Variable logits, loss;
+      {
+        Profiler::Scope s(profiler_, "forward");
+        logits = (*model_)(Variable(batch->images));
+        loss = autograd::cross_entropy(logits, batch->labels, cfg_.label_smoothing);
+      }
+      {
+        Profiler::Scope s(profiler_, "backward");
+        loss.backward();
+      }
+      {
+        Profiler::Scope s(profiler_, "optimizer step");
+        lr = lr_at(sc, state_.global_step);
+        opt_->set_lr(lr);
+        opt_->step();
+        opt_->zero_grad();
+      }
+      const int64_t rows = batch->labels.numel();
+      t::axpy_(static_cast<double>(rows), loss.data(), loss_sum);
+      t::confusion_update_(t::max_dim(logits.data(), 1).second, batch->labels, counts);
+      samples += rows;
+      ++state_.global_step;
+      state_.next_batch = b + 1;
+      const double el = seconds_since(t_epoch);
+      // The running loss is read (a device sync) only when the line is redrawn.
+      progress.update(b + 1, [&] { return loss_sum.item() / static_cast<double>(samples); },
+                      el > 0 ? samples / el : 0);
+      if (const int sig = g_stop_signal.load()) {
+        progress.finish();
+        state_.epoch = epoch;
+        save("last.h5");
+        std::printf("stopped by signal %d at epoch %lld, batch %lld: %s\n", sig,
+                    static_cast<long long>(epoch + 1), static_cast<long long>(b + 1),
+                    dev_run ? "fast_dev_run, nothing saved"
+                            : ("checkpoint saved to " + dir_ + "/checkpoints/last.h5").c_str());
+        res.stop_signal = sig;
+        res.global_step = state_.global_step;
+        res.epochs_completed = epoch;
+        return res;
+      }
+    }
+    progress.finish();
+    const double train_seconds = seconds_since(t_epoch);
+    const double train_loss = loss_sum.item() / static_cast<double>(std::max<int64_t>(samples, 1));
+    const io::ConfusionMatrix train_cm = to_matrix(counts, data_.train);
+    EvalResult val;
+    {
+      Profiler::Scope s(profiler_, "validation");
+      val = evaluate(data_.val, val_limit);
+    }
+    const double epoch_seconds = seconds_since(t_epoch);
+    const double wait_frac = (profiler_.total("data wait") - wait_before) / std::max(train_seconds, 1e-9);
+    const double ips = samples / std::max(train_seconds, 1e-9);
+    std::printf("epoch: %02lld/%02lld    training loss: %.4f    training accuracy %.4f",
+                static_cast<long long>(epoch + 1), static_cast<long long>(epochs), train_loss,
+                train_cm.accuracy());
+    if (val.samples > 0)
+      std::printf("    validation loss: %.4f    validation accuracy: %.4f", val.loss,
+                  val.confusion.accuracy());
+    std::printf("    time: %.1fs    images/s: %.0f\n", epoch_seconds, ips);
+    std::fflush(stdout);
+    res.last_train_loss = train_loss;
+    res.val = val;
+    state_.epoch = epoch + 1;
+    state_.next_batch = 0;
+    if (!dev_run) {
+      csv->log({{"epoch", epoch + 1}, {"step", state_.global_step}, {"lr", lr},
+                {"train_loss", train_loss}, {"train_accuracy", train_cm.accuracy()},
+                {"val_loss", val.samples ? val.loss : 0.0},
+                {"val_accuracy", val.confusion.accuracy()},
+                {"val_precision", val.confusion.macro_precision()},
+                {"val_recall", val.confusion.macro_recall()}, {"val_f1", val.confusion.macro_f1()},
+                {"images_per_sec", ips}, {"epoch_seconds", epoch_seconds},
+                {"data_wait_fraction", wait_frac}, {"val_confusion", confusion_json(val.confusion)}});
+      for (auto [tag, v] : {std::pair{"train/loss", train_loss},
+                            {"train/accuracy", train_cm.accuracy()}, {"lr", lr},
+                            {"images_per_sec", ips}, {"data_wait_fraction", wait_frac}})
+        tb->add_scalar(tag, static_cast<float>(v), state_.global_step);
+      if (val.samples > 0) {
+        tb->add_scalar("val/loss", static_cast<float>(val.loss), state_.global_step);
+        tb->add_scalar("val/accuracy", static_cast<float>(val.confusion.accuracy()), state_.global_step);
+      }
+      tb->flush();
+      const bool periodic = cfg_.checkpoint_every > 0 && (epoch + 1) % cfg_.checkpoint_every == 0;
+      const double score = val.samples > 0 ? val.confusion.accuracy() : train_cm.accuracy();
+      if (periodic || epoch + 1 == epochs) {
+        if (score > state_.best_val_accuracy) {
+          state_.best_val_accuracy = score;
+          save("best.h5");
+        }
+        save("last.h5");
+      }
+    }
+  }
+  res.epochs_completed = state_.epoch;
+  res.global_step = state_.global_step;
+
+  {
+    Profiler::Scope s(profiler_, "test");
+    res.test = evaluate(data_.test, dev_run ? cfg_.fast_dev_run : -1);
+  }
+  if (res.test.samples > 0) {
+    const auto& cm = res.test.confusion;
+    std::printf("test loss: %.4f    test accuracy: %.4f    macro precision: %.4f    macro recall: "
+                "%.4f    macro F1: %.4f    (%lld images)\n%s",
+                res.test.loss, cm.accuracy(), cm.macro_precision(), cm.macro_recall(),
+                cm.macro_f1(), static_cast<long long>(res.test.samples), cm.report().c_str());
+    std::printf("test confusion matrix (rows: true class, columns: predicted)\n%s",
+                cm.to_string().c_str());
+    if (csv)
+      csv->log({{"epoch", "test"}, {"step", state_.global_step}, {"test_loss", res.test.loss},
+                {"test_accuracy", cm.accuracy()}, {"test_precision", cm.macro_precision()},
+                {"test_recall", cm.macro_recall()}, {"test_f1", cm.macro_f1()},
+                {"test_confusion", confusion_json(cm)}});
+  }
+  std::printf("%s", profiler_.report(seconds_since(t_start)).c_str());
+  return res;
+}
+
+}  // namespace mlai::nn

@@ -1,0 +1,60 @@
+// The training loop a Lightning user expects: fit() trains for --epochs, validates each epoch,
+// logs (console, metrics.csv, TensorBoard, hparams.json), checkpoints (last.h5, best.h5),
+// resumes exactly, stops cleanly on SIGINT/SIGTERM/SIGUSR1 with a checkpoint, and tests on
+// the official test set at the end.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "io/dataset.h"
+#include "io/metrics.h"
+#include "nn/checkpoint.h"
+#include "nn/config.h"
+#include "nn/experiment.h"
+#include "nn/module.h"
+#include "nn/optim.h"
+
+namespace mlai::nn {
+
+struct EvalResult {
+  double loss = 0;
+  io::ConfusionMatrix confusion{1};
+  int64_t samples = 0;
+};
+
+struct FitResult {
+  std::string version_dir;  // empty for --fast-dev-run
+  int64_t epochs_completed = 0;
+  int64_t global_step = 0;
+  double last_train_loss = 0;
+  EvalResult val, test;
+  int stop_signal = 0;  // non-zero when a signal ended training early
+};
+
+// Installs handlers for SIGINT, SIGTERM and SIGUSR1 that ask fit() to stop after the
+// current step (a second SIGINT kills the process at once).
+void install_stop_handlers();
+
+class Trainer {
+ public:
+  explicit Trainer(Config cfg, std::string command_line = "");
+  FitResult fit();
+  Module& model() { return *model_; }
+  const io::DataSplits& data() const { return data_; }
+
+ private:
+  EvalResult evaluate(const io::Dataset& ds, int64_t max_batches);
+
+  Config cfg_;
+  std::string command_line_;
+  tensor::Device device_;
+  io::DataSplits data_;
+  std::shared_ptr<Module> model_;
+  std::unique_ptr<Optimizer> opt_;
+  Profiler profiler_;
+  std::string dir_;
+  TrainState state_;
+};
+
+}  // namespace mlai::nn
