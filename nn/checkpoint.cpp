@@ -73,7 +73,7 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
   // Compare names and shapes before touching the model.
   auto mine = model_tensors(model);
   std::set<std::string> stored;
-  for (const auto& n : r.list_datasets("model")) stored.insert(n);
+  for (const auto& n : r.list("model")) stored.insert(n);
   std::vector<std::string> missing, mis_shaped;
   for (auto& [n, t] : mine) {
     if (!stored.erase(n)) {

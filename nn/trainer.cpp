@@ -256,6 +256,7 @@ FitResult Trainer::fit() {
                     dev_run ? "fast_dev_run, nothing saved"
                             : ("checkpoint saved to " + dir_ + "/checkpoints/last.h5").c_str());
         res.stop_signal = sig;
+        g_stop_signal.store(0);  // consumed: a later fit() in this process runs normally
         res.global_step = state_.global_step;
         res.epochs_completed = epoch;
         return res;

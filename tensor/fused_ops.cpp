@@ -77,7 +77,7 @@ void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
   std::vector<float*> m(params.size(), nullptr);
   if (args.momentum != 0) m = ptrs(momentum, params, "momentum buffer");
   const auto n = sizes(params);
-  const Device dev = params[0].device();
+  [[maybe_unused]] const Device dev = params[0].device();
   MLAI_CALL(dev, sgd_step, p.data(), const_cast<const float* const*>(g.data()), m.data(),
             n.data(), static_cast<int>(n.size()), args, skip_ptr(skip_if));
 }
@@ -91,7 +91,7 @@ void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
   const auto m = ptrs(exp_avg, params, "exp_avg");
   const auto v = ptrs(exp_avg_sq, params, "exp_avg_sq");
   const auto n = sizes(params);
-  const Device dev = params[0].device();
+  [[maybe_unused]] const Device dev = params[0].device();
   MLAI_CALL(dev, adam_step, p.data(), const_cast<const float* const*>(g.data()), m.data(),
             v.data(), n.data(), static_cast<int>(n.size()), args, skip_ptr(skip_if));
 }
