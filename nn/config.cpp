@@ -2,7 +2,12 @@
 #include "nn/config.h"
 
 #include <cmath>
+#include <algorithm>
 #include <stdexcept>
+
+#include "io/dataset.h"
+#include "nn/lr_schedule.h"
+#include "nn/models.h"
 
 namespace mlai::nn {
 
@@ -22,6 +27,17 @@ void Config::validate() const {
   require(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1)");
   require(weight_decay >= 0, "--weight-decay must be >= 0");
   require(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1)");
+  auto one_of = [](const std::string& v, const std::vector<std::string>& choices,
+                   const std::string& flag) {
+    if (std::find(choices.begin(), choices.end(), v) != choices.end()) return;
+    std::string list;
+    for (const auto& c : choices) list += (list.empty() ? "" : ", ") + c;
+    throw std::invalid_argument(flag + " '" + v + "' is unknown (expected " + list + ")");
+  };
+  one_of(optimizer, {"sgd", "adam", "adamw"}, "--optimizer");
+  one_of(arch, model_names(), "--arch");
+  one_of(dataset, io::dataset_names(), "--dataset");
+  one_of(lr_schedule, {"constant", "step", "cosine", "warmup_cosine", "onecycle"}, "--lr-schedule");
   require(criterion == "cross_entropy" || criterion == "nll",
           "--criterion must be cross_entropy or nll, got '" + criterion + "'");
   require(precision == "32", "--precision " + precision +
