@@ -1,0 +1,165 @@
+// TensorBoard event writer: table-driven CRC32C, a hand-rolled protobuf encoder for the handful of
+// fields a scalar event needs, and TFRecord framing around it. Byte order is written explicitly
+// (little-endian) so the files are the same on any host.
+#include "io/tensorboard.h"
+
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+
+namespace mlai::io {
+namespace {
+
+constexpr std::array<uint32_t, 256> make_crc32c_table() {
+  std::array<uint32_t, 256> table{};
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    table[i] = c;
+  }
+  return table;
+}
+constexpr std::array<uint32_t, 256> kCrc32cTable = make_crc32c_table();
+
+void put_le(std::string& out, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+void put_varint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
+// Protobuf wire types: 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32.
+void put_tag(std::string& out, int field, int wire_type) {
+  put_varint(out, static_cast<uint64_t>(field) << 3 | static_cast<uint64_t>(wire_type));
+}
+
+void put_bytes_field(std::string& out, int field, const std::string& bytes) {
+  put_tag(out, field, 2);
+  put_varint(out, bytes.size());
+  out += bytes;
+}
+
+void put_double_field(std::string& out, int field, double v) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  put_tag(out, field, 1);
+  put_le(out, bits, 8);
+}
+
+std::string hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
+
+}  // namespace
+
+uint32_t crc32c(const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint32_t c = 0xffffffffu;
+  for (size_t i = 0; i < n; ++i) c = kCrc32cTable[(c ^ p[i]) & 0xff] ^ (c >> 8);
+  return c ^ 0xffffffffu;
+}
+
+uint32_t masked_crc32c(const void* data, size_t n) {
+  uint32_t c = crc32c(data, n);
+  return ((c >> 15) | (c << 17)) + 0xa282ead8u;
+}
+
+double unix_time_now() {
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string encode_scalar_event(const std::string& tag, float value, int64_t step,
+                                double wall_time) {
+  std::string v;  // Summary.Value { string tag = 1; float simple_value = 2; }
+  put_bytes_field(v, 1, tag);
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  put_tag(v, 2, 5);
+  put_le(v, bits, 4);
+  std::string summary;  // Summary { repeated Value value = 1; }
+  put_bytes_field(summary, 1, v);
+  std::string event;  // Event { double wall_time = 1; int64 step = 2; Summary summary = 5; }
+  put_double_field(event, 1, wall_time);
+  put_tag(event, 2, 0);
+  put_varint(event, static_cast<uint64_t>(step));  // negative steps: two's complement, 10 bytes
+  put_bytes_field(event, 5, summary);
+  return event;
+}
+
+std::string frame_tfrecord(const std::string& data) {
+  std::string out, len;
+  put_le(len, data.size(), 8);
+  out += len;
+  put_le(out, masked_crc32c(len.data(), len.size()), 4);
+  out += data;
+  put_le(out, masked_crc32c(data.data(), data.size()), 4);
+  return out;
+}
+
+EventWriter::EventWriter(const std::string& log_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(log_dir, ec);
+  if (ec) {
+    throw std::runtime_error("cannot create TensorBoard log directory " + log_dir + ": " +
+                             ec.message());
+  }
+  const double now = unix_time_now();
+  const std::string base =
+      (fs::path(log_dir) /
+       ("events.out.tfevents." + std::to_string(static_cast<int64_t>(now)) + "." + hostname()))
+          .string();
+  path_ = base;
+  for (int n = 1; !file_; ++n) {
+    // "wbx" fails if the file exists, so two writers never share (and truncate) one file.
+    file_ = std::fopen(path_.c_str(), "wbx");
+    if (!file_ && (errno != EEXIST || n > 1000)) {
+      throw std::runtime_error("cannot create TensorBoard event file " + path_ + ": " +
+                               std::strerror(errno));
+    }
+    if (!file_) path_ = base + "." + std::to_string(n);
+  }
+  std::string first;  // Event { double wall_time = 1; string file_version = 3; }
+  put_double_field(first, 1, now);
+  put_bytes_field(first, 3, "brain.Event:2");
+  write_record(first);
+  flush();
+}
+
+EventWriter::~EventWriter() {
+  if (file_) std::fclose(file_);  // fclose flushes; errors here have nowhere to go
+}
+
+void EventWriter::add_scalar(const std::string& tag, float value, int64_t step, double wall_time) {
+  write_record(encode_scalar_event(tag, value, step, wall_time));
+}
+
+void EventWriter::flush() {
+  if (std::fflush(file_) != 0) {
+    throw std::runtime_error("cannot write TensorBoard event file " + path_ + ": " +
+                             std::strerror(errno));
+  }
+}
+
+void EventWriter::write_record(const std::string& data) {
+  std::string rec = frame_tfrecord(data);
+  if (std::fwrite(rec.data(), 1, rec.size(), file_) != rec.size()) {
+    throw std::runtime_error("cannot write TensorBoard event file " + path_ + ": " +
+                             std::strerror(errno));
+  }
+}
+
+}  // namespace mlai::io

@@ -1,0 +1,51 @@
+// A minimal TensorBoard event-file writer for scalars, with no protobuf dependency: TFRecord
+// framing with masked CRC32C, and the few Event/Summary protobuf fields encoded by hand.
+// Files are named events.out.tfevents.<unix seconds>.<hostname> as TensorBoard expects.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace mlai::io {
+
+// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), as used by TFRecord.
+uint32_t crc32c(const void* data, size_t n);
+// TFRecord's masked CRC: rotate right by 15 and add 0xa282ead8.
+uint32_t masked_crc32c(const void* data, size_t n);
+
+// Seconds since the Unix epoch, with sub-second resolution.
+double unix_time_now();
+
+// Protobuf bytes of one Event{wall_time, step, summary{value{tag, simple_value}}}; exposed so
+// tests can check the encoding.
+std::string encode_scalar_event(const std::string& tag, float value, int64_t step,
+                                double wall_time);
+// One TFRecord: uint64 length, masked CRC of the length, data, masked CRC of the data.
+std::string frame_tfrecord(const std::string& data);
+
+class EventWriter {
+ public:
+  // Creates log_dir (and parents) if missing and opens a new event file in it; if a file of
+  // that name exists (two writers in the same second) a numeric suffix is added.
+  explicit EventWriter(const std::string& log_dir);
+  ~EventWriter();  // flushes and closes; never throws
+  EventWriter(const EventWriter&) = delete;
+  EventWriter& operator=(const EventWriter&) = delete;
+
+  void add_scalar(const std::string& tag, float value, int64_t step,
+                  double wall_time = unix_time_now());
+  // Data reaches the OS only on flush() (or destruction): call it once per epoch or log interval
+  // so a live TensorBoard sees progress.
+  void flush();
+  const std::string& path() const { return path_; }
+
+ private:
+  void write_record(const std::string& data);
+
+  std::string path_;
+  std::FILE* file_ = nullptr;
+};
+
+}  // namespace mlai::io

@@ -1,0 +1,214 @@
+// Tests for io/tensorboard: CRC32C known vectors, a small TFRecord + protobuf reader that checks
+// the written file byte by byte, and a read-back through TensorBoard's own Python reader.
+#include "io/tensorboard.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#ifndef MLAI_SOURCE_DIR
+#define MLAI_SOURCE_DIR "."
+#endif
+
+namespace fs = std::filesystem;
+using namespace mlai::io;
+
+namespace {
+
+uint64_t get_le(const std::string& s, size_t pos, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v |= uint64_t(uint8_t(s[pos + size_t(i)])) << (8 * i);
+  return v;
+}
+
+// A protobuf field: number, wire type, and its value (varint/fixed as an integer, or bytes).
+struct Field {
+  int number, wire;
+  uint64_t num = 0;
+  std::string bytes;
+};
+
+std::vector<Field> parse_proto(const std::string& s) {
+  std::vector<Field> fields;
+  size_t p = 0;
+  auto varint = [&] {
+    uint64_t v = 0;
+    for (int shift = 0;; shift += 7) {
+      uint8_t b = uint8_t(s.at(p++));
+      v |= uint64_t(b & 0x7f) << shift;
+      if (!(b & 0x80)) return v;
+    }
+  };
+  while (p < s.size()) {
+    uint64_t key = varint();
+    Field f;
+    f.number = int(key >> 3);
+    f.wire = int(key & 7);
+    if (f.wire == 0)
+      f.num = varint();
+    else if (f.wire == 1)
+      f.num = get_le(s, p, 8), p += 8;
+    else if (f.wire == 5)
+      f.num = get_le(s, p, 4), p += 4;
+    else if (f.wire == 2) {
+      size_t n = varint();
+      f.bytes = s.substr(p, n);
+      p += n;
+    } else
+      ADD_FAILURE() << "unexpected wire type " << f.wire;
+    fields.push_back(f);
+  }
+  EXPECT_EQ(p, s.size());
+  return fields;
+}
+
+// Reads TFRecords, checking lengths and both masked CRCs.
+std::vector<std::string> read_records(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> records;
+  size_t p = 0;
+  while (p < s.size()) {
+    EXPECT_LE(p + 12, s.size());
+    uint64_t len = get_le(s, p, 8);
+    EXPECT_EQ(get_le(s, p + 8, 4), masked_crc32c(s.data() + p, 8));
+    std::string data = s.substr(p + 12, len);
+    EXPECT_EQ(get_le(s, p + 12 + len, 4), masked_crc32c(data.data(), data.size()));
+    records.push_back(data);
+    p += 12 + len + 4;
+  }
+  EXPECT_EQ(p, s.size());
+  return records;
+}
+
+struct Scalar {
+  std::string tag;
+  int64_t step;
+  float value;
+  double wall_time;
+};
+
+Scalar decode_scalar(const std::string& event) {
+  Scalar out{};
+  for (const Field& f : parse_proto(event)) {
+    if (f.number == 1) std::memcpy(&out.wall_time, &f.num, 8);
+    if (f.number == 2) out.step = int64_t(f.num);
+    if (f.number == 5) {
+      auto value = parse_proto(parse_proto(f.bytes).at(0).bytes);
+      out.tag = value.at(0).bytes;
+      uint32_t bits = uint32_t(value.at(1).num);
+      std::memcpy(&out.value, &bits, 4);
+    }
+  }
+  return out;
+}
+
+class TensorBoardTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("mlai_tb_test_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+TEST(Crc32c, KnownVectors) {
+  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);
+  std::string zeros(32, '\0');
+  EXPECT_EQ(crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);
+  std::string ones(32, '\xff');
+  EXPECT_EQ(crc32c(ones.data(), ones.size()), 0x62A8AB43u);  // RFC 3720 B.4
+  EXPECT_EQ(crc32c("", 0), 0u);
+}
+
+TEST_F(TensorBoardTest, WritesValidRecords) {
+  std::string path;
+  {
+    EventWriter w((dir_ / "run").string());  // the directory does not exist yet
+    path = w.path();
+    EXPECT_NE(fs::path(path).filename().string().find("events.out.tfevents."), std::string::npos);
+    w.add_scalar("train/loss", 2.5f, 0, 1000.25);
+    w.add_scalar("train/loss", 0.125f, 100, 1001.5);
+    w.add_scalar("val/acc", 0.875f, 1LL << 40, 1002.0);
+    w.add_scalar("neg", -3.0f, -1, 1003.0);
+  }  // the destructor flushes
+  auto records = read_records(path);
+  ASSERT_EQ(records.size(), 5u);
+  bool has_version = false;
+  for (const Field& f : parse_proto(records[0])) {
+    has_version |= f.number == 3 && f.bytes == "brain.Event:2";
+  }
+  EXPECT_TRUE(has_version);
+  std::vector<Scalar> want = {{"train/loss", 0, 2.5f, 1000.25},
+                              {"train/loss", 100, 0.125f, 1001.5},
+                              {"val/acc", 1LL << 40, 0.875f, 1002.0},
+                              {"neg", -1, -3.0f, 1003.0}};
+  for (size_t i = 0; i < want.size(); ++i) {
+    Scalar got = decode_scalar(records[i + 1]);
+    EXPECT_EQ(got.tag, want[i].tag);
+    EXPECT_EQ(got.step, want[i].step);
+    EXPECT_EQ(got.value, want[i].value);
+    EXPECT_EQ(got.wall_time, want[i].wall_time);
+  }
+}
+
+TEST_F(TensorBoardTest, TwoWritersGetDistinctFiles) {
+  EventWriter a(dir_.string()), b(dir_.string());
+  EXPECT_NE(a.path(), b.path());
+  a.add_scalar("x", 1.0f, 1);
+  b.add_scalar("x", 2.0f, 1);
+  a.flush();
+  b.flush();
+  EXPECT_EQ(read_records(a.path()).size(), 2u);
+  EXPECT_EQ(read_records(b.path()).size(), 2u);
+}
+
+TEST_F(TensorBoardTest, TensorBoardPythonReadsOurFile) {
+  if (std::system("python3 -c 'import tensorboard' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "tensorboard Python package not installed (pip install tensorboard)";
+  }
+  std::map<std::pair<std::string, int64_t>, float> want;
+  {
+    EventWriter w(dir_.string());
+    for (int64_t step = 0; step < 50; step += 10) {
+      float loss = 2.0f / float(step + 1) + 0.1f;
+      w.add_scalar("train/loss", loss, step);
+      want[{"train/loss", step}] = loss;
+    }
+    w.add_scalar("val/acc", 0.8765f, 40);
+    want[{"val/acc", 40}] = 0.8765f;
+  }
+  const std::string script = std::string(MLAI_SOURCE_DIR) + "/test/io/read_tensorboard.py";
+  const std::string err = (dir_ / "stderr.txt").string();
+  const std::string cmd = "python3 '" + script + "' '" + dir_.string() + "' 2>'" + err + "'";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  int rc = pclose(pipe);
+  std::ifstream errs(err);
+  std::string err_text((std::istreambuf_iterator<char>(errs)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(rc, 0) << cmd << "\n" << err_text;
+
+  std::map<std::pair<std::string, int64_t>, float> got;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    auto c1 = line.find(','), c2 = line.rfind(',');
+    ASSERT_NE(c1, c2) << line;
+    got[{line.substr(0, c1), std::stoll(line.substr(c1 + 1, c2 - c1 - 1))}] =
+        float(std::stod(line.substr(c2 + 1)));
+  }
+  EXPECT_EQ(got, want) << out << err_text;
+}
+
+}  // namespace
