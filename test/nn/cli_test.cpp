@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <string>
+#include <fcntl.h>
 #include <sys/wait.h>
 
 namespace {
@@ -72,6 +73,63 @@ TEST(Cli, HelpDocumentsEveryFlag) {
                         "--limit-val-batches", "--overfit-batches", "--checkpoint-every",
                         "--resume", "--deterministic"})
     EXPECT_NE(r.out.find(f), std::string::npos) << f;
+}
+
+}  // namespace
+
+// SIGTERM (what Slurm sends at the time limit) stops training with a checkpoint and the
+// conventional exit code 128 + 15; the checkpoint resumes.
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "../nn/synthetic_data.h"
+
+namespace {
+
+TEST(Cli, SigtermSavesACheckpointAndExits) {
+  namespace fs = std::filesystem;
+  const std::string root = (fs::temp_directory_path() / ("mlai_cli_" + std::to_string(getpid()))).string();
+  fs::remove_all(root);
+  mlai::testing::make_synthetic_mnist(root + "/data", 6400, 100);
+  const std::string bin = std::string(MLAI_BINARY_DIR) + "/bin/mlai_train";
+  const std::string data = root + "/data", logs = root + "/logs", out = root + "/out.txt";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(bin.c_str(), bin.c_str(), "--dataset", "mnist", "--data-dir", data.c_str(),
+          "--log-dir", logs.c_str(), "--epochs", "1000", "--batch-size", "8", "--workers", "1",
+          "--device", "cpu", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait until training has started (the first epoch line or enough time), then SIGTERM.
+  for (int i = 0; i < 100; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::ifstream f(out);
+    const std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (s.find("epoch: 01") != std::string::npos) break;
+  }
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::ifstream f(out);
+  const std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(WIFEXITED(status)) << s;
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM) << s;
+  EXPECT_NE(s.find("stopped by signal 15"), std::string::npos) << s;
+  const std::string ckpt = logs + "/default/version_0/checkpoints/last.h5";
+  EXPECT_TRUE(fs::exists(ckpt)) << s;
+  const Result r = run("--dataset mnist --data-dir " + data + " --log-dir " + logs +
+                       " --epochs 1 --device cpu --resume " + ckpt);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
+  fs::remove_all(root);
 }
 
 }  // namespace
