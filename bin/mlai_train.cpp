@@ -56,10 +56,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
   app.add_flag("--deterministic", c.deterministic,
                "Deterministic algorithms only (CPU runs are always deterministic)");
   app.add_option("--fast-dev-run", c.fast_dev_run,
-                 "Run N training and validation batches (default 1) in one epoch to check the "
-                 "set-up; writes no logs or checkpoints")
-      ->expected(0, 1)
-      ->default_str("1");
+                 "Off by default. Runs N training and validation batches (N defaults to 1) in "
+                 "one epoch to check the set-up; writes no logs or checkpoints")
+      ->expected(0, 1);
   app.add_option("--limit-train-batches", c.limit_train_batches,
                  "Batches per epoch: a fraction (0.25) or a count (40)")->capture_default_str();
   app.add_option("--limit-val-batches", c.limit_val_batches,
