@@ -14,7 +14,7 @@ __global__ void broadcast_dim_kernel(const T* g, T* out, int64_t total, int64_t 
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t i = idx % inner;
     const int64_t o = idx / (inner * dim);
-    out[idx] = from_acc_device<T>(scale * to_acc_device(g[o * inner + i]));
+    out[idx] = dev::from_acc<T>(scale * dev::to_acc(g[o * inner + i]));
   }
 }
 }  // namespace
@@ -24,9 +24,7 @@ void broadcast_dim(const T* g, T* out, int64_t outer, int64_t dim, int64_t inner
                    StreamHandle stream) {
   const int64_t total = outer * dim * inner;
   if (total == 0) return;
-  constexpr int kThreads = 256;
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 65535LL * 8);
-  broadcast_dim_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+  broadcast_dim_kernel<T><<<dev::grid_size(total), dev::kBlock, 0, stream>>>(
       g, out, total, dim, inner, static_cast<acc_t<T>>(scale));
   MLAI_LAUNCH_CHECK();
 }

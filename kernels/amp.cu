@@ -1,0 +1,89 @@
+// CUDA twin of kernels/amp.cpp: multi-tensor unscale + inf/nan check. Up to kMaxTensorsPerLaunch
+// tensors per launch, their pointers and sizes passed by value in the kernel's parameters
+// (48 x 16 bytes, well under the 4 KB limit); blockIdx.y picks the tensor, x strides through it.
+#include <algorithm>
+
+#include "kernels/amp.h"
+#include "kernels/cuda_types.cuh"
+
+namespace mlai::kernels::cuda {
+
+namespace {
+
+template <class T>
+struct TensorList {
+  T* ptr[kMaxTensorsPerLaunch];
+  int64_t size[kMaxTensorsPerLaunch];
+};
+static_assert(sizeof(TensorList<float>) + 2 * sizeof(void*) <= 4096,
+              "kernel parameters must fit in 4 KB");
+
+__device__ __forceinline__ bool finite(float v) {
+  return (__float_as_uint(v) & 0x7f800000u) != 0x7f800000u;
+}
+
+template <class T>
+__device__ __forceinline__ T unscale_one(T x, float s, bool& bad) {
+  const float v = dev::to_acc(x);
+  bad |= !finite(v);
+  return dev::from_acc<T>(__fmul_rn(v, s));
+}
+
+template <class T>
+__global__ void unscale_kernel(TensorList<T> list, const float* inv_scale, float* found_inf) {
+  T* p = list.ptr[blockIdx.y];
+  const int64_t n = list.size[blockIdx.y];
+  const float s = *inv_scale;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  bool bad = false;
+  int64_t tail = 0;
+  if (dev::aligned16(p)) {
+    using P = dev::Pack<T>;
+    for (int64_t k = tid; k < n / P::kN; k += stride) {
+      P v = reinterpret_cast<P*>(p)[k];
+#pragma unroll
+      for (int j = 0; j < P::kN; ++j) v.v[j] = unscale_one(v.v[j], s, bad);
+      reinterpret_cast<P*>(p)[k] = v;
+    }
+    tail = n / P::kN * P::kN;
+  }
+  for (int64_t i = tail + tid; i < n; i += stride) p[i] = unscale_one(p[i], s, bad);
+  // Every writer stores the same 1.0f, so the unordered stores are harmless.
+  if (__syncthreads_or(bad) && threadIdx.x == 0) *found_inf = 1.0f;
+}
+
+}  // namespace
+
+template <class T>
+void unscale_check_finite(T* const* tensors, const int64_t* sizes, int count,
+                          const float* inv_scale, float* found_inf, StreamHandle stream) {
+  for (int start = 0; start < count; start += kMaxTensorsPerLaunch) {
+    const int m = std::min(count - start, kMaxTensorsPerLaunch);
+    TensorList<T> list{};
+    int64_t largest = 0;
+    for (int t = 0; t < m; ++t) {
+      list.ptr[t] = tensors[start + t];
+      list.size[t] = sizes[start + t];
+      largest = std::max(largest, sizes[start + t]);
+    }
+    if (largest == 0) continue;
+    // Enough blocks for the largest tensor, at most 1024 per tensor (grid-stride beyond that).
+    const int64_t packs = (largest + dev::Pack<T>::kN - 1) / dev::Pack<T>::kN;
+    const unsigned gx = std::min(dev::grid_size(packs), 1024u);
+    unscale_kernel<T><<<dim3(gx, static_cast<unsigned>(m)), dev::kBlock, 0, stream>>>(
+        list, inv_scale, found_inf);
+    MLAI_LAUNCH_CHECK();
+  }
+}
+
+// As on the CPU: float, fp16 and bf16 gradients (fp64 training needs no loss scaling).
+#define MLAI_INSTANTIATE(T)                                                                   \
+  template void unscale_check_finite<T>(T* const*, const int64_t*, int, const float*, float*, \
+                                        StreamHandle);
+MLAI_INSTANTIATE(float)
+MLAI_INSTANTIATE(Half)
+MLAI_INSTANTIATE(BFloat16)
+#undef MLAI_INSTANTIATE
+
+}  // namespace mlai::kernels::cuda

@@ -1,0 +1,80 @@
+// CUDA twin of kernels/gemm.cpp: row-major GEMM through cublasGemmEx. A row-major M x N matrix
+// is, read column-major, its N x M transpose, so C^T = op(B)^T op(A)^T is one column-major GEMM
+// with the operands swapped. fp32 accumulation (no TF32) for float/fp16/bf16, fp64 for double.
+#include <cublas_v2.h>
+
+#include <climits>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "kernels/cuda_check.h"
+#include "kernels/gemm.h"
+
+namespace mlai::kernels::cuda {
+
+namespace {
+
+template <class T>
+constexpr cudaDataType_t data_type() {
+  if constexpr (std::is_same_v<T, float>) {
+    return CUDA_R_32F;
+  } else if constexpr (std::is_same_v<T, double>) {
+    return CUDA_R_64F;
+  } else if constexpr (std::is_same_v<T, Half>) {
+    return CUDA_R_16F;
+  } else {
+    static_assert(std::is_same_v<T, BFloat16>, "gemm: unsupported type");
+    return CUDA_R_16BF;
+  }
+}
+
+int to_int(int64_t v, const char* what) {
+  if (v < 0 || v > INT_MAX)
+    throw std::invalid_argument(std::string("gemm: ") + what + " = " + std::to_string(v) +
+                                " is outside cuBLAS's 32-bit range");
+  return static_cast<int>(v);
+}
+
+}  // namespace
+
+template <class T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const T* a,
+          int64_t lda, const T* b, int64_t ldb, double beta, T* c, int64_t ldc, CublasHandle handle,
+          StreamHandle stream) {
+  if (m == 0 || n == 0) return;
+  // Leading dimensions must be >= 1 even when a matrix is empty (k == 0: then C = beta * C).
+  const int im = to_int(m, "m"), in = to_int(n, "n"), ik = to_int(k, "k");
+  const int ilda = to_int(lda < 1 ? 1 : lda, "lda"), ildb = to_int(ldb < 1 ? 1 : ldb, "ldb"),
+            ildc = to_int(ldc, "ldc");
+  const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  constexpr cudaDataType_t type = data_type<T>();
+  MLAI_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  if constexpr (std::is_same_v<T, double>) {
+    MLAI_CUBLAS_CHECK(cublasGemmEx(handle, op_b, op_a, in, im, ik, &alpha, b, type, ildb, a, type,
+                                   ilda, &beta, c, type, ildc, CUBLAS_COMPUTE_64F,
+                                   CUBLAS_GEMM_DEFAULT));
+  } else {
+    // alpha/beta are float for CUBLAS_COMPUTE_32F. The handle's math mode stays the default, so
+    // fp32 inputs are never rounded to TF32.
+    const float falpha = static_cast<float>(alpha), fbeta = static_cast<float>(beta);
+    MLAI_CUBLAS_CHECK(cublasGemmEx(handle, op_b, op_a, in, im, ik, &falpha, b, type, ildb, a, type,
+                                   ilda, &fbeta, c, type, ildc, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT));
+  }
+}
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, double, const float*, int64_t,
+                          const float*, int64_t, double, float*, int64_t, CublasHandle,
+                          StreamHandle);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                           const double*, int64_t, double, double*, int64_t, CublasHandle,
+                           StreamHandle);
+template void gemm<Half>(bool, bool, int64_t, int64_t, int64_t, double, const Half*, int64_t,
+                         const Half*, int64_t, double, Half*, int64_t, CublasHandle, StreamHandle);
+template void gemm<BFloat16>(bool, bool, int64_t, int64_t, int64_t, double, const BFloat16*,
+                             int64_t, const BFloat16*, int64_t, double, BFloat16*, int64_t,
+                             CublasHandle, StreamHandle);
+
+}  // namespace mlai::kernels::cuda
