@@ -59,6 +59,7 @@ class Variable {
 
   // Runs when this leaf's gradient is final in a backward pass.
   void register_grad_ready_hook(std::function<void(Variable&)> hook);
+  void clear_grad_ready_hooks() { impl_->grad_ready_hooks.clear(); }
 
   Variable detach() const { return Variable(impl_->data, false); }
 

@@ -9,6 +9,7 @@
 #include <exception>
 #include <string>
 
+#include "dist/process_group.h"
 #include "nn/models.h"
 #include "nn/trainer.h"
 
@@ -73,11 +74,32 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
   app.add_option("--resume", c.resume, "Continue exactly from a checkpoint (e.g. .../last.h5)")
       ->check(CLI::ExistingFile);
   app.add_flag("!--no-progress", c.progress, "No live progress line");
+  app.add_option("--dist-backend", c.dist_backend,
+                 "Data parallel: auto (nccl on GPUs, mpi on CPUs), nccl or mpi")->capture_default_str();
+  app.add_option("--bucket-cap-mb", c.bucket_cap_mb, "Data parallel: gradient bucket size (MB)")->capture_default_str();
+  app.add_flag("!--no-overlap", c.overlap,
+               "Data parallel: start allreduces after backward instead of during it");
+  app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")->capture_default_str();
+  app.add_flag("--sync-bn", c.sync_bn,
+               "Data parallel: synchronise batch-norm statistics (no BN layers yet)");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  mlai::dist::ProcessGroup* group = nullptr;
+  try {
+    group = &mlai::dist::ProcessGroup::init(&argc, &argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mlai_train: error: cannot start MPI: %s\n", e.what());
+    return 1;
+  }
+  // Flag errors are the same on every rank: rank 0 says it, all exit with 2.
+  auto flag_error = [&](const std::string& msg) {
+    if (group->is_main()) std::fprintf(stderr, "mlai_train: error: %s\n", msg.c_str());
+    group->finalize();
+    return 2;
+  };
   mlai::nn::Config cfg;
   std::string hidden;
   CLI::App app{"mlai_train: train an image classifier on the CPU or GPUs (mlai)"};
@@ -106,28 +128,34 @@ int main(int argc, char** argv) {
     }
     cfg.validate();
   } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
+    const int rc = group->is_main() ? app.exit(e) : 0;
+    group->finalize();
+    return rc;
   } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
+    const int rc = group->is_main() ? app.exit(e) : 0;
+    group->finalize();
+    return rc;
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "mlai_train: error: %s (see --help)\n", e.what());
-    return 2;
+    return flag_error(std::string(e.what()) + " (see --help)");
   } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "mlai_train: error: %s\n", e.what());
-    return 2;
+    return flag_error(e.what());
   }
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+  int rc = 0;
   try {
     mlai::nn::install_stop_handlers();
-    mlai::nn::Trainer trainer(cfg, command);
+    mlai::nn::Trainer trainer(cfg, command, *group);
     const auto res = trainer.fit();
-    return res.stop_signal ? 128 + res.stop_signal : 0;
+    rc = res.stop_signal ? 128 + res.stop_signal : 0;
   } catch (const std::invalid_argument& e) {  // bad flag values found while setting up
+    if (group->world() > 1) group->abort("mlai_train: error: " + std::string(e.what()), 2);
     std::fprintf(stderr, "mlai_train: error: %s\n", e.what());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "mlai_train: error: %s\n", e.what());
-    return 1;
+    // One rank's failure ends the whole job: the others may be waiting in a collective.
+    group->abort("mlai_train: error: " + std::string(e.what()), 1);
   }
+  group->finalize();
+  return rc;
 }

@@ -8,7 +8,7 @@
 namespace mlai::io {
 
 std::vector<int64_t> epoch_indices(int64_t n, bool shuffle, uint64_t seed, int64_t epoch,
-                                   int rank, int world) {
+                                   int rank, int world, bool pad) {
   if (world < 1 || rank < 0 || rank >= world)
     throw std::invalid_argument("loader: bad rank " + std::to_string(rank) + " of " +
                                 std::to_string(world));
@@ -21,7 +21,7 @@ std::vector<int64_t> epoch_indices(int64_t n, bool shuffle, uint64_t seed, int64
   }
   // Pad (repeating from the start) so every rank gets the same count, as DistributedSampler.
   const int64_t per_rank = (n + world - 1) / world;
-  for (int64_t i = 0; static_cast<int64_t>(order.size()) < per_rank * world && n > 0; ++i)
+  for (int64_t i = 0; pad && static_cast<int64_t>(order.size()) < per_rank * world && n > 0; ++i)
     order.push_back(order[static_cast<size_t>(i % n)]);
   std::vector<int64_t> mine;
   for (int64_t i = rank; i < static_cast<int64_t>(order.size()); i += world)
@@ -38,7 +38,10 @@ Loader::Loader(const Dataset& ds, const LoaderOptions& opt) : ds_(ds), opt_(opt)
 Loader::~Loader() { stop(); }
 
 int64_t Loader::num_batches() const {
-  const int64_t n = opt_.world > 1 ? (ds_.count + opt_.world - 1) / opt_.world : ds_.count;
+  // Samples this rank visits: with padding every rank has ceil(n / world), without it the
+  // first n % world ranks have one more.
+  const int64_t n = opt_.pad ? (ds_.count + opt_.world - 1) / opt_.world
+                             : (ds_.count - opt_.rank + opt_.world - 1) / opt_.world;
   int64_t b = opt_.drop_last ? n / opt_.batch_size : (n + opt_.batch_size - 1) / opt_.batch_size;
   if (opt_.limit_batches >= 0 && opt_.limit_batches < b) b = opt_.limit_batches;
   return b;
@@ -46,7 +49,8 @@ int64_t Loader::num_batches() const {
 
 void Loader::start_epoch(int64_t epoch, int64_t first_batch) {
   stop();
-  indices_ = epoch_indices(ds_.count, opt_.shuffle, opt_.seed, epoch, opt_.rank, opt_.world);
+  indices_ = epoch_indices(ds_.count, opt_.shuffle, opt_.seed, epoch, opt_.rank, opt_.world,
+                           opt_.pad);
   next_ = first_batch;
   first_batch_ = first_batch;  // fixed before the workers start
   ready_.clear();

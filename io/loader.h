@@ -33,12 +33,15 @@ struct LoaderOptions {
   int prefetch = 4;
   int64_t limit_batches = -1;  // < 0: all
   int rank = 0, world = 1;
+  // Training pads the shard order so all ranks take the same number of steps; evaluation
+  // does not, so every sample is counted exactly once across ranks.
+  bool pad = true;
   tensor::Device device = tensor::Device::cpu();
 };
 
 // The sample indices rank `rank` of `world` visits in `epoch` (exposed for tests).
 std::vector<int64_t> epoch_indices(int64_t n, bool shuffle, uint64_t seed, int64_t epoch,
-                                   int rank, int world);
+                                   int rank, int world, bool pad = true);
 
 class Loader {
  public:

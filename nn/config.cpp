@@ -38,6 +38,9 @@ void Config::validate() const {
   one_of(arch, model_names(), "--arch");
   one_of(dataset, io::dataset_names(), "--dataset");
   one_of(lr_schedule, {"constant", "step", "cosine", "warmup_cosine", "onecycle"}, "--lr-schedule");
+  one_of(dist_backend, {"auto", "nccl", "mpi"}, "--dist-backend");
+  one_of(lr_scale, {"none", "linear"}, "--lr-scale");
+  require(bucket_cap_mb > 0, "--bucket-cap-mb must be > 0");
   require(criterion == "cross_entropy" || criterion == "nll",
           "--criterion must be cross_entropy or nll, got '" + criterion + "'");
   require(precision == "32", "--precision " + precision +
@@ -82,7 +85,8 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_gamma) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(overfit_batches) X(log_dir) X(experiment_name) \
-  X(checkpoint_every) X(resume) X(progress)
+  X(checkpoint_every) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
+  X(lr_scale) X(sync_bn)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

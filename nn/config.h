@@ -45,6 +45,12 @@ struct Config {
   std::string limit_train_batches = "1.0";  // "0.25": a fraction of the batches; "40": a count
   std::string limit_val_batches = "1.0";
   int64_t overfit_batches = 0;  // > 0: train and validate on the same first batches
+  // data parallel (world > 1 under mpirun or srun)
+  std::string dist_backend = "auto";  // auto: nccl on GPUs, mpi on CPUs
+  double bucket_cap_mb = 25.0;
+  bool overlap = true;                // false: --no-overlap
+  std::string lr_scale = "none";      // linear: lr *= world size
+  bool sync_bn = false;               // (no batch norm layers yet: accepted for scripts)
   // files
   std::string log_dir = "logs";
   std::string experiment_name = "default";

@@ -6,9 +6,11 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
+#include "dist/communicator.h"
 #include "io/loader.h"
 #include "io/tensorboard.h"
 #include "nn/lr_schedule.h"
@@ -63,10 +65,27 @@ void install_stop_handlers() {
   for (int s : {SIGINT, SIGTERM, SIGUSR1}) sigaction(s, &sa, nullptr);
 }
 
-Trainer::Trainer(Config cfg, std::string command_line)
-    : cfg_(std::move(cfg)), command_line_(std::move(command_line)) {
+namespace {
+// One GPU per rank, picked by the local rank; the CPU otherwise.
+t::Device select_device(const std::string& spec, const dist::ProcessGroup& g) {
+  t::Device d = t::parse_device(spec);
+  if (d.is_cpu() || g.world() == 1) return d;
+  const int gpus = t::cuda_device_count();
+  if (g.local_world() > gpus)
+    throw std::runtime_error("this node has " + std::to_string(gpus) + " CUDA device(s) but " +
+                             std::to_string(g.local_world()) +
+                             " ranks run on it: start at most one rank per GPU");
+  return t::Device::cuda(g.local_rank());
+}
+}  // namespace
+
+Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group)
+    : cfg_(std::move(cfg)),
+      command_line_(std::move(command_line)),
+      group_(group),
+      main_(group.is_main()) {
   cfg_.validate();
-  device_ = t::parse_device(cfg_.device);
+  device_ = select_device(cfg_.device, group_);
   t::set_current_device(device_);
   data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_split, cfg_.seed);
   if (cfg_.overfit_batches > 0) {  // the same first batches for training and validation
@@ -86,6 +105,8 @@ Trainer::Trainer(Config cfg, std::string command_line)
   spec.seed = cfg_.seed;
   model_ = make_model(cfg_.arch, spec);
   model_->to(device_);
+  const int world = group_.world();
+  if (cfg_.lr_scale == "linear") cfg_.lr *= world;  // the effective batch grew world-fold
   OptimizerConfig oc;
   oc.name = cfg_.optimizer;
   oc.lr = cfg_.lr;
@@ -98,10 +119,44 @@ Trainer::Trainer(Config cfg, std::string command_line)
   opt_ = make_optimizer(model_->named_parameters(), oc);
   if (!cfg_.resume.empty()) {
     state_ = load_checkpoint(cfg_.resume, *model_, opt_.get());
-    std::printf("resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg_.resume.c_str(),
+    if (main_)
+      std::printf("resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg_.resume.c_str(),
                 static_cast<long long>(state_.epoch + 1), static_cast<long long>(state_.next_batch),
                 static_cast<long long>(state_.global_step));
   }
+  if (world > 1) {
+    comm_ = dist::make_communicator(cfg_.dist_backend, device_, group_);
+    // Every rank starts from rank 0's weights and buffers (and optimizer state on resume).
+    std::vector<Tensor*> shared;
+    for (auto& [n, v] : model_->named_parameters()) shared.push_back(&const_cast<Variable&>(v).data());
+    for (auto& [n, b] : model_->named_buffers()) shared.push_back(b);
+    for (auto& [n, st] : opt_->state()) shared.push_back(st);
+    dist::broadcast_tensors(*comm_, shared);
+    dist::ReducerOptions ro;
+    ro.bucket_cap_mb = cfg_.bucket_cap_mb;
+    ro.overlap = cfg_.overlap;
+    reducer_ = std::make_unique<dist::Reducer>(model_->named_parameters(), *comm_, ro);
+    if (main_)
+      std::printf("data parallel: world size %d on %d node(s), backend %s, %zu gradient bucket(s) "
+                  "of <= %.0f MB, overlap %s; batch %lld per rank, %lld in all; lr %g%s\n",
+                  world, group_.nodes(), comm_->name(), reducer_->bucket_count(),
+                  cfg_.bucket_cap_mb, cfg_.overlap ? "on" : "off",
+                  static_cast<long long>(cfg_.batch_size),
+                  static_cast<long long>(cfg_.batch_size * world), cfg_.lr,
+                  cfg_.lr_scale == "linear" ? " (scaled linearly)" : "");
+  }
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::allreduce(Tensor& t) {
+  if (comm_) comm_->allreduce_sum(t);
+}
+
+int Trainer::stop_requested() {
+  const double local = static_cast<double>(g_stop_signal.load());
+  // All ranks must stop at the same step, or one would wait forever in the next allreduce.
+  return static_cast<int>(group_.world() > 1 ? dist::allreduce_host(group_, local, true) : local);
 }
 
 EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
@@ -116,6 +171,9 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
   lo.workers = cfg_.workers;
   lo.limit_batches = max_batches;
   lo.device = device_;
+  lo.rank = group_.rank();
+  lo.world = group_.world();
+  lo.pad = false;  // every sample counted once across ranks: exact global metrics
   io::Loader loader(ds, lo);
   loader.start_epoch(0);
   Tensor loss_sum = Tensor::zeros({}, DType::kFloat32, device_);
@@ -128,6 +186,11 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
     r.samples += b->labels.numel();
   }
   model_->train();
+  Tensor n = Tensor::full({}, static_cast<double>(r.samples), DType::kFloat32, device_);
+  allreduce(loss_sum);
+  allreduce(counts);
+  allreduce(n);
+  r.samples = static_cast<int64_t>(n.item());
   r.loss = loss_sum.item() / static_cast<double>(std::max<int64_t>(r.samples, 1));
   r.confusion = to_matrix(counts, ds);
   return r;
@@ -143,6 +206,8 @@ FitResult Trainer::fit() {
   lo.seed = cfg_.seed;
   lo.workers = cfg_.workers;
   lo.device = device_;
+  lo.rank = group_.rank();
+  lo.world = group_.world();
   io::Loader probe(data_.train, lo);
   const int64_t all_batches = probe.num_batches();
   lo.limit_batches = dev_run ? std::min(cfg_.fast_dev_run, all_batches)
@@ -171,7 +236,7 @@ FitResult Trainer::fit() {
   FitResult res;
   std::unique_ptr<io::CsvLogger> csv;
   std::unique_ptr<io::EventWriter> tb;
-  if (!dev_run) {
+  if (!dev_run && main_) {
     dir_ = make_version_dir(cfg_.log_dir, cfg_.experiment_name);
     res.version_dir = dir_;
     nlohmann::json hp;
@@ -182,11 +247,12 @@ FitResult Trainer::fit() {
     csv = std::make_unique<io::CsvLogger>(dir_ + "/metrics.csv", kCsvColumns);
     tb = std::make_unique<io::EventWriter>(dir_);
     std::printf("logging to %s\n", dir_.c_str());
-  } else {
+  } else if (main_) {
     std::printf("fast_dev_run: %lld batch(es), no logs or checkpoints\n",
                 static_cast<long long>(cfg_.fast_dev_run));
   }
-  std::printf("model %s on %s: %lld parameters; %lld training batches of %lld per epoch\n%s",
+  if (main_)
+    std::printf("model %s on %s: %lld parameters; %lld training batches of %lld per epoch\n%s",
               cfg_.arch.c_str(), device_.str().c_str(),
               static_cast<long long>(model_->parameter_count()),
               static_cast<long long>(steps_per_epoch), static_cast<long long>(cfg_.batch_size),
@@ -194,12 +260,15 @@ FitResult Trainer::fit() {
   std::fflush(stdout);
 
   auto save = [&](const std::string& name) {
-    if (dev_run) return;
+    if (dev_run || !main_) return;
     save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_);
   };
 
   model_->train();
   const int num_classes = data_.train.num_classes;
+  // Testing the failure path: the rank named by MLAI_FAULT_RANK throws at step 2.
+  int64_t fault_step = 0;
+  if (const char* f = std::getenv("MLAI_FAULT_RANK"); f && std::atoi(f) == group_.rank()) fault_step = 2;
   for (int64_t epoch = state_.epoch; epoch < epochs; ++epoch) {
     const auto t_epoch = Clock::now();
     const double wait_before = profiler_.total("data wait");
@@ -211,7 +280,7 @@ FitResult Trainer::fit() {
     char label[64];
     std::snprintf(label, sizeof(label), "epoch %02lld/%02lld", static_cast<long long>(epoch + 1),
                   static_cast<long long>(epochs));
-    ProgressLine progress(cfg_.progress, label, steps_per_epoch);
+    ProgressLine progress(cfg_.progress && main_, label, steps_per_epoch);
     double lr = opt_->lr();
     for (int64_t b = first;; ++b) {
       std::optional<io::Batch> batch;
@@ -230,13 +299,23 @@ FitResult Trainer::fit() {
         Profiler::Scope s(profiler_, "backward");
         loss.backward();
       }
+      if (reducer_) {
+        Profiler::Scope s(profiler_, "gradient sync");
+        reducer_->finish();  // buckets hold the sums over ranks
+      }
       {
         Profiler::Scope s(profiler_, "optimizer step");
         lr = lr_at(sc, state_.global_step);
         opt_->set_lr(lr);
-        opt_->step();
-        opt_->zero_grad();
+        opt_->step(1.0f / static_cast<float>(group_.world()));  // the mean over ranks
+        if (reducer_) {
+          reducer_->zero_grad();
+        } else {
+          opt_->zero_grad();
+        }
       }
+      if (fault_step > 0 && state_.global_step + 1 == fault_step)
+        throw std::runtime_error("fault injected by MLAI_FAULT_RANK at step " + std::to_string(fault_step));
       const int64_t rows = batch->labels.numel();
       t::axpy_(static_cast<double>(rows), loss.data(), loss_sum);
       t::confusion_update_(t::max_dim(logits.data(), 1).second, batch->labels, counts);
@@ -247,11 +326,12 @@ FitResult Trainer::fit() {
       // The running loss is read (a device sync) only when the line is redrawn.
       progress.update(b + 1, [&] { return loss_sum.item() / static_cast<double>(samples); },
                       el > 0 ? samples / el : 0);
-      if (const int sig = g_stop_signal.load()) {
+      if (const int sig = stop_requested()) {
         progress.finish();
         state_.epoch = epoch;
         save("last.h5");
-        std::printf("stopped by signal %d at epoch %lld, batch %lld: %s\n", sig,
+        if (main_)
+          std::printf("stopped by signal %d at epoch %lld, batch %lld: %s\n", sig,
                     static_cast<long long>(epoch + 1), static_cast<long long>(b + 1),
                     dev_run ? "fast_dev_run, nothing saved"
                             : ("checkpoint saved to " + dir_ + "/checkpoints/last.h5").c_str());
@@ -263,6 +343,11 @@ FitResult Trainer::fit() {
       }
     }
     progress.finish();
+    Tensor n = Tensor::full({}, static_cast<double>(samples), DType::kFloat32, device_);
+    allreduce(loss_sum);
+    allreduce(counts);
+    allreduce(n);
+    samples = static_cast<int64_t>(n.item());
     const double train_seconds = seconds_since(t_epoch);
     const double train_loss = loss_sum.item() / static_cast<double>(std::max<int64_t>(samples, 1));
     const io::ConfusionMatrix train_cm = to_matrix(counts, data_.train);
@@ -274,19 +359,21 @@ FitResult Trainer::fit() {
     const double epoch_seconds = seconds_since(t_epoch);
     const double wait_frac = (profiler_.total("data wait") - wait_before) / std::max(train_seconds, 1e-9);
     const double ips = samples / std::max(train_seconds, 1e-9);
-    std::printf("epoch: %02lld/%02lld    training loss: %.4f    training accuracy %.4f",
-                static_cast<long long>(epoch + 1), static_cast<long long>(epochs), train_loss,
-                train_cm.accuracy());
-    if (val.samples > 0)
-      std::printf("    validation loss: %.4f    validation accuracy: %.4f", val.loss,
-                  val.confusion.accuracy());
-    std::printf("    time: %.1fs    images/s: %.0f\n", epoch_seconds, ips);
-    std::fflush(stdout);
+    if (main_) {
+      std::printf("epoch: %02lld/%02lld    training loss: %.4f    training accuracy %.4f",
+                  static_cast<long long>(epoch + 1), static_cast<long long>(epochs), train_loss,
+                  train_cm.accuracy());
+      if (val.samples > 0)
+        std::printf("    validation loss: %.4f    validation accuracy: %.4f", val.loss,
+                    val.confusion.accuracy());
+      std::printf("    time: %.1fs    images/s: %.0f\n", epoch_seconds, ips);
+      std::fflush(stdout);
+    }
     res.last_train_loss = train_loss;
     res.val = val;
     state_.epoch = epoch + 1;
     state_.next_batch = 0;
-    if (!dev_run) {
+    if (!dev_run && main_) {
       csv->log({{"epoch", epoch + 1}, {"step", state_.global_step}, {"lr", lr},
                 {"train_loss", train_loss}, {"train_accuracy", train_cm.accuracy()},
                 {"val_loss", val.samples ? val.loss : 0.0},
@@ -322,7 +409,7 @@ FitResult Trainer::fit() {
     Profiler::Scope s(profiler_, "test");
     res.test = evaluate(data_.test, dev_run ? cfg_.fast_dev_run : -1);
   }
-  if (res.test.samples > 0) {
+  if (res.test.samples > 0 && main_) {
     const auto& cm = res.test.confusion;
     std::printf("test loss: %.4f    test accuracy: %.4f    macro precision: %.4f    macro recall: "
                 "%.4f    macro F1: %.4f    (%lld images)\n%s",
@@ -336,7 +423,7 @@ FitResult Trainer::fit() {
                 {"test_recall", cm.macro_recall()}, {"test_f1", cm.macro_f1()},
                 {"test_confusion", confusion_json(cm)}});
   }
-  std::printf("%s", profiler_.report(seconds_since(t_start)).c_str());
+  if (main_) std::printf("%s", profiler_.report(seconds_since(t_start)).c_str());
   return res;
 }
 

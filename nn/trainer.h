@@ -1,12 +1,16 @@
 // The training loop a Lightning user expects: fit() trains for --epochs, validates each epoch,
 // logs (console, metrics.csv, TensorBoard, hparams.json), checkpoints (last.h5, best.h5),
 // resumes exactly, stops cleanly on SIGINT/SIGTERM/SIGUSR1 with a checkpoint, and tests on
-// the official test set at the end.
+// the official test set at the end. Under mpirun/srun it trains one model data-parallel:
+// each rank takes a shard of every epoch, gradients are averaged by the bucketing reducer,
+// metrics are exact global values, and only rank 0 prints, logs and checkpoints.
 #pragma once
 
 #include <memory>
 #include <string>
 
+#include "dist/process_group.h"
+#include "dist/reducer.h"
 #include "io/dataset.h"
 #include "io/metrics.h"
 #include "nn/checkpoint.h"
@@ -38,7 +42,9 @@ void install_stop_handlers();
 
 class Trainer {
  public:
-  explicit Trainer(Config cfg, std::string command_line = "");
+  explicit Trainer(Config cfg, std::string command_line = "",
+                   dist::ProcessGroup& group = dist::ProcessGroup::get());
+  ~Trainer();
   FitResult fit();
   Module& model() { return *model_; }
   const io::DataSplits& data() const { return data_; }
@@ -46,12 +52,20 @@ class Trainer {
  private:
   EvalResult evaluate(const io::Dataset& ds, int64_t max_batches);
 
+  // Sums a device tensor over ranks (no-op for one rank).
+  void allreduce(Tensor& t);
+  int stop_requested();  // the signal any rank received, 0 if none
+
   Config cfg_;
   std::string command_line_;
+  dist::ProcessGroup& group_;
+  bool main_;  // rank 0: prints, logs, checkpoints
   tensor::Device device_;
   io::DataSplits data_;
   std::shared_ptr<Module> model_;
   std::unique_ptr<Optimizer> opt_;
+  std::unique_ptr<dist::Communicator> comm_;
+  std::unique_ptr<dist::Reducer> reducer_;
   Profiler profiler_;
   std::string dir_;
   TrainState state_;

@@ -1,0 +1,51 @@
+// Collectives behind one interface: MPI for CPU tensors, NCCL for GPU tensors (rank 0 makes the
+// NCCL id and broadcasts it over MPI). Async allreduces return a Work to wait on; on a GPU
+// waiting makes the compute stream wait (no host block), on the CPU it completes the request.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "dist/process_group.h"
+#include "tensor/tensor.h"
+
+namespace mlai::dist {
+
+using tensor::Tensor;
+
+class Work {
+ public:
+  virtual ~Work() = default;
+  virtual void wait() = 0;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual const char* name() const = 0;
+  int rank() const { return group_.rank(); }
+  int world() const { return group_.world(); }
+
+  // Sums `t` over all ranks, in place. Every rank must issue the same collectives in the same
+  // order.
+  virtual std::unique_ptr<Work> allreduce_sum_async(Tensor& t) = 0;
+  void allreduce_sum(Tensor& t) { allreduce_sum_async(t)->wait(); }
+  virtual void broadcast(Tensor& t, int root) = 0;
+  virtual void barrier() = 0;
+  // Lets outstanding non-blocking operations advance (MPI progresses them only inside calls).
+  virtual void progress() {}
+
+ protected:
+  explicit Communicator(const ProcessGroup& g) : group_(g) {}
+  const ProcessGroup& group_;
+};
+
+// backend: "auto" (nccl for a CUDA device, mpi for the CPU), "mpi" or "nccl".
+std::unique_ptr<Communicator> make_communicator(const std::string& backend,
+                                                const tensor::Device& device,
+                                                const ProcessGroup& group);
+
+// A value summed over ranks (host scalars for logging and stop requests).
+double allreduce_host(const ProcessGroup& g, double value, bool max = false);
+
+}  // namespace mlai::dist

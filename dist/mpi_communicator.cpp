@@ -1,0 +1,133 @@
+// The MPI communicator for CPU tensors: MPI_Iallreduce / MPI_Bcast / MPI_Barrier, with
+// MPI_Test on outstanding requests when asked to make progress.
+#include <mpi.h>
+
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "dist/communicator.h"
+#ifdef MLAI_WITH_CUDA
+#include "dist/nccl_communicator.h"
+#endif
+
+namespace mlai::dist {
+
+namespace {
+MPI_Datatype mpi_type(tensor::DType dt) {
+  switch (dt) {
+    case tensor::DType::kFloat32: return MPI_FLOAT;
+    case tensor::DType::kFloat64: return MPI_DOUBLE;
+    case tensor::DType::kInt64: return MPI_INT64_T;
+    case tensor::DType::kInt32: return MPI_INT32_T;
+    case tensor::DType::kUInt8: return MPI_UINT8_T;
+    default:
+      throw std::invalid_argument(std::string("MPI collectives: unsupported dtype ") +
+                                  tensor::dtype_name(dt));
+  }
+}
+
+void check(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, msg, &len);
+  throw std::runtime_error(std::string(what) + " failed: " + std::string(msg, static_cast<size_t>(len)));
+}
+
+// The request is shared with the communicator's pending list, which tests it for progress.
+struct MpiWork : Work {
+  std::shared_ptr<MPI_Request> req = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
+  void wait() override {
+    if (*req != MPI_REQUEST_NULL) check(MPI_Wait(req.get(), MPI_STATUS_IGNORE), "MPI_Wait(allreduce)");
+  }
+  ~MpiWork() override {
+    if (*req != MPI_REQUEST_NULL) MPI_Wait(req.get(), MPI_STATUS_IGNORE);
+  }
+};
+
+struct DoneWork : Work {
+  void wait() override {}
+};
+
+class MpiCommunicator : public Communicator {
+ public:
+  explicit MpiCommunicator(const ProcessGroup& g) : Communicator(g) {}
+  const char* name() const override { return "mpi"; }
+
+  std::unique_ptr<Work> allreduce_sum_async(Tensor& t) override {
+    require_cpu(t);
+    if (world() == 1 || t.numel() == 0) return std::make_unique<DoneWork>();
+    auto w = std::make_unique<MpiWork>();
+    check(MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()),
+                         mpi_type(t.dtype()), MPI_SUM, MPI_COMM_WORLD, w->req.get()),
+          "MPI_Iallreduce");
+    pending_.push_back(w->req);
+    return w;
+  }
+
+  void broadcast(Tensor& t, int root) override {
+    require_cpu(t);
+    if (world() == 1 || t.numel() == 0) return;
+    check(MPI_Bcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()), root,
+                    MPI_COMM_WORLD),
+          "MPI_Bcast");
+  }
+
+  void barrier() override {
+    if (world() > 1) check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+  }
+
+  void progress() override {
+    // One MPI_Test per outstanding request pushes Open MPI's progress engine forward.
+    for (auto& r : pending_) {
+      if (*r == MPI_REQUEST_NULL) continue;
+      int done = 0;
+      check(MPI_Test(r.get(), &done, MPI_STATUS_IGNORE), "MPI_Test");
+    }
+    std::erase_if(pending_, [](const auto& r) { return *r == MPI_REQUEST_NULL; });
+  }
+
+ private:
+  static void require_cpu(const Tensor& t) {
+    if (!t.device().is_cpu())
+      throw std::invalid_argument("the mpi backend reduces CPU tensors; use --dist-backend nccl "
+                                  "(or auto) for " + t.device().str());
+    if (t.numel() > INT32_MAX) throw std::invalid_argument("MPI collective larger than 2^31 elements");
+  }
+  std::vector<std::shared_ptr<MPI_Request>> pending_;
+};
+}  // namespace
+
+std::unique_ptr<Communicator> make_communicator(const std::string& backend,
+                                                const tensor::Device& device,
+                                                const ProcessGroup& group) {
+  const std::string b = backend == "auto" ? (device.is_cuda() ? "nccl" : "mpi") : backend;
+  if (b == "mpi") {
+    if (device.is_cuda())
+      throw std::invalid_argument("--dist-backend mpi reduces CPU tensors only; use nccl or auto "
+                                  "with --device " + device.str());
+    return std::make_unique<MpiCommunicator>(group);
+  }
+  if (b == "nccl") {
+    if (!device.is_cuda())
+      throw std::invalid_argument("--dist-backend nccl needs a CUDA device (got --device " +
+                                  device.str() + "); use mpi or auto on CPUs");
+#ifdef MLAI_WITH_CUDA
+    return make_nccl_communicator(group, device);
+#else
+    throw std::invalid_argument("--dist-backend nccl: mlai was built without CUDA");
+#endif
+  }
+  throw std::invalid_argument("unknown --dist-backend '" + backend + "' (expected auto, nccl or mpi)");
+}
+
+double allreduce_host(const ProcessGroup& g, double value, bool max) {
+  if (!g.mpi() || g.world() == 1) return value;
+  double out = 0;
+  check(MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, max ? MPI_MAX : MPI_SUM, MPI_COMM_WORLD),
+        "MPI_Allreduce");
+  return out;
+}
+
+}  // namespace mlai::dist

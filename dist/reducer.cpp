@@ -1,0 +1,110 @@
+// The bucketing gradient reducer (see reducer.h).
+#include "dist/reducer.h"
+
+#include <stdexcept>
+
+#include "tensor/ops.h"
+
+namespace mlai::dist {
+
+Reducer::Reducer(std::vector<std::pair<std::string, Variable>> params, Communicator& comm,
+                 const ReducerOptions& opt)
+    : params_(std::move(params)), comm_(comm), opt_(opt) {
+  if (params_.empty()) return;
+  const tensor::Device dev = params_[0].second.device();
+  for (auto& [n, v] : params_)
+    if (v.dtype() != tensor::DType::kFloat32 || v.device() != dev)
+      throw std::invalid_argument("reducer: parameter " + n + " is " + v.data().str() +
+                                  " (float32 on " + dev.str() + " expected)");
+  // Reverse registration order: the last layers' gradients are produced first.
+  std::vector<std::vector<size_t>> groups(1);
+  size_t bytes = 0;
+  for (size_t k = params_.size(); k-- > 0;) {
+    const size_t b = params_[k].second.data().nbytes();
+    const double cap = (groups.size() == 1 ? opt_.first_bucket_mb : opt_.bucket_cap_mb) * 1e6;
+    if (!groups.back().empty() && static_cast<double>(bytes + b) > cap) {
+      groups.emplace_back();
+      bytes = 0;
+    }
+    groups.back().push_back(k);
+    bytes += b;
+  }
+  for (auto& g : groups) {
+    Bucket bucket;
+    int64_t total = 0;
+    for (size_t k : g) total += params_[k].second.numel();
+    bucket.flat = tensor::Tensor::zeros({total}, tensor::DType::kFloat32, dev);
+    int64_t off = 0;
+    for (size_t k : g) {
+      Variable& v = params_[k].second;
+      v.set_grad(bucket.flat.slice(off, off + v.numel()).reshape(v.shape()));
+      off += v.numel();
+    }
+    bucket.params = g;
+    buckets_.push_back(std::move(bucket));
+  }
+  for (size_t b = 0; b < buckets_.size(); ++b)
+    for (size_t k : buckets_[b].params)
+      params_[k].second.register_grad_ready_hook([this, b](Variable&) { on_ready(b); });
+  zero_grad();
+}
+
+Reducer::~Reducer() {
+  for (auto& [n, v] : params_) v.clear_grad_ready_hooks();
+  for (Bucket& b : buckets_)
+    if (b.work) b.work->wait();
+}
+
+std::vector<std::vector<std::string>> Reducer::bucket_names() const {
+  std::vector<std::vector<std::string>> out;
+  for (const Bucket& b : buckets_) {
+    out.emplace_back();
+    for (size_t k : b.params) out.back().push_back(params_[k].first);
+  }
+  return out;
+}
+
+void Reducer::zero_grad() {
+  for (Bucket& b : buckets_) {
+    if (b.work) b.work->wait();  // never overwrite a buffer a collective still uses
+    b.work.reset();
+    tensor::fill_(b.flat, 0.0);
+    b.pending = static_cast<int>(b.params.size());
+    b.ready = false;
+  }
+  next_to_start_ = 0;
+  started_in_backward_ = 0;
+  in_backward_ = true;
+}
+
+void Reducer::on_ready(size_t b) {
+  if (!in_backward_) return;
+  Bucket& bucket = buckets_[b];
+  if (--bucket.pending == 0) bucket.ready = true;
+  if (opt_.overlap) start_ready_in_order();
+  comm_.progress();
+}
+
+void Reducer::start_ready_in_order() {
+  while (next_to_start_ < buckets_.size() && buckets_[next_to_start_].ready) {
+    Bucket& b = buckets_[next_to_start_++];
+    b.work = comm_.allreduce_sum_async(b.flat);
+    if (in_backward_) ++started_in_backward_;
+  }
+}
+
+void Reducer::finish() {
+  // Buckets whose hooks never fired (parameters unused in this forward) reduce zeros: every
+  // rank still issues every collective, in order.
+  in_backward_ = false;
+  for (Bucket& b : buckets_) b.ready = true;
+  start_ready_in_order();
+  for (Bucket& b : buckets_)
+    if (b.work) b.work->wait();
+}
+
+void broadcast_tensors(Communicator& comm, const std::vector<tensor::Tensor*>& tensors) {
+  for (tensor::Tensor* t : tensors) comm.broadcast(*t, 0);
+}
+
+}  // namespace mlai::dist

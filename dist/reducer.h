@@ -1,0 +1,71 @@
+// Gradient bucketing for data parallelism, as PyTorch DDP does it. Gradients live in flat
+// bucket buffers (each parameter's .grad is a view into one), filled in reverse registration
+// order (the order backward produces them), about bucket_cap_mb each, the first one
+// first_bucket_mb. When the last gradient of a bucket is final in backward (autograd leaf
+// hooks), its allreduce starts at once, on the communication stream or as a non-blocking MPI
+// request, so communication overlaps the rest of backward. Buckets start in index order on
+// every rank (a bucket that is ready early waits for its predecessors), which keeps the
+// collectives matched across ranks. finish() waits for all of them: gradients then hold the
+// sum over ranks, and the optimizer's grad_scale = 1/world makes it the mean (no extra pass).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "autograd/variable.h"
+#include "dist/communicator.h"
+
+namespace mlai::dist {
+
+using autograd::Variable;
+
+struct ReducerOptions {
+  double bucket_cap_mb = 25.0;
+  double first_bucket_mb = 1.0;
+  bool overlap = true;  // false: every allreduce starts after backward (--no-overlap)
+};
+
+class Reducer {
+ public:
+  Reducer(std::vector<std::pair<std::string, Variable>> params, Communicator& comm,
+          const ReducerOptions& opt);
+  ~Reducer();  // removes its hooks from the parameters
+  Reducer(const Reducer&) = delete;
+  Reducer& operator=(const Reducer&) = delete;
+
+  // Zeroes every bucket (one fill each) and re-arms the hooks; call before each backward.
+  void zero_grad();
+  // Starts what has not started and waits for every bucket.
+  void finish();
+
+  size_t bucket_count() const { return buckets_.size(); }
+  std::vector<std::vector<std::string>> bucket_names() const;
+  // Buckets whose allreduce started from a hook during the last backward (overlap evidence).
+  int started_during_backward() const { return started_in_backward_; }
+
+ private:
+  struct Bucket {
+    tensor::Tensor flat;
+    std::vector<size_t> params;  // indices into params_
+    int pending = 0;
+    bool ready = false;
+    std::unique_ptr<Work> work;
+  };
+  void on_ready(size_t bucket);
+  void start_ready_in_order();
+
+  std::vector<std::pair<std::string, Variable>> params_;
+  Communicator& comm_;
+  ReducerOptions opt_;
+  std::vector<Bucket> buckets_;
+  size_t next_to_start_ = 0;
+  bool in_backward_ = false;
+  int started_in_backward_ = 0;
+};
+
+// Copies rank 0's parameters and buffers to every rank.
+void broadcast_tensors(Communicator& comm, const std::vector<tensor::Tensor*>& tensors);
+
+}  // namespace mlai::dist

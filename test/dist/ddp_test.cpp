@@ -1,0 +1,155 @@
+// Data parallelism under mpirun -np 2 on the CPU: two ranks with batch B/2 each end with the
+// weights of one process with batch B; shards are disjoint and cover the data; evaluation
+// metrics are exact global counts; the reducer buckets in reverse order and overlaps.
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "autograd/ops.h"
+#include "dist/communicator.h"
+#include "dist/reducer.h"
+#include "io/loader.h"
+#include "nn/trainer.h"
+#include "tensor/fused_ops.h"
+#include "tensor/ops.h"
+#include "../nn/synthetic_data.h"
+
+namespace mlai::dist {
+namespace {
+
+namespace fs = std::filesystem;
+
+ProcessGroup& group() { return ProcessGroup::get(); }
+
+class Ddp : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (group().world() != 2) GTEST_SKIP() << "run under mpirun -np 2 (world is " << group().world() << ")";
+    // Each rank writes its own copy of the same data, so nothing races on the file system.
+    root = (fs::temp_directory_path() / ("mlai_ddp_" + std::to_string(getpid()))).string();
+    fs::remove_all(root);
+    testing::make_synthetic_mnist(root + "/data", 640, 200);
+  }
+  void TearDown() override {
+    if (!root.empty()) fs::remove_all(root);
+  }
+  nn::Config config(int64_t batch) const {
+    nn::Config c;
+    c.dataset = "mnist";
+    c.data_dir = root + "/data";
+    c.log_dir = root + "/logs";
+    c.device = "cpu";
+    c.batch_size = batch;
+    c.epochs = 2;
+    c.limit_train_batches = "6";
+    c.optimizer = "sgd";
+    c.lr = 0.05;
+    c.momentum = 0.9;
+    c.lr_schedule = "constant";
+    c.workers = 1;
+    c.progress = false;
+    c.checkpoint_every = 0;
+    return c;
+  }
+  std::string root;
+};
+
+std::vector<double> flat_weights(nn::Trainer& t) {
+  std::vector<double> w;
+  for (auto& [n, v] : t.model().named_parameters())
+    for (double x : v.data().to_double_vector()) w.push_back(x);
+  return w;
+}
+
+TEST_F(Ddp, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch) {
+  nn::Config two = config(16);
+  nn::Trainer ddp(two, "", group());
+  const nn::FitResult r2 = ddp.fit();
+  nn::Config one = config(32);
+  one.log_dir = root + "/logs-single";
+  nn::Trainer single(one, "", ProcessGroup::single());
+  const nn::FitResult r1 = single.fit();
+  const auto a = flat_weights(ddp), b = flat_weights(single);
+  ASSERT_EQ(a.size(), b.size());
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, std::fabs(a[i] - b[i]));
+    scale = std::max(scale, std::fabs(b[i]));
+  }
+  EXPECT_LT(diff / scale, 1e-5) << "after " << r2.global_step << " steps";
+  EXPECT_EQ(r2.global_step, r1.global_step);
+  // Exact global evaluation: every test image counted once, the same confusion matrix.
+  EXPECT_EQ(r2.test.samples, 200);
+  EXPECT_EQ(r2.test.confusion.counts(), r1.test.confusion.counts());
+  EXPECT_EQ(r2.val.samples, r1.val.samples);
+}
+
+TEST_F(Ddp, ShardsAreDisjointAndCoverTheEpoch) {
+  const int64_t n = 1000;
+  std::vector<int64_t> mine = io::epoch_indices(n, true, 3, 1, group().rank(), 2);
+  std::vector<int64_t> all(mine.size() * 2);
+  MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_INT64_T, all.data(),
+                static_cast<int>(mine.size()), MPI_INT64_T, MPI_COMM_WORLD);
+  std::sort(all.begin(), all.end());
+  for (int64_t i = 0; i < n; ++i) EXPECT_EQ(all[static_cast<size_t>(i)], i);
+}
+
+TEST_F(Ddp, ConfusionCountsAllreduceToTheSingleProcessMatrix) {
+  // Each rank counts its half of a fixed prediction set; the sum is the whole matrix.
+  const std::vector<int64_t> pred{0, 1, 2, 2, 1, 0, 2, 2, 1, 1}, target{0, 1, 2, 1, 1, 0, 0, 2, 2, 1};
+  auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
+  Tensor counts = Tensor::zeros({3, 3}, tensor::DType::kInt64);
+  std::vector<int64_t> p, t;
+  for (size_t i = static_cast<size_t>(group().rank()); i < pred.size(); i += 2) {
+    p.push_back(pred[i]);
+    t.push_back(target[i]);
+  }
+  const auto n = static_cast<int64_t>(p.size());
+  tensor::confusion_update_(Tensor::from_vector(p, {n}), Tensor::from_vector(t, {n}), counts);
+  comm->allreduce_sum(counts);
+  io::ConfusionMatrix whole(3);
+  whole.add(pred.data(), target.data(), static_cast<int64_t>(pred.size()));
+  EXPECT_EQ(counts.to_vector<int64_t>(), whole.counts());
+}
+
+TEST_F(Ddp, ReducerBucketsInReverseOrderAveragesAndOverlaps) {
+  for (bool overlap : {true, false}) {
+    tensor::Generator gen(1);  // the same weights on both ranks
+    std::vector<std::pair<std::string, autograd::Variable>> params;
+    for (int i = 0; i < 4; ++i)
+      params.emplace_back("w" + std::to_string(i),
+                          autograd::Variable(Tensor::uniform({100000}, -1, 1, gen), true));
+    auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
+    ReducerOptions ro;
+    ro.bucket_cap_mb = 0.5;     // two 0.4 MB parameters do not fit one bucket
+    ro.first_bucket_mb = 0.45;  // the last parameter alone
+    ro.overlap = overlap;
+    Reducer red(params, *comm, ro);
+    const auto names = red.bucket_names();
+    ASSERT_EQ(names.size(), 4u);
+    EXPECT_EQ(names[0], std::vector<std::string>{"w3"});
+    EXPECT_EQ(names[3], std::vector<std::string>{"w0"});
+    // loss = sum_i (rank + 1) * sum(w_i): gradient (rank + 1) everywhere, summed: 3.
+    const double c = group().rank() + 1.0;
+    autograd::Variable loss;
+    for (auto& [n, v] : params) {
+      autograd::Variable term = autograd::scale(autograd::sum(v), c);
+      loss = loss.defined() ? autograd::add(loss, term) : term;
+    }
+    loss.backward();
+    if (overlap) {
+      EXPECT_GE(red.started_during_backward(), 3) << "allreduces should start inside backward";
+    } else {
+      EXPECT_EQ(red.started_during_backward(), 0);
+    }
+    red.finish();
+    for (auto& [n, v] : params) EXPECT_EQ(v.grad().to_vector<float>()[123], 3.0f) << n;
+    red.zero_grad();
+    EXPECT_EQ(params[0].second.grad().to_vector<float>()[7], 0.0f);
+  }
+}
+
+}  // namespace
+}  // namespace mlai::dist

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# A rank that throws (MLAI_FAULT_RANK=1: rank 1 fails at step 2) must end the whole
+# `mpirun -np 2` job with a non-zero code within a few seconds, naming the rank; rank 0,
+# which would otherwise wait in the next allreduce, must not hang.
+#   rank_failure_test.sh MPIRUN MLAI_TRAIN
+set -u
+mpirun=$1 train=$2
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+python3 - "$dir/data" <<'PY'
+import os, random, struct, sys
+d = sys.argv[1]; os.makedirs(d)
+random.seed(1)
+for split, n in (("train", 512), ("t10k", 64)):
+    with open(f"{d}/{split}-images-idx3-ubyte", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, 28, 28)); f.write(bytes(random.randrange(256) for _ in range(n * 784)))
+    with open(f"{d}/{split}-labels-idx1-ubyte", "wb") as f:
+        f.write(struct.pack(">II", 0x801, n)); f.write(bytes(random.randrange(10) for _ in range(n)))
+PY
+start=$SECONDS
+MLAI_FAULT_RANK=1 timeout 60 "$mpirun" --allow-run-as-root --oversubscribe -np 2 -x MLAI_FAULT_RANK \
+  "$train" --dataset mnist --data-dir "$dir/data" --log-dir "$dir/logs" --device cpu \
+  --epochs 3 --batch-size 8 --workers 0 --no-progress > "$dir/out.txt" 2>&1
+rc=$?
+elapsed=$((SECONDS - start))
+fail() { echo "FAIL: $*"; echo "---- output ----"; cat "$dir/out.txt"; exit 1; }
+[ "$rc" -ne 0 ] || fail "mpirun exited 0"
+[ "$rc" -ne 124 ] || fail "the job hung (killed by timeout after 60 s)"
+grep -q "\[rank 1\] mlai_train: error: fault injected" "$dir/out.txt" || fail "no error line naming rank 1"
+[ "$elapsed" -le 30 ] || fail "took ${elapsed}s to end"
+echo "ok: mpirun exited $rc after ${elapsed}s; the failing rank was named"
