@@ -29,3 +29,27 @@ fail() { echo "FAIL: $*"; echo "---- output ----"; cat "$dir/out.txt"; exit 1; }
 grep -q "\[rank 1\] mlai_train: error: fault injected" "$dir/out.txt" || fail "no error line naming rank 1"
 [ "$elapsed" -le 30 ] || fail "took ${elapsed}s to end"
 echo "ok: mpirun exited $rc after ${elapsed}s; the failing rank was named"
+
+# A rank killed outright (SIGKILL: no chance to call MPI_Abort) must also end the job: Open MPI's
+# runtime notices the lost process and terminates the others.
+start=$SECONDS
+timeout 90 "$mpirun" --allow-run-as-root --oversubscribe -np 2 \
+  "$train" --dataset mnist --data-dir "$dir/data" --log-dir "$dir/logs-kill" --device cpu \
+  --epochs 100000 --batch-size 8 --workers 0 --no-progress > "$dir/out.txt" 2>&1 &
+job=$!
+victim=""
+for _ in $(seq 100); do
+  sleep 0.2
+  victim=$(pgrep -f -- "--log-dir $dir/logs-kill" | while read -r p; do
+    [ "$(tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -c '^OMPI_COMM_WORLD_RANK=1$')" = 1 ] && echo "$p"
+  done | head -n 1)
+  [ -n "$victim" ] && grep -q "epoch: 01" "$dir/out.txt" && break
+done
+[ -n "$victim" ] || fail "could not find rank 1's process"
+kill -9 "$victim"
+wait "$job"
+rc=$?
+elapsed=$((SECONDS - start))
+[ "$rc" -ne 0 ] || fail "mpirun exited 0 after a rank was killed"
+[ "$rc" -ne 124 ] || fail "the job hung after rank 1 was killed"
+echo "ok: after SIGKILL of rank 1, mpirun exited $rc (${elapsed}s in all)"

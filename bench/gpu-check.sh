@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# The one script run on a lent GPU machine (H100/H200: nvcc, CMake, PyTorch and the NVIDIA libraries
+# as pip packages, but no Open MPI, no HDF5, no network): it runs the test binaries' CUDA suites
+# and the whole binaries, the CUDA benchmarks, and a PyTorch GEMM/bandwidth reference, and writes
+# everything to $OUT/gpu-check-<UTC date>/ (7 files: the device tool brings back at most 8),
+# printing a summary table last.
+#
+# 1. Here (the build machine, Debian 12 with the CUDA toolkit):
+#      bash bench/gpu-check.sh prepare
+#    configures build-gpu (-DCMAKE_CUDA_ARCHITECTURES=90 -DHDF5_USE_STATIC_LIBRARIES=ON, Release),
+#    builds it (under flock, -j2), and bundles the test and benchmark binaries with the shared
+#    libraries they need (Open MPI, PMIx, OpenBLAS, ...) into .devbundle/ with
+#    ../shared/device/bundle-runtime.sh; .devbundle/COMMIT records the commit (.git does not travel).
+#    .devbundle is far over the device's 64 MiB (Debian's libopenblas alone is 36 MB, and each
+#    test binary holds the whole library), so it is also packed into build-gpu/gpu-check.tar.xz.
+# 2. On the GPU machine, from the repository root, carrying that archive (it is unpacked there):
+#      device run: command "bash bench/gpu-check.sh run", carry ["build-gpu/gpu-check.tar.xz"],
+#                  timeout_s 540
+#    It ends within about 8 minutes (each step has its own deadline).
+# 3. Keep the results: copy the fetched gpu-check-<date>/ folder into bench/results/ and commit it.
+#
+# GPU_CHECK_TEST_TIMEOUT (120 s) bounds each test binary run; BENCH_FILTER (Cuda) and
+# BENCH_MIN_TIME (0.2 s) shape the benchmark run; `summary DIR` reprints a results folder's table.
+# Locally, `bash bench/gpu-check.sh run` works without a GPU too (CUDA tests skip, CUDA benchmarks
+# report "no CUDA device"); $OUT defaults to ./gpu-out. Exit status: 1 when a test binary failed or
+# a benchmark's validation failed, else 0.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bundle=.devbundle
+build="build-gpu"
+pack=$build/gpu-check.tar.xz
+
+prepare() {
+  local nvcc lock=${MLAI_BUILD_LOCK:-/tmp/mlai-build.lock} script s
+  nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  [ -x "$nvcc" ] || { echo "gpu-check prepare: no nvcc (install the CUDA toolkit)" >&2; exit 1; }
+  script=""
+  for s in ${BUNDLE_RUNTIME:-} shared/device/bundle-runtime.sh ../shared/device/bundle-runtime.sh; do
+    [ -f "$s" ] && { script=$s; break; }
+  done
+  [ -n "$script" ] || { echo "gpu-check prepare: bundle-runtime.sh not found in shared/device or ../shared/device" >&2; exit 1; }
+  flock "$lock" cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DMLAI_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DHDF5_USE_STATIC_LIBRARIES=ON -DMLAI_BUILD_TESTS=ON \
+    -DMLAI_BUILD_BENCH=ON
+  flock "$lock" cmake --build "$build" -j "${JOBS:-2}"
+  local bins=() f
+  for f in "$build"/test/test_* "$build"/bench/mlai_bench_* "$build"/bin/mlai_*; do
+    [ -f "$f" ] && [ -x "$f" ] && bins+=("$f")
+  done
+  [ ${#bins[@]} -gt 0 ] || { echo "gpu-check prepare: no binaries in $build" >&2; exit 1; }
+  {
+    git rev-parse HEAD 2> /dev/null || echo unknown
+    if [ -n "$(git status --porcelain --untracked-files=no 2> /dev/null)" ]; then
+      echo "(plus uncommitted changes)"
+    fi
+  } > "$build/COMMIT"
+  bash "$script" "$bundle" "${bins[@]}"
+  cp "$build/COMMIT" "$bundle/COMMIT"
+  pwd > "$bundle/SOURCE_DIR"  # the tests have this path compiled in (MLAI_SOURCE_DIR)
+  echo "bundled: ${bins[*]##*/}"
+  tar -cf - "$bundle" | xz -T2 -6 > "$pack"
+  echo "$bundle: $(du -sh "$bundle" | cut -f1); packed: $pack $(du -sh "$pack" | cut -f1)" \
+    "(the device machine takes at most 64 MiB of working tree + carry)"
+  echo "next: device run, command 'bash bench/gpu-check.sh run', carry [\"$pack\"], timeout_s 540"
+}
+
+# ---------------------------------------------------------------------------------------------
+run() {
+  local out_root=${OUT:-./gpu-out}
+  local dir
+  dir="$out_root/gpu-check-$(date -u +%Y%m%d-%H%M%S)"
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  if [ ! -d "$bundle/bin" ] && [ -f "$pack" ]; then
+    echo "gpu-check: unpacking $pack"
+    # Python's tarfile needs no xz binary; the "tar" filter keeps modes and the bundle's links.
+    python3 -c 'import sys, tarfile
+kw = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
+  fi
+  [ -d "$bundle/bin" ] || { echo "gpu-check run: no $bundle/bin and no $pack (run 'bash bench/gpu-check.sh prepare' first)" >&2; exit 1; }
+  echo "gpu-check: writing to $dir"
+
+  # The tests find their data through paths compiled in on the build machine: make them resolve.
+  local src
+  src=$(cat "$bundle/SOURCE_DIR" 2> /dev/null || true)
+  if [ -n "$src" ] && [ ! -e "$src" ]; then
+    { mkdir -p "$(dirname "$src")" && ln -s "$(pwd)" "$src"; } 2> /dev/null || true
+  fi
+  mkdir -p "$build/test"
+
+  local orig_path=$PATH orig_ld=${LD_LIBRARY_PATH:-}
+  if [ -f "$bundle/env.sh" ]; then
+    set +u
+    # shellcheck disable=SC1091  # made by bundle-runtime.sh
+    . "$bundle/env.sh"
+    set -u
+  fi
+
+  # ---- environment ----
+  {
+    echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "host:    $(hostname)"
+    echo "commit:  $(tr '\n' ' ' < "$bundle/COMMIT" 2> /dev/null || echo unknown)"
+    echo "command: bash bench/gpu-check.sh run   (in $(pwd); OUT=$out_root)"
+    echo "binaries: $(cd "$bundle/bin" && printf '%s ' *)"
+    if command -v nvidia-smi > /dev/null; then
+      nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit,temperature.gpu,pstate --format=csv
+      echo
+      nvidia-smi
+      nvidia-smi -q -d PERFORMANCE,CLOCK
+    else
+      echo "nvidia-smi: not found (no NVIDIA driver on this machine)"
+    fi
+    command -v nvcc > /dev/null && nvcc --version | tail -n 2
+    echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+  } > "$dir/env.txt" 2>&1
+  head -n 4 "$dir/env.txt"
+  if command -v nvidia-smi > /dev/null; then nvidia-smi; else echo "nvidia-smi: not found"; fi
+
+  local t_tests=200 t_bench=420 t_torch=470  # deadlines in seconds since the start
+  # ---- tests: each binary's CUDA suites, then the whole binary ----
+  : > "$dir/tests.log"
+  printf 'binary\tmode\trc\tpassed\tfailed\tskipped\tseconds\n' > "$dir/tests.tsv"
+  local bin mode filter left t0 rc log
+  for mode in cuda all; do
+    for bin in "$bundle"/bin/test_*; do
+      [ -x "$bin" ] || continue
+      filter='*'
+      [ "$mode" = cuda ] && filter='CudaVsCpu*:*Cuda*'
+      left=$((t_tests - SECONDS))
+      if [ "$left" -lt 10 ]; then
+        printf '%s\t%s\tskipped-deadline\t0\t0\t0\t0\n' "${bin##*/}" "$mode" >> "$dir/tests.tsv"
+        continue
+      fi
+      [ "$left" -gt "${GPU_CHECK_TEST_TIMEOUT:-120}" ] && left=${GPU_CHECK_TEST_TIMEOUT:-120}
+      echo "==== ${bin##*/} --gtest_filter='$filter' (timeout ${left}s) ====" | tee -a "$dir/tests.log"
+      t0=$SECONDS
+      log=$(mktemp)
+      rc=0
+      (cd "$build/test" && timeout -k 5 "$left" "$OLDPWD/$bin" --gtest_color=no \
+        --gtest_filter="$filter") > "$log" 2>&1 || rc=$?
+      cat "$log" >> "$dir/tests.log"
+      grep -E '^\[  (PASSED|FAILED|SKIPPED) |^\[==========\] .* ran' "$log" || true
+      if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        echo "TIMEOUT after ${left}s" | tee -a "$dir/tests.log"
+      fi
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${bin##*/}" "$mode" "$rc" \
+        "$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n1)" \
+        "$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n1)" \
+        "$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -n1)" \
+        "$((SECONDS - t0))" >> "$dir/tests.tsv"
+      rm -f "$log"
+    done
+  done
+
+  # ---- CUDA benchmarks ----
+  local benchbin="$bundle/bin/mlai_bench_kernels"
+  left=$((t_bench - SECONDS))
+  if [ -x "$benchbin" ] && [ "$left" -gt 20 ]; then
+    echo "==== mlai_bench_kernels --benchmark_filter=${BENCH_FILTER:-Cuda} (timeout ${left}s) ===="
+    # libbenchmark 1.7 takes --benchmark_min_time in plain seconds (1.8 also accepts "0.2s").
+    timeout -k 5 "$left" "$benchbin" --benchmark_filter="${BENCH_FILTER:-Cuda}" \
+      --benchmark_min_time="${BENCH_MIN_TIME:-0.2}" --benchmark_out="$dir/bench.json" \
+      --benchmark_out_format=json 2>&1 | tee "$dir/bench.log" || true
+  else
+    echo "benchmarks not run (no $benchbin, or past the deadline)" | tee "$dir/bench.log"
+  fi
+
+  # ---- PyTorch reference (its own libraries: the bundle's environment left out) ----
+  left=$((t_torch - SECONDS))
+  [ "$left" -gt 60 ] && left=60
+  if [ "$left" -gt 5 ]; then
+    echo "==== PyTorch reference (timeout ${left}s) ===="
+    PATH=$orig_path LD_LIBRARY_PATH=$orig_ld PYTHONUNBUFFERED=1 timeout -k 5 "$left" \
+      python3 - "$dir/torch.json" << 'PY' 2>&1 | tee -a "$dir/bench.log" || true
+import json, sys
+out = {"available": False}
+def save():
+    with open(sys.argv[1], "w") as f:
+        json.dump(out, f, indent=1)
+try:
+    import torch
+except Exception as e:  # no torch here: say so and stop
+    out["reason"] = f"import torch failed: {e}"; save(); print(out["reason"]); sys.exit(0)
+if not torch.cuda.is_available():
+    out["reason"] = "torch sees no CUDA device"; save(); print(out["reason"]); sys.exit(0)
+out.update(available=True, torch=torch.__version__, cuda=torch.version.cuda,
+           device=torch.cuda.get_device_name(0), rows=[])
+def median_ms(fn, reps):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record(); fn(); e.record(); e.synchronize()
+        times.append(s.elapsed_time(e))
+    return sorted(times)[len(times) // 2]
+def row(name, ms, **rate):
+    out["rows"].append(dict(name=name, ms=ms, **rate)); save()
+    print(f"{name:40s} {ms:9.3f} ms  " + "  ".join(f"{k}={v:.1f}" for k, v in rate.items()))
+dev = "cuda:0"
+for label, dt, tf32 in [("fp32", torch.float32, False), ("fp32_tf32", torch.float32, True),
+                        ("fp16", torch.float16, False), ("bf16", torch.bfloat16, False)]:
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    for n in (4096, 8192):
+        a = torch.empty(n, n, device=dev, dtype=dt).uniform_(-1, 1)
+        b = torch.empty(n, n, device=dev, dtype=dt).uniform_(-1, 1)
+        ms = median_ms(lambda: torch.matmul(a, b), 10)
+        row(f"torch.matmul/{label}/{n}x{n}x{n}", ms, TFLOPS=2 * n**3 / ms / 1e9)
+        del a, b
+torch.backends.cuda.matmul.allow_tf32 = False
+n = 64 << 20
+for label, dt in [("fp32", torch.float32), ("fp16", torch.float16)]:
+    x = torch.empty(n, device=dev, dtype=dt).uniform_(-1, 1)
+    y = torch.empty(n, device=dev, dtype=dt).uniform_(-1, 1)
+    nb = x.element_size() * n
+    ms = median_ms(lambda: torch.add(x, y), 20)
+    row(f"torch.add/{label}/64M", ms, GBps=3 * nb / ms / 1e6)
+    ms = median_ms(lambda: y.copy_(x), 20)
+    row(f"torch.copy/{label}/64M (read+write)", ms, GBps=2 * nb / ms / 1e6)
+save()
+PY
+  fi
+
+  summarize "$dir" | tee "$dir/summary.txt"
+  local status
+  status=$(tail -n 1 "$dir/summary.txt")
+  echo "results: $dir: $(cd "$dir" && printf '%s ' *)"
+  case "$status" in *"FAILED"*) return 1 ;; esac
+  return 0
+}
+
+# Prints the summary table from tests.tsv, bench.json and torch.json; the last line says
+# PASSED or FAILED.
+summarize() {
+  python3 - "$1" << 'PY'
+import csv, json, os, sys
+d = sys.argv[1]
+def load(name):
+    try:
+        with open(os.path.join(d, name)) as f:
+            return json.load(f)
+    except Exception:
+        return None
+env = open(os.path.join(d, "env.txt")).read().splitlines()
+print("\n================ gpu-check summary ================")
+for line in env[:3]:
+    print(line)
+gpu = [l for l in env if l.startswith("name,")]
+if gpu:
+    i = env.index(gpu[0]); print("gpu:     " + env[i + 1])
+bad = False
+print("\nTests (binary, suites, exit, passed / failed / skipped, seconds)")
+with open(os.path.join(d, "tests.tsv")) as f:
+    for r in csv.DictReader(f, delimiter="\t"):
+        rc = r["rc"]
+        note = {"0": "ok", "124": "TIMEOUT", "137": "TIMEOUT"}.get(rc, "FAILED" if rc.isdigit() else rc)
+        if note in ("FAILED", "TIMEOUT"):
+            bad = True
+        print(f"  {r['binary']:18s} {r['mode']:5s} {note:16s} {r['passed'] or 0:>5} / {r['failed'] or 0:>3} / {r['skipped'] or 0:>3}  {r['seconds']:>4}s")
+failed = [l.split("]", 1)[1].strip() for l in open(os.path.join(d, "tests.log"))
+          if l.startswith("[  FAILED  ]") and "listed below" not in l and " tests," not in l]
+for name in dict.fromkeys(failed):
+    print("  failed: " + name)
+bench = load("bench.json")
+torch = load("torch.json") or {}
+torch_rows = {r["name"]: r for r in torch.get("rows", [])}
+print("\nBenchmarks (time per call; achieved rate, the card's peak, % of peak; torch for reference)")
+errors = {}
+if bench is None:
+    print("  no bench.json")
+else:
+    for b in bench.get("benchmarks", []):
+        name = b["name"].split("/manual_time")[0].split("/min_time")[0]
+        if b.get("error_occurred"):
+            errors.setdefault(b.get("error_message", "?"), []).append(name)
+            continue
+        unit = "TFLOPS" if "TFLOPS" in b else "GBps" if "GBps" in b else "GFLOPS" if "GFLOPS" in b else None
+        rate = f"{b[unit]:9.1f} {unit:6s}" if unit else " " * 16
+        peak = f"{b['peak_' + unit]:6.0f}" if unit and ("peak_" + unit) in b else "     -"
+        pct = f"{b['pct_peak']:5.1f}%" if "pct_peak" in b else "     -"
+        ref = ""
+        parts = name.split("/")
+        if parts[0] == "CudaGemm" and len(parts) == 3:
+            t = torch_rows.get(f"torch.matmul/{parts[1]}/{parts[2]}")
+            if t:
+                ref = f"  torch {t['TFLOPS']:.1f}"
+        print(f"  {name:42s} {b['real_time']:10.3f} {b['time_unit']:2s} {rate} {peak} {pct}{ref}")
+    for msg, names in errors.items():
+        if "validation" in msg:
+            bad = True
+        print(f"  {len(names)} benchmark(s): {msg}" + (f": {', '.join(names)}" if len(names) <= 4 else ""))
+if torch.get("available"):
+    print(f"\nPyTorch {torch['torch']} (CUDA {torch['cuda']}) on {torch['device']}")
+    for r in torch["rows"]:
+        rate = f"{r['TFLOPS']:7.1f} TFLOPS" if "TFLOPS" in r else f"{r['GBps']:7.0f} GBps"
+        print(f"  {r['name']:42s} {r['ms']:9.3f} ms {rate}")
+else:
+    print("\nPyTorch reference: " + torch.get("reason", "not run"))
+print("\nRESULT: " + ("FAILED (a test binary failed or timed out, or a benchmark's check failed)" if bad else "PASSED"))
+PY
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) run ;;
+  summary) summarize "${2:?usage: gpu-check.sh summary DIR}" ;;
+  *) echo "usage: bash bench/gpu-check.sh prepare|run|summary DIR   (see the top of this file)" >&2; exit 2 ;;
+esac

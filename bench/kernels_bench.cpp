@@ -1,0 +1,149 @@
+// CPU benchmarks of the tensor ops (the CPU backend, which is also the reference of every CUDA
+// kernel); the CUDA ones are in kernels_cuda_bench.cpp. Each op is checked against a float64
+// reference before it is timed. Names are Cpu<Op>/<dtype>/<size> (GEMM sizes are MxNxK).
+//   build/bench/mlai_bench_kernels --benchmark_filter=Cpu
+//   build/bench/mlai_bench_kernels --benchmark_out=cpu.json --benchmark_out_format=json
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "bench/reference.h"
+#include "tensor/ops.h"
+
+namespace mlai::bench {
+namespace {
+
+using tensor::DType;
+using tensor::Generator;
+using tensor::Tensor;
+
+constexpr double kMinTime = 0.1;  // seconds per benchmark: the whole CPU set takes a few seconds
+
+// Times op() with the host clock (the CPU ops are synchronous; OpenBLAS's threads included)
+// and returns the mean seconds per call.
+template <class Op>
+double time_cpu(benchmark::State& state, Op op) {
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    Tensor out = op();
+    benchmark::DoNotOptimize(out.data_ptr());
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    state.SetIterationTime(s);
+    total += s;
+  }
+  return state.iterations() > 0 ? total / static_cast<double>(state.iterations()) : 0.0;
+}
+
+void cpu_gemm(benchmark::State& state, const std::string& key, int64_t m, int64_t n, int64_t k) {
+  Generator gen(1);
+  const Tensor a = Tensor::uniform({m, k}, -1, 1, gen);
+  const Tensor b = Tensor::uniform({k, n}, -1, 1, gen);
+  if (!validate_once(state, key, [&] {
+        return check_gemm(a, b, tensor::matmul(a, b), default_tol(DType::kFloat32));
+      }))
+    return;
+  const double s = time_cpu(state, [&] { return tensor::matmul(a, b); });
+  set_rate(state, "GFLOPS", 2.0 * static_cast<double>(m * n * k) * 1e-9, s, 0);
+}
+
+void cpu_elementwise(benchmark::State& state, const std::string& key, bool is_add, int64_t n) {
+  Generator gen(2);
+  const Tensor a = Tensor::uniform({n}, -1, 1, gen);
+  const Tensor b = is_add ? Tensor::uniform({n}, -1, 1, gen) : Tensor();
+  auto op = [&] { return is_add ? tensor::add(a, b) : tensor::relu(a); };
+  if (!validate_once(state, key,
+                     [&] { return check_elementwise(a, b, op(), default_tol(DType::kFloat32)); }))
+    return;
+  const double s = time_cpu(state, op);
+  set_rate(state, "GBps", static_cast<double>((is_add ? 3 : 2) * n * 4) * 1e-9, s, 0);
+}
+
+void cpu_sum(benchmark::State& state, const std::string& key, int64_t n) {
+  Generator gen(3);
+  const Tensor x = Tensor::uniform({n}, -1, 1, gen);
+  if (!validate_once(state, key, [&] { return check_sum(x, tensor::sum(x), 1e-5); })) return;
+  const double s = time_cpu(state, [&] { return tensor::sum(x); });
+  set_rate(state, "GBps", static_cast<double>(n * 4) * 1e-9, s, 0);
+}
+
+void cpu_xent(benchmark::State& state, const std::string& key, bool backward, int64_t rows,
+              int64_t classes) {
+  Generator gen(4);
+  const Tensor logits = Tensor::uniform({rows, classes}, -4, 4, gen);
+  const Tensor labels = random_labels(rows, classes, gen);
+  const Tensor dloss = Tensor::full({}, 1.0);
+  const double scale = 1.0 / static_cast<double>(rows);
+  const Tensor lse = tensor::softmax_xent_forward(logits, labels, 0.0).second;
+  if (!validate_once(state, key, [&] {
+        return backward ? check_xent_backward(
+                              logits, labels, scale,
+                              tensor::softmax_xent_backward(logits, labels, lse, dloss, scale, 0.0),
+                              1e-5)
+                        : check_xent_forward(
+                              logits, labels,
+                              tensor::softmax_xent_forward(logits, labels, 0.0).first, 1e-5);
+      }))
+    return;
+  const double s = time_cpu(state, [&] {
+    return backward ? tensor::softmax_xent_backward(logits, labels, lse, dloss, scale, 0.0)
+                    : tensor::softmax_xent_forward(logits, labels, 0.0).first;
+  });
+  // Forward reads logits and labels and writes two floats a row; backward also reads the
+  // log-sum-exps and writes dlogits.
+  const double x_bytes = static_cast<double>(rows * classes * 4);
+  const double bytes = backward ? 2 * x_bytes + static_cast<double>(rows * 12)
+                                : x_bytes + static_cast<double>(rows * 16);
+  set_rate(state, "GBps", bytes * 1e-9, s, 0);
+}
+
+template <class Fn>
+void add_cpu(const std::string& name, Fn fn) {
+  benchmark::RegisterBenchmark(name.c_str(),
+                               [name, fn](benchmark::State& state) { fn(state, name); })
+      ->MinTime(kMinTime)
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
+}
+
+void register_cpu_benchmarks() {
+  const std::vector<std::vector<int64_t>> gemm_shapes = {
+      {256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}, {64, 128, 784}};  // M, N, K
+  for (const auto& s : gemm_shapes) {
+    const std::string size =
+        std::to_string(s[0]) + "x" + std::to_string(s[1]) + "x" + std::to_string(s[2]);
+    add_cpu("CpuGemm/fp32/" + size, [s](benchmark::State& st, const std::string& key) {
+      cpu_gemm(st, key, s[0], s[1], s[2]);
+    });
+  }
+  for (int64_t n : {int64_t{1} << 20, int64_t{1} << 24}) {
+    const std::string size = count_label(n);
+    add_cpu("CpuAdd/fp32/" + size, [n](benchmark::State& st, const std::string& key) {
+      cpu_elementwise(st, key, true, n);
+    });
+    add_cpu("CpuRelu/fp32/" + size, [n](benchmark::State& st, const std::string& key) {
+      cpu_elementwise(st, key, false, n);
+    });
+    add_cpu("CpuSum/fp32/" + size,
+            [n](benchmark::State& st, const std::string& key) { cpu_sum(st, key, n); });
+  }
+  for (auto [rows, classes] : {std::pair<int64_t, int64_t>{256, 10}, {4096, 1000}}) {
+    const std::string size = std::to_string(rows) + "x" + std::to_string(classes);
+    for (bool bwd : {false, true}) {
+      add_cpu(std::string(bwd ? "CpuSoftmaxXentBwd" : "CpuSoftmaxXentFwd") + "/fp32/" + size,
+              [=](benchmark::State& st, const std::string& key) {
+                cpu_xent(st, key, bwd, rows, classes);
+              });
+    }
+  }
+}
+
+[[maybe_unused]] const bool kRegistered = (register_cpu_benchmarks(), true);
+
+}  // namespace
+}  // namespace mlai::bench
