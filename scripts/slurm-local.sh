@@ -54,7 +54,7 @@ daemon_pid() {  # daemon_pid NAME PIDFILE: the pid if that file names a live NAM
   pid=$(cat "$2" 2> /dev/null) || return 1
   [[ "$pid" =~ ^[0-9]+$ ]] && alive "$pid" || return 1
   [ "$(cat "/proc/$pid/comm" 2> /dev/null)" = "$1" ] || return 1
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2> /dev/null | grep -qF "$base/" || return 1
+  tr '\0' ' ' 2> /dev/null < "/proc/$pid/cmdline" | grep -qF "$base/" || return 1
   echo "$pid"
 }
 
@@ -189,6 +189,9 @@ ReturnToService=2
 MailProg=/bin/true
 KillWait=5
 SchedulerParameters=bf_interval=5,sched_interval=5
+# Scratch of running steps (the PMIx server's files) under BASE, not in /tmp where another
+# cluster's leftovers with the same job and step ids would make a step fail
+TmpFS=$base/tmp
 $overrides
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus Sockets=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
@@ -199,6 +202,11 @@ EOF
 # Written by scripts/slurm-local.sh: cgroups are not used (proctrack/linuxproc, task/none)
 CgroupPlugin=cgroup/v1
 CgroupMountpoint=$base/cgroup
+EOF
+  # Read from beside slurm.conf: the PMIx clients' folders (spmix_appdir_<uid>_<job>.<step>).
+  cat > "$base/mpi.conf" << EOF
+# Written by scripts/slurm-local.sh
+PMIxCliTmpDirBase=$base/pmix
 EOF
   cat > "$base/env.sh" << EOF
 # Source this (or eval the output of scripts/slurm-local.sh start) to use the local cluster.
@@ -285,7 +293,15 @@ do_start() {
     do_stop
   fi
   install_missing
-  mkdir -p "$base"/{state,spool/slurmd,run,log,cgroup,munge}
+  local port
+  for port in "$ctld_port" "$slurmd_port"; do
+    if (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then
+      die "port $port is in use (another Slurm?): stop it, or set SLURMCTLD_PORT and SLURMD_PORT"
+    fi
+  done
+  # No step runs while the daemons are down: clear the steps' scratch that a killed one left.
+  rm -rf "${base:?}/tmp" "${base:?}/pmix"
+  mkdir -p "$base"/{state,spool/slurmd,run,log,cgroup,munge,tmp,pmix}
   chmod 755 "$base/munge"  # munged refuses a socket folder that others cannot enter
   write_config
 
@@ -310,12 +326,18 @@ do_start() {
   env "$marker" SLURM_CONF="$conf" slurmd -N "$node" -f "$conf" ||
     { show_logs; do_stop; die "slurmd did not start"; }
 
-  local t=0 state=""
+  local t=0 state="" why=""
   while :; do
     state=$(node_state || true)
     case "$state" in idle*) break ;; esac
-    if [ "$t" -ge $((timeout * 5)) ]; then
-      say "error: node $node is '${state:-not reported}' after ${timeout} s, not idle"
+    # After 2 s (time for the pid files to appear), a daemon that is gone will not come back.
+    if [ "$t" -ge 10 ] && { ! ctld_pid > /dev/null || ! slurmd_pid > /dev/null; }; then
+      why="slurmctld or slurmd exited"
+    elif [ "$t" -ge $((timeout * 5)) ]; then
+      why="node $node is '${state:-not reported}' after ${timeout} s, not idle"
+    fi
+    if [ -n "$why" ]; then
+      say "error: $why"
       SLURM_CONF=$conf timeout 5 scontrol show node "$node" >&2 || true
       show_logs
       do_stop

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Two-rank data-parallel training through a real Slurm cluster: sbatch a 2-task job whose step is
+# `srun --mpi=pmix mlai_train ...` on a tiny synthetic MNIST, then check that it succeeded, that
+# only rank 0 printed the epoch lines, that it reported world size 2, and that the logs went to
+# version_<job id>. Skips (exit 77) where there is no cluster: start one with
+#   eval "$(bash scripts/slurm-local.sh start)"
+# With MLAI_REQUIRE_SLURM=1 (CI sets it) a missing cluster is a failure, not a skip.
+# Run by ctest as slurm.srun_two_ranks, or by hand: bash test/slurm/srun_test.sh build/bin/mlai_train
+set -euo pipefail
+
+skip() {
+  if [ "${MLAI_REQUIRE_SLURM:-0}" = 1 ]; then echo "FAIL (MLAI_REQUIRE_SLURM=1): $*"; exit 1; fi
+  echo "SKIP: $*"
+  exit 77
+}
+fail() { echo "FAIL: $*"; failed=1; }
+
+[ $# -eq 1 ] || { echo "usage: $0 path/to/mlai_train" >&2; exit 2; }
+train=$(realpath "$1")
+[ -x "$train" ] || { echo "not an executable: $1" >&2; exit 2; }
+
+if ! command -v sinfo > /dev/null || ! command -v sbatch > /dev/null; then
+  skip "no Slurm client commands (sinfo, sbatch); start a local cluster with scripts/slurm-local.sh"
+fi
+[ -n "${SLURM_CONF:-}" ] ||
+  skip "SLURM_CONF is not set; start a local cluster: eval \"\$(bash scripts/slurm-local.sh start)\""
+[ -f "$SLURM_CONF" ] || skip "SLURM_CONF=$SLURM_CONF does not exist"
+states=$(timeout 10 sinfo -h -o %T 2> /dev/null || true)
+grep -qE '^(idle|mixed)' <<< "$states" ||
+  skip "the cluster of SLURM_CONF=$SLURM_CONF is not up (sinfo: ${states:-no answer})"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/mlai-srun-test.XXXXXX")
+failed=0
+cleanup() { if [ "$failed" = 0 ]; then rm -rf "$work"; else echo "kept $work"; fi; }
+trap cleanup EXIT
+
+# MNIST's IDX format: a big-endian header (magic 0x803 or 0x801, count[, rows, cols]), then uint8.
+# Each class gets its own bright 4x4 block, so the model has something to learn.
+python3 - "$work/data" << 'EOF'
+import os, random, struct, sys
+out = sys.argv[1]
+os.makedirs(out)
+rng = random.Random(7)
+for split, n in (("train", 256), ("t10k", 64)):
+    labels = [rng.randrange(10) for _ in range(n)]
+    pixels = bytearray()
+    for y in labels:
+        img = bytearray(rng.randrange(64) for _ in range(28 * 28))
+        for r in range(4):
+            for c in range(4):
+                img[(2 + 2 * y + r) * 28 + 2 + c + 2 * y] = 255
+        pixels += img
+    with open(f"{out}/{split}-images-idx3-ubyte", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + pixels)
+    with open(f"{out}/{split}-labels-idx1-ubyte", "wb") as f:
+        f.write(struct.pack(">II", 0x801, n) + bytes(labels))
+EOF
+
+cat > "$work/job.sbatch" << EOF
+#!/bin/bash
+#SBATCH --job-name=mlai-srun-test
+#SBATCH --ntasks=2
+#SBATCH --cpus-per-task=1
+#SBATCH --time=10
+#SBATCH --chdir=$work
+#SBATCH --output=$work/job-%j.out
+srun --mpi=pmix "$train" --dataset mnist --data-dir "$work/data" --epochs 2 --device cpu \\
+  --workers 0 --log-dir "$work/logs" --experiment-name srun_test --no-progress
+EOF
+
+# --wait: sbatch returns when the job ends, with the job's exit code. The timeout keeps a job
+# stuck in the queue from hanging ctest; the job is cancelled then.
+rc=0
+jobid=""
+sbatch_out=$(timeout 300 sbatch --parsable --wait "$work/job.sbatch" 2> "$work/sbatch.err") || rc=$?
+jobid=$(head -n1 <<< "$sbatch_out" | cut -d';' -f1)
+out=$work/job-$jobid.out
+echo "job ${jobid:-?} exit code $rc"
+
+if [ -z "$jobid" ]; then
+  fail "sbatch did not submit the job"
+  cat "$work/sbatch.err"
+  exit 1
+fi
+if [ "$rc" = 124 ]; then
+  scancel "$jobid" 2> /dev/null || true
+  fail "job $jobid did not finish within 300 s"
+elif [ "$rc" != 0 ]; then
+  fail "job $jobid exited with code $rc"
+fi
+
+count() { grep -c "$1" "$out" 2> /dev/null || true; }
+if [ ! -f "$out" ]; then
+  fail "no job output $out"
+else
+  n1=$(count '^epoch: 01/02')
+  n2=$(count '^epoch: 02/02')
+  [ "$n1" = 1 ] || fail "expected one line starting 'epoch: 01/02' (rank 0 only), found $n1"
+  [ "$n2" = 1 ] || fail "expected one line starting 'epoch: 02/02' (rank 0 only), found $n2"
+  grep -q 'world size 2' "$out" || fail "no line with 'world size 2'"
+fi
+version=$work/logs/srun_test/version_$jobid
+[ -d "$version" ] || fail "no log directory $version (named after SLURM_JOB_ID)"
+
+if [ "$failed" != 0 ]; then
+  echo "---- sbatch stderr ----"
+  cat "$work/sbatch.err"
+  echo "---- job output ($out) ----"
+  cat "$out" 2> /dev/null || true
+  echo "---- scontrol show job $jobid ----"
+  scontrol show job "$jobid" 2> /dev/null || true
+  exit 1
+fi
+echo "PASS: job $jobid trained on 2 ranks; logs in version_$jobid"
