@@ -30,7 +30,16 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
   app.add_option("--data-dir", c.data_dir,
                  "Directory with the dataset's files (default for fashion-mnist: "
                  "/usr/share/datasets/fashion-mnist; others: data/<name>)");
+  app.add_option("--data-path", c.data_path,
+                 "--dataset hdf5: a packed file from mlai_convert, TRAIN.h5 or TRAIN.h5,TEST.h5 "
+                 "(alone, the test set is the same name with 'train' -> 'test', if it exists)");
+  app.add_flag("--cache", c.cache,
+               "Read the whole dataset into memory once per process (what every format does "
+               "today; accepted so scripts can ask for it)");
   app.add_option("--val-split", c.val_split, "Fraction of the training set held out for validation (seeded)")->capture_default_str();
+  app.add_option("--augment", c.augment,
+                 "Training augmentation: auto (random 4-pixel-padded crop + flip for cifar10, "
+                 "none otherwise), none or crop-flip")->capture_default_str();
   app.add_option("--workers", c.workers, "Data-loader threads (0: load in the training thread)")->capture_default_str();
   app.add_option("--criterion", c.criterion,
                  "Loss: cross_entropy, or nll (log_softmax + NLL loss, the same value)")->capture_default_str();

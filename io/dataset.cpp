@@ -1,15 +1,19 @@
-// Datasets by name: IDX-based MNIST and Fashion-MNIST, validation split, subsets.
+// Datasets by name: IDX-based MNIST and Fashion-MNIST, CIFAR-10 binary, packed HDF5 files;
+// validation split, subsets.
 #include "io/dataset.h"
 
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 
+#include "io/cifar.h"
+#include "io/h5dataset.h"
 #include "io/idx.h"
 #include "kernels/fill.h"
 
 namespace mlai::io {
 
-std::vector<std::string> dataset_names() { return {"fashion-mnist", "mnist"}; }
+std::vector<std::string> dataset_names() { return {"fashion-mnist", "mnist", "cifar10", "hdf5"}; }
 
 std::string default_data_dir(const std::string& name) {
   if (name == "fashion-mnist") return "/usr/share/datasets/fashion-mnist";
@@ -68,17 +72,87 @@ Dataset from_idx(const std::string& name, const std::string& dir, const std::str
   }
   return d;
 }
+
+Dataset empty_like(const Dataset& d) {
+  Dataset e = d;
+  e.count = 0;
+  e.images.clear();
+  e.labels.clear();
+  return e;
+}
+
+// The hdf5 train and test sets; a test file must match the training file's images and classes.
+void load_hdf5(const std::string& data_path, DataSplits& out) {
+  const Hdf5Paths p = hdf5_paths(data_path);
+  out.train = read_h5_dataset(p.train);
+  if (p.test.empty() || (!p.test_required && !std::filesystem::exists(p.test))) {
+    out.test = empty_like(out.train);
+    out.warnings.push_back("no test set: " +
+                           (p.test.empty() ? "the name of " + p.train + " has no 'train' in it"
+                                           : p.test + " does not exist") +
+                           " (pass --data-path TRAIN.h5,TEST.h5 to name one)");
+    return;
+  }
+  out.test = read_h5_dataset(p.test);
+  const Dataset &a = out.train, &b = out.test;
+  auto describe = [](const Dataset& d) {
+    return std::to_string(d.height) + "x" + std::to_string(d.width) + "x" +
+           std::to_string(d.channels) + " images in " + std::to_string(d.num_classes) + " classes";
+  };
+  if (a.height != b.height || a.width != b.width || a.channels != b.channels ||
+      a.num_classes != b.num_classes) {
+    throw std::runtime_error("test file " + p.test + " holds " + describe(b) + " but " + p.train +
+                             " " + describe(a));
+  }
+}
 }  // namespace
 
-DataSplits load_dataset(const std::string& name, const std::string& dir_in, double val_split,
-                        uint64_t seed) {
+Hdf5Paths hdf5_paths(const std::string& data_path) {
+  Hdf5Paths p;
+  if (const size_t comma = data_path.find(','); comma != std::string::npos) {
+    p.train = data_path.substr(0, comma);
+    p.test = data_path.substr(comma + 1);
+    p.test_required = true;
+    if (p.train.empty() || p.test.empty() || p.test.find(',') != std::string::npos) {
+      throw std::invalid_argument("--data-path must be TRAIN.h5 or TRAIN.h5,TEST.h5, got '" +
+                                  data_path + "'");
+    }
+    return p;
+  }
+  if (data_path.empty()) throw std::invalid_argument("--dataset hdf5 needs --data-path FILE.h5");
+  p.train = data_path;
+  const std::filesystem::path path(data_path);
+  std::string file = path.filename().string();
+  if (const size_t at = file.rfind("train"); at != std::string::npos) {
+    file.replace(at, 5, "test");
+    p.test = (path.parent_path() / file).string();
+  }
+  return p;
+}
+
+Dataset load_split(const std::string& name, const std::string& dir_in, const std::string& split) {
+  if (split != "train" && split != "test") {
+    throw std::invalid_argument("split must be train or test, got '" + split + "'");
+  }
+  const std::string dir = dir_in.empty() ? default_data_dir(name) : dir_in;
+  if (name == "fashion-mnist" || name == "mnist") {
+    return from_idx(name, dir, split == "train" ? "train" : "t10k");
+  }
+  if (name == "cifar10") return load_cifar10(dir, split);
+  throw std::invalid_argument("unknown dataset '" + name +
+                              "' (expected fashion-mnist, mnist or cifar10)");
+}
+
+DataSplits load_dataset(const std::string& name, const std::string& dir, double val_split,
+                        uint64_t seed, const std::string& data_path) {
   if (val_split < 0 || val_split >= 1)
     throw std::invalid_argument("--val-split must be in [0, 1), got " + std::to_string(val_split));
-  const std::string dir = dir_in.empty() ? default_data_dir(name) : dir_in;
   DataSplits out;
-  if (name == "fashion-mnist" || name == "mnist") {
-    out.train = from_idx(name, dir, "train");
-    out.test = from_idx(name, dir, "t10k");
+  if (name == "hdf5") {
+    load_hdf5(data_path, out);
+  } else if (name == "fashion-mnist" || name == "mnist" || name == "cifar10") {
+    out.train = load_split(name, dir, "train");
+    out.test = load_split(name, dir, "test");
   } else {
     std::string names;
     for (const auto& n : dataset_names()) names += (names.empty() ? "" : ", ") + n;
@@ -90,10 +164,7 @@ DataSplits load_dataset(const std::string& name, const std::string& dir_in, doub
     out.val = subset(out.train, std::vector<int64_t>(p.begin(), p.begin() + n_val));
     out.train = subset(out.train, std::vector<int64_t>(p.begin() + n_val, p.end()));
   } else {
-    out.val = out.train;
-    out.val.count = 0;
-    out.val.images.clear();
-    out.val.labels.clear();
+    out.val = empty_like(out.train);
   }
   return out;
 }

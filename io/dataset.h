@@ -1,6 +1,7 @@
 // Image classification datasets in memory: uint8 NHWC pixels and int64 labels, with class
 // names and per-channel normalization statistics. Datasets are created by name from a data
-// directory (fashion-mnist, mnist), with a seeded train/validation split and the official test set.
+// directory (fashion-mnist, mnist, cifar10) or a packed HDF5 file (hdf5), with a seeded
+// train/validation split and the test set.
 #pragma once
 
 #include <cstdint>
@@ -21,15 +22,31 @@ struct Dataset {
 };
 
 struct DataSplits {
-  Dataset train, val, test;  // val is empty when val_split == 0
+  Dataset train, val, test;  // val is empty when val_split == 0; test when hdf5 has no test file
+  std::vector<std::string> warnings;  // for the caller to print once (e.g. "no test set: ...")
 };
 
 std::vector<std::string> dataset_names();  // the names load_dataset accepts
 std::string default_data_dir(const std::string& name);
-// Loads `name` from `dir` (default_data_dir when empty). val_split in [0, 1): that fraction of
-// the training set, drawn with `seed`, becomes the validation set.
+// Loads `name` from `dir` (default_data_dir when empty), or for "hdf5" from `data_path` (see
+// hdf5_paths). val_split in [0, 1): that fraction of the training set, drawn with `seed`,
+// becomes the validation set. Every format is read whole into memory.
 DataSplits load_dataset(const std::string& name, const std::string& dir, double val_split,
-                        uint64_t seed);
+                        uint64_t seed, const std::string& data_path = "");
+
+// One whole split ("train" or "test") of a dataset in its original files (fashion-mnist, mnist,
+// cifar10), from `dir` (default_data_dir when empty): what mlai_convert packs.
+Dataset load_split(const std::string& name, const std::string& dir, const std::string& split);
+
+// --data-path for hdf5: "TRAIN.h5,TEST.h5" names both files (the test file must exist);
+// "TRAIN.h5" alone takes its test set from the same name with the file name's last "train"
+// replaced by "test" (fmnist-train.h5 -> fmnist-test.h5) when that file exists, and has no
+// test set otherwise (a file name without "train" has none either).
+struct Hdf5Paths {
+  std::string train, test;  // test: "" when there is none to look for
+  bool test_required = false;
+};
+Hdf5Paths hdf5_paths(const std::string& data_path);
 
 // The samples at `indices`, in that order.
 Dataset subset(const Dataset& d, const std::vector<int64_t>& indices);

@@ -6,8 +6,14 @@
 
 namespace mlai::io::h5 {
 
+std::recursive_mutex& mutex() {
+  static std::recursive_mutex m;
+  return m;
+}
+
 void silence_errors() {
-  static const bool done = [] { return H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0; }();
+  // Per thread: a thread-safe HDF5 keeps one error stack (and its printing switch) per thread.
+  thread_local const bool done = [] { return H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0; }();
   (void)done;
 }
 

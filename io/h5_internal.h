@@ -5,6 +5,7 @@
 
 #include <hdf5.h>
 
+#include <mutex>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -32,8 +33,21 @@ class Id {
   herr_t (*close_)(hid_t);
 };
 
-// Turns off HDF5's printing of its error stack to stderr (we throw our own messages).
+// Turns off HDF5's printing of its error stack to stderr (we throw our own messages); once per
+// thread, as a thread-safe HDF5 keeps that switch per thread.
 void silence_errors();
+
+// Every HDF5 call in io/ runs under this one process-wide lock. Many HDF5 builds (cluster
+// modules built without --enable-threadsafe) must not be entered from two threads at once, and
+// a thread-safe build takes one global lock internally anyway, so serialising here costs nothing
+// extra. It is recursive because public methods call each other (read() calls info()).
+// Declare a Lock first in every public H5Writer/H5Reader method, so it outlives the method's ids.
+std::recursive_mutex& mutex();
+struct Lock {
+  Lock() : guard(mutex()) { silence_errors(); }
+  std::lock_guard<std::recursive_mutex> guard;
+};
+
 // The most specific message on HDF5's current error stack, in parentheses, or "".
 std::string error_detail();
 

@@ -1,5 +1,5 @@
-// H5Writer: a temporary file, datasets with intermediate groups, attributes, and an atomic
-// commit (close, fsync, rename, fsync the directory).
+// H5Writer: a temporary file, whole datasets, attributes, and an atomic commit (close, fsync,
+// rename, fsync the directory). Chunked datasets and row-range writes are in io/h5rows.cpp.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -44,6 +44,7 @@ size_t h5type_size(H5Type t) {
 }
 
 H5Writer::H5Writer(const std::string& path) : path_(path) {
+  h5::Lock lock;
   h5::silence_errors();
   tmp_ = path + ".tmp." + std::to_string(getpid());
   namespace fs = std::filesystem;
@@ -61,6 +62,7 @@ H5Writer::H5Writer(const std::string& path) : path_(path) {
 }
 
 H5Writer::~H5Writer() {
+  h5::Lock lock;
   if (file_ >= 0) {
     close_file();
     std::remove(tmp_.c_str());
@@ -73,34 +75,18 @@ void H5Writer::close_file() noexcept {
 }
 
 void H5Writer::write(const std::string& name, H5Type dtype, const std::vector<int64_t>& shape,
-                     const void* data) {
-  if (file_ < 0) throw std::runtime_error("cannot write to " + path_ + ": already committed");
-  const std::string n = h5::normalize(path_, name);
-  auto fail = [&](const std::string& why) {
-    throw std::runtime_error("cannot write dataset '" + n + "' to " + tmp_ + ": " + why);
-  };
-  if (h5::exists(file_, n)) fail("it already exists");
-  std::vector<hsize_t> dims;
+                     const void* data, const H5Layout& layout) {
+  h5::Lock lock;
   int64_t numel = 1;
-  for (int64_t d : shape) {
-    if (d < 0) fail("negative dimension " + std::to_string(d));
-    dims.push_back(static_cast<hsize_t>(d));
-    numel *= d;
+  for (int64_t d : shape) numel *= d;
+  if (numel > 0 && data == nullptr) {
+    throw std::runtime_error("cannot write dataset '" + name + "' to " + tmp_ + ": data is null");
   }
-  if (numel > 0 && data == nullptr) fail("data is null");
-  h5::Id space(shape.empty()
-                   ? H5Screate(H5S_SCALAR)
-                   : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
-               H5Sclose);
-  h5::Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
-  H5Pset_create_intermediate_group(lcpl.get(), 1);
-  h5::Id dset(H5Dcreate2(file_, n.c_str(), h5::file_type(dtype), space.get(), lcpl.get(),
-                         H5P_DEFAULT, H5P_DEFAULT),
-              H5Dclose);
-  if (!dset.ok()) fail("HDF5 could not create it" + h5::error_detail());
+  h5::Id dset(create_dataset(name, dtype, shape, layout), H5Dclose);
   if (numel > 0 &&
       H5Dwrite(dset.get(), h5::mem_type(dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
-    fail("write failed" + h5::error_detail());
+    throw std::runtime_error("cannot write dataset '" + h5::normalize(path_, name) + "' to " +
+                             tmp_ + ": write failed" + h5::error_detail());
   }
 }
 
@@ -131,6 +117,7 @@ void write_attr(hid_t obj, const std::string& file, const std::string& object,
 
 void H5Writer::set_attr(const std::string& object, const std::string& key,
                         const std::string& value) {
+  h5::Lock lock;
   h5::Id obj(require_object(object), h5::close_object);
   // Variable-length UTF-8: h5py reads it back as str, and the empty string is allowed.
   h5::Id type(H5Tcopy(H5T_C_S1), H5Tclose);
@@ -141,16 +128,19 @@ void H5Writer::set_attr(const std::string& object, const std::string& key,
 }
 
 void H5Writer::set_attr(const std::string& object, const std::string& key, int64_t value) {
+  h5::Lock lock;
   h5::Id obj(require_object(object), h5::close_object);
   write_attr(obj.get(), tmp_, object, key, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
 }
 
 void H5Writer::set_attr(const std::string& object, const std::string& key, double value) {
+  h5::Lock lock;
   h5::Id obj(require_object(object), h5::close_object);
   write_attr(obj.get(), tmp_, object, key, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
 }
 
 void H5Writer::commit() {
+  h5::Lock lock;
   if (file_ < 0) throw std::runtime_error("cannot commit " + path_ + ": already committed");
   const herr_t closed = H5Fclose(file_);
   file_ = -1;

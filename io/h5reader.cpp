@@ -27,6 +27,7 @@ int64_t H5Reader::Info::numel() const {
 }
 
 H5Reader::H5Reader(const std::string& path) : path_(path) {
+  h5::Lock lock;
   h5::silence_errors();
   if (!std::filesystem::exists(path)) {
     throw std::runtime_error("cannot open " + path + ": no such file");
@@ -42,15 +43,19 @@ H5Reader::H5Reader(const std::string& path) : path_(path) {
 }
 
 H5Reader::~H5Reader() {
+  h5::Lock lock;
+  for (const auto& [name, dset] : datasets_) H5Dclose(dset);
   if (file_ >= 0) H5Fclose(file_);
 }
 
 bool H5Reader::has(const std::string& name) const {
+  h5::Lock lock;
   if (name.empty() || name == "/") return true;
   return h5::exists(file_, h5::normalize(path_, name));
 }
 
 std::vector<std::string> H5Reader::list(const std::string& group) const {
+  h5::Lock lock;
   const std::string g = group.empty() || group == "/" ? "/" : h5::normalize(path_, group);
   h5::Id gid(g == "/" || h5::exists(file_, g) ? H5Gopen2(file_, g.c_str(), H5P_DEFAULT) : -1,
              H5Gclose);
@@ -67,6 +72,7 @@ std::vector<std::string> H5Reader::list(const std::string& group) const {
 }
 
 std::vector<std::string> H5Reader::list_datasets(const std::string& group) const {
+  h5::Lock lock;
   std::vector<std::string> out;
   const std::string prefix = group.empty() || group == "/" ? "" : h5::normalize(path_, group) + "/";
   for (const std::string& name : list(group)) {
@@ -83,6 +89,7 @@ std::vector<std::string> H5Reader::list_datasets(const std::string& group) const
 }
 
 H5Reader::Info H5Reader::info(const std::string& name) const {
+  h5::Lock lock;
   const std::string n = h5::normalize(path_, name);
   auto fail = [&](const std::string& why) {
     throw std::runtime_error("cannot read dataset '" + n + "' from " + path_ + ": " + why);
@@ -99,11 +106,25 @@ H5Reader::Info H5Reader::info(const std::string& name) const {
   if (!dtype) fail("stored as " + what + ", which is not supported");
   std::vector<hsize_t> dims(static_cast<size_t>(rank));
   H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
-  return Info{*dtype, std::vector<int64_t>(dims.begin(), dims.end())};
+  Info out{*dtype, std::vector<int64_t>(dims.begin(), dims.end()), {}};
+  h5::Id dcpl(H5Dget_create_plist(dset.get()), H5Pclose);
+  if (dcpl.ok() && H5Pget_layout(dcpl.get()) == H5D_CHUNKED && rank > 0) {
+    std::vector<hsize_t> chunk(static_cast<size_t>(rank));
+    H5Pget_chunk(dcpl.get(), rank, chunk.data());
+    out.layout.chunk.assign(chunk.begin(), chunk.end());
+    unsigned flags = 0, level = 0;
+    size_t nvalues = 1;
+    if (H5Pget_filter_by_id2(dcpl.get(), H5Z_FILTER_DEFLATE, &flags, &nvalues, &level, 0, nullptr,
+                             nullptr) >= 0) {
+      out.layout.deflate = static_cast<int>(level);
+    }
+  }
+  return out;
 }
 
 void H5Reader::read(const std::string& name, H5Type dtype, void* out,
                     int64_t expected_numel) const {
+  h5::Lock lock;
   const std::string n = h5::normalize(path_, name);
   auto fail = [&](const std::string& why) {
     throw std::runtime_error("cannot read dataset '" + n + "' from " + path_ + ": " + why);
@@ -125,6 +146,7 @@ void H5Reader::read(const std::string& name, H5Type dtype, void* out,
 
 void H5Reader::read(const std::string& name, H5Type dtype, void* out,
                     const std::vector<int64_t>& expected_shape) const {
+  h5::Lock lock;
   const Info in = info(name);
   if (in.shape != expected_shape) {
     throw std::runtime_error("cannot read dataset '" + h5::normalize(path_, name) + "' from " +
@@ -135,6 +157,7 @@ void H5Reader::read(const std::string& name, H5Type dtype, void* out,
 }
 
 int64_t H5Reader::open_attr(const std::string& object, const std::string& key) const {
+  h5::Lock lock;
   const std::string o = object.empty() || object == "/" ? "/" : h5::normalize(path_, object);
   auto fail = [&](const std::string& why) {
     throw std::runtime_error("cannot read attribute '" + key + "' of '" + o + "' from " + path_ +
@@ -153,6 +176,7 @@ int64_t H5Reader::open_attr(const std::string& object, const std::string& key) c
 }
 
 bool H5Reader::has_attr(const std::string& object, const std::string& key) const {
+  h5::Lock lock;
   const std::string o = object.empty() || object == "/" ? "/" : h5::normalize(path_, object);
   if (o != "/" && !h5::exists(file_, o)) return false;
   h5::Id obj(H5Oopen(file_, o.c_str(), H5P_DEFAULT), h5::close_object);
@@ -168,6 +192,7 @@ namespace {
 }  // namespace
 
 std::string H5Reader::get_attr_string(const std::string& object, const std::string& key) const {
+  h5::Lock lock;
   h5::Id attr(open_attr(object, key), H5Aclose);
   h5::Id type(H5Aget_type(attr.get()), H5Tclose);
   if (H5Tget_class(type.get()) != H5T_STRING) attr_type_error(path_, object, key, "a string");
@@ -190,6 +215,7 @@ std::string H5Reader::get_attr_string(const std::string& object, const std::stri
 }
 
 int64_t H5Reader::get_attr_int(const std::string& object, const std::string& key) const {
+  h5::Lock lock;
   h5::Id attr(open_attr(object, key), H5Aclose);
   h5::Id type(H5Aget_type(attr.get()), H5Tclose);
   int64_t v = 0;
@@ -200,6 +226,7 @@ int64_t H5Reader::get_attr_int(const std::string& object, const std::string& key
 }
 
 double H5Reader::get_attr_double(const std::string& object, const std::string& key) const {
+  h5::Lock lock;
   h5::Id attr(open_attr(object, key), H5Aclose);
   h5::Id type(H5Aget_type(attr.get()), H5Tclose);
   const H5T_class_t cls = H5Tget_class(type.get());

@@ -1,8 +1,11 @@
 // The batch loader (see loader.h).
 #include "io/loader.h"
 
+#include <cstring>
 #include <stdexcept>
 
+#include "kernels/augment.h"
+#include "tensor/fused_ops.h"
 #include "tensor/ops.h"
 
 namespace mlai::io {
@@ -53,6 +56,10 @@ void Loader::start_epoch(int64_t epoch, int64_t first_batch) {
                            opt_.pad);
   next_ = first_batch;
   first_batch_ = first_batch;  // fixed before the workers start
+  epoch_ = epoch;
+  pinned_ = opt_.device.is_cuda();  // page-locked host memory: truly asynchronous copies
+  if (pinned_ && !copy_stream_.handle()) copy_stream_ = tensor::Stream::create(opt_.device);
+  staged_.reset();
   ready_.clear();
   error_ = nullptr;
   stopping_ = false;
@@ -69,29 +76,35 @@ void Loader::stop() {
   threads_.clear();
 }
 
-Batch Loader::assemble(int64_t b) const {
+Loader::HostBatch Loader::assemble(int64_t b) const {
   const int64_t start = b * opt_.batch_size;
   const int64_t end = std::min<int64_t>(start + opt_.batch_size, num_samples());
-  const int64_t rows = end - start, sb = ds_.sample_bytes(), c = ds_.channels;
-  Batch batch;
-  batch.index = b;
-  batch.images = tensor::Tensor::empty({rows, ds_.height, ds_.width, c});
-  batch.labels = tensor::Tensor::empty({rows}, tensor::DType::kInt64);
-  float* img = batch.images.data<float>();
-  int64_t* lab = batch.labels.data<int64_t>();
-  std::vector<float> inv_std(static_cast<size_t>(c)), shift(static_cast<size_t>(c));
-  for (int64_t k = 0; k < c; ++k) {
-    inv_std[k] = 1.0f / (255.0f * ds_.std[static_cast<size_t>(k)]);
-    shift[k] = ds_.mean[static_cast<size_t>(k)] / ds_.std[static_cast<size_t>(k)];
-  }
+  const int64_t rows = end - start, sb = ds_.sample_bytes();
+  HostBatch h;
+  h.index = b;
+  h.pixels = tensor::Tensor::empty({rows, ds_.height, ds_.width, ds_.channels},
+                                   tensor::DType::kUInt8, tensor::Device::cpu(), pinned_);
+  h.labels = tensor::Tensor::empty({rows}, tensor::DType::kInt64, tensor::Device::cpu(), pinned_);
+  h.ids = tensor::Tensor::empty({rows}, tensor::DType::kInt64, tensor::Device::cpu(), pinned_);
+  uint8_t* px = h.pixels.data<uint8_t>();
+  int64_t* lab = h.labels.data<int64_t>();
+  int64_t* ids = h.ids.data<int64_t>();
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = indices_[static_cast<size_t>(start + r)];
-    const uint8_t* src = &ds_.images[static_cast<size_t>(i * sb)];
-    float* dst = img + r * sb;
-    for (int64_t p = 0; p < sb; ++p) dst[p] = src[p] * inv_std[p % c] - shift[p % c];
-    lab[r] = ds_.labels[static_cast<size_t>(i)];
+    ids[r] = i;
+    if (opt_.source) {
+      try {
+        lab[r] = opt_.source->read(i, px + r * sb);
+      } catch (const std::exception& e) {
+        throw std::runtime_error(std::string(e.what()) + " (sample " + std::to_string(i) +
+                                 " of " + ds_.name + ", batch " + std::to_string(b) + ")");
+      }
+    } else {
+      std::memcpy(px + r * sb, &ds_.images[static_cast<size_t>(i * sb)], static_cast<size_t>(sb));
+      lab[r] = ds_.labels[static_cast<size_t>(i)];
+    }
   }
-  return batch;
+  return h;
 }
 
 void Loader::worker_loop(int w) {
@@ -102,12 +115,15 @@ void Loader::worker_loop(int w) {
       cv_.wait(lock, [&] { return stopping_ || b - next_ < opt_.prefetch; });
       if (stopping_) return;
     }
-    Batch batch;
+    HostBatch batch;
     try {
       batch = assemble(b);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (!error_) error_ = std::current_exception();
+      if (!error_ || b < error_batch_) {
+        error_ = std::current_exception();
+        error_batch_ = b;
+      }
       cv_.notify_all();
       return;
     }
@@ -117,28 +133,87 @@ void Loader::worker_loop(int w) {
   }
 }
 
-std::optional<Batch> Loader::next() {
-  if (next_ >= num_batches()) return std::nullopt;
-  Batch batch;
+Loader::HostBatch Loader::take(int64_t b) {
+  HostBatch h;
   if (opt_.workers == 0) {
-    batch = assemble(next_);
+    h = assemble(b);
   } else {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return error_ || ready_.count(next_) > 0; });
-    if (error_) std::rethrow_exception(error_);
-    batch = std::move(ready_.at(next_));
-    ready_.erase(next_);
+    // Batches before a failed one are still delivered: the error surfaces in order.
+    cv_.wait(lock, [&] { return ready_.count(b) > 0 || (error_ && error_batch_ <= b); });
+    if (ready_.count(b) == 0) std::rethrow_exception(error_);
+    h = std::move(ready_.at(b));
+    ready_.erase(b);
   }
+  return h;
+}
+
+Loader::Staged Loader::stage(HostBatch&& h) {
+  // Device buffers come from the compute stream's pool (they are freed in its order); the
+  // copy stream first waits for the compute work queued so far, which may still read memory
+  // the pool hands out again.
+  Staged s;
+  const tensor::Device dev = opt_.device;
+  s.device.index = h.index;
+  s.device.pixels = tensor::Tensor::empty(h.pixels.shape(), tensor::DType::kUInt8, dev);
+  s.device.labels = tensor::Tensor::empty(h.labels.shape(), tensor::DType::kInt64, dev);
+  s.device.ids = tensor::Tensor::empty(h.ids.shape(), tensor::DType::kInt64, dev);
+  tensor::Event compute_so_far(dev);
+  compute_so_far.record(tensor::current_stream(dev));
+  compute_so_far.wait(copy_stream_);
+  {
+    tensor::StreamGuard on_copy(copy_stream_);
+    s.device.pixels.copy_from(h.pixels, /*async=*/true);
+    s.device.labels.copy_from(h.labels, true);
+    s.device.ids.copy_from(h.ids, true);
+  }
+  s.copied = tensor::Event(dev);
+  s.copied.record(copy_stream_);
+  s.host = std::move(h);
+  return s;
+}
+
+Batch Loader::finish(const HostBatch& h) {
+  kernels::AugmentParams p;
+  p.batch = h.pixels.size(0);
+  p.height = ds_.height;
+  p.width = ds_.width;
+  p.channels = ds_.channels;
+  p.pad = opt_.augment_pad;
+  p.flip = opt_.augment_flip;
+  p.seed = opt_.seed;
+  p.epoch = epoch_;
+  for (int64_t c = 0; c < ds_.channels; ++c) {
+    p.mean[c] = ds_.mean[static_cast<size_t>(c)];
+    p.inv_std[c] = 1.0f / ds_.std[static_cast<size_t>(c)];
+  }
+  Batch out;
+  out.index = h.index;
+  out.images = tensor::augment_normalize(h.pixels, h.ids, p, tensor::DType::kFloat32);
+  out.labels = h.labels;
+  return out;
+}
+
+std::optional<Batch> Loader::next() {
+  const int64_t total = num_batches();
+  if (next_ >= total) return std::nullopt;
+  const int64_t b = next_;
   {
     std::lock_guard<std::mutex> lock(mu_);  // workers read next_ to bound their window
     ++next_;
   }
   cv_.notify_all();
-  if (!opt_.device.is_cpu()) {
-    batch.images = batch.images.to(opt_.device);
-    batch.labels = batch.labels.to(opt_.device);
-  }
-  return batch;
+  if (opt_.device.is_cpu()) return finish(take(b));
+  // GPU: batch b was staged by the previous call (or is staged now); batch b + 1 is sent on
+  // its way before b is handed out, so its copy overlaps b's step.
+  if (!staged_ || staged_->device.index != b) staged_ = stage(take(b));
+  Staged current = std::move(*staged_);
+  staged_.reset();
+  if (b + 1 < total) staged_ = stage(take(b + 1));
+  current.copied.wait(tensor::current_stream(opt_.device));
+  Batch out = finish(current.device);
+  current.copied.synchronize();  // the pinned host buffers may be reused only after the copy
+  return out;
 }
 
 }  // namespace mlai::io

@@ -1,14 +1,17 @@
-// Batches from an in-memory Dataset: a per-epoch seeded shuffle, sharded across data-parallel
-// ranks (each rank takes every world-th sample of the padded order, so all ranks run the same
-// number of steps), assembled into normalized float32 NHWC batches by `workers` threads into a
-// bounded window of `prefetch` batches, handed out in order. For a given seed the batches are
-// identical whatever the number of workers.
+// Batches from a Dataset: a per-epoch seeded shuffle, sharded across data-parallel ranks (each
+// rank takes every world-th sample of the padded order, so all ranks run the same number of
+// steps). `workers` threads assemble whole batches of raw uint8 pixels (into pinned host memory
+// when the device is a GPU) within a window of `prefetch` batches; the trainer takes them in
+// order. On a GPU the uint8 batch is copied asynchronously on a copy stream one batch ahead,
+// and augmentation + normalisation run as a kernel on the compute stream (the CPU twin on the
+// CPU). For a given seed the batches are identical whatever the number of workers.
 #pragma once
 
 #include <condition_variable>
 #include <exception>
 #include <map>
 #include <mutex>
+#include <memory>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -19,9 +22,18 @@
 namespace mlai::io {
 
 struct Batch {
-  tensor::Tensor images;  // float32 [B, H, W, C], normalized
-  tensor::Tensor labels;  // int64 [B]
+  tensor::Tensor images;  // float32 [B, H, W, C], augmented and normalized, on the device
+  tensor::Tensor labels;  // int64 [B], on the device
   int64_t index = 0;      // batch number within the epoch
+};
+
+// Where sample pixels come from: the in-memory Dataset by default; a reader of a file can
+// stand in (errors it throws reach the trainer naming the sample).
+class SampleSource {
+ public:
+  virtual ~SampleSource() = default;
+  // Writes sample i's sample_bytes() pixels and returns its label.
+  virtual int64_t read(int64_t i, uint8_t* pixels) const = 0;
 };
 
 struct LoaderOptions {
@@ -32,6 +44,9 @@ struct LoaderOptions {
   int workers = 0;  // 0: batches are assembled by the calling thread
   int prefetch = 4;
   int64_t limit_batches = -1;  // < 0: all
+  int augment_pad = 0;         // random crop from a zero-padded image (0: none)
+  bool augment_flip = false;   // random horizontal flip
+  std::shared_ptr<const SampleSource> source;  // null: the Dataset's own arrays
   int rank = 0, world = 1;
   // Training pads the shard order so all ranks take the same number of steps; evaluation
   // does not, so every sample is counted exactly once across ranks.
@@ -57,10 +72,24 @@ class Loader {
   // The next batch of this epoch in order, or nullopt at its end. A worker's exception is
   // rethrown here.
   std::optional<Batch> next();
+  int64_t epoch() const { return epoch_; }
   void stop();  // joins the workers; safe to call twice
 
  private:
-  Batch assemble(int64_t b) const;
+  struct HostBatch {
+    tensor::Tensor pixels, labels, ids;  // uint8 [B, H, W, C], int64 [B], int64 [B]
+    int64_t index = -1;
+  };
+  // A batch copied to the GPU: its tensors and the event the copy records.
+  struct Staged {
+    HostBatch host;    // kept until the copy is done
+    HostBatch device;
+    tensor::Event copied;
+  };
+  HostBatch assemble(int64_t b) const;
+  HostBatch take(int64_t b);  // the host batch b, from a worker or assembled here
+  Staged stage(HostBatch&& h);
+  Batch finish(const HostBatch& on_device);
   void worker_loop(int w);
 
   const Dataset& ds_;
@@ -71,8 +100,13 @@ class Loader {
   std::vector<std::thread> threads_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<int64_t, Batch> ready_;
+  std::map<int64_t, HostBatch> ready_;
+  int64_t epoch_ = 0;
+  bool pinned_ = false;
+  tensor::Stream copy_stream_;
+  std::optional<Staged> staged_;  // the next batch, already on its way to the GPU
   std::exception_ptr error_;
+  int64_t error_batch_ = 0;  // the batch whose assembly failed
   bool stopping_ = false;
 };
 

@@ -37,9 +37,16 @@ void Config::validate() const {
   one_of(optimizer, {"sgd", "adam", "adamw"}, "--optimizer");
   one_of(arch, model_names(), "--arch");
   one_of(dataset, io::dataset_names(), "--dataset");
+  require(!(dataset == "hdf5" && data_path.empty()),
+          "--dataset hdf5 needs --data-path FILE.h5 (or TRAIN.h5,TEST.h5)");
+  require(!(dataset != "hdf5" && !data_path.empty()),
+          "--data-path applies to --dataset hdf5 only (use --data-dir)");
+  require(!(dataset == "hdf5" && !data_dir.empty()),
+          "--data-dir does not apply to --dataset hdf5 (use --data-path)");
   one_of(lr_schedule, {"constant", "step", "cosine", "warmup_cosine", "onecycle"}, "--lr-schedule");
   one_of(dist_backend, {"auto", "nccl", "mpi"}, "--dist-backend");
   one_of(lr_scale, {"none", "linear"}, "--lr-scale");
+  one_of(augment, {"auto", "none", "crop-flip"}, "--augment");
   require(bucket_cap_mb > 0, "--bucket-cap-mb must be > 0");
   require(criterion == "cross_entropy" || criterion == "nll",
           "--criterion must be cross_entropy or nll, got '" + criterion + "'");
@@ -86,7 +93,7 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(overfit_batches) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
-  X(lr_scale) X(sync_bn)
+  X(lr_scale) X(sync_bn) X(augment) X(data_path) X(cache)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

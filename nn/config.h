@@ -18,8 +18,11 @@ struct Config {
   // data
   std::string dataset = "fashion-mnist";
   std::string data_dir;  // empty: the dataset's default
+  std::string data_path;  // hdf5: TRAIN.h5 or TRAIN.h5,TEST.h5 (io::hdf5_paths)
+  bool cache = false;     // read the whole dataset into memory: today every format always is
   double val_split = 0.1;
   int workers = 2;
+  std::string augment = "auto";  // auto (crop-flip for cifar10), none, crop-flip
   // loss and optimisation
   std::string criterion = "cross_entropy";
   double label_smoothing = 0.0;

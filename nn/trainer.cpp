@@ -87,7 +87,10 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   cfg_.validate();
   device_ = select_device(cfg_.device, group_);
   t::set_current_device(device_);
-  data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_split, cfg_.seed);
+  data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_split, cfg_.seed,
+                           cfg_.data_path);
+  if (main_)
+    for (const auto& w : data_.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   if (cfg_.overfit_batches > 0) {  // the same first batches for training and validation
     const int64_t n = std::min(data_.train.count, cfg_.overfit_batches * cfg_.batch_size);
     std::vector<int64_t> idx(static_cast<size_t>(n));
@@ -208,6 +211,12 @@ FitResult Trainer::fit() {
   lo.device = device_;
   lo.rank = group_.rank();
   lo.world = group_.world();
+  // Training augmentation: random 4-pixel-padded crops and flips for CIFAR-10 by default
+  // (evaluation only normalizes).
+  const bool crop_flip =
+      cfg_.augment == "crop-flip" || (cfg_.augment == "auto" && cfg_.dataset == "cifar10");
+  lo.augment_pad = crop_flip ? 4 : 0;
+  lo.augment_flip = crop_flip;
   io::Loader probe(data_.train, lo);
   const int64_t all_batches = probe.num_batches();
   lo.limit_batches = dev_run ? std::min(cfg_.fast_dev_run, all_batches)

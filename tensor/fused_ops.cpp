@@ -29,6 +29,30 @@ Tensor dropout_backward(const Tensor& dy, const Tensor& mask, double scale) {
   return dx;
 }
 
+Tensor augment_normalize(const Tensor& pixels, const Tensor& ids, const kernels::AugmentParams& p,
+                         DType dt) {
+  if (pixels.dtype() != DType::kUInt8 || pixels.ndim() != 4 || ids.dtype() != DType::kInt64 ||
+      ids.numel() != pixels.size(0) || pixels.device() != ids.device() ||
+      p.channels > kernels::kMaxAugmentChannels || p.batch != pixels.size(0) ||
+      p.height != pixels.size(1) || p.width != pixels.size(2) || p.channels != pixels.size(3))
+    throw std::invalid_argument("augment_normalize: pixels " + pixels.str() + ", ids " + ids.str());
+  Tensor out = Tensor::empty(pixels.shape(), dt, pixels.device());
+  switch (dt) {
+#define MLAI_AUG_CASE(ENUM, T)                                                              \
+  case DType::ENUM:                                                                         \
+    MLAI_CALL(pixels.device(), augment_normalize<T>, pixels.data<uint8_t>(),               \
+              ids.data<int64_t>(), out.data<T>(), p);                                       \
+    break;
+    MLAI_AUG_CASE(kFloat32, float)
+    MLAI_AUG_CASE(kFloat16, k::Half)
+    MLAI_AUG_CASE(kBFloat16, k::BFloat16)
+#undef MLAI_AUG_CASE
+    default:
+      throw_bad_dtype("augment_normalize", dt);
+  }
+  return out;
+}
+
 void confusion_update_(const Tensor& predicted, const Tensor& target, Tensor& confusion) {
   if (predicted.numel() != target.numel() || confusion.ndim() != 2 ||
       confusion.size(0) != confusion.size(1) || predicted.device() != confusion.device() ||

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/augment.h"
 #include "kernels/optim.h"
 #include "tensor/tensor.h"
 
@@ -13,6 +14,11 @@ namespace mlai::tensor {
 // y = x * keep / (1 - p), keep ~ Bernoulli(1 - p) from gen; returns y and the uint8 keep mask.
 std::pair<Tensor, Tensor> dropout(const Tensor& x, double p, Generator& gen);
 Tensor dropout_backward(const Tensor& dy, const Tensor& mask, double scale);
+
+// uint8 [B, H, W, C] pixels -> `dt` [B, H, W, C], random crop/flip per kernels/augment.h and
+// normalisation; ids (int64 [B]) are the samples' dataset indices (their random decisions).
+Tensor augment_normalize(const Tensor& pixels, const Tensor& ids, const kernels::AugmentParams& p,
+                         DType dt);
 
 // confusion [classes, classes] int64 += counts of (target, predicted) pairs.
 void confusion_update_(const Tensor& predicted, const Tensor& target, Tensor& confusion);

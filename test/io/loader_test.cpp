@@ -111,6 +111,65 @@ TEST(Loader, StoppingEarlyDoesNotHang) {
   SUCCEED();
 }
 
+// A source that fails on one sample, as a corrupt record in a file would.
+struct FailingSource : SampleSource {
+  const Dataset& d;
+  int64_t bad;
+  FailingSource(const Dataset& ds, int64_t b) : d(ds), bad(b) {}
+  int64_t read(int64_t i, uint8_t* px) const override {
+    if (i == bad) throw std::runtime_error("cannot read data/x.h5: corrupt chunk");
+    for (int64_t p = 0; p < d.sample_bytes(); ++p) px[p] = d.images[static_cast<size_t>(i * 6 + p)];
+    return d.labels[static_cast<size_t>(i)];
+  }
+};
+
+TEST(Loader, AWorkerErrorReachesTheTrainerNamingFileAndSample) {
+  const Dataset d = toy(400);
+  for (int workers : {0, 3}) {
+    LoaderOptions o;
+    o.batch_size = 10;
+    o.workers = workers;
+    o.shuffle = false;
+    o.source = std::make_shared<FailingSource>(d, 123);
+    Loader l(d, o);
+    l.start_epoch(0);
+    int64_t got = 0;
+    try {
+      while (l.next()) ++got;
+      FAIL() << "expected the worker's error";
+    } catch (const std::runtime_error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("data/x.h5"), std::string::npos) << m;
+      EXPECT_NE(m.find("sample 123"), std::string::npos) << m;
+    }
+    EXPECT_EQ(got, 12);  // batches 0..11 came through; batch 12 holds sample 123
+  }
+}
+
+TEST(Loader, SourceAndArraysGiveTheSameBatches) {
+  const Dataset d = toy(100);
+  LoaderOptions o;
+  o.batch_size = 7;
+  o.workers = 2;
+  const auto ref = run(d, o, 2);
+  o.source = std::make_shared<FailingSource>(d, -1);
+  EXPECT_EQ(run(d, o, 2), ref);
+}
+
+TEST(Loader, AugmentationIsDeterministicAcrossWorkerCounts) {
+  const Dataset d = toy(200);
+  LoaderOptions o;
+  o.batch_size = 16;
+  o.augment_pad = 1;
+  o.augment_flip = true;
+  const auto ref = run(d, o, 5);
+  o.workers = 3;
+  EXPECT_EQ(run(d, o, 5), ref);
+  o.augment_pad = 0;
+  o.augment_flip = false;
+  EXPECT_NE(run(d, o, 5), ref);  // the augmentation did change the pixels
+}
+
 TEST(Loader, SubsetAndPermutation) {
   const Dataset d = toy(50);
   const auto p = permutation(50, 3);

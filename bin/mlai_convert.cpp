@@ -1,0 +1,163 @@
+// mlai_convert: pack a dataset's original files into mlai's HDF5 format ("mlai-images-1").
+//   mlai_convert --from fashion-mnist --out data/fmnist      # data/fmnist-{train,test}.h5
+//   mlai_train --dataset hdf5 --data-path data/fmnist-train.h5
+// Bad flags exit with code 2 and a one-line error; a missing or corrupt input exits with 1.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "io/dataset.h"
+#include "io/h5dataset.h"
+
+namespace {
+
+namespace io = mlai::io;
+using Clock = std::chrono::steady_clock;
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  int u = 0;
+  while (b >= 1000 && u < 4) b /= 1000, ++u;
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
+  return buf;
+}
+
+// A line redrawn in place on a terminal; a plain line every quarter otherwise (Slurm logs).
+class ProgressLine {
+ public:
+  ProgressLine(std::string label, bool enabled)
+      : label_(std::move(label)), enabled_(enabled), tty_(isatty(fileno(stdout)) != 0) {}
+  ~ProgressLine() {
+    if (open_) std::printf("\n");  // interrupted by an error: keep the line, end it
+  }
+  ProgressLine(const ProgressLine&) = delete;
+  ProgressLine& operator=(const ProgressLine&) = delete;
+
+  void operator()(int64_t done, int64_t total) {
+    if (!enabled_) return;
+    const int pct = static_cast<int>(100 * done / std::max<int64_t>(total, 1));
+    if (tty_) {
+      std::printf("\r%s: %lld/%lld images (%d%%)", label_.c_str(), static_cast<long long>(done),
+                  static_cast<long long>(total), pct);
+      open_ = done < total;
+      if (!open_) std::printf("\r\033[K");  // the summary line replaces it
+    } else if (pct >= next_pct_ && done < total) {
+      std::printf("%s: %lld/%lld images (%d%%)\n", label_.c_str(), static_cast<long long>(done),
+                  static_cast<long long>(total), pct);
+      while (next_pct_ <= pct) next_pct_ += 25;
+    }
+    std::fflush(stdout);
+  }
+
+ private:
+  std::string label_;
+  bool enabled_, tty_, open_ = false;
+  int next_pct_ = 25;
+};
+
+struct Options {
+  std::string from, data_dir, out, split = "all";
+  int compression = 0;
+  bool progress = true;
+};
+
+void check(const Options& o) {
+  auto require = [](bool ok, const std::string& msg) {
+    if (!ok) throw std::invalid_argument(msg);
+  };
+  require(o.from == "fashion-mnist" || o.from == "mnist" || o.from == "cifar10",
+          "--from '" + o.from + "' is unknown (expected fashion-mnist, mnist or cifar10)");
+  require(o.split == "train" || o.split == "test" || o.split == "all",
+          "--split '" + o.split + "' is unknown (expected train, test or all)");
+  require(!o.out.empty() && o.out.back() != '/',
+          "--out must be a file name prefix, got '" + o.out + "'");
+  require(!o.out.ends_with(".h5"),
+          "--out is a prefix (PREFIX-train.h5 and PREFIX-test.h5 are "
+          "written): drop '.h5' from '" +
+              o.out + "'");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"mlai_convert: pack a dataset into one HDF5 file per split (mlai-images-1)"};
+  app.get_formatter()->column_width(30);
+  app.add_option("--from", o.from,
+                 "Source format: fashion-mnist, mnist (IDX files, plain or .gz) "
+                 "or cifar10 (binary batches)")
+      ->required();
+  app.add_option("--data-dir", o.data_dir,
+                 "Directory with the source files (default: /usr/share/datasets/fashion-mnist "
+                 "for fashion-mnist, data/<name> otherwise)");
+  app.add_option("--out", o.out,
+                 "Output prefix: writes PREFIX-train.h5 and PREFIX-test.h5 "
+                 "(directories are created)")
+      ->required();
+  app.add_option("--split", o.split, "Which splits to write: train, test or all")
+      ->capture_default_str();
+  app.add_option("--compression", o.compression,
+                 "gzip level 0-9 (0: none, the fastest to read; 4 is a good trade-off)")
+      ->check(CLI::Range(0, 9))
+      ->capture_default_str();
+  app.add_flag("!--no-progress", o.progress, "No progress line");
+  app.footer(
+      "Each file holds 'images' (uint8 N x H x W x C, chunks of 64 images), 'labels' (int64 N)\n"
+      "and root attributes format, num_classes, class_names, mean, std, source, name.\n"
+      "The whole training set goes in PREFIX-train.h5: mlai_train draws the validation set\n"
+      "from it (--val-split). Existing files are replaced atomically.\n"
+      "Then: mlai_train --dataset hdf5 --data-path PREFIX-train.h5 (finds PREFIX-test.h5)\n");
+  try {
+    app.parse(argc, argv);
+    check(o);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "mlai_convert: error: %s (see --help)\n", e.what());
+    return 2;
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "mlai_convert: error: %s\n", e.what());
+    return 2;
+  }
+  const auto start = Clock::now();
+  int64_t images = 0;
+  double bytes = 0;
+  int files = 0;
+  try {
+    for (const std::string split : {"train", "test"}) {
+      if (o.split != "all" && o.split != split) continue;
+      const auto t0 = Clock::now();
+      const std::string path = o.out + "-" + split + ".h5";
+      const std::string dir = o.data_dir.empty() ? io::default_data_dir(o.from) : o.data_dir;
+      const io::Dataset d = io::load_split(o.from, dir, split);
+      ProgressLine progress("writing " + path, o.progress);
+      io::write_h5_dataset(d, path, o.from + " " + split + " (" + dir + ")", o.compression,
+                           std::ref(progress));
+      const auto size = static_cast<double>(std::filesystem::file_size(path));
+      std::printf("wrote %s: %lld images, %lldx%lldx%lld uint8, %d classes, %s, %.1f s\n",
+                  path.c_str(), static_cast<long long>(d.count), static_cast<long long>(d.height),
+                  static_cast<long long>(d.width), static_cast<long long>(d.channels),
+                  d.num_classes, human_bytes(size).c_str(),
+                  std::chrono::duration<double>(Clock::now() - t0).count());
+      images += d.count;
+      bytes += size;
+      ++files;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mlai_convert: error: %s\n", e.what());
+    return 1;
+  }
+  if (files > 1) {
+    std::printf("done: %d files, %lld images, %s on disk, %.1f s\n", files,
+                static_cast<long long>(images), human_bytes(bytes).c_str(),
+                std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  return 0;
+}

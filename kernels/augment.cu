@@ -1,0 +1,47 @@
+// CUDA batch augmentation: one thread per output element (grid-stride), reading the uint8
+// source pixel its crop/flip maps to; the same per-sample decisions as the CPU twin.
+#include "kernels/augment.h"
+#include "kernels/cuda_types.cuh"
+
+namespace mlai::kernels::cuda {
+
+namespace {
+template <class T>
+__global__ void augment_kernel(const uint8_t* in, const int64_t* ids, T* out, AugmentParams p) {
+  const int64_t H = p.height, W = p.width, C = p.channels;
+  const int64_t total = p.batch * H * W * C;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t c = i % C;
+    const int64_t x = (i / C) % W;
+    const int64_t y = (i / (C * W)) % H;
+    const int64_t b = i / (C * W * H);
+    const AugmentChoice a = augment_choice(p, ids[b]);
+    const int64_t sy = y + a.dy;
+    const int64_t sx = (a.flip ? W - 1 - x : x) + a.dx;
+    const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
+    const float v = inside ? static_cast<float>(in[((b * H + sy) * W + sx) * C + c]) : 0.0f;
+    // Separate multiply and add as on the CPU: no fused multiply-add, the same bits.
+    out[i] = dev::from_acc<T>(__fmul_rn(__fadd_rn(__fmul_rn(v, 1.0f / 255.0f), -p.mean[c]),
+                                        p.inv_std[c]));
+  }
+}
+}  // namespace
+
+template <class T>
+void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const AugmentParams& p,
+                       StreamHandle stream) {
+  const int64_t total = p.batch * p.height * p.width * p.channels;
+  if (total == 0) return;
+  augment_kernel<T><<<dev::grid_size(total), dev::kBlock, 0, stream>>>(in, ids, out, p);
+  MLAI_LAUNCH_CHECK();
+}
+
+template void augment_normalize<float>(const uint8_t*, const int64_t*, float*, const AugmentParams&,
+                                       StreamHandle);
+template void augment_normalize<Half>(const uint8_t*, const int64_t*, Half*, const AugmentParams&,
+                                      StreamHandle);
+template void augment_normalize<BFloat16>(const uint8_t*, const int64_t*, BFloat16*,
+                                          const AugmentParams&, StreamHandle);
+
+}  // namespace mlai::kernels::cuda

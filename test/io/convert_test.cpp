@@ -1,0 +1,144 @@
+// End to end through the programs: mlai_convert packs a synthetic MNIST-format directory into
+// HDF5 (the same bytes as the IDX reader gives), mlai_train trains from the packed files, and
+// bad flags or missing data are one-line errors with exit codes 2 and 1.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#include "../nn/synthetic_data.h"
+#include "dataset_test_util.h"
+#include "io/h5dataset.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out;
+};
+
+Result run(const std::string& program, const std::string& args) {
+  const std::string cmd = std::string(MLAI_BINARY_DIR) + "/bin/" + program + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (p && fgets(buf, sizeof(buf), p)) out += buf;
+  const int status = p ? pclose(p) : -1;
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+class ConvertTest : public mlai::testing::TempDirTest {};
+
+TEST_F(ConvertTest, MnistRoundTripThenTrainFromHdf5) {
+  const std::string src = mlai::testing::make_synthetic_mnist(path("mnist"), 640, 200);
+  const std::string out = path("packed/mn");
+  Result r =
+      run("mlai_convert", "--from mnist --data-dir " + src + " --out " + out + " --compression 3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("wrote " + out + "-train.h5: 640 images, 28x28x1 uint8, 10 classes"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("wrote " + out + "-test.h5: 200 images"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("done: 2 files, 840 images"), std::string::npos) << r.out;
+  for (const std::string split : {"train", "test"}) {
+    const auto packed = mlai::io::read_h5_dataset(out + "-" + split + ".h5");
+    const auto orig = mlai::io::load_split("mnist", src, split);
+    EXPECT_EQ(packed.name, "mnist");
+    EXPECT_EQ(packed.count, orig.count);
+    EXPECT_TRUE(packed.images == orig.images) << split;
+    EXPECT_EQ(packed.labels, orig.labels) << split;
+    EXPECT_EQ(packed.class_names, orig.class_names);
+    EXPECT_EQ(packed.mean, orig.mean);
+    EXPECT_EQ(packed.std, orig.std);
+    EXPECT_EQ(mlai::io::H5ImageReader(out + "-" + split + ".h5").source(),
+              "mnist " + split + " (" + src + ")");
+  }
+  r = run("mlai_train",
+          "--dataset hdf5 --data-path " + out +
+              "-train.h5 --epochs 1 "
+              "--limit-train-batches 3 --device cpu --no-progress --cache --log-dir " +
+              path("logs"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("3 training batches"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(200 images)"), std::string::npos) << r.out;  // the sibling test file
+  const fs::path hparams = path("logs/default/version_0/hparams.json");
+  ASSERT_TRUE(fs::exists(hparams));
+  std::ifstream f(hparams);
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("\"data_path\": \"" + out + "-train.h5\""), std::string::npos);
+  EXPECT_NE(text.find("\"cache\": true"), std::string::npos);
+}
+
+TEST_F(ConvertTest, OneSplitAndPlainProgressLines) {
+  const std::string src = mlai::testing::make_synthetic_mnist(path("mnist"), 64, 9000);
+  const Result r =
+      run("mlai_convert", "--from mnist --data-dir " + src + " --split test --out " + path("t"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_FALSE(fs::exists(path("t-train.h5")));
+  EXPECT_EQ(mlai::io::read_h5_dataset(path("t-test.h5")).count, 9000);
+  // Not a terminal: plain progress lines (4096 and 8192 of 9000), no carriage returns.
+  EXPECT_NE(r.out.find("writing " + path("t-test.h5") + ": 4096/9000 images (45%)\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find('\r'), std::string::npos) << r.out;
+  const Result quiet = run("mlai_convert", "--from mnist --data-dir " + src +
+                                               " --split test --no-progress --out " + path("q"));
+  EXPECT_EQ(quiet.out.find("writing"), std::string::npos) << quiet.out;
+}
+
+TEST_F(ConvertTest, BadFlagsExitWithCode2AndOneLine) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"--from imagenet --out x", "imagenet"},
+      {"--from mnist --out x --compression 12", "--compression"},
+      {"--from mnist", "--out"},
+      {"--out x", "--from"},
+      {"--from mnist --out x.h5", "drop '.h5'"},
+      {"--from mnist --out x --split val", "--split"},
+      {"--from mnist --out x --bogus", "bogus"},
+  };
+  for (const auto& [args, needle] : cases) {
+    const Result r = run("mlai_convert", args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
+    EXPECT_EQ(lines(r.out), 1) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find(needle), std::string::npos) << args << "\n" << r.out;
+  }
+  const Result missing =
+      run("mlai_convert", "--from cifar10 --data-dir " + path("none") + " --out " + path("c"));
+  EXPECT_EQ(missing.code, 1) << missing.out;
+  EXPECT_EQ(lines(missing.out), 1) << missing.out;
+  EXPECT_NE(missing.out.find(path("none") + "/data_batch_1.bin"), std::string::npos) << missing.out;
+  const Result help = run("mlai_convert", "--help");
+  EXPECT_EQ(help.code, 0);
+  for (const char* f : {"--from", "--data-dir", "--out", "--split", "--compression"})
+    EXPECT_NE(help.out.find(f), std::string::npos) << f;
+}
+
+TEST_F(ConvertTest, TrainFlagsForHdf5) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"--dataset hdf5 --fast-dev-run", "--data-path"},
+      {"--dataset mnist --data-path x.h5 --fast-dev-run", "--data-path"},
+      {"--dataset hdf5 --data-path x.h5 --data-dir d --fast-dev-run", "--data-dir"},
+  };
+  for (const auto& [args, needle] : cases) {
+    const Result r = run("mlai_train", args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
+    EXPECT_EQ(lines(r.out), 1) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find(needle), std::string::npos) << args << "\n" << r.out;
+  }
+  const Result r = run(
+      "mlai_train", "--dataset hdf5 --data-path " + path("no.h5") + " --fast-dev-run --device cpu");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find(path("no.h5") + ": no such file"), std::string::npos) << r.out;
+  const Result help = run("mlai_train", "--help");
+  EXPECT_NE(help.out.find("--data-path"), std::string::npos);
+  EXPECT_NE(help.out.find("--cache"), std::string::npos);
+}
+
+}  // namespace

@@ -1,0 +1,111 @@
+// Batch augmentation: the crop/flip geometry on a known image, normalisation, per-sample
+// determinism, the spread of the random choices, and the CUDA kernel against its CPU twin.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "tensor/fused_ops.h"
+#include "tensor/ops.h"
+
+namespace mlai::tensor {
+namespace {
+
+kernels::AugmentParams params(int64_t b, int64_t h, int64_t w, int64_t c, int pad, bool flip) {
+  kernels::AugmentParams p;
+  p.batch = b;
+  p.height = h;
+  p.width = w;
+  p.channels = c;
+  p.pad = pad;
+  p.flip = flip;
+  p.seed = 17;
+  p.epoch = 3;
+  for (int64_t k = 0; k < c; ++k) {
+    p.mean[k] = 0.25f * static_cast<float>(k);
+    p.inv_std[k] = 2.0f;
+  }
+  return p;
+}
+
+Tensor pixels(int64_t b, int64_t h, int64_t w, int64_t c) {
+  std::vector<uint8_t> v(static_cast<size_t>(b * h * w * c));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<uint8_t>((i * 37 + 11) % 251);
+  return Tensor::from_vector(v, {b, h, w, c});
+}
+
+TEST(Augment, NoAugmentationIsPlainNormalisation) {
+  const Tensor px = pixels(3, 4, 5, 2);
+  const Tensor ids = Tensor::from_vector(std::vector<int64_t>{0, 1, 2}, {3});
+  const auto p = params(3, 4, 5, 2, 0, false);
+  const auto out = augment_normalize(px, ids, p, DType::kFloat32).to_vector<float>();
+  const auto in = px.to_vector<uint8_t>();
+  for (size_t i = 0; i < in.size(); ++i)
+    ASSERT_NEAR(out[i], (in[i] / 255.0f - p.mean[i % 2]) * 2.0f, 1e-6);
+}
+
+TEST(Augment, CropAndFlipMoveThePixelsAsDecided) {
+  const int64_t H = 6, W = 7, C = 3, B = 16;
+  const Tensor px = pixels(B, H, W, C);
+  std::vector<int64_t> idv(B);
+  for (int64_t i = 0; i < B; ++i) idv[static_cast<size_t>(i)] = 1000 + i * 13;
+  const Tensor ids = Tensor::from_vector(idv, {B});
+  const auto p = params(B, H, W, C, 2, true);
+  const auto out = augment_normalize(px, ids, p, DType::kFloat32).to_vector<float>();
+  const auto in = px.to_vector<uint8_t>();
+  std::set<std::tuple<int, int, bool>> seen;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto a = kernels::augment_choice(p, idv[static_cast<size_t>(b)]);
+    seen.insert({a.dy, a.dx, a.flip});
+    ASSERT_LE(std::abs(a.dy), 2);
+    ASSERT_LE(std::abs(a.dx), 2);
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x)
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t sy = y + a.dy, sx = (a.flip ? W - 1 - x : x) + a.dx;
+          const float v = (sy >= 0 && sy < H && sx >= 0 && sx < W)
+                              ? in[static_cast<size_t>(((b * H + sy) * W + sx) * C + c)] : 0.0f;
+          ASSERT_FLOAT_EQ(out[static_cast<size_t>(((b * H + y) * W + x) * C + c)],
+                          (v * (1.0f / 255.0f) - p.mean[c]) * 2.0f);
+        }
+  }
+  EXPECT_GT(seen.size(), 8u);  // the choices vary between samples
+}
+
+TEST(Augment, DecisionsDependOnSeedEpochAndSampleOnly) {
+  auto p = params(1, 32, 32, 3, 4, true);
+  const auto a = kernels::augment_choice(p, 12345);
+  const auto b = kernels::augment_choice(p, 12345);
+  EXPECT_EQ(std::tie(a.dy, a.dx, a.flip), std::tie(b.dy, b.dx, b.flip));
+  int differ = 0, flips = 0;
+  for (int64_t i = 0; i < 1000; ++i) {
+    const auto x = kernels::augment_choice(p, i);
+    p.epoch = 4;
+    const auto y = kernels::augment_choice(p, i);
+    p.epoch = 3;
+    differ += x.dy != y.dy || x.dx != y.dx || x.flip != y.flip;
+    flips += x.flip;
+  }
+  EXPECT_GT(differ, 900);  // another epoch, other decisions
+  EXPECT_NEAR(flips, 500, 60);
+}
+
+TEST(Augment, CudaMatchesCpuExactly) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+  const Device gpu = Device::cuda(0);
+  for (int64_t c : {1, 3}) {
+    const int64_t B = 37, H = 28, W = 28;
+    const Tensor px = pixels(B, H, W, c);
+    std::vector<int64_t> idv(B);
+    for (int64_t i = 0; i < B; ++i) idv[static_cast<size_t>(i)] = i * 7919;
+    const Tensor ids = Tensor::from_vector(idv, {B});
+    const auto p = params(B, H, W, c, 4, true);
+    for (DType dt : {DType::kFloat32, DType::kFloat16}) {
+      const Tensor cpu = augment_normalize(px, ids, p, dt);
+      const Tensor gpu_out = augment_normalize(px.to(gpu), ids.to(gpu), p, dt);
+      EXPECT_EQ(max_rel_error(gpu_out, cpu), 0.0) << dtype_name(dt) << " channels " << c;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mlai::tensor
