@@ -34,8 +34,8 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
                  "--dataset hdf5: a packed file from mlai_convert, TRAIN.h5 or TRAIN.h5,TEST.h5 "
                  "(alone, the test set is the same name with 'train' -> 'test', if it exists)");
   app.add_flag("--cache", c.cache,
-               "Read the whole dataset into memory once per process (what every format does "
-               "today; accepted so scripts can ask for it)");
+               "--dataset hdf5: read the whole file into memory once per process instead of "
+               "streaming samples from it (IDX and CIFAR files are always read whole)");
   app.add_option("--val-split", c.val_split, "Fraction of the training set held out for validation (seeded)")->capture_default_str();
   app.add_option("--augment", c.augment,
                  "Training augmentation: auto (random 4-pixel-padded crop + flip for cifar10, "

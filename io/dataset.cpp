@@ -35,13 +35,21 @@ Dataset subset(const Dataset& d, const std::vector<int64_t>& indices) {
   Dataset s = d;
   const int64_t b = d.sample_bytes();
   s.count = static_cast<int64_t>(indices.size());
-  s.images.resize(static_cast<size_t>(s.count * b));
   s.labels.resize(indices.size());
+  if (d.source) {
+    s.rows.resize(indices.size());  // streaming: remap rows, no pixels to copy
+  } else {
+    s.images.resize(static_cast<size_t>(s.count * b));
+  }
   for (size_t k = 0; k < indices.size(); ++k) {
     const int64_t i = indices[k];
     if (i < 0 || i >= d.count) throw std::out_of_range("subset: index out of range");
-    std::memcpy(&s.images[k * static_cast<size_t>(b)], &d.images[static_cast<size_t>(i * b)],
-                static_cast<size_t>(b));
+    if (d.source) {
+      s.rows[k] = d.source_row(i);
+    } else {
+      std::memcpy(&s.images[k * static_cast<size_t>(b)], &d.images[static_cast<size_t>(i * b)],
+                  static_cast<size_t>(b));
+    }
     s.labels[k] = d.labels[static_cast<size_t>(i)];
   }
   return s;
@@ -82,9 +90,26 @@ Dataset empty_like(const Dataset& d) {
 }
 
 // The hdf5 train and test sets; a test file must match the training file's images and classes.
-void load_hdf5(const std::string& data_path, DataSplits& out) {
+// Without cache the file stays open and samples are read as the loader needs them.
+Dataset open_h5(const std::string& path, bool cache) {
+  if (cache) return read_h5_dataset(path);
+  struct Source : SampleSource {
+    std::shared_ptr<H5ImageReader> reader;
+    int64_t read(int64_t i, uint8_t* px) const override {
+      reader->read(i, px);
+      return reader->label(i);
+    }
+  };
+  auto src = std::make_shared<Source>();
+  src->reader = std::make_shared<H5ImageReader>(path);
+  Dataset d = src->reader->info();
+  d.source = src;
+  return d;
+}
+
+void load_hdf5(const std::string& data_path, bool cache, DataSplits& out) {
   const Hdf5Paths p = hdf5_paths(data_path);
-  out.train = read_h5_dataset(p.train);
+  out.train = open_h5(p.train, cache);
   if (p.test.empty() || (!p.test_required && !std::filesystem::exists(p.test))) {
     out.test = empty_like(out.train);
     out.warnings.push_back("no test set: " +
@@ -93,7 +118,7 @@ void load_hdf5(const std::string& data_path, DataSplits& out) {
                            " (pass --data-path TRAIN.h5,TEST.h5 to name one)");
     return;
   }
-  out.test = read_h5_dataset(p.test);
+  out.test = open_h5(p.test, cache);
   const Dataset &a = out.train, &b = out.test;
   auto describe = [](const Dataset& d) {
     return std::to_string(d.height) + "x" + std::to_string(d.width) + "x" +
@@ -144,12 +169,12 @@ Dataset load_split(const std::string& name, const std::string& dir_in, const std
 }
 
 DataSplits load_dataset(const std::string& name, const std::string& dir, double val_split,
-                        uint64_t seed, const std::string& data_path) {
+                        uint64_t seed, const std::string& data_path, bool cache) {
   if (val_split < 0 || val_split >= 1)
     throw std::invalid_argument("--val-split must be in [0, 1), got " + std::to_string(val_split));
   DataSplits out;
   if (name == "hdf5") {
-    load_hdf5(data_path, out);
+    load_hdf5(data_path, cache, out);
   } else if (name == "fashion-mnist" || name == "mnist" || name == "cifar10") {
     out.train = load_split(name, dir, "train");
     out.test = load_split(name, dir, "test");

@@ -5,10 +5,19 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace mlai::io {
+
+// Where sample pixels come from when they are not held in memory (a reader of a file): it
+// writes sample i's pixels and returns its label; its errors name the file.
+class SampleSource {
+ public:
+  virtual ~SampleSource() = default;
+  virtual int64_t read(int64_t i, uint8_t* pixels) const = 0;
+};
 
 struct Dataset {
   std::string name;
@@ -18,6 +27,11 @@ struct Dataset {
   std::vector<int64_t> labels;
   std::vector<std::string> class_names;
   std::vector<float> mean, std;  // per channel, on the [0, 1] scale
+  // Streaming: pixels are read on demand from `source` (images stays empty); sample i is the
+  // source's sample rows[i] (all of them in order when rows is empty). Labels are in memory.
+  std::shared_ptr<const SampleSource> source;
+  std::vector<int64_t> rows;
+  int64_t source_row(int64_t i) const { return rows.empty() ? i : rows[static_cast<size_t>(i)]; }
   int64_t sample_bytes() const { return height * width * channels; }
 };
 
@@ -30,9 +44,10 @@ std::vector<std::string> dataset_names();  // the names load_dataset accepts
 std::string default_data_dir(const std::string& name);
 // Loads `name` from `dir` (default_data_dir when empty), or for "hdf5" from `data_path` (see
 // hdf5_paths). val_split in [0, 1): that fraction of the training set, drawn with `seed`,
-// becomes the validation set. Every format is read whole into memory.
+// becomes the validation set. IDX and CIFAR files are read whole into memory; an hdf5 file
+// is too with `cache`, and otherwise streamed (samples read on demand by the loader's workers).
 DataSplits load_dataset(const std::string& name, const std::string& dir, double val_split,
-                        uint64_t seed, const std::string& data_path = "");
+                        uint64_t seed, const std::string& data_path = "", bool cache = true);
 
 // One whole split ("train" or "test") of a dataset in its original files (fashion-mnist, mnist,
 // cifar10), from `dir` (default_data_dir when empty): what mlai_convert packs.

@@ -92,9 +92,9 @@ Loader::HostBatch Loader::assemble(int64_t b) const {
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = indices_[static_cast<size_t>(start + r)];
     ids[r] = i;
-    if (opt_.source) {
+    if (ds_.source) {  // streaming from a file
       try {
-        lab[r] = opt_.source->read(i, px + r * sb);
+        lab[r] = ds_.source->read(ds_.source_row(i), px + r * sb);
       } catch (const std::exception& e) {
         throw std::runtime_error(std::string(e.what()) + " (sample " + std::to_string(i) +
                                  " of " + ds_.name + ", batch " + std::to_string(b) + ")");

@@ -27,14 +27,6 @@ struct Batch {
   int64_t index = 0;      // batch number within the epoch
 };
 
-// Where sample pixels come from: the in-memory Dataset by default; a reader of a file can
-// stand in (errors it throws reach the trainer naming the sample).
-class SampleSource {
- public:
-  virtual ~SampleSource() = default;
-  // Writes sample i's sample_bytes() pixels and returns its label.
-  virtual int64_t read(int64_t i, uint8_t* pixels) const = 0;
-};
 
 struct LoaderOptions {
   int64_t batch_size = 64;
@@ -46,7 +38,6 @@ struct LoaderOptions {
   int64_t limit_batches = -1;  // < 0: all
   int augment_pad = 0;         // random crop from a zero-padded image (0: none)
   bool augment_flip = false;   // random horizontal flip
-  std::shared_ptr<const SampleSource> source;  // null: the Dataset's own arrays
   int rank = 0, world = 1;
   // Training pads the shard order so all ranks take the same number of steps; evaluation
   // does not, so every sample is counted exactly once across ranks.

@@ -19,7 +19,7 @@ struct Config {
   std::string dataset = "fashion-mnist";
   std::string data_dir;  // empty: the dataset's default
   std::string data_path;  // hdf5: TRAIN.h5 or TRAIN.h5,TEST.h5 (io::hdf5_paths)
-  bool cache = false;     // read the whole dataset into memory: today every format always is
+  bool cache = false;     // hdf5: read the whole file into memory (otherwise stream samples)
   double val_split = 0.1;
   int workers = 2;
   std::string augment = "auto";  // auto (crop-flip for cifar10), none, crop-flip

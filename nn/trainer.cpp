@@ -88,7 +88,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   device_ = select_device(cfg_.device, group_);
   t::set_current_device(device_);
   data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_split, cfg_.seed,
-                           cfg_.data_path);
+                           cfg_.data_path, cfg_.cache);
   if (main_)
     for (const auto& w : data_.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   if (cfg_.overfit_batches > 0) {  // the same first batches for training and validation

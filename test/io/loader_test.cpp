@@ -130,8 +130,9 @@ TEST(Loader, AWorkerErrorReachesTheTrainerNamingFileAndSample) {
     o.batch_size = 10;
     o.workers = workers;
     o.shuffle = false;
-    o.source = std::make_shared<FailingSource>(d, 123);
-    Loader l(d, o);
+    Dataset streamed = d;
+    streamed.source = std::make_shared<FailingSource>(d, 123);
+    Loader l(streamed, o);
     l.start_epoch(0);
     int64_t got = 0;
     try {
@@ -152,8 +153,12 @@ TEST(Loader, SourceAndArraysGiveTheSameBatches) {
   o.batch_size = 7;
   o.workers = 2;
   const auto ref = run(d, o, 2);
-  o.source = std::make_shared<FailingSource>(d, -1);
-  EXPECT_EQ(run(d, o, 2), ref);
+  Dataset streamed = d;
+  streamed.source = std::make_shared<FailingSource>(d, -1);
+  EXPECT_EQ(run(streamed, o, 2), ref);
+  // A subset of a streamed set reads the remapped rows.
+  const std::vector<int64_t> pick{5, 99, 0, 42};
+  EXPECT_EQ(run(subset(streamed, pick), o, 0), run(subset(d, pick), o, 0));
 }
 
 TEST(Loader, AugmentationIsDeterministicAcrossWorkerCounts) {
