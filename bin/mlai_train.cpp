@@ -40,6 +40,8 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
   app.add_option("--augment", c.augment,
                  "Training augmentation: auto (random 4-pixel-padded crop + flip for cifar10, "
                  "none otherwise), none or crop-flip")->capture_default_str();
+  app.add_option("--prefetch", c.prefetch,
+                 "Batches the workers prepare ahead of training (pinned host slots on GPUs)")->capture_default_str();
   app.add_option("--workers", c.workers, "Data-loader threads (0: load in the training thread)")->capture_default_str();
   app.add_option("--criterion", c.criterion,
                  "Loss: cross_entropy, or nll (log_softmax + NLL loss, the same value)")->capture_default_str();

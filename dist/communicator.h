@@ -31,6 +31,8 @@ class Communicator {
   virtual std::unique_ptr<Work> allreduce_sum_async(Tensor& t) = 0;
   void allreduce_sum(Tensor& t) { allreduce_sum_async(t)->wait(); }
   virtual void broadcast(Tensor& t, int root) = 0;
+  // Every rank's `t` (same shape everywhere), stacked along a new first dimension [world, ...].
+  virtual Tensor allgather(const Tensor& t) = 0;
   virtual void barrier() = 0;
   // Lets outstanding non-blocking operations advance (MPI progresses them only inside calls).
   virtual void progress() {}

@@ -74,6 +74,22 @@ class MpiCommunicator : public Communicator {
           "MPI_Bcast");
   }
 
+  Tensor allgather(const Tensor& t) override {
+    require_cpu(t);
+    tensor::Shape shape = t.shape();
+    shape.insert(shape.begin(), world());
+    Tensor out = Tensor::empty(shape, t.dtype(), t.device());
+    if (world() == 1) {
+      out.reshape(t.shape()).copy_from(t);
+      return out;
+    }
+    check(MPI_Allgather(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()),
+                        out.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()),
+                        MPI_COMM_WORLD),
+          "MPI_Allgather");
+    return out;
+  }
+
   void barrier() override {
     if (world() > 1) check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
   }

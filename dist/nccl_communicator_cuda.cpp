@@ -88,6 +88,16 @@ class NcclCommunicator : public Communicator {
                                   nccl_type(t.dtype()), root, comm_, s));
   }
 
+  Tensor allgather(const Tensor& t) override {
+    tensor::Shape shape = t.shape();
+    shape.insert(shape.begin(), world());
+    Tensor out = Tensor::empty(shape, t.dtype(), t.device());
+    cudaStream_t s = tensor::current_stream(device_).handle();
+    MLAI_NCCL_CHECK(ncclAllGather(t.data_ptr(), out.data_ptr(), static_cast<size_t>(t.numel()),
+                                  nccl_type(t.dtype()), comm_, s));
+    return out;
+  }
+
   void barrier() override {
     if (group_.mpi()) MPI_Barrier(MPI_COMM_WORLD);
   }

@@ -22,6 +22,7 @@ void Config::validate() const {
   require(batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(batch_size));
   require(lr > 0 && std::isfinite(lr), "--lr must be a positive number");
   require(workers >= 0 && workers <= 256, "--workers must be in [0, 256]");
+  require(prefetch >= 1 && prefetch <= 1024, "--prefetch must be in [1, 1024]");
   require(val_split >= 0 && val_split < 1, "--val-split must be in [0, 1)");
   require(label_smoothing >= 0 && label_smoothing <= 1, "--label-smoothing must be in [0, 1]");
   require(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1)");
@@ -93,7 +94,7 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(overfit_batches) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
-  X(lr_scale) X(sync_bn) X(augment) X(data_path) X(cache)
+  X(lr_scale) X(sync_bn) X(augment) X(prefetch) X(data_path) X(cache)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

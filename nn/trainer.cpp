@@ -208,6 +208,7 @@ FitResult Trainer::fit() {
   lo.shuffle = cfg_.overfit_batches == 0;
   lo.seed = cfg_.seed;
   lo.workers = cfg_.workers;
+  lo.prefetch = cfg_.prefetch;
   lo.device = device_;
   lo.rank = group_.rank();
   lo.world = group_.world();

@@ -96,6 +96,19 @@ TEST_F(Ddp, ShardsAreDisjointAndCoverTheEpoch) {
   for (int64_t i = 0; i < n; ++i) EXPECT_EQ(all[static_cast<size_t>(i)], i);
 }
 
+TEST_F(Ddp, AllgatherStacksEveryRanksTensor) {
+  auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
+  const double r = group().rank();
+  const Tensor mine = Tensor::from_vector(std::vector<double>{r, 10 + r, 20 + r}, {3});
+  const Tensor all = comm->allgather(mine);
+  EXPECT_EQ(all.shape(), (tensor::Shape{2, 3}));
+  EXPECT_EQ(all.to_vector<double>(), (std::vector<double>{0, 10, 20, 1, 11, 21}));
+  Tensor b = Tensor::full({4}, r + 5, tensor::DType::kInt64);
+  comm->broadcast(b, 1);  // rank 1's values everywhere
+  EXPECT_EQ(b.to_vector<int64_t>(), (std::vector<int64_t>{6, 6, 6, 6}));
+  comm->barrier();
+}
+
 TEST_F(Ddp, ConfusionCountsAllreduceToTheSingleProcessMatrix) {
   // Each rank counts its half of a fixed prediction set; the sum is the whole matrix.
   const std::vector<int64_t> pred{0, 1, 2, 2, 1, 0, 2, 2, 1, 1}, target{0, 1, 2, 1, 1, 0, 0, 2, 2, 1};
