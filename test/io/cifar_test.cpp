@@ -11,10 +11,14 @@
 #include <stdexcept>
 #include <string>
 
+#include "dataset_test_util.h"
+
 namespace fs = std::filesystem;
 using mlai::io::Dataset;
 
 namespace {
+
+using mlai::testing::error_of;
 
 // Pixel (row-major position p in the 32x32 plane, channel c) of the record with global index r.
 uint8_t pixel(int64_t r, int64_t p, int64_t c) {
@@ -57,17 +61,6 @@ class CifarTest : public ::testing::Test {
     write_batch(dir / "test_batch.bin", 100, {9, 3});
   }
 
-  template <typename Fn>
-  std::string error_of(Fn fn) {
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
-      return e.what();
-    }
-    ADD_FAILURE() << "expected an exception";
-    return "";
-  }
 
   fs::path dir_;
 };
