@@ -35,6 +35,19 @@ Variable cross_entropy(const Variable& logits, const Tensor& labels, double labe
 // dropout.cpp: zeroes each element with probability p, scales the rest by 1/(1-p).
 Variable dropout(const Variable& x, double p, tensor::Generator& gen);
 
+// conv.cpp: NHWC activations, OHWI filters ([c_out, kh, kw, c_in]); bias may be undefined.
+Variable conv2d(const Variable& x, const Variable& w, const Variable& bias, int64_t stride,
+                int64_t pad);
+Variable maxpool2d(const Variable& x, int64_t kernel, int64_t stride, int64_t pad);
+// [n, h, w, c] -> [n, c]: AdaptiveAvgPool2d(1) followed by flatten.
+Variable global_avgpool(const Variable& x);
+
+// batchnorm.cpp: per-channel (last dimension) normalisation. Training uses batch statistics
+// and updates the running ones in place; evaluation uses the running statistics.
+Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& beta,
+                   Tensor& running_mean, Tensor& running_var, bool training, double momentum,
+                   double eps);
+
 // shape.cpp: views sharing storage with their input.
 Variable reshape(const Variable& x, const Shape& shape);
 Variable flatten(const Variable& x, int start_dim = 1);

@@ -1,0 +1,84 @@
+// Batch normalisation forward and backward. Training saves only mean and inv_std (plus x and
+// gamma, which exist anyway); evaluation is an affine map per channel.
+#include <cmath>
+
+#include "autograd/ops.h"
+#include "tensor/nn_ops.h"
+#include "tensor/ops.h"
+
+namespace mlai::autograd {
+
+namespace t = mlai::tensor;
+
+namespace {
+struct BatchNormTrainNode : Node {
+  Tensor x, gamma, mean, inv_std;
+  std::vector<Tensor> backward(const Tensor& g) override {
+    auto [dx, dgamma, dbeta] = t::batchnorm_backward(x, g, gamma, mean, inv_std);
+    return {inputs[0] ? dx : Tensor(), inputs[1] ? dgamma : Tensor(), inputs[2] ? dbeta : Tensor()};
+  }
+  const char* name() const override { return "BatchNormBackward"; }
+};
+
+// Evaluation: y = x * s + b per channel with s = gamma / sqrt(running_var + eps), so
+// dx = dy * s, dgamma = sum(dy * xhat), dbeta = sum(dy).
+struct BatchNormEvalNode : Node {
+  Tensor x, scale, xhat;  // scale and xhat broadcast to x's shape
+  std::vector<Tensor> backward(const Tensor& g) override {
+    const int64_t c = x.size(-1);
+    const Tensor g2 = g.reshape({-1, c});
+    Tensor dx = inputs[0] ? t::mul(g, scale) : Tensor();
+    Tensor dgamma = inputs[1] ? t::sum_dim(t::mul(g, xhat).reshape({-1, c}), 0) : Tensor();
+    Tensor dbeta = inputs[2] ? t::sum_dim(g2, 0) : Tensor();
+    return {dx, dgamma, dbeta};
+  }
+  const char* name() const override { return "BatchNormEvalBackward"; }
+};
+}  // namespace
+
+Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& beta,
+                   Tensor& running_mean, Tensor& running_var, bool training, double momentum,
+                   double eps) {
+  if (training) {
+    auto [y, mean, inv_std] =
+        t::batchnorm_train(x.data(), gamma.data(), beta.data(), running_mean, running_var,
+                           momentum, eps);
+    std::shared_ptr<BatchNormTrainNode> node;
+    if (needs_grad({&x, &gamma, &beta})) {
+      node = std::make_shared<BatchNormTrainNode>();
+      node->x = x.data();
+      node->gamma = gamma.data();
+      node->mean = mean;
+      node->inv_std = inv_std;
+    }
+    return make_result(y, node, {&x, &gamma, &beta});
+  }
+  Tensor y = t::batchnorm_eval(x.data(), gamma.data(), beta.data(), running_mean, running_var, eps);
+  std::shared_ptr<BatchNormEvalNode> node;
+  if (needs_grad({&x, &gamma, &beta})) {
+    // Per-channel scale and the normalised input, broadcast over rows (CPU: host vectors).
+    const int64_t c = x.size(-1), rows = x.numel() / c;
+    const auto g = gamma.data().to_double_vector(), rv = running_var.to_double_vector(),
+               rm = running_mean.to_double_vector();
+    std::vector<double> s(static_cast<size_t>(c)), shift(static_cast<size_t>(c));
+    for (size_t k = 0; k < s.size(); ++k) {
+      const double inv = 1.0 / std::sqrt(rv[k] + eps);
+      s[k] = g[k] * inv;
+      shift[k] = -rm[k] * inv;
+    }
+    auto per_channel = [&](const std::vector<double>& v) {
+      return t::broadcast_dim(t::cast(Tensor::from_vector(v, {1, c}), x.dtype()).to(x.device()),
+                              {rows, c}, 0)
+          .reshape(x.shape());
+    };
+    node = std::make_shared<BatchNormEvalNode>();
+    node->x = x.data();
+    node->scale = per_channel(s);
+    std::vector<double> inv(static_cast<size_t>(c));
+    for (size_t k = 0; k < inv.size(); ++k) inv[k] = 1.0 / std::sqrt(rv[k] + eps);
+    node->xhat = t::add(t::mul(x.data(), per_channel(inv)), per_channel(shift));
+  }
+  return make_result(y, node, {&x, &gamma, &beta});
+}
+
+}  // namespace mlai::autograd

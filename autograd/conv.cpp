@@ -1,0 +1,77 @@
+// Convolution and pooling with their backwards (NHWC).
+#include "autograd/ops.h"
+#include "tensor/nn_ops.h"
+
+namespace mlai::autograd {
+
+namespace t = mlai::tensor;
+
+namespace {
+struct Conv2dNode : Node {
+  Tensor x, w;
+  int64_t stride, pad;
+  bool has_bias;
+  std::vector<Tensor> backward(const Tensor& g) override {
+    Tensor dx, dw, db;
+    if (inputs[0]) dx = t::conv2d_backward_data(g, w, x.shape(), stride, pad);
+    if (inputs[1] || (has_bias && inputs[2])) {
+      auto [w_grad, b_grad] = t::conv2d_backward_filter(x, g, w.shape(), stride, pad, has_bias);
+      dw = w_grad;
+      db = b_grad;
+    }
+    if (has_bias) return {dx, dw, db};
+    return {dx, dw};
+  }
+  const char* name() const override { return "Conv2dBackward"; }
+};
+
+struct MaxPoolNode : Node {
+  Tensor argmax;
+  Shape x_shape;
+  int64_t kernel, stride, pad;
+  std::vector<Tensor> backward(const Tensor& g) override {
+    return {t::maxpool2d_backward(g, argmax, x_shape, kernel, stride, pad)};
+  }
+  const char* name() const override { return "MaxPool2dBackward"; }
+};
+}  // namespace
+
+Variable conv2d(const Variable& x, const Variable& w, const Variable& bias, int64_t stride,
+                int64_t pad) {
+  const bool has_bias = bias.defined();
+  Tensor y = t::conv2d(x.data(), w.data(), has_bias ? bias.data() : Tensor(), stride, pad);
+  std::vector<const Variable*> ins{&x, &w};
+  if (has_bias) ins.push_back(&bias);
+  std::shared_ptr<Conv2dNode> node;
+  if (needs_grad(ins)) {
+    node = std::make_shared<Conv2dNode>();
+    node->x = x.data();
+    node->w = w.data();
+    node->stride = stride;
+    node->pad = pad;
+    node->has_bias = has_bias;
+  }
+  return make_result(y, node, ins);
+}
+
+Variable maxpool2d(const Variable& x, int64_t kernel, int64_t stride, int64_t pad) {
+  auto [y, argmax] = t::maxpool2d(x.data(), kernel, stride, pad);
+  std::shared_ptr<MaxPoolNode> node;
+  if (needs_grad({&x})) {
+    node = std::make_shared<MaxPoolNode>();
+    node->argmax = argmax;  // backward needs only where each maximum came from
+    node->x_shape = x.shape();
+    node->kernel = kernel;
+    node->stride = stride;
+    node->pad = pad;
+  }
+  return make_result(y, node, {&x});
+}
+
+Variable global_avgpool(const Variable& x) {
+  if (x.data().ndim() != 4)
+    throw std::invalid_argument("global_avgpool: expected NHWC, got " + tensor::shape_str(x.shape()));
+  return mean_dim(reshape(x, {x.size(0), x.size(1) * x.size(2), x.size(3)}), 1);
+}
+
+}  // namespace mlai::autograd

@@ -1,0 +1,53 @@
+// Conv2d and BatchNorm2d.
+#include "nn/conv_layers.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "tensor/ops.h"
+
+namespace mlai::nn {
+
+Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad,
+               Generator& gen, bool bias)
+    : in_(in), stride_(stride), pad_(pad) {
+  if (in < 1 || out < 1 || kernel < 1 || stride < 1 || pad < 0)
+    throw std::invalid_argument("Conv2d: bad configuration");
+  const double std = std::sqrt(2.0 / static_cast<double>(out * kernel * kernel));
+  weight_ = register_parameter("weight", Tensor::normal({out, kernel, kernel, in}, 0.0, std, gen));
+  if (bias) bias_ = register_parameter("bias", Tensor::zeros({out}));
+}
+
+Variable Conv2d::forward(const Variable& x) {
+  if (x.data().ndim() != 4 || x.size(3) != in_)
+    throw std::invalid_argument("Conv2d(" + std::to_string(in_) + " channels): input of shape " +
+                                tensor::shape_str(x.shape()) + " (NHWC expected)");
+  return autograd::conv2d(x, weight_, bias_, stride_, pad_);
+}
+
+BatchNorm2d::BatchNorm2d(int64_t channels, double eps, double momentum)
+    : eps_(eps), momentum_(momentum) {
+  weight_ = register_parameter("weight", Tensor::full({channels}, 1.0));
+  bias_ = register_parameter("bias", Tensor::zeros({channels}));
+  register_buffer("running_mean", Tensor::zeros({channels}));
+  register_buffer("running_var", Tensor::full({channels}, 1.0));
+  register_buffer("num_batches_tracked", Tensor::zeros({}, DType::kInt64));
+  // Pointers taken once all three exist (registering moves the vector that holds them).
+  const auto b = named_buffers();
+  running_mean_ = b[0].second;
+  running_var_ = b[1].second;
+  num_batches_tracked_ = b[2].second;
+}
+
+Variable BatchNorm2d::forward(const Variable& x) {
+  if (is_training()) {
+    // Counted on the host and written with a fill; the buffer is read once (it may have been
+    // loaded from a checkpoint), never per step.
+    if (batches_ < 0) batches_ = static_cast<int64_t>(num_batches_tracked_->item());
+    tensor::fill_(*num_batches_tracked_, static_cast<double>(++batches_));
+  }
+  return autograd::batchnorm(x, weight_, bias_, *running_mean_, *running_var_, is_training(),
+                             momentum_, eps_);
+}
+
+}  // namespace mlai::nn

@@ -1,0 +1,57 @@
+// The image layers of ResNet, on NHWC activations: Conv2d (OHWI filters), BatchNorm2d (eps 1e-5,
+// momentum 0.1, running statistics as PyTorch), MaxPool2d, AdaptiveAvgPool2d(1) (+ flatten).
+// Parameter and buffer names follow torch.nn ("weight", "bias", "running_mean", "running_var",
+// "num_batches_tracked").
+#pragma once
+
+#include "nn/module.h"
+
+namespace mlai::nn {
+
+// Filters [out, kh, kw, in]; init: kaiming_normal(mode=fan_out, relu) as torchvision's ResNet
+// (std = sqrt(2 / (out * kh * kw))); bias zero when present.
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad, Generator& gen,
+         bool bias = false);
+  Variable forward(const Variable& x) override;
+  std::string type_name() const override { return "Conv2d"; }
+
+ private:
+  int64_t in_, stride_, pad_;
+  Variable weight_, bias_;
+};
+
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1);
+  Variable forward(const Variable& x) override;
+  std::string type_name() const override { return "BatchNorm2d"; }
+
+ private:
+  double eps_, momentum_;
+  Variable weight_, bias_;
+  Tensor* running_mean_;
+  Tensor* running_var_;
+  Tensor* num_batches_tracked_;
+  int64_t batches_ = -1;  // host copy of num_batches_tracked (-1: not read yet)
+};
+
+class MaxPool2d : public Module {
+ public:
+  MaxPool2d(int64_t kernel, int64_t stride, int64_t pad) : k_(kernel), s_(stride), p_(pad) {}
+  Variable forward(const Variable& x) override { return autograd::maxpool2d(x, k_, s_, p_); }
+  std::string type_name() const override { return "MaxPool2d"; }
+
+ private:
+  int64_t k_, s_, p_;
+};
+
+// AdaptiveAvgPool2d((1, 1)) and the flatten after it: [n, h, w, c] -> [n, c].
+class GlobalAvgPool : public Module {
+ public:
+  Variable forward(const Variable& x) override { return autograd::global_avgpool(x); }
+  std::string type_name() const override { return "AdaptiveAvgPool2d"; }
+};
+
+}  // namespace mlai::nn

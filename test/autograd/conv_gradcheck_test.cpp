@@ -1,0 +1,63 @@
+// Gradient checks (float64, CPU, finite differences) for the ResNet ops: convolution with and
+// without bias at several strides and paddings, max pooling, global average pooling, and batch
+// normalisation in training and evaluation mode.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "autograd/gradcheck.h"
+#include "autograd/ops.h"
+#include "tensor/ops.h"
+
+namespace mlai::autograd {
+namespace {
+
+class ConvGradcheck : public ::testing::Test {
+ protected:
+  tensor::Generator gen{11};
+  Tensor rand(const Shape& s) { return Tensor::uniform(s, -1.0, 1.0, gen, DType::kFloat64); }
+  void expect_ok(const GradcheckFn& f, const std::vector<Tensor>& in) {
+    const GradcheckResult r = gradcheck(f, in);
+    EXPECT_TRUE(r.ok) << r.message;
+  }
+};
+
+TEST_F(ConvGradcheck, Conv2dGeometries) {
+  struct G {
+    int64_t n, h, w, cin, cout, k, stride, pad;
+  };
+  for (const G& g : {G{2, 5, 4, 3, 2, 3, 1, 1}, G{1, 6, 7, 2, 3, 3, 2, 1}, G{2, 4, 4, 3, 4, 1, 2, 0},
+                     G{1, 7, 7, 1, 2, 7, 2, 3}, G{2, 3, 3, 2, 2, 1, 1, 0}}) {
+    const Tensor x = rand({g.n, g.h, g.w, g.cin}), w = rand({g.cout, g.k, g.k, g.cin});
+    expect_ok([&](auto& v) { return conv2d(v[0], v[1], Variable(), g.stride, g.pad); }, {x, w});
+    expect_ok([&](auto& v) { return conv2d(v[0], v[1], v[2], g.stride, g.pad); },
+              {x, w, rand({g.cout})});
+  }
+}
+
+TEST_F(ConvGradcheck, MaxPoolAndGlobalAvgPool) {
+  // Distinct values, so no two window entries tie (the max is then differentiable).
+  Tensor x = Tensor::empty({2, 7, 6, 3}, DType::kFloat64);
+  double* p = x.data<double>();
+  for (int64_t i = 0; i < x.numel(); ++i) p[i] = std::sin(static_cast<double>(i) * 1.37) * 3.0;
+  expect_ok([](auto& v) { return maxpool2d(v[0], 3, 2, 1); }, {x});
+  expect_ok([](auto& v) { return global_avgpool(v[0]); }, {rand({3, 4, 5, 2})});
+}
+
+TEST_F(ConvGradcheck, BatchNormTrainingAndEvaluation) {
+  for (bool training : {true, false}) {
+    Tensor rm = rand({3}), rv = tensor::add(rand({3}), Tensor::full({3}, 2.0, DType::kFloat64));
+    const Tensor rm0 = rm.clone(), rv0 = rv.clone();
+    expect_ok(
+        [&](auto& v) {
+          // Fresh copies each call: training updates the running statistics in place.
+          Tensor m = rm0.clone(), s = rv0.clone();
+          return batchnorm(v[0], v[1], v[2], m, s, training, 0.1, 1e-5);
+        },
+        {rand({2, 3, 4, 3}), tensor::add(rand({3}), Tensor::full({3}, 1.5, DType::kFloat64)),
+         rand({3})});
+  }
+}
+
+}  // namespace
+}  // namespace mlai::autograd

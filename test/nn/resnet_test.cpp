@@ -1,0 +1,110 @@
+// ResNet-18 and its small-image variant: torchvision's parameter names and shapes (OHWI here),
+// parameter counts, torchvision's initialisation, output shapes, BatchNorm2d's buffers and
+// modes, and that a few SGD steps on one batch lower the loss.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include <cmath>
+
+#include "nn/conv_layers.h"
+#include "nn/models.h"
+#include "nn/optim.h"
+#include "tensor/ops.h"
+
+namespace mlai::nn {
+namespace {
+
+ModelSpec spec(int64_t hw, int64_t c) {
+  ModelSpec s;
+  s.height = s.width = hw;
+  s.channels = c;
+  s.num_classes = 10;
+  s.seed = 3;
+  return s;
+}
+
+TEST(ResNet, TorchvisionNamesShapesAndCounts) {
+  auto m = make_model("resnet18", spec(32, 3));
+  // torchvision.models.resnet18(num_classes=10): 11,181,642 parameters.
+  EXPECT_EQ(m->parameter_count(), 11181642);
+  const auto p = m->named_parameters();
+  ASSERT_EQ(p.size(), 62u);
+  EXPECT_EQ(p.front().first, "conv1.weight");
+  EXPECT_EQ(p.front().second.shape(), (Shape{64, 7, 7, 3}));  // OIHW 64x3x7x7 in torchvision
+  EXPECT_EQ(p.back().first, "fc.bias");
+  std::map<std::string, Shape> by_name;
+  for (auto& [n, v] : p) by_name[n] = v.shape();
+  EXPECT_EQ(by_name.at("layer2.0.downsample.0.weight"), (Shape{128, 1, 1, 64}));
+  EXPECT_EQ(by_name.at("layer4.1.bn2.weight"), (Shape{512}));
+  EXPECT_EQ(by_name.at("fc.weight"), (Shape{10, 512}));
+  EXPECT_EQ(by_name.count("layer1.0.downsample.0.weight"), 0u);
+  const auto b = m->named_buffers();
+  EXPECT_EQ(b.size(), 60u);  // 20 BN layers x (running_mean, running_var, num_batches_tracked)
+  EXPECT_EQ(b[0].first, "bn1.running_mean");
+  EXPECT_EQ(b[2].first, "bn1.num_batches_tracked");
+  // The small-image variant: 3x3 stem, no max pool: 11,173,962 parameters.
+  EXPECT_EQ(make_model("resnet18_cifar", spec(32, 3))->parameter_count(), 11173962);
+  // One input channel (Fashion-MNIST) changes only the stem.
+  EXPECT_EQ(make_model("resnet18_cifar", spec(28, 1))->parameter_count(), 11173962 - 9 * 64 * 2);
+}
+
+TEST(ResNet, TorchvisionInitialisation) {
+  auto m = make_model("resnet18", spec(32, 3));
+  for (auto& [n, v] : m->named_parameters()) {
+    const auto x = v.data().to_double_vector();
+    if (n.find("bn") != std::string::npos || n.find("downsample.1") != std::string::npos) {
+      for (double e : x) ASSERT_EQ(e, n.ends_with("weight") ? 1.0 : 0.0) << n;
+    } else if (n == "layer3.0.conv1.weight") {  // kaiming normal, fan_out = 256 * 3 * 3
+      double sq = 0;
+      for (double e : x) sq += e * e;
+      EXPECT_NEAR(std::sqrt(sq / static_cast<double>(x.size())), std::sqrt(2.0 / (256 * 9)), 2e-4);
+    }
+  }
+}
+
+TEST(ResNet, OutputShapesAndBatchNormModes) {
+  tensor::Generator g(1);
+  for (const char* arch : {"resnet18", "resnet18_cifar"}) {
+    auto m = make_model(arch, spec(28, 1));
+    const Tensor x = Tensor::normal({2, 28, 28, 1}, 0, 1, g);
+    autograd::NoGradGuard ng;
+    EXPECT_EQ((*m)(autograd::Variable(x)).shape(), (Shape{2, 10})) << arch;
+  }
+  BatchNorm2d bn(3);
+  const Tensor x = Tensor::normal({4, 5, 5, 3}, 2.0, 3.0, g);
+  const auto y = bn(autograd::Variable(x)).data().to_double_vector();  // training: batch stats
+  double mean = 0;
+  for (size_t i = 0; i < y.size(); i += 3) mean += y[i];
+  EXPECT_NEAR(mean / (y.size() / 3), 0.0, 1e-5);
+  auto bufs = bn.named_buffers();
+  EXPECT_NEAR(bufs[0].second->to_double_vector()[0], 0.2, 0.1);  // 0.1 * ~2
+  EXPECT_EQ(bufs[2].second->item(), 1.0);
+  bn.eval();
+  const auto ye = bn(autograd::Variable(x)).data().to_double_vector();
+  EXPECT_GT(std::fabs(ye[0] - y[0]), 0.1);  // running statistics, not the batch's
+  EXPECT_EQ(bufs[2].second->item(), 1.0);   // not counted in eval
+}
+
+TEST(ResNet, SgdStepsLowerTheLossOnOneBatch) {
+  tensor::Generator g(2);
+  auto m = make_model("resnet18_cifar", spec(12, 1));
+  const Tensor x = Tensor::normal({8, 12, 12, 1}, 0, 1, g);
+  const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}, {8});
+  OptimizerConfig oc;
+  oc.lr = 0.05;
+  oc.momentum = 0.9;
+  auto opt = make_optimizer(m->named_parameters(), oc);
+  double first = 0, last = 0;
+  for (int step = 0; step < 8; ++step) {
+    autograd::Variable loss = autograd::cross_entropy((*m)(autograd::Variable(x)), y);
+    (step == 0 ? first : last) = loss.data().item();
+    loss.backward();
+    opt->step();
+    opt->zero_grad();
+  }
+  EXPECT_LT(last, 0.5 * first);
+}
+
+}  // namespace
+}  // namespace mlai::nn
