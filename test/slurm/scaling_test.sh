@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# A two-point scaling study through a real Slurm cluster: slurm/scaling.sh --ranks 1,2 --wait on a
+# tiny synthetic MNIST, then check that both jobs finished, that jobs.tsv lists them, and that
+# slurm/scaling_report.py wrote scaling.md with one row per point (and scaling.png where
+# matplotlib is installed). Also checks that --dry-run prints the two job scripts. Skips (exit 77)
+# where there is no cluster: start one with
+#   eval "$(bash scripts/slurm-local.sh start)"
+# With MLAI_REQUIRE_SLURM=1 (CI sets it) a missing cluster is a failure, not a skip.
+# Run by ctest as slurm.scaling_study, or by hand: bash test/slurm/scaling_test.sh build/bin/mlai_train
+set -euo pipefail
+
+skip() {
+  if [ "${MLAI_REQUIRE_SLURM:-0}" = 1 ]; then echo "FAIL (MLAI_REQUIRE_SLURM=1): $*"; exit 1; fi
+  echo "SKIP: $*"
+  exit 77
+}
+fail() { echo "FAIL: $*"; failed=1; }
+
+[ $# -eq 1 ] || { echo "usage: $0 path/to/mlai_train" >&2; exit 2; }
+train=$(realpath "$1")
+[ -x "$train" ] || { echo "not an executable: $1" >&2; exit 2; }
+repo=$(realpath "$(dirname "$0")/../..")
+scaling=$repo/slurm/scaling.sh
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/mlai-scaling-test.XXXXXX")
+failed=0
+cleanup() { if [ "$failed" = 0 ]; then rm -rf "$work"; else echo "kept $work"; fi; }
+trap cleanup EXIT
+study=$work/study
+flags=(--dataset mnist --data-dir "$work/data" --epochs 2 --batch-size 32 --device cpu
+  --workers 0 --no-progress)
+opts=(--ranks "1,2" --gpus-per-node 0 --cpus-per-task 1 --time 5 --study scaling-test
+  --study-dir "$study" --train "$train")
+
+# --dry-run needs no cluster: one job script per point, with the point's resources.
+dry=$(bash "$scaling" "${opts[@]}" --dry-run -- "${flags[@]}")
+n=$(grep -c '^#SBATCH --ntasks-per-node=' <<< "$dry" || true)
+[ "$n" = 2 ] || fail "--dry-run: expected 2 job scripts, found $n"
+grep -q -- '--experiment-name scaling-test-r2 --batch-size 32' <<< "$dry" ||
+  fail "--dry-run: no srun line for the 2-rank point"
+[ ! -e "$study" ] || fail "--dry-run created $study"
+
+if ! command -v sinfo > /dev/null || ! command -v sbatch > /dev/null; then
+  skip "no Slurm client commands (sinfo, sbatch); start a local cluster with scripts/slurm-local.sh"
+fi
+[ -n "${SLURM_CONF:-}" ] ||
+  skip "SLURM_CONF is not set; start a local cluster: eval \"\$(bash scripts/slurm-local.sh start)\""
+[ -f "$SLURM_CONF" ] || skip "SLURM_CONF=$SLURM_CONF does not exist"
+states=$(timeout 10 sinfo -h -o %T 2> /dev/null || true)
+grep -qE '^(idle|mixed|allocated)' <<< "$states" ||
+  skip "the cluster of SLURM_CONF=$SLURM_CONF is not up (sinfo: ${states:-no answer})"
+
+# MNIST's IDX format: a big-endian header (magic 0x803 or 0x801, count[, rows, cols]), then uint8.
+# Each class gets its own bright 4x4 block, so the model has something to learn.
+python3 - "$work/data" << 'EOF'
+import os, random, struct, sys
+out = sys.argv[1]
+os.makedirs(out)
+rng = random.Random(7)
+for split, n in (("train", 256), ("t10k", 64)):
+    labels = [rng.randrange(10) for _ in range(n)]
+    pixels = bytearray()
+    for y in labels:
+        img = bytearray(rng.randrange(64) for _ in range(28 * 28))
+        for r in range(4):
+            for c in range(4):
+                img[(2 + 2 * y + r) * 28 + 2 + c + 2 * y] = 255
+        pixels += img
+    with open(f"{out}/{split}-images-idx3-ubyte", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + pixels)
+    with open(f"{out}/{split}-labels-idx1-ubyte", "wb") as f:
+        f.write(struct.pack(">II", 0x801, n) + bytes(labels))
+EOF
+
+# Submit from the scratch folder (the jobs' working directory). The timeout keeps jobs stuck in
+# the queue from hanging ctest; they are cancelled then.
+rc=0
+(cd "$work" && timeout 240 bash "$scaling" "${opts[@]}" --wait -- "${flags[@]}") \
+  > "$work/scaling.log" 2>&1 || rc=$?
+job_ids=()
+[ -f "$study/jobs.tsv" ] && mapfile -t job_ids < <(awk -F'\t' 'NR > 1 { print $10 }' "$study/jobs.tsv")
+ids=$(IFS=,; echo "${job_ids[*]}")
+echo "scaling.sh exit code $rc; jobs ${ids:-none}"
+if [ "$rc" = 124 ]; then
+  [ ${#job_ids[@]} = 0 ] || scancel "${job_ids[@]}" 2> /dev/null || true
+  fail "the study did not finish within 240 s"
+elif [ "$rc" != 0 ]; then
+  fail "scaling.sh exited with code $rc"
+fi
+
+[ ${#job_ids[@]} = 2 ] || fail "jobs.tsv: expected 2 jobs, found ${#job_ids[@]}"
+md=$study/scaling.md
+if [ ! -f "$md" ]; then
+  fail "no $md"
+else
+  # Data rows start with the node count: "|     1 |     2 | ...".
+  rows=$(grep -cE '^\| +[0-9]+ \|' "$md" || true)
+  [ "$rows" = 2 ] || fail "scaling.md: expected 2 table rows, found $rows"
+  ranks=$(grep -E '^\| +[0-9]+ \|' "$md" | awk -F'|' '{ gsub(/ /, "", $3); printf "%s ", $3 }')
+  [ "$ranks" = "1 2 " ] || fail "scaling.md: expected ranks 1 and 2, found '$ranks'"
+fi
+if python3 -c 'import matplotlib' 2> /dev/null; then
+  [ -s "$study/scaling.png" ] || fail "matplotlib is installed but there is no scaling.png"
+else
+  grep -q 'no matplotlib: skipped the plot' "$work/scaling.log" ||
+    fail "no matplotlib, and the report did not say it skipped the plot"
+fi
+
+if [ "$failed" != 0 ]; then
+  echo "---- scaling.sh output ----"
+  cat "$work/scaling.log"
+  for out in "$study"/*.out; do
+    [ -f "$out" ] || continue
+    echo "---- $out ----"
+    tail -n 20 "$out"
+  done
+  exit 1
+fi
+cat "$md"
+echo "PASS: a 2-point study (jobs $ids) and its report"
