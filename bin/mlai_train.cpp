@@ -84,6 +84,12 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
                  "Write last.h5 / best.h5 every N epochs (0: only when stopped by a signal)")->capture_default_str();
   app.add_option("--resume", c.resume, "Continue exactly from a checkpoint (e.g. .../last.h5)")
       ->check(CLI::ExistingFile);
+  app.add_option("--pretrained", c.pretrained,
+                 "Start from these weights (an mlai checkpoint, or a file from "
+                 "tools/torch_interop.py export); names and shapes must match")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--reset-head", c.reset_head,
+               "--pretrained: do not load fc.weight/fc.bias (fine-tune for another class count)");
   app.add_flag("!--no-progress", c.progress, "No live progress line");
   app.add_option("--dist-backend", c.dist_backend,
                  "Data parallel: auto (nccl on GPUs, mpi on CPUs), nccl or mpi")->capture_default_str();

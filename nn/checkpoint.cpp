@@ -66,14 +66,17 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
   w.commit();
 }
 
-TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* opt) {
+void load_weights(const std::string& path, Module& model, const std::set<std::string>& skip) {
   io::H5Reader r(path);
   if (!r.has("model"))
-    throw std::runtime_error("cannot resume from " + path + ": not an mlai checkpoint (no 'model' group)");
+    throw std::runtime_error(path + ": not an mlai checkpoint or weights file (no 'model' group)");
   // Compare names and shapes before touching the model.
-  auto mine = model_tensors(model);
+  std::vector<std::pair<std::string, Tensor*>> mine;
+  for (auto& e : model_tensors(model))
+    if (!skip.count(e.first)) mine.push_back(e);
   std::set<std::string> stored;
-  for (const auto& n : r.list("model")) stored.insert(n);
+  for (const auto& n : r.list("model"))
+    if (!skip.count(n)) stored.insert(n);
   std::vector<std::string> missing, mis_shaped;
   for (auto& [n, t] : mine) {
     if (!stored.erase(n)) {
@@ -99,6 +102,11 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
     throw std::runtime_error(os.str());
   }
   for (auto& [n, t] : mine) read_into(r, "model/" + n, *t);
+}
+
+TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* opt) {
+  load_weights(path, model, {});
+  io::H5Reader r(path);
   if (opt) {
     for (auto& [n, t] : opt->state()) {
       if (!r.has("optimizer/" + n))

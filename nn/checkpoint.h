@@ -4,6 +4,7 @@
 // and renamed, so a crash never leaves a broken checkpoint.
 #pragma once
 
+#include <set>
 #include <string>
 
 #include "nn/config.h"
@@ -21,6 +22,11 @@ struct TrainState {
 
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                      const TrainState& state, const Config& cfg);
+
+// Loads the parameters and buffers of group "model" into `model`, except the names in `skip`
+// (neither required in the file nor in the model, and not loaded). Names and shapes must match
+// otherwise: one error lists what is missing, unexpected and mis-shaped. Used by --pretrained.
+void load_weights(const std::string& path, Module& model, const std::set<std::string>& skip);
 
 // Loads into `model` (and `opt` when given). Parameter and buffer names and shapes must match:
 // otherwise one error lists what is missing, unexpected and mis-shaped.

@@ -63,6 +63,7 @@ void Config::validate() const {
   require(!(overfit_batches > 0 && limit_train_batches != "1.0"),
           "--overfit-batches and --limit-train-batches cannot be combined");
   require(checkpoint_every >= 0, "--checkpoint-every must be >= 0");
+  require(!(reset_head && pretrained.empty()), "--reset-head applies to --pretrained only");
   require(!(fast_dev_run > 0 && !resume.empty()), "--fast-dev-run and --resume cannot be combined");
   require(!experiment_name.empty() && experiment_name.find('/') == std::string::npos,
           "--experiment-name must be a non-empty name without '/'");
@@ -94,7 +95,8 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(overfit_batches) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
-  X(lr_scale) X(sync_bn) X(augment) X(prefetch) X(data_path) X(cache)
+  X(lr_scale) X(sync_bn) X(augment) X(prefetch) X(data_path) X(cache)     \
+  X(pretrained) X(reset_head)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

@@ -60,6 +60,8 @@ struct Config {
   std::string experiment_name = "default";
   int64_t checkpoint_every = 1;  // also keep epoch-N.h5 every this many epochs (0: never)
   std::string resume;
+  std::string pretrained;   // initial weights by name (model/<name>) from a checkpoint or weights file
+  bool reset_head = false;  // --pretrained: keep fc.weight/fc.bias freshly initialised
   bool progress = true;  // live progress line when stdout is a terminal
 
   // Throws std::invalid_argument with a one-line message naming the flag.

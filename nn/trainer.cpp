@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "dist/communicator.h"
 #include "io/loader.h"
@@ -107,6 +108,14 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   spec.dropout = cfg_.dropout;
   spec.seed = cfg_.seed;
   model_ = make_model(cfg_.arch, spec);
+  if (!cfg_.pretrained.empty()) {  // before the move: loads on the host
+    std::set<std::string> skip;
+    if (cfg_.reset_head) skip = {"fc.weight", "fc.bias"};
+    load_weights(cfg_.pretrained, *model_, skip);
+    if (main_)
+      std::printf("initial weights from %s%s\n", cfg_.pretrained.c_str(),
+                  cfg_.reset_head ? " (fc re-initialised)" : "");
+  }
   model_->to(device_);
   const int world = group_.world();
   if (cfg_.lr_scale == "linear") cfg_.lr *= world;  // the effective batch grew world-fold

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+# Moves ResNet-18 weights between torchvision and mlai's HDF5 layout ("model/<name>" datasets,
+# conv filters OHWI). `export` writes a torchvision model as an mlai weights file (for
+# mlai_train --pretrained); `load` reads an mlai checkpoint back into torchvision and saves it.
+import argparse
+import sys
+
+import h5py
+import numpy as np
+import torch
+import torch.nn as nn
+import torchvision
+
+FORMAT = "mlai-weights-1"
+
+
+def make_model(arch, num_classes, in_channels=3, weights=None):
+    """torchvision resnet18, or resnet18_cifar (3x3/1 stem, no max pool)."""
+    if arch not in ("resnet18", "resnet18_cifar"):
+        raise SystemExit(f"torch_interop: error: --arch '{arch}' is unknown (resnet18, resnet18_cifar)")
+    if weights is not None:
+        m = torchvision.models.resnet18(weights=weights)
+        if m.fc.out_features != num_classes:
+            m.fc = nn.Linear(512, num_classes)
+    else:
+        m = torchvision.models.resnet18(num_classes=num_classes)
+    if arch == "resnet18_cifar":
+        m.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        m.maxpool = nn.Identity()
+    elif in_channels != 3:
+        m.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    return m
+
+
+def to_mlai(name, t):
+    """A state_dict entry as mlai stores it: float32 (int64 counters), 4-D filters OHWI."""
+    a = t.detach().cpu()
+    if a.dim() == 4:
+        a = a.permute(0, 2, 3, 1)
+    a = a.contiguous().numpy()
+    return a.astype(np.int64) if name.endswith("num_batches_tracked") else a.astype(np.float32)
+
+
+def from_mlai(name, a):
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if t.dim() == 4:
+        t = t.permute(0, 3, 1, 2).contiguous()
+    return t
+
+
+def write_weights(model, path):
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = FORMAT
+        for name, t in model.state_dict().items():
+            f.create_dataset("model/" + name, data=to_mlai(name, t))
+
+
+def read_weights(path):
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise SystemExit(f"torch_interop: error: cannot open {path}: {e}")
+    with f:
+        if "model" not in f:
+            raise SystemExit(f"torch_interop: error: {path} has no 'model' group "
+                             "(not an mlai checkpoint or weights file)")
+        return {n: from_mlai(n, d[()]) for n, d in f["model"].items()}
+
+
+def cmd_export(a):
+    weights = None
+    if a.torchvision_weights != "none":
+        weights = a.torchvision_weights  # e.g. IMAGENET1K_V1 (needs the download cache)
+    else:
+        torch.manual_seed(a.random_seed)
+    m = make_model(a.arch, a.num_classes, a.in_channels, weights)
+    write_weights(m, a.out)
+    print(f"{a.arch}: {len(m.state_dict())} tensors -> {a.out}")
+
+
+def cmd_load(a):
+    m = make_model(a.arch, a.num_classes, a.in_channels)
+    sd = read_weights(a.checkpoint)
+    try:
+        m.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        msg = " ".join(str(e).split())
+        raise SystemExit(f"torch_interop: error: {a.checkpoint} does not fit {a.arch}: {msg}")
+    torch.save(m, a.out)
+    print(f"{a.checkpoint} -> {a.out} ({a.arch}, {a.num_classes} classes)")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__ or "torchvision <-> mlai weights")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("export", "load"):
+        s = sub.add_parser(name)
+        s.add_argument("--arch", required=True, choices=["resnet18", "resnet18_cifar"])
+        s.add_argument("--num-classes", type=int, required=True)
+        s.add_argument("--in-channels", type=int, default=3)
+        s.add_argument("--out", required=True)
+    e = sub.choices["export"]
+    e.add_argument("--random-seed", type=int, default=0, help="seed for torchvision's random init")
+    e.add_argument("--torchvision-weights", default="none",
+                   help="none (random init) or a torchvision weights name such as IMAGENET1K_V1")
+    sub.choices["load"].add_argument("--checkpoint", required=True)
+    a = p.parse_args(argv)
+    if a.num_classes < 1 or a.in_channels < 1:
+        p.error("--num-classes and --in-channels must be >= 1")
+    {"export": cmd_export, "load": cmd_load}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
