@@ -75,6 +75,8 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
                  "Batches per epoch: a fraction (0.25) or a count (40)")->capture_default_str();
   app.add_option("--limit-val-batches", c.limit_val_batches,
                  "Validation batches: a fraction (0.25) or a count (40); 0 skips validation")->capture_default_str();
+  app.add_option("--limit-test-batches", c.limit_test_batches,
+                 "Test batches at the end: a fraction or a count; 0 skips the test")->capture_default_str();
   app.add_option("--overfit-batches", c.overfit_batches,
                  "Train and validate on the same first N batches (a sanity check)")->capture_default_str();
   app.add_option("--log-dir", c.log_dir, "Root of the experiment directories")->capture_default_str();

@@ -48,6 +48,7 @@ struct Config {
   int64_t fast_dev_run = 0;          // > 0: that many train and val batches, 1 epoch, no files
   std::string limit_train_batches = "1.0";  // "0.25": a fraction of the batches; "40": a count
   std::string limit_val_batches = "1.0";
+  std::string limit_test_batches = "1.0";
   int64_t overfit_batches = 0;  // > 0: train and validate on the same first batches
   // data parallel (world > 1 under mpirun or srun)
   std::string dist_backend = "auto";  // auto: nccl on GPUs, mpi on CPUs

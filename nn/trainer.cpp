@@ -426,7 +426,12 @@ FitResult Trainer::fit() {
 
   {
     Profiler::Scope s(profiler_, "test");
-    res.test = evaluate(data_.test, dev_run ? cfg_.fast_dev_run : -1);
+    res.test = evaluate(data_.test,
+                        dev_run ? cfg_.fast_dev_run
+                                : limit_batches(cfg_.limit_test_batches,
+                                                (data_.test.count + cfg_.batch_size - 1) /
+                                                    cfg_.batch_size,
+                                                "--limit-test-batches"));
   }
   if (res.test.samples > 0 && main_) {
     const auto& cm = res.test.confusion;
