@@ -7,16 +7,7 @@ set -u
 mpirun=$1 train=$2
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-python3 - "$dir/data" <<'PY'
-import os, random, struct, sys
-d = sys.argv[1]; os.makedirs(d)
-random.seed(1)
-for split, n in (("train", 512), ("t10k", 64)):
-    with open(f"{d}/{split}-images-idx3-ubyte", "wb") as f:
-        f.write(struct.pack(">IIII", 0x803, n, 28, 28)); f.write(bytes(random.randrange(256) for _ in range(n * 784)))
-    with open(f"{d}/{split}-labels-idx1-ubyte", "wb") as f:
-        f.write(struct.pack(">II", 0x801, n)); f.write(bytes(random.randrange(10) for _ in range(n)))
-PY
+python3 "$(dirname "$0")/../make_synthetic_mnist.py" "$dir/data" --train 512 --seed 1 --noise
 start=$SECONDS
 MLAI_FAULT_RANK=1 timeout 60 "$mpirun" --allow-run-as-root --oversubscribe -np 2 -x MLAI_FAULT_RANK \
   "$train" --dataset mnist --data-dir "$dir/data" --log-dir "$dir/logs" --device cpu \

@@ -34,27 +34,8 @@ failed=0
 cleanup() { if [ "$failed" = 0 ]; then rm -rf "$work"; else echo "kept $work"; fi; }
 trap cleanup EXIT
 
-# MNIST's IDX format: a big-endian header (magic 0x803 or 0x801, count[, rows, cols]), then uint8.
-# Each class gets its own bright 4x4 block, so the model has something to learn.
-python3 - "$work/data" << 'EOF'
-import os, random, struct, sys
-out = sys.argv[1]
-os.makedirs(out)
-rng = random.Random(7)
-for split, n in (("train", 256), ("t10k", 64)):
-    labels = [rng.randrange(10) for _ in range(n)]
-    pixels = bytearray()
-    for y in labels:
-        img = bytearray(rng.randrange(64) for _ in range(28 * 28))
-        for r in range(4):
-            for c in range(4):
-                img[(2 + 2 * y + r) * 28 + 2 + c + 2 * y] = 255
-        pixels += img
-    with open(f"{out}/{split}-images-idx3-ubyte", "wb") as f:
-        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + pixels)
-    with open(f"{out}/{split}-labels-idx1-ubyte", "wb") as f:
-        f.write(struct.pack(">II", 0x801, n) + bytes(labels))
-EOF
+# A small learnable MNIST-format data set.
+python3 "$(dirname "$0")/../make_synthetic_mnist.py" "$work/data"
 
 cat > "$work/job.sbatch" << EOF
 #!/bin/bash
