@@ -24,12 +24,15 @@ struct BatchNormTrainNode : Node {
 // dx = dy * s, dgamma = sum(dy * xhat), dbeta = sum(dy).
 struct BatchNormEvalNode : Node {
   Tensor x, scale, xhat;  // scale and xhat broadcast to x's shape
+  tensor::DType param_dtype;
   std::vector<Tensor> backward(const Tensor& g) override {
     const int64_t c = x.size(-1);
     const Tensor g2 = g.reshape({-1, c});
     Tensor dx = inputs[0] ? t::mul(g, scale) : Tensor();
-    Tensor dgamma = inputs[1] ? t::sum_dim(t::mul(g, xhat).reshape({-1, c}), 0) : Tensor();
-    Tensor dbeta = inputs[2] ? t::sum_dim(g2, 0) : Tensor();
+    // In x's dtype, then in the parameters' (float32 when x is half or bf16).
+    Tensor dgamma =
+        inputs[1] ? t::sum_dim(t::mul(g, xhat).reshape({-1, c}), 0).to(param_dtype) : Tensor();
+    Tensor dbeta = inputs[2] ? t::sum_dim(g2, 0).to(param_dtype) : Tensor();
     return {dx, dgamma, dbeta};
   }
   const char* name() const override { return "BatchNormEvalBackward"; }
@@ -73,6 +76,7 @@ Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& bet
     };
     node = std::make_shared<BatchNormEvalNode>();
     node->x = x.data();
+    node->param_dtype = gamma.data().dtype();
     node->scale = per_channel(s);
     std::vector<double> inv(static_cast<size_t>(c));
     for (size_t k = 0; k < inv.size(); ++k) inv[k] = 1.0 / std::sqrt(rv[k] + eps);

@@ -25,12 +25,14 @@ struct Conv2dNode : Node {
   const char* name() const override { return "Conv2dBackward"; }
 };
 
+// The CPU backward scatters through the argmax; cuDNN's finds the maxima again from x and y,
+// so on CUDA those two are kept instead (the argmax is not even produced there).
 struct MaxPoolNode : Node {
-  Tensor argmax;
+  Tensor x, y, argmax;
   Shape x_shape;
   int64_t kernel, stride, pad;
   std::vector<Tensor> backward(const Tensor& g) override {
-    return {t::maxpool2d_backward(g, argmax, x_shape, kernel, stride, pad)};
+    return {t::maxpool2d_backward(g, x, y, argmax, x_shape, kernel, stride, pad)};
   }
   const char* name() const override { return "MaxPool2dBackward"; }
 };
@@ -59,7 +61,12 @@ Variable maxpool2d(const Variable& x, int64_t kernel, int64_t stride, int64_t pa
   std::shared_ptr<MaxPoolNode> node;
   if (needs_grad({&x})) {
     node = std::make_shared<MaxPoolNode>();
-    node->argmax = argmax;  // backward needs only where each maximum came from
+    if (x.data().device().is_cuda()) {
+      node->x = x.data();
+      node->y = y;
+    } else {
+      node->argmax = argmax;  // backward needs only where each maximum came from
+    }
     node->x_shape = x.shape();
     node->kernel = kernel;
     node->stride = stride;

@@ -1,7 +1,7 @@
 // 2-D convolution on NHWC images with OHWI filters ([out_channels, kh, kw, in_channels], the
 // layout cuDNN's NHWC tensor-core kernels use; PyTorch's OIHW is permuted on import).
 // CPU: im2col into [rows = n*oh*ow, kh*kw*c_in] patches (in chunks of images, to bound memory)
-// and OpenBLAS GEMM. CUDA: cuDNN (see tensor/cudnn.h; these raw kernels are the CPU side).
+// and OpenBLAS GEMM. CUDA: cuDNN (see tensor/cudnn_ops.h; these raw kernels are the CPU side).
 #pragma once
 
 #include <cstdint>

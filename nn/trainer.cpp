@@ -16,6 +16,7 @@
 #include "io/tensorboard.h"
 #include "nn/lr_schedule.h"
 #include "nn/models.h"
+#include "tensor/determinism.h"
 #include "tensor/fused_ops.h"
 #include "tensor/ops.h"
 
@@ -88,6 +89,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   cfg_.validate();
   device_ = select_device(cfg_.device, group_);
   t::set_current_device(device_);
+  t::set_deterministic(cfg_.deterministic);  // cuDNN: reproducible algorithms only
   data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_split, cfg_.seed,
                            cfg_.data_path, cfg_.cache);
   if (main_)

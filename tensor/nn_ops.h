@@ -1,6 +1,7 @@
 // Convolution, max pooling and batch normalisation on NHWC tensors (the layers of ResNet).
-// CPU: kernels/conv.h, pool.h, batchnorm.h. CUDA: planned through cuDNN behind one small
-// interface; until then a CUDA tensor is a clear error, never a silent copy to the CPU.
+// CPU: kernels/conv.h, pool.h, batchnorm.h; CUDA: cuDNN behind tensor/cudnn_ops.h. Dtypes:
+// float32, float64, float16, bfloat16 (the CPU computes half/bf16 in float32, rounding once).
+// All tensors of a call must be on one device: a mismatch is an error, never a silent copy.
 #pragma once
 
 #include <tuple>
@@ -13,19 +14,24 @@ namespace mlai::tensor {
 
 // x [n, h, w, c_in], w [c_out, kh, kw, c_in] (OHWI), bias [c_out] or undefined.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t pad);
-Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shape,
-                            int64_t stride, int64_t pad);
+Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shape, int64_t stride,
+                            int64_t pad);
 // Returns dw (and dbias when want_bias).
 std::pair<Tensor, Tensor> conv2d_backward_filter(const Tensor& x, const Tensor& dy,
-                                                 const Shape& w_shape, int64_t stride,
-                                                 int64_t pad, bool want_bias);
+                                                 const Shape& w_shape, int64_t stride, int64_t pad,
+                                                 bool want_bias);
 
-// y and the int64 argmax (flat input index per output element).
+// y and, on the CPU, the int64 argmax (flat input index per output element); on CUDA the
+// argmax is undefined (cuDNN's backward finds the maxima again from x and y).
 std::pair<Tensor, Tensor> maxpool2d(const Tensor& x, int64_t k, int64_t stride, int64_t pad);
-Tensor maxpool2d_backward(const Tensor& dy, const Tensor& argmax, const Shape& x_shape,
-                          int64_t k, int64_t stride, int64_t pad);
+// CPU reads argmax (x and y may be undefined); CUDA reads x and y (argmax may be undefined).
+Tensor maxpool2d_backward(const Tensor& dy, const Tensor& x, const Tensor& y, const Tensor& argmax,
+                          const Shape& x_shape, int64_t k, int64_t stride, int64_t pad);
 
-// Training mode: y, save_mean, save_inv_std; running_mean/var updated in place.
+// Batch norm over the last (channel) dimension of any x with ndim >= 2. gamma, beta, the
+// running and saved statistics, dgamma and dbeta are float32 for float16/bfloat16 x and x's
+// dtype otherwise. Training mode: y, save_mean, save_inv_std (1/sqrt(biased var + eps));
+// running_mean/var (may be undefined: not tracked) updated in place with the unbiased variance.
 std::tuple<Tensor, Tensor, Tensor> batchnorm_train(const Tensor& x, const Tensor& gamma,
                                                    const Tensor& beta, Tensor& running_mean,
                                                    Tensor& running_var, double momentum,
@@ -34,8 +40,7 @@ Tensor batchnorm_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                       const Tensor& running_mean, const Tensor& running_var, double eps);
 // dx, dgamma, dbeta.
 std::tuple<Tensor, Tensor, Tensor> batchnorm_backward(const Tensor& x, const Tensor& dy,
-                                                      const Tensor& gamma,
-                                                      const Tensor& save_mean,
+                                                      const Tensor& gamma, const Tensor& save_mean,
                                                       const Tensor& save_inv_std);
 
 }  // namespace mlai::tensor
