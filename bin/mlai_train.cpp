@@ -64,7 +64,10 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
   app.add_option("--batch-size", c.batch_size, "Batch size (per process)")->capture_default_str();
   app.add_option("--seed", c.seed, "Seed for initialisation, shuffling, splits and dropout")->capture_default_str();
   app.add_option("--device", c.device, "cpu, cuda, cuda:N or auto (a GPU when there is one)")->capture_default_str();
-  app.add_option("--precision", c.precision, "32 (16 and bf16 are planned)")->capture_default_str();
+  app.add_option("--precision", c.precision,
+                 "32, 16 (fp16 mixed precision: fp32 master weights, dynamic loss scaling) or "
+                 "bf16 (no scaling); Lightning's 16-mixed/bf16-mixed also work")
+      ->capture_default_str();
   app.add_flag("--deterministic", c.deterministic,
                "Deterministic algorithms only (CPU runs are always deterministic)");
   app.add_option("--fast-dev-run", c.fast_dev_run,

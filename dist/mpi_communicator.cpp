@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dist/communicator.h"
+#include "kernels/common.h"
 #ifdef MLAI_WITH_CUDA
 #include "dist/nccl_communicator.h"
 #endif
@@ -14,8 +15,42 @@
 namespace mlai::dist {
 
 namespace {
+// MPI has no 16-bit float types: fp16/bf16 travel as 2-byte opaque elements, summed by our own
+// commutative reduction (in float, rounded once per addition: what NCCL does for half sums).
+template <class T>
+void sum_16bit(void* in, void* inout, int* len, MPI_Datatype*) {
+  const T* a = static_cast<const T*>(in);
+  T* b = static_cast<T*>(inout);
+  for (int i = 0; i < *len; ++i)
+    b[i] = kernels::from_acc<T>(kernels::to_acc(a[i]) + kernels::to_acc(b[i]));
+}
+struct SixteenBit {
+  MPI_Datatype f16 = MPI_DATATYPE_NULL, bf16 = MPI_DATATYPE_NULL;
+  MPI_Op sum_f16 = MPI_OP_NULL, sum_bf16 = MPI_OP_NULL;
+};
+const SixteenBit& sixteen_bit() {  // made on first use (after MPI_Init), kept until finalize
+  static const SixteenBit t = [] {
+    SixteenBit s;
+    MPI_Type_contiguous(2, MPI_BYTE, &s.f16);
+    MPI_Type_commit(&s.f16);
+    MPI_Type_contiguous(2, MPI_BYTE, &s.bf16);
+    MPI_Type_commit(&s.bf16);
+    MPI_Op_create(&sum_16bit<kernels::Half>, 1, &s.sum_f16);
+    MPI_Op_create(&sum_16bit<kernels::BFloat16>, 1, &s.sum_bf16);
+    return s;
+  }();
+  return t;
+}
+MPI_Op mpi_sum(tensor::DType dt) {
+  if (dt == tensor::DType::kFloat16) return sixteen_bit().sum_f16;
+  if (dt == tensor::DType::kBFloat16) return sixteen_bit().sum_bf16;
+  return MPI_SUM;
+}
+
 MPI_Datatype mpi_type(tensor::DType dt) {
   switch (dt) {
+    case tensor::DType::kFloat16: return sixteen_bit().f16;
+    case tensor::DType::kBFloat16: return sixteen_bit().bf16;
     case tensor::DType::kFloat32: return MPI_FLOAT;
     case tensor::DType::kFloat64: return MPI_DOUBLE;
     case tensor::DType::kInt64: return MPI_INT64_T;
@@ -60,7 +95,7 @@ class MpiCommunicator : public Communicator {
     if (world() == 1 || t.numel() == 0) return std::make_unique<DoneWork>();
     auto w = std::make_unique<MpiWork>();
     check(MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()),
-                         mpi_type(t.dtype()), MPI_SUM, MPI_COMM_WORLD, w->req.get()),
+                         mpi_type(t.dtype()), mpi_sum(t.dtype()), MPI_COMM_WORLD, w->req.get()),
           "MPI_Iallreduce");
     pending_.push_back(w->req);
     return w;

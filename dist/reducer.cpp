@@ -1,6 +1,7 @@
 // The bucketing gradient reducer (see reducer.h).
 #include "dist/reducer.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "tensor/ops.h"
@@ -12,35 +13,63 @@ Reducer::Reducer(std::vector<std::pair<std::string, Variable>> params, Communica
     : params_(std::move(params)), comm_(comm), opt_(opt) {
   if (params_.empty()) return;
   const tensor::Device dev = params_[0].second.device();
-  for (auto& [n, v] : params_)
-    if (v.dtype() != tensor::DType::kFloat32 || v.device() != dev)
+  for (auto& [n, v] : params_) {
+    const tensor::DType dt = v.dtype();
+    if ((dt != tensor::DType::kFloat32 && dt != tensor::DType::kFloat16 &&
+         dt != tensor::DType::kBFloat16) || v.device() != dev)
       throw std::invalid_argument("reducer: parameter " + n + " is " + v.data().str() +
-                                  " (float32 on " + dev.str() + " expected)");
-  // Reverse registration order: the last layers' gradients are produced first.
-  std::vector<std::vector<size_t>> groups(1);
-  size_t bytes = 0;
-  for (size_t k = params_.size(); k-- > 0;) {
-    const size_t b = params_[k].second.data().nbytes();
-    const double cap = (groups.size() == 1 ? opt_.first_bucket_mb : opt_.bucket_cap_mb) * 1e6;
-    if (!groups.back().empty() && static_cast<double>(bytes + b) > cap) {
-      groups.emplace_back();
-      bytes = 0;
-    }
-    groups.back().push_back(k);
-    bytes += b;
+                                  " (float32, float16 or bfloat16 on " + dev.str() + " expected)");
   }
+  // Reverse registration order: the last layers' gradients are produced first. A bucket holds
+  // one dtype (mixed precision: fp16 working-weight gradients, fp32 batch-norm ones), so each
+  // dtype fills its own run of buckets; buckets are then ordered by their first gradient's
+  // position in that reverse order, the order backward makes them ready.
+  struct Group {
+    tensor::DType dtype;
+    std::vector<size_t> params;
+    size_t bytes = 0;
+    size_t first_pos = 0;
+    bool first_of_dtype = true;
+  };
+  std::vector<Group> groups;
+  std::vector<int> open_group_of_dtype(16, -1);
+  size_t pos = 0;
+  for (size_t k = params_.size(); k-- > 0; ++pos) {
+    const tensor::DType dt = params_[k].second.dtype();
+    const size_t b = params_[k].second.data().nbytes();
+    int& open = open_group_of_dtype[static_cast<size_t>(dt)];
+    if (open >= 0) {
+      Group& g = groups[static_cast<size_t>(open)];
+      const double cap = (g.first_of_dtype ? opt_.first_bucket_mb : opt_.bucket_cap_mb) * 1e6;
+      if (static_cast<double>(g.bytes + b) > cap) open = -1;
+    }
+    if (open < 0) {
+      Group g;
+      g.dtype = dt;
+      g.first_pos = pos;
+      g.first_of_dtype = std::none_of(groups.begin(), groups.end(),
+                                      [&](const Group& o) { return o.dtype == dt; });
+      groups.push_back(g);
+      open = static_cast<int>(groups.size() - 1);
+    }
+    Group& g = groups[static_cast<size_t>(open)];
+    g.params.push_back(k);
+    g.bytes += b;
+  }
+  std::stable_sort(groups.begin(), groups.end(),
+                   [](const Group& a, const Group& b) { return a.first_pos < b.first_pos; });
   for (auto& g : groups) {
     Bucket bucket;
     int64_t total = 0;
-    for (size_t k : g) total += params_[k].second.numel();
-    bucket.flat = tensor::Tensor::zeros({total}, tensor::DType::kFloat32, dev);
+    for (size_t k : g.params) total += params_[k].second.numel();
+    bucket.flat = tensor::Tensor::zeros({total}, g.dtype, dev);
     int64_t off = 0;
-    for (size_t k : g) {
+    for (size_t k : g.params) {
       Variable& v = params_[k].second;
       v.set_grad(bucket.flat.slice(off, off + v.numel()).reshape(v.shape()));
       off += v.numel();
     }
-    bucket.params = g;
+    bucket.params = g.params;
     buckets_.push_back(std::move(bucket));
   }
   for (size_t b = 0; b < buckets_.size(); ++b)

@@ -189,7 +189,7 @@ Batch Loader::finish(const HostBatch& h) {
   }
   Batch out;
   out.index = h.index;
-  out.images = tensor::augment_normalize(h.pixels, h.ids, p, tensor::DType::kFloat32);
+  out.images = tensor::augment_normalize(h.pixels, h.ids, p, opt_.dtype);
   out.labels = h.labels;
   return out;
 }

@@ -43,6 +43,9 @@ struct LoaderOptions {
   // does not, so every sample is counted exactly once across ranks.
   bool pad = true;
   tensor::Device device = tensor::Device::cpu();
+  // Images come out normalized in this dtype (float16/bfloat16 under mixed precision: the
+  // augmentation kernel writes them directly, no separate cast).
+  tensor::DType dtype = tensor::DType::kFloat32;
 };
 
 // The sample indices rank `rank` of `world` visits in `epoch` (exposed for tests).

@@ -8,10 +8,14 @@ namespace mlai::kernels::cpu {
 template <class T>
 void unscale_check_finite(T* const* tensors, const int64_t* sizes, int count,
                           const float* inv_scale, float* found_inf) {
-  const float s = inv_scale[0];
   bool bad = false;
   for (int t = 0; t < count; ++t) {
     T* p = tensors[t];
+    if (inv_scale == nullptr) {
+      for (int64_t i = 0; i < sizes[t]; ++i) bad |= !std::isfinite(static_cast<float>(to_acc(p[i])));
+      continue;
+    }
+    const float s = inv_scale[0];
     for (int64_t i = 0; i < sizes[t]; ++i) {
       const float v = static_cast<float>(to_acc(p[i]));
       bad |= !std::isfinite(v);
@@ -19,6 +23,21 @@ void unscale_check_finite(T* const* tensors, const int64_t* sizes, int count,
     }
   }
   if (bad) found_inf[0] = 1.0f;
+}
+
+void update_loss_scale(float* scale, int32_t* growth_tracker, int64_t* skipped, float* found_inf,
+                       float growth, float backoff, int32_t interval) {
+  if (found_inf[0] != 0.0f) {
+    scale[0] *= backoff;
+    growth_tracker[0] = 0;
+    ++skipped[0];
+  } else if (++growth_tracker[0] >= interval) {
+    const float grown = scale[0] * growth;
+    if (std::isfinite(grown)) scale[0] = grown;
+    growth_tracker[0] = 0;
+  }
+  scale[1] = static_cast<float>(1.0 / static_cast<double>(scale[0]));
+  found_inf[0] = 0.0f;
 }
 
 template void unscale_check_finite<float>(float* const*, const int64_t*, int, const float*,

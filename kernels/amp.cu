@@ -29,11 +29,12 @@ __device__ __forceinline__ T unscale_one(T x, float s, bool& bad) {
   return dev::from_acc<T>(__fmul_rn(v, s));
 }
 
-template <class T>
+// kWrite false: check only (inv_scale is null), no stores.
+template <class T, bool kWrite>
 __global__ void unscale_kernel(TensorList<T> list, const float* inv_scale, float* found_inf) {
   T* p = list.ptr[blockIdx.y];
   const int64_t n = list.size[blockIdx.y];
-  const float s = *inv_scale;
+  const float s = kWrite ? *inv_scale : 1.0f;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   bool bad = false;
@@ -44,16 +45,42 @@ __global__ void unscale_kernel(TensorList<T> list, const float* inv_scale, float
       P v = reinterpret_cast<P*>(p)[k];
 #pragma unroll
       for (int j = 0; j < P::kN; ++j) v.v[j] = unscale_one(v.v[j], s, bad);
-      reinterpret_cast<P*>(p)[k] = v;
+      if (kWrite) reinterpret_cast<P*>(p)[k] = v;
     }
     tail = n / P::kN * P::kN;
   }
-  for (int64_t i = tail + tid; i < n; i += stride) p[i] = unscale_one(p[i], s, bad);
+  for (int64_t i = tail + tid; i < n; i += stride) {
+    const T v = unscale_one(p[i], s, bad);
+    if (kWrite) p[i] = v;
+  }
   // Every writer stores the same 1.0f, so the unordered stores are harmless.
   if (__syncthreads_or(bad) && threadIdx.x == 0) *found_inf = 1.0f;
 }
 
+__global__ void update_scale_kernel(float* scale, int32_t* tracker, int64_t* skipped,
+                                    float* found_inf, float growth, float backoff,
+                                    int32_t interval) {
+  if (*found_inf != 0.0f) {
+    scale[0] *= backoff;
+    *tracker = 0;
+    ++*skipped;
+  } else if (++*tracker >= interval) {
+    const float grown = scale[0] * growth;
+    if (finite(grown)) scale[0] = grown;
+    *tracker = 0;
+  }
+  scale[1] = __double2float_rn(1.0 / static_cast<double>(scale[0]));
+  *found_inf = 0.0f;
+}
+
 }  // namespace
+
+void update_loss_scale(float* scale, int32_t* growth_tracker, int64_t* skipped, float* found_inf,
+                       float growth, float backoff, int32_t interval, StreamHandle stream) {
+  update_scale_kernel<<<1, 1, 0, stream>>>(scale, growth_tracker, skipped, found_inf, growth,
+                                           backoff, interval);
+  MLAI_LAUNCH_CHECK();
+}
 
 template <class T>
 void unscale_check_finite(T* const* tensors, const int64_t* sizes, int count,
@@ -71,8 +98,12 @@ void unscale_check_finite(T* const* tensors, const int64_t* sizes, int count,
     // Enough blocks for the largest tensor, at most 1024 per tensor (grid-stride beyond that).
     const int64_t packs = (largest + dev::Pack<T>::kN - 1) / dev::Pack<T>::kN;
     const unsigned gx = std::min(dev::grid_size(packs), 1024u);
-    unscale_kernel<T><<<dim3(gx, static_cast<unsigned>(m)), dev::kBlock, 0, stream>>>(
-        list, inv_scale, found_inf);
+    const dim3 grid(gx, static_cast<unsigned>(m));
+    if (inv_scale != nullptr) {
+      unscale_kernel<T, true><<<grid, dev::kBlock, 0, stream>>>(list, inv_scale, found_inf);
+    } else {
+      unscale_kernel<T, false><<<grid, dev::kBlock, 0, stream>>>(list, inv_scale, found_inf);
+    }
     MLAI_LAUNCH_CHECK();
   }
 }

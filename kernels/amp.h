@@ -1,6 +1,8 @@
 // Multi-tensor "unscale and check finite" for mixed precision (PyTorch's
 // _amp_foreach_non_finite_check_and_unscale_): every gradient is multiplied by inv_scale in
-// place, and found_inf is set to 1 if any element of any tensor is inf or nan. inv_scale and
+// place, and found_inf is set to 1 if any element of any tensor is inf or nan. With inv_scale
+// null it only checks (a read-only pass): the Trainer folds 1/scale into the optimizer instead,
+// so fp16 gradients are never unscaled into fp16 (where small ones would round to zero). inv_scale and
 // found_inf live on the device (host memory for cpu), so the step needs no host sync.
 // A few launches cover all tensors: the CUDA version packs up to kMaxTensorsPerLaunch tensors
 // into the kernel's parameters.
@@ -18,9 +20,17 @@ namespace cpu {
 template <class T>
 void unscale_check_finite(T* const* tensors, const int64_t* sizes, int count,
                           const float* inv_scale, float* found_inf);
+// GradScaler.update() (PyTorch's _amp_update_scale_), one element, on the device so the step
+// needs no host sync: scale = {loss scale, 1/loss scale}. found_inf: scale *= backoff, tracker
+// = 0, skipped += 1; else tracker += 1 and at `interval` scale *= growth (if still finite),
+// tracker = 0. found_inf is reset to 0 for the next step.
+void update_loss_scale(float* scale, int32_t* growth_tracker, int64_t* skipped, float* found_inf,
+                       float growth, float backoff, int32_t interval);
 }  // namespace cpu
 
 namespace cuda {
+void update_loss_scale(float* scale, int32_t* growth_tracker, int64_t* skipped, float* found_inf,
+                       float growth, float backoff, int32_t interval, StreamHandle stream);
 template <class T>
 void unscale_check_finite(T* const* tensors, const int64_t* sizes, int count,
                           const float* inv_scale, float* found_inf, StreamHandle stream);

@@ -5,23 +5,48 @@
 
 namespace mlai::kernels::cpu {
 
-void sgd_step(float* const* params, const float* const* grads, float* const* momentum,
-              const int64_t* sizes, int count, const SgdArgs& a, const float* skip_if) {
+namespace {
+// The gradient of element i in float: float gradients are read as they are (the loops stay
+// the vectorized float loops they were), fp16/bf16 ones converted.
+template <class G>
+inline float grad_at(const G* __restrict g, int64_t i) {
+  if constexpr (std::is_same_v<G, float>) {
+    return g[i];
+  } else {
+    return to_acc(g[i]);
+  }
+}
+
+// working = master rounded to G (mixed precision), a separate pass so the update loop above
+// it keeps its shape.
+template <class G>
+void refresh_working(G* const* working, float* const* params, const int64_t* sizes, int t) {
+  if (working == nullptr || working[t] == nullptr) return;
+  G* __restrict w = working[t];
+  const float* __restrict p = params[t];
+  for (int64_t i = 0; i < sizes[t]; ++i) w[i] = from_acc<G>(p[i]);
+}
+}  // namespace
+
+template <class G>
+void sgd_step(float* const* params, const G* const* grads, G* const* working,
+              float* const* momentum, const int64_t* sizes, int count, const SgdArgs& a,
+              const float* inv_scale, const float* skip_if) {
   if (skip_if && *skip_if != 0.0f) return;
   // Options in locals and __restrict pointers, so that GCC unswitches the branches and
   // vectorizes the loop (read through `a` with aliasing pointers it stays scalar, "control flow
   // in loop": 5x slower). The arithmetic per element is unchanged, so results are bit-identical.
   const float lr = static_cast<float>(a.lr), mom = static_cast<float>(a.momentum),
               damp = static_cast<float>(a.dampening), wd = static_cast<float>(a.weight_decay),
-              gs = a.grad_scale;
+              gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f);
   const bool first = a.first_step, nesterov = a.nesterov, use_buf = a.momentum != 0;
   for (int t = 0; t < count; ++t) {
     float* __restrict p = params[t];
-    const float* __restrict g = grads[t];
+    const G* __restrict g = grads[t];
     float* __restrict buf = use_buf ? momentum[t] : nullptr;
     const int64_t n = sizes[t];
     for (int64_t i = 0; i < n; ++i) {
-      float d = g[i] * gs;
+      float d = grad_at(g, i) * gs;
       if (wd != 0) d += wd * p[i];
       if (use_buf) {
         buf[i] = first ? d : mom * buf[i] + (1 - damp) * d;
@@ -29,12 +54,14 @@ void sgd_step(float* const* params, const float* const* grads, float* const* mom
       }
       p[i] -= lr * d;
     }
+    refresh_working(working, params, sizes, t);
   }
 }
 
-void adam_step(float* const* params, const float* const* grads, float* const* exp_avg,
-               float* const* exp_avg_sq, const int64_t* sizes, int count, const AdamArgs& a,
-               const float* skip_if) {
+template <class G>
+void adam_step(float* const* params, const G* const* grads, G* const* working,
+               float* const* exp_avg, float* const* exp_avg_sq, const int64_t* sizes, int count,
+               const AdamArgs& a, const float* inv_scale, const float* skip_if) {
   if (skip_if && *skip_if != 0.0f) return;
   const float lr = static_cast<float>(a.lr), b1 = static_cast<float>(a.beta1),
               b2 = static_cast<float>(a.beta2), eps = static_cast<float>(a.eps),
@@ -44,14 +71,14 @@ void adam_step(float* const* params, const float* const* grads, float* const* ex
   const float bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(a.beta2, t)));
   // As in sgd_step; the sqrt also needs -fno-math-errno (CMakeLists.txt): with errno, each
   // sqrt is a branch to sqrtf for negative inputs and the loop stays scalar (4x slower).
-  const float gs = a.grad_scale;
+  const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f);
   const bool decoupled = a.decoupled;
   for (int k = 0; k < count; ++k) {
     float *__restrict p = params[k], *__restrict m = exp_avg[k], *__restrict v = exp_avg_sq[k];
-    const float* __restrict g = grads[k];
+    const G* __restrict g = grads[k];
     const int64_t n = sizes[k];
     for (int64_t i = 0; i < n; ++i) {
-      float d = g[i] * gs;
+      float d = grad_at(g, i) * gs;
       if (decoupled) {
         p[i] *= 1 - lr * wd;
       } else if (wd != 0) {
@@ -61,7 +88,19 @@ void adam_step(float* const* params, const float* const* grads, float* const* ex
       v[i] = b2 * v[i] + (1 - b2) * d * d;
       p[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
     }
+    refresh_working(working, params, sizes, k);
   }
 }
+
+#define MLAI_INSTANTIATE(G)                                                                     \
+  template void sgd_step<G>(float* const*, const G* const*, G* const*, float* const*,           \
+                            const int64_t*, int, const SgdArgs&, const float*, const float*);   \
+  template void adam_step<G>(float* const*, const G* const*, G* const*, float* const*,          \
+                             float* const*, const int64_t*, int, const AdamArgs&, const float*, \
+                             const float*);
+MLAI_INSTANTIATE(float)
+MLAI_INSTANTIATE(Half)
+MLAI_INSTANTIATE(BFloat16)
+#undef MLAI_INSTANTIATE
 
 }  // namespace mlai::kernels::cpu

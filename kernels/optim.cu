@@ -10,16 +10,19 @@
 namespace mlai::kernels::cuda {
 
 namespace {
+template <class G>
 struct Group {
   float* p[kMaxOptimTensors];
-  const float* g[kMaxOptimTensors];
+  const G* g[kMaxOptimTensors];
+  G* w[kMaxOptimTensors];  // working copies (mixed precision), null where none
   float* s1[kMaxOptimTensors];
   float* s2[kMaxOptimTensors];
   int64_t prefix[kMaxOptimTensors + 1];  // prefix[k] = total size of tensors before k
   int count;
 };
 
-__device__ __forceinline__ int find_tensor(const Group& gr, int64_t idx) {
+template <class G>
+__device__ __forceinline__ int find_tensor(const Group<G>& gr, int64_t idx) {
   int lo = 0, hi = gr.count - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
@@ -28,8 +31,10 @@ __device__ __forceinline__ int find_tensor(const Group& gr, int64_t idx) {
   return lo;
 }
 
-__global__ void sgd_kernel(Group gr, SgdArgs a, const float* skip_if) {
+template <class G>
+__global__ void sgd_kernel(Group<G> gr, SgdArgs a, const float* inv_scale, const float* skip_if) {
   if (skip_if && *skip_if != 0.0f) return;
+  const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f);
   const float lr = static_cast<float>(a.lr), mom = static_cast<float>(a.momentum),
               damp = static_cast<float>(a.dampening), wd = static_cast<float>(a.weight_decay);
   const int64_t total = gr.prefix[gr.count];
@@ -38,7 +43,7 @@ __global__ void sgd_kernel(Group gr, SgdArgs a, const float* skip_if) {
     const int k = find_tensor(gr, idx);
     const int64_t i = idx - gr.prefix[k];
     float* p = gr.p[k];
-    float d = gr.g[k][i] * a.grad_scale;
+    float d = dev::to_acc(gr.g[k][i]) * gs;
     if (wd != 0) d += wd * p[i];
     if (mom != 0) {
       float* buf = gr.s1[k];
@@ -46,13 +51,17 @@ __global__ void sgd_kernel(Group gr, SgdArgs a, const float* skip_if) {
       buf[i] = b;
       d = a.nesterov ? d + mom * b : b;
     }
-    p[i] -= lr * d;
+    const float updated = p[i] - lr * d;
+    p[i] = updated;
+    if (gr.w[k]) gr.w[k][i] = dev::from_acc<G>(updated);
   }
 }
 
-__global__ void adam_kernel(Group gr, AdamArgs a, float step_size, float bc2_sqrt,
-                            const float* skip_if) {
+template <class G>
+__global__ void adam_kernel(Group<G> gr, AdamArgs a, float step_size, float bc2_sqrt,
+                            const float* inv_scale, const float* skip_if) {
   if (skip_if && *skip_if != 0.0f) return;
+  const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f);
   const float lr = static_cast<float>(a.lr), b1 = static_cast<float>(a.beta1),
               b2 = static_cast<float>(a.beta2), eps = static_cast<float>(a.eps),
               wd = static_cast<float>(a.weight_decay);
@@ -62,7 +71,7 @@ __global__ void adam_kernel(Group gr, AdamArgs a, float step_size, float bc2_sqr
     const int k = find_tensor(gr, idx);
     const int64_t i = idx - gr.prefix[k];
     float* p = gr.p[k];
-    float d = gr.g[k][i] * a.grad_scale;
+    float d = dev::to_acc(gr.g[k][i]) * gs;
     float pv = p[i];
     if (a.decoupled) {
       pv *= 1 - lr * wd;
@@ -73,20 +82,24 @@ __global__ void adam_kernel(Group gr, AdamArgs a, float step_size, float bc2_sqr
     const float v = b2 * gr.s2[k][i] + (1 - b2) * d * d;
     gr.s1[k][i] = m;
     gr.s2[k][i] = v;
-    p[i] = pv - step_size * m / (sqrtf(v) / bc2_sqrt + eps);
+    const float updated = pv - step_size * m / (sqrtf(v) / bc2_sqrt + eps);
+    p[i] = updated;
+    if (gr.w[k]) gr.w[k][i] = dev::from_acc<G>(updated);
   }
 }
 
-template <class Launch>
-void for_each_group(float* const* params, const float* const* grads, float* const* s1,
-                    float* const* s2, const int64_t* sizes, int count, Launch launch) {
+template <class G, class Launch>
+void for_each_group(float* const* params, const G* const* grads, G* const* working,
+                    float* const* s1, float* const* s2, const int64_t* sizes, int count,
+                    Launch launch) {
   for (int start = 0; start < count; start += kMaxOptimTensors) {
-    Group gr{};
+    Group<G> gr{};
     gr.count = std::min(kMaxOptimTensors, count - start);
     gr.prefix[0] = 0;
     for (int k = 0; k < gr.count; ++k) {
       gr.p[k] = params[start + k];
       gr.g[k] = grads[start + k];
+      gr.w[k] = working ? working[start + k] : nullptr;
       gr.s1[k] = s1 ? s1[start + k] : nullptr;
       gr.s2[k] = s2 ? s2[start + k] : nullptr;
       gr.prefix[k + 1] = gr.prefix[k] + sizes[start + k];
@@ -96,28 +109,45 @@ void for_each_group(float* const* params, const float* const* grads, float* cons
 }
 }  // namespace
 
-void sgd_step(float* const* params, const float* const* grads, float* const* momentum,
-              const int64_t* sizes, int count, const SgdArgs& args, const float* skip_if,
-              StreamHandle stream) {
-  for_each_group(params, grads, args.momentum != 0 ? momentum : nullptr, nullptr, sizes, count,
-                 [&](const Group& gr) {
-                   sgd_kernel<<<dev::grid_size(gr.prefix[gr.count]), dev::kBlock, 0, stream>>>(
-                       gr, args, skip_if);
-                   MLAI_LAUNCH_CHECK();
-                 });
+template <class G>
+void sgd_step(float* const* params, const G* const* grads, G* const* working,
+              float* const* momentum, const int64_t* sizes, int count, const SgdArgs& args,
+              const float* inv_scale, const float* skip_if, StreamHandle stream) {
+  for_each_group<G>(params, grads, working, args.momentum != 0 ? momentum : nullptr, nullptr,
+                    sizes, count, [&](const Group<G>& gr) {
+                      sgd_kernel<G><<<dev::grid_size(gr.prefix[gr.count]), dev::kBlock, 0,
+                                      stream>>>(gr, args, inv_scale, skip_if);
+                      MLAI_LAUNCH_CHECK();
+                    });
 }
 
-void adam_step(float* const* params, const float* const* grads, float* const* exp_avg,
-               float* const* exp_avg_sq, const int64_t* sizes, int count, const AdamArgs& args,
-               const float* skip_if, StreamHandle stream) {
+template <class G>
+void adam_step(float* const* params, const G* const* grads, G* const* working,
+               float* const* exp_avg, float* const* exp_avg_sq, const int64_t* sizes, int count,
+               const AdamArgs& args, const float* inv_scale, const float* skip_if,
+               StreamHandle stream) {
   const double t = static_cast<double>(args.step);
   const float step_size = static_cast<float>(args.lr / (1 - std::pow(args.beta1, t)));
   const float bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(args.beta2, t)));
-  for_each_group(params, grads, exp_avg, exp_avg_sq, sizes, count, [&](const Group& gr) {
-    adam_kernel<<<dev::grid_size(gr.prefix[gr.count]), dev::kBlock, 0, stream>>>(
-        gr, args, step_size, bc2_sqrt, skip_if);
-    MLAI_LAUNCH_CHECK();
-  });
+  for_each_group<G>(params, grads, working, exp_avg, exp_avg_sq, sizes, count,
+                    [&](const Group<G>& gr) {
+                      adam_kernel<G><<<dev::grid_size(gr.prefix[gr.count]), dev::kBlock, 0,
+                                       stream>>>(gr, args, step_size, bc2_sqrt, inv_scale,
+                                                 skip_if);
+                      MLAI_LAUNCH_CHECK();
+                    });
 }
+
+#define MLAI_INSTANTIATE(G)                                                                   \
+  template void sgd_step<G>(float* const*, const G* const*, G* const*, float* const*,         \
+                            const int64_t*, int, const SgdArgs&, const float*, const float*, \
+                            StreamHandle);                                                    \
+  template void adam_step<G>(float* const*, const G* const*, G* const*, float* const*,        \
+                             float* const*, const int64_t*, int, const AdamArgs&,             \
+                             const float*, const float*, StreamHandle);
+MLAI_INSTANTIATE(float)
+MLAI_INSTANTIATE(Half)
+MLAI_INSTANTIATE(BFloat16)
+#undef MLAI_INSTANTIATE
 
 }  // namespace mlai::kernels::cuda

@@ -1,8 +1,12 @@
 // Fused multi-tensor optimizer steps with PyTorch's semantics (torch.optim.SGD, Adam, AdamW).
-// One call updates `count` tensors (the CUDA version in launches of up to kMaxOptimTensors),
-// reading each gradient times grad_scale (1/world_size for data parallel, 1/loss_scale for
-// mixed precision: the scaling costs no extra pass). When skip_if is non-null and *skip_if != 0
-// (a device flag set by the AMP finite check), nothing changes: no host sync is needed.
+// One call updates `count` float32 master tensors (the CUDA version in launches of up to
+// kMaxOptimTensors), reading each gradient (type G: float, or Half/BFloat16 for mixed
+// precision) in float times grad_scale (1/world_size for data parallel) and, when inv_scale is
+// non-null, times *inv_scale (a device value: 1/loss_scale for mixed precision). Scaling here
+// costs no extra pass and never rounds a small unscaled gradient to fp16 zero. When working is
+// non-null, working[t] (may be null per tensor) receives the updated master rounded to G: the
+// fp16/bf16 copy the next forward uses, refreshed in the same pass. When skip_if is non-null
+// and *skip_if != 0 (the AMP finite check's device flag), nothing changes: no host sync.
 #pragma once
 
 #include <cstdint>
@@ -28,12 +32,15 @@ struct AdamArgs {
 };
 
 #define MLAI_OPTIM_DECLS(...)                                                                 \
-  void sgd_step(float* const* params, const float* const* grads, float* const* momentum,      \
-                const int64_t* sizes, int count, const SgdArgs& args,                         \
-                const float* skip_if __VA_ARGS__);                                            \
-  void adam_step(float* const* params, const float* const* grads, float* const* exp_avg,      \
-                 float* const* exp_avg_sq, const int64_t* sizes, int count,                   \
-                 const AdamArgs& args, const float* skip_if __VA_ARGS__);
+  template <class G>                                                                          \
+  void sgd_step(float* const* params, const G* const* grads, G* const* working,               \
+                float* const* momentum, const int64_t* sizes, int count, const SgdArgs& args, \
+                const float* inv_scale, const float* skip_if __VA_ARGS__);                    \
+  template <class G>                                                                          \
+  void adam_step(float* const* params, const G* const* grads, G* const* working,              \
+                 float* const* exp_avg, float* const* exp_avg_sq, const int64_t* sizes,       \
+                 int count, const AdamArgs& args, const float* inv_scale,                     \
+                 const float* skip_if __VA_ARGS__);
 
 namespace cpu {
 MLAI_OPTIM_DECLS()

@@ -45,9 +45,10 @@ std::vector<std::pair<std::string, Tensor*>> model_tensors(Module& m) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
-                     const TrainState& st, const Config& cfg) {
+                     const TrainState& st, const Config& cfg, const NamedTensors& amp) {
   io::H5Writer w(path);
   for (auto& [n, t] : model_tensors(model)) write_tensor(w, "model/" + n, *t);
+  for (auto& [n, t] : amp) write_tensor(w, "amp/" + n, *t);
   if (opt) {
     for (auto& [n, t] : opt->state()) write_tensor(w, "optimizer/" + n, *t);
     w.set_attr("/", "optimizer_steps", opt->step_count());
@@ -104,9 +105,13 @@ void load_weights(const std::string& path, Module& model, const std::set<std::st
   for (auto& [n, t] : mine) read_into(r, "model/" + n, *t);
 }
 
-TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* opt) {
+TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* opt,
+                           const NamedTensors& amp) {
   load_weights(path, model, {});
   io::H5Reader r(path);
+  // A checkpoint from a float32 run has no loss scaler: the scaler keeps its initial state.
+  for (auto& [n, t] : amp)
+    if (r.has("amp/" + n)) read_into(r, "amp/" + n, *t);
   if (opt) {
     for (auto& [n, t] : opt->state()) {
       if (!r.has("optimizer/" + n))

@@ -6,6 +6,8 @@
 
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "nn/config.h"
 #include "nn/module.h"
@@ -20,8 +22,11 @@ struct TrainState {
   double best_val_accuracy = -1;
 };
 
+using NamedTensors = std::vector<std::pair<std::string, Tensor*>>;
+
+// amp: the loss scaler's state (GradScaler::state()), saved in group "amp" when non-empty.
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
-                     const TrainState& state, const Config& cfg);
+                     const TrainState& state, const Config& cfg, const NamedTensors& amp = {});
 
 // Loads the parameters and buffers of group "model" into `model`, except the names in `skip`
 // (neither required in the file nor in the model, and not loaded). Names and shapes must match
@@ -30,7 +35,9 @@ void load_weights(const std::string& path, Module& model, const std::set<std::st
 
 // Loads into `model` (and `opt` when given). Parameter and buffer names and shapes must match:
 // otherwise one error lists what is missing, unexpected and mis-shaped.
-TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* opt);
+// amp: loaded when the file has it (a float32 run's checkpoint has none).
+TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* opt,
+                           const NamedTensors& amp = {});
 // The config stored in a checkpoint.
 Config checkpoint_config(const std::string& path);
 

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "io/dataset.h"
+#include "nn/amp.h"
 #include "nn/lr_schedule.h"
 #include "nn/models.h"
 
@@ -51,8 +52,7 @@ void Config::validate() const {
   require(bucket_cap_mb > 0, "--bucket-cap-mb must be > 0");
   require(criterion == "cross_entropy" || criterion == "nll",
           "--criterion must be cross_entropy or nll, got '" + criterion + "'");
-  require(precision == "32", "--precision " + precision +
-                                 " is not available yet (mixed precision is planned); use 32");
+  parse_precision(precision);  // throws naming --precision and the choices
   require(limit_batches(limit_train_batches, 1000000, "--limit-train-batches") > 0,
           "--limit-train-batches must leave at least one batch");
   limit_batches(limit_val_batches, 1000000, "--limit-val-batches");

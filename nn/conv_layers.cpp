@@ -22,7 +22,7 @@ Variable Conv2d::forward(const Variable& x) {
   if (x.data().ndim() != 4 || x.size(3) != in_)
     throw std::invalid_argument("Conv2d(" + std::to_string(in_) + " channels): input of shape " +
                                 tensor::shape_str(x.shape()) + " (NHWC expected)");
-  return autograd::conv2d(x, weight_, bias_, stride_, pad_);
+  return autograd::conv2d(x, use(weight_), use(bias_), stride_, pad_);
 }
 
 BatchNorm2d::BatchNorm2d(int64_t channels, double eps, double momentum)

@@ -28,6 +28,9 @@ class BatchNorm2d : public Module {
   Variable forward(const Variable& x) override;
   std::string type_name() const override { return "BatchNorm2d"; }
 
+ protected:
+  bool low_precision_parameters() const override { return false; }  // float32 under AMP
+
  private:
   double eps_, momentum_;
   Variable weight_, bias_;

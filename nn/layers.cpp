@@ -19,7 +19,7 @@ Variable Linear::forward_fused(const Variable& x, bool apply_relu) {
   if (x.data().ndim() != 2 || x.size(1) != in_)
     throw std::invalid_argument("Linear(" + std::to_string(in_) + " -> " + std::to_string(out_) +
                                 "): input of shape " + tensor::shape_str(x.shape()));
-  return autograd::linear(x, weight_, bias_, apply_relu);
+  return autograd::linear(x, use(weight_), use(bias_), apply_relu);
 }
 
 Dropout::Dropout(double p, uint64_t seed) : p_(p), gen_(seed) {

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "nn/layers.h"
+#include "tensor/ops.h"
 
 namespace mlai::nn {
 
@@ -66,6 +67,8 @@ void Module::train(bool on) {
 
 void Module::zero_grad() {
   for (auto& v : parameters()) const_cast<Variable&>(v).zero_grad();
+  for (auto& v : working_parameters())
+    if (v.defined()) v.zero_grad();
 }
 
 void Module::to(const Device& d) {
@@ -75,6 +78,43 @@ void Module::to(const Device& d) {
   }
   for (auto& [n, b] : buffers_) b = b.to(d);
   for (auto& [n, c] : children_) c->to(d);
+  if (compute_dtype_ != DType::kFloat32) set_compute_dtype(compute_dtype_);
+}
+
+void Module::set_compute_dtype(DType dt) {
+  if (dt != DType::kFloat32 && dt != DType::kFloat16 && dt != DType::kBFloat16)
+    throw std::invalid_argument(std::string("compute dtype must be float32, float16 or bfloat16, not ") +
+                                tensor::dtype_name(dt));
+  compute_dtype_ = dt;
+  working_.clear();
+  if (dt != DType::kFloat32 && low_precision_parameters())
+    for (auto& [n, v] : params_) working_.emplace_back(tensor::cast(v.data(), dt), true);
+  for (auto& [n, c] : children_) c->set_compute_dtype(dt);
+}
+
+void Module::collect_working(std::vector<Variable>& out) const {
+  for (size_t i = 0; i < params_.size(); ++i)
+    out.push_back(working_.empty() ? Variable() : working_[i]);
+  for (const auto& [n, c] : children_) c->collect_working(out);
+}
+
+std::vector<Variable> Module::working_parameters() const {
+  std::vector<Variable> out;
+  collect_working(out);
+  return out;
+}
+
+void Module::refresh_working_parameters() {
+  for (size_t i = 0; i < working_.size(); ++i)
+    working_[i].data().copy_from(tensor::cast(params_[i].second.data(), working_[i].dtype()));
+  for (auto& [n, c] : children_) c->refresh_working_parameters();
+}
+
+const Variable& Module::use(const Variable& p) const {
+  if (working_.empty() || !p.defined()) return p;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].second.impl() == p.impl()) return working_[i];
+  return p;
 }
 
 void Sequential::add(std::shared_ptr<Module> m) {

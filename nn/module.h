@@ -45,7 +45,24 @@ class Module {
   void zero_grad();
   void to(const Device& d);  // moves every parameter and buffer (gradients are dropped)
 
+  // Mixed precision. The parameters stay float32 (the master weights: what the optimizer
+  // updates and checkpoints hold); set_compute_dtype(kFloat16 or kBFloat16) gives each
+  // parameter of a layer that computes in low precision (Linear, Conv2d; not batch norm, whose
+  // parameters stay float32 as cuDNN wants) a working copy in that dtype, which forward() uses
+  // and backward() gives the gradient to. The optimizer refreshes the copies from the masters
+  // in its fused step. kFloat32 drops them. Call after to().
+  void set_compute_dtype(DType dt);
+  DType compute_dtype() const { return compute_dtype_; }
+  // Parallel to named_parameters(): each parameter's working copy, undefined where it has none.
+  std::vector<Variable> working_parameters() const;
+  // Rewrites every working copy from its master (after loading weights into the masters).
+  void refresh_working_parameters();
+
  protected:
+  // The Variable forward() computes with for parameter p: its working copy, if it has one.
+  const Variable& use(const Variable& p) const;
+  // False for layers whose parameters stay float32 under mixed precision (batch norm).
+  virtual bool low_precision_parameters() const { return true; }
   Variable& register_parameter(const std::string& name, Tensor value);
   Tensor& register_buffer(const std::string& name, Tensor value);
   template <class M>
@@ -56,8 +73,11 @@ class Module {
 
  private:
   void collect(const std::string& prefix, std::vector<std::pair<std::string, Variable>>& out) const;
+  void collect_working(std::vector<Variable>& out) const;
   bool training_ = true;
+  DType compute_dtype_ = DType::kFloat32;
   std::vector<std::pair<std::string, Variable>> params_;
+  std::vector<Variable> working_;  // parallel to params_ (empty: no working copies)
   std::vector<std::pair<std::string, Tensor>> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
 };

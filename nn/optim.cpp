@@ -20,6 +20,26 @@ Optimizer::Optimizer(std::vector<std::pair<std::string, Variable>> params,
 
 void Optimizer::zero_grad() {
   for (auto& [n, v] : params_) v.zero_grad();
+  for (auto& w : working_)
+    if (w.defined()) w.zero_grad();
+}
+
+std::vector<Tensor> Optimizer::gradients() const {
+  std::vector<Tensor> p, g, w;
+  gather(p, g, w, {}, {});
+  return g;
+}
+
+void Optimizer::set_working(std::vector<Variable> working) {
+  if (!working.empty() && working.size() != params_.size())
+    throw std::invalid_argument("optimizer: " + std::to_string(working.size()) +
+                                " working copies for " + std::to_string(params_.size()) +
+                                " parameters");
+  for (size_t i = 0; i < working.size(); ++i)
+    if (working[i].defined() && working[i].shape() != params_[i].second.shape())
+      throw std::invalid_argument("optimizer: working copy of " + params_[i].first + " is " +
+                                  working[i].data().str());
+  working_ = std::move(working);
 }
 
 std::vector<std::pair<std::string, Tensor*>> Optimizer::state() {
@@ -30,13 +50,17 @@ std::vector<std::pair<std::string, Tensor*>> Optimizer::state() {
   return out;
 }
 
-void Optimizer::gather(std::vector<Tensor>& p, std::vector<Tensor>& g,
+void Optimizer::gather(std::vector<Tensor>& p, std::vector<Tensor>& g, std::vector<Tensor>& w,
                        std::vector<std::vector<Tensor>*> out, std::vector<int> slots) const {
   for (size_t i = 0; i < params_.size(); ++i) {
     const Variable& v = params_[i].second;
-    if (!v.grad().defined()) continue;  // unused this step: left alone, as PyTorch does
+    const bool has_working = !working_.empty() && working_[i].defined();
+    // With a working copy, its gradient is the one backward produced.
+    const Tensor& grad = has_working ? working_[i].grad() : v.grad();
+    if (!grad.defined()) continue;  // unused this step: left alone, as PyTorch does
     p.push_back(v.data());
-    g.push_back(v.grad());
+    g.push_back(grad);
+    w.push_back(has_working ? working_[i].data() : Tensor());
     for (size_t k = 0; k < slots.size(); ++k) out[k]->push_back(slots_[static_cast<size_t>(slots[k])][i]);
   }
 }
@@ -59,12 +83,12 @@ SGD::SGD(std::vector<std::pair<std::string, Variable>> params, const OptimizerCo
   }
 }
 
-void SGD::step(float grad_scale, const Tensor& skip_if) {
-  std::vector<Tensor> p, g, m;
+void SGD::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {
+  std::vector<Tensor> p, g, w, m;
   if (cfg_.momentum != 0) {
-    gather(p, g, {&m}, {0});
+    gather(p, g, w, {&m}, {0});
   } else {
-    gather(p, g, {}, {});
+    gather(p, g, w, {}, {});
   }
   kernels::SgdArgs a;
   a.lr = cfg_.lr;
@@ -74,7 +98,7 @@ void SGD::step(float grad_scale, const Tensor& skip_if) {
   a.nesterov = cfg_.nesterov;
   a.first_step = steps_ == 0;
   a.grad_scale = grad_scale;
-  tensor::sgd_step_(p, g, m, a, skip_if);
+  tensor::sgd_step_(p, g, w, m, a, inv_scale, skip_if);
   ++steps_;
 }
 
@@ -88,9 +112,9 @@ Adam::Adam(std::vector<std::pair<std::string, Variable>> params, const Optimizer
   slots_.push_back(zeros_like_all(params_));
 }
 
-void Adam::step(float grad_scale, const Tensor& skip_if) {
-  std::vector<Tensor> p, g, m, v;
-  gather(p, g, {&m, &v}, {0, 1});
+void Adam::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {
+  std::vector<Tensor> p, g, w, m, v;
+  gather(p, g, w, {&m, &v}, {0, 1});
   kernels::AdamArgs a;
   a.lr = cfg_.lr;
   a.beta1 = cfg_.beta1;
@@ -100,7 +124,7 @@ void Adam::step(float grad_scale, const Tensor& skip_if) {
   a.decoupled = decoupled_;
   a.step = steps_ + 1;
   a.grad_scale = grad_scale;
-  tensor::adam_step_(p, g, m, v, a, skip_if);
+  tensor::adam_step_(p, g, w, m, v, a, inv_scale, skip_if);
   ++steps_;
 }
 

@@ -25,11 +25,19 @@ class Optimizer {
   Optimizer(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg);
   virtual ~Optimizer() = default;
 
-  // Updates every parameter that has a gradient, reading grad * grad_scale. skip_if: see
-  // kernels/optim.h (a device flag from the AMP check; the step counter still advances only
-  // on the host when the caller knows the step was taken — see Trainer).
-  virtual void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor()) = 0;
+  // Updates every parameter that has a gradient, reading grad * grad_scale (* inv_scale[0]
+  // when given: a device value, 1/loss scale). skip_if: see kernels/optim.h (a device flag
+  // from the AMP check: a flagged step changes nothing, on the device, with no host sync; the
+  // host-side step count still advances, see Trainer).
+  virtual void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor(),
+                    const Tensor& inv_scale = Tensor()) = 0;
   void zero_grad();
+  // Mixed precision: working[i] (parallel to the parameters; undefined where none) is the
+  // fp16/bf16 copy forward() used: its gradient is the one read, and the step refreshes it
+  // from the updated float32 master (Module::working_parameters()).
+  void set_working(std::vector<Variable> working);
+  // The gradients the next step() reads (working copies' where they exist), in order.
+  std::vector<Tensor> gradients() const;
 
   double lr() const { return cfg_.lr; }
   void set_lr(double lr) { cfg_.lr = lr; }
@@ -42,9 +50,10 @@ class Optimizer {
 
  protected:
   // Parameters (with defined gradients) and the matching state tensors of slot `s`.
-  void gather(std::vector<Tensor>& p, std::vector<Tensor>& g,
+  void gather(std::vector<Tensor>& p, std::vector<Tensor>& g, std::vector<Tensor>& w,
               std::vector<std::vector<Tensor>*> slots_out, std::vector<int> slots) const;
   std::vector<std::pair<std::string, Variable>> params_;
+  std::vector<Variable> working_;  // empty, or parallel to params_
   std::vector<std::string> slot_names_;
   std::vector<std::vector<Tensor>> slots_;  // slots_[s][i]: state s of parameter i
   OptimizerConfig cfg_;
@@ -54,14 +63,16 @@ class Optimizer {
 class SGD : public Optimizer {
  public:
   SGD(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg);
-  void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor()) override;
+  void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor(),
+            const Tensor& inv_scale = Tensor()) override;
 };
 
 class Adam : public Optimizer {  // AdamW when decoupled
  public:
   Adam(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg,
        bool decoupled);
-  void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor()) override;
+  void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor(),
+            const Tensor& inv_scale = Tensor()) override;
 
  private:
   bool decoupled_;

@@ -14,6 +14,7 @@
 #include "dist/communicator.h"
 #include "io/loader.h"
 #include "io/tensorboard.h"
+#include "nn/amp.h"
 #include "nn/lr_schedule.h"
 #include "nn/models.h"
 #include "tensor/determinism.h"
@@ -56,7 +57,7 @@ io::ConfusionMatrix to_matrix(const Tensor& counts, const io::Dataset& ds) {
 const std::vector<std::string> kCsvColumns = {
     "epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
     "val_precision", "val_recall", "val_f1", "images_per_sec", "epoch_seconds",
-    "data_wait_fraction", "val_confusion", "test_loss", "test_accuracy", "test_precision",
+    "data_wait_fraction", "loss_scale", "skipped_steps", "val_confusion", "test_loss", "test_accuracy", "test_precision",
     "test_recall", "test_f1", "test_confusion"};
 }  // namespace
 
@@ -119,6 +120,8 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
                   cfg_.reset_head ? " (fc re-initialised)" : "");
   }
   model_->to(device_);
+  precision_ = parse_precision(cfg_.precision);
+  model_->set_compute_dtype(compute_dtype(precision_));  // working copies for --precision 16/bf16
   const int world = group_.world();
   if (cfg_.lr_scale == "linear") cfg_.lr *= world;  // the effective batch grew world-fold
   OptimizerConfig oc;
@@ -131,8 +134,11 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   oc.beta2 = cfg_.beta2;
   oc.eps = cfg_.eps;
   opt_ = make_optimizer(model_->named_parameters(), oc);
+  opt_->set_working(model_->working_parameters());
+  scaler_ = std::make_unique<GradScaler>(device_, precision_ == Precision::kFloat16);
   if (!cfg_.resume.empty()) {
-    state_ = load_checkpoint(cfg_.resume, *model_, opt_.get());
+    state_ = load_checkpoint(cfg_.resume, *model_, opt_.get(), scaler_->state());
+    model_->refresh_working_parameters();
     if (main_)
       std::printf("resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg_.resume.c_str(),
                 static_cast<long long>(state_.epoch + 1), static_cast<long long>(state_.next_batch),
@@ -145,11 +151,19 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     for (auto& [n, v] : model_->named_parameters()) shared.push_back(&const_cast<Variable&>(v).data());
     for (auto& [n, b] : model_->named_buffers()) shared.push_back(b);
     for (auto& [n, st] : opt_->state()) shared.push_back(st);
+    for (auto& [n, st] : scaler_->state()) shared.push_back(st);
     dist::broadcast_tensors(*comm_, shared);
+    model_->refresh_working_parameters();
     dist::ReducerOptions ro;
     ro.bucket_cap_mb = cfg_.bucket_cap_mb;
     ro.overlap = cfg_.overlap;
-    reducer_ = std::make_unique<dist::Reducer>(model_->named_parameters(), *comm_, ro);
+    // The variables backward gives gradients to: fp16/bf16 working copies under mixed
+    // precision (half the bytes to allreduce), the float32 parameters otherwise.
+    auto grad_owners = model_->named_parameters();
+    const auto working = model_->working_parameters();
+    for (size_t i = 0; i < grad_owners.size(); ++i)
+      if (working[i].defined()) grad_owners[i].second = working[i];
+    reducer_ = std::make_unique<dist::Reducer>(grad_owners, *comm_, ro);
     if (main_)
       std::printf("data parallel: world size %d on %d node(s), backend %s, %zu gradient bucket(s) "
                   "of <= %.0f MB, overlap %s; batch %lld per rank, %lld in all; lr %g%s\n",
@@ -185,6 +199,7 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
   lo.workers = cfg_.workers;
   lo.limit_batches = max_batches;
   lo.device = device_;
+  lo.dtype = compute_dtype(precision_);
   lo.rank = group_.rank();
   lo.world = group_.world();
   lo.pad = false;  // every sample counted once across ranks: exact global metrics
@@ -221,6 +236,7 @@ FitResult Trainer::fit() {
   lo.workers = cfg_.workers;
   lo.prefetch = cfg_.prefetch;
   lo.device = device_;
+  lo.dtype = compute_dtype(precision_);
   lo.rank = group_.rank();
   lo.world = group_.world();
   // Training augmentation: random 4-pixel-padded crops and flips for CIFAR-10 by default
@@ -282,7 +298,10 @@ FitResult Trainer::fit() {
 
   auto save = [&](const std::string& name) {
     if (dev_run || !main_) return;
-    save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_);
+    // The exact count of steps taken (the step loop knows it one step late).
+    opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
+    save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_,
+                    scaler_->state());
   };
 
   model_->train();
@@ -318,7 +337,11 @@ FitResult Trainer::fit() {
       }
       {
         Profiler::Scope s(profiler_, "backward");
-        loss.backward();
+        if (scaler_->enabled()) {
+          loss.backward(scaler_->seed());  // loss x scale: small fp16 gradients stay normal
+        } else {
+          loss.backward();
+        }
       }
       if (reducer_) {
         Profiler::Scope s(profiler_, "gradient sync");
@@ -328,7 +351,9 @@ FitResult Trainer::fit() {
         Profiler::Scope s(profiler_, "optimizer step");
         lr = lr_at(sc, state_.global_step);
         opt_->set_lr(lr);
-        opt_->step(1.0f / static_cast<float>(group_.world()));  // the mean over ranks
+        // The mean over ranks; under fp16 also 1/scale, skipped on the device on overflow.
+        scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()),
+                    state_.global_step);
         if (reducer_) {
           reducer_->zero_grad();
         } else {
@@ -380,6 +405,10 @@ FitResult Trainer::fit() {
     const double epoch_seconds = seconds_since(t_epoch);
     const double wait_frac = (profiler_.total("data wait") - wait_before) / std::max(train_seconds, 1e-9);
     const double ips = samples / std::max(train_seconds, 1e-9);
+    const double loss_scale = scaler_->enabled() ? scaler_->scale() : 1.0;
+    const int64_t skipped = scaler_->enabled() ? scaler_->skipped_steps() : 0;
+    res.loss_scale = loss_scale;
+    res.skipped_steps = skipped;
     if (main_) {
       std::printf("epoch: %02lld/%02lld    training loss: %.4f    training accuracy %.4f",
                   static_cast<long long>(epoch + 1), static_cast<long long>(epochs), train_loss,
@@ -387,6 +416,9 @@ FitResult Trainer::fit() {
       if (val.samples > 0)
         std::printf("    validation loss: %.4f    validation accuracy: %.4f", val.loss,
                     val.confusion.accuracy());
+      if (scaler_->enabled())
+        std::printf("    loss scale: %g    skipped steps: %lld", loss_scale,
+                    static_cast<long long>(skipped));
       std::printf("    time: %.1fs    images/s: %.0f\n", epoch_seconds, ips);
       std::fflush(stdout);
     }
@@ -402,10 +434,12 @@ FitResult Trainer::fit() {
                 {"val_precision", val.confusion.macro_precision()},
                 {"val_recall", val.confusion.macro_recall()}, {"val_f1", val.confusion.macro_f1()},
                 {"images_per_sec", ips}, {"epoch_seconds", epoch_seconds},
-                {"data_wait_fraction", wait_frac}, {"val_confusion", confusion_json(val.confusion)}});
+                {"data_wait_fraction", wait_frac}, {"loss_scale", loss_scale},
+                {"skipped_steps", skipped}, {"val_confusion", confusion_json(val.confusion)}});
       for (auto [tag, v] : {std::pair{"train/loss", train_loss},
                             {"train/accuracy", train_cm.accuracy()}, {"lr", lr},
-                            {"images_per_sec", ips}, {"data_wait_fraction", wait_frac}})
+                            {"images_per_sec", ips}, {"data_wait_fraction", wait_frac},
+                            {"train/loss_scale", loss_scale}})
         tb->add_scalar(tag, static_cast<float>(v), state_.global_step);
       if (val.samples > 0) {
         tb->add_scalar("val/loss", static_cast<float>(val.loss), state_.global_step);

@@ -13,6 +13,7 @@
 #include "dist/reducer.h"
 #include "io/dataset.h"
 #include "io/metrics.h"
+#include "nn/amp.h"
 #include "nn/checkpoint.h"
 #include "nn/config.h"
 #include "nn/experiment.h"
@@ -34,6 +35,8 @@ struct FitResult {
   double last_train_loss = 0;
   EvalResult val, test;
   int stop_signal = 0;  // non-zero when a signal ended training early
+  double loss_scale = 1;      // --precision 16: the scale after the last epoch
+  int64_t skipped_steps = 0;  // --precision 16: optimizer steps skipped for inf/nan gradients
 };
 
 // Installs handlers for SIGINT, SIGTERM and SIGUSR1 that ask fit() to stop after the
@@ -64,6 +67,8 @@ class Trainer {
   io::DataSplits data_;
   std::shared_ptr<Module> model_;
   std::unique_ptr<Optimizer> opt_;
+  Precision precision_ = Precision::kFloat32;
+  std::unique_ptr<GradScaler> scaler_;
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::Reducer> reducer_;
   Profiler profiler_;

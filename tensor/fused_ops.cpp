@@ -1,7 +1,9 @@
 // Dropout and multi-tensor optimizer steps: validation and dispatch.
 #include "tensor/fused_ops.h"
 
+#include <algorithm>
 #include <stdexcept>
+#include <type_traits>
 
 #include "kernels/dropout.h"
 #include "kernels/metrics.h"
@@ -74,10 +76,11 @@ std::vector<float*> ptrs(const std::vector<Tensor>& ts, const std::vector<Tensor
                                 std::to_string(params.size()) + " parameters");
   std::vector<float*> out;
   for (size_t i = 0; i < ts.size(); ++i) {
-    if (ts[i].numel() != params[i].numel() || ts[i].device() != params[0].device())
+    if (ts[i].numel() != params[i].numel() || ts[i].device() != params[0].device() ||
+        ts[i].dtype() != DType::kFloat32)
       throw std::invalid_argument(std::string("optimizer step: ") + what + " " +
                                   std::to_string(i) + " is " + ts[i].str() + ", parameter is " +
-                                  params[i].str());
+                                  params[i].str() + " (float32 expected)");
     out.push_back(ts[i].data<float>());
   }
   return out;
@@ -87,37 +90,127 @@ std::vector<int64_t> sizes(const std::vector<Tensor>& ts) {
   for (const Tensor& t : ts) s.push_back(t.numel());
   return s;
 }
-const float* skip_ptr(const Tensor& skip_if) {
-  return skip_if.defined() ? skip_if.data<float>() : nullptr;
+const float* opt_ptr(const Tensor& t, const Device& dev, const char* what) {
+  if (!t.defined()) return nullptr;
+  if (t.dtype() != DType::kFloat32 || t.device() != dev || t.numel() < 1)
+    throw std::invalid_argument(std::string("optimizer step: ") + what + " is " + t.str() +
+                                " (a float32 value on " + dev.str() + " expected)");
+  return t.data<float>();
+}
+
+// The tensors of one launch family: those whose gradients share a dtype.
+struct StepGroup {
+  DType grad_dtype;
+  std::vector<size_t> index;
+};
+std::vector<StepGroup> by_grad_dtype(const std::vector<Tensor>& params,
+                                     const std::vector<Tensor>& grads,
+                                     const std::vector<Tensor>& working) {
+  if (grads.size() != params.size() || (!working.empty() && working.size() != params.size()))
+    throw std::invalid_argument("optimizer step: " + std::to_string(params.size()) +
+                                " parameters, " + std::to_string(grads.size()) + " gradients, " +
+                                std::to_string(working.size()) + " working copies");
+  std::vector<StepGroup> groups;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Tensor& g = grads[i];
+    if (g.numel() != params[i].numel() || g.device() != params[0].device())
+      throw std::invalid_argument("optimizer step: gradient " + std::to_string(i) + " is " +
+                                  g.str() + ", parameter is " + params[i].str());
+    if (!working.empty() && working[i].defined() &&
+        (working[i].dtype() != g.dtype() || working[i].numel() != g.numel() ||
+         working[i].device() != g.device()))
+      throw std::invalid_argument("optimizer step: working copy " + std::to_string(i) + " is " +
+                                  working[i].str() + ", its gradient " + g.str());
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [&](const StepGroup& sg) { return sg.grad_dtype == g.dtype(); });
+    if (it == groups.end()) {
+      groups.push_back({g.dtype(), {}});
+      it = groups.end() - 1;
+    }
+    it->index.push_back(i);
+  }
+  return groups;
+}
+
+template <class T>
+std::vector<T> pick(const std::vector<T>& v, const std::vector<size_t>& index) {
+  std::vector<T> out;
+  if (v.empty()) return out;
+  for (size_t i : index) out.push_back(v[i]);
+  return out;
+}
+
+// Calls FN<G> with typed gradient and working-copy pointer arrays for one StepGroup.
+template <class Fn>
+void with_typed(const StepGroup& sg, const std::vector<Tensor>& grads,
+                const std::vector<Tensor>& working, Fn fn) {
+  std::vector<void*> g, w;
+  bool any_working = false;
+  for (size_t i : sg.index) {
+    g.push_back(grads[i].data_ptr());
+    const bool has = !working.empty() && working[i].defined();
+    w.push_back(has ? working[i].data_ptr() : nullptr);
+    any_working |= has;
+  }
+  switch (sg.grad_dtype) {
+#define MLAI_STEP_CASE(ENUM, G)                                                       \
+  case DType::ENUM:                                                                   \
+    fn(reinterpret_cast<const G* const*>(g.data()),                                   \
+       any_working ? reinterpret_cast<G* const*>(w.data()) : static_cast<G* const*>(nullptr)); \
+    break;
+    MLAI_STEP_CASE(kFloat32, float)
+    MLAI_STEP_CASE(kFloat16, k::Half)
+    MLAI_STEP_CASE(kBFloat16, k::BFloat16)
+#undef MLAI_STEP_CASE
+    default:
+      throw_bad_dtype("optimizer step (gradient)", sg.grad_dtype);
+  }
 }
 }  // namespace
 
 void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-               const std::vector<Tensor>& momentum, const kernels::SgdArgs& args,
-               const Tensor& skip_if) {
+               const std::vector<Tensor>& working, const std::vector<Tensor>& momentum,
+               const kernels::SgdArgs& args, const Tensor& inv_scale, const Tensor& skip_if) {
   if (params.empty()) return;
-  const auto p = ptrs(params, params, "parameter");
-  const auto g = ptrs(grads, params, "gradient");
-  std::vector<float*> m(params.size(), nullptr);
-  if (args.momentum != 0) m = ptrs(momentum, params, "momentum buffer");
-  const auto n = sizes(params);
-  [[maybe_unused]] const Device dev = params[0].device();
-  MLAI_CALL(dev, sgd_step, p.data(), const_cast<const float* const*>(g.data()), m.data(),
-            n.data(), static_cast<int>(n.size()), args, skip_ptr(skip_if));
+  const Device dev = params[0].device();
+  const float* inv = opt_ptr(inv_scale, dev, "inv_scale");
+  const float* skip = opt_ptr(skip_if, dev, "skip_if");
+  for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
+    const auto ps = pick(params, sg.index);
+    const auto p = ptrs(ps, ps, "parameter");
+    std::vector<float*> m(ps.size(), nullptr);
+    if (args.momentum != 0) m = ptrs(pick(momentum, sg.index), ps, "momentum buffer");
+    const auto n = sizes(ps);
+    with_typed(sg, grads, working, [&](auto g, auto w) {
+      using G = std::remove_const_t<std::remove_pointer_t<std::remove_const_t<
+          std::remove_pointer_t<decltype(g)>>>>;
+      MLAI_CALL(dev, sgd_step<G>, p.data(), g, w, m.data(), n.data(), static_cast<int>(n.size()),
+                args, inv, skip);
+    });
+  }
 }
 
 void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                const std::vector<Tensor>& exp_avg, const std::vector<Tensor>& exp_avg_sq,
-                const kernels::AdamArgs& args, const Tensor& skip_if) {
+                const std::vector<Tensor>& working, const std::vector<Tensor>& exp_avg,
+                const std::vector<Tensor>& exp_avg_sq, const kernels::AdamArgs& args,
+                const Tensor& inv_scale, const Tensor& skip_if) {
   if (params.empty()) return;
-  const auto p = ptrs(params, params, "parameter");
-  const auto g = ptrs(grads, params, "gradient");
-  const auto m = ptrs(exp_avg, params, "exp_avg");
-  const auto v = ptrs(exp_avg_sq, params, "exp_avg_sq");
-  const auto n = sizes(params);
-  [[maybe_unused]] const Device dev = params[0].device();
-  MLAI_CALL(dev, adam_step, p.data(), const_cast<const float* const*>(g.data()), m.data(),
-            v.data(), n.data(), static_cast<int>(n.size()), args, skip_ptr(skip_if));
+  const Device dev = params[0].device();
+  const float* inv = opt_ptr(inv_scale, dev, "inv_scale");
+  const float* skip = opt_ptr(skip_if, dev, "skip_if");
+  for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
+    const auto ps = pick(params, sg.index);
+    const auto p = ptrs(ps, ps, "parameter");
+    const auto m = ptrs(pick(exp_avg, sg.index), ps, "exp_avg");
+    const auto v = ptrs(pick(exp_avg_sq, sg.index), ps, "exp_avg_sq");
+    const auto n = sizes(ps);
+    with_typed(sg, grads, working, [&](auto g, auto w) {
+      using G = std::remove_const_t<std::remove_pointer_t<std::remove_const_t<
+          std::remove_pointer_t<decltype(g)>>>>;
+      MLAI_CALL(dev, adam_step<G>, p.data(), g, w, m.data(), v.data(), n.data(),
+                static_cast<int>(n.size()), args, inv, skip);
+    });
+  }
 }
 
 }  // namespace mlai::tensor

@@ -23,13 +23,18 @@ Tensor augment_normalize(const Tensor& pixels, const Tensor& ids, const kernels:
 // confusion [classes, classes] int64 += counts of (target, predicted) pairs.
 void confusion_update_(const Tensor& predicted, const Tensor& target, Tensor& confusion);
 
-// params, grads and state: float32 tensors on one device, matched by position.
-// skip_if: undefined, or a float32 scalar on that device (non-zero skips the step).
+// params (float32 masters) and state (float32) on one device, matched by position with grads
+// (float32, float16 or bfloat16; one launch family per gradient dtype). working: empty, or one
+// entry per parameter, undefined or the fp16/bf16 copy (the gradient's dtype) that receives
+// the updated master. inv_scale: undefined or a float32 value on the device multiplying every
+// gradient (1/loss scale). skip_if: undefined, or a float32 value (non-zero skips the step).
 void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-               const std::vector<Tensor>& momentum, const kernels::SgdArgs& args,
+               const std::vector<Tensor>& working, const std::vector<Tensor>& momentum,
+               const kernels::SgdArgs& args, const Tensor& inv_scale = Tensor(),
                const Tensor& skip_if = Tensor());
 void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                const std::vector<Tensor>& exp_avg, const std::vector<Tensor>& exp_avg_sq,
-                const kernels::AdamArgs& args, const Tensor& skip_if = Tensor());
+                const std::vector<Tensor>& working, const std::vector<Tensor>& exp_avg,
+                const std::vector<Tensor>& exp_avg_sq, const kernels::AdamArgs& args,
+                const Tensor& inv_scale = Tensor(), const Tensor& skip_if = Tensor());
 
 }  // namespace mlai::tensor

@@ -295,36 +295,62 @@ void unscale_check_finite_(std::vector<Tensor>& tensors, const Tensor& inv_scale
                            Tensor& found_inf) {
   if (tensors.empty()) return;
   const Device dev = tensors[0].device();
-  const DType dt = tensors[0].dtype();
-  if (inv_scale.dtype() != DType::kFloat32 || found_inf.dtype() != DType::kFloat32 ||
-      inv_scale.device() != dev || found_inf.device() != dev)
+  if ((inv_scale.defined() && (inv_scale.dtype() != DType::kFloat32 || inv_scale.device() != dev)) ||
+      found_inf.dtype() != DType::kFloat32 || found_inf.device() != dev)
     throw std::invalid_argument("unscale_check_finite_: inv_scale and found_inf must be float32 "
                                 "scalars on " + dev.str());
-  for (const Tensor& t : tensors) check_same("unscale_check_finite_", tensors[0], t, false);
-  // Launch in groups of kMaxTensorsPerLaunch: a few launches for a whole model.
-  for (size_t start = 0; start < tensors.size(); start += k::kMaxTensorsPerLaunch) {
-    const size_t end = std::min(tensors.size(), start + k::kMaxTensorsPerLaunch);
+  const float* inv = inv_scale.defined() ? inv_scale.data<float>() : nullptr;
+  // One pass per dtype present (fp16 working-weight gradients and fp32 batch-norm ones), each
+  // in groups of kMaxTensorsPerLaunch: a few launches for a whole model.
+  std::vector<DType> dtypes;
+  for (const Tensor& t : tensors) {
+    if (t.device() != dev)
+      throw std::invalid_argument("unscale_check_finite_: " + t.str() + " is not on " + dev.str());
+    if (std::find(dtypes.begin(), dtypes.end(), t.dtype()) == dtypes.end()) dtypes.push_back(t.dtype());
+  }
+  for (const DType dt : dtypes) {
     std::vector<void*> ptrs;
     std::vector<int64_t> sizes;
-    for (size_t i = start; i < end; ++i) {
-      ptrs.push_back(tensors[i].data_ptr());
-      sizes.push_back(tensors[i].numel());
+    for (const Tensor& t : tensors) {
+      if (t.dtype() != dt) continue;
+      ptrs.push_back(t.data_ptr());
+      sizes.push_back(t.numel());
     }
-    const int count = static_cast<int>(ptrs.size());
-    switch (dt) {
+    for (size_t start = 0; start < ptrs.size(); start += k::kMaxTensorsPerLaunch) {
+      const int count = static_cast<int>(std::min(ptrs.size() - start, size_t{k::kMaxTensorsPerLaunch}));
+      switch (dt) {
 #define MLAI_AMP_CASE(ENUM, T)                                                                 \
   case DType::ENUM:                                                                            \
-    MLAI_CALL(dev, unscale_check_finite<T>, reinterpret_cast<T* const*>(ptrs.data()),          \
-              sizes.data(), count, inv_scale.data<float>(), found_inf.data<float>());          \
+    MLAI_CALL(dev, unscale_check_finite<T>, reinterpret_cast<T* const*>(ptrs.data() + start),  \
+              sizes.data() + start, count, inv, found_inf.data<float>());                      \
     break;
-      MLAI_AMP_CASE(kFloat32, float)
-      MLAI_AMP_CASE(kFloat16, k::Half)
-      MLAI_AMP_CASE(kBFloat16, k::BFloat16)
+        MLAI_AMP_CASE(kFloat32, float)
+        MLAI_AMP_CASE(kFloat16, k::Half)
+        MLAI_AMP_CASE(kBFloat16, k::BFloat16)
 #undef MLAI_AMP_CASE
-      default:
-        throw_bad_dtype("unscale_check_finite_", dt);
+        default:
+          throw_bad_dtype("unscale_check_finite_", dt);
+      }
     }
   }
+}
+
+void update_loss_scale_(Tensor& scale, Tensor& growth_tracker, Tensor& skipped,
+                        Tensor& found_inf, double growth, double backoff, int64_t interval) {
+  const Device dev = scale.device();
+  if (scale.dtype() != DType::kFloat32 || scale.numel() != 2 ||
+      growth_tracker.dtype() != DType::kInt32 || growth_tracker.numel() != 1 ||
+      skipped.dtype() != DType::kInt64 || skipped.numel() != 1 ||
+      found_inf.dtype() != DType::kFloat32 || found_inf.numel() != 1 ||
+      growth_tracker.device() != dev || skipped.device() != dev || found_inf.device() != dev)
+    throw std::invalid_argument("update_loss_scale_: expected float32[2], int32[1], int64[1], "
+                                "float32[1] on one device, got " + scale.str() + ", " +
+                                growth_tracker.str() + ", " + skipped.str() + ", " + found_inf.str());
+  if (interval < 1 || interval > INT32_MAX)
+    throw std::invalid_argument("update_loss_scale_: growth interval must be >= 1");
+  MLAI_CALL(dev, update_loss_scale, scale.data<float>(), growth_tracker.data<int32_t>(),
+            skipped.data<int64_t>(), found_inf.data<float>(), static_cast<float>(growth),
+            static_cast<float>(backoff), static_cast<int32_t>(interval));
 }
 
 double max_rel_error(const Tensor& a, const Tensor& b) {

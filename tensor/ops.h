@@ -49,9 +49,13 @@ void normal_(Tensor& t, double mean, double stddev, Generator& gen);
 
 // Multi-tensor unscale and check-finite (AMP): every tensor *= inv_scale[0]; found_inf[0] set
 // to 1 when any value is inf/nan. inv_scale and found_inf are float32 scalars on the tensors'
-// device.
+// device; an undefined inv_scale only checks. Tensors may mix float32/float16/bfloat16.
 void unscale_check_finite_(std::vector<Tensor>& tensors, const Tensor& inv_scale,
                            Tensor& found_inf);
+// The loss scaler's update on the device (kernels/amp.h update_loss_scale): scale float32[2]
+// {scale, 1/scale}, growth_tracker int32[1], skipped int64[1], found_inf float32[1] (reset).
+void update_loss_scale_(Tensor& scale, Tensor& growth_tracker, Tensor& skipped,
+                        Tensor& found_inf, double growth, double backoff, int64_t interval);
 
 // Largest relative error max|a-b| / max(max|b|, tiny), over all elements (test helper).
 double max_rel_error(const Tensor& a, const Tensor& b);

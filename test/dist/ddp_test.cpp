@@ -164,5 +164,82 @@ TEST_F(Ddp, ReducerBucketsInReverseOrderAveragesAndOverlaps) {
   }
 }
 
+TEST_F(Ddp, SixteenBitAllreduceSumsInFloat) {
+  auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
+  for (tensor::DType dt : {tensor::DType::kFloat16, tensor::DType::kBFloat16}) {
+    // rank r holds (r + 1) * [0.5, -1.25, 3, 96]: the sum is 3x, exact in both formats.
+    const double c = group().rank() + 1.0;
+    Tensor t = tensor::scale(Tensor::from_vector(std::vector<float>{0.5f, -1.25f, 3.0f, 96.0f}, {4}), c)
+                   .to(dt);
+    comm->allreduce_sum(t);
+    EXPECT_EQ(t.to(tensor::DType::kFloat32).to_vector<float>(),
+              (std::vector<float>{1.5f, -3.75f, 9.0f, 288.0f}))
+        << tensor::dtype_name(dt);
+  }
+}
+
+// Mixed precision: fp16 working-weight gradients and fp32 batch-norm ones never share a bucket;
+// each dtype fills its own buckets, ordered by when backward makes them ready.
+TEST_F(Ddp, ReducerKeepsOneDtypePerBucket) {
+  tensor::Generator gen(2);
+  std::vector<std::pair<std::string, autograd::Variable>> params;
+  for (int i = 0; i < 4; ++i)
+    params.emplace_back("p" + std::to_string(i),
+                        autograd::Variable(Tensor::uniform({1000}, -1, 1, gen)
+                                               .to(i % 2 ? tensor::DType::kFloat32
+                                                         : tensor::DType::kFloat16),
+                                           true));
+  auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
+  Reducer red(params, *comm, ReducerOptions{});
+  const auto names = red.bucket_names();
+  ASSERT_EQ(names.size(), 2u);
+  EXPECT_EQ(names[0], (std::vector<std::string>{"p3", "p1"}));  // fp32, p3 ready first
+  EXPECT_EQ(names[1], (std::vector<std::string>{"p2", "p0"}));  // fp16
+  // One loss per dtype (there is no mixed-dtype add), two backward passes.
+  const double c = group().rank() + 1.0;
+  for (int parity : {1, 0}) {
+    autograd::Variable loss;
+    for (size_t i = static_cast<size_t>(parity); i < params.size(); i += 2) {
+      autograd::Variable term = autograd::scale(autograd::sum(params[i].second), c);
+      loss = loss.defined() ? autograd::add(loss, term) : term;
+    }
+    loss.backward();
+  }
+  red.finish();
+  for (auto& [n, v] : params) {
+    EXPECT_EQ(v.grad().dtype(), v.dtype()) << n;
+    EXPECT_EQ(v.grad().to(tensor::DType::kFloat32).to_vector<float>()[17], 3.0f) << n;
+  }
+}
+
+// --precision 16 data parallel: two ranks with B/2 match one rank with B (the fp16 gradient
+// sums round differently from one big batch's, hence a looser bound than fp32's 1e-5).
+TEST_F(Ddp, MixedPrecisionTwoRanksMatchOneRank) {
+  for (const char* p : {"16", "bf16"}) {
+    SCOPED_TRACE(p);
+    nn::Config two = config(16);
+    two.precision = p;
+    two.log_dir = root + "/logs-amp-two-" + p;
+    nn::Trainer ddp(two, "", group());
+    const nn::FitResult r2 = ddp.fit();
+    nn::Config one = config(32);
+    one.precision = p;
+    one.log_dir = root + "/logs-amp-single-" + p;
+    nn::Trainer single(one, "", ProcessGroup::single());
+    const nn::FitResult r1 = single.fit();
+    const auto a = flat_weights(ddp), b = flat_weights(single);
+    ASSERT_EQ(a.size(), b.size());
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      diff = std::max(diff, std::fabs(a[i] - b[i]));
+      scale = std::max(scale, std::fabs(b[i]));
+    }
+    EXPECT_LT(diff / scale, std::string(p) == "16" ? 5e-3 : 3e-2) << "after " << r2.global_step << " steps";
+    EXPECT_GT(diff, 0.0) << "suspiciously identical";
+    EXPECT_EQ(r2.skipped_steps, r1.skipped_steps);
+    EXPECT_EQ(r2.loss_scale, r1.loss_scale);
+  }
+}
+
 }  // namespace
 }  // namespace mlai::dist

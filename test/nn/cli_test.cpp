@@ -44,7 +44,7 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--limit-train-batches 1.5", "--limit-train-batches"},
       {"--overfit-batches 2 --fast-dev-run", "--overfit-batches"},
       {"--nesterov --optimizer adam", "--nesterov"},
-      {"--precision 16", "--precision"},
+      {"--precision 8", "--precision"},
       {"--resume /no/such/file.h5", "/no/such/file.h5"},
       {"--lr-schedule linear --fast-dev-run", "linear"},
   };

@@ -1,0 +1,104 @@
+// Precision flags and the loss scaler (see amp.h).
+#include "nn/amp.h"
+
+#include <stdexcept>
+
+#include "tensor/ops.h"
+
+namespace mlai::nn {
+
+using tensor::DType;
+using tensor::Tensor;
+
+Precision parse_precision(const std::string& s) {
+  if (s == "32" || s == "32-true") return Precision::kFloat32;
+  if (s == "16" || s == "16-mixed") return Precision::kFloat16;
+  if (s == "bf16" || s == "bf16-mixed") return Precision::kBFloat16;
+  throw std::invalid_argument("--precision " + s + ": expected 32, 16 or bf16 (or Lightning's "
+                              "32-true, 16-mixed, bf16-mixed)");
+}
+
+DType compute_dtype(Precision p) {
+  switch (p) {
+    case Precision::kFloat16: return DType::kFloat16;
+    case Precision::kBFloat16: return DType::kBFloat16;
+    default: return DType::kFloat32;
+  }
+}
+
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::kFloat16: return "16";
+    case Precision::kBFloat16: return "bf16";
+    default: return "32";
+  }
+}
+
+GradScaler::GradScaler(const tensor::Device& dev, bool enabled, const ScalerOptions& opt)
+    : enabled_(enabled), opt_(opt) {
+  if (opt.init_scale <= 0 || opt.growth_factor <= 1 || opt.backoff_factor <= 0 ||
+      opt.backoff_factor >= 1 || opt.growth_interval < 1)
+    throw std::invalid_argument("loss scaler: bad options (scale > 0, growth > 1, 0 < backoff < "
+                                "1, interval >= 1)");
+  const double s = enabled ? opt.init_scale : 1.0;
+  scale_ = Tensor::from_vector(std::vector<float>{static_cast<float>(s), static_cast<float>(1.0 / s)},
+                               {2})
+               .to(dev);
+  seed_ = scale_.slice(0, 1).reshape({});
+  tracker_ = Tensor::zeros({1}, DType::kInt32, dev);
+  skipped_ = Tensor::zeros({1}, DType::kInt64, dev);
+  if (enabled) {
+    inv_scale_ = scale_.slice(1, 2);
+    found_inf_ = Tensor::zeros({1}, DType::kFloat32, dev);
+    skipped_host_ = Tensor::empty({1}, DType::kInt64, tensor::Device::cpu(), dev.is_cuda());
+    skipped_host_.data<int64_t>()[0] = 0;
+    if (dev.is_cuda()) copied_ = tensor::Event(dev);
+  }
+}
+
+void GradScaler::check(std::vector<Tensor>& grads) {
+  if (!enabled_) return;
+  tensor::unscale_check_finite_(grads, Tensor(), found_inf_);
+}
+
+void GradScaler::update() {
+  if (!enabled_) return;
+  tensor::update_loss_scale_(scale_, tracker_, skipped_, found_inf_, opt_.growth_factor,
+                             opt_.backoff_factor, opt_.growth_interval);
+  if (skipped_.device().is_cuda()) {
+    skipped_host_.copy_from(skipped_, /*async=*/true);
+    copied_.record(tensor::current_stream(skipped_.device()));
+    copy_pending_ = true;
+  }
+}
+
+int64_t GradScaler::skipped_before_current() {
+  if (!enabled_) return 0;
+  if (!skipped_.device().is_cuda()) return skipped_.data<int64_t>()[0];
+  if (copy_pending_) copied_.synchronize();
+  return skipped_host_.data<int64_t>()[0];
+}
+
+double GradScaler::scale() { return scale_.to(tensor::Device::cpu()).data<float>()[0]; }
+
+int64_t GradScaler::skipped_steps() {
+  return skipped_.to(tensor::Device::cpu()).data<int64_t>()[0];
+}
+
+std::vector<std::pair<std::string, Tensor*>> GradScaler::state() {
+  return {{"scale", &scale_}, {"growth_tracker", &tracker_}, {"skipped_steps", &skipped_}};
+}
+
+void scaled_step(Optimizer& opt, GradScaler& scaler, float grad_scale, int64_t global_step) {
+  if (!scaler.enabled()) {
+    opt.step(grad_scale);
+    return;
+  }
+  std::vector<Tensor> grads = opt.gradients();
+  scaler.check(grads);
+  opt.set_step_count(global_step - scaler.skipped_before_current());
+  opt.step(grad_scale, scaler.found_inf(), scaler.inv_scale());
+  scaler.update();
+}
+
+}  // namespace mlai::nn

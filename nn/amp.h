@@ -1,0 +1,85 @@
+// Mixed precision: --precision parsing and the dynamic loss scaler.
+//
+// GradScaler follows torch.cuda.amp.GradScaler: the loss is multiplied by the scale (init 2^16)
+// before backward; after backward (and the gradient allreduce) one multi-tensor pass checks
+// every gradient for inf/nan into a device flag; the optimizer reads gradients times 1/scale
+// (no separate unscale pass, no fp16 underflow) and skips the whole step on the device when
+// the flag is set; update() then halves the scale on overflow or doubles it after
+// growth_interval (2000) clean steps in a row. Everything stays on the device: no host sync
+// in the step. The host learns how many steps were skipped one step late (an async copy and
+// an event), which is exactly what the optimizer's step counter (Adam's bias correction, SGD's
+// first momentum step) needs before the next step.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nn/optim.h"
+#include "tensor/stream.h"
+#include "tensor/tensor.h"
+
+namespace mlai::nn {
+
+enum class Precision { kFloat32, kFloat16, kBFloat16 };
+
+// "32" (or "32-true"), "16" ("16-mixed"), "bf16" ("bf16-mixed"); anything else is an error
+// naming --precision and the choices.
+Precision parse_precision(const std::string& s);
+tensor::DType compute_dtype(Precision p);
+const char* precision_name(Precision p);  // "32", "16", "bf16"
+
+struct ScalerOptions {
+  double init_scale = 65536.0;
+  double growth_factor = 2.0;
+  double backoff_factor = 0.5;
+  int64_t growth_interval = 2000;
+};
+
+class GradScaler {
+ public:
+  // enabled false (fp32, bf16): scale stays 1 and nothing is checked or skipped.
+  GradScaler(const tensor::Device& dev, bool enabled, const ScalerOptions& opt = {});
+  bool enabled() const { return enabled_; }
+
+  // The seed for backward (a float32 scalar on the device): the loss scale, or 1.
+  const tensor::Tensor& seed() const { return seed_; }
+  // 1/scale on the device (undefined when disabled): the optimizer's inv_scale.
+  const tensor::Tensor& inv_scale() const { return inv_scale_; }
+  // The device flag the check sets (undefined when disabled): the optimizer's skip_if.
+  const tensor::Tensor& found_inf() const { return found_inf_; }
+
+  // Checks the (still scaled) gradients for inf/nan into found_inf().
+  void check(std::vector<tensor::Tensor>& grads);
+  // Scale update for this step (after the optimizer step), then starts the async copy of the
+  // skipped-step count to the host.
+  void update();
+  // Steps skipped before the current one (waits only for the previous update).
+  int64_t skipped_before_current();
+
+  // Host reads (a device sync): the current scale and all skipped steps so far.
+  double scale();
+  int64_t skipped_steps();
+
+  // For checkpoints: "scale" (float32 [2]: scale, 1/scale), "growth_tracker" (int32 [1]),
+  // "skipped_steps" (int64 [1]); loading writes into them in place.
+  std::vector<std::pair<std::string, tensor::Tensor*>> state();
+
+ private:
+  bool enabled_;
+  ScalerOptions opt_;
+  tensor::Tensor scale_, seed_, inv_scale_, tracker_, skipped_, found_inf_;
+  tensor::Tensor skipped_host_;  // pinned, written by the async copy
+  tensor::Event copied_;
+  bool copy_pending_ = false;
+};
+
+// The optimizer part of a training step under the scaler (what Trainer runs after backward
+// and the gradient allreduce): checks every gradient the optimizer will read, sets its step
+// count to the steps actually taken before this one (global_step minus skipped steps: Adam's
+// bias correction and SGD's first momentum step as in PyTorch, where a skipped step never
+// reaches the optimizer), steps with 1/scale folded in (the device skips it on overflow) and
+// updates the scale. Without scaling (fp32, bf16) it is opt.step(grad_scale).
+void scaled_step(Optimizer& opt, GradScaler& scaler, float grad_scale, int64_t global_step);
+
+}  // namespace mlai::nn

@@ -1,0 +1,200 @@
+// The fused optimizer steps with mixed-precision inputs (fp16/bf16 gradients, working copies,
+// a device inv_scale and skip flag), the check-only finite pass and the loss-scale update:
+// on the CPU against the plain float32 path, and CUDA against the CPU (skips without a GPU).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "tensor/fused_ops.h"
+#include "tensor/ops.h"
+
+namespace mlai::tensor {
+namespace {
+
+Tensor rand(const Shape& s, DType dt, double lo, double hi, uint64_t seed) {
+  Generator g(seed);
+  return Tensor::uniform(s, lo, hi, g).to(dt);
+}
+std::vector<float> f32(const Tensor& t) {
+  return t.to(Device::cpu()).to(DType::kFloat32).to_vector<float>();
+}
+
+struct Problem {
+  std::vector<Tensor> params, grads, working, s1, s2;
+};
+// `count` tensors of odd sizes: fp32 masters and state, gradients in `gdt` (x 1024, as if
+// loss-scaled), working copies in gdt when gdt is not float32.
+Problem make(DType gdt, int count, uint64_t seed) {
+  Problem p;
+  for (int t = 0; t < count; ++t) {
+    const int64_t n = 1 + (t * 37 + 11) % 300 + (t == 1 ? 70001 : 0);
+    p.params.push_back(rand({n}, DType::kFloat32, -1, 1, seed + 10 * t));
+    p.grads.push_back(rand({n}, DType::kFloat32, -1024, 1024, seed + 10 * t + 1).to(gdt));
+    if (gdt != DType::kFloat32) p.working.push_back(p.params.back().to(gdt));
+    p.s1.push_back(rand({n}, DType::kFloat32, -0.1, 0.1, seed + 10 * t + 2));
+    p.s2.push_back(rand({n}, DType::kFloat32, 0, 0.01, seed + 10 * t + 3));
+  }
+  return p;
+}
+Problem to(const Problem& p, const Device& d) {
+  Problem q;
+  for (auto [src, dst] : {std::pair{&p.params, &q.params}, {&p.grads, &q.grads},
+                          {&p.working, &q.working}, {&p.s1, &q.s1}, {&p.s2, &q.s2}})
+    for (const Tensor& t : *src) dst->push_back(t.to(d));
+  return q;
+}
+
+kernels::SgdArgs sgd_args() {
+  kernels::SgdArgs a;
+  a.lr = 0.05;
+  a.momentum = 0.9;
+  a.weight_decay = 1e-4;
+  a.nesterov = true;
+  a.grad_scale = 0.5f;
+  return a;
+}
+kernels::AdamArgs adam_args() {
+  kernels::AdamArgs a;
+  a.lr = 1e-3;
+  a.weight_decay = 0.01;
+  a.decoupled = true;
+  a.step = 3;
+  a.grad_scale = 0.5f;
+  return a;
+}
+
+void step(Problem& p, bool adam, const Tensor& inv, const Tensor& skip) {
+  if (adam) {
+    adam_step_(p.params, p.grads, p.working, p.s1, p.s2, adam_args(), inv, skip);
+  } else {
+    sgd_step_(p.params, p.grads, p.working, p.s1, sgd_args(), inv, skip);
+  }
+}
+
+// fp16/bf16 gradients read in float and times inv_scale give exactly what float32 gradients
+// holding the same values and pre-multiplied by inv_scale (a power of two) give; the working
+// copies are the updated masters rounded to the gradient dtype.
+TEST(OptimAmp, LowPrecisionGradientsMatchTheFloatPath) {
+  for (DType gdt : {DType::kFloat16, DType::kBFloat16}) {
+    for (bool adam : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(gdt)) + (adam ? " adam" : " sgd"));
+      Problem amp = make(gdt, 30, 5);
+      Problem ref;
+      for (size_t i = 0; i < amp.params.size(); ++i) {
+        ref.params.push_back(amp.params[i].clone());
+        ref.grads.push_back(scale(amp.grads[i].to(DType::kFloat32), 1.0 / 1024));
+        ref.s1.push_back(amp.s1[i].clone());
+        ref.s2.push_back(amp.s2[i].clone());
+      }
+      step(amp, adam, Tensor::full({1}, 1.0 / 1024), Tensor());
+      step(ref, adam, Tensor(), Tensor());
+      for (size_t i = 0; i < amp.params.size(); ++i) {
+        ASSERT_EQ(f32(amp.params[i]), f32(ref.params[i])) << "master " << i;
+        ASSERT_EQ(f32(amp.s1[i]), f32(ref.s1[i])) << "state " << i;
+        ASSERT_EQ(f32(amp.working[i]), f32(ref.params[i].to(gdt))) << "working copy " << i;
+      }
+    }
+  }
+}
+
+TEST(OptimAmp, SkipFlagLeavesEverythingAlone) {
+  Problem p = make(DType::kFloat16, 5, 9);
+  const Problem before = to(p, Device::cpu());
+  std::vector<std::vector<float>> w0;
+  for (auto& t : p.params) w0.push_back(f32(t));
+  for (bool adam : {false, true}) step(p, adam, Tensor::full({1}, 0.25), Tensor::full({1}, 1.0));
+  for (size_t i = 0; i < p.params.size(); ++i) {
+    EXPECT_EQ(f32(p.params[i]), w0[i]);
+    EXPECT_EQ(f32(p.working[i]), f32(before.working[i]));
+    EXPECT_EQ(f32(p.s1[i]), f32(before.s1[i]));
+  }
+}
+
+TEST(OptimAmp, CheckOnlyPassFlagsWithoutWriting) {
+  for (DType dt : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    std::vector<Tensor> ts{rand({1000}, dt, -5, 5, 1), rand({7}, DType::kFloat32, -5, 5, 2)};
+    const auto a = f32(ts[0]), b = f32(ts[1]);
+    Tensor found = Tensor::zeros({1});
+    unscale_check_finite_(ts, Tensor(), found);
+    EXPECT_EQ(found.item(), 0.0);
+    EXPECT_EQ(f32(ts[0]), a);
+    EXPECT_EQ(f32(ts[1]), b);
+    ts[0].slice(500, 501).copy_from(Tensor::full({1}, INFINITY, dt));
+    unscale_check_finite_(ts, Tensor(), found);
+    EXPECT_EQ(found.item(), 1.0) << dtype_name(dt);
+  }
+}
+
+TEST(OptimAmp, LossScaleUpdate) {
+  Tensor scale = Tensor::from_vector(std::vector<float>{1024.0f, 1.0f / 1024}, {2});
+  Tensor tracker = Tensor::zeros({1}, DType::kInt32), skipped = Tensor::zeros({1}, DType::kInt64);
+  Tensor found = Tensor::zeros({1});
+  update_loss_scale_(scale, tracker, skipped, found, 2.0, 0.5, 2);
+  EXPECT_EQ(f32(scale), (std::vector<float>{1024.0f, 1.0f / 1024}));
+  EXPECT_EQ(tracker.to_vector<int32_t>()[0], 1);
+  update_loss_scale_(scale, tracker, skipped, found, 2.0, 0.5, 2);
+  EXPECT_EQ(f32(scale), (std::vector<float>{2048.0f, 1.0f / 2048}));
+  EXPECT_EQ(tracker.to_vector<int32_t>()[0], 0);
+  fill_(found, 1.0);
+  update_loss_scale_(scale, tracker, skipped, found, 2.0, 0.5, 2);
+  EXPECT_EQ(f32(scale), (std::vector<float>{1024.0f, 1.0f / 1024}));
+  EXPECT_EQ(skipped.to_vector<int64_t>()[0], 1);
+  EXPECT_EQ(found.item(), 0.0) << "the flag is reset for the next step";
+  // Growth stops where the scale would overflow float32.
+  Tensor big = Tensor::from_vector(std::vector<float>{3e38f, 1.0f / 3e38f}, {2});
+  update_loss_scale_(big, tracker, skipped, found, 2.0, 0.5, 1);
+  EXPECT_EQ(f32(big)[0], 3e38f);
+}
+
+TEST(OptimAmpCuda, StepsMatchTheCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+  const Device gpu = Device::cuda(0);
+  for (DType gdt : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    for (bool adam : {false, true}) {
+      for (float flag : {0.0f, 1.0f}) {
+        SCOPED_TRACE(std::string(dtype_name(gdt)) + (adam ? " adam" : " sgd") +
+                     (flag != 0 ? " skipped" : ""));
+        Problem cpu = make(gdt, 50, 17);  // 50 tensors: more than one launch
+        Problem dev = to(cpu, gpu);
+        const Tensor inv = Tensor::full({1}, 1.0 / 1024), skip = Tensor::full({1}, flag);
+        step(cpu, adam, inv, skip);
+        step(dev, adam, inv.to(gpu), skip.to(gpu));
+        for (size_t i = 0; i < cpu.params.size(); ++i) {
+          // Same float arithmetic; the GPU may contract a multiply-add into an FMA.
+          EXPECT_LT(max_rel_error(dev.params[i].to(Device::cpu()), cpu.params[i]), 1e-5) << i;
+          EXPECT_LT(max_rel_error(dev.s1[i].to(Device::cpu()), cpu.s1[i]), 1e-5) << i;
+          if (!cpu.working.empty()) {  // one rounding step of the dtype at most
+            EXPECT_LT(max_rel_error(dev.working[i].to(Device::cpu()), cpu.working[i]),
+                      gdt == DType::kFloat16 ? 1e-3 : 8e-3)
+                << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(OptimAmpCuda, LossScaleUpdateMatchesTheCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+  const Device gpu = Device::cuda(0);
+  Tensor scale = Tensor::from_vector(std::vector<float>{65536.0f, 1.0f / 65536}, {2});
+  Tensor tracker = Tensor::zeros({1}, DType::kInt32), skipped = Tensor::zeros({1}, DType::kInt64);
+  Tensor found = Tensor::zeros({1});
+  Tensor gs = scale.to(gpu), gt = tracker.to(gpu), gk = skipped.to(gpu), gf = found.to(gpu);
+  for (int s = 0; s < 9; ++s) {
+    const double bad = (s % 4 == 3) ? 1.0 : 0.0;
+    fill_(found, bad);
+    fill_(gf, bad);
+    update_loss_scale_(scale, tracker, skipped, found, 2.0, 0.5, 2);
+    update_loss_scale_(gs, gt, gk, gf, 2.0, 0.5, 2);
+    EXPECT_EQ(f32(gs), f32(scale)) << "step " << s;
+    EXPECT_EQ(gt.to(Device::cpu()).to_vector<int32_t>(), tracker.to_vector<int32_t>());
+    EXPECT_EQ(gk.to(Device::cpu()).to_vector<int64_t>(), skipped.to_vector<int64_t>());
+    EXPECT_EQ(gf.to(Device::cpu()).item(), 0.0);
+  }
+}
+
+}  // namespace
+}  // namespace mlai::tensor
