@@ -75,7 +75,10 @@ void GradScaler::update() {
 int64_t GradScaler::skipped_before_current() {
   if (!enabled_) return 0;
   if (!skipped_.device().is_cuda()) return skipped_.data<int64_t>()[0];
-  if (copy_pending_) copied_.synchronize();
+  // No update yet in this process (the first step, also after a resume that loaded the count
+  // from a checkpoint): one synchronous read. Afterwards, the previous update's async copy.
+  if (!copy_pending_) return skipped_steps();
+  copied_.synchronize();
   return skipped_host_.data<int64_t>()[0];
 }
 

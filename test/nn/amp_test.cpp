@@ -292,6 +292,7 @@ class AmpTrainerTest : public ::testing::Test {
     c.epochs = 3;
     c.progress = false;
     c.precision = precision;
+    c.lr_schedule = "constant";
     return c;
   }
 };
@@ -319,12 +320,24 @@ TEST_F(AmpTrainerTest, MixedPrecisionTrainsLikeFloat32) {
       io::H5Reader ck(r.version_dir + "/checkpoints/last.h5");
       EXPECT_TRUE(ck.has("amp/scale"));
       EXPECT_TRUE(ck.has("amp/skipped_steps"));
+      // Resuming for a 4th epoch ends bit-identical to 4 epochs in one go (constant schedule:
+      // the horizon does not move): masters, working copies and scaler all come back.
       Config more = c;
       more.epochs = 4;
       more.resume = r.version_dir + "/checkpoints/last.h5";
-      const FitResult r2 = Trainer(more).fit();
+      Trainer resumed(more);
+      const FitResult r2 = resumed.fit();
       EXPECT_EQ(r2.global_step, r.global_step + 18);
       EXPECT_EQ(r2.loss_scale, 65536.0);
+      Config straight = c;
+      straight.epochs = 4;
+      straight.experiment_name = "amp16-straight";
+      Trainer whole(straight);
+      whole.fit();
+      const auto a = resumed.model().named_parameters(), b = whole.model().named_parameters();
+      for (size_t i = 0; i < a.size(); ++i)
+        EXPECT_EQ(a[i].second.data().to_vector<float>(), b[i].second.data().to_vector<float>())
+            << a[i].first;
     } else {
       EXPECT_EQ(r.loss_scale, 1.0);  // bf16 needs no scaling
     }
