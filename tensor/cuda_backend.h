@@ -15,6 +15,7 @@ namespace mlai::tensor::cuda_backend {
 int device_count(std::string* reason);
 void set_device(int device);
 int current_device();
+std::string device_name(int device);  // cudaGetDeviceProperties().name
 
 StreamHandle stream_create(int device);  // cudaStreamCreateWithFlags(cudaStreamNonBlocking)
 void stream_destroy(StreamHandle s);

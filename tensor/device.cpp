@@ -67,6 +67,15 @@ Device parse_device(const std::string& spec) {
   return d;
 }
 
+std::string cuda_device_name(int device) {
+  check_device(Device::cuda(device));
+#ifdef MLAI_WITH_CUDA
+  return cuda_backend::device_name(device);
+#else
+  return "";
+#endif
+}
+
 void set_current_device(const Device& d) {
 #ifdef MLAI_WITH_CUDA
   if (d.is_cuda()) cuda_backend::set_device(d.index);

@@ -35,6 +35,9 @@ void check_device(const Device& d);
 // checks that the device exists. Errors name the bad spec.
 Device parse_device(const std::string& spec);
 
+// The GPU's name ("NVIDIA H100 80GB HBM3"); throws like check_device for a missing device.
+std::string cuda_device_name(int device);
+
 // Makes `d` the current CUDA device of this thread (no-op for the CPU).
 void set_current_device(const Device& d);
 

@@ -32,6 +32,12 @@ int device_count(std::string* reason) {
 
 void set_device(int device) { MLAI_CUDA_CHECK(cudaSetDevice(device)); }
 
+std::string device_name(int device) {
+  cudaDeviceProp prop{};
+  MLAI_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return prop.name;
+}
+
 int current_device() {
   int d = 0;
   MLAI_CUDA_CHECK(cudaGetDevice(&d));

@@ -1,0 +1,267 @@
+// mlai_bench_step: images/s, step time and peak device memory of whole training steps of the
+// models users train (mlp, resnet18_cifar, resnet18) at given batch sizes and precisions, on
+// synthetic data already on the device, exactly as nn::Trainer runs a step (forward,
+// cross-entropy, backward seeded with the loss scale, the scaler's finite check, the fused
+// optimizer step with 1/scale folded in, the scale update, zero_grad). bench/reference_step.py
+// times the same models in PyTorch (eager, AMP, channels_last, torch.compile) and
+// bench/step_report.py puts both side by side.
+//
+//   mlai_bench_step --device cuda --precision 32,16,bf16 --out step.jsonl
+//   mlai_bench_step --device cpu --arch mlp --batch mlp=64 --steps 20
+//
+// Each run appends one JSON object to --out (JSONL): impl "mlai", arch, batch, precision,
+// optimizer, device, device_name, steps, warmup, seconds, images_per_sec, step_ms,
+// peak_mem_mb (device allocator high-water mark; null on the CPU), loss_first, loss_last,
+// learned (loss_last < loss_first: the fixed batch is being memorised), date; or
+// {"error": ...} for a run that failed. Exit status 1 when a run failed or did not learn.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "nn/amp.h"
+#include "nn/models.h"
+#include "nn/optim.h"
+#include "tensor/allocator.h"
+#include "tensor/device.h"
+#include "tensor/ops.h"
+#include "tensor/stream.h"
+
+namespace {
+
+using namespace mlai;
+using autograd::Variable;
+using tensor::Device;
+using tensor::DType;
+using tensor::Tensor;
+using Clock = std::chrono::steady_clock;
+
+std::vector<std::string> split(const std::string& s, char sep = ',') {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, sep);)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+struct RunSpec {
+  std::string arch, precision, optimizer;
+  int64_t batch = 0;
+  int steps = 50, warmup = 10;
+  Device device = Device::cpu();
+};
+
+nlohmann::json run(const RunSpec& r) {
+  nn::ModelSpec spec;
+  if (r.arch == "mlp") {
+    spec.height = spec.width = 28;
+    spec.channels = 1;
+  } else {
+    spec.height = spec.width = 32;  // the speed table: 32x32 inputs for both ResNets
+    spec.channels = 3;
+  }
+  spec.num_classes = 10;
+  spec.seed = 1;
+  const nn::Precision precision = nn::parse_precision(r.precision);
+  const DType dt = nn::compute_dtype(precision);
+  auto model = nn::make_model(r.arch, spec);
+  model->to(r.device);
+  model->set_compute_dtype(dt);
+  model->train();
+  nn::OptimizerConfig oc;
+  oc.name = r.optimizer;
+  if (r.optimizer == "sgd") {  // the usual CIFAR recipe
+    oc.lr = 0.1;
+    oc.momentum = 0.9;
+    oc.weight_decay = 5e-4;
+  } else {
+    oc.lr = 1e-3;
+  }
+  auto opt = nn::make_optimizer(model->named_parameters(), oc);
+  opt->set_working(model->working_parameters());
+  nn::GradScaler scaler(r.device, precision == nn::Precision::kFloat16);
+  tensor::Generator gen(7);
+  const Tensor images =
+      Tensor::normal({r.batch, spec.height, spec.width, spec.channels}, 0.0, 1.0, gen)
+          .to(dt)
+          .to(r.device);
+  std::vector<int64_t> y(static_cast<size_t>(r.batch));
+  for (size_t i = 0; i < y.size(); ++i) y[i] = static_cast<int64_t>((i * 7 + 3) % 10);
+  const Tensor labels = Tensor::from_vector(y, {r.batch}).to(r.device);
+
+  int64_t global_step = 0;
+  auto step = [&]() -> Tensor {
+    Variable loss = autograd::cross_entropy((*model)(Variable(images)), labels, 0.0);
+    if (scaler.enabled()) {
+      loss.backward(scaler.seed());
+    } else {
+      loss.backward();
+    }
+    nn::scaled_step(*opt, scaler, 1.0f, global_step++);
+    opt->zero_grad();
+    return loss.data();
+  };
+  const tensor::Stream stream = tensor::current_stream(r.device);
+  if (r.device.is_cuda()) tensor::cuda_allocator(r.device.index).reset_peak();
+  Tensor first = step();
+  for (int i = 1; i < r.warmup; ++i) step();
+  stream.synchronize();
+  const auto t0 = Clock::now();
+  Tensor last;
+  for (int i = 0; i < r.steps; ++i) last = step();  // no host sync inside the timed loop
+  stream.synchronize();
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  nlohmann::json j;
+  j["impl"] = "mlai";
+  j["arch"] = r.arch;
+  j["batch"] = r.batch;
+  j["precision"] = nn::precision_name(precision);
+  j["optimizer"] = r.optimizer;
+  j["device"] = r.device.str();
+  j["device_name"] = r.device.is_cuda() ? tensor::cuda_device_name(r.device.index) : "cpu";
+  j["steps"] = r.steps;
+  j["warmup"] = r.warmup;
+  j["seconds"] = seconds;
+  j["images_per_sec"] = static_cast<double>(r.batch) * r.steps / seconds;
+  j["step_ms"] = seconds / r.steps * 1e3;
+  if (r.device.is_cuda()) {
+    j["peak_mem_mb"] =
+        static_cast<double>(tensor::cuda_allocator(r.device.index).stats().peak_bytes) / (1 << 20);
+  } else {
+    j["peak_mem_mb"] = nullptr;
+  }
+  const double l0 = first.item(), l1 = last.item();
+  j["loss_first"] = l0;
+  j["loss_last"] = l1;
+  j["learned"] = std::isfinite(l1) && l1 < l0;
+  if (scaler.enabled()) {
+    j["loss_scale"] = scaler.scale();
+    j["skipped_steps"] = scaler.skipped_steps();
+  }
+  j["date"] = utc_now();
+  return j;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mlai_bench_step: training-step throughput of mlp / resnet18_cifar / resnet18"};
+  std::string archs = "mlp,resnet18_cifar,resnet18";
+  std::string batches = "mlp=64,resnet18_cifar=256,resnet18=256";
+  std::string precisions = "32,16";
+  std::string optimizer;  // default: adam for mlp, sgd for the ResNets
+  std::string device = tensor::cuda_available() ? "cuda" : "cpu";
+  std::string out;
+  int steps = 50, warmup = 10;
+  double budget = 0;
+  app.add_option("--arch", archs, "Comma list of models")->capture_default_str();
+  app.add_option("--batch", batches, "Batch per model: arch=B,... or one B for all")
+      ->capture_default_str();
+  app.add_option("--precision", precisions, "Comma list of 32, 16, bf16")->capture_default_str();
+  app.add_option("--optimizer", optimizer, "sgd or adam (default: adam for mlp, sgd otherwise)");
+  app.add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
+  app.add_option("--steps", steps, "Timed steps per run")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup, "Untimed steps first (allocator cache, cuDNN algorithm search)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--out", out, "Append one JSON line per run to this file");
+  app.add_option("--time-budget", budget, "Skip the remaining runs after this many seconds (0: none)");
+  CLI11_PARSE(app, argc, argv);
+
+  std::map<std::string, int64_t> batch_of;
+  for (const std::string& item : split(batches)) {
+    const auto eq = item.find('=');
+    try {
+      if (eq == std::string::npos) {
+        for (const std::string& a : split(archs)) batch_of[a] = std::stoll(item);
+      } else {
+        batch_of[item.substr(0, eq)] = std::stoll(item.substr(eq + 1));
+      }
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "mlai_bench_step: --batch %s: expected arch=B,... or a number\n",
+                   batches.c_str());
+      return 2;
+    }
+  }
+  Device dev;
+  try {
+    dev = tensor::parse_device(device);
+    tensor::check_device(dev);
+    for (const std::string& p : split(precisions)) nn::parse_precision(p);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mlai_bench_step: %s\n", e.what());
+    return 2;
+  }
+  std::ofstream jsonl;
+  if (!out.empty()) {
+    jsonl.open(out, std::ios::app);
+    if (!jsonl) {
+      std::fprintf(stderr, "mlai_bench_step: --out %s: cannot open for appending\n", out.c_str());
+      return 2;
+    }
+  }
+  const auto start = Clock::now();
+  int failures = 0;
+  std::printf("%-16s %6s %5s %12s %10s %10s %9s  %s\n", "arch", "batch", "prec", "images/s",
+              "step ms", "peak MiB", "loss", "device");
+  for (const std::string& arch : split(archs)) {
+    for (const std::string& prec : split(precisions)) {
+      RunSpec r;
+      r.arch = arch;
+      r.precision = prec;
+      r.optimizer = optimizer.empty() ? (arch == "mlp" ? "adam" : "sgd") : optimizer;
+      r.batch = batch_of.count(arch) ? batch_of[arch] : 64;
+      r.steps = steps;
+      r.warmup = warmup;
+      r.device = dev;
+      nlohmann::json j;
+      if (budget > 0 && std::chrono::duration<double>(Clock::now() - start).count() > budget) {
+        j = {{"impl", "mlai"}, {"arch", arch}, {"batch", r.batch}, {"precision", prec},
+             {"skipped", "time budget"}};
+        std::printf("%-16s %6lld %5s  skipped (time budget)\n", arch.c_str(),
+                    static_cast<long long>(r.batch), prec.c_str());
+      } else {
+        try {
+          j = run(r);
+          std::printf("%-16s %6lld %5s %12.0f %10.3f %10s %4.2f>%4.2f  %s\n", arch.c_str(),
+                      static_cast<long long>(r.batch), prec.c_str(), j["images_per_sec"].get<double>(),
+                      j["step_ms"].get<double>(),
+                      j["peak_mem_mb"].is_null() ? "-"
+                                                 : std::to_string(j["peak_mem_mb"].get<double>()).substr(0, 8).c_str(),
+                      j["loss_first"].get<double>(), j["loss_last"].get<double>(),
+                      j["device_name"].get<std::string>().c_str());
+          if (!j["learned"].get<bool>()) {
+            std::printf("  ^ did not learn (loss did not fall on a fixed batch)\n");
+            ++failures;
+          }
+        } catch (const std::exception& e) {
+          j = {{"impl", "mlai"}, {"arch", arch}, {"batch", r.batch}, {"precision", prec},
+               {"error", e.what()}};
+          std::printf("%-16s %6lld %5s  error: %s\n", arch.c_str(), static_cast<long long>(r.batch),
+                      prec.c_str(), e.what());
+          ++failures;
+        }
+      }
+      std::fflush(stdout);
+      if (jsonl) jsonl << j.dump() << "\n" << std::flush;
+    }
+  }
+  return failures ? 1 : 0;
+}
