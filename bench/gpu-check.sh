@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The one script run on a lent GPU machine (H100/H200: nvcc, CMake, PyTorch and the NVIDIA libraries
 # as pip packages, but no Open MPI, no HDF5, no network): it runs the test binaries' CUDA suites
-# and the whole binaries, the CUDA benchmarks, and a PyTorch GEMM/bandwidth reference, and writes
-# everything to $OUT/gpu-check-<UTC date>/ (7 files: the device tool brings back at most 8),
-# printing a summary table last.
+# (and the whole binaries while time remains), a short mlai_train run on the GPU (fp32 and fp16,
+# synthetic MNIST-format data made there), the CUDA kernel benchmarks, whole training steps of
+# mlp / resnet18_cifar / resnet18 in mlai (mlai_bench_step, fp32/fp16/bf16) and in PyTorch
+# (bench/reference_step.py: eager, AMP, channels_last, bf16) side by side, and a PyTorch
+# GEMM/bandwidth reference, and writes everything to $OUT/gpu-check-<UTC date>/ (8 files: the
+# device tool brings back at most 8), printing a summary table last.
 #
 # 1. Here (the build machine, Debian 12 with the CUDA toolkit):
 #      bash bench/gpu-check.sh prepare
@@ -119,7 +122,8 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
   head -n 4 "$dir/env.txt"
   if command -v nvidia-smi > /dev/null; then nvidia-smi; else echo "nvidia-smi: not found"; fi
 
-  local t_tests=200 t_bench=420 t_torch=470  # deadlines in seconds since the start
+  # Deadlines in seconds since the start; the whole run stays under the device call's 540 s.
+  local t_tests=170 t_train=215 t_bench=290 t_step=380 t_torch_step=480 t_torch=515
   # ---- tests: each binary's CUDA suites, then the whole binary ----
   : > "$dir/tests.log"
   printf 'binary\tmode\trc\tpassed\tfailed\tskipped\tseconds\n' > "$dir/tests.tsv"
@@ -128,7 +132,7 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
     for bin in "$bundle"/bin/test_*; do
       [ -x "$bin" ] || continue
       filter='*'
-      [ "$mode" = cuda ] && filter='CudaVsCpu*:*Cuda*'
+      [ "$mode" = cuda ] && filter='CudaVsCpu*:*Cuda*:*Cudnn*'
       left=$((t_tests - SECONDS))
       if [ "$left" -lt 10 ]; then
         printf '%s\t%s\tskipped-deadline\t0\t0\t0\t0\n' "${bin##*/}" "$mode" >> "$dir/tests.tsv"
@@ -155,26 +159,52 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
     done
   done
 
-  # ---- CUDA benchmarks ----
+  # ---- mlai_train on the GPU: the trainer, loader, device augmentation, checkpoints ----
+  local trainer="$bundle/bin/mlai_train" synth=/tmp/mlai-gpu-check-mnist prec
+  : > "$dir/bench.log"
+  if [ -x "$trainer" ]; then
+    rm -rf "$synth"
+    PATH=$orig_path LD_LIBRARY_PATH=$orig_ld python3 test/make_synthetic_mnist.py "$synth" \
+      --train 4096 --test 512 >> "$dir/bench.log" 2>&1 || true
+    for prec in 32 16; do
+      left=$((t_train - SECONDS))
+      [ "$left" -gt 10 ] || { echo "mlai_train --precision $prec: past the deadline" | tee -a "$dir/bench.log"; continue; }
+      echo "==== mlai_train --device cuda --arch resnet18_cifar --precision $prec (timeout ${left}s) ====" | tee -a "$dir/bench.log"
+      timeout -k 5 "$left" "$trainer" --device cuda --arch resnet18_cifar --dataset mnist \
+        --data-dir "$synth" --epochs 2 --batch-size 128 --optimizer sgd --lr 0.05 --momentum 0.9 \
+        --precision "$prec" --no-progress --log-dir /tmp/mlai-gpu-check-logs 2>&1 \
+        | grep -vE '^ *[0-9]+ +([a-z]|[0-9]+ +[0-9])' | tee -a "$dir/bench.log" || true
+    done
+  fi
+
+  # ---- CUDA kernel benchmarks ----
   local benchbin="$bundle/bin/mlai_bench_kernels"
   left=$((t_bench - SECONDS))
   if [ -x "$benchbin" ] && [ "$left" -gt 20 ]; then
     echo "==== mlai_bench_kernels --benchmark_filter=${BENCH_FILTER:-Cuda} (timeout ${left}s) ===="
     # libbenchmark 1.7 takes --benchmark_min_time in plain seconds (1.8 also accepts "0.2s").
     timeout -k 5 "$left" "$benchbin" --benchmark_filter="${BENCH_FILTER:-Cuda}" \
-      --benchmark_min_time="${BENCH_MIN_TIME:-0.2}" --benchmark_out="$dir/bench.json" \
-      --benchmark_out_format=json 2>&1 | tee "$dir/bench.log" || true
+      --benchmark_min_time="${BENCH_MIN_TIME:-0.1}" --benchmark_out="$dir/bench.json" \
+      --benchmark_out_format=json 2>&1 | tee -a "$dir/bench.log" || true
   else
-    echo "benchmarks not run (no $benchbin, or past the deadline)" | tee "$dir/bench.log"
+    echo "kernel benchmarks not run (no $benchbin, or past the deadline)" | tee -a "$dir/bench.log"
   fi
-  # The MLP training step on the GPU (CudaTrainStep: images/s, step time), at most 60 s.
-  local trainbin="$bundle/bin/mlai_bench_train"
-  left=$((t_bench - SECONDS + 60))
-  [ "$left" -gt 60 ] && left=60
-  if [ -x "$trainbin" ] && [ "$left" -gt 10 ]; then
-    echo "==== mlai_bench_train --benchmark_filter=Cuda (timeout ${left}s) ====" | tee -a "$dir/bench.log"
-    timeout -k 5 "$left" "$trainbin" --benchmark_filter=Cuda --benchmark_min_time=0.5 \
-      --benchmark_out="$dir/train.json" --benchmark_out_format=json 2>&1 | tee -a "$dir/bench.log" || true
+
+  # ---- whole training steps: mlai, then PyTorch on the same card (step.jsonl) ----
+  local stepbin="$bundle/bin/mlai_bench_step"
+  left=$((t_step - SECONDS))
+  if [ -x "$stepbin" ] && [ "$left" -gt 15 ]; then
+    echo "==== mlai_bench_step (timeout ${left}s) ====" | tee -a "$dir/bench.log"
+    timeout -k 5 "$left" "$stepbin" --device cuda --precision 32,16,bf16 --steps 30 --warmup 10 \
+      --time-budget $((left - 15)) --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
+  fi
+  left=$((t_torch_step - SECONDS))
+  if [ "$left" -gt 15 ]; then
+    echo "==== bench/reference_step.py (timeout ${left}s) ====" | tee -a "$dir/bench.log"
+    PATH=$orig_path LD_LIBRARY_PATH=$orig_ld PYTHONUNBUFFERED=1 timeout -k 5 "$left" \
+      python3 bench/reference_step.py --modes "${GPU_CHECK_TORCH_MODES:-amp,amp-cl,eager,bf16}" \
+      --steps 30 --warmup 10 --time-budget $((left - 20)) --out "$dir/step.jsonl" 2>&1 \
+      | tee -a "$dir/bench.log" || true
   fi
 
   # ---- PyTorch reference (its own libraries: the bundle's environment left out) ----
@@ -309,6 +339,15 @@ if torch.get("available"):
         print(f"  {r['name']:42s} {r['ms']:9.3f} ms {rate}")
 else:
     print("\nPyTorch reference: " + torch.get("reason", "not run"))
+step = os.path.join(d, "step.jsonl")
+if os.path.exists(step):
+    import subprocess
+    report = os.path.join(os.getcwd(), "bench", "step_report.py")
+    print("\nTraining steps, mlai vs PyTorch (bench/step_report.py):")
+    r = subprocess.run([sys.executable, report, step], capture_output=True, text=True)
+    print(r.stdout + r.stderr)
+else:
+    print("\nTraining steps: no step.jsonl")
 print("\nRESULT: " + ("FAILED (a test binary failed or timed out, or a benchmark's check failed)" if bad else "PASSED"))
 PY
 }
