@@ -123,7 +123,7 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
   if command -v nvidia-smi > /dev/null; then nvidia-smi; else echo "nvidia-smi: not found"; fi
 
   # Deadlines in seconds since the start; the whole run stays under the device call's 540 s.
-  local t_tests=170 t_train=215 t_bench=290 t_step=380 t_torch_step=480 t_torch=515
+  local t_tests=170 t_train=215 t_bench=290 t_step=370 t_parity=395 t_torch_step=485 t_torch=515
   # ---- tests: each binary's CUDA suites, then the whole binary ----
   : > "$dir/tests.log"
   printf 'binary\tmode\trc\tpassed\tfailed\tskipped\tseconds\n' > "$dir/tests.tsv"
@@ -198,6 +198,22 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
     timeout -k 5 "$left" "$stepbin" --device cuda --precision 32,16,bf16 --steps 30 --warmup 10 \
       --time-budget $((left - 15)) --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
   fi
+  # ---- parity with PyTorch on the GPU: tools/parity_resnet.py's float64 goldens ----
+  local paritybin="$bundle/bin/mlai_parity" pdir=/tmp/mlai-gpu-check-parity
+  left=$((t_parity - SECONDS))
+  if [ -x "$paritybin" ] && [ "$left" -gt 8 ]; then
+    echo "==== parity: tools/parity_resnet.py + mlai_parity --device cuda (timeout ${left}s) ====" | tee -a "$dir/bench.log"
+    rm -rf "$pdir"
+    if PATH=$orig_path LD_LIBRARY_PATH=$orig_ld timeout -k 5 "$left" python3 tools/parity_resnet.py \
+      --dir "$pdir" >> "$dir/bench.log" 2>&1; then
+      timeout -k 5 $((t_parity - SECONDS > 5 ? t_parity - SECONDS : 5)) "$paritybin" \
+        --weights "$pdir/weights.h5" --golden "$pdir/golden.h5" --device cuda 2>&1 \
+        | tee -a "$dir/bench.log" || true
+    else
+      echo "parity goldens not made (torch, torchvision or h5py missing, or too slow)" | tee -a "$dir/bench.log"
+    fi
+  fi
+
   left=$((t_torch_step - SECONDS))
   if [ "$left" -gt 15 ]; then
     echo "==== bench/reference_step.py (timeout ${left}s) ====" | tee -a "$dir/bench.log"
@@ -339,6 +355,18 @@ if torch.get("available"):
         print(f"  {r['name']:42s} {r['ms']:9.3f} ms {rate}")
 else:
     print("\nPyTorch reference: " + torch.get("reason", "not run"))
+log = os.path.join(d, "bench.log")
+par = [l.rstrip() for l in open(log)] if os.path.exists(log) else []
+par = [l for l in par if l.startswith(("logits", "weights", "running", "parity", "after", "mlai_parity"))
+       or "max rel" in l]
+tr = [l for l in (open(log).read().splitlines() if os.path.exists(log) else [])
+      if l.startswith(("==== mlai_train", "epoch:", "test loss:", "mlai_train:"))]
+print("\nmlai_train on the GPU (resnet18_cifar, synthetic MNIST-format data):")
+print("\n".join("  " + l for l in tr) if tr else "  not run")
+print("\nParity with PyTorch on the GPU (mlai_parity --device cuda):")
+print("\n".join("  " + l for l in par) if par else "  not run")
+if any(l.startswith("parity: FAIL") for l in par):
+    bad = True
 step = os.path.join(d, "step.jsonl")
 if os.path.exists(step):
     import subprocess
