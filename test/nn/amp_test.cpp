@@ -270,18 +270,8 @@ TEST(Amp, CheckpointKeepsTheScalerState) {
   fs::remove(path);
 }
 
-class AmpTrainerTest : public ::testing::Test {
+class AmpTrainerTest : public testing::SyntheticDataTest {
  protected:
-  std::string root;
-  void SetUp() override {
-    root = (fs::temp_directory_path() /
-            ("mlai_amp_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-               .string();
-    fs::remove_all(root);
-    testing::make_synthetic_mnist(root + "/data");
-  }
-  void TearDown() override { fs::remove_all(root); }
   Config base(const std::string& precision) const {
     Config c;
     c.dataset = "mnist";

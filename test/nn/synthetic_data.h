@@ -2,6 +2,9 @@
 // bright 6x6 square at a class-specific place plus noise.
 #pragma once
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -48,5 +51,22 @@ inline std::string make_synthetic_mnist(const std::string& dir, uint32_t n_train
   make("t10k", n_test);
   return dir;
 }
+
+// A fixture with its own temporary folder, `root`, named after the test and holding the
+// synthetic set in root/data; removed afterwards.
+class SyntheticDataTest : public ::testing::Test {
+ protected:
+  std::string root;
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    root = (std::filesystem::temp_directory_path() /
+            ("mlai_" + std::string(info->test_suite_name()) + "_" + std::to_string(::getpid()) +
+             "_" + info->name()))
+               .string();
+    std::filesystem::remove_all(root);
+    make_synthetic_mnist(root + "/data");
+  }
+  void TearDown() override { std::filesystem::remove_all(root); }
+};
 
 }  // namespace mlai::testing

@@ -16,18 +16,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TrainerTest : public ::testing::Test {
+class TrainerTest : public testing::SyntheticDataTest {
  protected:
-  std::string root;
-  void SetUp() override {
-    root = (fs::temp_directory_path() /
-            ("mlai_trainer_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-               .string();
-    fs::remove_all(root);
-    testing::make_synthetic_mnist(root + "/data");
-  }
-  void TearDown() override { fs::remove_all(root); }
   Config base() const {
     Config c;
     c.dataset = "mnist";
