@@ -52,6 +52,15 @@ template <> constexpr DType dtype_of<uint8_t>() { return DType::kUInt8; }
     default:                                                              \
       ::mlai::tensor::throw_bad_dtype(OP, DT);                            \
   }
+// The storage dtypes of training (mixed precision included): float32, float16, bfloat16.
+#define MLAI_DISPATCH_TRAINING(DT, OP, ...)                                  \
+  switch (DT) {                                                           \
+    MLAI_DISPATCH_CASE(kFloat32, float, __VA_ARGS__)                      \
+    MLAI_DISPATCH_CASE(kFloat16, ::mlai::kernels::Half, __VA_ARGS__)      \
+    MLAI_DISPATCH_CASE(kBFloat16, ::mlai::kernels::BFloat16, __VA_ARGS__) \
+    default:                                                              \
+      ::mlai::tensor::throw_bad_dtype(OP, DT);                            \
+  }
 #define MLAI_DISPATCH_ALL(DT, OP, ...)                  \
   switch (DT) {                                         \
     MLAI_DISPATCH_CASE(kFloat32, float, __VA_ARGS__)    \

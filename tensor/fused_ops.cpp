@@ -39,19 +39,10 @@ Tensor augment_normalize(const Tensor& pixels, const Tensor& ids, const kernels:
       p.height != pixels.size(1) || p.width != pixels.size(2) || p.channels != pixels.size(3))
     throw std::invalid_argument("augment_normalize: pixels " + pixels.str() + ", ids " + ids.str());
   Tensor out = Tensor::empty(pixels.shape(), dt, pixels.device());
-  switch (dt) {
-#define MLAI_AUG_CASE(ENUM, T)                                                              \
-  case DType::ENUM:                                                                         \
-    MLAI_CALL(pixels.device(), augment_normalize<T>, pixels.data<uint8_t>(),               \
-              ids.data<int64_t>(), out.data<T>(), p);                                       \
-    break;
-    MLAI_AUG_CASE(kFloat32, float)
-    MLAI_AUG_CASE(kFloat16, k::Half)
-    MLAI_AUG_CASE(kBFloat16, k::BFloat16)
-#undef MLAI_AUG_CASE
-    default:
-      throw_bad_dtype("augment_normalize", dt);
-  }
+  MLAI_DISPATCH_TRAINING(dt, "augment_normalize",
+                         MLAI_CALL(pixels.device(), augment_normalize<scalar_t>,
+                                   pixels.data<uint8_t>(), ids.data<int64_t>(),
+                                   out.data<scalar_t>(), p));
   return out;
 }
 
@@ -152,19 +143,10 @@ void with_typed(const StepGroup& sg, const std::vector<Tensor>& grads,
     w.push_back(has ? working[i].data_ptr() : nullptr);
     any_working |= has;
   }
-  switch (sg.grad_dtype) {
-#define MLAI_STEP_CASE(ENUM, G)                                                       \
-  case DType::ENUM:                                                                   \
-    fn(reinterpret_cast<const G* const*>(g.data()),                                   \
-       any_working ? reinterpret_cast<G* const*>(w.data()) : static_cast<G* const*>(nullptr)); \
-    break;
-    MLAI_STEP_CASE(kFloat32, float)
-    MLAI_STEP_CASE(kFloat16, k::Half)
-    MLAI_STEP_CASE(kBFloat16, k::BFloat16)
-#undef MLAI_STEP_CASE
-    default:
-      throw_bad_dtype("optimizer step (gradient)", sg.grad_dtype);
-  }
+  MLAI_DISPATCH_TRAINING(sg.grad_dtype, "optimizer step (gradient)",
+                         fn(reinterpret_cast<const scalar_t* const*>(g.data()),
+                            any_working ? reinterpret_cast<scalar_t* const*>(w.data())
+                                        : static_cast<scalar_t* const*>(nullptr)));
 }
 }  // namespace
 

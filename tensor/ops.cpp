@@ -318,19 +318,10 @@ void unscale_check_finite_(std::vector<Tensor>& tensors, const Tensor& inv_scale
     }
     for (size_t start = 0; start < ptrs.size(); start += k::kMaxTensorsPerLaunch) {
       const int count = static_cast<int>(std::min(ptrs.size() - start, size_t{k::kMaxTensorsPerLaunch}));
-      switch (dt) {
-#define MLAI_AMP_CASE(ENUM, T)                                                                 \
-  case DType::ENUM:                                                                            \
-    MLAI_CALL(dev, unscale_check_finite<T>, reinterpret_cast<T* const*>(ptrs.data() + start),  \
-              sizes.data() + start, count, inv, found_inf.data<float>());                      \
-    break;
-        MLAI_AMP_CASE(kFloat32, float)
-        MLAI_AMP_CASE(kFloat16, k::Half)
-        MLAI_AMP_CASE(kBFloat16, k::BFloat16)
-#undef MLAI_AMP_CASE
-        default:
-          throw_bad_dtype("unscale_check_finite_", dt);
-      }
+      MLAI_DISPATCH_TRAINING(dt, "unscale_check_finite_",
+                             MLAI_CALL(dev, unscale_check_finite<scalar_t>,
+                                       reinterpret_cast<scalar_t* const*>(ptrs.data() + start),
+                                       sizes.data() + start, count, inv, found_inf.data<float>()));
     }
   }
 }

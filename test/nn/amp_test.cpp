@@ -273,14 +273,8 @@ TEST(Amp, CheckpointKeepsTheScalerState) {
 class AmpTrainerTest : public testing::SyntheticDataTest {
  protected:
   Config base(const std::string& precision) const {
-    Config c;
-    c.dataset = "mnist";
-    c.data_dir = root + "/data";
-    c.log_dir = root + "/logs";
-    c.device = "cpu";
-    c.batch_size = 32;
+    Config c = synthetic_config();
     c.epochs = 3;
-    c.progress = false;
     c.precision = precision;
     c.lr_schedule = "constant";
     return c;

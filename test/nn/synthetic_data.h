@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "nn/config.h"
+
 namespace mlai::testing {
 
 inline void write_idx(const std::string& path, uint32_t magic, const std::vector<uint32_t>& dims,
@@ -67,6 +69,17 @@ class SyntheticDataTest : public ::testing::Test {
     make_synthetic_mnist(root + "/data");
   }
   void TearDown() override { std::filesystem::remove_all(root); }
+  // A CPU run on that set, logging under root/logs, batch 32, no progress line.
+  nn::Config synthetic_config() const {
+    nn::Config c;
+    c.dataset = "mnist";
+    c.data_dir = root + "/data";
+    c.log_dir = root + "/logs";
+    c.device = "cpu";
+    c.batch_size = 32;
+    c.progress = false;
+    return c;
+  }
 };
 
 }  // namespace mlai::testing

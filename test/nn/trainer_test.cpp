@@ -19,15 +19,9 @@ namespace fs = std::filesystem;
 class TrainerTest : public testing::SyntheticDataTest {
  protected:
   Config base() const {
-    Config c;
-    c.dataset = "mnist";
-    c.data_dir = root + "/data";
-    c.log_dir = root + "/logs";
-    c.device = "cpu";
-    c.batch_size = 32;
+    Config c = synthetic_config();
     c.epochs = 2;
     c.workers = 2;
-    c.progress = false;
     return c;
   }
   static std::vector<std::vector<float>> weights(Trainer& t) {
