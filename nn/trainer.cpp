@@ -2,6 +2,7 @@
 // confusion matrix) and reach the host once per epoch or per progress-line refresh.
 #include "nn/trainer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -47,6 +48,44 @@ std::string confusion_json(const io::ConfusionMatrix& cm) {
   }
   return rows.dump();
 }
+
+// The running mean loss for the progress line without stalling the GPU: each read returns the
+// value of the last asynchronous copy that has landed and starts the next one, so the host
+// never waits for the steps still queued (only the very first read waits). On the CPU the
+// value is simply read.
+class LaggedMean {
+ public:
+  explicit LaggedMean(const tensor::Device& dev) : dev_(dev) {
+    if (dev.is_cuda()) {
+      host_ = Tensor::empty({}, DType::kFloat32, tensor::Device::cpu(), /*pinned=*/true);
+      landed_ = tensor::Event(dev);
+    }
+  }
+  double read(const Tensor& sum, int64_t count) {
+    if (!dev_.is_cuda()) return sum.item() / static_cast<double>(std::max<int64_t>(count, 1));
+    if (pending_ && (first_ || landed_.query())) {
+      if (first_) landed_.synchronize();
+      value_ = host_.item() / static_cast<double>(std::max<int64_t>(count_at_copy_, 1));
+      pending_ = first_ = false;
+    }
+    if (!pending_) {
+      host_.copy_from(sum, /*async=*/true);
+      landed_.record(tensor::current_stream(dev_));
+      count_at_copy_ = count;
+      pending_ = true;
+      if (first_) return read(sum, count);  // the first value: wait for it once
+    }
+    return value_;
+  }
+
+ private:
+  tensor::Device dev_;
+  Tensor host_;
+  tensor::Event landed_;
+  int64_t count_at_copy_ = 0;
+  bool pending_ = false, first_ = true;
+  double value_ = 0;
+};
 
 io::ConfusionMatrix to_matrix(const Tensor& counts, const io::Dataset& ds) {
   io::ConfusionMatrix cm(ds.num_classes, ds.class_names);
@@ -294,6 +333,14 @@ FitResult Trainer::fit() {
               static_cast<long long>(model_->parameter_count()),
               static_cast<long long>(steps_per_epoch), static_cast<long long>(cfg_.batch_size),
               model_summary(*model_).c_str());
+  if (main_ && precision_ != Precision::kFloat32)
+    std::printf("mixed precision (--precision %s): %s working weights and activations, float32 "
+                "master weights and batch norm%s%s\n",
+                precision_name(precision_), precision_ == Precision::kFloat16 ? "fp16" : "bf16",
+                scaler_->enabled() ? ", dynamic loss scaling from 65536" : ", no loss scaling",
+                device_.is_cpu() ? " (on the CPU: float arithmetic on fp16/bf16 storage, for "
+                                   "testing; slower than --precision 32)"
+                                 : "");
   std::fflush(stdout);
 
   auto save = [&](const std::string& name) {
@@ -321,6 +368,7 @@ FitResult Trainer::fit() {
     std::snprintf(label, sizeof(label), "epoch %02lld/%02lld", static_cast<long long>(epoch + 1),
                   static_cast<long long>(epochs));
     ProgressLine progress(cfg_.progress && main_, label, steps_per_epoch);
+    LaggedMean running_loss(device_);
     double lr = opt_->lr();
     for (int64_t b = first;; ++b) {
       std::optional<io::Batch> batch;
@@ -369,8 +417,8 @@ FitResult Trainer::fit() {
       ++state_.global_step;
       state_.next_batch = b + 1;
       const double el = seconds_since(t_epoch);
-      // The running loss is read (a device sync) only when the line is redrawn.
-      progress.update(b + 1, [&] { return loss_sum.item() / static_cast<double>(samples); },
+      // The running loss, read only when the line is redrawn, and on a GPU a few steps late.
+      progress.update(b + 1, [&] { return running_loss.read(loss_sum, samples); },
                       el > 0 ? samples / el : 0);
       if (const int sig = stop_requested()) {
         progress.finish();
