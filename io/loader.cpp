@@ -118,6 +118,7 @@ void Loader::worker_loop(int w) {
     HostBatch batch;
     try {
       batch = assemble(b);
+      if (opt_.device.is_cpu()) batch.images = finish(batch).images;
     } catch (...) {
       std::lock_guard<std::mutex> lock(mu_);
       if (!error_ || b < error_batch_) {
@@ -203,7 +204,15 @@ std::optional<Batch> Loader::next() {
     ++next_;
   }
   cv_.notify_all();
-  if (opt_.device.is_cpu()) return finish(take(b));
+  if (opt_.device.is_cpu()) {
+    HostBatch h = take(b);
+    if (!h.images.defined()) return finish(h);  // no workers: augment here
+    Batch out;
+    out.index = h.index;
+    out.images = std::move(h.images);
+    out.labels = std::move(h.labels);
+    return out;
+  }
   // GPU: batch b was staged by the previous call (or is staged now); batch b + 1 is sent on
   // its way before b is handed out, so its copy overlaps b's step.
   if (!staged_ || staged_->device.index != b) staged_ = stage(take(b));

@@ -72,6 +72,9 @@ class Loader {
  private:
   struct HostBatch {
     tensor::Tensor pixels, labels, ids;  // uint8 [B, H, W, C], int64 [B], int64 [B]
+    // CPU backend with workers: the augmented, normalized images, made by the worker so that
+    // augmentation scales with --workers (undefined otherwise: finish() makes them).
+    tensor::Tensor images;
     int64_t index = -1;
   };
   // A batch copied to the GPU: its tensors and the event the copy records.
