@@ -11,6 +11,8 @@
 //
 // Each run appends one JSON object to --out (JSONL): impl "mlai", arch, batch, precision,
 // optimizer, device, device_name, steps, warmup, seconds, images_per_sec, step_ms,
+// forward_ms, backward_ms, optimizer_ms (per phase, from 5 extra steps with timing events on a
+// GPU, the host clock on the CPU),
 // peak_mem_mb (device allocator high-water mark; null on the CPU), loss_first, loss_last,
 // learned (loss_last < loss_first: the fixed batch is being memorised), date; or
 // {"error": ...} for a run that failed. Exit status 1 when a run failed or did not learn.
@@ -106,28 +108,62 @@ nlohmann::json run(const RunSpec& r) {
   for (size_t i = 0; i < y.size(); ++i) y[i] = static_cast<int64_t>((i * 7 + 3) % 10);
   const Tensor labels = Tensor::from_vector(y, {r.batch}).to(r.device);
 
+  // Phase marks: on a GPU timing events recorded on the stream (no sync inside the step: the
+  // times are read after the loop), on the CPU the host clock (every op is synchronous there).
+  struct Marks {
+    std::vector<tensor::Event> ev;
+    std::vector<Clock::time_point> t;
+  };
+  const bool gpu = r.device.is_cuda();
   int64_t global_step = 0;
-  auto step = [&]() -> Tensor {
+  auto step = [&](Marks* m) -> Tensor {
+    auto mark = [&] {
+      if (!m) return;
+      if (gpu) {
+        m->ev.emplace_back(r.device, /*timing=*/true);
+        m->ev.back().record(tensor::current_stream(r.device));
+      } else {
+        m->t.push_back(Clock::now());
+      }
+    };
+    mark();
     Variable loss = autograd::cross_entropy((*model)(Variable(images)), labels, 0.0);
+    mark();
     if (scaler.enabled()) {
       loss.backward(scaler.seed());
     } else {
       loss.backward();
     }
+    mark();
     nn::scaled_step(*opt, scaler, 1.0f, global_step++);
     opt->zero_grad();
+    mark();
     return loss.data();
   };
   const tensor::Stream stream = tensor::current_stream(r.device);
   if (r.device.is_cuda()) tensor::cuda_allocator(r.device.index).reset_peak();
-  Tensor first = step();
-  for (int i = 1; i < r.warmup; ++i) step();
+  Tensor first = step(nullptr);
+  for (int i = 1; i < r.warmup; ++i) step(nullptr);
   stream.synchronize();
   const auto t0 = Clock::now();
   Tensor last;
-  for (int i = 0; i < r.steps; ++i) last = step();  // no host sync inside the timed loop
+  for (int i = 0; i < r.steps; ++i) last = step(nullptr);  // no host sync inside the timed loop
   stream.synchronize();
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  // The breakdown: a few more steps with marks between the phases (kept out of the timed
+  // loop so that the marks cannot slow what is reported above).
+  constexpr int kBreakdownSteps = 5;
+  Marks marks;
+  for (int i = 0; i < kBreakdownSteps; ++i) step(&marks);
+  stream.synchronize();
+  double phase_ms[3] = {0, 0, 0};
+  for (int i = 0; i < kBreakdownSteps; ++i)
+    for (int p = 0; p < 3; ++p) {
+      const size_t a = static_cast<size_t>(i * 4 + p);
+      phase_ms[p] += gpu ? marks.ev[a].elapsed_ms(marks.ev[a + 1])
+                         : std::chrono::duration<double, std::milli>(marks.t[a + 1] - marks.t[a])
+                               .count();
+    }
   nlohmann::json j;
   j["impl"] = "mlai";
   j["arch"] = r.arch;
@@ -141,6 +177,10 @@ nlohmann::json run(const RunSpec& r) {
   j["seconds"] = seconds;
   j["images_per_sec"] = static_cast<double>(r.batch) * r.steps / seconds;
   j["step_ms"] = seconds / r.steps * 1e3;
+  // Device time per phase (forward + loss, backward, scaler + optimizer step + zero_grad).
+  j["forward_ms"] = phase_ms[0] / kBreakdownSteps;
+  j["backward_ms"] = phase_ms[1] / kBreakdownSteps;
+  j["optimizer_ms"] = phase_ms[2] / kBreakdownSteps;
   if (r.device.is_cuda()) {
     j["peak_mem_mb"] =
         static_cast<double>(tensor::cuda_allocator(r.device.index).stats().peak_bytes) / (1 << 20);
@@ -240,13 +280,14 @@ int main(int argc, char** argv) {
       } else {
         try {
           j = run(r);
-          std::printf("%-16s %6lld %5s %12.0f %10.3f %10s %4.2f>%4.2f  %s\n", arch.c_str(),
+          std::printf("%-16s %6lld %5s %12.0f %10.3f %10s %4.2f>%4.2f  %s  (fwd %.2f, bwd %.2f, opt %.2f ms)\n", arch.c_str(),
                       static_cast<long long>(r.batch), prec.c_str(), j["images_per_sec"].get<double>(),
                       j["step_ms"].get<double>(),
                       j["peak_mem_mb"].is_null() ? "-"
                                                  : std::to_string(j["peak_mem_mb"].get<double>()).substr(0, 8).c_str(),
                       j["loss_first"].get<double>(), j["loss_last"].get<double>(),
-                      j["device_name"].get<std::string>().c_str());
+                      j["device_name"].get<std::string>().c_str(), j["forward_ms"].get<double>(),
+                      j["backward_ms"].get<double>(), j["optimizer_ms"].get<double>());
           if (!j["learned"].get<bool>()) {
             std::printf("  ^ did not learn (loss did not fall on a fixed batch)\n");
             ++failures;

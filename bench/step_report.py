@@ -14,7 +14,8 @@ Output, on stdout: one table per (device_name, arch, batch), headed
 "### <arch>, batch <B>, <device_name>", with a row per mlai precision (32, 16, bf16) and per
 PyTorch mode (eager, eager-tf32, amp, amp-cl, bf16, compile-amp), in that order, and the
 columns images/s, step ms, peak MiB, "mlai fp16 / this" (mlai --precision 16's images/s divided
-by the row's) and runs (the lines a row is the median of); a run that failed or was skipped shows
+by the row's), runs (the lines a row is the median of) and mlai's step breakdown (forward,
+backward, optimizer ms); a run that failed or was skipped shows
 its message instead. Then one summary line per (device_name, arch, batch):
 
     resnet18_cifar b256 (NVIDIA H100 80GB HBM3): mlai 16 / torch amp = 1.31x  PASS (target >= 1.2x);
@@ -81,10 +82,15 @@ def summarize(lines):
         return {"message": "error: " + j["error"] if "error" in j
                 else "skipped: " + str(j.get("skipped", "no timings")), "runs": len(lines)}
     mem = [j["peak_mem_mb"] for j in timed if j.get("peak_mem_mb") is not None]
+    phases = [j for j in timed if "forward_ms" in j]  # mlai's step breakdown
+    split = None
+    if phases:
+        split = tuple(statistics.median(j[f] for j in phases)
+                      for f in ("forward_ms", "backward_ms", "optimizer_ms"))
     return {"ips": statistics.median(j["images_per_sec"] for j in timed),
             "ms": statistics.median(j["step_ms"] for j in timed),
             "mem": statistics.median(mem) if mem else None, "runs": len(timed),
-            "learned": all(j.get("learned", True) for j in timed)}
+            "learned": all(j.get("learned", True) for j in timed), "split": split}
 
 
 def ordered_rows(rows):
@@ -97,19 +103,20 @@ def table(key, rows):
     stats = {k: summarize(v) for k, v in rows.items()}
     ref = stats.get(("mlai", "16"), {}).get("ips")
     out = [f"### {arch}, batch {batch}, {device}", "",
-           "| run | images/s | step ms | peak MiB | mlai fp16 / this | runs |",
-           "|---|---:|---:|---:|---:|---:|"]
+           "| run | images/s | step ms | peak MiB | mlai fp16 / this | runs | fwd / bwd / opt ms |",
+           "|---|---:|---:|---:|---:|---:|---|"]
     for k in ordered_rows(rows):
         s = stats[k]
         name = f"mlai --precision {k[1]}" if k[0] == "mlai" else f"torch {k[1]}"
         if "message" in s:
-            out.append(f"| {name} | {s['message'][:120]} | | | | {s['runs']} |")
+            out.append(f"| {name} | {s['message'][:120]} | | | | {s['runs']} | |")
             continue
         mem = "-" if s["mem"] is None else f"{s['mem']:.0f}"
         ratio = f"{ref / s['ips']:.2f}x" if ref else "-"
         flag = "" if s["learned"] else " (loss did not fall)"
+        split = " / ".join(f"{v:.2f}" for v in s["split"]) if s["split"] else ""
         out.append(f"| {name}{flag} | {s['ips']:.0f} | {s['ms']:.3f} | {mem} | {ratio} "
-                   f"| {s['runs']} |")
+                   f"| {s['runs']} | {split} |")
     return "\n".join(out), stats
 
 
