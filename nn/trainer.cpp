@@ -486,9 +486,12 @@ FitResult Trainer::fit() {
                 {"skipped_steps", skipped}, {"val_confusion", confusion_json(val.confusion)}});
       for (auto [tag, v] : {std::pair{"train/loss", train_loss},
                             {"train/accuracy", train_cm.accuracy()}, {"lr", lr},
-                            {"images_per_sec", ips}, {"data_wait_fraction", wait_frac},
-                            {"train/loss_scale", loss_scale}})
+                            {"images_per_sec", ips}, {"data_wait_fraction", wait_frac}})
         tb->add_scalar(tag, static_cast<float>(v), state_.global_step);
+      if (scaler_->enabled()) {
+        tb->add_scalar("train/loss_scale", static_cast<float>(loss_scale), state_.global_step);
+        tb->add_scalar("train/skipped_steps", static_cast<float>(skipped), state_.global_step);
+      }
       if (val.samples > 0) {
         tb->add_scalar("val/loss", static_cast<float>(val.loss), state_.global_step);
         tb->add_scalar("val/accuracy", static_cast<float>(val.confusion.accuracy()), state_.global_step);
