@@ -55,7 +55,7 @@ struct Config {
   double bucket_cap_mb = 25.0;
   bool overlap = true;                // false: --no-overlap
   std::string lr_scale = "none";      // linear: lr *= world size
-  bool sync_bn = false;               // (no batch norm layers yet: accepted for scripts)
+  bool sync_bn = false;               // rejected for now (SyncBatchNorm is not built)
   // files
   std::string log_dir = "logs";
   std::string experiment_name = "default";
