@@ -2,6 +2,8 @@
 // elementwise.cpp, linear.cpp, reduce.cpp, loss.cpp, shape.cpp.
 #pragma once
 
+#include <functional>
+
 #include "autograd/variable.h"
 
 namespace mlai::autograd {
@@ -47,6 +49,17 @@ Variable global_avgpool(const Variable& x);
 Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& beta,
                    Tensor& running_mean, Tensor& running_var, bool training, double momentum,
                    double eps);
+
+// Cross-rank batch norm for data parallelism (PyTorch's SyncBatchNorm), training mode: the
+// statistics are those of the global batch (`world` ranks of x.rows each; the training loader
+// gives every rank the same batch size), combined by `sum_over_ranks` (an in-place allreduce of
+// a small float64 / parameter-dtype tensor) once in forward and once in backward. Running
+// statistics are updated from the global ones; dgamma and dbeta are the rank's own (the DDP
+// reducer averages them, as PyTorch does). With world 1 it is batchnorm() in training mode.
+using SumOverRanks = std::function<void(Tensor&)>;
+Variable sync_batchnorm(const Variable& x, const Variable& gamma, const Variable& beta,
+                        Tensor& running_mean, Tensor& running_var, double momentum, double eps,
+                        int world, const SumOverRanks& sum_over_ranks);
 
 // shape.cpp: views sharing storage with their input.
 Variable reshape(const Variable& x, const Shape& shape);

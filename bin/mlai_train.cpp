@@ -103,7 +103,7 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
                "Data parallel: start allreduces after backward instead of during it");
   app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")->capture_default_str();
   app.add_flag("--sync-bn", c.sync_bn,
-               "Data parallel: synchronise batch-norm statistics (not available yet: an error)");
+               "Data parallel: batch-norm statistics over the global batch (SyncBatchNorm)");
 }
 
 }  // namespace

@@ -53,9 +53,6 @@ void Config::validate() const {
   require(criterion == "cross_entropy" || criterion == "nll",
           "--criterion must be cross_entropy or nll, got '" + criterion + "'");
   parse_precision(precision);  // throws naming --precision and the choices
-  // Accepting it and training without it would be a silent stub.
-  require(!sync_bn, "--sync-bn is not available yet: batch-norm statistics are per rank, as in "
-                    "PyTorch DDP without SyncBatchNorm");
   require(limit_batches(limit_train_batches, 1000000, "--limit-train-batches") > 0,
           "--limit-train-batches must leave at least one batch");
   limit_batches(limit_val_batches, 1000000, "--limit-val-batches");

@@ -55,7 +55,7 @@ struct Config {
   double bucket_cap_mb = 25.0;
   bool overlap = true;                // false: --no-overlap
   std::string lr_scale = "none";      // linear: lr *= world size
-  bool sync_bn = false;               // rejected for now (SyncBatchNorm is not built)
+  bool sync_bn = false;               // data parallel: batch-norm statistics over all ranks
   // files
   std::string log_dir = "logs";
   std::string experiment_name = "default";

@@ -46,6 +46,9 @@ Variable BatchNorm2d::forward(const Variable& x) {
     if (batches_ < 0) batches_ = static_cast<int64_t>(num_batches_tracked_->item());
     tensor::fill_(*num_batches_tracked_, static_cast<double>(++batches_));
   }
+  if (is_training() && sync_ && world_ > 1)
+    return autograd::sync_batchnorm(x, weight_, bias_, *running_mean_, *running_var_, momentum_,
+                                    eps_, world_, sync_);
   return autograd::batchnorm(x, weight_, bias_, *running_mean_, *running_var_, is_training(),
                              momentum_, eps_);
 }

@@ -27,6 +27,12 @@ class BatchNorm2d : public Module {
   explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1);
   Variable forward(const Variable& x) override;
   std::string type_name() const override { return "BatchNorm2d"; }
+  // --sync-bn: training statistics over all `world` ranks' batches (autograd::sync_batchnorm),
+  // combined with `sum_over_ranks`; world 1 (or no function) is plain batch norm.
+  void set_sync(autograd::SumOverRanks sum_over_ranks, int world) {
+    sync_ = std::move(sum_over_ranks);
+    world_ = world;
+  }
 
  protected:
   bool low_precision_parameters() const override { return false; }  // float32 under AMP
@@ -38,6 +44,8 @@ class BatchNorm2d : public Module {
   Tensor* running_var_;
   Tensor* num_batches_tracked_;
   int64_t batches_ = -1;  // host copy of num_batches_tracked (-1: not read yet)
+  autograd::SumOverRanks sync_;
+  int world_ = 1;
 };
 
 class MaxPool2d : public Module {

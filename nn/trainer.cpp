@@ -16,6 +16,7 @@
 #include "io/loader.h"
 #include "io/tensorboard.h"
 #include "nn/amp.h"
+#include "nn/conv_layers.h"
 #include "nn/lr_schedule.h"
 #include "nn/models.h"
 #include "tensor/determinism.h"
@@ -203,6 +204,22 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     for (size_t i = 0; i < grad_owners.size(); ++i)
       if (working[i].defined()) grad_owners[i].second = working[i];
     reducer_ = std::make_unique<dist::Reducer>(grad_owners, *comm_, ro);
+    if (cfg_.sync_bn) {
+      int layers = 0;
+      std::vector<Module*> stack{model_.get()};
+      while (!stack.empty()) {
+        Module* m = stack.back();
+        stack.pop_back();
+        if (auto* bn = dynamic_cast<BatchNorm2d*>(m)) {
+          bn->set_sync([this](Tensor& t) { comm_->allreduce_sum(t); }, world);
+          ++layers;
+        }
+        for (auto& [n, c] : m->children()) stack.push_back(c.get());
+      }
+      if (main_)
+        std::printf("sync batch norm: %d layer(s) normalise with the global batch's statistics\n",
+                    layers);
+    }
     if (main_)
       std::printf("data parallel: world size %d on %d node(s), backend %s, %zu gradient bucket(s) "
                   "of <= %.0f MB, overlap %s; batch %lld per rank, %lld in all; lr %g%s\n",

@@ -240,5 +240,66 @@ TEST_F(Ddp, MixedPrecisionTwoRanksMatchOneRank) {
   }
 }
 
+// SyncBatchNorm over MPI: two ranks holding the two halves of a batch compute what one
+// process computes on the whole batch (float64, so the bound is tight).
+TEST_F(Ddp, SyncBatchNormOfHalvesIsBatchNormOfTheWhole) {
+  auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
+  tensor::Generator gen(3);  // the same draws on both ranks
+  const tensor::DType f64 = tensor::DType::kFloat64;
+  const Tensor x = Tensor::normal({8, 3, 3, 5}, 1.0, 2.0, gen, f64);
+  const Tensor dy = Tensor::normal({8, 3, 3, 5}, 0.0, 1.0, gen, f64);
+  const Tensor gamma = Tensor::uniform({5}, 0.5, 1.5, gen, f64), beta = Tensor::uniform({5}, -1, 1, gen, f64);
+  auto bn = [&](const Tensor& xin, const Tensor& dyin, bool sync) {
+    autograd::Variable xv(xin.clone(), true), g(gamma.clone(), true), b(beta.clone(), true);
+    Tensor rm = Tensor::zeros({5}, f64), rv = Tensor::full({5}, 1.0, f64);
+    autograd::Variable y =
+        sync ? autograd::sync_batchnorm(xv, g, b, rm, rv, 0.1, 1e-5, 2,
+                                        [&](Tensor& t) { comm->allreduce_sum(t); })
+             : autograd::batchnorm(xv, g, b, rm, rv, true, 0.1, 1e-5);
+    y.backward(dyin);
+    return std::vector<Tensor>{y.data(), xv.grad(), g.grad(), b.grad(), rm, rv};
+  };
+  const int64_t lo = 4 * group().rank(), hi = lo + 4;
+  const auto whole = bn(x, dy, false);
+  auto half = bn(x.slice(lo, hi).clone(), dy.slice(lo, hi).clone(), true);
+  comm->allreduce_sum(half[2]);  // dgamma, dbeta are per rank: their sum is the whole's
+  comm->allreduce_sum(half[3]);
+  EXPECT_LT(tensor::max_rel_error(half[0], whole[0].slice(lo, hi)), 1e-12) << "y";
+  EXPECT_LT(tensor::max_rel_error(half[1], whole[1].slice(lo, hi)), 1e-12) << "dx";
+  EXPECT_LT(tensor::max_rel_error(half[2], whole[2]), 1e-12) << "dgamma";
+  EXPECT_LT(tensor::max_rel_error(half[3], whole[3]), 1e-12) << "dbeta";
+  EXPECT_LT(tensor::max_rel_error(half[4], whole[4]), 1e-12) << "running_mean";
+  EXPECT_LT(tensor::max_rel_error(half[5], whole[5]), 1e-12) << "running_var";
+}
+
+// --sync-bn end to end: resnet18_cifar on two ranks with batch 4 each ends with the weights of
+// one process with batch 8 (without it, the per-rank statistics make them differ).
+TEST_F(Ddp, SyncBnTwoRanksMatchOneRankResNet) {
+  auto cfg = [&](int64_t batch, bool sync, const std::string& logs) {
+    nn::Config c = config(batch);
+    c.arch = "resnet18_cifar";
+    c.epochs = 1;
+    c.limit_train_batches = "3";
+    c.limit_val_batches = "1";
+    c.limit_test_batches = "1";
+    c.lr = 0.02;
+    c.sync_bn = sync;
+    c.log_dir = root + "/" + logs;
+    return c;
+  };
+  nn::Trainer single(cfg(8, false, "logs-bn-single"), "", ProcessGroup::single());
+  single.fit();
+  double diff[2];
+  for (bool sync : {true, false}) {
+    nn::Trainer ddp(cfg(4, sync, sync ? "logs-bn-sync" : "logs-bn-local"), "", group());
+    ddp.fit();
+    diff[sync ? 0 : 1] = max_rel_diff(flat_weights(ddp), flat_weights(single));
+  }
+  if (group().rank() == 0)
+    std::printf("weights vs one process: %.2e with --sync-bn, %.2e without\n", diff[0], diff[1]);
+  EXPECT_LT(diff[0], 1e-4) << "with --sync-bn";
+  EXPECT_GT(diff[1], 10 * diff[0]) << "per-rank statistics should differ (" << diff[1] << ")";
+}
+
 }  // namespace
 }  // namespace mlai::dist

@@ -45,7 +45,6 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--overfit-batches 2 --fast-dev-run", "--overfit-batches"},
       {"--nesterov --optimizer adam", "--nesterov"},
       {"--precision 8", "--precision"},
-      {"--sync-bn", "--sync-bn"},
       {"--resume /no/such/file.h5", "/no/such/file.h5"},
       {"--lr-schedule linear --fast-dev-run", "linear"},
   };
