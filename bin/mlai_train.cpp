@@ -82,6 +82,13 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
                  "Test batches at the end: a fraction or a count; 0 skips the test")->capture_default_str();
   app.add_option("--overfit-batches", c.overfit_batches,
                  "Train and validate on the same first N batches (a sanity check)")->capture_default_str();
+  app.add_option("--early-stopping-patience", c.early_stopping_patience,
+                 "Stop when the monitored validation metric has not improved for N epochs "
+                 "(0: off)")->capture_default_str();
+  app.add_option("--early-stopping-monitor", c.early_stopping_monitor,
+                 "val_loss (lower is better) or val_accuracy")->capture_default_str();
+  app.add_option("--early-stopping-min-delta", c.early_stopping_min_delta,
+                 "Smaller changes do not count as an improvement")->capture_default_str();
   app.add_option("--log-dir", c.log_dir, "Root of the experiment directories")->capture_default_str();
   app.add_option("--experiment-name", c.experiment_name,
                  "Logs go to <log-dir>/<name>/version_<n or Slurm job id>/")->capture_default_str();

@@ -62,6 +62,8 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
   w.set_attr("/", "next_batch", st.next_batch);
   w.set_attr("/", "global_step", st.global_step);
   w.set_attr("/", "best_val_accuracy", st.best_val_accuracy);
+  w.set_attr("/", "early_stopping_best", st.early_stopping_best);
+  w.set_attr("/", "early_stopping_wait", st.early_stopping_wait);
   w.set_attr("/", "config", to_json(cfg).dump());
   w.set_attr("/", "format", "mlai-checkpoint-1");
   w.commit();
@@ -130,6 +132,10 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
   st.next_batch = r.get_attr_int("/", "next_batch");
   st.global_step = r.get_attr_int("/", "global_step");
   st.best_val_accuracy = r.get_attr_double("/", "best_val_accuracy");
+  if (r.has_attr("/", "early_stopping_wait")) {  // checkpoints from before early stopping lack it
+    st.early_stopping_best = r.get_attr_double("/", "early_stopping_best");
+    st.early_stopping_wait = r.get_attr_int("/", "early_stopping_wait");
+  }
   return st;
 }
 

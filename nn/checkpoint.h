@@ -4,6 +4,7 @@
 // and renamed, so a crash never leaves a broken checkpoint.
 #pragma once
 
+#include <limits>
 #include <set>
 #include <string>
 #include <utility>
@@ -20,6 +21,9 @@ struct TrainState {
   int64_t next_batch = 0;   // first batch of `epoch` still to run (0: start of the epoch)
   int64_t global_step = 0;  // optimizer steps taken
   double best_val_accuracy = -1;
+  // Early stopping: the best monitored value so far (NaN: none yet) and the epochs since.
+  double early_stopping_best = std::numeric_limits<double>::quiet_NaN();
+  int64_t early_stopping_wait = 0;
 };
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor*>>;

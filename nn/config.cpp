@@ -64,6 +64,11 @@ void Config::validate() const {
   require(!(overfit_batches > 0 && limit_train_batches != "1.0"),
           "--overfit-batches and --limit-train-batches cannot be combined");
   require(checkpoint_every >= 0, "--checkpoint-every must be >= 0");
+  require(early_stopping_patience >= 0, "--early-stopping-patience must be >= 0");
+  one_of(early_stopping_monitor, {"val_loss", "val_accuracy"}, "--early-stopping-monitor");
+  require(early_stopping_min_delta >= 0, "--early-stopping-min-delta must be >= 0");
+  require(early_stopping_patience == 0 || val_split > 0 || overfit_batches > 0,
+          "--early-stopping-patience needs a validation set (--val-split > 0)");
   require(!(reset_head && pretrained.empty()), "--reset-head applies to --pretrained only");
   require(!(fast_dev_run > 0 && !resume.empty()), "--fast-dev-run and --resume cannot be combined");
   require(!experiment_name.empty() && experiment_name.find('/') == std::string::npos,
@@ -97,7 +102,8 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(limit_train_batches) X(limit_val_batches) X(limit_test_batches) X(overfit_batches) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
   X(lr_scale) X(sync_bn) X(augment) X(prefetch) X(data_path) X(cache)     \
-  X(pretrained) X(reset_head)
+  X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
+  X(early_stopping_min_delta)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

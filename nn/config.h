@@ -50,6 +50,11 @@ struct Config {
   std::string limit_val_batches = "1.0";
   std::string limit_test_batches = "1.0";
   int64_t overfit_batches = 0;  // > 0: train and validate on the same first batches
+  // Lightning's EarlyStopping: stop when the monitored validation metric has not improved by
+  // more than min_delta for `patience` epochs in a row (0: off).
+  int64_t early_stopping_patience = 0;
+  std::string early_stopping_monitor = "val_loss";  // or val_accuracy
+  double early_stopping_min_delta = 0.0;
   // data parallel (world > 1 under mpirun or srun)
   std::string dist_backend = "auto";  // auto: nccl on GPUs, mpi on CPUs
   double bucket_cap_mb = 25.0;

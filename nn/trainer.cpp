@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -491,6 +492,21 @@ FitResult Trainer::fit() {
     res.val = val;
     state_.epoch = epoch + 1;
     state_.next_batch = 0;
+    // Early stopping on the global validation metrics: every rank decides the same.
+    bool stop_early = false;
+    if (cfg_.early_stopping_patience > 0 && !dev_run) {
+      const bool lower = cfg_.early_stopping_monitor == "val_loss";
+      const double v = lower ? val.loss : val.confusion.accuracy();
+      double& best = state_.early_stopping_best;
+      const double d = cfg_.early_stopping_min_delta;
+      if (std::isnan(best) || (lower ? v < best - d : v > best + d)) {
+        best = v;
+        state_.early_stopping_wait = 0;
+      } else if (++state_.early_stopping_wait >= cfg_.early_stopping_patience) {
+        stop_early = true;
+        res.early_stopped = true;
+      }
+    }
     if (!dev_run && main_) {
       csv->log({{"epoch", epoch + 1}, {"step", state_.global_step}, {"lr", lr},
                 {"train_loss", train_loss}, {"train_accuracy", train_cm.accuracy()},
@@ -516,13 +532,22 @@ FitResult Trainer::fit() {
       tb->flush();
       const bool periodic = cfg_.checkpoint_every > 0 && (epoch + 1) % cfg_.checkpoint_every == 0;
       const double score = val.samples > 0 ? val.confusion.accuracy() : train_cm.accuracy();
-      if (periodic || epoch + 1 == epochs) {
+      if (periodic || epoch + 1 == epochs || stop_early) {
         if (score > state_.best_val_accuracy) {
           state_.best_val_accuracy = score;
           save("best.h5");
         }
         save("last.h5");
       }
+    }
+    if (stop_early) {
+      if (main_)
+        std::printf("early stopping after epoch %lld: %s has not improved by more than %g for %lld "
+                    "epoch(s) (best %.4f)\n",
+                    static_cast<long long>(epoch + 1), cfg_.early_stopping_monitor.c_str(),
+                    cfg_.early_stopping_min_delta,
+                    static_cast<long long>(state_.early_stopping_wait), state_.early_stopping_best);
+      break;
     }
   }
   res.epochs_completed = state_.epoch;

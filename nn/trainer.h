@@ -35,6 +35,7 @@ struct FitResult {
   double last_train_loss = 0;
   EvalResult val, test;
   int stop_signal = 0;  // non-zero when a signal ended training early
+  bool early_stopped = false;  // --early-stopping-patience ended training before --epochs
   double loss_scale = 1;      // --precision 16: the scale after the last epoch
   int64_t skipped_steps = 0;  // --precision 16: optimizer steps skipped for inf/nan gradients
 };

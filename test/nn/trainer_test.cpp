@@ -153,5 +153,40 @@ TEST_F(TrainerTest, FastDevRunWritesNothing) {
   EXPECT_EQ(r.test.samples, 64);
 }
 
+// Lightning's EarlyStopping: with an improvement threshold no epoch can meet, training stops
+// after the first epoch plus `patience`, saves last.h5 there (with the early-stopping state),
+// and still tests.
+TEST_F(TrainerTest, EarlyStoppingEndsTrainingAfterPatienceEpochs) {
+  Config c = base();
+  c.epochs = 10;
+  c.early_stopping_patience = 2;
+  c.early_stopping_monitor = "val_accuracy";
+  c.early_stopping_min_delta = 1.0;  // accuracy cannot rise by more than 1
+  Trainer t(c);
+  const FitResult r = t.fit();
+  EXPECT_TRUE(r.early_stopped);
+  EXPECT_EQ(r.epochs_completed, 3);
+  EXPECT_EQ(r.global_step, 3 * 18);
+  EXPECT_GT(r.test.samples, 0);
+  const TrainState st = load_checkpoint(r.version_dir + "/checkpoints/last.h5", t.model(), nullptr);
+  EXPECT_EQ(st.epoch, 3);
+  EXPECT_EQ(st.early_stopping_wait, 2);
+  EXPECT_GT(st.early_stopping_best, 0.0);  // epoch 1's validation accuracy
+  EXPECT_LE(st.early_stopping_best, 1.0);
+  // A reachable threshold on a learnable set: val_loss keeps falling, no early stop in 3 epochs.
+  Config d = base();
+  d.epochs = 3;
+  d.early_stopping_patience = 1;
+  d.experiment_name = "improving";
+  const FitResult r2 = Trainer(d).fit();
+  EXPECT_FALSE(r2.early_stopped);
+  EXPECT_EQ(r2.epochs_completed, 3);
+  // Without a validation set there is nothing to monitor: a clear error.
+  Config e = base();
+  e.early_stopping_patience = 1;
+  e.val_split = 0;
+  EXPECT_THROW(e.validate(), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace mlai::nn
