@@ -82,6 +82,12 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
                  "Test batches at the end: a fraction or a count; 0 skips the test")->capture_default_str();
   app.add_option("--overfit-batches", c.overfit_batches,
                  "Train and validate on the same first N batches (a sanity check)")->capture_default_str();
+  app.add_option("--gradient-clip-val", c.gradient_clip_val,
+                 "Clip gradients (after unscaling and averaging over ranks); 0: off")
+      ->capture_default_str();
+  app.add_option("--gradient-clip-algorithm", c.gradient_clip_algorithm,
+                 "norm (the global 2-norm, clip_grad_norm_) or value (each element, "
+                 "clip_grad_value_)")->capture_default_str();
   app.add_option("--early-stopping-patience", c.early_stopping_patience,
                  "Stop when the monitored validation metric has not improved for N epochs "
                  "(0: off)")->capture_default_str();

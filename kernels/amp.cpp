@@ -46,4 +46,11 @@ template void unscale_check_finite<Half>(Half* const*, const int64_t*, int, cons
 template void unscale_check_finite<BFloat16>(BFloat16* const*, const int64_t*, int, const float*,
                                              float*);
 
+void clip_norm_factor(const float* sum_sq, const float* inv_scale, float grad_scale,
+                      float max_norm, float* out) {
+  const float inv = inv_scale ? *inv_scale : 1.0f;
+  const float norm = std::sqrt(*sum_sq) * inv * grad_scale;
+  out[0] = inv * std::fmin(1.0f, max_norm / (norm + 1e-6f));
+}
+
 }  // namespace mlai::kernels::cpu

@@ -73,7 +73,20 @@ __global__ void update_scale_kernel(float* scale, int32_t* tracker, int64_t* ski
   *found_inf = 0.0f;
 }
 
+__global__ void clip_factor_kernel(const float* sum_sq, const float* inv_scale, float grad_scale,
+                                   float max_norm, float* out) {
+  const float inv = inv_scale ? *inv_scale : 1.0f;
+  const float norm = sqrtf(*sum_sq) * inv * grad_scale;
+  out[0] = inv * fminf(1.0f, max_norm / (norm + 1e-6f));
+}
+
 }  // namespace
+
+void clip_norm_factor(const float* sum_sq, const float* inv_scale, float grad_scale,
+                      float max_norm, float* out, StreamHandle stream) {
+  clip_factor_kernel<<<1, 1, 0, stream>>>(sum_sq, inv_scale, grad_scale, max_norm, out);
+  MLAI_LAUNCH_CHECK();
+}
 
 void update_loss_scale(float* scale, int32_t* growth_tracker, int64_t* skipped, float* found_inf,
                        float growth, float backoff, int32_t interval, StreamHandle stream) {

@@ -26,11 +26,19 @@ void unscale_check_finite(T* const* tensors, const int64_t* sizes, int count,
 // tracker = 0. found_inf is reset to 0 for the next step.
 void update_loss_scale(float* scale, int32_t* growth_tracker, int64_t* skipped, float* found_inf,
                        float growth, float backoff, int32_t interval);
+// Gradient-norm clipping (torch.nn.utils.clip_grad_norm_), one element on the device: the
+// gradients as stored have squared norm *sum_sq; times grad_scale and *inv_scale (null: 1)
+// they are the true ones, of norm n. out = inv * min(1, max_norm / (n + 1e-6)): the factor the
+// optimizer reads them with (in place of inv_scale), so clipping costs no pass over them.
+void clip_norm_factor(const float* sum_sq, const float* inv_scale, float grad_scale,
+                      float max_norm, float* out);
 }  // namespace cpu
 
 namespace cuda {
 void update_loss_scale(float* scale, int32_t* growth_tracker, int64_t* skipped, float* found_inf,
                        float growth, float backoff, int32_t interval, StreamHandle stream);
+void clip_norm_factor(const float* sum_sq, const float* inv_scale, float grad_scale,
+                      float max_norm, float* out, StreamHandle stream);
 template <class T>
 void unscale_check_finite(T* const* tensors, const int64_t* sizes, int count,
                           const float* inv_scale, float* found_inf, StreamHandle stream);

@@ -17,6 +17,10 @@ inline float grad_at(const G* __restrict g, int64_t i) {
   }
 }
 
+// The clip_value clamp: comparisons, so NaN stays NaN (as torch.clamp) and the loop still
+// vectorizes to min/max instructions (std::fmin would not, and would turn NaN into the bound).
+inline float clamp(float d, float clip) { return d < -clip ? -clip : (d > clip ? clip : d); }
+
 // working = master rounded to G (mixed precision), a separate pass so the update loop above
 // it keeps its shape.
 template <class G>
@@ -38,7 +42,7 @@ void sgd_step(float* const* params, const G* const* grads, G* const* working,
   // in loop": 5x slower). The arithmetic per element is unchanged, so results are bit-identical.
   const float lr = static_cast<float>(a.lr), mom = static_cast<float>(a.momentum),
               damp = static_cast<float>(a.dampening), wd = static_cast<float>(a.weight_decay),
-              gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f);
+              gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
   const bool first = a.first_step, nesterov = a.nesterov, use_buf = a.momentum != 0;
   for (int t = 0; t < count; ++t) {
     float* __restrict p = params[t];
@@ -46,7 +50,7 @@ void sgd_step(float* const* params, const G* const* grads, G* const* working,
     float* __restrict buf = use_buf ? momentum[t] : nullptr;
     const int64_t n = sizes[t];
     for (int64_t i = 0; i < n; ++i) {
-      float d = grad_at(g, i) * gs;
+      float d = clamp(grad_at(g, i) * gs, clip);
       if (wd != 0) d += wd * p[i];
       if (use_buf) {
         buf[i] = first ? d : mom * buf[i] + (1 - damp) * d;
@@ -71,14 +75,14 @@ void adam_step(float* const* params, const G* const* grads, G* const* working,
   const float bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(a.beta2, t)));
   // As in sgd_step; the sqrt also needs -fno-math-errno (CMakeLists.txt): with errno, each
   // sqrt is a branch to sqrtf for negative inputs and the loop stays scalar (4x slower).
-  const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f);
+  const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
   const bool decoupled = a.decoupled;
   for (int k = 0; k < count; ++k) {
     float *__restrict p = params[k], *__restrict m = exp_avg[k], *__restrict v = exp_avg_sq[k];
     const G* __restrict g = grads[k];
     const int64_t n = sizes[k];
     for (int64_t i = 0; i < n; ++i) {
-      float d = grad_at(g, i) * gs;
+      float d = clamp(grad_at(g, i) * gs, clip);
       if (decoupled) {
         p[i] *= 1 - lr * wd;
       } else if (wd != 0) {

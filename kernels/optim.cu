@@ -21,6 +21,11 @@ struct Group {
   int count;
 };
 
+// As on the CPU: comparisons keep NaN (fminf/fmaxf would replace it by the bound).
+__device__ __forceinline__ float clamp(float d, float clip) {
+  return d < -clip ? -clip : (d > clip ? clip : d);
+}
+
 template <class G>
 __device__ __forceinline__ int find_tensor(const Group<G>& gr, int64_t idx) {
   int lo = 0, hi = gr.count - 1;
@@ -43,7 +48,7 @@ __global__ void sgd_kernel(Group<G> gr, SgdArgs a, const float* inv_scale, const
     const int k = find_tensor(gr, idx);
     const int64_t i = idx - gr.prefix[k];
     float* p = gr.p[k];
-    float d = dev::to_acc(gr.g[k][i]) * gs;
+    float d = clamp(dev::to_acc(gr.g[k][i]) * gs, a.clip_value);
     if (wd != 0) d += wd * p[i];
     if (mom != 0) {
       float* buf = gr.s1[k];
@@ -71,7 +76,7 @@ __global__ void adam_kernel(Group<G> gr, AdamArgs a, float step_size, float bc2_
     const int k = find_tensor(gr, idx);
     const int64_t i = idx - gr.prefix[k];
     float* p = gr.p[k];
-    float d = dev::to_acc(gr.g[k][i]) * gs;
+    float d = clamp(dev::to_acc(gr.g[k][i]) * gs, a.clip_value);
     float pv = p[i];
     if (a.decoupled) {
       pv *= 1 - lr * wd;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "kernels/common.h"
 
@@ -17,11 +18,15 @@ namespace mlai::kernels {
 
 constexpr int kMaxOptimTensors = 24;
 
+// clip_value: each (scaled) gradient element is clamped to [-clip_value, clip_value] before
+// weight decay, as torch.nn.utils.clip_grad_value_ (Lightning's gradient_clip_algorithm
+// "value"); infinity (the default) clamps nothing and costs a min and a max.
 struct SgdArgs {
   double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false;
   bool first_step = false;  // the momentum buffer is initialised to the first gradient
   float grad_scale = 1.0f;
+  float clip_value = std::numeric_limits<float>::infinity();
 };
 
 struct AdamArgs {
@@ -29,6 +34,7 @@ struct AdamArgs {
   bool decoupled = false;  // AdamW: p *= 1 - lr * weight_decay; Adam: g += weight_decay * p
   int64_t step = 1;        // 1-based, for bias correction
   float grad_scale = 1.0f;
+  float clip_value = std::numeric_limits<float>::infinity();
 };
 
 #define MLAI_OPTIM_DECLS(...)                                                                 \

@@ -92,16 +92,21 @@ std::vector<std::pair<std::string, Tensor*>> GradScaler::state() {
   return {{"scale", &scale_}, {"growth_tracker", &tracker_}, {"skipped_steps", &skipped_}};
 }
 
-void scaled_step(Optimizer& opt, GradScaler& scaler, float grad_scale, int64_t global_step) {
-  if (!scaler.enabled()) {
-    opt.step(grad_scale);
-    return;
+void scaled_step(Optimizer& opt, GradScaler& scaler, float grad_scale, int64_t global_step,
+                 double clip_norm) {
+  std::vector<Tensor> grads;
+  if (scaler.enabled() || clip_norm > 0) grads = opt.gradients();
+  Tensor skip_if, factor;
+  if (scaler.enabled()) {
+    scaler.check(grads);
+    opt.set_step_count(global_step - scaler.skipped_before_current());
+    skip_if = scaler.found_inf();
+    factor = scaler.inv_scale();
   }
-  std::vector<Tensor> grads = opt.gradients();
-  scaler.check(grads);
-  opt.set_step_count(global_step - scaler.skipped_before_current());
-  opt.step(grad_scale, scaler.found_inf(), scaler.inv_scale());
-  scaler.update();
+  if (clip_norm > 0 && !grads.empty())
+    factor = tensor::clip_norm_factor(tensor::squared_norm(grads), factor, grad_scale, clip_norm);
+  opt.step(grad_scale, skip_if, factor);
+  scaler.update();  // nothing when disabled
 }
 
 }  // namespace mlai::nn

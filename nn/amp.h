@@ -80,6 +80,10 @@ class GradScaler {
 // bias correction and SGD's first momentum step as in PyTorch, where a skipped step never
 // reaches the optimizer), steps with 1/scale folded in (the device skips it on overflow) and
 // updates the scale. Without scaling (fp32, bf16) it is opt.step(grad_scale).
-void scaled_step(Optimizer& opt, GradScaler& scaler, float grad_scale, int64_t global_step);
+// clip_norm > 0: gradient-norm clipping of the true (averaged, unscaled) gradients, as
+// clip_grad_norm_ after GradScaler.unscale_: the clip factor joins 1/scale in the optimizer's
+// read, computed on the device (no host sync, no extra pass writing the gradients).
+void scaled_step(Optimizer& opt, GradScaler& scaler, float grad_scale, int64_t global_step,
+                 double clip_norm = 0);
 
 }  // namespace mlai::nn

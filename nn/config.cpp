@@ -65,6 +65,8 @@ void Config::validate() const {
           "--overfit-batches and --limit-train-batches cannot be combined");
   require(checkpoint_every >= 0, "--checkpoint-every must be >= 0");
   require(early_stopping_patience >= 0, "--early-stopping-patience must be >= 0");
+  require(gradient_clip_val >= 0, "--gradient-clip-val must be >= 0 (0: no clipping)");
+  one_of(gradient_clip_algorithm, {"norm", "value"}, "--gradient-clip-algorithm");
   one_of(early_stopping_monitor, {"val_loss", "val_accuracy"}, "--early-stopping-monitor");
   require(early_stopping_min_delta >= 0, "--early-stopping-min-delta must be >= 0");
   require(early_stopping_patience == 0 || val_split > 0 || overfit_batches > 0,
@@ -103,7 +105,7 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(checkpoint_every) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
   X(lr_scale) X(sync_bn) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
-  X(early_stopping_min_delta)
+  X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

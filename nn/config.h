@@ -50,6 +50,9 @@ struct Config {
   std::string limit_val_batches = "1.0";
   std::string limit_test_batches = "1.0";
   int64_t overfit_batches = 0;  // > 0: train and validate on the same first batches
+  // Lightning's gradient_clip_val / gradient_clip_algorithm (0: off).
+  double gradient_clip_val = 0.0;
+  std::string gradient_clip_algorithm = "norm";  // or value
   // Lightning's EarlyStopping: stop when the monitored validation metric has not improved by
   // more than min_delta for `patience` epochs in a row (0: off).
   int64_t early_stopping_patience = 0;

@@ -12,6 +12,7 @@ Optimizer::Optimizer(std::vector<std::pair<std::string, Variable>> params,
                      const OptimizerConfig& cfg)
     : params_(std::move(params)), cfg_(cfg) {
   if (cfg.lr < 0) throw std::invalid_argument("learning rate must be >= 0");
+  if (cfg.clip_value < 0) throw std::invalid_argument("gradient clip value must be >= 0");
   for (auto& [n, v] : params_)
     if (v.dtype() != DType::kFloat32)
       throw std::invalid_argument("optimizer: parameter " + n + " is " +
@@ -97,6 +98,7 @@ void SGD::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale)
   a.weight_decay = cfg_.weight_decay;
   a.nesterov = cfg_.nesterov;
   a.first_step = steps_ == 0;
+  if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
   a.grad_scale = grad_scale;
   tensor::sgd_step_(p, g, w, m, a, inv_scale, skip_if);
   ++steps_;
@@ -123,6 +125,7 @@ void Adam::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale
   a.weight_decay = cfg_.weight_decay;
   a.decoupled = decoupled_;
   a.step = steps_ + 1;
+  if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
   a.grad_scale = grad_scale;
   tensor::adam_step_(p, g, w, m, v, a, inv_scale, skip_if);
   ++steps_;

@@ -18,6 +18,7 @@ struct OptimizerConfig {
   double momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double clip_value = 0;  // > 0: clamp every gradient element to [-v, v] (clip_grad_value_)
 };
 
 class Optimizer {

@@ -174,6 +174,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   oc.beta1 = cfg_.beta1;
   oc.beta2 = cfg_.beta2;
   oc.eps = cfg_.eps;
+  if (cfg_.gradient_clip_algorithm == "value") oc.clip_value = cfg_.gradient_clip_val;
   opt_ = make_optimizer(model_->named_parameters(), oc);
   opt_->set_working(model_->working_parameters());
   scaler_ = std::make_unique<GradScaler>(device_, precision_ == Precision::kFloat16);
@@ -419,7 +420,8 @@ FitResult Trainer::fit() {
         opt_->set_lr(lr);
         // The mean over ranks; under fp16 also 1/scale, skipped on the device on overflow.
         scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()),
-                    state_.global_step);
+                    state_.global_step,
+                    cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0);
         if (reducer_) {
           reducer_->zero_grad();
         } else {

@@ -344,6 +344,33 @@ void update_loss_scale_(Tensor& scale, Tensor& growth_tracker, Tensor& skipped,
             static_cast<float>(backoff), static_cast<int32_t>(interval));
 }
 
+Tensor squared_norm(const std::vector<Tensor>& grads) {
+  if (grads.empty()) throw std::invalid_argument("squared_norm: no tensors");
+  const Device dev = grads[0].device();
+  Tensor total = Tensor::zeros({}, DType::kFloat32, dev);
+  for (const Tensor& g : grads) {
+    // In float32: a loss-scaled fp16 gradient squared would overflow fp16.
+    const Tensor f = g.to(DType::kFloat32);
+    axpy_(1.0, sum(mul(f, f)), total);
+  }
+  return total;
+}
+
+Tensor clip_norm_factor(const Tensor& sum_sq, const Tensor& inv_scale, double grad_scale,
+                        double max_norm) {
+  const Device dev = sum_sq.device();
+  if (sum_sq.dtype() != DType::kFloat32 || sum_sq.numel() != 1 ||
+      (inv_scale.defined() && (inv_scale.dtype() != DType::kFloat32 || inv_scale.device() != dev)))
+    throw std::invalid_argument("clip_norm_factor: float32 values on one device expected, got " +
+                                sum_sq.str() + (inv_scale.defined() ? " and " + inv_scale.str() : ""));
+  if (!(max_norm > 0)) throw std::invalid_argument("clip_norm_factor: max_norm must be > 0");
+  Tensor out = Tensor::empty({1}, DType::kFloat32, dev);
+  MLAI_CALL(dev, clip_norm_factor, sum_sq.data<float>(),
+            inv_scale.defined() ? inv_scale.data<float>() : nullptr, static_cast<float>(grad_scale),
+            static_cast<float>(max_norm), out.data<float>());
+  return out;
+}
+
 double max_rel_error(const Tensor& a, const Tensor& b) {
   if (a.numel() != b.numel())
     throw std::invalid_argument("max_rel_error: " + a.str() + " vs " + b.str());

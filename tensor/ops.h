@@ -57,6 +57,13 @@ void unscale_check_finite_(std::vector<Tensor>& tensors, const Tensor& inv_scale
 void update_loss_scale_(Tensor& scale, Tensor& growth_tracker, Tensor& skipped,
                         Tensor& found_inf, double growth, double backoff, int64_t interval);
 
+// Gradient-norm clipping without a host sync: the squared 2-norm of all `grads` (any float
+// dtypes, summed in float32) into a float32 scalar on their device, then (kernels/amp.h
+// clip_norm_factor) the factor the optimizer should read them with.
+Tensor squared_norm(const std::vector<Tensor>& grads);
+Tensor clip_norm_factor(const Tensor& sum_sq, const Tensor& inv_scale, double grad_scale,
+                        double max_norm);
+
 // Largest relative error max|a-b| / max(max|b|, tiny), over all elements (test helper).
 double max_rel_error(const Tensor& a, const Tensor& b);
 

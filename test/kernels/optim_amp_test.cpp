@@ -148,6 +148,57 @@ TEST(OptimAmp, LossScaleUpdate) {
   EXPECT_EQ(f32(big)[0], 3e38f);
 }
 
+// clip_grad_value_: each element of the true gradient clamped to [-v, v], NaN kept.
+TEST(OptimAmp, ClipValueClampsTheUnscaledGradient) {
+  std::vector<Tensor> p{Tensor::zeros({4})};
+  // Stored x 1024 (loss-scaled) and summed over 2 ranks: grad_scale 0.5, inv_scale 1/1024.
+  std::vector<Tensor> g{Tensor::from_vector(std::vector<float>{3.0f, -0.5f, -10.0f, NAN}, {4})};
+  g[0] = scale(g[0], 2048.0);
+  kernels::SgdArgs a;
+  a.lr = 1.0;
+  a.grad_scale = 0.5f;
+  a.clip_value = 1.0f;
+  sgd_step_(p, g, {}, {}, a, Tensor::full({1}, 1.0 / 1024));
+  const auto v = p[0].to_vector<float>();
+  EXPECT_EQ(v[0], -1.0f);
+  EXPECT_EQ(v[1], 0.5f);
+  EXPECT_EQ(v[2], 1.0f);
+  EXPECT_TRUE(std::isnan(v[3]));
+}
+
+// clip_grad_norm_: the factor makes the true gradients' global norm max_norm when it is
+// larger, and leaves them alone otherwise.
+TEST(OptimAmp, ClipNormFactor) {
+  // True gradients (3, 4) and (12): norm 13. Stored x 8 (loss scale) and x 2 (two ranks).
+  std::vector<Tensor> g{Tensor::from_vector(std::vector<float>{48, 64}, {2}).to(DType::kFloat16),
+                        Tensor::from_vector(std::vector<float>{192}, {1})};
+  const Tensor sq = squared_norm(g);
+  EXPECT_FLOAT_EQ(static_cast<float>(sq.item()), 16.0f * 16.0f * 169.0f);
+  const Tensor inv = Tensor::full({1}, 1.0 / 8);
+  const double f = clip_norm_factor(sq, inv, 0.5, 6.5).item();  // halve: 13 -> 6.5
+  EXPECT_NEAR(f, 1.0 / 8 * 6.5 / 13.0, 1e-6 / 16);  // float arithmetic
+  EXPECT_DOUBLE_EQ(clip_norm_factor(sq, inv, 0.5, 100.0).item(), 1.0 / 8);  // under: 1/scale only
+  EXPECT_NEAR(clip_norm_factor(sum(Tensor::full({1}, 169.0)), Tensor(), 1.0, 1.0).item(), 1.0 / 13,
+              1e-7);  // no scaler
+  EXPECT_THROW(clip_norm_factor(sq, inv, 0.5, 0.0), std::invalid_argument);
+}
+
+TEST(OptimAmpCuda, ClipMatchesTheCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+  const Device gpu = Device::cuda(0);
+  std::vector<Tensor> cpu, dev;
+  for (int t = 0; t < 5; ++t) {
+    cpu.push_back(rand({1000 + 37 * t}, t % 2 ? DType::kFloat16 : DType::kFloat32, -3, 3, 40 + t));
+    dev.push_back(cpu.back().to(gpu));
+  }
+  const Tensor sq = squared_norm(cpu), gsq = squared_norm(dev);
+  EXPECT_LT(max_rel_error(gsq.to(Device::cpu()), sq), 1e-5);
+  const Tensor inv = Tensor::full({1}, 0.25);
+  EXPECT_LT(max_rel_error(clip_norm_factor(gsq, inv.to(gpu), 0.5, 3.0).to(Device::cpu()),
+                          clip_norm_factor(sq, inv, 0.5, 3.0)),
+            1e-5);
+}
+
 TEST(OptimAmpCuda, StepsMatchTheCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
   const Device gpu = Device::cuda(0);
@@ -159,7 +210,7 @@ TEST(OptimAmpCuda, StepsMatchTheCpu) {
         Problem cpu = make(gdt, 50, 17);  // 50 tensors: more than one launch
         Problem dev = to(cpu, gpu);
         const Tensor inv = Tensor::full({1}, 1.0 / 1024), skip = Tensor::full({1}, flag);
-        step(cpu, adam, inv, skip);
+        step(cpu, adam, inv, skip);  // sgd_args()/adam_args() leave clip_value infinite
         step(dev, adam, inv.to(gpu), skip.to(gpu));
         for (size_t i = 0; i < cpu.params.size(); ++i) {
           // Same float arithmetic; the GPU may contract a multiply-add into an FMA.

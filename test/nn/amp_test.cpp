@@ -245,6 +245,44 @@ TEST(Amp, SkippedStepsDoNotAdvanceAdamsStepCount) {
       ASSERT_EQ(overflowed.w[i][j], clean.w[i][j]) << "parameter " << i << "[" << j << "]";
 }
 
+// Gradient-norm clipping in scaled_step: fp32 without a scaler and fp16 with one (whose
+// stored gradients are x 1024) clip the same true gradients to the same update.
+TEST(Amp, ClipNormActsOnTheUnscaledGradients) {
+  auto run = [](DType dt, bool scaled, double clip) {
+    auto net = small_net(6);
+    net->set_compute_dtype(dt);
+    OptimizerConfig oc;
+    oc.name = "sgd";
+    oc.lr = 1.0;
+    auto opt = make_optimizer(net->named_parameters(), oc);
+    opt->set_working(net->working_parameters());
+    ScalerOptions so;
+    so.init_scale = 1024;
+    GradScaler scaler(tensor::Device::cpu(), scaled, so);
+    const auto w0 = masters(*net);
+    Variable loss = autograd::cross_entropy((*net)(Variable(images(dt, 7))), kLabels, 0.0);
+    loss.backward(scaled ? scaler.seed() : Tensor::full({}, 1.0));
+    // The true gradient norm, from the gradients as stored.
+    const double norm = std::sqrt(tensor::squared_norm(opt->gradients()).item()) / (scaled ? 1024 : 1);
+    scaled_step(*opt, scaler, 1.0f, 0, clip);
+    const auto w1 = masters(*net);
+    double moved = 0;  // the update's norm (lr 1: the clipped gradient's norm)
+    for (size_t i = 0; i < w0.size(); ++i)
+      for (size_t j = 0; j < w0[i].size(); ++j) moved += std::pow(w1[i][j] - w0[i][j], 2);
+    return std::make_pair(norm, std::sqrt(moved));
+  };
+  const auto [norm32, free32] = run(DType::kFloat32, false, 0.0);
+  ASSERT_GT(norm32, 0.05);
+  EXPECT_NEAR(free32, norm32, 1e-4 * norm32);  // no clipping: the whole gradient
+  const auto [n32, clipped32] = run(DType::kFloat32, false, 0.02);
+  EXPECT_NEAR(clipped32, 0.02, 1e-6);
+  const auto [n16, clipped16] = run(DType::kFloat16, true, 0.02);
+  EXPECT_NEAR(n16, norm32, 2e-2 * norm32);  // fp16 forward/backward: close, not equal
+  EXPECT_NEAR(clipped16, 0.02, 2e-5);
+  const auto [n_big, unclipped16] = run(DType::kFloat16, true, 1e6);
+  EXPECT_NEAR(unclipped16, n_big, 1e-3 * n_big);  // a bound it never reaches changes nothing
+}
+
 TEST(Amp, CheckpointKeepsTheScalerState) {
   const std::string path =
       (fs::temp_directory_path() / ("mlai_amp_ckpt_" + std::to_string(::getpid()) + ".h5")).string();

@@ -45,6 +45,8 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--overfit-batches 2 --fast-dev-run", "--overfit-batches"},
       {"--nesterov --optimizer adam", "--nesterov"},
       {"--precision 8", "--precision"},
+      {"--gradient-clip-val 1 --gradient-clip-algorithm max", "--gradient-clip-algorithm"},
+      {"--gradient-clip-val -1", "--gradient-clip-val"},
       {"--early-stopping-patience 2 --early-stopping-monitor train_loss", "--early-stopping-monitor"},
       {"--early-stopping-patience 2 --val-split 0", "--early-stopping-patience"},
       {"--resume /no/such/file.h5", "/no/such/file.h5"},

@@ -188,5 +188,22 @@ TEST_F(TrainerTest, EarlyStoppingEndsTrainingAfterPatienceEpochs) {
   EXPECT_THROW(e.validate(), std::invalid_argument);
 }
 
+// Lightning's gradient clipping, both algorithms, in fp32 and fp16: training still learns.
+TEST_F(TrainerTest, GradientClippingStillLearns) {
+  for (const char* algorithm : {"norm", "value"}) {
+    for (const char* precision : {"32", "16"}) {
+      SCOPED_TRACE(std::string(algorithm) + " " + precision);
+      Config c = base();
+      c.epochs = 3;
+      c.gradient_clip_val = 0.5;
+      c.gradient_clip_algorithm = algorithm;
+      c.precision = precision;
+      c.experiment_name = std::string("clip-") + algorithm + precision;
+      const FitResult r = Trainer(c).fit();
+      EXPECT_GT(r.test.confusion.accuracy(), 0.9);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace mlai::nn
