@@ -165,10 +165,13 @@ Variable sync_batchnorm(const Variable& x, const Variable& gamma, const Variable
   // The training loader gives every rank the same batch size; on the CPU (free to check) a
   // rank whose count disagrees is an error rather than wrong statistics.
   const double count = static_cast<double>(rows) * world;
-  if (dev.is_cpu() && stats.to_vector<double>().back() != count)
-    throw std::runtime_error("sync_batchnorm: ranks have different batch sizes (" +
-                             std::to_string(stats.to_vector<double>().back()) + " rows, expected " +
-                             std::to_string(count) + ")");
+  if (dev.is_cpu()) {
+    const double rows_seen = stats.data<double>()[2 * c];
+    if (rows_seen != count)
+      throw std::runtime_error("sync_batchnorm: ranks have different batch sizes (" +
+                               std::to_string(rows_seen) + " rows, expected " +
+                               std::to_string(count) + ")");
+  }
   if (count < 2) throw std::invalid_argument("sync_batchnorm: a global batch of one row");
   const Tensor mean64 = t::scale(stats.slice(0, c), 1.0 / count);
   // var = E[x^2] - mean^2 in float64; relu guards a rounding-negative zero variance.

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <stdexcept>
-#include <type_traits>
 
 #include "kernels/dropout.h"
 #include "kernels/metrics.h"
@@ -163,10 +162,8 @@ void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
     std::vector<float*> m(ps.size(), nullptr);
     if (args.momentum != 0) m = ptrs(pick(momentum, sg.index), ps, "momentum buffer");
     const auto n = sizes(ps);
-    with_typed(sg, grads, working, [&](auto g, auto w) {
-      using G = std::remove_const_t<std::remove_pointer_t<std::remove_const_t<
-          std::remove_pointer_t<decltype(g)>>>>;
-      MLAI_CALL(dev, sgd_step<G>, p.data(), g, w, m.data(), n.data(), static_cast<int>(n.size()),
+    with_typed(sg, grads, working, [&](auto g, auto w) {  // the kernel's G is deduced from g
+      MLAI_CALL(dev, sgd_step, p.data(), g, w, m.data(), n.data(), static_cast<int>(n.size()),
                 args, inv, skip);
     });
   }
@@ -186,10 +183,8 @@ void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
     const auto m = ptrs(pick(exp_avg, sg.index), ps, "exp_avg");
     const auto v = ptrs(pick(exp_avg_sq, sg.index), ps, "exp_avg_sq");
     const auto n = sizes(ps);
-    with_typed(sg, grads, working, [&](auto g, auto w) {
-      using G = std::remove_const_t<std::remove_pointer_t<std::remove_const_t<
-          std::remove_pointer_t<decltype(g)>>>>;
-      MLAI_CALL(dev, adam_step<G>, p.data(), g, w, m.data(), v.data(), n.data(),
+    with_typed(sg, grads, working, [&](auto g, auto w) {  // the kernel's G is deduced from g
+      MLAI_CALL(dev, adam_step, p.data(), g, w, m.data(), v.data(), n.data(),
                 static_cast<int>(n.size()), args, inv, skip);
     });
   }
