@@ -1,6 +1,10 @@
 // Matrix products: matmul with transposes, and the fully-connected layer y = x W^T + b with an
-// optional fused relu (the bias and relu run as one kernel forward and one backward).
+// optional fused relu (on CUDA the bias and relu ride in the GEMM's epilogue, and the bias
+// gradient in the weight gradient's: tensor/linear_ops.h).
+#include <tuple>
+
 #include "autograd/ops.h"
+#include "tensor/linear_ops.h"
 #include "tensor/ops.h"
 
 namespace mlai::autograd {
@@ -27,9 +31,13 @@ struct LinearNode : Node {
   std::vector<Tensor> backward(const Tensor& g) override {
     const Tensor gz = y.defined() ? t::relu_backward(g, y) : g;
     Tensor dx, dw, db;
-    if (inputs[0]) dx = t::matmul(gz, w);              // [B, out] @ [out, in]
-    if (inputs[1]) dw = t::matmul(gz, x, true, false);  // [out, B] @ [B, in]
-    if (has_bias && inputs[2]) db = t::sum_dim(gz, 0);
+    if (inputs[0]) dx = t::matmul(gz, w);  // [B, out] @ [out, in]
+    const bool want_db = has_bias && inputs[2];
+    if (inputs[1]) {
+      std::tie(dw, db) = t::linear_weight_grad(gz, x, want_db);  // [out, B] @ [B, in], sum_B gz
+    } else if (want_db) {
+      db = t::sum_dim(gz, 0);
+    }
     if (has_bias) return {dx, dw, db};
     return {dx, dw};
   }
@@ -50,13 +58,9 @@ Variable matmul(const Variable& a, const Variable& b, bool ta, bool tb) {
 }
 
 Variable linear(const Variable& x, const Variable& weight, const Variable& bias, bool apply_relu) {
-  Tensor z = t::matmul(x.data(), weight.data(), false, true);
   const bool has_bias = bias.defined();
-  if (has_bias) {
-    z = t::bias_act(z, bias.data(), apply_relu);
-  } else if (apply_relu) {
-    z = t::relu(z);
-  }
+  Tensor z =
+      t::linear_forward(x.data(), weight.data(), has_bias ? bias.data() : Tensor(), apply_relu);
   std::vector<const Variable*> ins{&x, &weight};
   if (has_bias) ins.push_back(&bias);
   std::shared_ptr<LinearNode> node;

@@ -6,28 +6,14 @@
 #include <climits>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 
+#include "kernels/cublas_types.h"
 #include "kernels/cuda_check.h"
 #include "kernels/gemm.h"
 
 namespace mlai::kernels::cuda {
 
 namespace {
-
-template <class T>
-constexpr cudaDataType_t data_type() {
-  if constexpr (std::is_same_v<T, float>) {
-    return CUDA_R_32F;
-  } else if constexpr (std::is_same_v<T, double>) {
-    return CUDA_R_64F;
-  } else if constexpr (std::is_same_v<T, Half>) {
-    return CUDA_R_16F;
-  } else {
-    static_assert(std::is_same_v<T, BFloat16>, "gemm: unsupported type");
-    return CUDA_R_16BF;
-  }
-}
 
 int to_int(int64_t v, const char* what) {
   if (v < 0 || v > INT_MAX)
@@ -49,7 +35,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
             ildc = to_int(ldc, "ldc");
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  constexpr cudaDataType_t type = data_type<T>();
+  constexpr cudaDataType_t type = cublas_data_type<T>();
   MLAI_CUBLAS_CHECK(cublasSetStream(handle, stream));
   if constexpr (std::is_same_v<T, double>) {
     MLAI_CUBLAS_CHECK(cublasGemmEx(handle, op_b, op_a, in, im, ik, &alpha, b, type, ildb, a, type,

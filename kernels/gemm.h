@@ -8,11 +8,19 @@
 
 #include "kernels/common.h"
 
-struct cublasContext;  // cublasHandle_t is cublasContext*
+struct cublasContext;    // cublasHandle_t is cublasContext*
+struct cublasLtContext;  // cublasLtHandle_t is cublasLtContext*
 
 namespace mlai::kernels {
 
 using CublasHandle = cublasContext*;
+using CublasLtHandle = cublasLtContext*;
+
+// What a cuBLASLt GEMM does after the product, in the row-major terms of C = op(A) op(B):
+//   kBias, kBiasRelu: C[i, j] += vec[j] (then relu): the fully-connected forward;
+//   kRowSumA: also vec[i] = sum over k of op(A)[i, k]: with A = dY^T that is the bias
+//             gradient, computed in the weight-gradient GEMM's pass over dY.
+enum class Epilogue { kBias, kBiasRelu, kRowSumA };
 
 namespace cpu {
 template <class T>
@@ -23,8 +31,19 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
 namespace cuda {
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const T* a,
-          int64_t lda, const T* b, int64_t ldb, double beta, T* c, int64_t ldc,
-          CublasHandle handle, StreamHandle stream);
+          int64_t lda, const T* b, int64_t ldb, double beta, T* c, int64_t ldc, CublasHandle handle,
+          StreamHandle stream);
+
+// C = op(A) op(B) (alpha 1, beta 0) with `epilogue` in the same kernel, through cuBLASLt
+// (float32 without TF32, fp16/bf16 on tensor cores; fp32 accumulation). vec is the bias (read)
+// or the row sums (written), in T. Returns false, having enqueued nothing, when cuBLASLt has no
+// algorithm for this combination: the caller then runs gemm and a separate kernel. workspace:
+// device scratch of workspace_bytes on `stream`.
+template <class T>
+bool gemm_epilogue(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
+                   int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc, Epilogue epilogue,
+                   T* vec, CublasLtHandle handle, void* workspace, size_t workspace_bytes,
+                   StreamHandle stream);
 }  // namespace cuda
 
 }  // namespace mlai::kernels

@@ -1,4 +1,5 @@
-// Per-device library handles (cuBLAS, cuDNN), created once per device and thread-safe to fetch.
+// Per-device library handles (cuBLAS, cuBLASLt, cuDNN), created once per device and thread-safe to
+// fetch.
 #pragma once
 
 #include "kernels/gemm.h"
@@ -10,6 +11,7 @@ namespace mlai::tensor {
 using CudnnHandle = cudnnContext*;
 
 kernels::CublasHandle cublas_handle(int device);
+kernels::CublasLtHandle cublaslt_handle(int device);
 CudnnHandle cudnn_handle(int device);
 
 }  // namespace mlai::tensor

@@ -1,6 +1,7 @@
-// cuBLAS and cuDNN handles: one of each per device, made on first use under a lock and kept
-// for the life of the process (never destroyed: the CUDA runtime may be gone by static
+// cuBLAS, cuBLASLt and cuDNN handles: one of each per device, made on first use under a lock and
+// kept for the life of the process (never destroyed: the CUDA runtime may be gone by static
 // destruction time). A handle is bound to its device, not to a stream: callers set the stream.
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cudnn.h>
 
@@ -33,6 +34,14 @@ kernels::CublasHandle cublas_handle(int device) {
   return per_device<cublasHandle_t>(device, [] {
     cublasHandle_t h = nullptr;
     MLAI_CUBLAS_CHECK(cublasCreate(&h));
+    return h;
+  });
+}
+
+kernels::CublasLtHandle cublaslt_handle(int device) {
+  return per_device<cublasLtHandle_t>(device, [] {
+    cublasLtHandle_t h = nullptr;
+    MLAI_CUBLAS_CHECK(cublasLtCreate(&h));
     return h;
   });
 }
