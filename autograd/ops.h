@@ -1,5 +1,5 @@
 // Differentiable ops. Each family's forward and backward live together in one file:
-// elementwise.cpp, linear.cpp, reduce.cpp, loss.cpp, shape.cpp.
+// elementwise.cpp, linear.cpp, reduce.cpp, loss.cpp, shape.cpp, conv.cpp, batchnorm.cpp, ...
 #pragma once
 
 #include <functional>
@@ -50,11 +50,17 @@ Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& bet
                    Tensor& running_mean, Tensor& running_var, bool training, double momentum,
                    double eps);
 
-// Cross-rank batch norm for data parallelism (PyTorch's SyncBatchNorm), training mode: the
-// statistics are those of the global batch (`world` ranks of x.rows each; the training loader
-// gives every rank the same batch size), combined by `sum_over_ranks` (an in-place allreduce of
-// a small float64 / parameter-dtype tensor) once in forward and once in backward. Running
-// statistics are updated from the global ones; dgamma and dbeta are the rank's own (the DDP
+// batchnorm() and ResNet's epilogue in one op: relu(bn(x) + residual), the residual (x's shape)
+// may be undefined and the relu off. One pass instead of three each way.
+Variable batchnorm_act(const Variable& x, const Variable& gamma, const Variable& beta,
+                       const Variable& residual, bool relu, Tensor& running_mean,
+                       Tensor& running_var, bool training, double momentum, double eps);
+
+// sync_batchnorm.cpp: cross-rank batch norm for data parallelism (PyTorch's SyncBatchNorm),
+// training mode: the statistics are those of the global batch (`world` ranks of x.rows each; the
+// training loader gives every rank the same batch size), combined by `sum_over_ranks` (an in-place
+// allreduce of a small float64 / parameter-dtype tensor) once in forward and once in backward.
+// Running statistics are updated from the global ones; dgamma and dbeta are the rank's own (the DDP
 // reducer averages them, as PyTorch does). With world 1 it is batchnorm() in training mode.
 using SumOverRanks = std::function<void(Tensor&)>;
 Variable sync_batchnorm(const Variable& x, const Variable& gamma, const Variable& beta,

@@ -3,12 +3,64 @@
 // not cancel away the variance); results are rounded to T / acc_t<T> on store.
 #include "kernels/batchnorm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace mlai::kernels::cpu {
+
+namespace {
+// Loops here keep every branch out of the inner loop, so they vectorize (a per-element branch on
+// random signs is mispredicted half the time): the options are template arguments, and the
+// relu and its mask run as selects in T over a row, after the double maths rounded to T (the
+// same values: rounding to nearest keeps signs, and nan and -0 become +0 either way).
+template <class T>
+void relu_row(T* y, int64_t c) {
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const T v = y[ch];
+    y[ch] = v > 0 ? v : T(0);
+  }
+}
+// g = dy where y > 0, else 0.
+template <class T>
+void masked_row(const T* dy, const T* y, T* g, int64_t c) {
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const T d = dy[ch];
+    g[ch] = y[ch] > 0 ? d : T(0);
+  }
+}
+
+// y = (x - mean) * scale + shift per channel, plus z, then relu: in double, rounded once.
+template <class T, bool kZ, bool kRelu>
+void affine_act_loop(const T* x, const double* mean, const double* scale, const double* shift,
+                     const T* z, T* y, int64_t rows, int64_t c) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * c;
+    T* yr = y + r * c;
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double v = (xr[ch] - mean[ch]) * scale[ch] + shift[ch];
+      if constexpr (kZ) v += z[r * c + ch];
+      yr[ch] = static_cast<T>(v);
+    }
+    if constexpr (kRelu) relu_row(yr, c);
+  }
+}
+template <class T>
+void affine_act(const T* x, const double* mean, const double* scale, const double* shift,
+                const T* z, bool relu, T* y, int64_t rows, int64_t c) {
+  if (z != nullptr && relu) {
+    affine_act_loop<T, true, true>(x, mean, scale, shift, z, y, rows, c);
+  } else if (z != nullptr) {
+    affine_act_loop<T, true, false>(x, mean, scale, shift, z, y, rows, c);
+  } else if (relu) {
+    affine_act_loop<T, false, true>(x, mean, scale, shift, z, y, rows, c);
+  } else {
+    affine_act_loop<T, false, false>(x, mean, scale, shift, z, y, rows, c);
+  }
+}
+}  // namespace
 
 // running_mean and running_var may be null (PyTorch's track_running_stats=False). With rows == 1
 // the unbiased variance is undefined (0/0), so the running variance takes the biased one (0);
@@ -17,7 +69,7 @@ template <class T>
 void batchnorm_forward_train(const T* x, const acc_t<T>* gamma, const acc_t<T>* beta, T* y,
                              acc_t<T>* running_mean, acc_t<T>* running_var, acc_t<T>* save_mean,
                              acc_t<T>* save_inv_std, int64_t rows, int64_t c, double momentum,
-                             double eps) {
+                             double eps, const T* z, bool relu) {
   if (rows <= 0)
     throw std::invalid_argument("batchnorm_forward_train: empty batch (rows = " +
                                 std::to_string(rows) + "), no statistics to normalise with");
@@ -47,21 +99,18 @@ void batchnorm_forward_train(const T* x, const acc_t<T>* gamma, const acc_t<T>* 
       running_var[ch] =
           static_cast<acc_t<T>>((1 - momentum) * running_var[ch] + momentum * var[ch] * unbias);
   }
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t ch = 0; ch < c; ++ch)
-      y[r * c + ch] = static_cast<T>((x[r * c + ch] - mean[ch]) * scale[ch] + beta[ch]);
+  std::vector<double> shift(beta, beta + c);
+  affine_act(x, mean.data(), scale.data(), shift.data(), z, relu, y, rows, c);
 }
 
 template <class T>
 void batchnorm_forward_eval(const T* x, const acc_t<T>* gamma, const acc_t<T>* beta,
                             const acc_t<T>* running_mean, const acc_t<T>* running_var, T* y,
-                            int64_t rows, int64_t c, double eps) {
-  std::vector<double> scale(static_cast<size_t>(c));
+                            int64_t rows, int64_t c, double eps, const T* z, bool relu) {
+  std::vector<double> scale(static_cast<size_t>(c)), mean(running_mean, running_mean + c),
+      shift(beta, beta + c);
   for (int64_t ch = 0; ch < c; ++ch) scale[ch] = gamma[ch] / std::sqrt(running_var[ch] + eps);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t ch = 0; ch < c; ++ch)
-      y[r * c + ch] = static_cast<T>(
-          (x[r * c + ch] - static_cast<double>(running_mean[ch])) * scale[ch] + beta[ch]);
+  affine_act(x, mean.data(), scale.data(), shift.data(), z, relu, y, rows, c);
 }
 
 // With xhat = (x - mean) * inv_std: dbeta = sum dy, dgamma = sum dy * xhat, and (the mean and
@@ -69,15 +118,28 @@ void batchnorm_forward_eval(const T* x, const acc_t<T>* gamma, const acc_t<T>* b
 template <class T>
 void batchnorm_backward(const T* x, const T* dy, const acc_t<T>* gamma, const acc_t<T>* save_mean,
                         const acc_t<T>* save_inv_std, T* dx, acc_t<T>* dgamma, acc_t<T>* dbeta,
-                        int64_t rows, int64_t c) {
-  std::vector<double> sum_dy(static_cast<size_t>(c), 0.0), sum_dy_xhat(static_cast<size_t>(c), 0.0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t ch = 0; ch < c; ++ch) {
-      const double g = dy[r * c + ch];
-      sum_dy[ch] += g;
-      sum_dy_xhat[ch] +=
-          g * (x[r * c + ch] - static_cast<double>(save_mean[ch])) * save_inv_std[ch];
+                        int64_t rows, int64_t c, const T* y, T* dz) {
+  // The gradient reaching batch norm, a row at a time: dy, or dy through the relu's mask (y),
+  // written to dz when wanted (the residual's gradient) or to a scratch row.
+  std::vector<T> scratch(y != nullptr && dz == nullptr ? static_cast<size_t>(c) : 0);
+  auto grad_row = [&](int64_t r) -> const T* {
+    if (y == nullptr) {
+      if (dz != nullptr) std::copy(dy + r * c, dy + (r + 1) * c, dz + r * c);
+      return dy + r * c;
     }
+    T* g = dz != nullptr ? dz + r * c : scratch.data();
+    masked_row(dy + r * c, y + r * c, g, c);
+    return g;
+  };
+  std::vector<double> sum_dy(static_cast<size_t>(c), 0.0), sum_dy_xhat(static_cast<size_t>(c), 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* g = grad_row(r);
+    for (int64_t ch = 0; ch < c; ++ch) {
+      sum_dy[ch] += g[ch];
+      sum_dy_xhat[ch] +=
+          g[ch] * (x[r * c + ch] - static_cast<double>(save_mean[ch])) * save_inv_std[ch];
+    }
+  }
   const double n = static_cast<double>(rows);
   std::vector<double> k(static_cast<size_t>(c));
   for (int64_t ch = 0; ch < c; ++ch) {
@@ -85,24 +147,26 @@ void batchnorm_backward(const T* x, const T* dy, const acc_t<T>* gamma, const ac
     dgamma[ch] = static_cast<acc_t<T>>(sum_dy_xhat[ch]);
     k[ch] = gamma[ch] * static_cast<double>(save_inv_std[ch]) / n;
   }
-  for (int64_t r = 0; r < rows; ++r)
+  for (int64_t r = 0; r < rows; ++r) {
+    // dz (when written) already holds this row's gradient; otherwise it is made again.
+    const T* g = dz != nullptr ? dz + r * c : (y != nullptr ? grad_row(r) : dy + r * c);
     for (int64_t ch = 0; ch < c; ++ch) {
       const double xhat = (x[r * c + ch] - static_cast<double>(save_mean[ch])) * save_inv_std[ch];
-      dx[r * c + ch] =
-          static_cast<T>(k[ch] * (n * dy[r * c + ch] - sum_dy[ch] - xhat * sum_dy_xhat[ch]));
+      dx[r * c + ch] = static_cast<T>(k[ch] * (n * g[ch] - sum_dy[ch] - xhat * sum_dy_xhat[ch]));
     }
+  }
 }
 
-#define MLAI_INSTANTIATE(T)                                                                       \
-  template void batchnorm_forward_train<T>(const T*, const acc_t<T>*, const acc_t<T>*, T*,        \
-                                           acc_t<T>*, acc_t<T>*, acc_t<T>*, acc_t<T>*, int64_t,   \
-                                           int64_t, double, double);                              \
-  template void batchnorm_forward_eval<T>(const T*, const acc_t<T>*, const acc_t<T>*,             \
-                                          const acc_t<T>*, const acc_t<T>*, T*, int64_t, int64_t, \
-                                          double);                                                \
-  template void batchnorm_backward<T>(const T*, const T*, const acc_t<T>*, const acc_t<T>*,       \
-                                      const acc_t<T>*, T*, acc_t<T>*, acc_t<T>*, int64_t,         \
-                                      int64_t);
+#define MLAI_INSTANTIATE(T)                                                                        \
+  template void batchnorm_forward_train<T>(const T*, const acc_t<T>*, const acc_t<T>*, T*,         \
+                                           acc_t<T>*, acc_t<T>*, acc_t<T>*, acc_t<T>*, int64_t,    \
+                                           int64_t, double, double, const T*, bool);               \
+  template void batchnorm_forward_eval<T>(const T*, const acc_t<T>*, const acc_t<T>*,              \
+                                          const acc_t<T>*, const acc_t<T>*, T*, int64_t, int64_t,  \
+                                          double, const T*, bool);                                 \
+  template void batchnorm_backward<T>(const T*, const T*, const acc_t<T>*, const acc_t<T>*,        \
+                                      const acc_t<T>*, T*, acc_t<T>*, acc_t<T>*, int64_t, int64_t, \
+                                      const T*, T*);
 MLAI_INSTANTIATE(float)
 MLAI_INSTANTIATE(double)
 #undef MLAI_INSTANTIATE

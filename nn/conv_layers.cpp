@@ -1,15 +1,17 @@
 // Conv2d and BatchNorm2d.
 #include "nn/conv_layers.h"
 
+#include <atomic>
 #include <cmath>
 #include <stdexcept>
 
+#include "tensor/linear_ops.h"
 #include "tensor/ops.h"
 
 namespace mlai::nn {
 
-Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad,
-               Generator& gen, bool bias)
+Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad, Generator& gen,
+               bool bias)
     : in_(in), stride_(stride), pad_(pad) {
   if (in < 1 || out < 1 || kernel < 1 || stride < 1 || pad < 0)
     throw std::invalid_argument("Conv2d: bad configuration");
@@ -39,18 +41,39 @@ BatchNorm2d::BatchNorm2d(int64_t channels, double eps, double momentum)
   num_batches_tracked_ = b[2].second;
 }
 
-Variable BatchNorm2d::forward(const Variable& x) {
+namespace {
+std::atomic<bool> g_fusion{true};
+}  // namespace
+
+void set_layer_fusion(bool on) {
+  g_fusion.store(on);
+  tensor::set_gemm_epilogues(on);
+}
+bool layer_fusion() { return g_fusion.load(); }
+
+Variable BatchNorm2d::forward(const Variable& x) { return forward_act(x, Variable(), false); }
+
+Variable BatchNorm2d::forward_act(const Variable& x, const Variable& residual, bool relu) {
   if (is_training()) {
     // Counted on the host and written with a fill; the buffer is read once (it may have been
     // loaded from a checkpoint), never per step.
     if (batches_ < 0) batches_ = static_cast<int64_t>(num_batches_tracked_->item());
     tensor::fill_(*num_batches_tracked_, static_cast<double>(++batches_));
   }
-  if (is_training() && sync_ && world_ > 1)
-    return autograd::sync_batchnorm(x, weight_, bias_, *running_mean_, *running_var_, momentum_,
-                                    eps_, world_, sync_);
-  return autograd::batchnorm(x, weight_, bias_, *running_mean_, *running_var_, is_training(),
-                             momentum_, eps_);
+  const bool sync = is_training() && sync_ && world_ > 1;
+  if (sync || !layer_fusion()) {
+    Variable out = sync ? autograd::sync_batchnorm(x, weight_, bias_, *running_mean_, *running_var_,
+                                                   momentum_, eps_, world_, sync_)
+                        : autograd::batchnorm(x, weight_, bias_, *running_mean_, *running_var_,
+                                              is_training(), momentum_, eps_);
+    if (residual.defined()) out = autograd::add(out, residual);
+    return relu ? autograd::relu(out) : out;
+  }
+  if (!residual.defined() && !relu)  // plain: cuDNN's batch norm on CUDA
+    return autograd::batchnorm(x, weight_, bias_, *running_mean_, *running_var_, is_training(),
+                               momentum_, eps_);
+  return autograd::batchnorm_act(x, weight_, bias_, residual, relu, *running_mean_, *running_var_,
+                                 is_training(), momentum_, eps_);
 }
 
 }  // namespace mlai::nn

@@ -8,6 +8,12 @@
 
 namespace mlai::nn {
 
+// Layer fusion, on by default: BatchNorm2d::forward_act as one op (batch norm, residual add and
+// relu in one pass) and the cuBLASLt bias(+relu) / bias-gradient epilogues of Linear on CUDA.
+// Off runs the separate ops (same results up to rounding): for benchmarks' A/B and debugging.
+void set_layer_fusion(bool on);
+bool layer_fusion();
+
 // Filters [out, kh, kw, in]; init: kaiming_normal(mode=fan_out, relu) as torchvision's ResNet
 // (std = sqrt(2 / (out * kh * kw))); bias zero when present.
 class Conv2d : public Module {
@@ -26,6 +32,9 @@ class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1);
   Variable forward(const Variable& x) override;
+  // relu(bn(x) + residual) in one op (residual may be undefined, relu off): ResNet's epilogue.
+  // Same numbers as forward() followed by the add and the relu, up to rounding.
+  Variable forward_act(const Variable& x, const Variable& residual, bool relu);
   std::string type_name() const override { return "BatchNorm2d"; }
   // --sync-bn: training statistics over all `world` ranks' batches (autograd::sync_batchnorm),
   // combined with `sum_over_ranks`; world 1 (or no function) is plain batch norm.

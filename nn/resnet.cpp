@@ -25,16 +25,17 @@ class BasicBlock : public Module {
       downsample_ = register_module("downsample", ds);
     }
   }
+  // bn1 + relu and bn2 + residual add + relu each run as one fused op.
   Variable forward(const Variable& x) override {
-    Variable out = (*relu_)((*bn1_)((*conv1_)(x)));
-    out = (*bn2_)((*conv2_)(out));
+    const Variable out = bn1_->forward_act((*conv1_)(x), Variable(), true);
     const Variable identity = downsample_ ? (*downsample_)(x) : x;
-    return (*relu_)(autograd::add(out, identity));
+    return bn2_->forward_act((*conv2_)(out), identity, true);
   }
   std::string type_name() const override { return "BasicBlock"; }
 
  private:
-  std::shared_ptr<Module> conv1_, bn1_, relu_, conv2_, bn2_, downsample_;
+  std::shared_ptr<Module> conv1_, relu_, conv2_, downsample_;
+  std::shared_ptr<BatchNorm2d> bn1_, bn2_;
 };
 
 class ResNet : public Module {
@@ -47,7 +48,7 @@ class ResNet : public Module {
       conv1_ = register_module("conv1", std::make_shared<Conv2d>(s.channels, 64, 7, 2, 3, gen));
     }
     bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(64));
-    relu_ = register_module("relu", std::make_shared<ReLU>());
+    relu_ = register_module("relu", std::make_shared<ReLU>());  // fused into bn1; kept for names
     if (!small_images) maxpool_ = register_module("maxpool", std::make_shared<MaxPool2d>(3, 2, 1));
     int64_t in = 64;
     const int64_t widths[4] = {64, 128, 256, 512};
@@ -63,7 +64,7 @@ class ResNet : public Module {
     fc_ = register_module("fc", std::make_shared<Linear>(512, s.num_classes, gen));
   }
   Variable forward(const Variable& x) override {
-    Variable h = (*relu_)((*bn1_)((*conv1_)(x)));
+    Variable h = bn1_->forward_act((*conv1_)(x), Variable(), true);
     if (maxpool_) h = (*maxpool_)(h);
     for (auto& l : layers_) h = (*l)(h);
     return (*fc_)((*avgpool_)(h));
@@ -71,11 +72,14 @@ class ResNet : public Module {
   std::string type_name() const override { return "ResNet"; }
 
  private:
-  std::shared_ptr<Module> conv1_, bn1_, relu_, maxpool_, avgpool_, fc_;
+  std::shared_ptr<Module> conv1_, relu_, maxpool_, avgpool_, fc_;
+  std::shared_ptr<BatchNorm2d> bn1_;
   std::shared_ptr<Module> layers_[4];
 };
 
-std::shared_ptr<Module> make_resnet18(const ModelSpec& s) { return std::make_shared<ResNet>(s, false); }
+std::shared_ptr<Module> make_resnet18(const ModelSpec& s) {
+  return std::make_shared<ResNet>(s, false);
+}
 std::shared_ptr<Module> make_resnet18_cifar(const ModelSpec& s) {
   return std::make_shared<ResNet>(s, true);
 }

@@ -1,9 +1,12 @@
 // Gradient checks (float64, CPU, finite differences) for the ResNet ops: convolution with and
 // without bias at several strides and paddings, max pooling, global average pooling, and batch
-// normalisation in training and evaluation mode.
+// normalisation in training and evaluation mode, plain and fused with the residual add + relu.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
@@ -26,8 +29,9 @@ TEST_F(ConvGradcheck, Conv2dGeometries) {
   struct G {
     int64_t n, h, w, cin, cout, k, stride, pad;
   };
-  for (const G& g : {G{2, 5, 4, 3, 2, 3, 1, 1}, G{1, 6, 7, 2, 3, 3, 2, 1}, G{2, 4, 4, 3, 4, 1, 2, 0},
-                     G{1, 7, 7, 1, 2, 7, 2, 3}, G{2, 3, 3, 2, 2, 1, 1, 0}}) {
+  for (const G& g :
+       {G{2, 5, 4, 3, 2, 3, 1, 1}, G{1, 6, 7, 2, 3, 3, 2, 1}, G{2, 4, 4, 3, 4, 1, 2, 0},
+        G{1, 7, 7, 1, 2, 7, 2, 3}, G{2, 3, 3, 2, 2, 1, 1, 0}}) {
     const Tensor x = rand({g.n, g.h, g.w, g.cin}), w = rand({g.cout, g.k, g.k, g.cin});
     expect_ok([&](auto& v) { return conv2d(v[0], v[1], Variable(), g.stride, g.pad); }, {x, w});
     expect_ok([&](auto& v) { return conv2d(v[0], v[1], v[2], g.stride, g.pad); },
@@ -57,6 +61,45 @@ TEST_F(ConvGradcheck, BatchNormTrainingAndEvaluation) {
         {rand({2, 3, 4, 3}), tensor::add(rand({3}), Tensor::full({3}, 1.5, DType::kFloat64)),
          rand({3})});
   }
+}
+
+// relu(bn(x) + z) in one op, every combination, training and evaluation. Inputs are redrawn
+// until no pre-activation is within 1e-3 of the relu's kink (finite differences move them by
+// about eps = 1e-6, so the mask cannot flip).
+TEST_F(ConvGradcheck, FusedBatchNormResidualRelu) {
+  const Shape shape{2, 3, 2, 4};
+  for (bool training : {true, false})
+    for (bool residual : {false, true})
+      for (bool relu_on : {false, true}) {
+        SCOPED_TRACE(std::string(training ? "train" : "eval") + (residual ? " +z" : "") +
+                     (relu_on ? " relu" : ""));
+        const Tensor rm0 = rand({4}),
+                     rv0 = tensor::add(rand({4}), Tensor::full({4}, 2.0, DType::kFloat64));
+        auto f = [&](const std::vector<Variable>& v) {
+          Tensor m = rm0.clone(), s = rv0.clone();  // training updates them in place
+          return batchnorm_act(v[0], v[1], v[2], residual ? v[3] : Variable(), relu_on, m, s,
+                               training, 0.1, 1e-5);
+        };
+        std::vector<Tensor> in;
+        bool far = false;
+        for (int attempt = 0; attempt < 50 && !far; ++attempt) {
+          in = {rand(shape), tensor::add(rand({4}), Tensor::full({4}, 1.5, DType::kFloat64)),
+                rand({4})};
+          if (residual) in.push_back(rand(shape));
+          // The pre-activation: the same op without the relu.
+          Tensor m = rm0.clone(), s = rv0.clone();
+          NoGradGuard no_grad;
+          const Tensor pre = batchnorm_act(Variable(in[0]), Variable(in[1]), Variable(in[2]),
+                                           residual ? Variable(in[3]) : Variable(), false, m, s,
+                                           training, 0.1, 1e-5)
+                                 .data();
+          const auto v = pre.to_double_vector();
+          far = !relu_on ||
+                std::all_of(v.begin(), v.end(), [](double e) { return std::abs(e) > 1e-3; });
+        }
+        ASSERT_TRUE(far) << "could not draw inputs away from the relu kink";
+        expect_ok(f, in);
+      }
 }
 
 }  // namespace

@@ -3,9 +3,10 @@
 // modes, and that a few SGD steps on one batch lower the loss.
 #include <gtest/gtest.h>
 
-#include <map>
-
+#include <algorithm>
 #include <cmath>
+#include <map>
+#include <vector>
 
 #include "nn/conv_layers.h"
 #include "nn/models.h"
@@ -104,6 +105,51 @@ TEST(ResNet, SgdStepsLowerTheLossOnOneBatch) {
     opt->zero_grad();
   }
   EXPECT_LT(last, 0.5 * first);
+}
+
+// Layer fusion (BatchNorm2d::forward_act, on by default) against the separate ops: in float64 the
+// logits, the loss and every gradient agree to rounding, in training and in evaluation mode.
+TEST(ResNet, FusedAndUnfusedLayersAgree) {
+  struct FusionScope {
+    ~FusionScope() { set_layer_fusion(true); }
+  } restore;
+  tensor::Generator g(4);
+  const Tensor x = Tensor::normal({6, 10, 10, 1}, 0, 1, g, DType::kFloat64);
+  const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5}, {6});
+  std::vector<std::vector<double>> out[2];
+  for (bool fused : {true, false}) {
+    set_layer_fusion(fused);
+    auto m = make_model("resnet18_cifar", spec(10, 1));
+    for (auto& [n, v] : m->named_parameters()) {
+      Tensor& d = const_cast<autograd::Variable&>(v).data();
+      d = tensor::cast(d, DType::kFloat64);
+    }
+    for (auto& [n, b] : m->named_buffers())
+      if (b->dtype() == DType::kFloat32) *b = tensor::cast(*b, DType::kFloat64);
+    for (bool training : {true, false}) {
+      if (training)
+        m->train();
+      else
+        m->eval();
+      autograd::Variable logits = (*m)(autograd::Variable(x));
+      autograd::Variable loss = autograd::cross_entropy(logits, y);
+      loss.backward();
+      out[fused].push_back(logits.data().to_double_vector());
+      for (auto& [n, v] : m->named_parameters()) out[fused].push_back(v.grad().to_double_vector());
+      m->zero_grad();
+    }
+    for (auto& [n, b] : m->named_buffers()) out[fused].push_back(b->to_double_vector());
+  }
+  ASSERT_EQ(out[0].size(), out[1].size());
+  for (size_t i = 0; i < out[0].size(); ++i) {
+    ASSERT_EQ(out[0][i].size(), out[1][i].size()) << i;
+    double scale = 1e-300, err = 0;
+    for (size_t j = 0; j < out[0][i].size(); ++j) {
+      scale = std::max(scale, std::abs(out[0][i][j]));
+      err = std::max(err, std::abs(out[0][i][j] - out[1][i][j]));
+    }
+    EXPECT_LE(err / scale, 1e-10) << "tensor " << i;
+  }
 }
 
 }  // namespace
