@@ -17,8 +17,6 @@
 // learned (loss_last < loss_first: the fixed batch is being memorised), date; or
 // {"error": ...} for a run that failed. Exit status 1 when a run failed or did not learn.
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -27,11 +25,13 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "nn/amp.h"
+#include "nn/conv_layers.h"
 #include "nn/models.h"
 #include "nn/optim.h"
 #include "tensor/allocator.h"
@@ -68,9 +68,11 @@ struct RunSpec {
   int64_t batch = 0;
   int steps = 50, warmup = 10;
   Device device = Device::cpu();
+  bool fusion = true;  // nn::set_layer_fusion: fused BN + add + relu, cuBLASLt epilogues
 };
 
 nlohmann::json run(const RunSpec& r) {
+  nn::set_layer_fusion(r.fusion);
   nn::ModelSpec spec;
   if (r.arch == "mlp") {
     spec.height = spec.width = 28;
@@ -160,9 +162,9 @@ nlohmann::json run(const RunSpec& r) {
   for (int i = 0; i < kBreakdownSteps; ++i)
     for (int p = 0; p < 3; ++p) {
       const size_t a = static_cast<size_t>(i * 4 + p);
-      phase_ms[p] += gpu ? marks.ev[a].elapsed_ms(marks.ev[a + 1])
-                         : std::chrono::duration<double, std::milli>(marks.t[a + 1] - marks.t[a])
-                               .count();
+      phase_ms[p] +=
+          gpu ? marks.ev[a].elapsed_ms(marks.ev[a + 1])
+              : std::chrono::duration<double, std::milli>(marks.t[a + 1] - marks.t[a]).count();
     }
   nlohmann::json j;
   j["impl"] = "mlai";
@@ -170,6 +172,7 @@ nlohmann::json run(const RunSpec& r) {
   j["batch"] = r.batch;
   j["precision"] = nn::precision_name(precision);
   j["optimizer"] = r.optimizer;
+  j["fusion"] = r.fusion;
   j["device"] = r.device.str();
   j["device_name"] = r.device.is_cuda() ? tensor::cuda_device_name(r.device.index) : "cpu";
   j["steps"] = r.steps;
@@ -211,19 +214,32 @@ int main(int argc, char** argv) {
   std::string out;
   int steps = 50, warmup = 10;
   double budget = 0;
+  std::string fusion = "on";
   app.add_option("--arch", archs, "Comma list of models")->capture_default_str();
   app.add_option("--batch", batches, "Batch per model: arch=B,... or one B for all")
       ->capture_default_str();
   app.add_option("--precision", precisions, "Comma list of 32, 16, bf16")->capture_default_str();
   app.add_option("--optimizer", optimizer, "sgd or adam (default: adam for mlp, sgd otherwise)");
   app.add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
-  app.add_option("--steps", steps, "Timed steps per run")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--warmup", warmup, "Untimed steps first (allocator cache, cuDNN algorithm search)")
+  app.add_option("--steps", steps, "Timed steps per run")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup,
+                 "Untimed steps first (allocator cache, cuDNN algorithm search)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--out", out, "Append one JSON line per run to this file");
-  app.add_option("--time-budget", budget, "Skip the remaining runs after this many seconds (0: none)");
+  app.add_option("--time-budget", budget,
+                 "Skip the remaining runs after this many seconds (0: none)");
+  app.add_option("--fusion", fusion,
+                 "on, off or both: layer fusion (fused batch norm + add + relu, cuBLASLt "
+                 "epilogues); off rows say \"fusion\": false")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off", "both"}));
   CLI11_PARSE(app, argc, argv);
+  std::vector<bool> fusions;
+  if (fusion != "off") fusions.push_back(true);
+  if (fusion != "on") fusions.push_back(false);
 
   std::map<std::string, int64_t> batch_of;
   for (const std::string& item : split(batches)) {
@@ -262,47 +278,53 @@ int main(int argc, char** argv) {
   std::printf("%-16s %6s %5s %12s %10s %10s %9s  %s\n", "arch", "batch", "prec", "images/s",
               "step ms", "peak MiB", "loss", "device");
   for (const std::string& arch : split(archs)) {
-    for (const std::string& prec : split(precisions)) {
-      RunSpec r;
-      r.arch = arch;
-      r.precision = prec;
-      r.optimizer = optimizer.empty() ? (arch == "mlp" ? "adam" : "sgd") : optimizer;
-      r.batch = batch_of.count(arch) ? batch_of[arch] : 64;
-      r.steps = steps;
-      r.warmup = warmup;
-      r.device = dev;
-      nlohmann::json j;
-      if (budget > 0 && std::chrono::duration<double>(Clock::now() - start).count() > budget) {
-        j = {{"impl", "mlai"}, {"arch", arch}, {"batch", r.batch}, {"precision", prec},
-             {"skipped", "time budget"}};
-        std::printf("%-16s %6lld %5s  skipped (time budget)\n", arch.c_str(),
-                    static_cast<long long>(r.batch), prec.c_str());
-      } else {
-        try {
-          j = run(r);
-          std::printf("%-16s %6lld %5s %12.0f %10.3f %10s %4.2f>%4.2f  %s  (fwd %.2f, bwd %.2f, opt %.2f ms)\n", arch.c_str(),
-                      static_cast<long long>(r.batch), prec.c_str(), j["images_per_sec"].get<double>(),
-                      j["step_ms"].get<double>(),
-                      j["peak_mem_mb"].is_null() ? "-"
-                                                 : std::to_string(j["peak_mem_mb"].get<double>()).substr(0, 8).c_str(),
-                      j["loss_first"].get<double>(), j["loss_last"].get<double>(),
-                      j["device_name"].get<std::string>().c_str(), j["forward_ms"].get<double>(),
-                      j["backward_ms"].get<double>(), j["optimizer_ms"].get<double>());
-          if (!j["learned"].get<bool>()) {
-            std::printf("  ^ did not learn (loss did not fall on a fixed batch)\n");
+    for (const std::string& prec : split(precisions))
+      for (const bool fused : fusions) {
+        RunSpec r;
+        r.fusion = fused;
+        const std::string shown = fused ? prec : prec + " unfused";
+        r.arch = arch;
+        r.precision = prec;
+        r.optimizer = optimizer.empty() ? (arch == "mlp" ? "adam" : "sgd") : optimizer;
+        r.batch = batch_of.count(arch) ? batch_of[arch] : 64;
+        r.steps = steps;
+        r.warmup = warmup;
+        r.device = dev;
+        nlohmann::json j;
+        if (budget > 0 && std::chrono::duration<double>(Clock::now() - start).count() > budget) {
+          j = {{"impl", "mlai"},    {"arch", arch},    {"batch", r.batch},
+               {"precision", prec}, {"fusion", fused}, {"skipped", "time budget"}};
+          std::printf("%-16s %6lld %5s  skipped (time budget)\n", arch.c_str(),
+                      static_cast<long long>(r.batch), shown.c_str());
+        } else {
+          try {
+            j = run(r);
+            std::printf(
+                "%-16s %6lld %5s %12.0f %10.3f %10s %4.2f>%4.2f  %s  (fwd %.2f, bwd %.2f, opt %.2f "
+                "ms)\n",
+                arch.c_str(), static_cast<long long>(r.batch), shown.c_str(),
+                j["images_per_sec"].get<double>(), j["step_ms"].get<double>(),
+                j["peak_mem_mb"].is_null()
+                    ? "-"
+                    : std::to_string(j["peak_mem_mb"].get<double>()).substr(0, 8).c_str(),
+                j["loss_first"].get<double>(), j["loss_last"].get<double>(),
+                j["device_name"].get<std::string>().c_str(), j["forward_ms"].get<double>(),
+                j["backward_ms"].get<double>(), j["optimizer_ms"].get<double>());
+            if (!j["learned"].get<bool>()) {
+              std::printf("  ^ did not learn (loss did not fall on a fixed batch)\n");
+              ++failures;
+            }
+          } catch (const std::exception& e) {
+            j = {{"impl", "mlai"},    {"arch", arch},    {"batch", r.batch},
+                 {"precision", prec}, {"fusion", fused}, {"error", e.what()}};
+            std::printf("%-16s %6lld %5s  error: %s\n", arch.c_str(),
+                        static_cast<long long>(r.batch), shown.c_str(), e.what());
             ++failures;
           }
-        } catch (const std::exception& e) {
-          j = {{"impl", "mlai"}, {"arch", arch}, {"batch", r.batch}, {"precision", prec},
-               {"error", e.what()}};
-          std::printf("%-16s %6lld %5s  error: %s\n", arch.c_str(), static_cast<long long>(r.batch),
-                      prec.c_str(), e.what());
-          ++failures;
         }
+        std::fflush(stdout);
+        if (jsonl) jsonl << j.dump() << "\n" << std::flush;
       }
-      std::fflush(stdout);
-      if (jsonl) jsonl << j.dump() << "\n" << std::flush;
-    }
   }
   return failures ? 1 : 0;
 }

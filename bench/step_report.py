@@ -52,7 +52,10 @@ def read_lines(paths):
 
 
 def row_key(j):
-    return ("mlai", str(j.get("precision"))) if j["impl"] == "mlai" else ("torch", j.get("mode"))
+    if j["impl"] == "torch":
+        return ("torch", j.get("mode"))
+    # mlai_bench_step --fusion off|both: the unfused runs get rows of their own.
+    return ("mlai", str(j.get("precision")) + ("" if j.get("fusion", True) else " unfused"))
 
 
 def group(records):
