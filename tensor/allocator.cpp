@@ -2,6 +2,8 @@
 // process-wide CUDA device and pinned-host allocators.
 #include "tensor/allocator.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <new>
 #include <stdexcept>
@@ -34,11 +36,13 @@ size_t CachingAllocator::round_size(size_t bytes) {
 void* CachingAllocator::allocate(size_t bytes, StreamHandle stream) {
   const size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);
+  if (auto pool = open_pools_.find(stream); pool != open_pools_.end()) stream = pool->second;
   ++stats_.allocs;
   void* p = nullptr;
   // Best fit among this stream's cached blocks, wasting at most a quarter of the block.
   auto it = free_.lower_bound({stream, size});
-  if (it != free_.end() && it->first.first == stream && it->first.second - size <= it->first.second / 4) {
+  if (it != free_.end() && it->first.first == stream &&
+      it->first.second - size <= it->first.second / 4) {
     p = it->second.back();
     it->second.pop_back();
     const size_t got = it->first.second;
@@ -74,18 +78,62 @@ void CachingAllocator::deallocate(void* p) {
   const Block b = it->second;
   in_use_.erase(it);
   stats_.current_bytes -= static_cast<int64_t>(b.size);
+  if (std::find(retired_.begin(), retired_.end(), b.stream) != retired_.end()) {
+    backend_->raw_free(p);  // its graph is gone: nothing can use the block again
+    ++stats_.raw_frees;
+    stats_.reserved_bytes -= static_cast<int64_t>(b.size);
+    return;
+  }
   free_[{b.stream, b.size}].push_back(p);
 }
 
-void CachingAllocator::release_cached_locked() {
-  for (auto& [key, ptrs] : free_) {
-    for (void* p : ptrs) {
+StreamHandle CachingAllocator::new_pool_tag() {
+  static std::atomic<uintptr_t> next{1};
+  return reinterpret_cast<StreamHandle>(next.fetch_add(2));  // odd: never an object's address
+}
+
+void CachingAllocator::open_pool(StreamHandle stream, StreamHandle tag) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!open_pools_.emplace(stream, tag).second)
+    throw std::logic_error("CachingAllocator: a pool is already open on this stream");
+}
+
+void CachingAllocator::close_pool(StreamHandle stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  open_pools_.erase(stream);
+}
+
+void CachingAllocator::retire_pool(StreamHandle tag) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = free_.begin(); it != free_.end();) {
+    if (it->first.first != tag) {
+      ++it;
+      continue;
+    }
+    for (void* p : it->second) {
       backend_->raw_free(p);
       ++stats_.raw_frees;
-      stats_.reserved_bytes -= static_cast<int64_t>(key.second);
+      stats_.reserved_bytes -= static_cast<int64_t>(it->first.second);
     }
+    it = free_.erase(it);
   }
-  free_.clear();
+  retired_.push_back(tag);
+}
+
+void CachingAllocator::release_cached_locked() {
+  for (auto it = free_.begin(); it != free_.end();) {
+    // A pool's blocks are a live graph's memory, cached or not: only retire_pool frees them.
+    if ((reinterpret_cast<uintptr_t>(it->first.first) & 1u) != 0) {
+      ++it;
+      continue;
+    }
+    for (void* p : it->second) {
+      backend_->raw_free(p);
+      ++stats_.raw_frees;
+      stats_.reserved_bytes -= static_cast<int64_t>(it->first.second);
+    }
+    it = free_.erase(it);
+  }
 }
 
 void CachingAllocator::empty_cache() {

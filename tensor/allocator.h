@@ -57,6 +57,17 @@ class CachingAllocator {
   // Rounding: 512-byte steps below 1 MiB, 2 MiB steps above (fewer distinct sizes to cache).
   static size_t round_size(size_t bytes);
 
+  // Private pools, for CUDA graph capture (tensor/cuda_graph.h). While a pool is open on
+  // `stream`, blocks allocated on that stream come from, and go back to, the free lists of the
+  // pool `tag` (an odd value, never a real stream's address) instead of the stream's own: the
+  // memory a captured graph reads and writes is never handed to other work while it lives.
+  // Reopening the same tag reuses its blocks. retire_pool frees the pool's cached blocks, and
+  // its blocks still in use are freed to the backend when they come back.
+  static StreamHandle new_pool_tag();
+  void open_pool(StreamHandle stream, StreamHandle tag);
+  void close_pool(StreamHandle stream);
+  void retire_pool(StreamHandle tag);
+
  private:
   struct Block {
     size_t size;
@@ -67,7 +78,9 @@ class CachingAllocator {
   std::unique_ptr<RawMemory> backend_;
   mutable std::mutex mu_;
   std::unordered_map<void*, Block> in_use_;
-  std::map<std::pair<StreamHandle, size_t>, std::vector<void*>> free_;  // (stream, size)
+  std::map<std::pair<StreamHandle, size_t>, std::vector<void*>> free_;  // (stream or tag, size)
+  std::map<StreamHandle, StreamHandle> open_pools_;                     // stream -> pool tag
+  std::vector<StreamHandle> retired_;
   AllocatorStats stats_;
 };
 

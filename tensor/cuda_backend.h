@@ -29,6 +29,15 @@ void event_synchronize(void* e);
 bool event_query(void* e);
 float event_elapsed_ms(void* start, void* end);
 
+// Stream capture into a CUDA graph (cuda_graph_cuda.cpp). capture_begin uses the relaxed mode:
+// the caching allocator may still cudaMalloc new blocks for the graph's pool meanwhile.
+bool stream_capturing(StreamHandle s);  // cudaStreamIsCapturing
+void capture_begin(StreamHandle s);
+void* capture_end(StreamHandle s);  // cudaStreamEndCapture + cudaGraphInstantiate: the exec
+void capture_abort(StreamHandle s);  // ends a capture that failed, discarding the graph
+void graph_launch(void* exec, StreamHandle s);
+void graph_destroy(void* exec);
+
 // cudaMemcpyAsync with the kind derived from the two sides; when !async the stream is
 // synchronized before returning.
 void memcpy(void* dst, bool dst_cuda, const void* src, bool src_cuda, size_t bytes,

@@ -34,6 +34,12 @@ kernels::CublasHandle cublas_handle(int device) {
   return per_device<cublasHandle_t>(device, [] {
     cublasHandle_t h = nullptr;
     MLAI_CUBLAS_CHECK(cublasCreate(&h));
+    // A workspace of the handle's own (kept for the process), so cuBLAS never allocates one
+    // while a CUDA graph is being captured (--cuda-graphs).
+    constexpr size_t kWorkspace = size_t{32} << 20;
+    void* ws = nullptr;
+    MLAI_CUDA_CHECK(cudaMalloc(&ws, kWorkspace));
+    MLAI_CUBLAS_CHECK(cublasSetWorkspace(h, ws, kWorkspace));
     return h;
   });
 }

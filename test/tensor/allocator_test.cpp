@@ -1,11 +1,13 @@
 // The caching allocator's reuse and statistics, checked on the CPU with a counting backend
 // (the same code manages cudaMalloc'd memory on GPUs).
+#include "tensor/allocator.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <memory>
 #include <set>
-
-#include "tensor/allocator.h"
+#include <stdexcept>
 
 namespace mlai::tensor {
 namespace {
@@ -91,6 +93,40 @@ TEST(CachingAllocator, KeepsStreamsApart) {
   EXPECT_EQ(p, r);
   a.deallocate(q);
   a.deallocate(r);
+}
+
+// CUDA graph pools: blocks allocated while a pool is open never serve the stream's own
+// allocations afterwards, are reused when the same pool is reopened (a second capture), and go
+// back to the backend once the pool is retired, including those still in use at that time.
+TEST(CachingAllocator, PrivatePoolsKeepCapturedMemoryApart) {
+  int live = 0;
+  CachingAllocator a(std::make_unique<CountingMemory>(&live, 1u << 30));
+  auto* s = reinterpret_cast<StreamHandle>(0x1000);
+  const StreamHandle tag = CachingAllocator::new_pool_tag();
+  EXPECT_NE(tag, s);
+  a.open_pool(s, tag);
+  EXPECT_THROW(a.open_pool(s, tag), std::logic_error);  // one pool per stream at a time
+  void* captured = a.allocate(4096, s);
+  void* kept = a.allocate(8192, s);  // a graph output: alive after the capture
+  a.deallocate(captured);            // an intermediate: freed inside the capture
+  a.close_pool(s);
+  void* eager = a.allocate(4096, s);  // same size, same stream: must not get the pool's block
+  EXPECT_NE(eager, captured);
+  EXPECT_EQ(a.stats().raw_allocs, 3);
+  a.open_pool(s, tag);
+  EXPECT_EQ(a.allocate(4096, s), captured);  // the pool's own block, reused
+  a.deallocate(captured);
+  a.close_pool(s);
+  a.empty_cache();  // (on out-of-memory retries too) a live graph's pool is not emptied
+  EXPECT_EQ(live, 3);
+  a.deallocate(eager);
+  EXPECT_EQ(a.allocate(4096, s), eager);  // the stream's cache is untouched by the pool
+  a.retire_pool(tag);
+  EXPECT_EQ(live, 2);  // the pool's cached block went back; `kept` and `eager` remain
+  a.deallocate(kept);
+  EXPECT_EQ(live, 1);  // a retired pool's block goes straight back to the backend
+  a.deallocate(eager);
+  EXPECT_EQ(a.stats().current_bytes, 0);
 }
 
 TEST(CachingAllocator, EmptiesCacheAndRetriesWhenOutOfMemory) {
