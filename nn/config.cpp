@@ -27,6 +27,9 @@ void Config::validate() const {
   require(val_split >= 0 && val_split < 1, "--val-split must be in [0, 1)");
   require(label_smoothing >= 0 && label_smoothing <= 1, "--label-smoothing must be in [0, 1]");
   require(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1)");
+  require(!cuda_graphs || dropout == 0,
+          "--cuda-graphs with --dropout > 0: the captured step would replay one dropout mask "
+          "every step (the random offsets are fixed at capture); drop one of the two");
   require(weight_decay >= 0, "--weight-decay must be >= 0");
   require(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1)");
   auto one_of = [](const std::string& v, const std::vector<std::string>& choices,
@@ -100,7 +103,7 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(workers) X(criterion)     \
   X(label_smoothing) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
   X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_gamma) X(warmup_steps) X(min_lr)       \
-  X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(fast_dev_run)      \
+  X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(limit_test_batches) X(overfit_batches) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
   X(lr_scale) X(sync_bn) X(augment) X(prefetch) X(data_path) X(cache)     \

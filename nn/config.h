@@ -3,10 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace mlai::nn {
 
@@ -17,12 +16,12 @@ struct Config {
   double dropout = 0.0;
   // data
   std::string dataset = "fashion-mnist";
-  std::string data_dir;  // empty: the dataset's default
+  std::string data_dir;   // empty: the dataset's default
   std::string data_path;  // hdf5: TRAIN.h5 or TRAIN.h5,TEST.h5 (io::hdf5_paths)
   bool cache = false;     // hdf5: read the whole file into memory (otherwise stream samples)
   double val_split = 0.1;
   int workers = 2;
-  int prefetch = 4;  // batches the workers may prepare ahead of the trainer
+  int prefetch = 4;              // batches the workers may prepare ahead of the trainer
   std::string augment = "auto";  // auto (crop-flip for cifar10), none, crop-flip
   // loss and optimisation
   std::string criterion = "cross_entropy";
@@ -45,7 +44,10 @@ struct Config {
   std::string device = "auto";
   std::string precision = "32";
   bool deterministic = false;
-  int64_t fast_dev_run = 0;          // > 0: that many train and val batches, 1 epoch, no files
+  // Capture each training step's forward and backward into a CUDA graph and replay it (one GPU
+  // per process, static shapes, no dropout): see nn/graphed_step.h.
+  bool cuda_graphs = false;
+  int64_t fast_dev_run = 0;  // > 0: that many train and val batches, 1 epoch, no files
   std::string limit_train_batches = "1.0";  // "0.25": a fraction of the batches; "40": a count
   std::string limit_val_batches = "1.0";
   std::string limit_test_batches = "1.0";
@@ -61,17 +63,18 @@ struct Config {
   // data parallel (world > 1 under mpirun or srun)
   std::string dist_backend = "auto";  // auto: nccl on GPUs, mpi on CPUs
   double bucket_cap_mb = 25.0;
-  bool overlap = true;                // false: --no-overlap
-  std::string lr_scale = "none";      // linear: lr *= world size
-  bool sync_bn = false;               // data parallel: batch-norm statistics over all ranks
+  bool overlap = true;            // false: --no-overlap
+  std::string lr_scale = "none";  // linear: lr *= world size
+  bool sync_bn = false;           // data parallel: batch-norm statistics over all ranks
   // files
   std::string log_dir = "logs";
   std::string experiment_name = "default";
   int64_t checkpoint_every = 1;  // also keep epoch-N.h5 every this many epochs (0: never)
   std::string resume;
-  std::string pretrained;   // initial weights by name (model/<name>) from a checkpoint or weights file
+  std::string
+      pretrained;  // initial weights by name (model/<name>) from a checkpoint or weights file
   bool reset_head = false;  // --pretrained: keep fc.weight/fc.bias freshly initialised
-  bool progress = true;  // live progress line when stdout is a terminal
+  bool progress = true;     // live progress line when stdout is a terminal
 
   // Throws std::invalid_argument with a one-line message naming the flag.
   void validate() const;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "tensor/cuda_graph.h"
 #include "tensor/linear_ops.h"
 #include "tensor/ops.h"
 
@@ -53,13 +54,15 @@ bool layer_fusion() { return g_fusion.load(); }
 
 Variable BatchNorm2d::forward(const Variable& x) { return forward_act(x, Variable(), false); }
 
+void BatchNorm2d::count_batch() {
+  // Counted on the host and written with a fill; the buffer is read once (it may have been
+  // loaded from a checkpoint), never per step.
+  if (batches_ < 0) batches_ = static_cast<int64_t>(num_batches_tracked_->item());
+  tensor::fill_(*num_batches_tracked_, static_cast<double>(++batches_));
+}
+
 Variable BatchNorm2d::forward_act(const Variable& x, const Variable& residual, bool relu) {
-  if (is_training()) {
-    // Counted on the host and written with a fill; the buffer is read once (it may have been
-    // loaded from a checkpoint), never per step.
-    if (batches_ < 0) batches_ = static_cast<int64_t>(num_batches_tracked_->item());
-    tensor::fill_(*num_batches_tracked_, static_cast<double>(++batches_));
-  }
+  if (is_training() && !tensor::capturing(x.data().device())) count_batch();
   const bool sync = is_training() && sync_ && world_ > 1;
   if (sync || !layer_fusion()) {
     Variable out = sync ? autograd::sync_batchnorm(x, weight_, bias_, *running_mean_, *running_var_,

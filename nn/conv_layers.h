@@ -36,6 +36,10 @@ class BatchNorm2d : public Module {
   // Same numbers as forward() followed by the add and the relu, up to rounding.
   Variable forward_act(const Variable& x, const Variable& residual, bool relu);
   std::string type_name() const override { return "BatchNorm2d"; }
+  // Counts one training batch in num_batches_tracked (forward does, except while a CUDA graph
+  // is being captured: a replayed graph would repeat one fixed count, so --cuda-graphs calls
+  // this after each replay instead).
+  void count_batch();
   // --sync-bn: training statistics over all `world` ranks' batches (autograd::sync_batchnorm),
   // combined with `sum_over_ranks`; world 1 (or no function) is plain batch norm.
   void set_sync(autograd::SumOverRanks sum_over_ranks, int world) {

@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <tuple>
+#include <utility>
 
 #include "dist/communicator.h"
 #include "io/loader.h"
@@ -178,6 +180,17 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   opt_ = make_optimizer(model_->named_parameters(), oc);
   opt_->set_working(model_->working_parameters());
   scaler_ = std::make_unique<GradScaler>(device_, precision_ == Precision::kFloat16);
+  if (cfg_.cuda_graphs) {
+    if (!device_.is_cuda())
+      throw std::invalid_argument("--cuda-graphs needs --device cuda (the CPU backend has no "
+                                  "graphs), got --device " + cfg_.device);
+    if (group_.world() > 1)
+      throw std::invalid_argument(
+          "--cuda-graphs runs one process alone for now: the data-parallel reducer's "
+          "allreduces during backward are not captured (world size " +
+          std::to_string(group_.world()) + "); drop --cuda-graphs under mpirun/srun");
+    graphed_ = std::make_unique<GraphedStep>(*model_);
+  }
   if (!cfg_.resume.empty()) {
     state_ = load_checkpoint(cfg_.resume, *model_, opt_.get(), scaler_->state());
     model_->refresh_working_parameters();
@@ -396,19 +409,33 @@ FitResult Trainer::fit() {
         batch = loader.next();
       }
       if (!batch) break;
-      Variable logits, loss;
-      {
-        Profiler::Scope s(profiler_, "forward");
-        logits = (*model_)(Variable(batch->images));
-        loss = autograd::cross_entropy(logits, batch->labels, cfg_.label_smoothing);
-      }
-      {
-        Profiler::Scope s(profiler_, "backward");
-        if (scaler_->enabled()) {
-          loss.backward(scaler_->seed());  // loss x scale: small fp16 gradients stay normal
-        } else {
-          loss.backward();
+      Tensor logits, loss;
+      // forward, loss and backward (seeded with the loss scale: small fp16 gradients stay
+      // normal); under --cuda-graphs they start by zeroing the gradients, and run as one
+      // replayed graph once warm.
+      auto forward_backward = [&](const Tensor& images, const Tensor& labels) {
+        if (graphed_) opt_->zero_grad();
+        Variable out, l;
+        {
+          Profiler::Scope s(profiler_, "forward");
+          out = (*model_)(Variable(images));
+          l = autograd::cross_entropy(out, labels, cfg_.label_smoothing);
         }
+        {
+          Profiler::Scope s(profiler_, "backward");
+          if (scaler_->enabled()) {
+            l.backward(scaler_->seed());
+          } else {
+            l.backward();
+          }
+        }
+        return std::pair<Tensor, Tensor>(out.data(), l.data());
+      };
+      if (graphed_ && graphed_->run(batch->images, batch->labels, forward_backward)) {
+        logits = graphed_->logits();
+        loss = graphed_->loss();
+      } else {
+        std::tie(logits, loss) = forward_backward(batch->images, batch->labels);
       }
       if (reducer_) {
         Profiler::Scope s(profiler_, "gradient sync");
@@ -424,15 +451,15 @@ FitResult Trainer::fit() {
                     cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0);
         if (reducer_) {
           reducer_->zero_grad();
-        } else {
+        } else if (!graphed_) {  // (graphed steps zero the gradients at their start)
           opt_->zero_grad();
         }
       }
       if (fault_step > 0 && state_.global_step + 1 == fault_step)
         throw std::runtime_error("fault injected by MLAI_FAULT_RANK at step " + std::to_string(fault_step));
       const int64_t rows = batch->labels.numel();
-      t::axpy_(static_cast<double>(rows), loss.data(), loss_sum);
-      t::confusion_update_(t::max_dim(logits.data(), 1).second, batch->labels, counts);
+      t::axpy_(static_cast<double>(rows), loss, loss_sum);
+      t::confusion_update_(t::max_dim(logits, 1).second, batch->labels, counts);
       samples += rows;
       ++state_.global_step;
       state_.next_batch = b + 1;

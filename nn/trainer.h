@@ -17,6 +17,7 @@
 #include "nn/checkpoint.h"
 #include "nn/config.h"
 #include "nn/experiment.h"
+#include "nn/graphed_step.h"
 #include "nn/module.h"
 #include "nn/optim.h"
 
@@ -34,10 +35,10 @@ struct FitResult {
   int64_t global_step = 0;
   double last_train_loss = 0;
   EvalResult val, test;
-  int stop_signal = 0;  // non-zero when a signal ended training early
+  int stop_signal = 0;         // non-zero when a signal ended training early
   bool early_stopped = false;  // --early-stopping-patience ended training before --epochs
-  double loss_scale = 1;      // --precision 16: the scale after the last epoch
-  int64_t skipped_steps = 0;  // --precision 16: optimizer steps skipped for inf/nan gradients
+  double loss_scale = 1;       // --precision 16: the scale after the last epoch
+  int64_t skipped_steps = 0;   // --precision 16: optimizer steps skipped for inf/nan gradients
 };
 
 // Installs handlers for SIGINT, SIGTERM and SIGUSR1 that ask fit() to stop after the
@@ -70,6 +71,7 @@ class Trainer {
   std::unique_ptr<Optimizer> opt_;
   Precision precision_ = Precision::kFloat32;
   std::unique_ptr<GradScaler> scaler_;
+  std::unique_ptr<GraphedStep> graphed_;  // --cuda-graphs
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::Reducer> reducer_;
   Profiler profiler_;

@@ -1,15 +1,19 @@
 // The trainer end to end on a small synthetic MNIST-format set: it learns, overfits two
 // batches, resumes bit-exactly (after whole epochs and after a signal mid-epoch), and leaves
 // the experiment files behind.
+#include "nn/trainer.h"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
 
 #include "nn/checkpoint.h"
-#include "nn/trainer.h"
 #include "synthetic_data.h"
+#include "tensor/device.h"
 
 namespace mlai::nn {
 namespace {
@@ -39,7 +43,8 @@ TEST_F(TrainerTest, LearnsAndWritesTheExperimentFiles) {
   EXPECT_GT(r.test.confusion.accuracy(), 0.9);
   EXPECT_LT(r.last_train_loss, 0.5);
   EXPECT_EQ(r.global_step, 3 * 18);  // 576 training images (10% held out) / 32
-  for (const char* f : {"hparams.json", "metrics.csv", "checkpoints/last.h5", "checkpoints/best.h5"})
+  for (const char* f :
+       {"hparams.json", "metrics.csv", "checkpoints/last.h5", "checkpoints/best.h5"})
     EXPECT_TRUE(fs::exists(r.version_dir + "/" + f)) << f;
   bool events = false;
   for (auto& e : fs::directory_iterator(r.version_dir))
@@ -203,6 +208,75 @@ TEST_F(TrainerTest, GradientClippingStillLearns) {
       EXPECT_GT(r.test.confusion.accuracy(), 0.9);
     }
   }
+}
+
+// --cuda-graphs: a clear error on the CPU and with dropout (its masks would repeat), before
+// any training.
+TEST_F(TrainerTest, CudaGraphsRefusesWhatItCannotCapture) {
+  Config c = base();
+  c.cuda_graphs = true;
+  try {
+    Trainer t(c);
+    FAIL() << "--cuda-graphs on the CPU was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("--cuda-graphs needs --device cuda"), std::string::npos)
+        << e.what();
+  }
+  c.dropout = 0.1;
+  try {
+    c.validate();
+    FAIL() << "--cuda-graphs with dropout was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("--dropout"), std::string::npos) << e.what();
+  }
+}
+
+// On a GPU: training with the step replayed from a CUDA graph ends with the weights, buffers
+// and metrics of eager training (mlp and resnet18_cifar, fp32 and fp16; the epoch's last batch
+// is smaller, so graphed and eager steps alternate too). Deterministic algorithms, so the two
+// runs pick the same kernels.
+TEST_F(TrainerTest, CudaGraphsTrainLikeEagerSteps) {
+  if (!tensor::cuda_available())
+    GTEST_SKIP() << "no CUDA device: " << tensor::cuda_unavailable_reason();
+  for (const char* arch : {"mlp", "resnet18_cifar"})
+    for (const char* precision : {"32", "16"}) {
+      SCOPED_TRACE(std::string(arch) + " " + precision);
+      Config c = base();
+      c.device = "cuda";
+      c.arch = arch;
+      c.precision = precision;
+      c.deterministic = true;
+      c.epochs = 2;
+      c.batch_size = 50;  // not a divisor of the training set: a last, smaller batch each epoch
+      c.limit_val_batches = "2";
+      c.experiment_name = std::string("eager-") + arch + precision;
+      Trainer eager(c);
+      const FitResult re = eager.fit();
+      c.cuda_graphs = true;
+      c.experiment_name = std::string("graphs-") + arch + precision;
+      Trainer graphed(c);
+      const FitResult rg = graphed.fit();
+      const auto we = weights(eager), wg = weights(graphed);
+      ASSERT_EQ(we.size(), wg.size());
+      for (size_t i = 0; i < we.size(); ++i) {
+        double scale = 1e-30, err = 0;
+        for (size_t j = 0; j < we[i].size(); ++j) {
+          scale = std::max(scale, static_cast<double>(std::abs(we[i][j])));
+          err = std::max(err, static_cast<double>(std::abs(we[i][j] - wg[i][j])));
+        }
+        EXPECT_LE(err / scale, 1e-3) << "parameter " << i;
+      }
+      // Running statistics to float tolerance (cuDNN may time its way to other deterministic
+      // convolution algorithms in the second run); num_batches_tracked exactly.
+      auto be = eager.model().named_buffers(), bg = graphed.model().named_buffers();
+      for (size_t i = 0; i < be.size(); ++i) {
+        const auto e = be[i].second->to_double_vector(), g = bg[i].second->to_double_vector();
+        for (size_t j = 0; j < e.size(); ++j)
+          EXPECT_NEAR(e[j], g[j], 1e-3 * (1 + std::abs(e[j]))) << be[i].first;
+      }
+      EXPECT_NEAR(re.test.confusion.accuracy(), rg.test.confusion.accuracy(), 0.02);
+      EXPECT_GT(rg.test.confusion.accuracy(), 0.5);
+    }
 }
 
 }  // namespace

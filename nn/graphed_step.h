@@ -1,0 +1,44 @@
+// --cuda-graphs: a training step's zero_grad, forward, loss and backward captured once into a
+// CUDA graph (tensor/cuda_graph.h) and replayed every step after, so the mlp's few dozen small
+// kernels cost one launch of host time. The batch is copied into fixed input buffers first,
+// and the logits and loss come back in fixed output buffers. The first `warmup` steps run the
+// same body eagerly on those buffers: cuDNN's algorithm search, cuBLASLt's heuristics, the
+// gradient buffers and the allocator's cache must all exist before the capture. The optimizer
+// step, loss scaling and metrics stay eager: a few fused launches whose host values (the
+// learning rate, Adam's step, the scaler's bookkeeping) change from step to step.
+#pragma once
+
+#include <functional>
+#include <utility>
+#include <vector>
+
+#include "nn/module.h"
+#include "tensor/cuda_graph.h"
+
+namespace mlai::nn {
+
+class BatchNorm2d;
+
+class GraphedStep {
+ public:
+  // The step's body on (images, labels): zero the gradients, run forward, loss and backward,
+  // and return the logits' and the loss's tensors.
+  using Body = std::function<std::pair<Tensor, Tensor>(const Tensor& images, const Tensor& labels)>;
+
+  explicit GraphedStep(Module& model, int warmup = 3);
+  // Runs body for this batch, through the graph once warm. Returns false, having done nothing,
+  // when the batch's shapes or dtypes differ from the first batch's (an epoch's last, smaller
+  // batch): the caller runs that one eagerly.
+  bool run(const Tensor& images, const Tensor& labels, const Body& body);
+  const Tensor& logits() const { return logits_; }
+  const Tensor& loss() const { return loss_; }
+  bool replaying() const { return graph_.captured(); }
+
+ private:
+  std::vector<BatchNorm2d*> batch_norms_;  // counted on the host after each replay
+  Tensor images_, labels_, logits_, loss_;
+  tensor::CudaGraph graph_;
+  int warmup_left_;
+};
+
+}  // namespace mlai::nn
