@@ -2,9 +2,10 @@
 // models users train (mlp, resnet18_cifar, resnet18) at given batch sizes and precisions, on
 // synthetic data already on the device, exactly as nn::Trainer runs a step (forward,
 // cross-entropy, backward seeded with the loss scale, the scaler's finite check, the fused
-// optimizer step with 1/scale folded in, the scale update, zero_grad). bench/reference_step.py
-// times the same models in PyTorch (eager, AMP, channels_last, torch.compile) and
-// bench/step_report.py puts both side by side.
+// optimizer step with 1/scale folded in, the scale update, zero_grad; with --cuda-graphs the
+// forward and backward replayed from a CUDA graph, as mlai_train --cuda-graphs).
+// bench/reference_step.py times the same models in PyTorch (eager, AMP, channels_last,
+// torch.compile) and bench/step_report.py puts both side by side.
 //
 //   mlai_bench_step --device cuda --precision 32,16,bf16 --out step.jsonl
 //   mlai_bench_step --device cpu --arch mlp --batch mlp=64 --steps 20
@@ -28,10 +29,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nn/amp.h"
 #include "nn/conv_layers.h"
+#include "nn/graphed_step.h"
 #include "nn/models.h"
 #include "nn/optim.h"
 #include "tensor/allocator.h"
@@ -68,7 +71,8 @@ struct RunSpec {
   int64_t batch = 0;
   int steps = 50, warmup = 10;
   Device device = Device::cpu();
-  bool fusion = true;  // nn::set_layer_fusion: fused BN + add + relu, cuBLASLt epilogues
+  bool fusion = true;   // nn::set_layer_fusion: fused BN + add + relu, cuBLASLt epilogues
+  bool graphs = false;  // --cuda-graphs: forward + backward replayed from a CUDA graph
 };
 
 nlohmann::json run(const RunSpec& r) {
@@ -118,6 +122,21 @@ nlohmann::json run(const RunSpec& r) {
   };
   const bool gpu = r.device.is_cuda();
   int64_t global_step = 0;
+  // --cuda-graphs: as nn::Trainer runs it (the graph zeroes the gradients at its start; its
+  // replay is the forward phase below, and the backward phase is empty).
+  std::unique_ptr<nn::GraphedStep> graphed;
+  if (r.graphs) graphed = std::make_unique<nn::GraphedStep>(*model);
+  auto forward_backward = [&](const Tensor& x, const Tensor& yy) {
+    opt->zero_grad();
+    Variable logits = (*model)(Variable(x));
+    Variable l = autograd::cross_entropy(logits, yy, 0.0);
+    if (scaler.enabled()) {
+      l.backward(scaler.seed());
+    } else {
+      l.backward();
+    }
+    return std::pair<Tensor, Tensor>(logits.data(), l.data());
+  };
   auto step = [&](Marks* m) -> Tensor {
     auto mark = [&] {
       if (!m) return;
@@ -129,6 +148,14 @@ nlohmann::json run(const RunSpec& r) {
       }
     };
     mark();
+    if (graphed) {
+      graphed->run(images, labels, forward_backward);
+      mark();
+      mark();
+      nn::scaled_step(*opt, scaler, 1.0f, global_step++);
+      mark();
+      return graphed->loss();
+    }
     Variable loss = autograd::cross_entropy((*model)(Variable(images)), labels, 0.0);
     mark();
     if (scaler.enabled()) {
@@ -173,6 +200,7 @@ nlohmann::json run(const RunSpec& r) {
   j["precision"] = nn::precision_name(precision);
   j["optimizer"] = r.optimizer;
   j["fusion"] = r.fusion;
+  j["cuda_graphs"] = r.graphs;
   j["device"] = r.device.str();
   j["device_name"] = r.device.is_cuda() ? tensor::cuda_device_name(r.device.index) : "cpu";
   j["steps"] = r.steps;
@@ -215,6 +243,7 @@ int main(int argc, char** argv) {
   int steps = 50, warmup = 10;
   double budget = 0;
   std::string fusion = "on";
+  bool graphs = false;
   app.add_option("--arch", archs, "Comma list of models")->capture_default_str();
   app.add_option("--batch", batches, "Batch per model: arch=B,... or one B for all")
       ->capture_default_str();
@@ -236,6 +265,9 @@ int main(int argc, char** argv) {
                  "epilogues); off rows say \"fusion\": false")
       ->capture_default_str()
       ->check(CLI::IsMember({"on", "off", "both"}));
+  app.add_flag("--cuda-graphs", graphs,
+               "Replay each step's forward + backward from a CUDA graph (as mlai_train "
+               "--cuda-graphs); rows say \"cuda_graphs\": true");
   CLI11_PARSE(app, argc, argv);
   std::vector<bool> fusions;
   if (fusion != "off") fusions.push_back(true);
@@ -282,7 +314,9 @@ int main(int argc, char** argv) {
       for (const bool fused : fusions) {
         RunSpec r;
         r.fusion = fused;
-        const std::string shown = fused ? prec : prec + " unfused";
+        r.graphs = graphs;
+        const std::string shown =
+            prec + (fused ? "" : " unfused") + (graphs ? " graphs" : "");
         r.arch = arch;
         r.precision = prec;
         r.optimizer = optimizer.empty() ? (arch == "mlp" ? "adam" : "sgd") : optimizer;
@@ -292,8 +326,9 @@ int main(int argc, char** argv) {
         r.device = dev;
         nlohmann::json j;
         if (budget > 0 && std::chrono::duration<double>(Clock::now() - start).count() > budget) {
-          j = {{"impl", "mlai"},    {"arch", arch},    {"batch", r.batch},
-               {"precision", prec}, {"fusion", fused}, {"skipped", "time budget"}};
+          j = {{"impl", "mlai"},          {"arch", arch},    {"batch", r.batch},
+               {"precision", prec},       {"fusion", fused}, {"cuda_graphs", graphs},
+               {"skipped", "time budget"}};
           std::printf("%-16s %6lld %5s  skipped (time budget)\n", arch.c_str(),
                       static_cast<long long>(r.batch), shown.c_str());
         } else {
@@ -316,7 +351,8 @@ int main(int argc, char** argv) {
             }
           } catch (const std::exception& e) {
             j = {{"impl", "mlai"},    {"arch", arch},    {"batch", r.batch},
-                 {"precision", prec}, {"fusion", fused}, {"error", e.what()}};
+                 {"precision", prec}, {"fusion", fused}, {"cuda_graphs", graphs},
+                 {"error", e.what()}};
             std::printf("%-16s %6lld %5s  error: %s\n", arch.c_str(),
                         static_cast<long long>(r.batch), shown.c_str(), e.what());
             ++failures;

@@ -54,8 +54,9 @@ def read_lines(paths):
 def row_key(j):
     if j["impl"] == "torch":
         return ("torch", j.get("mode"))
-    # mlai_bench_step --fusion off|both: the unfused runs get rows of their own.
-    return ("mlai", str(j.get("precision")) + ("" if j.get("fusion", True) else " unfused"))
+    # mlai_bench_step --fusion off|both and --cuda-graphs: rows of their own.
+    return ("mlai", str(j.get("precision")) + ("" if j.get("fusion", True) else " unfused")
+            + (" graphs" if j.get("cuda_graphs") else ""))
 
 
 def group(records):
