@@ -48,6 +48,24 @@ struct Scratch {
   }
 };
 
+// Adds a thread's two sums over the block's row lanes (in double, lane order: deterministic) and
+// writes the block's partials for channel ch. Every thread of the block calls it.
+__device__ void store_block_sums(double a, double b, int64_t c, int64_t ch, double* out_a,
+                                 double* out_b) {
+  __shared__ double sh_a[kLanes][kTileC], sh_b[kLanes][kTileC];
+  sh_a[threadIdx.y][threadIdx.x] = a;
+  sh_b[threadIdx.y][threadIdx.x] = b;
+  __syncthreads();
+  if (threadIdx.y != 0 || ch >= c) return;
+  double ta = 0, tb = 0;
+  for (int j = 0; j < kLanes; ++j) {
+    ta += sh_a[j][threadIdx.x];
+    tb += sh_b[j][threadIdx.x];
+  }
+  out_a[static_cast<int64_t>(blockIdx.y) * c + ch] = ta;
+  out_b[static_cast<int64_t>(blockIdx.y) * c + ch] = tb;
+}
+
 // Per channel: sum(x - x0) and sum((x - x0)^2) with x0 = x[0, ch].
 template <class T>
 __global__ void stats_kernel(const T* x, int64_t rows, int64_t c, double* s1_out, double* s2_out) {
@@ -63,19 +81,7 @@ __global__ void stats_kernel(const T* x, int64_t rows, int64_t c, double* s1_out
       s2 += d * d;
     }
   }
-  __shared__ double sh1[kLanes][kTileC], sh2[kLanes][kTileC];
-  sh1[threadIdx.y][threadIdx.x] = s1;
-  sh2[threadIdx.y][threadIdx.x] = s2;
-  __syncthreads();
-  if (threadIdx.y == 0 && ch < c) {
-    double t1 = 0, t2 = 0;
-    for (int j = 0; j < kLanes; ++j) {
-      t1 += sh1[j][threadIdx.x];
-      t2 += sh2[j][threadIdx.x];
-    }
-    s1_out[static_cast<int64_t>(blockIdx.y) * c + ch] = t1;
-    s2_out[static_cast<int64_t>(blockIdx.y) * c + ch] = t2;
-  }
+  store_block_sums(s1, s2, c, ch, s1_out, s2_out);
 }
 
 // Per channel: sum(g) and sum(g * (x - mean)), g = dy masked where y <= 0 (y may be null).
@@ -96,19 +102,7 @@ __global__ void grad_sums_kernel(const T* x, const T* dy, const T* y, const acc_
       sgx += g * (dev::to_acc(x[i]) - m);
     }
   }
-  __shared__ double sh1[kLanes][kTileC], sh2[kLanes][kTileC];
-  sh1[threadIdx.y][threadIdx.x] = sg;
-  sh2[threadIdx.y][threadIdx.x] = sgx;
-  __syncthreads();
-  if (threadIdx.y == 0 && ch < c) {
-    double t1 = 0, t2 = 0;
-    for (int j = 0; j < kLanes; ++j) {
-      t1 += sh1[j][threadIdx.x];
-      t2 += sh2[j][threadIdx.x];
-    }
-    sg_out[static_cast<int64_t>(blockIdx.y) * c + ch] = t1;
-    sgx_out[static_cast<int64_t>(blockIdx.y) * c + ch] = t2;
-  }
+  store_block_sums(sg, sgx, c, ch, sg_out, sgx_out);
 }
 
 // The two partial sums of channel ch over all row blocks, in every lane of the warp.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <functional>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -105,25 +106,20 @@ void CachingAllocator::close_pool(StreamHandle stream) {
 
 void CachingAllocator::retire_pool(StreamHandle tag) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto it = free_.begin(); it != free_.end();) {
-    if (it->first.first != tag) {
-      ++it;
-      continue;
-    }
-    for (void* p : it->second) {
-      backend_->raw_free(p);
-      ++stats_.raw_frees;
-      stats_.reserved_bytes -= static_cast<int64_t>(it->first.second);
-    }
-    it = free_.erase(it);
-  }
+  release_free_locked([tag](StreamHandle key) { return key == tag; });
   retired_.push_back(tag);
 }
 
 void CachingAllocator::release_cached_locked() {
+  // A pool's blocks (odd tags) are a live graph's memory, cached or not: only retire_pool
+  // frees them.
+  release_free_locked(
+      [](StreamHandle key) { return (reinterpret_cast<uintptr_t>(key) & 1u) == 0; });
+}
+
+void CachingAllocator::release_free_locked(const std::function<bool(StreamHandle)>& which) {
   for (auto it = free_.begin(); it != free_.end();) {
-    // A pool's blocks are a live graph's memory, cached or not: only retire_pool frees them.
-    if ((reinterpret_cast<uintptr_t>(it->first.first) & 1u) != 0) {
+    if (!which(it->first.first)) {
       ++it;
       continue;
     }

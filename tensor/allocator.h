@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -74,6 +75,8 @@ class CachingAllocator {
     StreamHandle stream;
   };
   void release_cached_locked();
+  // Frees the cached blocks whose free-list key (stream or pool tag) `which` accepts.
+  void release_free_locked(const std::function<bool(StreamHandle)>& which);
 
   std::unique_ptr<RawMemory> backend_;
   mutable std::mutex mu_;
