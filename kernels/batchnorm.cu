@@ -1,8 +1,8 @@
 // CUDA twins of the fused batch norm in kernels/batchnorm.cpp: y = relu(bn(x) + z) and its
 // backward over NHWC activations seen as [rows, c]. Three launches each way:
-//   stats:    blocks of 32 channels x 8 row lanes; each thread sums its rows (shifted by the
-//             channel's first value, so a large mean does not cancel the variance), the block
-//             adds its lanes in double and writes one partial per (row block, channel);
+//   stats:    blocks of 32 channels x 8 row lanes; each thread sums its rows in double (shifted
+//             by the channel's first value, so a large mean does not cancel the variance), the
+//             block adds its lanes and writes one partial per (row block, channel);
 //   finalize: one warp per channel adds the partials in double (fixed order: deterministic),
 //             writes the saved / running statistics or dgamma, dbeta and the per-channel
 //             coefficients of the apply pass;
@@ -71,12 +71,12 @@ template <class T>
 __global__ void stats_kernel(const T* x, int64_t rows, int64_t c, double* s1_out, double* s2_out) {
   using A = acc_t<T>;
   const int64_t ch = static_cast<int64_t>(blockIdx.x) * kTileC + threadIdx.x;
-  A s1 = 0, s2 = 0;
+  double s1 = 0, s2 = 0;  // double per thread too: robust when row 0 is far from the mean
   if (ch < c) {
     const A x0 = dev::to_acc(x[ch]);
     for (int64_t r = static_cast<int64_t>(blockIdx.y) * kLanes + threadIdx.y; r < rows;
          r += static_cast<int64_t>(gridDim.y) * kLanes) {
-      const A d = dev::to_acc(x[r * c + ch]) - x0;
+      const double d = static_cast<double>(dev::to_acc(x[r * c + ch]) - x0);
       s1 += d;
       s2 += d * d;
     }
@@ -90,16 +90,16 @@ __global__ void grad_sums_kernel(const T* x, const T* dy, const T* y, const acc_
                                  int64_t rows, int64_t c, double* sg_out, double* sgx_out) {
   using A = acc_t<T>;
   const int64_t ch = static_cast<int64_t>(blockIdx.x) * kTileC + threadIdx.x;
-  A sg = 0, sgx = 0;
+  double sg = 0, sgx = 0;
   if (ch < c) {
     const A m = mean[ch];
     for (int64_t r = static_cast<int64_t>(blockIdx.y) * kLanes + threadIdx.y; r < rows;
          r += static_cast<int64_t>(gridDim.y) * kLanes) {
       const int64_t i = r * c + ch;
       if (y != nullptr && !(dev::to_acc(y[i]) > 0)) continue;
-      const A g = dev::to_acc(dy[i]);
+      const double g = dev::to_acc(dy[i]);
       sg += g;
-      sgx += g * (dev::to_acc(x[i]) - m);
+      sgx += g * static_cast<double>(dev::to_acc(x[i]) - m);
     }
   }
   store_block_sums(sg, sgx, c, ch, sg_out, sgx_out);
@@ -127,37 +127,41 @@ __global__ void finalize_train_kernel(const double* s1, const double* s2, const 
                                       A* running_var, A* save_mean, A* save_inv_std, int64_t rows,
                                       int64_t row_blocks, int64_t c, double momentum, double eps,
                                       A* k0, A* k1, A* k2) {
-  const int64_t ch = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  if (ch >= c) return;  // whole warps leave together (blockDim is a multiple of 32)
-  double t1, t2;
-  warp_partials(s1, s2, row_blocks, c, ch, t1, t2);
-  if ((threadIdx.x & 31) != 0) return;
-  const double n = static_cast<double>(rows);
-  const double d = t1 / n;
-  const double mean = static_cast<double>(dev::to_acc(x[ch])) + d;  // the shift: row 0
-  const double var = fmax(t2 / n - d * d, 0.0);  // biased: the one training normalises with
-  const double inv_std = 1.0 / sqrt(var + eps);
-  save_mean[ch] = static_cast<A>(mean);
-  save_inv_std[ch] = static_cast<A>(inv_std);
-  const double unbias = rows > 1 ? n / (n - 1) : 1.0;
-  if (running_mean != nullptr)
-    running_mean[ch] = static_cast<A>((1 - momentum) * running_mean[ch] + momentum * mean);
-  if (running_var != nullptr)
-    running_var[ch] = static_cast<A>((1 - momentum) * running_var[ch] + momentum * var * unbias);
-  k0[ch] = static_cast<A>(mean);
-  k1[ch] = static_cast<A>(gamma[ch] * inv_std);
-  k2[ch] = beta[ch];
+  // One warp per channel, striding over channels when there are more than warps.
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  for (int64_t ch = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; ch < c;
+       ch += warps) {
+    double t1, t2;
+    warp_partials(s1, s2, row_blocks, c, ch, t1, t2);
+    if ((threadIdx.x & 31) != 0) continue;
+    const double n = static_cast<double>(rows);
+    const double d = t1 / n;
+    const double mean = static_cast<double>(dev::to_acc(x[ch])) + d;  // the shift: row 0
+    const double var = fmax(t2 / n - d * d, 0.0);  // biased: the one training normalises with
+    const double inv_std = 1.0 / sqrt(var + eps);
+    save_mean[ch] = static_cast<A>(mean);
+    save_inv_std[ch] = static_cast<A>(inv_std);
+    const double unbias = rows > 1 ? n / (n - 1) : 1.0;
+    if (running_mean != nullptr)
+      running_mean[ch] = static_cast<A>((1 - momentum) * running_mean[ch] + momentum * mean);
+    if (running_var != nullptr)
+      running_var[ch] = static_cast<A>((1 - momentum) * running_var[ch] + momentum * var * unbias);
+    k0[ch] = static_cast<A>(mean);
+    k1[ch] = static_cast<A>(gamma[ch] * inv_std);
+    k2[ch] = beta[ch];
+  }
 }
 
 template <class A>
 __global__ void finalize_eval_kernel(const A* gamma, const A* beta, const A* running_mean,
                                      const A* running_var, int64_t c, double eps, A* k0, A* k1,
                                      A* k2) {
-  const int64_t ch = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (ch >= c) return;
-  k0[ch] = running_mean[ch];
-  k1[ch] = static_cast<A>(gamma[ch] / sqrt(static_cast<double>(running_var[ch]) + eps));
-  k2[ch] = beta[ch];
+  for (int64_t ch = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; ch < c;
+       ch += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    k0[ch] = running_mean[ch];
+    k1[ch] = static_cast<A>(gamma[ch] / sqrt(static_cast<double>(running_var[ch]) + eps));
+    k2[ch] = beta[ch];
+  }
 }
 
 // dgamma = sum(g * xhat), dbeta = sum(g); dx = k0 * (n g - k1 - xhat * k2) with
@@ -166,17 +170,19 @@ template <class A>
 __global__ void finalize_backward_kernel(const double* sg, const double* sgx, const A* gamma,
                                          const A* inv_std, int64_t rows, int64_t row_blocks,
                                          int64_t c, A* dgamma, A* dbeta, A* k0, A* k1, A* k2) {
-  const int64_t ch = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  if (ch >= c) return;
-  double t_g, t_gx;
-  warp_partials(sg, sgx, row_blocks, c, ch, t_g, t_gx);
-  if ((threadIdx.x & 31) != 0) return;
-  const double is = static_cast<double>(inv_std[ch]);
-  dbeta[ch] = static_cast<A>(t_g);
-  dgamma[ch] = static_cast<A>(t_gx * is);
-  k0[ch] = static_cast<A>(static_cast<double>(gamma[ch]) * is / static_cast<double>(rows));
-  k1[ch] = static_cast<A>(t_g);
-  k2[ch] = static_cast<A>(t_gx * is);
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  for (int64_t ch = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; ch < c;
+       ch += warps) {
+    double t_g, t_gx;
+    warp_partials(sg, sgx, row_blocks, c, ch, t_g, t_gx);
+    if ((threadIdx.x & 31) != 0) continue;
+    const double is = static_cast<double>(inv_std[ch]);
+    dbeta[ch] = static_cast<A>(t_g);
+    dgamma[ch] = static_cast<A>(t_gx * is);
+    k0[ch] = static_cast<A>(static_cast<double>(gamma[ch]) * is / static_cast<double>(rows));
+    k1[ch] = static_cast<A>(t_g);
+    k2[ch] = static_cast<A>(t_gx * is);
+  }
 }
 
 // y = (x - k0) * k1 + k2 [+ z] [relu], per element; packs never straddle rows (c % kN == 0).
@@ -198,7 +204,7 @@ __global__ void apply_forward_kernel(const T* x, const T* z, bool relu, const ac
     for (int64_t p = tid; p < n / P::kN; p += stride) {
       const int64_t ch = (p * P::kN) % c;
       const P a = reinterpret_cast<const P*>(x)[p];
-      P b;
+      P b{};
       if (z != nullptr) b = reinterpret_cast<const P*>(z)[p];
       P r;
 #pragma unroll

@@ -27,7 +27,7 @@ int to_int(int64_t v, const char* what) {
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, double beta, T* c, int64_t ldc, CublasHandle handle,
-          StreamHandle stream) {
+          const CublasWorkspace& workspace, StreamHandle stream) {
   if (m == 0 || n == 0) return;
   // Leading dimensions must be >= 1 even when a matrix is empty (k == 0: then C = beta * C).
   const int im = to_int(m, "m"), in = to_int(n, "n"), ik = to_int(k, "k");
@@ -37,6 +37,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   constexpr cudaDataType_t type = cublas_data_type<T>();
   MLAI_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  if (workspace.ptr != nullptr)  // (cublasSetStream just reset it to the default pool)
+    MLAI_CUBLAS_CHECK(cublasSetWorkspace(handle, workspace.ptr, workspace.bytes));
   if constexpr (std::is_same_v<T, double>) {
     MLAI_CUBLAS_CHECK(cublasGemmEx(handle, op_b, op_a, in, im, ik, &alpha, b, type, ildb, a, type,
                                    ilda, &beta, c, type, ildc, CUBLAS_COMPUTE_64F,
@@ -51,16 +53,14 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
   }
 }
 
-template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, double, const float*, int64_t,
-                          const float*, int64_t, double, float*, int64_t, CublasHandle,
-                          StreamHandle);
-template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
-                           const double*, int64_t, double, double*, int64_t, CublasHandle,
-                           StreamHandle);
-template void gemm<Half>(bool, bool, int64_t, int64_t, int64_t, double, const Half*, int64_t,
-                         const Half*, int64_t, double, Half*, int64_t, CublasHandle, StreamHandle);
-template void gemm<BFloat16>(bool, bool, int64_t, int64_t, int64_t, double, const BFloat16*,
-                             int64_t, const BFloat16*, int64_t, double, BFloat16*, int64_t,
-                             CublasHandle, StreamHandle);
+#define MLAI_INSTANTIATE(T)                                                               \
+  template void gemm<T>(bool, bool, int64_t, int64_t, int64_t, double, const T*, int64_t, \
+                        const T*, int64_t, double, T*, int64_t, CublasHandle,             \
+                        const CublasWorkspace&, StreamHandle);
+MLAI_INSTANTIATE(float)
+MLAI_INSTANTIATE(double)
+MLAI_INSTANTIATE(Half)
+MLAI_INSTANTIATE(BFloat16)
+#undef MLAI_INSTANTIATE
 
 }  // namespace mlai::kernels::cuda

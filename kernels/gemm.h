@@ -4,6 +4,7 @@
 // fp64) accumulation; fp16/bf16 use tensor cores.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/common.h"
@@ -29,10 +30,17 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
 }  // namespace cpu
 
 namespace cuda {
+// The handle's own workspace (tensor/handles.h). cublasSetStream resets a handle's workspace
+// to cuBLAS's default pool, so gemm sets this one again after binding the stream: cuBLAS then
+// never allocates, in particular not while a CUDA graph is being captured.
+struct CublasWorkspace {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+};
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, double beta, T* c, int64_t ldc, CublasHandle handle,
-          StreamHandle stream);
+          const CublasWorkspace& workspace, StreamHandle stream);
 
 // C = op(A) op(B) (alpha 1, beta 0) with `epilogue` in the same kernel, through cuBLASLt
 // (float32 without TF32, fp16/bf16 on tensor cores; fp32 accumulation). vec is the bias (read)

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -16,6 +17,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "kernels/cublas_types.h"
 #include "kernels/cuda_check.h"
@@ -51,8 +53,9 @@ int alignment_of(const void* p) {  // largest power of two dividing the address,
   return a;
 }
 
-using Key = std::tuple<int /*device*/, int /*dtype*/, bool, bool, int64_t, int64_t, int64_t,
-                       int64_t, int64_t, int64_t, int /*epilogue*/, int /*min alignment*/, size_t>;
+using Key =
+    std::tuple<int /*device*/, int /*dtype*/, bool, bool, int64_t, int64_t, int64_t, int64_t,
+               int64_t, int64_t, int /*epilogue*/, int, int, int /*alignments*/, size_t>;
 std::mutex& cache_mutex() {
   static std::mutex mu;
   return mu;
@@ -76,6 +79,9 @@ bool gemm_epilogue(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
                    StreamHandle stream) {
   static_assert(!std::is_same_v<T, double>, "gemm_epilogue: float, half and bfloat16 only");
   if (m <= 0 || n <= 0 || k <= 0 || m > INT_MAX || n > INT_MAX || k > INT_MAX) return false;
+  // The bias (or bias-gradient) vector has no alignment preference to declare, and epilogues
+  // read it in 16-byte vectors: a less aligned one takes the fallback.
+  if (alignment_of(vec) < 16) return false;
   constexpr cudaDataType_t type = cublas_data_type<T>();
   // Column-major operands: A_cm is the row-major B (op_b), B_cm the row-major A (op_a).
   const cublasOperation_t op_acm = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -99,10 +105,23 @@ bool gemm_epilogue(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
 
   int device = 0;
   MLAI_CUDA_CHECK(cudaGetDevice(&device));
-  const int align = std::min({alignment_of(a), alignment_of(b), alignment_of(c), alignment_of(vec),
-                              alignment_of(workspace)});
-  const Key key{device, static_cast<int>(type),     trans_a, trans_b,        m, n, k, lda, ldb,
-                ldc,    static_cast<int>(epilogue), align,   workspace_bytes};
+  // Each operand's alignment is part of the key: the heuristic's answer depends on it.
+  const int align_a = alignment_of(a), align_b = alignment_of(b), align_c = alignment_of(c);
+  const Key key{device,
+                static_cast<int>(type),
+                trans_a,
+                trans_b,
+                m,
+                n,
+                k,
+                lda,
+                ldb,
+                ldc,
+                static_cast<int>(epilogue),
+                align_a,
+                align_b,
+                align_c,
+                workspace_bytes};
   std::optional<cublasLtMatmulAlgo_t> algo;
   {
     std::lock_guard<std::mutex> lock(cache_mutex());
@@ -115,6 +134,18 @@ bool gemm_epilogue(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
       MLAI_CUBLAS_CHECK(
           cublasLtMatmulPreferenceSetAttribute(pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                &workspace_bytes, sizeof(workspace_bytes)));
+      // The operands' real alignment (the heuristic otherwise assumes 256 bytes, and a view at
+      // an offset would get an algorithm it cannot run). A_cm is b, B_cm is a, C and D are c.
+      const std::pair<cublasLtMatmulPreferenceAttributes_t, int> aligns[] = {
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_b},
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_a},
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}};
+      for (const auto& [attr, bytes_int] : aligns) {
+        const auto bytes = static_cast<uint32_t>(bytes_int);
+        MLAI_CUBLAS_CHECK(
+            cublasLtMatmulPreferenceSetAttribute(pref.get(), attr, &bytes, sizeof(bytes)));
+      }
       cublasLtMatmulHeuristicResult_t result{};
       int found = 0;
       // NOT_SUPPORTED (or no result) means this epilogue/type/shape has no kernel: cache "none".

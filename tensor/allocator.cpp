@@ -53,7 +53,9 @@ void* CachingAllocator::allocate(size_t bytes, StreamHandle stream) {
     stats_.current_bytes += static_cast<int64_t>(got);
   } else {
     p = backend_->raw_alloc(size);
-    if (p == nullptr) {  // out of memory: give the cache back and try once more
+    // Out of memory: give the cache back and try once more, except while a graph is being
+    // captured (cudaFree is not allowed then; the error below says so instead).
+    if (p == nullptr && open_pools_.empty()) {
       release_cached_locked();
       p = backend_->raw_alloc(size);
     }
@@ -61,7 +63,8 @@ void* CachingAllocator::allocate(size_t bytes, StreamHandle stream) {
       throw std::runtime_error(std::string(backend_->name()) + ": out of memory allocating " +
                                std::to_string(size) + " bytes (in use " +
                                std::to_string(stats_.current_bytes) + ", peak " +
-                               std::to_string(stats_.peak_bytes) + ")");
+                               std::to_string(stats_.peak_bytes) + ")" +
+                               (open_pools_.empty() ? "" : " while capturing a CUDA graph"));
     ++stats_.raw_allocs;
     stats_.reserved_bytes += static_cast<int64_t>(size);
     in_use_[p] = {size, stream};

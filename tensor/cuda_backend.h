@@ -31,12 +31,15 @@ float event_elapsed_ms(void* start, void* end);
 
 // Stream capture into a CUDA graph (cuda_graph_cuda.cpp). capture_begin uses the relaxed mode:
 // the caching allocator may still cudaMalloc new blocks for the graph's pool meanwhile.
-bool stream_capturing(StreamHandle s);  // cudaStreamIsCapturing
+bool stream_capturing(StreamHandle s);  // cudaStreamIsCapturing: an active capture
+// Ends whatever capture the stream is in (active or invalidated by an illegal call), discarding
+// the graph; never throws (for error paths).
 void capture_begin(StreamHandle s);
 void* capture_end(StreamHandle s);  // cudaStreamEndCapture + cudaGraphInstantiate: the exec
-void capture_abort(StreamHandle s);  // ends a capture that failed, discarding the graph
+void capture_abort(StreamHandle s) noexcept;
 void graph_launch(void* exec, StreamHandle s);
 void graph_destroy(void* exec);
+void stream_synchronize_noexcept(StreamHandle s) noexcept;  // for destructors
 
 // cudaMemcpyAsync with the kind derived from the two sides; when !async the stream is
 // synchronized before returning.

@@ -26,12 +26,19 @@ void* capture_end(StreamHandle s) {
   return exec;
 }
 
-void capture_abort(StreamHandle s) {
-  cudaGraph_t graph = nullptr;
-  (void)cudaStreamEndCapture(s, &graph);  // may report the error that aborted the capture
-  if (graph != nullptr) (void)cudaGraphDestroy(graph);
+void capture_abort(StreamHandle s) noexcept {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(s, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone) {
+    // Active, or invalidated by an illegal call: either way the capture must be ended before
+    // the stream takes work again. (EndCapture reports the error that invalidated it.)
+    cudaGraph_t graph = nullptr;
+    (void)cudaStreamEndCapture(s, &graph);
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
+  }
   (void)cudaGetLastError();  // clear the (non-sticky) error the failed capture left
 }
+
+void stream_synchronize_noexcept(StreamHandle s) noexcept { (void)cudaStreamSynchronize(s); }
 
 void graph_launch(void* exec, StreamHandle s) {
   MLAI_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), s));

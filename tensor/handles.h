@@ -11,6 +11,8 @@ namespace mlai::tensor {
 using CudnnHandle = cudnnContext*;
 
 kernels::CublasHandle cublas_handle(int device);
+// The cuBLAS handle's own 32 MiB workspace (see kernels/gemm.h), made with the handle.
+kernels::cuda::CublasWorkspace cublas_workspace(int device);
 kernels::CublasLtHandle cublaslt_handle(int device);
 CudnnHandle cudnn_handle(int device);
 

@@ -34,14 +34,19 @@ kernels::CublasHandle cublas_handle(int device) {
   return per_device<cublasHandle_t>(device, [] {
     cublasHandle_t h = nullptr;
     MLAI_CUBLAS_CHECK(cublasCreate(&h));
-    // A workspace of the handle's own (kept for the process), so cuBLAS never allocates one
-    // while a CUDA graph is being captured (--cuda-graphs).
-    constexpr size_t kWorkspace = size_t{32} << 20;
-    void* ws = nullptr;
-    MLAI_CUDA_CHECK(cudaMalloc(&ws, kWorkspace));
-    MLAI_CUBLAS_CHECK(cublasSetWorkspace(h, ws, kWorkspace));
     return h;
   });
+}
+
+kernels::cuda::CublasWorkspace cublas_workspace(int device) {
+  // Kept for the process, like the handle; GEMMs run on the training stream, one at a time.
+  constexpr size_t kBytes = size_t{32} << 20;
+  void* p = per_device<void*>(device, [] {
+    void* ws = nullptr;
+    MLAI_CUDA_CHECK(cudaMalloc(&ws, kBytes));
+    return ws;
+  });
+  return {p, kBytes};
 }
 
 kernels::CublasLtHandle cublaslt_handle(int device) {

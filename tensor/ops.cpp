@@ -235,6 +235,7 @@ void gemm_(const Tensor& a, const Tensor& b, Tensor& c, bool ta, bool tb, double
       k::cuda::gemm<scalar_t>(ta, tb, m, n, ka, alpha, a.data<scalar_t>(), a.size(1),
                               b.data<scalar_t>(), b.size(1), beta, c.data<scalar_t>(), n,
                               cublas_handle(a.device().index),
+                              cublas_workspace(a.device().index),
                               current_stream(a.device()).handle());
 #endif
     } else {

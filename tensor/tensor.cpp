@@ -124,8 +124,8 @@ void* Tensor::data_ptr() const {
 template <class T>
 T* Tensor::data() const {
   if (dtype_of<T>() != dtype_)
-    throw std::invalid_argument(std::string("data<") + dtype_name(dtype_of<T>()) +
-                                ">() on a " + dtype_name(dtype_) + " tensor");
+    throw std::invalid_argument(std::string("data<") + dtype_name(dtype_of<T>()) + ">() on a " +
+                                dtype_name(dtype_) + " tensor");
   return static_cast<T*>(data_ptr());
 }
 
@@ -135,7 +135,8 @@ Tensor Tensor::reshape(const Shape& shape) const {
   int infer = -1;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == -1) {
-      if (infer >= 0) throw std::invalid_argument("reshape: more than one -1 in " + shape_str(shape));
+      if (infer >= 0)
+        throw std::invalid_argument("reshape: more than one -1 in " + shape_str(shape));
       infer = static_cast<int>(i);
     } else {
       known *= s[i];
@@ -200,9 +201,13 @@ void Tensor::copy_from(const Tensor& src, bool async) {
   }
 #ifdef MLAI_WITH_CUDA
   // The copy runs on the current stream of the CUDA side (the destination when both are).
+  // Between two buffers of one GPU it is never waited for: the stream orders it before what
+  // reads the result, and a host wait per copy would stall every step (and is illegal while
+  // a CUDA graph is being captured). With the host on one side, !async waits as documented.
   const Device cuda_side = device().is_cuda() ? device() : src.device();
+  const bool same_gpu = device().is_cuda() && src.device() == device();
   cuda_backend::memcpy(data_ptr(), device().is_cuda(), src.data_ptr(), src.device().is_cuda(),
-                       bytes, current_stream(cuda_side).handle(), async);
+                       bytes, current_stream(cuda_side).handle(), async || same_gpu);
 #else
   (void)async;
   throw std::logic_error("copy_from: CUDA tensor in a build without CUDA");
@@ -231,9 +236,9 @@ std::string Tensor::str() const {
   return "Tensor" + shape_str(shape_) + " " + dtype_name(dtype_) + " " + device().str();
 }
 
-#define MLAI_INSTANTIATE(T)                                                                   \
-  template Tensor Tensor::from_vector<T>(const std::vector<T>&, const Shape&, Device);         \
-  template T* Tensor::data<T>() const;                                                        \
+#define MLAI_INSTANTIATE(T)                                                            \
+  template Tensor Tensor::from_vector<T>(const std::vector<T>&, const Shape&, Device); \
+  template T* Tensor::data<T>() const;                                                 \
   template std::vector<T> Tensor::to_vector<T>() const;
 MLAI_INSTANTIATE(float)
 MLAI_INSTANTIATE(double)

@@ -74,8 +74,8 @@ class Tensor {
   T* data() const;  // checks the dtype
 
   // Views (share storage).
-  Tensor reshape(const Shape& shape) const;  // one dim may be -1
-  Tensor flatten(int start_dim = 1) const;   // dims [start_dim, ndim) into one
+  Tensor reshape(const Shape& shape) const;        // one dim may be -1
+  Tensor flatten(int start_dim = 1) const;         // dims [start_dim, ndim) into one
   Tensor slice(int64_t begin, int64_t end) const;  // rows [begin, end) of dim 0
 
   // New tensors.
@@ -84,12 +84,14 @@ class Tensor {
   Tensor to(DType dt) const;         // cast; returns *this when already that dtype
   // Copies src (same shape and dtype, any device) into this tensor. With async, the copy is
   // enqueued on the current stream of the CUDA side and returns at once (use pinned host memory).
+  // A copy between two buffers of one GPU is always enqueued without a host wait (the stream
+  // orders it), so clone() of a CUDA tensor never blocks.
   void copy_from(const Tensor& src, bool async = false);
 
   template <class T>
-  std::vector<T> to_vector() const;  // copies to the host; dtype must be T
+  std::vector<T> to_vector() const;              // copies to the host; dtype must be T
   std::vector<double> to_double_vector() const;  // any dtype, for tests and logs
-  double item() const;                            // one element, as double
+  double item() const;                           // one element, as double
 
   std::string str() const;  // "Tensor[2, 3] float32 cpu"
 
