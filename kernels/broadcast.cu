@@ -1,5 +1,5 @@
 // CUDA broadcast along one axis (backward of sum/mean): one thread per output element,
-// grid-stride, fp32 (fp64 for double) arithmetic.
+// grid-stride, the product in double as on the CPU.
 #include "kernels/broadcast.h"
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_types.cuh"
@@ -9,12 +9,14 @@ namespace mlai::kernels::cuda {
 namespace {
 template <class T>
 __global__ void broadcast_dim_kernel(const T* g, T* out, int64_t total, int64_t dim,
-                                     int64_t inner, acc_t<T> scale) {
+                                     int64_t inner, double scale) {
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t i = idx % inner;
     const int64_t o = idx / (inner * dim);
-    out[idx] = dev::from_acc<T>(scale * dev::to_acc(g[o * inner + i]));
+    // In double, rounded once: the CPU twin's arithmetic (a float scale like 1/dim would round
+    // twice).
+    out[idx] = dev::from_acc<T>(scale * static_cast<double>(dev::to_acc(g[o * inner + i])));
   }
 }
 }  // namespace
@@ -25,7 +27,7 @@ void broadcast_dim(const T* g, T* out, int64_t outer, int64_t dim, int64_t inner
   const int64_t total = outer * dim * inner;
   if (total == 0) return;
   broadcast_dim_kernel<T><<<dev::grid_size(total), dev::kBlock, 0, stream>>>(
-      g, out, total, dim, inner, static_cast<acc_t<T>>(scale));
+      g, out, total, dim, inner, scale);
   MLAI_LAUNCH_CHECK();
 }
 

@@ -2,6 +2,7 @@
 #include "kernels/softmax_xent.h"
 
 #include <cmath>
+#include <limits>
 
 namespace mlai::kernels::cpu {
 
@@ -21,7 +22,9 @@ void softmax_xent_forward(const T* logits, const int64_t* labels, int64_t rows, 
       sz += v;
     }
     const A lse = mx + std::log(se);
-    const A zy = to_acc(z[labels[r]]);
+    // A label outside [0, classes) gives a nan loss, as on CUDA (never a read past the row).
+    const int64_t y = labels[r];
+    const A zy = y >= 0 && y < classes ? to_acc(z[y]) : std::numeric_limits<A>::quiet_NaN();
     // loss = lse - sum_c target_c z_c with target = (1-eps) onehot + eps/C
     loss_rows[r] = lse - (1 - eps) * zy - eps * sz / static_cast<A>(classes);
     lse_rows[r] = lse;

@@ -41,6 +41,21 @@ void check_bn(const char* op, const Tensor& x, std::initializer_list<const Tenso
           " (expected [" + std::to_string(c) + "] " + dtype_name(bn_param_dtype(x.dtype())) + ")");
   }
 }
+
+// Plain batch norm on CUDA goes to cuDNN where cuDNN is known to take it: 4-D NHWC input with
+// N <= 65535 (cuDNN's spatial batch norm refuses larger N in places) and not bfloat16 (which
+// PyTorch does not send to cuDNN's batch norm either). Everything else runs mlai's kernels
+// (the fused ones without residual or relu), which take any size and dtype; the choice depends
+// on x alone, so a forward and its backward always agree.
+bool cudnn_takes(const Tensor& x) {
+  return x.ndim() == 4 && x.size(0) <= 65535 && x.dtype() != DType::kBFloat16;
+}
+
+void check_running(const char* op, const Tensor& running_mean, const Tensor& running_var) {
+  if (running_mean.defined() != running_var.defined())
+    throw std::invalid_argument(std::string(op) +
+                                ": running_mean and running_var must both be tracked or neither");
+}
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor> batchnorm_train(const Tensor& x, const Tensor& gamma,
@@ -50,6 +65,10 @@ std::tuple<Tensor, Tensor, Tensor> batchnorm_train(const Tensor& x, const Tensor
   const char* op = "batchnorm";
   check_devices(op, {&x, &gamma, &beta, &running_mean, &running_var});
   check_bn(op, x, {&gamma, &beta, &running_mean, &running_var});
+  check_running(op, running_mean, running_var);
+  if (x.device().is_cuda() && !cudnn_takes(x))
+    return batchnorm_act_train(x, gamma, beta, Tensor(), false, running_mean, running_var, momentum,
+                               eps);
   if (x.device().is_cpu() && is_half(x.dtype())) {
     auto [y, mean, inv_std] =
         batchnorm_train(to_f32(x), gamma, beta, running_mean, running_var, momentum, eps);
@@ -86,6 +105,8 @@ Tensor batchnorm_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   check_bn(op, x, {&gamma, &beta, &running_mean, &running_var});
   if (!running_mean.defined() || !running_var.defined())
     throw std::invalid_argument("batchnorm: evaluation needs the running statistics");
+  if (x.device().is_cuda() && !cudnn_takes(x))
+    return batchnorm_act_eval(x, gamma, beta, running_mean, running_var, Tensor(), false, eps);
   if (x.device().is_cpu() && is_half(x.dtype()))
     return cast(batchnorm_eval(to_f32(x), gamma, beta, running_mean, running_var, eps), x.dtype());
   const int64_t c = x.size(-1), rows = x.numel() / c;
@@ -110,6 +131,11 @@ std::tuple<Tensor, Tensor, Tensor> batchnorm_backward(const Tensor& x, const Ten
   check_bn(op, x, {&gamma, &save_mean, &save_inv_std});
   check_dtype(op, "dy", dy, x.dtype());
   check_shape(op, "dy", dy, x.shape());
+  if (x.device().is_cuda() && !cudnn_takes(x)) {
+    BatchNormGrads g =
+        batchnorm_act_backward(x, dy, gamma, save_mean, save_inv_std, Tensor(), false);
+    return {g.dx, g.dgamma, g.dbeta};
+  }
   if (x.device().is_cpu() && is_half(x.dtype())) {
     auto [dx, dgamma, dbeta] =
         batchnorm_backward(to_f32(x), to_f32(dy), gamma, save_mean, save_inv_std);
@@ -175,6 +201,7 @@ std::tuple<Tensor, Tensor, Tensor> batchnorm_act_train(const Tensor& x, const Te
   const char* op = "batchnorm (fused)";
   check_devices(op, {&x, &gamma, &beta, &z, &running_mean, &running_var});
   check_bn(op, x, {&gamma, &beta, &running_mean, &running_var});
+  check_running(op, running_mean, running_var);
   check_fused(op, x, z);
   const int64_t c = x.size(-1), rows = x.numel() / c;
   if (rows < 1) throw std::invalid_argument(std::string(op) + ": empty batch " + x.str());

@@ -10,9 +10,11 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda_check.h"
 #include "tensor/allocator.h"
+#include "tensor/cuda_graph.h"
 #include "tensor/cudnn_ops.h"
 #include "tensor/determinism.h"
 #include "tensor/handles.h"
@@ -208,6 +210,7 @@ AlgoChoice pick(const Perf* perf, int count, const AlgoKey& key, cudnnMathType_t
     const Perf& p = perf[i];
     if (p.status != CUDNN_STATUS_SUCCESS) continue;
     if (key.deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
+    if (p.memory > kMaxSearchWorkspace) continue;  // (heuristic results are not sized to fit)
     const bool tensor_ops =
         p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
     if (tensor_ops && wanted != CUDNN_TENSOR_OP_MATH) continue;  // no TF32 for float32
@@ -239,8 +242,12 @@ std::unique_ptr<Workspace> search_workspace(const Session& s, int device, size_t
   }
 }
 
-// Looks the algorithm up, or runs cuDNN's timed search once (it writes into the op's output,
-// which the call that follows overwrites anyway). Called with the Session held.
+// Looks the algorithm up, or asks cuDNN once per shape: by timing every algorithm
+// (cudnnFind*Ex, like torch.backends.cudnn.benchmark; it writes into the op's output, which
+// the call that follows overwrites anyway), or under --deterministic by cuDNN's heuristic
+// (cudnnGet*_v7): timings differ from process to process, so a timed choice among the
+// deterministic algorithms could differ between two runs, and with it the bits. Called with
+// the Session held. find(workspace, bytes, heuristic) returns the choice.
 template <class GetWs, class Find>
 AlgoChoice choose(const AlgoKey& key, const Session& s, int algo_count, GetWs get_ws, Find find) {
   {
@@ -248,13 +255,23 @@ AlgoChoice choose(const AlgoKey& key, const Session& s, int algo_count, GetWs ge
     auto it = algo_cache().find(key);
     if (it != algo_cache().end()) return it->second;
   }
-  size_t wanted = 0;
-  for (int a = 0; a < algo_count; ++a) {
-    size_t b = 0;
-    if (get_ws(a, &b) == CUDNN_STATUS_SUCCESS) wanted = std::max(wanted, b);
+  // A search runs kernels and waits for them: impossible while a CUDA graph is being captured.
+  if (capturing(Device::cuda(key.device)))
+    throw std::runtime_error(std::string(conv_op_name(key.op)) +
+                             ": a convolution shape first seen while capturing a CUDA graph "
+                             "(--cuda-graphs captures after warm-up steps of the same shapes)");
+  AlgoChoice c{};
+  if (key.deterministic) {
+    c = find(nullptr, 0, true);
+  } else {
+    size_t wanted = 0;
+    for (int a = 0; a < algo_count; ++a) {
+      size_t b = 0;
+      if (get_ws(a, &b) == CUDNN_STATUS_SUCCESS) wanted = std::max(wanted, b);
+    }
+    auto ws = search_workspace(s, key.device, wanted);
+    c = find(ws->get(), ws->bytes(), false);
   }
-  auto ws = search_workspace(s, key.device, wanted);
-  const AlgoChoice c = find(ws->get(), ws->bytes());
   std::lock_guard<std::mutex> lock(cache_mutex());
   algo_cache()[key] = c;
   return c;
@@ -281,13 +298,20 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor
             s.handle(), d.x.get(), d.w.get(), d.conv.get(), d.y.get(),
             static_cast<cudnnConvolutionFwdAlgo_t>(a), b);
       },
-      [&](void* ws, size_t bytes) {
-        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+      [&](void* ws, size_t bytes, bool heuristic) {
+        int max = 0;
+        MLAI_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(s.handle(), &max));
+        std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(static_cast<size_t>(std::max(max, 1)));
         int n = 0;
-        MLAI_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
-            s.handle(), d.x.get(), x.data_ptr(), d.w.get(), w.data_ptr(), d.conv.get(), d.y.get(),
-            y.data_ptr(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf, ws, bytes));
-        return pick(perf, n, key, d.math);
+        if (heuristic) {
+          MLAI_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+              s.handle(), d.x.get(), d.w.get(), d.conv.get(), d.y.get(), max, &n, perf.data()));
+        } else {
+          MLAI_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+              s.handle(), d.x.get(), x.data_ptr(), d.w.get(), w.data_ptr(), d.conv.get(), d.y.get(),
+              y.data_ptr(), max, &n, perf.data(), ws, bytes));
+        }
+        return pick(perf.data(), n, key, d.math);
       });
   MLAI_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.get(), c.math));
   Workspace ws(x.device().index, c.workspace, s.stream());
@@ -316,13 +340,20 @@ void conv2d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const C
             s.handle(), d.w.get(), d.y.get(), d.conv.get(), d.x.get(),
             static_cast<cudnnConvolutionBwdDataAlgo_t>(a), b);
       },
-      [&](void* ws, size_t bytes) {
-        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+      [&](void* ws, size_t bytes, bool heuristic) {
+        int max = 0;
+        MLAI_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(s.handle(), &max));
+        std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(static_cast<size_t>(std::max(max, 1)));
         int n = 0;
-        MLAI_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
-            s.handle(), d.w.get(), w.data_ptr(), d.y.get(), dy.data_ptr(), d.conv.get(), d.x.get(),
-            dx.data_ptr(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf, ws, bytes));
-        return pick(perf, n, key, d.math);
+        if (heuristic) {
+          MLAI_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+              s.handle(), d.w.get(), d.y.get(), d.conv.get(), d.x.get(), max, &n, perf.data()));
+        } else {
+          MLAI_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+              s.handle(), d.w.get(), w.data_ptr(), d.y.get(), dy.data_ptr(), d.conv.get(),
+              d.x.get(), dx.data_ptr(), max, &n, perf.data(), ws, bytes));
+        }
+        return pick(perf.data(), n, key, d.math);
       });
   MLAI_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.get(), c.math));
   Workspace ws(dy.device().index, c.workspace, s.stream());
@@ -347,13 +378,21 @@ void conv2d_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tenso
             s.handle(), d.x.get(), d.y.get(), d.conv.get(), d.w.get(),
             static_cast<cudnnConvolutionBwdFilterAlgo_t>(a), b);
       },
-      [&](void* ws, size_t bytes) {
-        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+      [&](void* ws, size_t bytes, bool heuristic) {
+        int max = 0;
+        MLAI_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(s.handle(), &max));
+        std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(
+            static_cast<size_t>(std::max(max, 1)));
         int n = 0;
-        MLAI_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-            s.handle(), d.x.get(), x.data_ptr(), d.y.get(), dy.data_ptr(), d.conv.get(), d.w.get(),
-            dw.data_ptr(), CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf, ws, bytes));
-        return pick(perf, n, key, d.math);
+        if (heuristic) {
+          MLAI_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+              s.handle(), d.x.get(), d.y.get(), d.conv.get(), d.w.get(), max, &n, perf.data()));
+        } else {
+          MLAI_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+              s.handle(), d.x.get(), x.data_ptr(), d.y.get(), dy.data_ptr(), d.conv.get(),
+              d.w.get(), dw.data_ptr(), max, &n, perf.data(), ws, bytes));
+        }
+        return pick(perf.data(), n, key, d.math);
       });
   MLAI_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.get(), c.math));
   Workspace ws(x.device().index, c.workspace, s.stream());

@@ -206,6 +206,13 @@ Tensor softmax_xent_backward(const Tensor& logits, const Tensor& labels, const T
                              const Tensor& dloss, double scale, double label_smoothing) {
   check_xent(logits, labels);
   const int64_t rows = logits.size(0), classes = logits.size(1);
+  // The kernel reads dloss and lse on the logits' device (a host dloss would be a bad address
+  // inside a CUDA kernel).
+  if (dloss.device() != logits.device() || lse.device() != logits.device() ||
+      dloss.numel() != 1 || lse.numel() != rows)
+    throw std::invalid_argument("softmax_xent_backward: dloss " + dloss.str() + " and lse " +
+                                lse.str() + " must be a scalar and [" + std::to_string(rows) +
+                                "] on " + logits.device().str());
   Tensor dlogits = like(logits);
   MLAI_DISPATCH_FLOAT(
       logits.dtype(), "softmax_xent_backward",
