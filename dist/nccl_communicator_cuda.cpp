@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <exception>
 #include <thread>
 
 #include "dist/nccl_communicator.h"
@@ -20,14 +21,21 @@ namespace mlai::dist {
 namespace {
 ncclDataType_t nccl_type(tensor::DType dt) {
   switch (dt) {
-    case tensor::DType::kFloat32: return ncclFloat32;
-    case tensor::DType::kFloat16: return ncclFloat16;
-    case tensor::DType::kFloat64: return ncclFloat64;
-    case tensor::DType::kInt64: return ncclInt64;
-    case tensor::DType::kInt32: return ncclInt32;
-    case tensor::DType::kUInt8: return ncclUint8;
+    case tensor::DType::kFloat32:
+      return ncclFloat32;
+    case tensor::DType::kFloat16:
+      return ncclFloat16;
+    case tensor::DType::kFloat64:
+      return ncclFloat64;
+    case tensor::DType::kInt64:
+      return ncclInt64;
+    case tensor::DType::kInt32:
+      return ncclInt32;
+    case tensor::DType::kUInt8:
+      return ncclUint8;
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
-    case tensor::DType::kBFloat16: return ncclBfloat16;
+    case tensor::DType::kBFloat16:
+      return ncclBfloat16;
 #endif
     default:
       throw std::invalid_argument(std::string("NCCL: unsupported dtype ") + tensor::dtype_name(dt));
@@ -61,7 +69,16 @@ class NcclCommunicator : public Communicator {
   ~NcclCommunicator() override {
     stop_ = true;
     if (watchdog_.joinable()) watchdog_.join();
-    if (comm_) ncclCommDestroy(comm_);
+    // Unwinding from an error, this rank may have queued a collective its peers never join:
+    // ncclCommDestroy would wait for it forever (and MPI_Abort in the caller never come), so
+    // the communicator is aborted instead, as PyTorch does.
+    if (comm_) {
+      if (std::uncaught_exceptions() > 0) {
+        ncclCommAbort(comm_);
+      } else {
+        ncclCommDestroy(comm_);
+      }
+    }
   }
 
   const char* name() const override { return "nccl"; }

@@ -10,8 +10,8 @@
 
 namespace mlai::io {
 
-std::vector<int64_t> epoch_indices(int64_t n, bool shuffle, uint64_t seed, int64_t epoch,
-                                   int rank, int world, bool pad) {
+std::vector<int64_t> epoch_indices(int64_t n, bool shuffle, uint64_t seed, int64_t epoch, int rank,
+                                   int world, bool pad) {
   if (world < 1 || rank < 0 || rank >= world)
     throw std::invalid_argument("loader: bad rank " + std::to_string(rank) + " of " +
                                 std::to_string(world));
@@ -38,7 +38,23 @@ Loader::Loader(const Dataset& ds, const LoaderOptions& opt) : ds_(ds), opt_(opt)
   if (opt.prefetch < 1) throw std::invalid_argument("prefetch depth must be >= 1");
 }
 
-Loader::~Loader() { stop(); }
+Loader::~Loader() {
+  stop();
+  release_copied(true);
+}
+
+void Loader::release_copied(bool all) {
+  // A batch staged but not handed out (an early stop, an exception) still has its copy going.
+  if (all && staged_) {
+    in_flight_.emplace_back(staged_->copied, std::move(staged_->host));
+    staged_.reset();
+  }
+  while (!in_flight_.empty() && (all || in_flight_.front().first.query() ||
+                                 static_cast<int64_t>(in_flight_.size()) > opt_.prefetch)) {
+    in_flight_.front().first.synchronize();  // at once when query() said done
+    in_flight_.pop_front();
+  }
+}
 
 int64_t Loader::num_batches() const {
   // Samples this rank visits: with padding every rank has ceil(n / world), without it the
@@ -52,14 +68,14 @@ int64_t Loader::num_batches() const {
 
 void Loader::start_epoch(int64_t epoch, int64_t first_batch) {
   stop();
-  indices_ = epoch_indices(ds_.count, opt_.shuffle, opt_.seed, epoch, opt_.rank, opt_.world,
-                           opt_.pad);
+  indices_ =
+      epoch_indices(ds_.count, opt_.shuffle, opt_.seed, epoch, opt_.rank, opt_.world, opt_.pad);
   next_ = first_batch;
   first_batch_ = first_batch;  // fixed before the workers start
   epoch_ = epoch;
   pinned_ = opt_.device.is_cuda();  // page-locked host memory: truly asynchronous copies
   if (pinned_ && !copy_stream_.handle()) copy_stream_ = tensor::Stream::create(opt_.device);
-  staged_.reset();
+  release_copied(true);
   ready_.clear();
   error_ = nullptr;
   stopping_ = false;
@@ -96,8 +112,8 @@ Loader::HostBatch Loader::assemble(int64_t b) const {
       try {
         lab[r] = ds_.source->read(ds_.source_row(i), px + r * sb);
       } catch (const std::exception& e) {
-        throw std::runtime_error(std::string(e.what()) + " (sample " + std::to_string(i) +
-                                 " of " + ds_.name + ", batch " + std::to_string(b) + ")");
+        throw std::runtime_error(std::string(e.what()) + " (sample " + std::to_string(i) + " of " +
+                                 ds_.name + ", batch " + std::to_string(b) + ")");
       }
     } else {
       std::memcpy(px + r * sb, &ds_.images[static_cast<size_t>(i * sb)], static_cast<size_t>(sb));
@@ -108,6 +124,9 @@ Loader::HostBatch Loader::assemble(int64_t b) const {
 }
 
 void Loader::worker_loop(int w) {
+  // A new thread's CUDA calls (the pinned allocations) would otherwise go to device 0, making
+  // a context there for every rank of the node.
+  if (opt_.device.is_cuda()) tensor::set_current_device(opt_.device);
   const int64_t total = num_batches();
   for (int64_t b = first_batch_ + w; b < total; b += opt_.workers) {
     {
@@ -221,7 +240,10 @@ std::optional<Batch> Loader::next() {
   if (b + 1 < total) staged_ = stage(take(b + 1));
   current.copied.wait(tensor::current_stream(opt_.device));
   Batch out = finish(current.device);
-  current.copied.synchronize();  // the pinned host buffers may be reused only after the copy
+  // The pinned host buffers may be reused only after their copy: kept until it is done, with
+  // no host wait here unless more than `prefetch` copies are still outstanding.
+  in_flight_.emplace_back(std::move(current.copied), std::move(current.host));
+  release_copied(false);
   return out;
 }
 

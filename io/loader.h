@@ -8,12 +8,14 @@
 #pragma once
 
 #include <condition_variable>
+#include <deque>
 #include <exception>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "io/dataset.h"
@@ -26,7 +28,6 @@ struct Batch {
   tensor::Tensor labels;  // int64 [B], on the device
   int64_t index = 0;      // batch number within the epoch
 };
-
 
 struct LoaderOptions {
   int64_t batch_size = 64;
@@ -49,8 +50,8 @@ struct LoaderOptions {
 };
 
 // The sample indices rank `rank` of `world` visits in `epoch` (exposed for tests).
-std::vector<int64_t> epoch_indices(int64_t n, bool shuffle, uint64_t seed, int64_t epoch,
-                                   int rank, int world, bool pad = true);
+std::vector<int64_t> epoch_indices(int64_t n, bool shuffle, uint64_t seed, int64_t epoch, int rank,
+                                   int world, bool pad = true);
 
 class Loader {
  public:
@@ -79,7 +80,7 @@ class Loader {
   };
   // A batch copied to the GPU: its tensors and the event the copy records.
   struct Staged {
-    HostBatch host;    // kept until the copy is done
+    HostBatch host;  // kept until the copy is done
     HostBatch device;
     tensor::Event copied;
   };
@@ -102,6 +103,10 @@ class Loader {
   bool pinned_ = false;
   tensor::Stream copy_stream_;
   std::optional<Staged> staged_;  // the next batch, already on its way to the GPU
+  // Pinned host batches whose copy to the GPU may still be reading them, with the copy's
+  // event: released once done (checked without waiting), waited for only beyond `prefetch`.
+  std::deque<std::pair<tensor::Event, HostBatch>> in_flight_;
+  void release_copied(bool all);  // all: wait for every copy (epoch start, destruction)
   std::exception_ptr error_;
   int64_t error_batch_ = 0;  // the batch whose assembly failed
   bool stopping_ = false;

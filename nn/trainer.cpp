@@ -65,6 +65,15 @@ class LaggedMean {
       landed_ = tensor::Event(dev);
     }
   }
+  // A copy still in flight must land before its pinned buffer goes back to the cache.
+  ~LaggedMean() {
+    try {
+      if (pending_) landed_.synchronize();
+    } catch (...) {  // a broken device: nothing to protect any more
+    }
+  }
+  LaggedMean(const LaggedMean&) = delete;
+  LaggedMean& operator=(const LaggedMean&) = delete;
   double read(const Tensor& sum, int64_t count) {
     if (!dev_.is_cuda()) return sum.item() / static_cast<double>(std::max<int64_t>(count, 1));
     if (pending_ && (first_ || landed_.query())) {
