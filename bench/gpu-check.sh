@@ -107,7 +107,13 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
   if [ -n "$src" ] && [ ! -e "$src" ]; then
     { mkdir -p "$(dirname "$src")" && ln -s "$(pwd)" "$src"; } 2> /dev/null || true
   fi
-  mkdir -p "$build/test"
+  mkdir -p "$build/test" "$build/bin"
+  # Tests that run the command-line programs look for them in $MLAI_BINARY_DIR/bin (this
+  # build-gpu/bin on the build machine): point those names at the bundle's.
+  local prog
+  for prog in "$bundle"/bin/mlai_*; do
+    [ -e "$prog" ] && ln -sfn "$(pwd)/$prog" "$build/bin/${prog##*/}"
+  done
 
   local orig_path=$PATH orig_ld=${LD_LIBRARY_PATH:-}
   if [ -f "$bundle/env.sh" ]; then
@@ -125,10 +131,10 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
     echo "command: bash bench/gpu-check.sh run   (in $(pwd); OUT=$out_root)"
     echo "binaries: $(cd "$bundle/bin" && printf '%s ' *)"
     if command -v nvidia-smi > /dev/null; then
-      nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit,temperature.gpu,pstate --format=csv
+      nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit,temperature.gpu,pstate --format=csv || true
       echo
-      nvidia-smi
-      nvidia-smi -q -d PERFORMANCE,CLOCK
+      nvidia-smi || true
+      nvidia-smi -q -d PERFORMANCE,CLOCK || true
     else
       echo "nvidia-smi: not found (no NVIDIA driver on this machine)"
     fi
@@ -136,10 +142,10 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
   } > "$dir/env.txt" 2>&1
   head -n 4 "$dir/env.txt"
-  if command -v nvidia-smi > /dev/null; then nvidia-smi; else echo "nvidia-smi: not found"; fi
+  if command -v nvidia-smi > /dev/null; then nvidia-smi || true; else echo "nvidia-smi: not found"; fi
 
   # Deadlines in seconds since the start; the whole run stays under the device call's 540 s.
-  local t_tests=140 t_train=250 t_bench=285 t_step=380 t_parity=400 t_torch_step=490 t_torch=518
+  local t_tests=120 t_train=250 t_bench=285 t_step=380 t_parity=400 t_torch_step=490 t_torch=518
   # ---- tests: each binary's CUDA suites, then the whole binary ----
   : > "$dir/tests.log"
   printf 'binary\tmode\trc\tpassed\tfailed\tskipped\tseconds\n' > "$dir/tests.tsv"
@@ -154,7 +160,14 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
         printf '%s\t%s\tskipped-deadline\t0\t0\t0\t0\n' "${bin##*/}" "$mode" >> "$dir/tests.tsv"
         continue
       fi
-      [ "$left" -gt "${GPU_CHECK_TEST_TIMEOUT:-120}" ] && left=${GPU_CHECK_TEST_TIMEOUT:-120}
+      # Cut short by this phase's deadline rather than by the per-binary limit: a timeout then
+      # says nothing about the tests (the "all" pass only fills the time left; CI runs them).
+      local cut=0
+      if [ "$left" -gt "${GPU_CHECK_TEST_TIMEOUT:-120}" ]; then
+        left=${GPU_CHECK_TEST_TIMEOUT:-120}
+      else
+        cut=1
+      fi
       echo "==== ${bin##*/} --gtest_filter='$filter' (timeout ${left}s) ====" | tee -a "$dir/tests.log"
       t0=$SECONDS
       log=$(mktemp)
@@ -165,6 +178,7 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
       grep -E '^\[  (PASSED|FAILED|SKIPPED) |^\[==========\] .* ran' "$log" || true
       if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
         echo "TIMEOUT after ${left}s" | tee -a "$dir/tests.log"
+        [ "$cut" = 1 ] && rc=cut-at-deadline
       fi
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${bin##*/}" "$mode" "$rc" \
         "$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n1)" \
@@ -179,7 +193,7 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
   # same seed and schedule (issue #5: within 0.5 points); synthetic data when it was not carried.
   # fp16 first: should time run out, the run that matters most has finished.
   local trainer="$bundle/bin/mlai_train" data="$build/fashion-mnist" dataset=fashion-mnist prec
-  local epochs=${GPU_CHECK_EPOCHS:-4} runs_left=2
+  local epochs=${GPU_CHECK_EPOCHS:-3} runs_left=2
   : > "$dir/bench.log"
   if [ -x "$trainer" ]; then
     if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
@@ -221,7 +235,8 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
   if [ -x "$stepbin" ] && [ "$left" -gt 15 ]; then
     echo "==== mlai_bench_step (timeout ${left}s) ====" | tee -a "$dir/bench.log"
     timeout -k 5 "$left" "$stepbin" --device cuda --precision 16,32,bf16 --steps 30 --warmup 10 \
-      --time-budget $((left - 25)) --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
+      --time-budget $(((left - 25) * 6 / 10 > 5 ? (left - 25) * 6 / 10 : 5)) \
+      --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
     # fp16 with the step replayed from a CUDA graph (--cuda-graphs), then with layer fusion
     # off (separate BN / add / relu, no cuBLASLt epilogues): what each is worth.
     local extra
@@ -230,7 +245,8 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
       [ "$left" -gt 10 ] || continue
       # shellcheck disable=SC2086  # $extra is one or two words on purpose
       timeout -k 5 "$left" "$stepbin" --device cuda --precision 16 $extra \
-        --arch mlp,resnet18_cifar --steps 30 --warmup 10 --time-budget $((left - 8)) \
+        --arch mlp,resnet18_cifar --steps 30 --warmup 10 \
+        --time-budget $((left > 16 ? left - 8 : left / 2)) \
         --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
     done
   fi
@@ -255,7 +271,8 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
     echo "==== bench/reference_step.py (timeout ${left}s) ====" | tee -a "$dir/bench.log"
     PATH=$orig_path LD_LIBRARY_PATH=$orig_ld PYTHONUNBUFFERED=1 timeout -k 5 "$left" \
       python3 bench/reference_step.py --modes "${GPU_CHECK_TORCH_MODES:-amp,amp-cl,eager,bf16}" \
-      --steps 30 --warmup 10 --time-budget $((left - 20)) --out "$dir/step.jsonl" 2>&1 \
+      --steps 30 --warmup 10 --time-budget $((left > 40 ? left - 20 : left / 2)) \
+      --out "$dir/step.jsonl" 2>&1 \
       | tee -a "$dir/bench.log" || true
   fi
 
@@ -349,10 +366,11 @@ with open(os.path.join(d, "tests.tsv")) as f:
     for r in csv.DictReader(f, delimiter="\t"):
         rc = r["rc"]
         note = {"0": "ok", "124": "TIMEOUT", "137": "TIMEOUT"}.get(rc, "FAILED" if rc.isdigit() else rc)
+        # (cut-at-deadline and skipped-deadline: the time ran out, not the tests)
         if note in ("FAILED", "TIMEOUT"):
             bad = True
         print(f"  {r['binary']:18s} {r['mode']:5s} {note:16s} {r['passed'] or 0:>5} / {r['failed'] or 0:>3} / {r['skipped'] or 0:>3}  {r['seconds']:>4}s")
-failed = [l.split("]", 1)[1].strip() for l in open(os.path.join(d, "tests.log"))
+failed = [l.split("]", 1)[1].strip() for l in open(os.path.join(d, "tests.log"), errors="replace")
           if l.startswith("[  FAILED  ]") and "listed below" not in l and " tests," not in l]
 for name in dict.fromkeys(failed):
     print("  failed: " + name)
@@ -392,10 +410,10 @@ if torch.get("available"):
 else:
     print("\nPyTorch reference: " + torch.get("reason", "not run"))
 log = os.path.join(d, "bench.log")
-par = [l.rstrip() for l in open(log)] if os.path.exists(log) else []
+par = [l.rstrip() for l in open(log, errors="replace")] if os.path.exists(log) else []
 par = [l for l in par if l.startswith(("logits", "weights", "running", "parity", "after", "mlai_parity"))
        or "max rel" in l]
-tr = [l for l in (open(log).read().splitlines() if os.path.exists(log) else [])
+tr = [l for l in (open(log, errors="replace").read().splitlines() if os.path.exists(log) else [])
       if l.startswith(("==== mlai_train", "epoch:", "test loss:", "mlai_train:"))]
 print("\nmlai_train on the GPU (resnet18_cifar; Fashion-MNIST when carried, else synthetic):")
 print("\n".join("  " + l for l in tr) if tr else "  not run")
