@@ -111,8 +111,11 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
   # Tests that run the command-line programs look for them in $MLAI_BINARY_DIR/bin (this
   # build-gpu/bin on the build machine): point those names at the bundle's.
   local prog
+  # (Only where there is none: on the build machine these are the real build's outputs.)
   for prog in "$bundle"/bin/mlai_*; do
-    [ -e "$prog" ] && ln -sfn "$(pwd)/$prog" "$build/bin/${prog##*/}"
+    if [ -e "$prog" ] && [ ! -e "$build/bin/${prog##*/}" ]; then
+      ln -sn "$(pwd)/$prog" "$build/bin/${prog##*/}"
+    fi
   done
 
   local orig_path=$PATH orig_ld=${LD_LIBRARY_PATH:-}
