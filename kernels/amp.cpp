@@ -12,7 +12,8 @@ void unscale_check_finite(T* const* tensors, const int64_t* sizes, int count,
   for (int t = 0; t < count; ++t) {
     T* p = tensors[t];
     if (inv_scale == nullptr) {
-      for (int64_t i = 0; i < sizes[t]; ++i) bad |= !std::isfinite(static_cast<float>(to_acc(p[i])));
+      for (int64_t i = 0; i < sizes[t]; ++i)
+        bad |= !std::isfinite(static_cast<float>(to_acc(p[i])));
       continue;
     }
     const float s = inv_scale[0];
@@ -40,14 +41,27 @@ void update_loss_scale(float* scale, int32_t* growth_tracker, int64_t* skipped, 
   found_inf[0] = 0.0f;
 }
 
-template void unscale_check_finite<float>(float* const*, const int64_t*, int, const float*,
-                                          float*);
+template void unscale_check_finite<float>(float* const*, const int64_t*, int, const float*, float*);
 template void unscale_check_finite<Half>(Half* const*, const int64_t*, int, const float*, float*);
 template void unscale_check_finite<BFloat16>(BFloat16* const*, const int64_t*, int, const float*,
                                              float*);
 
-void clip_norm_factor(const float* sum_sq, const float* inv_scale, float grad_scale,
-                      float max_norm, float* out) {
+template <class T>
+void sum_squares(const T* const* tensors, const int64_t* sizes, int count, float* sum_sq) {
+  double total = 0;
+  for (int t = 0; t < count; ++t)
+    for (int64_t i = 0; i < sizes[t]; ++i) {
+      const double v = to_acc(tensors[t][i]);
+      total += v * v;
+    }
+  sum_sq[0] = static_cast<float>(static_cast<double>(sum_sq[0]) + total);
+}
+template void sum_squares<float>(const float* const*, const int64_t*, int, float*);
+template void sum_squares<Half>(const Half* const*, const int64_t*, int, float*);
+template void sum_squares<BFloat16>(const BFloat16* const*, const int64_t*, int, float*);
+
+void clip_norm_factor(const float* sum_sq, const float* inv_scale, float grad_scale, float max_norm,
+                      float* out) {
   const float inv = inv_scale ? *inv_scale : 1.0f;
   const float norm = std::sqrt(*sum_sq) * inv * grad_scale;
   out[0] = inv * std::fmin(1.0f, max_norm / (norm + 1e-6f));

@@ -57,6 +57,31 @@ __global__ void unscale_kernel(TensorList<T> list, const float* inv_scale, float
   if (__syncthreads_or(bad) && threadIdx.x == 0) *found_inf = 1.0f;
 }
 
+// Partial sums of squares: block (x, y) adds its share of tensor y in double and writes one
+// value; idle blocks write 0, so every partial the finalize kernel reads is defined.
+template <class T>
+__global__ void sum_squares_kernel(TensorList<T> list, double* partials) {
+  const T* p = list.ptr[blockIdx.y];
+  const int64_t n = list.size[blockIdx.y];
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  double acc = 0;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    const double v = dev::to_acc(p[i]);
+    acc += v * v;
+  }
+  acc = dev::block_sum(acc);
+  if (threadIdx.x == 0) partials[static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x] = acc;
+}
+
+// One block: *sum_sq += the sum of `count` partials, in a fixed order.
+__global__ void sum_partials_kernel(const double* partials, int64_t count, float* sum_sq) {
+  double acc = 0;
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+  acc = dev::block_sum(acc);
+  if (threadIdx.x == 0) *sum_sq = __double2float_rn(static_cast<double>(*sum_sq) + acc);
+}
+
 __global__ void update_scale_kernel(float* scale, int32_t* tracker, int64_t* skipped,
                                     float* found_inf, float growth, float backoff,
                                     int32_t interval) {
@@ -82,8 +107,8 @@ __global__ void clip_factor_kernel(const float* sum_sq, const float* inv_scale, 
 
 }  // namespace
 
-void clip_norm_factor(const float* sum_sq, const float* inv_scale, float grad_scale,
-                      float max_norm, float* out, StreamHandle stream) {
+void clip_norm_factor(const float* sum_sq, const float* inv_scale, float grad_scale, float max_norm,
+                      float* out, StreamHandle stream) {
   clip_factor_kernel<<<1, 1, 0, stream>>>(sum_sq, inv_scale, grad_scale, max_norm, out);
   MLAI_LAUNCH_CHECK();
 }
@@ -121,10 +146,37 @@ void unscale_check_finite(T* const* tensors, const int64_t* sizes, int count,
   }
 }
 
+constexpr unsigned kSumBlocksPerTensor = 64;  // with 256 threads: 16K elements per pass
+
+int64_t sum_squares_partials() { return int64_t{kMaxTensorsPerLaunch} * kSumBlocksPerTensor; }
+
+template <class T>
+void sum_squares(const T* const* tensors, const int64_t* sizes, int count, float* sum_sq,
+                 double* partials, StreamHandle stream) {
+  for (int start = 0; start < count; start += kMaxTensorsPerLaunch) {
+    const int m = std::min(count - start, kMaxTensorsPerLaunch);
+    TensorList<T> list{};
+    int64_t largest = 0;
+    for (int t = 0; t < m; ++t) {
+      list.ptr[t] = const_cast<T*>(tensors[start + t]);
+      list.size[t] = sizes[start + t];
+      largest = std::max(largest, sizes[start + t]);
+    }
+    if (largest == 0) continue;
+    const unsigned gx = std::min(dev::grid_size(largest), kSumBlocksPerTensor);
+    sum_squares_kernel<T>
+        <<<dim3(gx, static_cast<unsigned>(m)), dev::kBlock, 0, stream>>>(list, partials);
+    MLAI_LAUNCH_CHECK();
+    sum_partials_kernel<<<1, dev::kBlock, 0, stream>>>(partials, int64_t{gx} * m, sum_sq);
+    MLAI_LAUNCH_CHECK();
+  }
+}
+
 // As on the CPU: float, fp16 and bf16 gradients (fp64 training needs no loss scaling).
 #define MLAI_INSTANTIATE(T)                                                                   \
   template void unscale_check_finite<T>(T* const*, const int64_t*, int, const float*, float*, \
-                                        StreamHandle);
+                                        StreamHandle);                                        \
+  template void sum_squares<T>(const T* const*, const int64_t*, int, float*, double*, StreamHandle);
 MLAI_INSTANTIATE(float)
 MLAI_INSTANTIATE(Half)
 MLAI_INSTANTIATE(BFloat16)

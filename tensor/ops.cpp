@@ -356,10 +356,41 @@ Tensor squared_norm(const std::vector<Tensor>& grads) {
   if (grads.empty()) throw std::invalid_argument("squared_norm: no tensors");
   const Device dev = grads[0].device();
   Tensor total = Tensor::zeros({}, DType::kFloat32, dev);
+  // One multi-tensor pass per dtype present, in groups of kMaxTensorsPerLaunch (float64
+  // gradients, from float64 models, go through float32 as the kernels take training dtypes).
+  std::vector<Tensor> list;
+  std::vector<DType> dtypes;
   for (const Tensor& g : grads) {
-    // In float32: a loss-scaled fp16 gradient squared would overflow fp16.
-    const Tensor f = g.to(DType::kFloat32);
-    axpy_(1.0, sum(mul(f, f)), total);
+    if (g.device() != dev)
+      throw std::invalid_argument("squared_norm: " + g.str() + " is not on " + dev.str());
+    list.push_back(g.dtype() == DType::kFloat64 ? g.to(DType::kFloat32) : g);
+    if (std::find(dtypes.begin(), dtypes.end(), list.back().dtype()) == dtypes.end())
+      dtypes.push_back(list.back().dtype());
+  }
+  Tensor partials;
+#ifdef MLAI_WITH_CUDA
+  if (dev.is_cuda()) partials = Tensor::empty({k::cuda::sum_squares_partials()}, DType::kFloat64, dev);
+#endif
+  for (const DType dt : dtypes) {
+    std::vector<const void*> ptrs;
+    std::vector<int64_t> sizes;
+    for (const Tensor& t : list) {
+      if (t.dtype() != dt) continue;
+      ptrs.push_back(t.data_ptr());
+      sizes.push_back(t.numel());
+    }
+    MLAI_DISPATCH_TRAINING(dt, "squared_norm", {
+      const auto* p = reinterpret_cast<const scalar_t* const*>(ptrs.data());
+      const int count = static_cast<int>(ptrs.size());
+      if (dev.is_cuda()) {
+#ifdef MLAI_WITH_CUDA
+        k::cuda::sum_squares<scalar_t>(p, sizes.data(), count, total.data<float>(),
+                                       partials.data<double>(), current_stream(dev).handle());
+#endif
+      } else {
+        k::cpu::sum_squares<scalar_t>(p, sizes.data(), count, total.data<float>());
+      }
+    });
   }
   return total;
 }

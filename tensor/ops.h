@@ -58,8 +58,9 @@ void update_loss_scale_(Tensor& scale, Tensor& growth_tracker, Tensor& skipped,
                         Tensor& found_inf, double growth, double backoff, int64_t interval);
 
 // Gradient-norm clipping without a host sync: the squared 2-norm of all `grads` (any float
-// dtypes, summed in float32) into a float32 scalar on their device, then (kernels/amp.h
-// clip_norm_factor) the factor the optimizer should read them with.
+// dtypes; a few multi-tensor launches, squares summed in double) into a float32 scalar on
+// their device, then (kernels/amp.h clip_norm_factor) the factor the optimizer should read
+// them with.
 Tensor squared_norm(const std::vector<Tensor>& grads);
 Tensor clip_norm_factor(const Tensor& sum_sq, const Tensor& inv_scale, double grad_scale,
                         double max_norm);

@@ -40,8 +40,11 @@ Problem make(DType gdt, int count, uint64_t seed) {
 }
 Problem to(const Problem& p, const Device& d) {
   Problem q;
-  for (auto [src, dst] : {std::pair{&p.params, &q.params}, {&p.grads, &q.grads},
-                          {&p.working, &q.working}, {&p.s1, &q.s1}, {&p.s2, &q.s2}})
+  for (auto [src, dst] : {std::pair{&p.params, &q.params},
+                          {&p.grads, &q.grads},
+                          {&p.working, &q.working},
+                          {&p.s1, &q.s1},
+                          {&p.s2, &q.s2}})
     for (const Tensor& t : *src) dst->push_back(t.to(d));
   return q;
 }
@@ -175,22 +178,40 @@ TEST(OptimAmp, ClipNormFactor) {
   const Tensor sq = squared_norm(g);
   EXPECT_FLOAT_EQ(static_cast<float>(sq.item()), 16.0f * 16.0f * 169.0f);
   const Tensor inv = Tensor::full({1}, 1.0 / 8);
-  const double f = clip_norm_factor(sq, inv, 0.5, 6.5).item();  // halve: 13 -> 6.5
-  EXPECT_NEAR(f, 1.0 / 8 * 6.5 / 13.0, 1e-6 / 16);  // float arithmetic
+  const double f = clip_norm_factor(sq, inv, 0.5, 6.5).item();              // halve: 13 -> 6.5
+  EXPECT_NEAR(f, 1.0 / 8 * 6.5 / 13.0, 1e-6 / 16);                          // float arithmetic
   EXPECT_DOUBLE_EQ(clip_norm_factor(sq, inv, 0.5, 100.0).item(), 1.0 / 8);  // under: 1/scale only
   EXPECT_NEAR(clip_norm_factor(sum(Tensor::full({1}, 169.0)), Tensor(), 1.0, 1.0).item(), 1.0 / 13,
               1e-7);  // no scaler
   EXPECT_THROW(clip_norm_factor(sq, inv, 0.5, 0.0), std::invalid_argument);
 }
 
+// More tensors than one launch takes (kMaxTensorsPerLaunch), three dtypes, empty ones, and
+// sizes from 1 to past one block's share: the multi-tensor sum of squares against a plain
+// double sum, on the CPU.
+std::vector<Tensor> many_gradients() {
+  std::vector<Tensor> g;
+  const DType dts[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
+  for (int t = 0; t < 61; ++t)
+    g.push_back(rand({t == 7 ? 0 : 1 + (t * 977) % 20000}, dts[t % 3], -3, 3, 100 + t));
+  return g;
+}
+
+TEST(OptimAmp, SquaredNormOfManyTensors) {
+  const std::vector<Tensor> g = many_gradients();
+  double want = 0;
+  for (const Tensor& t : g)
+    for (double v : t.to_double_vector()) want += v * v;
+  const double got = squared_norm(g).item();
+  EXPECT_NEAR(got, want, 1e-6 * want);
+  EXPECT_THROW(squared_norm({}), std::invalid_argument);
+}
+
 TEST(OptimAmpCuda, ClipMatchesTheCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
   const Device gpu = Device::cuda(0);
-  std::vector<Tensor> cpu, dev;
-  for (int t = 0; t < 5; ++t) {
-    cpu.push_back(rand({1000 + 37 * t}, t % 2 ? DType::kFloat16 : DType::kFloat32, -3, 3, 40 + t));
-    dev.push_back(cpu.back().to(gpu));
-  }
+  std::vector<Tensor> cpu = many_gradients(), dev;
+  for (const Tensor& t : cpu) dev.push_back(t.to(gpu));
   const Tensor sq = squared_norm(cpu), gsq = squared_norm(dev);
   EXPECT_LT(max_rel_error(gsq.to(Device::cpu()), sq), 1e-5);
   const Tensor inv = Tensor::full({1}, 0.25);
