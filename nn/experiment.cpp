@@ -23,7 +23,8 @@ std::string make_version_dir(const std::string& log_dir, const std::string& expe
   const fs::path base = fs::path(log_dir) / experiment;
   std::error_code ec;
   fs::create_directories(base, ec);
-  if (ec) throw std::runtime_error("cannot create log directory " + base.string() + ": " + ec.message());
+  if (ec)
+    throw std::runtime_error("cannot create log directory " + base.string() + ": " + ec.message());
   fs::path dir;
   if (const char* job = std::getenv("SLURM_JOB_ID"); job && *job) {
     dir = base / ("version_" + std::string(job));
@@ -38,7 +39,9 @@ std::string make_version_dir(const std::string& log_dir, const std::string& expe
     }
   }
   fs::create_directories(dir / "checkpoints", ec);
-  if (ec) throw std::runtime_error("cannot create " + (dir / "checkpoints").string() + ": " + ec.message());
+  if (ec)
+    throw std::runtime_error("cannot create " + (dir / "checkpoints").string() + ": " +
+                             ec.message());
   return dir.string();
 }
 
@@ -61,16 +64,19 @@ namespace {
 void summarize(Module& m, const std::string& name, std::vector<std::vector<std::string>>& rows) {
   for (auto& [n, c] : m.children()) {
     const std::string full = name.empty() ? n : name + "." + n;
-    rows.push_back({std::to_string(rows.size()), full, c->type_name(),
-                    std::to_string(c->parameter_count())});
+    rows.push_back(
+        {std::to_string(rows.size()), full, c->type_name(), std::to_string(c->parameter_count())});
     summarize(*c, full, rows);
   }
 }
 std::string human(int64_t n) {
   std::ostringstream os;
-  if (n >= 1000000) os << std::fixed << std::setprecision(1) << n / 1e6 << " M";
-  else if (n >= 1000) os << std::fixed << std::setprecision(1) << n / 1e3 << " K";
-  else os << n;
+  if (n >= 1000000)
+    os << std::fixed << std::setprecision(1) << n / 1e6 << " M";
+  else if (n >= 1000)
+    os << std::fixed << std::setprecision(1) << n / 1e3 << " K";
+  else
+    os << n;
   return os.str();
 }
 }  // namespace
@@ -115,9 +121,9 @@ double Profiler::total(const std::string& action) const {
 std::string Profiler::report(double wall) const {
   std::ostringstream os;
   os << "Profiler report (wall clock " << std::fixed << std::setprecision(2) << wall << " s)\n";
-  os << "  " << std::left << std::setw(18) << "Action" << std::right << std::setw(14)
-     << "Mean (ms)" << std::setw(10) << "Calls" << std::setw(14) << "Total (s)" << std::setw(10)
-     << "Percent" << "\n";
+  os << "  " << std::left << std::setw(18) << "Action" << std::right << std::setw(14) << "Mean (ms)"
+     << std::setw(10) << "Calls" << std::setw(14) << "Total (s)" << std::setw(10) << "Percent"
+     << "\n";
   for (const auto& a : order_) {
     const Entry& e = entries_.at(a);
     os << "  " << std::left << std::setw(18) << a << std::right << std::setw(14)
@@ -142,8 +148,8 @@ void ProgressLine::update(int64_t done, const std::function<double()>& loss, dou
                         : (next_quarter_ < 4 && done * 4 >= next_quarter_ * total_);
   if (!due) return;
   std::ostringstream os;
-  os << label_ << " " << done << "/" << total_ << "    loss: " << std::fixed
-     << std::setprecision(4) << loss();
+  os << label_ << " " << done << "/" << total_ << "    loss: " << std::fixed << std::setprecision(4)
+     << loss();
   if (ips > 0) os << "    images/s: " << std::fixed << std::setprecision(0) << ips;
   if (tty_) {
     last_ = now;
@@ -165,6 +171,37 @@ void ProgressLine::finish() {
     std::printf("\r\033[K");
     std::fflush(stdout);
   }
+}
+
+LaggedMean::LaggedMean(const tensor::Device& dev) : dev_(dev) {
+  if (dev.is_cuda()) {
+    host_ = Tensor::empty({}, DType::kFloat32, tensor::Device::cpu(), /*pinned=*/true);
+    landed_ = tensor::Event(dev);
+  }
+}
+
+LaggedMean::~LaggedMean() {
+  try {
+    if (pending_) landed_.synchronize();
+  } catch (...) {  // a broken device: nothing to protect any more
+  }
+}
+
+double LaggedMean::read(const Tensor& sum, int64_t count) {
+  if (!dev_.is_cuda()) return sum.item() / static_cast<double>(std::max<int64_t>(count, 1));
+  if (pending_ && (first_ || landed_.query())) {
+    if (first_) landed_.synchronize();
+    value_ = host_.item() / static_cast<double>(std::max<int64_t>(count_at_copy_, 1));
+    pending_ = first_ = false;
+  }
+  if (!pending_) {
+    host_.copy_from(sum, /*async=*/true);
+    landed_.record(tensor::current_stream(dev_));
+    count_at_copy_ = count;
+    pending_ = true;
+    if (first_) return read(sum, count);  // the first value: wait for it once
+  }
+  return value_;
 }
 
 }  // namespace mlai::nn

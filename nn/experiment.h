@@ -6,11 +6,11 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 #include "nn/module.h"
+#include "tensor/stream.h"
 
 namespace mlai::nn {
 
@@ -36,7 +36,8 @@ class Profiler {
     Scope(Profiler& p, const char* action)
         : p_(p), action_(action), t0_(std::chrono::steady_clock::now()) {}
     ~Scope() {
-      p_.add(action_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
+      p_.add(action_,
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
     }
 
    private:
@@ -70,6 +71,28 @@ class ProgressLine {
   int next_quarter_ = 1;
   std::chrono::steady_clock::time_point last_;
   bool drawn_ = false;
+};
+
+// The running mean loss for the progress line without stalling the GPU: each read returns the
+// value of the last asynchronous copy that has landed and starts the next one, so the host
+// never waits for the steps still queued (only the very first read waits). On the CPU the
+// value is simply read.
+class LaggedMean {
+ public:
+  explicit LaggedMean(const tensor::Device& dev);
+  ~LaggedMean();  // a copy still in flight lands before its pinned buffer is released
+  LaggedMean(const LaggedMean&) = delete;
+  LaggedMean& operator=(const LaggedMean&) = delete;
+  // The mean sum / count, as of the latest copy that has landed.
+  double read(const Tensor& sum, int64_t count);
+
+ private:
+  tensor::Device dev_;
+  Tensor host_;
+  tensor::Event landed_;
+  int64_t count_at_copy_ = 0;
+  bool pending_ = false, first_ = true;
+  double value_ = 0;
 };
 
 }  // namespace mlai::nn

@@ -32,7 +32,6 @@ class GraphedStep {
   bool run(const Tensor& images, const Tensor& labels, const Body& body);
   const Tensor& logits() const { return logits_; }
   const Tensor& loss() const { return loss_; }
-  bool replaying() const { return graph_.captured(); }
 
  private:
   std::vector<BatchNorm2d*> batch_norms_;  // counted on the host after each replay

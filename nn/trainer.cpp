@@ -53,53 +53,6 @@ std::string confusion_json(const io::ConfusionMatrix& cm) {
   return rows.dump();
 }
 
-// The running mean loss for the progress line without stalling the GPU: each read returns the
-// value of the last asynchronous copy that has landed and starts the next one, so the host
-// never waits for the steps still queued (only the very first read waits). On the CPU the
-// value is simply read.
-class LaggedMean {
- public:
-  explicit LaggedMean(const tensor::Device& dev) : dev_(dev) {
-    if (dev.is_cuda()) {
-      host_ = Tensor::empty({}, DType::kFloat32, tensor::Device::cpu(), /*pinned=*/true);
-      landed_ = tensor::Event(dev);
-    }
-  }
-  // A copy still in flight must land before its pinned buffer goes back to the cache.
-  ~LaggedMean() {
-    try {
-      if (pending_) landed_.synchronize();
-    } catch (...) {  // a broken device: nothing to protect any more
-    }
-  }
-  LaggedMean(const LaggedMean&) = delete;
-  LaggedMean& operator=(const LaggedMean&) = delete;
-  double read(const Tensor& sum, int64_t count) {
-    if (!dev_.is_cuda()) return sum.item() / static_cast<double>(std::max<int64_t>(count, 1));
-    if (pending_ && (first_ || landed_.query())) {
-      if (first_) landed_.synchronize();
-      value_ = host_.item() / static_cast<double>(std::max<int64_t>(count_at_copy_, 1));
-      pending_ = first_ = false;
-    }
-    if (!pending_) {
-      host_.copy_from(sum, /*async=*/true);
-      landed_.record(tensor::current_stream(dev_));
-      count_at_copy_ = count;
-      pending_ = true;
-      if (first_) return read(sum, count);  // the first value: wait for it once
-    }
-    return value_;
-  }
-
- private:
-  tensor::Device dev_;
-  Tensor host_;
-  tensor::Event landed_;
-  int64_t count_at_copy_ = 0;
-  bool pending_ = false, first_ = true;
-  double value_ = 0;
-};
-
 io::ConfusionMatrix to_matrix(const Tensor& counts, const io::Dataset& ds) {
   io::ConfusionMatrix cm(ds.num_classes, ds.class_names);
   cm.add_counts(counts.to_vector<int64_t>().data());

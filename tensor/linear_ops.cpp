@@ -84,7 +84,6 @@ std::pair<Tensor, Tensor> linear_weight_grad(const Tensor& gz, const Tensor& x, 
 }
 
 void set_gemm_epilogues(bool enabled) { g_epilogues.store(enabled); }
-bool gemm_epilogues() { return g_epilogues.load(); }
 int64_t gemm_epilogue_fallbacks() { return g_fallbacks.load(); }
 
 }  // namespace mlai::tensor

@@ -20,7 +20,6 @@ std::pair<Tensor, Tensor> linear_weight_grad(const Tensor& gz, const Tensor& x, 
 // Tests and benchmarks: turn the cuBLASLt epilogues off (the fallback path) and count the
 // calls that wanted one but fell back because cuBLASLt had no algorithm.
 void set_gemm_epilogues(bool enabled);
-bool gemm_epilogues();
 int64_t gemm_epilogue_fallbacks();
 
 }  // namespace mlai::tensor
