@@ -121,6 +121,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
   app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")->capture_default_str();
   app.add_flag("--sync-bn", c.sync_bn,
                "Data parallel: batch-norm statistics over the global batch (SyncBatchNorm)");
+  app.add_option("--dist-timeout", c.dist_timeout,
+                 "Data parallel: seconds a collective may wait for the other ranks before the job "
+                 "aborts (a hung rank; 0: wait forever)")->capture_default_str();
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
-// The MPI communicator for CPU tensors: MPI_Iallreduce / MPI_Bcast / MPI_Barrier, with
-// MPI_Test on outstanding requests when asked to make progress.
+// The MPI communicator for CPU tensors: non-blocking MPI collectives (Iallreduce, Ibcast,
+// Iallgather, Ibarrier), MPI_Test on outstanding requests when asked to make progress, and a
+// deadline on every wait (--dist-timeout) so a hung peer ends the job instead of hanging it.
 #include <mpi.h>
 
 #include <memory>
@@ -7,6 +8,7 @@
 #include <vector>
 
 #include "dist/communicator.h"
+#include "dist/watchdog.h"
 #include "kernels/common.h"
 #ifdef MLAI_WITH_CUDA
 #include "dist/nccl_communicator.h"
@@ -70,14 +72,25 @@ void check(int rc, const char* what) {
   throw std::runtime_error(std::string(what) + " failed: " + std::string(msg, static_cast<size_t>(len)));
 }
 
+std::string describe(const char* op, const Tensor& t) {
+  return std::string(op) + " of " + std::to_string(t.numel()) + " " + tensor::dtype_name(t.dtype());
+}
+
 // The request is shared with the communicator's pending list, which tests it for progress.
 struct MpiWork : Work {
+  MpiWork(const ProcessGroup& g, std::string w) : group(g), what(std::move(w)) {}
+  const ProcessGroup& group;
+  std::string what;
   std::shared_ptr<MPI_Request> req = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
-  void wait() override {
-    if (*req != MPI_REQUEST_NULL) check(MPI_Wait(req.get(), MPI_STATUS_IGNORE), "MPI_Wait(allreduce)");
-  }
+  void wait() override { wait_request(group, req.get(), what); }
+  // MPI still owns the tensor's memory until the request completes, so even an unwinding rank
+  // waits, though never past the deadline.
   ~MpiWork() override {
-    if (*req != MPI_REQUEST_NULL) MPI_Wait(req.get(), MPI_STATUS_IGNORE);
+    try {
+      wait_request(group, req.get(), what);
+    } catch (const std::exception& e) {
+      group.abort(e.what());
+    }
   }
 };
 
@@ -93,7 +106,7 @@ class MpiCommunicator : public Communicator {
   std::unique_ptr<Work> allreduce_sum_async(Tensor& t) override {
     require_cpu(t);
     if (world() == 1 || t.numel() == 0) return std::make_unique<DoneWork>();
-    auto w = std::make_unique<MpiWork>();
+    auto w = std::make_unique<MpiWork>(group_, describe("allreduce", t));
     check(MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()),
                          mpi_type(t.dtype()), mpi_sum(t.dtype()), MPI_COMM_WORLD, w->req.get()),
           "MPI_Iallreduce");
@@ -104,9 +117,11 @@ class MpiCommunicator : public Communicator {
   void broadcast(Tensor& t, int root) override {
     require_cpu(t);
     if (world() == 1 || t.numel() == 0) return;
-    check(MPI_Bcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()), root,
-                    MPI_COMM_WORLD),
-          "MPI_Bcast");
+    MPI_Request req = MPI_REQUEST_NULL;
+    check(MPI_Ibcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()), root,
+                     MPI_COMM_WORLD, &req),
+          "MPI_Ibcast");
+    wait_request(group_, &req, describe("broadcast", t));
   }
 
   Tensor allgather(const Tensor& t) override {
@@ -118,15 +133,20 @@ class MpiCommunicator : public Communicator {
       out.reshape(t.shape()).copy_from(t);
       return out;
     }
-    check(MPI_Allgather(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()),
-                        out.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()),
-                        MPI_COMM_WORLD),
-          "MPI_Allgather");
+    MPI_Request req = MPI_REQUEST_NULL;
+    check(MPI_Iallgather(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()),
+                         out.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()),
+                         MPI_COMM_WORLD, &req),
+          "MPI_Iallgather");
+    wait_request(group_, &req, describe("allgather", t));
     return out;
   }
 
   void barrier() override {
-    if (world() > 1) check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+    if (world() == 1) return;
+    MPI_Request req = MPI_REQUEST_NULL;
+    check(MPI_Ibarrier(MPI_COMM_WORLD, &req), "MPI_Ibarrier");
+    wait_request(group_, &req, "barrier");
   }
 
   void progress() override {
@@ -176,8 +196,10 @@ std::unique_ptr<Communicator> make_communicator(const std::string& backend,
 double allreduce_host(const ProcessGroup& g, double value, bool max) {
   if (!g.mpi() || g.world() == 1) return value;
   double out = 0;
-  check(MPI_Allreduce(&value, &out, 1, MPI_DOUBLE, max ? MPI_MAX : MPI_SUM, MPI_COMM_WORLD),
-        "MPI_Allreduce");
+  MPI_Request req = MPI_REQUEST_NULL;
+  check(MPI_Iallreduce(&value, &out, 1, MPI_DOUBLE, max ? MPI_MAX : MPI_SUM, MPI_COMM_WORLD, &req),
+        "MPI_Iallreduce");
+  wait_request(g, &req, max ? "allreduce (max) of a host value" : "allreduce of a host value");
   return out;
 }
 

@@ -2,7 +2,9 @@
 // on a dedicated communication stream: it first waits (an event) for the compute stream's work
 // so far, and a Work's wait() makes the compute stream wait for the collective, so nothing
 // blocks the host and communication overlaps the rest of backward. A watchdog thread polls
-// ncclCommGetAsyncError and aborts the whole job on an error (a dead peer), so no rank hangs.
+// ncclCommGetAsyncError and every collective's completion event: on an error (a dead peer) or a
+// collective past --dist-timeout (a hung peer) it aborts the communicator and ends the job, so
+// no rank hangs.
 #include <cuda_runtime.h>
 #include <mpi.h>
 #include <nccl.h>
@@ -10,9 +12,11 @@
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <memory>
 #include <thread>
 
 #include "dist/nccl_communicator.h"
+#include "dist/watchdog.h"
 #include "kernels/cuda_check.h"
 #include "tensor/stream.h"
 
@@ -42,24 +46,40 @@ ncclDataType_t nccl_type(tensor::DType dt) {
   }
 }
 
+// A completion event shared by a Work and the watchdog's deadline list.
+struct Event {
+  cudaEvent_t e = nullptr;
+  Event() { MLAI_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming)); }
+  ~Event() { cudaEventDestroy(e); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+};
+
 struct NcclWork : Work {
-  cudaEvent_t done = nullptr;
+  std::shared_ptr<Event> done;
   cudaStream_t compute = nullptr;
   void wait() override {
-    if (done) MLAI_CUDA_CHECK(cudaStreamWaitEvent(compute, done, 0));
-  }
-  ~NcclWork() override {
-    if (done) cudaEventDestroy(done);
+    if (done) MLAI_CUDA_CHECK(cudaStreamWaitEvent(compute, done->e, 0));
   }
 };
 
+std::string describe(const char* op, const Tensor& t) {
+  return std::string("NCCL ") + op + " of " + std::to_string(t.numel()) + " " +
+         tensor::dtype_name(t.dtype());
+}
+
 class NcclCommunicator : public Communicator {
  public:
-  NcclCommunicator(const ProcessGroup& g, const tensor::Device& d) : Communicator(g), device_(d) {
+  NcclCommunicator(const ProcessGroup& g, const tensor::Device& d)
+      : Communicator(g), device_(d), deadlines_(g.timeout_s()) {
     ncclUniqueId id;
     if (g.rank() == 0) MLAI_NCCL_CHECK(ncclGetUniqueId(&id));
-    if (g.mpi() && MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
-      throw std::runtime_error("MPI_Bcast of the NCCL unique id failed");
+    if (g.mpi()) {
+      MPI_Request req = MPI_REQUEST_NULL;
+      if (MPI_Ibcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
+        throw std::runtime_error("MPI_Ibcast of the NCCL unique id failed");
+      wait_request(g, &req, "broadcast of the NCCL unique id");
+    }
     MLAI_CUDA_CHECK(cudaSetDevice(d.index));
     MLAI_NCCL_CHECK(ncclCommInitRank(&comm_, g.world(), id, g.rank()));
     comm_stream_ = tensor::Stream::create(d);
@@ -94,8 +114,7 @@ class NcclCommunicator : public Communicator {
     cudaEventDestroy(ready);  // released once recorded work completes
     MLAI_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                   nccl_type(t.dtype()), ncclSum, comm_, comm));
-    MLAI_CUDA_CHECK(cudaEventCreateWithFlags(&w->done, cudaEventDisableTiming));
-    MLAI_CUDA_CHECK(cudaEventRecord(w->done, comm));
+    w->done = watch_until_done(describe("allreduce", t), comm);
     return w;
   }
 
@@ -103,6 +122,7 @@ class NcclCommunicator : public Communicator {
     cudaStream_t s = tensor::current_stream(device_).handle();
     MLAI_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                   nccl_type(t.dtype()), root, comm_, s));
+    watch_until_done(describe("broadcast", t), s);
   }
 
   Tensor allgather(const Tensor& t) override {
@@ -112,28 +132,49 @@ class NcclCommunicator : public Communicator {
     cudaStream_t s = tensor::current_stream(device_).handle();
     MLAI_NCCL_CHECK(ncclAllGather(t.data_ptr(), out.data_ptr(), static_cast<size_t>(t.numel()),
                                   nccl_type(t.dtype()), comm_, s));
+    watch_until_done(describe("allgather", t), s);
     return out;
   }
 
   void barrier() override {
-    if (group_.mpi()) MPI_Barrier(MPI_COMM_WORLD);
+    if (!group_.mpi()) return;
+    MPI_Request req = MPI_REQUEST_NULL;
+    if (MPI_Ibarrier(MPI_COMM_WORLD, &req) != MPI_SUCCESS) throw std::runtime_error("MPI_Ibarrier failed");
+    wait_request(group_, &req, "barrier");
   }
 
  private:
+  // Records an event after the collective on `stream` and gives it a deadline.
+  std::shared_ptr<Event> watch_until_done(std::string what, cudaStream_t stream) {
+    auto ev = std::make_shared<Event>();
+    MLAI_CUDA_CHECK(cudaEventRecord(ev->e, stream));
+    deadlines_.add(std::move(what), [ev] { return cudaEventQuery(ev->e) != cudaErrorNotReady; });
+    return ev;
+  }
+
+  // The watchdog runs on its own thread, so it ends the job with abort_from_thread (MPI was
+  // initialised FUNNELED). Aborting the communicator first lets NCCL's kernels on this GPU
+  // return, so the process can exit.
   void watch() {
     while (!stop_) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      std::string problem;
       ncclResult_t async = ncclSuccess;
       if (ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess) {
-        ncclCommAbort(comm_);
-        comm_ = nullptr;
-        group_.abort(std::string("NCCL asynchronous error: ") + ncclGetErrorString(async) +
-                     " (a peer died or the network failed); aborting the job");
+        problem = std::string("NCCL asynchronous error: ") + ncclGetErrorString(async) +
+                  " (a peer died or the network failed); aborting the job";
+      } else {
+        problem = deadlines_.overdue();
       }
+      if (problem.empty()) continue;
+      ncclCommAbort(comm_);
+      comm_ = nullptr;
+      group_.abort_from_thread(problem);
     }
   }
 
   tensor::Device device_;
+  CollectiveDeadlines deadlines_;
   ncclComm_t comm_ = nullptr;
   tensor::Stream comm_stream_;
   std::thread watchdog_;

@@ -74,6 +74,17 @@ std::string ProcessGroup::describe() const {
 }
 
 void ProcessGroup::abort(const std::string& message, int code) const {
+  report(message);
+  if (mpi_ && !finalized_) MPI_Abort(MPI_COMM_WORLD, code);
+  std::exit(code);
+}
+
+void ProcessGroup::abort_from_thread(const std::string& message, int code) const {
+  report(message);
+  std::_Exit(code);  // no destructors: the training thread may be inside CUDA or MPI right now
+}
+
+void ProcessGroup::report(const std::string& message) const {
   if (world_ > 1) {
     std::fprintf(stderr, "[rank %d] %s\n", rank_, message.c_str());
   } else {
@@ -81,8 +92,6 @@ void ProcessGroup::abort(const std::string& message, int code) const {
   }
   std::fflush(stderr);
   std::fflush(stdout);
-  if (mpi_ && !finalized_) MPI_Abort(MPI_COMM_WORLD, code);
-  std::exit(code);
 }
 
 void ProcessGroup::finalize() {

@@ -30,13 +30,24 @@ class ProcessGroup {
   // Prints "[rank r] message" to stderr and ends the whole job (MPI_Abort under MPI), so a
   // fatal error on one rank never leaves the others waiting in a collective.
   [[noreturn]] void abort(const std::string& message, int code = 1) const;
+  // The same from a thread other than the one that initialised MPI (the NCCL watchdog). MPI was
+  // initialised FUNNELED, so MPI_Abort is not allowed there: this rank exits at once and the
+  // launcher ends the others (mpirun does on any non-zero exit; under srun the peers' NCCL sees
+  // the lost connection, or their own deadlines pass).
+  [[noreturn]] void abort_from_thread(const std::string& message, int code = 1) const;
+
+  // Seconds a collective may take before the job is aborted (--dist-timeout; <= 0: never).
+  double timeout_s() const { return timeout_s_; }
+  void set_timeout(double seconds) { timeout_s_ = seconds; }
   void finalize();  // MPI_Finalize (at normal exit)
 
  private:
   ProcessGroup() = default;
+  void report(const std::string& message) const;
   int rank_ = 0, world_ = 1, local_rank_ = 0, local_world_ = 1, nodes_ = 1;
   bool mpi_ = false;
   bool finalized_ = false;
+  double timeout_s_ = 600.0;
 };
 
 // True when a launcher set this process up as one rank of several (Open MPI, PMIx, Slurm).

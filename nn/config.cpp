@@ -53,6 +53,7 @@ void Config::validate() const {
   one_of(lr_scale, {"none", "linear"}, "--lr-scale");
   one_of(augment, {"auto", "none", "crop-flip"}, "--augment");
   require(bucket_cap_mb > 0, "--bucket-cap-mb must be > 0");
+  require(dist_timeout >= 0, "--dist-timeout must be >= 0 seconds (0: no deadline)");
   require(criterion == "cross_entropy" || criterion == "nll",
           "--criterion must be cross_entropy or nll, got '" + criterion + "'");
   parse_precision(precision);  // throws naming --precision and the choices
@@ -106,7 +107,7 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(limit_test_batches) X(overfit_batches) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
-  X(lr_scale) X(sync_bn) X(augment) X(prefetch) X(data_path) X(cache)     \
+  X(lr_scale) X(sync_bn) X(dist_timeout) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm)
 

@@ -66,6 +66,7 @@ struct Config {
   bool overlap = true;            // false: --no-overlap
   std::string lr_scale = "none";  // linear: lr *= world size
   bool sync_bn = false;           // data parallel: batch-norm statistics over all ranks
+  double dist_timeout = 600.0;    // seconds a collective may take before the job aborts (0: never)
   // files
   std::string log_dir = "logs";
   std::string experiment_name = "default";

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -93,6 +94,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
       group_(group),
       main_(group.is_main()) {
   cfg_.validate();
+  group_.set_timeout(cfg_.dist_timeout);
   device_ = select_device(cfg_.device, group_);
   t::set_current_device(device_);
   t::set_deterministic(cfg_.deterministic);  // cuDNN: reproducible algorithms only
@@ -347,9 +349,12 @@ FitResult Trainer::fit() {
 
   model_->train();
   const int num_classes = data_.train.num_classes;
-  // Testing the failure path: the rank named by MLAI_FAULT_RANK throws at step 2.
+  // Testing the failure paths: the rank named by MLAI_FAULT_RANK throws at step 2, or with
+  // MLAI_FAULT_KIND=hang stops there for good (a stuck rank: the others' deadlines must end it).
   int64_t fault_step = 0;
   if (const char* f = std::getenv("MLAI_FAULT_RANK"); f && std::atoi(f) == group_.rank()) fault_step = 2;
+  const char* fault_kind = std::getenv("MLAI_FAULT_KIND");
+  const bool fault_hang = fault_kind && std::string(fault_kind) == "hang";
   for (int64_t epoch = state_.epoch; epoch < epochs; ++epoch) {
     const auto t_epoch = Clock::now();
     const double wait_before = profiler_.total("data wait");
@@ -417,8 +422,10 @@ FitResult Trainer::fit() {
           opt_->zero_grad();
         }
       }
-      if (fault_step > 0 && state_.global_step + 1 == fault_step)
+      if (fault_step > 0 && state_.global_step + 1 == fault_step) {
+        while (fault_hang) std::this_thread::sleep_for(std::chrono::seconds(1));
         throw std::runtime_error("fault injected by MLAI_FAULT_RANK at step " + std::to_string(fault_step));
+      }
       const int64_t rows = batch->labels.numel();
       t::axpy_(static_cast<double>(rows), loss, loss_sum);
       t::confusion_update_(t::max_dim(logits, 1).second, batch->labels, counts);

@@ -1,0 +1,79 @@
+// Collective deadlines: the bookkeeping the NCCL watchdog thread polls, and the timed wait the
+// MPI path uses in place of MPI_Wait.
+#include "dist/watchdog.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <stdexcept>
+#include <thread>
+
+#include "dist/process_group.h"
+
+namespace mlai::dist {
+
+namespace {
+double seconds(WatchClock::duration d) { return std::chrono::duration<double>(d).count(); }
+}  // namespace
+
+void CollectiveDeadlines::add(std::string what, std::function<bool()> done,
+                              WatchClock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  entries_.push_back({std::move(what), std::move(done), now});
+}
+
+std::string CollectiveDeadlines::overdue(WatchClock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::erase_if(entries_, [](const Entry& e) { return e.done(); });
+  // Entries are in start order, so the first one left is the oldest.
+  if (entries_.empty() || timeout_s_ <= 0) return "";
+  const double waited = seconds(now - entries_.front().start);
+  if (waited <= timeout_s_) return "";
+  return timeout_message(entries_.front().what, waited, timeout_s_);
+}
+
+size_t CollectiveDeadlines::in_flight() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return entries_.size();
+}
+
+std::string timeout_message(const std::string& what, double waited_s, double timeout_s) {
+  char buf[160];
+  std::snprintf(buf, sizeof(buf), " did not complete in %.0f s (--dist-timeout %g)", waited_s,
+                timeout_s);
+  return "collective timeout: " + what + buf +
+         ": another rank is hung or died; aborting the job (raise --dist-timeout if a step "
+         "legitimately takes longer)";
+}
+
+void wait_or_abort(const ProcessGroup& group, const std::string& what,
+                   const std::function<bool()>& test) {
+  const auto start = WatchClock::now();
+  const double timeout = group.timeout_s();
+  auto nap = std::chrono::microseconds(0);
+  for (int polls = 0;; ++polls) {
+    if (test()) return;
+    const double waited = seconds(WatchClock::now() - start);
+    if (timeout > 0 && waited > timeout) group.abort(timeout_message(what, waited, timeout));
+    if (polls >= 1000) {  // about a millisecond of spinning first: most waits end in it
+      nap = std::min(std::chrono::microseconds(1000), nap + std::chrono::microseconds(20));
+      std::this_thread::sleep_for(nap);
+    }
+  }
+}
+
+void wait_request(const ProcessGroup& group, MPI_Request* req, const std::string& what) {
+  wait_or_abort(group, what, [&] {
+    if (*req == MPI_REQUEST_NULL) return true;
+    int done = 0;
+    if (const int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE); rc != MPI_SUCCESS) {
+      char msg[MPI_MAX_ERROR_STRING];
+      int len = 0;
+      MPI_Error_string(rc, msg, &len);
+      throw std::runtime_error("MPI_Test(" + what +
+                               ") failed: " + std::string(msg, static_cast<size_t>(len)));
+    }
+    return done != 0;
+  });
+}
+
+}  // namespace mlai::dist

@@ -1,0 +1,110 @@
+// Collective deadlines: the bookkeeping behind the NCCL watchdog (run here with a made-up clock,
+// so no test waits) and the timed MPI wait. The end-to-end case, a hung rank under mpirun that
+// the other rank's deadline ends, is test/dist/rank_failure_test.sh.
+#include "dist/watchdog.h"
+
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <atomic>
+#include <memory>
+
+#include "dist/communicator.h"
+
+namespace mlai::dist {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+TEST(CollectiveDeadlines, NamesTheOldestUnfinishedCollectiveOncePastTheTimeout) {
+  CollectiveDeadlines d(10.0);
+  const auto t0 = WatchClock::time_point{} + seconds(1000);
+  bool first_done = false, second_done = false;
+  d.add(
+      "NCCL allreduce of 100 float32", [&] { return first_done; }, t0);
+  d.add(
+      "NCCL broadcast of 7 float16", [&] { return second_done; }, t0 + seconds(4));
+  EXPECT_EQ(d.overdue(t0 + seconds(10)), "");  // at the deadline, not past it
+  EXPECT_EQ(d.in_flight(), 2u);
+
+  const std::string late = d.overdue(t0 + seconds(11));
+  EXPECT_NE(late.find("NCCL allreduce of 100 float32 did not complete in 11 s"), std::string::npos)
+      << late;
+  EXPECT_NE(late.find("--dist-timeout 10"), std::string::npos) << late;
+
+  // Once the first finishes, only the second counts, from its own start.
+  first_done = true;
+  EXPECT_EQ(d.overdue(t0 + seconds(14)), "");
+  EXPECT_EQ(d.in_flight(), 1u);
+  const std::string second = d.overdue(t0 + seconds(15));
+  EXPECT_NE(second.find("NCCL broadcast of 7 float16 did not complete in 11 s"), std::string::npos)
+      << second;
+  second_done = true;
+  EXPECT_EQ(d.overdue(t0 + seconds(1000)), "");
+  EXPECT_EQ(d.in_flight(), 0u);
+}
+
+TEST(CollectiveDeadlines, FinishedCollectivesAreDroppedEvenWhenLate) {
+  // A collective that took longer than the timeout but has finished is no reason to abort.
+  CollectiveDeadlines d(1.0);
+  const auto t0 = WatchClock::time_point{} + seconds(5);
+  d.add(
+      "slow but done", [] { return true; }, t0);
+  EXPECT_EQ(d.overdue(t0 + seconds(60)), "");
+  EXPECT_EQ(d.in_flight(), 0u);
+}
+
+TEST(CollectiveDeadlines, ZeroTimeoutMeansNoDeadline) {
+  CollectiveDeadlines d(0.0);
+  const auto t0 = WatchClock::time_point{} + seconds(5);
+  d.add(
+      "never finishes", [] { return false; }, t0);
+  EXPECT_EQ(d.overdue(t0 + seconds(1000000)), "");
+  EXPECT_EQ(d.in_flight(), 1u);
+}
+
+TEST(CollectiveDeadlines, CompletionTestsRunOnAnotherThread) {
+  // The NCCL watchdog polls from its own thread while the training thread adds.
+  CollectiveDeadlines d(3600.0);
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  d.add("allreduce", [flag] { return flag->load(); });
+  std::thread poller([&] {
+    while (d.in_flight() > 0) {
+      EXPECT_EQ(d.overdue(), "");
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+  });
+  flag->store(true);
+  poller.join();
+  EXPECT_EQ(d.in_flight(), 0u);
+}
+
+TEST(WaitOrAbort, ReturnsOnceTheTestSaysDone) {
+  int polls = 0;
+  wait_or_abort(ProcessGroup::get(), "test", [&] { return ++polls == 1100; });
+  EXPECT_EQ(polls, 1100);  // past the spinning phase into the sleeping one, and out
+}
+
+TEST(WaitOrAbort, TimedMpiCollectivesStillSumAcrossRanks) {
+  // The communicator's collectives are non-blocking requests behind wait_request now; they must
+  // still give the same answers.
+  const ProcessGroup& g = ProcessGroup::get();
+  if (g.world() != 2) GTEST_SKIP() << "run under mpirun -np 2 (world is " << g.world() << ")";
+  auto comm = make_communicator("mpi", tensor::Device::cpu(), g);
+  Tensor t = Tensor::full({5}, static_cast<double>(g.rank() + 1), tensor::DType::kFloat32);
+  comm->allreduce_sum(t);
+  EXPECT_EQ(t.to_vector<float>(), std::vector<float>(5, 3.0f));
+  EXPECT_EQ(allreduce_host(g, g.rank() + 2.0), 5.0);
+  EXPECT_EQ(allreduce_host(g, g.rank() + 2.0, /*max=*/true), 3.0);
+  Tensor b = Tensor::full({3}, static_cast<double>(g.rank() * 10 + 1), tensor::DType::kFloat64);
+  comm->broadcast(b, 1);
+  EXPECT_EQ(b.to_vector<double>(), std::vector<double>(3, 11.0));
+  Tensor mine = Tensor::full({2}, static_cast<double>(g.rank()), tensor::DType::kInt64);
+  Tensor all = comm->allgather(mine);
+  EXPECT_EQ(all.to_vector<int64_t>(), (std::vector<int64_t>{0, 0, 1, 1}));
+  comm->barrier();
+}
+
+}  // namespace
+}  // namespace mlai::dist
