@@ -14,12 +14,13 @@
 namespace mlai::tensor::cudnn {
 
 // Convolutions pick their algorithm once per shape (cudnnFind*AlgorithmEx, cached per device,
-// dtype, geometry and deterministic()); bias may be undefined, db may be null.
-void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y,
-                    const kernels::Conv2dGeometry& g);
+// dtype, geometry, operand alignment and deterministic()). No bias here: nn_ops.cpp adds it and
+// reduces its gradient with mlai's own kernels (bias_act, sum_dim), the CPU twin's arithmetic in
+// every dtype, where cudnnAddTensor / cudnnConvolutionBackwardBias leave bf16 support uncertain.
+void conv2d_forward(const Tensor& x, const Tensor& w, Tensor& y, const kernels::Conv2dGeometry& g);
 void conv2d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx,
                           const kernels::Conv2dGeometry& g);
-void conv2d_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* db,
+void conv2d_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw,
                             const kernels::Conv2dGeometry& g);
 
 // Max pooling; the backward reads x and y (cuDNN finds the maxima again) instead of an argmax.

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -157,11 +159,15 @@ const char* conv_op_name(ConvOp op) {
   }
 }
 
+// An algorithm timed on 256-byte-aligned buffers may need that alignment (vectorized loads), so
+// the key holds the operands' common alignment too: a view at an odd offset gets a search of its
+// own instead of a choice that cuDNN would refuse or run wrongly.
 struct AlgoKey {
   ConvOp op;
   int device;
   DType dtype;
   int64_t n, h, w, c_in, c_out, kh, kw, stride, pad;
+  int alignment;
   bool deterministic;
   auto operator<=>(const AlgoKey&) const = default;
 };
@@ -277,20 +283,30 @@ AlgoChoice choose(const AlgoKey& key, const Session& s, int algo_count, GetWs ge
   return c;
 }
 
-AlgoKey make_key(ConvOp op, const Tensor& t, const Conv2dGeometry& g) {
-  return {op,    t.device().index, t.dtype(), g.n, g.h, g.w, g.c_in, g.c_out, g.kh, g.kw, g.stride,
-          g.pad, deterministic()};
+// The largest power of two up to 256 that divides every operand's address.
+int common_alignment(std::initializer_list<const void*> ptrs) {
+  uintptr_t bits = 256;
+  for (const void* p : ptrs) bits |= reinterpret_cast<uintptr_t>(p);
+  return static_cast<int>(bits & (~bits + 1));  // lowest set bit
+}
+
+AlgoKey make_key(ConvOp op, const Conv2dGeometry& g, const Tensor& a, const Tensor& b,
+                 const Tensor& out) {
+  AlgoKey k{op,     a.device().index, a.dtype(), g.n,  g.h,      g.w,
+            g.c_in, g.c_out,          g.kh,      g.kw, g.stride, g.pad,
+            0,      deterministic()};
+  k.alignment = common_alignment({a.data_ptr(), b.data_ptr(), out.data_ptr()});
+  return k;
 }
 
 }  // namespace
 
-void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y,
-                    const Conv2dGeometry& g) {
+void conv2d_forward(const Tensor& x, const Tensor& w, Tensor& y, const Conv2dGeometry& g) {
   const char* op = "conv2d";
   const DType dt = x.dtype();
   ConvDescs d(dt, g, op);
   Session s(x.device());
-  const AlgoKey key = make_key(ConvOp::kForward, x, g);
+  const AlgoKey key = make_key(ConvOp::kForward, g, x, w, y);
   const AlgoChoice c = choose(
       key, s, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
       [&](int a, size_t* b) {
@@ -320,19 +336,13 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor
                                            w.data_ptr(), d.conv.get(),
                                            static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ws.get(),
                                            ws.bytes(), b.zero(), d.y.get(), y.data_ptr()));
-  if (bias.defined()) {  // y += bias, broadcast over n, h, w
-    TensorDesc bd;
-    set_nhwc(bd, dt, 1, 1, 1, g.c_out, op);
-    MLAI_CUDNN_CHECK(cudnnAddTensor(s.handle(), b.one(), bd.get(), bias.data_ptr(), b.one(),
-                                    d.y.get(), y.data_ptr()));
-  }
 }
 
 void conv2d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv2dGeometry& g) {
   const DType dt = dy.dtype();
   ConvDescs d(dt, g, "conv2d backward data");
   Session s(dy.device());
-  const AlgoKey key = make_key(ConvOp::kBackwardData, dy, g);
+  const AlgoKey key = make_key(ConvOp::kBackwardData, g, dy, w, dx);
   const AlgoChoice c = choose(
       key, s, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
       [&](int a, size_t* b) {
@@ -364,13 +374,13 @@ void conv2d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const C
       dx.data_ptr()));
 }
 
-void conv2d_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* db,
+void conv2d_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw,
                             const Conv2dGeometry& g) {
   const char* op = "conv2d backward filter";
   const DType dt = x.dtype();
   ConvDescs d(dt, g, op);
   Session s(x.device());
-  const AlgoKey key = make_key(ConvOp::kBackwardFilter, x, g);
+  const AlgoKey key = make_key(ConvOp::kBackwardFilter, g, x, dy, dw);
   const AlgoChoice c = choose(
       key, s, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
       [&](int a, size_t* b) {
@@ -401,13 +411,6 @@ void conv2d_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, Tenso
       s.handle(), b.one(), d.x.get(), x.data_ptr(), d.y.get(), dy.data_ptr(), d.conv.get(),
       static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), ws.get(), ws.bytes(), b.zero(),
       d.w.get(), dw.data_ptr()));
-  if (db != nullptr) {
-    // A per-channel reduction of dy that uses no atomics: reproducible in either mode.
-    TensorDesc bd;
-    set_nhwc(bd, dt, 1, 1, 1, g.c_out, op);
-    MLAI_CUDNN_CHECK(cudnnConvolutionBackwardBias(s.handle(), b.one(), d.y.get(), dy.data_ptr(),
-                                                  b.zero(), bd.get(), db->data_ptr()));
-  }
 }
 
 // ---- max pooling --------------------------------------------------------------------------------

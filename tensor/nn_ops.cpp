@@ -1,5 +1,6 @@
 // Validation and dispatch for convolution and pooling (nn_ops.h; batch norm is batchnorm.cpp):
-// CUDA tensors go to cuDNN (tensor/cudnn_ops.h), CPU tensors to kernels/. On the CPU,
+// CUDA tensors go to cuDNN (tensor/cudnn_ops.h; a convolution's bias to bias_act / sum_dim),
+// CPU tensors to kernels/. On the CPU,
 // float16/bfloat16 tensors are widened to float32, run through the float kernels and rounded once
 // at the end: fp16 storage with fp32 arithmetic, as a tensor-core convolution accumulating in fp32
 // does.
@@ -76,8 +77,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stri
     return cast(conv2d(to_f32(x), to_f32(w), to_f32(bias), stride, pad), x.dtype());
   Tensor y = Tensor::empty(out_shape(g), x.dtype(), x.device());
   if (x.device().is_cuda()) {
-    MLAI_CUDNN_CALL(op, conv2d_forward(x, w, bias, y, g));
-    return y;
+    MLAI_CUDNN_CALL(op, conv2d_forward(x, w, y, g));
+    if (!bias.defined()) return y;
+    return bias_act(y.reshape({-1, g.c_out}), bias, false).reshape(y.shape());
   }
   MLAI_DISPATCH_F32_F64(
       x.dtype(), op,
@@ -122,11 +124,12 @@ std::pair<Tensor, Tensor> conv2d_backward_filter(const Tensor& x, const Tensor& 
     return {cast(dw, x.dtype()), want_bias ? cast(db, x.dtype()) : Tensor()};
   }
   Tensor dw = Tensor::empty(w_shape, x.dtype(), x.device());
-  Tensor db = want_bias ? Tensor::empty({g.c_out}, x.dtype(), x.device()) : Tensor();
   if (x.device().is_cuda()) {
-    MLAI_CUDNN_CALL(op, conv2d_backward_filter(x, dy, dw, want_bias ? &db : nullptr, g));
-    return {dw, db};
+    MLAI_CUDNN_CALL(op, conv2d_backward_filter(x, dy, dw, g));
+    // The bias gradient: a per-channel column sum of dy, deterministic (no atomics).
+    return {dw, want_bias ? sum_dim(dy.reshape({-1, g.c_out}), 0) : Tensor()};
   }
+  Tensor db = want_bias ? Tensor::empty({g.c_out}, x.dtype(), x.device()) : Tensor();
   MLAI_DISPATCH_F32_F64(x.dtype(), op,
                         k::cpu::conv2d_backward_filter<scalar_t>(
                             x.data<scalar_t>(), dy.data<scalar_t>(), dw.data<scalar_t>(),

@@ -100,6 +100,33 @@ TEST_F(CudnnVsCpu, Conv2dForwardAndBothBackwards) {
     }
 }
 
+// Operands at an odd element offset (views into a larger buffer) are only 2- or 4-byte aligned;
+// the algorithm cache keys on alignment, so they get a search of their own instead of reusing
+// the choice made for the allocator's 256-byte-aligned buffers of the same shape.
+TEST_F(CudnnVsCpu, Conv2dOnMisalignedViews) {
+  const ConvCase g{2, 12, 10, 16, 16, 3, 1, 1};
+  auto misaligned = [](const Tensor& t) {  // the same values, one element into a bigger buffer
+    Tensor flat = Tensor::zeros({t.numel() + 1}, t.dtype(), t.device());
+    Tensor view = flat.slice(1, t.numel() + 1).reshape(t.shape());
+    view.copy_from(t);
+    return view;
+  };
+  for (DType dt : kDtypes) {
+    SCOPED_TRACE(dtype_name(dt));
+    const Tensor x = rand({g.n, g.h, g.w, g.cin}, dt), w = rand({g.cout, g.k, g.k, g.cin}, dt);
+    const Tensor gx = x.to(kGpu), gw = w.to(kGpu);
+    const Tensor y = conv2d(x, w, Tensor(), g.stride, g.pad);
+    EXPECT_GPU_NEAR(conv2d(gx, gw, Tensor(), g.stride, g.pad), y, tol(dt));  // aligned first
+    EXPECT_GPU_NEAR(conv2d(misaligned(gx), misaligned(gw), Tensor(), g.stride, g.pad), y, tol(dt));
+    const Tensor dy = rand(y.shape(), dt), gdy = misaligned(dy.to(kGpu));
+    EXPECT_GPU_NEAR(conv2d_backward_data(gdy, misaligned(gw), x.shape(), g.stride, g.pad),
+                    conv2d_backward_data(dy, w, x.shape(), g.stride, g.pad), tol(dt));
+    EXPECT_GPU_NEAR(
+        conv2d_backward_filter(misaligned(gx), gdy, w.shape(), g.stride, g.pad, false).first,
+        conv2d_backward_filter(x, dy, w.shape(), g.stride, g.pad, false).first, tol(dt));
+  }
+}
+
 // Distinct values within every channel plane (small integers over 16, exact in bf16 too), so
 // no window has a tie and both backends route each gradient to the same input.
 Tensor distinct_planes(int64_t n, int64_t h, int64_t w, int64_t c, DType dt, uint32_t seed) {
