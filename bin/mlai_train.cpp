@@ -86,6 +86,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
                  "Test batches at the end: a fraction or a count; 0 skips the test")->capture_default_str();
   app.add_option("--overfit-batches", c.overfit_batches,
                  "Train and validate on the same first N batches (a sanity check)")->capture_default_str();
+  app.add_option("--accumulate-grad-batches", c.accumulate_grad_batches,
+                 "Sum the gradients of N batches before each optimizer step (effective batch "
+                 "N x --batch-size x ranks)")->capture_default_str();
   app.add_option("--gradient-clip-val", c.gradient_clip_val,
                  "Clip gradients (after unscaling and averaging over ranks); 0: off")
       ->capture_default_str();

@@ -98,12 +98,20 @@ void Reducer::zero_grad() {
     if (b.work) b.work->wait();  // never overwrite a buffer a collective still uses
     b.work.reset();
     tensor::fill_(b.flat, 0.0);
+  }
+  prepare_backward(true);
+}
+
+void Reducer::prepare_backward(bool sync) {
+  for (Bucket& b : buckets_) {
+    if (b.work) b.work->wait();
+    b.work.reset();
     b.pending = static_cast<int>(b.params.size());
     b.ready = false;
   }
   next_to_start_ = 0;
   started_in_backward_ = 0;
-  in_backward_ = true;
+  in_backward_ = sync;  // (hooks ignore a backward that is not armed)
 }
 
 void Reducer::on_ready(size_t b) {

@@ -37,6 +37,10 @@ class Reducer {
 
   // Zeroes every bucket (one fill each) and re-arms the hooks; call before each backward.
   void zero_grad();
+  // Gradient accumulation (PyTorch DDP's no_sync): sync false lets the next backward add into
+  // the buckets with no communication; sync true re-arms the hooks without zeroing, so the
+  // backward that follows allreduces the accumulated sums. Every rank must pass the same.
+  void prepare_backward(bool sync);
   // Starts what has not started and waits for every bucket.
   void finish();
 

@@ -30,6 +30,12 @@ void Config::validate() const {
   require(!cuda_graphs || dropout == 0,
           "--cuda-graphs with --dropout > 0: the captured step would replay one dropout mask "
           "every step (the random offsets are fixed at capture); drop one of the two");
+  require(accumulate_grad_batches >= 1 && accumulate_grad_batches <= 1 << 20,
+          "--accumulate-grad-batches must be in [1, 2^20], got " +
+              std::to_string(accumulate_grad_batches));
+  require(!cuda_graphs || accumulate_grad_batches == 1,
+          "--cuda-graphs with --accumulate-grad-batches > 1: the captured step zeroes the "
+          "gradients each time, so nothing would accumulate; drop one of the two");
   require(weight_decay >= 0, "--weight-decay must be >= 0");
   require(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1)");
   auto one_of = [](const std::string& v, const std::vector<std::string>& choices,
@@ -109,7 +115,7 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(checkpoint_every) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
   X(lr_scale) X(sync_bn) X(dist_timeout) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
-  X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm)
+  X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

@@ -52,6 +52,9 @@ struct Config {
   std::string limit_val_batches = "1.0";
   std::string limit_test_batches = "1.0";
   int64_t overfit_batches = 0;  // > 0: train and validate on the same first batches
+  // Lightning's accumulate_grad_batches: sum the gradients of N batches (each loss divided by
+  // N) before one optimizer step; under data parallelism only the N-th backward allreduces.
+  int64_t accumulate_grad_batches = 1;
   // Lightning's gradient_clip_val / gradient_clip_algorithm (0: off).
   double gradient_clip_val = 0.0;
   std::string gradient_clip_algorithm = "norm";  // or value

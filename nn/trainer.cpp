@@ -297,8 +297,12 @@ FitResult Trainer::fit() {
   ScheduleConfig sc;
   sc.name = cfg_.lr_schedule;
   sc.base_lr = cfg_.lr;
-  sc.total_steps = std::max<int64_t>(1, steps_per_epoch * epochs);
-  sc.steps_per_epoch = std::max<int64_t>(1, steps_per_epoch);
+  // Optimizer steps: one per accumulate_grad_batches batches, and one for an epoch's last,
+  // shorter group (Lightning steps at the end of the epoch too).
+  const int64_t accum = cfg_.accumulate_grad_batches;
+  const int64_t opt_steps_per_epoch = (steps_per_epoch + accum - 1) / accum;
+  sc.total_steps = std::max<int64_t>(1, opt_steps_per_epoch * epochs);
+  sc.steps_per_epoch = std::max<int64_t>(1, opt_steps_per_epoch);
   sc.step_epochs = cfg_.lr_step_epochs;
   sc.gamma = cfg_.lr_gamma;
   sc.warmup_steps = cfg_.warmup_steps;
@@ -329,6 +333,12 @@ FitResult Trainer::fit() {
               static_cast<long long>(model_->parameter_count()),
               static_cast<long long>(steps_per_epoch), static_cast<long long>(cfg_.batch_size),
               model_summary(*model_).c_str());
+  if (main_ && accum > 1)
+    std::printf("accumulating the gradients of %lld batches per optimizer step: an effective "
+                "batch of %lld, %lld optimizer steps per epoch\n",
+                static_cast<long long>(accum),
+                static_cast<long long>(accum * cfg_.batch_size * group_.world()),
+                static_cast<long long>(opt_steps_per_epoch));
   if (main_ && precision_ != Precision::kFloat32)
     std::printf("mixed precision (--precision %s): %s working weights and activations, float32 "
                 "master weights and batch norm%s%s\n",
@@ -368,6 +378,8 @@ FitResult Trainer::fit() {
                   static_cast<long long>(epochs));
     ProgressLine progress(cfg_.progress && main_, label, steps_per_epoch);
     LaggedMean running_loss(device_);
+    const Tensor inv_accum =
+        Tensor::full({}, 1.0 / static_cast<double>(accum), DType::kFloat32, device_);
     double lr = opt_->lr();
     for (int64_t b = first;; ++b) {
       std::optional<io::Batch> batch;
@@ -376,6 +388,10 @@ FitResult Trainer::fit() {
         batch = loader.next();
       }
       if (!batch) break;
+      // Under accumulation only a group's last batch steps (and, with data parallelism,
+      // allreduces); the others add into the gradients.
+      const bool step_now = (b + 1) % accum == 0 || b + 1 >= steps_per_epoch;
+      if (reducer_ && accum > 1) reducer_->prepare_backward(step_now);
       Tensor logits, loss;
       // forward, loss and backward (seeded with the loss scale: small fp16 gradients stay
       // normal); under --cuda-graphs they start by zeroing the gradients, and run as one
@@ -390,7 +406,10 @@ FitResult Trainer::fit() {
         }
         {
           Profiler::Scope s(profiler_, "backward");
-          if (scaler_->enabled()) {
+          if (accum > 1) {  // Lightning's loss / accumulate_grad_batches, in the seed
+            l.backward(scaler_->enabled() ? t::scale(scaler_->seed(), 1.0 / static_cast<double>(accum))
+                                          : inv_accum);
+          } else if (scaler_->enabled()) {
             l.backward(scaler_->seed());
           } else {
             l.backward();
@@ -404,11 +423,11 @@ FitResult Trainer::fit() {
       } else {
         std::tie(logits, loss) = forward_backward(batch->images, batch->labels);
       }
-      if (reducer_) {
+      if (reducer_ && step_now) {
         Profiler::Scope s(profiler_, "gradient sync");
         reducer_->finish();  // buckets hold the sums over ranks
       }
-      {
+      if (step_now) {
         Profiler::Scope s(profiler_, "optimizer step");
         lr = lr_at(sc, state_.global_step);
         opt_->set_lr(lr);
@@ -422,7 +441,7 @@ FitResult Trainer::fit() {
           opt_->zero_grad();
         }
       }
-      if (fault_step > 0 && state_.global_step + 1 == fault_step) {
+      if (step_now && fault_step > 0 && state_.global_step + 1 == fault_step) {
         while (fault_hang) std::this_thread::sleep_for(std::chrono::seconds(1));
         throw std::runtime_error("fault injected by MLAI_FAULT_RANK at step " + std::to_string(fault_step));
       }
@@ -430,12 +449,13 @@ FitResult Trainer::fit() {
       t::axpy_(static_cast<double>(rows), loss, loss_sum);
       t::confusion_update_(t::max_dim(logits, 1).second, batch->labels, counts);
       samples += rows;
-      ++state_.global_step;
+      if (step_now) ++state_.global_step;
       state_.next_batch = b + 1;
       const double el = seconds_since(t_epoch);
       // The running loss, read only when the line is redrawn, and on a GPU a few steps late.
       progress.update(b + 1, [&] { return running_loss.read(loss_sum, samples); },
                       el > 0 ? samples / el : 0);
+      if (!step_now) continue;  // a stop waits for the group's step: nothing half-accumulated
       if (const int sig = stop_requested()) {
         progress.finish();
         state_.epoch = epoch;

@@ -92,6 +92,24 @@ TEST_F(Ddp, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch) {
   EXPECT_EQ(r2.val.samples, r1.val.samples);
 }
 
+// Accumulation under data parallelism (DDP's no_sync): two ranks with batches of 8 and two
+// batches per step allreduce once per step and end where one process with batches of 32 does.
+TEST_F(Ddp, AccumulatingTwoRanksMatchOneRankWithTheWholeBatch) {
+  nn::Config two = config(8);
+  two.accumulate_grad_batches = 2;
+  two.limit_train_batches = "12";
+  nn::Trainer ddp(two, "", group());
+  const nn::FitResult r2 = ddp.fit();
+  nn::Config one = config(32);
+  one.log_dir = root + "/logs-single";
+  nn::Trainer single(one, "", ProcessGroup::single());
+  const nn::FitResult r1 = single.fit();
+  EXPECT_EQ(r2.global_step, 2 * 6);
+  EXPECT_EQ(r2.global_step, r1.global_step);
+  EXPECT_LT(max_rel_diff(flat_weights(ddp), flat_weights(single)), 1e-5)
+      << "after " << r2.global_step << " steps";
+}
+
 TEST_F(Ddp, ShardsAreDisjointAndCoverTheEpoch) {
   const int64_t n = 1000;
   std::vector<int64_t> mine = io::epoch_indices(n, true, 3, 1, group().rank(), 2);

@@ -210,6 +210,103 @@ TEST_F(TrainerTest, GradientClippingStillLearns) {
   }
 }
 
+// Lightning's accumulate_grad_batches: 4 batches of 8, each loss divided by 4, summed into one
+// step, train like batches of 32 (the loader's shuffle does not depend on the batch size, and
+// the mlp has no batch statistics); the schedule counts optimizer steps. In float32 only the
+// summation order differs. In fp16 the working gradients are rounded once per batch instead of
+// once per step: accumulation may move the weights by no more than fp16 itself does (fp16 vs
+// float32 without accumulation).
+TEST_F(TrainerTest, AccumulatingFourBatchesStepsLikeOneBatchFourTimesLarger) {
+  auto rel_diff = [](const std::vector<std::vector<float>>& a,
+                     const std::vector<std::vector<float>>& b) {
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < b.size(); ++i)
+      for (size_t j = 0; j < b[i].size(); ++j) {
+        diff = std::max(diff, static_cast<double>(std::fabs(a.at(i).at(j) - b[i][j])));
+        scale = std::max(scale, static_cast<double>(std::fabs(b[i][j])));
+      }
+    return diff / scale;
+  };
+  std::vector<std::vector<float>> fp32_big;
+  for (const char* precision : {"32", "16"}) {
+    SCOPED_TRACE(std::string("--precision ") + precision);
+    Config big = base();
+    big.optimizer = "sgd";
+    big.momentum = 0.9;
+    big.lr = 0.05;
+    big.lr_schedule = "cosine";
+    big.precision = precision;
+    big.experiment_name = std::string("big") + precision;
+    Trainer one(big);
+    const FitResult r1 = one.fit();
+    Config small = big;
+    small.batch_size = 8;
+    small.accumulate_grad_batches = 4;
+    small.experiment_name = std::string("accumulated") + precision;
+    Trainer four(small);
+    const FitResult r4 = four.fit();
+    EXPECT_EQ(r1.global_step, 2 * 18);
+    EXPECT_EQ(r4.global_step, 2 * 18);  // 72 batches of 8 per epoch, a step every 4
+    const double d = rel_diff(weights(four), weights(one));
+    if (std::string(precision) == "32") {
+      EXPECT_LT(d, 1e-5);
+      fp32_big = weights(one);
+    } else {
+      const double fp16_noise = rel_diff(weights(one), fp32_big);
+      EXPECT_GT(fp16_noise, 0.0);
+      EXPECT_LT(d, fp16_noise) << "fp16 vs float32 moves the weights by " << fp16_noise;
+    }
+    EXPECT_NEAR(r4.test.confusion.accuracy(), r1.test.confusion.accuracy(), 0.02);
+  }
+}
+
+// An epoch's last, shorter group still steps (as Lightning does), and a signal stops only at a
+// step: the checkpoint never holds half-accumulated gradients, and resuming from it ends with
+// the weights of a run that was never stopped.
+TEST_F(TrainerTest, AccumulationStepsAtTheEpochsEndAndStopsOnlyBetweenSteps) {
+  Config c = base();
+  c.accumulate_grad_batches = 4;  // 18 batches per epoch: groups of 4, 4, 4, 4 and 2
+  c.optimizer = "sgd";
+  c.momentum = 0.9;
+  c.lr = 0.05;
+  Trainer straight(c);
+  const FitResult r = straight.fit();
+  EXPECT_EQ(r.global_step, 2 * 5);
+  EXPECT_GT(r.test.confusion.accuracy(), 0.5);
+
+  install_stop_handlers();
+  Config first = c;
+  first.experiment_name = "stopped";
+  Trainer stopped(first);
+  std::raise(SIGUSR1);  // pending from the start: honoured after the first optimizer step
+  const FitResult r1 = stopped.fit();
+  std::signal(SIGUSR1, SIG_DFL);
+  EXPECT_EQ(r1.stop_signal, SIGUSR1);
+  EXPECT_EQ(r1.global_step, 1);
+  const std::string ckpt = r1.version_dir + "/checkpoints/last.h5";
+  ASSERT_TRUE(fs::exists(ckpt));
+  Config second = c;
+  second.experiment_name = "stopped";
+  second.resume = ckpt;
+  Trainer resumed(second);
+  EXPECT_EQ(load_checkpoint(ckpt, resumed.model(), nullptr).next_batch, 4);  // a group's end
+  EXPECT_EQ(resumed.fit().global_step, 2 * 5);
+  EXPECT_EQ(weights(straight), weights(resumed));
+
+  Config bad = base();
+  bad.accumulate_grad_batches = 0;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad.accumulate_grad_batches = 2;
+  bad.cuda_graphs = true;
+  try {
+    bad.validate();
+    FAIL() << "--cuda-graphs with accumulation was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("--accumulate-grad-batches"), std::string::npos)
+        << e.what();
+  }
+}
+
 // --cuda-graphs: a clear error on the CPU and with dropout (its masks would repeat), before
 // any training.
 TEST_F(TrainerTest, CudaGraphsRefusesWhatItCannotCapture) {
