@@ -102,6 +102,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
                  "val_loss (lower is better) or val_accuracy")->capture_default_str();
   app.add_option("--early-stopping-min-delta", c.early_stopping_min_delta,
                  "Smaller changes do not count as an improvement")->capture_default_str();
+  app.add_option("--log-every-n-steps", c.log_every_n_steps,
+                 "TensorBoard: the training loss and lr of every n-th optimizer step (0: off)")
+      ->capture_default_str();
   app.add_option("--log-dir", c.log_dir, "Root of the experiment directories")->capture_default_str();
   app.add_option("--experiment-name", c.experiment_name,
                  "Logs go to <log-dir>/<name>/version_<n or Slurm job id>/")->capture_default_str();

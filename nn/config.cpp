@@ -36,6 +36,7 @@ void Config::validate() const {
   require(!cuda_graphs || accumulate_grad_batches == 1,
           "--cuda-graphs with --accumulate-grad-batches > 1: the captured step zeroes the "
           "gradients each time, so nothing would accumulate; drop one of the two");
+  require(log_every_n_steps >= 0, "--log-every-n-steps must be >= 0 (0: off)");
   require(weight_decay >= 0, "--weight-decay must be >= 0");
   require(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1)");
   auto one_of = [](const std::string& v, const std::vector<std::string>& choices,
@@ -115,7 +116,8 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(checkpoint_every) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
   X(lr_scale) X(sync_bn) X(dist_timeout) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
-  X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches)
+  X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
+  X(log_every_n_steps)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

@@ -55,6 +55,8 @@ struct Config {
   // Lightning's accumulate_grad_batches: sum the gradients of N batches (each loss divided by
   // N) before one optimizer step; under data parallelism only the N-th backward allreduces.
   int64_t accumulate_grad_batches = 1;
+  // Lightning's log_every_n_steps: the training loss of every n-th step to TensorBoard (0: off).
+  int64_t log_every_n_steps = 50;
   // Lightning's gradient_clip_val / gradient_clip_algorithm (0: off).
   double gradient_clip_val = 0.0;
   std::string gradient_clip_algorithm = "norm";  // or value

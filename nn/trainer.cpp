@@ -23,6 +23,7 @@
 #include "nn/conv_layers.h"
 #include "nn/lr_schedule.h"
 #include "nn/models.h"
+#include "nn/step_log.h"
 #include "tensor/determinism.h"
 #include "tensor/fused_ops.h"
 #include "tensor/ops.h"
@@ -357,6 +358,7 @@ FitResult Trainer::fit() {
                     scaler_->state());
   };
 
+  StepScalars step_log(device_, cfg_.log_every_n_steps > 0 ? tb.get() : nullptr);
   model_->train();
   const int num_classes = data_.train.num_classes;
   // Testing the failure paths: the rank named by MLAI_FAULT_RANK throws at step 2, or with
@@ -449,7 +451,8 @@ FitResult Trainer::fit() {
       t::axpy_(static_cast<double>(rows), loss, loss_sum);
       t::confusion_update_(t::max_dim(logits, 1).second, batch->labels, counts);
       samples += rows;
-      if (step_now) ++state_.global_step;
+      if (step_now && ++state_.global_step % std::max<int64_t>(cfg_.log_every_n_steps, 1) == 0)
+        step_log.record(state_.global_step, loss, lr);
       state_.next_batch = b + 1;
       const double el = seconds_since(t_epoch);
       // The running loss, read only when the line is redrawn, and on a GPU a few steps late.
@@ -458,6 +461,7 @@ FitResult Trainer::fit() {
       if (!step_now) continue;  // a stop waits for the group's step: nothing half-accumulated
       if (const int sig = stop_requested()) {
         progress.finish();
+        step_log.flush();
         state_.epoch = epoch;
         save("last.h5");
         if (main_)
@@ -473,6 +477,7 @@ FitResult Trainer::fit() {
       }
     }
     progress.finish();
+    step_log.flush();
     Tensor n = Tensor::full({}, static_cast<double>(samples), DType::kFloat32, device_);
     allreduce(loss_sum);
     allreduce(counts);

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "nn/checkpoint.h"
+#include "../io/tb_reader.h"
 #include "synthetic_data.h"
 #include "tensor/device.h"
 
@@ -305,6 +306,46 @@ TEST_F(TrainerTest, AccumulationStepsAtTheEpochsEndAndStopsOnlyBetweenSteps) {
     EXPECT_NE(std::string(e.what()).find("--accumulate-grad-batches"), std::string::npos)
         << e.what();
   }
+}
+
+// Lightning's log_every_n_steps: every 5th optimizer step's training loss and learning rate in
+// the run's TensorBoard file, at exactly those steps, beside the per-epoch scalars.
+TEST_F(TrainerTest, LogsEveryNthStepsLossToTensorBoard) {
+  Config c = base();
+  c.log_every_n_steps = 5;  // 2 epochs of 18 steps: steps 5, 10, ..., 35
+  c.lr = 0.01;
+  const FitResult r = Trainer(c).fit();
+  std::string events;
+  for (auto& e : fs::directory_iterator(r.version_dir))
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0) events = e.path();
+  ASSERT_FALSE(events.empty());
+  std::vector<int64_t> loss_steps, lr_steps;
+  std::vector<float> losses, lrs;
+  for (const std::string& rec : testing::read_records(events)) {
+    const testing::Scalar sc = testing::decode_scalar(rec);
+    if (sc.tag == "train/loss_step") {
+      loss_steps.push_back(sc.step);
+      losses.push_back(sc.value);
+    } else if (sc.tag == "train/lr_step") {
+      lr_steps.push_back(sc.step);
+      lrs.push_back(sc.value);
+    }
+  }
+  const std::vector<int64_t> want{5, 10, 15, 20, 25, 30, 35};
+  EXPECT_EQ(loss_steps, want);
+  EXPECT_EQ(lr_steps, want);
+  ASSERT_EQ(losses.size(), want.size());
+  for (float l : losses) EXPECT_TRUE(std::isfinite(l) && l > 0) << l;
+  EXPECT_LT(losses.back(), losses.front());  // it learns
+  for (size_t i = 0; i < lrs.size(); ++i) {   // the cosine schedule, falling from --lr
+    EXPECT_LE(lrs[i], 0.01f);
+    if (i > 0) {
+      EXPECT_LT(lrs[i], lrs[i - 1]);
+    }
+  }
+  Config off = base();
+  off.log_every_n_steps = -1;
+  EXPECT_THROW(off.validate(), std::invalid_argument);
 }
 
 // --cuda-graphs: a clear error on the CPU and with dropout (its masks would repeat), before

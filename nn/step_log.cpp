@@ -1,0 +1,61 @@
+// Per-step TensorBoard scalars without a host sync (see step_log.h).
+#include "nn/step_log.h"
+
+namespace mlai::nn {
+
+using tensor::DType;
+using tensor::Tensor;
+
+StepScalars::~StepScalars() {
+  try {
+    for (Pending& p : pending_) p.landed.synchronize();
+  } catch (...) {  // a broken device: nothing to protect any more
+  }
+}
+
+void StepScalars::record(int64_t step, const Tensor& loss, double lr) {
+  if (tb_ == nullptr) return;
+  write_landed(false);
+  const Tensor value = loss.dtype() == DType::kFloat32 ? loss : loss.to(DType::kFloat32);
+  Pending p{step, lr, io::unix_time_now(), Tensor(), tensor::Event()};
+  if (!dev_.is_cuda()) {
+    p.host = value.clone();  // the CPU: nothing to wait for
+  } else {
+    if (spare_.empty()) {
+      p.host = Tensor::empty({}, DType::kFloat32, tensor::Device::cpu(), /*pinned=*/true);
+    } else {
+      p.host = std::move(spare_.back());
+      spare_.pop_back();
+    }
+    p.host.copy_from(value, /*async=*/true);
+    p.landed = tensor::Event(dev_);
+    p.landed.record(tensor::current_stream(dev_));
+  }
+  pending_.push_back(std::move(p));
+}
+
+void StepScalars::flush() {
+  if (tb_ == nullptr) return;
+  write_landed(true);
+  tb_->flush();
+}
+
+void StepScalars::write_landed(bool wait) {
+  // In step order: stop at the first copy still in flight unless waiting.
+  while (!pending_.empty()) {
+    Pending& p = pending_.front();
+    if (dev_.is_cuda()) {
+      if (wait) {
+        p.landed.synchronize();
+      } else if (!p.landed.query()) {
+        break;
+      }
+    }
+    tb_->add_scalar("train/loss_step", static_cast<float>(p.host.item()), p.step, p.wall_time);
+    tb_->add_scalar("train/lr_step", static_cast<float>(p.lr), p.step, p.wall_time);
+    if (dev_.is_cuda()) spare_.push_back(std::move(p.host));
+    pending_.pop_front();
+  }
+}
+
+}  // namespace mlai::nn
