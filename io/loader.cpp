@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "kernels/augment.h"
+#include "kernels/parallel.h"
 #include "tensor/fused_ops.h"
 #include "tensor/ops.h"
 
@@ -127,6 +128,9 @@ void Loader::worker_loop(int w) {
   // A new thread's CUDA calls (the pinned allocations) would otherwise go to device 0, making
   // a context there for every rank of the node.
   if (opt_.device.is_cuda()) tensor::set_current_device(opt_.device);
+  // Workers are threads already: their CPU kernels (augmentation) run inline, leaving the kernel
+  // thread pool to the training thread.
+  kernels::cpu::set_max_threads(1);
   const int64_t total = num_batches();
   for (int64_t b = first_batch_ + w; b < total; b += opt_.workers) {
     {

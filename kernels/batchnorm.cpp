@@ -1,6 +1,8 @@
 // CPU batch normalisation over [rows, c] (NHWC flattened). Statistics and the per-element maths
 // run in double for every T (two passes: mean, then variance around it, so a large mean does
-// not cancel away the variance); results are rounded to T / acc_t<T> on store.
+// not cancel away the variance); results are rounded to T / acc_t<T> on store. Rows are cut
+// into fixed blocks spread over the kernel threads; each block sums into its own partials,
+// which are added in block order (kernels/parallel.h), so any thread count gives the same bits.
 #include "kernels/batchnorm.h"
 
 #include <algorithm>
@@ -8,6 +10,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "kernels/parallel.h"
 
 namespace mlai::kernels::cpu {
 
@@ -48,8 +52,8 @@ void affine_act_loop(const T* x, const double* mean, const double* scale, const 
   }
 }
 template <class T>
-void affine_act(const T* x, const double* mean, const double* scale, const double* shift,
-                const T* z, bool relu, T* y, int64_t rows, int64_t c) {
+void affine_act_rows(const T* x, const double* mean, const double* scale, const double* shift,
+                     const T* z, bool relu, T* y, int64_t rows, int64_t c) {
   if (z != nullptr && relu) {
     affine_act_loop<T, true, true>(x, mean, scale, shift, z, y, rows, c);
   } else if (z != nullptr) {
@@ -59,6 +63,52 @@ void affine_act(const T* x, const double* mean, const double* scale, const doubl
   } else {
     affine_act_loop<T, false, false>(x, mean, scale, shift, z, y, rows, c);
   }
+}
+
+// Rows per block: about kElementGrain elements.
+int64_t row_grain(int64_t c) {
+  return std::max<int64_t>(1, kElementGrain / std::max<int64_t>(c, 1));
+}
+
+template <class T>
+void affine_act(const T* x, const double* mean, const double* scale, const double* shift,
+                const T* z, bool relu, T* y, int64_t rows, int64_t c) {
+  parallel_for(rows, row_grain(c), [=](int64_t r0, int64_t r1) {
+    affine_act_rows(x + r0 * c, mean, scale, shift, z != nullptr ? z + r0 * c : nullptr, relu,
+                    y + r0 * c, r1 - r0, c);
+  });
+}
+
+// Per-channel sums over all rows: block k adds its rows into partials[k * c ...] with
+// add_rows(partial, r0, r1), then the blocks are added in order into `out` (c values).
+template <class AddRows>
+void channel_sums(int64_t rows, int64_t c, std::vector<double>& out, AddRows add_rows) {
+  const int64_t grain = row_grain(c);
+  std::vector<double> partials(static_cast<size_t>(num_blocks(rows, grain) * c), 0.0);
+  parallel_blocks(rows, grain, [&](int64_t k, int64_t r0, int64_t r1) {
+    add_rows(partials.data() + k * c, r0, r1);
+  });
+  out.assign(static_cast<size_t>(c), 0.0);
+  for (size_t i = 0; i < partials.size(); ++i) out[i % static_cast<size_t>(c)] += partials[i];
+}
+
+// Two sums at once (batch norm's backward): partials of a and b side by side per block.
+template <class AddRows>
+void channel_sums2(int64_t rows, int64_t c, std::vector<double>& a, std::vector<double>& b,
+                   AddRows add_rows) {
+  const int64_t grain = row_grain(c);
+  const int64_t blocks = num_blocks(rows, grain);
+  std::vector<double> partials(static_cast<size_t>(blocks * 2 * c), 0.0);
+  parallel_blocks(rows, grain, [&](int64_t k, int64_t r0, int64_t r1) {
+    add_rows(partials.data() + k * 2 * c, partials.data() + k * 2 * c + c, r0, r1);
+  });
+  a.assign(static_cast<size_t>(c), 0.0);
+  b.assign(static_cast<size_t>(c), 0.0);
+  for (int64_t k = 0; k < blocks; ++k)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      a[ch] += partials[(k * 2) * c + ch];
+      b[ch] += partials[(k * 2 + 1) * c + ch];
+    }
 }
 }  // namespace
 
@@ -74,15 +124,19 @@ void batchnorm_forward_train(const T* x, const acc_t<T>* gamma, const acc_t<T>* 
     throw std::invalid_argument("batchnorm_forward_train: empty batch (rows = " +
                                 std::to_string(rows) + "), no statistics to normalise with");
   const double n = static_cast<double>(rows);
-  std::vector<double> mean(static_cast<size_t>(c), 0.0), var(static_cast<size_t>(c), 0.0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t ch = 0; ch < c; ++ch) mean[ch] += x[r * c + ch];
+  std::vector<double> mean, var;
+  channel_sums(rows, c, mean, [&](double* sum, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t ch = 0; ch < c; ++ch) sum[ch] += x[r * c + ch];
+  });
   for (double& m : mean) m /= n;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t ch = 0; ch < c; ++ch) {
-      const double d = x[r * c + ch] - mean[ch];
-      var[ch] += d * d;
-    }
+  channel_sums(rows, c, var, [&](double* sum, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t ch = 0; ch < c; ++ch) {
+        const double d = x[r * c + ch] - mean[ch];
+        sum[ch] += d * d;
+      }
+  });
   for (double& v : var) v /= n;  // biased: the one training normalises with
 
   std::vector<double> scale(static_cast<size_t>(c));
@@ -120,9 +174,8 @@ void batchnorm_backward(const T* x, const T* dy, const acc_t<T>* gamma, const ac
                         const acc_t<T>* save_inv_std, T* dx, acc_t<T>* dgamma, acc_t<T>* dbeta,
                         int64_t rows, int64_t c, const T* y, T* dz) {
   // The gradient reaching batch norm, a row at a time: dy, or dy through the relu's mask (y),
-  // written to dz when wanted (the residual's gradient) or to a scratch row.
-  std::vector<T> scratch(y != nullptr && dz == nullptr ? static_cast<size_t>(c) : 0);
-  auto grad_row = [&](int64_t r) -> const T* {
+  // written to dz when wanted (the residual's gradient) or to the block's scratch row.
+  auto grad_row = [&](int64_t r, std::vector<T>& scratch) -> const T* {
     if (y == nullptr) {
       if (dz != nullptr) std::copy(dy + r * c, dy + (r + 1) * c, dz + r * c);
       return dy + r * c;
@@ -131,15 +184,20 @@ void batchnorm_backward(const T* x, const T* dy, const acc_t<T>* gamma, const ac
     masked_row(dy + r * c, y + r * c, g, c);
     return g;
   };
-  std::vector<double> sum_dy(static_cast<size_t>(c), 0.0), sum_dy_xhat(static_cast<size_t>(c), 0.0);
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* g = grad_row(r);
-    for (int64_t ch = 0; ch < c; ++ch) {
-      sum_dy[ch] += g[ch];
-      sum_dy_xhat[ch] +=
-          g[ch] * (x[r * c + ch] - static_cast<double>(save_mean[ch])) * save_inv_std[ch];
-    }
-  }
+  const size_t scratch_size = y != nullptr && dz == nullptr ? static_cast<size_t>(c) : 0;
+  std::vector<double> sum_dy, sum_dy_xhat;
+  channel_sums2(
+      rows, c, sum_dy, sum_dy_xhat, [&](double* s_dy, double* s_dyx, int64_t r0, int64_t r1) {
+        std::vector<T> scratch(scratch_size);
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* g = grad_row(r, scratch);
+          for (int64_t ch = 0; ch < c; ++ch) {
+            s_dy[ch] += g[ch];
+            s_dyx[ch] +=
+                g[ch] * (x[r * c + ch] - static_cast<double>(save_mean[ch])) * save_inv_std[ch];
+          }
+        }
+      });
   const double n = static_cast<double>(rows);
   std::vector<double> k(static_cast<size_t>(c));
   for (int64_t ch = 0; ch < c; ++ch) {
@@ -147,14 +205,17 @@ void batchnorm_backward(const T* x, const T* dy, const acc_t<T>* gamma, const ac
     dgamma[ch] = static_cast<acc_t<T>>(sum_dy_xhat[ch]);
     k[ch] = gamma[ch] * static_cast<double>(save_inv_std[ch]) / n;
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    // dz (when written) already holds this row's gradient; otherwise it is made again.
-    const T* g = dz != nullptr ? dz + r * c : (y != nullptr ? grad_row(r) : dy + r * c);
-    for (int64_t ch = 0; ch < c; ++ch) {
-      const double xhat = (x[r * c + ch] - static_cast<double>(save_mean[ch])) * save_inv_std[ch];
-      dx[r * c + ch] = static_cast<T>(k[ch] * (n * g[ch] - sum_dy[ch] - xhat * sum_dy_xhat[ch]));
+  parallel_for(rows, row_grain(c), [&](int64_t r0, int64_t r1) {
+    std::vector<T> scratch(scratch_size);
+    for (int64_t r = r0; r < r1; ++r) {
+      // dz (when written) already holds this row's gradient; otherwise it is made again.
+      const T* g = dz != nullptr ? dz + r * c : (y != nullptr ? grad_row(r, scratch) : dy + r * c);
+      for (int64_t ch = 0; ch < c; ++ch) {
+        const double xhat = (x[r * c + ch] - static_cast<double>(save_mean[ch])) * save_inv_std[ch];
+        dx[r * c + ch] = static_cast<T>(k[ch] * (n * g[ch] - sum_dy[ch] - xhat * sum_dy_xhat[ch]));
+      }
     }
-  }
+  });
 }
 
 #define MLAI_INSTANTIATE(T)                                                                        \

@@ -1,5 +1,6 @@
 // CPU 2-D convolution (NHWC input, OHWI filters): im2col into a patch matrix, a chunk of images
 // at a time so the patch buffer stays under kPatchBytes (4 MB), then one OpenBLAS GEMM per chunk.
+// im2col and col2im run on the kernel threads (kernels/parallel.h), OpenBLAS on its own.
 // A 1x1, stride-1, unpadded convolution is already a GEMM on x seen as [rows, c_in].
 #include "kernels/conv.h"
 
@@ -7,6 +8,7 @@
 #include <vector>
 
 #include "kernels/gemm.h"
+#include "kernels/parallel.h"
 
 namespace mlai::kernels::cpu {
 
@@ -30,42 +32,65 @@ int64_t images_per_chunk(const Conv2dGeometry& g) {
   return std::max<int64_t>(1, kPatchBytes / std::max<int64_t>(1, per_image));
 }
 
-// Calls fn(p, x_pixel) for every (output pixel, filter tap) of images [n0, n0 + count): p is the
-// c_in-wide slot of the patch row, x_pixel the offset of the input pixel it reads, or -1 when the
-// tap falls in the padding. im2col and col2im share this walk so they cannot disagree.
-template <class Fn>
-void for_each_tap(const Conv2dGeometry& g, int64_t n0, int64_t count, Fn fn) {
-  const int64_t oh = g.out_h(), ow = g.out_w();
-  int64_t p = 0;
-  for (int64_t b = n0; b < n0 + count; ++b)
-    for (int64_t oy = 0; oy < oh; ++oy)
+// im2col: patch row q of the chunk (an output pixel of images n0..) holds the c_in-wide input
+// pixels under each filter tap, zeros in the padding. Blocks of output rows (image, oy) run on
+// the kernel threads; each writes only its own patch rows.
+template <class T>
+void im2col(const T* x, T* patches, const Conv2dGeometry& g, int64_t n0, int64_t count) {
+  const int64_t oh = g.out_h(), ow = g.out_w(), k = patch_cols(g);
+  const int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, ow * k));
+  parallel_for(count * oh, grain, [&](int64_t q0, int64_t q1) {
+    T* p = patches + q0 * ow * k;
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t b = n0 + q / oh, oy = q % oh;
       for (int64_t ox = 0; ox < ow; ++ox)
         for (int64_t i = 0; i < g.kh; ++i) {
           const int64_t iy = oy * g.stride - g.pad + i;
           for (int64_t j = 0; j < g.kw; ++j, p += g.c_in) {
             const int64_t ix = ox * g.stride - g.pad + j;
-            const bool inside = iy >= 0 && iy < g.h && ix >= 0 && ix < g.w;
-            fn(p, inside ? ((b * g.h + iy) * g.w + ix) * g.c_in : int64_t{-1});
+            if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w)
+              std::copy_n(x + ((b * g.h + iy) * g.w + ix) * g.c_in, g.c_in, p);
+            else
+              std::fill_n(p, g.c_in, T(0));
           }
         }
-}
-
-template <class T>
-void im2col(const T* x, T* patches, const Conv2dGeometry& g, int64_t n0, int64_t count) {
-  for_each_tap(g, n0, count, [&](int64_t p, int64_t src) {
-    if (src < 0)
-      std::fill_n(patches + p, g.c_in, T(0));
-    else
-      std::copy_n(x + src, g.c_in, patches + p);
+    }
   });
 }
 
-// The adjoint of im2col: every patch entry is added back into the pixel it came from.
+// The adjoint of im2col: every patch entry is added back into the input pixel it came from.
+// Neighbouring output pixels share input pixels, so the threads split the input rows instead:
+// a block of rows (image, iy) walks the output rows whose taps reach it and adds only into its
+// own rows. Each pixel still receives its contributions in the serial order (oy, ox, i, j), so
+// the sums have the same bits for any thread count.
 template <class T>
 void col2im(const T* patches, T* dx, const Conv2dGeometry& g, int64_t n0, int64_t count) {
-  for_each_tap(g, n0, count, [&](int64_t p, int64_t dst) {
-    if (dst < 0) return;
-    for (int64_t ci = 0; ci < g.c_in; ++ci) dx[dst + ci] += patches[p + ci];
+  const int64_t oh = g.out_h(), ow = g.out_w(), k = patch_cols(g);
+  const int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, g.w * g.c_in));
+  parallel_for(count * g.h, grain, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1;) {
+      const int64_t b = t / g.h, y0 = t % g.h, y1 = std::min(g.h, y0 + (t1 - t));
+      // Output rows with a tap in [y0, y1): oy * stride - pad + i there for some i < kh.
+      const int64_t lo = y0 + g.pad - (g.kh - 1);
+      const int64_t oy_lo = lo <= 0 ? 0 : (lo + g.stride - 1) / g.stride;
+      const int64_t oy_hi = std::min(oh - 1, (y1 - 1 + g.pad) / g.stride);
+      for (int64_t oy = oy_lo; oy <= oy_hi; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          const T* row = patches + ((b * oh + oy) * ow + ox) * k;
+          for (int64_t i = 0; i < g.kh; ++i) {
+            const int64_t iy = oy * g.stride - g.pad + i;
+            if (iy < y0 || iy >= y1) continue;
+            for (int64_t j = 0; j < g.kw; ++j) {
+              const int64_t ix = ox * g.stride - g.pad + j;
+              if (ix < 0 || ix >= g.w) continue;
+              T* d = dx + (((n0 + b) * g.h + iy) * g.w + ix) * g.c_in;
+              const T* src = row + (i * g.kw + j) * g.c_in;
+              for (int64_t ci = 0; ci < g.c_in; ++ci) d[ci] += src[ci];
+            }
+          }
+        }
+      t += y1 - y0;
+    }
   });
 }
 
@@ -98,7 +123,8 @@ void conv2d_backward_data(const T* dy, const T* w, T* dx, const Conv2dGeometry& 
     gemm<T>(false, false, g.n * pixels, k, g.c_out, 1.0, dy, g.c_out, w, k, 0.0, dx, k);
     return;
   }
-  std::fill_n(dx, g.n * g.h * g.w * g.c_in, T(0));
+  parallel_for(g.n * g.h * g.w * g.c_in, kElementGrain,
+               [=](int64_t i, int64_t e) { std::fill_n(dx + i, e - i, T(0)); });
   const int64_t chunk = images_per_chunk<T>(g);
   std::vector<T> dpatches(static_cast<size_t>(std::min(chunk, g.n) * pixels * k));
   for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {

@@ -1,0 +1,157 @@
+// The CPU kernels' thread pool (parallel.h). One run at a time: a Job holds the block function
+// and its own counters, so a worker that wakes late for a finished job finds no block left and
+// never touches the next one. Idle workers spin for up to kSpin, then sleep on a condition
+// variable until the next job. Block functions must not throw (a worker has nobody to throw
+// to): kernels check their arguments before they split the work.
+#include "kernels/parallel.h"
+
+#include <sched.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace mlai::kernels::cpu {
+
+namespace {
+
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+int env_threads(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return 0;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);  // OMP_NUM_THREADS may be a list ("8,2"): the first
+  return end != v && n > 0 ? static_cast<int>(std::min<long>(n, 1024)) : 0;
+}
+
+int detect_threads() {
+  if (const int n = env_threads("MLAI_NUM_THREADS")) return n;
+  if (const int n = env_threads("OMP_NUM_THREADS")) return n;
+  cpu_set_t set;  // the CPUs this process may use (a Slurm cgroup, taskset), not the node's
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+thread_local int tl_limit = 0;  // 0: pool_threads()
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+struct Job {
+  const std::function<void(int64_t)>* fn;
+  int64_t blocks;
+  std::atomic<int64_t> next{0}, done{0};
+  // Takes blocks until none is left; false if there was none to take.
+  bool work() {
+    bool any = false;
+    for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < blocks;) {
+      (*fn)(k);
+      done.fetch_add(1, std::memory_order_release);
+      any = true;
+    }
+    return any;
+  }
+};
+
+class Pool {
+ public:
+  explicit Pool(int threads) {
+    for (int i = 1; i < threads; ++i) std::thread([this] { serve(); }).detach();
+  }
+
+  bool run(int64_t blocks, const std::function<void(int64_t)>& fn) {
+    std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    auto job = std::make_shared<Job>();
+    job->fn = &fn;
+    job->blocks = blocks;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = job;
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
+    tl_limit_guard guard;  // kernels inside the caller's blocks run inline
+    job->work();
+    for (int spins = 0; job->done.load(std::memory_order_acquire) < blocks; ++spins) {
+      if (spins < 4096) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();  // a worker was descheduled: let it have the core
+      }
+    }
+    return true;
+  }
+
+ private:
+  struct tl_limit_guard {
+    int saved = tl_limit;
+    tl_limit_guard() { tl_limit = 1; }
+    ~tl_limit_guard() { tl_limit = saved; }
+  };
+
+  void serve() {
+    tl_limit = 1;  // a kernel called inside a block runs inline
+    uint64_t seen = 0;
+    for (;;) {
+      const auto start = std::chrono::steady_clock::now();
+      int spins = 0;
+      while (generation_.load(std::memory_order_acquire) == seen) {
+        cpu_relax();
+        if (++spins % 64 == 0 && std::chrono::steady_clock::now() - start > kSpin) break;
+      }
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (generation_.load(std::memory_order_acquire) == seen) {
+          sleepers_.fetch_add(1, std::memory_order_release);
+          cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+          sleepers_.fetch_sub(1, std::memory_order_release);
+        }
+        seen = generation_.load(std::memory_order_acquire);
+        job = job_;
+      }
+      job->work();
+    }
+  }
+
+  std::mutex run_mu_;  // one run at a time; a second caller runs inline
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::shared_ptr<Job> job_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> sleepers_{0};
+};
+
+// Made on first use and never destroyed: its threads are detached and sleep until exit.
+Pool& pool() {
+  static Pool* p = new Pool(pool_threads());
+  return *p;
+}
+
+}  // namespace
+
+int pool_threads() {
+  static const int n = detect_threads();
+  return n;
+}
+
+int max_threads() { return tl_limit > 0 ? tl_limit : pool_threads(); }
+
+void set_max_threads(int n) { tl_limit = std::max(1, n); }
+
+void run_blocks(int64_t blocks, const std::function<void(int64_t)>& fn) {
+  if (blocks >= 2 && max_threads() > 1 && pool().run(blocks, fn)) return;
+  for (int64_t k = 0; k < blocks; ++k) fn(k);
+}
+
+}  // namespace mlai::kernels::cpu

@@ -1,0 +1,226 @@
+// The CPU kernels' thread pool (kernels/parallel.h): every block runs once, nested and concurrent
+// callers run inline, and the threaded kernels (convolution's im2col/col2im, batch norm, the
+// elementwise ops) give the same bits on the pool as on one thread, on sizes cut into several
+// blocks, and match plain reference loops there (so block edges lose nothing). ctest also runs
+// this suite with MLAI_NUM_THREADS=3.
+#include "kernels/parallel.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "kernels/batchnorm.h"
+#include "kernels/conv.h"
+#include "kernels/elementwise.h"
+
+namespace mlai::kernels::cpu {
+namespace {
+
+std::vector<float> random_vector(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// Runs fn once on this thread alone and once with the pool.
+template <class F>
+auto on_one_thread_and_pool(F fn) {
+  const int saved = max_threads();
+  set_max_threads(1);
+  auto one = fn();
+  set_max_threads(pool_threads());
+  auto pooled = fn();
+  set_max_threads(saved);
+  return std::pair(one, pooled);
+}
+
+TEST(ParallelKernels, EveryBlockRunsExactlyOnceAndNestedCallsRunInline) {
+  std::vector<std::atomic<int>> hits(1000);
+  run_blocks(1000, [&](int64_t k) {
+    hits[static_cast<size_t>(k)]++;
+    std::atomic<int> inner{0};
+    run_blocks(3, [&](int64_t) { inner++; });  // from inside a block: inline, all 3 run
+    EXPECT_EQ(inner.load(), 3);
+  });
+  for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  // Two threads calling at once: one gets the pool, the other runs inline; both complete.
+  std::atomic<int64_t> total{0};
+  auto caller = [&] {
+    for (int r = 0; r < 50; ++r) run_blocks(64, [&](int64_t k) { total += k; });
+  };
+  std::thread other(caller);
+  caller();
+  other.join();
+  EXPECT_EQ(total.load(), 2 * 50 * (63 * 64 / 2));
+  EXPECT_GE(pool_threads(), 1);
+}
+
+TEST(ParallelKernels, ParallelBlocksCutByGrainOnly) {
+  std::vector<std::pair<int64_t, int64_t>> seen(4, {-1, -1});
+  parallel_blocks(10, 3, [&](int64_t k, int64_t b, int64_t e) {
+    seen[static_cast<size_t>(k)] = {b, e};
+  });
+  EXPECT_EQ(seen, (std::vector<std::pair<int64_t, int64_t>>{{0, 3}, {3, 6}, {6, 9}, {9, 10}}));
+  int calls = 0;
+  parallel_for(0, 3, [&](int64_t, int64_t) { ++calls; });
+  EXPECT_EQ(calls, 0);
+}
+
+// Direct convolution in double: the reference for the im2col/col2im versions.
+struct Conv {
+  Conv2dGeometry g;
+  double x(const std::vector<float>& v, int64_t b, int64_t y, int64_t xx, int64_t c) const {
+    return v[static_cast<size_t>(((b * g.h + y) * g.w + xx) * g.c_in + c)];
+  }
+};
+
+TEST(ParallelKernels, ConvolutionMatchesDirectLoopsAndKeepsItsBitsOnThePool) {
+  Conv2dGeometry g;  // 64 input channels, 32 wide: col2im's 16-row blocks split each image
+  g.n = 2;
+  g.h = 33;
+  g.w = 32;
+  g.c_in = 64;
+  g.c_out = 8;
+  g.kh = g.kw = 3;
+  for (auto [stride, pad] : {std::pair{1, 1}, std::pair{2, 1}, std::pair{2, 0}}) {
+    g.stride = stride;
+    g.pad = pad;
+    SCOPED_TRACE("stride " + std::to_string(stride) + " pad " + std::to_string(pad));
+    const int64_t oh = g.out_h(), ow = g.out_w();
+    const auto x = random_vector(static_cast<size_t>(g.n * g.h * g.w * g.c_in), 1);
+    const auto w = random_vector(static_cast<size_t>(g.c_out * g.kh * g.kw * g.c_in), 2);
+    const auto dy = random_vector(static_cast<size_t>(g.n * oh * ow * g.c_out), 3);
+    auto [y1, yp] = on_one_thread_and_pool([&] {
+      std::vector<float> y(dy.size());
+      conv2d_forward(x.data(), w.data(), static_cast<const float*>(nullptr), y.data(), g);
+      return y;
+    });
+    auto [dx1, dxp] = on_one_thread_and_pool([&] {
+      std::vector<float> dx(x.size());
+      conv2d_backward_data(dy.data(), w.data(), dx.data(), g);
+      return dx;
+    });
+    EXPECT_TRUE(same_bits(y1, yp));
+    EXPECT_TRUE(same_bits(dx1, dxp));
+    // dx[b, iy, ix, ci] = sum over taps that read it of dy[b, oy, ox, co] * w[co, i, j, ci].
+    std::vector<double> ref(x.size(), 0.0);
+    double y_err = 0, y_scale = 0;
+    for (int64_t b = 0; b < g.n; ++b)
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox)
+          for (int64_t co = 0; co < g.c_out; ++co) {
+            const size_t yi = static_cast<size_t>(((b * oh + oy) * ow + ox) * g.c_out + co);
+            double acc = 0;
+            for (int64_t i = 0; i < g.kh; ++i)
+              for (int64_t j = 0; j < g.kw; ++j) {
+                const int64_t iy = oy * stride - pad + i, ix = ox * stride - pad + j;
+                if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) continue;
+                for (int64_t ci = 0; ci < g.c_in; ++ci) {
+                  const size_t xi = static_cast<size_t>(((b * g.h + iy) * g.w + ix) * g.c_in + ci);
+                  const double wv =
+                      w[static_cast<size_t>(((co * g.kh + i) * g.kw + j) * g.c_in + ci)];
+                  acc += x[xi] * wv;
+                  ref[xi] += dy[yi] * wv;
+                }
+              }
+            y_err = std::max(y_err, std::fabs(acc - y1[yi]));
+            y_scale = std::max(y_scale, std::fabs(acc));
+          }
+    double dx_err = 0, dx_scale = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      dx_err = std::max(dx_err, std::fabs(ref[i] - dx1[i]));
+      dx_scale = std::max(dx_scale, std::fabs(ref[i]));
+    }
+    EXPECT_LT(y_err / y_scale, 1e-5);
+    EXPECT_LT(dx_err / dx_scale, 1e-5);
+  }
+}
+
+TEST(ParallelKernels, BatchNormKeepsItsBitsOnThePoolAndMatchesTwoPassStatistics) {
+  const int64_t rows = 4099, c = 24;  // 1365-row blocks: 4 of them, the last short
+  const auto x = random_vector(static_cast<size_t>(rows * c), 4);
+  const auto z = random_vector(x.size(), 5);
+  const auto dy = random_vector(x.size(), 6);
+  std::vector<float> gamma(static_cast<size_t>(c), 1.5f), beta(static_cast<size_t>(c), 0.25f);
+  struct Out {
+    std::vector<float> y, mean, inv_std, dx, dz, dgamma, dbeta;
+    bool operator==(const Out& o) const {
+      return same_bits(y, o.y) && same_bits(mean, o.mean) && same_bits(inv_std, o.inv_std) &&
+             same_bits(dx, o.dx) && same_bits(dz, o.dz) && same_bits(dgamma, o.dgamma) &&
+             same_bits(dbeta, o.dbeta);
+    }
+  };
+  auto [one, pooled] = on_one_thread_and_pool([&] {
+    Out o;
+    o.y.resize(x.size());
+    o.mean.resize(static_cast<size_t>(c));
+    o.inv_std.resize(static_cast<size_t>(c));
+    batchnorm_forward_train(x.data(), gamma.data(), beta.data(), o.y.data(),
+                            static_cast<float*>(nullptr), static_cast<float*>(nullptr),
+                            o.mean.data(), o.inv_std.data(), rows, c, 0.1, 1e-5, z.data(), true);
+    o.dx.resize(x.size());
+    o.dz.resize(x.size());
+    o.dgamma.resize(static_cast<size_t>(c));
+    o.dbeta.resize(static_cast<size_t>(c));
+    batchnorm_backward(x.data(), dy.data(), gamma.data(), o.mean.data(), o.inv_std.data(),
+                       o.dx.data(), o.dgamma.data(), o.dbeta.data(), rows, c, o.y.data(),
+                       o.dz.data());
+    return o;
+  });
+  EXPECT_TRUE(one == pooled);
+  for (int64_t ch = 0; ch < c; ++ch) {  // the statistics against a plain two-pass loop
+    double mean = 0, var = 0, dbeta = 0;
+    for (int64_t r = 0; r < rows; ++r) mean += x[static_cast<size_t>(r * c + ch)];
+    mean /= static_cast<double>(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      const double d = x[static_cast<size_t>(r * c + ch)] - mean;
+      var += d * d;
+      const size_t i = static_cast<size_t>(r * c + ch);
+      dbeta += one.y[i] > 0 ? dy[i] : 0.0;  // the gradient through the relu
+    }
+    var /= static_cast<double>(rows);
+    EXPECT_NEAR(one.mean[static_cast<size_t>(ch)], mean, 1e-7);
+    EXPECT_NEAR(one.inv_std[static_cast<size_t>(ch)], 1 / std::sqrt(var + 1e-5), 1e-5);
+    EXPECT_NEAR(one.dbeta[static_cast<size_t>(ch)], dbeta, 1e-4);
+  }
+}
+
+TEST(ParallelKernels, ElementwiseOpsKeepTheirBitsOnThePool) {
+  const int64_t rows = 3000, cols = 40;  // 120K elements: 4 blocks
+  const auto a = random_vector(static_cast<size_t>(rows * cols), 7);
+  const auto b = random_vector(a.size(), 8);
+  const auto bias = random_vector(static_cast<size_t>(cols), 9);
+  auto [one, pooled] = on_one_thread_and_pool([&] {
+    std::vector<float> out(a.size()), r(a.size()), ba(a.size()), ax = b;
+    add(a.data(), b.data(), out.data(), rows * cols);
+    relu_backward(a.data(), b.data(), r.data(), rows * cols);
+    bias_act(a.data(), bias.data(), ba.data(), rows, cols, true);
+    axpy(0.5, a.data(), ax.data(), rows * cols);
+    out.insert(out.end(), r.begin(), r.end());
+    out.insert(out.end(), ba.begin(), ba.end());
+    out.insert(out.end(), ax.begin(), ax.end());
+    return out;
+  });
+  EXPECT_TRUE(same_bits(one, pooled));
+  const size_t n = a.size();
+  for (size_t i = 0; i < n; i += 997) {  // and they are the ops
+    EXPECT_EQ(one[i], a[i] + b[i]);
+    EXPECT_EQ(one[n + i], b[i] > 0 ? a[i] : 0.0f);
+    const float v = a[i] + bias[i % static_cast<size_t>(cols)];
+    EXPECT_EQ(one[2 * n + i], v > 0 ? v : 0.0f);
+  }
+}
+
+}  // namespace
+}  // namespace mlai::kernels::cpu
