@@ -110,6 +110,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
                  "Logs go to <log-dir>/<name>/version_<n or Slurm job id>/")->capture_default_str();
   app.add_option("--checkpoint-every", c.checkpoint_every,
                  "Write last.h5 / best.h5 every N epochs (0: only when stopped by a signal)")->capture_default_str();
+  app.add_option("--checkpoint-every-n-steps", c.checkpoint_every_n_steps,
+                 "Also write last.h5 every N optimizer steps, mid-epoch included (0: off)")
+      ->capture_default_str();
   app.add_option("--resume", c.resume, "Continue exactly from a checkpoint (e.g. .../last.h5)")
       ->check(CLI::ExistingFile);
   app.add_option("--pretrained", c.pretrained,

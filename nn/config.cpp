@@ -75,6 +75,7 @@ void Config::validate() const {
   require(!(overfit_batches > 0 && limit_train_batches != "1.0"),
           "--overfit-batches and --limit-train-batches cannot be combined");
   require(checkpoint_every >= 0, "--checkpoint-every must be >= 0");
+  require(checkpoint_every_n_steps >= 0, "--checkpoint-every-n-steps must be >= 0 (0: off)");
   require(early_stopping_patience >= 0, "--early-stopping-patience must be >= 0");
   require(gradient_clip_val >= 0, "--gradient-clip-val must be >= 0 (0: no clipping)");
   one_of(gradient_clip_algorithm, {"norm", "value"}, "--gradient-clip-algorithm");
@@ -113,7 +114,7 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_gamma) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(limit_test_batches) X(overfit_batches) X(log_dir) X(experiment_name) \
-  X(checkpoint_every) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
+  X(checkpoint_every) X(checkpoint_every_n_steps) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
   X(lr_scale) X(sync_bn) X(dist_timeout) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \

@@ -75,7 +75,10 @@ struct Config {
   // files
   std::string log_dir = "logs";
   std::string experiment_name = "default";
-  int64_t checkpoint_every = 1;  // also keep epoch-N.h5 every this many epochs (0: never)
+  int64_t checkpoint_every = 1;  // write last.h5 / best.h5 every this many epochs (0: never)
+  // Lightning's ModelCheckpoint(every_n_train_steps): last.h5 every N optimizer steps too, so a
+  // run that dies mid-epoch (a node failure, no signal) resumes from there (0: off).
+  int64_t checkpoint_every_n_steps = 0;
   std::string resume;
   std::string
       pretrained;  // initial weights by name (model/<name>) from a checkpoint or weights file

@@ -361,10 +361,14 @@ FitResult Trainer::fit() {
   StepScalars step_log(device_, cfg_.log_every_n_steps > 0 ? tb.get() : nullptr);
   model_->train();
   const int num_classes = data_.train.num_classes;
-  // Testing the failure paths: the rank named by MLAI_FAULT_RANK throws at step 2, or with
-  // MLAI_FAULT_KIND=hang stops there for good (a stuck rank: the others' deadlines must end it).
+  // Testing the failure paths: the rank named by MLAI_FAULT_RANK throws at step 2 (or at
+  // MLAI_FAULT_STEP), or with MLAI_FAULT_KIND=hang stops there for good (a stuck rank: the
+  // others' deadlines must end it).
   int64_t fault_step = 0;
-  if (const char* f = std::getenv("MLAI_FAULT_RANK"); f && std::atoi(f) == group_.rank()) fault_step = 2;
+  if (const char* f = std::getenv("MLAI_FAULT_RANK"); f && std::atoi(f) == group_.rank()) {
+    const char* at = std::getenv("MLAI_FAULT_STEP");
+    fault_step = at != nullptr ? std::max(1, std::atoi(at)) : 2;
+  }
   const char* fault_kind = std::getenv("MLAI_FAULT_KIND");
   const bool fault_hang = fault_kind && std::string(fault_kind) == "hang";
   for (int64_t epoch = state_.epoch; epoch < epochs; ++epoch) {
@@ -459,6 +463,11 @@ FitResult Trainer::fit() {
       progress.update(b + 1, [&] { return running_loss.read(loss_sum, samples); },
                       el > 0 ? samples / el : 0);
       if (!step_now) continue;  // a stop waits for the group's step: nothing half-accumulated
+      if (cfg_.checkpoint_every_n_steps > 0 &&
+          state_.global_step % cfg_.checkpoint_every_n_steps == 0) {
+        state_.epoch = epoch;  // in progress: a resume continues at next_batch
+        save("last.h5");
+      }
       if (const int sig = stop_requested()) {
         progress.finish();
         step_log.flush();

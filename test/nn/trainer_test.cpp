@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -128,6 +129,44 @@ TEST_F(TrainerTest, StopsOnASignalWithACheckpointAndResumesMidEpochExactly) {
   const FitResult r2 = resumed.fit();
   EXPECT_EQ(r2.stop_signal, 0);
   EXPECT_EQ(r2.global_step, 2 * 18);
+  EXPECT_EQ(weights(straight), weights(resumed));
+}
+
+// --checkpoint-every-n-steps: a run that dies mid-epoch without a signal (MLAI_FAULT_RANK makes
+// it throw at step 23: epoch 2, batch 5) leaves last.h5 from step 20 (epoch 2, batch 2), and
+// resuming from it ends with the weights of a run that never died (dropout included: the
+// generator's state is saved with the step).
+TEST_F(TrainerTest, StepCheckpointsLetACrashedRunResumeExactly) {
+  Config c = base();
+  c.optimizer = "sgd";
+  c.momentum = 0.9;
+  c.dropout = 0.2;
+  c.checkpoint_every_n_steps = 5;
+  Trainer straight(c);
+  EXPECT_EQ(straight.fit().global_step, 2 * 18);
+
+  Config crash = c;
+  crash.experiment_name = "crashed";
+  setenv("MLAI_FAULT_RANK", "0", 1);
+  setenv("MLAI_FAULT_STEP", "23", 1);
+  Trainer dying(crash);
+  EXPECT_THROW(dying.fit(), std::runtime_error);
+  unsetenv("MLAI_FAULT_RANK");
+  unsetenv("MLAI_FAULT_STEP");
+  std::string ckpt;
+  for (auto& e : fs::recursive_directory_iterator(c.log_dir + "/crashed"))
+    if (e.path().filename() == "last.h5") ckpt = e.path();
+  ASSERT_FALSE(ckpt.empty());
+
+  Config again = c;
+  again.experiment_name = "crashed";
+  again.resume = ckpt;
+  Trainer resumed(again);
+  const TrainState at = load_checkpoint(ckpt, resumed.model(), nullptr);
+  EXPECT_EQ(at.global_step, 20);
+  EXPECT_EQ(at.epoch, 1);
+  EXPECT_EQ(at.next_batch, 2);
+  EXPECT_EQ(resumed.fit().global_step, 2 * 18);
   EXPECT_EQ(weights(straight), weights(resumed));
 }
 
