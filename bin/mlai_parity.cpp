@@ -2,7 +2,6 @@
 // (eval-mode logits, train-mode logits, every tensor after one SGD step) and prints the max
 // absolute and relative error of each. Exit 0 when all are within the bounds, 1 otherwise.
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +15,7 @@
 #include "nn/models.h"
 #include "nn/optim.h"
 #include "tensor/device.h"
+#include "tensor/ops.h"
 
 namespace {
 
@@ -28,10 +28,10 @@ struct Err {
 };
 
 // Max |mine - ref| and max |ref|: the relative error is measured against the quantity's scale.
-Err compare(const std::vector<float>& mine, const std::vector<double>& ref) {
+Err compare(const std::vector<double>& mine, const std::vector<double>& ref) {
   Err e;
   for (size_t i = 0; i < ref.size(); ++i) {
-    e.abs = std::max(e.abs, std::abs(static_cast<double>(mine[i]) - ref[i]));
+    e.abs = std::max(e.abs, std::abs(mine[i] - ref[i]));
     e.scale = std::max(e.scale, std::abs(ref[i]));
   }
   return e;
@@ -43,15 +43,22 @@ std::vector<double> read_f64(const mlai::io::H5Reader& r, const std::string& nam
   return v;
 }
 
-bool report(const char* what, const Err& e, double bound, const std::string& worst = "") {
-  const bool ok = e.rel() <= bound;
-  std::printf("%-14s max abs %.3e  max rel %.3e  (bound %.0e)  %s%s\n", what, e.abs, e.rel(), bound,
-              ok ? "ok" : "FAIL", worst.empty() ? "" : ("  worst: " + worst).c_str());
+// torch_fp32: PyTorch's own float32 error on the same quantity (negative: not in the goldens).
+// A float32 result passes within the bound, or within twice PyTorch's float32 error: a tensor
+// that one SGD step moves only slightly from zero (a batch-norm bias) has a large relative error
+// in any float32 implementation, PyTorch's included.
+bool report(const char* what, const Err& e, double bound, double torch_fp32,
+            const std::string& worst = "") {
+  const double allowed = std::max(bound, 2 * torch_fp32);
+  const bool ok = e.rel() <= allowed;
+  std::printf("%-14s max abs %.3e  max rel %.3e  (bound %.0e", what, e.abs, e.rel(), bound);
+  if (torch_fp32 >= 0) std::printf("; PyTorch float32 %.3e", torch_fp32);
+  std::printf(")  %s%s\n", ok ? "ok" : "FAIL", worst.empty() ? "" : ("  worst: " + worst).c_str());
   return ok;
 }
 
 int run(const std::string& weights, const std::string& golden, const std::string& device,
-        double logit_bound, double weight_bound) {
+        double logit_bound, double weight_bound, bool f64) {
   mlai::io::H5Reader g(golden);
   const auto shape = g.info("images").shape;  // [n, h, w, c]
   const int64_t n = shape.at(0);
@@ -65,37 +72,66 @@ int run(const std::string& weights, const std::string& golden, const std::string
   const t::Device dev = t::parse_device(device);
   t::set_current_device(dev);
   model->to(dev);
+  if (f64) {  // the same network in float64: against PyTorch's float64 goldens, only the
+              // summation order differs (no ReLU near zero flips sign between the two)
+    for (auto& [name, v] : model->named_parameters()) {
+      t::Tensor& d = const_cast<mlai::autograd::Variable&>(v).data();
+      d = t::cast(d, t::DType::kFloat64);
+    }
+    for (auto& [name, b] : model->named_buffers())
+      if (b->dtype() == t::DType::kFloat32) *b = t::cast(*b, t::DType::kFloat64);
+  }
   std::vector<float> x(static_cast<size_t>(g.info("images").numel()));
   g.read("images", H5Type::kFloat32, x.data(), shape);
   std::vector<int64_t> y(static_cast<size_t>(n));
   g.read("labels", H5Type::kInt64, y.data(), n);
-  const mlai::nn::Variable input(t::Tensor::from_vector(x, shape, dev));
+  t::Tensor images = t::Tensor::from_vector(x, shape, dev);
+  if (f64) images = t::cast(images, t::DType::kFloat64);
+  const mlai::nn::Variable input(images);
   const t::Tensor labels = t::Tensor::from_vector(y, {n}, dev);
   const int64_t nl = n * spec.num_classes;
-  auto host = [](const t::Tensor& v) { return v.to(t::Device::cpu()).to_vector<float>(); };
+  auto host = [](const t::Tensor& v) {
+    return t::cast(v.to(t::Device::cpu()), t::DType::kFloat64).to_vector<double>();
+  };
 
+  // PyTorch's float32 errors, from goldens written since they were added (float32 mode only).
+  auto torch_fp32 = [&](const std::string& what) {
+    const std::string name = "torch_fp32_" + what;
+    return !f64 && g.has_attr("/", name) ? g.get_attr_double("/", name) : -1.0;
+  };
   bool ok = true;
   model->eval();
   {
     mlai::autograd::NoGradGuard no_grad;
-    ok &= report("logits (eval)", compare(host((*model)(input).data()), read_f64(g, "logits_eval", nl)),
-                 logit_bound);
+    ok &= report("logits (eval)",
+                 compare(host((*model)(input).data()), read_f64(g, "logits_eval", nl)), logit_bound,
+                 torch_fp32("logits_eval"));
   }
   model->train();
   const auto logits = (*model)(input);
-  ok &= report("logits (train)", compare(host(logits.data()), read_f64(g, "logits_train", nl)), logit_bound);
-  mlai::nn::OptimizerConfig oc;
-  oc.name = "sgd";
-  oc.lr = g.get_attr_double("/", "lr");
-  auto opt = mlai::nn::make_optimizer(model->named_parameters(), oc);
+  ok &= report("logits (train)", compare(host(logits.data()), read_f64(g, "logits_train", nl)),
+               logit_bound, torch_fp32("logits_train"));
+  const double lr = g.get_attr_double("/", "lr");
   model->zero_grad();
   mlai::autograd::cross_entropy(logits, labels).backward();
-  opt->step();
+  if (f64) {  // plain SGD by hand (the optimizers keep float32 masters): p -= lr * grad
+    for (auto& [name, v] : model->named_parameters()) {
+      t::Tensor& d = const_cast<mlai::autograd::Variable&>(v).data();
+      t::axpy_(-lr, v.grad(), d);
+    }
+  } else {
+    mlai::nn::OptimizerConfig oc;
+    oc.name = "sgd";
+    oc.lr = lr;
+    auto opt = mlai::nn::make_optimizer(model->named_parameters(), oc);
+    opt->step();
+  }
 
   // Every parameter and float buffer after the step (BN running statistics included).
   Err worst_p, worst_b;
   std::string worst_p_name, worst_b_name;
-  auto check = [&](const std::string& name, const t::Tensor& v, Err& worst, std::string& worst_name) {
+  auto check = [&](const std::string& name, const t::Tensor& v, Err& worst,
+                   std::string& worst_name) {
     const Err e = compare(host(v), read_f64(g, "after/" + name, v.numel()));
     if (e.rel() >= worst.rel()) worst = e, worst_name = name;
   };
@@ -112,8 +148,8 @@ int run(const std::string& weights, const std::string& golden, const std::string
     }
     check(name, *b, worst_b, worst_b_name);
   }
-  ok &= report("params (step)", worst_p, weight_bound, worst_p_name);
-  ok &= report("buffers (step)", worst_b, weight_bound, worst_b_name);
+  ok &= report("params (step)", worst_p, weight_bound, torch_fp32("params"), worst_p_name);
+  ok &= report("buffers (step)", worst_b, weight_bound, torch_fp32("buffers"), worst_b_name);
   std::printf("%s\n", ok ? "parity: PASS" : "parity: FAIL");
   return ok ? 0 : 1;
 }
@@ -124,11 +160,22 @@ int main(int argc, char** argv) {
   CLI::App app{"mlai_parity: resnet18_cifar against PyTorch goldens (tools/parity_resnet.py)"};
   std::string weights, golden, device = "cpu";
   double logit_bound = 1e-4, weight_bound = 1e-5;
-  app.add_option("--weights", weights, "weights.h5 from parity_resnet.py")->required()->check(CLI::ExistingFile);
-  app.add_option("--golden", golden, "golden.h5 from parity_resnet.py")->required()->check(CLI::ExistingFile);
+  std::string dtype = "float32";
+  app.add_option("--weights", weights, "weights.h5 from parity_resnet.py")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--golden", golden, "golden.h5 from parity_resnet.py")
+      ->required()
+      ->check(CLI::ExistingFile);
   app.add_option("--device", device, "cpu, cuda, cuda:N or auto")->capture_default_str();
-  app.add_option("--logit-bound", logit_bound, "Max relative error of the logits")->capture_default_str();
-  app.add_option("--weight-bound", weight_bound, "Max relative error after the step")->capture_default_str();
+  app.add_option("--logit-bound", logit_bound, "Max relative error of the logits")
+      ->capture_default_str();
+  app.add_option("--weight-bound", weight_bound, "Max relative error after the step")
+      ->capture_default_str();
+  app.add_option("--dtype", dtype,
+                 "float32 (what training runs), or float64: the implementation alone, to 1e-10")
+      ->check(CLI::IsMember({"float32", "float64"}))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -137,7 +184,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    return run(weights, golden, device, logit_bound, weight_bound);
+    return run(weights, golden, device, logit_bound, weight_bound, dtype == "float64");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mlai_parity: error: %s\n", e.what());
     return 1;

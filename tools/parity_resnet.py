@@ -2,7 +2,10 @@
 # Golden outputs for the PyTorch parity check of resnet18_cifar (run bin/mlai_parity on them):
 # random torchvision weights (an mlai weights file), a random NHWC batch with labels, and in
 # float64 the eval-mode logits, the train-mode logits and every tensor after one SGD step.
+# The same step in PyTorch's float32 gives the yardstick for mlai's float32 error: stored as
+# attributes torch_fp32_* (max relative error against the float64 goldens, same measure).
 import argparse
+import copy
 import os
 import subprocess
 import sys
@@ -14,6 +17,28 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_interop as ti  # noqa: E402
+
+
+def step(m, x, y, lr):
+    """Eval logits, train logits and loss, then one plain SGD step of m in place."""
+    m.eval()
+    with torch.no_grad():
+        logits_eval = m(x)
+    m.train()
+    logits_train = m(x)
+    loss = F.cross_entropy(logits_train, y)
+    opt = torch.optim.SGD(m.parameters(), lr=lr, momentum=0.0)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return logits_eval, logits_train, loss
+
+
+def rel(a, b):
+    """max |a - b| / max |b|: mlai_parity's measure."""
+    scale = float(b.abs().max())
+    err = float((a.double() - b).abs().max())
+    return err / scale if scale > 0 else err
 
 
 def main():
@@ -32,21 +57,26 @@ def main():
 
     x = torch.randn(a.batch, 3, 32, 32)
     y = torch.randint(0, 10, (a.batch,))
+    m32 = copy.deepcopy(model)
     m = model.double()  # the reference in float64: the error measured is mlai's float32 error
-    xd = x.double()
-    m.eval()
-    with torch.no_grad():
-        logits_eval = m(xd)
-    m.train()
-    logits_train = m(xd)
-    loss = F.cross_entropy(logits_train, y)
-    opt = torch.optim.SGD(m.parameters(), lr=a.lr, momentum=0.0)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
+    logits_eval, logits_train, loss = step(m, x.double(), y, a.lr)
+    e32, t32, _ = step(m32, x, y, a.lr)  # PyTorch's own float32 error, for comparison
 
+    ref = {k: v.detach().double() for k, v in m.state_dict().items() if v.is_floating_point()}
+    got = {k: v.detach().double() for k, v in m32.state_dict().items() if v.is_floating_point()}
+    params = {n for n, _ in m.named_parameters()}
+    yard = {
+        "logits_eval": rel(e32, logits_eval),
+        "logits_train": rel(t32.detach(), logits_train.detach()),
+        "params": max(rel(got[k], ref[k]) for k in ref if k in params),
+        "buffers": max(rel(got[k], ref[k]) for k in ref if k not in params),
+    }
+    print("PyTorch float32 against float64: " +
+          "  ".join(f"{k} {v:.3e}" for k, v in yard.items()), flush=True)
     with h5py.File(golden, "w") as f:
         f.attrs["lr"] = a.lr
+        for k, v in yard.items():
+            f.attrs["torch_fp32_" + k] = v
         f.attrs["loss"] = float(loss.detach())
         f.create_dataset("images", data=x.permute(0, 2, 3, 1).contiguous().numpy())  # NHWC
         f.create_dataset("labels", data=y.numpy().astype(np.int64))
