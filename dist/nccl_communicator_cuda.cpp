@@ -13,6 +13,7 @@
 #include <chrono>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include "dist/nccl_communicator.h"
@@ -89,6 +90,7 @@ class NcclCommunicator : public Communicator {
   ~NcclCommunicator() override {
     stop_ = true;
     if (watchdog_.joinable()) watchdog_.join();
+    if (aborted_) return;  // the watchdog aborted the communicator already
     // Unwinding from an error, this rank may have queued a collective its peers never join:
     // ncclCommDestroy would wait for it forever (and MPI_Abort in the caller never come), so
     // the communicator is aborted instead, as PyTorch does.
@@ -103,7 +105,16 @@ class NcclCommunicator : public Communicator {
 
   const char* name() const override { return "nccl"; }
 
+  // Held while a collective is enqueued; the watchdog takes it (briefly waiting) to abort, so
+  // the training thread never enqueues on a communicator the watchdog has freed.
+  std::unique_lock<std::timed_mutex> enqueue_lock() {
+    std::unique_lock<std::timed_mutex> lock(mu_);
+    if (aborted_) throw std::runtime_error("the NCCL communicator was aborted: " + abort_reason_);
+    return lock;
+  }
+
   std::unique_ptr<Work> allreduce_sum_async(Tensor& t) override {
+    auto lock = enqueue_lock();
     auto w = std::make_unique<NcclWork>();
     w->compute = tensor::current_stream(device_).handle();
     cudaStream_t comm = comm_stream_.handle();
@@ -119,6 +130,7 @@ class NcclCommunicator : public Communicator {
   }
 
   void broadcast(Tensor& t, int root) override {
+    auto lock = enqueue_lock();
     cudaStream_t s = tensor::current_stream(device_).handle();
     MLAI_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                   nccl_type(t.dtype()), root, comm_, s));
@@ -129,6 +141,7 @@ class NcclCommunicator : public Communicator {
     tensor::Shape shape = t.shape();
     shape.insert(shape.begin(), world());
     Tensor out = Tensor::empty(shape, t.dtype(), t.device());
+    auto lock = enqueue_lock();
     cudaStream_t s = tensor::current_stream(device_).handle();
     MLAI_NCCL_CHECK(ncclAllGather(t.data_ptr(), out.data_ptr(), static_cast<size_t>(t.numel()),
                                   nccl_type(t.dtype()), comm_, s));
@@ -139,7 +152,8 @@ class NcclCommunicator : public Communicator {
   void barrier() override {
     if (!group_.mpi()) return;
     MPI_Request req = MPI_REQUEST_NULL;
-    if (MPI_Ibarrier(MPI_COMM_WORLD, &req) != MPI_SUCCESS) throw std::runtime_error("MPI_Ibarrier failed");
+    if (MPI_Ibarrier(MPI_COMM_WORLD, &req) != MPI_SUCCESS)
+      throw std::runtime_error("MPI_Ibarrier failed");
     wait_request(group_, &req, "barrier");
   }
 
@@ -152,13 +166,19 @@ class NcclCommunicator : public Communicator {
     return ev;
   }
 
-  // The watchdog runs on its own thread, so it ends the job with abort_from_thread (MPI was
-  // initialised FUNNELED). Aborting the communicator first lets NCCL's kernels on this GPU
-  // return, so the process can exit.
+  // The watchdog's thread: on an NCCL error (a dead peer) or a collective past its deadline (a
+  // hung peer) it aborts the communicator, which lets NCCL's kernels on this GPU return and the
+  // training thread go on to where it checks ProcessGroup::abort_if_requested() and ends the job
+  // with MPI_Abort (MPI is FUNNELED: only that thread may call it; under srun it also stops the
+  // other ranks). If the training thread has not done so within kGrace, this rank exits alone.
   void watch() {
-    while (!stop_) {
+    // A new thread's CUDA calls (cudaEventQuery, an event's destruction) would otherwise go to
+    // device 0 and make a context there for every rank of the node.
+    cudaSetDevice(device_.index);
+    std::string problem;
+    while (!stop_ && problem.empty()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      std::string problem;
+      if (stop_) return;
       ncclResult_t async = ncclSuccess;
       if (ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess) {
         problem = std::string("NCCL asynchronous error: ") + ncclGetErrorString(async) +
@@ -166,11 +186,22 @@ class NcclCommunicator : public Communicator {
       } else {
         problem = deadlines_.overdue();
       }
-      if (problem.empty()) continue;
-      ncclCommAbort(comm_);
-      comm_ = nullptr;
-      group_.abort_from_thread(problem);
     }
+    if (problem.empty()) return;
+    {
+      // An enqueue that blocks (a full launch queue behind a hung kernel) holds the lock; the
+      // abort goes ahead without it after a while, and unblocks that enqueue.
+      std::unique_lock<std::timed_mutex> lock(mu_, std::chrono::seconds(2));
+      abort_reason_ = problem;
+      aborted_ = true;
+      ncclCommAbort(comm_);
+    }
+    group_.request_abort(problem);
+    constexpr auto kGrace = std::chrono::seconds(30);
+    const auto start = std::chrono::steady_clock::now();
+    while (!stop_ && std::chrono::steady_clock::now() - start < kGrace)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!stop_) group_.abort_from_thread(problem + " (the training thread did not end the job)");
   }
 
   tensor::Device device_;
@@ -179,6 +210,9 @@ class NcclCommunicator : public Communicator {
   tensor::Stream comm_stream_;
   std::thread watchdog_;
   std::atomic<bool> stop_{false};
+  std::timed_mutex mu_;
+  std::atomic<bool> aborted_{false};
+  std::string abort_reason_;  // written before aborted_ is set, under mu_
 };
 }  // namespace
 

@@ -22,7 +22,8 @@ void mpi_check(int rc, const char* what) {
   char msg[MPI_MAX_ERROR_STRING];
   int len = 0;
   MPI_Error_string(rc, msg, &len);
-  throw std::runtime_error(std::string(what) + " failed: " + std::string(msg, static_cast<size_t>(len)));
+  throw std::runtime_error(std::string(what) +
+                           " failed: " + std::string(msg, static_cast<size_t>(len)));
 }
 }  // namespace
 
@@ -46,14 +47,16 @@ ProcessGroup& ProcessGroup::init(int* argc, char*** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &g.rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &g.world_);
   MPI_Comm local;
-  mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g.rank_, MPI_INFO_NULL, &local),
-            "MPI_Comm_split_type");
+  mpi_check(
+      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g.rank_, MPI_INFO_NULL, &local),
+      "MPI_Comm_split_type");
   MPI_Comm_rank(local, &g.local_rank_);
   MPI_Comm_size(local, &g.local_world_);
   MPI_Comm_free(&local);
   // Nodes: count the local leaders.
   int leader = g.local_rank_ == 0 ? 1 : 0;
-  mpi_check(MPI_Allreduce(&leader, &g.nodes_, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+  mpi_check(MPI_Allreduce(&leader, &g.nodes_, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD),
+            "MPI_Allreduce");
   return g;
 }
 
@@ -82,6 +85,23 @@ void ProcessGroup::abort(const std::string& message, int code) const {
 void ProcessGroup::abort_from_thread(const std::string& message, int code) const {
   report(message);
   std::_Exit(code);  // no destructors: the training thread may be inside CUDA or MPI right now
+}
+
+void ProcessGroup::request_abort(const std::string& message) const {
+  std::lock_guard<std::mutex> lock(abort_mu_);
+  if (abort_requested_.load()) return;  // the first reason is the one reported
+  abort_message_ = message;
+  abort_requested_.store(true, std::memory_order_release);
+}
+
+void ProcessGroup::abort_if_requested() const {
+  if (!abort_requested_.load(std::memory_order_acquire)) return;
+  std::string message;
+  {
+    std::lock_guard<std::mutex> lock(abort_mu_);
+    message = abort_message_;
+  }
+  abort(message);
 }
 
 void ProcessGroup::report(const std::string& message) const {

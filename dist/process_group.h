@@ -4,7 +4,9 @@
 // Slurm's variables are read only for names and logs.
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace mlai::dist {
@@ -36,6 +38,12 @@ class ProcessGroup {
   // the lost connection, or their own deadlines pass).
   [[noreturn]] void abort_from_thread(const std::string& message, int code = 1) const;
 
+  // A thread that found the job broken (the NCCL watchdog) asks the training thread to end it
+  // with MPI_Abort, which also stops the other ranks under srun; abort_if_requested(), called
+  // where the training thread waits or steps, does that.
+  void request_abort(const std::string& message) const;
+  void abort_if_requested() const;
+
   // Seconds a collective may take before the job is aborted (--dist-timeout; <= 0: never).
   double timeout_s() const { return timeout_s_; }
   void set_timeout(double seconds) { timeout_s_ = seconds; }
@@ -48,6 +56,9 @@ class ProcessGroup {
   bool mpi_ = false;
   bool finalized_ = false;
   double timeout_s_ = 600.0;
+  mutable std::atomic<bool> abort_requested_{false};
+  mutable std::mutex abort_mu_;
+  mutable std::string abort_message_;
 };
 
 // True when a launcher set this process up as one rank of several (Open MPI, PMIx, Slurm).

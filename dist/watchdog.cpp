@@ -22,13 +22,25 @@ void CollectiveDeadlines::add(std::string what, std::function<bool()> done,
 }
 
 std::string CollectiveDeadlines::overdue(WatchClock::time_point now) {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::erase_if(entries_, [](const Entry& e) { return e.done(); });
+  // The completion tests (cudaEventQuery, and the event's destruction with its last owner) run
+  // outside the lock: a wedged driver call must not also block the training thread's add().
+  std::deque<Entry> mine;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    mine.swap(entries_);
+  }
+  std::erase_if(mine, [](const Entry& e) { return e.done(); });
+  std::string late;
   // Entries are in start order, so the first one left is the oldest.
-  if (entries_.empty() || timeout_s_ <= 0) return "";
-  const double waited = seconds(now - entries_.front().start);
-  if (waited <= timeout_s_) return "";
-  return timeout_message(entries_.front().what, waited, timeout_s_);
+  if (!mine.empty() && timeout_s_ > 0) {
+    const double waited = seconds(now - mine.front().start);
+    if (waited > timeout_s_) late = timeout_message(mine.front().what, waited, timeout_s_);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  // Older entries first, then whatever was added meanwhile.
+  for (auto& e : entries_) mine.push_back(std::move(e));
+  entries_.swap(mine);
+  return late;
 }
 
 size_t CollectiveDeadlines::in_flight() const {
@@ -49,15 +61,15 @@ void wait_or_abort(const ProcessGroup& group, const std::string& what,
                    const std::function<bool()>& test) {
   const auto start = WatchClock::now();
   const double timeout = group.timeout_s();
-  auto nap = std::chrono::microseconds(0);
-  for (int polls = 0;; ++polls) {
+  for (;;) {
     if (test()) return;
+    group.abort_if_requested();  // the NCCL watchdog found the job broken
     const double waited = seconds(WatchClock::now() - start);
     if (timeout > 0 && waited > timeout) group.abort(timeout_message(what, waited, timeout));
-    if (polls >= 1000) {  // about a millisecond of spinning first: most waits end in it
-      nap = std::min(std::chrono::microseconds(1000), nap + std::chrono::microseconds(20));
-      std::this_thread::sleep_for(nap);
-    }
+    // MPI moves non-blocking collectives forward only inside MPI calls: poll back to back for
+    // the first 5 ms (most waits end there), then with 50 us naps, so a long wait neither takes
+    // a core from the rank's other threads nor adds more than that to the collective.
+    if (waited > 5e-3) std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 }
 

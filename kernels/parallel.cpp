@@ -1,8 +1,8 @@
 // The CPU kernels' thread pool (parallel.h). One run at a time: a Job holds the block function
 // and its own counters, so a worker that wakes late for a finished job finds no block left and
 // never touches the next one. Idle workers spin for up to kSpin, then sleep on a condition
-// variable until the next job. Block functions must not throw (a worker has nobody to throw
-// to): kernels check their arguments before they split the work.
+// variable until the next job. A block's exception (bad_alloc of a scratch row) is caught where
+// it happens and rethrown to the caller once every block is done.
 #include "kernels/parallel.h"
 
 #include <sched.h>
@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -50,15 +51,20 @@ struct Job {
   const std::function<void(int64_t)>* fn;
   int64_t blocks;
   std::atomic<int64_t> next{0}, done{0};
-  // Takes blocks until none is left; false if there was none to take.
-  bool work() {
-    bool any = false;
+  std::mutex error_mu;
+  std::exception_ptr error;  // the first block's exception, rethrown by the caller
+  // Takes blocks until none is left. A block that throws still counts as done, so the caller
+  // never returns (and frees fn) while another thread could still claim a block.
+  void work() {
     for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < blocks;) {
-      (*fn)(k);
+      try {
+        (*fn)(k);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (!error) error = std::current_exception();
+      }
       done.fetch_add(1, std::memory_order_release);
-      any = true;
     }
-    return any;
   }
 };
 
@@ -89,6 +95,7 @@ class Pool {
         std::this_thread::yield();  // a worker was descheduled: let it have the core
       }
     }
+    if (job->error) std::rethrow_exception(job->error);
     return true;
   }
 

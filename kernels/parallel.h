@@ -19,14 +19,16 @@ namespace mlai::kernels::cpu {
 // to the rank's --cpus-per-task), else the CPUs this process may run on; read once.
 int pool_threads();
 
-// This thread's limit (default: pool_threads()). The data loader's workers set 1, so their
-// kernels run inline instead of competing for the pool.
+// This thread's limit (default: pool_threads()): 1 runs its kernels inline, any other value
+// lets them use the whole pool. The data loader's workers set 1, so their kernels do not compete
+// with the training thread's.
 int max_threads();
 void set_max_threads(int n);
 
 // Runs fn(k) for k in [0, blocks) on the pool (the caller takes part) and returns when all are
-// done. Inline, in order, when blocks < 2, the limit is 1, or the pool is busy (a kernel called
-// from inside a block, or from another thread meanwhile).
+// done; an exception from a block is rethrown then. Inline, in order, when blocks < 2, the limit
+// is 1, or the pool is busy (a kernel called from inside a block, or from another thread
+// meanwhile).
 void run_blocks(int64_t blocks, const std::function<void(int64_t)>& fn);
 
 inline int64_t num_blocks(int64_t n, int64_t grain) { return n <= 0 ? 0 : (n + grain - 1) / grain; }

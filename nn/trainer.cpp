@@ -157,6 +157,14 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     graphed_ = std::make_unique<GraphedStep>(*model_);
   }
   if (!cfg_.resume.empty()) {
+    // The schedule and the checkpoint's step count are in optimizer steps, and its next batch
+    // starts a group: another accumulation count would shift both.
+    const int64_t saved_accum = checkpoint_config(cfg_.resume).accumulate_grad_batches;
+    if (saved_accum != cfg_.accumulate_grad_batches)
+      throw std::invalid_argument(
+          "--resume " + cfg_.resume + ": the run used --accumulate-grad-batches " +
+          std::to_string(saved_accum) + ", not " + std::to_string(cfg_.accumulate_grad_batches) +
+          " (the schedule counts optimizer steps); resume with the same value");
     state_ = load_checkpoint(cfg_.resume, *model_, opt_.get(), scaler_->state());
     model_->refresh_working_parameters();
     if (main_)
@@ -394,6 +402,7 @@ FitResult Trainer::fit() {
         batch = loader.next();
       }
       if (!batch) break;
+      group_.abort_if_requested();  // the NCCL watchdog found a dead or hung peer
       // Under accumulation only a group's last batch steps (and, with data parallelism,
       // allreduces); the others add into the gradients.
       const bool step_now = (b + 1) % accum == 0 || b + 1 >= steps_per_epoch;

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -64,6 +65,22 @@ TEST(ParallelKernels, EveryBlockRunsExactlyOnceAndNestedCallsRunInline) {
   other.join();
   EXPECT_EQ(total.load(), 2 * 50 * (63 * 64 / 2));
   EXPECT_GE(pool_threads(), 1);
+}
+
+TEST(ParallelKernels, AnExceptionInABlockReachesTheCallerAfterEveryBlockIsDone) {
+  std::atomic<int> ran{0};
+  EXPECT_THROW(run_blocks(200,
+                          [&](int64_t k) {
+                            ran++;
+                            if (k == 17) throw std::runtime_error("block 17");
+                          }),
+               std::runtime_error);
+  // On the pool the others still ran (nobody touches fn after the return); inline (one CPU)
+  // the loop stopped at the throw.
+  EXPECT_EQ(ran.load(), pool_threads() > 1 ? 200 : 18);
+  std::atomic<int> after{0};  // and the pool is usable again
+  run_blocks(8, [&](int64_t) { after++; });
+  EXPECT_EQ(after.load(), 8);
 }
 
 TEST(ParallelKernels, ParallelBlocksCutByGrainOnly) {

@@ -332,6 +332,15 @@ TEST_F(TrainerTest, AccumulationStepsAtTheEpochsEndAndStopsOnlyBetweenSteps) {
   EXPECT_EQ(load_checkpoint(ckpt, resumed.model(), nullptr).next_batch, 4);  // a group's end
   EXPECT_EQ(resumed.fit().global_step, 2 * 5);
   EXPECT_EQ(weights(straight), weights(resumed));
+  Config other = second;  // another accumulation count would shift the schedule: refused
+  other.accumulate_grad_batches = 2;
+  try {
+    Trainer t(other);
+    FAIL() << "resuming with another --accumulate-grad-batches was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("--accumulate-grad-batches 4, not 2"), std::string::npos)
+        << e.what();
+  }
 
   Config bad = base();
   bad.accumulate_grad_batches = 0;
