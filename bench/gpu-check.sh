@@ -264,6 +264,14 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
       timeout -k 5 $((t_parity - SECONDS > 5 ? t_parity - SECONDS : 5)) "$paritybin" \
         --weights "$pdir/weights.h5" --golden "$pdir/golden.h5" --device cuda 2>&1 \
         | tee -a "$dir/bench.log" || true
+      # The same network in float64 on the GPU (cuDNN double convolutions, mlai's kernels):
+      # the implementation alone, to ~1e-10. Diagnostic: its lines start "f64 ", so a failure
+      # here is shown but does not fail the check (cuDNN may not run double NHWC at all).
+      if [ $((t_parity - SECONDS)) -gt 5 ]; then
+        timeout -k 5 $((t_parity - SECONDS)) "$paritybin" --weights "$pdir/weights.h5" \
+          --golden "$pdir/golden.h5" --device cuda --dtype float64 2>&1 | sed 's/^/f64 /' \
+          | tee -a "$dir/bench.log" || true
+      fi
     else
       echo "parity goldens not made (torch, torchvision or h5py missing, or too slow)" | tee -a "$dir/bench.log"
     fi
@@ -414,7 +422,8 @@ else:
     print("\nPyTorch reference: " + torch.get("reason", "not run"))
 log = os.path.join(d, "bench.log")
 par = [l.rstrip() for l in open(log, errors="replace")] if os.path.exists(log) else []
-par = [l for l in par if l.startswith(("logits", "weights", "running", "parity", "after", "mlai_parity"))
+par = [l for l in par if l.startswith(("logits", "weights", "running", "parity", "after", "mlai_parity",
+                                        "f64 "))
        or "max rel" in l]
 tr = [l for l in (open(log, errors="replace").read().splitlines() if os.path.exists(log) else [])
       if l.startswith(("==== mlai_train", "epoch:", "test loss:", "mlai_train:"))]
