@@ -157,7 +157,10 @@ int max_threads() { return tl_limit > 0 ? tl_limit : pool_threads(); }
 void set_max_threads(int n) { tl_limit = std::max(1, n); }
 
 void run_blocks(int64_t blocks, const std::function<void(int64_t)>& fn) {
-  if (blocks >= 2 && max_threads() > 1 && pool().run(blocks, fn)) return;
+  // Waking a sleeping worker costs tens of microseconds on a virtual machine: with fewer than
+  // kMinPoolBlocks blocks (of 32K elements, ~10 us each) that would eat the gain.
+  constexpr int64_t kMinPoolBlocks = 4;
+  if (blocks >= kMinPoolBlocks && max_threads() > 1 && pool().run(blocks, fn)) return;
   for (int64_t k = 0; k < blocks; ++k) fn(k);
 }
 
