@@ -84,6 +84,13 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
                  "Validation batches: a fraction (0.25) or a count (40); 0 skips validation")->capture_default_str();
   app.add_option("--limit-test-batches", c.limit_test_batches,
                  "Test batches at the end: a fraction or a count; 0 skips the test")->capture_default_str();
+  app.add_option("--val-check-interval", c.val_check_interval,
+                 "Validate within the epoch too: a fraction of it (0.25) or every N batches; "
+                 "the epoch's end always validates")
+      ->capture_default_str();
+  app.add_option("--check-val-every-n-epoch", c.check_val_every_n_epoch,
+                 "Validate only every N-th epoch (and the last)")
+      ->capture_default_str();
   app.add_option("--overfit-batches", c.overfit_batches,
                  "Train and validate on the same first N batches (a sanity check)")->capture_default_str();
   app.add_option("--accumulate-grad-batches", c.accumulate_grad_batches,

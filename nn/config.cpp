@@ -68,6 +68,9 @@ void Config::validate() const {
           "--limit-train-batches must leave at least one batch");
   limit_batches(limit_val_batches, 1000000, "--limit-val-batches");
   limit_batches(limit_test_batches, 1000000, "--limit-test-batches");
+  require(limit_batches(val_check_interval, 1000000, "--val-check-interval") > 0,
+          "--val-check-interval must be a fraction in (0, 1] or at least 1 batch");
+  require(check_val_every_n_epoch >= 1, "--check-val-every-n-epoch must be >= 1");
   require(fast_dev_run >= 0, "--fast-dev-run must be >= 0");
   require(overfit_batches >= 0, "--overfit-batches must be >= 0");
   require(!(overfit_batches > 0 && fast_dev_run > 0),
@@ -113,7 +116,7 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(label_smoothing) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
   X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_gamma) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(cuda_graphs) X(fast_dev_run)      \
-  X(limit_train_batches) X(limit_val_batches) X(limit_test_batches) X(overfit_batches) X(log_dir) X(experiment_name) \
+  X(limit_train_batches) X(limit_val_batches) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
   X(lr_scale) X(sync_bn) X(dist_timeout) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \

@@ -52,6 +52,10 @@ struct Config {
   std::string limit_val_batches = "1.0";
   std::string limit_test_batches = "1.0";
   int64_t overfit_batches = 0;  // > 0: train and validate on the same first batches
+  // Lightning's val_check_interval ("0.25": four validations an epoch; "500": every 500
+  // batches; the epoch's end always validates) and check_val_every_n_epoch.
+  std::string val_check_interval = "1.0";
+  int64_t check_val_every_n_epoch = 1;
   // Lightning's accumulate_grad_batches: sum the gradients of N batches (each loss divided by
   // N) before one optimizer step; under data parallelism only the N-th backward allreduces.
   int64_t accumulate_grad_batches = 1;

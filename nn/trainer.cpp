@@ -303,6 +303,10 @@ FitResult Trainer::fit() {
                               (data_.val.count + cfg_.batch_size - 1) / cfg_.batch_size,
                               "--limit-val-batches");
 
+  // Batches between validations within an epoch (>= steps_per_epoch: only at its end).
+  const int64_t val_every = std::max<int64_t>(
+      1, limit_batches(cfg_.val_check_interval, steps_per_epoch, "--val-check-interval"));
+
   ScheduleConfig sc;
   sc.name = cfg_.lr_schedule;
   sc.base_lr = cfg_.lr;
@@ -367,6 +371,34 @@ FitResult Trainer::fit() {
   };
 
   StepScalars step_log(device_, cfg_.log_every_n_steps > 0 ? tb.get() : nullptr);
+  // --val-check-interval: validation within the epoch, on the global metrics (every rank
+  // evaluates its shard), logged to TensorBoard at the step, best.h5 when it improves.
+  // Evaluation uses no generator and changes no state, so training goes on exactly as without.
+  auto validate_within_epoch = [&](int64_t epoch, int64_t b) {
+    EvalResult v;
+    {
+      Profiler::Scope s(profiler_, "validation");
+      v = evaluate(data_.val, val_limit);
+    }
+    if (v.samples == 0) return;
+    const double acc = v.confusion.accuracy();
+    if (main_) {
+      std::printf("validation at epoch %lld, batch %lld (step %lld): loss %.4f    accuracy %.4f\n",
+                  static_cast<long long>(epoch + 1), static_cast<long long>(b + 1),
+                  static_cast<long long>(state_.global_step), v.loss, acc);
+      std::fflush(stdout);
+    }
+    if (tb) {
+      tb->add_scalar("val/loss", static_cast<float>(v.loss), state_.global_step);
+      tb->add_scalar("val/accuracy", static_cast<float>(acc), state_.global_step);
+      tb->flush();
+    }
+    if (acc > state_.best_val_accuracy) {
+      state_.best_val_accuracy = acc;
+      state_.epoch = epoch;  // in progress: best.h5 resumes at next_batch like last.h5
+      save("best.h5");
+    }
+  };
   model_->train();
   const int num_classes = data_.train.num_classes;
   // Testing the failure paths: the rank named by MLAI_FAULT_RANK throws at step 2 (or at
@@ -384,6 +416,8 @@ FitResult Trainer::fit() {
     const double wait_before = profiler_.total("data wait");
     loader.start_epoch(epoch, state_.next_batch);
     const int64_t first = state_.next_batch;
+    const bool val_epoch = (epoch + 1) % cfg_.check_val_every_n_epoch == 0 || epoch + 1 == epochs;
+    int64_t next_val = (first / val_every + 1) * val_every;  // the next batch count to validate at
     Tensor loss_sum = Tensor::zeros({}, DType::kFloat32, device_);
     Tensor counts = Tensor::zeros({num_classes, num_classes}, DType::kInt64, device_);
     int64_t samples = 0;
@@ -477,6 +511,11 @@ FitResult Trainer::fit() {
         state_.epoch = epoch;  // in progress: a resume continues at next_batch
         save("last.h5");
       }
+      if (val_epoch && b + 1 >= next_val && b + 1 < steps_per_epoch) {
+        next_val = ((b + 1) / val_every + 1) * val_every;
+        progress.finish();
+        validate_within_epoch(epoch, b);
+      }
       if (const int sig = stop_requested()) {
         progress.finish();
         step_log.flush();
@@ -505,10 +544,12 @@ FitResult Trainer::fit() {
     const double train_loss = loss_sum.item() / static_cast<double>(std::max<int64_t>(samples, 1));
     const io::ConfusionMatrix train_cm = to_matrix(counts, data_.train);
     EvalResult val;
-    {
+    if (val_epoch) {  // --check-val-every-n-epoch
       Profiler::Scope s(profiler_, "validation");
       val = evaluate(data_.val, val_limit);
     }
+    // An epoch that skipped its validation changes neither best.h5 nor early stopping.
+    const bool validated = val_epoch || data_.val.count == 0;
     const double epoch_seconds = seconds_since(t_epoch);
     const double wait_frac = (profiler_.total("data wait") - wait_before) / std::max(train_seconds, 1e-9);
     const double ips = samples / std::max(train_seconds, 1e-9);
@@ -535,7 +576,7 @@ FitResult Trainer::fit() {
     state_.next_batch = 0;
     // Early stopping on the global validation metrics: every rank decides the same.
     bool stop_early = false;
-    if (cfg_.early_stopping_patience > 0 && !dev_run) {
+    if (cfg_.early_stopping_patience > 0 && !dev_run && validated) {
       const bool lower = cfg_.early_stopping_monitor == "val_loss";
       const double v = lower ? val.loss : val.confusion.accuracy();
       double& best = state_.early_stopping_best;
@@ -574,7 +615,7 @@ FitResult Trainer::fit() {
       const bool periodic = cfg_.checkpoint_every > 0 && (epoch + 1) % cfg_.checkpoint_every == 0;
       const double score = val.samples > 0 ? val.confusion.accuracy() : train_cm.accuracy();
       if (periodic || epoch + 1 == epochs || stop_early) {
-        if (score > state_.best_val_accuracy) {
+        if (validated && score > state_.best_val_accuracy) {
           state_.best_val_accuracy = score;
           save("best.h5");
         }

@@ -396,6 +396,50 @@ TEST_F(TrainerTest, LogsEveryNthStepsLossToTensorBoard) {
   EXPECT_THROW(off.validate(), std::invalid_argument);
 }
 
+// The steps of every TensorBoard scalar with this tag in a run's event file.
+std::vector<int64_t> scalar_steps(const std::string& version_dir, const std::string& tag) {
+  std::vector<int64_t> steps;
+  for (auto& e : fs::directory_iterator(version_dir))
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
+      for (const std::string& rec : testing::read_records(e.path()))
+        if (const testing::Scalar sc = testing::decode_scalar(rec); sc.tag == tag)
+          steps.push_back(sc.step);
+  return steps;
+}
+
+// Lightning's val_check_interval and check_val_every_n_epoch: validations at half epochs (steps
+// 9 and 27) besides the epochs' ends; training itself is untouched by them (the same weights as
+// without); and with validation every 2nd epoch of 3, only epochs 2 and 3 validate.
+TEST_F(TrainerTest, ValidatesWithinEpochsAndEveryNthEpoch) {
+  Config c = base();
+  c.dropout = 0.2;  // evaluation must not draw from the training generator
+  Trainer plain(c);
+  plain.fit();
+  Config half = c;
+  half.val_check_interval = "0.5";
+  half.experiment_name = "half";
+  Trainer t(half);
+  const FitResult r = t.fit();
+  EXPECT_EQ(weights(plain), weights(t));
+  EXPECT_EQ(scalar_steps(r.version_dir, "val/loss"), (std::vector<int64_t>{9, 18, 27, 36}));
+  EXPECT_TRUE(fs::exists(r.version_dir + "/checkpoints/best.h5"));
+
+  Config every2 = base();
+  every2.epochs = 3;
+  every2.check_val_every_n_epoch = 2;
+  every2.experiment_name = "every2";
+  const FitResult r2 = Trainer(every2).fit();
+  EXPECT_EQ(scalar_steps(r2.version_dir, "val/loss"), (std::vector<int64_t>{36, 54}));
+  EXPECT_GT(r2.val.samples, 0);  // the last epoch always validates
+
+  Config bad = base();
+  bad.val_check_interval = "0";
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad.val_check_interval = "1.0";
+  bad.check_val_every_n_epoch = 0;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+}
+
 // --cuda-graphs: a clear error on the CPU and with dropout (its masks would repeat), before
 // any training.
 TEST_F(TrainerTest, CudaGraphsRefusesWhatItCannotCapture) {
