@@ -6,6 +6,7 @@
 // metrics are exact global values, and only rank 0 prints, logs and checkpoints.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -13,6 +14,7 @@
 #include "dist/reducer.h"
 #include "io/dataset.h"
 #include "io/metrics.h"
+#include "io/tensorboard.h"
 #include "nn/amp.h"
 #include "nn/checkpoint.h"
 #include "nn/config.h"
@@ -74,8 +76,30 @@ class Trainer {
   std::unique_ptr<GraphedStep> graphed_;  // --cuda-graphs
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::Reducer> reducer_;
+  // One epoch's training totals on this rank, for end_epoch().
+  struct EpochTotals {
+    int64_t epoch, epochs;
+    Tensor loss_sum, counts;  // over this rank's batches, on the device
+    int64_t samples;
+    double wait_before;  // the profiler's "data wait" total when the epoch began
+    double lr;           // the last step's learning rate
+    std::chrono::steady_clock::time_point start;
+    bool val_epoch;  // --check-val-every-n-epoch: this epoch validates
+  };
+  // trainer_report.cpp: logs, validation, the end of an epoch, the test.
+  static io::ConfusionMatrix to_matrix(const Tensor& counts, const io::Dataset& ds);
+  void save(const std::string& name);  // checkpoints/<name> (rank 0, not --fast-dev-run)
+  void open_logs(FitResult& res);
+  void print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_steps_per_epoch);
+  void validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit);
+  bool end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res);  // true: stop early
+  void test_and_report(FitResult& res);
+
   Profiler profiler_;
   std::string dir_;
+  bool dev_run_ = false;
+  std::unique_ptr<io::CsvLogger> csv_;  // rank 0, not --fast-dev-run
+  std::unique_ptr<io::EventWriter> tb_;
   TrainState state_;
 };
 

@@ -1,0 +1,295 @@
+// The run's reporting side of the trainer (see trainer.h): the experiment directory and its
+// logs, validation within an epoch, the end of an epoch (global metrics, the epoch line,
+// metrics.csv and TensorBoard, early stopping, checkpoints) and the final test.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include "io/tensorboard.h"
+#include "nn/trainer.h"
+
+namespace mlai::nn {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string confusion_json(const io::ConfusionMatrix& cm) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (int i = 0; i < cm.num_classes(); ++i) {
+    nlohmann::json r = nlohmann::json::array();
+    for (int j = 0; j < cm.num_classes(); ++j) r.push_back(cm.count(i, j));
+    rows.push_back(r);
+  }
+  return rows.dump();
+}
+
+const std::vector<std::string> kCsvColumns = {"epoch",
+                                              "step",
+                                              "lr",
+                                              "train_loss",
+                                              "train_accuracy",
+                                              "val_loss",
+                                              "val_accuracy",
+                                              "val_precision",
+                                              "val_recall",
+                                              "val_f1",
+                                              "images_per_sec",
+                                              "epoch_seconds",
+                                              "data_wait_fraction",
+                                              "loss_scale",
+                                              "skipped_steps",
+                                              "val_confusion",
+                                              "test_loss",
+                                              "test_accuracy",
+                                              "test_precision",
+                                              "test_recall",
+                                              "test_f1",
+                                              "test_confusion"};
+}  // namespace
+
+io::ConfusionMatrix Trainer::to_matrix(const Tensor& counts, const io::Dataset& ds) {
+  io::ConfusionMatrix cm(ds.num_classes, ds.class_names);
+  cm.add_counts(counts.to_vector<int64_t>().data());
+  return cm;
+}
+
+void Trainer::save(const std::string& name) {
+  if (dev_run_ || !main_) return;
+  // The exact count of steps taken (the step loop knows it one step late).
+  opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
+  save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_,
+                  scaler_->state());
+}
+
+void Trainer::open_logs(FitResult& res) {
+  if (!dev_run_ && main_) {
+    dir_ = make_version_dir(cfg_.log_dir, cfg_.experiment_name);
+    res.version_dir = dir_;
+    nlohmann::json hp;
+    hp["config"] = to_json(cfg_);
+    hp["machine"] = machine_info(device_.str(), command_line_);
+    hp["data"] = {
+        {"train", data_.train.count}, {"val", data_.val.count}, {"test", data_.test.count}};
+    std::ofstream(dir_ + "/hparams.json") << hp.dump(2) << "\n";
+    csv_ = std::make_unique<io::CsvLogger>(dir_ + "/metrics.csv", kCsvColumns);
+    tb_ = std::make_unique<io::EventWriter>(dir_);
+    std::printf("logging to %s\n", dir_.c_str());
+  } else if (main_) {
+    std::printf("fast_dev_run: %lld batch(es), no logs or checkpoints\n",
+                static_cast<long long>(cfg_.fast_dev_run));
+  }
+}
+
+void Trainer::print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_steps_per_epoch) {
+  if (main_)
+    std::printf("model %s on %s: %lld parameters; %lld training batches of %lld per epoch\n%s",
+                cfg_.arch.c_str(), device_.str().c_str(),
+                static_cast<long long>(model_->parameter_count()),
+                static_cast<long long>(steps_per_epoch), static_cast<long long>(cfg_.batch_size),
+                model_summary(*model_).c_str());
+  if (main_ && accum > 1)
+    std::printf(
+        "accumulating the gradients of %lld batches per optimizer step: an effective "
+        "batch of %lld, %lld optimizer steps per epoch\n",
+        static_cast<long long>(accum),
+        static_cast<long long>(accum * cfg_.batch_size * group_.world()),
+        static_cast<long long>(opt_steps_per_epoch));
+  if (main_ && precision_ != Precision::kFloat32)
+    std::printf(
+        "mixed precision (--precision %s): %s working weights and activations, float32 "
+        "master weights and batch norm%s%s\n",
+        precision_name(precision_), precision_ == Precision::kFloat16 ? "fp16" : "bf16",
+        scaler_->enabled() ? ", dynamic loss scaling from 65536" : ", no loss scaling",
+        device_.is_cpu() ? " (on the CPU: float arithmetic on fp16/bf16 storage, for "
+                           "testing; slower than --precision 32)"
+                         : "");
+}
+
+// --val-check-interval: validation within the epoch, on the global metrics (every rank
+// evaluates its shard), logged to TensorBoard at the step, best.h5 when it improves.
+// Evaluation uses no generator and changes no state, so training goes on exactly as without.
+void Trainer::validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit) {
+  EvalResult v;
+  {
+    Profiler::Scope s(profiler_, "validation");
+    v = evaluate(data_.val, val_limit);
+  }
+  if (v.samples == 0) return;
+  const double acc = v.confusion.accuracy();
+  if (main_) {
+    std::printf("validation at epoch %lld, batch %lld (step %lld): loss %.4f    accuracy %.4f\n",
+                static_cast<long long>(epoch + 1), static_cast<long long>(b + 1),
+                static_cast<long long>(state_.global_step), v.loss, acc);
+    std::fflush(stdout);
+  }
+  if (tb_) {
+    tb_->add_scalar("val/loss", static_cast<float>(v.loss), state_.global_step);
+    tb_->add_scalar("val/accuracy", static_cast<float>(acc), state_.global_step);
+    tb_->flush();
+  }
+  if (acc > state_.best_val_accuracy) {
+    state_.best_val_accuracy = acc;
+    state_.epoch = epoch;  // in progress: best.h5 resumes at next_batch like last.h5
+    save("best.h5");
+  }
+}
+
+// Reduces the epoch's training sums over ranks, validates (unless --check-val-every-n-epoch
+// skips this epoch), prints the epoch line, logs, checkpoints and decides early stopping
+// (true: stop).
+bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
+  const int64_t epoch = e.epoch, epochs = e.epochs;
+  const bool val_epoch = e.val_epoch;
+  const double lr = e.lr, wait_before = e.wait_before;
+  const auto t_epoch = e.start;
+  Tensor& loss_sum = e.loss_sum;
+  Tensor& counts = e.counts;
+  int64_t samples = e.samples;
+  Tensor n = Tensor::full({}, static_cast<double>(samples), DType::kFloat32, device_);
+  allreduce(loss_sum);
+  allreduce(counts);
+  allreduce(n);
+  samples = static_cast<int64_t>(n.item());
+  const double train_seconds = seconds_since(t_epoch);
+  const double train_loss = loss_sum.item() / static_cast<double>(std::max<int64_t>(samples, 1));
+  const io::ConfusionMatrix train_cm = to_matrix(counts, data_.train);
+  EvalResult val;
+  if (val_epoch) {  // --check-val-every-n-epoch
+    Profiler::Scope s(profiler_, "validation");
+    val = evaluate(data_.val, val_limit);
+  }
+  // An epoch that skipped its validation changes neither best.h5 nor early stopping.
+  const bool validated = val_epoch || data_.val.count == 0;
+  const double epoch_seconds = seconds_since(t_epoch);
+  const double wait_frac =
+      (profiler_.total("data wait") - wait_before) / std::max(train_seconds, 1e-9);
+  const double ips = samples / std::max(train_seconds, 1e-9);
+  const double loss_scale = scaler_->enabled() ? scaler_->scale() : 1.0;
+  const int64_t skipped = scaler_->enabled() ? scaler_->skipped_steps() : 0;
+  res.loss_scale = loss_scale;
+  res.skipped_steps = skipped;
+  if (main_) {
+    std::printf("epoch: %02lld/%02lld    training loss: %.4f    training accuracy %.4f",
+                static_cast<long long>(epoch + 1), static_cast<long long>(epochs), train_loss,
+                train_cm.accuracy());
+    if (val.samples > 0)
+      std::printf("    validation loss: %.4f    validation accuracy: %.4f", val.loss,
+                  val.confusion.accuracy());
+    if (scaler_->enabled())
+      std::printf("    loss scale: %g    skipped steps: %lld", loss_scale,
+                  static_cast<long long>(skipped));
+    std::printf("    time: %.1fs    images/s: %.0f\n", epoch_seconds, ips);
+    std::fflush(stdout);
+  }
+  res.last_train_loss = train_loss;
+  res.val = val;
+  state_.epoch = epoch + 1;
+  state_.next_batch = 0;
+  // Early stopping on the global validation metrics: every rank decides the same.
+  bool stop_early = false;
+  if (cfg_.early_stopping_patience > 0 && !dev_run_ && validated) {
+    const bool lower = cfg_.early_stopping_monitor == "val_loss";
+    const double v = lower ? val.loss : val.confusion.accuracy();
+    double& best = state_.early_stopping_best;
+    const double d = cfg_.early_stopping_min_delta;
+    if (std::isnan(best) || (lower ? v < best - d : v > best + d)) {
+      best = v;
+      state_.early_stopping_wait = 0;
+    } else if (++state_.early_stopping_wait >= cfg_.early_stopping_patience) {
+      stop_early = true;
+      res.early_stopped = true;
+    }
+  }
+  if (!dev_run_ && main_) {
+    csv_->log({{"epoch", epoch + 1},
+               {"step", state_.global_step},
+               {"lr", lr},
+               {"train_loss", train_loss},
+               {"train_accuracy", train_cm.accuracy()},
+               {"val_loss", val.samples ? val.loss : 0.0},
+               {"val_accuracy", val.confusion.accuracy()},
+               {"val_precision", val.confusion.macro_precision()},
+               {"val_recall", val.confusion.macro_recall()},
+               {"val_f1", val.confusion.macro_f1()},
+               {"images_per_sec", ips},
+               {"epoch_seconds", epoch_seconds},
+               {"data_wait_fraction", wait_frac},
+               {"loss_scale", loss_scale},
+               {"skipped_steps", skipped},
+               {"val_confusion", confusion_json(val.confusion)}});
+    for (auto [tag, v] : {std::pair{"train/loss", train_loss},
+                          {"train/accuracy", train_cm.accuracy()},
+                          {"lr", lr},
+                          {"images_per_sec", ips},
+                          {"data_wait_fraction", wait_frac}})
+      tb_->add_scalar(tag, static_cast<float>(v), state_.global_step);
+    if (scaler_->enabled()) {
+      tb_->add_scalar("train/loss_scale", static_cast<float>(loss_scale), state_.global_step);
+      tb_->add_scalar("train/skipped_steps", static_cast<float>(skipped), state_.global_step);
+    }
+    if (val.samples > 0) {
+      tb_->add_scalar("val/loss", static_cast<float>(val.loss), state_.global_step);
+      tb_->add_scalar("val/accuracy", static_cast<float>(val.confusion.accuracy()),
+                      state_.global_step);
+    }
+    tb_->flush();
+    const bool periodic = cfg_.checkpoint_every > 0 && (epoch + 1) % cfg_.checkpoint_every == 0;
+    const double score = val.samples > 0 ? val.confusion.accuracy() : train_cm.accuracy();
+    if (periodic || epoch + 1 == epochs || stop_early) {
+      if (validated && score > state_.best_val_accuracy) {
+        state_.best_val_accuracy = score;
+        save("best.h5");
+      }
+      save("last.h5");
+    }
+  }
+  if (stop_early) {
+    if (main_)
+      std::printf(
+          "early stopping after epoch %lld: %s has not improved by more than %g for %lld "
+          "epoch(s) (best %.4f)\n",
+          static_cast<long long>(epoch + 1), cfg_.early_stopping_monitor.c_str(),
+          cfg_.early_stopping_min_delta, static_cast<long long>(state_.early_stopping_wait),
+          state_.early_stopping_best);
+  }
+  return stop_early;
+}
+
+void Trainer::test_and_report(FitResult& res) {
+  {
+    Profiler::Scope s(profiler_, "test");
+    res.test = evaluate(
+        data_.test, dev_run_
+                        ? cfg_.fast_dev_run
+                        : limit_batches(cfg_.limit_test_batches,
+                                        (data_.test.count + cfg_.batch_size - 1) / cfg_.batch_size,
+                                        "--limit-test-batches"));
+  }
+  if (res.test.samples > 0 && main_) {
+    const auto& cm = res.test.confusion;
+    std::printf(
+        "test loss: %.4f    test accuracy: %.4f    macro precision: %.4f    macro recall: "
+        "%.4f    macro F1: %.4f    (%lld images)\n%s",
+        res.test.loss, cm.accuracy(), cm.macro_precision(), cm.macro_recall(), cm.macro_f1(),
+        static_cast<long long>(res.test.samples), cm.report().c_str());
+    std::printf("test confusion matrix (rows: true class, columns: predicted)\n%s",
+                cm.to_string().c_str());
+    if (csv_)
+      csv_->log({{"epoch", "test"},
+                 {"step", state_.global_step},
+                 {"test_loss", res.test.loss},
+                 {"test_accuracy", cm.accuracy()},
+                 {"test_precision", cm.macro_precision()},
+                 {"test_recall", cm.macro_recall()},
+                 {"test_f1", cm.macro_f1()},
+                 {"test_confusion", confusion_json(cm)}});
+  }
+}
+
+}  // namespace mlai::nn
