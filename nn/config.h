@@ -79,7 +79,8 @@ struct Config {
   // files
   std::string log_dir = "logs";
   std::string experiment_name = "default";
-  int64_t checkpoint_every = 1;  // write last.h5 / best.h5 every this many epochs (0: never)
+  int64_t checkpoint_every = 1;  // last.h5 every this many epochs and at the end (best.h5:
+                                 // whenever validation accuracy improves)
   // Lightning's ModelCheckpoint(every_n_train_steps): last.h5 every N optimizer steps too, so a
   // run that dies mid-epoch (a node failure, no signal) resumes from there (0: off).
   int64_t checkpoint_every_n_steps = 0;

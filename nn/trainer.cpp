@@ -78,8 +78,8 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   device_ = select_device(cfg_.device, group_);
   t::set_current_device(device_);
   t::set_deterministic(cfg_.deterministic);  // cuDNN: reproducible algorithms only
-  data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_split, cfg_.seed,
-                           cfg_.data_path, cfg_.cache);
+  data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_split, cfg_.seed, cfg_.data_path,
+                           cfg_.cache);
   if (main_)
     for (const auto& w : data_.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   if (cfg_.overfit_batches > 0) {  // the same first batches for training and validation
@@ -126,8 +126,10 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   scaler_ = std::make_unique<GradScaler>(device_, precision_ == Precision::kFloat16);
   if (cfg_.cuda_graphs) {
     if (!device_.is_cuda())
-      throw std::invalid_argument("--cuda-graphs needs --device cuda (the CPU backend has no "
-                                  "graphs), got --device " + cfg_.device);
+      throw std::invalid_argument(
+          "--cuda-graphs needs --device cuda (the CPU backend has no "
+          "graphs), got --device " +
+          cfg_.device);
     if (group_.world() > 1)
       throw std::invalid_argument(
           "--cuda-graphs runs one process alone for now: the data-parallel reducer's "
@@ -148,14 +150,16 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     model_->refresh_working_parameters();
     if (main_)
       std::printf("resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg_.resume.c_str(),
-                static_cast<long long>(state_.epoch + 1), static_cast<long long>(state_.next_batch),
-                static_cast<long long>(state_.global_step));
+                  static_cast<long long>(state_.epoch + 1),
+                  static_cast<long long>(state_.next_batch),
+                  static_cast<long long>(state_.global_step));
   }
   if (world > 1) {
     comm_ = dist::make_communicator(cfg_.dist_backend, device_, group_);
     // Every rank starts from rank 0's weights and buffers (and optimizer state on resume).
     std::vector<Tensor*> shared;
-    for (auto& [n, v] : model_->named_parameters()) shared.push_back(&const_cast<Variable&>(v).data());
+    for (auto& [n, v] : model_->named_parameters())
+      shared.push_back(&const_cast<Variable&>(v).data());
     for (auto& [n, b] : model_->named_buffers()) shared.push_back(b);
     for (auto& [n, st] : opt_->state()) shared.push_back(st);
     for (auto& [n, st] : scaler_->state()) shared.push_back(st);
@@ -188,13 +192,13 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
                     layers);
     }
     if (main_)
-      std::printf("data parallel: world size %d on %d node(s), backend %s, %zu gradient bucket(s) "
-                  "of <= %.0f MB, overlap %s; batch %lld per rank, %lld in all; lr %g%s\n",
-                  world, group_.nodes(), comm_->name(), reducer_->bucket_count(),
-                  cfg_.bucket_cap_mb, cfg_.overlap ? "on" : "off",
-                  static_cast<long long>(cfg_.batch_size),
-                  static_cast<long long>(cfg_.batch_size * world), cfg_.lr,
-                  cfg_.lr_scale == "linear" ? " (scaled linearly)" : "");
+      std::printf(
+          "data parallel: world size %d on %d node(s), backend %s, %zu gradient bucket(s) "
+          "of <= %.0f MB, overlap %s; batch %lld per rank, %lld in all; lr %g%s\n",
+          world, group_.nodes(), comm_->name(), reducer_->bucket_count(), cfg_.bucket_cap_mb,
+          cfg_.overlap ? "on" : "off", static_cast<long long>(cfg_.batch_size),
+          static_cast<long long>(cfg_.batch_size * world), cfg_.lr,
+          cfg_.lr_scale == "linear" ? " (scaled linearly)" : "");
   }
 }
 
@@ -271,9 +275,9 @@ FitResult Trainer::fit() {
   lo.augment_flip = crop_flip;
   io::Loader probe(data_.train, lo);
   const int64_t all_batches = probe.num_batches();
-  lo.limit_batches = dev_run ? std::min(cfg_.fast_dev_run, all_batches)
-                             : limit_batches(cfg_.limit_train_batches, all_batches,
-                                             "--limit-train-batches");
+  lo.limit_batches =
+      dev_run ? std::min(cfg_.fast_dev_run, all_batches)
+              : limit_batches(cfg_.limit_train_batches, all_batches, "--limit-train-batches");
   io::Loader loader(data_.train, lo);
   const int64_t steps_per_epoch = loader.num_batches();
   const int64_t val_batches = dev_run ? cfg_.fast_dev_run : -1;
@@ -283,9 +287,12 @@ FitResult Trainer::fit() {
                               (data_.val.count + cfg_.batch_size - 1) / cfg_.batch_size,
                               "--limit-val-batches");
 
-  // Batches between validations within an epoch (>= steps_per_epoch: only at its end).
-  const int64_t val_every = std::max<int64_t>(
-      1, limit_batches(cfg_.val_check_interval, steps_per_epoch, "--val-check-interval"));
+  // Batches between validations within an epoch (>= steps_per_epoch: only at its end;
+  // --fast-dev-run validates at the end only, as Lightning's does).
+  const int64_t val_every =
+      dev_run ? steps_per_epoch
+              : std::max<int64_t>(1, limit_batches(cfg_.val_check_interval, steps_per_epoch,
+                                                   "--val-check-interval"));
 
   ScheduleConfig sc;
   sc.name = cfg_.lr_schedule;
@@ -305,7 +312,6 @@ FitResult Trainer::fit() {
   FitResult res;
   open_logs(res);
   print_header(steps_per_epoch, accum, opt_steps_per_epoch);
-
 
   StepScalars step_log(device_, cfg_.log_every_n_steps > 0 ? tb_.get() : nullptr);
   model_->train();
@@ -365,8 +371,9 @@ FitResult Trainer::fit() {
         {
           Profiler::Scope s(profiler_, "backward");
           if (accum > 1) {  // Lightning's loss / accumulate_grad_batches, in the seed
-            l.backward(scaler_->enabled() ? t::scale(scaler_->seed(), 1.0 / static_cast<double>(accum))
-                                          : inv_accum);
+            l.backward(scaler_->enabled()
+                           ? t::scale(scaler_->seed(), 1.0 / static_cast<double>(accum))
+                           : inv_accum);
           } else if (scaler_->enabled()) {
             l.backward(scaler_->seed());
           } else {
@@ -390,8 +397,7 @@ FitResult Trainer::fit() {
         lr = lr_at(sc, state_.global_step);
         opt_->set_lr(lr);
         // The mean over ranks; under fp16 also 1/scale, skipped on the device on overflow.
-        scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()),
-                    state_.global_step,
+        scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()), state_.global_step,
                     cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0);
         if (reducer_) {
           reducer_->zero_grad();
@@ -401,7 +407,8 @@ FitResult Trainer::fit() {
       }
       if (step_now && fault_step > 0 && state_.global_step + 1 == fault_step) {
         while (fault_hang) std::this_thread::sleep_for(std::chrono::seconds(1));
-        throw std::runtime_error("fault injected by MLAI_FAULT_RANK at step " + std::to_string(fault_step));
+        throw std::runtime_error("fault injected by MLAI_FAULT_RANK at step " +
+                                 std::to_string(fault_step));
       }
       const int64_t rows = batch->labels.numel();
       t::axpy_(static_cast<double>(rows), loss, loss_sum);
@@ -412,18 +419,21 @@ FitResult Trainer::fit() {
       state_.next_batch = b + 1;
       const double el = seconds_since(t_epoch);
       // The running loss, read only when the line is redrawn, and on a GPU a few steps late.
-      progress.update(b + 1, [&] { return running_loss.read(loss_sum, samples); },
-                      el > 0 ? samples / el : 0);
+      progress.update(
+          b + 1, [&] { return running_loss.read(loss_sum, samples); }, el > 0 ? samples / el : 0);
       if (!step_now) continue;  // a stop waits for the group's step: nothing half-accumulated
-      if (cfg_.checkpoint_every_n_steps > 0 &&
-          state_.global_step % cfg_.checkpoint_every_n_steps == 0) {
-        state_.epoch = epoch;  // in progress: a resume continues at next_batch
-        save("last.h5");
-      }
       if (val_epoch && b + 1 >= next_val && b + 1 < steps_per_epoch) {
         next_val = ((b + 1) / val_every + 1) * val_every;
         progress.finish();
         validate_within_epoch(epoch, b, val_limit);
+      }
+      // After the validation at this step, so the checkpoint holds its best score. Not at the
+      // epoch's last batch: the epoch's end follows at once (and resuming there would replay
+      // an empty epoch).
+      if (cfg_.checkpoint_every_n_steps > 0 && b + 1 < steps_per_epoch &&
+          state_.global_step % cfg_.checkpoint_every_n_steps == 0) {
+        state_.epoch = epoch;  // in progress: a resume continues at next_batch
+        save("last.h5");
       }
       if (const int sig = stop_requested()) {
         progress.finish();
@@ -432,9 +442,9 @@ FitResult Trainer::fit() {
         save("last.h5");
         if (main_)
           std::printf("stopped by signal %d at epoch %lld, batch %lld: %s\n", sig,
-                    static_cast<long long>(epoch + 1), static_cast<long long>(b + 1),
-                    dev_run ? "fast_dev_run, nothing saved"
-                            : ("checkpoint saved to " + dir_ + "/checkpoints/last.h5").c_str());
+                      static_cast<long long>(epoch + 1), static_cast<long long>(b + 1),
+                      dev_run ? "fast_dev_run, nothing saved"
+                              : ("checkpoint saved to " + dir_ + "/checkpoints/last.h5").c_str());
         res.stop_signal = sig;
         g_stop_signal.store(0);  // consumed: a later fit() in this process runs normally
         res.global_step = state_.global_step;
@@ -444,8 +454,8 @@ FitResult Trainer::fit() {
     }
     progress.finish();
     step_log.flush();
-    EpochTotals totals{epoch, epochs, loss_sum, counts, samples, wait_before, lr, t_epoch,
-                       val_epoch};
+    EpochTotals totals{epoch,       epochs, loss_sum, counts,   samples,
+                       wait_before, lr,     t_epoch,  val_epoch};
     if (end_epoch(totals, val_limit, res)) break;  // early stopping
   }
   res.epochs_completed = state_.epoch;

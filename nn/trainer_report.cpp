@@ -6,6 +6,9 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
+#include <utility>
+#include <vector>
 
 #include "io/tensorboard.h"
 #include "nn/trainer.h"
@@ -109,6 +112,7 @@ void Trainer::print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_s
         device_.is_cpu() ? " (on the CPU: float arithmetic on fp16/bf16 storage, for "
                            "testing; slower than --precision 32)"
                          : "");
+  std::fflush(stdout);
 }
 
 // --val-check-interval: validation within the epoch, on the global metrics (every rank
@@ -188,7 +192,7 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
     std::fflush(stdout);
   }
   res.last_train_loss = train_loss;
-  res.val = val;
+  if (val.samples > 0) res.val = val;  // an epoch that skipped validation keeps the last one
   state_.epoch = epoch + 1;
   state_.next_batch = 0;
   // Early stopping on the global validation metrics: every rank decides the same.
@@ -206,48 +210,49 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
       res.early_stopped = true;
     }
   }
+  // best.h5 whenever validation improves (Lightning's ModelCheckpoint(monitor)), on every rank
+  // alike (save() writes on rank 0 only); last.h5 every --checkpoint-every epochs and at the end.
+  const double score = val.samples > 0 ? val.confusion.accuracy() : train_cm.accuracy();
+  if (validated && score > state_.best_val_accuracy) {
+    state_.best_val_accuracy = score;
+    save("best.h5");
+  }
+  const bool periodic = cfg_.checkpoint_every > 0 && (epoch + 1) % cfg_.checkpoint_every == 0;
+  if (periodic || epoch + 1 == epochs || stop_early) save("last.h5");
   if (!dev_run_ && main_) {
-    csv_->log({{"epoch", epoch + 1},
-               {"step", state_.global_step},
-               {"lr", lr},
-               {"train_loss", train_loss},
-               {"train_accuracy", train_cm.accuracy()},
-               {"val_loss", val.samples ? val.loss : 0.0},
-               {"val_accuracy", val.confusion.accuracy()},
-               {"val_precision", val.confusion.macro_precision()},
-               {"val_recall", val.confusion.macro_recall()},
-               {"val_f1", val.confusion.macro_f1()},
-               {"images_per_sec", ips},
-               {"epoch_seconds", epoch_seconds},
-               {"data_wait_fraction", wait_frac},
-               {"loss_scale", loss_scale},
-               {"skipped_steps", skipped},
-               {"val_confusion", confusion_json(val.confusion)}});
-    for (auto [tag, v] : {std::pair{"train/loss", train_loss},
-                          {"train/accuracy", train_cm.accuracy()},
-                          {"lr", lr},
-                          {"images_per_sec", ips},
-                          {"data_wait_fraction", wait_frac}})
-      tb_->add_scalar(tag, static_cast<float>(v), state_.global_step);
-    if (scaler_->enabled()) {
-      tb_->add_scalar("train/loss_scale", static_cast<float>(loss_scale), state_.global_step);
-      tb_->add_scalar("train/skipped_steps", static_cast<float>(skipped), state_.global_step);
+    // Cells of what this epoch did not measure stay empty (not zeros that plot as drops).
+    std::map<std::string, io::CsvLogger::Value> row{{"epoch", epoch + 1},
+                                                    {"step", state_.global_step},
+                                                    {"lr", lr},
+                                                    {"images_per_sec", ips},
+                                                    {"epoch_seconds", epoch_seconds},
+                                                    {"data_wait_fraction", wait_frac},
+                                                    {"loss_scale", loss_scale},
+                                                    {"skipped_steps", skipped}};
+    std::vector<std::pair<const char*, double>> scalars{
+        {"lr", lr}, {"images_per_sec", ips}, {"data_wait_fraction", wait_frac}};
+    if (samples > 0) {  // (none when resumed at the epoch's very end)
+      row.insert({{"train_loss", train_loss}, {"train_accuracy", train_cm.accuracy()}});
+      scalars.insert(scalars.end(),
+                     {{"train/loss", train_loss}, {"train/accuracy", train_cm.accuracy()}});
     }
     if (val.samples > 0) {
-      tb_->add_scalar("val/loss", static_cast<float>(val.loss), state_.global_step);
-      tb_->add_scalar("val/accuracy", static_cast<float>(val.confusion.accuracy()),
-                      state_.global_step);
+      row.insert({{"val_loss", val.loss},
+                  {"val_accuracy", val.confusion.accuracy()},
+                  {"val_precision", val.confusion.macro_precision()},
+                  {"val_recall", val.confusion.macro_recall()},
+                  {"val_f1", val.confusion.macro_f1()},
+                  {"val_confusion", confusion_json(val.confusion)}});
+      scalars.insert(scalars.end(),
+                     {{"val/loss", val.loss}, {"val/accuracy", val.confusion.accuracy()}});
     }
+    if (scaler_->enabled())
+      scalars.insert(scalars.end(), {{"train/loss_scale", loss_scale},
+                                     {"train/skipped_steps", static_cast<double>(skipped)}});
+    csv_->log(row);
+    for (const auto& [tag, v] : scalars)
+      tb_->add_scalar(tag, static_cast<float>(v), state_.global_step);
     tb_->flush();
-    const bool periodic = cfg_.checkpoint_every > 0 && (epoch + 1) % cfg_.checkpoint_every == 0;
-    const double score = val.samples > 0 ? val.confusion.accuracy() : train_cm.accuracy();
-    if (periodic || epoch + 1 == epochs || stop_early) {
-      if (validated && score > state_.best_val_accuracy) {
-        state_.best_val_accuracy = score;
-        save("best.h5");
-      }
-      save("last.h5");
-    }
   }
   if (stop_early) {
     if (main_)

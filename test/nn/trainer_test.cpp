@@ -168,6 +168,26 @@ TEST_F(TrainerTest, StepCheckpointsLetACrashedRunResumeExactly) {
   EXPECT_EQ(at.next_batch, 2);
   EXPECT_EQ(resumed.fit().global_step, 2 * 18);
   EXPECT_EQ(weights(straight), weights(resumed));
+
+  // With a validation at the same step (9), the step checkpoint is written after it and holds
+  // its best score, so a resumed run cannot replace best.h5 with a worse model.
+  Config both = c;
+  both.checkpoint_every_n_steps = 9;
+  both.val_check_interval = "0.5";
+  both.experiment_name = "crashed-validated";
+  setenv("MLAI_FAULT_RANK", "0", 1);
+  setenv("MLAI_FAULT_STEP", "12", 1);
+  Trainer dies_again(both);
+  EXPECT_THROW(dies_again.fit(), std::runtime_error);
+  unsetenv("MLAI_FAULT_RANK");
+  unsetenv("MLAI_FAULT_STEP");
+  std::string ckpt2;
+  for (auto& e : fs::recursive_directory_iterator(c.log_dir + "/crashed-validated"))
+    if (e.path().filename() == "last.h5") ckpt2 = e.path();
+  ASSERT_FALSE(ckpt2.empty());
+  const TrainState at9 = load_checkpoint(ckpt2, resumed.model(), nullptr);
+  EXPECT_EQ(at9.global_step, 9);
+  EXPECT_GT(at9.best_val_accuracy, 0.0);
 }
 
 TEST_F(TrainerTest, CheckpointMismatchListsNames) {
@@ -431,6 +451,19 @@ TEST_F(TrainerTest, ValidatesWithinEpochsAndEveryNthEpoch) {
   const FitResult r2 = Trainer(every2).fit();
   EXPECT_EQ(scalar_steps(r2.version_dir, "val/loss"), (std::vector<int64_t>{36, 54}));
   EXPECT_GT(r2.val.samples, 0);  // the last epoch always validates
+  // metrics.csv: an epoch that did not validate leaves its val_* cells empty (not zeros).
+  std::ifstream csv(r2.version_dir + "/metrics.csv");
+  std::vector<std::string> rows;
+  for (std::string l; std::getline(csv, l);) rows.push_back(l);
+  ASSERT_GE(rows.size(), 3u);
+  auto cell = [](const std::string& row, int k) {  // the k-th comma-separated cell
+    size_t b = 0;
+    for (int i = 0; i < k; ++i) b = row.find(',', b) + 1;
+    return row.substr(b, row.find(',', b) - b);
+  };
+  ASSERT_EQ(cell(rows[0], 5), "val_loss");
+  EXPECT_EQ(cell(rows[1], 5), "") << rows[1];  // epoch 1: no validation
+  EXPECT_NE(cell(rows[2], 5), "") << rows[2];  // epoch 2
 
   Config bad = base();
   bad.val_check_interval = "0";
