@@ -10,6 +10,7 @@
 #include <string>
 
 #include "dist/process_group.h"
+#include "kernels/parallel.h"
 #include "nn/models.h"
 #include "nn/trainer.h"
 
@@ -149,6 +150,9 @@ int main(int argc, char** argv) {
   mlai::dist::ProcessGroup* group = nullptr;
   try {
     group = &mlai::dist::ProcessGroup::init(&argc, &argv);
+    // Ranks sharing a node share its CPUs (unless a launcher bound them or the environment
+    // says how many threads), before any kernel starts the thread pool.
+    mlai::kernels::cpu::configure_threads(group->local_world());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mlai_train: error: cannot start MPI: %s\n", e.what());
     return 1;

@@ -4,6 +4,7 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace mlai::kernels::cpu {
@@ -11,6 +12,8 @@ namespace mlai::kernels::cpu {
 namespace {
 CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
 }  // namespace
+
+void set_blas_threads(int n) { openblas_set_num_threads(std::max(1, n)); }
 
 template <>
 void gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const float* a,

@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/gemm.h"
+
 namespace mlai::kernels::cpu {
 
 namespace {
@@ -31,13 +33,20 @@ int env_threads(const char* name) {
   return end != v && n > 0 ? static_cast<int>(std::min<long>(n, 1024)) : 0;
 }
 
-int detect_threads() {
-  if (const int n = env_threads("MLAI_NUM_THREADS")) return n;
-  if (const int n = env_threads("OMP_NUM_THREADS")) return n;
+int affinity_cpus() {
   cpu_set_t set;  // the CPUs this process may use (a Slurm cgroup, taskset), not the node's
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
+
+int detect_threads(int local_ranks) {
+  return default_threads(
+      env_threads("MLAI_NUM_THREADS"), env_threads("OMP_NUM_THREADS"), affinity_cpus(),
+      static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), local_ranks);
+}
+
+std::atomic<int> g_pool_size{0};  // 0: not decided yet
+std::atomic<bool> g_pool_started{false};
 
 thread_local int tl_limit = 0;  // 0: pool_threads()
 
@@ -141,15 +150,42 @@ class Pool {
 
 // Made on first use and never destroyed: its threads are detached and sleep until exit.
 Pool& pool() {
-  static Pool* p = new Pool(pool_threads());
+  static Pool* p = [] {
+    g_pool_started = true;
+    return new Pool(pool_threads());
+  }();
   return *p;
 }
 
 }  // namespace
 
+int default_threads(int env_mlai, int env_omp, int affinity, int node_cpus, int local_ranks) {
+  if (env_mlai > 0) return env_mlai;
+  if (env_omp > 0) return env_omp;
+  const bool bound = affinity < node_cpus;  // a CPU set of its own (srun, mpirun --bind-to)
+  if (bound || local_ranks <= 1) return std::max(1, affinity);
+  return std::max(1, affinity / local_ranks);
+}
+
 int pool_threads() {
-  static const int n = detect_threads();
+  int n = g_pool_size.load();
+  if (n == 0) {
+    int expected = 0;
+    g_pool_size.compare_exchange_strong(expected, detect_threads(1));
+    n = g_pool_size.load();
+  }
   return n;
+}
+
+int configure_threads(int local_ranks) {
+  if (!g_pool_started) g_pool_size = detect_threads(local_ranks);
+  const char* blas = std::getenv("OPENBLAS_NUM_THREADS");
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  if ((blas == nullptr || *blas == '\0') && (omp == nullptr || *omp == '\0'))
+    set_blas_threads(default_threads(
+        0, 0, affinity_cpus(), static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
+        local_ranks));
+  return pool_threads();
 }
 
 int max_threads() { return tl_limit > 0 ? tl_limit : pool_threads(); }

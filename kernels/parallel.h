@@ -16,8 +16,20 @@
 namespace mlai::kernels::cpu {
 
 // The threads the kernels use: MLAI_NUM_THREADS, else OMP_NUM_THREADS (the Slurm scripts set it
-// to the rank's --cpus-per-task), else the CPUs this process may run on; read once.
+// to the rank's --cpus-per-task), else the CPUs this process may run on (shared among the
+// node's ranks, see configure_threads); fixed when the pool starts.
 int pool_threads();
+
+// The thread count of one of `local_ranks` processes on a node: the environment's
+// (MLAI_NUM_THREADS, then OMP_NUM_THREADS; 0 where unset) if given; else the CPUs this process
+// may run on, divided among the node's ranks when it is not bound to CPUs of its own (mpirun
+// without binding: every rank sees them all, and 4 ranks x 32 threads on 32 cores would crawl).
+int default_threads(int env_mlai, int env_omp, int affinity_cpus, int node_cpus, int local_ranks);
+
+// For a process that is one of `local_ranks` on its node (data parallelism): sizes the kernel
+// pool by default_threads, and OpenBLAS too unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is
+// set. Call before the first kernel; returns the pool's size.
+int configure_threads(int local_ranks);
 
 // This thread's limit (default: pool_threads()): 1 runs its kernels inline, any other value
 // lets them use the whole pool. The data loader's workers set 1, so their kernels do not compete

@@ -11,6 +11,8 @@
 #include <sstream>
 #include <thread>
 
+#include "kernels/parallel.h"
+
 #ifndef MLAI_GIT_COMMIT
 #define MLAI_GIT_COMMIT "unknown"
 #endif
@@ -51,6 +53,7 @@ nlohmann::json machine_info(const std::string& device, const std::string& comman
   nlohmann::json j;
   j["hostname"] = host;
   j["cpu_cores"] = std::thread::hardware_concurrency();
+  j["kernel_threads"] = kernels::cpu::pool_threads();
   j["device"] = device;
   j["git_commit"] = MLAI_GIT_COMMIT;
   j["command"] = command_line;

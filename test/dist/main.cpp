@@ -4,10 +4,12 @@
 #include <mpi.h>
 
 #include "dist/process_group.h"
+#include "kernels/parallel.h"
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   auto& g = mlai::dist::ProcessGroup::init(&argc, &argv);
+  mlai::kernels::cpu::configure_threads(g.local_world());  // as mlai_train does
   // Only rank 0 prints gtest's progress; failures on any rank still print (listener stays).
   if (g.rank() != 0) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();

@@ -83,6 +83,19 @@ TEST(ParallelKernels, AnExceptionInABlockReachesTheCallerAfterEveryBlockIsDone) 
   EXPECT_EQ(after.load(), 8);
 }
 
+TEST(ParallelKernels, RanksSharingANodeShareItsCpus) {
+  // The environment wins: MLAI_NUM_THREADS, then OMP_NUM_THREADS.
+  EXPECT_EQ(default_threads(3, 8, 32, 32, 4), 3);
+  EXPECT_EQ(default_threads(0, 8, 32, 32, 4), 8);
+  // One process: every CPU it may use.
+  EXPECT_EQ(default_threads(0, 0, 32, 32, 1), 32);
+  // 4 unbound ranks (plain mpirun) see all 32 CPUs: 8 each, not 32 each.
+  EXPECT_EQ(default_threads(0, 0, 32, 32, 4), 8);
+  EXPECT_EQ(default_threads(0, 0, 2, 2, 4), 1);  // never 0
+  // A rank bound to 8 CPUs of its own (srun, --bind-to): those 8.
+  EXPECT_EQ(default_threads(0, 0, 8, 32, 4), 8);
+}
+
 TEST(ParallelKernels, ParallelBlocksCutByGrainOnly) {
   std::vector<std::pair<int64_t, int64_t>> seen(4, {-1, -1});
   parallel_blocks(10, 3, [&](int64_t k, int64_t b, int64_t e) {
