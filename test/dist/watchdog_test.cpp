@@ -1,15 +1,20 @@
 // Collective deadlines: the bookkeeping behind the NCCL watchdog (run here with a made-up clock,
-// so no test waits) and the timed MPI wait. The end-to-end case, a hung rank under mpirun that
-// the other rank's deadline ends, is test/dist/rank_failure_test.sh.
+// so no test waits), the timed MPI wait, and on a GPU a one-rank NCCL communicator. The
+// end-to-end case, a hung rank under mpirun that the other rank's deadline ends, is
+// test/dist/rank_failure_test.sh.
 #include "dist/watchdog.h"
 
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
+#include <thread>
+#include <vector>
 
 #include "dist/communicator.h"
+#include "tensor/device.h"
 
 namespace mlai::dist {
 namespace {
@@ -104,6 +109,41 @@ TEST(WaitOrAbort, TimedMpiCollectivesStillSumAcrossRanks) {
   Tensor all = comm->allgather(mine);
   EXPECT_EQ(all.to_vector<int64_t>(), (std::vector<int64_t>{0, 0, 1, 1}));
   comm->barrier();
+}
+
+}  // namespace
+}  // namespace mlai::dist
+
+namespace mlai::dist {
+namespace {
+
+// On a GPU: the NCCL communicator of one process alone (world 1: NCCL needs no peers), so its
+// collectives, their completion events and the watchdog thread that polls them run once on any
+// single-GPU machine. Multi-rank NCCL needs several GPUs and is not tested here.
+TEST(NcclCuda, OneRankCollectivesCompleteUnderTheWatchdog) {
+  if (!tensor::cuda_available())
+    GTEST_SKIP() << "no CUDA device: " << tensor::cuda_unavailable_reason();
+#ifdef MLAI_WITH_CUDA
+  const tensor::Device gpu = tensor::Device::cuda(0);
+  tensor::set_current_device(gpu);
+  auto comm = make_communicator("nccl", gpu, ProcessGroup::single());
+  EXPECT_STREQ(comm->name(), "nccl");
+  const std::vector<float> v{1.5f, -2.0f, 3.25f};
+  Tensor t = Tensor::from_vector(v, {3}).to(gpu);
+  auto work = comm->allreduce_sum_async(t);
+  work->wait();  // the compute stream waits for the communication stream
+  EXPECT_EQ(t.to(tensor::Device::cpu()).to_vector<float>(), v);  // a sum over one rank
+  Tensor h = Tensor::from_vector(std::vector<double>{4.0, 5.0}, {2}).to(gpu);
+  comm->broadcast(h, 0);
+  EXPECT_EQ(h.to(tensor::Device::cpu()).to_vector<double>(), (std::vector<double>{4.0, 5.0}));
+  const Tensor all = comm->allgather(t);
+  EXPECT_EQ(all.shape(), (tensor::Shape{1, 3}));
+  EXPECT_EQ(all.to(tensor::Device::cpu()).to_vector<float>(), v);
+  // A second of the watchdog's polling (it checks every 500 ms) with everything complete: it
+  // must neither abort nor hang the communicator's destruction.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  comm.reset();
+#endif
 }
 
 }  // namespace
