@@ -53,7 +53,8 @@ prepare() {
   flock "$lock" cmake --build "$build" -j "${JOBS:-2}"
   local bins=() f
   for f in "$build"/test/test_* "$build"/bench/mlai_bench_* "$build"/bin/mlai_*; do
-    [ -f "$f" ] && [ -x "$f" ] && bins+=("$f")
+    # (Not the links a local dry run of `run` leaves in $build/bin, pointing into the bundle.)
+    [ -f "$f" ] && [ -x "$f" ] && [ ! -L "$f" ] && bins+=("$f")
   done
   [ ${#bins[@]} -gt 0 ] || { echo "gpu-check prepare: no binaries in $build" >&2; exit 1; }
   {
