@@ -47,6 +47,11 @@ std::unique_ptr<Communicator> make_communicator(const std::string& backend,
                                                 const tensor::Device& device,
                                                 const ProcessGroup& group);
 
+// "allreduce of 1024 float32": a collective as deadline messages name it.
+inline std::string describe_collective(const char* op, const Tensor& t) {
+  return std::string(op) + " of " + std::to_string(t.numel()) + " " + tensor::dtype_name(t.dtype());
+}
+
 // A value summed over ranks (host scalars for logging and stop requests).
 double allreduce_host(const ProcessGroup& g, double value, bool max = false);
 

@@ -72,10 +72,6 @@ void check(int rc, const char* what) {
   throw std::runtime_error(std::string(what) + " failed: " + std::string(msg, static_cast<size_t>(len)));
 }
 
-std::string describe(const char* op, const Tensor& t) {
-  return std::string(op) + " of " + std::to_string(t.numel()) + " " + tensor::dtype_name(t.dtype());
-}
-
 // The request is shared with the communicator's pending list, which tests it for progress.
 struct MpiWork : Work {
   MpiWork(const ProcessGroup& g, std::string w) : group(g), what(std::move(w)) {}
@@ -106,7 +102,7 @@ class MpiCommunicator : public Communicator {
   std::unique_ptr<Work> allreduce_sum_async(Tensor& t) override {
     require_cpu(t);
     if (world() == 1 || t.numel() == 0) return std::make_unique<DoneWork>();
-    auto w = std::make_unique<MpiWork>(group_, describe("allreduce", t));
+    auto w = std::make_unique<MpiWork>(group_, describe_collective("allreduce", t));
     check(MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()),
                          mpi_type(t.dtype()), mpi_sum(t.dtype()), MPI_COMM_WORLD, w->req.get()),
           "MPI_Iallreduce");
@@ -121,7 +117,7 @@ class MpiCommunicator : public Communicator {
     check(MPI_Ibcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()), root,
                      MPI_COMM_WORLD, &req),
           "MPI_Ibcast");
-    wait_request(group_, &req, describe("broadcast", t));
+    wait_request(group_, &req, describe_collective("broadcast", t));
   }
 
   Tensor allgather(const Tensor& t) override {
@@ -138,7 +134,7 @@ class MpiCommunicator : public Communicator {
                          out.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()),
                          MPI_COMM_WORLD, &req),
           "MPI_Iallgather");
-    wait_request(group_, &req, describe("allgather", t));
+    wait_request(group_, &req, describe_collective("allgather", t));
     return out;
   }
 

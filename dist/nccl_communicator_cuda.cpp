@@ -65,8 +65,7 @@ struct NcclWork : Work {
 };
 
 std::string describe(const char* op, const Tensor& t) {
-  return std::string("NCCL ") + op + " of " + std::to_string(t.numel()) + " " +
-         tensor::dtype_name(t.dtype());
+  return "NCCL " + describe_collective(op, t);
 }
 
 class NcclCommunicator : public Communicator {

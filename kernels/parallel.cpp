@@ -33,16 +33,17 @@ int env_threads(const char* name) {
   return end != v && n > 0 ? static_cast<int>(std::min<long>(n, 1024)) : 0;
 }
 
+int node_cpus() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
 int affinity_cpus() {
   cpu_set_t set;  // the CPUs this process may use (a Slurm cgroup, taskset), not the node's
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return node_cpus();
 }
 
 int detect_threads(int local_ranks) {
-  return default_threads(
-      env_threads("MLAI_NUM_THREADS"), env_threads("OMP_NUM_THREADS"), affinity_cpus(),
-      static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), local_ranks);
+  return default_threads(env_threads("MLAI_NUM_THREADS"), env_threads("OMP_NUM_THREADS"),
+                         affinity_cpus(), node_cpus(), local_ranks);
 }
 
 std::atomic<int> g_pool_size{0};  // 0: not decided yet
@@ -95,7 +96,7 @@ class Pool {
       generation_.fetch_add(1, std::memory_order_release);
     }
     if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
-    tl_limit_guard guard;  // kernels inside the caller's blocks run inline
+    LimitGuard guard;  // kernels inside the caller's blocks run inline
     job->work();
     for (int spins = 0; job->done.load(std::memory_order_acquire) < blocks; ++spins) {
       if (spins < 4096) {
@@ -109,10 +110,10 @@ class Pool {
   }
 
  private:
-  struct tl_limit_guard {
+  struct LimitGuard {
     int saved = tl_limit;
-    tl_limit_guard() { tl_limit = 1; }
-    ~tl_limit_guard() { tl_limit = saved; }
+    LimitGuard() { tl_limit = 1; }
+    ~LimitGuard() { tl_limit = saved; }
   };
 
   void serve() {
@@ -182,9 +183,7 @@ int configure_threads(int local_ranks) {
   const char* blas = std::getenv("OPENBLAS_NUM_THREADS");
   const char* omp = std::getenv("OMP_NUM_THREADS");
   if ((blas == nullptr || *blas == '\0') && (omp == nullptr || *omp == '\0'))
-    set_blas_threads(default_threads(
-        0, 0, affinity_cpus(), static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
-        local_ranks));
+    set_blas_threads(default_threads(0, 0, affinity_cpus(), node_cpus(), local_ranks));
   return pool_threads();
 }
 

@@ -24,6 +24,11 @@ nlohmann::json machine_info(const std::string& device, const std::string& comman
 // then trainable total and size in MB (float32).
 std::string model_summary(Module& m);
 
+// Seconds of wall clock since t0.
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 // Wall-clock time per action ("data wait", "forward", ...): calls, mean, total and percent.
 class Profiler {
  public:

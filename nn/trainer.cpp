@@ -41,9 +41,6 @@ extern "C" void on_stop_signal(int sig) {
   g_stop_signal.store(sig);
 }
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 }  // namespace
 

@@ -16,12 +16,6 @@
 namespace mlai::nn {
 
 namespace {
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
 std::string confusion_json(const io::ConfusionMatrix& cm) {
   nlohmann::json rows = nlohmann::json::array();
   for (int i = 0; i < cm.num_classes(); ++i) {

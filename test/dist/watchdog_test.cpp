@@ -88,7 +88,7 @@ TEST(CollectiveDeadlines, CompletionTestsRunOnAnotherThread) {
 TEST(WaitOrAbort, ReturnsOnceTheTestSaysDone) {
   int polls = 0;
   wait_or_abort(ProcessGroup::get(), "test", [&] { return ++polls == 1100; });
-  EXPECT_EQ(polls, 1100);  // past the spinning phase into the sleeping one, and out
+  EXPECT_EQ(polls, 1100);  // polled until done, then out
 }
 
 TEST(WaitOrAbort, TimedMpiCollectivesStillSumAcrossRanks) {
