@@ -61,7 +61,16 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
   app.add_option("--lr-gamma", c.lr_gamma, "step schedule: decay factor")->capture_default_str();
   app.add_option("--warmup-steps", c.warmup_steps, "warmup_cosine: linear warmup steps")->capture_default_str();
   app.add_option("--min-lr", c.min_lr, "cosine schedules: final learning rate")->capture_default_str();
-  app.add_option("--epochs", c.epochs, "Epochs to train")->capture_default_str();
+  app.add_option("--epochs", c.epochs,
+                 "Epochs to train (-1 with --max-steps: as many as the steps need, the default "
+                 "when --max-steps is given alone)")
+      ->capture_default_str();
+  app.add_option("--max-steps", c.max_steps,
+                 "Stop after N optimizer steps (-1: no limit); the schedule then spans the steps")
+      ->capture_default_str();
+  app.add_option("--max-time", c.max_time,
+                 "Stop after this much training, over every resume: DD:HH:MM:SS (Lightning) or "
+                 "a Slurm time (HH:MM:SS, D-HH:MM, ...); validates, saves last.h5 and tests");
   app.add_option("--batch-size", c.batch_size, "Batch size (per process)")->capture_default_str();
   app.add_option("--seed", c.seed, "Seed for initialisation, shuffling, splits and dropout")->capture_default_str();
   app.add_option("--device", c.device, "cpu, cuda, cuda:N or auto (a GPU when there is one)")->capture_default_str();
@@ -171,6 +180,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (app.count("--fast-dev-run") && cfg.fast_dev_run == 0) cfg.fast_dev_run = 1;
+    // Lightning's max_steps alone trains as many epochs as the steps need (max_epochs -1).
+    if (app.count("--max-steps") && !app.count("--epochs") && cfg.max_steps > 0) cfg.epochs = -1;
     if (!hidden.empty()) {
       size_t pos = 0;
       while (pos <= hidden.size()) {

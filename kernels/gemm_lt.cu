@@ -55,7 +55,7 @@ int alignment_of(const void* p) {  // largest power of two dividing the address,
 
 using Key =
     std::tuple<int /*device*/, int /*dtype*/, bool, bool, int64_t, int64_t, int64_t, int64_t,
-               int64_t, int64_t, int /*epilogue*/, int, int, int /*alignments*/, size_t>;
+               int64_t, int64_t, int /*epilogue*/, int, int, int, int /*alignments*/, size_t>;
 std::mutex& cache_mutex() {
   static std::mutex mu;
   return mu;
@@ -105,8 +105,10 @@ bool gemm_epilogue(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
 
   int device = 0;
   MLAI_CUDA_CHECK(cudaGetDevice(&device));
-  // Each operand's alignment is part of the key: the heuristic's answer depends on it.
+  // Each operand's alignment is part of the key: the heuristic's answer depends on it (the
+  // bias or bias-gradient pointer's too, cublasLt.h says).
   const int align_a = alignment_of(a), align_b = alignment_of(b), align_c = alignment_of(c);
+  const int align_vec = alignment_of(vec);
   const Key key{device,
                 static_cast<int>(type),
                 trans_a,
@@ -121,6 +123,7 @@ bool gemm_epilogue(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
                 align_a,
                 align_b,
                 align_c,
+                align_vec,
                 workspace_bytes};
   std::optional<cublasLtMatmulAlgo_t> algo;
   {

@@ -64,6 +64,7 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
   w.set_attr("/", "best_val_accuracy", st.best_val_accuracy);
   w.set_attr("/", "early_stopping_best", st.early_stopping_best);
   w.set_attr("/", "early_stopping_wait", st.early_stopping_wait);
+  w.set_attr("/", "train_seconds", st.train_seconds);
   w.set_attr("/", "config", to_json(cfg).dump());
   w.set_attr("/", "format", "mlai-checkpoint-1");
   w.commit();
@@ -136,6 +137,7 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
     st.early_stopping_best = r.get_attr_double("/", "early_stopping_best");
     st.early_stopping_wait = r.get_attr_int("/", "early_stopping_wait");
   }
+  if (r.has_attr("/", "train_seconds")) st.train_seconds = r.get_attr_double("/", "train_seconds");
   return st;
 }
 

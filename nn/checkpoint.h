@@ -24,6 +24,9 @@ struct TrainState {
   // Early stopping: the best monitored value so far (NaN: none yet) and the epochs since.
   double early_stopping_best = std::numeric_limits<double>::quiet_NaN();
   int64_t early_stopping_wait = 0;
+  // Seconds of training so far, over every resume (what --max-time counts, like Lightning's
+  // Timer state in its checkpoints).
+  double train_seconds = 0;
 };
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor*>>;

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <algorithm>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "io/dataset.h"
 #include "nn/amp.h"
@@ -19,7 +21,12 @@ void require(bool ok, const std::string& msg) {
 }  // namespace
 
 void Config::validate() const {
-  require(epochs >= 1, "--epochs must be >= 1, got " + std::to_string(epochs));
+  require(epochs >= 1 || (epochs == -1 && max_steps >= 1),
+          "--epochs must be >= 1 (or -1 with --max-steps: as many as the steps need), got " +
+              std::to_string(epochs));
+  require(max_steps == -1 || max_steps >= 1,
+          "--max-steps must be -1 (no limit) or >= 1, got " + std::to_string(max_steps));
+  if (!max_time.empty()) parse_duration(max_time, "--max-time");
   require(batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(batch_size));
   require(lr > 0 && std::isfinite(lr), "--lr must be a positive number");
   require(workers >= 0 && workers <= 256, "--workers must be in [0, 256]");
@@ -111,6 +118,50 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
                               "batches, got '" + limit + "'");
 }
 
+double parse_duration(const std::string& text, const std::string& flag) {
+  const auto bad = [&]() {
+    return std::invalid_argument(
+        flag + " must be a duration: DD:HH:MM:SS (Lightning's max_time) or a Slurm time (MM, "
+               "MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS), got '" + text + "'");
+  };
+  auto number = [&](const std::string& f) {
+    if (f.empty() || f.size() > 9 || f.find_first_not_of("0123456789") != std::string::npos)
+      throw bad();
+    return std::stod(f);
+  };
+  std::string rest = text;
+  double days = 0;
+  const size_t dash = text.find('-');
+  if (dash != std::string::npos) {
+    days = number(text.substr(0, dash));
+    rest = text.substr(dash + 1);
+  }
+  std::vector<double> f;
+  for (size_t b = 0;;) {
+    const size_t e = rest.find(':', b);
+    f.push_back(number(rest.substr(b, e == std::string::npos ? std::string::npos : e - b)));
+    if (e == std::string::npos) break;
+    b = e + 1;
+  }
+  double seconds = 0;
+  if (dash != std::string::npos) {  // D-HH, D-HH:MM, D-HH:MM:SS
+    if (f.size() > 3) throw bad();
+    seconds = days * 86400 + f[0] * 3600 + (f.size() > 1 ? f[1] * 60 : 0) + (f.size() > 2 ? f[2] : 0);
+  } else if (f.size() == 1) {  // Slurm's bare number: minutes
+    seconds = f[0] * 60;
+  } else if (f.size() == 2) {  // MM:SS
+    seconds = f[0] * 60 + f[1];
+  } else if (f.size() == 3) {  // HH:MM:SS
+    seconds = f[0] * 3600 + f[1] * 60 + f[2];
+  } else if (f.size() == 4) {  // Lightning's DD:HH:MM:SS
+    seconds = f[0] * 86400 + f[1] * 3600 + f[2] * 60 + f[3];
+  } else {
+    throw bad();
+  }
+  if (seconds <= 0) throw std::invalid_argument(flag + " must be longer than 0, got '" + text + "'");
+  return seconds;
+}
+
 #define MLAI_CONFIG_FIELDS(X)                                                                   \
   X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(workers) X(criterion)     \
   X(label_smoothing) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
@@ -121,7 +172,7 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
   X(lr_scale) X(sync_bn) X(dist_timeout) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
-  X(log_every_n_steps)
+  X(log_every_n_steps) X(max_steps) X(max_time)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

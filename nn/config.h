@@ -38,7 +38,13 @@ struct Config {
   int64_t warmup_steps = 0;
   double min_lr = 0.0;
   // loop
-  int64_t epochs = 10;
+  int64_t epochs = 10;  // -1 with max_steps: as many epochs as max_steps needs (Lightning's -1)
+  // Lightning's max_steps (-1: no limit) and max_time ("DD:HH:MM:SS", or a Slurm time such as
+  // "HH:MM:SS"; empty: no limit): training ends at whichever of them and epochs comes first,
+  // with a validation, last.h5 (resumable mid-epoch) and the test. max_time counts the training
+  // time over every resume.
+  int64_t max_steps = -1;
+  std::string max_time;
   int64_t batch_size = 64;
   uint64_t seed = 42;
   std::string device = "auto";
@@ -101,5 +107,10 @@ Config config_from_json(const nlohmann::json& j);
 // decimal point is a fraction in [0, 1] ("1.0" = all), a whole number is a count. Throws
 // naming `flag` on anything else.
 int64_t limit_batches(const std::string& limit, int64_t available, const std::string& flag);
+
+// Seconds in a duration written as Lightning's max_time ("DD:HH:MM:SS") or as a Slurm time
+// ("MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS"). Throws naming `flag` on
+// anything else, and on zero.
+double parse_duration(const std::string& text, const std::string& flag);
 
 }  // namespace mlai::nn

@@ -205,10 +205,17 @@ void Trainer::allreduce(Tensor& t) {
   if (comm_) comm_->allreduce_sum(t);
 }
 
-int Trainer::stop_requested() {
-  const double local = static_cast<double>(g_stop_signal.load());
-  // All ranks must stop at the same step, or one would wait forever in the next allreduce.
-  return static_cast<int>(group_.world() > 1 ? dist::allreduce_host(group_, local, true) : local);
+int Trainer::stop_requested(bool time_up) {
+  // All ranks must stop at the same step, or one would wait forever in the next allreduce:
+  // the largest of (signal * 2 + time_up) over ranks decides (a signal before the time).
+  const double local = 2.0 * g_stop_signal.load() + (time_up ? 1 : 0);
+  const auto code = static_cast<int>(
+      group_.world() > 1 ? dist::allreduce_host(group_, local, true) : local);
+  return code / 2 > 0 ? code / 2 : -(code % 2);
+}
+
+double Trainer::train_seconds() const {
+  return seconds_before_ + std::chrono::duration<double>(Clock::now() - fit_clock_).count();
 }
 
 EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
@@ -253,7 +260,6 @@ FitResult Trainer::fit() {
   const auto t_start = Clock::now();
   dev_run_ = cfg_.fast_dev_run > 0;
   const bool dev_run = dev_run_;
-  const int64_t epochs = dev_run ? 1 : cfg_.epochs;
   io::LoaderOptions lo;
   lo.batch_size = cfg_.batch_size;
   lo.shuffle = cfg_.overfit_batches == 0;
@@ -298,7 +304,18 @@ FitResult Trainer::fit() {
   // shorter group (Lightning steps at the end of the epoch too).
   const int64_t accum = cfg_.accumulate_grad_batches;
   const int64_t opt_steps_per_epoch = (steps_per_epoch + accum - 1) / accum;
+  // Lightning's max_steps and max_time; --epochs -1: as many epochs as max_steps needs. The
+  // schedule spans the steps training will take (Lightning's estimated_stepping_batches).
+  const int64_t max_steps = dev_run ? -1 : cfg_.max_steps;
+  const double max_time = dev_run || cfg_.max_time.empty() ? 0.0
+                                                           : parse_duration(cfg_.max_time, "--max-time");
+  const int64_t epochs =
+      dev_run ? 1
+      : cfg_.epochs > 0
+          ? cfg_.epochs
+          : (max_steps + opt_steps_per_epoch - 1) / std::max<int64_t>(opt_steps_per_epoch, 1);
   sc.total_steps = std::max<int64_t>(1, opt_steps_per_epoch * epochs);
+  if (max_steps > 0) sc.total_steps = std::min(sc.total_steps, max_steps);
   sc.steps_per_epoch = std::max<int64_t>(1, opt_steps_per_epoch);
   sc.step_epochs = cfg_.lr_step_epochs;
   sc.gamma = cfg_.lr_gamma;
@@ -323,7 +340,34 @@ FitResult Trainer::fit() {
   }
   const char* fault_kind = std::getenv("MLAI_FAULT_KIND");
   const bool fault_hang = fault_kind && std::string(fault_kind) == "hang";
-  for (int64_t epoch = state_.epoch; epoch < epochs; ++epoch) {
+  fit_clock_ = Clock::now();
+  seconds_before_ = state_.train_seconds;
+  // Which limit ends training now ("": none); every rank decides the same (the time through
+  // the per-step allreduce of stop requests).
+  auto limit_reached = [&](bool time_up) -> std::string {
+    if (max_steps > 0 && state_.global_step >= max_steps) return "max_steps";
+    return time_up ? "max_time" : "";
+  };
+  auto time_up = [&] { return max_time > 0 && train_seconds() >= max_time; };
+  auto say_limit = [&](const std::string& limit, int64_t epoch, int64_t batch) {
+    if (!main_ || limit.empty()) return;
+    if (limit == "max_steps")
+      std::printf("--max-steps %lld reached", static_cast<long long>(max_steps));
+    else
+      std::printf("--max-time %s reached after %.1f s of training", cfg_.max_time.c_str(),
+                  train_seconds());
+    std::printf(": training ends at step %lld (epoch %lld, batch %lld of %lld)\n",
+                static_cast<long long>(state_.global_step), static_cast<long long>(epoch + 1),
+                static_cast<long long>(batch), static_cast<long long>(steps_per_epoch));
+    std::fflush(stdout);
+  };
+  // A run resumed after its limit (the same checkpoint's own max_time or max_steps) trains no
+  // further: it goes straight to the test.
+  if (state_.epoch < epochs) {
+    res.limit = limit_reached(max_time > 0 && seconds_before_ >= max_time);
+    if (!res.limit.empty()) say_limit(res.limit, state_.epoch, state_.next_batch);
+  }
+  for (int64_t epoch = state_.epoch; epoch < epochs && res.limit.empty(); ++epoch) {
     const auto t_epoch = Clock::now();
     const double wait_before = profiler_.total("data wait");
     loader.start_epoch(epoch, state_.next_batch);
@@ -338,6 +382,8 @@ FitResult Trainer::fit() {
                   static_cast<long long>(epochs));
     ProgressLine progress(cfg_.progress && main_, label, steps_per_epoch);
     LaggedMean running_loss(device_);
+    int64_t stopped_at = -1;                  // training ended before the epoch's end
+    std::optional<EvalResult> val_at_stop;  // the validation run at that step
     const Tensor inv_accum =
         Tensor::full({}, 1.0 / static_cast<double>(accum), DType::kFloat32, device_);
     double lr = opt_->lr();
@@ -419,10 +465,23 @@ FitResult Trainer::fit() {
       progress.update(
           b + 1, [&] { return running_loss.read(loss_sum, samples); }, el > 0 ? samples / el : 0);
       if (!step_now) continue;  // a stop waits for the group's step: nothing half-accumulated
+      std::optional<EvalResult> val_now;
       if (val_epoch && b + 1 >= next_val && b + 1 < steps_per_epoch) {
         next_val = ((b + 1) / val_every + 1) * val_every;
         progress.finish();
-        validate_within_epoch(epoch, b, val_limit);
+        val_now.emplace();
+        res.early_stopped = validate_within_epoch(epoch, b, val_limit, *val_now);
+      }
+      const int stop = stop_requested(time_up());
+      if (stop <= 0) res.limit = limit_reached(stop < 0);
+      if (res.early_stopped || !res.limit.empty()) {  // training ends with this step
+        say_limit(res.limit, epoch, b + 1);
+        if (b + 1 < steps_per_epoch) {
+          stopped_at = b + 1;
+          val_at_stop = std::move(val_now);
+          break;
+        }
+        continue;  // the epoch's last batch: the epoch ends as usual
       }
       // After the validation at this step, so the checkpoint holds its best score. Not at the
       // epoch's last batch: the epoch's end follows at once (and resuming there would replay
@@ -432,7 +491,7 @@ FitResult Trainer::fit() {
         state_.epoch = epoch;  // in progress: a resume continues at next_batch
         save("last.h5");
       }
-      if (const int sig = stop_requested()) {
+      if (const int sig = stop) {
         progress.finish();
         step_log.flush();
         state_.epoch = epoch;
@@ -451,9 +510,12 @@ FitResult Trainer::fit() {
     }
     progress.finish();
     step_log.flush();
-    EpochTotals totals{epoch,       epochs, loss_sum, counts,   samples,
-                       wait_before, lr,     t_epoch,  val_epoch};
+    const bool last = epoch + 1 == epochs || res.early_stopped || !res.limit.empty();
+    EpochTotals totals{epoch,   epochs,    loss_sum, counts,     samples,         wait_before,
+                       lr,      t_epoch,   val_epoch, last,      stopped_at,      steps_per_epoch,
+                       std::move(val_at_stop)};
     if (end_epoch(totals, val_limit, res)) break;  // early stopping
+    if (!res.limit.empty()) break;
   }
   res.epochs_completed = state_.epoch;
   res.global_step = state_.global_step;

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "dist/process_group.h"
@@ -39,6 +40,7 @@ struct FitResult {
   EvalResult val, test;
   int stop_signal = 0;         // non-zero when a signal ended training early
   bool early_stopped = false;  // --early-stopping-patience ended training before --epochs
+  std::string limit;           // "max_steps" or "max_time" when that limit ended training
   double loss_scale = 1;       // --precision 16: the scale after the last epoch
   int64_t skipped_steps = 0;   // --precision 16: optimizer steps skipped for inf/nan gradients
 };
@@ -61,7 +63,8 @@ class Trainer {
 
   // Sums a device tensor over ranks (no-op for one rank).
   void allreduce(Tensor& t);
-  int stop_requested();  // the signal any rank received, 0 if none
+  // The signal any rank received; else -1 when time_up on any rank (--max-time); else 0.
+  int stop_requested(bool time_up = false);
 
   Config cfg_;
   std::string command_line_;
@@ -85,14 +88,25 @@ class Trainer {
     double lr;           // the last step's learning rate
     std::chrono::steady_clock::time_point start;
     bool val_epoch;  // --check-val-every-n-epoch: this epoch validates
+    // Training ends with this epoch (its last, or --max-steps/--max-time/early stopping).
+    bool last = false;
+    // Batches run when training ended before the epoch's end (-1: the epoch ran to its end),
+    // of `batches`; last.h5 then resumes at the next one.
+    int64_t stopped_at = -1, batches = 0;
+    // The validation already run at the step training ended on (within the epoch).
+    std::optional<EvalResult> val_now;
   };
   // trainer_report.cpp: logs, validation, the end of an epoch, the test.
   static io::ConfusionMatrix to_matrix(const Tensor& counts, const io::Dataset& ds);
   void save(const std::string& name);  // checkpoints/<name> (rank 0, not --fast-dev-run)
   void open_logs(FitResult& res);
   void print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_steps_per_epoch);
-  void validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit);
+  // true: early stopping ends training here (v: the validation's result)
+  bool validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit, EvalResult& v);
   bool end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res);  // true: stop early
+  // Lightning's EarlyStopping after a validation: true when patience has run out.
+  bool early_stopping_update(const EvalResult& v);
+  double train_seconds() const;  // over every resume (--max-time)
   void test_and_report(FitResult& res);
 
   Profiler profiler_;
@@ -101,6 +115,8 @@ class Trainer {
   std::unique_ptr<io::CsvLogger> csv_;  // rank 0, not --fast-dev-run
   std::unique_ptr<io::EventWriter> tb_;
   TrainState state_;
+  std::chrono::steady_clock::time_point fit_clock_;  // when this fit() began training
+  double seconds_before_ = 0;                        // training seconds of earlier runs
 };
 
 }  // namespace mlai::nn

@@ -60,6 +60,7 @@ void Trainer::save(const std::string& name) {
   if (dev_run_ || !main_) return;
   // The exact count of steps taken (the step loop knows it one step late).
   opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
+  state_.train_seconds = train_seconds();
   save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_,
                   scaler_->state());
 }
@@ -112,13 +113,12 @@ void Trainer::print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_s
 // --val-check-interval: validation within the epoch, on the global metrics (every rank
 // evaluates its shard), logged to TensorBoard at the step, best.h5 when it improves.
 // Evaluation uses no generator and changes no state, so training goes on exactly as without.
-void Trainer::validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit) {
-  EvalResult v;
+bool Trainer::validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit, EvalResult& v) {
   {
     Profiler::Scope s(profiler_, "validation");
     v = evaluate(data_.val, val_limit);
   }
-  if (v.samples == 0) return;
+  if (v.samples == 0) return false;
   const double acc = v.confusion.accuracy();
   if (main_) {
     std::printf("validation at epoch %lld, batch %lld (step %lld): loss %.4f    accuracy %.4f\n",
@@ -136,6 +136,21 @@ void Trainer::validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit)
     state_.epoch = epoch;  // in progress: best.h5 resumes at next_batch like last.h5
     save("best.h5");
   }
+  // Lightning checks EarlyStopping after every validation, within epochs too.
+  return cfg_.early_stopping_patience > 0 && !dev_run_ && early_stopping_update(v);
+}
+
+bool Trainer::early_stopping_update(const EvalResult& val) {
+  const bool lower = cfg_.early_stopping_monitor == "val_loss";
+  const double v = lower ? val.loss : val.confusion.accuracy();
+  double& best = state_.early_stopping_best;
+  const double d = cfg_.early_stopping_min_delta;
+  if (std::isnan(best) || (lower ? v < best - d : v > best + d)) {
+    best = v;
+    state_.early_stopping_wait = 0;
+    return false;
+  }
+  return ++state_.early_stopping_wait >= cfg_.early_stopping_patience;
 }
 
 // Reduces the epoch's training sums over ranks, validates (unless --check-val-every-n-epoch
@@ -157,13 +172,16 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
   const double train_seconds = seconds_since(t_epoch);
   const double train_loss = loss_sum.item() / static_cast<double>(std::max<int64_t>(samples, 1));
   const io::ConfusionMatrix train_cm = to_matrix(counts, data_.train);
+  const bool partial = e.stopped_at >= 0;  // training ended within the epoch
   EvalResult val;
-  if (val_epoch) {  // --check-val-every-n-epoch
+  if (e.val_now) {  // validated at the step training ended on: not again
+    val = *e.val_now;
+  } else if (val_epoch || e.last) {  // --check-val-every-n-epoch; the last epoch always
     Profiler::Scope s(profiler_, "validation");
     val = evaluate(data_.val, val_limit);
   }
   // An epoch that skipped its validation changes neither best.h5 nor early stopping.
-  const bool validated = val_epoch || data_.val.count == 0;
+  const bool validated = val_epoch || e.last || data_.val.count == 0;
   const double epoch_seconds = seconds_since(t_epoch);
   const double wait_frac =
       (profiler_.total("data wait") - wait_before) / std::max(train_seconds, 1e-9);
@@ -182,28 +200,23 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
     if (scaler_->enabled())
       std::printf("    loss scale: %g    skipped steps: %lld", loss_scale,
                   static_cast<long long>(skipped));
+    if (partial)
+      std::printf("    (ended at batch %lld of %lld)", static_cast<long long>(e.stopped_at),
+                  static_cast<long long>(e.batches));
     std::printf("    time: %.1fs    images/s: %.0f\n", epoch_seconds, ips);
     std::fflush(stdout);
   }
   res.last_train_loss = train_loss;
   if (val.samples > 0) res.val = val;  // an epoch that skipped validation keeps the last one
-  state_.epoch = epoch + 1;
-  state_.next_batch = 0;
-  // Early stopping on the global validation metrics: every rank decides the same.
-  bool stop_early = false;
-  if (cfg_.early_stopping_patience > 0 && !dev_run_ && validated) {
-    const bool lower = cfg_.early_stopping_monitor == "val_loss";
-    const double v = lower ? val.loss : val.confusion.accuracy();
-    double& best = state_.early_stopping_best;
-    const double d = cfg_.early_stopping_min_delta;
-    if (std::isnan(best) || (lower ? v < best - d : v > best + d)) {
-      best = v;
-      state_.early_stopping_wait = 0;
-    } else if (++state_.early_stopping_wait >= cfg_.early_stopping_patience) {
-      stop_early = true;
-      res.early_stopped = true;
-    }
-  }
+  // Training that ended within the epoch resumes there: last.h5 continues at its next batch.
+  state_.epoch = partial ? epoch : epoch + 1;
+  state_.next_batch = partial ? e.stopped_at : 0;
+  // Early stopping on the global validation metrics: every rank decides the same. A
+  // validation within the epoch has already counted (validate_within_epoch).
+  if (cfg_.early_stopping_patience > 0 && !dev_run_ && validated && !e.val_now &&
+      early_stopping_update(val))
+    res.early_stopped = true;
+  const bool stop_early = res.early_stopped;
   // best.h5 whenever validation improves (Lightning's ModelCheckpoint(monitor)), on every rank
   // alike (save() writes on rank 0 only); last.h5 every --checkpoint-every epochs and at the end.
   const double score = val.samples > 0 ? val.confusion.accuracy() : train_cm.accuracy();
@@ -212,7 +225,7 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
     save("best.h5");
   }
   const bool periodic = cfg_.checkpoint_every > 0 && (epoch + 1) % cfg_.checkpoint_every == 0;
-  if (periodic || epoch + 1 == epochs || stop_early) save("last.h5");
+  if (periodic || e.last) save("last.h5");
   if (!dev_run_ && main_) {
     // Cells of what this epoch did not measure stay empty (not zeros that plot as drops).
     std::map<std::string, io::CsvLogger::Value> row{{"epoch", epoch + 1},
@@ -248,15 +261,13 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
       tb_->add_scalar(tag, static_cast<float>(v), state_.global_step);
     tb_->flush();
   }
-  if (stop_early) {
-    if (main_)
-      std::printf(
-          "early stopping after epoch %lld: %s has not improved by more than %g for %lld "
-          "epoch(s) (best %.4f)\n",
-          static_cast<long long>(epoch + 1), cfg_.early_stopping_monitor.c_str(),
-          cfg_.early_stopping_min_delta, static_cast<long long>(state_.early_stopping_wait),
-          state_.early_stopping_best);
-  }
+  if (stop_early && main_)
+    std::printf(
+        "early stopping at epoch %lld, step %lld: %s has not improved by more than %g for %lld "
+        "validation(s) (best %.4f)\n",
+        static_cast<long long>(epoch + 1), static_cast<long long>(state_.global_step),
+        cfg_.early_stopping_monitor.c_str(), cfg_.early_stopping_min_delta,
+        static_cast<long long>(state_.early_stopping_wait), state_.early_stopping_best);
   return stop_early;
 }
 

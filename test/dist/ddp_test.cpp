@@ -110,6 +110,22 @@ TEST_F(Ddp, AccumulatingTwoRanksMatchOneRankWithTheWholeBatch) {
       << "after " << r2.global_step << " steps";
 }
 
+// --max-time under data parallelism: only rank 0's budget runs out (rank 1's is 10 minutes),
+// and both ranks still end at the same step, through the per-step stop allreduce.
+TEST_F(Ddp, MaxTimeOnOneRankStopsBothAtTheSameStep) {
+  nn::Config c = config(16);
+  c.epochs = 1000;
+  c.max_time = group().rank() == 0 ? "0:01" : "10:00";
+  nn::Trainer ddp(c, "", group());
+  const nn::FitResult r = ddp.fit();
+  EXPECT_EQ(r.limit, "max_time");
+  EXPECT_GT(r.global_step, 0);
+  EXPECT_LT(r.global_step, 1000 * 6);
+  const double steps = static_cast<double>(r.global_step);
+  EXPECT_EQ(allreduce_host(group(), steps, true), steps);  // the same on both ranks
+  EXPECT_EQ(r.test.samples, 200);
+}
+
 TEST_F(Ddp, ShardsAreDisjointAndCoverTheEpoch) {
   const int64_t n = 1000;
   std::vector<int64_t> mine = io::epoch_indices(n, true, 3, 1, group().rank(), 2);

@@ -51,6 +51,10 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--early-stopping-patience 2 --val-split 0", "--early-stopping-patience"},
       {"--resume /no/such/file.h5", "/no/such/file.h5"},
       {"--lr-schedule linear --fast-dev-run", "linear"},
+      {"--max-steps 0", "--max-steps"},
+      {"--max-time 1:2:3:4:5", "--max-time"},
+      {"--max-time 00:00:00:00", "--max-time"},
+      {"--epochs -1", "--epochs"},  // -1 only with --max-steps
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);
@@ -75,7 +79,7 @@ TEST(Cli, HelpDocumentsEveryFlag) {
                         "--batch-size", "--seed", "--device", "--workers", "--log-dir",
                         "--experiment-name", "--fast-dev-run", "--limit-train-batches",
                         "--limit-val-batches", "--overfit-batches", "--checkpoint-every",
-                        "--resume", "--deterministic"})
+                        "--resume", "--deterministic", "--max-steps", "--max-time"})
     EXPECT_NE(r.out.find(f), std::string::npos) << f;
 }
 

@@ -253,6 +253,151 @@ TEST_F(TrainerTest, EarlyStoppingEndsTrainingAfterPatienceEpochs) {
   EXPECT_THROW(e.validate(), std::invalid_argument);
 }
 
+// Lightning checks EarlyStopping after every validation: with --val-check-interval 0.5 the
+// validations come at steps 9, 18, 27, so patience 2 ends training at step 27, within epoch 2,
+// and last.h5 resumes there.
+TEST_F(TrainerTest, EarlyStoppingCountsValidationsWithinEpochs) {
+  Config c = base();
+  c.epochs = 5;
+  c.val_check_interval = "0.5";
+  c.early_stopping_patience = 2;
+  c.early_stopping_monitor = "val_accuracy";
+  c.early_stopping_min_delta = 1.0;
+  Trainer t(c);
+  const FitResult r = t.fit();
+  EXPECT_TRUE(r.early_stopped);
+  EXPECT_EQ(r.global_step, 27);
+  EXPECT_EQ(r.epochs_completed, 1);
+  EXPECT_GT(r.val.samples, 0);
+  EXPECT_GT(r.test.samples, 0);
+  const TrainState st = load_checkpoint(r.version_dir + "/checkpoints/last.h5", t.model(), nullptr);
+  EXPECT_EQ(st.epoch, 1);
+  EXPECT_EQ(st.next_batch, 9);
+  EXPECT_EQ(st.global_step, 27);
+  EXPECT_EQ(st.early_stopping_wait, 2);
+}
+
+// Lightning's max_steps: training ends at step 23 (epoch 2, batch 5) with a validation, the
+// test and a last.h5 that resumes mid-epoch exactly; the schedule spans the 23 steps; a
+// resume with the same limit trains nothing more; --epochs -1 runs the epochs the steps need.
+TEST_F(TrainerTest, MaxStepsEndsTrainingMidEpochAndResumesExactly) {
+  Config c = base();
+  c.optimizer = "sgd";
+  c.momentum = 0.9;
+  c.lr_schedule = "constant";
+  Trainer straight(c);
+  straight.fit();
+
+  Config capped = c;
+  capped.max_steps = 23;
+  capped.experiment_name = "capped";
+  Trainer first(capped);
+  const FitResult r1 = first.fit();
+  EXPECT_EQ(r1.limit, "max_steps");
+  EXPECT_EQ(r1.global_step, 23);
+  EXPECT_EQ(r1.epochs_completed, 1);
+  EXPECT_GT(r1.val.samples, 0);
+  EXPECT_GT(r1.test.samples, 0);
+  const std::string ckpt = r1.version_dir + "/checkpoints/last.h5";
+  const TrainState st = load_checkpoint(ckpt, first.model(), nullptr);
+  EXPECT_EQ(st.epoch, 1);
+  EXPECT_EQ(st.next_batch, 5);
+  EXPECT_GT(st.train_seconds, 0.0);
+
+  Config same = capped;  // the limit is already reached: straight to the test
+  same.resume = ckpt;
+  Trainer again(same);
+  const FitResult r2 = again.fit();
+  EXPECT_EQ(r2.limit, "max_steps");
+  EXPECT_EQ(r2.global_step, 23);
+  EXPECT_GT(r2.test.samples, 0);
+
+  Config rest = c;  // the rest of the run, without the limit: as if never capped
+  rest.experiment_name = "capped";
+  rest.resume = ckpt;
+  Trainer resumed(rest);
+  const FitResult r3 = resumed.fit();
+  EXPECT_TRUE(r3.limit.empty());
+  EXPECT_EQ(r3.global_step, 36);
+  EXPECT_EQ(weights(straight), weights(resumed));
+
+  // The cosine schedule reaches its end at max_steps, not at --epochs' last step: the last
+  // step's lr (metrics.csv) is within 1% of 0 (over the whole 36 steps it would be 0.33 lr).
+  Config cos = base();
+  cos.max_steps = 23;
+  cos.epochs = -1;  // as many epochs as 23 steps need: 2
+  cos.experiment_name = "cosine";
+  const FitResult r4 = Trainer(cos).fit();
+  EXPECT_EQ(r4.global_step, 23);
+  std::ifstream csv(r4.version_dir + "/metrics.csv");
+  std::vector<std::string> rows;
+  for (std::string l; std::getline(csv, l);) rows.push_back(l);
+  ASSERT_EQ(rows.size(), 4u);  // header, epochs 1 and 2, test
+  const std::string& row = rows[2];
+  const size_t a = row.find(',', row.find(',') + 1) + 1;  // the third cell: lr
+  const double lr = std::stod(row.substr(a, row.find(',', a) - a));
+  EXPECT_LT(lr, 0.01 * cos.lr) << row;
+  EXPECT_GT(lr, 0.0) << row;
+
+  Config bad = base();
+  bad.epochs = -1;  // -1 needs max_steps
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad.max_steps = 0;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+}
+
+// Lightning's max_time: a 1 s budget ends a 1000-epoch run, in every case with the test; the
+// time is saved in last.h5 and counts on resume (the same budget trains nothing more, a
+// larger one goes on).
+TEST_F(TrainerTest, MaxTimeEndsTrainingAndCountsOverResumes) {
+  Config c = base();
+  c.epochs = 1000;
+  c.max_time = "00:00:00:01";
+  c.lr_schedule = "constant";
+  Trainer t(c);
+  const FitResult r1 = t.fit();
+  EXPECT_EQ(r1.limit, "max_time");
+  EXPECT_GT(r1.global_step, 0);
+  EXPECT_LT(r1.global_step, 1000 * 18);
+  EXPECT_GT(r1.test.samples, 0);
+  const std::string ckpt = r1.version_dir + "/checkpoints/last.h5";
+  const TrainState st = load_checkpoint(ckpt, t.model(), nullptr);
+  EXPECT_GE(st.train_seconds, 1.0);
+  EXPECT_EQ(st.global_step, r1.global_step);
+
+  Config same = c;
+  same.resume = ckpt;
+  const FitResult r2 = Trainer(same).fit();
+  EXPECT_EQ(r2.limit, "max_time");
+  EXPECT_EQ(r2.global_step, r1.global_step);
+
+  Config more = c;
+  more.resume = ckpt;
+  more.max_time = "0:02";  // Slurm's MM:SS
+  const FitResult r3 = Trainer(more).fit();
+  EXPECT_EQ(r3.limit, "max_time");
+  EXPECT_GT(r3.global_step, r1.global_step);
+}
+
+TEST(Duration, ReadsLightningAndSlurmFormats) {
+  EXPECT_EQ(parse_duration("00:12:00:00", "--max-time"), 12 * 3600.0);
+  EXPECT_EQ(parse_duration("1-02:03:04", "--max-time"), 86400.0 + 2 * 3600 + 3 * 60 + 4);
+  EXPECT_EQ(parse_duration("2-12", "--max-time"), 2 * 86400.0 + 12 * 3600);
+  EXPECT_EQ(parse_duration("0-01:30", "--max-time"), 90 * 60.0);
+  EXPECT_EQ(parse_duration("90", "--max-time"), 90 * 60.0);  // Slurm: minutes
+  EXPECT_EQ(parse_duration("01:30", "--max-time"), 90.0);    // MM:SS
+  EXPECT_EQ(parse_duration("02:00:00", "--max-time"), 7200.0);
+  for (const char* bad : {"", "x", "1.5", "1:2:3:4:5", "1-2:3:4:5", "0", "00:00:00:00", "-5",
+                          "1:", ":1", "1--2"}) {
+    try {
+      parse_duration(bad, "--max-time");
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("--max-time"), std::string::npos) << e.what();
+    }
+  }
+}
+
 // Lightning's gradient clipping, both algorithms, in fp32 and fp16: training still learns.
 TEST_F(TrainerTest, GradientClippingStillLearns) {
   for (const char* algorithm : {"norm", "value"}) {
