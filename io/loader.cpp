@@ -185,11 +185,16 @@ Loader::Staged Loader::stage(HostBatch&& h) {
   tensor::Event compute_so_far(dev);
   compute_so_far.record(tensor::current_stream(dev));
   compute_so_far.wait(copy_stream_);
-  {
+  try {
     tensor::StreamGuard on_copy(copy_stream_);
     s.device.pixels.copy_from(h.pixels, /*async=*/true);
     s.device.labels.copy_from(h.labels, true);
     s.device.ids.copy_from(h.ids, true);
+  } catch (...) {
+    // Copies already queued still read h's pinned buffers and write s's: let them finish
+    // before either is released.
+    copy_stream_.synchronize();
+    throw;
   }
   s.copied = tensor::Event(dev);
   s.copied.record(copy_stream_);
@@ -241,12 +246,14 @@ std::optional<Batch> Loader::next() {
   if (!staged_ || staged_->device.index != b) staged_ = stage(take(b));
   Staged current = std::move(*staged_);
   staged_.reset();
-  if (b + 1 < total) staged_ = stage(take(b + 1));
+  // Before anything below can throw (staging b + 1 may rethrow a worker's error): the compute
+  // stream, which frees b's device buffers, waits for their copy, and the pinned host buffers
+  // are kept until it is done (no host wait here unless more than `prefetch` copies are still
+  // outstanding).
   current.copied.wait(tensor::current_stream(opt_.device));
+  in_flight_.emplace_back(current.copied, std::move(current.host));
+  if (b + 1 < total) staged_ = stage(take(b + 1));
   Batch out = finish(current.device);
-  // The pinned host buffers may be reused only after their copy: kept until it is done, with
-  // no host wait here unless more than `prefetch` copies are still outstanding.
-  in_flight_.emplace_back(std::move(current.copied), std::move(current.host));
   release_copied(false);
   return out;
 }

@@ -99,6 +99,73 @@ std::string encode_scalar_event(const std::string& tag, float value, int64_t ste
   return event;
 }
 
+namespace {
+// Event { wall_time = 1; step = 2 (0); summary = 5 { value = 1 { tag = 1; tensor = 8;
+// metadata = 9 { plugin_data = 1 { plugin_name = 1; content = 2 } } } } } with the hparams
+// plugin's empty float tensor (dtype DT_FLOAT, shape [0]), as TensorBoard's own summaries.
+std::string encode_hparams_event(const std::string& tag, const std::string& plugin_data,
+                                 double wall_time) {
+  std::string data;  // HParamsPluginData { int32 version = 1 (0: omitted); oneof data }
+  data += plugin_data;
+  std::string pd;  // SummaryMetadata.PluginData
+  put_bytes_field(pd, 1, "hparams");
+  put_bytes_field(pd, 2, data);
+  std::string meta;  // SummaryMetadata
+  put_bytes_field(meta, 1, pd);
+  std::string shape;  // TensorShapeProto { repeated Dim dim = 2 { int64 size = 1 (0) } }
+  put_bytes_field(shape, 2, "");
+  std::string tensor;  // TensorProto { DataType dtype = 1 (DT_FLOAT = 1); shape = 2 }
+  put_tag(tensor, 1, 0);
+  put_varint(tensor, 1);
+  put_bytes_field(tensor, 2, shape);
+  std::string v;
+  put_bytes_field(v, 1, tag);
+  put_bytes_field(v, 8, tensor);
+  put_bytes_field(v, 9, meta);
+  std::string summary;
+  put_bytes_field(summary, 1, v);
+  std::string event;
+  put_double_field(event, 1, wall_time);
+  put_tag(event, 2, 0);
+  put_varint(event, 0);
+  put_bytes_field(event, 5, summary);
+  return event;
+}
+}  // namespace
+
+std::string encode_hparams_start_event(const std::vector<HParam>& hparams, double wall_time) {
+  std::string start;  // SessionStartInfo { map<string, Value> hparams = 1; start_time_secs = 5 }
+  for (const auto& h : hparams) {
+    std::string value;  // google.protobuf.Value { number 2 | string 3 | bool 4 }
+    if (const double* d = std::get_if<double>(&h.value)) {
+      put_double_field(value, 2, *d);
+    } else if (const std::string* str = std::get_if<std::string>(&h.value)) {
+      put_bytes_field(value, 3, *str);
+    } else {
+      put_tag(value, 4, 0);
+      put_varint(value, std::get<bool>(h.value) ? 1 : 0);
+    }
+    std::string entry;  // map entry { key = 1; value = 2 }
+    put_bytes_field(entry, 1, h.name);
+    put_bytes_field(entry, 2, value);
+    put_bytes_field(start, 1, entry);
+  }
+  put_double_field(start, 5, wall_time);
+  std::string data;  // HParamsPluginData.session_start_info = 3
+  put_bytes_field(data, 3, start);
+  return encode_hparams_event("_hparams_/session_start_info", data, wall_time);
+}
+
+std::string encode_hparams_end_event(bool success, double wall_time) {
+  std::string end;  // SessionEndInfo { Status status = 1 (SUCCESS 1, FAILURE 2); end_time_secs = 2 }
+  put_tag(end, 1, 0);
+  put_varint(end, success ? 1 : 2);
+  put_double_field(end, 2, wall_time);
+  std::string data;  // HParamsPluginData.session_end_info = 4
+  put_bytes_field(data, 4, end);
+  return encode_hparams_event("_hparams_/session_end_info", data, wall_time);
+}
+
 std::string frame_tfrecord(const std::string& data) {
   std::string out, len;
   put_le(len, data.size(), 8);
@@ -145,6 +212,14 @@ EventWriter::~EventWriter() {
 
 void EventWriter::add_scalar(const std::string& tag, float value, int64_t step, double wall_time) {
   write_record(encode_scalar_event(tag, value, step, wall_time));
+}
+
+void EventWriter::add_hparams(const std::vector<HParam>& hparams, double wall_time) {
+  write_record(encode_hparams_start_event(hparams, wall_time));
+}
+
+void EventWriter::end_hparams_session(bool success, double wall_time) {
+  write_record(encode_hparams_end_event(success, wall_time));
 }
 
 void EventWriter::flush() {

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <variant>
+#include <vector>
 
 namespace mlai::io {
 
@@ -22,6 +24,18 @@ double unix_time_now();
 // tests can check the encoding.
 std::string encode_scalar_event(const std::string& tag, float value, int64_t step,
                                 double wall_time);
+// One hyperparameter of a run for TensorBoard's HPARAMS tab: a number, a bool or a string.
+struct HParam {
+  std::string name;
+  std::variant<double, bool, std::string> value;
+};
+// Protobuf bytes of the HParams plugin's session-start Event: the run's hyperparameters, as
+// torch.utils.tensorboard's add_hparams and Lightning's TensorBoardLogger log them. No
+// experiment summary: TensorBoard then builds the experiment from every run's session (all
+// hyperparameters, the values each took, and the runs' scalar tags as metric columns).
+std::string encode_hparams_start_event(const std::vector<HParam>& hparams, double wall_time);
+// The session's end: TensorBoard shows the run's status (success or failure).
+std::string encode_hparams_end_event(bool success, double wall_time);
 // One TFRecord: uint64 length, masked CRC of the length, data, masked CRC of the data.
 std::string frame_tfrecord(const std::string& data);
 
@@ -36,6 +50,9 @@ class EventWriter {
 
   void add_scalar(const std::string& tag, float value, int64_t step,
                   double wall_time = unix_time_now());
+  // TensorBoard's HPARAMS tab: this run's hyperparameters (once, at its start), and its end.
+  void add_hparams(const std::vector<HParam>& hparams, double wall_time = unix_time_now());
+  void end_hparams_session(bool success, double wall_time = unix_time_now());
   // Data reaches the OS only on flush() (or destruction): call it once per epoch or log interval
   // so a live TensorBoard sees progress.
   void flush();

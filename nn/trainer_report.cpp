@@ -26,6 +26,24 @@ std::string confusion_json(const io::ConfusionMatrix& cm) {
   return rows.dump();
 }
 
+// The run's settings for TensorBoard's HPARAMS tab (as Lightning's TensorBoardLogger logs its
+// hyperparameters): numbers, bools and strings as they are, lists as their JSON text.
+std::vector<io::HParam> tb_hparams(const nlohmann::json& config, int world) {
+  std::vector<io::HParam> hp;
+  for (const auto& [name, v] : config.items()) {
+    if (v.is_boolean())
+      hp.push_back({name, v.get<bool>()});
+    else if (v.is_number())
+      hp.push_back({name, v.get<double>()});
+    else if (v.is_string())
+      hp.push_back({name, v.get<std::string>()});
+    else if (!v.is_null())
+      hp.push_back({name, v.dump()});
+  }
+  hp.push_back({"world_size", static_cast<double>(world)});
+  return hp;
+}
+
 const std::vector<std::string> kCsvColumns = {"epoch",
                                               "step",
                                               "lr",
@@ -77,6 +95,8 @@ void Trainer::open_logs(FitResult& res) {
     std::ofstream(dir_ + "/hparams.json") << hp.dump(2) << "\n";
     csv_ = std::make_unique<io::CsvLogger>(dir_ + "/metrics.csv", kCsvColumns);
     tb_ = std::make_unique<io::EventWriter>(dir_);
+    tb_->add_hparams(tb_hparams(hp["config"], group_.world()));
+    tb_->flush();
     std::printf("logging to %s\n", dir_.c_str());
   } else if (main_) {
     std::printf("fast_dev_run: %lld batch(es), no logs or checkpoints\n",
@@ -290,6 +310,10 @@ void Trainer::test_and_report(FitResult& res) {
         static_cast<long long>(res.test.samples), cm.report().c_str());
     std::printf("test confusion matrix (rows: true class, columns: predicted)\n%s",
                 cm.to_string().c_str());
+    if (tb_) {  // Lightning's trainer.test logs test/* to the logger too
+      tb_->add_scalar("test/loss", static_cast<float>(res.test.loss), state_.global_step);
+      tb_->add_scalar("test/accuracy", static_cast<float>(cm.accuracy()), state_.global_step);
+    }
     if (csv_)
       csv_->log({{"epoch", "test"},
                  {"step", state_.global_step},
@@ -299,6 +323,10 @@ void Trainer::test_and_report(FitResult& res) {
                  {"test_recall", cm.macro_recall()},
                  {"test_f1", cm.macro_f1()},
                  {"test_confusion", confusion_json(cm)}});
+  }
+  if (tb_) {  // the HPARAMS tab shows the run as finished
+    tb_->end_hparams_session(true);
+    tb_->flush();
   }
 }
 

@@ -206,6 +206,12 @@ void Tensor::copy_from(const Tensor& src, bool async) {
   // a CUDA graph is being captured). With the host on one side, !async waits as documented.
   const Device cuda_side = device().is_cuda() ? device() : src.device();
   const bool same_gpu = device().is_cuda() && src.device() == device();
+  if (device().is_cuda() && src.device().is_cuda() && !same_gpu) {
+    // Another GPU's stream produced the source: the copy waits for what it has queued.
+    Event produced(src.device());
+    produced.record(current_stream(src.device()));
+    produced.wait(current_stream(cuda_side));
+  }
   cuda_backend::memcpy(data_ptr(), device().is_cuda(), src.data_ptr(), src.device().is_cuda(),
                        bytes, current_stream(cuda_side).handle(), async || same_gpu);
 #else

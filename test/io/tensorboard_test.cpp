@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <vector>
 
 #include "tb_reader.h"
 
@@ -129,6 +130,47 @@ TEST_F(TensorBoardTest, TensorBoardPythonReadsOurFile) {
         float(std::stod(line.substr(c2 + 1)));
   }
   EXPECT_EQ(got, want) << out << err_text;
+}
+
+// TensorBoard's HPARAMS tab: two runs' hyperparameters (a number, a string, a bool each), their
+// scalars as metric columns and their end status, as TensorBoard's own HParams plugin reports
+// them (test/io/read_hparams.py asks it, the way the tab's web page does).
+TEST_F(TensorBoardTest, TensorBoardsHParamsPluginListsOurRuns) {
+  if (std::system("python3 -c 'import tensorboard, werkzeug' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "tensorboard Python package not installed (pip install tensorboard)";
+  }
+  {
+    EventWriter a((dir_ / "a").string()), b((dir_ / "b").string());
+    a.add_hparams({{"lr", 0.001}, {"arch", std::string("mlp")}, {"sync_bn", false}}, 1000.0);
+    b.add_hparams({{"lr", 0.25}, {"arch", std::string("resnet18")}, {"sync_bn", true}}, 1000.0);
+    a.add_scalar("val/accuracy", 0.5f, 10);
+    b.add_scalar("val/accuracy", 0.75f, 10);
+    b.add_scalar("val/accuracy", 0.875f, 20);  // the tab shows the last value
+    a.end_hparams_session(true, 1001.0);
+    b.end_hparams_session(false, 1001.0);
+  }
+  const std::string script = std::string(MLAI_SOURCE_DIR) + "/test/io/read_hparams.py";
+  const std::string err = (dir_ / "stderr.txt").string();
+  const std::string cmd = "python3 '" + script + "' '" + dir_.string() + "' 2>'" + err + "'";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  const int rc = pclose(pipe);
+  std::ifstream errs(err);
+  std::string err_text((std::istreambuf_iterator<char>(errs)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(rc, 0) << cmd << "\n" << err_text;
+  std::vector<std::string> lines;
+  std::istringstream in(out);
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  ASSERT_EQ(lines.size(), 2u) << out;
+  EXPECT_EQ(lines[0],
+            "a\tSTATUS_SUCCESS\t{\"arch\": \"mlp\", \"lr\": 0.001, \"sync_bn\": false}\t"
+            "{\"val/accuracy\": 0.5}");
+  EXPECT_EQ(lines[1],
+            "b\tSTATUS_FAILURE\t{\"arch\": \"resnet18\", \"lr\": 0.25, \"sync_bn\": true}\t"
+            "{\"val/accuracy\": 0.875}");
 }
 
 }  // namespace

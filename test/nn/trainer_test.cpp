@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "nn/checkpoint.h"
 #include "../io/tb_reader.h"
@@ -534,8 +535,10 @@ TEST_F(TrainerTest, LogsEveryNthStepsLossToTensorBoard) {
   ASSERT_FALSE(events.empty());
   std::vector<int64_t> loss_steps, lr_steps;
   std::vector<float> losses, lrs;
+  std::set<std::string> tags;
   for (const std::string& rec : testing::read_records(events)) {
     const testing::Scalar sc = testing::decode_scalar(rec);
+    tags.insert(sc.tag);
     if (sc.tag == "train/loss_step") {
       loss_steps.push_back(sc.step);
       losses.push_back(sc.value);
@@ -556,6 +559,12 @@ TEST_F(TrainerTest, LogsEveryNthStepsLossToTensorBoard) {
       EXPECT_LT(lrs[i], lrs[i - 1]);
     }
   }
+  // The HPARAMS tab's session (start and finished end) and the test metrics (test/io checks
+  // the hparams encoding against TensorBoard's plugin).
+  EXPECT_TRUE(tags.count("_hparams_/session_start_info"));
+  EXPECT_TRUE(tags.count("_hparams_/session_end_info"));
+  EXPECT_TRUE(tags.count("test/accuracy"));
+  EXPECT_TRUE(tags.count("test/loss"));
   Config off = base();
   off.log_every_n_steps = -1;
   EXPECT_THROW(off.validate(), std::invalid_argument);
