@@ -126,8 +126,15 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
   app.add_option("--experiment-name", c.experiment_name,
                  "Logs go to <log-dir>/<name>/version_<n or Slurm job id>/")->capture_default_str();
   app.add_option("--checkpoint-every", c.checkpoint_every,
-                 "Write last.h5 every N epochs and at the end (0: only at the end or on a signal); "
-                 "best.h5 is written whenever validation accuracy improves")->capture_default_str();
+                 "Write last.h5 every N epochs and at the end (0: only at the end or on a signal)")
+      ->capture_default_str();
+  app.add_option("--checkpoint-monitor", c.checkpoint_monitor,
+                 "best.h5 holds the best validation by this: val_accuracy or val_loss")
+      ->capture_default_str();
+  app.add_option("--save-top-k", c.save_top_k,
+                 "Also keep the K best validations' checkpoints as "
+                 "epoch=E-step=S-<monitor>=V.h5 (1: best.h5 only; -1: all; 0: no best.h5)")
+      ->capture_default_str();
   app.add_option("--checkpoint-every-n-steps", c.checkpoint_every_n_steps,
                  "Also write last.h5 every N optimizer steps, mid-epoch included (0: off)")
       ->capture_default_str();

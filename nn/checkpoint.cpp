@@ -61,7 +61,10 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
   w.set_attr("/", "epoch", st.epoch);
   w.set_attr("/", "next_batch", st.next_batch);
   w.set_attr("/", "global_step", st.global_step);
-  w.set_attr("/", "best_val_accuracy", st.best_val_accuracy);
+  w.set_attr("/", "best_score", st.best_score);
+  nlohmann::json top = nlohmann::json::array();
+  for (const auto& [score, file] : st.top_k) top.push_back({score, file});
+  w.set_attr("/", "top_k", top.dump());
   w.set_attr("/", "early_stopping_best", st.early_stopping_best);
   w.set_attr("/", "early_stopping_wait", st.early_stopping_wait);
   w.set_attr("/", "train_seconds", st.train_seconds);
@@ -132,7 +135,13 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
   st.epoch = r.get_attr_int("/", "epoch");
   st.next_batch = r.get_attr_int("/", "next_batch");
   st.global_step = r.get_attr_int("/", "global_step");
-  st.best_val_accuracy = r.get_attr_double("/", "best_val_accuracy");
+  if (r.has_attr("/", "best_score")) {
+    st.best_score = r.get_attr_double("/", "best_score");
+    for (const auto& e : nlohmann::json::parse(r.get_attr_string("/", "top_k")))
+      st.top_k.emplace_back(e.at(0).get<double>(), e.at(1).get<std::string>());
+  } else if (const double acc = r.get_attr_double("/", "best_val_accuracy"); acc >= 0) {
+    st.best_score = acc;  // older checkpoints: the best validation accuracy (-1: none)
+  }
   if (r.has_attr("/", "early_stopping_wait")) {  // checkpoints from before early stopping lack it
     st.early_stopping_best = r.get_attr_double("/", "early_stopping_best");
     st.early_stopping_wait = r.get_attr_int("/", "early_stopping_wait");

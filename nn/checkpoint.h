@@ -20,7 +20,11 @@ struct TrainState {
   int64_t epoch = 0;        // the epoch in progress (0-based) or the next one to run
   int64_t next_batch = 0;   // first batch of `epoch` still to run (0: start of the epoch)
   int64_t global_step = 0;  // optimizer steps taken
-  double best_val_accuracy = -1;
+  // ModelCheckpoint: the best value of --checkpoint-monitor so far (NaN: none yet; what
+  // best.h5 holds) and, with --save-top-k other than 1, the kept checkpoints' values and file
+  // names (in checkpoints/).
+  double best_score = std::numeric_limits<double>::quiet_NaN();
+  std::vector<std::pair<double, std::string>> top_k;
   // Early stopping: the best monitored value so far (NaN: none yet) and the epochs since.
   double early_stopping_best = std::numeric_limits<double>::quiet_NaN();
   int64_t early_stopping_wait = 0;

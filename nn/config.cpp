@@ -85,6 +85,9 @@ void Config::validate() const {
   require(!(overfit_batches > 0 && limit_train_batches != "1.0"),
           "--overfit-batches and --limit-train-batches cannot be combined");
   require(checkpoint_every >= 0, "--checkpoint-every must be >= 0");
+  one_of(checkpoint_monitor, {"val_accuracy", "val_loss"}, "--checkpoint-monitor");
+  require(save_top_k >= -1, "--save-top-k must be >= -1 (-1: all, 0: none), got " +
+                                std::to_string(save_top_k));
   require(checkpoint_every_n_steps >= 0, "--checkpoint-every-n-steps must be >= 0 (0: off)");
   require(early_stopping_patience >= 0, "--early-stopping-patience must be >= 0");
   require(gradient_clip_val >= 0, "--gradient-clip-val must be >= 0 (0: no clipping)");
@@ -172,7 +175,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(lr_scale) X(sync_bn) X(dist_timeout) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
-  X(log_every_n_steps) X(max_steps) X(max_time)
+  X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

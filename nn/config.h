@@ -85,8 +85,12 @@ struct Config {
   // files
   std::string log_dir = "logs";
   std::string experiment_name = "default";
-  int64_t checkpoint_every = 1;  // last.h5 every this many epochs and at the end (best.h5:
-                                 // whenever validation accuracy improves)
+  int64_t checkpoint_every = 1;  // last.h5 every this many epochs and at the end
+  // Lightning's ModelCheckpoint(monitor, save_top_k): best.h5 whenever the monitored validation
+  // metric improves; with save_top_k K > 1 also the K best as epoch=E-step=S-<monitor>=V.h5
+  // (-1: every validation's; 0: no best.h5 either).
+  std::string checkpoint_monitor = "val_accuracy";  // or val_loss
+  int64_t save_top_k = 1;
   // Lightning's ModelCheckpoint(every_n_train_steps): last.h5 every N optimizer steps too, so a
   // run that dies mid-epoch (a node failure, no signal) resumes from there (0: off).
   int64_t checkpoint_every_n_steps = 0;

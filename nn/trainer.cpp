@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -137,7 +138,8 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   if (!cfg_.resume.empty()) {
     // The schedule and the checkpoint's step count are in optimizer steps, and its next batch
     // starts a group: another accumulation count would shift both.
-    const int64_t saved_accum = checkpoint_config(cfg_.resume).accumulate_grad_batches;
+    const Config saved = checkpoint_config(cfg_.resume);
+    const int64_t saved_accum = saved.accumulate_grad_batches;
     if (saved_accum != cfg_.accumulate_grad_batches)
       throw std::invalid_argument(
           "--resume " + cfg_.resume + ": the run used --accumulate-grad-batches " +
@@ -145,6 +147,13 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
           " (the schedule counts optimizer steps); resume with the same value");
     state_ = load_checkpoint(cfg_.resume, *model_, opt_.get(), scaler_->state());
     model_->refresh_working_parameters();
+    if (saved.checkpoint_monitor != cfg_.checkpoint_monitor) {  // another yardstick: start over
+      state_.best_score = std::numeric_limits<double>::quiet_NaN();
+      state_.top_k.clear();
+      if (main_)
+        std::printf("--checkpoint-monitor %s (the run monitored %s): best.h5 starts afresh\n",
+                    cfg_.checkpoint_monitor.c_str(), saved.checkpoint_monitor.c_str());
+    }
     if (main_)
       std::printf("resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg_.resume.c_str(),
                   static_cast<long long>(state_.epoch + 1),

@@ -104,6 +104,9 @@ class Trainer {
   // true: early stopping ends training here (v: the validation's result)
   bool validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit, EvalResult& v);
   bool end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res);  // true: stop early
+  // Lightning's ModelCheckpoint after a validation (score: --checkpoint-monitor's value):
+  // best.h5 when it improves, and the --save-top-k files.
+  void keep_if_best(double score, int64_t epoch);
   // Lightning's EarlyStopping after a validation: true when patience has run out.
   bool early_stopping_update(const EvalResult& v);
   double train_seconds() const;  // over every resume (--max-time)

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <utility>
@@ -151,13 +152,54 @@ bool Trainer::validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit,
     tb_->add_scalar("val/accuracy", static_cast<float>(acc), state_.global_step);
     tb_->flush();
   }
-  if (acc > state_.best_val_accuracy) {
-    state_.best_val_accuracy = acc;
-    state_.epoch = epoch;  // in progress: best.h5 resumes at next_batch like last.h5
-    save("best.h5");
-  }
+  state_.epoch = epoch;  // in progress: best.h5 resumes at next_batch like last.h5
+  keep_if_best(cfg_.checkpoint_monitor == "val_loss" ? v.loss : acc, epoch);
   // Lightning checks EarlyStopping after every validation, within epochs too.
   return cfg_.early_stopping_patience > 0 && !dev_run_ && early_stopping_update(v);
+}
+
+void Trainer::keep_if_best(double score, int64_t epoch) {
+  namespace fs = std::filesystem;
+  const int64_t k = cfg_.save_top_k;
+  if (k == 0 || std::isnan(score)) return;
+  const bool lower = cfg_.checkpoint_monitor == "val_loss";
+  auto better = [lower](double a, double b) { return lower ? a < b : a > b; };
+  const bool best = std::isnan(state_.best_score) || better(score, state_.best_score);
+  if (best) state_.best_score = score;
+  std::string kept;  // this validation's top-k file
+  if (k != 1) {
+    auto& top = state_.top_k;
+    auto worst = std::min_element(top.begin(), top.end(), [&](const auto& a, const auto& b) {
+      return better(b.first, a.first);
+    });
+    const bool room = k < 0 || static_cast<int64_t>(top.size()) < k;
+    if (room || better(score, worst->first)) {
+      if (!room) {
+        if (main_ && !dev_run_) fs::remove(dir_ + "/checkpoints/" + worst->second);
+        top.erase(worst);
+      }
+      char name[160];
+      std::snprintf(name, sizeof(name), "epoch=%lld-step=%lld-%s=%.4f.h5",
+                    static_cast<long long>(epoch + 1), static_cast<long long>(state_.global_step),
+                    cfg_.checkpoint_monitor.c_str(), score);
+      kept = name;
+      top.emplace_back(score, kept);
+      save(kept);
+    }
+  }
+  if (!best) return;
+  if (kept.empty() || !main_ || dev_run_) {
+    save("best.h5");
+    return;
+  }
+  // best.h5 is the same file: a hard link (a copy where the file system has none), put in
+  // place by a rename like every checkpoint.
+  const std::string dir = dir_ + "/checkpoints/";
+  std::error_code ec;
+  fs::remove(dir + "best.h5.tmp", ec);
+  fs::create_hard_link(dir + kept, dir + "best.h5.tmp", ec);
+  if (ec) fs::copy_file(dir + kept, dir + "best.h5.tmp", fs::copy_options::overwrite_existing);
+  fs::rename(dir + "best.h5.tmp", dir + "best.h5");
 }
 
 bool Trainer::early_stopping_update(const EvalResult& val) {
@@ -237,13 +279,13 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
       early_stopping_update(val))
     res.early_stopped = true;
   const bool stop_early = res.early_stopped;
-  // best.h5 whenever validation improves (Lightning's ModelCheckpoint(monitor)), on every rank
-  // alike (save() writes on rank 0 only); last.h5 every --checkpoint-every epochs and at the end.
-  const double score = val.samples > 0 ? val.confusion.accuracy() : train_cm.accuracy();
-  if (validated && score > state_.best_val_accuracy) {
-    state_.best_val_accuracy = score;
-    save("best.h5");
-  }
+  // best.h5 (and the top k) whenever validation improves (Lightning's ModelCheckpoint), on
+  // every rank alike (save() writes on rank 0 only); without a validation set, by the training
+  // metric. last.h5 every --checkpoint-every epochs and at the end.
+  const bool by_loss = cfg_.checkpoint_monitor == "val_loss";
+  const double score = val.samples > 0 ? (by_loss ? val.loss : val.confusion.accuracy())
+                                       : (by_loss ? train_loss : train_cm.accuracy());
+  if (validated && !e.val_now) keep_if_best(score, epoch);
   const bool periodic = cfg_.checkpoint_every > 0 && (epoch + 1) % cfg_.checkpoint_every == 0;
   if (periodic || e.last) save("last.h5");
   if (!dev_run_ && main_) {

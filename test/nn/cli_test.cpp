@@ -55,6 +55,8 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--max-time 1:2:3:4:5", "--max-time"},
       {"--max-time 00:00:00:00", "--max-time"},
       {"--epochs -1", "--epochs"},  // -1 only with --max-steps
+      {"--save-top-k -2", "--save-top-k"},
+      {"--checkpoint-monitor train_loss", "--checkpoint-monitor"},
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);
@@ -79,7 +81,8 @@ TEST(Cli, HelpDocumentsEveryFlag) {
                         "--batch-size", "--seed", "--device", "--workers", "--log-dir",
                         "--experiment-name", "--fast-dev-run", "--limit-train-batches",
                         "--limit-val-batches", "--overfit-batches", "--checkpoint-every",
-                        "--resume", "--deterministic", "--max-steps", "--max-time"})
+                        "--resume", "--deterministic", "--max-steps", "--max-time",
+                        "--checkpoint-monitor", "--save-top-k"})
     EXPECT_NE(r.out.find(f), std::string::npos) << f;
 }
 

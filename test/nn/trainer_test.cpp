@@ -188,7 +188,7 @@ TEST_F(TrainerTest, StepCheckpointsLetACrashedRunResumeExactly) {
   ASSERT_FALSE(ckpt2.empty());
   const TrainState at9 = load_checkpoint(ckpt2, resumed.model(), nullptr);
   EXPECT_EQ(at9.global_step, 9);
-  EXPECT_GT(at9.best_val_accuracy, 0.0);
+  EXPECT_GT(at9.best_score, 0.0);
 }
 
 TEST_F(TrainerTest, CheckpointMismatchListsNames) {
@@ -579,6 +579,59 @@ std::vector<int64_t> scalar_steps(const std::string& version_dir, const std::str
         if (const testing::Scalar sc = testing::decode_scalar(rec); sc.tag == tag)
           steps.push_back(sc.step);
   return steps;
+}
+
+// Lightning's ModelCheckpoint(monitor="val_loss", save_top_k=2) over four validations (steps 9,
+// 18, 27, 36): the two with the lowest validation loss are kept as epoch=E-step=S-val_loss=V.h5,
+// best.h5 is the lowest (and holds its score and the top-k list); -1 keeps all four, 0 none.
+TEST_F(TrainerTest, KeepsTheTopKCheckpointsByTheMonitoredMetric) {
+  Config c = base();
+  c.val_check_interval = "0.5";
+  c.checkpoint_monitor = "val_loss";
+  c.save_top_k = 2;
+  Trainer t(c);
+  const FitResult r = t.fit();
+  std::vector<std::pair<float, int64_t>> losses;  // (val loss, step)
+  for (auto& e : fs::directory_iterator(r.version_dir))
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
+      for (const std::string& rec : testing::read_records(e.path()))
+        if (const testing::Scalar sc = testing::decode_scalar(rec); sc.tag == "val/loss")
+          losses.emplace_back(sc.value, sc.step);
+  ASSERT_EQ(losses.size(), 4u);
+  std::sort(losses.begin(), losses.end());
+  auto kept_steps = [](const std::string& version_dir) {
+    std::set<int64_t> steps;
+    for (auto& e : fs::directory_iterator(version_dir + "/checkpoints")) {
+      const std::string f = e.path().filename();
+      if (f.rfind("epoch=", 0) != 0) continue;
+      EXPECT_NE(f.find("-val_loss="), std::string::npos) << f;
+      steps.insert(std::stoll(f.substr(f.find("-step=") + 6)));
+    }
+    return steps;
+  };
+  EXPECT_EQ(kept_steps(r.version_dir), (std::set<int64_t>{losses[0].second, losses[1].second}));
+  const std::string best = r.version_dir + "/checkpoints/best.h5";
+  const TrainState st = load_checkpoint(best, t.model(), nullptr);
+  EXPECT_EQ(st.global_step, losses[0].second);
+  EXPECT_NEAR(st.best_score, losses[0].first, 1e-6 * losses[0].first);
+  EXPECT_EQ(st.top_k.size(), 2u);
+
+  Config all = c;
+  all.save_top_k = -1;
+  all.experiment_name = "all";
+  EXPECT_EQ(kept_steps(Trainer(all).fit().version_dir), (std::set<int64_t>{9, 18, 27, 36}));
+  Config none = c;
+  none.save_top_k = 0;
+  none.experiment_name = "none";
+  const FitResult r0 = Trainer(none).fit();
+  EXPECT_FALSE(fs::exists(r0.version_dir + "/checkpoints/best.h5"));
+  EXPECT_TRUE(kept_steps(r0.version_dir).empty());
+  Config bad = base();
+  bad.save_top_k = -2;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad.save_top_k = 1;
+  bad.checkpoint_monitor = "train_loss";
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
 }
 
 // Lightning's val_check_interval and check_val_every_n_epoch: validations at half epochs (steps
