@@ -142,17 +142,37 @@ ProgressLine::ProgressLine(bool enabled, std::string label, int64_t total)
       tty_(isatty(STDOUT_FILENO) != 0),
       label_(std::move(label)),
       total_(total),
-      last_(std::chrono::steady_clock::now() - std::chrono::seconds(1)) {}
+      start_(std::chrono::steady_clock::now()),
+      last_(start_ - std::chrono::seconds(1)) {}
+
+namespace {
+std::string clock_time(double seconds) {  // 05:07, or 1:02:03 from an hour on (as tqdm)
+  const auto s = static_cast<int64_t>(std::max(0.0, seconds) + 0.5);
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof(buf), "%lld:%02lld:%02lld", static_cast<long long>(s / 3600),
+                  static_cast<long long>(s / 60 % 60), static_cast<long long>(s % 60));
+  else
+    std::snprintf(buf, sizeof(buf), "%02lld:%02lld", static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
+  return buf;
+}
+}  // namespace
 
 void ProgressLine::update(int64_t done, const std::function<double()>& loss, double ips) {
   if (!enabled_) return;
   const auto now = std::chrono::steady_clock::now();
   const bool due = tty_ ? (now - last_ >= std::chrono::milliseconds(200) || done >= total_)
                         : (next_quarter_ < 4 && done * 4 >= next_quarter_ * total_);
+  if (first_done_ < 0) first_done_ = done - 1;  // the step this line was made for
   if (!due) return;
+  // Elapsed in this epoch and the time left at the pace so far (tqdm's [elapsed<remaining]).
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
+  const int64_t run = done - first_done_;
+  const double left = run > 0 ? elapsed * static_cast<double>(total_ - done) / run : 0.0;
   std::ostringstream os;
-  os << label_ << " " << done << "/" << total_ << "    loss: " << std::fixed << std::setprecision(4)
-     << loss();
+  os << label_ << " " << done << "/" << total_ << " [" << clock_time(elapsed) << "<"
+     << clock_time(left) << "]    loss: " << std::fixed << std::setprecision(4) << loss();
   if (ips > 0) os << "    images/s: " << std::fixed << std::setprecision(0) << ips;
   if (tty_) {
     last_ = now;

@@ -74,7 +74,8 @@ class ProgressLine {
   std::string label_;
   int64_t total_;
   int next_quarter_ = 1;
-  std::chrono::steady_clock::time_point last_;
+  std::chrono::steady_clock::time_point start_, last_;
+  int64_t first_done_ = -1;  // the count at the first update (a resumed epoch starts later)
   bool drawn_ = false;
 };
 
