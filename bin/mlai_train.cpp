@@ -68,6 +68,10 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
   app.add_option("--max-steps", c.max_steps,
                  "Stop after N optimizer steps (-1: no limit); the schedule then spans the steps")
       ->capture_default_str();
+  app.add_option("--lr-find", c.lr_find,
+                 "Lightning's learning-rate range test before training (100 steps, 1e-8 to 1); "
+                 "its suggestion replaces --lr. 'only': the test alone, no training")
+      ->expected(0, 1);
   app.add_option("--max-time", c.max_time,
                  "Stop after this much training, over every resume: DD:HH:MM:SS (Lightning) or "
                  "a Slurm time (HH:MM:SS, D-HH:MM, ...); validates, saves last.h5 and tests");
@@ -187,6 +191,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (app.count("--fast-dev-run") && cfg.fast_dev_run == 0) cfg.fast_dev_run = 1;
+    if (app.count("--lr-find") && cfg.lr_find.empty()) cfg.lr_find = "apply";
     // Lightning's max_steps alone trains as many epochs as the steps need (max_epochs -1).
     if (app.count("--max-steps") && !app.count("--epochs") && cfg.max_steps > 0) cfg.epochs = -1;
     if (!hidden.empty()) {

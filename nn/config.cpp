@@ -27,6 +27,11 @@ void Config::validate() const {
   require(max_steps == -1 || max_steps >= 1,
           "--max-steps must be -1 (no limit) or >= 1, got " + std::to_string(max_steps));
   if (!max_time.empty()) parse_duration(max_time, "--max-time");
+  require(lr_find.empty() || lr_find == "apply" || lr_find == "only",
+          "--lr-find '" + lr_find + "' is unknown (expected apply, or only: test without training)");
+  require(lr_find.empty() || resume.empty(),
+          "--lr-find and --resume cannot be combined (the test is for a run's start)");
+  require(lr_find.empty() || fast_dev_run == 0, "--lr-find and --fast-dev-run cannot be combined");
   require(batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(batch_size));
   require(lr > 0 && std::isfinite(lr), "--lr must be a positive number");
   require(workers >= 0 && workers <= 256, "--workers must be in [0, 256]");
@@ -175,7 +180,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(lr_scale) X(sync_bn) X(dist_timeout) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
-  X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k)
+  X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

@@ -45,6 +45,9 @@ struct Config {
   // time over every resume.
   int64_t max_steps = -1;
   std::string max_time;
+  // Lightning's Tuner.lr_find: "" off; "apply": a learning-rate range test before training, whose
+  // suggestion becomes --lr; "only": the test and its suggestion, no training.
+  std::string lr_find;
   int64_t batch_size = 64;
   uint64_t seed = 42;
   std::string device = "auto";

@@ -335,6 +335,21 @@ FitResult Trainer::fit() {
   FitResult res;
   open_logs(res);
   print_header(steps_per_epoch, accum, opt_steps_per_epoch);
+  nlohmann::json extra;
+  if (!cfg_.lr_find.empty()) {  // Lightning's Tuner.lr_find: the suggestion becomes --lr
+    Profiler::Scope s(profiler_, "lr_find");
+    nlohmann::json record;
+    model_->train();
+    res.lr_found = lr_find(lo, record);
+    extra["lr_find"] = record;
+    if (cfg_.lr_find == "apply") {
+      cfg_.lr = res.lr_found;
+      sc.base_lr = cfg_.lr;
+      opt_->set_lr(cfg_.lr);
+    }
+  }
+  write_hparams(extra);
+  if (cfg_.lr_find == "only") return res;
 
   StepScalars step_log(device_, cfg_.log_every_n_steps > 0 ? tb_.get() : nullptr);
   model_->train();

@@ -10,10 +10,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "dist/process_group.h"
 #include "dist/reducer.h"
 #include "io/dataset.h"
+#include "io/loader.h"
 #include "io/metrics.h"
 #include "io/tensorboard.h"
 #include "nn/amp.h"
@@ -40,10 +42,16 @@ struct FitResult {
   EvalResult val, test;
   int stop_signal = 0;         // non-zero when a signal ended training early
   bool early_stopped = false;  // --early-stopping-patience ended training before --epochs
+  double lr_found = 0;         // --lr-find: the suggested learning rate
   std::string limit;           // "max_steps" or "max_time" when that limit ended training
   double loss_scale = 1;       // --precision 16: the scale after the last epoch
   int64_t skipped_steps = 0;   // --precision 16: optimizer steps skipped for inf/nan gradients
 };
+
+// --lr-find's suggestion, as Lightning's: over losses[skip_begin : size - skip_end] that are
+// finite, the index (into `losses`) of the most negative gradient (torch.gradient: one-sided at
+// the ends, central inside); -1 when fewer than 2 points remain.
+int64_t steepest_descent(const std::vector<double>& losses, int64_t skip_begin, int64_t skip_end);
 
 // Installs handlers for SIGINT, SIGTERM and SIGUSR1 that ask fit() to stop after the
 // current step (a second SIGINT kills the process at once).
@@ -100,6 +108,11 @@ class Trainer {
   static io::ConfusionMatrix to_matrix(const Tensor& counts, const io::Dataset& ds);
   void save(const std::string& name);  // checkpoints/<name> (rank 0, not --fast-dev-run)
   void open_logs(FitResult& res);
+  // hparams.json (settings, machine, data sizes, and `extra`) and TensorBoard's HPARAMS entry.
+  void write_hparams(const nlohmann::json& extra);
+  // trainer_lr_find.cpp: Lightning's learning-rate range test (Tuner.lr_find); returns the
+  // suggested rate and leaves the model, optimizer and scaler as they were.
+  double lr_find(const io::LoaderOptions& lo, nlohmann::json& record);
   void print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_steps_per_epoch);
   // true: early stopping ends training here (v: the validation's result)
   bool validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit, EvalResult& v);

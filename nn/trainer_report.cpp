@@ -88,21 +88,26 @@ void Trainer::open_logs(FitResult& res) {
   if (!dev_run_ && main_) {
     dir_ = make_version_dir(cfg_.log_dir, cfg_.experiment_name);
     res.version_dir = dir_;
-    nlohmann::json hp;
-    hp["config"] = to_json(cfg_);
-    hp["machine"] = machine_info(device_.str(), command_line_);
-    hp["data"] = {
-        {"train", data_.train.count}, {"val", data_.val.count}, {"test", data_.test.count}};
-    std::ofstream(dir_ + "/hparams.json") << hp.dump(2) << "\n";
     csv_ = std::make_unique<io::CsvLogger>(dir_ + "/metrics.csv", kCsvColumns);
     tb_ = std::make_unique<io::EventWriter>(dir_);
-    tb_->add_hparams(tb_hparams(hp["config"], group_.world()));
-    tb_->flush();
     std::printf("logging to %s\n", dir_.c_str());
   } else if (main_) {
     std::printf("fast_dev_run: %lld batch(es), no logs or checkpoints\n",
                 static_cast<long long>(cfg_.fast_dev_run));
   }
+}
+
+void Trainer::write_hparams(const nlohmann::json& extra) {
+  if (dev_run_ || !main_) return;
+  nlohmann::json hp;
+  hp["config"] = to_json(cfg_);
+  hp["machine"] = machine_info(device_.str(), command_line_);
+  hp["data"] = {
+      {"train", data_.train.count}, {"val", data_.val.count}, {"test", data_.test.count}};
+  for (const auto& [k, v] : extra.items()) hp[k] = v;
+  std::ofstream(dir_ + "/hparams.json") << hp.dump(2) << "\n";
+  tb_->add_hparams(tb_hparams(hp["config"], group_.world()));
+  tb_->flush();
 }
 
 void Trainer::print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_steps_per_epoch) {

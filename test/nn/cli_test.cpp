@@ -56,6 +56,8 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--max-time 00:00:00:00", "--max-time"},
       {"--epochs -1", "--epochs"},  // -1 only with --max-steps
       {"--save-top-k -2", "--save-top-k"},
+      {"--lr-find sometimes", "--lr-find"},
+      {"--lr-find --fast-dev-run", "--lr-find"},
       {"--checkpoint-monitor train_loss", "--checkpoint-monitor"},
   };
   for (const auto& [args, needle] : cases) {
@@ -82,7 +84,7 @@ TEST(Cli, HelpDocumentsEveryFlag) {
                         "--experiment-name", "--fast-dev-run", "--limit-train-batches",
                         "--limit-val-batches", "--overfit-batches", "--checkpoint-every",
                         "--resume", "--deterministic", "--max-steps", "--max-time",
-                        "--checkpoint-monitor", "--save-top-k"})
+                        "--checkpoint-monitor", "--save-top-k", "--lr-find"})
     EXPECT_NE(r.out.find(f), std::string::npos) << f;
 }
 

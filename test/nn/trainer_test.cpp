@@ -13,6 +13,8 @@
 #include <fstream>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "nn/checkpoint.h"
 #include "../io/tb_reader.h"
 #include "synthetic_data.h"
@@ -397,6 +399,69 @@ TEST(Duration, ReadsLightningAndSlurmFormats) {
       EXPECT_NE(std::string(e.what()).find("--max-time"), std::string::npos) << e.what();
     }
   }
+}
+
+// --lr-find: the range test's suggestion becomes the learning rate, and the model, optimizer
+// and dropout generator are put back, so the run ends with the weights of a run given that
+// rate from the start; "only" trains nothing; the curve and the suggestion are on file.
+TEST_F(TrainerTest, LrFindAppliesItsSuggestionFromTheUntouchedStart) {
+  Config c = base();
+  c.epochs = 1;
+  c.dropout = 0.2;
+  c.optimizer = "sgd";
+  c.momentum = 0.9;
+  c.lr_find = "apply";
+  Trainer found(c);
+  const FitResult r = found.fit();
+  EXPECT_GT(r.lr_found, 1e-8);
+  EXPECT_LT(r.lr_found, 1.0);
+  EXPECT_EQ(r.global_step, 18);
+  std::ifstream csv(r.version_dir + "/lr_find.csv");
+  std::vector<std::string> rows;
+  for (std::string l; std::getline(csv, l);) rows.push_back(l);
+  ASSERT_GE(rows.size(), 13u);  // header + at least 12 steps (suggestions skip 11)
+  EXPECT_LE(rows.size(), 101u);
+  EXPECT_EQ(rows[0], "step,lr,loss,smoothed_loss");
+  EXPECT_EQ(rows[1].rfind("0,1e-08,", 0), 0u) << rows[1];
+  std::ifstream hp(r.version_dir + "/hparams.json");
+  const auto j = nlohmann::json::parse(hp);
+  EXPECT_EQ(j["lr_find"]["suggested_lr"].get<double>(), r.lr_found);
+  EXPECT_EQ(j["config"]["lr"].get<double>(), r.lr_found);
+
+  Config given = c;
+  given.lr_find = "";
+  given.lr = r.lr_found;
+  given.experiment_name = "given";
+  Trainer plain(given);
+  plain.fit();
+  EXPECT_EQ(weights(found), weights(plain));
+
+  Config only = c;
+  only.lr_find = "only";
+  only.experiment_name = "only";
+  const FitResult r2 = Trainer(only).fit();
+  EXPECT_EQ(r2.global_step, 0);
+  EXPECT_EQ(r2.lr_found, r.lr_found);  // the same start, the same test
+  EXPECT_FALSE(fs::exists(r2.version_dir + "/checkpoints/last.h5"));
+
+  Config bad = c;
+  bad.lr_find = "auto";
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad.lr_find = "apply";
+  bad.resume = r.version_dir + "/checkpoints/last.h5";
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+}
+
+TEST(LrFind, SuggestsTheSteepestFallAfterTheFirstTenPoints) {
+  std::vector<double> l(30, 2.0);
+  for (size_t i = 15; i < l.size(); ++i) l[i] = 1.0;  // the drop between 14 and 15
+  l[3] = -5;                                          // steeper, but among the skipped first 10
+  l[14] = 1.9;
+  // Central differences: index 14 falls by (1.0 - 2.0)/2 = -0.5, 15 by (1.0 - 1.9)/2 = -0.45.
+  EXPECT_EQ(steepest_descent(l, 10, 1), 14);
+  l[13] = std::nan("");  // not finite: dropped, so 12 and 14 become neighbours
+  EXPECT_EQ(steepest_descent(l, 10, 1), 14);
+  EXPECT_EQ(steepest_descent(std::vector<double>(11, 1.0), 10, 1), -1);  // nothing left
 }
 
 // Lightning's gradient clipping, both algorithms, in fp32 and fp16: training still learns.

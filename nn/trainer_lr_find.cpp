@@ -1,0 +1,139 @@
+// --lr-find: Lightning's learning-rate range test (Tuner.lr_find). From 1e-8 the learning
+// rate grows exponentially to 1 over 100 optimizer steps on training batches; the loss is
+// smoothed (beta 0.98, bias-corrected), the test stops early once the smoothed loss exceeds 4x
+// its best, and the suggestion is the rate where the smoothed loss falls fastest (the least
+// central-difference gradient, skipping the first 10 points and the last), all as Lightning
+// computes it. The model, optimizer, loss scaler and dropout generators are restored after,
+// so training then starts exactly as it would have with --lr set to the suggestion.
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "autograd/ops.h"
+#include "dist/communicator.h"
+#include "nn/trainer.h"
+
+namespace mlai::nn {
+
+int64_t steepest_descent(const std::vector<double>& losses, int64_t skip_begin,
+                         int64_t skip_end) {
+  std::vector<int64_t> kept;
+  for (int64_t i = skip_begin; i < static_cast<int64_t>(losses.size()) - skip_end; ++i)
+    if (std::isfinite(losses[static_cast<size_t>(i)])) kept.push_back(i);
+  const auto n = static_cast<int64_t>(kept.size());
+  if (n < 2) return -1;
+  auto at = [&](int64_t j) { return losses[static_cast<size_t>(kept[static_cast<size_t>(j)])]; };
+  int64_t best = 0;
+  double best_grad = std::numeric_limits<double>::infinity();
+  for (int64_t j = 0; j < n; ++j) {
+    const double g = j == 0       ? at(1) - at(0)
+                     : j == n - 1 ? at(n - 1) - at(n - 2)
+                                  : (at(j + 1) - at(j - 1)) / 2;
+    if (g < best_grad) {
+      best_grad = g;
+      best = j;
+    }
+  }
+  return kept[static_cast<size_t>(best)];
+}
+
+double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
+  constexpr double kMinLr = 1e-8, kMaxLr = 1.0, kBeta = 0.98, kDiverged = 4.0;
+  constexpr int64_t kSteps = 100, kSkipBegin = 10, kSkipEnd = 1;
+  namespace t = mlai::tensor;
+  // What the test changes, to put back after it.
+  std::vector<std::pair<Tensor*, Tensor>> saved;
+  for (auto& [n, v] : model_->named_parameters()) {
+    Tensor& d = const_cast<autograd::Variable&>(v).data();
+    saved.emplace_back(&d, d.clone());
+  }
+  for (auto& [n, b] : model_->named_buffers()) saved.emplace_back(b, b->clone());
+  for (auto& [n, s] : opt_->state()) saved.emplace_back(s, s->clone());
+  for (auto& [n, s] : scaler_->state()) saved.emplace_back(s, s->clone());
+  const int64_t opt_steps = opt_->step_count();
+  const double lr_before = opt_->lr();
+  std::vector<std::pair<Generator*, std::pair<uint64_t, uint64_t>>> gens;
+  for (auto& [n, g] : model_->named_generators()) gens.push_back({g, {g->seed(), g->offset()}});
+
+  io::LoaderOptions lo = base;
+  lo.limit_batches = -1;
+  io::Loader loader(data_.train, lo);
+  int64_t pass = 0;
+  loader.start_epoch(pass);
+  std::vector<double> lrs, losses, smoothed;
+  double avg = 0, best = std::numeric_limits<double>::infinity();
+  if (reducer_) reducer_->prepare_backward(true);  // every batch steps here
+  for (int64_t i = 0; i < kSteps; ++i) {
+    std::optional<io::Batch> b = loader.next();
+    if (!b) {  // fewer batches than steps: go round again
+      loader.start_epoch(++pass);
+      b = loader.next();
+    }
+    const double lr = kMinLr * std::pow(kMaxLr / kMinLr, static_cast<double>(i) / kSteps);
+    opt_->set_lr(lr);
+    autograd::Variable out = (*model_)(autograd::Variable(b->images));
+    autograd::Variable l = autograd::cross_entropy(out, b->labels, cfg_.label_smoothing);
+    if (scaler_->enabled())
+      l.backward(scaler_->seed());
+    else
+      l.backward();
+    if (reducer_) reducer_->finish();
+    scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()), i,
+                cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0);
+    if (reducer_)
+      reducer_->zero_grad();
+    else
+      opt_->zero_grad();
+    // The global mean loss of this step (a host read each step: 100 steps, once).
+    double loss = l.data().item();
+    if (group_.world() > 1) loss = dist::allreduce_host(group_, loss) / group_.world();
+    avg = kBeta * avg + (1 - kBeta) * loss;
+    const double s = avg / (1 - std::pow(kBeta, static_cast<double>(i + 1)));
+    lrs.push_back(lr);
+    losses.push_back(loss);
+    smoothed.push_back(s);
+    if (i > 1 && !(s <= kDiverged * best)) break;  // diverged (or NaN): the rest is noise
+    if (s < best || i == 1) best = s;
+  }
+
+  for (auto& [dst, copy] : saved) dst->copy_from(copy);
+  model_->refresh_working_parameters();
+  opt_->set_step_count(opt_steps);
+  opt_->set_lr(lr_before);
+  for (auto& [g, st] : gens) g->set_state(st.first, st.second);
+
+  const int64_t idx = steepest_descent(smoothed, kSkipBegin, kSkipEnd);
+  if (idx < 0)
+    throw std::runtime_error(
+        "--lr-find: the loss diverged after " + std::to_string(smoothed.size()) +
+        " steps, too few for a suggestion (the model or data may be broken; set --lr instead)");
+  const double suggestion = lrs[static_cast<size_t>(idx)];
+  record = {{"suggested_lr", suggestion},
+            {"steps", static_cast<int64_t>(smoothed.size())},
+            {"min_lr", kMinLr},
+            {"max_lr", kMaxLr}};
+  if (main_ && !dev_run_) {
+    std::ofstream csv(dir_ + "/lr_find.csv");
+    csv << "step,lr,loss,smoothed_loss\n";
+    csv.precision(9);
+    for (size_t i = 0; i < lrs.size(); ++i)
+      csv << i << "," << lrs[i] << "," << losses[i] << "," << smoothed[i] << "\n";
+    if (!csv) throw std::runtime_error("cannot write " + dir_ + "/lr_find.csv");
+  }
+  if (main_) {
+    std::printf(
+        "lr_find: %zu steps from %g to %g%s; the smoothed loss falls fastest at lr %.3g "
+        "(step %lld)%s\n",
+        smoothed.size(), kMinLr, lrs.back(),
+        static_cast<int64_t>(smoothed.size()) < kSteps ? " (stopped: the loss diverged)" : "",
+        suggestion, static_cast<long long>(idx),
+        dev_run_ ? "" : ("; the curve is in " + dir_ + "/lr_find.csv").c_str());
+    std::fflush(stdout);
+  }
+  return suggestion;
+}
+
+}  // namespace mlai::nn
