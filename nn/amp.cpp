@@ -82,6 +82,11 @@ int64_t GradScaler::skipped_before_current() {
   return skipped_host_.data<int64_t>()[0];
 }
 
+void GradScaler::state_restored() {
+  if (copy_pending_) copied_.synchronize();  // (its pinned buffer is then free again)
+  copy_pending_ = false;
+}
+
 double GradScaler::scale() { return scale_.to(tensor::Device::cpu()).data<float>()[0]; }
 
 int64_t GradScaler::skipped_steps() {

@@ -64,6 +64,10 @@ class GradScaler {
   // For checkpoints: "scale" (float32 [2]: scale, 1/scale), "growth_tracker" (int32 [1]),
   // "skipped_steps" (int64 [1]); loading writes into them in place.
   std::vector<std::pair<std::string, tensor::Tensor*>> state();
+  // After state() was written into other than by a checkpoint load at start-up (--lr-find puts
+  // the saved state back): the next skipped_before_current() reads the tensors again instead
+  // of an earlier update's copy.
+  void state_restored();
 
  private:
   bool enabled_;

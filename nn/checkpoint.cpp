@@ -65,6 +65,7 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
   nlohmann::json top = nlohmann::json::array();
   for (const auto& [score, file] : st.top_k) top.push_back({score, file});
   w.set_attr("/", "top_k", top.dump());
+  w.set_attr("/", "checkpoint_dir", st.checkpoint_dir);
   w.set_attr("/", "early_stopping_best", st.early_stopping_best);
   w.set_attr("/", "early_stopping_wait", st.early_stopping_wait);
   w.set_attr("/", "train_seconds", st.train_seconds);
@@ -139,6 +140,7 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
     st.best_score = r.get_attr_double("/", "best_score");
     for (const auto& e : nlohmann::json::parse(r.get_attr_string("/", "top_k")))
       st.top_k.emplace_back(e.at(0).get<double>(), e.at(1).get<std::string>());
+    if (r.has_attr("/", "checkpoint_dir")) st.checkpoint_dir = r.get_attr_string("/", "checkpoint_dir");
   } else if (const double acc = r.get_attr_double("/", "best_val_accuracy"); acc >= 0) {
     st.best_score = acc;  // older checkpoints: the best validation accuracy (-1: none)
   }

@@ -25,6 +25,7 @@ struct TrainState {
   // names (in checkpoints/).
   double best_score = std::numeric_limits<double>::quiet_NaN();
   std::vector<std::pair<double, std::string>> top_k;
+  std::string checkpoint_dir;  // where best.h5 and the top-k files were written
   // Early stopping: the best monitored value so far (NaN: none yet) and the epochs since.
   double early_stopping_best = std::numeric_limits<double>::quiet_NaN();
   int64_t early_stopping_wait = 0;

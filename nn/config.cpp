@@ -29,8 +29,8 @@ void Config::validate() const {
   if (!max_time.empty()) parse_duration(max_time, "--max-time");
   require(lr_find.empty() || lr_find == "apply" || lr_find == "only",
           "--lr-find '" + lr_find + "' is unknown (expected apply, or only: test without training)");
-  require(lr_find.empty() || resume.empty(),
-          "--lr-find and --resume cannot be combined (the test is for a run's start)");
+  require(lr_find != "only" || resume.empty(),
+          "--lr-find only and --resume cannot be combined (the test is for a run's start)");
   require(lr_find.empty() || fast_dev_run == 0, "--lr-find and --fast-dev-run cannot be combined");
   require(batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(batch_size));
   require(lr > 0 && std::isfinite(lr), "--lr must be a positive number");

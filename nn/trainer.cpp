@@ -147,6 +147,17 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
           " (the schedule counts optimizer steps); resume with the same value");
     state_ = load_checkpoint(cfg_.resume, *model_, opt_.get(), scaler_->state());
     model_->refresh_working_parameters();
+    // --lr-find: a resumed run keeps the rate its test found (the same command line is
+    // submitted again under Slurm); without the flag, --lr applies, and that is said.
+    if (saved.lr_find == "apply" && !cfg_.lr_find.empty()) {
+      cfg_.lr = saved.lr;
+      opt_->set_lr(cfg_.lr);
+      lr_find_done_ = true;
+      if (main_) std::printf("--lr-find: resumed, with the rate the run's test found: %g\n", cfg_.lr);
+    } else if (saved.lr_find == "apply" && main_ && saved.lr != cfg_.lr) {
+      std::printf("note: the run's rate came from --lr-find (%g); resumed with --lr %g\n",
+                  saved.lr, cfg_.lr);
+    }
     if (saved.checkpoint_monitor != cfg_.checkpoint_monitor) {  // another yardstick: start over
       state_.best_score = std::numeric_limits<double>::quiet_NaN();
       state_.top_k.clear();
@@ -334,22 +345,42 @@ FitResult Trainer::fit() {
 
   FitResult res;
   open_logs(res);
+  // A resumed run writing to another directory (not a requeued Slurm job) starts its best.h5
+  // and top-k list afresh there, as Lightning's ModelCheckpoint does when its dirpath changed.
+  if (!cfg_.resume.empty()) {
+    double moved = main_ && (!std::isnan(state_.best_score) || !state_.top_k.empty()) &&
+                           state_.checkpoint_dir != dir_ + "/checkpoints";
+    if (group_.world() > 1) moved = dist::allreduce_host(group_, moved, true);
+    if (moved > 0) {
+      if (main_)
+        std::printf("best.h5 and --save-top-k start afresh in %s/checkpoints (the run's were in %s)\n",
+                    dir_.c_str(), state_.checkpoint_dir.c_str());
+      state_.best_score = std::numeric_limits<double>::quiet_NaN();
+      state_.top_k.clear();
+    }
+  }
   print_header(steps_per_epoch, accum, opt_steps_per_epoch);
   nlohmann::json extra;
-  if (!cfg_.lr_find.empty()) {  // Lightning's Tuner.lr_find: the suggestion becomes --lr
+  if (!cfg_.lr_find.empty() && !lr_find_done_) {  // Tuner.lr_find: its suggestion is --lr
     Profiler::Scope s(profiler_, "lr_find");
     nlohmann::json record;
     model_->train();
     res.lr_found = lr_find(lo, record);
     extra["lr_find"] = record;
-    if (cfg_.lr_find == "apply") {
+    if (cfg_.lr_find == "apply" && res.lr_found > 0) {
       cfg_.lr = res.lr_found;
       sc.base_lr = cfg_.lr;
       opt_->set_lr(cfg_.lr);
     }
   }
   write_hparams(extra);
-  if (cfg_.lr_find == "only") return res;
+  if (cfg_.lr_find == "only") {
+    if (tb_) {
+      tb_->end_hparams_session(true);
+      tb_->flush();
+    }
+    return res;
+  }
 
   StepScalars step_log(device_, cfg_.log_every_n_steps > 0 ? tb_.get() : nullptr);
   model_->train();
@@ -498,7 +529,9 @@ FitResult Trainer::fit() {
       }
       const int stop = stop_requested(time_up());
       if (stop <= 0) res.limit = limit_reached(stop < 0);
-      if (res.early_stopped || !res.limit.empty()) {  // training ends with this step
+      // Training ends with this step (a signal at the same step wins: it asks for a stop now,
+      // with a checkpoint, not for the final validation and test).
+      if (stop <= 0 && (res.early_stopped || !res.limit.empty())) {
         say_limit(res.limit, epoch, b + 1);
         if (b + 1 < steps_per_epoch) {
           stopped_at = b + 1;

@@ -42,7 +42,7 @@ struct FitResult {
   EvalResult val, test;
   int stop_signal = 0;         // non-zero when a signal ended training early
   bool early_stopped = false;  // --early-stopping-patience ended training before --epochs
-  double lr_found = 0;         // --lr-find: the suggested learning rate
+  double lr_found = 0;         // --lr-find: the suggested learning rate (0: none)
   std::string limit;           // "max_steps" or "max_time" when that limit ended training
   double loss_scale = 1;       // --precision 16: the scale after the last epoch
   int64_t skipped_steps = 0;   // --precision 16: optimizer steps skipped for inf/nan gradients
@@ -111,7 +111,7 @@ class Trainer {
   // hparams.json (settings, machine, data sizes, and `extra`) and TensorBoard's HPARAMS entry.
   void write_hparams(const nlohmann::json& extra);
   // trainer_lr_find.cpp: Lightning's learning-rate range test (Tuner.lr_find); returns the
-  // suggested rate and leaves the model, optimizer and scaler as they were.
+  // suggested rate (0: none) and leaves the model, optimizer and scaler as they were.
   double lr_find(const io::LoaderOptions& lo, nlohmann::json& record);
   void print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_steps_per_epoch);
   // true: early stopping ends training here (v: the validation's result)
@@ -133,6 +133,7 @@ class Trainer {
   TrainState state_;
   std::chrono::steady_clock::time_point fit_clock_;  // when this fit() began training
   double seconds_before_ = 0;                        // training seconds of earlier runs
+  bool lr_find_done_ = false;  // resumed from a run whose --lr-find already set the rate
 };
 
 }  // namespace mlai::nn

@@ -3,8 +3,10 @@
 // smoothed (beta 0.98, bias-corrected), the test stops early once the smoothed loss exceeds 4x
 // its best, and the suggestion is the rate where the smoothed loss falls fastest (the least
 // central-difference gradient, skipping the first 10 points and the last), all as Lightning
-// computes it. The model, optimizer, loss scaler and dropout generators are restored after,
-// so training then starts exactly as it would have with --lr set to the suggestion.
+// computes it (too few points left: no suggestion, --lr stays). Every batch is one optimizer
+// step here, whatever --accumulate-grad-batches says. The model, optimizer, loss scaler and
+// dropout generators are restored after, so training then starts exactly as it would have
+// with --lr set to the suggestion.
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -95,23 +97,23 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
     lrs.push_back(lr);
     losses.push_back(loss);
     smoothed.push_back(s);
-    if (i > 1 && !(s <= kDiverged * best)) break;  // diverged (or NaN): the rest is noise
-    if (s < best || i == 1) best = s;
+    // Lightning's counts from its first step (global_step 1 after it): diverged (or NaN)
+    // from the second step on, the rest is noise.
+    if (i > 0 && !(s <= kDiverged * best)) break;
+    if (s < best) best = s;
   }
 
   for (auto& [dst, copy] : saved) dst->copy_from(copy);
+  scaler_->state_restored();
   model_->refresh_working_parameters();
   opt_->set_step_count(opt_steps);
   opt_->set_lr(lr_before);
   for (auto& [g, st] : gens) g->set_state(st.first, st.second);
 
   const int64_t idx = steepest_descent(smoothed, kSkipBegin, kSkipEnd);
-  if (idx < 0)
-    throw std::runtime_error(
-        "--lr-find: the loss diverged after " + std::to_string(smoothed.size()) +
-        " steps, too few for a suggestion (the model or data may be broken; set --lr instead)");
-  const double suggestion = lrs[static_cast<size_t>(idx)];
-  record = {{"suggested_lr", suggestion},
+  // Too few points (the loss diverged at once): like Lightning, no suggestion; --lr stays.
+  const double suggestion = idx < 0 ? 0.0 : lrs[static_cast<size_t>(idx)];
+  record = {{"suggested_lr", idx < 0 ? nlohmann::json() : nlohmann::json(suggestion)},
             {"steps", static_cast<int64_t>(smoothed.size())},
             {"min_lr", kMinLr},
             {"max_lr", kMaxLr}};
@@ -123,7 +125,13 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
       csv << i << "," << lrs[i] << "," << losses[i] << "," << smoothed[i] << "\n";
     if (!csv) throw std::runtime_error("cannot write " + dir_ + "/lr_find.csv");
   }
-  if (main_) {
+  if (main_ && idx < 0) {
+    std::printf("lr_find: the loss diverged after %zu steps, too few for a suggestion; --lr "
+                "stays %g%s\n",
+                smoothed.size(), lr_before,
+                dev_run_ ? "" : ("; the curve is in " + dir_ + "/lr_find.csv").c_str());
+    std::fflush(stdout);
+  } else if (main_) {
     std::printf(
         "lr_find: %zu steps from %g to %g%s; the smoothed loss falls fastest at lr %.3g "
         "(step %lld)%s\n",

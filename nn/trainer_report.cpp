@@ -80,6 +80,7 @@ void Trainer::save(const std::string& name) {
   // The exact count of steps taken (the step loop knows it one step late).
   opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
   state_.train_seconds = train_seconds();
+  state_.checkpoint_dir = dir_ + "/checkpoints";
   save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_,
                   scaler_->state());
 }
@@ -292,7 +293,7 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
                                        : (by_loss ? train_loss : train_cm.accuracy());
   if (validated && !e.val_now) keep_if_best(score, epoch);
   const bool periodic = cfg_.checkpoint_every > 0 && (epoch + 1) % cfg_.checkpoint_every == 0;
-  if (periodic || e.last) save("last.h5");
+  if (periodic || e.last || stop_early) save("last.h5");
   if (!dev_run_ && main_) {
     // Cells of what this epoch did not measure stay empty (not zeros that plot as drops).
     std::map<std::string, io::CsvLogger::Value> row{{"epoch", epoch + 1},

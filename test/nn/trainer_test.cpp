@@ -230,6 +230,7 @@ TEST_F(TrainerTest, EarlyStoppingEndsTrainingAfterPatienceEpochs) {
   c.early_stopping_patience = 2;
   c.early_stopping_monitor = "val_accuracy";
   c.early_stopping_min_delta = 1.0;  // accuracy cannot rise by more than 1
+  c.checkpoint_every = 0;            // last.h5 "only at the end": an early end is one
   Trainer t(c);
   const FitResult r = t.fit();
   EXPECT_TRUE(r.early_stopped);
@@ -444,10 +445,36 @@ TEST_F(TrainerTest, LrFindAppliesItsSuggestionFromTheUntouchedStart) {
   EXPECT_EQ(r2.lr_found, r.lr_found);  // the same start, the same test
   EXPECT_FALSE(fs::exists(r2.version_dir + "/checkpoints/last.h5"));
 
+  // Resubmitted with the same flags (what a requeued Slurm job does), the run keeps its rate:
+  // no second test.
+  Config again = c;
+  again.epochs = 2;
+  again.resume = r.version_dir + "/checkpoints/last.h5";
+  again.experiment_name = "again";
+  const FitResult r3 = Trainer(again).fit();
+  EXPECT_EQ(r3.lr_found, 0.0);
+  EXPECT_EQ(r3.global_step, 36);
+  std::ifstream hp3(r3.version_dir + "/hparams.json");
+  EXPECT_EQ(nlohmann::json::parse(hp3)["config"]["lr"].get<double>(), r.lr_found);
+
+  // Mixed precision: the loss scaler's state (scale, skips) is put back too.
+  Config half = c;
+  half.precision = "16";
+  half.experiment_name = "half";
+  Trainer found16(half);
+  const FitResult r16 = found16.fit();
+  Config given16 = half;
+  given16.lr_find = "";
+  given16.lr = r16.lr_found;
+  given16.experiment_name = "given16";
+  Trainer plain16(given16);
+  plain16.fit();
+  EXPECT_EQ(weights(found16), weights(plain16));
+
   Config bad = c;
   bad.lr_find = "auto";
   EXPECT_THROW(bad.validate(), std::invalid_argument);
-  bad.lr_find = "apply";
+  bad.lr_find = "only";
   bad.resume = r.version_dir + "/checkpoints/last.h5";
   EXPECT_THROW(bad.validate(), std::invalid_argument);
 }
@@ -679,7 +706,18 @@ TEST_F(TrainerTest, KeepsTheTopKCheckpointsByTheMonitoredMetric) {
   const TrainState st = load_checkpoint(best, t.model(), nullptr);
   EXPECT_EQ(st.global_step, losses[0].second);
   EXPECT_NEAR(st.best_score, losses[0].first, 1e-6 * losses[0].first);
-  EXPECT_EQ(st.top_k.size(), 2u);
+  EXPECT_FALSE(st.top_k.empty());  // the list as it was when best.h5 was written
+
+  // Resumed into another directory (a new version), best.h5 and the list start afresh there,
+  // even when the resumed run never beats the old best (its lr is all but 0).
+  Config more = c;
+  more.epochs = 3;
+  more.lr = 1e-12;
+  more.resume = r.version_dir + "/checkpoints/last.h5";
+  more.experiment_name = "more";
+  const FitResult rm = Trainer(more).fit();
+  EXPECT_TRUE(fs::exists(rm.version_dir + "/checkpoints/best.h5"));
+  EXPECT_EQ(kept_steps(rm.version_dir).size(), 2u);
 
   Config all = c;
   all.save_top_k = -1;
