@@ -1,11 +1,17 @@
 // CPU benchmarks of the tensor ops (the CPU backend, which is also the reference of every CUDA
 // kernel); the CUDA ones are in kernels_cuda_bench.cpp. Each op is checked against a float64
-// reference before it is timed. Names are Cpu<Op>/<dtype>/<size> (GEMM sizes are MxNxK).
+// reference before it is timed. Names are Cpu<Op>/<dtype>/<size> (GEMM sizes are MxNxK);
+// CpuConv3x3/<pass>/<im2col|winograd>/NxHxWxC times one pass of a 3x3 stride-1 convolution
+// (resnet18_cifar's four stages at batch 32) with each CPU algorithm, checked against the
+// other; its GFLOPS count the direct convolution's multiply-adds for both, so their ratio is
+// the speed-up.
 //   build/bench/mlai_bench_kernels --benchmark_filter=Cpu
 //   build/bench/mlai_bench_kernels --benchmark_out=cpu.json --benchmark_out_format=json
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -13,6 +19,7 @@
 
 #include "bench/bench_util.h"
 #include "bench/reference.h"
+#include "kernels/conv.h"
 #include "tensor/ops.h"
 
 namespace mlai::bench {
@@ -102,6 +109,48 @@ void cpu_xent(benchmark::State& state, const std::string& key, bool backward, in
   set_rate(state, "GBps", bytes * 1e-9, s, 0);
 }
 
+// One pass (0 forward, 1 backward data, 2 backward filter) of a 3x3, stride-1, padding-1
+// convolution n x hw x hw x c -> c.
+void cpu_conv3x3(benchmark::State& state, const std::string& key, int pass, bool winograd,
+                 int64_t n, int64_t hw, int64_t c) {
+  using kernels::ConvAlgo;
+  const kernels::Conv2dGeometry g{
+      .n = n, .h = hw, .w = hw, .c_in = c, .c_out = c, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
+  Generator gen(3);
+  const Tensor x = Tensor::uniform({n, hw, hw, c}, -1, 1, gen);
+  const Tensor w = Tensor::uniform({c, 3, 3, c}, -1, 1, gen);
+  const Tensor dy = Tensor::uniform({n, hw, hw, c}, -1, 1, gen);
+  auto run = [&](ConvAlgo algo) {
+    Tensor out = Tensor::empty(pass == 2 ? w.shape() : x.shape());
+    float* o = out.data<float>();
+    if (pass == 0)
+      kernels::cpu::conv2d_forward(x.data<float>(), w.data<float>(),
+                                   static_cast<const float*>(nullptr), o, g, algo);
+    else if (pass == 1)
+      kernels::cpu::conv2d_backward_data(dy.data<float>(), w.data<float>(), o, g, algo);
+    else
+      kernels::cpu::conv2d_backward_filter(x.data<float>(), dy.data<float>(), o,
+                                           static_cast<float*>(nullptr), g, algo);
+    return out;
+  };
+  const ConvAlgo algo = winograd ? ConvAlgo::kWinograd : ConvAlgo::kIm2col;
+  if (!validate_once(state, key, [&] {
+        const auto a = run(ConvAlgo::kWinograd).to_double_vector(),
+                   b = run(ConvAlgo::kIm2col).to_double_vector();
+        double err = 0, scale = 0;
+        for (size_t i = 0; i < a.size(); ++i) {
+          err = std::max(err, std::abs(a[i] - b[i]));
+          scale = std::max(scale, std::abs(b[i]));
+        }
+        return err <= 1e-5 * scale ? std::string()
+                                   : "winograd vs im2col: relative error " +
+                                         std::to_string(err / scale);
+      }))
+    return;
+  const double s = time_cpu(state, [&] { return run(algo); });
+  set_rate(state, "GFLOPS", 2.0 * static_cast<double>(n * hw * hw * c * 9 * c) * 1e-9, s, 0);
+}
+
 template <class Fn>
 void add_cpu(const std::string& name, Fn fn) {
   benchmark::RegisterBenchmark(name.c_str(),
@@ -131,6 +180,19 @@ void register_cpu_benchmarks() {
     });
     add_cpu("CpuSum/fp32/" + size,
             [n](benchmark::State& st, const std::string& key) { cpu_sum(st, key, n); });
+  }
+  for (auto [hw, c] : {std::pair<int64_t, int64_t>{32, 64}, {16, 128}, {8, 256}, {4, 512}}) {
+    const std::string size = "32x" + std::to_string(hw) + "x" + std::to_string(hw) + "x" +
+                             std::to_string(c);
+    for (int pass = 0; pass < 3; ++pass)
+      for (bool wino : {false, true}) {
+        const char* passes[] = {"fwd", "bwd_data", "bwd_filter"};
+        add_cpu(std::string("CpuConv3x3/") + passes[pass] + (wino ? "/winograd/" : "/im2col/") +
+                    size,
+                [=](benchmark::State& st, const std::string& key) {
+                  cpu_conv3x3(st, key, pass, wino, 32, hw, c);
+                });
+      }
   }
   for (auto [rows, classes] : {std::pair<int64_t, int64_t>{256, 10}, {4096, 1000}}) {
     const std::string size = std::to_string(rows) + "x" + std::to_string(classes);

@@ -5,6 +5,7 @@
 #include "kernels/conv.h"
 
 #include <algorithm>
+#include <stdexcept>
 #include <vector>
 
 #include "kernels/gemm.h"
@@ -94,12 +95,23 @@ void col2im(const T* patches, T* dx, const Conv2dGeometry& g, int64_t n0, int64_
   });
 }
 
+// Resolves kAuto, and refuses Winograd where it does not apply.
+bool use_winograd(const Conv2dGeometry& g, ConvAlgo algo) {
+  if (algo == ConvAlgo::kWinograd && !winograd_applies(g))
+    throw std::invalid_argument("conv2d: Winograd F(2x2, 3x3) needs a 3x3 filter, stride 1 and "
+                                "padding 0..2");
+  return algo == ConvAlgo::kWinograd || (algo == ConvAlgo::kAuto && winograd_suits(g));
+}
+
 }  // namespace
 
 template <class T>
-void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
+void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g,
+                    ConvAlgo algo) {
   const int64_t pixels = g.out_h() * g.out_w(), k = patch_cols(g);
-  if (is_pointwise(g)) {
+  if (use_winograd(g, algo)) {
+    winograd_forward(x, w, y, g);
+  } else if (is_pointwise(g)) {
     gemm<T>(false, true, g.n * pixels, g.c_out, k, 1.0, x, k, w, k, 0.0, y, g.c_out);
   } else {
     const int64_t chunk = images_per_chunk<T>(g);
@@ -117,8 +129,13 @@ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeo
 }
 
 template <class T>
-void conv2d_backward_data(const T* dy, const T* w, T* dx, const Conv2dGeometry& g) {
+void conv2d_backward_data(const T* dy, const T* w, T* dx, const Conv2dGeometry& g,
+                          ConvAlgo algo) {
   const int64_t pixels = g.out_h() * g.out_w(), k = patch_cols(g);
+  if (use_winograd(g, algo)) {
+    winograd_backward_data(dy, w, dx, g);
+    return;
+  }
   if (is_pointwise(g)) {
     gemm<T>(false, false, g.n * pixels, k, g.c_out, 1.0, dy, g.c_out, w, k, 0.0, dx, k);
     return;
@@ -136,13 +153,18 @@ void conv2d_backward_data(const T* dy, const T* w, T* dx, const Conv2dGeometry& 
 }
 
 template <class T>
-void conv2d_backward_filter(const T* x, const T* dy, T* dw, T* dbias, const Conv2dGeometry& g) {
+void conv2d_backward_filter(const T* x, const T* dy, T* dw, T* dbias, const Conv2dGeometry& g,
+                            ConvAlgo algo) {
   const int64_t pixels = g.out_h() * g.out_w(), k = patch_cols(g);
   if (dbias != nullptr) {
     std::vector<double> sums(static_cast<size_t>(g.c_out), 0.0);  // double: many rows add up
     for (int64_t r = 0; r < g.n * pixels; ++r)
       for (int64_t co = 0; co < g.c_out; ++co) sums[co] += dy[r * g.c_out + co];
     for (int64_t co = 0; co < g.c_out; ++co) dbias[co] = static_cast<T>(sums[co]);
+  }
+  if (use_winograd(g, algo)) {
+    winograd_backward_filter(x, dy, dw, g);
+    return;
   }
   std::fill_n(dw, g.c_out * k, T(0));  // then every chunk accumulates (beta = 1)
   if (is_pointwise(g)) {
@@ -159,10 +181,13 @@ void conv2d_backward_filter(const T* x, const T* dy, T* dw, T* dbias, const Conv
   }
 }
 
-#define MLAI_INSTANTIATE(T)                                                                 \
-  template void conv2d_forward<T>(const T*, const T*, const T*, T*, const Conv2dGeometry&); \
-  template void conv2d_backward_data<T>(const T*, const T*, T*, const Conv2dGeometry&);     \
-  template void conv2d_backward_filter<T>(const T*, const T*, T*, T*, const Conv2dGeometry&);
+#define MLAI_INSTANTIATE(T)                                                                   \
+  template void conv2d_forward<T>(const T*, const T*, const T*, T*, const Conv2dGeometry&,    \
+                                  ConvAlgo);                                                  \
+  template void conv2d_backward_data<T>(const T*, const T*, T*, const Conv2dGeometry&,        \
+                                        ConvAlgo);                                            \
+  template void conv2d_backward_filter<T>(const T*, const T*, T*, T*, const Conv2dGeometry&,  \
+                                          ConvAlgo);
 MLAI_INSTANTIATE(float)
 MLAI_INSTANTIATE(double)
 #undef MLAI_INSTANTIATE

@@ -1,7 +1,10 @@
 // 2-D convolution on NHWC images with OHWI filters ([out_channels, kh, kw, in_channels], the
 // layout cuDNN's NHWC tensor-core kernels use; PyTorch's OIHW is permuted on import).
 // CPU: im2col into [rows = n*oh*ow, kh*kw*c_in] patches (in chunks of images, to bound memory)
-// and OpenBLAS GEMM. CUDA: cuDNN (see tensor/cudnn_ops.h; these raw kernels are the CPU side).
+// and OpenBLAS GEMM; 3x3 stride-1 convolutions with 16 or more channels each way (and outputs of
+// 4x4 or more) use Winograd's F(2x2, 3x3) instead (kernels/winograd.cpp: 16 GEMMs with 2.25x fewer multiplications, no
+// patch matrix), for all three passes. CUDA: cuDNN (see tensor/cudnn_ops.h; these raw kernels
+// are the CPU side).
 #pragma once
 
 #include <cstdint>
@@ -18,17 +21,43 @@ struct Conv2dGeometry {
   int64_t out_w() const { return (w + 2 * pad - kw) / stride + 1; }
 };
 
+// Which CPU algorithm: kAuto picks Winograd where it applies and pays (winograd_suits), else
+// im2col; the others force one (tests and benchmarks). kWinograd needs winograd_applies.
+enum class ConvAlgo { kAuto, kIm2col, kWinograd };
+
+// Winograd F(2x2, 3x3) computes this geometry: 3x3, stride 1, padding 0..2.
+bool winograd_applies(const Conv2dGeometry& g);
+// ... and kAuto uses it: at least 16 channels in and out and a 4x4 output or larger (where it
+// measured as fast or faster), unless set_cpu_conv_algo pinned one.
+bool winograd_suits(const Conv2dGeometry& g);
+// What kAuto means for the whole process from now on: kAuto (by shape, the default; the
+// environment's MLAI_CPU_CONV=im2col|winograd sets it at start), or always kIm2col, or
+// kWinograd where it applies. Tests that compare runs of different batch sizes pin one, as they
+// pin layer fusion: the two round differently, and training amplifies it.
+void set_cpu_conv_algo(ConvAlgo algo);
+
 namespace cpu {
 // y[n, oh, ow, co] = sum x[n, oh*s - p + i, ow*s - p + j, ci] * w[co, i, j, ci] (+ bias[co]).
 // bias may be null. T: float or double.
 template <class T>
-void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g);
+void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g,
+                    ConvAlgo algo = ConvAlgo::kAuto);
 // dx = d(y)/dx applied to dy (overwrites dx).
 template <class T>
-void conv2d_backward_data(const T* dy, const T* w, T* dx, const Conv2dGeometry& g);
+void conv2d_backward_data(const T* dy, const T* w, T* dx, const Conv2dGeometry& g,
+                          ConvAlgo algo = ConvAlgo::kAuto);
 // dw = sum over the batch (overwrites dw); dbias (may be null) = sum of dy over n, oh, ow.
 template <class T>
-void conv2d_backward_filter(const T* x, const T* dy, T* dw, T* dbias, const Conv2dGeometry& g);
+void conv2d_backward_filter(const T* x, const T* dy, T* dw, T* dbias, const Conv2dGeometry& g,
+                            ConvAlgo algo = ConvAlgo::kAuto);
+
+// Winograd F(2x2, 3x3) (winograd.cpp), for geometries winograd_applies accepts; no bias.
+template <class T>
+void winograd_forward(const T* x, const T* w, T* y, const Conv2dGeometry& g);
+template <class T>
+void winograd_backward_data(const T* dy, const T* w, T* dx, const Conv2dGeometry& g);
+template <class T>
+void winograd_backward_filter(const T* x, const T* dy, T* dw, const Conv2dGeometry& g);
 }  // namespace cpu
 
 }  // namespace mlai::kernels

@@ -14,6 +14,7 @@ CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
 }  // namespace
 
 void set_blas_threads(int n) { openblas_set_num_threads(std::max(1, n)); }
+int blas_threads() { return openblas_get_num_threads(); }
 
 template <>
 void gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const float* a,

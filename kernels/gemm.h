@@ -26,6 +26,7 @@ enum class Epilogue { kBias, kBiasRelu, kRowSumA };
 namespace cpu {
 // OpenBLAS's thread count for later GEMMs (see parallel.h's configure_threads).
 void set_blas_threads(int n);
+int blas_threads();
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, double beta, T* c, int64_t ldc);

@@ -11,6 +11,7 @@
 #include "dist/communicator.h"
 #include "dist/reducer.h"
 #include "io/loader.h"
+#include "kernels/conv.h"
 #include "nn/conv_layers.h"
 #include "nn/trainer.h"
 #include "tensor/fused_ops.h"
@@ -309,13 +310,18 @@ TEST_F(Ddp, SyncBatchNormOfHalvesIsBatchNormOfTheWhole) {
 
 // --sync-bn end to end: resnet18_cifar on two ranks with batch 4 each ends with the weights of
 // one process with batch 8 (without it, the per-rank statistics make them differ). Layer fusion
-// is off on both sides: synced batch norm runs its add and relu as separate ops, and the fused
+// is off on both sides, and the CPU convolutions are im2col's: synced batch norm runs its add and relu as separate ops, and the fused
 // op's different float32 rounding, amplified by three steps of training, would blur the
 // comparison (test/nn/resnet_test.cpp checks fused against unfused in float64).
 TEST_F(Ddp, SyncBnTwoRanksMatchOneRankResNet) {
   nn::set_layer_fusion(false);
+  // Winograd's rounding, larger than im2col's and amplified the same way, too (1e-3 here).
+  kernels::set_cpu_conv_algo(kernels::ConvAlgo::kIm2col);
   struct Restore {
-    ~Restore() { nn::set_layer_fusion(true); }
+    ~Restore() {
+      nn::set_layer_fusion(true);
+      kernels::set_cpu_conv_algo(kernels::ConvAlgo::kAuto);
+    }
   } restore;
   auto cfg = [&](int64_t batch, bool sync, const std::string& logs) {
     nn::Config c = config(batch);

@@ -91,21 +91,25 @@ ConvRef naive_conv(const Vec& x, const Vec& w, const Vec* bias, const Vec& dy,
 }
 
 template <class T>
-void check_conv(const Conv2dGeometry& g, bool with_bias, double tol, uint32_t seed) {
+void check_conv(const Conv2dGeometry& g, bool with_bias, double tol, uint32_t seed,
+                ConvAlgo algo = ConvAlgo::kAuto) {
   const int64_t ny = g.n * g.out_h() * g.out_w() * g.c_out;
   const Vec x = through<T>(random_vec(g.n * g.h * g.w * g.c_in, seed)),
             w = through<T>(random_vec(g.c_out * g.kh * g.kw * g.c_in, seed + 1)),
             bias = through<T>(random_vec(g.c_out, seed + 2)),
             dy = through<T>(random_vec(ny, seed + 3));
-  SCOPED_TRACE(describe(g) + (sizeof(T) == 4 ? " float" : " double"));
+  SCOPED_TRACE(describe(g) + (sizeof(T) == 4 ? " float" : " double") +
+               (algo == ConvAlgo::kWinograd ? " winograd"
+                : algo == ConvAlgo::kIm2col ? " im2col"
+                                            : ""));
   const ConvRef ref = naive_conv(x, w, with_bias ? &bias : nullptr, dy, g);
   // Outputs start as garbage: every kernel must overwrite, not accumulate into, its result.
   std::vector<T> y(ny, T(7)), dx(x.size(), T(7)), dw(w.size(), T(7)), dbias(g.c_out, T(7));
   const auto xt = to<T>(x), wt = to<T>(w), bt = to<T>(bias), dyt = to<T>(dy);
-  cpu::conv2d_forward(xt.data(), wt.data(), with_bias ? bt.data() : nullptr, y.data(), g);
-  cpu::conv2d_backward_data(dyt.data(), wt.data(), dx.data(), g);
+  cpu::conv2d_forward(xt.data(), wt.data(), with_bias ? bt.data() : nullptr, y.data(), g, algo);
+  cpu::conv2d_backward_data(dyt.data(), wt.data(), dx.data(), g, algo);
   cpu::conv2d_backward_filter(xt.data(), dyt.data(), dw.data(), with_bias ? dbias.data() : nullptr,
-                              g);
+                              g, algo);
   EXPECT_LT(rel_err(widen(y), ref.y), tol) << "forward";
   EXPECT_LT(rel_err(widen(dx), ref.dx), tol) << "backward_data";
   EXPECT_LT(rel_err(widen(dw), ref.dw), tol) << "backward_filter";
@@ -139,6 +143,48 @@ TEST(ConvKernel, PatchBufferSplitIntoChunksOfImages) {
       .n = 5, .h = 32, .w = 32, .c_in = 24, .c_out = 4, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
   check_conv<double>(g, true, 1e-13, 99);
   check_conv<float>(g, true, 1e-5, 98);
+}
+
+// Winograd F(2x2, 3x3), forced on every 3x3 stride-1 shape (padding 0, 1, 2; odd and even
+// output sizes, so edge tiles are cut; one-pixel outputs; few and many channels) and compared
+// with the direct loops in all three passes: to ~1e-13 in double, to 1e-5 relative in float
+// (the transforms' halves and sums add a few roundings).
+TEST(ConvKernel, WinogradMatchesDirectLoops) {
+  const Conv2dGeometry cases[] = {
+      {.n = 3, .h = 9, .w = 7, .c_in = 3, .c_out = 5, .kh = 3, .kw = 3, .stride = 1, .pad = 1},
+      {.n = 2, .h = 8, .w = 8, .c_in = 17, .c_out = 16, .kh = 3, .kw = 3, .stride = 1, .pad = 1},
+      {.n = 2, .h = 6, .w = 9, .c_in = 4, .c_out = 7, .kh = 3, .kw = 3, .stride = 1, .pad = 0},
+      {.n = 1, .h = 5, .w = 4, .c_in = 6, .c_out = 3, .kh = 3, .kw = 3, .stride = 1, .pad = 2},
+      {.n = 2, .h = 3, .w = 3, .c_in = 5, .c_out = 2, .kh = 3, .kw = 3, .stride = 1, .pad = 0},
+      {.n = 2, .h = 1, .w = 2, .c_in = 3, .c_out = 4, .kh = 3, .kw = 3, .stride = 1, .pad = 1},
+  };
+  for (size_t i = 0; i < std::size(cases); ++i) {
+    const auto seed = static_cast<uint32_t>(100 + 10 * i);
+    check_conv<double>(cases[i], i % 2 == 0, 1e-13, seed, ConvAlgo::kWinograd);
+    check_conv<float>(cases[i], i % 2 == 1, 1e-5, seed + 5, ConvAlgo::kWinograd);
+  }
+  // Where it does not apply, forcing it is an error, not a wrong result.
+  const Conv2dGeometry strided{
+      .n = 1, .h = 8, .w = 8, .c_in = 16, .c_out = 16, .kh = 3, .kw = 3, .stride = 2, .pad = 1};
+  std::vector<float> buf(8 * 8 * 16 * 16 * 9, 1.0f);
+  EXPECT_THROW(cpu::conv2d_forward(buf.data(), buf.data(), static_cast<const float*>(nullptr),
+                                   buf.data(), strided, ConvAlgo::kWinograd),
+               std::invalid_argument);
+  EXPECT_FALSE(winograd_applies(strided));
+  EXPECT_TRUE(winograd_suits(cases[1]));
+  EXPECT_FALSE(winograd_suits(cases[0]));  // 3 -> 5 channels: im2col
+}
+
+// ResNet's 48-channel 3x3 shape over 6 images in double: one image's transformed tiles (3.1 MB)
+// fill the 4 MB chunk, so the images run one at a time and the filter gradient adds up over six
+// chunks; the default (kAuto) takes Winograd here, and forcing im2col gives the same within
+// rounding.
+TEST(ConvKernel, WinogradChunksOfImagesAndTheDefaultPath) {
+  const Conv2dGeometry g{
+      .n = 6, .h = 32, .w = 32, .c_in = 48, .c_out = 48, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
+  ASSERT_TRUE(winograd_suits(g));
+  check_conv<double>(g, true, 1e-13, 7, ConvAlgo::kAuto);
+  check_conv<float>(g, false, 1e-5, 8, ConvAlgo::kIm2col);
 }
 
 // ---- max pooling ----
