@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 
+#include "kernels/parallel.h"
 #include "tensor/device.h"
 #include "tensor/stream.h"
 
@@ -19,6 +20,10 @@
 namespace mlai::bench {
 
 namespace {
+
+// The benchmarks run the kernels with the threads set as mlai_train sets them (one process):
+// OpenBLAS single-threaded, large products split on the kernel pool.
+[[maybe_unused]] const int kThreads = kernels::cpu::configure_threads(1);
 
 struct KnownCard {
   const char* name_part;  // first match wins: more specific names first

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "nn/amp.h"
+#include "kernels/parallel.h"
 #include "nn/conv_layers.h"
 #include "nn/graphed_step.h"
 #include "nn/models.h"
@@ -233,6 +234,7 @@ nlohmann::json run(const RunSpec& r) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  mlai::kernels::cpu::configure_threads(1);  // the threads as mlai_train sets them (one process)
   CLI::App app{"mlai_bench_step: training-step throughput of mlp / resnet18_cifar / resnet18"};
   std::string archs = "mlp,resnet18_cifar,resnet18";
   std::string batches = "mlp=64,resnet18_cifar=256,resnet18=256";

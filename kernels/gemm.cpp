@@ -7,10 +7,47 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/parallel.h"
+
 namespace mlai::kernels::cpu {
 
 namespace {
 CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
+
+// With OpenBLAS single-threaded (configure_threads makes it so), a large product runs as
+// blocks of C's rows (or columns, when there are more of them) on mlai's kernel pool, each one
+// OpenBLAS call: one pool of threads for every kernel instead of two taking turns on the cores
+// (OpenBLAS's idle threads spin in sched_yield for a while after each product). The blocks
+// depend only on the sizes, so the bits do not depend on the thread count. Returns false when
+// the product is small or OpenBLAS has threads of its own: then one plain call.
+template <class Call>
+bool split_on_pool(int64_t m, int64_t n, int64_t k, Call&& call) {
+  constexpr int64_t kBlockWork = int64_t{1} << 22;  // multiply-adds per block, about
+  constexpr int64_t kMinSide = 32;                  // rows or columns per block, at least
+  constexpr int64_t kMinBlocks = 4;                 // fewer run inline anyway (run_blocks)
+  const int64_t work = m * n * k;
+  if (work < kBlockWork || blas_threads() != 1) return false;
+  const bool rows = m >= n;
+  const int64_t side = rows ? m : n;
+  const int64_t blocks = std::min(std::max(kMinBlocks, work / kBlockWork), side / kMinSide);
+  if (blocks < kMinBlocks) return false;
+  const int64_t step = ((side + blocks - 1) / blocks + 7) / 8 * 8;
+  parallel_blocks(side, step, [&](int64_t, int64_t b0, int64_t b1) { call(rows, b0, b1 - b0); });
+  return true;
+}
+
+// C = op(A) op(B) over rows [o, o + len) of C (rows) or its columns (!rows).
+template <class T, class Blas>
+void gemm_part(Blas blas, bool rows, int64_t o, int64_t len, bool ta, bool tb, int64_t m,
+               int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b, int64_t ldb,
+               T beta, T* c, int64_t ldc) {
+  if (rows)
+    blas(CblasRowMajor, tr(ta), tr(tb), len, n, k, alpha, ta ? a + o : a + o * lda, lda, b, ldb,
+         beta, c + o * ldc, ldc);
+  else
+    blas(CblasRowMajor, tr(ta), tr(tb), m, len, k, alpha, a, lda, tb ? b + o * ldb : b + o, ldb,
+         beta, c + o, ldc);
+}
 }  // namespace
 
 void set_blas_threads(int n) { openblas_set_num_threads(std::max(1, n)); }
@@ -20,8 +57,13 @@ template <>
 void gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const float* a,
                  int64_t lda, const float* b, int64_t ldb, double beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
-  cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, static_cast<float>(alpha), a, lda, b, ldb,
-              static_cast<float>(beta), c, ldc);
+  const auto al = static_cast<float>(alpha), be = static_cast<float>(beta);
+  if (split_on_pool(m, n, k, [&](bool rows, int64_t o, int64_t len) {
+        gemm_part<float>(cblas_sgemm, rows, o, len, ta, tb, m, n, k, al, a, lda, b, ldb, be, c,
+                         ldc);
+      }))
+    return;
+  cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, al, a, lda, b, ldb, be, c, ldc);
 }
 
 template <>
@@ -29,6 +71,11 @@ void gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alph
                   const double* a, int64_t lda, const double* b, int64_t ldb, double beta,
                   double* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
+  if (split_on_pool(m, n, k, [&](bool rows, int64_t o, int64_t len) {
+        gemm_part<double>(cblas_dgemm, rows, o, len, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta,
+                          c, ldc);
+      }))
+    return;
   cblas_dgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 

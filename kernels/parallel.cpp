@@ -180,10 +180,9 @@ int pool_threads() {
 
 int configure_threads(int local_ranks) {
   if (!g_pool_started) g_pool_size = detect_threads(local_ranks);
-  const char* blas = std::getenv("OPENBLAS_NUM_THREADS");
-  const char* omp = std::getenv("OMP_NUM_THREADS");
-  if ((blas == nullptr || *blas == '\0') && (omp == nullptr || *omp == '\0'))
-    set_blas_threads(default_threads(0, 0, affinity_cpus(), node_cpus(), local_ranks));
+  // OpenBLAS runs single-threaded: large products are split into blocks on this pool
+  // (kernels/gemm.cpp), so one set of threads serves every kernel.
+  set_blas_threads(1);
   return pool_threads();
 }
 

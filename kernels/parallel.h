@@ -1,4 +1,5 @@
-// Threads for the CPU kernels besides the GEMM (OpenBLAS has its own). Work is cut into fixed
+// Threads for the CPU kernels, the GEMM included once configure_threads has made OpenBLAS
+// single-threaded (gemm.cpp then splits large products into blocks here). Work is cut into fixed
 // blocks whose bounds depend only on the sizes and the grain, never on the thread count, and a
 // reduction combines its per-block partial sums in block order: so a result has the same bits
 // on 1 thread or 64, and CPU runs stay reproducible across machines.
@@ -27,8 +28,9 @@ int pool_threads();
 int default_threads(int env_mlai, int env_omp, int affinity_cpus, int node_cpus, int local_ranks);
 
 // For a process that is one of `local_ranks` on its node (data parallelism): sizes the kernel
-// pool by default_threads, and OpenBLAS too unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is
-// set. Call before the first kernel; returns the pool's size.
+// pool by default_threads and makes OpenBLAS single-threaded, so that matrix products run on
+// the pool too (OPENBLAS_NUM_THREADS no longer matters after it). Call before the first
+// kernel; returns the pool's size.
 int configure_threads(int local_ranks);
 
 // This thread's limit (default: pool_threads()): 1 runs its kernels inline, any other value

@@ -233,9 +233,9 @@ fi
 set -euo pipefail
 
 # ---- Environment --------------------------------------------------------------------------------
-# Threads of OpenBLAS (the CPU backend's matrix products; it reads OMP_NUM_THREADS when
-# OPENBLAS_NUM_THREADS is unset) and of any OpenMP code: one rank's share of the cores, so the
-# ranks of a node do not oversubscribe it.
+# Threads of mlai's CPU kernels, matrix products included (its pool reads OMP_NUM_THREADS
+# when MLAI_NUM_THREADS is unset; OpenBLAS itself runs single-threaded inside it), and of any
+# OpenMP code: one rank's share of the cores, so the ranks of a node do not oversubscribe it.
 export OMP_NUM_THREADS=\${SLURM_CPUS_PER_TASK:-1}
 EOF
   if [ "$gpus" -gt 0 ]; then

@@ -13,11 +13,13 @@
 #include <random>
 #include <stdexcept>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "kernels/batchnorm.h"
 #include "kernels/conv.h"
 #include "kernels/elementwise.h"
+#include "kernels/gemm.h"
 
 namespace mlai::kernels::cpu {
 namespace {
@@ -114,6 +116,48 @@ struct Conv {
     return v[static_cast<size_t>(((b * g.h + y) * g.w + xx) * g.c_in + c)];
   }
 };
+
+// With OpenBLAS single-threaded (as configure_threads leaves it), large products run as blocks
+// of C's rows or columns on the pool: every transpose, split either way, matches a float64
+// product and has the same bits on one thread as on the pool (and as with beta = 1 on top).
+TEST(ParallelKernels, GemmSplitOnThePoolMatchesAndKeepsItsBits) {
+  const int saved_blas = blas_threads();
+  set_blas_threads(1);
+  struct Restore {
+    int n;
+    ~Restore() { set_blas_threads(n); }
+  } restore{saved_blas};
+  // (m, n, k): m > n splits rows, n > m columns; both above 2^21 multiply-adds; odd sizes.
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{515, 37, 301}, {29, 613, 257}}) {
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = t & 1, tb = t & 2;
+      SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
+                   (ta ? " A^T" : "") + (tb ? " B^T" : ""));
+      const auto a = random_vector(static_cast<size_t>(m * k), 11);
+      const auto b = random_vector(static_cast<size_t>(k * n), 12);
+      const auto c0 = random_vector(static_cast<size_t>(m * n), 13);
+      const int64_t lda = ta ? m : k, ldb = tb ? k : n;
+      auto run = [&](double beta) {
+        std::vector<float> c = c0;
+        gemm<float>(ta, tb, m, n, k, 1.0, a.data(), lda, b.data(), ldb, beta, c.data(), n);
+        return c;
+      };
+      auto [c1, cp] = on_one_thread_and_pool([&] { return run(1.0); });
+      EXPECT_TRUE(same_bits(c1, cp));
+      double err = 0, scale = 0;
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          double acc = c0[static_cast<size_t>(i * n + j)];
+          for (int64_t q = 0; q < k; ++q)
+            acc += static_cast<double>(a[static_cast<size_t>(ta ? q * m + i : i * k + q)]) *
+                   b[static_cast<size_t>(tb ? j * k + q : q * n + j)];
+          err = std::max(err, std::fabs(acc - cp[static_cast<size_t>(i * n + j)]));
+          scale = std::max(scale, std::fabs(acc));
+        }
+      EXPECT_LT(err / scale, 1e-5);
+    }
+  }
+}
 
 TEST(ParallelKernels, ConvolutionMatchesDirectLoopsAndKeepsItsBitsOnThePool) {
   Conv2dGeometry g;  // 64 input channels, 32 wide: col2im's 16-row blocks split each image
