@@ -1,7 +1,8 @@
 // CPU 2-D convolution (NHWC input, OHWI filters): im2col into a patch matrix, a chunk of images
-// at a time so the patch buffer stays under kPatchBytes (4 MB), then one OpenBLAS GEMM per chunk.
-// im2col and col2im run on the kernel threads (kernels/parallel.h), OpenBLAS on its own.
-// A 1x1, stride-1, unpadded convolution is already a GEMM on x seen as [rows, c_in].
+// at a time so the patch buffer stays under kPatchBytes (4 MB), then one GEMM per chunk (gemm.cpp
+// splits it over the kernel threads). im2col and col2im run on the kernel threads too
+// (kernels/parallel.h). A 1x1, stride-1, unpadded convolution is already a GEMM on x seen as
+// [rows, c_in]; 3x3 stride-1 ones with enough channels go to winograd.cpp instead.
 #include "kernels/conv.h"
 
 #include <algorithm>

@@ -82,21 +82,19 @@ std::vector<T>& scratch(int slot, int64_t size) {
 }
 
 // The 16 independent GEMMs run side by side on the kernel threads, each one single-threaded in
-// OpenBLAS: the same threads then do the transforms and the products, instead of OpenBLAS's
-// own threads spinning through every transform and the pool's through every product.
+// OpenBLAS, when OpenBLAS is single-threaded (configure_threads leaves it so: the same threads
+// then do the transforms and the products). Where OpenBLAS has threads of its own (a program
+// that did not call configure_threads), one after another on them: the global thread count is
+// never changed here, since another thread may be in a product.
 template <class F>
 void sixteen_gemms(F&& one) {
-  const int blas = blas_threads();
-  set_blas_threads(1);
-  try {
-    parallel_for(16, 1, [&](int64_t x0, int64_t x1) {
-      for (int64_t xi = x0; xi < x1; ++xi) one(xi);
-    });
-  } catch (...) {
-    set_blas_threads(blas);
-    throw;
+  if (blas_threads() != 1) {
+    for (int64_t xi = 0; xi < 16; ++xi) one(xi);
+    return;
   }
-  set_blas_threads(blas);
+  parallel_for(16, 1, [&](int64_t x0, int64_t x1) {
+    for (int64_t xi = x0; xi < x1; ++xi) one(xi);
+  });
 }
 
 // The transforms work on blocks of channels in local arrays, which the compiler vectorises
@@ -216,9 +214,9 @@ void output_transform(const T* m, T* y, const Conv2dGeometry& g, int64_t n0, int
       const int64_t oy = 2 * (r / tl.tw), ox = 2 * (r % tl.tw);
       const bool down = oy + 1 < oh, right = ox + 1 < ow;
       T* o00 = y + ((b * oh + oy) * ow + ox) * c;
-      T* o01 = o00 + c;
-      T* o10 = o00 + ow * c;
-      T* o11 = o10 + c;
+      T* o01 = right ? o00 + c : nullptr;  // (pointers past the output only where it goes on)
+      T* o10 = down ? o00 + ow * c : nullptr;
+      T* o11 = down && right ? o10 + c : nullptr;
       const T* in[16];
       for (int k = 0; k < 16; ++k) in[k] = m + k * plane + t * c;
       for (int64_t c0 = 0; c0 < c; c0 += kBlock) {

@@ -13,6 +13,7 @@
 
 #include "kernels/batchnorm.h"
 #include "kernels/conv.h"
+#include "kernels/gemm.h"
 #include "kernels/pool.h"
 
 namespace mlai::kernels {
@@ -178,13 +179,18 @@ TEST(ConvKernel, WinogradMatchesDirectLoops) {
 // ResNet's 48-channel 3x3 shape over 6 images in double: one image's transformed tiles (3.1 MB)
 // fill the 4 MB chunk, so the images run one at a time and the filter gradient adds up over six
 // chunks; the default (kAuto) takes Winograd here, and forcing im2col gives the same within
-// rounding.
+// rounding; and with OpenBLAS single-threaded, the 16 products run on the kernel pool.
 TEST(ConvKernel, WinogradChunksOfImagesAndTheDefaultPath) {
   const Conv2dGeometry g{
       .n = 6, .h = 32, .w = 32, .c_in = 48, .c_out = 48, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
   ASSERT_TRUE(winograd_suits(g));
   check_conv<double>(g, true, 1e-13, 7, ConvAlgo::kAuto);
   check_conv<float>(g, false, 1e-5, 8, ConvAlgo::kIm2col);
+  // With OpenBLAS single-threaded (as mlai_train runs), the 16 products go to the kernel pool.
+  const int saved = cpu::blas_threads();
+  cpu::set_blas_threads(1);
+  check_conv<float>(g, true, 1e-5, 9, ConvAlgo::kWinograd);
+  cpu::set_blas_threads(saved);
 }
 
 // ---- max pooling ----
