@@ -51,8 +51,7 @@ bool winograd_suits(const Conv2dGeometry& g) {
   // Where it measured as fast or faster on the 2-core EPYC VM
   // (bench/results/2026-11-27-cpu-winograd.md): ResNet's stages down to 4x4. With few channels
   // the transforms cost more than the products save, and below 4x4 most of a tile is padding.
-  return winograd_applies(g) && g.c_in >= 16 && g.c_out >= 16 && g.out_h() >= 4 &&
-         g.out_w() >= 4;
+  return winograd_applies(g) && g.c_in >= 16 && g.c_out >= 16 && g.out_h() >= 4 && g.out_w() >= 4;
 }
 
 namespace cpu {
@@ -65,7 +64,7 @@ namespace {
 constexpr int64_t kChunkBytes = int64_t{4} << 20;
 
 struct Tiling {
-  int64_t th, tw;                       // tiles per image, down and across
+  int64_t th, tw;  // tiles per image, down and across
   int64_t per_image() const { return th * tw; }
 };
 
@@ -175,27 +174,45 @@ void input_transform(const T* x, T* v, const Conv2dGeometry& g, int64_t n0, int6
 template <class T>
 void filter_transform(const T* w, T* u, int64_t c_out, int64_t c_in, bool flip) {
   const int64_t plane = c_out * c_in;
-  parallel_for(c_out, std::max<int64_t>(1, kElementGrain / (16 * c_in)), [&](int64_t o0, int64_t o1) {
-    for (int64_t co = o0; co < o1; ++co) {
-      const T* g = w + co * 9 * c_in;
-      T* out = u + co * c_in;
-      for (int64_t ci = 0; ci < c_in; ++ci) {
-        T f[9], m[12];
-        for (int k = 0; k < 9; ++k) f[k] = g[(flip ? 8 - k : k) * c_in + ci];
-        for (int j = 0; j < 3; ++j) {  // G g: 4x3
-          m[0 * 3 + j] = f[0 * 3 + j];
-          m[1 * 3 + j] = T(0.5) * (f[0 * 3 + j] + f[1 * 3 + j] + f[2 * 3 + j]);
-          m[2 * 3 + j] = T(0.5) * (f[0 * 3 + j] - f[1 * 3 + j] + f[2 * 3 + j]);
-          m[3 * 3 + j] = f[2 * 3 + j];
-        }
-        for (int i = 0; i < 4; ++i) {  // (G g) G^T: 4x4
-          const T a = m[i * 3 + 0], b = m[i * 3 + 1], c = m[i * 3 + 2];
-          out[(i * 4 + 0) * plane + ci] = a;
-          out[(i * 4 + 1) * plane + ci] = T(0.5) * (a + b + c);
-          out[(i * 4 + 2) * plane + ci] = T(0.5) * (a - b + c);
-          out[(i * 4 + 3) * plane + ci] = c;
-        }
-      }
+  parallel_for(c_out, std::max<int64_t>(1, kElementGrain / (16 * c_in)),
+               [&](int64_t o0, int64_t o1) {
+                 for (int64_t co = o0; co < o1; ++co) {
+                   const T* g = w + co * 9 * c_in;
+                   T* out = u + co * c_in;
+                   for (int64_t ci = 0; ci < c_in; ++ci) {
+                     T f[9], m[12];
+                     for (int k = 0; k < 9; ++k) f[k] = g[(flip ? 8 - k : k) * c_in + ci];
+                     for (int j = 0; j < 3; ++j) {  // G g: 4x3
+                       m[0 * 3 + j] = f[0 * 3 + j];
+                       m[1 * 3 + j] = T(0.5) * (f[0 * 3 + j] + f[1 * 3 + j] + f[2 * 3 + j]);
+                       m[2 * 3 + j] = T(0.5) * (f[0 * 3 + j] - f[1 * 3 + j] + f[2 * 3 + j]);
+                       m[3 * 3 + j] = f[2 * 3 + j];
+                     }
+                     for (int i = 0; i < 4; ++i) {  // (G g) G^T: 4x4
+                       const T a = m[i * 3 + 0], b = m[i * 3 + 1], c = m[i * 3 + 2];
+                       out[(i * 4 + 0) * plane + ci] = a;
+                       out[(i * 4 + 1) * plane + ci] = T(0.5) * (a + b + c);
+                       out[(i * 4 + 2) * plane + ci] = T(0.5) * (a - b + c);
+                       out[(i * 4 + 3) * plane + ci] = c;
+                     }
+                   }
+                 }
+               });
+}
+
+// The chunk's output tiles t (images n0..n0+count) on the kernel threads: fn(t, corner, down,
+// right), corner the offset of the tile's top-left pixel in an NHWC output of c_out channels,
+// down/right whether its second row/column lies inside the output.
+template <class F>
+void for_each_output_tile(const Conv2dGeometry& g, int64_t n0, int64_t count, F&& fn) {
+  const Tiling tl = tiling(g);
+  const int64_t oh = g.out_h(), ow = g.out_w();
+  const int64_t grain = std::max<int64_t>(1, kElementGrain / (16 * g.c_out));
+  parallel_for(count * tl.per_image(), grain, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = n0 + t / tl.per_image(), r = t % tl.per_image();
+      const int64_t oy = 2 * (r / tl.tw), ox = 2 * (r % tl.tw);
+      fn(t, ((b * oh + oy) * ow + ox) * g.c_out, oy + 1 < oh, ox + 1 < ow);
     }
   });
 }
@@ -204,41 +221,33 @@ void filter_transform(const T* w, T* u, int64_t c_out, int64_t c_in, bool flip) 
 // cells beyond the output's edge are dropped.
 template <class T>
 void output_transform(const T* m, T* y, const Conv2dGeometry& g, int64_t n0, int64_t count) {
-  const Tiling tl = tiling(g);
-  const int64_t oh = g.out_h(), ow = g.out_w(), c = g.c_out, tiles = count * tl.per_image(),
-                plane = tiles * c;
-  const int64_t grain = std::max<int64_t>(1, kElementGrain / (16 * c));
-  parallel_for(tiles, grain, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = n0 + t / tl.per_image(), r = t % tl.per_image();
-      const int64_t oy = 2 * (r / tl.tw), ox = 2 * (r % tl.tw);
-      const bool down = oy + 1 < oh, right = ox + 1 < ow;
-      T* o00 = y + ((b * oh + oy) * ow + ox) * c;
-      T* o01 = right ? o00 + c : nullptr;  // (pointers past the output only where it goes on)
-      T* o10 = down ? o00 + ow * c : nullptr;
-      T* o11 = down && right ? o10 + c : nullptr;
-      const T* in[16];
-      for (int k = 0; k < 16; ++k) in[k] = m + k * plane + t * c;
-      for (int64_t c0 = 0; c0 < c; c0 += kBlock) {
-        const int64_t nb = std::min(kBlock, c - c0);
-        T s[16][kBlock], o[4][kBlock];
-        load_block(in, c0, nb, s);
-        for (int64_t q = 0; q < kBlock; ++q) {
-          T a[8];
-          for (int j = 0; j < 4; ++j) {  // A^T M: 2x4
-            a[0 * 4 + j] = s[0 * 4 + j][q] + s[1 * 4 + j][q] + s[2 * 4 + j][q];
-            a[1 * 4 + j] = s[1 * 4 + j][q] - s[2 * 4 + j][q] - s[3 * 4 + j][q];
-          }
-          o[0][q] = a[0] + a[1] + a[2];
-          o[1][q] = a[1] - a[2] - a[3];
-          o[2][q] = a[4] + a[5] + a[6];
-          o[3][q] = a[5] - a[6] - a[7];
+  const int64_t ow = g.out_w(), c = g.c_out, plane = count * tiling(g).per_image() * c;
+  for_each_output_tile(g, n0, count, [&](int64_t t, int64_t corner, bool down, bool right) {
+    T* o00 = y + corner;
+    T* o01 = right ? o00 + c : nullptr;  // (pointers past the output only where it goes on)
+    T* o10 = down ? o00 + ow * c : nullptr;
+    T* o11 = down && right ? o10 + c : nullptr;
+    const T* in[16];
+    for (int k = 0; k < 16; ++k) in[k] = m + k * plane + t * c;
+    for (int64_t c0 = 0; c0 < c; c0 += kBlock) {
+      const int64_t nb = std::min(kBlock, c - c0);
+      T s[16][kBlock], o[4][kBlock];
+      load_block(in, c0, nb, s);
+      for (int64_t q = 0; q < kBlock; ++q) {
+        T a[8];
+        for (int j = 0; j < 4; ++j) {  // A^T M: 2x4
+          a[0 * 4 + j] = s[0 * 4 + j][q] + s[1 * 4 + j][q] + s[2 * 4 + j][q];
+          a[1 * 4 + j] = s[1 * 4 + j][q] - s[2 * 4 + j][q] - s[3 * 4 + j][q];
         }
-        std::copy_n(o[0], nb, o00 + c0);
-        if (right) std::copy_n(o[1], nb, o01 + c0);
-        if (down) std::copy_n(o[2], nb, o10 + c0);
-        if (down && right) std::copy_n(o[3], nb, o11 + c0);
+        o[0][q] = a[0] + a[1] + a[2];
+        o[1][q] = a[1] - a[2] - a[3];
+        o[2][q] = a[4] + a[5] + a[6];
+        o[3][q] = a[5] - a[6] - a[7];
       }
+      std::copy_n(o[0], nb, o00 + c0);
+      if (right) std::copy_n(o[1], nb, o01 + c0);
+      if (down) std::copy_n(o[2], nb, o10 + c0);
+      if (down && right) std::copy_n(o[3], nb, o11 + c0);
     }
   });
 }
@@ -246,41 +255,33 @@ void output_transform(const T* m, T* y, const Conv2dGeometry& g, int64_t n0, int
 // Mg[xi][t][co] = (A dY A^T)[xi] of the chunk's 2x2 tiles of dy (zeros beyond the output's
 // edge), A = [1 0; 1 1; 1 -1; 0 -1].
 template <class T>
-void grad_output_transform(const T* dy, T* mg, const Conv2dGeometry& g, int64_t n0,
-                           int64_t count, const T* zeros) {
-  const Tiling tl = tiling(g);
-  const int64_t oh = g.out_h(), ow = g.out_w(), c = g.c_out, tiles = count * tl.per_image(),
-                plane = tiles * c;
-  const int64_t grain = std::max<int64_t>(1, kElementGrain / (16 * c));
-  parallel_for(tiles, grain, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = n0 + t / tl.per_image(), r = t % tl.per_image();
-      const int64_t oy = 2 * (r / tl.tw), ox = 2 * (r % tl.tw);
-      const bool down = oy + 1 < oh, right = ox + 1 < ow;
-      const T* e00 = dy + ((b * oh + oy) * ow + ox) * c;
-      const T* e01 = right ? e00 + c : zeros;
-      const T* e10 = down ? e00 + ow * c : zeros;
-      const T* e11 = down && right ? e00 + (ow + 1) * c : zeros;
-      T* out = mg + t * c;
-      const T* e[4] = {e00, e01, e10, e11};
-      for (int64_t c0 = 0; c0 < c; c0 += kBlock) {
-        const int64_t nb = std::min(kBlock, c - c0);
-        T d[4][kBlock], o[16][kBlock];
-        load_block(e, c0, nb, d);
-        for (int64_t q = 0; q < kBlock; ++q) {
-          const T a = d[0][q], b2 = d[1][q], c2 = d[2][q], dd = d[3][q];
-          // A e: rows (e0), (e0 + e1), (e0 - e1), (-e1) of the 2x2 tile's rows e0 = (a b2),
-          // e1 = (c2 dd); then each row r -> (r0, r0 + r1, r0 - r1, -r1).
-          const T r[8] = {a, b2, a + c2, b2 + dd, a - c2, b2 - dd, -c2, -dd};
-          for (int i = 0; i < 4; ++i) {
-            o[i * 4 + 0][q] = r[i * 2];
-            o[i * 4 + 1][q] = r[i * 2] + r[i * 2 + 1];
-            o[i * 4 + 2][q] = r[i * 2] - r[i * 2 + 1];
-            o[i * 4 + 3][q] = -r[i * 2 + 1];
-          }
+void grad_output_transform(const T* dy, T* mg, const Conv2dGeometry& g, int64_t n0, int64_t count,
+                           const T* zeros) {
+  const int64_t ow = g.out_w(), c = g.c_out, plane = count * tiling(g).per_image() * c;
+  for_each_output_tile(g, n0, count, [&](int64_t t, int64_t corner, bool down, bool right) {
+    const T* e00 = dy + corner;
+    const T* e01 = right ? e00 + c : zeros;
+    const T* e10 = down ? e00 + ow * c : zeros;
+    const T* e11 = down && right ? e00 + (ow + 1) * c : zeros;
+    T* out = mg + t * c;
+    const T* e[4] = {e00, e01, e10, e11};
+    for (int64_t c0 = 0; c0 < c; c0 += kBlock) {
+      const int64_t nb = std::min(kBlock, c - c0);
+      T d[4][kBlock], o[16][kBlock];
+      load_block(e, c0, nb, d);
+      for (int64_t q = 0; q < kBlock; ++q) {
+        const T a = d[0][q], b2 = d[1][q], c2 = d[2][q], dd = d[3][q];
+        // A e: rows (e0), (e0 + e1), (e0 - e1), (-e1) of the 2x2 tile's rows e0 = (a b2),
+        // e1 = (c2 dd); then each row r -> (r0, r0 + r1, r0 - r1, -r1).
+        const T r[8] = {a, b2, a + c2, b2 + dd, a - c2, b2 - dd, -c2, -dd};
+        for (int i = 0; i < 4; ++i) {
+          o[i * 4 + 0][q] = r[i * 2];
+          o[i * 4 + 1][q] = r[i * 2] + r[i * 2 + 1];
+          o[i * 4 + 2][q] = r[i * 2] - r[i * 2 + 1];
+          o[i * 4 + 3][q] = -r[i * 2 + 1];
         }
-        store_block(o, out + c0, plane, nb);
       }
+      store_block(o, out + c0, plane, nb);
     }
   });
 }
@@ -302,8 +303,8 @@ void winograd_with(const T* x, const T* u, bool out_by_in, T* y, const Conv2dGeo
     const int64_t count = std::min(chunk, g.n - n0), tiles = count * per_image;
     input_transform(x, v.data(), g, n0, count, zeros.data());
     sixteen_gemms([&](int64_t xi) {
-      gemm<T>(false, out_by_in, tiles, g.c_out, g.c_in, 1.0, v.data() + xi * tiles * g.c_in,
-              g.c_in, u + xi * g.c_out * g.c_in, out_by_in ? g.c_in : g.c_out, 0.0,
+      gemm<T>(false, out_by_in, tiles, g.c_out, g.c_in, 1.0, v.data() + xi * tiles * g.c_in, g.c_in,
+              u + xi * g.c_out * g.c_in, out_by_in ? g.c_in : g.c_out, 0.0,
               m.data() + xi * tiles * g.c_out, g.c_out);
     });
     output_transform(m.data(), y, g, n0, count);
@@ -347,9 +348,9 @@ void winograd_backward_filter(const T* x, const T* dy, T* dw, const Conv2dGeomet
     input_transform(x, v.data(), g, n0, count, zeros.data());
     grad_output_transform(dy, mg.data(), g, n0, count, zeros.data());
     sixteen_gemms([&](int64_t xi) {  // dU_xi += Mg_xi^T V_xi
-      gemm<T>(true, false, g.c_out, g.c_in, tiles, 1.0, mg.data() + xi * tiles * g.c_out,
-              g.c_out, v.data() + xi * tiles * g.c_in, g.c_in, 1.0,
-              du.data() + xi * g.c_out * g.c_in, g.c_in);
+      gemm<T>(true, false, g.c_out, g.c_in, tiles, 1.0, mg.data() + xi * tiles * g.c_out, g.c_out,
+              v.data() + xi * tiles * g.c_in, g.c_in, 1.0, du.data() + xi * g.c_out * g.c_in,
+              g.c_in);
     });
   }
   // dg = G^T dU G, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1], into OHWI dw.
@@ -376,7 +377,7 @@ void winograd_backward_filter(const T* x, const T* dy, T* dw, const Conv2dGeomet
                });
 }
 
-#define MLAI_INSTANTIATE(T)                                                                \
+#define MLAI_INSTANTIATE(T)                                                               \
   template void winograd_forward<T>(const T*, const T*, T*, const Conv2dGeometry&);       \
   template void winograd_backward_data<T>(const T*, const T*, T*, const Conv2dGeometry&); \
   template void winograd_backward_filter<T>(const T*, const T*, T*, const Conv2dGeometry&);

@@ -1,6 +1,6 @@
 // Tests for io/tensorboard: CRC32C known vectors, the written file checked byte by byte by a
-// small TFRecord + protobuf reader (tb_reader.h), and a read-back through TensorBoard's own
-// Python reader.
+// small TFRecord + protobuf reader (tb_reader.h), and read-backs through TensorBoard's own
+// Python reader and HParams plugin.
 #include "io/tensorboard.h"
 
 #include <gtest/gtest.h>
@@ -39,6 +39,25 @@ class TensorBoardTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
+  struct ScriptRun {
+    std::string cmd, out, err;
+    int rc;
+  };
+  // Runs `python3 test/io/<script> <dir_>`: its standard output, error and exit status.
+  ScriptRun run_script(const std::string& script) const {
+    ScriptRun r;
+    const std::string err = (dir_ / "stderr.txt").string();
+    r.cmd = "python3 '" + std::string(MLAI_SOURCE_DIR) + "/test/io/" + script + "' '" +
+            dir_.string() + "' 2>'" + err + "'";
+    FILE* pipe = popen(r.cmd.c_str(), "r");
+    if (pipe == nullptr) return {r.cmd, "", "popen failed", -1};
+    char buf[4096];
+    while (size_t n = fread(buf, 1, sizeof buf, pipe)) r.out.append(buf, n);
+    r.rc = pclose(pipe);
+    std::ifstream errs(err);
+    r.err.assign(std::istreambuf_iterator<char>(errs), std::istreambuf_iterator<char>());
+    return r;
+  }
   fs::path dir_;
 };
 
@@ -108,18 +127,10 @@ TEST_F(TensorBoardTest, TensorBoardPythonReadsOurFile) {
     w.add_scalar("val/acc", 0.8765f, 40);
     want[{"val/acc", 40}] = 0.8765f;
   }
-  const std::string script = std::string(MLAI_SOURCE_DIR) + "/test/io/read_tensorboard.py";
-  const std::string err = (dir_ / "stderr.txt").string();
-  const std::string cmd = "python3 '" + script + "' '" + dir_.string() + "' 2>'" + err + "'";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  int rc = pclose(pipe);
-  std::ifstream errs(err);
-  std::string err_text((std::istreambuf_iterator<char>(errs)), std::istreambuf_iterator<char>());
-  ASSERT_EQ(rc, 0) << cmd << "\n" << err_text;
+  const ScriptRun run = run_script("read_tensorboard.py");
+  ASSERT_EQ(run.rc, 0) << run.cmd << "\n" << run.err;
+  const std::string& out = run.out;
+  const std::string& err_text = run.err;
 
   std::map<std::pair<std::string, int64_t>, float> got;
   std::istringstream lines(out);
@@ -149,18 +160,9 @@ TEST_F(TensorBoardTest, TensorBoardsHParamsPluginListsOurRuns) {
     a.end_hparams_session(true, 1001.0);
     b.end_hparams_session(false, 1001.0);
   }
-  const std::string script = std::string(MLAI_SOURCE_DIR) + "/test/io/read_hparams.py";
-  const std::string err = (dir_ / "stderr.txt").string();
-  const std::string cmd = "python3 '" + script + "' '" + dir_.string() + "' 2>'" + err + "'";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  const int rc = pclose(pipe);
-  std::ifstream errs(err);
-  std::string err_text((std::istreambuf_iterator<char>(errs)), std::istreambuf_iterator<char>());
-  ASSERT_EQ(rc, 0) << cmd << "\n" << err_text;
+  const ScriptRun run = run_script("read_hparams.py");
+  ASSERT_EQ(run.rc, 0) << run.cmd << "\n" << run.err;
+  const std::string& out = run.out;
   std::vector<std::string> lines;
   std::istringstream in(out);
   for (std::string l; std::getline(in, l);) lines.push_back(l);

@@ -1,0 +1,60 @@
+// The trainer tests' fixture: a small synthetic MNIST-format set (synthetic_data.h), the
+// trainer's configuration for it, and helpers to compare weights, crash a run and read its
+// TensorBoard scalars. Used by trainer_test.cpp and trainer_callbacks_test.cpp.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "../io/tb_reader.h"
+#include "nn/trainer.h"
+#include "synthetic_data.h"
+
+namespace mlai::nn {
+
+class TrainerTest : public testing::SyntheticDataTest {
+ protected:
+  Config base() const {
+    Config c = synthetic_config();
+    c.epochs = 2;
+    c.workers = 2;
+    return c;
+  }
+  static std::vector<std::vector<float>> weights(Trainer& t) {
+    std::vector<std::vector<float>> w;
+    for (auto& [n, v] : t.model().named_parameters()) w.push_back(v.data().to_vector<float>());
+    return w;
+  }
+  // Runs c until MLAI_FAULT_RANK makes it throw at optimizer step `step` (a crash without a
+  // signal) and returns the last.h5 it left in <log_dir>/<experiment_name> ("" if none).
+  static std::string crash_at(const Config& c, int step) {
+    setenv("MLAI_FAULT_RANK", "0", 1);
+    setenv("MLAI_FAULT_STEP", std::to_string(step).c_str(), 1);
+    Trainer dying(c);
+    EXPECT_THROW(dying.fit(), std::runtime_error);
+    unsetenv("MLAI_FAULT_RANK");
+    unsetenv("MLAI_FAULT_STEP");
+    std::string ckpt;
+    for (auto& e : std::filesystem::recursive_directory_iterator(c.log_dir + "/" + c.experiment_name))
+      if (e.path().filename() == "last.h5") ckpt = e.path();
+    return ckpt;
+  }
+};
+
+// The steps of every TensorBoard scalar with this tag in a run's event file.
+inline std::vector<int64_t> scalar_steps(const std::string& version_dir, const std::string& tag) {
+  std::vector<int64_t> steps;
+  for (auto& e : std::filesystem::directory_iterator(version_dir))
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
+      for (const std::string& rec : testing::read_records(e.path()))
+        if (const testing::Scalar sc = testing::decode_scalar(rec); sc.tag == tag)
+          steps.push_back(sc.step);
+  return steps;
+}
+
+}  // namespace mlai::nn
