@@ -1,16 +1,20 @@
 // mlai_train: train an image classifier.
 //   mlai_train --arch mlp --dataset fashion-mnist --epochs 10
-// Every flag is documented in --help. Bad flags exit with code 2 and a one-line error; a
+// Every flag is documented in --help; --config FILE.yaml reads them from a file (what
+// --print-config prints). Bad flags exit with code 2 and a one-line error; a
 // failure while training exits with 1; a run stopped by SIGINT/SIGTERM/SIGUSR1 saves
 // checkpoints/last.h5 (resume with --resume) and exits with 128 + the signal number.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "dist/process_group.h"
 #include "kernels/parallel.h"
+#include "nn/config_file.h"
 #include "nn/models.h"
 #include "nn/trainer.h"
 
@@ -22,10 +26,11 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
-void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
+void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hidden) {
   using mlai::nn::model_names;
   app.add_option("--arch", c.arch, "Model: " + join(model_names()))->capture_default_str();
-  app.add_option("--hidden", hidden, "Hidden widths of the mlp, comma-separated (default 128,256)");
+  app.add_option("--hidden", hidden, "Hidden widths of the mlp, comma-separated (default 128,256)")
+      ->delimiter(',');
   app.add_option("--dropout", c.dropout, "Dropout after each hidden layer of the mlp")->capture_default_str();
   app.add_option("--dataset", c.dataset, "Dataset: " + join(mlai::io::dataset_names()))->capture_default_str();
   app.add_option("--data-dir", c.data_dir,
@@ -164,6 +169,34 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::string& hidden) {
                  "aborts (a hung rank; 0: wait forever)")->capture_default_str();
 }
 
+// --hidden 512,256 (or hidden = [512, 256] in a config file): positive widths.
+std::vector<int64_t> parse_widths(const std::vector<std::string>& parts) {
+  std::vector<int64_t> widths;
+  for (const auto& w : parts) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(w, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != w.size() || v < 1)
+      throw CLI::ValidationError("--hidden", "expected positive widths like 512,256, got '" + w + "'");
+    widths.push_back(v);
+  }
+  return widths;
+}
+
+// CLI11's complaint about a --config file, said in mlai's words: which file, which key.
+std::string config_error(const CLI::App& app, const std::string& what) {
+  const std::string file = app.get_option("--config")->as<std::string>();
+  const std::string prefix = "INI was not able to parse ";
+  if (what.rfind(prefix, 0) != 0) return "--config " + file + ": " + what;
+  std::string key = what.substr(prefix.size());
+  return "--config " + file + ": unknown key '" + key +
+         "' (keys are the flags without '--': mlai_train --print-config lists them)";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -184,34 +217,37 @@ int main(int argc, char** argv) {
     return 2;
   };
   mlai::nn::Config cfg;
-  std::string hidden;
+  std::vector<std::string> hidden;
+  bool print_config = false;
   CLI::App app{"mlai_train: train an image classifier on the CPU or GPUs (mlai)"};
   app.get_formatter()->column_width(34);
+  // LightningCLI's --config / --print_config: a YAML file that CLI11 applies through mlai's
+  // reader, a flag on the command line winning over the same key in it.
+  app.set_config("--config", "",
+                 "Read settings from a YAML file of key: value lines, each key a flag without "
+                 "'--' (what --print-config prints and each run saves as config.yaml); flags "
+                 "on the command line override it");
+  app.config_formatter(mlai::nn::yaml_config_reader());
+  app.allow_config_extras(CLI::config_extras_mode::error);
+  app.add_flag("--print-config", print_config,
+               "Print every setting (after --config and the other flags) as a --config file, "
+               "and exit");
   add_flags(app, cfg, hidden);
   try {
-    app.parse(argc, argv);
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::ConfigError& e) {
+      throw CLI::ConfigError(config_error(app, e.what()));
+    } catch (const CLI::FileError& e) {
+      throw CLI::FileError("--config: " + std::string(e.what()));
+    }
     if (app.count("--fast-dev-run") && cfg.fast_dev_run == 0) cfg.fast_dev_run = 1;
-    if (app.count("--lr-find") && cfg.lr_find.empty()) cfg.lr_find = "apply";
+    if (app.count("--lr-find") && cfg.lr_find.empty()) cfg.lr_find = "apply";  // bare --lr-find
+    if (cfg.lr_find == "true") cfg.lr_find = "apply";  // lr-find = true in a config file
+    if (cfg.lr_find == "false") cfg.lr_find.clear();
     // Lightning's max_steps alone trains as many epochs as the steps need (max_epochs -1).
     if (app.count("--max-steps") && !app.count("--epochs") && cfg.max_steps > 0) cfg.epochs = -1;
-    if (!hidden.empty()) {
-      size_t pos = 0;
-      while (pos <= hidden.size()) {
-        const size_t end = std::min(hidden.find(',', pos), hidden.size());
-        const std::string w = hidden.substr(pos, end - pos);
-        size_t used = 0;
-        long long v = 0;
-        try {
-          v = std::stoll(w, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        if (used == 0 || used != w.size() || v < 1)
-          throw CLI::ValidationError("--hidden", "expected positive widths like 512,256, got '" + hidden + "'");
-        cfg.hidden.push_back(v);
-        pos = end + 1;
-      }
-    }
+    cfg.hidden = parse_widths(hidden);
     cfg.validate();
   } catch (const CLI::CallForHelp& e) {
     const int rc = group->is_main() ? app.exit(e) : 0;
@@ -225,6 +261,11 @@ int main(int argc, char** argv) {
     return flag_error(std::string(e.what()) + " (see --help)");
   } catch (const std::invalid_argument& e) {
     return flag_error(e.what());
+  }
+  if (print_config) {
+    if (group->is_main()) std::fputs(mlai::nn::config_yaml(cfg).c_str(), stdout);
+    group->finalize();
+    return 0;
   }
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);

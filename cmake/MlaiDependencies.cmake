@@ -34,6 +34,8 @@ find_package(nlohmann_json CONFIG QUIET)
 mlai_require(nlohmann_json_FOUND "nlohmann-json" "nlohmann-json3-dev")
 find_package(spdlog CONFIG QUIET)
 mlai_require(spdlog_FOUND "spdlog" "libspdlog-dev")
+find_package(yaml-cpp CONFIG QUIET)
+mlai_require(yaml-cpp_FOUND "yaml-cpp" "libyaml-cpp-dev")
 
 if(MLAI_BUILD_TESTS)
   find_package(GTest QUIET)
@@ -49,6 +51,7 @@ add_library(mlai::deps ALIAS mlai_deps)
 target_include_directories(mlai_deps INTERFACE ${MLAI_CBLAS_INCLUDE} ${HDF5_INCLUDE_DIRS})
 target_link_libraries(mlai_deps INTERFACE ${MLAI_OPENBLAS_LIB} MPI::MPI_CXX ${HDF5_C_LIBRARIES}
                       ZLIB::ZLIB CLI11::CLI11 nlohmann_json::nlohmann_json spdlog::spdlog
+                      ${YAML_CPP_LIBRARIES}
                       Threads::Threads)
 target_compile_definitions(mlai_deps INTERFACE ${HDF5_C_DEFINITIONS})
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "io/tensorboard.h"
+#include "nn/config_file.h"
 #include "nn/trainer.h"
 
 namespace mlai::nn {
@@ -107,6 +108,8 @@ void Trainer::write_hparams(const nlohmann::json& extra) {
       {"train", data_.train.count}, {"val", data_.val.count}, {"test", data_.test.count}};
   for (const auto& [k, v] : extra.items()) hp[k] = v;
   std::ofstream(dir_ + "/hparams.json") << hp.dump(2) << "\n";
+  // LightningCLI's config.yaml: `mlai_train --config .../config.yaml` runs this again.
+  std::ofstream(dir_ + "/config.yaml") << config_yaml(cfg_);
   tb_->add_hparams(tb_hparams(hp["config"], group_.world()));
   tb_->flush();
 }

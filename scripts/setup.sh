@@ -27,7 +27,7 @@ done
 
 # Debian packages; the last one is data, not needed to build or test.
 packages=(build-essential cmake pkg-config git libopenblas-dev libopenmpi-dev openmpi-bin
-  libhdf5-dev zlib1g-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libgtest-dev
+  libhdf5-dev zlib1g-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libyaml-cpp-dev libgtest-dev
   libbenchmark-dev python3)
 data_package=dataset-fashion-mnist
 [ "$with_data" = 1 ] && packages+=("$data_package")
@@ -140,7 +140,7 @@ find_package(HDF5 COMPONENTS C QUIET)
 probe(HDF5 HDF5_FOUND)
 find_package(ZLIB QUIET)
 probe(zlib ZLIB_FOUND)
-foreach(pkg CLI11 nlohmann_json spdlog benchmark)
+foreach(pkg CLI11 nlohmann_json spdlog yaml-cpp benchmark)
   find_package(${pkg} CONFIG QUIET)
   probe(${pkg} ${pkg}_FOUND)
 endforeach()
@@ -179,8 +179,8 @@ EOF
     say "Missing: ${missing[*]}"
     [ ${#modules[@]} -gt 0 ] && say "Try:     module load $(printf '%s\n' "${modules[@]}" | awk '!seen[$0]++' | paste -sd' ')"
     case " ${missing[*]} " in
-      *" CLI11 "* | *" nlohmann_json "* | *" spdlog "*)
-        say "CLI11, nlohmann-json and spdlog are rarely modules: 'spack install cli11 nlohmann-json spdlog'"
+      *" CLI11 "* | *" nlohmann_json "* | *" spdlog "* | *" yaml-cpp "*)
+        say "CLI11, nlohmann-json, spdlog and yaml-cpp are rarely modules: 'spack install cli11 nlohmann-json spdlog yaml-cpp'"
         say "(or build them into a prefix of your own) and add that prefix to CMAKE_PREFIX_PATH." ;;
     esac
     return 1

@@ -2,33 +2,17 @@
 // line naming the flag; --help documents every flag.
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <string>
 #include <fcntl.h>
-#include <sys/wait.h>
+
+#include <string>
+
+#include "cli_run.h"
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;
-};
-
-Result run(const std::string& args) {
-  const std::string cmd = std::string(MLAI_BINARY_DIR) + "/bin/mlai_train " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (p && fgets(buf, sizeof(buf), p)) out += buf;
-  const int status = p ? pclose(p) : -1;
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-int lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
-}
+using Result = mlai::testing::CliResult;
+Result run(const std::string& args) { return mlai::testing::run_mlai_train(args); }
+int lines(const std::string& s) { return mlai::testing::count_lines(s); }
 
 TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
   const std::pair<const char*, const char*> cases[] = {

@@ -31,7 +31,7 @@ TEST_F(TrainerTest, LearnsAndWritesTheExperimentFiles) {
   EXPECT_LT(r.last_train_loss, 0.5);
   EXPECT_EQ(r.global_step, 3 * 18);  // 576 training images (10% held out) / 32
   for (const char* f :
-       {"hparams.json", "metrics.csv", "checkpoints/last.h5", "checkpoints/best.h5"})
+       {"hparams.json", "config.yaml", "metrics.csv", "checkpoints/last.h5", "checkpoints/best.h5"})
     EXPECT_TRUE(fs::exists(r.version_dir + "/" + f)) << f;
   bool events = false;
   for (auto& e : fs::directory_iterator(r.version_dir))
