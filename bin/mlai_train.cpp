@@ -144,6 +144,10 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "Also keep the K best validations' checkpoints as "
                  "epoch=E-step=S-<monitor>=V.h5 (1: best.h5 only; -1: all; 0: no best.h5)")
       ->capture_default_str();
+  app.add_option("--test-ckpt", c.test_ckpt,
+                 "Weights the final test uses: last (those training ended with) or best "
+                 "(best.h5's, the best validation by --checkpoint-monitor)")
+      ->capture_default_str();
   app.add_option("--checkpoint-every-n-steps", c.checkpoint_every_n_steps,
                  "Also write last.h5 every N optimizer steps, mid-epoch included (0: off)")
       ->capture_default_str();

@@ -93,6 +93,9 @@ void Config::validate() const {
   one_of(checkpoint_monitor, {"val_accuracy", "val_loss"}, "--checkpoint-monitor");
   require(save_top_k >= -1, "--save-top-k must be >= -1 (-1: all, 0: none), got " +
                                 std::to_string(save_top_k));
+  one_of(test_ckpt, {"last", "best"}, "--test-ckpt");
+  require(!(test_ckpt == "best" && save_top_k == 0),
+          "--test-ckpt best needs best.h5, which --save-top-k 0 does not write");
   require(checkpoint_every_n_steps >= 0, "--checkpoint-every-n-steps must be >= 0 (0: off)");
   require(early_stopping_patience >= 0, "--early-stopping-patience must be >= 0");
   require(gradient_clip_val >= 0, "--gradient-clip-val must be >= 0 (0: no clipping)");
@@ -180,7 +183,8 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(lr_scale) X(sync_bn) X(dist_timeout) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
-  X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find)
+  X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) \
+  X(test_ckpt)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

@@ -97,6 +97,10 @@ struct Config {
   // Lightning's ModelCheckpoint(every_n_train_steps): last.h5 every N optimizer steps too, so a
   // run that dies mid-epoch (a node failure, no signal) resumes from there (0: off).
   int64_t checkpoint_every_n_steps = 0;
+  // Which weights the final test uses, as Lightning's trainer.test(ckpt_path=...): "last" (the
+  // weights training ended with) or "best" (best.h5's: the best validation by
+  // checkpoint_monitor).
+  std::string test_ckpt = "last";
   std::string resume;
   std::string
       pretrained;  // initial weights by name (model/<name>) from a checkpoint or weights file

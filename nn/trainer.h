@@ -123,6 +123,7 @@ class Trainer {
   // Lightning's EarlyStopping after a validation: true when patience has run out.
   bool early_stopping_update(const EvalResult& v);
   double train_seconds() const;  // over every resume (--max-time)
+  void load_best_for_test();  // --test-ckpt best
   void test_and_report(FitResult& res);
 
   Profiler profiler_;

@@ -342,7 +342,35 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
   return stop_early;
 }
 
+// --test-ckpt best (Lightning's trainer.test(ckpt_path="best")): rank 0 reads best.h5's weights
+// and buffers, which every rank then takes from it. Every rank decides alike: the best score is
+// computed from allreduced validation metrics.
+void Trainer::load_best_for_test() {
+  if (cfg_.test_ckpt != "best") return;
+  if (dev_run_ || std::isnan(state_.best_score)) {
+    if (main_)
+      std::printf("--test-ckpt best: %s, so the test uses the final weights\n",
+                  dev_run_ ? "fast_dev_run writes no best.h5"
+                           : "no validation in this run's directory chose a best.h5");
+    return;
+  }
+  const std::string path = dir_ + "/checkpoints/best.h5";
+  if (main_) load_weights(path, *model_, {});
+  if (comm_) {
+    std::vector<Tensor*> shared;
+    for (auto& [n, v] : model_->named_parameters())
+      shared.push_back(&const_cast<Variable&>(v).data());
+    for (auto& [n, b] : model_->named_buffers()) shared.push_back(b);
+    dist::broadcast_tensors(*comm_, shared);
+  }
+  model_->refresh_working_parameters();
+  if (main_)
+    std::printf("testing the weights of %s (%s %.4f)\n", path.c_str(),
+                cfg_.checkpoint_monitor.c_str(), state_.best_score);
+}
+
 void Trainer::test_and_report(FitResult& res) {
+  load_best_for_test();
   {
     Profiler::Scope s(profiler_, "test");
     res.test = evaluate(

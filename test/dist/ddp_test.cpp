@@ -127,6 +127,29 @@ TEST_F(Ddp, MaxTimeOnOneRankStopsBothAtTheSameStep) {
   EXPECT_EQ(r.test.samples, 200);
 }
 
+// --test-ckpt best under data parallelism: rank 0 reads best.h5 (an epoch before the last) and
+// every rank tests with those weights, the same bits on both.
+TEST_F(Ddp, TestCkptBestTestsRankZerosBestWeightsOnEveryRank) {
+  nn::Config c = config(16);
+  c.epochs = 4;
+  c.checkpoint_every = 1;
+  c.checkpoint_monitor = "val_accuracy";  // reaches its best (a tie keeps the first) early
+  c.test_ckpt = "best";
+  nn::Trainer ddp(c, "", group());
+  const nn::FitResult r = ddp.fit();
+  const std::vector<double> w = flat_weights(ddp);
+  double checksum = 0;
+  for (size_t i = 0; i < w.size(); ++i) checksum += w[i] * static_cast<double>(i % 97 + 1);
+  EXPECT_EQ(allreduce_host(group(), checksum, true), checksum);  // the same on both ranks
+  EXPECT_EQ(r.test.samples, 200);
+  if (group().rank() == 0) {
+    const std::string best = r.version_dir + "/checkpoints/best.h5";
+    const nn::TrainState st = nn::load_checkpoint(best, ddp.model(), nullptr);
+    EXPECT_LT(st.global_step, r.global_step);  // best.h5 is not the last epoch's weights
+    EXPECT_EQ(flat_weights(ddp), w);           // and they are what was tested
+  }
+}
+
 TEST_F(Ddp, ShardsAreDisjointAndCoverTheEpoch) {
   const int64_t n = 1000;
   std::vector<int64_t> mine = io::epoch_indices(n, true, 3, 1, group().rank(), 2);

@@ -43,6 +43,8 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--lr-find sometimes", "--lr-find"},
       {"--lr-find --fast-dev-run", "--lr-find"},
       {"--checkpoint-monitor train_loss", "--checkpoint-monitor"},
+      {"--test-ckpt first", "--test-ckpt"},
+      {"--test-ckpt best --save-top-k 0", "--test-ckpt"},
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);

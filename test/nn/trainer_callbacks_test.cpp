@@ -403,6 +403,51 @@ TEST_F(TrainerTest, KeepsTheTopKCheckpointsByTheMonitoredMetric) {
   EXPECT_THROW(bad.validate(), std::invalid_argument);
 }
 
+// --test-ckpt best (Lightning's trainer.test(ckpt_path="best")): a requeued job (the same
+// SLURM_JOB_ID, so the same directory and best.h5) resumes for a third epoch at a learning rate
+// that wrecks the model. Its test then uses best.h5, the weights the first two epochs ended
+// with, and gets their test result; --test-ckpt last tests the wrecked weights.
+TEST_F(TrainerTest, TestsTheBestCheckpointWhenAsked) {
+  setenv("SLURM_JOB_ID", "4242", 1);
+  Config c = base();
+  c.epochs = 2;
+  c.lr_schedule = "constant";
+  c.checkpoint_monitor = "val_loss";  // falls in both epochs, so best.h5 is the second's
+  Trainer good(c);
+  const FitResult r1 = good.fit();
+  const auto best_weights = weights(good);
+  const std::string after_two = r1.version_dir + "/after_two_epochs.h5";
+  fs::copy_file(r1.version_dir + "/checkpoints/last.h5", after_two);
+  auto requeued = [&](const std::string& which) {
+    Config more = c;
+    more.epochs = 3;
+    more.lr = 5.0;
+    more.test_ckpt = which;
+    more.resume = after_two;
+    auto t = std::make_unique<Trainer>(more);
+    const FitResult r = t->fit();
+    EXPECT_EQ(r.version_dir, r1.version_dir);
+    EXPECT_EQ(r.epochs_completed, 3);
+    return std::make_pair(weights(*t), r.test);
+  };
+  const auto [best_w, best_test] = requeued("best");
+  const auto [last_w, last_test] = requeued("last");
+  unsetenv("SLURM_JOB_ID");
+  EXPECT_EQ(best_w, best_weights);
+  EXPECT_NE(last_w, best_weights);
+  EXPECT_EQ(best_test.loss, r1.test.loss);
+  EXPECT_EQ(best_test.confusion.accuracy(), r1.test.confusion.accuracy());
+  EXPECT_GT(last_test.loss, best_test.loss);  // the third epoch did wreck it
+
+  Config bad = base();
+  bad.test_ckpt = "best";
+  bad.save_top_k = 0;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad.save_top_k = 1;
+  bad.test_ckpt = "first";
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+}
+
 // Lightning's val_check_interval and check_val_every_n_epoch: validations at half epochs (steps
 // 9 and 27) besides the epochs' ends; training itself is untouched by them (the same weights as
 // without); and with validation every 2nd epoch of 3, only epochs 2 and 3 validate.
