@@ -72,8 +72,9 @@ void check(const Options& o) {
   auto require = [](bool ok, const std::string& msg) {
     if (!ok) throw std::invalid_argument(msg);
   };
-  require(o.from == "fashion-mnist" || o.from == "mnist" || o.from == "cifar10",
-          "--from '" + o.from + "' is unknown (expected fashion-mnist, mnist or cifar10)");
+  require(o.from == "fashion-mnist" || o.from == "mnist" || o.from == "cifar10" ||
+              o.from == "cifar100",
+          "--from '" + o.from + "' is unknown (expected fashion-mnist, mnist, cifar10 or cifar100)");
   require(o.split == "train" || o.split == "test" || o.split == "all",
           "--split '" + o.split + "' is unknown (expected train, test or all)");
   require(!o.out.empty() && o.out.back() != '/',
@@ -91,8 +92,8 @@ int main(int argc, char** argv) {
   CLI::App app{"mlai_convert: pack a dataset into one HDF5 file per split (mlai-images-1)"};
   app.get_formatter()->column_width(30);
   app.add_option("--from", o.from,
-                 "Source format: fashion-mnist, mnist (IDX files, plain or .gz) "
-                 "or cifar10 (binary batches)")
+                 "Source format: fashion-mnist, mnist (IDX files, plain or .gz), "
+                 "cifar10 or cifar100 (binary versions)")
       ->required();
   app.add_option("--data-dir", o.data_dir,
                  "Directory with the source files (default: /usr/share/datasets/fashion-mnist "

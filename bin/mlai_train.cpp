@@ -44,7 +44,7 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                "streaming samples from it (IDX and CIFAR files are always read whole)");
   app.add_option("--val-split", c.val_split, "Fraction of the training set held out for validation (seeded)")->capture_default_str();
   app.add_option("--augment", c.augment,
-                 "Training augmentation: auto (random 4-pixel-padded crop + flip for cifar10, "
+                 "Training augmentation: auto (random 4-pixel-padded crop + flip for cifar10/100, "
                  "none otherwise), none or crop-flip")->capture_default_str();
   app.add_option("--prefetch", c.prefetch,
                  "Batches the workers prepare ahead of training (pinned host slots on GPUs)")->capture_default_str();

@@ -1,6 +1,9 @@
-// CIFAR-10, binary version (cifar-10-binary.tar.gz): data_batch_1..5.bin (train) and
-// test_batch.bin (test), each a run of 3073-byte records: a label byte, then 32x32 R, G and B
-// planes. Read into a Dataset (NHWC uint8, int64 labels) with strict size and label checks.
+// CIFAR-10 and CIFAR-100, binary versions (cifar-10-binary.tar.gz, cifar-100-binary.tar.gz):
+// runs of fixed-size records, each its label byte(s), then 32x32 R, G and B planes. CIFAR-10:
+// data_batch_1..5.bin and test_batch.bin, 3073-byte records with one label. CIFAR-100:
+// train.bin and test.bin, 3074-byte records with the coarse (0..19) then the fine label (0..99);
+// mlai trains on the fine labels, as torchvision's CIFAR100 does. Read into a Dataset (NHWC
+// uint8, int64 labels) with strict size and label checks.
 #pragma once
 
 #include <string>
@@ -11,17 +14,21 @@
 namespace mlai::io {
 
 constexpr int64_t kCifarSide = 32;
-constexpr int64_t kCifarRecordBytes = 1 + 3 * kCifarSide * kCifarSide;  // 3073
+constexpr int64_t kCifarPixelBytes = 3 * kCifarSide * kCifarSide;  // 3072
 
-// The batch files of `split` ("train" or "test") in `dir` or in its cifar-10-batches-bin/
-// subfolder (where the tarball unpacks). Throws listing every path tried when one is missing.
-std::vector<std::string> find_cifar10_files(const std::string& dir, const std::string& split);
+// The files of `split` ("train" or "test") of `name` ("cifar10" or "cifar100") in `dir` or in
+// the subfolder its tarball unpacks to (cifar-10-batches-bin/, cifar-100-binary/). Throws
+// listing every path tried when one is missing.
+std::vector<std::string> find_cifar_files(const std::string& name, const std::string& dir,
+                                          const std::string& split);
 
-// Reads and concatenates batch files, planes interleaved into NHWC. Throws naming the file on a
-// size that is zero or not a multiple of 3073 bytes, and the file and record on a label > 9.
-Dataset read_cifar10(const std::vector<std::string>& files);
+// Reads and concatenates the files, planes interleaved into NHWC, with class names (CIFAR-100's
+// from fine_label_names.txt beside the files when it is there, else "0".."99") and the
+// normalization statistics. Throws naming the file on a size that is zero or not a whole
+// number of records, and the file and record on a label out of range.
+Dataset read_cifar(const std::string& name, const std::vector<std::string>& files);
 
-// find_cifar10_files + read_cifar10, with class names and normalization statistics.
-Dataset load_cifar10(const std::string& dir, const std::string& split);
+// find_cifar_files + read_cifar.
+Dataset load_cifar(const std::string& name, const std::string& dir, const std::string& split);
 
 }  // namespace mlai::io

@@ -1,4 +1,4 @@
-// Datasets by name: IDX-based MNIST and Fashion-MNIST, CIFAR-10 binary, packed HDF5 files;
+// Datasets by name: IDX-based MNIST and Fashion-MNIST, CIFAR-10/100 binary, packed HDF5 files;
 // validation split, subsets.
 #include "io/dataset.h"
 
@@ -13,7 +13,9 @@
 
 namespace mlai::io {
 
-std::vector<std::string> dataset_names() { return {"fashion-mnist", "mnist", "cifar10", "hdf5"}; }
+std::vector<std::string> dataset_names() {
+  return {"fashion-mnist", "mnist", "cifar10", "cifar100", "hdf5"};
+}
 
 std::string default_data_dir(const std::string& name) {
   if (name == "fashion-mnist") return "/usr/share/datasets/fashion-mnist";
@@ -163,9 +165,9 @@ Dataset load_split(const std::string& name, const std::string& dir_in, const std
   if (name == "fashion-mnist" || name == "mnist") {
     return from_idx(name, dir, split == "train" ? "train" : "t10k");
   }
-  if (name == "cifar10") return load_cifar10(dir, split);
+  if (name == "cifar10" || name == "cifar100") return load_cifar(name, dir, split);
   throw std::invalid_argument("unknown dataset '" + name +
-                              "' (expected fashion-mnist, mnist or cifar10)");
+                              "' (expected fashion-mnist, mnist, cifar10 or cifar100)");
 }
 
 DataSplits load_dataset(const std::string& name, const std::string& dir, double val_split,
@@ -175,7 +177,8 @@ DataSplits load_dataset(const std::string& name, const std::string& dir, double 
   DataSplits out;
   if (name == "hdf5") {
     load_hdf5(data_path, cache, out);
-  } else if (name == "fashion-mnist" || name == "mnist" || name == "cifar10") {
+  } else if (name == "fashion-mnist" || name == "mnist" || name == "cifar10" ||
+             name == "cifar100") {
     out.train = load_split(name, dir, "train");
     out.test = load_split(name, dir, "test");
   } else {

@@ -22,7 +22,7 @@ struct Config {
   double val_split = 0.1;
   int workers = 2;
   int prefetch = 4;              // batches the workers may prepare ahead of the trainer
-  std::string augment = "auto";  // auto (crop-flip for cifar10), none, crop-flip
+  std::string augment = "auto";  // auto (crop-flip for cifar10/100), none, crop-flip
   // loss and optimisation
   std::string criterion = "cross_entropy";
   double label_smoothing = 0.0;

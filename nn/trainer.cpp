@@ -290,10 +290,11 @@ FitResult Trainer::fit() {
   lo.dtype = compute_dtype(precision_);
   lo.rank = group_.rank();
   lo.world = group_.world();
-  // Training augmentation: random 4-pixel-padded crops and flips for CIFAR-10 by default
+  // Training augmentation: random 4-pixel-padded crops and flips for CIFAR by default
   // (evaluation only normalizes).
   const bool crop_flip =
-      cfg_.augment == "crop-flip" || (cfg_.augment == "auto" && cfg_.dataset == "cifar10");
+      cfg_.augment == "crop-flip" ||
+      (cfg_.augment == "auto" && (cfg_.dataset == "cifar10" || cfg_.dataset == "cifar100"));
   lo.augment_pad = crop_flip ? 4 : 0;
   lo.augment_flip = crop_flip;
   io::Loader probe(data_.train, lo);

@@ -384,11 +384,21 @@ void Trainer::test_and_report(FitResult& res) {
     const auto& cm = res.test.confusion;
     std::printf(
         "test loss: %.4f    test accuracy: %.4f    macro precision: %.4f    macro recall: "
-        "%.4f    macro F1: %.4f    (%lld images)\n%s",
+        "%.4f    macro F1: %.4f    (%lld images)\n",
         res.test.loss, cm.accuracy(), cm.macro_precision(), cm.macro_recall(), cm.macro_f1(),
-        static_cast<long long>(res.test.samples), cm.report().c_str());
-    std::printf("test confusion matrix (rows: true class, columns: predicted)\n%s",
-                cm.to_string().c_str());
+        static_cast<long long>(res.test.samples));
+    const std::string details =
+        cm.report() + "test confusion matrix (rows: true class, columns: predicted)\n" +
+        cm.to_string();
+    // Up to 20 classes the per-class table and the matrix fit a terminal; beyond (CIFAR-100's
+    // 100 x 100) they go to a file in the run's directory.
+    if (cm.num_classes() <= 20) {
+      std::printf("%s", details.c_str());
+    } else if (!dev_run_) {
+      std::ofstream(dir_ + "/test_report.txt") << details;
+      std::printf("per-class metrics and the confusion matrix (%d classes): %s/test_report.txt\n",
+                  cm.num_classes(), dir_.c_str());
+    }
     if (tb_) {  // Lightning's trainer.test logs test/* to the logger too
       tb_->add_scalar("test/loss", static_cast<float>(res.test.loss), state_.global_step);
       tb_->add_scalar("test/accuracy", static_cast<float>(cm.accuracy()), state_.global_step);

@@ -76,6 +76,42 @@ TEST_F(ConvertTest, MnistRoundTripThenTrainFromHdf5) {
   EXPECT_NE(text.find("\"cache\": true"), std::string::npos);
 }
 
+// CIFAR-100 end to end: packed with its 100 fine labels, and trained on directly (3 channels,
+// 100 classes, crop-flip augmentation by default).
+TEST_F(ConvertTest, Cifar100PacksAndTrains) {
+  const std::string dir = path("c100");
+  fs::create_directories(dir);
+  auto write = [&](const std::string& file, int n) {
+    std::ofstream f(dir + "/" + file, std::ios::binary);
+    for (int r = 0; r < n; ++r) {
+      f.put(static_cast<char>(r % 20));       // coarse
+      f.put(static_cast<char>((r * 7) % 100));  // fine
+      for (int k = 0; k < 3072; ++k) f.put(static_cast<char>((r * 31 + k * 5) % 256));
+    }
+  };
+  write("train.bin", 160);
+  write("test.bin", 40);
+  Result r = run("mlai_convert", "--from cifar100 --data-dir " + dir + " --out " + path("c"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("160 images, 32x32x3 uint8, 100 classes"), std::string::npos) << r.out;
+  const auto packed = mlai::io::read_h5_dataset(path("c") + "-train.h5");
+  EXPECT_EQ(packed.name, "cifar100");
+  EXPECT_EQ(packed.num_classes, 100);
+  EXPECT_EQ(packed.labels[3], 21);
+  r = run("mlai_train", "--dataset cifar100 --data-dir " + dir + " --log-dir " + path("logs") +
+                            " --epochs 1 --batch-size 16 --device cpu --workers 1 --no-progress");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("(40 images)"), std::string::npos) << r.out;
+  // 100 classes: the per-class table and the 100 x 100 matrix go to a file, not the terminal.
+  EXPECT_EQ(r.out.find("test confusion matrix"), std::string::npos) << r.out;
+  const std::string report = path("logs") + "/default/version_0/test_report.txt";
+  EXPECT_NE(r.out.find(report), std::string::npos) << r.out;
+  std::ifstream f(report);
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("test confusion matrix"), std::string::npos);
+  EXPECT_GT(std::count(text.begin(), text.end(), '\n'), 200);
+}
+
 TEST_F(ConvertTest, OneSplitAndPlainProgressLines) {
   const std::string src = mlai::testing::make_synthetic_mnist(path("mnist"), 64, 9000);
   const Result r =
