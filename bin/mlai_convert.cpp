@@ -1,6 +1,7 @@
 // mlai_convert: pack a dataset's original files into mlai's HDF5 format ("mlai-images-1").
 //   mlai_convert --from fashion-mnist --out data/fmnist      # data/fmnist-{train,test}.h5
 //   mlai_train --dataset hdf5 --data-path data/fmnist-train.h5
+//   mlai_convert --from folder --data-dir ~/flowers --size 64 --out data/flowers   # own images
 // Bad flags exit with code 2 and a one-line error; a missing or corrupt input exits with 1.
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 
 #include "io/dataset.h"
 #include "io/h5dataset.h"
+#include "io/image_folder.h"
 
 namespace {
 
@@ -64,17 +66,43 @@ class ProgressLine {
 
 struct Options {
   std::string from, data_dir, out, split = "all";
+  std::string size;  // --from folder: "HxW" or "N"
+  int channels = 0;  // --from folder: 0 (from the files), 1 or 3
   int compression = 0;
   bool progress = true;
+  int64_t height = 0, width = 0;  // parsed from size
 };
+
+// --size HxW or N (square): positive, at most 8192.
+void parse_size(Options& o) {
+  if (o.size.empty()) return;
+  const size_t x = o.size.find('x');
+  const std::string hs = o.size.substr(0, x), ws = x == std::string::npos ? hs : o.size.substr(x + 1);
+  auto number = [&](const std::string& t) {
+    if (t.empty() || t.size() > 4 || t.find_first_not_of("0123456789") != std::string::npos)
+      return int64_t{0};
+    return static_cast<int64_t>(std::stoll(t));
+  };
+  o.height = number(hs), o.width = number(ws);
+  if (o.height < 1 || o.width < 1 || o.height > 8192 || o.width > 8192)
+    throw std::invalid_argument("--size must be HxW or N (pixels, 1 to 8192), got '" + o.size +
+                                "'");
+}
 
 void check(const Options& o) {
   auto require = [](bool ok, const std::string& msg) {
     if (!ok) throw std::invalid_argument(msg);
   };
   require(o.from == "fashion-mnist" || o.from == "mnist" || o.from == "cifar10" ||
-              o.from == "cifar100",
-          "--from '" + o.from + "' is unknown (expected fashion-mnist, mnist, cifar10 or cifar100)");
+              o.from == "cifar100" || o.from == "folder",
+          "--from '" + o.from +
+              "' is unknown (expected fashion-mnist, mnist, cifar10, cifar100 or folder)");
+  require(o.from == "folder" || (o.size.empty() && o.channels == 0),
+          "--size and --channels apply to --from folder only");
+  require(o.from != "folder" || !o.data_dir.empty(),
+          "--from folder needs --data-dir DIR (DIR/train/<class>/*.png, or DIR/<class>/*.png)");
+  require(o.channels == 0 || o.channels == 1 || o.channels == 3,
+          "--channels must be 1 or 3, got " + std::to_string(o.channels));
   require(o.split == "train" || o.split == "test" || o.split == "all",
           "--split '" + o.split + "' is unknown (expected train, test or all)");
   require(!o.out.empty() && o.out.back() != '/',
@@ -93,7 +121,8 @@ int main(int argc, char** argv) {
   app.get_formatter()->column_width(30);
   app.add_option("--from", o.from,
                  "Source format: fashion-mnist, mnist (IDX files, plain or .gz), "
-                 "cifar10 or cifar100 (binary versions)")
+                 "cifar10 or cifar100 (binary versions), or folder (your own images, "
+                 "torchvision's ImageFolder layout: DIR/train/<class>/*.png|jpg, DIR/test/...)")
       ->required();
   app.add_option("--data-dir", o.data_dir,
                  "Directory with the source files (default: /usr/share/datasets/fashion-mnist "
@@ -104,6 +133,12 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--split", o.split, "Which splits to write: train, test or all")
       ->capture_default_str();
+  app.add_option("--size", o.size,
+                 "--from folder: resize every image to HxW (or NxN) as torchvision's "
+                 "Resize((H, W)) does on PIL images (default: keep the size all images share)");
+  app.add_option("--channels", o.channels,
+                 "--from folder: 1 (gray) or 3 (RGB) channels (default: 3 if any image is in "
+                 "colour, else 1)");
   app.add_option("--compression", o.compression,
                  "gzip level 0-9 (0: none, the fastest to read; 4 is a good trade-off)")
       ->check(CLI::Range(0, 9))
@@ -117,6 +152,7 @@ int main(int argc, char** argv) {
       "Then: mlai_train --dataset hdf5 --data-path PREFIX-train.h5 (finds PREFIX-test.h5)\n");
   try {
     app.parse(argc, argv);
+    parse_size(o);
     check(o);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
@@ -132,15 +168,44 @@ int main(int argc, char** argv) {
   double bytes = 0;
   int files = 0;
   try {
+    // --from folder: DIR/train and DIR/test (or DIR/val), or DIR alone as the training split.
+    io::FolderSplits folders;
+    std::vector<std::string> train_classes;
+    if (o.from == "folder") {
+      folders = io::image_folder_splits(o.data_dir);
+      if (o.split == "test" && folders.test.empty())
+        throw std::runtime_error("--split test: " + o.data_dir + " has no test/ or val/ folder");
+      train_classes = io::scan_image_folder(folders.train).class_names;
+    }
     for (const std::string split : {"train", "test"}) {
       if (o.split != "all" && o.split != split) continue;
+      if (o.from == "folder" && split == "test" && folders.test.empty()) {
+        std::printf("no test split: %s has no test/ or val/ folder\n", o.data_dir.c_str());
+        continue;
+      }
       const auto t0 = Clock::now();
       const std::string path = o.out + "-" + split + ".h5";
-      const std::string dir = o.data_dir.empty() ? io::default_data_dir(o.from) : o.data_dir;
-      const io::Dataset d = io::load_split(o.from, dir, split);
       ProgressLine progress("writing " + path, o.progress);
-      io::write_h5_dataset(d, path, o.from + " " + split + " (" + dir + ")", o.compression,
-                           std::ref(progress));
+      io::Dataset d;
+      if (o.from == "folder") {
+        const io::ImageFolder f = io::scan_image_folder(
+            split == "train" ? folders.train : folders.test, train_classes);
+        if (!f.skipped.empty())
+          std::printf("%s: skipped %zu files that are not .png, .jpg or .jpeg (e.g. %s)\n",
+                      f.root.c_str(), f.skipped.size(), f.skipped.front().c_str());
+        io::PackOptions po;
+        po.height = o.height, po.width = o.width, po.channels = o.channels;
+        po.compression = o.compression;
+        std::filesystem::path dir = std::filesystem::absolute(o.data_dir).lexically_normal();
+        if (dir.filename().empty()) dir = dir.parent_path();  // a trailing '/'
+        const std::string name = dir.filename().string();
+        d = io::pack_image_folder(f, path, po, name.empty() ? "folder" : name, std::ref(progress));
+      } else {
+        const std::string dir = o.data_dir.empty() ? io::default_data_dir(o.from) : o.data_dir;
+        d = io::load_split(o.from, dir, split);
+        io::write_h5_dataset(d, path, o.from + " " + split + " (" + dir + ")", o.compression,
+                             std::ref(progress));
+      }
       const auto size = static_cast<double>(std::filesystem::file_size(path));
       std::printf("wrote %s: %lld images, %lldx%lldx%lld uint8, %d classes, %s, %.1f s\n",
                   path.c_str(), static_cast<long long>(d.count), static_cast<long long>(d.height),

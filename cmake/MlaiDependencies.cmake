@@ -28,6 +28,14 @@ mlai_require(HDF5_FOUND "HDF5 (C library)" "libhdf5-dev")
 find_package(ZLIB QUIET)
 mlai_require(ZLIB_FOUND "zlib" "zlib1g-dev")
 
+# Image decoding for mlai_convert --from folder: libpng and libjpeg-turbo's TurboJPEG.
+find_package(PNG QUIET)
+mlai_require(PNG_FOUND "libpng" "libpng-dev")
+find_path(MLAI_TURBOJPEG_INCLUDE turbojpeg.h)
+find_library(MLAI_TURBOJPEG_LIB turbojpeg)
+mlai_require(MLAI_TURBOJPEG_LIB "TurboJPEG (libjpeg-turbo)" "libturbojpeg0-dev")
+mlai_require(MLAI_TURBOJPEG_INCLUDE "turbojpeg.h (libjpeg-turbo)" "libturbojpeg0-dev")
+
 find_package(CLI11 CONFIG QUIET)
 mlai_require(CLI11_FOUND "CLI11" "libcli11-dev")
 find_package(nlohmann_json CONFIG QUIET)
@@ -48,10 +56,11 @@ endif()
 
 add_library(mlai_deps INTERFACE)
 add_library(mlai::deps ALIAS mlai_deps)
-target_include_directories(mlai_deps INTERFACE ${MLAI_CBLAS_INCLUDE} ${HDF5_INCLUDE_DIRS})
+target_include_directories(mlai_deps INTERFACE ${MLAI_CBLAS_INCLUDE} ${HDF5_INCLUDE_DIRS}
+                           ${MLAI_TURBOJPEG_INCLUDE})
 target_link_libraries(mlai_deps INTERFACE ${MLAI_OPENBLAS_LIB} MPI::MPI_CXX ${HDF5_C_LIBRARIES}
                       ZLIB::ZLIB CLI11::CLI11 nlohmann_json::nlohmann_json spdlog::spdlog
-                      ${YAML_CPP_LIBRARIES}
+                      ${YAML_CPP_LIBRARIES} PNG::PNG ${MLAI_TURBOJPEG_LIB}
                       Threads::Threads)
 target_compile_definitions(mlai_deps INTERFACE ${HDF5_C_DEFINITIONS})
 

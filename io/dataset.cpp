@@ -121,6 +121,11 @@ void load_hdf5(const std::string& data_path, bool cache, DataSplits& out) {
     return;
   }
   out.test = open_h5(p.test, cache);
+  // The model sees test images normalized as it saw training ones: with the training file's
+  // statistics (a file packed alone, as mlai_convert --from folder packs a test folder, holds
+  // its own).
+  out.test.mean = out.train.mean;
+  out.test.std = out.train.std;
   const Dataset &a = out.train, &b = out.test;
   auto describe = [](const Dataset& d) {
     return std::to_string(d.height) + "x" + std::to_string(d.width) + "x" +

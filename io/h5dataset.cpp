@@ -119,14 +119,15 @@ Dataset read_header(const H5Reader& r, std::string* source) {
   return d;
 }
 
-void check_dataset(const Dataset& d, const std::string& path) {
+// What every file must satisfy; `images` is the number of pixel bytes written.
+void check_dataset(const Dataset& d, const std::string& path, size_t images) {
   auto require = [&](bool ok, const std::string& why) {
     if (!ok) throw std::runtime_error("cannot write " + path + ": " + why);
   };
   require(d.count > 0, "the dataset holds no images");
   require(d.height > 0 && d.width > 0 && d.channels > 0, "the images are empty");
-  require(d.images.size() == static_cast<size_t>(d.count * d.sample_bytes()),
-          "images hold " + std::to_string(d.images.size()) + " bytes, expected " +
+  require(images == static_cast<size_t>(d.count * d.sample_bytes()),
+          "images hold " + std::to_string(images) + " bytes, expected " +
               std::to_string(d.count * d.sample_bytes()));
   require(d.labels.size() == static_cast<size_t>(d.count), "labels and images differ in count");
   require(d.num_classes >= 1 && d.class_names.size() == static_cast<size_t>(d.num_classes),
@@ -140,13 +141,30 @@ void check_dataset(const Dataset& d, const std::string& path) {
 
 }  // namespace
 
-void write_h5_dataset(const Dataset& d, const std::string& path, const std::string& source,
-                      int compression, const WriteProgress& progress) {
+H5DatasetWriter::H5DatasetWriter(const std::string& path, int64_t count, int64_t height,
+                                 int64_t width, int64_t channels, int compression)
+    : count_(count), height_(height), width_(width), channels_(channels) {
   if (compression < 0 || compression > 9) {
     throw std::invalid_argument("compression must be in 0..9, got " + std::to_string(compression));
   }
-  check_dataset(d, path);
-  H5Writer w(path);
+  if (count < 1 || height < 1 || width < 1 || channels < 1)
+    throw std::runtime_error("cannot write " + path + ": the dataset holds no images");
+  file_ = std::make_unique<H5Writer>(path);
+  file_->create("images", H5Type::kUInt8, {count, height, width, channels},
+                {{kH5ImagesPerChunk, height, width, channels}, compression});
+}
+
+H5DatasetWriter::~H5DatasetWriter() = default;
+
+void H5DatasetWriter::write(int64_t first, int64_t n, const uint8_t* pixels) {
+  file_->write_rows("images", H5Type::kUInt8, first, n, pixels);
+}
+
+void H5DatasetWriter::finish(const Dataset& header, const std::string& source) {
+  Dataset d = header;
+  d.count = count_, d.height = height_, d.width = width_, d.channels = channels_;
+  check_dataset(d, file_->path(), static_cast<size_t>(count_ * d.sample_bytes()));
+  H5Writer& w = *file_;
   w.set_attr("/", "format", kH5DatasetFormat);
   w.set_attr("/", "name", d.name);
   w.set_attr("/", "source", source);
@@ -154,18 +172,21 @@ void write_h5_dataset(const Dataset& d, const std::string& path, const std::stri
   w.set_attr("/", "class_names", json(d.class_names).dump());
   w.set_attr("/", "mean", short_floats(d.mean).dump());
   w.set_attr("/", "std", short_floats(d.std).dump());
-  const std::vector<int64_t> shape = {d.count, d.height, d.width, d.channels};
-  w.create("images", H5Type::kUInt8, shape,
-           {{kH5ImagesPerChunk, d.height, d.width, d.channels}, compression});
+  w.write("labels", H5Type::kInt64, {d.count}, d.labels.data());
+  w.commit();
+}
+
+void write_h5_dataset(const Dataset& d, const std::string& path, const std::string& source,
+                      int compression, const WriteProgress& progress) {
+  check_dataset(d, path, d.images.size());
+  H5DatasetWriter w(path, d.count, d.height, d.width, d.channels, compression);
   const int64_t block = kH5ImagesPerChunk * 64;  // whole chunks per write
   for (int64_t first = 0; first < d.count; first += block) {
     const int64_t n = std::min(block, d.count - first);
-    w.write_rows("images", H5Type::kUInt8, first, n,
-                 &d.images[static_cast<size_t>(first * d.sample_bytes())]);
+    w.write(first, n, &d.images[static_cast<size_t>(first * d.sample_bytes())]);
     if (progress) progress(first + n, d.count);
   }
-  w.write("labels", H5Type::kInt64, {d.count}, d.labels.data());
-  w.commit();
+  w.finish(d, source);
 }
 
 Dataset read_h5_dataset(const std::string& path) {

@@ -13,6 +13,7 @@
 namespace mlai::io {
 
 class H5Reader;
+class H5Writer;
 
 inline constexpr const char* kH5DatasetFormat = "mlai-images-1";
 inline constexpr int64_t kH5ImagesPerChunk = 64;
@@ -25,6 +26,28 @@ using WriteProgress = std::function<void(int64_t done, int64_t total)>;
 // where the data came from ("fashion-mnist train"). Throws on an inconsistent Dataset.
 void write_h5_dataset(const Dataset& d, const std::string& path, const std::string& source,
                       int compression = 0, const WriteProgress& progress = {});
+
+// The same file written a block of images at a time, for data sets that do not fit in memory
+// (mlai_convert --from folder): create, write() blocks in any order, then finish() with the
+// labels and the attributes. Destroyed without finish(), it leaves nothing at path.
+class H5DatasetWriter {
+ public:
+  H5DatasetWriter(const std::string& path, int64_t count, int64_t height, int64_t width,
+                  int64_t channels, int compression = 0);
+  ~H5DatasetWriter();
+  H5DatasetWriter(const H5DatasetWriter&) = delete;
+  H5DatasetWriter& operator=(const H5DatasetWriter&) = delete;
+
+  // Images [first, first + n): n * height * width * channels bytes.
+  void write(int64_t first, int64_t n, const uint8_t* pixels);
+  // header: name, num_classes, class_names, mean, std and the count labels (its images unused).
+  // Checked as write_h5_dataset checks a Dataset; then the file is renamed into place.
+  void finish(const Dataset& header, const std::string& source);
+
+ private:
+  std::unique_ptr<H5Writer> file_;
+  int64_t count_, height_, width_, channels_;
+};
 
 // Reads the whole file into memory, fully validated: the format attribute, images uint8 4-D,
 // labels int64 1-D with as many entries, every label in [0, num_classes), class_names, mean and

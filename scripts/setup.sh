@@ -27,8 +27,8 @@ done
 
 # Debian packages; the last one is data, not needed to build or test.
 packages=(build-essential cmake pkg-config git libopenblas-dev libopenmpi-dev openmpi-bin
-  libhdf5-dev zlib1g-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libyaml-cpp-dev libgtest-dev
-  libbenchmark-dev python3)
+  libhdf5-dev zlib1g-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libyaml-cpp-dev
+  libpng-dev libturbojpeg0-dev libgtest-dev libbenchmark-dev python3)
 data_package=dataset-fashion-mnist
 [ "$with_data" = 1 ] && packages+=("$data_package")
 
@@ -140,6 +140,14 @@ find_package(HDF5 COMPONENTS C QUIET)
 probe(HDF5 HDF5_FOUND)
 find_package(ZLIB QUIET)
 probe(zlib ZLIB_FOUND)
+find_package(PNG QUIET)
+probe(libpng PNG_FOUND)
+find_library(TURBOJPEG_LIB turbojpeg)
+find_path(TURBOJPEG_INCLUDE turbojpeg.h)
+if(TURBOJPEG_LIB AND TURBOJPEG_INCLUDE)
+  set(TURBOJPEG_OK TRUE)
+endif()
+probe(turbojpeg TURBOJPEG_OK)
 foreach(pkg CLI11 nlohmann_json spdlog yaml-cpp benchmark)
   find_package(${pkg} CONFIG QUIET)
   probe(${pkg} ${pkg}_FOUND)
@@ -164,7 +172,8 @@ EOF
           say "  MISSING  $name (CMake cannot find it)"; missing+=("$name")
           case "$name" in
             OpenBLAS) modules+=(openblas) ;; MPI) modules+=(openmpi) ;; HDF5) modules+=(hdf5) ;;
-            zlib) modules+=(zlib) ;;
+            zlib) modules+=(zlib) ;; libpng) modules+=(libpng) ;;
+            turbojpeg) modules+=(libjpeg-turbo) ;;
           esac ;;
       esac
     done < <(printf '%s\n' "$out" | sed -n 's/^-- probe:/probe:/p')

@@ -1,13 +1,16 @@
-// Shared by the packed-dataset tests: a per-test temp directory, a small random Dataset, and a
-// helper that returns an exception's message (checking that it is one line).
+// Shared by the packed-dataset tests: a per-test temp directory, a small random Dataset, PNG
+// files, and a helper that returns an exception's message (checking that it is one line).
 #pragma once
 
 #include <gtest/gtest.h>
+#include <png.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "io/dataset.h"
 
@@ -50,6 +53,20 @@ inline io::Dataset random_dataset(int64_t n, int64_t h, int64_t w, int64_t c, in
     d.std.push_back(0.3f + 0.01f * static_cast<float>(k));
   }
   return d;
+}
+
+// A PNG of h x w x c (1 or 3) pixels, its folder created.
+inline void write_png(const std::string& path, int64_t h, int64_t w, int c,
+                      const std::vector<uint8_t>& pixels) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  png_image img;
+  std::memset(&img, 0, sizeof(img));
+  img.version = PNG_IMAGE_VERSION;
+  img.width = static_cast<png_uint_32>(w);
+  img.height = static_cast<png_uint_32>(h);
+  img.format = c == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
+  ASSERT_NE(png_image_write_to_file(&img, path.c_str(), 0, pixels.data(), 0, nullptr), 0)
+      << img.message;
 }
 
 template <typename Fn>

@@ -149,8 +149,9 @@ TEST_F(H5DatasetTest, Hdf5PathsRule) {
 }
 
 TEST_F(H5DatasetTest, LoadDatasetFindsTheTestFile) {
-  const Dataset train = random_dataset(100, 4, 4, 1, 5, 1),
-                test = random_dataset(30, 4, 4, 1, 5, 2);
+  const Dataset train = random_dataset(100, 4, 4, 1, 5, 1);
+  Dataset test = random_dataset(30, 4, 4, 1, 5, 2);
+  test.mean = {0.9f}, test.std = {0.05f};  // its own statistics (mlai_convert --from folder)
   mlai::io::write_h5_dataset(train, path("s-train.h5"), "", 0);
   mlai::io::write_h5_dataset(test, path("s-test.h5"), "", 0);
   auto s = mlai::io::load_dataset("hdf5", "", 0.2, 1, path("s-train.h5"));
@@ -159,6 +160,9 @@ TEST_F(H5DatasetTest, LoadDatasetFindsTheTestFile) {
   EXPECT_EQ(s.test.count, 30);
   EXPECT_EQ(s.test.labels, test.labels);
   EXPECT_TRUE(s.warnings.empty());
+  // The test set is normalized as the training set is: with the training file's statistics.
+  EXPECT_EQ(s.test.mean, train.mean);
+  EXPECT_EQ(s.test.std, train.std);
   s = mlai::io::load_dataset("hdf5", "", 0.0, 1, path("s-test.h5") + "," + path("s-train.h5"));
   EXPECT_EQ(s.train.count, 30);
   EXPECT_EQ(s.test.count, 100);
