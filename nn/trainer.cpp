@@ -436,7 +436,13 @@ FitResult Trainer::fit() {
     char label[64];
     std::snprintf(label, sizeof(label), "epoch %02lld/%02lld", static_cast<long long>(epoch + 1),
                   static_cast<long long>(epochs));
-    ProgressLine progress(cfg_.progress && main_, label, steps_per_epoch);
+    // The batches this epoch will run: fewer when --max-steps ends it early (the progress
+    // line's total and its estimate of the time left).
+    int64_t epoch_batches = steps_per_epoch;
+    if (max_steps > 0)
+      epoch_batches = std::clamp<int64_t>(first + (max_steps - state_.global_step) * accum,
+                                          first, steps_per_epoch);
+    ProgressLine progress(cfg_.progress && main_, label, epoch_batches);
     LaggedMean running_loss(device_);
     int64_t stopped_at = -1;                  // training ended before the epoch's end
     std::optional<EvalResult> val_at_stop;  // the validation run at that step

@@ -153,6 +153,19 @@ TEST_F(TrainerTest, MaxStepsEndsTrainingMidEpochAndResumesExactly) {
 // Lightning's max_time: a 1 s budget ends a 1000-epoch run, in every case with the test; the
 // time is saved in last.h5 and counts on resume (the same budget trains nothing more, a
 // larger one goes on).
+// The progress line (plain quarter lines in a log) counts to where --max-steps ends the epoch,
+// so its estimate of the time left is for the batches that will run.
+TEST_F(TrainerTest, ProgressLineCountsToMaxSteps) {
+  Config c = base();
+  c.max_steps = 8;  // of 18 batches an epoch
+  c.progress = true;
+  ::testing::internal::CaptureStdout();
+  Trainer(c).fit();
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find(" 6/8 ["), std::string::npos) << out;
+  EXPECT_EQ(out.find("/18 ["), std::string::npos) << out;
+}
+
 TEST_F(TrainerTest, MaxTimeEndsTrainingAndCountsOverResumes) {
   Config c = base();
   c.epochs = 1000;
