@@ -3,8 +3,8 @@
 // smoothed (beta 0.98, bias-corrected), the test stops early once the smoothed loss exceeds 4x
 // its best, and the suggestion is the rate where the smoothed loss falls fastest (the least
 // central-difference gradient, skipping the first 10 points and the last), all as Lightning
-// computes it (too few points left: no suggestion, --lr stays). Every batch is one optimizer
-// step here, whatever --accumulate-grad-batches says. The model, optimizer, loss scaler and
+// computes it (too few points left: no suggestion, --lr stays). Each step accumulates the
+// gradients of --accumulate-grad-batches batches, as training does. The model, optimizer, loss scaler and
 // dropout generators are restored after, so training then starts exactly as it would have
 // with --lr set to the suggestion.
 #include <cmath>
@@ -17,6 +17,7 @@
 #include "autograd/ops.h"
 #include "dist/communicator.h"
 #include "nn/trainer.h"
+#include "tensor/ops.h"
 
 namespace mlai::nn {
 
@@ -67,21 +68,34 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
   loader.start_epoch(pass);
   std::vector<double> lrs, losses, smoothed;
   double avg = 0, best = std::numeric_limits<double>::infinity();
-  if (reducer_) reducer_->prepare_backward(true);  // every batch steps here
+  // As in training, an optimizer step sums the gradients of --accumulate-grad-batches batches
+  // (each loss divided by their number; only the last allreduces), and the loss recorded for
+  // the step is their mean, as Lightning's finder records the accumulated running loss.
+  const int64_t accum = cfg_.accumulate_grad_batches;
+  if (reducer_) reducer_->prepare_backward(true);
   for (int64_t i = 0; i < kSteps; ++i) {
-    std::optional<io::Batch> b = loader.next();
-    if (!b) {  // fewer batches than steps: go round again
-      loader.start_epoch(++pass);
-      b = loader.next();
-    }
     const double lr = kMinLr * std::pow(kMaxLr / kMinLr, static_cast<double>(i) / kSteps);
     opt_->set_lr(lr);
-    autograd::Variable out = (*model_)(autograd::Variable(b->images));
-    autograd::Variable l = autograd::cross_entropy(out, b->labels, cfg_.label_smoothing);
-    if (scaler_->enabled())
-      l.backward(scaler_->seed());
-    else
-      l.backward();
+    double loss = 0;
+    for (int64_t a = 0; a < accum; ++a) {
+      std::optional<io::Batch> b = loader.next();
+      if (!b) {  // fewer batches than steps: go round again
+        loader.start_epoch(++pass);
+        b = loader.next();
+      }
+      if (reducer_ && accum > 1) reducer_->prepare_backward(a + 1 == accum);
+      autograd::Variable out = (*model_)(autograd::Variable(b->images));
+      autograd::Variable l = autograd::cross_entropy(out, b->labels, cfg_.label_smoothing);
+      const double part = 1.0 / static_cast<double>(accum);
+      if (scaler_->enabled())
+        l.backward(accum > 1 ? t::scale(scaler_->seed(), part) : scaler_->seed());
+      else if (accum > 1)
+        l.backward(Tensor::full({}, part, DType::kFloat32, device_));
+      else
+        l.backward();
+      // The global mean loss of this step (a host read per batch: 100 steps, once).
+      loss += l.data().item() * part;
+    }
     if (reducer_) reducer_->finish();
     scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()), i,
                 cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0);
@@ -89,8 +103,6 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
       reducer_->zero_grad();
     else
       opt_->zero_grad();
-    // The global mean loss of this step (a host read each step: 100 steps, once).
-    double loss = l.data().item();
     if (group_.world() > 1) loss = dist::allreduce_host(group_, loss) / group_.world();
     avg = kBeta * avg + (1 - kBeta) * loss;
     const double s = avg / (1 - std::pow(kBeta, static_cast<double>(i + 1)));

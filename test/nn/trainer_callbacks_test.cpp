@@ -292,6 +292,37 @@ TEST_F(TrainerTest, LrFindAppliesItsSuggestionFromTheUntouchedStart) {
   EXPECT_THROW(bad.validate(), std::invalid_argument);
 }
 
+// --lr-find under --accumulate-grad-batches 2 with batches of 16 takes the steps a run with
+// batches of 32 takes (two half batches summed, each loss halved): the same curve and rate.
+TEST_F(TrainerTest, LrFindAccumulatesAsTrainingDoes) {
+  Config whole = base();
+  whole.lr_find = "only";
+  whole.optimizer = "sgd";
+  whole.experiment_name = "whole";
+  Config halves = whole;
+  halves.batch_size = 16;
+  halves.accumulate_grad_batches = 2;
+  halves.experiment_name = "halves";
+  const FitResult a = Trainer(whole).fit(), b = Trainer(halves).fit();
+  auto curve = [](const std::string& dir) {
+    std::ifstream csv(dir + "/lr_find.csv");
+    std::vector<double> loss;
+    std::string l;
+    std::getline(csv, l);
+    while (std::getline(csv, l)) {
+      const size_t c1 = l.find(','), c2 = l.find(',', c1 + 1);
+      loss.push_back(std::stod(l.substr(c2 + 1)));
+    }
+    return loss;
+  };
+  const auto la = curve(a.version_dir), lb = curve(b.version_dir);
+  ASSERT_EQ(la.size(), lb.size());
+  ASSERT_GT(la.size(), 20u);
+  for (size_t i = 0; i < la.size() && std::isfinite(la[i]); ++i)
+    EXPECT_NEAR(lb[i], la[i], 1e-4 * std::max(1.0, std::fabs(la[i]))) << "step " << i;
+  EXPECT_EQ(b.lr_found, a.lr_found);
+}
+
 TEST(LrFind, SuggestsTheSteepestFallAfterTheFirstTenPoints) {
   std::vector<double> l(30, 2.0);
   for (size_t i = 15; i < l.size(); ++i) l[i] = 1.0;  // the drop between 14 and 15
