@@ -4,9 +4,9 @@
 // its best, and the suggestion is the rate where the smoothed loss falls fastest (the least
 // central-difference gradient, skipping the first 10 points and the last), all as Lightning
 // computes it (too few points left: no suggestion, --lr stays). Each step accumulates the
-// gradients of --accumulate-grad-batches batches, as training does. The model, optimizer, loss scaler and
-// dropout generators are restored after, so training then starts exactly as it would have
-// with --lr set to the suggestion.
+// gradients of --accumulate-grad-batches batches, as training does. The model, optimizer,
+// loss scaler and dropout generators are restored after, so training then starts exactly as
+// it would have with --lr set to the suggestion.
 #include <cmath>
 #include <cstdio>
 #include <fstream>
