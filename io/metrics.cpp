@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <stdexcept>
 
@@ -207,6 +208,20 @@ CsvLogger::CsvLogger(const std::string& path, std::vector<std::string> columns)
     std::string existing;
     std::getline(in, existing);
     if (!existing.empty() && existing.back() == '\r') existing.pop_back();
+    if (existing != header && header.rfind(existing + ",", 0) == 0) {
+      // A newer mlai logs more columns, appended at the end: the file gets the longer header
+      // (put in place by a rename) and its earlier rows keep their fewer cells.
+      std::string rest((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const std::string tmp = path_ + ".tmp";
+      {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        out << header << "\n" << rest;
+        if (!out.flush()) throw std::runtime_error("cannot write " + tmp);
+      }
+      fs::rename(tmp, path_);
+      in = std::ifstream(path_, std::ios::binary);
+      existing = header;
+    }
     if (existing != header) {
       throw std::runtime_error("cannot append to " + path_ + ": its header '" + existing +
                                "' differs from '" + header + "' (use a new log directory)");

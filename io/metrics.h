@@ -56,7 +56,9 @@ class ConfusionMatrix {
 };
 
 // Appends rows to a CSV file, one flush per row so a crash loses at most the row in progress.
-// Opening an existing file with the same header appends (resume); a different header is an error.
+// Opening an existing file with the same header appends (resume); one whose header the new
+// columns extend (a newer mlai logging more) gets the longer header and appends; any other
+// header is an error.
 class CsvLogger {
  public:
   // A cell: numbers are formatted here (integers exactly, floats with 10 significant digits).

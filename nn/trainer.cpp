@@ -258,11 +258,15 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
   loader.start_epoch(0);
   Tensor loss_sum = Tensor::zeros({}, DType::kFloat32, device_);
   Tensor counts = Tensor::zeros({ds.num_classes, ds.num_classes}, DType::kInt64, device_);
+  // Top-5 accuracy (torchmetrics' top_k=5), where more than 5 classes make it mean something.
+  const bool top5 = ds.num_classes > 5;
+  Tensor top5_hits = Tensor::zeros({}, DType::kInt64, device_);
   while (auto b = loader.next()) {
     Variable logits = (*model_)(Variable(b->images));
     Variable loss = autograd::cross_entropy(logits, b->labels, cfg_.label_smoothing);
     t::axpy_(static_cast<double>(b->labels.numel()), loss.data(), loss_sum);
     t::confusion_update_(t::max_dim(logits.data(), 1).second, b->labels, counts);
+    if (top5) t::topk_hits_(logits.data(), b->labels, 5, top5_hits);
     r.samples += b->labels.numel();
   }
   model_->train();
@@ -270,8 +274,11 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
   allreduce(loss_sum);
   allreduce(counts);
   allreduce(n);
+  if (top5) allreduce(top5_hits);
   r.samples = static_cast<int64_t>(n.item());
   r.loss = loss_sum.item() / static_cast<double>(std::max<int64_t>(r.samples, 1));
+  if (top5)
+    r.top5 = static_cast<double>(top5_hits.item()) / static_cast<double>(std::max<int64_t>(r.samples, 1));
   r.confusion = to_matrix(counts, ds);
   return r;
 }

@@ -32,6 +32,7 @@ struct EvalResult {
   double loss = 0;
   io::ConfusionMatrix confusion{1};
   int64_t samples = 0;
+  double top5 = -1;  // top-5 accuracy, measured when there are more than 5 classes
 };
 
 struct FitResult {

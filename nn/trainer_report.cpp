@@ -67,7 +67,12 @@ const std::vector<std::string> kCsvColumns = {"epoch",
                                               "test_precision",
                                               "test_recall",
                                               "test_f1",
-                                              "test_confusion"};
+                                              "test_confusion",
+                                              "val_top5_accuracy",
+                                              "test_top5_accuracy"};
+// With more classes than this the terminal shows top-5 accuracy and the test report goes to a
+// file (metrics.csv and TensorBoard have top-5 from 6 classes on).
+constexpr int kManyClasses = 20;
 }  // namespace
 
 io::ConfusionMatrix Trainer::to_matrix(const Tensor& counts, const io::Dataset& ds) {
@@ -268,6 +273,8 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
     if (val.samples > 0)
       std::printf("    validation loss: %.4f    validation accuracy: %.4f", val.loss,
                   val.confusion.accuracy());
+    if (val.samples > 0 && val.top5 >= 0 && val.confusion.num_classes() > kManyClasses)
+      std::printf("    validation top-5: %.4f", val.top5);
     if (scaler_->enabled())
       std::printf("    loss scale: %g    skipped steps: %lld", loss_scale,
                   static_cast<long long>(skipped));
@@ -323,6 +330,10 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
                   {"val_confusion", confusion_json(val.confusion)}});
       scalars.insert(scalars.end(),
                      {{"val/loss", val.loss}, {"val/accuracy", val.confusion.accuracy()}});
+      if (val.top5 >= 0) {
+        row.insert({"val_top5_accuracy", val.top5});
+        scalars.push_back({"val/top5_accuracy", val.top5});
+      }
     }
     if (scaler_->enabled())
       scalars.insert(scalars.end(), {{"train/loss_scale", loss_scale},
@@ -390,9 +401,11 @@ void Trainer::test_and_report(FitResult& res) {
     const std::string details =
         cm.report() + "test confusion matrix (rows: true class, columns: predicted)\n" +
         cm.to_string();
-    // Up to 20 classes the per-class table and the matrix fit a terminal; beyond (CIFAR-100's
+    // Up to kManyClasses the per-class table and the matrix fit a terminal; beyond (CIFAR-100's
     // 100 x 100) they go to a file in the run's directory.
-    if (cm.num_classes() <= 20) {
+    if (res.test.top5 >= 0 && cm.num_classes() > kManyClasses)
+      std::printf("test top-5 accuracy: %.4f\n", res.test.top5);
+    if (cm.num_classes() <= kManyClasses) {
       std::printf("%s", details.c_str());
     } else if (!dev_run_) {
       std::ofstream(dir_ + "/test_report.txt") << details;
@@ -402,16 +415,22 @@ void Trainer::test_and_report(FitResult& res) {
     if (tb_) {  // Lightning's trainer.test logs test/* to the logger too
       tb_->add_scalar("test/loss", static_cast<float>(res.test.loss), state_.global_step);
       tb_->add_scalar("test/accuracy", static_cast<float>(cm.accuracy()), state_.global_step);
+      if (res.test.top5 >= 0)
+        tb_->add_scalar("test/top5_accuracy", static_cast<float>(res.test.top5),
+                        state_.global_step);
     }
-    if (csv_)
-      csv_->log({{"epoch", "test"},
-                 {"step", state_.global_step},
-                 {"test_loss", res.test.loss},
-                 {"test_accuracy", cm.accuracy()},
-                 {"test_precision", cm.macro_precision()},
-                 {"test_recall", cm.macro_recall()},
-                 {"test_f1", cm.macro_f1()},
-                 {"test_confusion", confusion_json(cm)}});
+    if (csv_) {
+      std::map<std::string, io::CsvLogger::Value> row{{"epoch", "test"},
+                                                      {"step", state_.global_step},
+                                                      {"test_loss", res.test.loss},
+                                                      {"test_accuracy", cm.accuracy()},
+                                                      {"test_precision", cm.macro_precision()},
+                                                      {"test_recall", cm.macro_recall()},
+                                                      {"test_f1", cm.macro_f1()},
+                                                      {"test_confusion", confusion_json(cm)}};
+      if (res.test.top5 >= 0) row.insert({"test_top5_accuracy", res.test.top5});
+      csv_->log(row);
+    }
   }
   if (tb_) {  // the HPARAMS tab shows the run as finished
     tb_->end_hparams_session(true);

@@ -56,6 +56,19 @@ void confusion_update_(const Tensor& predicted, const Tensor& target, Tensor& co
             confusion.data<int64_t>());
 }
 
+void topk_hits_(const Tensor& logits, const Tensor& target, int64_t k, Tensor& hits) {
+  if (logits.ndim() != 2 || target.numel() != logits.size(0) || hits.numel() != 1 ||
+      hits.dtype() != DType::kInt64 || target.dtype() != DType::kInt64 || k < 1 ||
+      logits.device() != hits.device() || target.device() != hits.device())
+    throw std::invalid_argument("topk_hits_: logits " + logits.str() + ", target " +
+                                target.str() + ", hits " + hits.str() + ", k " +
+                                std::to_string(k));
+  MLAI_DISPATCH_FLOAT(logits.dtype(), "topk_hits",
+                      MLAI_CALL(logits.device(), topk_hits<scalar_t>, logits.data<scalar_t>(),
+                                target.data<int64_t>(), logits.size(0), logits.size(1), k,
+                                hits.data<int64_t>()));
+}
+
 namespace {
 // Raw float pointers of a list of tensors, checked to match params[0]'s device and sizes.
 std::vector<float*> ptrs(const std::vector<Tensor>& ts, const std::vector<Tensor>& params,

@@ -22,6 +22,9 @@ Tensor augment_normalize(const Tensor& pixels, const Tensor& ids, const kernels:
 
 // confusion [classes, classes] int64 += counts of (target, predicted) pairs.
 void confusion_update_(const Tensor& predicted, const Tensor& target, Tensor& confusion);
+// hits (int64 scalar) += the rows of logits [n, classes] whose target is among the k highest
+// (argmax's order: ties go to the smaller index, so k = 1 agrees with the argmax).
+void topk_hits_(const Tensor& logits, const Tensor& target, int64_t k, Tensor& hits);
 
 // params (float32 masters) and state (float32) on one device, matched by position with grads
 // (float32, float16 or bfloat16; one launch family per gradient dtype). working: empty, or one

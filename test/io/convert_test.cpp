@@ -111,6 +111,17 @@ TEST_F(ConvertTest, Cifar100PacksAndTrains) {
   const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("test confusion matrix"), std::string::npos);
   EXPECT_GT(std::count(text.begin(), text.end(), '\n'), 200);
+  // Top-5 accuracy, shown for many classes and logged: never below top-1.
+  EXPECT_NE(r.out.find("validation top-5: "), std::string::npos) << r.out;
+  const size_t at = r.out.find("test top-5 accuracy: ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const double top5 = std::stod(r.out.substr(at + 21));
+  const double top1 = std::stod(r.out.substr(r.out.find("test accuracy: ") + 15));
+  EXPECT_GE(top5, top1);
+  std::ifstream csv(path("logs") + "/default/version_0/metrics.csv");
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_NE(header.find(",val_top5_accuracy,test_top5_accuracy"), std::string::npos) << header;
 }
 
 // Own images: a folder in torchvision's layout (train/ and val/, a class per subfolder, images

@@ -158,6 +158,19 @@ TEST_F(CsvLoggerTest, ErrorsNameTheFile) {
   EXPECT_THROW(CsvLogger("/nonexistent-dir/x.csv", {"a"}), std::runtime_error);
 }
 
+// A resumed run of a newer mlai that logs more columns (at the end): the file takes the longer
+// header and keeps its rows; dropping or reordering columns is still an error.
+TEST_F(CsvLoggerTest, ResumeWithColumnsAddedAtTheEnd) {
+  std::ofstream(path_, std::ios::binary) << "step,loss\n1,0.5\n";
+  {
+    CsvLogger log(path_, {"step", "loss", "top5"});
+    log.log({{"step", 2}, {"loss", 0.25}, {"top5", 1}});
+  }
+  EXPECT_EQ(contents(), "step,loss,top5\n1,0.5\n2,0.25,1\n");
+  EXPECT_THROW(CsvLogger(path_, {"step", "loss"}), std::runtime_error);
+  EXPECT_THROW(CsvLogger(path_, {"loss", "step", "top5", "x"}), std::runtime_error);
+}
+
 TEST_F(CsvLoggerTest, ResumeAfterPartialRowStartsANewLine) {
   std::ofstream(path_, std::ios::binary) << "step,loss\n1,0.5\n2,0.";  // crashed mid-row
   {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "tensor/fused_ops.h"
 #include "tensor/ops.h"
 
 namespace mlai::tensor {
@@ -113,6 +114,51 @@ TEST(CpuKernels, MaxWithArgmaxTakesTheFirstAndPropagatesNan) {
   EXPECT_EQ(i.to_vector<int64_t>(), (std::vector<int64_t>{1, 1, 0}));
   auto [v0, i0] = max_dim(x, 0);
   EXPECT_EQ(i0.to_vector<int64_t>(), (std::vector<int64_t>{1, 1, 0}));
+}
+
+// Top-k hits against sorting each row (argmax's order: value descending, then index), with
+// ties (values on a coarse grid), a nan, and labels out of range; k = 1 is the argmax.
+TEST(CpuKernels, TopkHitsMatchSortedRanksAndTheArgmax) {
+  std::mt19937 rng(8);
+  const int64_t n = 300, classes = 17;
+  std::vector<float> logits(static_cast<size_t>(n * classes));
+  for (auto& v : logits) v = static_cast<float>(static_cast<int>(rng() % 9)) * 0.5f;  // ties
+  logits[5 * classes + 3] = NAN;
+  std::vector<int64_t> labels(static_cast<size_t>(n));
+  for (auto& l : labels) l = static_cast<int64_t>(rng() % classes);
+  labels[7] = -1;       // ignored, as the confusion matrix ignores it
+  labels[8] = classes;  // likewise
+  const Tensor x = Tensor::from_vector(logits, {n, classes});
+  const Tensor y = Tensor::from_vector(labels, {n});
+  for (int64_t k : {1, 2, 5, 16, 17}) {
+    int64_t want = 0;
+    for (int64_t r = 0; r < n; ++r) {
+      if (labels[r] < 0 || labels[r] >= classes) continue;
+      std::vector<int64_t> order(static_cast<size_t>(classes));
+      for (int64_t c = 0; c < classes; ++c) order[c] = c;
+      const float* row = &logits[static_cast<size_t>(r * classes)];
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        if (std::isnan(row[a]) || std::isnan(row[b])) return std::isnan(row[a]) && !std::isnan(row[b]);
+        return row[a] > row[b];
+      });
+      want += std::find(order.begin(), order.begin() + k, labels[r]) != order.begin() + k;
+    }
+    Tensor hits = Tensor::zeros({}, DType::kInt64);
+    topk_hits_(x, y, k, hits);
+    EXPECT_EQ(hits.to_vector<int64_t>()[0], want) << "k " << k;
+    if (k == 1) {
+      const auto argmax = max_dim(x, 1).second.to_vector<int64_t>();
+      int64_t same = 0;
+      for (int64_t r = 0; r < n; ++r) same += argmax[r] == labels[r];
+      EXPECT_EQ(want, same);
+    }
+  }
+  // Half and bfloat16 logits rank as their float values do.
+  Tensor hits = Tensor::zeros({}, DType::kInt64), half_hits = Tensor::zeros({}, DType::kInt64);
+  topk_hits_(x, y, 5, hits);
+  topk_hits_(x.to(DType::kFloat16), y, 5, half_hits);
+  EXPECT_EQ(half_hits.to_vector<int64_t>(), hits.to_vector<int64_t>());
+  EXPECT_THROW(topk_hits_(x, y, 0, hits), std::invalid_argument);
 }
 
 TEST(CpuKernels, SoftmaxCrossEntropyMatchesTheDefinition) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "tensor/fused_ops.h"
 #include "tensor/ops.h"
 
 namespace mlai::tensor {
@@ -147,6 +148,33 @@ TEST_F(CudaVsCpu, MaxDimValuesAndIndices) {
   EXPECT_EQ(i.to_vector<int64_t>(), (std::vector<int64_t>{1, 0, 0}));
   EXPECT_TRUE(std::isnan(v.to_vector<float>()[0]));
   EXPECT_EQ(v.to_vector<float>()[2], 4.0f);
+}
+
+// Top-k hits (a warp per row on the GPU) count exactly what the CPU counts, for every float
+// dtype, with ties on a coarse grid and rows longer than a warp.
+TEST_F(CudaVsCpu, TopkHitsCountExactly) {
+  for (DType dt : kFloats) {
+    for (int64_t classes : {3, 10, 100, 1000}) {
+      const int64_t n = 517;
+      Tensor x = Tensor::uniform({n, classes}, 0, 8, gen_, DType::kFloat32);
+      std::vector<float> v = x.to_vector<float>();
+      for (auto& e : v) e = std::floor(e);  // ties
+      x = Tensor::from_vector(v, {n, classes}).to(dt);
+      std::vector<int64_t> labels(static_cast<size_t>(n));
+      for (int64_t r = 0; r < n; ++r) labels[r] = (r * 7919) % classes;
+      const Tensor y = Tensor::from_vector(labels, {n});
+      for (int64_t k : {1, 5}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " classes " + std::to_string(classes) +
+                     " k " + std::to_string(k));
+        Tensor hits = Tensor::zeros({}, DType::kInt64);
+        Tensor ghits = Tensor::zeros({}, DType::kInt64, kGpu);
+        topk_hits_(x, y, k, hits);
+        topk_hits_(x.to(kGpu), y.to(kGpu), k, ghits);
+        EXPECT_EQ(ghits.to_vector<int64_t>(), hits.to_vector<int64_t>());
+        EXPECT_GT(hits.to_vector<int64_t>()[0], 0);
+      }
+    }
+  }
 }
 
 TEST_F(CudaVsCpu, BroadcastDimOnEveryAxisAndFromAScalar) {
