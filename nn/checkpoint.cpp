@@ -45,7 +45,8 @@ std::vector<std::pair<std::string, Tensor*>> model_tensors(Module& m) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
-                     const TrainState& st, const Config& cfg, const NamedTensors& amp) {
+                     const TrainState& st, const Config& cfg, const NamedTensors& amp,
+                     const DataInfo* data) {
   io::H5Writer w(path);
   for (auto& [n, t] : model_tensors(model)) write_tensor(w, "model/" + n, *t);
   for (auto& [n, t] : amp) write_tensor(w, "amp/" + n, *t);
@@ -70,6 +71,15 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
   w.set_attr("/", "early_stopping_wait", st.early_stopping_wait);
   w.set_attr("/", "train_seconds", st.train_seconds);
   w.set_attr("/", "config", to_json(cfg).dump());
+  if (data)
+    w.set_attr("/", "data",
+               nlohmann::json{{"height", data->height},
+                              {"width", data->width},
+                              {"channels", data->channels},
+                              {"mean", data->mean},
+                              {"std", data->std},
+                              {"class_names", data->class_names}}
+                   .dump());
   w.set_attr("/", "format", "mlai-checkpoint-1");
   w.commit();
 }
@@ -159,6 +169,23 @@ Config checkpoint_config(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(path + ": unreadable config attribute (" + e.what() + ")");
   }
+}
+
+bool checkpoint_data(const std::string& path, DataInfo* out) {
+  io::H5Reader r(path);
+  if (!r.has_attr("/", "data")) return false;
+  try {
+    const auto j = nlohmann::json::parse(r.get_attr_string("/", "data"));
+    out->height = j.at("height").get<int64_t>();
+    out->width = j.at("width").get<int64_t>();
+    out->channels = j.at("channels").get<int64_t>();
+    out->mean = j.at("mean").get<std::vector<float>>();
+    out->std = j.at("std").get<std::vector<float>>();
+    out->class_names = j.at("class_names").get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(path + ": unreadable data attribute (" + e.what() + ")");
+  }
+  return true;
 }
 
 }  // namespace mlai::nn

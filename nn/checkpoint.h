@@ -36,9 +36,19 @@ struct TrainState {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor*>>;
 
+// What the model was trained on, for running it on new images (mlai_predict): the input size,
+// the normalization of the training set, and the class names. Root attribute "data" (JSON).
+struct DataInfo {
+  int64_t height = 0, width = 0, channels = 0;
+  std::vector<float> mean, std;
+  std::vector<std::string> class_names;
+};
+
 // amp: the loss scaler's state (GradScaler::state()), saved in group "amp" when non-empty.
+// data: saved when given.
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
-                     const TrainState& state, const Config& cfg, const NamedTensors& amp = {});
+                     const TrainState& state, const Config& cfg, const NamedTensors& amp = {},
+                     const DataInfo* data = nullptr);
 
 // Loads the parameters and buffers of group "model" into `model`, except the names in `skip`
 // (neither required in the file nor in the model, and not loaded). Names and shapes must match
@@ -52,5 +62,7 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
                            const NamedTensors& amp = {});
 // The config stored in a checkpoint.
 Config checkpoint_config(const std::string& path);
+// The DataInfo stored in a checkpoint (false: none, as in files from before it was kept).
+bool checkpoint_data(const std::string& path, DataInfo* out);
 
 }  // namespace mlai::nn

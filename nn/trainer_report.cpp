@@ -87,8 +87,10 @@ void Trainer::save(const std::string& name) {
   opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
   state_.train_seconds = train_seconds();
   state_.checkpoint_dir = dir_ + "/checkpoints";
+  const io::Dataset& d = data_.train;
+  const DataInfo data{d.height, d.width, d.channels, d.mean, d.std, d.class_names};
   save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_,
-                  scaler_->state());
+                  scaler_->state(), &data);
 }
 
 void Trainer::open_logs(FitResult& res) {

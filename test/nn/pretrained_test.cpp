@@ -2,14 +2,20 @@
 // mlai_predict end to end on a tiny checkpoint.
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <filesystem>
-#include <string>
+#include <png.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
 #include "autograd/variable.h"
 #include "io/h5file.h"
+#include "io/image_resize.h"
 #include "nn/checkpoint.h"
 #include "nn/models.h"
 
@@ -146,6 +152,99 @@ TEST(Predict, WritesTheModelsLogitsAndPredictions) {
                                                 out + " --mean 0.1,0.2");
   EXPECT_EQ(code, 2) << msg;
   EXPECT_NE(msg.find("--mean"), std::string::npos) << msg;
+}
+
+}  // namespace
+
+namespace {
+
+// A checkpoint that knows what it was trained on (as mlai_train writes them): mlai_predict
+// normalizes with the training set's statistics, not the input's, names the classes, and
+// takes image files, decoded and resized to the model's input, to the same predictions as the
+// packed pixels.
+TEST(Predict, ImageFilesWithTheCheckpointsSizeStatisticsAndNames) {
+  nn::Config cfg;
+  cfg.arch = "mlp";
+  cfg.hidden = {8};
+  nn::ModelSpec s;
+  s.height = 4, s.width = 6, s.channels = 3;
+  s.num_classes = 3;
+  s.hidden = cfg.hidden;
+  s.seed = 9;
+  auto model = nn::make_model("mlp", s);
+  const nn::DataInfo data{4, 6, 3, {0.3f, 0.4f, 0.5f}, {0.2f, 0.25f, 0.3f}, {"ant", "bee", "fly"}};
+  const std::string ckpt = temp_path("trained.h5");
+  nn::save_checkpoint(ckpt, *model, nullptr, {}, cfg, {}, &data);
+  nn::DataInfo back;
+  ASSERT_TRUE(nn::checkpoint_data(ckpt, &back));
+  EXPECT_EQ(back.class_names, data.class_names);
+  EXPECT_EQ(back.mean, data.mean);
+
+  // Three PNGs of other sizes in nested folders; what the model should see of each.
+  const std::string dir = temp_path("photos");
+  std::vector<uint8_t> packed;
+  const std::pair<int, int> sizes[] = {{9, 5}, {4, 6}, {12, 13}};
+  const char* names[] = {"a/x.png", "a/y.png", "b.png"};
+  for (int i = 0; i < 3; ++i) {
+    const auto [h, w] = sizes[i];
+    std::vector<uint8_t> px(static_cast<size_t>(h * w * 3));
+    for (size_t k = 0; k < px.size(); ++k) px[k] = static_cast<uint8_t>((k * 53 + i * 17) % 256);
+    const std::string file = dir + "/" + names[i];
+    fs::create_directories(fs::path(file).parent_path());
+    png_image img;
+    std::memset(&img, 0, sizeof(img));
+    img.version = PNG_IMAGE_VERSION;
+    img.width = static_cast<png_uint_32>(w);
+    img.height = static_cast<png_uint_32>(h);
+    img.format = PNG_FORMAT_RGB;
+    ASSERT_NE(png_image_write_to_file(&img, file.c_str(), 0, px.data(), 0, nullptr), 0);
+    const auto small = io::resize_bilinear(px, h, w, 3, 4, 6);
+    packed.insert(packed.end(), small.begin(), small.end());
+  }
+  const std::string csv = temp_path("pred.csv"), h5 = temp_path("packed.h5"),
+                    out = temp_path("pred.h5");
+  auto [code, msg] = run("mlai_predict", "--checkpoint " + ckpt + " --input " + dir +
+                                             " --output " + csv + " --device cpu");
+  ASSERT_EQ(code, 0) << msg;
+  {
+    io::H5Writer w(h5);  // the same pixels packed, with statistics of its own (ignored)
+    w.write("images", io::H5Type::kUInt8, {3, 4, 6, 3}, packed.data());
+    w.set_attr("/", "mean", "[0.9, 0.9, 0.9]");
+    w.set_attr("/", "std", "[0.1, 0.1, 0.1]");
+    w.commit();
+  }
+  std::tie(code, msg) = run("mlai_predict", "--checkpoint " + ckpt + " --input " + h5 +
+                                                " --output " + out + " --device cpu");
+  ASSERT_EQ(code, 0) << msg;
+  std::vector<float> x(packed.size());
+  for (size_t i = 0; i < x.size(); ++i)
+    x[i] = (packed[i] / 255.0f - data.mean[i % 3]) / data.std[i % 3];
+  model->eval();
+  autograd::NoGradGuard ng;
+  const auto want = (*model)(autograd::Variable(tensor::Tensor::from_vector(x, {3, 4, 6, 3})))
+                        .data().to_vector<float>();
+  io::H5Reader r(out);
+  std::vector<float> logits(9);
+  r.read("logits", io::H5Type::kFloat32, logits.data(), {3, 3});
+  for (int k = 0; k < 9; ++k) EXPECT_NEAR(logits[k], want[k], 1e-5) << k;
+  EXPECT_EQ(r.get_attr_string("/", "class_names"), "[\"ant\",\"bee\",\"fly\"]");
+  // The CSV: the files in order (folder by folder), their predicted class by name.
+  std::ifstream f(csv);
+  std::vector<std::string> rows;
+  for (std::string l; std::getline(f, l);) rows.push_back(l);
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0], "index,file,prediction,class,probability");
+  const std::string order[] = {dir + "/b.png", dir + "/a/x.png", dir + "/a/y.png"};
+  const int packed_index[] = {2, 0, 1};
+  for (int i = 0; i < 3; ++i) {
+    const float* row = &want[packed_index[i] * 3];
+    const int best = static_cast<int>(std::max_element(row, row + 3) - row);
+    EXPECT_EQ(rows[i + 1].rfind(std::to_string(i) + "," + order[i] + "," + std::to_string(best) +
+                                    "," + data.class_names[best] + ",",
+                                0),
+              0u)
+        << rows[i + 1];
+  }
 }
 
 }  // namespace
