@@ -2,7 +2,6 @@
 // HDF5 (the same bytes as the IDX reader gives), mlai_train trains from the packed files, and
 // bad flags or missing data are one-line errors with exit codes 2 and 1.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -11,6 +10,7 @@
 #include <random>
 
 #include "../nn/synthetic_data.h"
+#include "../run_program.h"
 #include "dataset_test_util.h"
 #include "io/h5dataset.h"
 
@@ -18,19 +18,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;
-};
-
+using Result = mlai::testing::CliResult;
 Result run(const std::string& program, const std::string& args) {
-  const std::string cmd = std::string(MLAI_BINARY_DIR) + "/bin/" + program + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (p && fgets(buf, sizeof(buf), p)) out += buf;
-  const int status = p ? pclose(p) : -1;
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  return mlai::testing::run_program(program, args);
 }
 
 int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }

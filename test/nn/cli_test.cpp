@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "cli_run.h"
+#include "../run_program.h"
 
 namespace {
 

@@ -13,7 +13,7 @@
 #include <sstream>
 #include <string>
 
-#include "cli_run.h"
+#include "../run_program.h"
 #include "synthetic_data.h"
 
 namespace {

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <png.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include <string>
 
 #include "autograd/variable.h"
+#include "../run_program.h"
 #include "io/h5file.h"
 #include "io/image_resize.h"
 #include "nn/checkpoint.h"
@@ -47,13 +47,8 @@ std::vector<float> values(nn::Module& m, const std::string& name) {
 }
 
 std::pair<int, std::string> run(const std::string& prog, const std::string& args) {
-  const std::string cmd = std::string(MLAI_BINARY_DIR) + "/bin/" + prog + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (p && fgets(buf, sizeof(buf), p)) out += buf;
-  const int status = p ? pclose(p) : -1;
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  const auto r = mlai::testing::run_program(prog, args);
+  return {r.code, r.out};
 }
 
 TEST(Pretrained, ResetHeadLoadsAllButFcIntoANewClassCount) {
