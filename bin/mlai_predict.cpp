@@ -16,6 +16,7 @@
 
 #include "io/h5file.h"
 #include "io/image_decode.h"
+#include "io/image_folder.h"
 #include "io/image_resize.h"
 #include "io/metrics.h"
 #include "nn/checkpoint.h"
@@ -52,26 +53,13 @@ std::vector<float> channel_stats(const std::string& flag_value, const mlai::io::
   return v;
 }
 
-// The image files of --input: the file itself, or every .png/.jpg/.jpeg under the folder (at
-// any depth, '.' names skipped), folder by folder and by name, as mlai_convert orders them.
+// The image files of --input: the file itself, or every image under the folder, in
+// mlai_convert's order.
 std::vector<std::string> image_files(const std::string& input) {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(input)) return {input};
-  std::vector<std::pair<std::string, std::string>> found;
-  for (auto it = fs::recursive_directory_iterator(input,
-                                                  fs::directory_options::follow_directory_symlink);
-       it != fs::recursive_directory_iterator(); ++it) {
-    if (it->path().filename().string().rfind('.', 0) == 0) {
-      if (it->is_directory()) it.disable_recursion_pending();
-      continue;
-    }
-    if (it->is_regular_file() && mlai::io::is_image_file(it->path().string()))
-      found.emplace_back(it->path().parent_path().string(), it->path().filename().string());
-  }
-  if (found.empty()) throw std::invalid_argument("--input " + input + " holds no .png, .jpg or .jpeg files");
-  std::sort(found.begin(), found.end());
-  std::vector<std::string> files;
-  for (const auto& [dir, name] : found) files.push_back((fs::path(dir) / name).string());
+  if (!std::filesystem::is_directory(input)) return {input};
+  std::vector<std::string> files = mlai::io::list_image_files(input);
+  if (files.empty())
+    throw std::invalid_argument("--input " + input + " holds no .png, .jpg or .jpeg files");
   return files;
 }
 

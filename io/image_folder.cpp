@@ -25,6 +25,29 @@ std::string size_text(const ImageInfo& i) {  // HxW, as --size takes it
 
 }  // namespace
 
+std::vector<std::string> list_image_files(const std::string& dir,
+                                          std::vector<std::string>* skipped) {
+  // (folder, name) pairs sorted: os.walk's folders in order, each folder's files by name.
+  std::vector<std::pair<std::string, std::string>> found;
+  for (auto it = fs::recursive_directory_iterator(dir,
+                                                  fs::directory_options::follow_directory_symlink);
+       it != fs::recursive_directory_iterator(); ++it) {
+    if (hidden(it->path())) {
+      if (it->is_directory()) it.disable_recursion_pending();
+      continue;
+    }
+    if (!it->is_regular_file()) continue;
+    if (is_image_file(it->path().string()))
+      found.emplace_back(it->path().parent_path().string(), it->path().filename().string());
+    else if (skipped)
+      skipped->push_back(it->path().string());
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> files;
+  for (const auto& [folder, name] : found) files.push_back((fs::path(folder) / name).string());
+  return files;
+}
+
 ImageFolder scan_image_folder(const std::string& root, const std::vector<std::string>& classes) {
   if (!fs::is_directory(root))
     throw std::runtime_error("image folder " + root + " is not a directory");
@@ -47,28 +70,13 @@ ImageFolder scan_image_folder(const std::string& root, const std::vector<std::st
                                  "' is not one of the training set's classes");
       label = at - classes.begin();
     }
-    // (folder, name) pairs sorted: os.walk's folders in order, each folder's files by name.
-    std::vector<std::pair<std::string, std::string>> found;
-    const fs::path dir = fs::path(root) / cls;
-    for (auto it =
-             fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink);
-         it != fs::recursive_directory_iterator(); ++it) {
-      if (hidden(it->path())) {
-        if (it->is_directory()) it.disable_recursion_pending();
-        continue;
-      }
-      if (!it->is_regular_file()) continue;
-      if (is_image_file(it->path().string()))
-        found.emplace_back(it->path().parent_path().string(), it->path().filename().string());
-      else
-        f.skipped.push_back(it->path().string());
-    }
+    const std::vector<std::string> found =
+        list_image_files((fs::path(root) / cls).string(), &f.skipped);
     if (found.empty())
       throw std::runtime_error("image folder " + root + ": class folder '" + cls +
                                "' holds no .png, .jpg or .jpeg files");
-    std::sort(found.begin(), found.end());
-    for (const auto& [folder, name] : found) {
-      f.files.push_back((fs::path(folder) / name).string());
+    for (const std::string& file : found) {
+      f.files.push_back(file);
       f.labels.push_back(label);
     }
   }

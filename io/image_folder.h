@@ -20,6 +20,12 @@ struct ImageFolder {
   std::vector<std::string> skipped;      // files that are not .png/.jpg/.jpeg
 };
 
+// The .png/.jpg/.jpeg files under dir at any depth, in ImageFolder's order (folder by folder,
+// by name within a folder); names starting with '.' are ignored, other files are appended to
+// `skipped` when given.
+std::vector<std::string> list_image_files(const std::string& dir,
+                                          std::vector<std::string>* skipped = nullptr);
+
 // Lists root's images as torchvision's ImageFolder does: each subfolder is a class (sorted by
 // name, its position the label), holding images at any depth, ordered folder by folder and by
 // name within a folder. Names starting with '.' are ignored. With `classes` (a training
