@@ -129,8 +129,9 @@ Dataset pack_image_folder(const ImageFolder& f, const std::string& path, const P
   H5DatasetWriter out(path, n, height, width, channels, o.compression);
   const int64_t block = kH5ImagesPerChunk * 64;
   std::vector<uint8_t> pixels;
-  // Per-image channel sums, added in image order: the same statistics for any thread count.
-  std::vector<double> sums(static_cast<size_t>(n * channels * 2));
+  // Per-image channel sums of pixels and of their squares, exact integers, added in image
+  // order: the same statistics for any thread count.
+  std::vector<uint64_t> sums(static_cast<size_t>(n * channels * 2));
   for (int64_t first = 0; first < n; first += block) {
     const int64_t count = std::min(block, n - first);
     pixels.resize(static_cast<size_t>(count * bytes));
@@ -142,10 +143,10 @@ Dataset pack_image_folder(const ImageFolder& f, const std::string& path, const P
         if (in.height != height || in.width != width)
           img = resize_bilinear(img, in.height, in.width, channels, height, width);
         std::copy(img.begin(), img.end(), pixels.begin() + k * bytes);
-        double* s = &sums[static_cast<size_t>(i * channels * 2)];
+        uint64_t* s = &sums[static_cast<size_t>(i * channels * 2)];
         for (int64_t p = 0; p < height * width; ++p)
           for (int c = 0; c < channels; ++c) {
-            const double v = img[static_cast<size_t>(p * channels + c)];
+            const uint32_t v = img[static_cast<size_t>(p * channels + c)];
             s[2 * c] += v;
             s[2 * c + 1] += v * v;
           }
@@ -162,13 +163,14 @@ Dataset pack_image_folder(const ImageFolder& f, const std::string& path, const P
   header.labels = f.labels;
   const double values = static_cast<double>(n * height * width);
   for (int c = 0; c < channels; ++c) {
-    double sum = 0, squares = 0;
+    uint64_t sum = 0, squares = 0;  // exact up to 2^48 pixel values
     for (int64_t i = 0; i < n; ++i) {
       sum += sums[static_cast<size_t>((i * channels + c) * 2)];
       squares += sums[static_cast<size_t>((i * channels + c) * 2 + 1)];
     }
-    const double mean = sum / values / 255.0;
-    const double var = std::max(squares / values / (255.0 * 255.0) - mean * mean, 0.0);
+    const double mean = static_cast<double>(sum) / values / 255.0;
+    const double var = std::max(
+        static_cast<double>(squares) / values / (255.0 * 255.0) - mean * mean, 0.0);
     header.mean.push_back(static_cast<float>(mean));
     // A channel that never varies would divide by zero: leave it unscaled.
     header.std.push_back(var > 1e-12 ? static_cast<float>(std::sqrt(var)) : 1.0f);

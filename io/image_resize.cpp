@@ -1,5 +1,6 @@
 // PIL's separable resampling (Resample.c), written afresh for the bilinear filter: per output
-// position, the input span and its fixed-point weights; then one pass per axis that changes.
+// position, the input span and its fixed-point weights; then one pass per axis that changes,
+// the vertical one as weighted sums of whole rows (contiguous, vectorized).
 #include "io/image_resize.h"
 
 #include <algorithm>
@@ -53,27 +54,59 @@ Taps bilinear_taps(int64_t in_size, int64_t out_size) {
   return t;
 }
 
-inline uint8_t clip8(int64_t v) {
-  if (v >= (int64_t{1} << kPrecisionBits << 8)) return 255;
+// PIL's accumulator is a 32-bit int: 255 times weights summing to 2^22, plus the rounding
+// half, fits.
+inline uint8_t clip8(int32_t v) {
+  if (v >= (int32_t{1} << kPrecisionBits << 8)) return 255;
   if (v <= 0) return 0;
   return static_cast<uint8_t>(v >> kPrecisionBits);
 }
 
-// One pass along an axis: `lines` runs of `size` positions, `step` bytes apart within a run,
-// `line_step` between runs, each position `c` bytes; out is laid out the same with the new size.
-void resample(const uint8_t* in, uint8_t* out, const Taps& t, int64_t lines, int64_t in_line,
-              int64_t out_line, int64_t step, int64_t out_size, int64_t c) {
-  for (int64_t l = 0; l < lines; ++l) {
-    for (int64_t o = 0; o < out_size; ++o) {
-      const int32_t* w = &t.weight[static_cast<size_t>(o * t.stride)];
-      const int64_t first = t.first[static_cast<size_t>(o)], n = t.count[static_cast<size_t>(o)];
-      for (int64_t ch = 0; ch < c; ++ch) {
-        int64_t acc = int64_t{1} << (kPrecisionBits - 1);
-        const uint8_t* src = in + l * in_line + first * step + ch;
-        for (int64_t k = 0; k < n; ++k) acc += static_cast<int64_t>(src[k * step]) * w[k];
-        out[l * out_line + o * step + ch] = clip8(acc);
+// Along each row: h rows of w pixels of C bytes -> h rows of ow pixels (C fixed at compile
+// time for 1 and 3 channels, so the channel loop unrolls; 0: `c` at run time).
+template <int C>
+void resample_rows(const uint8_t* in, uint8_t* out, const Taps& t, int64_t h, int64_t w,
+                   int64_t ow, int64_t c_any) {
+  const int64_t c = C > 0 ? C : c_any;
+  for (int64_t y = 0; y < h; ++y) {
+    const uint8_t* row = in + y * w * c;
+    uint8_t* dst = out + y * ow * c;
+    for (int64_t o = 0; o < ow; ++o) {
+      const int32_t* wt = &t.weight[static_cast<size_t>(o * t.stride)];
+      const uint8_t* src = row + t.first[static_cast<size_t>(o)] * c;
+      const int64_t n = t.count[static_cast<size_t>(o)];
+      if constexpr (C > 0) {  // the channels side by side: C independent sums per tap
+        int32_t acc[C];
+        for (int ch = 0; ch < C; ++ch) acc[ch] = int32_t{1} << (kPrecisionBits - 1);
+        for (int64_t k = 0; k < n; ++k)
+          for (int ch = 0; ch < C; ++ch) acc[ch] += static_cast<int32_t>(src[k * C + ch]) * wt[k];
+        for (int ch = 0; ch < C; ++ch) dst[o * C + ch] = clip8(acc[ch]);
+      } else {
+        for (int64_t ch = 0; ch < c; ++ch) {
+          int32_t acc = int32_t{1} << (kPrecisionBits - 1);
+          for (int64_t k = 0; k < n; ++k) acc += static_cast<int32_t>(src[k * c + ch]) * wt[k];
+          dst[o * c + ch] = clip8(acc);
+        }
       }
     }
+  }
+}
+
+// Along each column: h rows of `row` bytes -> oh rows. Each output row is a weighted sum of
+// whole input rows, so the inner loop runs along contiguous bytes (and vectorizes).
+void resample_columns(const uint8_t* in, uint8_t* out, const Taps& t, int64_t row, int64_t oh) {
+  std::vector<int32_t> acc(static_cast<size_t>(row));
+  for (int64_t o = 0; o < oh; ++o) {
+    std::fill(acc.begin(), acc.end(), int32_t{1} << (kPrecisionBits - 1));
+    const int32_t* wt = &t.weight[static_cast<size_t>(o * t.stride)];
+    const int64_t first = t.first[static_cast<size_t>(o)], n = t.count[static_cast<size_t>(o)];
+    for (int64_t k = 0; k < n; ++k) {
+      const uint8_t* src = in + (first + k) * row;
+      const int32_t wk = wt[k];
+      for (int64_t x = 0; x < row; ++x) acc[static_cast<size_t>(x)] += src[x] * wk;
+    }
+    uint8_t* dst = out + o * row;
+    for (int64_t x = 0; x < row; ++x) dst[x] = clip8(acc[static_cast<size_t>(x)]);
   }
 }
 
@@ -86,15 +119,21 @@ std::vector<uint8_t> resize_bilinear(const std::vector<uint8_t>& in, int64_t ih,
     throw std::invalid_argument("resize_bilinear: bad sizes");
   std::vector<uint8_t> cur = in;
   int64_t h = ih, w = iw;
-  auto horizontal = [&] {  // h lines of w pixels, c bytes apart
+  auto horizontal = [&] {
     std::vector<uint8_t> next(static_cast<size_t>(h * ow * c));
-    resample(cur.data(), next.data(), bilinear_taps(iw, ow), h, w * c, ow * c, c, ow, c);
+    const Taps taps = bilinear_taps(iw, ow);
+    if (c == 3)
+      resample_rows<3>(cur.data(), next.data(), taps, h, w, ow, c);
+    else if (c == 1)
+      resample_rows<1>(cur.data(), next.data(), taps, h, w, ow, c);
+    else
+      resample_rows<0>(cur.data(), next.data(), taps, h, w, ow, c);
     cur.swap(next);
     w = ow;
   };
-  auto vertical = [&] {  // w * c columns of bytes, each h rows of w * c bytes apart
+  auto vertical = [&] {
     std::vector<uint8_t> next(static_cast<size_t>(oh * w * c));
-    resample(cur.data(), next.data(), bilinear_taps(ih, oh), w * c, 1, 1, w * c, oh, 1);
+    resample_columns(cur.data(), next.data(), bilinear_taps(ih, oh), w * c, oh);
     cur.swap(next);
     h = oh;
   };
