@@ -169,13 +169,20 @@ int main(int argc, char** argv) {
   int files = 0;
   try {
     // --from folder: DIR/train and DIR/test (or DIR/val), or DIR alone as the training split.
+    // Both splits take the training split's classes, colour and size (a test image of another
+    // size is resized to it), so the files fit one model.
     io::FolderSplits folders;
     std::vector<std::string> train_classes;
+    io::PackOptions po;
     if (o.from == "folder") {
       folders = io::image_folder_splits(o.data_dir);
       if (o.split == "test" && folders.test.empty())
         throw std::runtime_error("--split test: " + o.data_dir + " has no test/ or val/ folder");
-      train_classes = io::scan_image_folder(folders.train).class_names;
+      const io::ImageFolder train = io::scan_image_folder(folders.train);
+      train_classes = train.class_names;
+      po.height = o.height, po.width = o.width, po.channels = o.channels;
+      po.compression = o.compression;
+      po = io::resolve_pack_options(train, po);
     }
     for (const std::string split : {"train", "test"}) {
       if (o.split != "all" && o.split != split) continue;
@@ -193,9 +200,6 @@ int main(int argc, char** argv) {
         if (!f.skipped.empty())
           std::printf("%s: skipped %zu files that are not .png, .jpg or .jpeg (e.g. %s)\n",
                       f.root.c_str(), f.skipped.size(), f.skipped.front().c_str());
-        io::PackOptions po;
-        po.height = o.height, po.width = o.width, po.channels = o.channels;
-        po.compression = o.compression;
         std::filesystem::path dir = std::filesystem::absolute(o.data_dir).lexically_normal();
         if (dir.filename().empty()) dir = dir.parent_path();  // a trailing '/'
         const std::string name = dir.filename().string();

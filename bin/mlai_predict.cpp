@@ -165,6 +165,14 @@ int run(const Options& o) {
     // One row per image: its file (or index), the predicted class and its softmax probability.
     const std::string tmp = o.output + ".tmp";
     fs::remove(tmp);
+    struct RemoveOnError {  // a failed write leaves no .tmp behind
+      const std::string& path;
+      bool done = false;
+      ~RemoveOnError() {
+        std::error_code ec;
+        if (!done) fs::remove(path, ec);
+      }
+    } guard{tmp};
     {
       mlai::io::CsvLogger csv(tmp, {"index", "file", "prediction", "class", "probability"});
       for (int64_t i = 0; i < n; ++i) {
@@ -180,6 +188,7 @@ int run(const Options& o) {
       }
     }
     fs::rename(tmp, o.output);
+    guard.done = true;
   } else {
     mlai::io::H5Writer wr(o.output);
     wr.write("logits", mlai::io::H5Type::kFloat32, {n, classes}, logits.data());

@@ -245,7 +245,11 @@ int main(int argc, char** argv) {
     } catch (const CLI::FileError& e) {
       throw CLI::FileError("--config: " + std::string(e.what()));
     }
-    if (app.count("--fast-dev-run") && cfg.fast_dev_run == 0) cfg.fast_dev_run = 1;
+    // A bare --fast-dev-run is 1 batch; --fast-dev-run 0 (or 0 in a config file) is off.
+    if (app.count("--fast-dev-run")) {
+      const auto& given = app.get_option("--fast-dev-run")->results();
+      if (given.empty() || (given.size() == 1 && given[0].empty())) cfg.fast_dev_run = 1;
+    }
     if (app.count("--lr-find") && cfg.lr_find.empty()) cfg.lr_find = "apply";  // bare --lr-find
     if (cfg.lr_find == "true") cfg.lr_find = "apply";  // lr-find = true in a config file
     if (cfg.lr_find == "false") cfg.lr_find.clear();

@@ -94,6 +94,36 @@ FolderSplits image_folder_splits(const std::string& dir) {
   return {(d / "train").string(), ""};
 }
 
+PackOptions resolve_pack_options(const ImageFolder& f, const PackOptions& o) {
+  namespace cpu = kernels::cpu;
+  const auto n = static_cast<int64_t>(f.files.size());
+  if (n == 0) throw std::runtime_error("image folder " + f.root + " holds no images");
+  if (o.channels != 0 && o.channels != 1 && o.channels != 3)
+    throw std::invalid_argument("channels must be 1 or 3, got " + std::to_string(o.channels));
+  PackOptions r = o;
+  if (r.channels != 0 && r.height != 0) return r;
+  std::vector<ImageInfo> info(static_cast<size_t>(n));
+  cpu::parallel_for(n, 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      info[static_cast<size_t>(i)] = read_image_info(f.files[static_cast<size_t>(i)]);
+  });
+  if (r.channels == 0)
+    r.channels =
+        std::any_of(info.begin(), info.end(), [](auto& i) { return i.channels == 3; }) ? 3 : 1;
+  if (r.height == 0) {
+    r.height = info[0].height, r.width = info[0].width;
+    for (int64_t i = 1; i < n; ++i)
+      if (info[static_cast<size_t>(i)].height != r.height ||
+          info[static_cast<size_t>(i)].width != r.width)
+        throw std::runtime_error("image " + f.files[static_cast<size_t>(i)] + " is " +
+                                 size_text(info[static_cast<size_t>(i)]) + " but " + f.files[0] +
+                                 " is " + size_text(info[0]) +
+                                 " (height x width): give --size HxW to resize every image "
+                                 "to one size");
+  }
+  return r;
+}
+
 Dataset pack_image_folder(const ImageFolder& f, const std::string& path, const PackOptions& o,
                           const std::string& name, const WriteProgress& progress) {
   namespace cpu = kernels::cpu;
@@ -101,30 +131,9 @@ Dataset pack_image_folder(const ImageFolder& f, const std::string& path, const P
   if (n == 0) throw std::runtime_error("image folder " + f.root + " holds no images");
   if (o.channels != 0 && o.channels != 1 && o.channels != 3)
     throw std::invalid_argument("channels must be 1 or 3, got " + std::to_string(o.channels));
-  // The colour and the size, when not given, come from every file's header.
-  int channels = o.channels;
-  int64_t height = o.height, width = o.width;
-  if (channels == 0 || height == 0) {
-    std::vector<ImageInfo> info(static_cast<size_t>(n));
-    cpu::parallel_for(n, 16, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i)
-        info[static_cast<size_t>(i)] = read_image_info(f.files[static_cast<size_t>(i)]);
-    });
-    if (channels == 0)
-      channels =
-          std::any_of(info.begin(), info.end(), [](auto& i) { return i.channels == 3; }) ? 3 : 1;
-    if (height == 0) {
-      height = info[0].height, width = info[0].width;
-      for (int64_t i = 1; i < n; ++i)
-        if (info[static_cast<size_t>(i)].height != height ||
-            info[static_cast<size_t>(i)].width != width)
-          throw std::runtime_error("image " + f.files[static_cast<size_t>(i)] + " is " +
-                                   size_text(info[static_cast<size_t>(i)]) + " but " + f.files[0] +
-                                   " is " + size_text(info[0]) +
-                                   " (height x width): give --size HxW to resize every image "
-                                   "to one size");
-    }
-  }
+  const PackOptions r = resolve_pack_options(f, o);
+  const int channels = r.channels;
+  const int64_t height = r.height, width = r.width;
   const int64_t bytes = height * width * channels;
   H5DatasetWriter out(path, n, height, width, channels, o.compression);
   const int64_t block = kH5ImagesPerChunk * 64;

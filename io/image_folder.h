@@ -49,6 +49,12 @@ struct PackOptions {
   int compression = 0;            // gzip level of the images
 };
 
+// `o` with what it leaves open (0) learnt from the headers of f's files: the channels (3 if any
+// image is in colour, else 1) and the size (which every image must then share; otherwise an
+// error names two files of different sizes). A test split packed with its training split's
+// resolved options gets the same shape.
+PackOptions resolve_pack_options(const ImageFolder& f, const PackOptions& o);
+
 // Decodes every image of `f` (on the kernel pool, a block of 4096 at a time), resizes them if
 // asked, and writes an mlai-images-1 file at `path` named `name`, with the per-channel mean and
 // std of the pixels written. Returns that file's header (everything but the pixels). Errors

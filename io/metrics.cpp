@@ -213,12 +213,16 @@ CsvLogger::CsvLogger(const std::string& path, std::vector<std::string> columns)
       // (put in place by a rename) and its earlier rows keep their fewer cells.
       std::string rest((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       const std::string tmp = path_ + ".tmp";
+      bool written = false;
       {
         std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
         out << header << "\n" << rest;
-        if (!out.flush()) throw std::runtime_error("cannot write " + tmp);
+        written = static_cast<bool>(out.flush());
       }
-      fs::rename(tmp, path_);
+      if (!written || (fs::rename(tmp, path_, ec), ec)) {
+        fs::remove(tmp, ec);
+        throw std::runtime_error("cannot rewrite the header of " + path_);
+      }
       in = std::ifstream(path_, std::ios::binary);
       existing = header;
     }

@@ -74,8 +74,9 @@ class YamlReader : public CLI::Config {
     if (!root.IsMap()) throw CLI::ConfigError("expected a mapping of key: value lines");
     std::set<std::string> seen;
     for (const auto& kv : root) {
+      if (!kv.first.IsScalar()) throw CLI::ConfigError("a key must be a name, not a list or mapping");
       CLI::ConfigItem item;
-      item.name = kv.first.as<std::string>();
+      item.name = kv.first.Scalar();
       std::replace(item.name.begin(), item.name.end(), '_', '-');
       if (!seen.insert(item.name).second)
         throw CLI::ConfigError("'" + item.name + "' is given twice");
@@ -91,6 +92,10 @@ class YamlReader : public CLI::Config {
             throw CLI::ConfigError("'" + item.name + "' must be a value or a list of values");
           item.inputs.push_back(x.Scalar());
         }
+      } else if (item.name == "fast-dev-run" && (v.Scalar() == "false" || v.Scalar() == "0")) {
+        continue;  // Lightning's fast_dev_run: false / 0, off: not given
+      } else if (item.name == "fast-dev-run" && v.Scalar() == "true") {
+        item.inputs.push_back("1");  // Lightning's fast_dev_run: true, one batch
       } else {
         item.inputs.push_back(v.Scalar());
       }

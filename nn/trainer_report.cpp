@@ -166,6 +166,8 @@ bool Trainer::validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit,
   if (tb_) {
     tb_->add_scalar("val/loss", static_cast<float>(v.loss), state_.global_step);
     tb_->add_scalar("val/accuracy", static_cast<float>(acc), state_.global_step);
+    if (v.top5 >= 0)
+      tb_->add_scalar("val/top5_accuracy", static_cast<float>(v.top5), state_.global_step);
     tb_->flush();
   }
   state_.epoch = epoch;  // in progress: best.h5 resumes at next_batch like last.h5
@@ -377,21 +379,25 @@ void Trainer::load_best_for_test() {
     dist::broadcast_tensors(*comm_, shared);
   }
   model_->refresh_working_parameters();
+  // Without a validation set best.h5 is the best by the training metric (keep_if_best).
   if (main_)
     std::printf("testing the weights of %s (%s %.4f)\n", path.c_str(),
-                cfg_.checkpoint_monitor.c_str(), state_.best_score);
+                data_.val.count > 0 ? cfg_.checkpoint_monitor.c_str()
+                : cfg_.checkpoint_monitor == "val_loss" ? "training loss"
+                                                        : "training accuracy",
+                state_.best_score);
 }
 
 void Trainer::test_and_report(FitResult& res) {
-  load_best_for_test();
+  const int64_t test_batches =
+      dev_run_ ? cfg_.fast_dev_run
+               : limit_batches(cfg_.limit_test_batches,
+                               (data_.test.count + cfg_.batch_size - 1) / cfg_.batch_size,
+                               "--limit-test-batches");
+  if (data_.test.count > 0 && test_batches > 0) load_best_for_test();
   {
     Profiler::Scope s(profiler_, "test");
-    res.test = evaluate(
-        data_.test, dev_run_
-                        ? cfg_.fast_dev_run
-                        : limit_batches(cfg_.limit_test_batches,
-                                        (data_.test.count + cfg_.batch_size - 1) / cfg_.batch_size,
-                                        "--limit-test-batches"));
+    res.test = evaluate(data_.test, test_batches);
   }
   if (res.test.samples > 0 && main_) {
     const auto& cm = res.test.confusion;

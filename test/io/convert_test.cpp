@@ -146,6 +146,20 @@ TEST_F(ConvertTest, ImageFolderPacksResizesAndTrains) {
   EXPECT_EQ(lines(r.out), 1) << r.out;
   EXPECT_NE(r.out.find("--size"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(path("q/bugs-train.h5")));
+  // A test folder of gray images of another size takes the training folder's colour and size.
+  for (const std::string cls : {"ants", "bees"}) {
+    mlai::testing::write_png(path("two/train/" + cls + "/1.png"), 8, 8, 3,
+                             std::vector<uint8_t>(8 * 8 * 3, 90));
+    mlai::testing::write_png(path("two/test/" + cls + "/1.png"), 5, 7, 1,
+                             std::vector<uint8_t>(5 * 7, 30));
+  }
+  r = run("mlai_convert", "--from folder --data-dir " + path("two") + " --out " + path("t/two"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto test = mlai::io::read_h5_dataset(path("t/two-test.h5"));
+  EXPECT_EQ(test.height, 8);
+  EXPECT_EQ(test.width, 8);
+  EXPECT_EQ(test.channels, 3);
+  EXPECT_EQ(test.images[0], 30);  // gray 30 replicated, resized from a constant image
 }
 
 TEST_F(ConvertTest, OneSplitAndPlainProgressLines) {

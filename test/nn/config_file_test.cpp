@@ -12,6 +12,8 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "../run_program.h"
 #include "synthetic_data.h"
@@ -114,6 +116,18 @@ TEST_F(ConfigFileTest, CommandLineWinsAndSnakeCaseKeysWork) {
   EXPECT_EQ(value(r.out, "hidden"), "[32, 16]");
   EXPECT_EQ(value(r.out, "epochs"), "-1");  // max-steps alone, as on the command line
   EXPECT_EQ(value(r.out, "lr-find"), "apply");
+  // fast_dev_run as Lightning writes it: 0/false is off, true is one batch, N is N; and a
+  // bare --fast-dev-run is one batch, --fast-dev-run 0 off.
+  for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
+           {"fast_dev_run: 0\n", "null"},
+           {"fast_dev_run: false\n", "null"},
+           {"fast_dev_run: true\n", "1"},
+           {"fast_dev_run: 3\n", "3"}}) {
+    const auto d = run_mlai_train("--config " + write("d.yaml", text) + " --print-config");
+    EXPECT_EQ(value(d.out, "fast-dev-run"), want) << text << d.out;
+  }
+  EXPECT_EQ(value(run_mlai_train("--fast-dev-run --print-config").out, "fast-dev-run"), "1");
+  EXPECT_EQ(value(run_mlai_train("--fast-dev-run 0 --print-config").out, "fast-dev-run"), "null");
   // --epochs on the command line keeps its own value beside the file's max-steps.
   EXPECT_EQ(value(run_mlai_train("--config " + file + " --epochs 3 --print-config").out, "epochs"),
             "3");
@@ -129,6 +143,7 @@ TEST_F(ConfigFileTest, BadFilesAreOneLineErrorsNamingTheFileAndKey) {
       {"- lr\n", "expected a mapping"},
       {"hidden: [[1]]\n", "'hidden'"},
       {"config: other.yaml\n", "config"},
+      {"[lr]: 0.1\n", "a key must be a name"},
   };
   for (const auto& [text, needle] : cases) {
     const std::string file = write("bad.yaml", text);
