@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <csetjmp>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -39,20 +41,82 @@ bool is_jpeg(const std::vector<uint8_t>& b) {
   return b.size() >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff;
 }
 
-// libpng's simplified API: no setjmp, errors in image.message.
+// libpng's own reader, set up as PIL reads PNGs: no gamma correction (a gAMA chunk is ignored;
+// libpng's simplified API would convert to sRGB), 16-bit samples by their high byte, palettes
+// and 1/2/4-bit gray expanded, alpha dropped. libpng reports errors by longjmp: every libpng
+// call runs in a function that sets its jump point first and touches no C++ object after it,
+// so a jump only skips plain data.
 struct Png {
-  png_image image;
-  Png(const std::string& path, const std::vector<uint8_t>& bytes) {
-    std::memset(&image, 0, sizeof(image));
-    image.version = PNG_IMAGE_VERSION;
-    if (!png_image_begin_read_from_memory(&image, bytes.data(), bytes.size()))
-      fail(path, std::string("PNG: ") + image.message);
+  png_structp png = nullptr;
+  png_infop info = nullptr;
+  const std::vector<uint8_t>* bytes = nullptr;
+  size_t pos = 0;
+  char error[200] = "";
+  int bit_depth = 0, color_type = 0;
+  uint32_t width = 0, height = 0;
+  int channels = 0;  // after the transforms: 1 or 3
+  size_t row_bytes = 0;
+
+  ~Png() { png_destroy_read_struct(&png, &info, nullptr); }
+
+  static void on_error(png_structp p, png_const_charp msg) {
+    Png* self = static_cast<Png*>(png_get_error_ptr(p));
+    std::snprintf(self->error, sizeof(self->error), "%s", msg);
+    png_longjmp(p, 1);
   }
-  ~Png() { png_image_free(&image); }
-  ImageInfo info() const {
-    return {image.height, image.width, (image.format & PNG_FORMAT_FLAG_COLOR) ? 3 : 1};
+  static void on_warning(png_structp, png_const_charp) {}
+  static void on_read(png_structp p, png_bytep out, size_t n) {
+    Png* self = static_cast<Png*>(png_get_io_ptr(p));
+    if (self->pos + n > self->bytes->size()) png_error(p, "the file is truncated");
+    std::memcpy(out, self->bytes->data() + self->pos, n);
+    self->pos += n;
+  }
+
+  // The header and the transforms; false (with `error`) on a libpng error.
+  bool start(const std::vector<uint8_t>& data) {
+    bytes = &data;
+    png = png_create_read_struct(PNG_LIBPNG_VER_STRING, this, &Png::on_error, &Png::on_warning);
+    if (png) info = png_create_info_struct(png);
+    if (!png || !info) {
+      std::snprintf(error, sizeof(error), "out of memory");
+      return false;
+    }
+    if (setjmp(png_jmpbuf(png))) return false;
+    png_set_read_fn(png, this, &Png::on_read);
+    png_read_info(png, info);
+    width = png_get_image_width(png, info);
+    height = png_get_image_height(png, info);
+    bit_depth = png_get_bit_depth(png, info);
+    color_type = png_get_color_type(png, info);
+    if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (color_type == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+    if (bit_depth == 16) png_set_strip_16(png);  // the high byte, as PIL keeps it
+    if (color_type & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    channels = png_get_channels(png, info);
+    row_bytes = png_get_rowbytes(png, info);
+    return true;
+  }
+  // Decodes into out (height * row_bytes bytes) through rows (height pointers).
+  bool read(uint8_t* out, png_bytep* rows) {
+    if (setjmp(png_jmpbuf(png))) return false;
+    for (uint32_t y = 0; y < height; ++y) rows[y] = out + y * row_bytes;
+    png_read_image(png, rows);
+    return true;
   }
 };
+
+// Opens a PNG and checks what mlai decodes as PIL does.
+void open_png(const std::string& path, const std::vector<uint8_t>& bytes, Png& png) {
+  if (!png.start(bytes)) fail(path, std::string("PNG: ") + png.error);
+  if (png.bit_depth == 16 && !(png.color_type & PNG_COLOR_MASK_COLOR))
+    fail(path,
+         "a 16-bit grayscale PNG (PIL's loader clips it to 255; convert it to 8 bits "
+         "first)");
+  if (png.channels != 1 && png.channels != 3)
+    fail(path, "PNG: unexpected " + std::to_string(png.channels) + " channels after decoding");
+}
 
 using TjHandle = std::unique_ptr<void, int (*)(tjhandle)>;
 
@@ -72,7 +136,11 @@ struct Jpeg {
 };
 
 ImageInfo info_of(const std::string& path, const std::vector<uint8_t>& bytes) {
-  if (is_png(bytes)) return Png(path, bytes).info();
+  if (is_png(bytes)) {
+    Png png;
+    open_png(path, bytes, png);
+    return {png.height, png.width, png.channels};
+  }
   if (is_jpeg(bytes)) return Jpeg(path, bytes).header;
   fail(path, bytes.empty() ? "the file is empty" : "not a PNG or JPEG file");
 }
@@ -102,12 +170,12 @@ std::vector<uint8_t> decode_image(const std::string& path, int channels, ImageIn
   std::vector<uint8_t> raw;
   int raw_step = 0;  // bytes per pixel in raw
   if (is_png(bytes)) {
-    Png png(path, bytes);
-    png.image.format = in.channels == 3 ? PNG_FORMAT_RGBA : PNG_FORMAT_GA;
-    raw.resize(PNG_IMAGE_SIZE(png.image));
-    if (!png_image_finish_read(&png.image, nullptr, raw.data(), 0, nullptr))
-      fail(path, std::string("PNG: ") + png.image.message);
-    raw_step = in.channels == 3 ? 4 : 2;
+    Png png;
+    open_png(path, bytes, png);
+    raw_step = png.channels;
+    raw.resize(png.height * png.row_bytes);
+    std::vector<png_bytep> rows(png.height);
+    if (!png.read(raw.data(), rows.data())) fail(path, std::string("PNG: ") + png.error);
   } else {
     Jpeg jpeg(path, bytes);
     raw_step = in.channels;

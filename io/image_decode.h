@@ -1,7 +1,8 @@
 // PNG and JPEG files decoded to 8-bit HWC pixels with 1 (gray) or 3 (RGB) channels, as PIL's
 // convert("L") / convert("RGB") give them (what torchvision's ImageFolder loader does): alpha
-// dropped, gray from colour as ITU-R 601-2 luma. PNG through libpng's simplified API, JPEG
-// through libjpeg-turbo's TurboJPEG API (accurate DCT, as PIL decodes). Errors name the file.
+// dropped, gray from colour as ITU-R 601-2 luma, no gamma correction, 16-bit colour by its
+// high byte. PNG through libpng, JPEG through libjpeg-turbo's TurboJPEG API (accurate DCT, as
+// PIL decodes). 16-bit grayscale PNGs are refused (PIL clips them). Errors name the file.
 #pragma once
 
 #include <cstdint>

@@ -29,8 +29,8 @@ std::vector<std::string> list_image_files(const std::string& dir,
                                           std::vector<std::string>* skipped) {
   // (folder, name) pairs sorted: os.walk's folders in order, each folder's files by name.
   std::vector<std::pair<std::string, std::string>> found;
-  for (auto it = fs::recursive_directory_iterator(dir,
-                                                  fs::directory_options::follow_directory_symlink);
+  for (auto it =
+           fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink);
        it != fs::recursive_directory_iterator(); ++it) {
     if (hidden(it->path())) {
       if (it->is_directory()) it.disable_recursion_pending();
@@ -178,8 +178,8 @@ Dataset pack_image_folder(const ImageFolder& f, const std::string& path, const P
       squares += sums[static_cast<size_t>((i * channels + c) * 2 + 1)];
     }
     const double mean = static_cast<double>(sum) / values / 255.0;
-    const double var = std::max(
-        static_cast<double>(squares) / values / (255.0 * 255.0) - mean * mean, 0.0);
+    const double var =
+        std::max(static_cast<double>(squares) / values / (255.0 * 255.0) - mean * mean, 0.0);
     header.mean.push_back(static_cast<float>(mean));
     // A channel that never varies would divide by zero: leave it unscaled.
     header.std.push_back(var > 1e-12 ? static_cast<float>(std::sqrt(var)) : 1.0f);

@@ -65,8 +65,8 @@ inline uint8_t clip8(int32_t v) {
 // Along each row: h rows of w pixels of C bytes -> h rows of ow pixels (C fixed at compile
 // time for 1 and 3 channels, so the channel loop unrolls; 0: `c` at run time).
 template <int C>
-void resample_rows(const uint8_t* in, uint8_t* out, const Taps& t, int64_t h, int64_t w,
-                   int64_t ow, int64_t c_any) {
+void resample_rows(const uint8_t* in, uint8_t* out, const Taps& t, int64_t h, int64_t w, int64_t ow,
+                   int64_t c_any) {
   const int64_t c = C > 0 ? C : c_any;
   for (int64_t y = 0; y < h; ++y) {
     const uint8_t* row = in + y * w * c;

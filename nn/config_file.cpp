@@ -74,7 +74,8 @@ class YamlReader : public CLI::Config {
     if (!root.IsMap()) throw CLI::ConfigError("expected a mapping of key: value lines");
     std::set<std::string> seen;
     for (const auto& kv : root) {
-      if (!kv.first.IsScalar()) throw CLI::ConfigError("a key must be a name, not a list or mapping");
+      if (!kv.first.IsScalar())
+        throw CLI::ConfigError("a key must be a name, not a list or mapping");
       CLI::ConfigItem item;
       item.name = kv.first.Scalar();
       std::replace(item.name.begin(), item.name.end(), '_', '-');

@@ -5,6 +5,7 @@
 #include "io/image_folder.h"
 
 #include <gtest/gtest.h>
+#include <png.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -37,8 +38,9 @@ std::vector<uint8_t> noise(int64_t n, uint32_t seed) {
 
 class ImageFolderTest : public testing::TempDirTest {};
 
-// PIL (test/io/pil_reference.py) decodes PNGs of five kinds and JPEGs of two into RGB and L,
-// and resizes them with BILINEAR to four sizes; mlai gives the same bytes, every one.
+// PIL (test/io/pil_reference.py) decodes PNGs of nine kinds (a gAMA chunk, 16-bit colour,
+// 1-bit gray and palettes among them) and JPEGs of two into RGB and L, and resizes them with
+// BILINEAR to four sizes; mlai gives the same bytes, every one.
 TEST_F(ImageFolderTest, DecodeAndResizeGivePilsBytes) {
   const std::string cmd = "python3 '" + std::string(MLAI_SOURCE_DIR) +
                           "/test/io/pil_reference.py' '" + dir_.string() + "' 2>&1";
@@ -70,7 +72,7 @@ TEST_F(ImageFolderTest, DecodeAndResizeGivePilsBytes) {
                          << " bytes differ, by up to " << worst;
     ++cases;
   }
-  EXPECT_EQ(cases, 7 * 2 * 5);
+  EXPECT_EQ(cases, 11 * 2 * 5);
 }
 
 TEST_F(ImageFolderTest, ResizeKeepsConstantsAndLinearRampsAndIsIdentityAtTheSameSize) {
@@ -194,6 +196,19 @@ TEST_F(ImageFolderTest, MixedSizesAndBrokenFilesAreNamed) {
   std::ofstream(path("f/a/3.png"), std::ios::binary) << "\x89PNG\r\n\x1a\n truncated";
   msg = error_of([&] { pack_image_folder(scan_image_folder(path("f")), path("x.h5"), o, "x"); });
   EXPECT_NE(msg.find(path("f/a/3.png") + ": PNG:"), std::string::npos) << msg;
+  // A 16-bit grayscale PNG: refused (PIL clips it to 255), named.
+  {
+    png_image img;
+    std::memset(&img, 0, sizeof(img));
+    img.version = PNG_IMAGE_VERSION;
+    img.width = 6, img.height = 8;
+    img.format = PNG_FORMAT_LINEAR_Y;  // 16-bit gray
+    const std::vector<uint16_t> deep(48, 1000);
+    ASSERT_NE(png_image_write_to_file(&img, path("f/a/3.png").c_str(), 0, deep.data(), 0, nullptr),
+              0);
+  }
+  msg = error_of([&] { pack_image_folder(scan_image_folder(path("f")), path("x.h5"), o, "x"); });
+  EXPECT_NE(msg.find(path("f/a/3.png") + ": a 16-bit grayscale PNG"), std::string::npos) << msg;
 }
 
 }  // namespace

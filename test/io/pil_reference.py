@@ -2,7 +2,8 @@
 
 Usage: python3 test/io/pil_reference.py OUTDIR
 
-OUTDIR/images/ gets PNG files (RGB, RGBA, gray, gray+alpha, palette) and JPEG
+OUTDIR/images/ gets PNG files (RGB, RGBA, gray, gray+alpha, palette, a gAMA of 1.0, 16-bit
+RGB, 1-bit and 4-bit gray) and JPEG
 files (colour, gray) of random pixels; OUTDIR/manifest.tsv one line per (image, mode, size):
     image  mode  height  width  reference
 where reference is a raw file of what torchvision's ImageFolder loader and Resize give on PIL:
@@ -26,6 +27,23 @@ def noise(mode, w, h, rng):
     return Image.frombytes(mode, (w, h), data)
 
 
+def write_png16(path, w, h, data):
+    """A 16-bit RGB PNG written by hand (zlib + CRC), since PIL cannot write one."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body +
+                struct.pack(">I", zlib.crc32(kind + body) & 0xffffffff))
+
+    raw = b"".join(b"\x00" + data[y * w * 6:(y + 1) * w * 6] for y in range(h))
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)))
+        f.write(chunk(b"IDAT", zlib.compress(raw)))
+        f.write(chunk(b"IEND", b""))
+
+
 def main():
     out = sys.argv[1]
     img_dir = os.path.join(out, "images")
@@ -43,6 +61,18 @@ def main():
     save(noise("L", 64, 48, rng), "gray.png")
     save(noise("LA", 19, 17, rng), "gray_alpha.png")
     save(noise("RGB", 30, 30, rng).quantize(colors=50), "palette.png")
+    # A gAMA chunk of 1.0 (PIL ignores it; libpng's simplified API would convert to sRGB).
+    from PIL import PngImagePlugin
+    gamma = PngImagePlugin.PngInfo()
+    gamma.add(b"gAMA", (100000).to_bytes(4, "big"))
+    save(noise("RGB", 21, 18, rng), "gamma1.png", pnginfo=gamma)
+    # 16-bit colour: PIL keeps each sample's high byte.
+    deep = bytes(rng.randrange(256) for _ in range(17 * 13 * 6))
+    write_png16(os.path.join(img_dir, "rgb16.png"), 17, 13, deep)
+    files.append(os.path.join(img_dir, "rgb16.png"))
+    # 1-bit gray and a 4-bit palette.
+    save(noise("L", 23, 11, rng).convert("1"), "bits1.png")
+    save(noise("L", 16, 9, rng).quantize(colors=16), "bits4.png", bits=4)
     # Smooth content, as photographs are, so the JPEGs are not all noise.
     smooth = noise("RGB", 12, 9, rng).resize((61, 45), Image.BICUBIC)
     save(smooth, "photo.jpg", quality=90)
