@@ -127,11 +127,8 @@ PackOptions resolve_pack_options(const ImageFolder& f, const PackOptions& o) {
 Dataset pack_image_folder(const ImageFolder& f, const std::string& path, const PackOptions& o,
                           const std::string& name, const WriteProgress& progress) {
   namespace cpu = kernels::cpu;
+  const PackOptions r = resolve_pack_options(f, o);  // checks f has images and o's channels
   const auto n = static_cast<int64_t>(f.files.size());
-  if (n == 0) throw std::runtime_error("image folder " + f.root + " holds no images");
-  if (o.channels != 0 && o.channels != 1 && o.channels != 3)
-    throw std::invalid_argument("channels must be 1 or 3, got " + std::to_string(o.channels));
-  const PackOptions r = resolve_pack_options(f, o);
   const int channels = r.channels;
   const int64_t height = r.height, width = r.width;
   const int64_t bytes = height * width * channels;

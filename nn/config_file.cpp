@@ -93,8 +93,8 @@ class YamlReader : public CLI::Config {
             throw CLI::ConfigError("'" + item.name + "' must be a value or a list of values");
           item.inputs.push_back(x.Scalar());
         }
-      } else if (item.name == "fast-dev-run" && (v.Scalar() == "false" || v.Scalar() == "0")) {
-        continue;  // Lightning's fast_dev_run: false / 0, off: not given
+      } else if (item.name == "fast-dev-run" && v.Scalar() == "false") {
+        continue;  // Lightning's fast_dev_run: false, off (0 is off as a number already)
       } else if (item.name == "fast-dev-run" && v.Scalar() == "true") {
         item.inputs.push_back("1");  // Lightning's fast_dev_run: true, one batch
       } else {

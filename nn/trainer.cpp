@@ -174,14 +174,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   if (world > 1) {
     comm_ = dist::make_communicator(cfg_.dist_backend, device_, group_);
     // Every rank starts from rank 0's weights and buffers (and optimizer state on resume).
-    std::vector<Tensor*> shared;
-    for (auto& [n, v] : model_->named_parameters())
-      shared.push_back(&const_cast<Variable&>(v).data());
-    for (auto& [n, b] : model_->named_buffers()) shared.push_back(b);
-    for (auto& [n, st] : opt_->state()) shared.push_back(st);
-    for (auto& [n, st] : scaler_->state()) shared.push_back(st);
-    dist::broadcast_tensors(*comm_, shared);
-    model_->refresh_working_parameters();
+    sync_from_rank0(true);
     dist::ReducerOptions ro;
     ro.bucket_cap_mb = cfg_.bucket_cap_mb;
     ro.overlap = cfg_.overlap;
@@ -236,6 +229,21 @@ int Trainer::stop_requested(bool time_up) {
 
 double Trainer::train_seconds() const {
   return seconds_before_ + std::chrono::duration<double>(Clock::now() - fit_clock_).count();
+}
+
+void Trainer::sync_from_rank0(bool training) {
+  if (comm_) {
+    std::vector<Tensor*> shared;
+    for (auto& [n, v] : model_->named_parameters())
+      shared.push_back(&const_cast<Variable&>(v).data());
+    for (auto& [n, b] : model_->named_buffers()) shared.push_back(b);
+    if (training) {
+      for (auto& [n, st] : opt_->state()) shared.push_back(st);
+      for (auto& [n, st] : scaler_->state()) shared.push_back(st);
+    }
+    dist::broadcast_tensors(*comm_, shared);
+  }
+  model_->refresh_working_parameters();
 }
 
 EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {

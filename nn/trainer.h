@@ -125,6 +125,9 @@ class Trainer {
   bool early_stopping_update(const EvalResult& v);
   double train_seconds() const;  // over every resume (--max-time)
   void load_best_for_test();  // --test-ckpt best
+  // Gives every rank rank 0's parameters and buffers (and with `training`, its optimizer and
+  // loss-scaler state), then refreshes the working copies. A no-op on one process.
+  void sync_from_rank0(bool training);
   void test_and_report(FitResult& res);
 
   Profiler profiler_;

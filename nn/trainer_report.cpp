@@ -371,14 +371,7 @@ void Trainer::load_best_for_test() {
   }
   const std::string path = dir_ + "/checkpoints/best.h5";
   if (main_) load_weights(path, *model_, {});
-  if (comm_) {
-    std::vector<Tensor*> shared;
-    for (auto& [n, v] : model_->named_parameters())
-      shared.push_back(&const_cast<Variable&>(v).data());
-    for (auto& [n, b] : model_->named_buffers()) shared.push_back(b);
-    dist::broadcast_tensors(*comm_, shared);
-  }
-  model_->refresh_working_parameters();
+  sync_from_rank0(false);
   // Without a validation set best.h5 is the best by the training metric (keep_if_best).
   if (main_)
     std::printf("testing the weights of %s (%s %.4f)\n", path.c_str(),

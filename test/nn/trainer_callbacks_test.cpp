@@ -242,13 +242,16 @@ TEST_F(TrainerTest, LrFindAppliesItsSuggestionFromTheUntouchedStart) {
   EXPECT_EQ(j["lr_find"]["suggested_lr"].get<double>(), r.lr_found);
   EXPECT_EQ(j["config"]["lr"].get<double>(), r.lr_found);
 
-  Config given = c;
-  given.lr_find = "";
-  given.lr = r.lr_found;
-  given.experiment_name = "given";
-  Trainer plain(given);
-  plain.fit();
-  EXPECT_EQ(weights(found), weights(plain));
+  // A run given the found rate from the start (lr_find off) ends with these weights.
+  auto given_weights = [&](Config g, double lr, const std::string& name) {
+    g.lr_find = "";
+    g.lr = lr;
+    g.experiment_name = name;
+    Trainer plain(g);
+    plain.fit();
+    return weights(plain);
+  };
+  EXPECT_EQ(weights(found), given_weights(c, r.lr_found, "given"));
 
   Config only = c;
   only.lr_find = "only";
@@ -276,13 +279,7 @@ TEST_F(TrainerTest, LrFindAppliesItsSuggestionFromTheUntouchedStart) {
   half.experiment_name = "half";
   Trainer found16(half);
   const FitResult r16 = found16.fit();
-  Config given16 = half;
-  given16.lr_find = "";
-  given16.lr = r16.lr_found;
-  given16.experiment_name = "given16";
-  Trainer plain16(given16);
-  plain16.fit();
-  EXPECT_EQ(weights(found16), weights(plain16));
+  EXPECT_EQ(weights(found16), given_weights(half, r16.lr_found, "given16"));
 
   Config bad = c;
   bad.lr_find = "auto";
