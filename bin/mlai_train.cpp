@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -201,6 +202,26 @@ std::string config_error(const CLI::App& app, const std::string& what) {
          "' (keys are the flags without '--': mlai_train --print-config lists them)";
 }
 
+// A bad value's error names its flag; when that setting came from the --config file (the flag
+// is not on the command line), say so: the file and the key.
+std::string name_config_source(const CLI::App& app, int argc, char** argv, const std::string& msg) {
+  if (app.get_option("--config")->count() == 0) return msg;
+  for (size_t at = msg.find("--"); at != std::string::npos; at = msg.find("--", at + 2)) {
+    size_t end = at + 2;
+    while (end < msg.size() && (std::isalnum(static_cast<unsigned char>(msg[end])) || msg[end] == '-'))
+      ++end;
+    const std::string flag = msg.substr(at, end - at);
+    if (flag.size() <= 2 || flag == "--config" || app.get_option_no_throw(flag) == nullptr) continue;
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == flag || a.rfind(flag + "=", 0) == 0) return msg;  // given on the command line
+    }
+    return "--config " + app.get_option("--config")->as<std::string>() + ": key '" +
+           flag.substr(2) + "': " + msg;
+  }
+  return msg;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -266,9 +287,9 @@ int main(int argc, char** argv) {
     group->finalize();
     return rc;
   } catch (const CLI::ParseError& e) {
-    return flag_error(std::string(e.what()) + " (see --help)");
+    return flag_error(name_config_source(app, argc, argv, e.what()) + " (see --help)");
   } catch (const std::invalid_argument& e) {
-    return flag_error(e.what());
+    return flag_error(name_config_source(app, argc, argv, e.what()));
   }
   if (print_config) {
     if (group->is_main()) std::fputs(mlai::nn::config_yaml(cfg).c_str(), stdout);
@@ -284,8 +305,9 @@ int main(int argc, char** argv) {
     const auto res = trainer.fit();
     rc = res.stop_signal ? 128 + res.stop_signal : 0;
   } catch (const std::invalid_argument& e) {  // bad flag values found while setting up
-    if (group->world() > 1) group->abort("mlai_train: error: " + std::string(e.what()), 2);
-    std::fprintf(stderr, "mlai_train: error: %s\n", e.what());
+    const std::string msg = name_config_source(app, argc, argv, e.what());
+    if (group->world() > 1) group->abort("mlai_train: error: " + msg, 2);
+    std::fprintf(stderr, "mlai_train: error: %s\n", msg.c_str());
     return 2;
   } catch (const std::exception& e) {
     // One rank's failure ends the whole job: the others may be waiting in a collective.

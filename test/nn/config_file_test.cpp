@@ -161,6 +161,25 @@ TEST_F(ConfigFileTest, BadFilesAreOneLineErrorsNamingTheFileAndKey) {
   const auto bad_value = run_mlai_train("--config " + write("v.yaml", "epochs: 0\n"));
   EXPECT_EQ(bad_value.code, 2);
   EXPECT_NE(bad_value.out.find("--epochs"), std::string::npos) << bad_value.out;
+  // ... and names the file and the key, for values CLI11 cannot convert and for values mlai
+  // refuses; the same value on the command line is the flag's error alone.
+  for (const auto& [text, key] : std::vector<std::pair<std::string, std::string>>{
+           {"epochs: 0\n", "epochs"},
+           {"batch-size: abc\n", "batch-size"},
+           {"optimizer: foo\n", "optimizer"},
+           {"lr: 0.1\nepochs: 1.5\n", "epochs"}}) {
+    const std::string file = write("v.yaml", text);
+    const auto r = run_mlai_train("--config " + file + " --print-config");
+    EXPECT_EQ(r.code, 2) << text << r.out;
+    EXPECT_EQ(count_lines(r.out), 1) << text << r.out;
+    EXPECT_NE(r.out.find("--config " + file + ": key '" + key + "'"), std::string::npos)
+        << text << r.out;
+  }
+  const auto on_line =
+      run_mlai_train("--config " + write("v.yaml", "lr: 0.1\n") + " --batch-size abc --print-config");
+  EXPECT_EQ(on_line.code, 2) << on_line.out;
+  EXPECT_EQ(on_line.out.find("v.yaml"), std::string::npos) << on_line.out;
+  EXPECT_NE(on_line.out.find("--batch-size"), std::string::npos) << on_line.out;
 }
 
 TEST_F(ConfigFileTest, ARunsSavedConfigRunsItAgain) {
