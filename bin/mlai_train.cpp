@@ -62,11 +62,20 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--beta2", c.beta2, "Adam beta2")->capture_default_str();
   app.add_option("--eps", c.eps, "Adam epsilon")->capture_default_str();
   app.add_option("--lr-schedule", c.lr_schedule,
-                 "constant, step, cosine, warmup_cosine or onecycle (per step)")->capture_default_str();
+                 "constant, step, cosine, warmup_cosine or onecycle (per step), or plateau "
+                 "(ReduceLROnPlateau, after each epoch's validation)")->capture_default_str();
   app.add_option("--lr-step-epochs", c.lr_step_epochs, "step schedule: decay every N epochs")->capture_default_str();
-  app.add_option("--lr-gamma", c.lr_gamma, "step schedule: decay factor")->capture_default_str();
+  app.add_option("--lr-gamma", c.lr_gamma, "step and plateau schedules: decay factor")->capture_default_str();
   app.add_option("--warmup-steps", c.warmup_steps, "warmup_cosine: linear warmup steps")->capture_default_str();
-  app.add_option("--min-lr", c.min_lr, "cosine schedules: final learning rate")->capture_default_str();
+  app.add_option("--min-lr", c.min_lr, "cosine schedules: final learning rate; plateau: the floor")->capture_default_str();
+  app.add_option("--plateau-monitor", c.plateau_monitor,
+                 "plateau: val_loss (lower is better) or val_accuracy")->capture_default_str();
+  app.add_option("--plateau-patience", c.plateau_patience,
+                 "plateau: epochs without improvement before the rate drops")->capture_default_str();
+  app.add_option("--plateau-threshold", c.plateau_threshold,
+                 "plateau: relative change that counts as an improvement")->capture_default_str();
+  app.add_option("--plateau-cooldown", c.plateau_cooldown,
+                 "plateau: epochs after a drop before bad epochs count again")->capture_default_str();
   app.add_option("--epochs", c.epochs,
                  "Epochs to train (-1 with --max-steps: as many as the steps need, the default "
                  "when --max-steps is given alone)")

@@ -1,6 +1,7 @@
 // HDF5 checkpoints (see checkpoint.h).
 #include "nn/checkpoint.h"
 
+#include <cmath>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -70,6 +71,13 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
   w.set_attr("/", "early_stopping_best", st.early_stopping_best);
   w.set_attr("/", "early_stopping_wait", st.early_stopping_wait);
   w.set_attr("/", "train_seconds", st.train_seconds);
+  w.set_attr("/", "plateau",
+             nlohmann::json{{"lr", st.plateau.lr},
+                            {"best", std::isnan(st.plateau.best) ? nlohmann::json(nullptr)
+                                                                 : nlohmann::json(st.plateau.best)},
+                            {"bad", st.plateau.bad},
+                            {"cooldown_left", st.plateau.cooldown_left}}
+                 .dump());
   w.set_attr("/", "config", to_json(cfg).dump());
   if (data)
     w.set_attr("/", "data",
@@ -159,6 +167,13 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
     st.early_stopping_wait = r.get_attr_int("/", "early_stopping_wait");
   }
   if (r.has_attr("/", "train_seconds")) st.train_seconds = r.get_attr_double("/", "train_seconds");
+  if (r.has_attr("/", "plateau")) {  // checkpoints from before the plateau schedule lack it
+    const auto j = nlohmann::json::parse(r.get_attr_string("/", "plateau"));
+    st.plateau.lr = j.at("lr").get<double>();
+    if (!j.at("best").is_null()) st.plateau.best = j.at("best").get<double>();
+    st.plateau.bad = j.at("bad").get<int64_t>();
+    st.plateau.cooldown_left = j.at("cooldown_left").get<int64_t>();
+  }
   return st;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "nn/config.h"
+#include "nn/lr_schedule.h"
 #include "nn/module.h"
 #include "nn/optim.h"
 
@@ -32,6 +33,8 @@ struct TrainState {
   // Seconds of training so far, over every resume (what --max-time counts, like Lightning's
   // Timer state in its checkpoints).
   double train_seconds = 0;
+  // --lr-schedule plateau: ReduceLROnPlateau's state (the current rate among it).
+  PlateauState plateau;
 };
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor*>>;

@@ -67,7 +67,16 @@ void Config::validate() const {
           "--data-path applies to --dataset hdf5 only (use --data-dir)");
   require(!(dataset == "hdf5" && !data_dir.empty()),
           "--data-dir does not apply to --dataset hdf5 (use --data-path)");
-  one_of(lr_schedule, {"constant", "step", "cosine", "warmup_cosine", "onecycle"}, "--lr-schedule");
+  one_of(lr_schedule, {"constant", "step", "cosine", "warmup_cosine", "onecycle", "plateau"},
+         "--lr-schedule");
+  one_of(plateau_monitor, {"val_loss", "val_accuracy"}, "--plateau-monitor");
+  require(plateau_patience >= 0, "--plateau-patience must be >= 0");
+  require(plateau_threshold >= 0, "--plateau-threshold must be >= 0");
+  require(plateau_cooldown >= 0, "--plateau-cooldown must be >= 0");
+  require(lr_schedule != "plateau" || (lr_gamma > 0 && lr_gamma < 1),
+          "--lr-schedule plateau: --lr-gamma (the factor) must be in (0, 1)");
+  require(lr_schedule != "plateau" || val_split > 0 || overfit_batches > 0,
+          "--lr-schedule plateau needs a validation set (--val-split > 0) to monitor");
   one_of(dist_backend, {"auto", "nccl", "mpi"}, "--dist-backend");
   one_of(lr_scale, {"none", "linear"}, "--lr-scale");
   one_of(augment, {"auto", "none", "crop-flip"}, "--augment");
@@ -184,7 +193,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) \
-  X(test_ckpt)
+  X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

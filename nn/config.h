@@ -37,6 +37,13 @@ struct Config {
   double lr_gamma = 0.1;
   int64_t warmup_steps = 0;
   double min_lr = 0.0;
+  // lr_schedule "plateau": PyTorch's ReduceLROnPlateau after each epoch's validation, stepped
+  // as Lightning steps it (interval "epoch", this monitor); the factor is lr_gamma, the floor
+  // min_lr.
+  std::string plateau_monitor = "val_loss";  // or val_accuracy
+  int64_t plateau_patience = 10;
+  double plateau_threshold = 1e-4;
+  int64_t plateau_cooldown = 0;
   // loop
   int64_t epochs = 10;  // -1 with max_steps: as many epochs as max_steps needs (Lightning's -1)
   // Lightning's max_steps (-1: no limit) and max_time ("DD:HH:MM:SS", or a Slurm time such as

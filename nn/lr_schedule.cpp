@@ -1,7 +1,9 @@
 // Learning-rate schedules (see lr_schedule.h).
 #include "nn/lr_schedule.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 namespace mlai::nn {
@@ -16,9 +18,11 @@ double cos_anneal(double start, double end, double pct) {
 
 void check_schedule(const ScheduleConfig& c) {
   const std::string& n = c.name;
-  if (n != "constant" && n != "step" && n != "cosine" && n != "warmup_cosine" && n != "onecycle")
-    throw std::invalid_argument("unknown lr schedule '" + n +
-                                "' (expected constant, step, cosine, warmup_cosine or onecycle)");
+  if (n != "constant" && n != "step" && n != "cosine" && n != "warmup_cosine" && n != "onecycle" &&
+      n != "plateau")
+    throw std::invalid_argument(
+        "unknown lr schedule '" + n +
+        "' (expected constant, step, cosine, warmup_cosine, onecycle or plateau)");
   if (c.total_steps < 1) throw std::invalid_argument("lr schedule: total steps must be >= 1");
   if (n == "step" && (c.step_epochs < 1 || c.steps_per_epoch < 1))
     throw std::invalid_argument("lr schedule step: --lr-step-epochs must be >= 1");
@@ -31,7 +35,7 @@ void check_schedule(const ScheduleConfig& c) {
 
 double lr_at(const ScheduleConfig& c, int64_t step) {
   const double t = static_cast<double>(step), total = static_cast<double>(c.total_steps);
-  if (c.name == "constant") return c.base_lr;
+  if (c.name == "constant" || c.name == "plateau") return c.base_lr;
   if (c.name == "step") {
     const int64_t epoch = step / c.steps_per_epoch;
     return c.base_lr * std::pow(c.gamma, static_cast<double>(epoch / c.step_epochs));
@@ -50,6 +54,31 @@ double lr_at(const ScheduleConfig& c, int64_t step) {
   }
   check_schedule(c);
   return c.base_lr;
+}
+
+bool plateau_step(const PlateauConfig& c, PlateauState& s, double metric) {
+  // PyTorch starts best at +inf (min) or -inf (max); a NaN metric is never better.
+  const double inf = std::numeric_limits<double>::infinity();
+  const double best = std::isnan(s.best) ? (c.maximize ? -inf : inf) : s.best;
+  const bool better = c.maximize ? metric > best * (1.0 + c.threshold)
+                                 : metric < best * (1.0 - c.threshold);
+  if (better) {
+    s.best = metric;
+    s.bad = 0;
+  } else {
+    ++s.bad;
+  }
+  if (s.cooldown_left > 0) {
+    --s.cooldown_left;
+    s.bad = 0;  // bad validations are ignored during the cooldown
+  }
+  if (s.bad <= c.patience) return false;
+  s.cooldown_left = c.cooldown;
+  s.bad = 0;
+  const double lowered = std::max(s.lr * c.factor, c.min_lr);
+  if (s.lr - lowered <= 1e-8) return false;  // PyTorch's eps: already at the floor
+  s.lr = lowered;
+  return true;
 }
 
 }  // namespace mlai::nn

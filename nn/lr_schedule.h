@@ -1,9 +1,11 @@
 // Learning-rate schedules as pure functions of the global step (so a resumed run gets exactly
 // the same rates): constant, step, cosine, warmup_cosine, onecycle (PyTorch OneCycleLR,
-// cosine annealing, two phases).
+// cosine annealing, two phases). And plateau, PyTorch's ReduceLROnPlateau, which follows a
+// validation metric: its state (PlateauState) travels in checkpoints instead.
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 
 namespace mlai::nn {
@@ -22,6 +24,28 @@ struct ScheduleConfig {
 
 // Validates the config (unknown name, non-positive horizon...) with a clear message.
 void check_schedule(const ScheduleConfig& c);
+// The rate at optimizer step `step` (plateau: base_lr, the rate before any reduction).
 double lr_at(const ScheduleConfig& c, int64_t step);
+
+// torch.optim.lr_scheduler.ReduceLROnPlateau with threshold_mode "rel": after `patience`
+// validations in a row that do not beat the best by the relative `threshold`, the rate is
+// multiplied by `factor` (not below min_lr), and `cooldown` validations follow in which
+// nothing counts as bad.
+struct PlateauConfig {
+  bool maximize = false;  // mode "max" (accuracy) rather than "min" (loss)
+  double factor = 0.1;
+  int64_t patience = 10;
+  double threshold = 1e-4;
+  int64_t cooldown = 0;
+  double min_lr = 0.0;
+};
+struct PlateauState {
+  double lr = 0;  // the current rate (0: not started, base_lr)
+  double best = std::numeric_limits<double>::quiet_NaN();  // NaN: no validation yet
+  int64_t bad = 0;            // validations since the last improvement (num_bad_epochs)
+  int64_t cooldown_left = 0;  // cooldown_counter
+};
+// One validation's metric; returns true when it lowered s.lr.
+bool plateau_step(const PlateauConfig& c, PlateauState& s, double metric);
 
 }  // namespace mlai::nn

@@ -389,6 +389,9 @@ FitResult Trainer::fit() {
       opt_->set_lr(cfg_.lr);
     }
   }
+  // ReduceLROnPlateau starts at --lr (or --lr-find's rate); a resumed run at its checkpoint's.
+  const bool plateau = sc.name == "plateau";
+  if (plateau && state_.plateau.lr <= 0) state_.plateau.lr = sc.base_lr;
   write_hparams(extra);
   if (cfg_.lr_find == "only") {
     if (tb_) {
@@ -514,7 +517,7 @@ FitResult Trainer::fit() {
       }
       if (step_now) {
         Profiler::Scope s(profiler_, "optimizer step");
-        lr = lr_at(sc, state_.global_step);
+        lr = plateau ? state_.plateau.lr : lr_at(sc, state_.global_step);
         opt_->set_lr(lr);
         // The mean over ranks; under fp16 also 1/scale, skipped on the device on overflow.
         scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()), state_.global_step,

@@ -13,6 +13,7 @@
 
 #include "io/tensorboard.h"
 #include "nn/config_file.h"
+#include "nn/lr_schedule.h"
 #include "nn/trainer.h"
 
 namespace mlai::nn {
@@ -299,6 +300,26 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
       early_stopping_update(val))
     res.early_stopped = true;
   const bool stop_early = res.early_stopped;
+  // ReduceLROnPlateau, stepped as Lightning steps an epoch-interval scheduler: at the end of
+  // an epoch that validated (not one that training left part-way: it ends when resumed).
+  if (cfg_.lr_schedule == "plateau" && !dev_run_ && !partial && val.samples > 0 &&
+      (val_epoch || e.last || e.val_now)) {
+    PlateauConfig pc;
+    pc.maximize = cfg_.plateau_monitor == "val_accuracy";
+    pc.factor = cfg_.lr_gamma;
+    pc.patience = cfg_.plateau_patience;
+    pc.threshold = cfg_.plateau_threshold;
+    pc.cooldown = cfg_.plateau_cooldown;
+    pc.min_lr = cfg_.min_lr;
+    const double before = state_.plateau.lr;
+    const double metric = pc.maximize ? val.confusion.accuracy() : val.loss;
+    if (plateau_step(pc, state_.plateau, metric) && main_) {
+      std::printf("%s has not improved for %lld epoch(s) (best %.4f): learning rate %g -> %g\n",
+                  cfg_.plateau_monitor.c_str(), static_cast<long long>(cfg_.plateau_patience + 1),
+                  state_.plateau.best, before, state_.plateau.lr);
+      std::fflush(stdout);
+    }
+  }
   // best.h5 (and the top k) whenever validation improves (Lightning's ModelCheckpoint), on
   // every rank alike (save() writes on rank 0 only); without a validation set, by the training
   // metric. last.h5 every --checkpoint-every epochs and at the end.

@@ -1,6 +1,8 @@
 // Optimizers against steps computed by hand (PyTorch's update rules), and the LR schedules.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "nn/lr_schedule.h"
 #include "nn/optim.h"
 
@@ -129,8 +131,65 @@ TEST(LrSchedule, Shapes) {
   EXPECT_NEAR(lr_at(c, 29), 1.0, 1e-12);   // peak at pct_start * total - 1
   EXPECT_NEAR(lr_at(c, 99), 4e-6, 1e-12);  // initial / final_div_factor
   EXPECT_GT(lr_at(c, 15), lr_at(c, 5));
+  c.name = "plateau";  // the rate before any reduction; the trainer holds the current one
+  EXPECT_DOUBLE_EQ(lr_at(c, 57), 1.0);
+  EXPECT_NO_THROW(check_schedule(c));
   c.name = "linear";
   EXPECT_THROW(check_schedule(c), std::invalid_argument);
+}
+
+// ReduceLROnPlateau's rates after each metric, as torch.optim.lr_scheduler.ReduceLROnPlateau
+// 2.15 gives them for the same settings (checked there; the comments follow its rule).
+TEST(LrSchedule, PlateauFollowsReduceLROnPlateau) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  PlateauConfig c;
+  c.factor = 0.5;
+  c.patience = 2;
+  c.threshold = 0.1;  // better: below 0.9 x best
+  c.cooldown = 1;
+  c.min_lr = 0.2;
+  PlateauState s;
+  s.lr = 1.0;
+  const std::vector<std::pair<double, double>> seq = {
+      {1.0, 1.0},    // first: the best
+      {0.95, 1.0},   // not below 0.9: bad 1
+      {0.8, 1.0},    // new best
+      {0.79, 1.0},   // bad 1
+      {0.78, 1.0},   // bad 2
+      {0.77, 0.5},   // bad 3 > patience: halved, cooldown 1
+      {0.5, 0.5},    // best (and the cooldown ends)
+      {0.6, 0.5},    // bad 1
+      {0.6, 0.5},    // bad 2
+      {0.6, 0.25},   // bad 3: halved
+      {0.6, 0.25},   // in cooldown: not counted
+      {0.6, 0.25},   // bad 1
+      {0.6, 0.25},   // bad 2
+      {0.6, 0.2},    // bad 3: 0.125, floored at min_lr
+      {nan, 0.2},    // cooldown
+      {nan, 0.2},    // a NaN is never better: bad 1
+      {nan, 0.2}};   // bad 2
+  for (size_t i = 0; i < seq.size(); ++i) {
+    const double before = s.lr;
+    const bool lowered = plateau_step(c, s, seq[i].first);
+    EXPECT_DOUBLE_EQ(s.lr, seq[i].second) << "validation " << i;
+    EXPECT_EQ(lowered, s.lr < before) << "validation " << i;
+  }
+  EXPECT_DOUBLE_EQ(s.best, 0.5);
+  // At the floor a further drop changes nothing and says so.
+  EXPECT_FALSE(plateau_step(c, s, nan));
+  EXPECT_DOUBLE_EQ(s.lr, 0.2);
+  // mode "max" (accuracy), patience 1, no cooldown.
+  PlateauConfig m;
+  m.maximize = true;
+  m.patience = 1;
+  PlateauState t;
+  t.lr = 1.0;
+  const std::vector<std::pair<double, double>> acc = {
+      {0.5, 1.0}, {0.6, 1.0}, {0.6, 1.0}, {0.6, 0.1}, {0.7, 0.1}, {0.7, 0.1}, {0.7, 0.01}, {0.9, 0.01}};
+  for (size_t i = 0; i < acc.size(); ++i) {
+    plateau_step(m, t, acc[i].first);
+    EXPECT_NEAR(t.lr, acc[i].second, 1e-15) << "validation " << i;
+  }
 }
 
 }  // namespace

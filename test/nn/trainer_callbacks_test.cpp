@@ -535,5 +535,71 @@ TEST_F(TrainerTest, ValidatesWithinEpochsAndEveryNthEpoch) {
   EXPECT_THROW(bad.validate(), std::invalid_argument);
 }
 
+// --lr-schedule plateau: with an improvement no epoch can make (the accuracy would have to
+// double; the first epoch's is already above 1/2) and patience 0, every epoch after the first halves the rate, from the
+// next epoch on; metrics.csv shows each epoch's rate and last.h5 keeps the scheduler's state,
+// so a run split in two (2 epochs, then resumed for 2 more) ends with the same weights.
+TEST_F(TrainerTest, PlateauScheduleLowersTheRateWhenValidationStalls) {
+  Config c = base();
+  c.epochs = 4;
+  c.optimizer = "sgd";
+  c.lr = 0.08;
+  c.lr_schedule = "plateau";
+  c.lr_gamma = 0.5;
+  c.plateau_monitor = "val_accuracy";
+  c.plateau_patience = 0;
+  c.plateau_threshold = 1.0;
+  Trainer straight(c);
+  const FitResult r = straight.fit();
+  std::ifstream csv(r.version_dir + "/metrics.csv");
+  std::vector<std::string> rows;
+  for (std::string l; std::getline(csv, l);) rows.push_back(l);
+  ASSERT_EQ(rows.size(), 6u);  // header, 4 epochs, test
+  auto lr_of = [&](int epoch) {
+    const std::string& row = rows[epoch];
+    const size_t a = row.find(',', row.find(',') + 1) + 1;  // the third cell: lr
+    return std::stod(row.substr(a, row.find(',', a) - a));
+  };
+  EXPECT_DOUBLE_EQ(lr_of(1), 0.08);
+  EXPECT_DOUBLE_EQ(lr_of(2), 0.08);
+  EXPECT_DOUBLE_EQ(lr_of(3), 0.04);
+  EXPECT_DOUBLE_EQ(lr_of(4), 0.02);
+  const TrainState st = load_checkpoint(r.version_dir + "/checkpoints/last.h5", straight.model(), nullptr);
+  EXPECT_DOUBLE_EQ(st.plateau.lr, 0.01);  // after the 4th epoch's validation
+  EXPECT_EQ(st.plateau.bad, 0);
+  EXPECT_GT(st.plateau.best, 0.5);  // epoch 1's validation accuracy
+
+  Config first = c;
+  first.epochs = 2;
+  first.experiment_name = "split";
+  const FitResult r1 = Trainer(first).fit();
+  Config second = c;
+  second.experiment_name = "split";
+  second.resume = r1.version_dir + "/checkpoints/last.h5";
+  Trainer resumed(second);
+  resumed.fit();
+  EXPECT_EQ(weights(straight), weights(resumed));
+
+  // A reachable threshold on a learnable set: the loss keeps falling, the rate stays.
+  Config d = c;
+  d.epochs = 3;
+  d.plateau_monitor = "val_loss";
+  d.plateau_threshold = 1e-4;
+  d.experiment_name = "improving";
+  const FitResult r2 = Trainer(d).fit();
+  const TrainState st2 = load_checkpoint(r2.version_dir + "/checkpoints/last.h5", straight.model(), nullptr);
+  EXPECT_DOUBLE_EQ(st2.plateau.lr, 0.08);
+
+  Config bad = c;
+  bad.val_split = 0;  // nothing to monitor
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad = c;
+  bad.lr_gamma = 1.0;  // a factor that lowers nothing
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad = c;
+  bad.plateau_monitor = "train_loss";
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace mlai::nn
