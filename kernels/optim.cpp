@@ -114,6 +114,19 @@ void adam_step(float* const* params, const G* const* grads, G* const* working,
   }
 }
 
+void ema_update(float* const* avg, const float* const* cur, const int64_t* sizes, int count,
+                float decay, float one_minus_decay) {
+  for (int t = 0; t < count; ++t) {
+    float* __restrict a = avg[t];
+    const float* __restrict c = cur[t];
+    for (int64_t i = 0; i < sizes[t]; ++i) {
+      const float kept = decay * a[i];
+      const float added = one_minus_decay * c[i];
+      a[i] = kept + added;
+    }
+  }
+}
+
 #define MLAI_INSTANTIATE(G)                                                                     \
   template void sgd_step<G>(float* const*, const G* const*, G* const*, float* const*,           \
                             const int64_t*, int, const SgdArgs&, const float*, const float*);   \

@@ -93,6 +93,17 @@ __global__ void adam_kernel(Group<G> gr, AdamArgs a, float step_size, float bc2_
   }
 }
 
+__global__ void ema_kernel(Group<float> gr, float decay, float one_minus_decay) {
+  const int64_t total = gr.prefix[gr.count];
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int k = find_tensor(gr, idx);
+    const int64_t i = idx - gr.prefix[k];
+    // Rounded products and sum as on the CPU: no contraction into an FMA.
+    gr.p[k][i] = __fadd_rn(__fmul_rn(decay, gr.p[k][i]), __fmul_rn(one_minus_decay, gr.g[k][i]));
+  }
+}
+
 template <class G, class Launch>
 void for_each_group(float* const* params, const G* const* grads, G* const* working,
                     float* const* s1, float* const* s2, const int64_t* sizes, int count,
@@ -141,6 +152,16 @@ void adam_step(float* const* params, const G* const* grads, G* const* working,
                                                  skip_if);
                       MLAI_LAUNCH_CHECK();
                     });
+}
+
+void ema_update(float* const* avg, const float* const* cur, const int64_t* sizes, int count,
+                float decay, float one_minus_decay, StreamHandle stream) {
+  for_each_group<float>(avg, cur, nullptr, nullptr, nullptr, sizes, count,
+                        [&](const Group<float>& gr) {
+                          ema_kernel<<<dev::grid_size(gr.prefix[gr.count]), dev::kBlock, 0,
+                                       stream>>>(gr, decay, one_minus_decay);
+                          MLAI_LAUNCH_CHECK();
+                        });
 }
 
 #define MLAI_INSTANTIATE(G)                                                                   \

@@ -48,14 +48,25 @@ struct AdamArgs {
                  int count, const AdamArgs& args, const float* inv_scale,                     \
                  const float* skip_if __VA_ARGS__);
 
+// The exponential moving average of weights (torch.optim.swa_utils.get_ema_avg_fn, what
+// Lightning's EMA weight averaging uses): for each of `count` float32 tensors,
+// avg = decay * avg + one_minus_decay * cur, each product rounded to float before the sum as
+// in PyTorch's tensor arithmetic (no fused multiply-add, so the CPU and GPU agree).
+#define MLAI_EMA_DECLS(...)                                                                   \
+  void ema_update(float* const* avg, const float* const* cur, const int64_t* sizes, int count, \
+                  float decay, float one_minus_decay __VA_ARGS__);
+
 namespace cpu {
+MLAI_EMA_DECLS()
 MLAI_OPTIM_DECLS()
 }  // namespace cpu
 
 namespace cuda {
+MLAI_EMA_DECLS(, StreamHandle stream)
 MLAI_OPTIM_DECLS(, StreamHandle stream)
 }  // namespace cuda
 
+#undef MLAI_EMA_DECLS
 #undef MLAI_OPTIM_DECLS
 
 }  // namespace mlai::kernels

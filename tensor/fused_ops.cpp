@@ -203,4 +203,26 @@ void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
   }
 }
 
+void ema_update_(const std::vector<Tensor>& avg, const std::vector<Tensor>& cur, double decay) {
+  if (avg.size() != cur.size())
+    throw std::invalid_argument("ema_update_: " + std::to_string(avg.size()) + " averages for " +
+                                std::to_string(cur.size()) + " tensors");
+  if (avg.empty()) return;
+  const Device dev = avg[0].device();
+  std::vector<float*> a;
+  std::vector<const float*> c;
+  for (size_t i = 0; i < avg.size(); ++i) {
+    if (avg[i].dtype() != DType::kFloat32 || cur[i].dtype() != DType::kFloat32 ||
+        avg[i].numel() != cur[i].numel() || avg[i].device() != dev || cur[i].device() != dev)
+      throw std::invalid_argument("ema_update_: average " + std::to_string(i) + " is " +
+                                  avg[i].str() + ", tensor " + cur[i].str() +
+                                  " (float32 of one size, on " + dev.str() + ", expected)");
+    a.push_back(avg[i].data<float>());
+    c.push_back(cur[i].data<float>());
+  }
+  const auto n = sizes(avg);
+  MLAI_CALL(dev, ema_update, a.data(), c.data(), n.data(), static_cast<int>(n.size()),
+            static_cast<float>(decay), static_cast<float>(1.0 - decay));
+}
+
 }  // namespace mlai::tensor

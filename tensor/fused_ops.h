@@ -40,4 +40,8 @@ void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
                 const std::vector<Tensor>& exp_avg_sq, const kernels::AdamArgs& args,
                 const Tensor& inv_scale = Tensor(), const Tensor& skip_if = Tensor());
 
+// avg[t] = decay * avg[t] + (1 - decay) * cur[t] for float32 tensors on one device, matched by
+// position and size (kernels::ema_update: a few launches for a whole model).
+void ema_update_(const std::vector<Tensor>& avg, const std::vector<Tensor>& cur, double decay);
+
 }  // namespace mlai::tensor

@@ -3,6 +3,7 @@
 // on the CPU against the plain float32 path, and CUDA against the CPU (skips without a GPU).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -205,6 +206,57 @@ TEST(OptimAmp, SquaredNormOfManyTensors) {
   const double got = squared_norm(g).item();
   EXPECT_NEAR(got, want, 1e-6 * want);
   EXPECT_THROW(squared_norm({}), std::invalid_argument);
+}
+
+// The weight average: each element is decay * avg + (1 - decay) * cur with both products
+// rounded to float (as PyTorch's get_ema_avg_fn computes on float32 tensors), over more
+// tensors than one CUDA launch takes; mismatched lists are refused.
+TEST(WeightAverageKernel, EmaUpdateRoundsLikeFloatTensorArithmetic) {
+  std::vector<Tensor> avg, cur;
+  for (int t = 0; t < 30; ++t) {
+    const int64_t n = 1 + (t * 53 + 7) % 400 + (t == 2 ? 5000 : 0);
+    avg.push_back(rand({n}, DType::kFloat32, -2, 2, 100 + t));
+    cur.push_back(rand({n}, DType::kFloat32, -2, 2, 200 + t));
+  }
+  std::vector<std::vector<float>> before;
+  for (const Tensor& a : avg) before.push_back(a.to_vector<float>());
+  const double decay = 0.999;
+  ema_update_(avg, cur, decay);
+  const float d = static_cast<float>(decay), e = static_cast<float>(1.0 - decay);
+  for (size_t t = 0; t < avg.size(); ++t) {
+    const auto got = avg[t].to_vector<float>(), c = cur[t].to_vector<float>();
+    for (size_t i = 0; i < got.size(); ++i) {
+      // (exact with this build's flags; a build allowed to fuse into an FMA may differ in the
+      // last bit, hence the bound of a few float ulps)
+      const float kept = d * before[t][i], added = e * c[i];
+      const float want = kept + added;
+      ASSERT_NEAR(got[i], want, 4e-7f * std::max(1.0f, std::fabs(want)))
+          << "tensor " << t << " element " << i;
+    }
+  }
+  EXPECT_THROW(ema_update_({avg[0]}, {cur[1]}, decay), std::invalid_argument);
+  EXPECT_THROW(ema_update_(avg, {cur[0]}, decay), std::invalid_argument);
+  EXPECT_THROW(ema_update_({avg[0].to(DType::kFloat16)}, {cur[0].to(DType::kFloat16)}, decay),
+               std::invalid_argument);
+}
+
+TEST(OptimAmpCuda, EmaUpdateMatchesTheCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+  const Device gpu = Device::cuda(0);
+  std::vector<Tensor> avg, cur, gavg, gcur;
+  for (int t = 0; t < 50; ++t) {  // 50 tensors: more than one launch
+    const int64_t n = 1 + (t * 37 + 11) % 300 + (t == 1 ? 70001 : 0);
+    avg.push_back(rand({n}, DType::kFloat32, -1, 1, 300 + t));
+    cur.push_back(rand({n}, DType::kFloat32, -1, 1, 400 + t));
+    gavg.push_back(avg.back().to(gpu));
+    gcur.push_back(cur.back().to(gpu));
+  }
+  for (int k = 0; k < 3; ++k) {
+    ema_update_(avg, cur, 0.9);
+    ema_update_(gavg, gcur, 0.9);
+  }
+  for (size_t t = 0; t < avg.size(); ++t)  // rounded products and sum on both: a few ulps at most
+    EXPECT_LT(max_rel_error(gavg[t].to(Device::cpu()), avg[t]), 1e-6) << "tensor " << t;
 }
 
 TEST(OptimAmpCuda, ClipMatchesTheCpu) {
