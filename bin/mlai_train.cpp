@@ -76,6 +76,12 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "plateau: relative change that counts as an improvement")->capture_default_str();
   app.add_option("--plateau-cooldown", c.plateau_cooldown,
                  "plateau: epochs after a drop before bad epochs count again")->capture_default_str();
+  app.add_option("--ema-decay", c.ema_decay,
+                 "Average the weights (EMA, e.g. 0.999) after every optimizer step; validation, "
+                 "checkpoints and the test use the average (0: off)")->capture_default_str();
+  app.add_option("--ema-start-step", c.ema_start_step,
+                 "--ema-decay: the first optimizer step (0-based) the average follows; it "
+                 "starts as a copy of the weights then")->capture_default_str();
   app.add_option("--epochs", c.epochs,
                  "Epochs to train (-1 with --max-steps: as many as the steps need, the default "
                  "when --max-steps is given alone)")

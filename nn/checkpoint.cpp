@@ -47,9 +47,11 @@ std::vector<std::pair<std::string, Tensor*>> model_tensors(Module& m) {
 
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                      const TrainState& st, const Config& cfg, const NamedTensors& amp,
-                     const DataInfo* data) {
+                     const DataInfo* data, const NamedTensors& current) {
   io::H5Writer w(path);
   for (auto& [n, t] : model_tensors(model)) write_tensor(w, "model/" + n, *t);
+  for (auto& [n, t] : current) write_tensor(w, "current_model/" + n, *t);
+  w.set_attr("/", "ema_updates", st.ema_updates);
   for (auto& [n, t] : amp) write_tensor(w, "amp/" + n, *t);
   if (opt) {
     for (auto& [n, t] : opt->state()) write_tensor(w, "optimizer/" + n, *t);
@@ -130,6 +132,19 @@ void load_weights(const std::string& path, Module& model, const std::set<std::st
   for (auto& [n, t] : mine) read_into(r, "model/" + n, *t);
 }
 
+bool load_current_model(const std::string& path, Module& model) {
+  io::H5Reader r(path);
+  if (!r.has("current_model")) return false;
+  const auto tensors = model_tensors(model);
+  for (auto& [n, t] : tensors) {
+    const std::string name = "current_model/" + n;
+    if (!r.has(name) || r.info(name).shape != t->shape())
+      throw std::runtime_error(path + ": group current_model does not match the model at " + n);
+  }
+  for (auto& [n, t] : tensors) read_into(r, "current_model/" + n, *t);
+  return true;
+}
+
 TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                            const NamedTensors& amp) {
   load_weights(path, model, {});
@@ -167,6 +182,7 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
     st.early_stopping_wait = r.get_attr_int("/", "early_stopping_wait");
   }
   if (r.has_attr("/", "train_seconds")) st.train_seconds = r.get_attr_double("/", "train_seconds");
+  if (r.has_attr("/", "ema_updates")) st.ema_updates = r.get_attr_int("/", "ema_updates");
   if (r.has_attr("/", "plateau")) {  // checkpoints from before the plateau schedule lack it
     const auto j = nlohmann::json::parse(r.get_attr_string("/", "plateau"));
     st.plateau.lr = j.at("lr").get<double>();

@@ -35,6 +35,8 @@ struct TrainState {
   double train_seconds = 0;
   // --lr-schedule plateau: ReduceLROnPlateau's state (the current rate among it).
   PlateauState plateau;
+  // --ema-decay: the updates the weight average has had (AveragedModel's n_averaged).
+  int64_t ema_updates = 0;
 };
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor*>>;
@@ -48,10 +50,17 @@ struct DataInfo {
 };
 
 // amp: the loss scaler's state (GradScaler::state()), saved in group "amp" when non-empty.
-// data: saved when given.
+// data: saved when given. current: under weight averaging (--ema-decay) `model` holds the
+// average, which group "model" gets (what the test, mlai_predict and exports use, as in
+// Lightning's WeightAveraging), and `current` the weights training goes on with, saved in group
+// "current_model" (load_current_model).
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                      const TrainState& state, const Config& cfg, const NamedTensors& amp = {},
-                     const DataInfo* data = nullptr);
+                     const DataInfo* data = nullptr, const NamedTensors& current = {});
+
+// Reads group "current_model" into `model` (same names and shapes as its "model" group);
+// false, with nothing read, when the checkpoint has none (it was not saved with --ema-decay).
+bool load_current_model(const std::string& path, Module& model);
 
 // Loads the parameters and buffers of group "model" into `model`, except the names in `skip`
 // (neither required in the file nor in the model, and not loaded). Names and shapes must match

@@ -73,6 +73,9 @@ void Config::validate() const {
   require(plateau_patience >= 0, "--plateau-patience must be >= 0");
   require(plateau_threshold >= 0, "--plateau-threshold must be >= 0");
   require(plateau_cooldown >= 0, "--plateau-cooldown must be >= 0");
+  require(ema_decay >= 0 && ema_decay < 1,
+          "--ema-decay must be in [0, 1) (0: off; 0.999 is usual), got " + std::to_string(ema_decay));
+  require(ema_start_step >= 0, "--ema-start-step must be >= 0");
   require(lr_schedule != "plateau" || (lr_gamma > 0 && lr_gamma < 1),
           "--lr-schedule plateau: --lr-gamma (the factor) must be in (0, 1)");
   require(lr_schedule != "plateau" || val_split > 0 || overfit_batches > 0,
@@ -193,7 +196,8 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) \
-  X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown)
+  X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
+  X(ema_decay) X(ema_start_step)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

@@ -44,6 +44,11 @@ struct Config {
   int64_t plateau_patience = 10;
   double plateau_threshold = 1e-4;
   int64_t plateau_cooldown = 0;
+  // Lightning's WeightAveraging with get_ema_avg_fn(decay): an exponential moving average of
+  // the weights (and batch-norm statistics), updated after every optimizer step from
+  // ema_start_step on (0: off); validation, checkpoints' weights and the test use it.
+  double ema_decay = 0.0;
+  int64_t ema_start_step = 0;
   // loop
   int64_t epochs = 10;  // -1 with max_steps: as many epochs as max_steps needs (Lightning's -1)
   // Lightning's max_steps (-1: no limit) and max_time ("DD:HH:MM:SS", or a Slurm time such as

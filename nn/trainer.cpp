@@ -121,6 +121,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   if (cfg_.gradient_clip_algorithm == "value") oc.clip_value = cfg_.gradient_clip_val;
   opt_ = make_optimizer(model_->named_parameters(), oc);
   opt_->set_working(model_->working_parameters());
+  if (cfg_.ema_decay > 0) ema_ = std::make_unique<WeightAverage>(*model_, cfg_.ema_decay);
   scaler_ = std::make_unique<GradScaler>(device_, precision_ == Precision::kFloat16);
   if (cfg_.cuda_graphs) {
     if (!device_.is_cuda())
@@ -146,6 +147,16 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
           std::to_string(saved_accum) + ", not " + std::to_string(cfg_.accumulate_grad_batches) +
           " (the schedule counts optimizer steps); resume with the same value");
     state_ = load_checkpoint(cfg_.resume, *model_, opt_.get(), scaler_->state());
+    // A run with --ema-decay saved the average as its weights and the weights training goes on
+    // with beside them: the average takes the first, the model the second. From a run without
+    // it, both start from its weights (and the first update copies them).
+    if (ema_) ema_->copy_from(*model_);
+    const bool had_current = load_current_model(cfg_.resume, *model_);
+    if (ema_) ema_->set_updates(had_current ? state_.ema_updates : 0);
+    if (had_current && !ema_ && main_)
+      std::printf("note: %s holds a weight average (--ema-decay %g); without --ema-decay training "
+                  "goes on from its current weights\n",
+                  cfg_.resume.c_str(), checkpoint_config(cfg_.resume).ema_decay);
     model_->refresh_working_parameters();
     // --lr-find: a resumed run keeps the rate its test found (the same command line is
     // submitted again under Slurm); without the flag, --lr applies, and that is said.
@@ -250,6 +261,9 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
   EvalResult r;
   r.confusion = io::ConfusionMatrix(ds.num_classes, ds.class_names);
   if (ds.count == 0 || max_batches == 0) return r;
+  // Validation runs the weight average (Lightning swaps it in for the validation loop).
+  const bool averaged = ema_ && &ds == &data_.val;
+  if (averaged) ema_->swap(*model_);
   autograd::NoGradGuard no_grad;
   model_->eval();
   io::LoaderOptions lo;
@@ -278,6 +292,7 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
     r.samples += b->labels.numel();
   }
   model_->train();
+  if (averaged) ema_->swap(*model_);
   Tensor n = Tensor::full({}, static_cast<double>(r.samples), DType::kFloat32, device_);
   allreduce(loss_sum);
   allreduce(counts);
@@ -528,6 +543,11 @@ FitResult Trainer::fit() {
           opt_->zero_grad();
         }
       }
+      if (step_now && ema_ && state_.global_step >= cfg_.ema_start_step) {
+        Profiler::Scope s(profiler_, "weight average");
+        ema_->update(*model_);
+        state_.ema_updates = ema_->updates();
+      }
       if (step_now && fault_step > 0 && state_.global_step + 1 == fault_step) {
         while (fault_hang) std::this_thread::sleep_for(std::chrono::seconds(1));
         throw std::runtime_error("fault injected by MLAI_FAULT_RANK at step " +
@@ -601,6 +621,9 @@ FitResult Trainer::fit() {
   }
   res.epochs_completed = state_.epoch;
   res.global_step = state_.global_step;
+  // Lightning's WeightAveraging at the end of training: the model takes the average, which the
+  // test (and anything after fit()) uses.
+  if (ema_) ema_->copy_to(*model_);
 
   test_and_report(res);
   if (main_) std::printf("%s", profiler_.report(seconds_since(t_start)).c_str());

@@ -25,6 +25,7 @@
 #include "nn/graphed_step.h"
 #include "nn/module.h"
 #include "nn/optim.h"
+#include "nn/weight_average.h"
 
 namespace mlai::nn {
 
@@ -86,6 +87,7 @@ class Trainer {
   Precision precision_ = Precision::kFloat32;
   std::unique_ptr<GradScaler> scaler_;
   std::unique_ptr<GraphedStep> graphed_;  // --cuda-graphs
+  std::unique_ptr<WeightAverage> ema_;     // --ema-decay
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::Reducer> reducer_;
   // One epoch's training totals on this rank, for end_epoch().

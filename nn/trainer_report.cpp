@@ -90,8 +90,16 @@ void Trainer::save(const std::string& name) {
   state_.checkpoint_dir = dir_ + "/checkpoints";
   const io::Dataset& d = data_.train;
   const DataInfo data{d.height, d.width, d.channels, d.mean, d.std, d.class_names};
+  if (!ema_) {
+    save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_,
+                    scaler_->state(), &data);
+    return;
+  }
+  // The average as the weights, the training weights beside them (Lightning's WeightAveraging).
+  ema_->swap(*model_);
   save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_,
-                  scaler_->state(), &data);
+                  scaler_->state(), &data, ema_->named());
+  ema_->swap(*model_);
 }
 
 void Trainer::open_logs(FitResult& res) {
@@ -136,6 +144,11 @@ void Trainer::print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_s
         static_cast<long long>(accum),
         static_cast<long long>(accum * cfg_.batch_size * group_.world()),
         static_cast<long long>(opt_steps_per_epoch));
+  if (main_ && ema_)
+    std::printf("weight averaging: an exponential moving average of the weights and batch-norm "
+                "statistics (decay %g) from optimizer step %lld; validation, checkpoints and "
+                "the test use it\n",
+                cfg_.ema_decay, static_cast<long long>(cfg_.ema_start_step));
   if (main_ && precision_ != Precision::kFloat32)
     std::printf(
         "mixed precision (--precision %s): %s working weights and activations, float32 "

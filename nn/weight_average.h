@@ -1,0 +1,44 @@
+// The exponential moving average of a model's weights, as Lightning's WeightAveraging callback
+// keeps it with torch.optim.swa_utils.get_ema_avg_fn (an AveragedModel with use_buffers=True):
+// float32 parameters and floating buffers (batch-norm running statistics) are averaged after
+// each optimizer step, integer buffers (num_batches_tracked) copied; the first update copies
+// the model. The trainer validates, checkpoints and tests with the average (see trainer.h).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nn/module.h"
+
+namespace mlai::nn {
+
+class WeightAverage {
+ public:
+  // Starts as a copy of the model's parameters and buffers, on their device.
+  WeightAverage(Module& model, double decay);
+
+  // avg = decay * avg + (1 - decay) * model (a few fused launches); the first update copies.
+  void update(Module& model);
+  // Exchanges the average's values with the model's, in place (the model's tensors keep their
+  // storage, so CUDA graphs and optimizer pointers stay valid), and refreshes the model's
+  // fp16/bf16 working copies. Twice is the identity.
+  void swap(Module& model);
+  // The model takes the average's values (Lightning's on_train_end).
+  void copy_to(Module& model);
+  // The model's values become the average's (a checkpoint's averaged weights, on resume).
+  void copy_from(Module& model);
+
+  int64_t updates() const { return updates_; }  // AveragedModel's n_averaged
+  void set_updates(int64_t n) { updates_ = n; }
+  double decay() const { return decay_; }
+  // The average's tensors, named as the model's parameters and buffers (checkpoint order).
+  std::vector<std::pair<std::string, Tensor*>> named();
+
+ private:
+  double decay_;
+  int64_t updates_ = 0;
+  std::vector<std::pair<std::string, Tensor>> avg_;
+};
+
+}  // namespace mlai::nn
