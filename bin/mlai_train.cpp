@@ -10,11 +10,14 @@
 #include <cctype>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "dist/process_group.h"
 #include "kernels/parallel.h"
+#include "nn/checkpoint.h"
 #include "nn/config_file.h"
 #include "nn/models.h"
 #include "nn/trainer.h"
@@ -161,9 +164,12 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "epoch=E-step=S-<monitor>=V.h5 (1: best.h5 only; -1: all; 0: no best.h5)")
       ->capture_default_str();
   app.add_option("--test-ckpt", c.test_ckpt,
-                 "Weights the final test uses: last (those training ended with) or best "
-                 "(best.h5's, the best validation by --checkpoint-monitor)")
+                 "Weights the final test uses: last (those training ended with), best "
+                 "(best.h5's, the best validation by --checkpoint-monitor) or a checkpoint file")
       ->capture_default_str();
+  app.add_flag("--test-only", c.test_only,
+               "Train nothing: test --test-ckpt FILE's weights on the test split (the model and "
+               "data settings default to the checkpoint's run)");
   app.add_option("--checkpoint-every-n-steps", c.checkpoint_every_n_steps,
                  "Also write last.h5 every N optimizer steps, mid-epoch included (0: off)")
       ->capture_default_str();
@@ -292,6 +298,24 @@ int main(int argc, char** argv) {
     // Lightning's max_steps alone trains as many epochs as the steps need (max_epochs -1).
     if (app.count("--max-steps") && !app.count("--epochs") && cfg.max_steps > 0) cfg.epochs = -1;
     cfg.hidden = parse_widths(hidden);
+    // --test-only: what the command line (or --config) leaves unset comes from the checkpoint's
+    // run, so `--test-only --test-ckpt best.h5` tests the model it trained on its data.
+    if (cfg.test_only && std::filesystem::is_regular_file(cfg.test_ckpt)) {
+      std::set<std::string> given;
+      for (const CLI::Option* o : app.get_options())
+        if (o->count() > 0) {
+          std::string key = o->get_name();
+          if (key.rfind("--", 0) == 0) key = key.substr(2);
+          std::replace(key.begin(), key.end(), '-', '_');
+          given.insert(key);
+        }
+      try {
+        mlai::nn::take_model_and_data_settings(cfg, mlai::nn::checkpoint_config(cfg.test_ckpt),
+                                               given);
+      } catch (const std::runtime_error&) {
+        // a weights file (tools/torch_interop.py export) has no run settings: the flags say
+      }
+    }
     cfg.validate();
   } catch (const CLI::CallForHelp& e) {
     const int rc = group->is_main() ? app.exit(e) : 0;

@@ -1,6 +1,8 @@
 // Config validation and JSON.
 #include "nn/config.h"
 
+#include <filesystem>
+
 #include <cmath>
 #include <algorithm>
 #include <stdexcept>
@@ -105,7 +107,14 @@ void Config::validate() const {
   one_of(checkpoint_monitor, {"val_accuracy", "val_loss"}, "--checkpoint-monitor");
   require(save_top_k >= -1, "--save-top-k must be >= -1 (-1: all, 0: none), got " +
                                 std::to_string(save_top_k));
-  one_of(test_ckpt, {"last", "best"}, "--test-ckpt");
+  require(test_ckpt == "last" || test_ckpt == "best" || std::filesystem::is_regular_file(test_ckpt),
+          "--test-ckpt must be last, best or a checkpoint file, got '" + test_ckpt +
+              "' (no such file)");
+  require(!test_only || (test_ckpt != "last" && test_ckpt != "best"),
+          "--test-only needs --test-ckpt FILE: the checkpoint whose weights to test");
+  require(!(test_only && !resume.empty()), "--test-only and --resume cannot be combined");
+  require(!(test_only && fast_dev_run > 0), "--test-only and --fast-dev-run cannot be combined");
+  require(!(test_only && !lr_find.empty()), "--test-only and --lr-find cannot be combined");
   require(!(test_ckpt == "best" && save_top_k == 0),
           "--test-ckpt best needs best.h5, which --save-top-k 0 does not write");
   require(checkpoint_every_n_steps >= 0, "--checkpoint-every-n-steps must be >= 0 (0: off)");
@@ -197,7 +206,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
-  X(ema_decay) X(ema_start_step)
+  X(ema_decay) X(ema_start_step) X(test_only)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;
@@ -205,6 +214,21 @@ nlohmann::json to_json(const Config& c) {
   MLAI_CONFIG_FIELDS(MLAI_TO)
 #undef MLAI_TO
   return j;
+}
+
+void take_model_and_data_settings(Config& c, const Config& from, const std::set<std::string>& given) {
+  const nlohmann::json src = to_json(from);
+  nlohmann::json dst = to_json(c);
+  // What builds the same model and reads the same data the same way; the schedule, logging and
+  // checkpoint settings of the run do not matter to a test.
+  for (const char* key : {"arch", "hidden", "dataset", "data_dir", "data_path", "cache", "val_split",
+                          "seed", "batch_size", "precision", "criterion", "label_smoothing"})
+    if (!given.count(key)) dst[key] = src.at(key);
+  const bool only = c.test_only;
+  const std::string ckpt = c.test_ckpt;
+  c = config_from_json(dst);
+  c.test_only = only;
+  c.test_ckpt = ckpt;
 }
 
 Config config_from_json(const nlohmann::json& j) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -112,7 +113,10 @@ struct Config {
   // Which weights the final test uses, as Lightning's trainer.test(ckpt_path=...): "last" (the
   // weights training ended with) or "best" (best.h5's: the best validation by
   // checkpoint_monitor).
-  std::string test_ckpt = "last";
+  std::string test_ckpt = "last";  // or a checkpoint or weights file (Lightning's ckpt_path)
+  // Lightning's trainer.test(ckpt_path=FILE) without fit: test the weights of test_ckpt (a
+  // file) on the data set's test split, and train nothing.
+  bool test_only = false;
   std::string resume;
   std::string
       pretrained;  // initial weights by name (model/<name>) from a checkpoint or weights file
@@ -124,6 +128,10 @@ struct Config {
 };
 
 nlohmann::json to_json(const Config& c);
+
+// --test-only: the model and data settings of the checkpoint's run (`from`), except those in
+// `given` (setting names, as in to_json, that the command line or --config set).
+void take_model_and_data_settings(Config& c, const Config& from, const std::set<std::string>& given);
 Config config_from_json(const nlohmann::json& j);
 
 // How many batches a limit leaves out of `available`, as Lightning reads it: a number with a

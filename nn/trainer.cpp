@@ -310,6 +310,22 @@ FitResult Trainer::fit() {
   const auto t_start = Clock::now();
   dev_run_ = cfg_.fast_dev_run > 0;
   const bool dev_run = dev_run_;
+  if (cfg_.test_only) {  // Lightning's trainer.test(ckpt_path=FILE): no training
+    if (data_.test.count == 0)
+      throw std::invalid_argument("--test-only: the data set (--dataset " + cfg_.dataset +
+                                  ") has no test split");
+    FitResult res;
+    open_logs(res);
+    if (main_)
+      std::printf("model %s on %s: %lld parameters; testing %s on %lld test images\n",
+                  cfg_.arch.c_str(), device_.str().c_str(),
+                  static_cast<long long>(model_->parameter_count()), cfg_.test_ckpt.c_str(),
+                  static_cast<long long>(data_.test.count));
+    write_hparams(nlohmann::json::object());
+    test_and_report(res);
+    if (main_) std::printf("%s", profiler_.report(seconds_since(t_start)).c_str());
+    return res;
+  }
   io::LoaderOptions lo;
   lo.batch_size = cfg_.batch_size;
   lo.shuffle = cfg_.overfit_batches == 0;

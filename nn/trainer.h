@@ -126,7 +126,7 @@ class Trainer {
   // Lightning's EarlyStopping after a validation: true when patience has run out.
   bool early_stopping_update(const EvalResult& v);
   double train_seconds() const;  // over every resume (--max-time)
-  void load_best_for_test();  // --test-ckpt best
+  void load_test_weights();  // --test-ckpt best or FILE (last: nothing to load)
   // Gives every rank rank 0's parameters and buffers (and with `training`, its optimizer and
   // loss-scaler state), then refreshes the working copies. A no-op on one process.
   void sync_from_rank0(bool training);

@@ -391,11 +391,17 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
   return stop_early;
 }
 
-// --test-ckpt best (Lightning's trainer.test(ckpt_path="best")): rank 0 reads best.h5's weights
-// and buffers, which every rank then takes from it. Every rank decides alike: the best score is
-// computed from allreduced validation metrics.
-void Trainer::load_best_for_test() {
-  if (cfg_.test_ckpt != "best") return;
+// --test-ckpt best or FILE (Lightning's trainer.test(ckpt_path="best" or PATH)): rank 0 reads
+// best.h5's (or the file's) weights and buffers, which every rank then takes from it. Every rank
+// decides alike: the best score is computed from allreduced validation metrics.
+void Trainer::load_test_weights() {
+  if (cfg_.test_ckpt == "last") return;
+  if (cfg_.test_ckpt != "best") {  // a file (Lightning's ckpt_path=PATH)
+    if (main_) load_weights(cfg_.test_ckpt, *model_, {});
+    sync_from_rank0(false);
+    if (main_) std::printf("testing the weights of %s\n", cfg_.test_ckpt.c_str());
+    return;
+  }
   if (dev_run_ || std::isnan(state_.best_score)) {
     if (main_)
       std::printf("--test-ckpt best: %s, so the test uses the final weights\n",
@@ -421,7 +427,7 @@ void Trainer::test_and_report(FitResult& res) {
                : limit_batches(cfg_.limit_test_batches,
                                (data_.test.count + cfg_.batch_size - 1) / cfg_.batch_size,
                                "--limit-test-batches");
-  if (data_.test.count > 0 && test_batches > 0) load_best_for_test();
+  if (data_.test.count > 0 && test_batches > 0) load_test_weights();
   {
     Profiler::Scope s(profiler_, "test");
     res.test = evaluate(data_.test, test_batches);

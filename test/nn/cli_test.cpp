@@ -89,6 +89,43 @@ TEST(Cli, HelpDocumentsEveryFlag) {
 
 namespace {
 
+// Lightning's trainer.test(ckpt_path=FILE) without training: --test-only takes the model and
+// data settings of the checkpoint's run (here --hidden 32 and the data set, which the test
+// command does not repeat) and tests its weights: the same test line as the run's own test of
+// the same weights, in a new run directory; flags on the command line still win (a wrong
+// --hidden is a clear error naming the file).
+TEST(Cli, TestOnlyTestsACheckpointWithItsRunsSettings) {
+  namespace fs = std::filesystem;
+  const std::string root =
+      (fs::temp_directory_path() / ("mlai_cli_test_only_" + std::to_string(getpid()))).string();
+  fs::remove_all(root);
+  mlai::testing::make_synthetic_mnist(root + "/data", 320, 64);
+  const std::string logs = root + "/logs";
+  const Result train = run("--dataset mnist --data-dir " + root + "/data --log-dir " + logs +
+                           " --epochs 1 --batch-size 16 --hidden 32 --device cpu --workers 0 "
+                           "--no-progress");
+  ASSERT_EQ(train.code, 0) << train.out;
+  auto test_line = [](const std::string& out) {
+    const size_t a = out.find("test loss:");
+    return a == std::string::npos ? std::string() : out.substr(a, out.find('\n', a) - a);
+  };
+  ASSERT_FALSE(test_line(train.out).empty()) << train.out;
+  const std::string ckpt = logs + "/default/version_0/checkpoints/last.h5";
+  const Result t = run("--test-only --test-ckpt " + ckpt + " --log-dir " + logs +
+                       " --device cpu --workers 0 --no-progress");
+  ASSERT_EQ(t.code, 0) << t.out;
+  EXPECT_EQ(test_line(t.out), test_line(train.out)) << t.out;
+  EXPECT_EQ(t.out.find("epoch:"), std::string::npos) << t.out;  // nothing trained
+  EXPECT_TRUE(fs::exists(logs + "/default/version_1/metrics.csv")) << t.out;
+  const Result wrong = run("--test-only --test-ckpt " + ckpt + " --hidden 64 --log-dir " + logs +
+                           " --device cpu --workers 0 --no-progress");
+  EXPECT_NE(wrong.code, 0) << wrong.out;
+  EXPECT_NE(wrong.out.find(ckpt + " does not match the model"), std::string::npos) << wrong.out;
+  EXPECT_EQ(run("--test-only").code, 2);
+  EXPECT_EQ(run("--test-only --test-ckpt " + ckpt + " --resume " + ckpt).code, 2);
+  fs::remove_all(root);
+}
+
 TEST(Cli, SigtermSavesACheckpointAndExits) {
   namespace fs = std::filesystem;
   const std::string root = (fs::temp_directory_path() / ("mlai_cli_" + std::to_string(getpid()))).string();

@@ -487,6 +487,16 @@ TEST_F(TrainerTest, TestsTheBestCheckpointWhenAsked) {
   bad.save_top_k = 1;
   bad.test_ckpt = "first";
   EXPECT_THROW(bad.validate(), std::invalid_argument);
+
+  // --test-ckpt FILE after training tests that file's weights (here the copy of epoch 2's):
+  // the same test as the run that ended with them.
+  Config file = c;
+  file.epochs = 1;
+  file.experiment_name = "file";
+  file.test_ckpt = after_two;
+  const FitResult rf = Trainer(file).fit();
+  EXPECT_EQ(rf.test.loss, r1.test.loss);
+  EXPECT_EQ(rf.epochs_completed, 1);
 }
 
 // Lightning's val_check_interval and check_val_every_n_epoch: validations at half epochs (steps
