@@ -55,6 +55,12 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--workers", c.workers, "Data-loader threads (0: load in the training thread)")->capture_default_str();
   app.add_option("--criterion", c.criterion,
                  "Loss: cross_entropy, or nll (log_softmax + NLL loss, the same value)")->capture_default_str();
+  app.add_option("--mixup-alpha", c.mixup_alpha,
+                 "MixUp each training batch with itself rolled by one (torchvision's v2.MixUp), "
+                 "lambda ~ Beta(alpha, alpha); 0: off")->capture_default_str();
+  app.add_option("--cutmix-alpha", c.cutmix_alpha,
+                 "CutMix each training batch (torchvision's v2.CutMix); with --mixup-alpha too, "
+                 "one or the other per batch; 0: off")->capture_default_str();
   app.add_option("--label-smoothing", c.label_smoothing, "Label smoothing in [0, 1]")->capture_default_str();
   app.add_option("--optimizer", c.optimizer, "Optimizer: sgd, adam or adamw")->capture_default_str();
   app.add_option("--lr", c.lr, "Learning rate (the peak rate for onecycle)")->capture_default_str();

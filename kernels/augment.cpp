@@ -24,6 +24,35 @@ void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const Augm
   }
 }
 
+template <class T>
+void mix_batch(const T* in, T* out, const MixParams& p) {
+  const int64_t H = p.height, W = p.width, C = p.channels, image = H * W * C;
+  const float keep = p.lambda, take = 1.0f - p.lambda;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const T* x = in + b * image;
+    const T* r = in + ((b + p.batch - 1) % p.batch) * image;  // batch.roll(1, 0)
+    T* o = out + b * image;
+    if (p.cut) {
+      for (int64_t y = 0; y < H; ++y)
+        for (int64_t xx = 0; xx < W; ++xx) {
+          const bool inside = y >= p.y1 && y < p.y2 && xx >= p.x1 && xx < p.x2;
+          const T* src = (inside ? r : x) + (y * W + xx) * C;
+          for (int64_t c = 0; c < C; ++c) o[(y * W + xx) * C + c] = src[c];
+        }
+    } else {
+      for (int64_t i = 0; i < image; ++i) {
+        const float kept = keep * to_acc(x[i]);
+        const float taken = take * to_acc(r[i]);
+        o[i] = from_acc<T>(kept + taken);
+      }
+    }
+  }
+}
+
+template void mix_batch<float>(const float*, float*, const MixParams&);
+template void mix_batch<Half>(const Half*, Half*, const MixParams&);
+template void mix_batch<BFloat16>(const BFloat16*, BFloat16*, const MixParams&);
+
 template void augment_normalize<float>(const uint8_t*, const int64_t*, float*, const AugmentParams&);
 template void augment_normalize<Half>(const uint8_t*, const int64_t*, Half*, const AugmentParams&);
 template void augment_normalize<BFloat16>(const uint8_t*, const int64_t*, BFloat16*,

@@ -40,16 +40,33 @@ MLAI_HD AugmentChoice augment_choice(const AugmentParams& p, int64_t sample_id) 
   return c;
 }
 
+// MixUp and CutMix on a normalized batch, as torchvision.transforms.v2.MixUp / CutMix do:
+// every sample is mixed with the one before it (batch.roll(1, 0): sample b with b - 1, sample
+// 0 with the last). MixUp: out = lambda * x[b] + (1 - lambda) * x[b - 1], each product rounded
+// to float before the sum. CutMix: out = x[b - 1] inside rows [y1, y2) and columns [x1, x2),
+// x[b] elsewhere.
+struct MixParams {
+  int64_t batch = 0, height = 0, width = 0, channels = 0;
+  float lambda = 1.0f;
+  bool cut = false;
+  int64_t y1 = 0, y2 = 0, x1 = 0, x2 = 0;
+};
+
 namespace cpu {
 // in: uint8 [batch, H, W, C]; ids: the dataset index of each sample; out: T [batch, H, W, C].
 template <class T>
 void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const AugmentParams& p);
+// in, out: T [batch, H, W, C], distinct.
+template <class T>
+void mix_batch(const T* in, T* out, const MixParams& p);
 }  // namespace cpu
 
 namespace cuda {
 template <class T>
 void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const AugmentParams& p,
                        StreamHandle stream);
+template <class T>
+void mix_batch(const T* in, T* out, const MixParams& p, StreamHandle stream);
 }  // namespace cuda
 
 }  // namespace mlai::kernels

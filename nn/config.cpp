@@ -78,6 +78,11 @@ void Config::validate() const {
   require(ema_decay >= 0 && ema_decay < 1,
           "--ema-decay must be in [0, 1) (0: off; 0.999 is usual), got " + std::to_string(ema_decay));
   require(ema_start_step >= 0, "--ema-start-step must be >= 0");
+  require(mixup_alpha >= 0, "--mixup-alpha must be >= 0 (0: off)");
+  require(cutmix_alpha >= 0, "--cutmix-alpha must be >= 0 (0: off)");
+  require(!(cuda_graphs && (mixup_alpha > 0 || cutmix_alpha > 0)),
+          "--cuda-graphs cannot be combined with --mixup-alpha or --cutmix-alpha: the mixing "
+          "weight changes every step, and a graph replays one");
   require(lr_schedule != "plateau" || (lr_gamma > 0 && lr_gamma < 1),
           "--lr-schedule plateau: --lr-gamma (the factor) must be in (0, 1)");
   require(lr_schedule != "plateau" || val_split > 0 || overfit_batches > 0,
@@ -206,7 +211,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
-  X(ema_decay) X(ema_start_step) X(test_only)
+  X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

@@ -50,6 +50,10 @@ struct Config {
   // ema_start_step on (0: off); validation, checkpoints' weights and the test use it.
   double ema_decay = 0.0;
   int64_t ema_start_step = 0;
+  // torchvision.transforms.v2.MixUp / CutMix on each training batch (lambda ~ Beta(alpha,
+  // alpha); 0: off; both: one or the other per batch, evenly).
+  double mixup_alpha = 0.0;
+  double cutmix_alpha = 0.0;
   // loop
   int64_t epochs = 10;  // -1 with max_steps: as many epochs as max_steps needs (Lightning's -1)
   // Lightning's max_steps (-1: no limit) and max_time ("DD:HH:MM:SS", or a Slurm time such as

@@ -306,6 +306,27 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
   return r;
 }
 
+Trainer::Mixed Trainer::mix(const io::Batch& b, int64_t epoch, int64_t index) {
+  Mixed m;
+  m.images = b.images;
+  const MixConfig mc{cfg_.mixup_alpha, cfg_.cutmix_alpha};
+  if (!mc.enabled()) return m;
+  Profiler::Scope s(profiler_, "mixup/cutmix");
+  const Tensor& x = b.images;
+  const kernels::MixParams p = draw_mix(mc, cfg_.seed, group_.rank(), epoch, index, x.size(0),
+                                        x.size(1), x.size(2), x.size(3));
+  m.images = t::mix_batch(x, p);
+  m.rolled_labels = t::roll_rows(b.labels);
+  m.lambda = p.lambda;
+  return m;
+}
+
+autograd::Variable Trainer::training_loss(const autograd::Variable& logits, const Tensor& labels,
+                                          const Mixed& m) const {
+  if (!m.rolled_labels.defined()) return autograd::cross_entropy(logits, labels, cfg_.label_smoothing);
+  return mixed_cross_entropy(logits, labels, m.rolled_labels, m.lambda, cfg_.label_smoothing);
+}
+
 FitResult Trainer::fit() {
   const auto t_start = Clock::now();
   dev_run_ = cfg_.fast_dev_run > 0;
@@ -511,6 +532,7 @@ FitResult Trainer::fit() {
       const bool step_now = (b + 1) % accum == 0 || b + 1 >= steps_per_epoch;
       if (reducer_ && accum > 1) reducer_->prepare_backward(step_now);
       Tensor logits, loss;
+      const Mixed mixed = mix(*batch, epoch, b);  // --mixup-alpha/--cutmix-alpha, else as is
       // forward, loss and backward (seeded with the loss scale: small fp16 gradients stay
       // normal); under --cuda-graphs they start by zeroing the gradients, and run as one
       // replayed graph once warm.
@@ -520,7 +542,7 @@ FitResult Trainer::fit() {
         {
           Profiler::Scope s(profiler_, "forward");
           out = (*model_)(Variable(images));
-          l = autograd::cross_entropy(out, labels, cfg_.label_smoothing);
+          l = training_loss(out, labels, mixed);
         }
         {
           Profiler::Scope s(profiler_, "backward");
@@ -536,11 +558,11 @@ FitResult Trainer::fit() {
         }
         return std::pair<Tensor, Tensor>(out.data(), l.data());
       };
-      if (graphed_ && graphed_->run(batch->images, batch->labels, forward_backward)) {
+      if (graphed_ && graphed_->run(mixed.images, batch->labels, forward_backward)) {
         logits = graphed_->logits();
         loss = graphed_->loss();
       } else {
-        std::tie(logits, loss) = forward_backward(batch->images, batch->labels);
+        std::tie(logits, loss) = forward_backward(mixed.images, batch->labels);
       }
       if (reducer_ && step_now) {
         Profiler::Scope s(profiler_, "gradient sync");
@@ -571,7 +593,9 @@ FitResult Trainer::fit() {
       }
       const int64_t rows = batch->labels.numel();
       t::axpy_(static_cast<double>(rows), loss, loss_sum);
-      t::confusion_update_(t::max_dim(logits, 1).second, batch->labels, counts);
+      // Under MixUp/CutMix, against the label with the larger share of the mixed sample.
+      t::confusion_update_(t::max_dim(logits, 1).second,
+                           mixed.lambda < 0.5 ? mixed.rolled_labels : batch->labels, counts);
       samples += rows;
       if (step_now && ++state_.global_step % std::max<int64_t>(cfg_.log_every_n_steps, 1) == 0)
         step_log.record(state_.global_step, loss, lr);

@@ -23,6 +23,7 @@
 #include "nn/config.h"
 #include "nn/experiment.h"
 #include "nn/graphed_step.h"
+#include "nn/mixup.h"
 #include "nn/module.h"
 #include "nn/optim.h"
 #include "nn/weight_average.h"
@@ -70,6 +71,15 @@ class Trainer {
 
  private:
   EvalResult evaluate(const io::Dataset& ds, int64_t max_batches);
+  // --mixup-alpha/--cutmix-alpha: a training batch's images mixed with the batch rolled by one
+  // sample, and its loss against the mixed labels (plain cross-entropy when mixing is off).
+  struct Mixed {
+    Tensor images, rolled_labels;
+    double lambda = 1.0;
+  };
+  Mixed mix(const io::Batch& b, int64_t epoch, int64_t index);
+  autograd::Variable training_loss(const autograd::Variable& logits, const Tensor& labels,
+                                   const Mixed& m) const;
 
   // Sums a device tensor over ranks (no-op for one rank).
   void allreduce(Tensor& t);

@@ -84,8 +84,10 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
         b = loader.next();
       }
       if (reducer_ && accum > 1) reducer_->prepare_backward(a + 1 == accum);
-      autograd::Variable out = (*model_)(autograd::Variable(b->images));
-      autograd::Variable l = autograd::cross_entropy(out, b->labels, cfg_.label_smoothing);
+      // Mixed as training mixes (its own draws: an epoch index training never uses).
+      const Mixed m = mix(*b, -1 - pass, i * accum + a);
+      autograd::Variable out = (*model_)(autograd::Variable(m.images));
+      autograd::Variable l = training_loss(out, b->labels, m);
       const double part = 1.0 / static_cast<double>(accum);
       if (scaler_->enabled())
         l.backward(accum > 1 ? t::scale(scaler_->seed(), part) : scaler_->seed());

@@ -144,6 +144,16 @@ void Trainer::print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_s
         static_cast<long long>(accum),
         static_cast<long long>(accum * cfg_.batch_size * group_.world()),
         static_cast<long long>(opt_steps_per_epoch));
+  if (main_ && (cfg_.mixup_alpha > 0 || cfg_.cutmix_alpha > 0)) {
+    char mixup[64] = "", cutmix[64] = "";
+    if (cfg_.mixup_alpha > 0) std::snprintf(mixup, sizeof(mixup), "MixUp (alpha %g)", cfg_.mixup_alpha);
+    if (cfg_.cutmix_alpha > 0)
+      std::snprintf(cutmix, sizeof(cutmix), "CutMix (alpha %g)", cfg_.cutmix_alpha);
+    const bool both = cfg_.mixup_alpha > 0 && cfg_.cutmix_alpha > 0;
+    std::printf("mixing each training batch: %s%s%s%s; the training loss is against the mixed "
+                "labels, the training accuracy against the label with the larger share\n",
+                mixup, both ? " or " : "", cutmix, both ? ", evenly" : "");
+  }
   if (main_ && ema_)
     std::printf("weight averaging: an exponential moving average of the weights and batch-norm "
                 "statistics (decay %g) from optimizer step %lld; validation, checkpoints and "

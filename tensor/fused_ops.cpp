@@ -45,6 +45,30 @@ Tensor augment_normalize(const Tensor& pixels, const Tensor& ids, const kernels:
   return out;
 }
 
+Tensor mix_batch(const Tensor& images, const kernels::MixParams& p) {
+  if (images.ndim() != 4 || p.batch != images.size(0) || p.height != images.size(1) ||
+      p.width != images.size(2) || p.channels != images.size(3) || p.y1 < 0 || p.y1 > p.y2 ||
+      p.y2 > p.height || p.x1 < 0 || p.x1 > p.x2 || p.x2 > p.width)
+    throw std::invalid_argument("mix_batch: images " + images.str() + ", box rows [" +
+                                std::to_string(p.y1) + ", " + std::to_string(p.y2) +
+                                "), columns [" + std::to_string(p.x1) + ", " +
+                                std::to_string(p.x2) + ")");
+  Tensor out = Tensor::empty(images.shape(), images.dtype(), images.device());
+  MLAI_DISPATCH_TRAINING(images.dtype(), "mix_batch",
+                         MLAI_CALL(images.device(), mix_batch<scalar_t>, images.data<scalar_t>(),
+                                   out.data<scalar_t>(), p));
+  return out;
+}
+
+Tensor roll_rows(const Tensor& t) {
+  const int64_t n = t.ndim() > 0 ? t.size(0) : 0;
+  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
+  if (n == 0) return out;
+  if (n > 1) out.slice(1, n).copy_from(t.slice(0, n - 1));
+  out.slice(0, 1).copy_from(t.slice(n - 1, n));
+  return out;
+}
+
 void confusion_update_(const Tensor& predicted, const Tensor& target, Tensor& confusion) {
   if (predicted.numel() != target.numel() || confusion.ndim() != 2 ||
       confusion.size(0) != confusion.size(1) || predicted.device() != confusion.device() ||

@@ -20,6 +20,12 @@ Tensor dropout_backward(const Tensor& dy, const Tensor& mask, double scale);
 Tensor augment_normalize(const Tensor& pixels, const Tensor& ids, const kernels::AugmentParams& p,
                          DType dt);
 
+// MixUp/CutMix of a [B, H, W, C] float/fp16/bf16 batch with itself rolled by one sample
+// (kernels::mix_batch; p's sizes must be the batch's).
+Tensor mix_batch(const Tensor& images, const kernels::MixParams& p);
+// torch.roll(t, 1, 0): row b of the result is row b - 1 of t, row 0 the last.
+Tensor roll_rows(const Tensor& t);
+
 // confusion [classes, classes] int64 += counts of (target, predicted) pairs.
 void confusion_update_(const Tensor& predicted, const Tensor& target, Tensor& confusion);
 // hits (int64 scalar) += the rows of logits [n, classes] whose target is among the k highest

@@ -107,5 +107,87 @@ TEST(Augment, CudaMatchesCpuExactly) {
   }
 }
 
+// MixUp and CutMix (torchvision v2): sample b mixed with sample b - 1 (0 with the last).
+kernels::MixParams mix_params(int64_t b, int64_t h, int64_t w, int64_t c, float lambda) {
+  kernels::MixParams p;
+  p.batch = b;
+  p.height = h;
+  p.width = w;
+  p.channels = c;
+  p.lambda = lambda;
+  return p;
+}
+Tensor random_images(int64_t b, int64_t h, int64_t w, int64_t c, DType dt, uint64_t seed) {
+  Generator g(seed);
+  return Tensor::uniform({b, h, w, c}, -2, 2, g).to(dt);
+}
+
+TEST(MixBatch, MixUpBlendsEachSampleWithThePreviousOne) {
+  const int64_t B = 5, H = 3, W = 4, C = 2, image = H * W * C;
+  for (DType dt : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    const Tensor x = random_images(B, H, W, C, dt, 7);
+    const float lam = 0.3f;
+    const auto got = mix_batch(x, mix_params(B, H, W, C, lam)).to_double_vector();
+    const auto in = x.to_double_vector();
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t prev = (b + B - 1) % B;
+      for (int64_t i = 0; i < image; ++i) {
+        const float kept = lam * static_cast<float>(in[b * image + i]);
+        const float taken = (1.0f - lam) * static_cast<float>(in[prev * image + i]);
+        const double want = Tensor::full({}, kept + taken).to(dt).item();  // rounded to dt
+        ASSERT_EQ(got[b * image + i], want) << dtype_name(dt) << " sample " << b << " " << i;
+      }
+    }
+  }
+}
+
+TEST(MixBatch, CutMixPastesTheBoxFromThePreviousSample) {
+  const int64_t B = 4, H = 6, W = 7, C = 3;
+  const Tensor x = random_images(B, H, W, C, DType::kFloat32, 9);
+  auto p = mix_params(B, H, W, C, 0.5f);
+  p.cut = true;
+  p.y1 = 1, p.y2 = 4, p.x1 = 2, p.x2 = 7;  // a box reaching the right edge
+  const auto got = mix_batch(x, p).to_vector<float>();
+  const auto in = x.to_vector<float>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t xx = 0; xx < W; ++xx)
+        for (int64_t c = 0; c < C; ++c) {
+          const bool inside = y >= 1 && y < 4 && xx >= 2 && xx < 7;
+          const int64_t src = inside ? (b + B - 1) % B : b;
+          ASSERT_EQ(got[((b * H + y) * W + xx) * C + c], in[((src * H + y) * W + xx) * C + c])
+              << b << " " << y << " " << xx << " " << c;
+        }
+  p.x2 = 8;  // past the image
+  EXPECT_THROW(mix_batch(x, p), std::invalid_argument);
+  EXPECT_THROW(mix_batch(x, mix_params(B + 1, H, W, C, 0.5f)), std::invalid_argument);
+}
+
+TEST(MixBatch, RollRowsIsTorchRollByOne) {
+  const Tensor t = Tensor::from_vector(std::vector<int64_t>{10, 11, 12, 13}, {4});
+  EXPECT_EQ(roll_rows(t).to_vector<int64_t>(), (std::vector<int64_t>{13, 10, 11, 12}));
+  const Tensor one = Tensor::from_vector(std::vector<int64_t>{5}, {1});
+  EXPECT_EQ(roll_rows(one).to_vector<int64_t>(), (std::vector<int64_t>{5}));
+}
+
+TEST(MixBatch, CudaMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+  const Device gpu = Device::cuda(0);
+  const int64_t B = 37, H = 32, W = 32, C = 3;
+  for (DType dt : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    const Tensor x = random_images(B, H, W, C, dt, 11);
+    for (bool cut : {false, true}) {
+      auto p = mix_params(B, H, W, C, 0.37f);
+      p.cut = cut;
+      p.y1 = 3, p.y2 = 20, p.x1 = 0, p.x2 = 13;
+      const Tensor cpu = mix_batch(x, p), dev = mix_batch(x.to(gpu), p);
+      // Rounded products and sum on both (no FMA): the same bits.
+      EXPECT_EQ(max_rel_error(dev, cpu), 0.0) << dtype_name(dt) << (cut ? " cutmix" : " mixup");
+    }
+    EXPECT_EQ(roll_rows(x.to(gpu)).to(Device::cpu()).to_double_vector(),
+              roll_rows(x).to_double_vector());
+  }
+}
+
 }  // namespace
 }  // namespace mlai::tensor
