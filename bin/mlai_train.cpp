@@ -49,7 +49,13 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--val-split", c.val_split, "Fraction of the training set held out for validation (seeded)")->capture_default_str();
   app.add_option("--augment", c.augment,
                  "Training augmentation: auto (random 4-pixel-padded crop + flip for cifar10/100, "
-                 "none otherwise), none or crop-flip")->capture_default_str();
+                 "none otherwise), none, crop-flip, or rrc / rrc-flip (RandomResizedCrop at the "
+                 "image's size, and a flip)")->capture_default_str();
+  app.add_option("--rrc-scale", c.rrc_scale,
+                 "rrc: the crop's share of the image area, MIN,MAX")
+      ->delimiter(',')->expected(2)->capture_default_str();
+  app.add_option("--rrc-ratio", c.rrc_ratio, "rrc: the crop's aspect ratio (width/height), MIN,MAX")
+      ->delimiter(',')->expected(2)->capture_default_str();
   app.add_option("--prefetch", c.prefetch,
                  "Batches the workers prepare ahead of training (pinned host slots on GPUs)")->capture_default_str();
   app.add_option("--workers", c.workers, "Data-loader threads (0: load in the training thread)")->capture_default_str();

@@ -1,6 +1,7 @@
 // The batch loader (see loader.h).
 #include "io/loader.h"
 
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 
@@ -210,6 +211,11 @@ Batch Loader::finish(const HostBatch& h) {
   p.channels = ds_.channels;
   p.pad = opt_.augment_pad;
   p.flip = opt_.augment_flip;
+  p.resized_crop = opt_.augment_resized_crop;
+  p.scale_lo = opt_.rrc_scale[0];
+  p.scale_hi = opt_.rrc_scale[1];
+  p.log_ratio_lo = std::log(opt_.rrc_ratio[0]);
+  p.log_ratio_hi = std::log(opt_.rrc_ratio[1]);
   p.seed = opt_.seed;
   p.epoch = epoch_;
   for (int64_t c = 0; c < ds_.channels; ++c) {

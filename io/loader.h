@@ -39,6 +39,10 @@ struct LoaderOptions {
   int64_t limit_batches = -1;  // < 0: all
   int augment_pad = 0;         // random crop from a zero-padded image (0: none)
   bool augment_flip = false;   // random horizontal flip
+  // RandomResizedCrop at the image's size instead of the padded crop (kernels/augment.h).
+  bool augment_resized_crop = false;
+  double rrc_scale[2] = {0.08, 1.0};
+  double rrc_ratio[2] = {3.0 / 4.0, 4.0 / 3.0};
   int rank = 0, world = 1;
   // Training pads the shard order so all ranks take the same number of steps; evaluation
   // does not, so every sample is counted exactly once across ranks.

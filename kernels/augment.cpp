@@ -10,6 +10,21 @@ void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const Augm
     const AugmentChoice a = augment_choice(p, ids[b]);
     const uint8_t* src = in + b * H * W * C;
     T* dst = out + b * H * W * C;
+    if (p.resized_crop) {
+      for (int64_t y = 0; y < H; ++y)
+        for (int64_t x = 0; x < W; ++x) {
+          const Bilinear s = bilinear_source(a, H, W, y, a.flip ? W - 1 - x : x);
+          for (int64_t c = 0; c < C; ++c) {
+            const float v = bilinear_blend(s, src[(s.y0 * W + s.x0) * C + c],
+                                           src[(s.y0 * W + s.x1) * C + c],
+                                           src[(s.y1 * W + s.x0) * C + c],
+                                           src[(s.y1 * W + s.x1) * C + c]);
+            dst[(y * W + x) * C + c] =
+                from_acc<T>((v * (1.0f / 255.0f) - p.mean[c]) * p.inv_std[c]);
+          }
+        }
+      continue;
+    }
     for (int64_t y = 0; y < H; ++y) {
       const int64_t sy = y + a.dy;
       for (int64_t x = 0; x < W; ++x) {

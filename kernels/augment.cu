@@ -17,10 +17,18 @@ __global__ void augment_kernel(const uint8_t* in, const int64_t* ids, T* out, Au
     const int64_t y = (i / (C * W)) % H;
     const int64_t b = i / (C * W * H);
     const AugmentChoice a = augment_choice(p, ids[b]);
-    const int64_t sy = y + a.dy;
-    const int64_t sx = (a.flip ? W - 1 - x : x) + a.dx;
-    const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
-    const float v = inside ? static_cast<float>(in[((b * H + sy) * W + sx) * C + c]) : 0.0f;
+    float v;
+    if (p.resized_crop) {
+      const Bilinear s = bilinear_source(a, H, W, y, a.flip ? W - 1 - x : x);
+      const uint8_t* img = in + b * H * W * C;
+      v = bilinear_blend(s, img[(s.y0 * W + s.x0) * C + c], img[(s.y0 * W + s.x1) * C + c],
+                         img[(s.y1 * W + s.x0) * C + c], img[(s.y1 * W + s.x1) * C + c]);
+    } else {
+      const int64_t sy = y + a.dy;
+      const int64_t sx = (a.flip ? W - 1 - x : x) + a.dx;
+      const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
+      v = inside ? static_cast<float>(in[((b * H + sy) * W + sx) * C + c]) : 0.0f;
+    }
     // Separate multiply and add as on the CPU: no fused multiply-add, the same bits.
     out[i] = dev::from_acc<T>(__fmul_rn(__fadd_rn(__fmul_rn(v, 1.0f / 255.0f), -p.mean[c]),
                                         p.inv_std[c]));

@@ -5,6 +5,7 @@
 // alone, so they are the same on CPU and GPU, whatever the worker count, and after a resume.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/common.h"
@@ -18,16 +19,26 @@ struct AugmentParams {
   int64_t batch = 0, height = 0, width = 0, channels = 0;
   int pad = 0;        // random crop offsets in [-pad, pad]; 0: no crop
   bool flip = false;  // random horizontal flip
+  // torchvision's RandomResizedCrop(size = the image's, scale, ratio) instead of the padded
+  // crop: a box of a random share of the area in [scale_lo, scale_hi] and a log-uniform
+  // aspect ratio in [exp(log_ratio_lo), exp(log_ratio_hi)] (10 tries, else the central crop
+  // torchvision falls back to), resized bilinearly (half-pixel centres, edges clamped: torch's
+  // align_corners=False) to H x W; then the flip.
+  bool resized_crop = false;
+  double scale_lo = 0.08, scale_hi = 1.0;
+  double log_ratio_lo = -0.28768207245178090, log_ratio_hi = 0.28768207245178090;  // 3/4, 4/3
   uint64_t seed = 0;
   int64_t epoch = 0;
   float mean[kMaxAugmentChannels] = {};
   float inv_std[kMaxAugmentChannels] = {};
 };
 
-// The decisions for one sample: crop offsets dy, dx in [-pad, pad] and the flip bit.
+// The decisions for one sample: crop offsets dy, dx in [-pad, pad] and the flip bit; under
+// resized_crop, the box (top, left, h, w) instead of the offsets.
 struct AugmentChoice {
   int dy, dx;
   bool flip;
+  int64_t top, left, h, w;
 };
 MLAI_HD AugmentChoice augment_choice(const AugmentParams& p, int64_t sample_id) {
   const uint64_t r = mix64(p.seed ^ (0x9e3779b97f4a7c15ull * static_cast<uint64_t>(p.epoch + 1)),
@@ -37,7 +48,77 @@ MLAI_HD AugmentChoice augment_choice(const AugmentParams& p, int64_t sample_id) 
   c.dy = p.pad ? static_cast<int>(r % span) - p.pad : 0;
   c.dx = p.pad ? static_cast<int>((r >> 20) % span) - p.pad : 0;
   c.flip = p.flip && ((r >> 40) & 1u);
+  c.top = c.left = 0;
+  c.h = p.height;
+  c.w = p.width;
+  if (!p.resized_crop) return c;
+  // torchvision's RandomResizedCrop.get_params, with uniform draws from the stream r (Python's
+  // round() is to even: rint).
+  const double H = static_cast<double>(p.height), W = static_cast<double>(p.width);
+  for (uint64_t k = 0; k < 10; ++k) {
+    const double target = H * W * (p.scale_lo + (p.scale_hi - p.scale_lo) * uniform01(r, 4 * k));
+    const double ratio =
+        ::exp(p.log_ratio_lo + (p.log_ratio_hi - p.log_ratio_lo) * uniform01(r, 4 * k + 1));
+    const auto w = static_cast<int64_t>(::rint(::sqrt(target * ratio)));
+    const auto h = static_cast<int64_t>(::rint(::sqrt(target / ratio)));
+    if (0 < w && w <= p.width && 0 < h && h <= p.height) {
+      c.top = static_cast<int64_t>(uniform01(r, 4 * k + 2) * static_cast<double>(p.height - h + 1));
+      c.left = static_cast<int64_t>(uniform01(r, 4 * k + 3) * static_cast<double>(p.width - w + 1));
+      c.h = h;
+      c.w = w;
+      return c;
+    }
+  }
+  const double in_ratio = W / H, lo = ::exp(p.log_ratio_lo), hi = ::exp(p.log_ratio_hi);
+  if (in_ratio < lo) {
+    c.h = static_cast<int64_t>(::rint(W / lo));
+  } else if (in_ratio > hi) {
+    c.w = static_cast<int64_t>(::rint(H * hi));
+  }
+  c.top = (p.height - c.h) / 2;
+  c.left = (p.width - c.w) / 2;
   return c;
+}
+
+// Rounded float arithmetic that no compiler contracts into a fused multiply-add, on the host
+// and on the device alike: the CPU twin and the CUDA kernel give the same bits.
+#if defined(__CUDA_ARCH__)
+MLAI_HD float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+MLAI_HD float add_rn(float a, float b) { return __fadd_rn(a, b); }
+#else
+MLAI_HD float mul_rn(float a, float b) { return a * b; }
+MLAI_HD float add_rn(float a, float b) { return a + b; }
+#endif
+
+// One output pixel's source under resized_crop, as torch's bilinear upsampling with
+// align_corners=False: the crop's rows y0, y1 and columns x0, x1 (absolute), with weights.
+struct Bilinear {
+  int64_t y0, y1, x0, x1;
+  float ly, lx;
+};
+MLAI_HD Bilinear bilinear_source(const AugmentChoice& a, int64_t H, int64_t W, int64_t y,
+                                 int64_t x) {
+  Bilinear s;
+  const float sy = static_cast<float>(a.h) / static_cast<float>(H);
+  const float sx = static_cast<float>(a.w) / static_cast<float>(W);
+  float ry = add_rn(mul_rn(sy, static_cast<float>(y) + 0.5f), -0.5f);
+  float rx = add_rn(mul_rn(sx, static_cast<float>(x) + 0.5f), -0.5f);
+  ry = ry < 0 ? 0 : ry;
+  rx = rx < 0 ? 0 : rx;
+  const auto iy = static_cast<int64_t>(ry), ix = static_cast<int64_t>(rx);
+  s.ly = add_rn(ry, -static_cast<float>(iy));
+  s.lx = add_rn(rx, -static_cast<float>(ix));
+  s.y0 = a.top + iy;
+  s.y1 = a.top + iy + (iy < a.h - 1 ? 1 : 0);
+  s.x0 = a.left + ix;
+  s.x1 = a.left + ix + (ix < a.w - 1 ? 1 : 0);
+  return s;
+}
+// The blend of the four source values (as torch: rows first, then between them).
+MLAI_HD float bilinear_blend(const Bilinear& s, float v00, float v01, float v10, float v11) {
+  const float top = add_rn(mul_rn(1.0f - s.lx, v00), mul_rn(s.lx, v01));
+  const float bottom = add_rn(mul_rn(1.0f - s.lx, v10), mul_rn(s.lx, v11));
+  return add_rn(mul_rn(1.0f - s.ly, top), mul_rn(s.ly, bottom));
 }
 
 // MixUp and CutMix on a normalized batch, as torchvision.transforms.v2.MixUp / CutMix do:

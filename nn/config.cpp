@@ -89,7 +89,12 @@ void Config::validate() const {
           "--lr-schedule plateau needs a validation set (--val-split > 0) to monitor");
   one_of(dist_backend, {"auto", "nccl", "mpi"}, "--dist-backend");
   one_of(lr_scale, {"none", "linear"}, "--lr-scale");
-  one_of(augment, {"auto", "none", "crop-flip"}, "--augment");
+  one_of(augment, {"auto", "none", "crop-flip", "rrc", "rrc-flip"}, "--augment");
+  require(rrc_scale.size() == 2 && rrc_scale[0] > 0 && rrc_scale[0] <= rrc_scale[1] &&
+              rrc_scale[1] <= 1,
+          "--rrc-scale must be two shares of the area, 0 < MIN <= MAX <= 1 (like 0.08,1)");
+  require(rrc_ratio.size() == 2 && rrc_ratio[0] > 0 && rrc_ratio[0] <= rrc_ratio[1],
+          "--rrc-ratio must be two aspect ratios, 0 < MIN <= MAX (like 0.75,1.3333)");
   require(bucket_cap_mb > 0, "--bucket-cap-mb must be > 0");
   require(dist_timeout >= 0, "--dist-timeout must be >= 0 seconds (0: no deadline)");
   require(criterion == "cross_entropy" || criterion == "nll",
@@ -211,7 +216,8 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
-  X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha)
+  X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha) \
+  X(rrc_scale) X(rrc_ratio)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

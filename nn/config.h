@@ -23,7 +23,10 @@ struct Config {
   double val_split = 0.1;
   int workers = 2;
   int prefetch = 4;              // batches the workers may prepare ahead of the trainer
-  std::string augment = "auto";  // auto (crop-flip for cifar10/100), none, crop-flip
+  std::string augment = "auto";  // auto (crop-flip for cifar10/100), none, crop-flip, rrc, rrc-flip
+  // rrc, rrc-flip: torchvision's RandomResizedCrop(scale, ratio) at the image's own size.
+  std::vector<double> rrc_scale{0.08, 1.0};
+  std::vector<double> rrc_ratio{3.0 / 4.0, 4.0 / 3.0};
   // loss and optimisation
   std::string criterion = "cross_entropy";
   double label_smoothing = 0.0;

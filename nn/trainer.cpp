@@ -363,7 +363,13 @@ FitResult Trainer::fit() {
       cfg_.augment == "crop-flip" ||
       (cfg_.augment == "auto" && (cfg_.dataset == "cifar10" || cfg_.dataset == "cifar100"));
   lo.augment_pad = crop_flip ? 4 : 0;
-  lo.augment_flip = crop_flip;
+  lo.augment_flip = crop_flip || cfg_.augment == "rrc-flip";
+  // RandomResizedCrop (torchvision's ImageNet-style augmentation) at the image's own size.
+  lo.augment_resized_crop = cfg_.augment == "rrc" || cfg_.augment == "rrc-flip";
+  lo.rrc_scale[0] = cfg_.rrc_scale[0];
+  lo.rrc_scale[1] = cfg_.rrc_scale[1];
+  lo.rrc_ratio[0] = cfg_.rrc_ratio[0];
+  lo.rrc_ratio[1] = cfg_.rrc_ratio[1];
   io::Loader probe(data_.train, lo);
   const int64_t all_batches = probe.num_batches();
   lo.limit_batches =

@@ -2,6 +2,8 @@
 // determinism, the spread of the random choices, and the CUDA kernel against its CPU twin.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "tensor/fused_ops.h"
@@ -104,6 +106,115 @@ TEST(Augment, CudaMatchesCpuExactly) {
       const Tensor gpu_out = augment_normalize(px.to(gpu), ids.to(gpu), p, dt);
       EXPECT_EQ(max_rel_error(gpu_out, cpu), 0.0) << dtype_name(dt) << " channels " << c;
     }
+  }
+}
+
+// RandomResizedCrop: a box of the whole image is the identity (plain normalization, flipped
+// where the flip bit says).
+TEST(ResizedCrop, WholeImageBoxIsTheIdentity) {
+  const int64_t B = 6, H = 8, W = 8, C = 3;
+  const Tensor px = pixels(B, H, W, C);
+  const Tensor ids = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5}, {B});
+  auto p = params(B, H, W, C, 0, true);
+  p.resized_crop = true;
+  p.scale_lo = p.scale_hi = 1.0;
+  p.log_ratio_lo = p.log_ratio_hi = 0.0;
+  const auto got = augment_normalize(px, ids, p, DType::kFloat32).to_vector<float>();
+  auto plain = p;
+  plain.resized_crop = false;
+  EXPECT_EQ(got, augment_normalize(px, ids, plain, DType::kFloat32).to_vector<float>());
+}
+
+// A quarter of the area at ratio 1 on 8x8 images: 4x4 boxes inside the image, upsampled 2x as
+// torch's bilinear (align_corners=False) does, checked against that formula in double.
+TEST(ResizedCrop, QuarterBoxesAreUpsampledBilinearly) {
+  const int64_t B = 40, H = 8, W = 8, C = 2;
+  const Tensor px = pixels(B, H, W, C);
+  std::vector<int64_t> idv(B);
+  for (int64_t i = 0; i < B; ++i) idv[static_cast<size_t>(i)] = 1000 + 13 * i;
+  const Tensor ids = Tensor::from_vector(idv, {B});
+  auto p = params(B, H, W, C, 0, false);
+  p.resized_crop = true;
+  p.scale_lo = p.scale_hi = 0.25;
+  p.log_ratio_lo = p.log_ratio_hi = 0.0;
+  const auto got = augment_normalize(px, ids, p, DType::kFloat32).to_vector<float>();
+  const auto in = px.to_vector<uint8_t>();
+  std::set<std::pair<int64_t, int64_t>> corners;
+  for (int64_t b = 0; b < B; ++b) {
+    const kernels::AugmentChoice a = kernels::augment_choice(p, idv[static_cast<size_t>(b)]);
+    ASSERT_EQ(a.h, 4);
+    ASSERT_EQ(a.w, 4);
+    ASSERT_GE(a.top, 0);
+    ASSERT_LE(a.top, 4);
+    ASSERT_GE(a.left, 0);
+    ASSERT_LE(a.left, 4);
+    corners.insert({a.top, a.left});
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x) {
+        const double ry = std::max(0.5 * (y + 0.5) - 0.5, 0.0), rx = std::max(0.5 * (x + 0.5) - 0.5, 0.0);
+        const int64_t y0 = static_cast<int64_t>(ry), x0 = static_cast<int64_t>(rx);
+        const int64_t y1 = std::min<int64_t>(y0 + 1, 3), x1 = std::min<int64_t>(x0 + 1, 3);
+        const double ly = ry - y0, lx = rx - x0;
+        for (int64_t c = 0; c < C; ++c) {
+          auto at = [&](int64_t yy, int64_t xx) {
+            return static_cast<double>(in[static_cast<size_t>(((b * H + a.top + yy) * W + a.left + xx) * C + c)]);
+          };
+          const double v = (1 - ly) * ((1 - lx) * at(y0, x0) + lx * at(y0, x1)) +
+                           ly * ((1 - lx) * at(y1, x0) + lx * at(y1, x1));
+          const double want = (v / 255.0 - p.mean[c]) * p.inv_std[c];
+          ASSERT_NEAR(got[static_cast<size_t>(((b * H + y) * W + x) * C + c)], want, 1e-5)
+              << "sample " << b << " at " << y << "," << x << "," << c;
+        }
+      }
+  }
+  EXPECT_GT(corners.size(), 10u);  // the boxes move around
+}
+
+// The share of the area and the aspect ratio stay in their ranges (up to the rounding of the
+// sides); a ratio no box can have in the image falls back to torchvision's central crop.
+TEST(ResizedCrop, BoxesFollowScaleAndRatioAndFallBackToTheCentre) {
+  auto p = params(1, 32, 24, 3, 0, false);
+  p.resized_crop = true;
+  p.scale_lo = 0.2;
+  p.scale_hi = 0.6;
+  p.log_ratio_lo = std::log(0.5);
+  p.log_ratio_hi = std::log(2.0);
+  for (int64_t id = 0; id < 2000; ++id) {
+    const auto a = kernels::augment_choice(p, id);
+    ASSERT_GE(a.top, 0);
+    ASSERT_LE(a.top + a.h, 32);
+    ASSERT_GE(a.left, 0);
+    ASSERT_LE(a.left + a.w, 24);
+    const double share = static_cast<double>(a.h * a.w) / (32 * 24);
+    EXPECT_GT(share, 0.2 * 0.75) << id;
+    EXPECT_LT(share, 0.6 * 1.25) << id;
+  }
+  auto q = params(1, 8, 8, 1, 0, false);
+  q.resized_crop = true;
+  q.scale_lo = q.scale_hi = 1.0;
+  q.log_ratio_lo = q.log_ratio_hi = std::log(4.0);  // 16 x 4 boxes never fit an 8 x 8 image
+  const auto f = kernels::augment_choice(q, 3);
+  EXPECT_EQ(f.w, 8);
+  EXPECT_EQ(f.h, 2);  // round(8 / 4)
+  EXPECT_EQ(f.top, 3);
+  EXPECT_EQ(f.left, 0);
+}
+
+TEST(ResizedCrop, CudaMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+  const Device gpu = Device::cuda(0);
+  const int64_t B = 37, H = 32, W = 32, C = 3;
+  const Tensor px = pixels(B, H, W, C);
+  std::vector<int64_t> idv(B);
+  for (int64_t i = 0; i < B; ++i) idv[static_cast<size_t>(i)] = i * 7919;
+  const Tensor ids = Tensor::from_vector(idv, {B});
+  auto p = params(B, H, W, C, 0, true);
+  p.resized_crop = true;
+  for (DType dt : {DType::kFloat32, DType::kFloat16}) {
+    const Tensor cpu = augment_normalize(px, ids, p, dt);
+    const Tensor dev = augment_normalize(px.to(gpu), ids.to(gpu), p, dt);
+    // The same boxes (double draws) and rounded float blends on both: the same values.
+    EXPECT_LT(max_rel_error(dev, cpu), 1e-6) << dtype_name(dt);
   }
 }
 
