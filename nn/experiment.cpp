@@ -121,20 +121,51 @@ double Profiler::total(const std::string& action) const {
   return it == entries_.end() ? 0.0 : it->second.seconds;
 }
 
+void Profiler::set_spread(const std::string& action, const Spread& s) {
+  auto [it, inserted] = entries_.try_emplace(action);
+  if (inserted) order_.push_back(action);
+  it->second.spread_set = true;
+  it->second.spread = s;
+}
+
 std::string Profiler::report(double wall) const {
+  bool spread = false;
+  for (const auto& [a, e] : entries_) spread |= e.spread_set;
   std::ostringstream os;
-  os << "Profiler report (wall clock " << std::fixed << std::setprecision(2) << wall << " s)\n";
+  os << "Profiler report (wall clock " << std::fixed << std::setprecision(2) << wall << " s"
+     << (spread ? "; totals of this rank, and of the fastest and slowest rank" : "") << ")\n";
   os << "  " << std::left << std::setw(18) << "Action" << std::right << std::setw(14) << "Mean (ms)"
-     << std::setw(10) << "Calls" << std::setw(14) << "Total (s)" << std::setw(10) << "Percent"
-     << "\n";
+     << std::setw(10) << "Calls" << std::setw(14) << "Total (s)" << std::setw(10) << "Percent";
+  if (spread) os << std::setw(12) << "Min (s)" << std::setw(12) << "Max (s)" << std::setw(9) << "Slowest";
+  os << "\n";
   for (const auto& a : order_) {
     const Entry& e = entries_.at(a);
     os << "  " << std::left << std::setw(18) << a << std::right << std::setw(14)
-       << std::setprecision(3) << 1e3 * e.seconds / static_cast<double>(e.calls) << std::setw(10)
-       << e.calls << std::setw(14) << std::setprecision(3) << e.seconds << std::setw(9)
-       << std::setprecision(1) << (wall > 0 ? 100.0 * e.seconds / wall : 0.0) << "%\n";
+       << std::setprecision(3) << (e.calls ? 1e3 * e.seconds / static_cast<double>(e.calls) : 0.0)
+       << std::setw(10) << e.calls << std::setw(14) << std::setprecision(3) << e.seconds
+       << std::setw(9) << std::setprecision(1) << (wall > 0 ? 100.0 * e.seconds / wall : 0.0)
+       << "%";
+    if (e.spread_set)
+      os << std::setw(12) << std::setprecision(3) << e.spread.min << std::setw(12) << e.spread.max
+         << std::setw(9) << ("rank " + std::to_string(e.spread.slowest));
+    os << "\n";
   }
   return os.str();
+}
+
+nlohmann::json Profiler::to_json(double wall, int world) const {
+  nlohmann::json actions = nlohmann::json::object();
+  for (const auto& a : order_) {
+    const Entry& e = entries_.at(a);
+    nlohmann::json j{{"calls", e.calls}, {"total_s", e.seconds}};
+    if (e.spread_set)
+      j.update({{"min_s", e.spread.min},
+                {"max_s", e.spread.max},
+                {"mean_s", e.spread.mean},
+                {"slowest_rank", e.spread.slowest}});
+    actions[a] = j;
+  }
+  return {{"wall_seconds", wall}, {"world", world}, {"actions", actions}};
 }
 
 ProgressLine::ProgressLine(bool enabled, std::string label, int64_t total)

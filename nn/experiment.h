@@ -29,12 +29,23 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Wall-clock time per action ("data wait", "forward", ...): calls, mean, total and percent.
+// Wall-clock time per action ("data wait", "forward", ...): calls, mean, total and percent;
+// under data parallelism also each action's total on the fastest and the slowest rank.
 class Profiler {
  public:
   void add(const std::string& action, double seconds);
   double total(const std::string& action) const;
   std::string report(double wall_seconds) const;
+
+  // An action's totals over the ranks (set once at the end, from allreduces).
+  struct Spread {
+    double min = 0, max = 0, mean = 0;
+    int slowest = 0;  // the rank with the largest total
+  };
+  void set_spread(const std::string& action, const Spread& s);
+  // What report() prints, for profile.json: per action its calls, total and mean on this rank
+  // and, when set, the spread over `world` ranks.
+  nlohmann::json to_json(double wall_seconds, int world) const;
 
   class Scope {  // times one call of an action
    public:
@@ -55,6 +66,8 @@ class Profiler {
   struct Entry {
     int64_t calls = 0;
     double seconds = 0;
+    bool spread_set = false;
+    Spread spread;
   };
   std::map<std::string, Entry> entries_;
   std::vector<std::string> order_;

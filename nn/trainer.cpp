@@ -344,7 +344,7 @@ FitResult Trainer::fit() {
                   static_cast<long long>(data_.test.count));
     write_hparams(nlohmann::json::object());
     test_and_report(res);
-    if (main_) std::printf("%s", profiler_.report(seconds_since(t_start)).c_str());
+    report_profile(seconds_since(t_start));
     return res;
   }
   io::LoaderOptions lo;
@@ -672,7 +672,7 @@ FitResult Trainer::fit() {
   if (ema_) ema_->copy_to(*model_);
 
   test_and_report(res);
-  if (main_) std::printf("%s", profiler_.report(seconds_since(t_start)).c_str());
+  report_profile(seconds_since(t_start));
   return res;
 }
 

@@ -141,6 +141,10 @@ class Trainer {
   // loss-scaler state), then refreshes the working copies. A no-op on one process.
   void sync_from_rank0(bool training);
   void test_and_report(FitResult& res);
+  // The profiler's report (rank 0) and profile.json in the run's directory; under data
+  // parallelism each action's total on the fastest and the slowest rank too (collective: every
+  // rank calls it).
+  void report_profile(double wall_seconds);
 
   Profiler profiler_;
   std::string dir_;

@@ -431,6 +431,35 @@ void Trainer::load_test_weights() {
                 state_.best_score);
 }
 
+void Trainer::report_profile(double wall) {
+  const int world = group_.world();
+  if (world > 1) {
+    // Every action any code path of the trainer times, in one order on every rank.
+    static const char* const kActions[] = {"lr_find",        "data wait",      "mixup/cutmix",
+                                           "forward",        "backward",       "gradient sync",
+                                           "optimizer step", "weight average", "validation",
+                                           "test"};
+    for (const char* a : kActions) {
+      const double t = profiler_.total(a);
+      Profiler::Spread s;
+      s.max = dist::allreduce_host(group_, t, true);
+      if (s.max <= 0) continue;  // no rank ran it
+      s.min = -dist::allreduce_host(group_, -t, true);
+      s.mean = dist::allreduce_host(group_, t) / world;
+      s.slowest = static_cast<int>(
+          dist::allreduce_host(group_, t == s.max ? static_cast<double>(group_.rank()) : -1.0, true));
+      profiler_.set_spread(a, s);
+    }
+  }
+  if (!main_) return;
+  std::printf("%s", profiler_.report(wall).c_str());
+  if (!dev_run_ && !dir_.empty()) {
+    const std::string path = dir_ + "/profile.json";
+    std::ofstream(path + ".tmp") << profiler_.to_json(wall, world).dump(2) << "\n";
+    std::filesystem::rename(path + ".tmp", path);
+  }
+}
+
 void Trainer::test_and_report(FitResult& res) {
   const int64_t test_batches =
       dev_run_ ? cfg_.fast_dev_run

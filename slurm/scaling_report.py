@@ -3,8 +3,8 @@
 
     python3 slurm/scaling_report.py logs/<study>
 
-Reads the study folder's jobs.tsv and each point's run (<point>/version_<job id>/metrics.csv and
-hparams.json), prints a Markdown table and writes it to <study>/scaling.md, and plots images/s and
+Reads the study folder's jobs.tsv and each point's run (<point>/version_<job id>/metrics.csv,
+hparams.json and profile.json), prints a Markdown table and writes it to <study>/scaling.md, and plots images/s and
 scaling efficiency against the ranks, with the ideal lines, to <study>/scaling.png (matplotlib
 where it is installed; the table needs only the standard library).
 """
@@ -66,6 +66,7 @@ def read_run(point):
     # The first epoch pays for start-up (allocator, caches, the first allreduces): leave it out
     # where there are more.
     steady = epochs[1:] if len(epochs) > 1 else epochs
+    sync, wait_max = read_profile(run)
 
     def avg(col):
         vals = [number(r.get(col)) for r in steady]
@@ -76,10 +77,36 @@ def read_run(point):
         "name": point["name"], "job": point.get("job_id", ""), "nodes": nodes, "ranks": ranks,
         "batch": batch, "global_batch": batch * ranks, "ips": avg("images_per_sec"),
         "epoch_s": avg("epoch_seconds"), "wait": avg("data_wait_fraction"),
+        "sync": sync, "wait_max": wait_max,
         "val_acc": number(epochs[-1].get("val_accuracy")), "epochs": len(epochs),
         "steady": len(steady), "finished": any(r["epoch"] == "test" for r in rows),
         "study": point.get("study", ""), "scaling": point.get("scaling", ""), "args": point.get("train_args", "").strip(),
     }, None
+
+
+# The actions of a training step in profile.json (the profiler's names).
+STEP_ACTIONS = ("data wait", "mixup/cutmix", "forward", "backward", "gradient sync",
+                "optimizer step", "weight average")
+
+
+def read_profile(run):
+    """From the run's profile.json: the share of the training step time spent waiting for the
+    gradient allreduce after backward (the part overlap did not hide; mean over ranks), and the
+    largest share any rank spent waiting for batches. (None, None) for runs without it."""
+    path = os.path.join(run, "profile.json")
+    if not os.path.exists(path):
+        return None, None
+    with open(path) as f:
+        actions = json.load(f).get("actions", {})
+
+    def seconds(name, key):
+        a = actions.get(name, {})
+        return a.get(key, a.get("total_s", 0.0))  # one rank: no spread, its own total
+
+    step = sum(seconds(a, "mean_s") for a in STEP_ACTIONS)
+    if step <= 0:
+        return None, None
+    return seconds("gradient sync", "mean_s") / step, seconds("data wait", "max_s") / step
 
 
 def study_name(study, results):
@@ -93,7 +120,7 @@ def fmt(v, spec):
 def table(results):
     base = results[0]
     head = ["nodes", "ranks", "batch/rank", "global batch", "images/s", "speed-up",
-            "efficiency", "epoch s", "data wait", "val acc", "job"]
+            "efficiency", "epoch s", "data wait", "grad sync", "max wait", "val acc", "job"]
     body = []
     for r in results:
         speedup = r["ips"] / base["ips"] if r["ips"] and base["ips"] else None
@@ -101,7 +128,8 @@ def table(results):
         r["efficiency"] = speedup / (r["ranks"] / base["ranks"]) if speedup else None
         body.append([str(r["nodes"]), str(r["ranks"]), str(r["batch"]), str(r["global_batch"]),
                      fmt(r["ips"], ".0f"), fmt(speedup, ".2f"), fmt(r["efficiency"], ".2f"),
-                     fmt(r["epoch_s"], ".2f"), fmt(r["wait"], ".3f"), fmt(r["val_acc"], ".4f"),
+                     fmt(r["epoch_s"], ".2f"), fmt(r["wait"], ".3f"), fmt(r["sync"], ".3f"),
+                     fmt(r["wait_max"], ".3f"), fmt(r["val_acc"], ".4f"),
                      r["job"] + ("" if r["finished"] else " *")])
     width = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, width)) + " |"
@@ -133,8 +161,12 @@ def describe(study, results, missing):
         f"likewise. Speed-up: images/s over those of the smallest run ({base['ranks']} rank"
         + ("s" if base["ranks"] > 1 else "") + "). Efficiency: speed-up / (ranks / "
         f"{base['ranks']}); 1.00 is perfect scaling, and the shortfall is time lost to gradient "
-        "allreduces, waiting for the slowest rank, and shared memory bandwidth and cores. val acc: "
-        "validation accuracy after the last epoch.")
+        "allreduces, waiting for the slowest rank, and shared memory bandwidth and cores. grad "
+        "sync: the share of the training step time spent waiting for the gradient allreduces "
+        "after backward (what overlapping them with backward did not hide; mean over ranks), and "
+        "max wait: the largest share any rank spent waiting for batches (a slow data path on one "
+        "node), both over the whole run from profile.json. val acc: validation accuracy after "
+        "the last epoch.")
     if any(not r["finished"] for r in results):
         text.append("\n\\* did not finish (no test row: stopped, failed or still running); "
                     "its finished epochs are used.")

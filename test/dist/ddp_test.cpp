@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "autograd/ops.h"
 #include "dist/communicator.h"
@@ -150,6 +151,38 @@ TEST_F(Ddp, TestCkptBestTestsRankZerosBestWeightsOnEveryRank) {
   }
 }
 
+// profile.json under data parallelism: every action's total on this rank (rank 0) with the
+// fastest and slowest rank's, which the two ranks' totals are: min <= rank 0's <= max, the mean
+// halfway, and the slowest rank's total the max.
+TEST_F(Ddp, ProfileHoldsEachActionsSpreadOverRanks) {
+  nn::Config c = config(16);
+  nn::Trainer ddp(c, "", group());
+  const nn::FitResult r = ddp.fit();
+  if (group().rank() != 0) return;
+  std::ifstream f(r.version_dir + "/profile.json");
+  ASSERT_TRUE(f.good()) << r.version_dir;
+  const nlohmann::json j = nlohmann::json::parse(f);
+  EXPECT_EQ(j.at("world"), 2);
+  for (const char* a : {"data wait", "forward", "backward", "gradient sync", "optimizer step",
+                        "validation", "test"}) {
+    SCOPED_TRACE(a);
+    ASSERT_TRUE(j.at("actions").contains(a));
+    const auto& e = j.at("actions").at(a);
+    const double mine = e.at("total_s"), lo = e.at("min_s"), hi = e.at("max_s"), mean = e.at("mean_s");
+    EXPECT_LE(lo, mine);
+    EXPECT_LE(mine, hi);
+    EXPECT_NEAR(mean, (lo + hi) / 2, 1e-9 * (1 + hi));
+    const int slowest = e.at("slowest_rank");
+    EXPECT_TRUE(slowest == 0 || slowest == 1);
+    if (slowest == 0) {
+      EXPECT_EQ(mine, hi);
+    } else {
+      EXPECT_EQ(mine, lo);
+    }
+  }
+  EXPECT_GT(j.at("actions").at("forward").at("calls").get<int>(), 0);
+}
+
 TEST_F(Ddp, ShardsAreDisjointAndCoverTheEpoch) {
   const int64_t n = 1000;
   std::vector<int64_t> mine = io::epoch_indices(n, true, 3, 1, group().rank(), 2);
@@ -196,7 +229,7 @@ TEST_F(Ddp, ReducerBucketsInReverseOrderAveragesAndOverlaps) {
     tensor::Generator gen(1);  // the same weights on both ranks
     std::vector<std::pair<std::string, autograd::Variable>> params;
     for (int i = 0; i < 4; ++i)
-      params.emplace_back("w" + std::to_string(i),
+      params.emplace_back(std::string(1, 'w').append(std::to_string(i)),
                           autograd::Variable(Tensor::uniform({100000}, -1, 1, gen), true));
     auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
     ReducerOptions ro;

@@ -79,6 +79,18 @@ else
   [ "$rows" = 2 ] || fail "scaling.md: expected 2 table rows, found $rows"
   ranks=$(grep -E '^\| +[0-9]+ \|' "$md" | awk -F'|' '{ gsub(/ /, "", $3); printf "%s ", $3 }')
   [ "$ranks" = "1 2 " ] || fail "scaling.md: expected ranks 1 and 2, found '$ranks'"
+  # From each run's profile.json: the 2-rank point waited for gradient allreduces (a share in
+  # (0, 1)); the 1-rank point has none to wait for.
+  col=$(grep -m1 '^| nodes' "$md" | awk -F'|' '{ for (i = 2; i <= NF; i++) { c = $i; gsub(/^ +| +$/, "", c); if (c == "grad sync") print i } }')
+  if [ -z "$col" ]; then
+    fail "scaling.md: no grad sync column"
+  else
+    sync=$(grep -E '^\| +[0-9]+ \|' "$md" | awk -F'|' -v c="$col" '{ gsub(/ /, "", $c); printf "%s ", $c }')
+    read -r sync1 sync2 <<< "$sync"
+    [ "$sync1" = "0.000" ] || fail "scaling.md: grad sync of 1 rank should be 0.000, is '$sync1'"
+    awk -v v="$sync2" 'BEGIN { exit !(v + 0 > 0 && v + 0 < 1) }' ||
+      fail "scaling.md: grad sync of 2 ranks should be in (0, 1), is '$sync2'"
+  fi
 fi
 if python3 -c 'import matplotlib' 2> /dev/null; then
   [ -s "$study/scaling.png" ] || fail "matplotlib is installed but there is no scaling.png"
