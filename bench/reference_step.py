@@ -45,10 +45,12 @@ import json
 import sys
 import time
 
-ARCHS = ("mlp", "resnet18_cifar", "resnet18")
+ARCHS = ("mlp", "resnet18_cifar", "resnet18", "resnet34_cifar", "resnet34", "resnet50_cifar",
+         "resnet50")
 MODES = ("eager", "eager-tf32", "amp", "amp-cl", "bf16", "compile-amp")
 FP16_MODES = ("amp", "amp-cl", "compile-amp")
-DEFAULT_BATCH = "mlp=64,resnet18_cifar=256,resnet18=256"
+DEFAULT_BATCH = ("mlp=64,resnet18_cifar=256,resnet18=256,resnet34_cifar=256,resnet34=256,"
+                 "resnet50_cifar=128,resnet50=256")
 
 
 def parse_batches(spec, archs):
@@ -74,8 +76,8 @@ def build_model(torch, arch):
                               nn.ReLU(), nn.Linear(256, 10))
         return model, (1, 28, 28)
     import torchvision  # only the ResNets need it; an ImportError becomes the run's error
-    model = torchvision.models.resnet18(num_classes=10)
-    if arch == "resnet18_cifar":
+    model = getattr(torchvision.models, arch.removesuffix("_cifar"))(num_classes=10)
+    if arch.endswith("_cifar"):
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         # torchvision initialises its convs kaiming-normal fan_out, as mlai does; a replaced one too
         torch.nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -191,7 +193,8 @@ def free_memory(torch):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", default=",".join(ARCHS), help="comma list of %(default)s")
+    p.add_argument("--arch", default="mlp,resnet18_cifar,resnet18",
+                   help="comma list (default %(default)s) of " + ", ".join(ARCHS))
     p.add_argument("--batch", default=DEFAULT_BATCH, help="arch=B,... or B,... for every arch")
     p.add_argument("--modes", default=None, help="comma list of " + ",".join(MODES)
                    + " (default: those that apply to the device and model)")

@@ -1,4 +1,4 @@
-// mlai_parity: compares resnet18_cifar with PyTorch on the goldens of tools/parity_resnet.py
+// mlai_parity: compares a ResNet (resnet18_cifar unless the goldens name another) with PyTorch on the goldens of tools/parity_resnet.py
 // (eval-mode logits, train-mode logits, every tensor after one SGD step) and prints the max
 // absolute and relative error of each. Exit 0 when all are within the bounds, 1 otherwise.
 #include <CLI/CLI.hpp>
@@ -67,7 +67,11 @@ int run(const std::string& weights, const std::string& golden, const std::string
   spec.width = shape.at(2);
   spec.channels = shape.at(3);
   spec.num_classes = 10;
-  auto model = mlai::nn::make_model("resnet18_cifar", spec);
+  // The architecture the goldens were made with (files from before the attribute: resnet18_cifar).
+  const std::string arch =
+      g.has_attr("/", "arch") ? g.get_attr_string("/", "arch") : std::string("resnet18_cifar");
+  std::printf("%s, batch %lld\n", arch.c_str(), static_cast<long long>(n));
+  auto model = mlai::nn::make_model(arch, spec);
   mlai::nn::load_weights(weights, *model, {});
   const t::Device dev = t::parse_device(device);
   t::set_current_device(dev);
@@ -157,7 +161,7 @@ int run(const std::string& weights, const std::string& golden, const std::string
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"mlai_parity: resnet18_cifar against PyTorch goldens (tools/parity_resnet.py)"};
+  CLI::App app{"mlai_parity: a ResNet against PyTorch goldens (tools/parity_resnet.py)"};
   std::string weights, golden, device = "cpu";
   double logit_bound = 1e-4, weight_bound = 1e-5;
   std::string dtype = "float32";

@@ -1,7 +1,8 @@
-// ResNet-18 exactly as torchvision builds it (BasicBlock [2, 2, 2, 2], 7x7/2 stem, 3x3/2 max
-// pool, 1x1 conv + BN downsample, global average pool, fc; kaiming-normal fan_out convs, BN
-// weight 1 / bias 0, default Linear fc), with torchvision's parameter names, and the
-// small-image variant resnet18_cifar (3x3/1 stem, no max pool). Input channels come from
+// ResNet-18, -34 and -50 exactly as torchvision builds them (BasicBlock [2, 2, 2, 2] and
+// [3, 4, 6, 3]; Bottleneck [3, 4, 6, 3] with the stride on its 3x3 conv, "ResNet v1.5"; 7x7/2
+// stem, 3x3/2 max pool, 1x1 conv + BN downsample, global average pool, fc; kaiming-normal
+// fan_out convs, BN weight 1 / bias 0, default Linear fc), with torchvision's parameter names,
+// and their small-image variants *_cifar (3x3/1 stem, no max pool). Input channels come from
 // the data set.
 #include "nn/conv_layers.h"
 #include "nn/layers.h"
@@ -38,9 +39,53 @@ class BasicBlock : public Module {
   std::shared_ptr<BatchNorm2d> bn1_, bn2_;
 };
 
+// torchvision's Bottleneck: 1x1 (in -> width), 3x3 with the stride (width -> width), 1x1
+// (width -> 4 width), each with batch norm; relu after the first two and after the residual
+// add.
+class Bottleneck : public Module {
+ public:
+  static constexpr int64_t kExpansion = 4;
+  Bottleneck(int64_t in, int64_t width, int64_t stride, Generator& gen) {
+    const int64_t out = width * kExpansion;
+    conv1_ = register_module("conv1", std::make_shared<Conv2d>(in, width, 1, 1, 0, gen));
+    bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(width));
+    conv2_ = register_module("conv2", std::make_shared<Conv2d>(width, width, 3, stride, 1, gen));
+    bn2_ = register_module("bn2", std::make_shared<BatchNorm2d>(width));
+    conv3_ = register_module("conv3", std::make_shared<Conv2d>(width, out, 1, 1, 0, gen));
+    bn3_ = register_module("bn3", std::make_shared<BatchNorm2d>(out));
+    relu_ = register_module("relu", std::make_shared<ReLU>());
+    if (stride != 1 || in != out) {
+      auto ds = std::make_shared<Sequential>();
+      ds->add(std::make_shared<Conv2d>(in, out, 1, stride, 0, gen));
+      ds->add(std::make_shared<BatchNorm2d>(out));
+      downsample_ = register_module("downsample", ds);
+    }
+  }
+  // Each batch norm runs fused with its relu (and the last with the residual add).
+  Variable forward(const Variable& x) override {
+    Variable h = bn1_->forward_act((*conv1_)(x), Variable(), true);
+    h = bn2_->forward_act((*conv2_)(h), Variable(), true);
+    const Variable identity = downsample_ ? (*downsample_)(x) : x;
+    return bn3_->forward_act((*conv3_)(h), identity, true);
+  }
+  std::string type_name() const override { return "Bottleneck"; }
+
+ private:
+  std::shared_ptr<Module> conv1_, conv2_, conv3_, relu_, downsample_;
+  std::shared_ptr<BatchNorm2d> bn1_, bn2_, bn3_;
+};
+
+struct Depth {
+  bool bottleneck;
+  int blocks[4];
+};
+constexpr Depth kResNet18{false, {2, 2, 2, 2}};
+constexpr Depth kResNet34{false, {3, 4, 6, 3}};
+constexpr Depth kResNet50{true, {3, 4, 6, 3}};
+
 class ResNet : public Module {
  public:
-  ResNet(const ModelSpec& s, bool small_images) {
+  ResNet(const ModelSpec& s, bool small_images, const Depth& depth) {
     Generator gen(s.seed);
     if (small_images) {
       conv1_ = register_module("conv1", std::make_shared<Conv2d>(s.channels, 64, 3, 1, 1, gen));
@@ -54,14 +99,20 @@ class ResNet : public Module {
     const int64_t widths[4] = {64, 128, 256, 512};
     for (int l = 0; l < 4; ++l) {
       auto layer = std::make_shared<Sequential>();
-      for (int b = 0; b < 2; ++b) {
-        layer->add(std::make_shared<BasicBlock>(in, widths[l], (b == 0 && l > 0) ? 2 : 1, gen));
-        in = widths[l];
+      for (int b = 0; b < depth.blocks[l]; ++b) {
+        const int64_t stride = (b == 0 && l > 0) ? 2 : 1;
+        if (depth.bottleneck) {
+          layer->add(std::make_shared<Bottleneck>(in, widths[l], stride, gen));
+          in = widths[l] * Bottleneck::kExpansion;
+        } else {
+          layer->add(std::make_shared<BasicBlock>(in, widths[l], stride, gen));
+          in = widths[l];
+        }
       }
       layers_[l] = register_module("layer" + std::to_string(l + 1), layer);
     }
     avgpool_ = register_module("avgpool", std::make_shared<GlobalAvgPool>());
-    fc_ = register_module("fc", std::make_shared<Linear>(512, s.num_classes, gen));
+    fc_ = register_module("fc", std::make_shared<Linear>(in, s.num_classes, gen));
   }
   Variable forward(const Variable& x) override {
     Variable h = bn1_->forward_act((*conv1_)(x), Variable(), true);
@@ -78,14 +129,30 @@ class ResNet : public Module {
 };
 
 std::shared_ptr<Module> make_resnet18(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, false);
+  return std::make_shared<ResNet>(s, false, kResNet18);
 }
 std::shared_ptr<Module> make_resnet18_cifar(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, true);
+  return std::make_shared<ResNet>(s, true, kResNet18);
+}
+std::shared_ptr<Module> make_resnet34(const ModelSpec& s) {
+  return std::make_shared<ResNet>(s, false, kResNet34);
+}
+std::shared_ptr<Module> make_resnet34_cifar(const ModelSpec& s) {
+  return std::make_shared<ResNet>(s, true, kResNet34);
+}
+std::shared_ptr<Module> make_resnet50(const ModelSpec& s) {
+  return std::make_shared<ResNet>(s, false, kResNet50);
+}
+std::shared_ptr<Module> make_resnet50_cifar(const ModelSpec& s) {
+  return std::make_shared<ResNet>(s, true, kResNet50);
 }
 }  // namespace
 
 MLAI_REGISTER_MODEL("resnet18", make_resnet18);
 MLAI_REGISTER_MODEL("resnet18_cifar", make_resnet18_cifar);
+MLAI_REGISTER_MODEL("resnet34", make_resnet34);
+MLAI_REGISTER_MODEL("resnet34_cifar", make_resnet34_cifar);
+MLAI_REGISTER_MODEL("resnet50", make_resnet50);
+MLAI_REGISTER_MODEL("resnet50_cifar", make_resnet50_cifar);
 
 }  // namespace mlai::nn

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-# Golden outputs for the PyTorch parity check of resnet18_cifar (run bin/mlai_parity on them):
+# Golden outputs for the PyTorch parity check of a ResNet (--arch, default resnet18_cifar; run
+# bin/mlai_parity on them):
 # random torchvision weights (an mlai weights file), a random NHWC batch with labels, and in
 # float64 the eval-mode logits, the train-mode logits and every tensor after one SGD step.
 # The same step in PyTorch's float32 gives the yardstick for mlai's float32 error: stored as
@@ -45,13 +46,14 @@ def main():
     p = argparse.ArgumentParser(description="PyTorch goldens for mlai_parity")
     p.add_argument("--dir", default="parity", help="where weights.h5 and golden.h5 go")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arch", default="resnet18_cifar", choices=ti.ARCHS)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--run", metavar="MLAI_PARITY", help="then run this mlai_parity binary on them")
     a = p.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     torch.manual_seed(a.seed)
-    model = ti.make_model("resnet18_cifar", 10)
+    model = ti.make_model(a.arch, 10)
     weights, golden = os.path.join(a.dir, "weights.h5"), os.path.join(a.dir, "golden.h5")
     ti.write_weights(model, weights)  # float32: what both sides start from
 
@@ -75,6 +77,7 @@ def main():
           "  ".join(f"{k} {v:.3e}" for k, v in yard.items()), flush=True)
     with h5py.File(golden, "w") as f:
         f.attrs["lr"] = a.lr
+        f.attrs["arch"] = a.arch
         for k, v in yard.items():
             f.attrs["torch_fp32_" + k] = v
         f.attrs["loss"] = float(loss.detach())

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Moves ResNet-18 weights between torchvision and mlai's HDF5 layout ("model/<name>" datasets,
+# Moves ResNet-18/34/50 weights between torchvision and mlai's HDF5 layout ("model/<name>" datasets,
 # conv filters OHWI). `export` writes a torchvision model as an mlai weights file (for
 # mlai_train --pretrained); `load` reads an mlai checkpoint back into torchvision and saves it.
 import argparse
@@ -14,17 +14,21 @@ import torchvision
 FORMAT = "mlai-weights-1"
 
 
+ARCHS = ["resnet18", "resnet18_cifar", "resnet34", "resnet34_cifar", "resnet50", "resnet50_cifar"]
+
+
 def make_model(arch, num_classes, in_channels=3, weights=None):
-    """torchvision resnet18, or resnet18_cifar (3x3/1 stem, no max pool)."""
-    if arch not in ("resnet18", "resnet18_cifar"):
-        raise SystemExit(f"torch_interop: error: --arch '{arch}' is unknown (resnet18, resnet18_cifar)")
+    """torchvision resnet18/34/50, or their *_cifar variants (3x3/1 stem, no max pool)."""
+    if arch not in ARCHS:
+        raise SystemExit(f"torch_interop: error: --arch '{arch}' is unknown ({', '.join(ARCHS)})")
+    build = getattr(torchvision.models, arch.removesuffix("_cifar"))
     if weights is not None:
-        m = torchvision.models.resnet18(weights=weights)
+        m = build(weights=weights)
         if m.fc.out_features != num_classes:
-            m.fc = nn.Linear(512, num_classes)
+            m.fc = nn.Linear(m.fc.in_features, num_classes)
     else:
-        m = torchvision.models.resnet18(num_classes=num_classes)
-    if arch == "resnet18_cifar":
+        m = build(num_classes=num_classes)
+    if arch.endswith("_cifar"):
         m.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         m.maxpool = nn.Identity()
     elif in_channels != 3:
@@ -95,7 +99,7 @@ def main(argv=None):
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("export", "load"):
         s = sub.add_parser(name)
-        s.add_argument("--arch", required=True, choices=["resnet18", "resnet18_cifar"])
+        s.add_argument("--arch", required=True, choices=ARCHS)
         s.add_argument("--num-classes", type=int, required=True)
         s.add_argument("--in-channels", type=int, default=3)
         s.add_argument("--out", required=True)

@@ -1,4 +1,4 @@
-// ResNet-18 and its small-image variant: torchvision's parameter names and shapes (OHWI here),
+// ResNet-18 (and -34, -50) and the small-image variants: torchvision's parameter names and shapes (OHWI here),
 // parameter counts, torchvision's initialisation, output shapes, BatchNorm2d's buffers and
 // modes, and that a few SGD steps on one batch lower the loss.
 #include <gtest/gtest.h>
@@ -48,6 +48,43 @@ TEST(ResNet, TorchvisionNamesShapesAndCounts) {
   EXPECT_EQ(make_model("resnet18_cifar", spec(32, 3))->parameter_count(), 11173962);
   // One input channel (Fashion-MNIST) changes only the stem.
   EXPECT_EQ(make_model("resnet18_cifar", spec(28, 1))->parameter_count(), 11173962 - 9 * 64 * 2);
+}
+
+// ResNet-34 (BasicBlocks [3, 4, 6, 3]) and ResNet-50 (Bottlenecks [3, 4, 6, 3], expansion 4,
+// the stride on the 3x3 conv): torchvision 0.29's counts and names. (tools/parity_resnet.py
+// --arch resnet50 checks the numbers against PyTorch: the same logits and step to 1e-13 in
+// float64.)
+TEST(ResNet, DeeperResNetsHaveTorchvisionsCountsAndNames) {
+  ModelSpec in1k = spec(32, 3);
+  in1k.num_classes = 1000;
+  // torchvision.models.resnet34() / resnet50(): 21,797,672 and 25,557,032 parameters, 218 and
+  // 320 state_dict entries (110 and 161 parameters).
+  auto r34 = make_model("resnet34", in1k);
+  EXPECT_EQ(r34->parameter_count(), 21797672);
+  EXPECT_EQ(r34->named_parameters().size() + r34->named_buffers().size(), 218u);
+  auto r50 = make_model("resnet50", in1k);
+  EXPECT_EQ(r50->parameter_count(), 25557032);
+  const auto p = r50->named_parameters();
+  EXPECT_EQ(p.size(), 161u);
+  EXPECT_EQ(p.size() + r50->named_buffers().size(), 320u);
+  std::map<std::string, Shape> by_name;
+  for (auto& [n, v] : p) by_name[n] = v.shape();
+  EXPECT_EQ(by_name.at("layer1.0.conv1.weight"), (Shape{64, 1, 1, 64}));
+  EXPECT_EQ(by_name.at("layer1.0.downsample.0.weight"), (Shape{256, 1, 1, 64}));  // 64 -> 256
+  EXPECT_EQ(by_name.at("layer2.0.conv2.weight"), (Shape{128, 3, 3, 128}));
+  EXPECT_EQ(by_name.at("layer3.5.conv3.weight"), (Shape{1024, 1, 1, 256}));
+  EXPECT_EQ(by_name.at("layer4.2.bn3.weight"), (Shape{2048}));
+  EXPECT_EQ(by_name.at("fc.weight"), (Shape{1000, 2048}));
+  EXPECT_EQ(by_name.count("layer1.1.downsample.0.weight"), 0u);
+  // The small-image variants with 10 classes: 21,282,122 and 23,520,842.
+  EXPECT_EQ(make_model("resnet34_cifar", spec(32, 3))->parameter_count(), 21282122);
+  EXPECT_EQ(make_model("resnet50_cifar", spec(32, 3))->parameter_count(), 23520842);
+  // A forward pass: logits of the batch's size and the class count.
+  auto small = make_model("resnet50_cifar", spec(8, 1));
+  small->eval();
+  tensor::Generator g(1);
+  const Tensor x = Tensor::uniform({2, 8, 8, 1}, -1, 1, g);
+  EXPECT_EQ((*small)(autograd::Variable(x)).shape(), (Shape{2, 10}));
 }
 
 TEST(ResNet, TorchvisionInitialisation) {
