@@ -162,6 +162,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--log-every-n-steps", c.log_every_n_steps,
                  "TensorBoard: the training loss and lr of every n-th optimizer step (0: off)")
       ->capture_default_str();
+  app.add_flag("--log-grad-norm", c.log_grad_norm,
+               "TensorBoard: also the gradient 2-norm at those steps (averaged over ranks, "
+               "unscaled, before clipping)");
   app.add_option("--log-dir", c.log_dir, "Root of the experiment directories")->capture_default_str();
   app.add_option("--experiment-name", c.experiment_name,
                  "Logs go to <log-dir>/<name>/version_<n or Slurm job id>/")->capture_default_str();

@@ -98,9 +98,9 @@ std::vector<std::pair<std::string, Tensor*>> GradScaler::state() {
 }
 
 void scaled_step(Optimizer& opt, GradScaler& scaler, float grad_scale, int64_t global_step,
-                 double clip_norm) {
+                 double clip_norm, Tensor* grad_sq_out) {
   std::vector<Tensor> grads;
-  if (scaler.enabled() || clip_norm > 0) grads = opt.gradients();
+  if (scaler.enabled() || clip_norm > 0 || grad_sq_out) grads = opt.gradients();
   Tensor skip_if, factor;
   if (scaler.enabled()) {
     scaler.check(grads);
@@ -108,8 +108,15 @@ void scaled_step(Optimizer& opt, GradScaler& scaler, float grad_scale, int64_t g
     skip_if = scaler.found_inf();
     factor = scaler.inv_scale();
   }
+  Tensor sq;
+  if ((clip_norm > 0 || grad_sq_out) && !grads.empty()) sq = tensor::squared_norm(grads);
+  if (grad_sq_out && sq.defined()) {  // (read before update() changes the scale: stream order)
+    Tensor u = tensor::scale(sq.reshape({1}), static_cast<double>(grad_scale) * grad_scale);
+    if (scaler.enabled()) u = tensor::mul(tensor::mul(u, scaler.inv_scale()), scaler.inv_scale());
+    *grad_sq_out = u;
+  }
   if (clip_norm > 0 && !grads.empty())
-    factor = tensor::clip_norm_factor(tensor::squared_norm(grads), factor, grad_scale, clip_norm);
+    factor = tensor::clip_norm_factor(sq, factor, grad_scale, clip_norm);
   opt.step(grad_scale, skip_if, factor);
   scaler.update();  // nothing when disabled
 }

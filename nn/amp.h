@@ -87,7 +87,9 @@ class GradScaler {
 // clip_norm > 0: gradient-norm clipping of the true (averaged, unscaled) gradients, as
 // clip_grad_norm_ after GradScaler.unscale_: the clip factor joins 1/scale in the optimizer's
 // read, computed on the device (no host sync, no extra pass writing the gradients).
+// grad_sq_out non-null: receives the squared 2-norm of the true gradients, as above, before
+// clipping (float32 [1] on the device; inf/nan when the step is skipped for them).
 void scaled_step(Optimizer& opt, GradScaler& scaler, float grad_scale, int64_t global_step,
-                 double clip_norm = 0);
+                 double clip_norm = 0, tensor::Tensor* grad_sq_out = nullptr);
 
 }  // namespace mlai::nn

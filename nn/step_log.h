@@ -22,15 +22,18 @@ class StepScalars {
   StepScalars(const StepScalars&) = delete;
   StepScalars& operator=(const StepScalars&) = delete;
 
-  // loss: a float32 scalar on the device, the step's (last batch's) training loss.
-  void record(int64_t step, const tensor::Tensor& loss, double lr);
+  // loss: a float32 scalar on the device, the step's (last batch's) training loss; grad_sq:
+  // undefined, or the squared gradient 2-norm (one float32 on the device), written as
+  // train/grad_norm_step.
+  void record(int64_t step, const tensor::Tensor& loss, double lr,
+              const tensor::Tensor& grad_sq = tensor::Tensor());
   void flush();  // writes everything recorded (waiting for copies in flight) and flushes tb
 
  private:
   struct Pending {
     int64_t step;
     double lr, wall_time;
-    tensor::Tensor host;
+    tensor::Tensor host, host_norm;  // host_norm: undefined without a gradient norm
     tensor::Event landed;
   };
   void write_landed(bool wait);

@@ -525,6 +525,7 @@ FitResult Trainer::fit() {
     const Tensor inv_accum =
         Tensor::full({}, 1.0 / static_cast<double>(accum), DType::kFloat32, device_);
     double lr = opt_->lr();
+    Tensor grad_sq;  // --log-grad-norm: the step's squared gradient norm (logged steps only)
     for (int64_t b = first;; ++b) {
       std::optional<io::Batch> batch;
       {
@@ -579,8 +580,13 @@ FitResult Trainer::fit() {
         lr = plateau ? state_.plateau.lr : lr_at(sc, state_.global_step);
         opt_->set_lr(lr);
         // The mean over ranks; under fp16 also 1/scale, skipped on the device on overflow.
+        // --log-grad-norm: the true gradients' norm at the steps TensorBoard logs (rank 0).
+        const bool log_step = cfg_.log_every_n_steps > 0 &&
+                              (state_.global_step + 1) % cfg_.log_every_n_steps == 0;
+        grad_sq = Tensor();
         scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()), state_.global_step,
-                    cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0);
+                    cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0,
+                    cfg_.log_grad_norm && log_step && tb_ ? &grad_sq : nullptr);
         if (reducer_) {
           reducer_->zero_grad();
         } else if (!graphed_) {  // (graphed steps zero the gradients at their start)
@@ -604,7 +610,7 @@ FitResult Trainer::fit() {
                            mixed.lambda < 0.5 ? mixed.rolled_labels : batch->labels, counts);
       samples += rows;
       if (step_now && ++state_.global_step % std::max<int64_t>(cfg_.log_every_n_steps, 1) == 0)
-        step_log.record(state_.global_step, loss, lr);
+        step_log.record(state_.global_step, loss, lr, grad_sq);
       state_.next_batch = b + 1;
       const double el = seconds_since(t_epoch);
       // The running loss, read only when the line is redrawn, and on a GPU a few steps late.

@@ -380,6 +380,57 @@ TEST_F(TrainerTest, LogsEveryNthStepsLossToTensorBoard) {
   EXPECT_THROW(off.validate(), std::invalid_argument);
 }
 
+// --log-grad-norm: train/grad_norm_step at the logged steps is the 2-norm of the gradients the
+// optimizer used. One plain SGD step (no momentum or decay) moves the weights by lr x gradient,
+// so the norm of the change / lr is the logged value. Under --precision 16 the value is of the
+// unscaled gradients (not 65536 times larger).
+TEST_F(TrainerTest, LogsTheGradientNormOfTheStep) {
+  auto grad_norms = [](const std::string& dir) {
+    std::vector<std::pair<int64_t, float>> out;
+    for (auto& e : fs::directory_iterator(dir))
+      if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
+        for (const std::string& rec : testing::read_records(e.path()))
+          if (const testing::Scalar sc = testing::decode_scalar(rec); sc.tag == "train/grad_norm_step")
+            out.emplace_back(sc.step, sc.value);
+    return out;
+  };
+  Config c = base();
+  c.optimizer = "sgd";
+  c.momentum = 0;
+  c.lr = 0.5;
+  c.lr_schedule = "constant";
+  c.max_steps = 1;
+  c.epochs = 1;
+  c.log_every_n_steps = 1;
+  c.log_grad_norm = true;
+  Trainer t(c);
+  const auto before = weights(t);
+  const FitResult r = t.fit();
+  const auto after = weights(t);
+  double sq = 0;
+  for (size_t i = 0; i < before.size(); ++i)
+    for (size_t k = 0; k < before[i].size(); ++k) {
+      const double g = (static_cast<double>(before[i][k]) - after[i][k]) / c.lr;
+      sq += g * g;
+    }
+  const auto logged = grad_norms(r.version_dir);
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_EQ(logged[0].first, 1);
+  EXPECT_NEAR(logged[0].second, std::sqrt(sq), 1e-3 * std::sqrt(sq));
+  // Mixed precision: the same first step's gradients, unscaled, within fp16's rounding.
+  Config h = c;
+  h.precision = "16";
+  h.experiment_name = "fp16";
+  const auto logged16 = grad_norms(Trainer(h).fit().version_dir);
+  ASSERT_EQ(logged16.size(), 1u);
+  EXPECT_NEAR(logged16[0].second, logged[0].second, 0.02 * logged[0].second);
+  // Off by default: no such scalar.
+  Config d = c;
+  d.log_grad_norm = false;
+  d.experiment_name = "off";
+  EXPECT_TRUE(grad_norms(Trainer(d).fit().version_dir).empty());
+}
+
 // Lightning's ModelCheckpoint(monitor="val_loss", save_top_k=2) over four validations (steps 9,
 // 18, 27, 36): the two with the lowest validation loss are kept as epoch=E-step=S-val_loss=V.h5,
 // best.h5 is the lowest (and holds its score and the top-k list); -1 keeps all four, 0 none.
