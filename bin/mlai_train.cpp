@@ -91,6 +91,16 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "plateau: relative change that counts as an improvement")->capture_default_str();
   app.add_option("--plateau-cooldown", c.plateau_cooldown,
                  "plateau: epochs after a drop before bad epochs count again")->capture_default_str();
+  app.add_option("--swa-lrs", c.swa_lrs,
+                 "Stochastic weight averaging (Lightning's StochasticWeightAveraging): the rate "
+                 "SWA anneals to (0: off)")->capture_default_str();
+  app.add_option("--swa-epoch-start", c.swa_epoch_start,
+                 "--swa-lrs: the epoch SWA starts at, a fraction of --epochs (0.8) or an epoch "
+                 "number (5)")->capture_default_str();
+  app.add_option("--annealing-epochs", c.annealing_epochs,
+                 "--swa-lrs: epochs over which the rate anneals to --swa-lrs")->capture_default_str();
+  app.add_option("--annealing-strategy", c.annealing_strategy,
+                 "--swa-lrs: cos or linear annealing")->capture_default_str();
   app.add_option("--ema-decay", c.ema_decay,
                  "Average the weights (EMA, e.g. 0.999) after every optimizer step; validation, "
                  "checkpoints and the test use the average (0: off)")->capture_default_str();

@@ -47,11 +47,17 @@ std::vector<std::pair<std::string, Tensor*>> model_tensors(Module& m) {
 
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                      const TrainState& st, const Config& cfg, const NamedTensors& amp,
-                     const DataInfo* data, const NamedTensors& current) {
+                     const DataInfo* data, const NamedTensors& current, const NamedTensors& swa) {
   io::H5Writer w(path);
   for (auto& [n, t] : model_tensors(model)) write_tensor(w, "model/" + n, *t);
   for (auto& [n, t] : current) write_tensor(w, "current_model/" + n, *t);
+  for (auto& [n, t] : swa) write_tensor(w, "swa_average/" + n, *t);
   w.set_attr("/", "ema_updates", st.ema_updates);
+  w.set_attr("/", "swa",
+             nlohmann::json{{"updates", st.swa_updates},
+                            {"latest_epoch", st.swa_latest_epoch},
+                            {"done", st.swa_done}}
+                 .dump());
   for (auto& [n, t] : amp) write_tensor(w, "amp/" + n, *t);
   if (opt) {
     for (auto& [n, t] : opt->state()) write_tensor(w, "optimizer/" + n, *t);
@@ -132,6 +138,18 @@ void load_weights(const std::string& path, Module& model, const std::set<std::st
   for (auto& [n, t] : mine) read_into(r, "model/" + n, *t);
 }
 
+bool load_group(const std::string& path, const std::string& group, const NamedTensors& into) {
+  io::H5Reader r(path);
+  if (!r.has(group)) return false;
+  for (auto& [n, t] : into) {
+    const std::string name = group + "/" + n;
+    if (!r.has(name) || r.info(name).shape != t->shape())
+      throw std::runtime_error(path + ": group " + group + " does not match the model at " + n);
+  }
+  for (auto& [n, t] : into) read_into(r, group + "/" + n, *t);
+  return true;
+}
+
 bool load_current_model(const std::string& path, Module& model) {
   io::H5Reader r(path);
   if (!r.has("current_model")) return false;
@@ -183,6 +201,12 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
   }
   if (r.has_attr("/", "train_seconds")) st.train_seconds = r.get_attr_double("/", "train_seconds");
   if (r.has_attr("/", "ema_updates")) st.ema_updates = r.get_attr_int("/", "ema_updates");
+  if (r.has_attr("/", "swa")) {
+    const auto j = nlohmann::json::parse(r.get_attr_string("/", "swa"));
+    st.swa_updates = j.at("updates").get<int64_t>();
+    st.swa_latest_epoch = j.at("latest_epoch").get<int64_t>();
+    st.swa_done = j.at("done").get<bool>();
+  }
   if (r.has_attr("/", "plateau")) {  // checkpoints from before the plateau schedule lack it
     const auto j = nlohmann::json::parse(r.get_attr_string("/", "plateau"));
     st.plateau.lr = j.at("lr").get<double>();

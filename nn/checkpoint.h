@@ -37,6 +37,11 @@ struct TrainState {
   PlateauState plateau;
   // --ema-decay: the updates the weight average has had (AveragedModel's n_averaged).
   int64_t ema_updates = 0;
+  // --swa-lrs: epochs averaged, the epoch of the last update (-1: none), and whether the end of
+  // SWA (the model taking the average, batch-norm statistics recomputed) has happened.
+  int64_t swa_updates = 0;
+  int64_t swa_latest_epoch = -1;
+  bool swa_done = false;
 };
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor*>>;
@@ -56,7 +61,12 @@ struct DataInfo {
 // "current_model" (load_current_model).
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                      const TrainState& state, const Config& cfg, const NamedTensors& amp = {},
-                     const DataInfo* data = nullptr, const NamedTensors& current = {});
+                     const DataInfo* data = nullptr, const NamedTensors& current = {},
+                     const NamedTensors& swa = {});
+
+// Reads group `group` ("swa_average": --swa-lrs's average) into `into` by name; false, with
+// nothing read, when the checkpoint has no such group. Names and shapes must match.
+bool load_group(const std::string& path, const std::string& group, const NamedTensors& into);
 
 // Reads group "current_model" into `model` (same names and shapes as its "model" group);
 // false, with nothing read, when the checkpoint has none (it was not saved with --ema-decay).

@@ -78,6 +78,18 @@ void Config::validate() const {
   require(ema_decay >= 0 && ema_decay < 1,
           "--ema-decay must be in [0, 1) (0: off; 0.999 is usual), got " + std::to_string(ema_decay));
   require(ema_start_step >= 0, "--ema-start-step must be >= 0");
+  require(swa_lrs >= 0, "--swa-lrs must be >= 0 (0: off)");
+  require(annealing_epochs >= 0, "--annealing-epochs must be >= 0");
+  one_of(annealing_strategy, {"cos", "linear"}, "--annealing-strategy");
+  if (swa_lrs > 0) {
+    require(epochs > 0, "--swa-lrs needs --epochs (the averaging ends with the last epoch)");
+    require(swa_start_epoch(*this) < epochs,
+            "--swa-epoch-start " + swa_epoch_start + " starts after the last of --epochs " +
+                std::to_string(epochs));
+    require(ema_decay == 0, "--swa-lrs and --ema-decay cannot be combined (one weight average)");
+    require(lr_schedule != "plateau", "--swa-lrs replaces the schedule from its start epoch; "
+                                      "it cannot follow --lr-schedule plateau");
+  }
   require(mixup_alpha >= 0, "--mixup-alpha must be >= 0 (0: off)");
   require(cutmix_alpha >= 0, "--cutmix-alpha must be >= 0 (0: off)");
   require(!(cuda_graphs && (mixup_alpha > 0 || cutmix_alpha > 0)),
@@ -217,7 +229,8 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
   X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha) \
-  X(rrc_scale) X(rrc_ratio) X(log_grad_norm)
+  X(rrc_scale) X(rrc_ratio) X(log_grad_norm) \
+  X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;
@@ -225,6 +238,24 @@ nlohmann::json to_json(const Config& c) {
   MLAI_CONFIG_FIELDS(MLAI_TO)
 #undef MLAI_TO
   return j;
+}
+
+int64_t swa_start_epoch(const Config& c) {
+  const std::string& s = c.swa_epoch_start;
+  size_t used = 0;
+  try {
+    if (s.find_first_of(".eE") != std::string::npos) {
+      const double f = std::stod(s, &used);
+      if (used == s.size() && f >= 0 && f <= 1)
+        return std::max<int64_t>(static_cast<int64_t>(static_cast<double>(c.epochs) * f) - 1, 0);
+    } else {
+      const long long n = std::stoll(s, &used);
+      if (used == s.size() && n >= 1) return n - 1;
+    }
+  } catch (const std::exception&) {
+  }
+  throw std::invalid_argument("--swa-epoch-start must be a fraction of --epochs in [0.0, 1.0] or "
+                              "an epoch number >= 1, got '" + s + "'");
 }
 
 void take_model_and_data_settings(Config& c, const Config& from, const std::set<std::string>& given) {

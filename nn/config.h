@@ -57,6 +57,15 @@ struct Config {
   // alpha); 0: off; both: one or the other per batch, evenly).
   double mixup_alpha = 0.0;
   double cutmix_alpha = 0.0;
+  // Lightning's StochasticWeightAveraging(swa_lrs, swa_epoch_start, annealing_epochs,
+  // annealing_strategy): from the start epoch on, the rate anneals to swa_lrs (per epoch) and the
+  // weights at each epoch's start are averaged equally; after the last epoch the model takes the
+  // average and batch-norm statistics are recomputed in one pass over the training data
+  // (swa_lrs 0: off). swa_epoch_start: a fraction of --epochs ("0.8") or a 1-based epoch ("5").
+  double swa_lrs = 0.0;
+  std::string swa_epoch_start = "0.8";
+  int64_t annealing_epochs = 10;
+  std::string annealing_strategy = "cos";  // or linear
   // loop
   int64_t epochs = 10;  // -1 with max_steps: as many epochs as max_steps needs (Lightning's -1)
   // Lightning's max_steps (-1: no limit) and max_time ("DD:HH:MM:SS", or a Slurm time such as
@@ -136,6 +145,10 @@ struct Config {
 };
 
 nlohmann::json to_json(const Config& c);
+
+// --swa-lrs: the 0-based epoch SWA starts at, as Lightning computes it (a fraction f of --epochs:
+// int(epochs * f); an epoch number n: n - 1; never below 0).
+int64_t swa_start_epoch(const Config& c);
 
 // --test-only: the model and data settings of the checkpoint's run (`from`), except those in
 // `given` (setting names, as in to_json, that the command line or --config set).

@@ -61,22 +61,32 @@ void BatchNorm2d::count_batch() {
   tensor::fill_(*num_batches_tracked_, static_cast<double>(++batches_));
 }
 
+void BatchNorm2d::reset_running_stats() {
+  tensor::fill_(*running_mean_, 0.0);
+  tensor::fill_(*running_var_, 1.0);
+  tensor::fill_(*num_batches_tracked_, 0.0);
+  batches_ = 0;
+}
+
 Variable BatchNorm2d::forward_act(const Variable& x, const Variable& residual, bool relu) {
   if (is_training() && !tensor::capturing(x.data().device())) count_batch();
+  // momentum=None: the k-th batch since the reset weighs 1/k (a cumulative mean).
+  const double momentum =
+      cumulative_ && batches_ > 0 ? 1.0 / static_cast<double>(batches_) : momentum_;
   const bool sync = is_training() && sync_ && world_ > 1;
   if (sync || !layer_fusion()) {
     Variable out = sync ? autograd::sync_batchnorm(x, weight_, bias_, *running_mean_, *running_var_,
-                                                   momentum_, eps_, world_, sync_)
+                                                   momentum, eps_, world_, sync_)
                         : autograd::batchnorm(x, weight_, bias_, *running_mean_, *running_var_,
-                                              is_training(), momentum_, eps_);
+                                              is_training(), momentum, eps_);
     if (residual.defined()) out = autograd::add(out, residual);
     return relu ? autograd::relu(out) : out;
   }
   if (!residual.defined() && !relu)  // plain: cuDNN's batch norm on CUDA
     return autograd::batchnorm(x, weight_, bias_, *running_mean_, *running_var_, is_training(),
-                               momentum_, eps_);
+                               momentum, eps_);
   return autograd::batchnorm_act(x, weight_, bias_, residual, relu, *running_mean_, *running_var_,
-                                 is_training(), momentum_, eps_);
+                                 is_training(), momentum, eps_);
 }
 
 }  // namespace mlai::nn

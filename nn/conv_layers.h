@@ -40,6 +40,11 @@ class BatchNorm2d : public Module {
   // is being captured: a replayed graph would repeat one fixed count, so --cuda-graphs calls
   // this after each replay instead).
   void count_batch();
+  // torch.optim.swa_utils.update_bn: running_mean 0, running_var 1, num_batches_tracked 0; and
+  // with cumulative, training batches update the statistics as momentum=None does: each batch
+  // weighs 1 / num_batches_tracked, so they become the plain mean over the batches seen.
+  void reset_running_stats();
+  void set_cumulative(bool on) { cumulative_ = on; }
   // --sync-bn: training statistics over all `world` ranks' batches (autograd::sync_batchnorm),
   // combined with `sum_over_ranks`; world 1 (or no function) is plain batch norm.
   void set_sync(autograd::SumOverRanks sum_over_ranks, int world) {
@@ -57,6 +62,7 @@ class BatchNorm2d : public Module {
   Tensor* running_var_;
   Tensor* num_batches_tracked_;
   int64_t batches_ = -1;  // host copy of num_batches_tracked (-1: not read yet)
+  bool cumulative_ = false;
   autograd::SumOverRanks sync_;
   int world_ = 1;
 };

@@ -56,6 +56,14 @@ double lr_at(const ScheduleConfig& c, int64_t step) {
   return c.base_lr;
 }
 
+double swa_lr_at(double lr0, double swa_lr, int64_t k, int64_t anneal_epochs, bool cos) {
+  if (anneal_epochs == 0) k = std::max<int64_t>(k, 1);
+  const double t = std::clamp(static_cast<double>(k) / static_cast<double>(std::max<int64_t>(anneal_epochs, 1)),
+                              0.0, 1.0);
+  const double alpha = cos ? (1.0 - std::cos(kPi * t)) / 2.0 : t;
+  return swa_lr * alpha + lr0 * (1.0 - alpha);
+}
+
 bool plateau_step(const PlateauConfig& c, PlateauState& s, double metric) {
   // PyTorch starts best at +inf (min) or -inf (max); a NaN metric is never better.
   const double inf = std::numeric_limits<double>::infinity();

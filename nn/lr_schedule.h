@@ -48,4 +48,10 @@ struct PlateauState {
 // One validation's metric; returns true when it lowered s.lr.
 bool plateau_step(const PlateauConfig& c, PlateauState& s, double metric);
 
+// torch.optim.swa_utils.SWALR as Lightning's StochasticWeightAveraging steps it (once per
+// epoch): the rate of the k-th SWA epoch (k = 0 the first), annealed from lr0 (the rate when SWA
+// began) to swa_lr over anneal_epochs epochs, by cos ((1 - cos(pi t)) / 2) or linearly, then
+// swa_lr.
+double swa_lr_at(double lr0, double swa_lr, int64_t k, int64_t anneal_epochs, bool cos);
+
 }  // namespace mlai::nn

@@ -122,6 +122,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   opt_ = make_optimizer(model_->named_parameters(), oc);
   opt_->set_working(model_->working_parameters());
   if (cfg_.ema_decay > 0) ema_ = std::make_unique<WeightAverage>(*model_, cfg_.ema_decay);
+  if (cfg_.swa_lrs > 0) swa_ = std::make_unique<WeightAverage>(*model_, 0.5);  // decay per update
   scaler_ = std::make_unique<GradScaler>(device_, precision_ == Precision::kFloat16);
   if (cfg_.cuda_graphs) {
     if (!device_.is_cuda())
@@ -153,6 +154,12 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     if (ema_) ema_->copy_from(*model_);
     const bool had_current = load_current_model(cfg_.resume, *model_);
     if (ema_) ema_->set_updates(had_current ? state_.ema_updates : 0);
+    // --swa-lrs: the average so far (none before SWA began, or from a run without it).
+    if (swa_) {
+      const bool had_swa = load_group(cfg_.resume, "swa_average", swa_->named());
+      swa_->set_updates(had_swa ? state_.swa_updates : 0);
+      if (!had_swa) state_.swa_latest_epoch = -1;
+    }
     if (had_current && !ema_ && main_)
       std::printf("note: %s holds a weight average (--ema-decay %g); without --ema-decay training "
                   "goes on from its current weights\n",
@@ -450,6 +457,10 @@ FitResult Trainer::fit() {
   // ReduceLROnPlateau starts at --lr (or --lr-find's rate); a resumed run at its checkpoint's.
   const bool plateau = sc.name == "plateau";
   if (plateau && state_.plateau.lr <= 0) state_.plateau.lr = sc.base_lr;
+  // Lightning's StochasticWeightAveraging: from epoch swa_start on, SWALR's rate per epoch,
+  // annealed from the schedule's rate there.
+  const int64_t swa_start = swa_ && !dev_run ? swa_start_epoch(cfg_) : -1;
+  const double swa_lr0 = swa_start >= 0 ? lr_at(sc, swa_start * opt_steps_per_epoch) : 0.0;
   write_hparams(extra);
   if (cfg_.lr_find == "only") {
     if (tb_) {
@@ -504,6 +515,19 @@ FitResult Trainer::fit() {
     const double wait_before = profiler_.total("data wait");
     loader.start_epoch(epoch, state_.next_batch);
     const int64_t first = state_.next_batch;
+    const bool swa_epoch = swa_start >= 0 && epoch >= swa_start;
+    // SWA's average takes the weights each SWA epoch starts from (once, also across a resume).
+    if (swa_epoch && epoch > state_.swa_latest_epoch) {
+      if (main_ && epoch == swa_start)
+        std::printf("SWA from epoch %lld: averaging the weights each epoch starts from; learning "
+                    "rate %g annealed (%s, %lld epochs) to --swa-lrs %g\n",
+                    static_cast<long long>(epoch + 1), swa_lr0, cfg_.annealing_strategy.c_str(),
+                    static_cast<long long>(cfg_.annealing_epochs), cfg_.swa_lrs);
+      const double n = static_cast<double>(swa_->updates());
+      swa_->update(*model_, n / (n + 1.0));  // the equal average (the first update copies)
+      state_.swa_updates = swa_->updates();
+      state_.swa_latest_epoch = epoch;
+    }
     const bool val_epoch = (epoch + 1) % cfg_.check_val_every_n_epoch == 0 || epoch + 1 == epochs;
     int64_t next_val = (first / val_every + 1) * val_every;  // the next batch count to validate at
     Tensor loss_sum = Tensor::zeros({}, DType::kFloat32, device_);
@@ -577,7 +601,10 @@ FitResult Trainer::fit() {
       }
       if (step_now) {
         Profiler::Scope s(profiler_, "optimizer step");
-        lr = plateau ? state_.plateau.lr : lr_at(sc, state_.global_step);
+        lr = plateau      ? state_.plateau.lr
+             : swa_epoch ? swa_lr_at(swa_lr0, cfg_.swa_lrs, epoch - swa_start,
+                                     cfg_.annealing_epochs, cfg_.annealing_strategy == "cos")
+                         : lr_at(sc, state_.global_step);
         opt_->set_lr(lr);
         // The mean over ranks; under fp16 also 1/scale, skipped on the device on overflow.
         // --log-grad-norm: the true gradients' norm at the steps TensorBoard logs (rank 0).
@@ -671,6 +698,10 @@ FitResult Trainer::fit() {
     if (end_epoch(totals, val_limit, res)) break;  // early stopping
     if (!res.limit.empty()) break;
   }
+  // SWA ends when training ran through its last epoch (not when stopped early, as Lightning).
+  if (swa_start >= 0 && !state_.swa_done && state_.epoch >= epochs && !res.early_stopped &&
+      res.limit.empty())
+    finish_swa(loader, epochs, val_limit, res);
   res.epochs_completed = state_.epoch;
   res.global_step = state_.global_step;
   // Lightning's WeightAveraging at the end of training: the model takes the average, which the

@@ -98,6 +98,10 @@ class Trainer {
   std::unique_ptr<GradScaler> scaler_;
   std::unique_ptr<GraphedStep> graphed_;  // --cuda-graphs
   std::unique_ptr<WeightAverage> ema_;     // --ema-decay
+  std::unique_ptr<WeightAverage> swa_;     // --swa-lrs: the equal average of epochs' weights
+  // --swa-lrs after the last epoch: the model takes the average, batch-norm statistics are
+  // recomputed over the training data (`loader`, its pass `epoch`), and it is validated.
+  void finish_swa(io::Loader& loader, int64_t epoch, int64_t val_limit, FitResult& res);
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::Reducer> reducer_;
   // One epoch's training totals on this rank, for end_epoch().

@@ -13,6 +13,7 @@
 
 #include "io/tensorboard.h"
 #include "nn/config_file.h"
+#include "nn/conv_layers.h"
 #include "nn/lr_schedule.h"
 #include "nn/trainer.h"
 
@@ -90,9 +91,9 @@ void Trainer::save(const std::string& name) {
   state_.checkpoint_dir = dir_ + "/checkpoints";
   const io::Dataset& d = data_.train;
   const DataInfo data{d.height, d.width, d.channels, d.mean, d.std, d.class_names};
-  if (!ema_) {
+  if (!ema_) {  // (under --swa-lrs the average so far beside the weights)
     save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_,
-                    scaler_->state(), &data);
+                    scaler_->state(), &data, {}, swa_ ? swa_->named() : NamedTensors{});
     return;
   }
   // The average as the weights, the training weights beside them (Lightning's WeightAveraging).
@@ -431,6 +432,65 @@ void Trainer::load_test_weights() {
                 state_.best_score);
 }
 
+void Trainer::finish_swa(io::Loader& loader, int64_t epoch, int64_t val_limit, FitResult& res) {
+  swa_->copy_to(*model_);
+  std::vector<BatchNorm2d*> bns;
+  std::vector<Module*> stack{model_.get()};
+  while (!stack.empty()) {
+    Module* m = stack.back();
+    stack.pop_back();
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(m)) bns.push_back(bn);
+    for (auto& [n, c] : m->children()) stack.push_back(c.get());
+  }
+  int64_t batches = 0;
+  if (!bns.empty()) {  // torch.optim.swa_utils.update_bn: one pass, statistics as a plain mean
+    Profiler::Scope s(profiler_, "swa batch norm");
+    for (BatchNorm2d* bn : bns) {
+      bn->reset_running_stats();
+      bn->set_cumulative(true);
+    }
+    autograd::NoGradGuard no_grad;
+    model_->train();
+    loader.start_epoch(epoch, 0);
+    while (auto b = loader.next()) {
+      (*model_)(Variable(b->images));
+      ++batches;
+    }
+    for (BatchNorm2d* bn : bns) bn->set_cumulative(false);
+  }
+  state_.swa_done = true;
+  EvalResult val;
+  if (data_.val.count > 0) {
+    Profiler::Scope s(profiler_, "validation");
+    val = evaluate(data_.val, val_limit);
+  }
+  if (main_) {
+    std::printf("SWA: the model takes the average of %lld epochs' weights",
+                static_cast<long long>(swa_->updates()));
+    if (!bns.empty())
+      std::printf("; batch-norm statistics recomputed over %lld training batches",
+                  static_cast<long long>(batches));
+    if (val.samples > 0)
+      std::printf("    validation loss: %.4f    validation accuracy: %.4f", val.loss,
+                  val.confusion.accuracy());
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+  if (val.samples > 0) {
+    res.val = val;
+    if (tb_) {
+      tb_->add_scalar("val/swa_loss", static_cast<float>(val.loss), state_.global_step);
+      tb_->add_scalar("val/swa_accuracy", static_cast<float>(val.confusion.accuracy()),
+                      state_.global_step);
+      tb_->flush();
+    }
+    // ModelCheckpoint sees this validation too (Lightning's extra SWA epoch validates).
+    keep_if_best(cfg_.checkpoint_monitor == "val_loss" ? val.loss : val.confusion.accuracy(),
+                 epoch - 1);
+  }
+  save("last.h5");  // the averaged model: a resume goes straight to the test
+}
+
 void Trainer::report_profile(double wall) {
   const int world = group_.world();
   if (world > 1) {
@@ -438,7 +498,7 @@ void Trainer::report_profile(double wall) {
     static const char* const kActions[] = {"lr_find",        "data wait",      "mixup/cutmix",
                                            "forward",        "backward",       "gradient sync",
                                            "optimizer step", "weight average", "validation",
-                                           "test"};
+                                           "swa batch norm", "test"};
     for (const char* a : kActions) {
       const double t = profiler_.total(a);
       Profiler::Spread s;

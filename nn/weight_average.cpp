@@ -24,7 +24,9 @@ WeightAverage::WeightAverage(Module& model, double decay) : decay_(decay) {
   for (auto& [n, t] : model_tensors(model)) avg_.emplace_back(n, t->clone());
 }
 
-void WeightAverage::update(Module& model) {
+void WeightAverage::update(Module& model) { update(model, decay_); }
+
+void WeightAverage::update(Module& model, double decay) {
   const auto cur = model_tensors(model);
   if (cur.size() != avg_.size())
     throw std::logic_error("weight average: the model has " + std::to_string(cur.size()) +
@@ -39,7 +41,7 @@ void WeightAverage::update(Module& model) {
       c.push_back(*cur[i].second);
     }
   }
-  tensor::ema_update_(a, c, decay_);
+  tensor::ema_update_(a, c, decay);
   ++updates_;
 }
 

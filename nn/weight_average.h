@@ -20,6 +20,8 @@ class WeightAverage {
 
   // avg = decay * avg + (1 - decay) * model (a few fused launches); the first update copies.
   void update(Module& model);
+  // The same with this update's decay (SWA's equal average: updates() / (updates() + 1)).
+  void update(Module& model, double decay);
   // Exchanges the average's values with the model's, in place (the model's tensors keep their
   // storage, so CUDA graphs and optimizer pointers stay valid), and refreshes the model's
   // fp16/bf16 working copies. Twice is the identity.
