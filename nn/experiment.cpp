@@ -203,7 +203,8 @@ void ProgressLine::update(int64_t done, const std::function<double()>& loss, dou
   const double left = run > 0 ? elapsed * static_cast<double>(total_ - done) / run : 0.0;
   std::ostringstream os;
   os << label_ << " " << done << "/" << total_ << " [" << clock_time(elapsed) << "<"
-     << clock_time(left) << "]    loss: " << std::fixed << std::setprecision(4) << loss();
+     << clock_time(left) << "]";
+  if (loss) os << "    loss: " << std::fixed << std::setprecision(4) << loss();
   if (ips > 0) os << "    images/s: " << std::fixed << std::setprecision(0) << ips;
   if (tty_) {
     last_ = now;

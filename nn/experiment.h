@@ -78,7 +78,8 @@ class Profiler {
 class ProgressLine {
  public:
   ProgressLine(bool enabled, std::string label, int64_t total);
-  // `loss` is called only when the line is actually printed (reading it may sync a device).
+  // `loss` is called only when the line is actually printed (reading it may sync a device);
+  // an empty one shows no loss.
   void update(int64_t done, const std::function<double()>& loss, double images_per_second);
   void finish();  // clears the line on a terminal
 

@@ -452,10 +452,16 @@ void Trainer::finish_swa(io::Loader& loader, int64_t epoch, int64_t val_limit, F
     autograd::NoGradGuard no_grad;
     model_->train();
     loader.start_epoch(epoch, 0);
+    ProgressLine progress(cfg_.progress && main_, "swa batch norm", loader.num_batches());
+    const auto t0 = std::chrono::steady_clock::now();
+    int64_t images = 0;
     while (auto b = loader.next()) {
       (*model_)(Variable(b->images));
-      ++batches;
+      images += b->labels.numel();
+      const double el = seconds_since(t0);
+      progress.update(++batches, nullptr, el > 0 ? images / el : 0);  // (no loss to show)
     }
+    progress.finish();
     for (BatchNorm2d* bn : bns) bn->set_cumulative(false);
   }
   state_.swa_done = true;
