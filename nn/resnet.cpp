@@ -11,6 +11,14 @@
 namespace mlai::nn {
 
 namespace {
+// torchvision's shortcut where a block changes the shape: a 1x1 conv with the stride, and BN.
+std::shared_ptr<Sequential> downsample(int64_t in, int64_t out, int64_t stride, Generator& gen) {
+  auto ds = std::make_shared<Sequential>();
+  ds->add(std::make_shared<Conv2d>(in, out, 1, stride, 0, gen));
+  ds->add(std::make_shared<BatchNorm2d>(out));
+  return ds;
+}
+
 class BasicBlock : public Module {
  public:
   BasicBlock(int64_t in, int64_t out, int64_t stride, Generator& gen) {
@@ -19,12 +27,8 @@ class BasicBlock : public Module {
     relu_ = register_module("relu", std::make_shared<ReLU>());
     conv2_ = register_module("conv2", std::make_shared<Conv2d>(out, out, 3, 1, 1, gen));
     bn2_ = register_module("bn2", std::make_shared<BatchNorm2d>(out));
-    if (stride != 1 || in != out) {
-      auto ds = std::make_shared<Sequential>();
-      ds->add(std::make_shared<Conv2d>(in, out, 1, stride, 0, gen));
-      ds->add(std::make_shared<BatchNorm2d>(out));
-      downsample_ = register_module("downsample", ds);
-    }
+    if (stride != 1 || in != out)
+      downsample_ = register_module("downsample", downsample(in, out, stride, gen));
   }
   // bn1 + relu and bn2 + residual add + relu each run as one fused op.
   Variable forward(const Variable& x) override {
@@ -54,12 +58,8 @@ class Bottleneck : public Module {
     conv3_ = register_module("conv3", std::make_shared<Conv2d>(width, out, 1, 1, 0, gen));
     bn3_ = register_module("bn3", std::make_shared<BatchNorm2d>(out));
     relu_ = register_module("relu", std::make_shared<ReLU>());
-    if (stride != 1 || in != out) {
-      auto ds = std::make_shared<Sequential>();
-      ds->add(std::make_shared<Conv2d>(in, out, 1, stride, 0, gen));
-      ds->add(std::make_shared<BatchNorm2d>(out));
-      downsample_ = register_module("downsample", ds);
-    }
+    if (stride != 1 || in != out)
+      downsample_ = register_module("downsample", downsample(in, out, stride, gen));
   }
   // Each batch norm runs fused with its relu (and the last with the residual add).
   Variable forward(const Variable& x) override {

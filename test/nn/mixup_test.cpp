@@ -112,28 +112,13 @@ TEST(Mixup, MixedCrossEntropyIsTheSoftTargetLossAndGradchecks) {
 // two (2 epochs, then resumed for 2 more) ends with the same weights as one straight run: the
 // draws depend on (seed, rank, epoch, batch) only.
 TEST_F(TrainerTest, MixingTrainsAndResumesExactly) {
-  Config c = base();
-  c.epochs = 4;
-  c.optimizer = "sgd";
-  c.lr = 0.05;
-  c.lr_schedule = "step";
-  c.lr_step_epochs = 1;
-  c.lr_gamma = 0.7;
+  Config c = four_epochs_sgd(0.05, 0.7);
   c.mixup_alpha = 0.2;
   c.cutmix_alpha = 1.0;
   Trainer straight(c);
   const FitResult r = straight.fit();
   EXPECT_GT(r.val.confusion.accuracy(), 0.9);
-  Config first = c;
-  first.epochs = 2;
-  first.experiment_name = "split";
-  const FitResult r1 = Trainer(first).fit();
-  Config second = c;
-  second.experiment_name = "split";
-  second.resume = r1.version_dir + "/checkpoints/last.h5";
-  Trainer resumed(second);
-  resumed.fit();
-  EXPECT_EQ(weights(straight), weights(resumed));
+  EXPECT_EQ(weights(straight), split_run_weights(c, [](Config& f) { f.epochs = 2; }));
   // Mixing changes training: not the weights of a run without it.
   Config plain = c;
   plain.mixup_alpha = plain.cutmix_alpha = 0;

@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -25,10 +26,38 @@ class TrainerTest : public testing::SyntheticDataTest {
     c.workers = 2;
     return c;
   }
+  // 4 epochs of SGD with a per-epoch step schedule (the same rates however a run is split):
+  // the resume tests' base.
+  Config four_epochs_sgd(double lr, double gamma) const {
+    Config c = base();
+    c.epochs = 4;
+    c.optimizer = "sgd";
+    c.lr = lr;
+    c.lr_schedule = "step";
+    c.lr_step_epochs = 1;
+    c.lr_gamma = gamma;
+    return c;
+  }
   static std::vector<std::vector<float>> weights(Trainer& t) {
     std::vector<std::vector<float>> w;
     for (auto& [n, v] : t.model().named_parameters()) w.push_back(v.data().to_vector<float>());
     return w;
+  }
+  // c trained in two runs (experiment "split"): `first_part` shortens the first (fewer epochs,
+  // a --max-steps), the second resumes from its last.h5 with c itself. Returns the second run's
+  // final weights, which an exact resume makes those of one straight run of c.
+  static std::vector<std::vector<float>> split_run_weights(
+      const Config& c, const std::function<void(Config&)>& first_part) {
+    Config first = c;
+    first.experiment_name = "split";
+    first_part(first);
+    const FitResult r1 = Trainer(first).fit();
+    Config second = c;
+    second.experiment_name = "split";
+    second.resume = r1.version_dir + "/checkpoints/last.h5";
+    Trainer resumed(second);
+    resumed.fit();
+    return weights(resumed);
   }
   // Runs c until MLAI_FAULT_RANK makes it throw at optimizer step `step` (a crash without a
   // signal) and returns the last.h5 it left in <log_dir>/<experiment_name> ("" if none).
