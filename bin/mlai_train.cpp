@@ -72,6 +72,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--lr", c.lr, "Learning rate (the peak rate for onecycle)")->capture_default_str();
   app.add_option("--momentum", c.momentum, "SGD momentum")->capture_default_str();
   app.add_option("--weight-decay", c.weight_decay, "Weight decay (L2 for sgd/adam, decoupled for adamw)")->capture_default_str();
+  app.add_flag("--no-bias-decay", c.no_bias_decay,
+               "Weight decay on weight matrices and conv filters only: not on biases and "
+               "batch-norm parameters (Bag of Tricks' no-bias-decay)");
   app.add_flag("--nesterov", c.nesterov, "Nesterov momentum (sgd)");
   app.add_option("--beta1", c.beta1, "Adam beta1")->capture_default_str();
   app.add_option("--beta2", c.beta2, "Adam beta2")->capture_default_str();

@@ -34,6 +34,7 @@ struct Config {
   double lr = 1e-3;
   double momentum = 0.9;  // sgd only
   double weight_decay = 0.0;
+  bool no_bias_decay = false;  // weight decay on weight matrices and filters only
   bool nesterov = false;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   std::string lr_schedule = "cosine";

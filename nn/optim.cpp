@@ -51,9 +51,20 @@ std::vector<std::pair<std::string, Tensor*>> Optimizer::state() {
   return out;
 }
 
+bool Optimizer::decays(size_t i) const {
+  return !cfg_.no_bias_decay || params_[i].second.shape().size() > 1;
+}
+
+std::vector<std::pair<int, double>> Optimizer::decay_groups() const {
+  if (!cfg_.no_bias_decay || cfg_.weight_decay == 0) return {{-1, cfg_.weight_decay}};
+  return {{1, cfg_.weight_decay}, {0, 0.0}};
+}
+
 void Optimizer::gather(std::vector<Tensor>& p, std::vector<Tensor>& g, std::vector<Tensor>& w,
-                       std::vector<std::vector<Tensor>*> out, std::vector<int> slots) const {
+                       std::vector<std::vector<Tensor>*> out, std::vector<int> slots,
+                       int decayed) const {
   for (size_t i = 0; i < params_.size(); ++i) {
+    if (decayed >= 0 && decays(i) != (decayed == 1)) continue;
     const Variable& v = params_[i].second;
     const bool has_working = !working_.empty() && working_[i].defined();
     // With a working copy, its gradient is the one backward produced.
@@ -85,22 +96,24 @@ SGD::SGD(std::vector<std::pair<std::string, Variable>> params, const OptimizerCo
 }
 
 void SGD::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {
-  std::vector<Tensor> p, g, w, m;
-  if (cfg_.momentum != 0) {
-    gather(p, g, w, {&m}, {0});
-  } else {
-    gather(p, g, w, {}, {});
+  for (const auto& [group, decay] : decay_groups()) {  // one fused launch family per group
+    std::vector<Tensor> p, g, w, m;
+    if (cfg_.momentum != 0) {
+      gather(p, g, w, {&m}, {0}, group);
+    } else {
+      gather(p, g, w, {}, {}, group);
+    }
+    kernels::SgdArgs a;
+    a.lr = cfg_.lr;
+    a.momentum = cfg_.momentum;
+    a.dampening = cfg_.dampening;
+    a.weight_decay = decay;
+    a.nesterov = cfg_.nesterov;
+    a.first_step = steps_ == 0;
+    if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
+    a.grad_scale = grad_scale;
+    if (!p.empty()) tensor::sgd_step_(p, g, w, m, a, inv_scale, skip_if);
   }
-  kernels::SgdArgs a;
-  a.lr = cfg_.lr;
-  a.momentum = cfg_.momentum;
-  a.dampening = cfg_.dampening;
-  a.weight_decay = cfg_.weight_decay;
-  a.nesterov = cfg_.nesterov;
-  a.first_step = steps_ == 0;
-  if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
-  a.grad_scale = grad_scale;
-  tensor::sgd_step_(p, g, w, m, a, inv_scale, skip_if);
   ++steps_;
 }
 
@@ -115,19 +128,21 @@ Adam::Adam(std::vector<std::pair<std::string, Variable>> params, const Optimizer
 }
 
 void Adam::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {
-  std::vector<Tensor> p, g, w, m, v;
-  gather(p, g, w, {&m, &v}, {0, 1});
-  kernels::AdamArgs a;
-  a.lr = cfg_.lr;
-  a.beta1 = cfg_.beta1;
-  a.beta2 = cfg_.beta2;
-  a.eps = cfg_.eps;
-  a.weight_decay = cfg_.weight_decay;
-  a.decoupled = decoupled_;
-  a.step = steps_ + 1;
-  if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
-  a.grad_scale = grad_scale;
-  tensor::adam_step_(p, g, w, m, v, a, inv_scale, skip_if);
+  for (const auto& [group, decay] : decay_groups()) {  // one fused launch family per group
+    std::vector<Tensor> p, g, w, m, v;
+    gather(p, g, w, {&m, &v}, {0, 1}, group);
+    kernels::AdamArgs a;
+    a.lr = cfg_.lr;
+    a.beta1 = cfg_.beta1;
+    a.beta2 = cfg_.beta2;
+    a.eps = cfg_.eps;
+    a.weight_decay = decay;
+    a.decoupled = decoupled_;
+    a.step = steps_ + 1;
+    if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
+    a.grad_scale = grad_scale;
+    if (!p.empty()) tensor::adam_step_(p, g, w, m, v, a, inv_scale, skip_if);
+  }
   ++steps_;
 }
 

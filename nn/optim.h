@@ -19,6 +19,10 @@ struct OptimizerConfig {
   bool nesterov = false;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double clip_value = 0;  // > 0: clamp every gradient element to [-v, v] (clip_grad_value_)
+  // "No bias decay" (Bag of Tricks; timm's filter_bias_and_bn): weight decay on weight
+  // matrices and filters only, not on parameters of one dimension or none (biases, batch-norm
+  // weights and biases): two parameter groups, as torch.optim with {"weight_decay": 0}.
+  bool no_bias_decay = false;
 };
 
 class Optimizer {
@@ -50,9 +54,15 @@ class Optimizer {
   std::vector<std::pair<std::string, Tensor*>> state();
 
  protected:
-  // Parameters (with defined gradients) and the matching state tensors of slot `s`.
+  // Parameters (with defined gradients) and the matching state tensors of slot `s`; with
+  // `decayed` (0 or 1), only the parameters of that weight-decay group (see no_bias_decay).
   void gather(std::vector<Tensor>& p, std::vector<Tensor>& g, std::vector<Tensor>& w,
-              std::vector<std::vector<Tensor>*> slots_out, std::vector<int> slots) const;
+              std::vector<std::vector<Tensor>*> slots_out, std::vector<int> slots,
+              int decayed = -1) const;
+  // Whether parameter i gets weight decay.
+  bool decays(size_t i) const;
+  // The weight-decay groups a step runs: {decay} or, under no_bias_decay, {decay, 0}.
+  std::vector<std::pair<int, double>> decay_groups() const;
   std::vector<std::pair<std::string, Variable>> params_;
   std::vector<Variable> working_;  // empty, or parallel to params_
   std::vector<std::string> slot_names_;

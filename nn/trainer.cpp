@@ -114,6 +114,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   oc.lr = cfg_.lr;
   oc.momentum = cfg_.optimizer == "sgd" ? cfg_.momentum : 0.0;
   oc.weight_decay = cfg_.weight_decay;
+  oc.no_bias_decay = cfg_.no_bias_decay;
   oc.nesterov = cfg_.nesterov;
   oc.beta1 = cfg_.beta1;
   oc.beta2 = cfg_.beta2;
