@@ -4,7 +4,8 @@
 namespace mlai::kernels::cpu {
 
 template <class T>
-void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const AugmentParams& p) {
+void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const AugmentParams& p,
+                       AugmentChoice* /*choices: drawn per sample here*/) {
   const int64_t H = p.height, W = p.width, C = p.channels;
   for (int64_t b = 0; b < p.batch; ++b) {
     const AugmentChoice a = augment_choice(p, ids[b]);
@@ -42,7 +43,7 @@ void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const Augm
 template <class T>
 void mix_batch(const T* in, T* out, const MixParams& p) {
   const int64_t H = p.height, W = p.width, C = p.channels, image = H * W * C;
-  const float keep = p.lambda, take = 1.0f - p.lambda;
+  const float keep = p.lambda, take = p.one_minus_lambda;
   for (int64_t b = 0; b < p.batch; ++b) {
     const T* x = in + b * image;
     const T* r = in + ((b + p.batch - 1) % p.batch) * image;  // batch.roll(1, 0)
@@ -68,9 +69,11 @@ template void mix_batch<float>(const float*, float*, const MixParams&);
 template void mix_batch<Half>(const Half*, Half*, const MixParams&);
 template void mix_batch<BFloat16>(const BFloat16*, BFloat16*, const MixParams&);
 
-template void augment_normalize<float>(const uint8_t*, const int64_t*, float*, const AugmentParams&);
-template void augment_normalize<Half>(const uint8_t*, const int64_t*, Half*, const AugmentParams&);
+template void augment_normalize<float>(const uint8_t*, const int64_t*, float*, const AugmentParams&,
+                                       AugmentChoice*);
+template void augment_normalize<Half>(const uint8_t*, const int64_t*, Half*, const AugmentParams&,
+                                      AugmentChoice*);
 template void augment_normalize<BFloat16>(const uint8_t*, const int64_t*, BFloat16*,
-                                          const AugmentParams&);
+                                          const AugmentParams&, AugmentChoice*);
 
 }  // namespace mlai::kernels::cpu

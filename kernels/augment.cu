@@ -1,13 +1,20 @@
-// CUDA batch augmentation: one thread per output element (grid-stride), reading the uint8
-// source pixel its crop/flip maps to; the same per-sample decisions as the CPU twin.
+// CUDA batch augmentation: a first kernel draws each sample's decisions once (the same as the
+// CPU twin's), then one thread per output element (grid-stride) reads the uint8 source pixels
+// its crop/flip (or resized crop) maps to.
 #include "kernels/augment.h"
 #include "kernels/cuda_types.cuh"
 
 namespace mlai::kernels::cuda {
 
 namespace {
+__global__ void choice_kernel(const int64_t* ids, AugmentChoice* choices, AugmentParams p) {
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (b < p.batch) choices[b] = augment_choice(p, ids[b]);
+}
+
 template <class T>
-__global__ void augment_kernel(const uint8_t* in, const int64_t* ids, T* out, AugmentParams p) {
+__global__ void augment_kernel(const uint8_t* in, const AugmentChoice* choices, T* out,
+                               AugmentParams p) {
   const int64_t H = p.height, W = p.width, C = p.channels;
   const int64_t total = p.batch * H * W * C;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
@@ -16,7 +23,7 @@ __global__ void augment_kernel(const uint8_t* in, const int64_t* ids, T* out, Au
     const int64_t x = (i / C) % W;
     const int64_t y = (i / (C * W)) % H;
     const int64_t b = i / (C * W * H);
-    const AugmentChoice a = augment_choice(p, ids[b]);
+    const AugmentChoice a = choices[b];
     float v;
     if (p.resized_crop) {
       const Bilinear s = bilinear_source(a, H, W, y, a.flip ? W - 1 - x : x);
@@ -39,7 +46,7 @@ template <class T>
 __global__ void mix_kernel(const T* in, T* out, MixParams p) {
   const int64_t H = p.height, W = p.width, C = p.channels, image = H * W * C;
   const int64_t total = p.batch * image;
-  const float keep = p.lambda, take = 1.0f - p.lambda;
+  const float keep = p.lambda, take = p.one_minus_lambda;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t b = i / image, within = i - b * image;
@@ -71,18 +78,22 @@ template void mix_batch<BFloat16>(const BFloat16*, BFloat16*, const MixParams&, 
 
 template <class T>
 void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const AugmentParams& p,
-                       StreamHandle stream) {
+                       AugmentChoice* choices, StreamHandle stream) {
   const int64_t total = p.batch * p.height * p.width * p.channels;
   if (total == 0) return;
-  augment_kernel<T><<<dev::grid_size(total), dev::kBlock, 0, stream>>>(in, ids, out, p);
+  constexpr int kChoiceBlock = 128;
+  choice_kernel<<<static_cast<unsigned>((p.batch + kChoiceBlock - 1) / kChoiceBlock), kChoiceBlock,
+                  0, stream>>>(ids, choices, p);
+  MLAI_LAUNCH_CHECK();
+  augment_kernel<T><<<dev::grid_size(total), dev::kBlock, 0, stream>>>(in, choices, out, p);
   MLAI_LAUNCH_CHECK();
 }
 
 template void augment_normalize<float>(const uint8_t*, const int64_t*, float*, const AugmentParams&,
-                                       StreamHandle);
+                                       AugmentChoice*, StreamHandle);
 template void augment_normalize<Half>(const uint8_t*, const int64_t*, Half*, const AugmentParams&,
-                                      StreamHandle);
+                                      AugmentChoice*, StreamHandle);
 template void augment_normalize<BFloat16>(const uint8_t*, const int64_t*, BFloat16*,
-                                          const AugmentParams&, StreamHandle);
+                                          const AugmentParams&, AugmentChoice*, StreamHandle);
 
 }  // namespace mlai::kernels::cuda

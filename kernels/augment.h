@@ -33,6 +33,21 @@ struct AugmentParams {
   float inv_std[kMaxAugmentChannels] = {};
 };
 
+// Rounded arithmetic that no compiler contracts into a fused multiply-add, on the host (built
+// with -ffp-contract=off) and on the device alike: the CPU twin and the CUDA kernel give the
+// same bits.
+#if defined(__CUDA_ARCH__)
+MLAI_HD float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+MLAI_HD float add_rn(float a, float b) { return __fadd_rn(a, b); }
+MLAI_HD double dmul_rn(double a, double b) { return __dmul_rn(a, b); }
+MLAI_HD double dadd_rn(double a, double b) { return __dadd_rn(a, b); }
+#else
+MLAI_HD float mul_rn(float a, float b) { return a * b; }
+MLAI_HD float add_rn(float a, float b) { return a + b; }
+MLAI_HD double dmul_rn(double a, double b) { return a * b; }
+MLAI_HD double dadd_rn(double a, double b) { return a + b; }
+#endif
+
 // The decisions for one sample: crop offsets dy, dx in [-pad, pad] and the flip bit; under
 // resized_crop, the box (top, left, h, w) instead of the offsets.
 struct AugmentChoice {
@@ -56,9 +71,11 @@ MLAI_HD AugmentChoice augment_choice(const AugmentParams& p, int64_t sample_id) 
   // round() is to even: rint).
   const double H = static_cast<double>(p.height), W = static_cast<double>(p.width);
   for (uint64_t k = 0; k < 10; ++k) {
-    const double target = H * W * (p.scale_lo + (p.scale_hi - p.scale_lo) * uniform01(r, 4 * k));
-    const double ratio =
-        ::exp(p.log_ratio_lo + (p.log_ratio_hi - p.log_ratio_lo) * uniform01(r, 4 * k + 1));
+    // (rounded multiply and add on the device too: no fused multiply-add in the draws)
+    const double target =
+        dmul_rn(H * W, dadd_rn(p.scale_lo, dmul_rn(p.scale_hi - p.scale_lo, uniform01(r, 4 * k))));
+    const double ratio = ::exp(dadd_rn(p.log_ratio_lo, dmul_rn(p.log_ratio_hi - p.log_ratio_lo,
+                                                               uniform01(r, 4 * k + 1))));
     const auto w = static_cast<int64_t>(::rint(::sqrt(target * ratio)));
     const auto h = static_cast<int64_t>(::rint(::sqrt(target / ratio)));
     if (0 < w && w <= p.width && 0 < h && h <= p.height) {
@@ -80,15 +97,6 @@ MLAI_HD AugmentChoice augment_choice(const AugmentParams& p, int64_t sample_id) 
   return c;
 }
 
-// Rounded float arithmetic that no compiler contracts into a fused multiply-add, on the host
-// and on the device alike: the CPU twin and the CUDA kernel give the same bits.
-#if defined(__CUDA_ARCH__)
-MLAI_HD float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-MLAI_HD float add_rn(float a, float b) { return __fadd_rn(a, b); }
-#else
-MLAI_HD float mul_rn(float a, float b) { return a * b; }
-MLAI_HD float add_rn(float a, float b) { return a + b; }
-#endif
 
 // One output pixel's source under resized_crop, as torch's bilinear upsampling with
 // align_corners=False: the crop's rows y0, y1 and columns x0, x1 (absolute), with weights.
@@ -123,20 +131,24 @@ MLAI_HD float bilinear_blend(const Bilinear& s, float v00, float v01, float v10,
 
 // MixUp and CutMix on a normalized batch, as torchvision.transforms.v2.MixUp / CutMix do:
 // every sample is mixed with the one before it (batch.roll(1, 0): sample b with b - 1, sample
-// 0 with the last). MixUp: out = lambda * x[b] + (1 - lambda) * x[b - 1], each product rounded
-// to float before the sum. CutMix: out = x[b - 1] inside rows [y1, y2) and columns [x1, x2),
+// 0 with the last). MixUp: out = lambda * x[b] + one_minus_lambda * x[b - 1], each product
+// rounded to float before the sum. CutMix: out = x[b - 1] inside rows [y1, y2) and columns [x1, x2),
 // x[b] elsewhere.
 struct MixParams {
   int64_t batch = 0, height = 0, width = 0, channels = 0;
   float lambda = 1.0f;
+  float one_minus_lambda = 0.0f;  // float(1 - lambda) from the double draw, as torch rounds it
   bool cut = false;
   int64_t y1 = 0, y2 = 0, x1 = 0, x2 = 0;
 };
 
 namespace cpu {
 // in: uint8 [batch, H, W, C]; ids: the dataset index of each sample; out: T [batch, H, W, C].
+// choices: room for p.batch AugmentChoice (the CUDA version draws each sample's once into it,
+// then every output element reads it); the CPU twin draws per sample and may be given null.
 template <class T>
-void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const AugmentParams& p);
+void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const AugmentParams& p,
+                       AugmentChoice* choices);
 // in, out: T [batch, H, W, C], distinct.
 template <class T>
 void mix_batch(const T* in, T* out, const MixParams& p);
@@ -145,7 +157,7 @@ void mix_batch(const T* in, T* out, const MixParams& p);
 namespace cuda {
 template <class T>
 void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const AugmentParams& p,
-                       StreamHandle stream);
+                       AugmentChoice* choices, StreamHandle stream);
 template <class T>
 void mix_batch(const T* in, T* out, const MixParams& p, StreamHandle stream);
 }  // namespace cuda

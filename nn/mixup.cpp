@@ -66,6 +66,7 @@ kernels::MixParams draw_mix(const MixConfig& c, uint64_t seed, int rank, int64_t
   const double lambda = sample_beta(cut ? c.cutmix_alpha : c.mixup_alpha, s, &counter);
   if (!cut) {
     p.lambda = static_cast<float>(lambda);
+    p.one_minus_lambda = static_cast<float>(1.0 - lambda);
     return p;
   }
   // torchvision's CutMix box: a centre anywhere, half-sides r * size with r = sqrt(1 - lambda)
@@ -80,8 +81,10 @@ kernels::MixParams draw_mix(const MixConfig& c, uint64_t seed, int rank, int64_t
   p.y1 = std::max<int64_t>(r_y - half_h, 0);
   p.x2 = std::min<int64_t>(r_x + half_w, width);
   p.y2 = std::min<int64_t>(r_y + half_h, height);
-  p.lambda = static_cast<float>(1.0 - static_cast<double>((p.x2 - p.x1) * (p.y2 - p.y1)) /
-                                          static_cast<double>(width * height));
+  const double adjusted = 1.0 - static_cast<double>((p.x2 - p.x1) * (p.y2 - p.y1)) /
+                                    static_cast<double>(width * height);
+  p.lambda = static_cast<float>(adjusted);
+  p.one_minus_lambda = static_cast<float>(1.0 - adjusted);
   return p;
 }
 

@@ -38,10 +38,17 @@ Tensor augment_normalize(const Tensor& pixels, const Tensor& ids, const kernels:
       p.height != pixels.size(1) || p.width != pixels.size(2) || p.channels != pixels.size(3))
     throw std::invalid_argument("augment_normalize: pixels " + pixels.str() + ", ids " + ids.str());
   Tensor out = Tensor::empty(pixels.shape(), dt, pixels.device());
+  // On a GPU each sample's decisions are drawn once into this workspace (device memory).
+  Tensor choices;
+  if (pixels.device().is_cuda())
+    choices = Tensor::empty({p.batch * static_cast<int64_t>(sizeof(kernels::AugmentChoice))},
+                            DType::kUInt8, pixels.device());
+  auto* ws = choices.defined() ? reinterpret_cast<kernels::AugmentChoice*>(choices.data<uint8_t>())
+                               : nullptr;
   MLAI_DISPATCH_TRAINING(dt, "augment_normalize",
                          MLAI_CALL(pixels.device(), augment_normalize<scalar_t>,
                                    pixels.data<uint8_t>(), ids.data<int64_t>(),
-                                   out.data<scalar_t>(), p));
+                                   out.data<scalar_t>(), p, ws));
   return out;
 }
 
@@ -61,7 +68,8 @@ Tensor mix_batch(const Tensor& images, const kernels::MixParams& p) {
 }
 
 Tensor roll_rows(const Tensor& t) {
-  const int64_t n = t.ndim() > 0 ? t.size(0) : 0;
+  if (t.ndim() == 0) throw std::invalid_argument("roll_rows: " + t.str() + " has no rows");
+  const int64_t n = t.size(0);
   Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
   if (n == 0) return out;
   if (n > 1) out.slice(1, n).copy_from(t.slice(0, n - 1));
@@ -244,6 +252,14 @@ void ema_update_(const std::vector<Tensor>& avg, const std::vector<Tensor>& cur,
     a.push_back(avg[i].data<float>());
     c.push_back(cur[i].data<float>());
   }
+  // Each average written once and read from nowhere else: a repeated or aliased one would race
+  // on a GPU.
+  std::vector<const float*> written(a.begin(), a.end());
+  std::sort(written.begin(), written.end());
+  bool aliased = std::adjacent_find(written.begin(), written.end()) != written.end();
+  for (const float* src : c) aliased |= std::binary_search(written.begin(), written.end(), src);
+  if (aliased)
+    throw std::invalid_argument("ema_update_: an average appears twice, or is also a source");
   const auto n = sizes(avg);
   MLAI_CALL(dev, ema_update, a.data(), c.data(), n.data(), static_cast<int>(n.size()),
             static_cast<float>(decay), static_cast<float>(1.0 - decay));

@@ -238,6 +238,8 @@ TEST(WeightAverageKernel, EmaUpdateRoundsLikeFloatTensorArithmetic) {
   EXPECT_THROW(ema_update_(avg, {cur[0]}, decay), std::invalid_argument);
   EXPECT_THROW(ema_update_({avg[0].to(DType::kFloat16)}, {cur[0].to(DType::kFloat16)}, decay),
                std::invalid_argument);
+  EXPECT_THROW(ema_update_({avg[0], avg[0]}, {cur[0], cur[0]}, decay), std::invalid_argument);
+  EXPECT_THROW(ema_update_({avg[0]}, {avg[0]}, decay), std::invalid_argument);
 }
 
 TEST(OptimAmpCuda, EmaUpdateMatchesTheCpu) {
