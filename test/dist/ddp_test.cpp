@@ -94,6 +94,36 @@ TEST_F(Ddp, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch) {
   EXPECT_EQ(r2.val.samples, r1.val.samples);
 }
 
+// Weight averaging under data parallelism: every rank averages the same weights, so two ranks
+// with half batches still end where one process with the whole batch does, with --ema-decay
+// (validated and tested with the average) and with --swa-lrs (from epoch 2 of 3).
+TEST_F(Ddp, WeightAveragingTwoRanksMatchOneRank) {
+  for (const bool swa : {false, true}) {
+    SCOPED_TRACE(swa ? "swa" : "ema");
+    auto averaged = [&](int64_t batch, const std::string& logs) {
+      nn::Config c = config(batch);
+      c.log_dir = root + "/" + logs;
+      c.epochs = 3;
+      if (swa) {
+        c.swa_lrs = 0.01;
+        c.swa_epoch_start = "2";
+        c.annealing_epochs = 1;
+      } else {
+        c.ema_decay = 0.7;
+      }
+      return c;
+    };
+    nn::Trainer ddp(averaged(16, swa ? "logs-swa" : "logs-ema"), "", group());
+    const nn::FitResult r2 = ddp.fit();
+    nn::Trainer single(averaged(32, swa ? "logs-swa-single" : "logs-ema-single"), "",
+                       ProcessGroup::single());
+    const nn::FitResult r1 = single.fit();
+    EXPECT_LT(max_rel_diff(flat_weights(ddp), flat_weights(single)), 1e-5);
+    EXPECT_EQ(r2.test.confusion.counts(), r1.test.confusion.counts());
+    EXPECT_NEAR(r2.val.loss, r1.val.loss, 1e-5 * (1 + r1.val.loss));
+  }
+}
+
 // Accumulation under data parallelism (DDP's no_sync): two ranks with batches of 8 and two
 // batches per step allreduce once per step and end where one process with batches of 32 does.
 TEST_F(Ddp, AccumulatingTwoRanksMatchOneRankWithTheWholeBatch) {
