@@ -35,21 +35,13 @@ void read_into(const io::H5Reader& r, const std::string& name, Tensor& t) {
   t.copy_from(host.to(t.device()));
 }
 
-// Everything the model owns, by name: parameters then buffers.
-std::vector<std::pair<std::string, Tensor*>> model_tensors(Module& m) {
-  std::vector<std::pair<std::string, Tensor*>> out;
-  for (auto& [n, v] : m.named_parameters())
-    out.emplace_back(n, &const_cast<Variable&>(v).data());
-  for (auto& [n, b] : m.named_buffers()) out.emplace_back(n, b);
-  return out;
-}
 }  // namespace
 
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                      const TrainState& st, const Config& cfg, const NamedTensors& amp,
                      const DataInfo* data, const NamedTensors& current, const NamedTensors& swa) {
   io::H5Writer w(path);
-  for (auto& [n, t] : model_tensors(model)) write_tensor(w, "model/" + n, *t);
+  for (auto& [n, t] : model.named_tensors()) write_tensor(w, "model/" + n, *t);
   for (auto& [n, t] : current) write_tensor(w, "current_model/" + n, *t);
   for (auto& [n, t] : swa) write_tensor(w, "swa_average/" + n, *t);
   w.set_attr("/", "ema_updates", st.ema_updates);
@@ -106,7 +98,7 @@ void load_weights(const std::string& path, Module& model, const std::set<std::st
     throw std::runtime_error(path + ": not an mlai checkpoint or weights file (no 'model' group)");
   // Compare names and shapes before touching the model.
   std::vector<std::pair<std::string, Tensor*>> mine;
-  for (auto& e : model_tensors(model))
+  for (auto& e : model.named_tensors())
     if (!skip.count(e.first)) mine.push_back(e);
   std::set<std::string> stored;
   for (const auto& n : r.list("model"))
@@ -151,16 +143,7 @@ bool load_group(const std::string& path, const std::string& group, const NamedTe
 }
 
 bool load_current_model(const std::string& path, Module& model) {
-  io::H5Reader r(path);
-  if (!r.has("current_model")) return false;
-  const auto tensors = model_tensors(model);
-  for (auto& [n, t] : tensors) {
-    const std::string name = "current_model/" + n;
-    if (!r.has(name) || r.info(name).shape != t->shape())
-      throw std::runtime_error(path + ": group current_model does not match the model at " + n);
-  }
-  for (auto& [n, t] : tensors) read_into(r, "current_model/" + n, *t);
-  return true;
+  return load_group(path, "current_model", model.named_tensors());
 }
 
 TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* opt,

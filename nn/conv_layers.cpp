@@ -61,6 +61,14 @@ void BatchNorm2d::count_batch() {
   tensor::fill_(*num_batches_tracked_, static_cast<double>(++batches_));
 }
 
+std::vector<BatchNorm2d*> batch_norms(Module& m) {
+  std::vector<BatchNorm2d*> out;
+  if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) out.push_back(bn);
+  for (auto& [n, c] : m.children())
+    for (BatchNorm2d* bn : batch_norms(*c)) out.push_back(bn);
+  return out;
+}
+
 void BatchNorm2d::reset_running_stats() {
   tensor::fill_(*running_mean_, 0.0);
   tensor::fill_(*running_var_, 1.0);

@@ -67,6 +67,9 @@ class BatchNorm2d : public Module {
   int world_ = 1;
 };
 
+// Every BatchNorm2d in m (m itself included), depth first.
+std::vector<BatchNorm2d*> batch_norms(Module& m);
+
 class MaxPool2d : public Module {
  public:
   MaxPool2d(int64_t kernel, int64_t stride, int64_t pad) : k_(kernel), s_(stride), p_(pad) {}

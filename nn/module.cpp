@@ -46,6 +46,13 @@ std::vector<std::pair<std::string, Tensor*>> Module::named_buffers() {
   return out;
 }
 
+std::vector<std::pair<std::string, Tensor*>> Module::named_tensors() {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (auto& [n, v] : named_parameters()) out.emplace_back(n, &const_cast<Variable&>(v).data());
+  for (auto& [n, b] : named_buffers()) out.emplace_back(n, b);
+  return out;
+}
+
 std::vector<std::pair<std::string, Generator*>> Module::named_generators() {
   std::vector<std::pair<std::string, Generator*>> out;
   if (Generator* g = generator()) out.emplace_back("", g);

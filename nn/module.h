@@ -30,6 +30,9 @@ class Module {
   std::vector<std::pair<std::string, Variable>> named_parameters() const;
   std::vector<Variable> parameters() const;
   std::vector<std::pair<std::string, Tensor*>> named_buffers();
+  // Everything the model's state is, by name: the parameters' tensors, then the buffers (a
+  // checkpoint's "model" group, a weight average, what ranks broadcast).
+  std::vector<std::pair<std::string, Tensor*>> named_tensors();
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
     return children_;
   }

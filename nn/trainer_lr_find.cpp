@@ -49,11 +49,7 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
   namespace t = mlai::tensor;
   // What the test changes, to put back after it.
   std::vector<std::pair<Tensor*, Tensor>> saved;
-  for (auto& [n, v] : model_->named_parameters()) {
-    Tensor& d = const_cast<autograd::Variable&>(v).data();
-    saved.emplace_back(&d, d.clone());
-  }
-  for (auto& [n, b] : model_->named_buffers()) saved.emplace_back(b, b->clone());
+  for (auto& [n, t] : model_->named_tensors()) saved.emplace_back(t, t->clone());
   for (auto& [n, s] : opt_->state()) saved.emplace_back(s, s->clone());
   for (auto& [n, s] : scaler_->state()) saved.emplace_back(s, s->clone());
   const int64_t opt_steps = opt_->step_count();

@@ -434,14 +434,7 @@ void Trainer::load_test_weights() {
 
 void Trainer::finish_swa(io::Loader& loader, int64_t epoch, int64_t val_limit, FitResult& res) {
   swa_->copy_to(*model_);
-  std::vector<BatchNorm2d*> bns;
-  std::vector<Module*> stack{model_.get()};
-  while (!stack.empty()) {
-    Module* m = stack.back();
-    stack.pop_back();
-    if (auto* bn = dynamic_cast<BatchNorm2d*>(m)) bns.push_back(bn);
-    for (auto& [n, c] : m->children()) stack.push_back(c.get());
-  }
+  const std::vector<BatchNorm2d*> bns = batch_norms(*model_);
   int64_t batches = 0;
   if (!bns.empty()) {  // torch.optim.swa_utils.update_bn: one pass, statistics as a plain mean
     Profiler::Scope s(profiler_, "swa batch norm");

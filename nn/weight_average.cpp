@@ -7,27 +7,17 @@
 
 namespace mlai::nn {
 
-namespace {
-// The model's parameters then buffers, by name (the checkpoint's order).
-std::vector<std::pair<std::string, Tensor*>> model_tensors(Module& m) {
-  std::vector<std::pair<std::string, Tensor*>> out;
-  for (auto& [n, v] : m.named_parameters()) out.emplace_back(n, &const_cast<Variable&>(v).data());
-  for (auto& [n, b] : m.named_buffers()) out.emplace_back(n, b);
-  return out;
-}
-}  // namespace
-
 WeightAverage::WeightAverage(Module& model, double decay) : decay_(decay) {
   if (!(decay > 0 && decay < 1))
     throw std::invalid_argument("weight average: decay must be in (0, 1), got " +
                                 std::to_string(decay));
-  for (auto& [n, t] : model_tensors(model)) avg_.emplace_back(n, t->clone());
+  for (auto& [n, t] : model.named_tensors()) avg_.emplace_back(n, t->clone());
 }
 
 void WeightAverage::update(Module& model) { update(model, decay_); }
 
 void WeightAverage::update(Module& model, double decay) {
-  const auto cur = model_tensors(model);
+  const auto cur = model.named_tensors();
   if (cur.size() != avg_.size())
     throw std::logic_error("weight average: the model has " + std::to_string(cur.size()) +
                            " tensors, the average " + std::to_string(avg_.size()));
@@ -46,7 +36,7 @@ void WeightAverage::update(Module& model, double decay) {
 }
 
 void WeightAverage::swap(Module& model) {
-  const auto cur = model_tensors(model);
+  const auto cur = model.named_tensors();
   for (size_t i = 0; i < cur.size(); ++i) {
     Tensor held = avg_[i].second.clone();
     avg_[i].second.copy_from(*cur[i].second);
@@ -56,13 +46,13 @@ void WeightAverage::swap(Module& model) {
 }
 
 void WeightAverage::copy_to(Module& model) {
-  const auto cur = model_tensors(model);
+  const auto cur = model.named_tensors();
   for (size_t i = 0; i < cur.size(); ++i) cur[i].second->copy_from(avg_[i].second);
   model.refresh_working_parameters();
 }
 
 void WeightAverage::copy_from(Module& model) {
-  const auto cur = model_tensors(model);
+  const auto cur = model.named_tensors();
   for (size_t i = 0; i < cur.size(); ++i) avg_[i].second.copy_from(*cur[i].second);
 }
 

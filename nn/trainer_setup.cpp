@@ -1,0 +1,192 @@
+// Trainer's construction (see trainer.h): the device, the data, the model (fresh, from
+// --pretrained or from --resume), the optimizer, mixed precision, weight averages, CUDA graphs
+// and, under mpirun/srun, the communicator, the reducer and SyncBatchNorm.
+#include <cstdio>
+#include <limits>
+#include <set>
+#include <stdexcept>
+
+#include "dist/communicator.h"
+#include "nn/conv_layers.h"
+#include "nn/models.h"
+#include "nn/trainer.h"
+#include "tensor/determinism.h"
+
+namespace mlai::nn {
+
+namespace t = mlai::tensor;
+
+namespace {
+// One GPU per rank, picked by the local rank; the CPU otherwise.
+t::Device select_device(const std::string& spec, const dist::ProcessGroup& g) {
+  t::Device d = t::parse_device(spec);
+  if (d.is_cpu() || g.world() == 1) return d;
+  const int gpus = t::cuda_device_count();
+  if (g.local_world() > gpus)
+    throw std::runtime_error("this node has " + std::to_string(gpus) + " CUDA device(s) but " +
+                             std::to_string(g.local_world()) +
+                             " ranks run on it: start at most one rank per GPU");
+  return t::Device::cuda(g.local_rank());
+}
+}  // namespace
+
+Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group)
+    : cfg_(std::move(cfg)),
+      command_line_(std::move(command_line)),
+      group_(group),
+      main_(group.is_main()) {
+  cfg_.validate();
+  group_.set_timeout(cfg_.dist_timeout);
+  device_ = select_device(cfg_.device, group_);
+  t::set_current_device(device_);
+  t::set_deterministic(cfg_.deterministic);  // cuDNN: reproducible algorithms only
+  data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_split, cfg_.seed, cfg_.data_path,
+                           cfg_.cache);
+  if (main_)
+    for (const auto& w : data_.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  if (cfg_.overfit_batches > 0) {  // the same first batches for training and validation
+    const int64_t n = std::min(data_.train.count, cfg_.overfit_batches * cfg_.batch_size);
+    std::vector<int64_t> idx(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) idx[static_cast<size_t>(i)] = i;
+    data_.train = io::subset(data_.train, idx);
+    data_.val = data_.train;
+  }
+  ModelSpec spec;
+  spec.height = data_.train.height;
+  spec.width = data_.train.width;
+  spec.channels = data_.train.channels;
+  spec.num_classes = data_.train.num_classes;
+  spec.hidden = cfg_.hidden;
+  spec.dropout = cfg_.dropout;
+  spec.seed = cfg_.seed;
+  model_ = make_model(cfg_.arch, spec);
+  if (!cfg_.pretrained.empty()) {  // before the move: loads on the host
+    std::set<std::string> skip;
+    if (cfg_.reset_head) skip = {"fc.weight", "fc.bias"};
+    load_weights(cfg_.pretrained, *model_, skip);
+    if (main_)
+      std::printf("initial weights from %s%s\n", cfg_.pretrained.c_str(),
+                  cfg_.reset_head ? " (fc re-initialised)" : "");
+  }
+  model_->to(device_);
+  precision_ = parse_precision(cfg_.precision);
+  model_->set_compute_dtype(compute_dtype(precision_));  // working copies for --precision 16/bf16
+  const int world = group_.world();
+  if (cfg_.lr_scale == "linear") cfg_.lr *= world;  // the effective batch grew world-fold
+  OptimizerConfig oc;
+  oc.name = cfg_.optimizer;
+  oc.lr = cfg_.lr;
+  oc.momentum = cfg_.optimizer == "sgd" ? cfg_.momentum : 0.0;
+  oc.weight_decay = cfg_.weight_decay;
+  oc.no_bias_decay = cfg_.no_bias_decay;
+  oc.nesterov = cfg_.nesterov;
+  oc.beta1 = cfg_.beta1;
+  oc.beta2 = cfg_.beta2;
+  oc.eps = cfg_.eps;
+  if (cfg_.gradient_clip_algorithm == "value") oc.clip_value = cfg_.gradient_clip_val;
+  opt_ = make_optimizer(model_->named_parameters(), oc);
+  opt_->set_working(model_->working_parameters());
+  if (cfg_.ema_decay > 0) ema_ = std::make_unique<WeightAverage>(*model_, cfg_.ema_decay);
+  if (cfg_.swa_lrs > 0) swa_ = std::make_unique<WeightAverage>(*model_, 0.5);  // decay per update
+  scaler_ = std::make_unique<GradScaler>(device_, precision_ == Precision::kFloat16);
+  if (cfg_.cuda_graphs) {
+    if (!device_.is_cuda())
+      throw std::invalid_argument(
+          "--cuda-graphs needs --device cuda (the CPU backend has no "
+          "graphs), got --device " +
+          cfg_.device);
+    if (group_.world() > 1)
+      throw std::invalid_argument(
+          "--cuda-graphs runs one process alone for now: the data-parallel reducer's "
+          "allreduces during backward are not captured (world size " +
+          std::to_string(group_.world()) + "); drop --cuda-graphs under mpirun/srun");
+    graphed_ = std::make_unique<GraphedStep>(*model_);
+  }
+  if (!cfg_.resume.empty()) {
+    // The schedule and the checkpoint's step count are in optimizer steps, and its next batch
+    // starts a group: another accumulation count would shift both.
+    const Config saved = checkpoint_config(cfg_.resume);
+    const int64_t saved_accum = saved.accumulate_grad_batches;
+    if (saved_accum != cfg_.accumulate_grad_batches)
+      throw std::invalid_argument(
+          "--resume " + cfg_.resume + ": the run used --accumulate-grad-batches " +
+          std::to_string(saved_accum) + ", not " + std::to_string(cfg_.accumulate_grad_batches) +
+          " (the schedule counts optimizer steps); resume with the same value");
+    state_ = load_checkpoint(cfg_.resume, *model_, opt_.get(), scaler_->state());
+    // A run with --ema-decay saved the average as its weights and the weights training goes on
+    // with beside them: the average takes the first, the model the second. From a run without
+    // it, both start from its weights (and the first update copies them).
+    if (ema_) ema_->copy_from(*model_);
+    const bool had_current = load_current_model(cfg_.resume, *model_);
+    if (ema_) ema_->set_updates(had_current ? state_.ema_updates : 0);
+    // --swa-lrs: the average so far (none before SWA began, or from a run without it).
+    if (swa_) {
+      const bool had_swa = load_group(cfg_.resume, "swa_average", swa_->named());
+      swa_->set_updates(had_swa ? state_.swa_updates : 0);
+      if (!had_swa) state_.swa_latest_epoch = -1;
+    }
+    if (had_current && !ema_ && main_)
+      std::printf("note: %s holds a weight average (--ema-decay %g); without --ema-decay training "
+                  "goes on from its current weights\n",
+                  cfg_.resume.c_str(), checkpoint_config(cfg_.resume).ema_decay);
+    model_->refresh_working_parameters();
+    // --lr-find: a resumed run keeps the rate its test found (the same command line is
+    // submitted again under Slurm); without the flag, --lr applies, and that is said.
+    if (saved.lr_find == "apply" && !cfg_.lr_find.empty()) {
+      cfg_.lr = saved.lr;
+      opt_->set_lr(cfg_.lr);
+      lr_find_done_ = true;
+      if (main_) std::printf("--lr-find: resumed, with the rate the run's test found: %g\n", cfg_.lr);
+    } else if (saved.lr_find == "apply" && main_ && saved.lr != cfg_.lr) {
+      std::printf("note: the run's rate came from --lr-find (%g); resumed with --lr %g\n",
+                  saved.lr, cfg_.lr);
+    }
+    if (saved.checkpoint_monitor != cfg_.checkpoint_monitor) {  // another yardstick: start over
+      state_.best_score = std::numeric_limits<double>::quiet_NaN();
+      state_.top_k.clear();
+      if (main_)
+        std::printf("--checkpoint-monitor %s (the run monitored %s): best.h5 starts afresh\n",
+                    cfg_.checkpoint_monitor.c_str(), saved.checkpoint_monitor.c_str());
+    }
+    if (main_)
+      std::printf("resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg_.resume.c_str(),
+                  static_cast<long long>(state_.epoch + 1),
+                  static_cast<long long>(state_.next_batch),
+                  static_cast<long long>(state_.global_step));
+  }
+  if (world > 1) {
+    comm_ = dist::make_communicator(cfg_.dist_backend, device_, group_);
+    // Every rank starts from rank 0's weights and buffers (and optimizer state on resume).
+    sync_from_rank0(true);
+    dist::ReducerOptions ro;
+    ro.bucket_cap_mb = cfg_.bucket_cap_mb;
+    ro.overlap = cfg_.overlap;
+    // The variables backward gives gradients to: fp16/bf16 working copies under mixed
+    // precision (half the bytes to allreduce), the float32 parameters otherwise.
+    auto grad_owners = model_->named_parameters();
+    const auto working = model_->working_parameters();
+    for (size_t i = 0; i < grad_owners.size(); ++i)
+      if (working[i].defined()) grad_owners[i].second = working[i];
+    reducer_ = std::make_unique<dist::Reducer>(grad_owners, *comm_, ro);
+    if (cfg_.sync_bn) {
+      const std::vector<BatchNorm2d*> bns = batch_norms(*model_);
+      for (BatchNorm2d* bn : bns)
+        bn->set_sync([this](Tensor& t) { comm_->allreduce_sum(t); }, world);
+      if (main_)
+        std::printf("sync batch norm: %zu layer(s) normalise with the global batch's statistics\n",
+                    bns.size());
+    }
+    if (main_)
+      std::printf(
+          "data parallel: world size %d on %d node(s), backend %s, %zu gradient bucket(s) "
+          "of <= %.0f MB, overlap %s; batch %lld per rank, %lld in all; lr %g%s\n",
+          world, group_.nodes(), comm_->name(), reducer_->bucket_count(), cfg_.bucket_cap_mb,
+          cfg_.overlap ? "on" : "off", static_cast<long long>(cfg_.batch_size),
+          static_cast<long long>(cfg_.batch_size * world), cfg_.lr,
+          cfg_.lr_scale == "linear" ? " (scaled linearly)" : "");
+  }
+}
+
+Trainer::~Trainer() = default;
+
+}  // namespace mlai::nn

@@ -1,0 +1,120 @@
+// Lightning's per-step logging on the trainer, on the small synthetic MNIST-format set:
+// train/loss_step and train/lr_step every n steps (log_every_n_steps), the HPARAMS session and
+// test scalars, and --log-grad-norm's train/grad_norm_step.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "nn/trainer.h"
+#include "trainer_fixture.h"
+
+namespace mlai::nn {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Lightning's log_every_n_steps: every 5th optimizer step's training loss and learning rate in
+// the run's TensorBoard file, at exactly those steps, beside the per-epoch scalars.
+TEST_F(TrainerTest, LogsEveryNthStepsLossToTensorBoard) {
+  Config c = base();
+  c.log_every_n_steps = 5;  // 2 epochs of 18 steps: steps 5, 10, ..., 35
+  c.lr = 0.01;
+  const FitResult r = Trainer(c).fit();
+  std::string events;
+  for (auto& e : fs::directory_iterator(r.version_dir))
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0) events = e.path();
+  ASSERT_FALSE(events.empty());
+  std::vector<int64_t> loss_steps, lr_steps;
+  std::vector<float> losses, lrs;
+  std::set<std::string> tags;
+  for (const std::string& rec : testing::read_records(events)) {
+    const testing::Scalar sc = testing::decode_scalar(rec);
+    tags.insert(sc.tag);
+    if (sc.tag == "train/loss_step") {
+      loss_steps.push_back(sc.step);
+      losses.push_back(sc.value);
+    } else if (sc.tag == "train/lr_step") {
+      lr_steps.push_back(sc.step);
+      lrs.push_back(sc.value);
+    }
+  }
+  const std::vector<int64_t> want{5, 10, 15, 20, 25, 30, 35};
+  EXPECT_EQ(loss_steps, want);
+  EXPECT_EQ(lr_steps, want);
+  ASSERT_EQ(losses.size(), want.size());
+  for (float l : losses) EXPECT_TRUE(std::isfinite(l) && l > 0) << l;
+  EXPECT_LT(losses.back(), losses.front());  // it learns
+  for (size_t i = 0; i < lrs.size(); ++i) {   // the cosine schedule, falling from --lr
+    EXPECT_LE(lrs[i], 0.01f);
+    if (i > 0) {
+      EXPECT_LT(lrs[i], lrs[i - 1]);
+    }
+  }
+  // The HPARAMS tab's session (start and finished end) and the test metrics (test/io checks
+  // the hparams encoding against TensorBoard's plugin).
+  EXPECT_TRUE(tags.count("_hparams_/session_start_info"));
+  EXPECT_TRUE(tags.count("_hparams_/session_end_info"));
+  EXPECT_TRUE(tags.count("test/accuracy"));
+  EXPECT_TRUE(tags.count("test/loss"));
+  Config off = base();
+  off.log_every_n_steps = -1;
+  EXPECT_THROW(off.validate(), std::invalid_argument);
+}
+
+// --log-grad-norm: train/grad_norm_step at the logged steps is the 2-norm of the gradients the
+// optimizer used. One plain SGD step (no momentum or decay) moves the weights by lr x gradient,
+// so the norm of the change / lr is the logged value. Under --precision 16 the value is of the
+// unscaled gradients (not 65536 times larger).
+TEST_F(TrainerTest, LogsTheGradientNormOfTheStep) {
+  auto grad_norms = [](const std::string& dir) {
+    std::vector<std::pair<int64_t, float>> out;
+    for (auto& e : fs::directory_iterator(dir))
+      if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
+        for (const std::string& rec : testing::read_records(e.path()))
+          if (const testing::Scalar sc = testing::decode_scalar(rec); sc.tag == "train/grad_norm_step")
+            out.emplace_back(sc.step, sc.value);
+    return out;
+  };
+  Config c = base();
+  c.optimizer = "sgd";
+  c.momentum = 0;
+  c.lr = 0.5;
+  c.lr_schedule = "constant";
+  c.max_steps = 1;
+  c.epochs = 1;
+  c.log_every_n_steps = 1;
+  c.log_grad_norm = true;
+  Trainer t(c);
+  const auto before = weights(t);
+  const FitResult r = t.fit();
+  const auto after = weights(t);
+  double sq = 0;
+  for (size_t i = 0; i < before.size(); ++i)
+    for (size_t k = 0; k < before[i].size(); ++k) {
+      const double g = (static_cast<double>(before[i][k]) - after[i][k]) / c.lr;
+      sq += g * g;
+    }
+  const auto logged = grad_norms(r.version_dir);
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_EQ(logged[0].first, 1);
+  EXPECT_NEAR(logged[0].second, std::sqrt(sq), 1e-3 * std::sqrt(sq));
+  // Mixed precision: the same first step's gradients, unscaled, within fp16's rounding.
+  Config h = c;
+  h.precision = "16";
+  h.experiment_name = "fp16";
+  const auto logged16 = grad_norms(Trainer(h).fit().version_dir);
+  ASSERT_EQ(logged16.size(), 1u);
+  EXPECT_NEAR(logged16[0].second, logged[0].second, 0.02 * logged[0].second);
+  // Off by default: no such scalar.
+  Config d = c;
+  d.log_grad_norm = false;
+  d.experiment_name = "off";
+  EXPECT_TRUE(grad_norms(Trainer(d).fit().version_dir).empty());
+}
+
+}  // namespace
+}  // namespace mlai::nn
