@@ -208,7 +208,25 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "tools/torch_interop.py export); names and shapes must match")
       ->check(CLI::ExistingFile);
   app.add_flag("--reset-head", c.reset_head,
-               "--pretrained: do not load fc.weight/fc.bias (fine-tune for another class count)");
+               "--pretrained: do not load the head (fc.weight/fc.bias; the mlp's last layer): "
+               "fine-tune for another class count");
+  app.add_flag("--freeze-backbone", c.freeze_backbone,
+               "Train the head alone (fc; the mlp's last layer): the backbone's weights get no "
+               "gradients (Lightning's BaseFinetuning.freeze); its batch norms still train");
+  app.add_flag("--freeze-bn", c.freeze_bn,
+               "--freeze-backbone: freeze batch norm too (its parameters, and its running "
+               "statistics: train_bn=False); backward then stops at the head");
+  app.add_option("--unfreeze-backbone-at-epoch", c.unfreeze_backbone_at_epoch,
+                 "Lightning's BackboneFinetuning: the backbone is frozen until this epoch "
+                 "(0-based), then trains at --backbone-lr-ratio x the head's rate, growing "
+                 "--backbone-lr-growth-fold each epoch up to the head's rate (-1: never)")
+      ->capture_default_str();
+  app.add_option("--backbone-lr-ratio", c.backbone_lr_ratio,
+                 "--unfreeze-backbone-at-epoch: the backbone's first rate, as a share of the "
+                 "head's")->capture_default_str();
+  app.add_option("--backbone-lr-growth", c.backbone_lr_growth,
+                 "--unfreeze-backbone-at-epoch: the backbone's rate is multiplied by this each "
+                 "epoch after (capped at the head's)")->capture_default_str();
   app.add_flag("!--no-progress", c.progress, "No live progress line");
   app.add_option("--dist-backend", c.dist_backend,
                  "Data parallel: auto (nccl on GPUs, mpi on CPUs), nccl or mpi")->capture_default_str();

@@ -55,6 +55,14 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
     for (auto& [n, t] : opt->state()) write_tensor(w, "optimizer/" + n, *t);
     w.set_attr("/", "optimizer_steps", opt->step_count());
     w.set_attr("/", "optimizer_lr", opt->lr());
+    // Groups after the first (--unfreeze-backbone-at-epoch's backbone): rate, start, members.
+    if (opt->group_count() > 1) {
+      nlohmann::json groups = nlohmann::json::array();
+      for (int g = 1; g < opt->group_count(); ++g)
+        groups.push_back(
+            {{"lr", opt->group_lr(g)}, {"start", opt->group_start(g)}, {"params", opt->group_names(g)}});
+      w.set_attr("/", "optimizer_groups", groups.dump());
+    }
   }
   for (auto& [n, g] : model.named_generators()) {
     const std::vector<int64_t> s{static_cast<int64_t>(g->seed()), static_cast<int64_t>(g->offset())};
@@ -160,6 +168,10 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
       read_into(r, "optimizer/" + n, *t);
     }
     opt->set_step_count(r.get_attr_int("/", "optimizer_steps"));
+    if (r.has_attr("/", "optimizer_groups"))
+      for (const auto& g : nlohmann::json::parse(r.get_attr_string("/", "optimizer_groups")))
+        opt->add_group(g.at("params").get<std::vector<std::string>>(), g.at("lr").get<double>(),
+                       g.at("start").get<int64_t>());
   }
   for (auto& [n, g] : model.named_generators()) {
     std::vector<int64_t> s(2);

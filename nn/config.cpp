@@ -148,6 +148,15 @@ void Config::validate() const {
   require(early_stopping_patience == 0 || val_split > 0 || overfit_batches > 0,
           "--early-stopping-patience needs a validation set (--val-split > 0)");
   require(!(reset_head && pretrained.empty()), "--reset-head applies to --pretrained only");
+  require(!(freeze_bn && !freeze_backbone && unfreeze_backbone_at_epoch < 0),
+          "--freeze-bn applies with --freeze-backbone or --unfreeze-backbone-at-epoch");
+  require(unfreeze_backbone_at_epoch >= -1,
+          "--unfreeze-backbone-at-epoch must be an epoch >= 0 (0-based; -1: never)");
+  require(backbone_lr_ratio > 0, "--backbone-lr-ratio must be > 0");
+  require(backbone_lr_growth > 0, "--backbone-lr-growth must be > 0");
+  require(!(cuda_graphs && unfreeze_backbone_at_epoch >= 0),
+          "--cuda-graphs cannot be combined with --unfreeze-backbone-at-epoch: the captured "
+          "backward computes no gradient for the frozen backbone");
   require(!(fast_dev_run > 0 && !resume.empty()), "--fast-dev-run and --resume cannot be combined");
   require(!experiment_name.empty() && experiment_name.find('/') == std::string::npos,
           "--experiment-name must be a non-empty name without '/'");
@@ -230,7 +239,9 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
   X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha) \
   X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(no_bias_decay) \
-  X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy)
+  X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy) \
+  X(freeze_backbone) X(freeze_bn) X(unfreeze_backbone_at_epoch) X(backbone_lr_ratio) \
+  X(backbone_lr_growth)
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;

@@ -138,7 +138,17 @@ struct Config {
   std::string resume;
   std::string
       pretrained;  // initial weights by name (model/<name>) from a checkpoint or weights file
-  bool reset_head = false;  // --pretrained: keep fc.weight/fc.bias freshly initialised
+  bool reset_head = false;  // --pretrained: keep the head (fc.weight/fc.bias) freshly initialised
+  // Fine-tuning (nn/finetune.h): Lightning's BaseFinetuning.freeze(backbone, train_bn) for the
+  // whole run with freeze_backbone (train_bn unless freeze_bn); BackboneFinetuning with
+  // unfreeze_backbone_at_epoch >= 0 (0-based, as Lightning's): frozen until that epoch, then the
+  // backbone trains in a second parameter group at backbone_lr_ratio x the head's rate, which
+  // grows backbone_lr_growth-fold each epoch after, up to the head's rate.
+  bool freeze_backbone = false;
+  bool freeze_bn = false;
+  int64_t unfreeze_backbone_at_epoch = -1;
+  double backbone_lr_ratio = 0.1;
+  double backbone_lr_growth = 1.5;
   bool progress = true;     // live progress line when stdout is a terminal
 
   // Throws std::invalid_argument with a one-line message naming the flag.

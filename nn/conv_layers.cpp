@@ -77,10 +77,12 @@ void BatchNorm2d::reset_running_stats() {
 }
 
 Variable BatchNorm2d::forward_act(const Variable& x, const Variable& residual, bool relu) {
-  if (is_training() && !tensor::capturing(x.data().device())) count_batch();
-  // momentum=None: the k-th batch since the reset weighs 1/k (a cumulative mean).
-  const double momentum =
-      cumulative_ && batches_ > 0 ? 1.0 / static_cast<double>(batches_) : momentum_;
+  if (is_training() && track_ && !tensor::capturing(x.data().device())) count_batch();
+  // momentum=None: the k-th batch since the reset weighs 1/k (a cumulative mean). Not tracking:
+  // momentum 0 leaves the running statistics exactly as they are ((1 - 0) * r + 0 * batch).
+  const double momentum = !track_                        ? 0.0
+                          : cumulative_ && batches_ > 0 ? 1.0 / static_cast<double>(batches_)
+                                                         : momentum_;
   const bool sync = is_training() && sync_ && world_ > 1;
   if (sync || !layer_fusion()) {
     Variable out = sync ? autograd::sync_batchnorm(x, weight_, bias_, *running_mean_, *running_var_,

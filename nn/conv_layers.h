@@ -45,6 +45,12 @@ class BatchNorm2d : public Module {
   // weighs 1 / num_batches_tracked, so they become the plain mean over the batches seen.
   void reset_running_stats();
   void set_cumulative(bool on) { cumulative_ = on; }
+  // torch's track_running_stats = False on a layer that has running statistics (what
+  // Lightning's BaseFinetuning.freeze does to batch norm with train_bn=False): training batches
+  // are normalised with their own statistics but leave running_mean, running_var and
+  // num_batches_tracked as they are; evaluation still uses the running statistics.
+  void set_track_running_stats(bool on) { track_ = on; }
+  bool track_running_stats() const { return track_; }
   // --sync-bn: training statistics over all `world` ranks' batches (autograd::sync_batchnorm),
   // combined with `sum_over_ranks`; world 1 (or no function) is plain batch norm.
   void set_sync(autograd::SumOverRanks sum_over_ranks, int world) {
@@ -63,6 +69,7 @@ class BatchNorm2d : public Module {
   Tensor* num_batches_tracked_;
   int64_t batches_ = -1;  // host copy of num_batches_tracked (-1: not read yet)
   bool cumulative_ = false;
+  bool track_ = true;
   autograd::SumOverRanks sync_;
   int world_ = 1;
 };

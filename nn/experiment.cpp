@@ -100,9 +100,12 @@ std::string model_summary(Module& m) {
   os << "  " << std::string(w[0] + w[1] + w[2] + w[3] + 9, '-') << "\n";
   for (auto& r : rows) line({r[0], r[1], r[2], human(std::stoll(r[3]))});
   const int64_t total = m.parameter_count();
+  int64_t trainable = 0;  // (a frozen backbone's parameters require no gradients)
+  for (const auto& [n, v] : m.named_parameters())
+    if (v.requires_grad()) trainable += v.numel();
   os << "  " << std::string(w[0] + w[1] + w[2] + w[3] + 9, '-') << "\n";
-  os << "  " << std::left << std::setw(10) << human(total) << "Trainable params\n";
-  os << "  " << std::left << std::setw(10) << 0 << "Non-trainable params\n";
+  os << "  " << std::left << std::setw(10) << human(trainable) << "Trainable params\n";
+  os << "  " << std::left << std::setw(10) << human(total - trainable) << "Non-trainable params\n";
   os << "  " << std::left << std::setw(10) << human(total) << "Total params\n";
   os << "  " << std::left << std::setw(10) << std::fixed << std::setprecision(3)
      << total * 4.0 / 1e6 << "Total estimated model params size (MB)\n";

@@ -42,7 +42,8 @@ bool GraphedStep::run(const Tensor& images, const Tensor& labels, const Body& bo
     graph_.capture(images_.device(), [&] { std::tie(logits_, loss_) = body(images_, labels_); });
   }
   graph_.replay();
-  for (BatchNorm2d* bn : batch_norms_) bn->count_batch();
+  for (BatchNorm2d* bn : batch_norms_)
+    if (bn->track_running_stats()) bn->count_batch();
   return true;
 }
 

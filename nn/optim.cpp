@@ -17,6 +17,55 @@ Optimizer::Optimizer(std::vector<std::pair<std::string, Variable>> params,
     if (v.dtype() != DType::kFloat32)
       throw std::invalid_argument("optimizer: parameter " + n + " is " +
                                   tensor::dtype_name(v.dtype()) + " (float32 master weights expected)");
+  group_of_.assign(params_.size(), 0);
+}
+
+int Optimizer::add_group(const std::vector<std::string>& names, double lr) {
+  return add_group(names, lr, steps_);
+}
+
+int Optimizer::add_group(const std::vector<std::string>& names, double lr, int64_t start) {
+  if (lr < 0) throw std::invalid_argument("learning rate must be >= 0");
+  if (names.empty()) throw std::invalid_argument("optimizer: a parameter group needs parameters");
+  const int g = group_count();
+  std::vector<size_t> idx;
+  for (const auto& name : names) {
+    size_t i = 0;
+    while (i < params_.size() && params_[i].first != name) ++i;
+    if (i == params_.size())
+      throw std::invalid_argument("optimizer: no parameter '" + name + "' for a new group");
+    if (group_of_[i] != 0)
+      throw std::invalid_argument("optimizer: parameter '" + name + "' is in group " +
+                                  std::to_string(group_of_[i]) + " already");
+    idx.push_back(i);
+  }
+  for (size_t i : idx) group_of_[i] = g;
+  groups_.push_back({lr, start});
+  return g;
+}
+
+double Optimizer::group_lr(int g) const {
+  return g == 0 ? cfg_.lr : groups_.at(static_cast<size_t>(g - 1)).lr;
+}
+
+int64_t Optimizer::group_start(int g) const {
+  return g == 0 ? 0 : groups_.at(static_cast<size_t>(g - 1)).start;
+}
+
+void Optimizer::set_group_lr(int g, double lr) {
+  if (lr < 0) throw std::invalid_argument("learning rate must be >= 0");
+  if (g == 0) {
+    cfg_.lr = lr;
+  } else {
+    groups_.at(static_cast<size_t>(g - 1)).lr = lr;
+  }
+}
+
+std::vector<std::string> Optimizer::group_names(int g) const {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (group_of_[i] == g) out.push_back(params_[i].first);
+  return out;
 }
 
 void Optimizer::zero_grad() {
@@ -55,16 +104,25 @@ bool Optimizer::decays(size_t i) const {
   return !cfg_.no_bias_decay || params_[i].second.shape().size() > 1;
 }
 
-std::vector<std::pair<int, double>> Optimizer::decay_groups() const {
-  if (!cfg_.no_bias_decay || cfg_.weight_decay == 0) return {{-1, cfg_.weight_decay}};
-  return {{1, cfg_.weight_decay}, {0, 0.0}};
+std::vector<Optimizer::Launch> Optimizer::launches() const {
+  std::vector<Launch> out;
+  for (int g = 0; g < group_count(); ++g) {
+    if (!cfg_.no_bias_decay || cfg_.weight_decay == 0) {
+      out.push_back({g, -1, cfg_.weight_decay});
+    } else {
+      out.push_back({g, 1, cfg_.weight_decay});
+      out.push_back({g, 0, 0.0});
+    }
+  }
+  return out;
 }
 
 void Optimizer::gather(std::vector<Tensor>& p, std::vector<Tensor>& g, std::vector<Tensor>& w,
                        std::vector<std::vector<Tensor>*> out, std::vector<int> slots,
-                       int decayed) const {
+                       int decayed, int group) const {
   for (size_t i = 0; i < params_.size(); ++i) {
     if (decayed >= 0 && decays(i) != (decayed == 1)) continue;
+    if (group >= 0 && group_of_[i] != group) continue;
     const Variable& v = params_[i].second;
     const bool has_working = !working_.empty() && working_[i].defined();
     // With a working copy, its gradient is the one backward produced.
@@ -96,20 +154,20 @@ SGD::SGD(std::vector<std::pair<std::string, Variable>> params, const OptimizerCo
 }
 
 void SGD::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {
-  for (const auto& [group, decay] : decay_groups()) {  // one fused launch family per group
+  for (const Launch& l : launches()) {  // one fused launch family each
     std::vector<Tensor> p, g, w, m;
     if (cfg_.momentum != 0) {
-      gather(p, g, w, {&m}, {0}, group);
+      gather(p, g, w, {&m}, {0}, l.decayed, l.group);
     } else {
-      gather(p, g, w, {}, {}, group);
+      gather(p, g, w, {}, {}, l.decayed, l.group);
     }
     kernels::SgdArgs a;
-    a.lr = cfg_.lr;
+    a.lr = group_lr(l.group);
     a.momentum = cfg_.momentum;
     a.dampening = cfg_.dampening;
-    a.weight_decay = decay;
+    a.weight_decay = l.decay;
     a.nesterov = cfg_.nesterov;
-    a.first_step = steps_ == 0;
+    a.first_step = group_steps(l.group) == 0;
     if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
     a.grad_scale = grad_scale;
     if (!p.empty()) tensor::sgd_step_(p, g, w, m, a, inv_scale, skip_if);
@@ -128,17 +186,17 @@ Adam::Adam(std::vector<std::pair<std::string, Variable>> params, const Optimizer
 }
 
 void Adam::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {
-  for (const auto& [group, decay] : decay_groups()) {  // one fused launch family per group
+  for (const Launch& l : launches()) {  // one fused launch family each
     std::vector<Tensor> p, g, w, m, v;
-    gather(p, g, w, {&m, &v}, {0, 1}, group);
+    gather(p, g, w, {&m, &v}, {0, 1}, l.decayed, l.group);
     kernels::AdamArgs a;
-    a.lr = cfg_.lr;
+    a.lr = group_lr(l.group);
     a.beta1 = cfg_.beta1;
     a.beta2 = cfg_.beta2;
     a.eps = cfg_.eps;
-    a.weight_decay = decay;
+    a.weight_decay = l.decay;
     a.decoupled = decoupled_;
-    a.step = steps_ + 1;
+    a.step = group_steps(l.group) + 1;
     if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
     a.grad_scale = grad_scale;
     if (!p.empty()) tensor::adam_step_(p, g, w, m, v, a, inv_scale, skip_if);

@@ -44,10 +44,26 @@ class Optimizer {
   // The gradients the next step() reads (working copies' where they exist), in order.
   std::vector<Tensor> gradients() const;
 
+  // Group 0's rate (the schedule's).
   double lr() const { return cfg_.lr; }
   void set_lr(double lr) { cfg_.lr = lr; }
+  // Steps taken since construction (group 0's step count).
   int64_t step_count() const { return steps_; }
   void set_step_count(int64_t s) { steps_ = s; }
+
+  // Parameter groups, as torch.optim's param_groups: group 0 holds every parameter at first.
+  // add_group moves the named parameters into a new group with its own rate, whose step count
+  // starts at 0 now (torch's per-parameter state["step"] for parameters first stepped now: the
+  // SGD momentum buffer starts as the gradient, Adam's bias correction counts from 1). Their
+  // state tensors are whatever they hold (zeros if they were never stepped). Returns its index.
+  int add_group(const std::vector<std::string>& names, double lr);
+  // A group added at `start` (group 0's step count then): for resuming a checkpoint.
+  int add_group(const std::vector<std::string>& names, double lr, int64_t start);
+  int group_count() const { return static_cast<int>(groups_.size()) + 1; }
+  double group_lr(int g) const;
+  void set_group_lr(int g, double lr);
+  int64_t group_start(int g) const;
+  std::vector<std::string> group_names(int g) const;
   const OptimizerConfig& config() const { return cfg_; }
 
   // Named state tensors (for checkpoints); loading writes into them in place.
@@ -55,20 +71,37 @@ class Optimizer {
 
  protected:
   // Parameters (with defined gradients) and the matching state tensors of slot `s`; with
-  // `decayed` (0 or 1), only the parameters of that weight-decay group (see no_bias_decay).
+  // `decayed` (0 or 1), only the parameters of that weight-decay group (see no_bias_decay);
+  // with `group` >= 0, only that parameter group's.
   void gather(std::vector<Tensor>& p, std::vector<Tensor>& g, std::vector<Tensor>& w,
               std::vector<std::vector<Tensor>*> slots_out, std::vector<int> slots,
-              int decayed = -1) const;
+              int decayed = -1, int group = -1) const;
+  // Group g's step count before this step (0 for a group's first) and rate.
+  int64_t group_steps(int g) const { return steps_ - group_start(g); }
   // Whether parameter i gets weight decay.
   bool decays(size_t i) const;
-  // The weight-decay groups a step runs: {decay} or, under no_bias_decay, {decay, 0}.
-  std::vector<std::pair<int, double>> decay_groups() const;
+  // What a step launches: for each parameter group, its weight-decay groups ({decay} or, under
+  // no_bias_decay, {decay, 0}).
+  struct Launch {
+    int group;    // parameter group
+    int decayed;  // for gather(): -1 all, 1 decayed, 0 not
+    double decay;
+  };
+  std::vector<Launch> launches() const;
   std::vector<std::pair<std::string, Variable>> params_;
   std::vector<Variable> working_;  // empty, or parallel to params_
   std::vector<std::string> slot_names_;
   std::vector<std::vector<Tensor>> slots_;  // slots_[s][i]: state s of parameter i
   OptimizerConfig cfg_;
   int64_t steps_ = 0;
+
+ private:
+  struct Group {
+    double lr;
+    int64_t start;
+  };
+  std::vector<Group> groups_;  // groups 1, 2, ...
+  std::vector<int> group_of_;  // parallel to params_
 };
 
 class SGD : public Optimizer {

@@ -18,6 +18,7 @@
 #include "io/loader.h"
 #include "io/tensorboard.h"
 #include "nn/amp.h"
+#include "nn/finetune.h"
 #include "nn/lr_schedule.h"
 #include "nn/step_log.h"
 #include "tensor/fused_ops.h"
@@ -74,6 +75,36 @@ void Trainer::sync_from_rank0(bool training) {
     dist::broadcast_tensors(*comm_, shared);
   }
   model_->refresh_working_parameters();
+}
+
+void Trainer::finetune_epoch_start(int64_t epoch, double lr) {
+  const int64_t at = cfg_.unfreeze_backbone_at_epoch;
+  if (at < 0 || epoch < at) return;
+  double backbone;
+  if (!frozen_.empty()) {
+    // BackboneFinetuning.unfreeze_and_add_param_group: the frozen parameters train again in a
+    // new group (fresh optimizer state, its own step count) at a share of the head's rate.
+    // (A run resumed past `at` with the flag newly given unfreezes at once, the same way.)
+    backbone = backbone_lr(at, at, 0.0, lr, cfg_.backbone_lr_ratio, cfg_.backbone_lr_growth);
+    make_trainable(*model_, frozen_);
+    opt_->set_step_count(state_.global_step - scaler_->skipped_steps());  // the exact count
+    opt_->add_group(frozen_, backbone);
+    frozen_.clear();
+    // PyTorch DDP never allreduces parameters that required no gradients when it was made;
+    // here the reducer is made again over the parameters that train now.
+    if (comm_) build_reducer();
+    if (main_)
+      std::printf("epoch %lld: backbone unfrozen (%lld trainable parameters), its learning rate "
+                  "%g (%g x the head's %g)\n",
+                  static_cast<long long>(epoch + 1),
+                  static_cast<long long>(trainable_parameter_count(*model_)), backbone,
+                  cfg_.backbone_lr_ratio, lr);
+  } else {
+    if (epoch == at || opt_->group_count() < 2) return;  // (set when unfrozen)
+    backbone = backbone_lr(epoch, at, opt_->group_lr(1), lr, cfg_.backbone_lr_ratio,
+                           cfg_.backbone_lr_growth);
+    opt_->set_group_lr(1, backbone);
+  }
 }
 
 EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
@@ -328,6 +359,14 @@ FitResult Trainer::fit() {
     loader.start_epoch(epoch, state_.next_batch);
     const int64_t first = state_.next_batch;
     const bool swa_epoch = swa_start >= 0 && epoch >= swa_start;
+    // The head's rate for the step about to run.
+    auto rate_now = [&] {
+      return plateau     ? state_.plateau.lr
+             : swa_epoch ? swa_lr_at(swa_lr0, cfg_.swa_lrs, epoch - swa_start,
+                                     cfg_.annealing_epochs, cfg_.annealing_strategy == "cos")
+                         : lr_at(sc, state_.global_step);
+    };
+    if (first == 0) finetune_epoch_start(epoch, rate_now());
     // SWA's average takes the weights each SWA epoch starts from (once, also across a resume).
     if (swa_epoch && epoch > state_.swa_latest_epoch) {
       if (main_ && epoch == swa_start)
@@ -413,10 +452,7 @@ FitResult Trainer::fit() {
       }
       if (step_now) {
         Profiler::Scope s(profiler_, "optimizer step");
-        lr = plateau      ? state_.plateau.lr
-             : swa_epoch ? swa_lr_at(swa_lr0, cfg_.swa_lrs, epoch - swa_start,
-                                     cfg_.annealing_epochs, cfg_.annealing_strategy == "cos")
-                         : lr_at(sc, state_.global_step);
+        lr = rate_now();
         opt_->set_lr(lr);
         // The mean over ranks; under fp16 also 1/scale, skipped on the device on overflow.
         // --log-grad-norm: the true gradients' norm at the steps TensorBoard logs (rank 0).

@@ -104,6 +104,14 @@ class Trainer {
   void finish_swa(io::Loader& loader, int64_t epoch, int64_t val_limit, FitResult& res);
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::Reducer> reducer_;
+  // (Re)builds the reducer over the parameters that require gradients now.
+  void build_reducer();
+  // --freeze-backbone / --unfreeze-backbone-at-epoch: the parameters frozen now (empty: none).
+  std::vector<std::string> frozen_;
+  // --unfreeze-backbone-at-epoch, as an epoch starts from its beginning (`lr`: the head's rate
+  // for the epoch's first step): the unfreeze, with the backbone's own parameter group, or
+  // that group's rate for this epoch.
+  void finetune_epoch_start(int64_t epoch, double lr);
   // One epoch's training totals on this rank, for end_epoch().
   struct EpochTotals {
     int64_t epoch, epochs;

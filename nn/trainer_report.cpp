@@ -71,7 +71,8 @@ const std::vector<std::string> kCsvColumns = {"epoch",
                                               "test_f1",
                                               "test_confusion",
                                               "val_top5_accuracy",
-                                              "test_top5_accuracy"};
+                                              "test_top5_accuracy",
+                                              "lr_backbone"};
 // With more classes than this the terminal shows top-5 accuracy and the test report goes to a
 // file (metrics.csv and TensorBoard have top-5 from 6 classes on).
 constexpr int kManyClasses = 20;
@@ -383,6 +384,10 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
         row.insert({"val_top5_accuracy", val.top5});
         scalars.push_back({"val/top5_accuracy", val.top5});
       }
+    }
+    if (opt_->group_count() > 1) {  // --unfreeze-backbone-at-epoch: the backbone's rate
+      row.insert({"lr_backbone", opt_->group_lr(1)});
+      scalars.push_back({"lr_backbone", opt_->group_lr(1)});
     }
     if (scaler_->enabled())
       scalars.insert(scalars.end(), {{"train/loss_scale", loss_scale},

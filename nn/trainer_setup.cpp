@@ -8,6 +8,7 @@
 
 #include "dist/communicator.h"
 #include "nn/conv_layers.h"
+#include "nn/finetune.h"
 #include "nn/models.h"
 #include "nn/trainer.h"
 #include "tensor/determinism.h"
@@ -62,15 +63,23 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   model_ = make_model(cfg_.arch, spec);
   if (!cfg_.pretrained.empty()) {  // before the move: loads on the host
     std::set<std::string> skip;
-    if (cfg_.reset_head) skip = {"fc.weight", "fc.bias"};
+    if (cfg_.reset_head)
+      for (const auto& n : head_parameter_names(*model_)) skip.insert(n);
     load_weights(cfg_.pretrained, *model_, skip);
     if (main_)
       std::printf("initial weights from %s%s\n", cfg_.pretrained.c_str(),
-                  cfg_.reset_head ? " (fc re-initialised)" : "");
+                  cfg_.reset_head ? (" (" + head_prefix(*model_) + " re-initialised)").c_str() : "");
   }
   model_->to(device_);
   precision_ = parse_precision(cfg_.precision);
   model_->set_compute_dtype(compute_dtype(precision_));  // working copies for --precision 16/bf16
+  if (cfg_.freeze_backbone || cfg_.unfreeze_backbone_at_epoch >= 0) {
+    frozen_ = freeze_backbone(*model_, !cfg_.freeze_bn);
+    if (main_)
+      std::printf("backbone frozen: %zu parameter tensor(s) get no gradients%s; the head is %s\n",
+                  frozen_.size(), cfg_.freeze_bn ? " (batch norm included)" : "",
+                  head_prefix(*model_).c_str());
+  }
   const int world = group_.world();
   if (cfg_.lr_scale == "linear") cfg_.lr *= world;  // the effective batch grew world-fold
   OptimizerConfig oc;
@@ -130,6 +139,11 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
                   "goes on from its current weights\n",
                   cfg_.resume.c_str(), checkpoint_config(cfg_.resume).ema_decay);
     model_->refresh_working_parameters();
+    // --unfreeze-backbone-at-epoch: a run that had unfrozen its backbone has its group.
+    if (opt_->group_count() > 1 && !frozen_.empty()) {
+      make_trainable(*model_, frozen_);
+      frozen_.clear();
+    }
     // --lr-find: a resumed run keeps the rate its test found (the same command line is
     // submitted again under Slurm); without the flag, --lr applies, and that is said.
     if (saved.lr_find == "apply" && !cfg_.lr_find.empty()) {
@@ -158,16 +172,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     comm_ = dist::make_communicator(cfg_.dist_backend, device_, group_);
     // Every rank starts from rank 0's weights and buffers (and optimizer state on resume).
     sync_from_rank0(true);
-    dist::ReducerOptions ro;
-    ro.bucket_cap_mb = cfg_.bucket_cap_mb;
-    ro.overlap = cfg_.overlap;
-    // The variables backward gives gradients to: fp16/bf16 working copies under mixed
-    // precision (half the bytes to allreduce), the float32 parameters otherwise.
-    auto grad_owners = model_->named_parameters();
-    const auto working = model_->working_parameters();
-    for (size_t i = 0; i < grad_owners.size(); ++i)
-      if (working[i].defined()) grad_owners[i].second = working[i];
-    reducer_ = std::make_unique<dist::Reducer>(grad_owners, *comm_, ro);
+    build_reducer();
     if (cfg_.sync_bn) {
       const std::vector<BatchNorm2d*> bns = batch_norms(*model_);
       for (BatchNorm2d* bn : bns)
@@ -185,6 +190,24 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
           static_cast<long long>(cfg_.batch_size * world), cfg_.lr,
           cfg_.lr_scale == "linear" ? " (scaled linearly)" : "");
   }
+}
+
+void Trainer::build_reducer() {
+  reducer_.reset();  // its hooks off the parameters first
+  dist::ReducerOptions ro;
+  ro.bucket_cap_mb = cfg_.bucket_cap_mb;
+  ro.overlap = cfg_.overlap;
+  // The variables backward gives gradients to: fp16/bf16 working copies under mixed
+  // precision (half the bytes to allreduce), the float32 parameters otherwise; frozen ones
+  // get none, and a bucket waiting for them would never be ready.
+  const auto params = model_->named_parameters();
+  const auto working = model_->working_parameters();
+  std::vector<std::pair<std::string, Variable>> grad_owners;
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i].second.requires_grad())
+      grad_owners.emplace_back(params[i].first,
+                               working[i].defined() ? working[i] : params[i].second);
+  reducer_ = std::make_unique<dist::Reducer>(grad_owners, *comm_, ro);
 }
 
 Trainer::~Trainer() = default;

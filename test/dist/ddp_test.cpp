@@ -124,6 +124,27 @@ TEST_F(Ddp, WeightAveragingTwoRanksMatchOneRank) {
   }
 }
 
+// --unfreeze-backbone-at-epoch under data parallelism: while frozen the reducer holds the head
+// alone (a bucket waiting for a frozen weight's gradient would never be ready); at the unfreeze
+// it is rebuilt over every parameter (PyTorch DDP would never allreduce the backbone's
+// gradients and the ranks would drift apart). Two ranks with half batches end where one
+// process with the whole batch does.
+TEST_F(Ddp, UnfreezingTwoRanksMatchOneRank) {
+  auto finetune = [&](int64_t batch, const std::string& logs) {
+    nn::Config c = config(batch);
+    c.log_dir = root + "/" + logs;
+    c.epochs = 3;
+    c.unfreeze_backbone_at_epoch = 1;
+    return c;
+  };
+  nn::Trainer ddp(finetune(16, "logs-ft"), "", group());
+  const nn::FitResult r2 = ddp.fit();
+  nn::Trainer single(finetune(32, "logs-ft-single"), "", ProcessGroup::single());
+  const nn::FitResult r1 = single.fit();
+  EXPECT_LT(max_rel_diff(flat_weights(ddp), flat_weights(single)), 1e-5);
+  EXPECT_EQ(r2.test.confusion.counts(), r1.test.confusion.counts());
+}
+
 // Accumulation under data parallelism (DDP's no_sync): two ranks with batches of 8 and two
 // batches per step allreduce once per step and end where one process with batches of 32 does.
 TEST_F(Ddp, AccumulatingTwoRanksMatchOneRankWithTheWholeBatch) {
