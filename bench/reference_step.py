@@ -106,6 +106,17 @@ def run(torch, arch, batch, mode, args):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
+    if args.freeze != "none":  # Lightning's BaseFinetuning.freeze(backbone, train_bn)
+        head = "5." if arch == "mlp" else "fc."
+        norms = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+        for name, p in model.named_parameters():
+            bn = name.rsplit(".", 1)[0] in norms
+            if not name.startswith(head) and (not bn or args.freeze == "backbone-bn"):
+                p.requires_grad_(False)
+        if args.freeze == "backbone-bn":
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.track_running_stats = False
     optimizer = args.optimizer or ("adam" if arch == "mlp" else "sgd")
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -132,7 +143,7 @@ def run(torch, arch, batch, mode, args):
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    result = {"optimizer": optimizer, "channels_last": channels_last}
+    result = {"optimizer": optimizer, "channels_last": channels_last, "freeze": args.freeze}
     if cuda:
         result.update(tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
                       tf32_cudnn=torch.backends.cudnn.allow_tf32)
@@ -209,6 +220,9 @@ def main():
     p.add_argument("--compile-timeout", type=float, default=240,
                    help="give up a compile-amp run whose first step took longer (seconds)")
     p.add_argument("--seed", type=int, default=1, help="model initialisation seed")
+    p.add_argument("--freeze", choices=("none", "backbone", "backbone-bn"), default="none",
+                   help="fine-tuning: the backbone frozen (requires_grad False; batch norm too "
+                        "with backbone-bn, and its running statistics), as mlai_bench_step --freeze")
     args = p.parse_args()
     archs = [a for a in args.arch.split(",") if a]
     modes = args.modes and [m for m in args.modes.split(",") if m]

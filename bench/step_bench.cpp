@@ -9,6 +9,7 @@
 //
 //   mlai_bench_step --device cuda --precision 32,16,bf16 --out step.jsonl
 //   mlai_bench_step --device cpu --arch mlp --batch mlp=64 --steps 20
+//   mlai_bench_step --arch resnet18_cifar --freeze none,backbone,backbone-bn   (fine-tuning)
 //
 // Each run appends one JSON object to --out (JSONL): impl "mlai", arch, batch, precision,
 // optimizer, device, device_name, steps, warmup, seconds, images_per_sec, step_ms,
@@ -35,6 +36,7 @@
 #include "nn/amp.h"
 #include "kernels/parallel.h"
 #include "nn/conv_layers.h"
+#include "nn/finetune.h"
 #include "nn/graphed_step.h"
 #include "nn/models.h"
 #include "nn/optim.h"
@@ -74,6 +76,8 @@ struct RunSpec {
   Device device = Device::cpu();
   bool fusion = true;   // nn::set_layer_fusion: fused BN + add + relu, cuBLASLt epilogues
   bool graphs = false;  // --cuda-graphs: forward + backward replayed from a CUDA graph
+  // --freeze: none, backbone (mlai_train --freeze-backbone) or backbone-bn (with --freeze-bn).
+  std::string freeze = "none";
 };
 
 nlohmann::json run(const RunSpec& r) {
@@ -93,6 +97,7 @@ nlohmann::json run(const RunSpec& r) {
   auto model = nn::make_model(r.arch, spec);
   model->to(r.device);
   model->set_compute_dtype(dt);
+  if (r.freeze != "none") nn::freeze_backbone(*model, r.freeze == "backbone");
   model->train();
   nn::OptimizerConfig oc;
   oc.name = r.optimizer;
@@ -202,6 +207,7 @@ nlohmann::json run(const RunSpec& r) {
   j["optimizer"] = r.optimizer;
   j["fusion"] = r.fusion;
   j["cuda_graphs"] = r.graphs;
+  j["freeze"] = r.freeze;
   j["device"] = r.device.str();
   j["device_name"] = r.device.is_cuda() ? tensor::cuda_device_name(r.device.index) : "cpu";
   j["steps"] = r.steps;
@@ -246,6 +252,7 @@ int main(int argc, char** argv) {
   double budget = 0;
   std::string fusion = "on";
   bool graphs = false;
+  std::string freezes = "none";
   app.add_option("--arch", archs, "Comma list of models")->capture_default_str();
   app.add_option("--batch", batches, "Batch per model: arch=B,... or one B for all")
       ->capture_default_str();
@@ -270,7 +277,17 @@ int main(int argc, char** argv) {
   app.add_flag("--cuda-graphs", graphs,
                "Replay each step's forward + backward from a CUDA graph (as mlai_train "
                "--cuda-graphs); rows say \"cuda_graphs\": true");
+  app.add_option("--freeze", freezes,
+                 "Comma list of none, backbone (mlai_train --freeze-backbone: the head and batch "
+                 "norm train) and backbone-bn (--freeze-bn too: the head alone)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  for (const std::string& f : split(freezes))
+    if (f != "none" && f != "backbone" && f != "backbone-bn") {
+      std::fprintf(stderr, "mlai_bench_step: --freeze %s: expected none, backbone or backbone-bn\n",
+                   f.c_str());
+      return 2;
+    }
   std::vector<bool> fusions;
   if (fusion != "off") fusions.push_back(true);
   if (fusion != "on") fusions.push_back(false);
@@ -313,56 +330,58 @@ int main(int argc, char** argv) {
               "step ms", "peak MiB", "loss", "device");
   for (const std::string& arch : split(archs)) {
     for (const std::string& prec : split(precisions))
-      for (const bool fused : fusions) {
-        RunSpec r;
-        r.fusion = fused;
-        r.graphs = graphs;
-        const std::string shown =
-            prec + (fused ? "" : " unfused") + (graphs ? " graphs" : "");
-        r.arch = arch;
-        r.precision = prec;
-        r.optimizer = optimizer.empty() ? (arch == "mlp" ? "adam" : "sgd") : optimizer;
-        r.batch = batch_of.count(arch) ? batch_of[arch] : 64;
-        r.steps = steps;
-        r.warmup = warmup;
-        r.device = dev;
-        nlohmann::json j;
-        if (budget > 0 && std::chrono::duration<double>(Clock::now() - start).count() > budget) {
-          j = {{"impl", "mlai"},          {"arch", arch},    {"batch", r.batch},
-               {"precision", prec},       {"fusion", fused}, {"cuda_graphs", graphs},
-               {"skipped", "time budget"}};
-          std::printf("%-16s %6lld %5s  skipped (time budget)\n", arch.c_str(),
-                      static_cast<long long>(r.batch), shown.c_str());
-        } else {
-          try {
-            j = run(r);
-            std::printf(
-                "%-16s %6lld %5s %12.0f %10.3f %10s %4.2f>%4.2f  %s  (fwd %.2f, bwd %.2f, opt %.2f "
-                "ms)\n",
-                arch.c_str(), static_cast<long long>(r.batch), shown.c_str(),
-                j["images_per_sec"].get<double>(), j["step_ms"].get<double>(),
-                j["peak_mem_mb"].is_null()
-                    ? "-"
-                    : std::to_string(j["peak_mem_mb"].get<double>()).substr(0, 8).c_str(),
-                j["loss_first"].get<double>(), j["loss_last"].get<double>(),
-                j["device_name"].get<std::string>().c_str(), j["forward_ms"].get<double>(),
-                j["backward_ms"].get<double>(), j["optimizer_ms"].get<double>());
-            if (!j["learned"].get<bool>()) {
-              std::printf("  ^ did not learn (loss did not fall on a fixed batch)\n");
+      for (const bool fused : fusions)
+        for (const std::string& freeze : split(freezes)) {
+          RunSpec r;
+          r.fusion = fused;
+          r.graphs = graphs;
+          r.freeze = freeze;
+          const std::string shown = prec + (fused ? "" : " unfused") + (graphs ? " graphs" : "") +
+                                    (freeze == "none" ? "" : " frozen " + freeze);
+          r.arch = arch;
+          r.precision = prec;
+          r.optimizer = optimizer.empty() ? (arch == "mlp" ? "adam" : "sgd") : optimizer;
+          r.batch = batch_of.count(arch) ? batch_of[arch] : 64;
+          r.steps = steps;
+          r.warmup = warmup;
+          r.device = dev;
+          nlohmann::json j;
+          if (budget > 0 && std::chrono::duration<double>(Clock::now() - start).count() > budget) {
+            j = {{"impl", "mlai"},          {"arch", arch},    {"batch", r.batch},
+                 {"precision", prec},       {"fusion", fused}, {"cuda_graphs", graphs},
+                 {"freeze", freeze},        {"skipped", "time budget"}};
+            std::printf("%-16s %6lld %5s  skipped (time budget)\n", arch.c_str(),
+                        static_cast<long long>(r.batch), shown.c_str());
+          } else {
+            try {
+              j = run(r);
+              std::printf(
+                  "%-16s %6lld %5s %12.0f %10.3f %10s %4.2f>%4.2f  %s  (fwd %.2f, bwd %.2f, opt %.2f "
+                  "ms)\n",
+                  arch.c_str(), static_cast<long long>(r.batch), shown.c_str(),
+                  j["images_per_sec"].get<double>(), j["step_ms"].get<double>(),
+                  j["peak_mem_mb"].is_null()
+                      ? "-"
+                      : std::to_string(j["peak_mem_mb"].get<double>()).substr(0, 8).c_str(),
+                  j["loss_first"].get<double>(), j["loss_last"].get<double>(),
+                  j["device_name"].get<std::string>().c_str(), j["forward_ms"].get<double>(),
+                  j["backward_ms"].get<double>(), j["optimizer_ms"].get<double>());
+              if (!j["learned"].get<bool>()) {
+                std::printf("  ^ did not learn (loss did not fall on a fixed batch)\n");
+                ++failures;
+              }
+            } catch (const std::exception& e) {
+              j = {{"impl", "mlai"},    {"arch", arch},    {"batch", r.batch},
+                   {"precision", prec}, {"fusion", fused}, {"cuda_graphs", graphs},
+                   {"error", e.what()}};
+              std::printf("%-16s %6lld %5s  error: %s\n", arch.c_str(),
+                          static_cast<long long>(r.batch), shown.c_str(), e.what());
               ++failures;
             }
-          } catch (const std::exception& e) {
-            j = {{"impl", "mlai"},    {"arch", arch},    {"batch", r.batch},
-                 {"precision", prec}, {"fusion", fused}, {"cuda_graphs", graphs},
-                 {"error", e.what()}};
-            std::printf("%-16s %6lld %5s  error: %s\n", arch.c_str(),
-                        static_cast<long long>(r.batch), shown.c_str(), e.what());
-            ++failures;
           }
+          std::fflush(stdout);
+          if (jsonl) jsonl << j.dump() << "\n" << std::flush;
         }
-        std::fflush(stdout);
-        if (jsonl) jsonl << j.dump() << "\n" << std::flush;
-      }
   }
   return failures ? 1 : 0;
 }

@@ -52,11 +52,13 @@ def read_lines(paths):
 
 
 def row_key(j):
+    # --freeze (fine-tuning) runs: rows of their own, in both engines.
+    frozen = "" if j.get("freeze", "none") == "none" else " frozen " + j["freeze"]
     if j["impl"] == "torch":
-        return ("torch", j.get("mode"))
+        return ("torch", j.get("mode") + frozen)
     # mlai_bench_step --fusion off|both and --cuda-graphs: rows of their own.
     return ("mlai", str(j.get("precision")) + ("" if j.get("fusion", True) else " unfused")
-            + (" graphs" if j.get("cuda_graphs") else ""))
+            + (" graphs" if j.get("cuda_graphs") else "") + frozen)
 
 
 def group(records):
