@@ -373,7 +373,7 @@ int main(int argc, char** argv) {
             } catch (const std::exception& e) {
               j = {{"impl", "mlai"},    {"arch", arch},    {"batch", r.batch},
                    {"precision", prec}, {"fusion", fused}, {"cuda_graphs", graphs},
-                   {"error", e.what()}};
+                   {"freeze", freeze},  {"error", e.what()}};
               std::printf("%-16s %6lld %5s  error: %s\n", arch.c_str(),
                           static_cast<long long>(r.batch), shown.c_str(), e.what());
               ++failures;

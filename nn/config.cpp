@@ -154,6 +154,9 @@ void Config::validate() const {
           "--unfreeze-backbone-at-epoch must be an epoch >= 0 (0-based; -1: never)");
   require(backbone_lr_ratio > 0, "--backbone-lr-ratio must be > 0");
   require(backbone_lr_growth > 0, "--backbone-lr-growth must be > 0");
+  require(!(swa_lrs > 0 && unfreeze_backbone_at_epoch >= 0),
+          "--swa-lrs cannot be combined with --unfreeze-backbone-at-epoch: SWALR would anneal "
+          "the head's rate only, not the backbone's group");
   require(!(cuda_graphs && unfreeze_backbone_at_epoch >= 0),
           "--cuda-graphs cannot be combined with --unfreeze-backbone-at-epoch: the captured "
           "backward computes no gradient for the frozen backbone");

@@ -70,6 +70,7 @@ std::vector<BatchNorm2d*> batch_norms(Module& m) {
 }
 
 void BatchNorm2d::reset_running_stats() {
+  if (!track_) return;  // (torch: a layer not tracking keeps what it has; update_bn skips it)
   tensor::fill_(*running_mean_, 0.0);
   tensor::fill_(*running_var_, 1.0);
   tensor::fill_(*num_batches_tracked_, 0.0);
@@ -78,25 +79,28 @@ void BatchNorm2d::reset_running_stats() {
 
 Variable BatchNorm2d::forward_act(const Variable& x, const Variable& residual, bool relu) {
   if (is_training() && track_ && !tensor::capturing(x.data().device())) count_batch();
-  // momentum=None: the k-th batch since the reset weighs 1/k (a cumulative mean). Not tracking:
-  // momentum 0 leaves the running statistics exactly as they are ((1 - 0) * r + 0 * batch).
-  const double momentum = !track_                        ? 0.0
-                          : cumulative_ && batches_ > 0 ? 1.0 / static_cast<double>(batches_)
-                                                         : momentum_;
+  // momentum=None: the k-th batch since the reset weighs 1/k (a cumulative mean).
+  const double momentum =
+      cumulative_ && batches_ > 0 ? 1.0 / static_cast<double>(batches_) : momentum_;
+  // Not tracking (torch's track_running_stats=False): training gets no running statistics to
+  // update (undefined tensors), so not even a non-finite batch can reach them.
+  Tensor untracked_mean, untracked_var;
+  const bool untracked = is_training() && !track_;
+  Tensor& rm = untracked ? untracked_mean : *running_mean_;
+  Tensor& rv = untracked ? untracked_var : *running_var_;
   const bool sync = is_training() && sync_ && world_ > 1;
   if (sync || !layer_fusion()) {
-    Variable out = sync ? autograd::sync_batchnorm(x, weight_, bias_, *running_mean_, *running_var_,
-                                                   momentum, eps_, world_, sync_)
-                        : autograd::batchnorm(x, weight_, bias_, *running_mean_, *running_var_,
-                                              is_training(), momentum, eps_);
+    Variable out = sync ? autograd::sync_batchnorm(x, weight_, bias_, rm, rv, momentum, eps_,
+                                                   world_, sync_)
+                        : autograd::batchnorm(x, weight_, bias_, rm, rv, is_training(), momentum,
+                                              eps_);
     if (residual.defined()) out = autograd::add(out, residual);
     return relu ? autograd::relu(out) : out;
   }
   if (!residual.defined() && !relu)  // plain: cuDNN's batch norm on CUDA
-    return autograd::batchnorm(x, weight_, bias_, *running_mean_, *running_var_, is_training(),
-                               momentum, eps_);
-  return autograd::batchnorm_act(x, weight_, bias_, residual, relu, *running_mean_, *running_var_,
-                                 is_training(), momentum, eps_);
+    return autograd::batchnorm(x, weight_, bias_, rm, rv, is_training(), momentum, eps_);
+  return autograd::batchnorm_act(x, weight_, bias_, residual, relu, rm, rv, is_training(),
+                                 momentum, eps_);
 }
 
 }  // namespace mlai::nn

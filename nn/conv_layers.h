@@ -48,7 +48,8 @@ class BatchNorm2d : public Module {
   // torch's track_running_stats = False on a layer that has running statistics (what
   // Lightning's BaseFinetuning.freeze does to batch norm with train_bn=False): training batches
   // are normalised with their own statistics but leave running_mean, running_var and
-  // num_batches_tracked as they are; evaluation still uses the running statistics.
+  // num_batches_tracked as they are (reset_running_stats too); evaluation still uses the
+  // running statistics.
   void set_track_running_stats(bool on) { track_ = on; }
   bool track_running_stats() const { return track_; }
   // --sync-bn: training statistics over all `world` ranks' batches (autograd::sync_batchnorm),

@@ -84,7 +84,8 @@ void Trainer::finetune_epoch_start(int64_t epoch, double lr) {
   if (!frozen_.empty()) {
     // BackboneFinetuning.unfreeze_and_add_param_group: the frozen parameters train again in a
     // new group (fresh optimizer state, its own step count) at a share of the head's rate.
-    // (A run resumed past `at` with the flag newly given unfreezes at once, the same way.)
+    // (A run resumed past `at` with the flag newly given unfreezes the same way at the next
+    // epoch start.)
     backbone = backbone_lr(at, at, 0.0, lr, cfg_.backbone_lr_ratio, cfg_.backbone_lr_growth);
     make_trainable(*model_, frozen_);
     opt_->set_step_count(state_.global_step - scaler_->skipped_steps());  // the exact count

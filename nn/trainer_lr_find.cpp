@@ -95,7 +95,9 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
       loss += l.data().item() * part;
     }
     if (reducer_) reducer_->finish();
-    scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()), i,
+    // (Counted on from the run's steps: a resumed run's optimizer, and any parameter group it
+    // added later, go on from their own step counts, as training would.)
+    scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()), state_.global_step + i,
                 cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0);
     if (reducer_)
       reducer_->zero_grad();

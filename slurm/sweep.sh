@@ -115,22 +115,24 @@ for g in "${grids[@]}"; do
   name=${g%%=*} list=${g#*=}
   name=${name#--}
   [[ "$name" =~ ^[a-z][a-z0-9-]*$ ]] || die "--grid $g: '$name' is not an mlai_train flag name"
-  for n in "${names[@]}"; do [ "$n" != "$name" ] || die "--grid: $name given twice"; done
+  for n in ${names[@]+"${names[@]}"}; do [ "$n" != "$name" ] || die "--grid: $name given twice"; done
   case "$name" in
     log-dir | experiment-name | resume) die "--grid $name: the sweep sets each run's $name" ;;
   esac
-  for a in "${common[@]}"; do
+  for a in ${common[@]+"${common[@]}"}; do
     case "$a" in
       "--$name" | "--$name="*) die "--$name is both swept (--grid) and given after --" ;;
     esac
   done
+  [[ "$list" != *[[:space:]]* ]] || die "--grid $g: no spaces in the values (V1,V2,...)"
+  [[ "$list" != *, && "$list" != ,* ]] || die "--grid $g: an empty value"
   IFS=, read -r -a vs <<< "$list"
   [ ${#vs[@]} -gt 0 ] || die "--grid $g: no values"
   for v in "${vs[@]}"; do [ -n "$v" ] || die "--grid $g: an empty value"; done
   names+=("$name")
   values+=("$(printf '%s\n' "${vs[@]}")")
 done
-for a in "${common[@]}"; do
+for a in ${common[@]+"${common[@]}"}; do
   case "$a" in
     --log-dir | --log-dir=* | --experiment-name | --experiment-name=* | --resume | --resume=*)
       die "${a%%=*}: the sweep sets each run's log folder and experiment; do not pass it" ;;
@@ -199,7 +201,7 @@ EOF
   echo "#SBATCH --cpus-per-task=$cpus"
   echo "#SBATCH --time=$time_limit"
   [ -n "$partition" ] && echo "#SBATCH --partition=$partition"
-  for opt in "${extra[@]}"; do echo "#SBATCH $opt"; done
+  for opt in ${extra[@]+"${extra[@]}"}; do echo "#SBATCH $opt"; done
   cat << EOF
 # SIGUSR1 120 s before the time limit: the run saves last.h5 and stops (see train.sbatch).
 #SBATCH --signal=USR1@120
@@ -247,7 +249,7 @@ EOF
   printf 'exec bash %q' "$repo/slurm/train.sbatch"
   [ ${#common[@]} -eq 0 ] || printf ' %q' "${common[@]}"
   # shellcheck disable=SC2016  # expanded in the job, not here
-  printf ' "${trial[@]}"\n'
+  printf ' ${trial[@]+"${trial[@]}"}\n'
 }
 
 if [ "$dry_run" = 1 ]; then
@@ -288,5 +290,9 @@ fi
 
 # ---- Wait and report ----------------------------------------------------------------------------
 echo "waiting for job array $job to end ..."
-while [ -n "$(squeue -h -j "$job" -o %i 2> /dev/null)" ]; do sleep 5; done
+while true; do
+  # (a failed squeue, as while slurmctld is busy, is asked again, not taken as "ended")
+  if left=$(squeue -h -j "$job" -o %i 2> /dev/null) && [ -z "$left" ]; then break; fi
+  sleep 5
+done
 python3 "$repo/slurm/sweep_report.py" "$study_dir"

@@ -111,18 +111,20 @@ def main():
     runs = []
     for t in tasks:
         s = summarize(metrics_files(os.path.join(args.study_dir, t["experiment"])), args.monitor)
-        runs.append(dict(t, **s))
+        # (the settings apart: a swept flag may share a name with a summary field, like epochs)
+        runs.append(dict(s, task=t["task"], experiment=t["experiment"],
+                         settings={n: t.get(n, "") for n in swept}))
     # Best first by the monitor; runs without a validation after those with one, by task.
     sign = 1 if args.monitor == "val_loss" else -1
     runs.sort(key=lambda r: (r["best"] is None, sign * (r["best"] or 0), int(r["task"])))
 
     columns = (["rank", "task"] + swept +
-               [f"best {args.monitor}", "at epoch", "epochs", "test_accuracy", "test_loss",
+               [f"best {args.monitor}", "at epoch", "epochs run", "test_accuracy", "test_loss",
                 "images/s", "state", "run"])
     table = []
     for i, r in enumerate(runs, 1):
         table.append([str(i) if r["best"] is not None else "-", r["task"]] +
-                     [r.get(n, "") for n in swept] +
+                     [r["settings"][n] for n in swept] +
                      [fmt(r["best"]), fmt(r["best_epoch"]), str(r["epochs"]),
                       fmt(r["test_accuracy"]), fmt(r["test_loss"]),
                       fmt(r["images_per_sec"], 0), r["state"],
@@ -133,7 +135,7 @@ def main():
     done = sum(r["state"] == "finished" for r in runs)
     lines = [f"# Sweep {study}: {len(runs)} run(s), {done} finished, ranked by {args.monitor}",
              "", "| " + " | ".join(columns) + " |",
-             "|" + "|".join("---:" if c in ("rank", "task", "epochs", "at epoch") or
+             "|" + "|".join("---:" if c in ("rank", "task", "epochs run", "at epoch") or
                             c.startswith("best") or c in ("test_accuracy", "test_loss",
                                                           "images/s") else "---"
                             for c in columns) + "|"]
@@ -141,8 +143,9 @@ def main():
     if runs and runs[0]["best"] is not None:
         best = runs[0]
         # (as sweep.sh passes them: a switch's "on" is the bare flag, its "off" nothing)
-        settings = " ".join(f"--{n}" if best.get(n) == "on" else f"--{n} {best.get(n)}"
-                            for n in swept if best.get(n) != "off")
+        chosen = best["settings"]
+        settings = " ".join(f"--{n}" if chosen[n] == "on" else f"--{n} {chosen[n]}"
+                            for n in swept if chosen[n] != "off")
         lines += ["", f"Best: task {best['task']} ({settings}): {args.monitor} "
                       f"{fmt(best['best'])} at epoch {best['best_epoch']}."]
     text = "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@
 // then its own rate (ratio, growth, cap at the head's), resumable across the unfreeze.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -113,6 +114,38 @@ TEST(Finetune, HeadAndBackboneOfTheModels) {
   const std::string summary = model_summary(*r);
   EXPECT_NE(summary.find("5.1 K     Trainable params"), std::string::npos) << summary;
   EXPECT_NE(summary.find("11.2 M    Non-trainable params"), std::string::npos) << summary;
+}
+
+// Batch norm not tracking (--freeze-bn): training normalises with the batch's statistics and
+// leaves the running ones exactly as they were, even when a batch holds an infinity (an fp16
+// overflow), and update_bn's reset leaves them too; evaluation uses them.
+TEST(Finetune, UntrackedBatchNormKeepsItsRunningStatistics) {
+  BatchNorm2d bn(3);
+  Generator g(3);
+  const Tensor x = Tensor::uniform({4, 2, 2, 3}, -1, 1, g);
+  bn.train();
+  bn(Variable(x));  // tracked: the statistics move
+  const auto named = bn.named_buffers();
+  auto snapshot = [&] {
+    std::vector<std::vector<double>> out;
+    for (const auto& [n, t] : named) out.push_back(t->to_double_vector());
+    return out;
+  };
+  const auto before = snapshot();
+  bn.set_track_running_stats(false);
+  std::vector<float> bad = x.to_vector<float>();
+  bad[0] = std::numeric_limits<float>::infinity();
+  bn(Variable(Tensor::from_vector(bad, x.shape())));
+  const Variable y = bn(Variable(x));
+  bn.reset_running_stats();
+  EXPECT_EQ(snapshot(), before);
+  // Training output: normalised with the batch's own statistics (mean 0 per channel).
+  const auto out = y.data().to_vector<float>();
+  for (int c = 0; c < 3; ++c) {
+    double mean = 0;
+    for (size_t i = static_cast<size_t>(c); i < out.size(); i += 3) mean += out[i];
+    EXPECT_NEAR(mean / 16, 0.0, 1e-5);
+  }
 }
 
 TEST(Finetune, BackboneRateFollowsBackboneFinetuning) {
@@ -285,6 +318,9 @@ TEST(FinetuneConfig, BadCombinationsAreRefused) {
   EXPECT_THROW(c.validate(), std::invalid_argument);
   c.backbone_lr_ratio = 0.1;
   c.cuda_graphs = true;
+  EXPECT_THROW(c.validate(), std::invalid_argument);
+  c.cuda_graphs = false;
+  c.swa_lrs = 0.01;
   EXPECT_THROW(c.validate(), std::invalid_argument);
 }
 
