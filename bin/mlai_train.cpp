@@ -172,6 +172,13 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "val_loss (lower is better) or val_accuracy")->capture_default_str();
   app.add_option("--early-stopping-min-delta", c.early_stopping_min_delta,
                  "Smaller changes do not count as an improvement")->capture_default_str();
+  app.add_option("--early-stopping-stopping-threshold", c.early_stopping_stopping_threshold,
+                 "Stop as soon as the monitored metric is better than this (EarlyStopping's "
+                 "stopping_threshold); early stopping, while on, also stops at a value that is "
+                 "not finite");
+  app.add_option("--early-stopping-divergence-threshold", c.early_stopping_divergence_threshold,
+                 "Stop as soon as the monitored metric is worse than this (EarlyStopping's "
+                 "divergence_threshold)");
   app.add_option("--log-every-n-steps", c.log_every_n_steps,
                  "TensorBoard: the training loss and lr of every n-th optimizer step (0: off)")
       ->capture_default_str();

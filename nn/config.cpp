@@ -145,8 +145,24 @@ void Config::validate() const {
   one_of(gradient_clip_algorithm, {"norm", "value"}, "--gradient-clip-algorithm");
   one_of(early_stopping_monitor, {"val_loss", "val_accuracy"}, "--early-stopping-monitor");
   require(early_stopping_min_delta >= 0, "--early-stopping-min-delta must be >= 0");
-  require(early_stopping_patience == 0 || val_split > 0 || overfit_batches > 0,
-          "--early-stopping-patience needs a validation set (--val-split > 0)");
+  for (const auto& [flag, text] :
+       {std::pair<const char*, const std::string*>{"--early-stopping-stopping-threshold",
+                                                    &early_stopping_stopping_threshold},
+        {"--early-stopping-divergence-threshold", &early_stopping_divergence_threshold}}) {
+    if (text->empty()) continue;
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(*text, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    require(used == text->size() && std::isfinite(v),
+            std::string(flag) + " must be a number, got '" + *text + "'");
+  }
+  require(!early_stopping() || val_split > 0 || overfit_batches > 0,
+          "early stopping (--early-stopping-patience or a threshold) needs a validation set "
+          "(--val-split > 0)");
   require(!(reset_head && pretrained.empty()), "--reset-head applies to --pretrained only");
   require(!(freeze_bn && !freeze_backbone && unfreeze_backbone_at_epoch < 0),
           "--freeze-bn applies with --freeze-backbone or --unfreeze-backbone-at-epoch");
@@ -237,7 +253,8 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(checkpoint_every) X(checkpoint_every_n_steps) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
   X(lr_scale) X(sync_bn) X(dist_timeout) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
-  X(early_stopping_min_delta) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
+  X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \
+  X(early_stopping_divergence_threshold) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
   X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha) \

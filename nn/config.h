@@ -109,6 +109,17 @@ struct Config {
   int64_t early_stopping_patience = 0;
   std::string early_stopping_monitor = "val_loss";  // or val_accuracy
   double early_stopping_min_delta = 0.0;
+  // EarlyStopping's stopping_threshold (stop once the monitor is better than it) and
+  // divergence_threshold (stop once it is worse): numbers, "" for off. Either turns early
+  // stopping on without a patience. While it is on, a monitored value that is not finite stops
+  // training at once (EarlyStopping's check_finite=True).
+  std::string early_stopping_stopping_threshold;
+  std::string early_stopping_divergence_threshold;
+  // Whether EarlyStopping is on (a patience or a threshold).
+  bool early_stopping() const {
+    return early_stopping_patience > 0 || !early_stopping_stopping_threshold.empty() ||
+           !early_stopping_divergence_threshold.empty();
+  }
   // data parallel (world > 1 under mpirun or srun)
   std::string dist_backend = "auto";  // auto: nccl on GPUs, mpi on CPUs
   double bucket_cap_mb = 25.0;

@@ -145,8 +145,10 @@ class Trainer {
   // Lightning's ModelCheckpoint after a validation (score: --checkpoint-monitor's value):
   // best.h5 when it improves, and the --save-top-k files.
   void keep_if_best(double score, int64_t epoch);
-  // Lightning's EarlyStopping after a validation: true when patience has run out.
+  // Lightning's EarlyStopping after a validation: true when training should stop (a value
+  // that is not finite, a threshold passed, patience run out), the reason in early_stop_reason_.
   bool early_stopping_update(const EvalResult& v);
+  std::string early_stop_reason_;
   double train_seconds() const;  // over every resume (--max-time)
   void load_test_weights();  // --test-ckpt best or FILE (last: nothing to load)
   // Gives every rank rank 0's parameters and buffers (and with `training`, its optimizer and

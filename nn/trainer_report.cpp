@@ -199,7 +199,7 @@ bool Trainer::validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit,
   state_.epoch = epoch;  // in progress: best.h5 resumes at next_batch like last.h5
   keep_if_best(cfg_.checkpoint_monitor == "val_loss" ? v.loss : acc, epoch);
   // Lightning checks EarlyStopping after every validation, within epochs too.
-  return cfg_.early_stopping_patience > 0 && !dev_run_ && early_stopping_update(v);
+  return cfg_.early_stopping() && !dev_run_ && early_stopping_update(v);
 }
 
 void Trainer::keep_if_best(double score, int64_t epoch) {
@@ -248,15 +248,42 @@ void Trainer::keep_if_best(double score, int64_t epoch) {
 
 bool Trainer::early_stopping_update(const EvalResult& val) {
   const bool lower = cfg_.early_stopping_monitor == "val_loss";
+  const char* name = cfg_.early_stopping_monitor.c_str();
   const double v = lower ? val.loss : val.confusion.accuracy();
+  const auto better = [&](double a, double b) { return lower ? a < b : a > b; };
   double& best = state_.early_stopping_best;
-  const double d = cfg_.early_stopping_min_delta;
-  if (std::isnan(best) || (lower ? v < best - d : v > best + d)) {
+  char why[256];
+  // In Lightning's order: check_finite, stopping_threshold, divergence_threshold, patience.
+  const std::string& stop_at = cfg_.early_stopping_stopping_threshold;
+  const std::string& diverge_at = cfg_.early_stopping_divergence_threshold;
+  if (!std::isfinite(v)) {
+    if (std::isnan(best))
+      std::snprintf(why, sizeof(why), "%s = %g is not finite (no finite value before)", name, v);
+    else
+      std::snprintf(why, sizeof(why), "%s = %g is not finite (best %.4f)", name, v, best);
+  } else if (!stop_at.empty() && better(v, std::stod(stop_at))) {
+    std::snprintf(why, sizeof(why), "%s = %.4f is better than --early-stopping-stopping-threshold %s",
+                  name, v, stop_at.c_str());
+  } else if (!diverge_at.empty() && better(std::stod(diverge_at), v)) {
+    std::snprintf(why, sizeof(why),
+                  "%s = %.4f is worse than --early-stopping-divergence-threshold %s", name, v,
+                  diverge_at.c_str());
+  } else if (const double d = cfg_.early_stopping_min_delta;
+             std::isnan(best) || better(lower ? v + d : v - d, best)) {
     best = v;
     state_.early_stopping_wait = 0;
     return false;
+  } else if (++state_.early_stopping_wait >= cfg_.early_stopping_patience &&
+             cfg_.early_stopping_patience > 0) {
+    std::snprintf(why, sizeof(why),
+                  "%s has not improved by more than %g for %lld validation(s) (best %.4f)", name,
+                  cfg_.early_stopping_min_delta,
+                  static_cast<long long>(state_.early_stopping_wait), best);
+  } else {
+    return false;
   }
-  return ++state_.early_stopping_wait >= cfg_.early_stopping_patience;
+  early_stop_reason_ = why;
+  return true;
 }
 
 // Reduces the epoch's training sums over ranks, validates (unless --check-val-every-n-epoch
@@ -321,7 +348,7 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
   state_.next_batch = partial ? e.stopped_at : 0;
   // Early stopping on the global validation metrics: every rank decides the same. A
   // validation within the epoch has already counted (validate_within_epoch).
-  if (cfg_.early_stopping_patience > 0 && !dev_run_ && validated && !e.val_now &&
+  if (cfg_.early_stopping() && !dev_run_ && validated && !e.val_now &&
       early_stopping_update(val))
     res.early_stopped = true;
   const bool stop_early = res.early_stopped;
@@ -398,12 +425,8 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
     tb_->flush();
   }
   if (stop_early && main_)
-    std::printf(
-        "early stopping at epoch %lld, step %lld: %s has not improved by more than %g for %lld "
-        "validation(s) (best %.4f)\n",
-        static_cast<long long>(epoch + 1), static_cast<long long>(state_.global_step),
-        cfg_.early_stopping_monitor.c_str(), cfg_.early_stopping_min_delta,
-        static_cast<long long>(state_.early_stopping_wait), state_.early_stopping_best);
+    std::printf("early stopping at epoch %lld, step %lld: %s\n", static_cast<long long>(epoch + 1),
+                static_cast<long long>(state_.global_step), early_stop_reason_.c_str());
   return stop_early;
 }
 

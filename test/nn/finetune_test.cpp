@@ -179,16 +179,6 @@ class FinetuneTrainer : public TrainerTest {
       }
     }
   }
-  // The TensorBoard values of `tag` by epoch-end step.
-  static std::vector<float> scalar_values(const std::string& dir, const std::string& tag) {
-    std::vector<float> out;
-    for (auto& e : std::filesystem::directory_iterator(dir))
-      if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
-        for (const std::string& rec : testing::read_records(e.path()))
-          if (const testing::Scalar sc = testing::decode_scalar(rec); sc.tag == tag)
-            out.push_back(sc.value);
-    return out;
-  }
 };
 
 TEST_F(FinetuneTrainer, FrozenMlpBackboneStaysExactlyAsItWas) {

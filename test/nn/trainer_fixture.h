@@ -86,4 +86,15 @@ inline std::vector<int64_t> scalar_steps(const std::string& version_dir, const s
   return steps;
 }
 
+// The values of every TensorBoard scalar with this tag in a run's event file, in order.
+inline std::vector<float> scalar_values(const std::string& version_dir, const std::string& tag) {
+  std::vector<float> values;
+  for (auto& e : std::filesystem::directory_iterator(version_dir))
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
+      for (const std::string& rec : testing::read_records(e.path()))
+        if (const testing::Scalar sc = testing::decode_scalar(rec); sc.tag == tag)
+          values.push_back(sc.value);
+  return values;
+}
+
 }  // namespace mlai::nn
