@@ -185,6 +185,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_flag("--log-grad-norm", c.log_grad_norm,
                "TensorBoard: also the gradient 2-norm at those steps (averaged over ranks, "
                "unscaled, before clipping)");
+  app.add_flag("--log-histograms", c.log_histograms,
+               "TensorBoard: a histogram of every parameter at each epoch's end "
+               "(weights/<name>: the HISTOGRAMS and DISTRIBUTIONS tabs)");
   app.add_option("--log-dir", c.log_dir, "Root of the experiment directories")->capture_default_str();
   app.add_option("--experiment-name", c.experiment_name,
                  "Logs go to <log-dir>/<name>/version_<n or Slurm job id>/")->capture_default_str();

@@ -1,15 +1,18 @@
 // TensorBoard event writer: table-driven CRC32C, a hand-rolled protobuf encoder for the handful of
-// fields a scalar event needs, and TFRecord framing around it. Byte order is written explicitly
+// fields scalar, histogram and hparams events need, and TFRecord framing around them. Byte order is written explicitly
 // (little-endian) so the files are the same on any host.
 #include "io/tensorboard.h"
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <stdexcept>
 
 namespace mlai::io {
@@ -95,6 +98,94 @@ std::string encode_scalar_event(const std::string& tag, float value, int64_t ste
   put_double_field(event, 1, wall_time);
   put_tag(event, 2, 0);
   put_varint(event, static_cast<uint64_t>(step));  // negative steps: two's complement, 10 bytes
+  put_bytes_field(event, 5, summary);
+  return event;
+}
+
+namespace {
+// TensorFlow's default histogram bucket edges: 0 and +-1e-12 x 1.1^k below 1e20, ascending,
+// and the largest double last (so every finite value has a bucket).
+const std::vector<double>& default_bucket_limits() {
+  static const std::vector<double> limits = [] {
+    std::vector<double> pos;
+    for (double v = 1e-12; v < 1e20; v *= 1.1) pos.push_back(v);
+    std::vector<double> out;
+    for (auto it = pos.rbegin(); it != pos.rend(); ++it) out.push_back(-*it);
+    out.push_back(0.0);
+    out.insert(out.end(), pos.begin(), pos.end());
+    out.push_back(std::numeric_limits<double>::max());
+    return out;
+  }();
+  return limits;
+}
+
+void put_packed_doubles(std::string& out, int field, const std::vector<double>& v) {
+  std::string packed;
+  for (double d : v) {
+    uint64_t bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    put_le(packed, bits, 8);
+  }
+  put_bytes_field(out, field, packed);
+}
+}  // namespace
+
+Histogram make_histogram(const float* values, size_t n) {
+  const std::vector<double>& edges = default_bucket_limits();
+  std::vector<double> counts(edges.size(), 0.0);
+  Histogram h;
+  h.min = std::numeric_limits<double>::infinity();
+  h.max = -h.min;
+  for (size_t i = 0; i < n; ++i) {
+    const double v = values[i];
+    if (!std::isfinite(v)) continue;
+    // The bucket whose upper edge is the first above v.
+    const size_t b = static_cast<size_t>(std::upper_bound(edges.begin(), edges.end(), v) - edges.begin());
+    counts[std::min(b, edges.size() - 1)] += 1;
+    h.min = std::min(h.min, v);
+    h.max = std::max(h.max, v);
+    h.num += 1;
+    h.sum += v;
+    h.sum_squares += v * v;
+  }
+  if (h.num == 0) {
+    h.min = h.max = 0;
+    return h;
+  }
+  size_t first = 0, last = counts.size() - 1;
+  while (counts[first] == 0) ++first;
+  while (counts[last] == 0) --last;
+  for (size_t b = first; b <= last; ++b) {
+    if (counts[b] == 0 && !h.counts.empty() && h.counts.back() == 0) {
+      h.limits.back() = edges[b];  // widen the empty bucket before it
+      continue;
+    }
+    h.limits.push_back(edges[b]);
+    h.counts.push_back(counts[b]);
+  }
+  return h;
+}
+
+std::string encode_histogram_event(const std::string& tag, const Histogram& h, int64_t step,
+                                   double wall_time) {
+  std::string histo;  // HistogramProto { min 1; max 2; num 3; sum 4; sum_squares 5;
+                      //   repeated double bucket_limit = 6 [packed]; bucket = 7 [packed] }
+  put_double_field(histo, 1, h.min);
+  put_double_field(histo, 2, h.max);
+  put_double_field(histo, 3, h.num);
+  put_double_field(histo, 4, h.sum);
+  put_double_field(histo, 5, h.sum_squares);
+  put_packed_doubles(histo, 6, h.limits);
+  put_packed_doubles(histo, 7, h.counts);
+  std::string v;  // Summary.Value { string tag = 1; HistogramProto histo = 5; }
+  put_bytes_field(v, 1, tag);
+  put_bytes_field(v, 5, histo);
+  std::string summary;
+  put_bytes_field(summary, 1, v);
+  std::string event;
+  put_double_field(event, 1, wall_time);
+  put_tag(event, 2, 0);
+  put_varint(event, static_cast<uint64_t>(step));
   put_bytes_field(event, 5, summary);
   return event;
 }
@@ -212,6 +303,12 @@ EventWriter::~EventWriter() {
 
 void EventWriter::add_scalar(const std::string& tag, float value, int64_t step, double wall_time) {
   write_record(encode_scalar_event(tag, value, step, wall_time));
+}
+
+void EventWriter::add_histogram(const std::string& tag, const std::vector<float>& values,
+                                int64_t step, double wall_time) {
+  write_record(encode_histogram_event(tag, make_histogram(values.data(), values.size()), step,
+                                      wall_time));
 }
 
 void EventWriter::add_hparams(const std::vector<HParam>& hparams, double wall_time) {

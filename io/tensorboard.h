@@ -1,4 +1,5 @@
-// A minimal TensorBoard event-file writer for scalars, with no protobuf dependency: TFRecord
+// A minimal TensorBoard event-file writer for scalars, histograms and hyperparameters, with
+// no protobuf dependency: TFRecord
 // framing with masked CRC32C, and the few Event/Summary protobuf fields encoded by hand.
 // Files are named events.out.tfevents.<unix seconds>.<hostname> as TensorBoard expects.
 #pragma once
@@ -24,6 +25,20 @@ double unix_time_now();
 // tests can check the encoding.
 std::string encode_scalar_event(const std::string& tag, float value, int64_t step,
                                 double wall_time);
+// A histogram as TensorBoard's HistogramProto stores it: the values' min, max, count, sum and
+// sum of squares, and counts per bucket, bucket i holding the values in [limits[i-1],
+// limits[i]) (the first from min). The buckets are TensorFlow's default ones (edges at 0 and at
+// +-1e-12 x 1.1^k up to 1e20, so about 10% wide at any magnitude); only those from the first to
+// the last non-empty are kept, and a run of empty ones is merged into one.
+struct Histogram {
+  double min = 0, max = 0, num = 0, sum = 0, sum_squares = 0;
+  std::vector<double> limits, counts;
+};
+// Non-finite values are left out (counted in none of the fields).
+Histogram make_histogram(const float* values, size_t n);
+// Protobuf bytes of one Event{wall_time, step, summary{value{tag, histo}}}.
+std::string encode_histogram_event(const std::string& tag, const Histogram& h, int64_t step,
+                                   double wall_time);
 // One hyperparameter of a run for TensorBoard's HPARAMS tab: a number, a bool or a string.
 struct HParam {
   std::string name;
@@ -50,6 +65,9 @@ class EventWriter {
 
   void add_scalar(const std::string& tag, float value, int64_t step,
                   double wall_time = unix_time_now());
+  // TensorBoard's HISTOGRAMS and DISTRIBUTIONS tabs (add_histogram).
+  void add_histogram(const std::string& tag, const std::vector<float>& values, int64_t step,
+                     double wall_time = unix_time_now());
   // TensorBoard's HPARAMS tab: this run's hyperparameters (once, at its start), and its end.
   void add_hparams(const std::vector<HParam>& hparams, double wall_time = unix_time_now());
   void end_hparams_session(bool success, double wall_time = unix_time_now());

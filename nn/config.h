@@ -101,6 +101,9 @@ struct Config {
   // Lightning's log_every_n_steps: the training loss of every n-th step to TensorBoard (0: off).
   int64_t log_every_n_steps = 50;
   bool log_grad_norm = false;  // also the gradient 2-norm at those steps (train/grad_norm_step)
+  // TensorBoard histograms of every parameter at each epoch's end (weights/<name>), as the
+  // usual on_train_epoch_end add_histogram loop of a LightningModule.
+  bool log_histograms = false;
   // Lightning's gradient_clip_val / gradient_clip_algorithm (0: off).
   double gradient_clip_val = 0.0;
   std::string gradient_clip_algorithm = "norm";  // or value

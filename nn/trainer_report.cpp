@@ -422,6 +422,12 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
     csv_->log(row);
     for (const auto& [tag, v] : scalars)
       tb_->add_scalar(tag, static_cast<float>(v), state_.global_step);
+    // --log-histograms: each parameter's values (the training weights, float32 masters).
+    if (cfg_.log_histograms) {
+      Profiler::Scope ps(profiler_, "histograms");
+      for (const auto& [name, v] : model_->named_parameters())
+        tb_->add_histogram("weights/" + name, v.data().to_vector<float>(), state_.global_step);
+    }
     tb_->flush();
   }
   if (stop_early && main_)

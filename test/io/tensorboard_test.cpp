@@ -1,15 +1,18 @@
 // Tests for io/tensorboard: CRC32C known vectors, the written file checked byte by byte by a
-// small TFRecord + protobuf reader (tb_reader.h), and read-backs through TensorBoard's own
-// Python reader and HParams plugin.
+// small TFRecord + protobuf reader (tb_reader.h), histogram bucketing, and read-backs through
+// TensorBoard's own Python readers (scalars, histograms) and HParams plugin.
 #include "io/tensorboard.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <vector>
@@ -141,6 +144,89 @@ TEST_F(TensorBoardTest, TensorBoardPythonReadsOurFile) {
         float(std::stod(line.substr(c2 + 1)));
   }
   EXPECT_EQ(got, want) << out << err_text;
+}
+
+// Histograms: the moments are exact, every finite value is in one bucket, the buckets are
+// TensorFlow's (about 10% wide, edges at 0 and +-1e-12 x 1.1^k), empty ends are dropped and
+// an empty run inside is one bucket.
+TEST(TensorBoardHistogram, BucketsHoldEveryValueOnce) {
+  std::vector<float> v{-2.0f, -0.5f, 0.0f, 0.0f, 0.3f, 1.0f, 1.04f, 5.0f,
+                       std::numeric_limits<float>::quiet_NaN(),
+                       std::numeric_limits<float>::infinity()};
+  const Histogram h = make_histogram(v.data(), v.size());
+  EXPECT_EQ(h.num, 8);
+  EXPECT_EQ(h.min, -2.0);
+  EXPECT_EQ(h.max, 5.0);
+  double sum = 0, sq = 0;
+  for (size_t i = 0; i < 8; ++i) {
+    sum += v[i];
+    sq += double(v[i]) * v[i];
+  }
+  EXPECT_DOUBLE_EQ(h.sum, sum);
+  EXPECT_DOUBLE_EQ(h.sum_squares, sq);
+  ASSERT_EQ(h.limits.size(), h.counts.size());
+  ASSERT_FALSE(h.counts.empty());
+  EXPECT_GT(h.counts.front(), 0);
+  EXPECT_GT(h.counts.back(), 0);
+  for (size_t i = 1; i < h.limits.size(); ++i) {
+    EXPECT_LT(h.limits[i - 1], h.limits[i]);
+    EXPECT_FALSE(h.counts[i] == 0 && h.counts[i - 1] == 0) << "two empty buckets at " << i;
+  }
+  // Each value in the bucket [previous limit, limit): recount from the limits alone.
+  std::vector<double> recount(h.counts.size(), 0);
+  for (size_t i = 0; i < 8; ++i) {
+    const size_t b = static_cast<size_t>(
+        std::upper_bound(h.limits.begin(), h.limits.end(), double(v[i])) - h.limits.begin());
+    ASSERT_LT(b, recount.size()) << v[i];
+    recount[b] += 1;
+  }
+  EXPECT_EQ(recount, h.counts);
+  // The bucket of 5.0 is about 10% wide: its limit is within (5, 5.5].
+  const size_t b5 = static_cast<size_t>(
+      std::upper_bound(h.limits.begin(), h.limits.end(), 5.0) - h.limits.begin());
+  EXPECT_GT(h.limits[b5], 5.0);
+  EXPECT_LE(h.limits[b5], 5.5);
+  const Histogram empty = make_histogram(v.data() + 8, 2);  // NaN and inf only
+  EXPECT_EQ(empty.num, 0);
+  EXPECT_TRUE(empty.counts.empty());
+}
+
+// TensorBoard's own readers take our histograms: the EventAccumulator (HISTOGRAMS data) and
+// the dashboard's conversion to [left, right, count] rows, with every value counted.
+TEST_F(TensorBoardTest, TensorBoardPythonReadsOurHistograms) {
+  if (std::system("python3 -c 'import tensorboard' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "tensorboard Python package not installed (pip install tensorboard)";
+  }
+  std::vector<float> w(1000);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = std::sin(0.37f * float(i)) * 0.05f;
+  {
+    EventWriter ew(dir_.string());
+    ew.add_histogram("weights/fc.weight", w, 7);
+    ew.add_histogram("weights/fc.weight", {1.0f, 2.0f, 3.0f}, 14);
+  }
+  const ScriptRun run = run_script("read_histograms.py");
+  ASSERT_EQ(run.rc, 0) << run.cmd << "\n" << run.err;
+  std::istringstream lines(run.out);
+  std::vector<std::string> got;
+  for (std::string line; std::getline(lines, line);) got.push_back(line);
+  ASSERT_EQ(got.size(), 2u) << run.out << run.err;
+  const Histogram h = make_histogram(w.data(), w.size());
+  std::istringstream first(got[0]);
+  std::string tag;
+  int64_t step = 0, buckets = 0, rows = 0;
+  double num = 0, mn = 0, mx = 0, sum = 0, sq = 0, in_buckets = 0, in_rows = 0;
+  first >> tag >> step >> num >> mn >> mx >> sum >> sq >> buckets >> in_buckets >> rows >> in_rows;
+  EXPECT_EQ(tag, "weights/fc.weight");
+  EXPECT_EQ(step, 7);
+  EXPECT_EQ(num, 1000);
+  EXPECT_EQ(mn, h.min);
+  EXPECT_EQ(mx, h.max);
+  EXPECT_DOUBLE_EQ(sum, h.sum);
+  EXPECT_EQ(buckets, static_cast<int64_t>(h.counts.size()));
+  EXPECT_EQ(in_buckets, 1000);
+  EXPECT_GT(rows, 0);
+  EXPECT_EQ(in_rows, 1000);
+  EXPECT_EQ(got[1].rfind("weights/fc.weight 14 3.0 1.0 3.0 6.0 14.0 ", 0), 0u) << got[1];
 }
 
 // TensorBoard's HPARAMS tab: two runs' hyperparameters (a number, a string, a bool each), their

@@ -1,10 +1,12 @@
 // Lightning's per-step logging on the trainer, on the small synthetic MNIST-format set:
 // train/loss_step and train/lr_step every n steps (log_every_n_steps), the HPARAMS session and
-// test scalars, and --log-grad-norm's train/grad_norm_step.
+// test scalars, --log-grad-norm's train/grad_norm_step, and --log-histograms.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -114,6 +116,52 @@ TEST_F(TrainerTest, LogsTheGradientNormOfTheStep) {
   d.log_grad_norm = false;
   d.experiment_name = "off";
   EXPECT_TRUE(grad_norms(Trainer(d).fit().version_dir).empty());
+}
+
+// --log-histograms: at each epoch's end a histogram of every parameter (weights/<name>), whose
+// count is the parameter's size and whose moments are its values'.
+TEST_F(TrainerTest, LogsAHistogramOfEveryParameterEachEpoch) {
+  Config c = base();
+  c.log_histograms = true;
+  Trainer t(c);
+  const FitResult r = t.fit();
+  std::map<std::string, std::vector<int64_t>> steps;  // tag -> steps
+  std::map<std::string, std::pair<double, double>> last;  // tag -> (num, sum) at the last step
+  for (auto& e : fs::directory_iterator(r.version_dir)) {
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) != 0) continue;
+    for (const std::string& rec : testing::read_records(e.path())) {
+      int64_t step = 0;
+      for (const testing::Field& f : testing::parse_proto(rec)) {
+        if (f.number == 2) step = int64_t(f.num);
+        if (f.number != 5) continue;
+        for (const testing::Field& v : testing::parse_proto(f.bytes)) {  // Summary.value
+          std::string tag;
+          double num = -1, sum = 0;
+          for (const testing::Field& g : testing::parse_proto(v.bytes)) {
+            if (g.number == 1) tag = g.bytes;
+            if (g.number != 5) continue;  // HistogramProto
+            for (const testing::Field& h : testing::parse_proto(g.bytes)) {
+              if (h.number == 3) std::memcpy(&num, &h.num, 8);
+              if (h.number == 4) std::memcpy(&sum, &h.num, 8);
+            }
+          }
+          if (num < 0) continue;
+          steps[tag].push_back(step);
+          last[tag] = {num, sum};
+        }
+      }
+    }
+  }
+  const auto params = t.model().named_parameters();
+  ASSERT_EQ(steps.size(), params.size());
+  for (const auto& [name, v] : params) {
+    const std::string tag = "weights/" + name;
+    EXPECT_EQ(steps[tag], (std::vector<int64_t>{18, 36})) << tag;
+    EXPECT_EQ(last[tag].first, static_cast<double>(v.numel())) << tag;
+    double sum = 0;
+    for (float x : v.data().to_vector<float>()) sum += x;
+    EXPECT_NEAR(last[tag].second, sum, 1e-9 * (1 + std::fabs(sum)) + 1e-9) << tag;
+  }
 }
 
 }  // namespace
