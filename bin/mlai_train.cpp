@@ -211,8 +211,15 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--checkpoint-every-n-steps", c.checkpoint_every_n_steps,
                  "Also write last.h5 every N optimizer steps, mid-epoch included (0: off)")
       ->capture_default_str();
-  app.add_option("--resume", c.resume, "Continue exactly from a checkpoint (e.g. .../last.h5)")
-      ->check(CLI::ExistingFile);
+  app.add_option("--resume", c.resume,
+                 "Continue exactly from a checkpoint (e.g. .../last.h5), or 'last': the newest "
+                 "last.h5 of this --experiment-name under --log-dir (none: start afresh)")
+      ->check(
+          [](const std::string& v) -> std::string {
+            if (v == "last" || std::filesystem::is_regular_file(v)) return "";
+            return "no checkpoint file " + v + " (give a last.h5, or 'last')";
+          },
+          "FILE or last");
   app.add_option("--pretrained", c.pretrained,
                  "Start from these weights (an mlai checkpoint, or a file from "
                  "tools/torch_interop.py export); names and shapes must match")

@@ -47,6 +47,26 @@ std::string make_version_dir(const std::string& log_dir, const std::string& expe
   return dir.string();
 }
 
+std::string find_last_checkpoint(const std::string& log_dir, const std::string& experiment) {
+  const fs::path base = fs::path(log_dir) / experiment;
+  std::error_code ec;
+  if (!fs::is_directory(base, ec)) return "";
+  fs::path newest;
+  fs::file_time_type newest_time;
+  for (const auto& e : fs::directory_iterator(base, ec)) {
+    if (e.path().filename().string().rfind("version_", 0) != 0) continue;
+    const fs::path ckpt = e.path() / "checkpoints" / "last.h5";
+    if (!fs::is_regular_file(ckpt, ec)) continue;
+    const auto t = fs::last_write_time(ckpt, ec);
+    if (ec) continue;
+    if (newest.empty() || t > newest_time) {
+      newest = ckpt;
+      newest_time = t;
+    }
+  }
+  return newest.string();
+}
+
 nlohmann::json machine_info(const std::string& device, const std::string& command_line) {
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);

@@ -17,6 +17,10 @@ namespace mlai::nn {
 // logs/<experiment>/version_<SLURM_JOB_ID, or the next free n>/ with checkpoints/ inside.
 std::string make_version_dir(const std::string& log_dir, const std::string& experiment);
 
+// Lightning's ckpt_path="last": the newest checkpoints/last.h5 (by modification time) of any
+// version of <log_dir>/<experiment>; "" when there is none.
+std::string find_last_checkpoint(const std::string& log_dir, const std::string& experiment);
+
 // Hostname, cores, device, Slurm job, git commit (at configure time) and the command line.
 nlohmann::json machine_info(const std::string& device, const std::string& command_line);
 

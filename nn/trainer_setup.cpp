@@ -37,6 +37,16 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
       group_(group),
       main_(group.is_main()) {
   cfg_.validate();
+  // --resume last (Lightning's ckpt_path="last"): the experiment's newest last.h5; without one
+  // the run starts afresh, as Lightning does, and says so.
+  if (cfg_.resume == "last") {
+    cfg_.resume = find_last_checkpoint(cfg_.log_dir, cfg_.experiment_name);
+    if (main_ && cfg_.resume.empty())
+      std::printf("--resume last: no last.h5 under %s/%s yet; starting afresh\n",
+                  cfg_.log_dir.c_str(), cfg_.experiment_name.c_str());
+    else if (main_)
+      std::printf("--resume last: %s\n", cfg_.resume.c_str());
+  }
   group_.set_timeout(cfg_.dist_timeout);
   device_ = select_device(cfg_.device, group_);
   t::set_current_device(device_);

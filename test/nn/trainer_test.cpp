@@ -14,6 +14,7 @@
 #include <fstream>
 
 #include "nn/checkpoint.h"
+#include "nn/experiment.h"
 #include "tensor/device.h"
 #include "trainer_fixture.h"
 
@@ -367,6 +368,35 @@ TEST_F(TrainerTest, CudaGraphsTrainLikeEagerSteps) {
       EXPECT_NEAR(re.test.confusion.accuracy(), rg.test.confusion.accuracy(), 0.02);
       EXPECT_GT(rg.test.confusion.accuracy(), 0.5);
     }
+}
+
+// --resume last (Lightning's ckpt_path="last"): the experiment's newest last.h5, here one a
+// --max-steps run left mid-epoch, continues exactly; with none yet the run starts afresh.
+TEST_F(TrainerTest, ResumeLastContinuesTheExperimentsNewestCheckpoint) {
+  Config c = four_epochs_sgd(0.05, 0.5);
+  c.experiment_name = "straight";
+  Trainer straight(c);
+  straight.fit();
+  const auto want = weights(straight);
+  c.experiment_name = "auto";
+  Config first = c;
+  first.max_steps = 30;  // within epoch 2
+  const FitResult r1 = Trainer(first).fit();
+  EXPECT_EQ(find_last_checkpoint(c.log_dir, "auto"), r1.version_dir + "/checkpoints/last.h5");
+  Config again = c;
+  again.resume = "last";
+  Trainer resumed(again);
+  const FitResult r2 = resumed.fit();
+  EXPECT_EQ(weights(resumed), want);
+  EXPECT_EQ(r2.global_step, 4 * 18);
+  // The newest now is the resumed run's own (a new version folder).
+  EXPECT_EQ(find_last_checkpoint(c.log_dir, "auto"), r2.version_dir + "/checkpoints/last.h5");
+  Config fresh = c;
+  fresh.experiment_name = "nothing-yet";
+  fresh.resume = "last";
+  Trainer t(fresh);
+  t.fit();
+  EXPECT_EQ(weights(t), want);
 }
 
 }  // namespace
