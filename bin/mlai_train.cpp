@@ -188,6 +188,10 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_flag("--log-histograms", c.log_histograms,
                "TensorBoard: a histogram of every parameter at each epoch's end "
                "(weights/<name>: the HISTOGRAMS and DISTRIBUTIONS tabs)");
+  app.add_option("--log-images", c.log_images,
+                 "TensorBoard: the first N images of each epoch's first training batch, as the "
+                 "model gets them (augmented, mixed), in one grid (train/images; 0: off)")
+      ->capture_default_str();
   app.add_option("--log-dir", c.log_dir, "Root of the experiment directories")->capture_default_str();
   app.add_option("--experiment-name", c.experiment_name,
                  "Logs go to <log-dir>/<name>/version_<n or Slurm job id>/")->capture_default_str();

@@ -1,6 +1,6 @@
 // TensorBoard event writer: table-driven CRC32C, a hand-rolled protobuf encoder for the handful of
-// fields scalar, histogram and hparams events need, and TFRecord framing around them. Byte order is written explicitly
-// (little-endian) so the files are the same on any host.
+// fields scalar, histogram, image and hparams events need, and TFRecord framing around them.
+// Byte order is written explicitly (little-endian) so the files are the same on any host.
 #include "io/tensorboard.h"
 
 #include <unistd.h>
@@ -190,6 +190,30 @@ std::string encode_histogram_event(const std::string& tag, const Histogram& h, i
   return event;
 }
 
+std::string encode_image_event(const std::string& tag, const std::string& png, int64_t height,
+                               int64_t width, int channels, int64_t step, double wall_time) {
+  std::string image;  // Summary.Image { int32 height = 1; int32 width = 2; int32 colorspace = 3;
+                      //   bytes encoded_image_string = 4; } (colorspace 1 gray, 3 RGB)
+  put_tag(image, 1, 0);
+  put_varint(image, static_cast<uint64_t>(height));
+  put_tag(image, 2, 0);
+  put_varint(image, static_cast<uint64_t>(width));
+  put_tag(image, 3, 0);
+  put_varint(image, static_cast<uint64_t>(channels));
+  put_bytes_field(image, 4, png);
+  std::string v;  // Summary.Value { string tag = 1; Image image = 4; }
+  put_bytes_field(v, 1, tag);
+  put_bytes_field(v, 4, image);
+  std::string summary;
+  put_bytes_field(summary, 1, v);
+  std::string event;
+  put_double_field(event, 1, wall_time);
+  put_tag(event, 2, 0);
+  put_varint(event, static_cast<uint64_t>(step));
+  put_bytes_field(event, 5, summary);
+  return event;
+}
+
 namespace {
 // Event { wall_time = 1; step = 2 (0); summary = 5 { value = 1 { tag = 1; tensor = 8;
 // metadata = 9 { plugin_data = 1 { plugin_name = 1; content = 2 } } } } } with the hparams
@@ -309,6 +333,11 @@ void EventWriter::add_histogram(const std::string& tag, const std::vector<float>
                                 int64_t step, double wall_time) {
   write_record(encode_histogram_event(tag, make_histogram(values.data(), values.size()), step,
                                       wall_time));
+}
+
+void EventWriter::add_image(const std::string& tag, const std::string& png, int64_t height,
+                            int64_t width, int channels, int64_t step, double wall_time) {
+  write_record(encode_image_event(tag, png, height, width, channels, step, wall_time));
 }
 
 void EventWriter::add_hparams(const std::vector<HParam>& hparams, double wall_time) {

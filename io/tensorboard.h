@@ -1,4 +1,5 @@
-// A minimal TensorBoard event-file writer for scalars, histograms and hyperparameters, with
+// A minimal TensorBoard event-file writer for scalars, histograms, images and hyperparameters,
+// with
 // no protobuf dependency: TFRecord
 // framing with masked CRC32C, and the few Event/Summary protobuf fields encoded by hand.
 // Files are named events.out.tfevents.<unix seconds>.<hostname> as TensorBoard expects.
@@ -39,6 +40,10 @@ Histogram make_histogram(const float* values, size_t n);
 // Protobuf bytes of one Event{wall_time, step, summary{value{tag, histo}}}.
 std::string encode_histogram_event(const std::string& tag, const Histogram& h, int64_t step,
                                    double wall_time);
+// Protobuf bytes of one Event{wall_time, step, summary{value{tag, image}}}: an encoded (PNG)
+// image of height x width with 1 (gray) or 3 (RGB) channels.
+std::string encode_image_event(const std::string& tag, const std::string& png, int64_t height,
+                               int64_t width, int channels, int64_t step, double wall_time);
 // One hyperparameter of a run for TensorBoard's HPARAMS tab: a number, a bool or a string.
 struct HParam {
   std::string name;
@@ -68,6 +73,9 @@ class EventWriter {
   // TensorBoard's HISTOGRAMS and DISTRIBUTIONS tabs (add_histogram).
   void add_histogram(const std::string& tag, const std::vector<float>& values, int64_t step,
                      double wall_time = unix_time_now());
+  // TensorBoard's IMAGES tab (add_image): a PNG file's bytes and its size.
+  void add_image(const std::string& tag, const std::string& png, int64_t height, int64_t width,
+                 int channels, int64_t step, double wall_time = unix_time_now());
   // TensorBoard's HPARAMS tab: this run's hyperparameters (once, at its start), and its end.
   void add_hparams(const std::vector<HParam>& hparams, double wall_time = unix_time_now());
   void end_hparams_session(bool success, double wall_time = unix_time_now());

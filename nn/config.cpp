@@ -139,6 +139,7 @@ void Config::validate() const {
   require(!(test_only && !lr_find.empty()), "--test-only and --lr-find cannot be combined");
   require(!(test_ckpt == "best" && save_top_k == 0),
           "--test-ckpt best needs best.h5, which --save-top-k 0 does not write");
+  require(log_images >= 0, "--log-images must be >= 0 (0: off)");
   require(checkpoint_every_n_steps >= 0, "--checkpoint-every-n-steps must be >= 0 (0: off)");
   require(early_stopping_patience >= 0, "--early-stopping-patience must be >= 0");
   require(gradient_clip_val >= 0, "--gradient-clip-val must be >= 0 (0: no clipping)");
@@ -258,7 +259,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
   X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha) \
-  X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(no_bias_decay) \
+  X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(no_bias_decay) \
   X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy) \
   X(freeze_backbone) X(freeze_bn) X(unfreeze_backbone_at_epoch) X(backbone_lr_ratio) \
   X(backbone_lr_growth)

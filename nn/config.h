@@ -104,6 +104,9 @@ struct Config {
   // TensorBoard histograms of every parameter at each epoch's end (weights/<name>), as the
   // usual on_train_epoch_end add_histogram loop of a LightningModule.
   bool log_histograms = false;
+  // TensorBoard images: the first N images of each epoch's first training batch, as the model
+  // gets them (augmented, mixed), back on the pixel scale in one grid (train/images; 0: off).
+  int64_t log_images = 0;
   // Lightning's gradient_clip_val / gradient_clip_algorithm (0: off).
   double gradient_clip_val = 0.0;
   std::string gradient_clip_algorithm = "norm";  // or value

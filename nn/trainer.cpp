@@ -416,6 +416,7 @@ FitResult Trainer::fit() {
       if (reducer_ && accum > 1) reducer_->prepare_backward(step_now);
       Tensor logits, loss;
       const Mixed mixed = mix(*batch, epoch, b);  // --mixup-alpha/--cutmix-alpha, else as is
+      if (b == 0 && main_) log_images(mixed.images);  // --log-images
       // forward, loss and backward (seeded with the loss scale: small fp16 gradients stay
       // normal); under --cuda-graphs they start by zeroing the gradients, and run as one
       // replayed graph once warm.

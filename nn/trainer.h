@@ -135,6 +135,8 @@ class Trainer {
   void open_logs(FitResult& res);
   // hparams.json (settings, machine, data sizes, and `extra`) and TensorBoard's HPARAMS entry.
   void write_hparams(const nlohmann::json& extra);
+  // --log-images: the first images of a training batch as one grid picture (rank 0).
+  void log_images(const Tensor& images);
   // trainer_lr_find.cpp: Lightning's learning-rate range test (Tuner.lr_find); returns the
   // suggested rate (0: none) and leaves the model, optimizer and scaler as they were.
   double lr_find(const io::LoaderOptions& lo, nlohmann::json& record);

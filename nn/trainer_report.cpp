@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "io/image_encode.h"
 #include "io/tensorboard.h"
 #include "nn/config_file.h"
 #include "nn/conv_layers.h"
@@ -102,6 +103,17 @@ void Trainer::save(const std::string& name) {
   save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_,
                   scaler_->state(), &data, ema_->named());
   ema_->swap(*model_);
+}
+
+void Trainer::log_images(const Tensor& images) {
+  if (!tb_ || cfg_.log_images <= 0) return;
+  const io::Dataset& d = data_.train;
+  const int64_t n = std::min(cfg_.log_images, images.size(0));
+  const std::vector<float> host = images.to(DType::kFloat32).to_vector<float>();
+  const io::Picture grid =
+      io::image_grid(host.data(), n, d.height, d.width, static_cast<int>(d.channels), d.mean, d.std);
+  tb_->add_image("train/images", io::encode_png(grid), grid.height, grid.width, grid.channels,
+                 state_.global_step);
 }
 
 void Trainer::open_logs(FitResult& res) {

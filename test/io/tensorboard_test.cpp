@@ -229,6 +229,22 @@ TEST_F(TensorBoardTest, TensorBoardPythonReadsOurHistograms) {
   EXPECT_EQ(got[1].rfind("weights/fc.weight 14 3.0 1.0 3.0 6.0 14.0 ", 0), 0u) << got[1];
 }
 
+// TensorBoard's IMAGES tab: its EventAccumulator takes our image events (size, PNG bytes).
+TEST_F(TensorBoardTest, TensorBoardPythonReadsOurImages) {
+  if (std::system("python3 -c 'import tensorboard' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "tensorboard Python package not installed (pip install tensorboard)";
+  }
+  const std::string png(100, 'x');  // (TensorBoard serves the bytes; it does not decode them)
+  {
+    EventWriter ew(dir_.string());
+    ew.add_image("train/images", png, 32, 152, 1, 0);
+    ew.add_image("train/images", png + "y", 32, 152, 1, 18);
+  }
+  const ScriptRun run = run_script("read_images.py");
+  ASSERT_EQ(run.rc, 0) << run.cmd << "\n" << run.err;
+  EXPECT_EQ(run.out, "train/images 0 152 32 100\ntrain/images 18 152 32 101\n") << run.err;
+}
+
 // TensorBoard's HPARAMS tab: two runs' hyperparameters (a number, a string, a bool each), their
 // scalars as metric columns and their end status, as TensorBoard's own HParams plugin reports
 // them (test/io/read_hparams.py asks it, the way the tab's web page does).

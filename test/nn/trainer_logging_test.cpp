@@ -6,11 +6,13 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "io/image_decode.h"
 #include "nn/trainer.h"
 #include "trainer_fixture.h"
 
@@ -50,7 +52,7 @@ TEST_F(TrainerTest, LogsEveryNthStepsLossToTensorBoard) {
   ASSERT_EQ(losses.size(), want.size());
   for (float l : losses) EXPECT_TRUE(std::isfinite(l) && l > 0) << l;
   EXPECT_LT(losses.back(), losses.front());  // it learns
-  for (size_t i = 0; i < lrs.size(); ++i) {   // the cosine schedule, falling from --lr
+  for (size_t i = 0; i < lrs.size(); ++i) {  // the cosine schedule, falling from --lr
     EXPECT_LE(lrs[i], 0.01f);
     if (i > 0) {
       EXPECT_LT(lrs[i], lrs[i - 1]);
@@ -77,7 +79,8 @@ TEST_F(TrainerTest, LogsTheGradientNormOfTheStep) {
     for (auto& e : fs::directory_iterator(dir))
       if (e.path().filename().string().rfind("events.out.tfevents.", 0) == 0)
         for (const std::string& rec : testing::read_records(e.path()))
-          if (const testing::Scalar sc = testing::decode_scalar(rec); sc.tag == "train/grad_norm_step")
+          if (const testing::Scalar sc = testing::decode_scalar(rec);
+              sc.tag == "train/grad_norm_step")
             out.emplace_back(sc.step, sc.value);
     return out;
   };
@@ -125,7 +128,7 @@ TEST_F(TrainerTest, LogsAHistogramOfEveryParameterEachEpoch) {
   c.log_histograms = true;
   Trainer t(c);
   const FitResult r = t.fit();
-  std::map<std::string, std::vector<int64_t>> steps;  // tag -> steps
+  std::map<std::string, std::vector<int64_t>> steps;      // tag -> steps
   std::map<std::string, std::pair<double, double>> last;  // tag -> (num, sum) at the last step
   for (auto& e : fs::directory_iterator(r.version_dir)) {
     if (e.path().filename().string().rfind("events.out.tfevents.", 0) != 0) continue;
@@ -162,6 +165,67 @@ TEST_F(TrainerTest, LogsAHistogramOfEveryParameterEachEpoch) {
     for (float x : v.data().to_vector<float>()) sum += x;
     EXPECT_NEAR(last[tag].second, sum, 1e-9 * (1 + std::fabs(sum)) + 1e-9) << tag;
   }
+}
+
+// --log-images: each epoch's first batch, its first N images in one grid at the epoch's first
+// step; every tile is, pixel for pixel, one of the training set's images (no augmentation for
+// MNIST: normalising and back is exact), with black padding around.
+TEST_F(TrainerTest, LogsEachEpochsFirstImagesAsOneGrid) {
+  Config c = base();
+  c.log_images = 5;
+  Trainer t(c);
+  const FitResult r = t.fit();
+  const io::Dataset& train = t.data().train;
+  std::set<std::string> known;  // each training image's bytes
+  for (int64_t i = 0; i < train.count; ++i)
+    known.insert(std::string(train.images.begin() + i * 784, train.images.begin() + (i + 1) * 784));
+  std::vector<int64_t> steps;
+  for (auto& e : fs::directory_iterator(r.version_dir)) {
+    if (e.path().filename().string().rfind("events.out.tfevents.", 0) != 0) continue;
+    for (const std::string& rec : testing::read_records(e.path())) {
+      int64_t step = 0;
+      for (const testing::Field& f : testing::parse_proto(rec)) {
+        if (f.number == 2) step = int64_t(f.num);
+        if (f.number != 5) continue;
+        for (const testing::Field& v : testing::parse_proto(f.bytes)) {
+          std::string tag, png;
+          int64_t h = 0, w = 0, cs = 0;
+          for (const testing::Field& g : testing::parse_proto(v.bytes)) {
+            if (g.number == 1) tag = g.bytes;
+            if (g.number != 4) continue;  // Summary.Image
+            for (const testing::Field& im : testing::parse_proto(g.bytes)) {
+              if (im.number == 1) h = int64_t(im.num);
+              if (im.number == 2) w = int64_t(im.num);
+              if (im.number == 3) cs = int64_t(im.num);
+              if (im.number == 4) png = im.bytes;
+            }
+          }
+          if (png.empty()) continue;
+          EXPECT_EQ(tag, "train/images");
+          steps.push_back(step);
+          ASSERT_EQ(h, 28 + 4);      // one row of tiles, 2 pixels of padding around
+          ASSERT_EQ(w, 5 * 30 + 2);  // five tiles
+          EXPECT_EQ(cs, 1);
+          const std::string file = r.version_dir + "/grid.png";
+          std::ofstream(file, std::ios::binary) << png;
+          const std::vector<uint8_t> px = io::decode_image(file, 1);
+          ASSERT_EQ(px.size(), static_cast<size_t>(h * w));
+          for (int k = 0; k < 5; ++k) {
+            std::string tile;
+            for (int y = 0; y < 28; ++y)
+              for (int x = 0; x < 28; ++x)
+                tile.push_back(
+                    static_cast<char>(px[static_cast<size_t>((2 + y) * w + 2 + k * 30 + x)]));
+            EXPECT_TRUE(known.count(tile))
+                << "tile " << k << " at step " << step << " is no training image";
+          }
+          for (int64_t x = 0; x < w; ++x)
+            EXPECT_EQ(px[static_cast<size_t>(x)], 0) << x;  // top padding
+        }
+      }
+    }
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{0, 18}));
 }
 
 }  // namespace
