@@ -32,7 +32,15 @@ Variable mean_dim(const Variable& x, int dim, bool keepdim = false);
 
 // loss.cpp: fused softmax cross-entropy, mean over rows; labels int64 [rows] (no gradient).
 // Returns a scalar in fp32 (fp64 for fp64 logits).
-Variable cross_entropy(const Variable& logits, const Tensor& labels, double label_smoothing = 0.0);
+// PyTorch's CrossEntropyLoss(weight=...): class weights ([classes] floats on the logits'
+// device) and their sum (kept on the host, so backward needs no device read).
+struct ClassWeights {
+  Tensor values;
+  double sum = 0;
+};
+// With weights, the mean is weighted as PyTorch's: sum_i loss_i / sum_i w[y_i].
+Variable cross_entropy(const Variable& logits, const Tensor& labels, double label_smoothing = 0.0,
+                       const ClassWeights* weights = nullptr);
 
 // dropout.cpp: zeroes each element with probability p, scales the rest by 1/(1-p).
 Variable dropout(const Variable& x, double p, tensor::Generator& gen);

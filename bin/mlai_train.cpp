@@ -68,6 +68,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "CutMix each training batch (torchvision's v2.CutMix); with --mixup-alpha too, "
                  "one or the other per batch; 0: off")->capture_default_str();
   app.add_option("--label-smoothing", c.label_smoothing, "Label smoothing in [0, 1]")->capture_default_str();
+  app.add_option("--class-weights", c.class_weights,
+                 "Weight the loss per class, as CrossEntropyLoss(weight=): balanced "
+                 "(n / (classes x count) over the training split) or W0,W1,... (one per class)");
   app.add_option("--optimizer", c.optimizer, "Optimizer: sgd, adam or adamw")->capture_default_str();
   app.add_option("--lr", c.lr, "Learning rate (the peak rate for onecycle)")->capture_default_str();
   app.add_option("--momentum", c.momentum, "SGD momentum")->capture_default_str();

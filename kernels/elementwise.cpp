@@ -78,6 +78,11 @@ void mul(const T* a, const T* b, T* out, int64_t n) {
 }
 
 template <class T>
+void div(const T* a, const T* b, T* out, int64_t n) {
+  binary(a, b, out, n, [](auto x, auto y) { return x / y; });
+}
+
+template <class T>
 void scale(const T* x, double alpha, T* out, int64_t n) {
   const auto a = static_cast<acc_t<T>>(alpha);
   parallel_for(n, kElementGrain,
@@ -113,6 +118,7 @@ void bias_act(const T* x, const T* bias, T* y, int64_t rows, int64_t cols, bool 
   template void add<T>(const T*, const T*, T*, int64_t);           \
   template void sub<T>(const T*, const T*, T*, int64_t);           \
   template void mul<T>(const T*, const T*, T*, int64_t);           \
+  template void div<T>(const T*, const T*, T*, int64_t);           \
   template void scale<T>(const T*, double, T*, int64_t);           \
   template void axpy<T>(double, const T*, T*, int64_t);            \
   template void relu<T>(const T*, T*, int64_t);                    \

@@ -28,6 +28,12 @@ struct MulOp {
   }
 };
 template <class T>
+struct DivOp {
+  __device__ T operator()(T a, T b) const {
+    return dev::from_acc<T>(dev::to_acc(a) / dev::to_acc(b));
+  }
+};
+template <class T>
 struct ScaleOp {
   acc_t<T> alpha;
   __device__ T operator()(T x) const { return dev::from_acc<T>(alpha * dev::to_acc(x)); }
@@ -141,6 +147,10 @@ void mul(const T* a, const T* b, T* out, int64_t n, StreamHandle stream) {
   launch_map<T, 2>(out, a, b, n, MulOp<T>{}, stream);
 }
 template <class T>
+void div(const T* a, const T* b, T* out, int64_t n, StreamHandle stream) {
+  launch_map<T, 2>(out, a, b, n, DivOp<T>{}, stream);
+}
+template <class T>
 void scale(const T* x, double alpha, T* out, int64_t n, StreamHandle stream) {
   launch_map<T, 1>(out, x, x, n, ScaleOp<T>{static_cast<acc_t<T>>(alpha)}, stream);
 }
@@ -173,6 +183,7 @@ void bias_act(const T* x, const T* bias, T* y, int64_t rows, int64_t cols, bool 
   template void add<T>(const T*, const T*, T*, int64_t, StreamHandle);           \
   template void sub<T>(const T*, const T*, T*, int64_t, StreamHandle);           \
   template void mul<T>(const T*, const T*, T*, int64_t, StreamHandle);           \
+  template void div<T>(const T*, const T*, T*, int64_t, StreamHandle);           \
   template void scale<T>(const T*, double, T*, int64_t, StreamHandle);           \
   template void axpy<T>(double, const T*, T*, int64_t, StreamHandle);            \
   template void relu<T>(const T*, T*, int64_t, StreamHandle);                    \

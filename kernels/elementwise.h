@@ -1,4 +1,4 @@
-// Elementwise kernels: add, sub, mul, scale, axpy, relu and its backward, fused bias(+relu).
+// Elementwise kernels: add, sub, mul, div, scale, axpy, relu and its backward, fused bias(+relu).
 // Each CUDA entry point (namespace cuda) has a CPU twin (namespace cpu) with the same arguments
 // but the stream. T is float, double, Half or BFloat16; arithmetic is done in acc_t<T>.
 #pragma once
@@ -16,6 +16,8 @@ namespace mlai::kernels {
   void sub(const T* a, const T* b, T* out, int64_t n __VA_ARGS__);                         \
   template <class T>                                                                       \
   void mul(const T* a, const T* b, T* out, int64_t n __VA_ARGS__);                         \
+  template <class T>                                                                       \
+  void div(const T* a, const T* b, T* out, int64_t n __VA_ARGS__);                         \
   /* out = alpha * x */                                                                    \
   template <class T>                                                                       \
   void scale(const T* x, double alpha, T* out, int64_t n __VA_ARGS__);                     \

@@ -40,6 +40,10 @@ void Config::validate() const {
   require(prefetch >= 1 && prefetch <= 1024, "--prefetch must be in [1, 1024]");
   require(val_split >= 0 && val_split < 1, "--val-split must be in [0, 1)");
   require(label_smoothing >= 0 && label_smoothing <= 1, "--label-smoothing must be in [0, 1]");
+  if (!class_weights.empty() && class_weights != "balanced") parse_class_weights(class_weights);
+  require(class_weights.empty() || (mixup_alpha == 0 && cutmix_alpha == 0),
+          "--class-weights cannot be combined with --mixup-alpha or --cutmix-alpha (the mixed "
+          "targets' loss has no class weights)");
   require(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1)");
   require(!cuda_graphs || dropout == 0,
           "--cuda-graphs with --dropout > 0: the captured step would replay one dropout mask "
@@ -247,7 +251,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
 
 #define MLAI_CONFIG_FIELDS(X)                                                                   \
   X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(workers) X(criterion)     \
-  X(label_smoothing) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
+  X(label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
   X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_gamma) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
@@ -263,6 +267,32 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy) \
   X(freeze_backbone) X(freeze_bn) X(unfreeze_backbone_at_epoch) X(backbone_lr_ratio) \
   X(backbone_lr_growth)
+
+std::vector<double> parse_class_weights(const std::string& text) {
+  std::vector<double> out;
+  size_t start = 0;
+  bool positive = false;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, comma - start);
+    size_t used = 0;
+    double v = -1;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || !std::isfinite(v) || v < 0)
+      throw std::invalid_argument("--class-weights: '" + item +
+                                  "' is not a weight >= 0 (give balanced, or W0,W1,... one per "
+                                  "class)");
+    positive = positive || v > 0;
+    out.push_back(v);
+    start = comma + 1;
+  }
+  if (!positive) throw std::invalid_argument("--class-weights: every weight is 0");
+  return out;
+}
 
 nlohmann::json to_json(const Config& c) {
   nlohmann::json j;
@@ -296,7 +326,8 @@ void take_model_and_data_settings(Config& c, const Config& from, const std::set<
   // What builds the same model and reads the same data the same way; the schedule, logging and
   // checkpoint settings of the run do not matter to a test.
   for (const char* key : {"arch", "hidden", "dataset", "data_dir", "data_path", "cache", "val_split",
-                          "seed", "batch_size", "precision", "criterion", "label_smoothing"})
+                          "seed", "batch_size", "precision", "criterion", "label_smoothing",
+                          "class_weights"})
     if (!given.count(key)) dst[key] = src.at(key);
   const bool only = c.test_only;
   const std::string ckpt = c.test_ckpt;

@@ -30,6 +30,9 @@ struct Config {
   // loss and optimisation
   std::string criterion = "cross_entropy";
   double label_smoothing = 0.0;
+  // PyTorch's CrossEntropyLoss(weight=...): "" (none), "balanced" (n / (classes x count_c)
+  // over the training split, sklearn's), or one weight per class, "W0,W1,...".
+  std::string class_weights;
   std::string optimizer = "adam";
   double lr = 1e-3;
   double momentum = 0.9;  // sgd only
@@ -172,6 +175,8 @@ struct Config {
   void validate() const;
 };
 
+// --class-weights W0,W1,...: the weights (each a number >= 0, not all 0); errors name the flag.
+std::vector<double> parse_class_weights(const std::string& text);
 nlohmann::json to_json(const Config& c);
 
 // --swa-lrs: the 0-based epoch SWA starts at, as Lightning computes it (a fraction f of --epochs:

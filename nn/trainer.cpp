@@ -136,7 +136,7 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
   Tensor top5_hits = Tensor::zeros({}, DType::kInt64, device_);
   while (auto b = loader.next()) {
     Variable logits = (*model_)(Variable(b->images));
-    Variable loss = autograd::cross_entropy(logits, b->labels, cfg_.label_smoothing);
+    Variable loss = autograd::cross_entropy(logits, b->labels, cfg_.label_smoothing, weights());
     t::axpy_(static_cast<double>(b->labels.numel()), loss.data(), loss_sum);
     t::confusion_update_(t::max_dim(logits.data(), 1).second, b->labels, counts);
     if (top5) t::topk_hits_(logits.data(), b->labels, 5, top5_hits);
@@ -174,7 +174,8 @@ Trainer::Mixed Trainer::mix(const io::Batch& b, int64_t epoch, int64_t index) {
 
 autograd::Variable Trainer::training_loss(const autograd::Variable& logits, const Tensor& labels,
                                           const Mixed& m) const {
-  if (!m.rolled_labels.defined()) return autograd::cross_entropy(logits, labels, cfg_.label_smoothing);
+  if (!m.rolled_labels.defined())
+    return autograd::cross_entropy(logits, labels, cfg_.label_smoothing, weights());
   return mixed_cross_entropy(logits, labels, m.rolled_labels, m.lambda, cfg_.label_smoothing);
 }
 

@@ -56,6 +56,10 @@ struct FitResult {
 // the ends, central inside); -1 when fewer than 2 points remain.
 int64_t steepest_descent(const std::vector<double>& losses, int64_t skip_begin, int64_t skip_end);
 
+// --class-weights: the weights per class, from "W0,W1,..." (one per class of `train`) or
+// "balanced" (n / (classes x count_c) over train's labels); errors name the flag.
+std::vector<double> class_weight_values(const std::string& spec, const io::Dataset& train);
+
 // Installs handlers for SIGINT, SIGTERM and SIGUSR1 that ask fit() to stop after the
 // current step (a second SIGINT kills the process at once).
 void install_stop_handlers();
@@ -94,6 +98,11 @@ class Trainer {
   io::DataSplits data_;
   std::shared_ptr<Module> model_;
   std::unique_ptr<Optimizer> opt_;
+  // --class-weights, on the device (undefined values: none); weights() for the loss.
+  autograd::ClassWeights class_weights_;
+  const autograd::ClassWeights* weights() const {
+    return class_weights_.values.defined() ? &class_weights_ : nullptr;
+  }
   Precision precision_ = Precision::kFloat32;
   std::unique_ptr<GradScaler> scaler_;
   std::unique_ptr<GraphedStep> graphed_;  // --cuda-graphs

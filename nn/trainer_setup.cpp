@@ -31,6 +31,33 @@ t::Device select_device(const std::string& spec, const dist::ProcessGroup& g) {
 }
 }  // namespace
 
+std::vector<double> class_weight_values(const std::string& spec, const io::Dataset& train) {
+  const int64_t k = train.num_classes;
+  if (spec != "balanced") {
+    std::vector<double> w = parse_class_weights(spec);
+    if (static_cast<int64_t>(w.size()) != k)
+      throw std::invalid_argument("--class-weights: " + std::to_string(w.size()) +
+                                  " weight(s) for " + std::to_string(k) + " classes");
+    return w;
+  }
+  // sklearn's "balanced": n_samples / (n_classes x count_c), over the training split.
+  std::vector<int64_t> count(static_cast<size_t>(k), 0);
+  for (int64_t y : train.labels)
+    if (y >= 0 && y < k) ++count[static_cast<size_t>(y)];
+  std::vector<double> w;
+  for (int64_t c = 0; c < k; ++c) {
+    if (count[static_cast<size_t>(c)] == 0)
+      throw std::invalid_argument(
+          "--class-weights balanced: class " +
+          (static_cast<size_t>(c) < train.class_names.size() ? train.class_names[static_cast<size_t>(c)]
+                                                            : std::to_string(c)) +
+          " has no training samples (give the weights instead)");
+    w.push_back(static_cast<double>(train.labels.size()) /
+                (static_cast<double>(k) * static_cast<double>(count[static_cast<size_t>(c)])));
+  }
+  return w;
+}
+
 Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group)
     : cfg_(std::move(cfg)),
       command_line_(std::move(command_line)),
@@ -61,6 +88,23 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     for (int64_t i = 0; i < n; ++i) idx[static_cast<size_t>(i)] = i;
     data_.train = io::subset(data_.train, idx);
     data_.val = data_.train;
+  }
+  if (!cfg_.class_weights.empty()) {
+    const std::vector<double> w = class_weight_values(cfg_.class_weights, data_.train);
+    double sum = 0;
+    std::string shown;
+    for (double x : w) {
+      sum += x;
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), "%s%.4g", shown.empty() ? "" : ", ", x);
+      shown += buf;
+    }
+    const std::vector<float> wf(w.begin(), w.end());
+    class_weights_.values = Tensor::from_vector(wf, {static_cast<int64_t>(wf.size())}).to(device_);
+    class_weights_.sum = sum;
+    if (main_)
+      std::printf("class weights (%s): %s\n",
+                  cfg_.class_weights == "balanced" ? "balanced" : "given", shown.c_str());
   }
   ModelSpec spec;
   spec.height = data_.train.height;

@@ -70,6 +70,7 @@ Shape reduced_shape(const Tensor& x, int d, bool keepdim) {
 MLAI_BINARY_OP(add)
 MLAI_BINARY_OP(sub)
 MLAI_BINARY_OP(mul)
+MLAI_BINARY_OP(div)
 #undef MLAI_BINARY_OP
 
 Tensor scale(const Tensor& x, double alpha) {
@@ -187,23 +188,45 @@ void check_xent(const Tensor& logits, const Tensor& labels) {
 }
 }  // namespace
 
+namespace {
+// The class weights as the kernel reads them: [classes] in the loss dtype on the logits' device.
+Tensor xent_weights(const Tensor& weights, const Tensor& logits) {
+  if (!weights.defined()) return weights;
+  if (weights.ndim() != 1 || weights.size(0) != logits.size(1) ||
+      weights.device() != logits.device() || !is_floating(weights.dtype()))
+    throw std::invalid_argument("cross entropy: class weights " + weights.str() + " must be [" +
+                                std::to_string(logits.size(1)) + "] floats on " +
+                                logits.device().str());
+  return weights.to(loss_dtype(logits.dtype()));
+}
+}  // namespace
+
 std::pair<Tensor, Tensor> softmax_xent_forward(const Tensor& logits, const Tensor& labels,
-                                               double label_smoothing) {
+                                               double label_smoothing, const Tensor& weights,
+                                               Tensor* weight_rows) {
   check_xent(logits, labels);
   const int64_t rows = logits.size(0), classes = logits.size(1);
+  const Tensor w = xent_weights(weights, logits);
+  if (w.defined() && weight_rows == nullptr)
+    throw std::invalid_argument("softmax_xent_forward: class weights need weight_rows");
   Tensor loss = Tensor::empty({rows}, loss_dtype(logits.dtype()), logits.device());
   Tensor lse = Tensor::empty({rows}, loss_dtype(logits.dtype()), logits.device());
+  Tensor wrows;
+  if (w.defined()) wrows = Tensor::empty({rows}, loss_dtype(logits.dtype()), logits.device());
   MLAI_DISPATCH_FLOAT(
       logits.dtype(), "softmax_xent_forward",
       using A = k::acc_t<scalar_t>;
       MLAI_CALL(logits.device(), softmax_xent_forward<scalar_t>, logits.data<scalar_t>(),
-                labels.data<int64_t>(), rows, classes, label_smoothing, loss.data<A>(),
-                lse.data<A>()));
+                labels.data<int64_t>(), rows, classes, label_smoothing,
+                w.defined() ? w.data<A>() : nullptr, loss.data<A>(), lse.data<A>(),
+                w.defined() ? wrows.data<A>() : nullptr));
+  if (weight_rows) *weight_rows = wrows;
   return {loss, lse};
 }
 
 Tensor softmax_xent_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
-                             const Tensor& dloss, double scale, double label_smoothing) {
+                             const Tensor& dloss, double scale, double label_smoothing,
+                             const Tensor& weights, double weight_sum) {
   check_xent(logits, labels);
   const int64_t rows = logits.size(0), classes = logits.size(1);
   // The kernel reads dloss and lse on the logits' device (a host dloss would be a bad address
@@ -213,13 +236,15 @@ Tensor softmax_xent_backward(const Tensor& logits, const Tensor& labels, const T
     throw std::invalid_argument("softmax_xent_backward: dloss " + dloss.str() + " and lse " +
                                 lse.str() + " must be a scalar and [" + std::to_string(rows) +
                                 "] on " + logits.device().str());
+  const Tensor w = xent_weights(weights, logits);
   Tensor dlogits = like(logits);
   MLAI_DISPATCH_FLOAT(
       logits.dtype(), "softmax_xent_backward",
       using A = k::acc_t<scalar_t>;
       MLAI_CALL(logits.device(), softmax_xent_backward<scalar_t>, logits.data<scalar_t>(),
                 labels.data<int64_t>(), lse.data<A>(), dloss.data<A>(), scale, rows, classes,
-                label_smoothing, dlogits.data<scalar_t>()));
+                label_smoothing, w.defined() ? w.data<A>() : nullptr, weight_sum,
+                dlogits.data<scalar_t>()));
   return dlogits;
 }
 

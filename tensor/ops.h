@@ -11,6 +11,7 @@ namespace mlai::tensor {
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);  // a / b, elementwise
 Tensor scale(const Tensor& x, double alpha);
 void axpy_(double alpha, const Tensor& x, Tensor& y);  // y += alpha * x, in place
 Tensor relu(const Tensor& x);
@@ -29,12 +30,18 @@ std::pair<Tensor, Tensor> max_dim(const Tensor& x, int dim);  // values, int64 i
 Tensor broadcast_dim(const Tensor& g, const Shape& shape, int dim, double scale = 1.0);
 
 // Fused softmax cross-entropy. logits [rows, classes] (any float dtype), labels int64 [rows].
-// Returns per-row losses and log-sum-exps (fp32, or fp64 for fp64 logits).
+// Returns per-row losses and log-sum-exps (fp32, or fp64 for fp64 logits). With class
+// `weights` ([classes], on the logits' device; cast to the loss dtype), the rows are PyTorch's
+// weighted numerators and *weight_rows gets each row's w[label] (kernels/softmax_xent.h).
 std::pair<Tensor, Tensor> softmax_xent_forward(const Tensor& logits, const Tensor& labels,
-                                               double label_smoothing);
-// dloss: scalar upstream gradient (same device as logits, dtype of the loss rows).
+                                               double label_smoothing,
+                                               const Tensor& weights = Tensor(),
+                                               Tensor* weight_rows = nullptr);
+// dloss: scalar upstream gradient (same device as logits, dtype of the loss rows); with
+// weights, weight_sum is their sum.
 Tensor softmax_xent_backward(const Tensor& logits, const Tensor& labels, const Tensor& lse,
-                             const Tensor& dloss, double scale, double label_smoothing);
+                             const Tensor& dloss, double scale, double label_smoothing,
+                             const Tensor& weights = Tensor(), double weight_sum = 0.0);
 
 // C = op(A) @ op(B): A [m, k] (or [k, m] with trans_a), B [k, n] (or [n, k] with trans_b).
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);

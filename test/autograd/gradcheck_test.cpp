@@ -2,6 +2,8 @@
 // and random data. ReLU inputs are kept at least 1e-3 away from its kink at 0.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "autograd/gradcheck.h"
@@ -113,6 +115,45 @@ TEST_F(Gradcheck, CrossEntropyWithAndWithoutSmoothing) {
     expect_ok([&labels, eps](auto& v) { return cross_entropy(v[0], labels, eps); },
               {rand({rows, classes})});
   }
+}
+
+// Class weights (PyTorch's weight=): the gradient of the weighted mean, with and without
+// smoothing, and its value against PyTorch's formula written out in double:
+//   sum_i [(1-eps) w[y_i] (-log p_i,y_i) + eps/C sum_c w[c] (-log p_i,c)] / sum_i w[y_i].
+TEST_F(Gradcheck, CrossEntropyWithClassWeights) {
+  const int64_t rows = dim(1, 8), classes = dim(2, 11);
+  std::vector<int64_t> lab(static_cast<size_t>(rows));
+  for (auto& l : lab) l = std::uniform_int_distribution<int64_t>(0, classes - 1)(rng);
+  const Tensor labels = Tensor::from_vector(lab, {rows});
+  std::vector<double> w(static_cast<size_t>(classes));
+  double wsum = 0;
+  for (auto& x : w) wsum += x = std::uniform_real_distribution<double>(0.2, 3.0)(rng);
+  const ClassWeights cw{Tensor::from_vector(w, {classes}), wsum};
+  for (double eps : {0.0, 0.1, 0.3}) {
+    expect_ok([&labels, &cw, eps](auto& v) { return cross_entropy(v[0], labels, eps, &cw); },
+              {rand({rows, classes})});
+    const Tensor z = rand({rows, classes});
+    const auto zv = z.to_vector<double>();
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < rows; ++i) {
+      double mx = -1e300, se = 0;
+      for (int64_t c = 0; c < classes; ++c) mx = std::max(mx, zv[static_cast<size_t>(i * classes + c)]);
+      for (int64_t c = 0; c < classes; ++c) se += std::exp(zv[static_cast<size_t>(i * classes + c)] - mx);
+      auto nll = [&](int64_t c) { return mx + std::log(se) - zv[static_cast<size_t>(i * classes + c)]; };
+      const size_t y = static_cast<size_t>(lab[static_cast<size_t>(i)]);
+      num += (1 - eps) * w[y] * nll(static_cast<int64_t>(y));
+      for (int64_t c = 0; c < classes; ++c)
+        num += eps / static_cast<double>(classes) * w[static_cast<size_t>(c)] * nll(c);
+      den += w[y];
+    }
+    EXPECT_NEAR(cross_entropy(Variable(z), labels, eps, &cw).data().item(), num / den,
+                1e-12 * (1 + num / den));
+  }
+  // Equal weights are no weights.
+  const ClassWeights ones{Tensor::full({classes}, 2.5, DType::kFloat64), 2.5 * classes};
+  const Tensor z = rand({rows, classes});
+  EXPECT_NEAR(cross_entropy(Variable(z), labels, 0.1, &ones).data().item(),
+              cross_entropy(Variable(z), labels, 0.1).data().item(), 1e-12);
 }
 
 TEST_F(Gradcheck, ReshapeFlattenAndAComposition) {

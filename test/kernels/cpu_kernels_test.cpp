@@ -47,7 +47,8 @@ TEST(CpuKernels, ElementwiseAgainstScalarReference) {
   Tensor b = Tensor::normal({1001}, 0, 1, g, DType::kFloat64);
   const auto x = a.to_vector<double>(), y = b.to_vector<double>();
   const auto s = add(a, b).to_vector<double>(), d = sub(a, b).to_vector<double>(),
-             p = mul(a, b).to_vector<double>(), r = relu(a).to_vector<double>(),
+             p = mul(a, b).to_vector<double>(), q = div(a, b).to_vector<double>(),
+             r = relu(a).to_vector<double>(),
              sc = scale(a, -3).to_vector<double>(),
              rb = relu_backward(b, a).to_vector<double>();
   Tensor yy = b.clone();
@@ -57,6 +58,7 @@ TEST(CpuKernels, ElementwiseAgainstScalarReference) {
     ASSERT_EQ(s[i], x[i] + y[i]);
     ASSERT_EQ(d[i], x[i] - y[i]);
     ASSERT_EQ(p[i], x[i] * y[i]);
+    ASSERT_EQ(q[i], x[i] / y[i]);
     ASSERT_EQ(r[i], x[i] > 0 ? x[i] : 0);
     ASSERT_EQ(sc[i], -3 * x[i]);
     ASSERT_EQ(rb[i], x[i] > 0 ? y[i] : 0);

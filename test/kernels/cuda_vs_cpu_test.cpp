@@ -63,6 +63,8 @@ TEST_F(CudaVsCpu, ElementwiseOps) {
       EXPECT_GPU_MATCHES(dt, E, add(a, b), add(ga, gb));
       EXPECT_GPU_MATCHES(dt, E, sub(a, b), sub(ga, gb));
       EXPECT_GPU_MATCHES(dt, E, mul(a, b), mul(ga, gb));
+      const Tensor pos = add(mul(b, b), Tensor::full({n}, 0.5, dt));  // a divisor >= 0.5
+      EXPECT_GPU_MATCHES(dt, E, div(a, pos), div(ga, pos.to(kGpu)));
       EXPECT_GPU_MATCHES(dt, E, scale(a, -0.37), scale(ga, -0.37));
       EXPECT_GPU_MATCHES(dt, E, relu(a), relu(ga));
       EXPECT_GPU_MATCHES(dt, E, relu_backward(b, a), relu_backward(gb, ga));
@@ -216,6 +218,17 @@ TEST_F(CudaVsCpu, SoftmaxCrossEntropyForwardBackward) {
         EXPECT_GPU_MATCHES(dt, Kind::kReduction,
                            softmax_xent_backward(logits, labels, lse, dloss, sc, eps),
                            softmax_xent_backward(glogits, glabels, glse, dloss.to(kGpu), sc, eps));
+        // Class weights: the weighted numerators, each row's w[y], and the weighted backward.
+        const Tensor w = rand({s[1]}, loss_dt, 0.2, 3.0);
+        const double wsum = sum(w).item();
+        Tensor wrows, gwrows;
+        const auto [wl, wlse] = softmax_xent_forward(logits, labels, eps, w, &wrows);
+        const auto [gwl, gwlse] = softmax_xent_forward(glogits, glabels, eps, w.to(kGpu), &gwrows);
+        EXPECT_LE(max_rel_error(gwl, wl), ftol);
+        EXPECT_LE(max_rel_error(gwrows, wrows), 0.0);
+        EXPECT_GPU_MATCHES(
+            dt, Kind::kReduction, softmax_xent_backward(logits, labels, wlse, dloss, sc, eps, w, wsum),
+            softmax_xent_backward(glogits, glabels, gwlse, dloss.to(kGpu), sc, eps, w.to(kGpu), wsum));
       }
     }
   }

@@ -613,5 +613,49 @@ TEST_F(TrainerTest, PlateauScheduleLowersTheRateWhenValidationStalls) {
   EXPECT_THROW(bad.validate(), std::invalid_argument);
 }
 
+// --class-weights (CrossEntropyLoss(weight=)): "balanced" is n / (classes x count) over the
+// training split; a weight of 0 silences a class: its samples give no gradient while the
+// others push its logit down, so it is never predicted, and the other nine are still learned.
+TEST_F(TrainerTest, ClassWeightsBalanceAndSilenceClasses) {
+  Config c = base();
+  Trainer plain(c);
+  const io::Dataset& train = plain.data().train;
+  const std::vector<double> w = class_weight_values("balanced", train);
+  ASSERT_EQ(w.size(), 10u);
+  for (int k = 0; k < 10; ++k) {
+    const auto n = std::count(train.labels.begin(), train.labels.end(), k);
+    EXPECT_DOUBLE_EQ(w[static_cast<size_t>(k)],
+                     static_cast<double>(train.count) / (10.0 * static_cast<double>(n)));
+  }
+  EXPECT_THROW(class_weight_values("1,2", train), std::invalid_argument);
+  const FitResult r0 = plain.fit();
+  const auto counts0 = r0.test.confusion.counts();
+  EXPECT_GT(counts0[0], 0);  // unweighted, class 0 is learned (counts()[t * 10 + p])
+
+  Config silent = base();
+  silent.experiment_name = "silent";
+  silent.class_weights = "0,1,1,1,1,1,1,1,1,1";
+  const FitResult r = Trainer(silent).fit();
+  const auto counts = r.test.confusion.counts();
+  int64_t predicted0 = 0, right = 0, others = 0;
+  for (size_t t = 0; t < 10; ++t) {
+    predicted0 += counts[t * 10];
+    if (t == 0) continue;
+    right += counts[t * 10 + t];
+    for (size_t p = 0; p < 10; ++p) others += counts[t * 10 + p];
+  }
+  EXPECT_EQ(predicted0, 0);
+  EXPECT_GT(static_cast<double>(right) / static_cast<double>(others), 0.9);
+
+  Config bad = base();
+  bad.class_weights = "1,x";
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad.class_weights = "0,0";
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad.class_weights = "balanced";
+  bad.mixup_alpha = 0.2;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace mlai::nn
