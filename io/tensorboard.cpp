@@ -59,6 +59,19 @@ void put_double_field(std::string& out, int field, double v) {
   put_le(out, bits, 8);
 }
 
+// Event { double wall_time = 1; int64 step = 2; Summary summary = 5 { repeated Value value = 1; } }
+// around one encoded Summary.Value. Negative steps: two's complement varints, 10 bytes.
+std::string value_event(const std::string& value, int64_t step, double wall_time) {
+  std::string summary;
+  put_bytes_field(summary, 1, value);
+  std::string event;
+  put_double_field(event, 1, wall_time);
+  put_tag(event, 2, 0);
+  put_varint(event, static_cast<uint64_t>(step));
+  put_bytes_field(event, 5, summary);
+  return event;
+}
+
 std::string hostname() {
   char buf[256] = {};
   if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
@@ -92,14 +105,7 @@ std::string encode_scalar_event(const std::string& tag, float value, int64_t ste
   std::memcpy(&bits, &value, sizeof bits);
   put_tag(v, 2, 5);
   put_le(v, bits, 4);
-  std::string summary;  // Summary { repeated Value value = 1; }
-  put_bytes_field(summary, 1, v);
-  std::string event;  // Event { double wall_time = 1; int64 step = 2; Summary summary = 5; }
-  put_double_field(event, 1, wall_time);
-  put_tag(event, 2, 0);
-  put_varint(event, static_cast<uint64_t>(step));  // negative steps: two's complement, 10 bytes
-  put_bytes_field(event, 5, summary);
-  return event;
+  return value_event(v, step, wall_time);
 }
 
 namespace {
@@ -180,14 +186,7 @@ std::string encode_histogram_event(const std::string& tag, const Histogram& h, i
   std::string v;  // Summary.Value { string tag = 1; HistogramProto histo = 5; }
   put_bytes_field(v, 1, tag);
   put_bytes_field(v, 5, histo);
-  std::string summary;
-  put_bytes_field(summary, 1, v);
-  std::string event;
-  put_double_field(event, 1, wall_time);
-  put_tag(event, 2, 0);
-  put_varint(event, static_cast<uint64_t>(step));
-  put_bytes_field(event, 5, summary);
-  return event;
+  return value_event(v, step, wall_time);
 }
 
 std::string encode_image_event(const std::string& tag, const std::string& png, int64_t height,
@@ -204,14 +203,7 @@ std::string encode_image_event(const std::string& tag, const std::string& png, i
   std::string v;  // Summary.Value { string tag = 1; Image image = 4; }
   put_bytes_field(v, 1, tag);
   put_bytes_field(v, 4, image);
-  std::string summary;
-  put_bytes_field(summary, 1, v);
-  std::string event;
-  put_double_field(event, 1, wall_time);
-  put_tag(event, 2, 0);
-  put_varint(event, static_cast<uint64_t>(step));
-  put_bytes_field(event, 5, summary);
-  return event;
+  return value_event(v, step, wall_time);
 }
 
 namespace {
@@ -237,14 +229,7 @@ std::string encode_hparams_event(const std::string& tag, const std::string& plug
   put_bytes_field(v, 1, tag);
   put_bytes_field(v, 8, tensor);
   put_bytes_field(v, 9, meta);
-  std::string summary;
-  put_bytes_field(summary, 1, v);
-  std::string event;
-  put_double_field(event, 1, wall_time);
-  put_tag(event, 2, 0);
-  put_varint(event, 0);
-  put_bytes_field(event, 5, summary);
-  return event;
+  return value_event(v, 0, wall_time);
 }
 }  // namespace
 

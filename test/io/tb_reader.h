@@ -105,4 +105,39 @@ inline Scalar decode_scalar(const std::string& event) {
   return out;
 }
 
+// Each Summary.Value of an event file: its event's step and its tag, and the field number and
+// bytes of its payload (4: Image, 5: HistogramProto, 8: tensor); scalars (field 2, fixed32)
+// have empty bytes.
+struct SummaryValue {
+  int64_t step = 0;
+  std::string tag;
+  int field = 0;
+  std::string bytes;
+};
+
+inline std::vector<SummaryValue> summary_values(const std::string& path) {
+  std::vector<SummaryValue> out;
+  for (const std::string& rec : read_records(path)) {
+    int64_t step = 0;
+    for (const Field& f : parse_proto(rec)) {
+      if (f.number == 2) step = int64_t(f.num);
+      if (f.number != 5) continue;  // Event.summary
+      for (const Field& v : parse_proto(f.bytes)) {
+        SummaryValue sv;
+        sv.step = step;
+        for (const Field& g : parse_proto(v.bytes)) {
+          if (g.number == 1) {
+            sv.tag = g.bytes;
+          } else if (g.number != 9) {  // (9: metadata)
+            sv.field = g.number;
+            sv.bytes = g.bytes;
+          }
+        }
+        out.push_back(sv);
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace mlai::testing

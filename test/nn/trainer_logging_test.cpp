@@ -132,27 +132,15 @@ TEST_F(TrainerTest, LogsAHistogramOfEveryParameterEachEpoch) {
   std::map<std::string, std::pair<double, double>> last;  // tag -> (num, sum) at the last step
   for (auto& e : fs::directory_iterator(r.version_dir)) {
     if (e.path().filename().string().rfind("events.out.tfevents.", 0) != 0) continue;
-    for (const std::string& rec : testing::read_records(e.path())) {
-      int64_t step = 0;
-      for (const testing::Field& f : testing::parse_proto(rec)) {
-        if (f.number == 2) step = int64_t(f.num);
-        if (f.number != 5) continue;
-        for (const testing::Field& v : testing::parse_proto(f.bytes)) {  // Summary.value
-          std::string tag;
-          double num = -1, sum = 0;
-          for (const testing::Field& g : testing::parse_proto(v.bytes)) {
-            if (g.number == 1) tag = g.bytes;
-            if (g.number != 5) continue;  // HistogramProto
-            for (const testing::Field& h : testing::parse_proto(g.bytes)) {
-              if (h.number == 3) std::memcpy(&num, &h.num, 8);
-              if (h.number == 4) std::memcpy(&sum, &h.num, 8);
-            }
-          }
-          if (num < 0) continue;
-          steps[tag].push_back(step);
-          last[tag] = {num, sum};
-        }
+    for (const testing::SummaryValue& v : testing::summary_values(e.path())) {
+      if (v.field != 5) continue;  // HistogramProto
+      double num = -1, sum = 0;
+      for (const testing::Field& h : testing::parse_proto(v.bytes)) {
+        if (h.number == 3) std::memcpy(&num, &h.num, 8);
+        if (h.number == 4) std::memcpy(&sum, &h.num, 8);
       }
+      steps[v.tag].push_back(v.step);
+      last[v.tag] = {num, sum};
     }
   }
   const auto params = t.model().named_parameters();
@@ -182,47 +170,34 @@ TEST_F(TrainerTest, LogsEachEpochsFirstImagesAsOneGrid) {
   std::vector<int64_t> steps;
   for (auto& e : fs::directory_iterator(r.version_dir)) {
     if (e.path().filename().string().rfind("events.out.tfevents.", 0) != 0) continue;
-    for (const std::string& rec : testing::read_records(e.path())) {
-      int64_t step = 0;
-      for (const testing::Field& f : testing::parse_proto(rec)) {
-        if (f.number == 2) step = int64_t(f.num);
-        if (f.number != 5) continue;
-        for (const testing::Field& v : testing::parse_proto(f.bytes)) {
-          std::string tag, png;
-          int64_t h = 0, w = 0, cs = 0;
-          for (const testing::Field& g : testing::parse_proto(v.bytes)) {
-            if (g.number == 1) tag = g.bytes;
-            if (g.number != 4) continue;  // Summary.Image
-            for (const testing::Field& im : testing::parse_proto(g.bytes)) {
-              if (im.number == 1) h = int64_t(im.num);
-              if (im.number == 2) w = int64_t(im.num);
-              if (im.number == 3) cs = int64_t(im.num);
-              if (im.number == 4) png = im.bytes;
-            }
-          }
-          if (png.empty()) continue;
-          EXPECT_EQ(tag, "train/images");
-          steps.push_back(step);
-          ASSERT_EQ(h, 28 + 4);      // one row of tiles, 2 pixels of padding around
-          ASSERT_EQ(w, 5 * 30 + 2);  // five tiles
-          EXPECT_EQ(cs, 1);
-          const std::string file = r.version_dir + "/grid.png";
-          std::ofstream(file, std::ios::binary) << png;
-          const std::vector<uint8_t> px = io::decode_image(file, 1);
-          ASSERT_EQ(px.size(), static_cast<size_t>(h * w));
-          for (int k = 0; k < 5; ++k) {
-            std::string tile;
-            for (int y = 0; y < 28; ++y)
-              for (int x = 0; x < 28; ++x)
-                tile.push_back(
-                    static_cast<char>(px[static_cast<size_t>((2 + y) * w + 2 + k * 30 + x)]));
-            EXPECT_TRUE(known.count(tile))
-                << "tile " << k << " at step " << step << " is no training image";
-          }
-          for (int64_t x = 0; x < w; ++x)
-            EXPECT_EQ(px[static_cast<size_t>(x)], 0) << x;  // top padding
-        }
+    for (const testing::SummaryValue& v : testing::summary_values(e.path())) {
+      if (v.field != 4) continue;  // Summary.Image
+      int64_t h = 0, w = 0, cs = 0;
+      std::string png;
+      for (const testing::Field& im : testing::parse_proto(v.bytes)) {
+        if (im.number == 1) h = int64_t(im.num);
+        if (im.number == 2) w = int64_t(im.num);
+        if (im.number == 3) cs = int64_t(im.num);
+        if (im.number == 4) png = im.bytes;
       }
+      EXPECT_EQ(v.tag, "train/images");
+      steps.push_back(v.step);
+      ASSERT_EQ(h, 28 + 4);      // one row of tiles, 2 pixels of padding around
+      ASSERT_EQ(w, 5 * 30 + 2);  // five tiles
+      EXPECT_EQ(cs, 1);
+      const std::string file = r.version_dir + "/grid.png";
+      std::ofstream(file, std::ios::binary) << png;
+      const std::vector<uint8_t> px = io::decode_image(file, 1);
+      ASSERT_EQ(px.size(), static_cast<size_t>(h * w));
+      for (int k = 0; k < 5; ++k) {
+        std::string tile;
+        for (int y = 0; y < 28; ++y)
+          for (int x = 0; x < 28; ++x)
+            tile.push_back(static_cast<char>(px[static_cast<size_t>((2 + y) * w + 2 + k * 30 + x)]));
+        EXPECT_TRUE(known.count(tile)) << "tile " << k << " at step " << v.step
+                                       << " is no training image";
+      }
+      for (int64_t x = 0; x < w; ++x) EXPECT_EQ(px[static_cast<size_t>(x)], 0) << x;  // top padding
     }
   }
   EXPECT_EQ(steps, (std::vector<int64_t>{0, 18}));

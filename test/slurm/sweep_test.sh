@@ -9,23 +9,10 @@
 # Run by ctest as slurm.sweep, or by hand: bash test/slurm/sweep_test.sh build/bin/mlai_train
 set -euo pipefail
 
-skip() {
-  if [ "${MLAI_REQUIRE_SLURM:-0}" = 1 ]; then echo "FAIL (MLAI_REQUIRE_SLURM=1): $*"; exit 1; fi
-  echo "SKIP: $*"
-  exit 77
-}
-fail() { echo "FAIL: $*"; failed=1; }
-
-[ $# -eq 1 ] || { echo "usage: $0 path/to/mlai_train" >&2; exit 2; }
-train=$(realpath "$1")
-[ -x "$train" ] || { echo "not an executable: $1" >&2; exit 2; }
-repo=$(realpath "$(dirname "$0")/../..")
+# shellcheck source=test/slurm/common.sh
+. "$(dirname "$0")/common.sh"
+test_setup sweep "$@"
 sweep=$repo/slurm/sweep.sh
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/mlai-sweep-test.XXXXXX")
-failed=0
-cleanup() { if [ "$failed" = 0 ]; then rm -rf "$work"; else echo "kept $work"; fi; }
-trap cleanup EXIT
 study=$work/study
 flags=(--dataset mnist --data-dir "$work/data" --epochs 2 --batch-size 32 --device cpu
   --workers 0 --no-progress --optimizer sgd)
@@ -56,15 +43,7 @@ rc=0
 msg=$(bash "$sweep" --grid lr=0.1,0.2 --dry-run -- --lr 0.3 2>&1) || rc=$?
 [ "$rc" = 2 ] || fail "a flag both swept and given: expected exit 2, got $rc: $msg"
 
-if ! command -v sinfo > /dev/null || ! command -v sbatch > /dev/null; then
-  skip "no Slurm client commands (sinfo, sbatch); start a local cluster with scripts/slurm-local.sh"
-fi
-[ -n "${SLURM_CONF:-}" ] ||
-  skip "SLURM_CONF is not set; start a local cluster: eval \"\$(bash scripts/slurm-local.sh start)\""
-[ -f "$SLURM_CONF" ] || skip "SLURM_CONF=$SLURM_CONF does not exist"
-states=$(timeout 10 sinfo -h -o %T 2> /dev/null || true)
-grep -qE '^(idle|mixed|allocated)' <<< "$states" ||
-  skip "the cluster of SLURM_CONF=$SLURM_CONF is not up (sinfo: ${states:-no answer})"
+require_cluster
 
 python3 "$(dirname "$0")/../make_synthetic_mnist.py" "$work/data" > /dev/null
 
