@@ -9,11 +9,17 @@
 #       --study r18-lr -- --arch resnet18_cifar --dataset cifar10 --epochs 30 --precision 16
 #   bash slurm/sweep.sh --grid lr=1e-3,3e-3 --grid nesterov=on,off --gpus-per-node 0 --wait \
 #       -- --device cpu --optimizer sgd
+#   bash slurm/sweep.sh --random 20 --grid lr=log:1e-4:1e-1 --grid weight-decay=log:1e-5:1e-2 \
+#       --grid batch-size=64,128,256 --grid dropout=range:0:0.5 -- --epochs 10
 #
 # Options (default in brackets):
 #   --grid FLAG=V1,V2,...  a setting and its values (FLAG as mlai_train's, without --); repeatable:
 #                          the sweep runs every combination once. For a switch (a flag without a
 #                          value, like nesterov or sync-bn) the values are on and off.
+#   --random N             random search instead of the grid: N runs, each setting drawn on its
+#                          own (a list: one of its values, evenly; log:LO:HI: log-uniform;
+#                          range:LO:HI: uniform; int:LO:HI: a whole number in [LO, HI])
+#   --seed S               the random search's seed [0]: the same seed draws the same runs
 #   --max-parallel N       at most N runs at a time (the array's %N) [no limit]
 #   --nodes N              nodes per run [1]
 #   --tasks-per-node T     ranks per node of each run [1]
@@ -41,6 +47,8 @@ usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' 
 die() { echo "sweep.sh: $*" >&2; exit 2; }
 
 grids=()
+random_runs=""
+seed=0
 max_parallel=""
 nodes=1
 tpn=1
@@ -61,7 +69,7 @@ while [ $# -gt 0 ]; do
     --*=*) val=${opt#*=} opt=${opt%%=*} ;;
   esac
   case "$opt" in
-    --grid | --max-parallel | --nodes | --tasks-per-node | --gpus-per-node | --cpus-per-task | \
+    --grid | --random | --seed | --max-parallel | --nodes | --tasks-per-node | --gpus-per-node | --cpus-per-task | \
       --partition | --time | --sbatch | --study | --study-dir | --train)
       if [ "$1" = "$opt" ]; then
         [ $# -ge 2 ] || die "$opt needs a value"
@@ -72,6 +80,8 @@ while [ $# -gt 0 ]; do
   esac
   case "$opt" in
     --grid) grids+=("$val") ;;
+    --random) random_runs=$val ;;
+    --seed) seed=$val ;;
     --max-parallel) max_parallel=$val ;;
     --nodes) nodes=$val ;;
     --tasks-per-node) tpn=$val ;;
@@ -102,6 +112,9 @@ if [ "$gpus" -gt 0 ] && [ "$tpn" -gt "$gpus" ]; then
   die "$tpn ranks per node but --gpus-per-node $gpus: one rank per GPU (0 for CPU nodes)"
 fi
 is_count "$cpus" || die "--cpus-per-task: '$cpus' is not a positive whole number"
+[ -z "$random_runs" ] || is_count "$random_runs" ||
+  die "--random: '$random_runs' is not a positive whole number (the runs to draw)"
+[[ "$seed" =~ ^[0-9]+$ ]] || die "--seed: '$seed' is not a whole number"
 [ -z "$max_parallel" ] || is_count "$max_parallel" ||
   die "--max-parallel: '$max_parallel' is not a positive whole number"
 [[ "$study" =~ ^[A-Za-z0-9._-]*$ ]] || die "--study: use letters, digits, '.', '_' and '-' only"
@@ -109,7 +122,9 @@ is_count "$cpus" || die "--cpus-per-task: '$cpus' is not a positive whole number
 
 # ---- The grid -----------------------------------------------------------------------------------
 names=()   # the swept flags, without --
-values=()  # per flag, its values separated by newlines
+values=()  # per flag, its values separated by newlines (a list), or "LO HI" (a distribution)
+kinds=()   # per flag: list, log, range or int
+is_num() { [[ "$1" =~ ^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]]; }
 for g in "${grids[@]}"; do
   [[ "$g" == *=* ]] || die "--grid $g: expected FLAG=V1,V2,... (like lr=0.1,0.01)"
   name=${g%%=*} list=${g#*=}
@@ -125,12 +140,30 @@ for g in "${grids[@]}"; do
     esac
   done
   [[ "$list" != *[[:space:]]* ]] || die "--grid $g: no spaces in the values (V1,V2,...)"
+  case "$list" in
+    log:* | range:* | int:*)  # a distribution, for --random
+      [ -n "$random_runs" ] || die "--grid $g: a distribution needs --random N (the grid takes lists)"
+      IFS=: read -r kind lo hi extra_field <<< "$list"
+      { [ -z "${extra_field:-}" ] && is_num "$lo" && is_num "$hi" &&
+        awk -v a="$lo" -v b="$hi" 'BEGIN { exit !(a + 0 < b + 0) }'; } ||
+        die "--grid $g: expected $kind:LO:HI with numbers LO < HI"
+      [ "$kind" != log ] || awk -v a="$lo" 'BEGIN { exit !(a + 0 > 0) }' ||
+        die "--grid $g: log:LO:HI needs LO > 0"
+      [ "$kind" != int ] || { [[ "$lo" =~ ^-?[0-9]+$ ]] && [[ "$hi" =~ ^-?[0-9]+$ ]]; } ||
+        die "--grid $g: int:LO:HI needs whole numbers"
+      names+=("$name")
+      values+=("$lo $hi")
+      kinds+=("$kind")
+      continue
+      ;;
+  esac
   [[ "$list" != *, && "$list" != ,* ]] || die "--grid $g: an empty value"
   IFS=, read -r -a vs <<< "$list"
   [ ${#vs[@]} -gt 0 ] || die "--grid $g: no values"
   for v in "${vs[@]}"; do [ -n "$v" ] || die "--grid $g: an empty value"; done
   names+=("$name")
   values+=("$(printf '%s\n' "${vs[@]}")")
+  kinds+=(list)
 done
 for a in ${common[@]+"${common[@]}"}; do
   case "$a" in
@@ -141,15 +174,40 @@ for a in ${common[@]+"${common[@]}"}; do
   esac
 done
 
-# The combinations, the first --grid varying slowest: one per task, the values tab-separated.
+# The runs, one per task, their values tab-separated: every combination of the grid, the first
+# --grid varying slowest; or --random's draws (awk's generator, seeded: reproducible).
 combos=("")
-for ((i = ${#names[@]} - 1; i >= 0; i--)); do
-  next=()
-  while IFS= read -r v; do
-    for c in "${combos[@]}"; do next+=("$v${c:+$'\t'$c}"); done
-  done <<< "${values[$i]}"
-  combos=("${next[@]}")
-done
+if [ -z "$random_runs" ]; then
+  for ((i = ${#names[@]} - 1; i >= 0; i--)); do
+    next=()
+    while IFS= read -r v; do
+      for c in "${combos[@]}"; do next+=("$v${c:+$'\t'$c}"); done
+    done <<< "${values[$i]}"
+    combos=("${next[@]}")
+  done
+else
+  mapfile -t combos < <(
+    for i in "${!names[@]}"; do
+      printf '%s\t%s\n' "${kinds[$i]}" "$(tr '\n' ' ' <<< "${values[$i]}")"
+    done | awk -F'\t' -v runs="$random_runs" -v seed="$seed" '
+      { kind[NR] = $1; n[NR] = split($2, v, " "); for (j = 1; j <= n[NR]; j++) val[NR, j] = v[j] }
+      END {
+        srand(seed)
+        for (r = 0; r < runs; r++) {
+          line = ""
+          for (f = 1; f <= NR; f++) {
+            u = rand()
+            if (kind[f] == "list") x = val[f, int(u * n[f]) + 1]
+            else if (kind[f] == "log") x = sprintf("%.3g", exp(log(val[f, 1]) + u * (log(val[f, 2]) - log(val[f, 1]))))
+            else if (kind[f] == "range") x = sprintf("%.3g", val[f, 1] + u * (val[f, 2] - val[f, 1]))
+            else x = val[f, 1] + int(u * (val[f, 2] - val[f, 1] + 1))
+            line = line (f > 1 ? "\t" : "") x
+          }
+          print line
+        }
+      }'
+  )
+fi
 n_tasks=${#combos[@]}
 
 # One task's mlai_train flags: --FLAG VALUE, or for on/off values of a switch --FLAG or nothing.
@@ -182,7 +240,7 @@ job_script() {
   local k
   cat << EOF
 #!/bin/bash
-# Sweep $study: $n_tasks run(s), one array task each, over ${names[*]}. Written by
+# Sweep $study: $n_tasks run(s), one array task each, over ${names[*]}${random_runs:+ (random search, seed $seed)}. Written by
 # slurm/sweep.sh on $(date '+%Y-%m-%d %H:%M'); to submit it again (unfinished runs resume from
 # their last.h5): sbatch $study_dir/sweep.sbatch
 # The job inherits the environment of the shell that submits it (sbatch's default --export=ALL):

@@ -39,6 +39,26 @@ for bad in lr lr=0.1,,0.2 log-dir=a,b; do
     fail "--grid $bad: expected exit 2 and a '--grid' message, got $rc: $msg"
   fi
 done
+# --random: N runs, each setting drawn on its own within its range or list; the same seed
+# draws the same runs, another seed others; a distribution without --random is refused.
+draw() {
+  bash "$sweep" --random 8 --seed "$1" --grid lr=log:1e-4:1e-1 --grid batch-size=32,64 \
+    --grid dropout=range:0:0.5 --grid workers=int:1:3 --gpus-per-node 0 --dry-run \
+    -- --device cpu 2> /dev/null | grep -E "^  '--lr"
+}
+d1=$(draw 1)
+[ "$(wc -l <<< "$d1")" = 8 ] || fail "--random 8: expected 8 runs, got: $d1"
+[ "$d1" = "$(draw 1)" ] || fail "--random: the same seed drew other runs"
+[ "$d1" != "$(draw 2)" ] || fail "--random: seeds 1 and 2 drew the same runs"
+while read -r _ lr _ bs _ dropout _ workers _; do
+  awk -v lr="$lr" -v d="$dropout" 'BEGIN { exit !(lr >= 1e-4 && lr <= 0.1 && d >= 0 && d <= 0.5) }' ||
+    fail "--random: lr $lr or dropout $dropout out of its range"
+  case "$bs" in 32 | 64) ;; *) fail "--random: batch size $bs not in the list" ;; esac
+  case "${workers%\'}" in 1 | 2 | 3) ;; *) fail "--random: workers $workers not in int:1:3" ;; esac
+done <<< "$d1"
+rc=0
+bash "$sweep" --grid lr=log:1e-4:1e-1 --dry-run > /dev/null 2>&1 || rc=$?
+[ "$rc" = 2 ] || fail "a distribution without --random: expected exit 2, got $rc"
 rc=0
 msg=$(bash "$sweep" --grid lr=0.1,0.2 --dry-run -- --lr 0.3 2>&1) || rc=$?
 [ "$rc" = 2 ] || fail "a flag both swept and given: expected exit 2, got $rc: $msg"
