@@ -5,14 +5,18 @@
 // failure while training exits with 1; a run stopped by SIGINT/SIGTERM/SIGUSR1 saves
 // checkpoints/last.h5 (resume with --resume) and exits with 128 + the signal number.
 #include <CLI/CLI.hpp>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dist/process_group.h"
@@ -21,6 +25,7 @@
 #include "nn/config_file.h"
 #include "nn/models.h"
 #include "nn/trainer.h"
+#include "tensor/device.h"
 
 namespace {
 
@@ -252,6 +257,11 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "--unfreeze-backbone-at-epoch: the backbone's rate is multiplied by this each "
                  "epoch after (capped at the head's)")->capture_default_str();
   app.add_flag("!--no-progress", c.progress, "No live progress line");
+  app.add_option("--devices", c.devices,
+                 "Lightning's devices=N: run on N GPUs (or N CPU ranks) of this machine; "
+                 "started without mpirun/srun, mlai_train starts the N processes itself "
+                 "through mpirun (0: as launched)")
+      ->capture_default_str();
   app.add_option("--dist-backend", c.dist_backend,
                  "Data parallel: auto (nccl on GPUs, mpi on CPUs), nccl or mpi")->capture_default_str();
   app.add_option("--bucket-cap-mb", c.bucket_cap_mb, "Data parallel: gradient bucket size (MB)")->capture_default_str();
@@ -314,6 +324,34 @@ std::string name_config_source(const CLI::App& app, int argc, char** argv, const
 }
 
 }  // namespace
+
+// --devices N without a launcher: this program again, N times, under mpirun (one rank per
+// GPU or N CPU ranks, their threads free to use any core). Returns only when mpirun cannot run.
+static int launch_ranks(int argc, char** argv, int64_t n) {
+  std::vector<std::string> args{"mpirun", "-np", std::to_string(n), "--bind-to", "none"};
+  if (geteuid() == 0) args.push_back("--allow-run-as-root");  // (containers, CI)
+  if (static_cast<unsigned>(n) > std::thread::hardware_concurrency())
+    args.push_back("--oversubscribe");
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  args.push_back(ec ? std::string(argv[0]) : self.string());
+  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  std::string shown;
+  for (const auto& a : args) shown += (shown.empty() ? "" : " ") + a;
+  std::printf("--devices %lld: starting %lld processes: %s\n", static_cast<long long>(n),
+              static_cast<long long>(n), shown.c_str());
+  std::fflush(stdout);
+  std::vector<char*> ptrs;
+  for (auto& a : args) ptrs.push_back(a.data());
+  ptrs.push_back(nullptr);
+  execvp("mpirun", ptrs.data());
+  std::fprintf(stderr,
+               "mlai_train: error: --devices %lld: cannot run mpirun (%s): install Open MPI "
+               "(apt-get install openmpi-bin, or module load openmpi), or start the ranks "
+               "yourself (mpirun -np %lld ... or srun)\n",
+               static_cast<long long>(n), std::strerror(errno), static_cast<long long>(n));
+  return 1;
+}
 
 int main(int argc, char** argv) {
   mlai::dist::ProcessGroup* group = nullptr;
@@ -405,6 +443,20 @@ int main(int argc, char** argv) {
     group->finalize();
     return 0;
   }
+  // --devices N: started alone, the N ranks are started here, as Lightning's Trainer(devices=N)
+  // does; under a launcher, the launcher decided, and the two must agree.
+  if (cfg.devices > 1 && !mlai::dist::launched_by_mpi()) {
+    const int gpus = cfg.device == "cpu" ? 0 : mlai::tensor::cuda_device_count();
+    if (gpus > 0 && cfg.devices > gpus)
+      return flag_error("--devices " + std::to_string(cfg.devices) + ": this machine has " +
+                        std::to_string(gpus) + " GPU(s), one per process");
+    return launch_ranks(argc, argv, cfg.devices);
+  }
+  if (cfg.devices > 0 && cfg.devices != group->world())
+    return flag_error("--devices " + std::to_string(cfg.devices) + ", but " +
+                      std::to_string(group->world()) +
+                      " rank(s) were started (mpirun -np / srun --ntasks): give the same number, "
+                      "or leave --devices out");
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
   int rc = 0;

@@ -111,6 +111,7 @@ void Config::validate() const {
           "--rrc-scale must be two shares of the area, 0 < MIN <= MAX <= 1 (like 0.08,1)");
   require(rrc_ratio.size() == 2 && rrc_ratio[0] > 0 && rrc_ratio[0] <= rrc_ratio[1],
           "--rrc-ratio must be two aspect ratios, 0 < MIN <= MAX (like 0.75,1.3333)");
+  require(devices >= 0, "--devices must be >= 0 (the processes to start; 0: as launched)");
   require(bucket_cap_mb > 0, "--bucket-cap-mb must be > 0");
   require(dist_timeout >= 0, "--dist-timeout must be >= 0 seconds (0: no deadline)");
   require(criterion == "cross_entropy" || criterion == "nll",
@@ -256,7 +257,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
-  X(lr_scale) X(sync_bn) X(dist_timeout) X(augment) X(prefetch) X(data_path) X(cache)     \
+  X(lr_scale) X(sync_bn) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \
   X(early_stopping_divergence_threshold) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \

@@ -129,6 +129,9 @@ struct Config {
     return early_stopping_patience > 0 || !early_stopping_stopping_threshold.empty() ||
            !early_stopping_divergence_threshold.empty();
   }
+  // Lightning's devices=N: started without mpirun/srun, mlai_train starts N processes on this
+  // machine itself (through mpirun); under mpirun/srun it must be the ranks started (0: any).
+  int64_t devices = 0;
   // data parallel (world > 1 under mpirun or srun)
   std::string dist_backend = "auto";  // auto: nccl on GPUs, mpi on CPUs
   double bucket_cap_mb = 25.0;

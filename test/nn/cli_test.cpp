@@ -168,4 +168,34 @@ TEST(Cli, SigtermSavesACheckpointAndExits) {
   fs::remove_all(root);
 }
 
+// --devices N, Lightning's devices=N: started alone, mlai_train starts N ranks itself (through
+// mpirun) and they train data-parallel; under mpirun with another number of ranks it is a
+// one-line error on rank 0 and a non-zero exit.
+TEST(Cli, DevicesStartsTheRanksItself) {
+  namespace fs = std::filesystem;
+  const std::string root =
+      (fs::temp_directory_path() / ("mlai_cli_devices_" + std::to_string(getpid()))).string();
+  fs::remove_all(root);
+  mlai::testing::make_synthetic_mnist(root + "/data", 640, 100);
+  const std::string common = "--device cpu --dataset mnist --data-dir " + root +
+                             "/data --epochs 1 --no-progress --workers 0 --log-dir " + root + "/logs";
+  const Result r = run("--devices 2 " + common);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("--devices 2: starting 2 processes: mpirun -np 2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("data parallel: world size 2"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(root + "/logs/default/version_0/metrics.csv")) << r.out;
+  const std::string mpirun = std::string("mpirun -np 2 --oversubscribe ") +
+                             (geteuid() == 0 ? "--allow-run-as-root " : "") + MLAI_BINARY_DIR +
+                             "/bin/mlai_train --devices 3 " + common + " 2>&1";
+  FILE* p = popen(mpirun.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  while (fgets(buf, sizeof(buf), p)) out += buf;
+  EXPECT_NE(pclose(p), 0) << out;
+  EXPECT_NE(out.find("mlai_train: error: --devices 3, but 2 rank(s) were started"), std::string::npos)
+      << out;
+  fs::remove_all(root);
+}
+
 }  // namespace
