@@ -52,6 +52,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                "--dataset hdf5: read the whole file into memory once per process instead of "
                "streaming samples from it (IDX and CIFAR files are always read whole)");
   app.add_option("--val-split", c.val_split, "Fraction of the training set held out for validation (seeded)")->capture_default_str();
+  app.add_flag("--val-on-test", c.val_on_test,
+               "Validate on the test split and train on the whole training split, as "
+               "Lightning's CIFAR-10 tutorials do (--val-split unused)");
   app.add_option("--augment", c.augment,
                  "Training augmentation: auto (random 4-pixel-padded crop + flip for cifar10/100, "
                  "none otherwise), none, crop-flip, or rrc / rrc-flip (RandomResizedCrop at the "

@@ -39,6 +39,9 @@ void Config::validate() const {
   require(workers >= 0 && workers <= 256, "--workers must be in [0, 256]");
   require(prefetch >= 1 && prefetch <= 1024, "--prefetch must be in [1, 1024]");
   require(val_split >= 0 && val_split < 1, "--val-split must be in [0, 1)");
+  require(!(val_on_test && overfit_batches > 0),
+          "--val-on-test and --overfit-batches cannot be combined (overfitting validates on the "
+          "training batches)");
   require(label_smoothing >= 0 && label_smoothing <= 1, "--label-smoothing must be in [0, 1]");
   if (!class_weights.empty() && class_weights != "balanced") parse_class_weights(class_weights);
   require(class_weights.empty() || (mixup_alpha == 0 && cutmix_alpha == 0),
@@ -101,7 +104,7 @@ void Config::validate() const {
           "weight changes every step, and a graph replays one");
   require(lr_schedule != "plateau" || (lr_gamma > 0 && lr_gamma < 1),
           "--lr-schedule plateau: --lr-gamma (the factor) must be in (0, 1)");
-  require(lr_schedule != "plateau" || val_split > 0 || overfit_batches > 0,
+  require(lr_schedule != "plateau" || val_split > 0 || overfit_batches > 0 || val_on_test,
           "--lr-schedule plateau needs a validation set (--val-split > 0) to monitor");
   one_of(dist_backend, {"auto", "nccl", "mpi"}, "--dist-backend");
   one_of(lr_scale, {"none", "linear"}, "--lr-scale");
@@ -166,7 +169,7 @@ void Config::validate() const {
     require(used == text->size() && std::isfinite(v),
             std::string(flag) + " must be a number, got '" + *text + "'");
   }
-  require(!early_stopping() || val_split > 0 || overfit_batches > 0,
+  require(!early_stopping() || val_split > 0 || overfit_batches > 0 || val_on_test,
           "early stopping (--early-stopping-patience or a threshold) needs a validation set "
           "(--val-split > 0)");
   require(!(reset_head && pretrained.empty()), "--reset-head applies to --pretrained only");
@@ -251,7 +254,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
 }
 
 #define MLAI_CONFIG_FIELDS(X)                                                                   \
-  X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(workers) X(criterion)     \
+  X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(val_on_test) X(workers) X(criterion)     \
   X(label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
   X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_gamma) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(cuda_graphs) X(fast_dev_run)      \

@@ -21,6 +21,9 @@ struct Config {
   std::string data_path;  // hdf5: TRAIN.h5 or TRAIN.h5,TEST.h5 (io::hdf5_paths)
   bool cache = false;     // hdf5: read the whole file into memory (otherwise stream samples)
   double val_split = 0.1;
+  // Validate on the data set's test split, training on the whole training split (val_split
+  // unused), as Lightning's CIFAR-10 tutorials pass the test loader as val_dataloaders.
+  bool val_on_test = false;
   int workers = 2;
   int prefetch = 4;              // batches the workers may prepare ahead of the trainer
   std::string augment = "auto";  // auto (crop-flip for cifar10/100), none, crop-flip, rrc, rrc-flip

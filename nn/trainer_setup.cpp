@@ -78,8 +78,17 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   device_ = select_device(cfg_.device, group_);
   t::set_current_device(device_);
   t::set_deterministic(cfg_.deterministic);  // cuDNN: reproducible algorithms only
-  data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_split, cfg_.seed, cfg_.data_path,
-                           cfg_.cache);
+  data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_on_test ? 0.0 : cfg_.val_split,
+                           cfg_.seed, cfg_.data_path, cfg_.cache);
+  if (cfg_.val_on_test) {  // the whole training split trains; the test split validates
+    if (data_.test.count == 0)
+      throw std::invalid_argument("--val-on-test: the data set has no test split to validate on");
+    data_.val = data_.test;
+    if (main_)
+      std::printf("--val-on-test: validating on the test split (%lld images); best.h5 and early "
+                  "stopping then choose by the test set\n",
+                  static_cast<long long>(data_.val.count));
+  }
   if (main_)
     for (const auto& w : data_.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   if (cfg_.overfit_batches > 0) {  // the same first batches for training and validation

@@ -399,5 +399,24 @@ TEST_F(TrainerTest, ResumeLastContinuesTheExperimentsNewestCheckpoint) {
   EXPECT_EQ(weights(t), want);
 }
 
+// --val-on-test: every training image trains (640 / 32 = 20 steps an epoch, not 18), the 200
+// test images validate, and the last validation and the test see the same weights and data.
+TEST_F(TrainerTest, ValOnTestTrainsOnEverythingAndValidatesOnTheTestSplit) {
+  Config c = base();
+  c.val_on_test = true;
+  c.early_stopping_patience = 5;  // (a validation set is there to monitor)
+  Trainer t(c);
+  const FitResult r = t.fit();
+  EXPECT_EQ(r.global_step, 2 * 20);
+  EXPECT_EQ(r.val.samples, 200);
+  EXPECT_EQ(r.test.samples, 200);
+  EXPECT_DOUBLE_EQ(r.val.loss, r.test.loss);
+  EXPECT_EQ(r.val.confusion.counts(), r.test.confusion.counts());
+  Config bad = base();
+  bad.val_on_test = true;
+  bad.overfit_batches = 2;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace mlai::nn
