@@ -245,8 +245,12 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_flag("--freeze-backbone", c.freeze_backbone,
                "Train the head alone (fc; the mlp's last layer): the backbone's weights get no "
                "gradients (Lightning's BaseFinetuning.freeze); its batch norms still train");
+  app.add_option("--freeze", c.freeze,
+                 "Freeze these modules only (comma list of names from the model summary, like "
+                 "conv1,bn1,layer1); their batch norms still train unless --freeze-bn; "
+                 "--unfreeze-backbone-at-epoch unfreezes them");
   app.add_flag("--freeze-bn", c.freeze_bn,
-               "--freeze-backbone: freeze batch norm too (its parameters, and its running "
+               "--freeze-backbone / --freeze: freeze batch norm too (its parameters, and its running "
                "statistics: train_bn=False); backward then stops at the head");
   app.add_option("--unfreeze-backbone-at-epoch", c.unfreeze_backbone_at_epoch,
                  "Lightning's BackboneFinetuning: the backbone is frozen until this epoch "

@@ -173,8 +173,11 @@ void Config::validate() const {
           "early stopping (--early-stopping-patience or a threshold) needs a validation set "
           "(--val-split > 0)");
   require(!(reset_head && pretrained.empty()), "--reset-head applies to --pretrained only");
-  require(!(freeze_bn && !freeze_backbone && unfreeze_backbone_at_epoch < 0),
-          "--freeze-bn applies with --freeze-backbone or --unfreeze-backbone-at-epoch");
+  require(!(freeze_bn && !freeze_backbone && freeze.empty() && unfreeze_backbone_at_epoch < 0),
+          "--freeze-bn applies with --freeze-backbone, --freeze or --unfreeze-backbone-at-epoch");
+  require(!(freeze_backbone && !freeze.empty()),
+          "--freeze-backbone and --freeze cannot be combined (the whole backbone, or the modules "
+          "named)");
   require(unfreeze_backbone_at_epoch >= -1,
           "--unfreeze-backbone-at-epoch must be an epoch >= 0 (0-based; -1: never)");
   require(backbone_lr_ratio > 0, "--backbone-lr-ratio must be > 0");
@@ -269,7 +272,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha) \
   X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(no_bias_decay) \
   X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy) \
-  X(freeze_backbone) X(freeze_bn) X(unfreeze_backbone_at_epoch) X(backbone_lr_ratio) \
+  X(freeze_backbone) X(freeze) X(freeze_bn) X(unfreeze_backbone_at_epoch) X(backbone_lr_ratio) \
   X(backbone_lr_growth)
 
 std::vector<double> parse_class_weights(const std::string& text) {

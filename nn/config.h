@@ -171,6 +171,9 @@ struct Config {
   // backbone trains in a second parameter group at backbone_lr_ratio x the head's rate, which
   // grows backbone_lr_growth-fold each epoch after, up to the head's rate.
   bool freeze_backbone = false;
+  // BaseFinetuning.freeze(modules) for named modules instead of the whole backbone: a comma
+  // list of dotted module names ("conv1,bn1,layer1"); the same train_bn and unfreeze rules.
+  std::string freeze;
   bool freeze_bn = false;
   int64_t unfreeze_backbone_at_epoch = -1;
   double backbone_lr_ratio = 0.1;

@@ -1,6 +1,8 @@
 // Freezing and unfreezing a model's backbone (see finetune.h).
 #include "nn/finetune.h"
 
+#include <algorithm>
+#include <functional>
 #include <set>
 #include <stdexcept>
 
@@ -9,17 +11,6 @@
 namespace mlai::nn {
 
 namespace {
-// Every batch norm's parameter names, with their dotted prefixes.
-void bn_parameter_names(const Module& m, const std::string& prefix, std::set<std::string>& out) {
-  if (dynamic_cast<const BatchNorm2d*>(&m) != nullptr)
-    for (const auto& [n, v] : m.named_parameters()) out.insert(prefix + n);
-  for (const auto& [n, c] : m.children()) bn_parameter_names(*c, prefix + n + ".", out);
-}
-
-bool in_head(const std::string& name, const std::string& head) {
-  return name.compare(0, head.size() + 1, head + ".") == 0;
-}
-
 // Sets requires_grad on the named parameters and their working copies.
 void set_requires_grad(Module& m, const std::set<std::string>& names, bool on) {
   const auto params = m.named_parameters();
@@ -36,6 +27,39 @@ void set_requires_grad(Module& m, const std::set<std::string>& names, bool on) {
     }
   }
 }
+
+// Every batch norm with its dotted name ("layer1.0.bn1"), depth first.
+void named_batch_norms(Module& m, const std::string& name,
+                       std::vector<std::pair<std::string, BatchNorm2d*>>& out) {
+  if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) out.emplace_back(name, bn);
+  for (const auto& [n, c] : m.children()) named_batch_norms(*c, name.empty() ? n : name + "." + n, out);
+}
+
+// Whether `name` is module `prefix` or inside it ("layer1.0.conv1.weight" is in "layer1").
+bool in_module(const std::string& name, const std::string& prefix) {
+  return name == prefix || name.compare(0, prefix.size() + 1, prefix + ".") == 0;
+}
+bool in_head(const std::string& name, const std::string& head) { return in_module(name, head); }
+
+// BaseFinetuning.freeze over the parameters `chosen` picks: requires_grad off, except batch
+// norm's with train_bn; without it those batch norms stop tracking statistics.
+std::vector<std::string> freeze_where(Module& m, const std::function<bool(const std::string&)>& chosen,
+                                      bool train_bn) {
+  std::vector<std::pair<std::string, BatchNorm2d*>> bns;
+  named_batch_norms(m, "", bns);
+  std::set<std::string> bn_params;
+  for (const auto& [name, bn] : bns)
+    for (const auto& [n, v] : bn->named_parameters()) bn_params.insert(name + "." + n);
+  std::vector<std::string> frozen;
+  for (const auto& [n, v] : m.named_parameters())
+    if (chosen(n) && (!train_bn || !bn_params.count(n))) frozen.push_back(n);
+  set_requires_grad(m, {frozen.begin(), frozen.end()}, false);
+  if (!train_bn)
+    for (const auto& [name, bn] : bns)
+      if (chosen(name + ".weight")) bn->set_track_running_stats(false);
+  return frozen;
+}
+
 }  // namespace
 
 std::string head_prefix(const Module& m) {
@@ -58,20 +82,40 @@ std::vector<std::string> head_parameter_names(const Module& m) {
 
 std::vector<std::string> freeze_backbone(Module& m, bool train_bn) {
   const std::string head = head_prefix(m);
-  std::set<std::string> bn;
-  bn_parameter_names(m, "", bn);
-  std::vector<std::string> frozen;
-  for (const auto& [n, v] : m.named_parameters())
-    if (!in_head(n, head) && (!train_bn || !bn.count(n))) frozen.push_back(n);
-  set_requires_grad(m, {frozen.begin(), frozen.end()}, false);
-  if (!train_bn)
-    for (BatchNorm2d* b : batch_norms(m)) b->set_track_running_stats(false);
-  return frozen;
+  return freeze_where(m, [&](const std::string& n) { return !in_head(n, head); }, train_bn);
+}
+
+std::vector<std::string> freeze_modules(Module& m, const std::vector<std::string>& modules,
+                                        bool train_bn) {
+  const auto params = m.named_parameters();
+  for (const std::string& mod : modules) {
+    const bool found = std::any_of(params.begin(), params.end(),
+                                   [&](const auto& p) { return in_module(p.first, mod); });
+    if (found) continue;
+    std::string names;  // the model's top-level modules, to choose from
+    for (const auto& [n, c] : m.children()) names += (names.empty() ? "" : ", ") + n;
+    throw std::invalid_argument("--freeze: the model has no module '" + mod +
+                                "' with parameters (its modules: " + names +
+                                "; deeper ones as layer1.0)");
+  }
+  return freeze_where(
+      m,
+      [&](const std::string& n) {
+        return std::any_of(modules.begin(), modules.end(),
+                           [&](const std::string& mod) { return in_module(n, mod); });
+      },
+      train_bn);
 }
 
 void make_trainable(Module& m, const std::vector<std::string>& names) {
   set_requires_grad(m, {names.begin(), names.end()}, true);
-  for (BatchNorm2d* b : batch_norms(m)) b->set_track_running_stats(true);
+  // Batch norms whose parameters come back track statistics again (those frozen without
+  // train_bn); the others never stopped.
+  std::vector<std::pair<std::string, BatchNorm2d*>> bns;
+  named_batch_norms(m, "", bns);
+  const std::set<std::string> back(names.begin(), names.end());
+  for (const auto& [name, bn] : bns)
+    if (back.count(name + ".weight")) bn->set_track_running_stats(true);
 }
 
 std::vector<std::pair<std::string, Variable>> trainable_parameters(const Module& m) {

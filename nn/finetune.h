@@ -26,8 +26,14 @@ std::vector<std::string> head_parameter_names(const Module& m);
 // registration order.
 std::vector<std::string> freeze_backbone(Module& m, bool train_bn);
 
-// BaseFinetuning.make_trainable: the named parameters require gradients again, and every batch
-// norm tracks running statistics again.
+// BaseFinetuning.freeze(modules, train_bn) for the named modules (dotted names: "conv1",
+// "layer1", "layer2.0"), the same way; a name without parameters is an error listing the
+// model's modules.
+std::vector<std::string> freeze_modules(Module& m, const std::vector<std::string>& modules,
+                                        bool train_bn);
+
+// BaseFinetuning.make_trainable: the named parameters require gradients again, and the batch
+// norms among them track running statistics again.
 void make_trainable(Module& m, const std::vector<std::string>& names);
 
 // The parameters that require gradients, by name (what the optimizer steps and the reducer

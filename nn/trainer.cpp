@@ -95,9 +95,10 @@ void Trainer::finetune_epoch_start(int64_t epoch, double lr) {
     // here the reducer is made again over the parameters that train now.
     if (comm_) build_reducer();
     if (main_)
-      std::printf("epoch %lld: backbone unfrozen (%lld trainable parameters), its learning rate "
+      std::printf("epoch %lld: %s unfrozen (%lld trainable parameters), its learning rate "
                   "%g (%g x the head's %g)\n",
                   static_cast<long long>(epoch + 1),
+                  cfg_.freeze.empty() ? "backbone" : cfg_.freeze.c_str(),
                   static_cast<long long>(trainable_parameter_count(*model_)), backbone,
                   cfg_.backbone_lr_ratio, lr);
   } else {

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <limits>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 
 #include "dist/communicator.h"
@@ -136,7 +137,19 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   model_->to(device_);
   precision_ = parse_precision(cfg_.precision);
   model_->set_compute_dtype(compute_dtype(precision_));  // working copies for --precision 16/bf16
-  if (cfg_.freeze_backbone || cfg_.unfreeze_backbone_at_epoch >= 0) {
+  if (!cfg_.freeze.empty()) {
+    std::vector<std::string> modules;
+    std::stringstream list(cfg_.freeze);
+    for (std::string mod; std::getline(list, mod, ',');)
+      if (!mod.empty()) modules.push_back(mod);
+    frozen_ = freeze_modules(*model_, modules, !cfg_.freeze_bn);
+    if (trainable_parameter_count(*model_) == 0)
+      throw std::invalid_argument("--freeze " + cfg_.freeze + ": nothing is left to train");
+    if (main_)
+      std::printf("frozen: %s, %zu parameter tensor(s) that get no gradients%s\n",
+                  cfg_.freeze.c_str(), frozen_.size(),
+                  cfg_.freeze_bn ? " (batch norm included)" : "");
+  } else if (cfg_.freeze_backbone || cfg_.unfreeze_backbone_at_epoch >= 0) {
     frozen_ = freeze_backbone(*model_, !cfg_.freeze_bn);
     if (main_)
       std::printf("backbone frozen: %zu parameter tensor(s) get no gradients%s; the head is %s\n",

@@ -221,6 +221,37 @@ TEST_F(FinetuneTrainer, FrozenResNetBackboneWithAndWithoutBatchNorm) {
   }
 }
 
+// --freeze conv1,bn1,layer1 --freeze-bn: exactly those modules stay as they were (statistics
+// included); everything after them trains. Unknown modules and freezing everything are errors.
+TEST_F(FinetuneTrainer, FreezeNamedModulesOnly) {
+  Config c = base();
+  c.arch = "resnet18_cifar";
+  c.epochs = 1;
+  c.batch_size = 8;
+  c.limit_train_batches = "3";
+  c.limit_val_batches = "1";
+  c.limit_test_batches = "1";
+  c.freeze = "conv1,bn1,layer1";
+  c.freeze_bn = true;
+  c.optimizer = "sgd";
+  c.lr = 0.1;
+  Trainer t(c);
+  const auto before = named_values(t.model());
+  t.fit();
+  expect_changed(before, named_values(t.model()), [](const std::string& n) {
+    return n.rfind("conv1.", 0) == 0 || n.rfind("bn1.", 0) == 0 || n.rfind("layer1.", 0) == 0;
+  });
+  Config unknown = c;
+  unknown.freeze = "layer9";
+  EXPECT_THROW(Trainer{unknown}, std::invalid_argument);
+  Config all = c;
+  all.freeze = "conv1,bn1,layer1,layer2,layer3,layer4,fc";
+  EXPECT_THROW(Trainer{all}, std::invalid_argument);
+  Config both = c;
+  both.freeze_backbone = true;
+  EXPECT_THROW(both.validate(), std::invalid_argument);
+}
+
 // BackboneFinetuning on the MLP: frozen through epoch 0, then at ratio 0.2 of the head's 0.05
 // (constant), tripling each epoch but capped at 0.05: 0.01, 0.03, 0.05.
 TEST_F(FinetuneTrainer, UnfreezeAtEpochFollowsTheBackboneRates) {
