@@ -158,6 +158,19 @@ TEST(Finetune, BackboneRateFollowsBackboneFinetuning) {
 
 class FinetuneTrainer : public TrainerTest {
  protected:
+  // ResNet-18 (small-image stem) for a few steps of SGD: enough to move every trained tensor.
+  Config tiny_resnet() const {
+    Config c = base();
+    c.arch = "resnet18_cifar";
+    c.epochs = 1;
+    c.batch_size = 8;
+    c.limit_train_batches = "3";
+    c.limit_val_batches = "1";
+    c.limit_test_batches = "1";
+    c.optimizer = "sgd";
+    c.lr = 0.1;
+    return c;
+  }
   static std::vector<std::pair<std::string, std::vector<float>>> named_values(Module& m) {
     std::vector<std::pair<std::string, std::vector<float>>> out;
     for (auto& [n, t] : m.named_tensors())
@@ -199,17 +212,9 @@ TEST_F(FinetuneTrainer, FrozenMlpBackboneStaysExactlyAsItWas) {
 // convolutions stay; with --freeze-bn nothing but fc changes, num_batches_tracked included.
 TEST_F(FinetuneTrainer, FrozenResNetBackboneWithAndWithoutBatchNorm) {
   for (const bool freeze_bn : {false, true}) {
-    Config c = base();
-    c.arch = "resnet18_cifar";
-    c.epochs = 1;
-    c.batch_size = 8;
-    c.limit_train_batches = "3";
-    c.limit_val_batches = "1";
-    c.limit_test_batches = "1";
+    Config c = tiny_resnet();
     c.freeze_backbone = true;
     c.freeze_bn = freeze_bn;
-    c.optimizer = "sgd";
-    c.lr = 0.1;
     Trainer t(c);
     const auto before = named_values(t.model());
     t.fit();
@@ -224,17 +229,9 @@ TEST_F(FinetuneTrainer, FrozenResNetBackboneWithAndWithoutBatchNorm) {
 // --freeze conv1,bn1,layer1 --freeze-bn: exactly those modules stay as they were (statistics
 // included); everything after them trains. Unknown modules and freezing everything are errors.
 TEST_F(FinetuneTrainer, FreezeNamedModulesOnly) {
-  Config c = base();
-  c.arch = "resnet18_cifar";
-  c.epochs = 1;
-  c.batch_size = 8;
-  c.limit_train_batches = "3";
-  c.limit_val_batches = "1";
-  c.limit_test_batches = "1";
+  Config c = tiny_resnet();
   c.freeze = "conv1,bn1,layer1";
   c.freeze_bn = true;
-  c.optimizer = "sgd";
-  c.lr = 0.1;
   Trainer t(c);
   const auto before = named_values(t.model());
   t.fit();

@@ -4,6 +4,7 @@
 #   fail MESSAGE           record a failed check (the test goes on, and exits 1 at its end)
 #   skip MESSAGE           exit 77 (ctest's skip), or 1 under MLAI_REQUIRE_SLURM=1 (CI)
 #   require_cluster        skip unless Slurm's commands exist and SLURM_CONF's cluster is up
+#   finish_failed LOG DIR  after failed checks: LOG and the jobs' .out files in DIR, exit 1
 # shellcheck shell=bash
 
 skip() {
@@ -35,4 +36,16 @@ require_cluster() {
   states=$(timeout 10 sinfo -h -o %T 2> /dev/null || true)
   grep -qE '^(idle|mixed|allocated)' <<< "$states" ||
     skip "the cluster of SLURM_CONF=$SLURM_CONF is not up (sinfo: ${states:-no answer})"
+}
+
+finish_failed() {  # finish_failed LOG DIR: show what the jobs said, then fail the test
+  echo "---- $(basename "$1") ----"
+  cat "$1"
+  local out
+  for out in "$2"/*.out; do
+    [ -f "$out" ] || continue
+    echo "---- $out ----"
+    tail -n 20 "$out"
+  done
+  exit 1
 }

@@ -78,15 +78,6 @@ else
     fail "no matplotlib, and the report did not say it skipped the plot"
 fi
 
-if [ "$failed" != 0 ]; then
-  echo "---- scaling.sh output ----"
-  cat "$work/scaling.log"
-  for out in "$study"/*.out; do
-    [ -f "$out" ] || continue
-    echo "---- $out ----"
-    tail -n 20 "$out"
-  done
-  exit 1
-fi
+[ "$failed" = 0 ] || finish_failed "$work/scaling.log" "$study"
 cat "$md"
 echo "PASS: a 2-point study (jobs $ids) and its report"

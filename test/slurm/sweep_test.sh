@@ -145,15 +145,6 @@ if [ "$failed" = 0 ] && [ -n "$m3" ]; then
   fi
 fi
 
-if [ "$failed" != 0 ]; then
-  echo "---- sweep.sh output ----"
-  cat "$work/sweep.log"
-  for out in "$study"/*.out; do
-    [ -f "$out" ] || continue
-    echo "---- $out ----"
-    tail -n 20 "$out"
-  done
-  exit 1
-fi
+[ "$failed" = 0 ] || finish_failed "$work/sweep.log" "$study"
 cat "$md"
 echo "PASS: a 4-run sweep (job array $job) and its report"
