@@ -199,6 +199,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_flag("--log-histograms", c.log_histograms,
                "TensorBoard: a histogram of every parameter at each epoch's end "
                "(weights/<name>: the HISTOGRAMS and DISTRIBUTIONS tabs)");
+  app.add_flag("--log-per-class", c.log_per_class,
+               "TensorBoard: each class's recall and precision at every validation and the "
+               "test (val/recall/<class>, val/precision/<class>, test/...)");
   app.add_option("--log-images", c.log_images,
                  "TensorBoard: the first N images of each epoch's first training batch, as the "
                  "model gets them (augmented, mixed), in one grid (train/images; 0: off)")

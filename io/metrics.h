@@ -30,6 +30,7 @@ class ConfusionMatrix {
   void reset();
 
   int num_classes() const { return k_; }
+  const std::string& name(int c) const { return names_.at(static_cast<size_t>(c)); }
   const std::vector<int64_t>& counts() const { return counts_; }
   int64_t count(int true_class, int predicted_class) const;
   int64_t total() const;

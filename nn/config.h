@@ -113,6 +113,9 @@ struct Config {
   // TensorBoard images: the first N images of each epoch's first training batch, as the model
   // gets them (augmented, mixed), back on the pixel scale in one grid (train/images; 0: off).
   int64_t log_images = 0;
+  // TensorBoard: each class's recall and precision at every validation and at the test
+  // (val/recall/<class>, ...), as torchmetrics' average=None.
+  bool log_per_class = false;
   // Lightning's gradient_clip_val / gradient_clip_algorithm (0: off).
   double gradient_clip_val = 0.0;
   std::string gradient_clip_algorithm = "norm";  // or value

@@ -146,6 +146,8 @@ class Trainer {
   void write_hparams(const nlohmann::json& extra);
   // --log-images: the first images of a training batch as one grid picture (rank 0).
   void log_images(const Tensor& images);
+  // --log-per-class: <split>/recall/<class> and <split>/precision/<class> (rank 0).
+  void log_per_class(const io::ConfusionMatrix& cm, const std::string& split);
   // trainer_lr_find.cpp: Lightning's learning-rate range test (Tuner.lr_find); returns the
   // suggested rate (0: none) and leaves the model, optimizer and scaler as they were.
   double lr_find(const io::LoaderOptions& lo, nlohmann::json& record);

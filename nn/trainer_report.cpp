@@ -116,6 +116,17 @@ void Trainer::log_images(const Tensor& images) {
                  state_.global_step);
 }
 
+void Trainer::log_per_class(const io::ConfusionMatrix& cm, const std::string& split) {
+  if (!tb_ || !cfg_.log_per_class) return;
+  for (int c = 0; c < cm.num_classes(); ++c) {
+    std::string name = cm.name(c);  // ("T-shirt/top": a slash would nest TensorBoard's groups)
+    std::replace(name.begin(), name.end(), '/', '-');
+    tb_->add_scalar(split + "/recall/" + name, static_cast<float>(cm.recall(c)), state_.global_step);
+    tb_->add_scalar(split + "/precision/" + name, static_cast<float>(cm.precision(c)),
+                    state_.global_step);
+  }
+}
+
 void Trainer::open_logs(FitResult& res) {
   if (!dev_run_ && main_) {
     dir_ = make_version_dir(cfg_.log_dir, cfg_.experiment_name);
@@ -206,6 +217,7 @@ bool Trainer::validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit,
     tb_->add_scalar("val/accuracy", static_cast<float>(acc), state_.global_step);
     if (v.top5 >= 0)
       tb_->add_scalar("val/top5_accuracy", static_cast<float>(v.top5), state_.global_step);
+    log_per_class(v.confusion, "val");
     tb_->flush();
   }
   state_.epoch = epoch;  // in progress: best.h5 resumes at next_batch like last.h5
@@ -434,6 +446,7 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
     csv_->log(row);
     for (const auto& [tag, v] : scalars)
       tb_->add_scalar(tag, static_cast<float>(v), state_.global_step);
+    if (val.samples > 0 && validated && !e.val_now) log_per_class(val.confusion, "val");
     // --log-histograms: each parameter's values (the training weights, float32 masters).
     if (cfg_.log_histograms) {
       Profiler::Scope ps(profiler_, "histograms");
@@ -603,6 +616,7 @@ void Trainer::test_and_report(FitResult& res) {
       if (res.test.top5 >= 0)
         tb_->add_scalar("test/top5_accuracy", static_cast<float>(res.test.top5),
                         state_.global_step);
+      log_per_class(cm, "test");
     }
     if (csv_) {
       std::map<std::string, io::CsvLogger::Value> row{{"epoch", "test"},

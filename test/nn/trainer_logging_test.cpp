@@ -203,5 +203,28 @@ TEST_F(TrainerTest, LogsEachEpochsFirstImagesAsOneGrid) {
   EXPECT_EQ(steps, (std::vector<int64_t>{0, 18}));
 }
 
+// --log-per-class: each class's recall and precision at every validation (the epochs' ends)
+// and at the test, equal to the run's own confusion matrices.
+TEST_F(TrainerTest, LogsEachClassesRecallAndPrecision) {
+  Config c = base();
+  c.log_per_class = true;
+  const FitResult r = Trainer(c).fit();
+  for (int k = 0; k < 10; ++k) {
+    const std::string name = std::to_string(k);
+    EXPECT_EQ(scalar_steps(r.version_dir, "val/recall/" + name), (std::vector<int64_t>{18, 36}));
+    EXPECT_EQ(scalar_steps(r.version_dir, "val/precision/" + name), (std::vector<int64_t>{18, 36}));
+    const auto val = scalar_values(r.version_dir, "val/recall/" + name);
+    ASSERT_EQ(val.size(), 2u);
+    EXPECT_FLOAT_EQ(val[1], static_cast<float>(r.val.confusion.recall(k)));
+    const auto test = scalar_values(r.version_dir, "test/precision/" + name);
+    ASSERT_EQ(test.size(), 1u);
+    EXPECT_FLOAT_EQ(test[0], static_cast<float>(r.test.confusion.precision(k)));
+  }
+  Config off = base();
+  off.experiment_name = "off";
+  const FitResult r2 = Trainer(off).fit();
+  EXPECT_TRUE(scalar_steps(r2.version_dir, "val/recall/0").empty());
+}
+
 }  // namespace
 }  // namespace mlai::nn
