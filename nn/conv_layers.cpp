@@ -61,11 +61,24 @@ void BatchNorm2d::count_batch() {
   tensor::fill_(*num_batches_tracked_, static_cast<double>(++batches_));
 }
 
+namespace {
+void collect_batch_norms(Module& m, const std::string& name,
+                         std::vector<std::pair<std::string, BatchNorm2d*>>& out) {
+  if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) out.emplace_back(name, bn);
+  for (const auto& [n, c] : m.children())
+    collect_batch_norms(*c, name.empty() ? n : name + "." + n, out);
+}
+}  // namespace
+
+std::vector<std::pair<std::string, BatchNorm2d*>> named_batch_norms(Module& m) {
+  std::vector<std::pair<std::string, BatchNorm2d*>> out;
+  collect_batch_norms(m, "", out);
+  return out;
+}
+
 std::vector<BatchNorm2d*> batch_norms(Module& m) {
   std::vector<BatchNorm2d*> out;
-  if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) out.push_back(bn);
-  for (auto& [n, c] : m.children())
-    for (BatchNorm2d* bn : batch_norms(*c)) out.push_back(bn);
+  for (const auto& [name, bn] : named_batch_norms(m)) out.push_back(bn);
   return out;
 }
 

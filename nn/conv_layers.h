@@ -75,8 +75,10 @@ class BatchNorm2d : public Module {
   int world_ = 1;
 };
 
-// Every BatchNorm2d in m (m itself included), depth first.
+// Every BatchNorm2d in m (m itself included), depth first; with their dotted names
+// ("layer1.0.bn1"; "" for m itself).
 std::vector<BatchNorm2d*> batch_norms(Module& m);
+std::vector<std::pair<std::string, BatchNorm2d*>> named_batch_norms(Module& m);
 
 class MaxPool2d : public Module {
  public:

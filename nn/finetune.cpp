@@ -28,13 +28,6 @@ void set_requires_grad(Module& m, const std::set<std::string>& names, bool on) {
   }
 }
 
-// Every batch norm with its dotted name ("layer1.0.bn1"), depth first.
-void named_batch_norms(Module& m, const std::string& name,
-                       std::vector<std::pair<std::string, BatchNorm2d*>>& out) {
-  if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) out.emplace_back(name, bn);
-  for (const auto& [n, c] : m.children()) named_batch_norms(*c, name.empty() ? n : name + "." + n, out);
-}
-
 // Whether `name` is module `prefix` or inside it ("layer1.0.conv1.weight" is in "layer1").
 bool in_module(const std::string& name, const std::string& prefix) {
   return name == prefix || name.compare(0, prefix.size() + 1, prefix + ".") == 0;
@@ -45,8 +38,7 @@ bool in_head(const std::string& name, const std::string& head) { return in_modul
 // norm's with train_bn; without it those batch norms stop tracking statistics.
 std::vector<std::string> freeze_where(Module& m, const std::function<bool(const std::string&)>& chosen,
                                       bool train_bn) {
-  std::vector<std::pair<std::string, BatchNorm2d*>> bns;
-  named_batch_norms(m, "", bns);
+  const auto bns = named_batch_norms(m);
   std::set<std::string> bn_params;
   for (const auto& [name, bn] : bns)
     for (const auto& [n, v] : bn->named_parameters()) bn_params.insert(name + "." + n);
@@ -111,8 +103,7 @@ void make_trainable(Module& m, const std::vector<std::string>& names) {
   set_requires_grad(m, {names.begin(), names.end()}, true);
   // Batch norms whose parameters come back track statistics again (those frozen without
   // train_bn); the others never stopped.
-  std::vector<std::pair<std::string, BatchNorm2d*>> bns;
-  named_batch_norms(m, "", bns);
+  const auto bns = named_batch_norms(m);
   const std::set<std::string> back(names.begin(), names.end());
   for (const auto& [name, bn] : bns)
     if (back.count(name + ".weight")) bn->set_track_running_stats(true);

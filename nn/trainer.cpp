@@ -1,5 +1,6 @@
-// The training loop (see trainer.h; the constructor is in trainer_setup.cpp). Per-step statistics stay on the device (a loss sum and a
-// confusion matrix) and reach the host once per epoch or per progress-line refresh.
+// The training loop (see trainer.h; the constructor is in trainer_setup.cpp). Per-step
+// statistics stay on the device (a loss sum and a confusion matrix) and reach the host once per
+// epoch or per progress-line refresh.
 #include "nn/trainer.h"
 
 #include <algorithm>

@@ -1,0 +1,128 @@
+// Lightning's callbacks after each validation (see trainer.h): a validation within the epoch
+// (--val-check-interval), ModelCheckpoint's best.h5 and top-k files, and EarlyStopping.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "io/tensorboard.h"
+#include "nn/trainer.h"
+
+namespace mlai::nn {
+
+// --val-check-interval: validation within the epoch, on the global metrics (every rank
+// evaluates its shard), logged to TensorBoard at the step, best.h5 when it improves.
+// Evaluation uses no generator and changes no state, so training goes on exactly as without.
+bool Trainer::validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit, EvalResult& v) {
+  {
+    Profiler::Scope s(profiler_, "validation");
+    v = evaluate(data_.val, val_limit);
+  }
+  if (v.samples == 0) return false;
+  const double acc = v.confusion.accuracy();
+  if (main_) {
+    std::printf("validation at epoch %lld, batch %lld (step %lld): loss %.4f    accuracy %.4f\n",
+                static_cast<long long>(epoch + 1), static_cast<long long>(b + 1),
+                static_cast<long long>(state_.global_step), v.loss, acc);
+    std::fflush(stdout);
+  }
+  if (tb_) {
+    tb_->add_scalar("val/loss", static_cast<float>(v.loss), state_.global_step);
+    tb_->add_scalar("val/accuracy", static_cast<float>(acc), state_.global_step);
+    if (v.top5 >= 0)
+      tb_->add_scalar("val/top5_accuracy", static_cast<float>(v.top5), state_.global_step);
+    log_per_class(v.confusion, "val");
+    tb_->flush();
+  }
+  state_.epoch = epoch;  // in progress: best.h5 resumes at next_batch like last.h5
+  keep_if_best(cfg_.checkpoint_monitor == "val_loss" ? v.loss : acc, epoch);
+  // Lightning checks EarlyStopping after every validation, within epochs too.
+  return cfg_.early_stopping() && !dev_run_ && early_stopping_update(v);
+}
+
+void Trainer::keep_if_best(double score, int64_t epoch) {
+  namespace fs = std::filesystem;
+  const int64_t k = cfg_.save_top_k;
+  if (k == 0 || std::isnan(score)) return;
+  const bool lower = cfg_.checkpoint_monitor == "val_loss";
+  auto better = [lower](double a, double b) { return lower ? a < b : a > b; };
+  const bool best = std::isnan(state_.best_score) || better(score, state_.best_score);
+  if (best) state_.best_score = score;
+  std::string kept;  // this validation's top-k file
+  if (k != 1) {
+    auto& top = state_.top_k;
+    auto worst = std::min_element(top.begin(), top.end(), [&](const auto& a, const auto& b) {
+      return better(b.first, a.first);
+    });
+    const bool room = k < 0 || static_cast<int64_t>(top.size()) < k;
+    if (room || better(score, worst->first)) {
+      if (!room) {
+        if (main_ && !dev_run_) fs::remove(dir_ + "/checkpoints/" + worst->second);
+        top.erase(worst);
+      }
+      char name[160];
+      std::snprintf(name, sizeof(name), "epoch=%lld-step=%lld-%s=%.4f.h5",
+                    static_cast<long long>(epoch + 1), static_cast<long long>(state_.global_step),
+                    cfg_.checkpoint_monitor.c_str(), score);
+      kept = name;
+      top.emplace_back(score, kept);
+      save(kept);
+    }
+  }
+  if (!best) return;
+  if (kept.empty() || !main_ || dev_run_) {
+    save("best.h5");
+    return;
+  }
+  // best.h5 is the same file: a hard link (a copy where the file system has none), put in
+  // place by a rename like every checkpoint.
+  const std::string dir = dir_ + "/checkpoints/";
+  std::error_code ec;
+  fs::remove(dir + "best.h5.tmp", ec);
+  fs::create_hard_link(dir + kept, dir + "best.h5.tmp", ec);
+  if (ec) fs::copy_file(dir + kept, dir + "best.h5.tmp", fs::copy_options::overwrite_existing);
+  fs::rename(dir + "best.h5.tmp", dir + "best.h5");
+}
+
+bool Trainer::early_stopping_update(const EvalResult& val) {
+  const bool lower = cfg_.early_stopping_monitor == "val_loss";
+  const char* name = cfg_.early_stopping_monitor.c_str();
+  const double v = lower ? val.loss : val.confusion.accuracy();
+  const auto better = [&](double a, double b) { return lower ? a < b : a > b; };
+  double& best = state_.early_stopping_best;
+  char why[256];
+  // In Lightning's order: check_finite, stopping_threshold, divergence_threshold, patience.
+  const std::string& stop_at = cfg_.early_stopping_stopping_threshold;
+  const std::string& diverge_at = cfg_.early_stopping_divergence_threshold;
+  if (!std::isfinite(v)) {
+    if (std::isnan(best))
+      std::snprintf(why, sizeof(why), "%s = %g is not finite (no finite value before)", name, v);
+    else
+      std::snprintf(why, sizeof(why), "%s = %g is not finite (best %.4f)", name, v, best);
+  } else if (!stop_at.empty() && better(v, std::stod(stop_at))) {
+    std::snprintf(why, sizeof(why), "%s = %.4f is better than --early-stopping-stopping-threshold %s",
+                  name, v, stop_at.c_str());
+  } else if (!diverge_at.empty() && better(std::stod(diverge_at), v)) {
+    std::snprintf(why, sizeof(why),
+                  "%s = %.4f is worse than --early-stopping-divergence-threshold %s", name, v,
+                  diverge_at.c_str());
+  } else if (const double d = cfg_.early_stopping_min_delta;
+             std::isnan(best) || better(lower ? v + d : v - d, best)) {
+    best = v;
+    state_.early_stopping_wait = 0;
+    return false;
+  } else if (++state_.early_stopping_wait >= cfg_.early_stopping_patience &&
+             cfg_.early_stopping_patience > 0) {
+    std::snprintf(why, sizeof(why),
+                  "%s has not improved by more than %g for %lld validation(s) (best %.4f)", name,
+                  cfg_.early_stopping_min_delta,
+                  static_cast<long long>(state_.early_stopping_wait), best);
+  } else {
+    return false;
+  }
+  early_stop_reason_ = why;
+  return true;
+}
+
+}  // namespace mlai::nn
