@@ -1,6 +1,7 @@
 // The batch loader (see loader.h).
 #include "io/loader.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -13,10 +14,11 @@
 namespace mlai::io {
 
 std::vector<int64_t> epoch_indices(int64_t n, bool shuffle, uint64_t seed, int64_t epoch, int rank,
-                                   int world, bool pad) {
+                                   int world, bool pad, int64_t skip) {
   if (world < 1 || rank < 0 || rank >= world)
     throw std::invalid_argument("loader: bad rank " + std::to_string(rank) + " of " +
                                 std::to_string(world));
+  if (skip < 0) throw std::invalid_argument("loader: negative sample offset");
   std::vector<int64_t> order;
   if (shuffle) {
     order = permutation(n, seed * 1000003ull + static_cast<uint64_t>(epoch));
@@ -24,13 +26,15 @@ std::vector<int64_t> epoch_indices(int64_t n, bool shuffle, uint64_t seed, int64
     order.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
   }
-  // Pad (repeating from the start) so every rank gets the same count, as DistributedSampler.
-  const int64_t per_rank = (n + world - 1) / world;
-  for (int64_t i = 0; pad && static_cast<int64_t>(order.size()) < per_rank * world && n > 0; ++i)
-    order.push_back(order[static_cast<size_t>(i % n)]);
+  // The rest of the order, padded (repeating from its start) so every rank gets the same count,
+  // as DistributedSampler pads.
+  const int64_t rest = std::max<int64_t>(n - skip, 0);
+  const int64_t per_rank = (rest + world - 1) / world;
+  const int64_t len = pad && n > 0 ? per_rank * world : rest;
   std::vector<int64_t> mine;
-  for (int64_t i = rank; i < static_cast<int64_t>(order.size()); i += world)
-    mine.push_back(order[static_cast<size_t>(i)]);
+  for (int64_t i = rank; i < len; i += world)
+    mine.push_back(i < rest ? order[static_cast<size_t>(skip + i)]
+                            : order[static_cast<size_t>((i - rest) % n)]);
   return mine;
 }
 
@@ -58,22 +62,46 @@ void Loader::release_copied(bool all) {
   }
 }
 
+int64_t Loader::rank_samples(int64_t skip) const {
+  // With padding every rank has ceil(rest / world), without it the first rest % world ranks
+  // have one more.
+  const int64_t rest = std::max<int64_t>(ds_.count - skip, 0), w = opt_.world;
+  return opt_.pad ? (rest + w - 1) / w : (rest - opt_.rank + w - 1) / w;
+}
+
+int64_t Loader::batches_of(int64_t samples) const {
+  return opt_.drop_last ? samples / opt_.batch_size
+                        : (samples + opt_.batch_size - 1) / opt_.batch_size;
+}
+
 int64_t Loader::num_batches() const {
-  // Samples this rank visits: with padding every rank has ceil(n / world), without it the
-  // first n % world ranks have one more.
-  const int64_t n = opt_.pad ? (ds_.count + opt_.world - 1) / opt_.world
-                             : (ds_.count - opt_.rank + opt_.world - 1) / opt_.world;
-  int64_t b = opt_.drop_last ? n / opt_.batch_size : (n + opt_.batch_size - 1) / opt_.batch_size;
+  int64_t b = batches_of(rank_samples(0));
   if (opt_.limit_batches >= 0 && opt_.limit_batches < b) b = opt_.limit_batches;
   return b;
 }
 
+int64_t Loader::first_batch_at(int64_t samples_done) const {
+  // The batches left are numbered so that the epoch's last keeps its number: its end, the
+  // validation schedule and --limit-train-batches stay where they were. For samples_done a
+  // multiple of world x batch this is samples_done / (world x batch).
+  return batches_of(rank_samples(0)) - batches_of(rank_samples(std::min(samples_done, ds_.count)));
+}
+
+int64_t Loader::samples_before(int64_t b) const {
+  return skip_ + (b - first_batch_) * opt_.batch_size * opt_.world;
+}
+
 void Loader::start_epoch(int64_t epoch, int64_t first_batch) {
+  start_epoch_at(epoch, first_batch * opt_.batch_size * opt_.world);
+}
+
+int64_t Loader::start_epoch_at(int64_t epoch, int64_t samples_done) {
   stop();
-  indices_ =
-      epoch_indices(ds_.count, opt_.shuffle, opt_.seed, epoch, opt_.rank, opt_.world, opt_.pad);
-  next_ = first_batch;
-  first_batch_ = first_batch;  // fixed before the workers start
+  skip_ = std::clamp<int64_t>(samples_done, 0, ds_.count);
+  indices_ = epoch_indices(ds_.count, opt_.shuffle, opt_.seed, epoch, opt_.rank, opt_.world,
+                           opt_.pad, skip_);
+  first_batch_ = first_batch_at(skip_);  // fixed before the workers start
+  next_ = first_batch_;
   epoch_ = epoch;
   pinned_ = opt_.device.is_cuda();  // page-locked host memory: truly asynchronous copies
   if (pinned_ && !copy_stream_.handle()) copy_stream_ = tensor::Stream::create(opt_.device);
@@ -82,6 +110,7 @@ void Loader::start_epoch(int64_t epoch, int64_t first_batch) {
   error_ = nullptr;
   stopping_ = false;
   for (int w = 0; w < opt_.workers; ++w) threads_.emplace_back(&Loader::worker_loop, this, w);
+  return first_batch_;
 }
 
 void Loader::stop() {
@@ -95,7 +124,7 @@ void Loader::stop() {
 }
 
 Loader::HostBatch Loader::assemble(int64_t b) const {
-  const int64_t start = b * opt_.batch_size;
+  const int64_t start = (b - first_batch_) * opt_.batch_size;
   const int64_t end = std::min<int64_t>(start + opt_.batch_size, num_samples());
   const int64_t rows = end - start, sb = ds_.sample_bytes();
   HostBatch h;

@@ -53,9 +53,13 @@ struct LoaderOptions {
   tensor::DType dtype = tensor::DType::kFloat32;
 };
 
-// The sample indices rank `rank` of `world` visits in `epoch` (exposed for tests).
+// The sample indices rank `rank` of `world` visits in `epoch` after the first `skip` positions
+// of the epoch's order (exposed for tests). The rest of the order is dealt out round-robin, as
+// DistributedSampler deals the whole of it, padded with the order's first samples; with `skip`
+// a multiple of the world size this is the tail of the shard without `skip`, which is what lets
+// a run resume on another number of ranks or batch size (Loader::start_epoch_at).
 std::vector<int64_t> epoch_indices(int64_t n, bool shuffle, uint64_t seed, int64_t epoch, int rank,
-                                   int world, bool pad = true);
+                                   int world, bool pad = true, int64_t skip = 0);
 
 class Loader {
  public:
@@ -68,6 +72,14 @@ class Loader {
   int64_t num_samples() const { return static_cast<int64_t>(indices_.size()); }
   // Starts `epoch` at batch `first_batch` (a resumed run skips what it already trained on).
   void start_epoch(int64_t epoch, int64_t first_batch = 0);
+  // Starts `epoch` after the first `samples_done` samples of its order, all ranks together
+  // (what a checkpoint records): the rest is dealt out over this loader's ranks and batch size,
+  // whatever those were when the checkpoint was written. Batches keep the epoch's numbering:
+  // the first is first_batch_at(samples_done), returned, and the last num_batches() - 1.
+  int64_t start_epoch_at(int64_t epoch, int64_t samples_done);
+  int64_t first_batch_at(int64_t samples_done) const;
+  // The samples of the epoch's order done, all ranks together, once batches before `b` have run.
+  int64_t samples_before(int64_t b) const;
   // The next batch of this epoch in order, or nullopt at its end. A worker's exception is
   // rethrown here.
   std::optional<Batch> next();
@@ -89,6 +101,8 @@ class Loader {
     tensor::Event copied;
   };
   HostBatch assemble(int64_t b) const;
+  int64_t batches_of(int64_t samples) const;  // batches for a rank with this many samples
+  int64_t rank_samples(int64_t skip) const;   // this rank's samples after `skip` positions
   HostBatch take(int64_t b);  // the host batch b, from a worker or assembled here
   Staged stage(HostBatch&& h);
   Batch finish(const HostBatch& on_device);
@@ -99,6 +113,7 @@ class Loader {
   std::vector<int64_t> indices_;
   int64_t next_ = 0;
   int64_t first_batch_ = 0;
+  int64_t skip_ = 0;  // positions of the epoch's order before indices_ (start_epoch_at)
   std::vector<std::thread> threads_;
   std::mutex mu_;
   std::condition_variable cv_;

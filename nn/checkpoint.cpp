@@ -71,6 +71,9 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
   w.set_attr("/", "epoch", st.epoch);
   w.set_attr("/", "next_batch", st.next_batch);
   w.set_attr("/", "global_step", st.global_step);
+  w.set_attr("/", "epoch_samples", st.epoch_samples);
+  w.set_attr("/", "world_size", st.world);
+  w.set_attr("/", "schedule_shift", st.schedule_shift);
   w.set_attr("/", "best_score", st.best_score);
   nlohmann::json top = nlohmann::json::array();
   for (const auto& [score, file] : st.top_k) top.push_back({score, file});
@@ -182,6 +185,11 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
   st.epoch = r.get_attr_int("/", "epoch");
   st.next_batch = r.get_attr_int("/", "next_batch");
   st.global_step = r.get_attr_int("/", "global_step");
+  if (r.has_attr("/", "epoch_samples")) {  // checkpoints from before elastic resumes lack them
+    st.epoch_samples = r.get_attr_int("/", "epoch_samples");
+    st.world = r.get_attr_int("/", "world_size");
+    st.schedule_shift = r.get_attr_int("/", "schedule_shift");
+  }
   if (r.has_attr("/", "best_score")) {
     st.best_score = r.get_attr_double("/", "best_score");
     for (const auto& e : nlohmann::json::parse(r.get_attr_string("/", "top_k")))

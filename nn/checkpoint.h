@@ -21,6 +21,15 @@ struct TrainState {
   int64_t epoch = 0;        // the epoch in progress (0-based) or the next one to run
   int64_t next_batch = 0;   // first batch of `epoch` still to run (0: start of the epoch)
   int64_t global_step = 0;  // optimizer steps taken
+  // The same position as samples of the epoch's order trained on, all ranks together (-1: not
+  // recorded, an older checkpoint), with the ranks that wrote it (0: not recorded): a run
+  // resumed on another number of ranks or batch size continues the epoch from there.
+  int64_t epoch_samples = -1;
+  int64_t world = 0;
+  // Added to global_step to give the learning-rate schedule's step: 0 unless a resume changed
+  // the steps an epoch takes (another number of ranks or batch size), when the schedule is
+  // re-anchored to the same point of training in the new steps.
+  int64_t schedule_shift = 0;
   // ModelCheckpoint: the best value of --checkpoint-monitor so far (NaN: none yet; what
   // best.h5 holds) and, with --save-top-k other than 1, the kept checkpoints' values and file
   // names (in checkpoints/).

@@ -288,6 +288,7 @@ FitResult Trainer::fit() {
     }
   }
   print_header(steps_per_epoch, accum, opt_steps_per_epoch);
+  if (resumed_geometry_.first > 0 && state_.epoch < epochs) reanchor_schedule(loader, sc, accum);
   nlohmann::json extra;
   if (!cfg_.lr_find.empty() && !lr_find_done_) {  // Tuner.lr_find: its suggestion is --lr
     Profiler::Scope s(profiler_, "lr_find");
@@ -360,17 +361,21 @@ FitResult Trainer::fit() {
   for (int64_t epoch = state_.epoch; epoch < epochs && res.limit.empty(); ++epoch) {
     const auto t_epoch = Clock::now();
     const double wait_before = profiler_.total("data wait");
-    loader.start_epoch(epoch, state_.next_batch);
-    const int64_t first = state_.next_batch;
+    // A resumed epoch continues after the samples its checkpoint had trained on (in this run's
+    // ranks and batches, whatever the checkpoint's were).
+    const bool fresh_epoch = state_.epoch_samples <= 0;
+    const int64_t first = loader.start_epoch_at(epoch, std::max<int64_t>(state_.epoch_samples, 0));
+    state_.next_batch = first;
     const bool swa_epoch = swa_start >= 0 && epoch >= swa_start;
     // The head's rate for the step about to run.
     auto rate_now = [&] {
       return plateau     ? state_.plateau.lr
              : swa_epoch ? swa_lr_at(swa_lr0, cfg_.swa_lrs, epoch - swa_start,
                                      cfg_.annealing_epochs, cfg_.annealing_strategy == "cos")
-                         : lr_at(sc, state_.global_step);
+                         : lr_at(sc, std::max<int64_t>(state_.global_step + state_.schedule_shift,
+                                                       0));
     };
-    if (first == 0) finetune_epoch_start(epoch, rate_now());
+    if (fresh_epoch) finetune_epoch_start(epoch, rate_now());
     // SWA's average takes the weights each SWA epoch starts from (once, also across a resume).
     if (swa_epoch && epoch > state_.swa_latest_epoch) {
       if (main_ && epoch == swa_start)
@@ -492,6 +497,7 @@ FitResult Trainer::fit() {
       if (step_now && ++state_.global_step % std::max<int64_t>(cfg_.log_every_n_steps, 1) == 0)
         step_log.record(state_.global_step, loss, lr, grad_sq);
       state_.next_batch = b + 1;
+      state_.epoch_samples = loader.samples_before(b + 1);
       const double el = seconds_since(t_epoch);
       // The running loss, read only when the line is redrawn, and on a GPU a few steps late.
       progress.update(

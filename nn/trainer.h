@@ -22,6 +22,7 @@
 #include "nn/checkpoint.h"
 #include "nn/config.h"
 #include "nn/experiment.h"
+#include "nn/lr_schedule.h"
 #include "nn/graphed_step.h"
 #include "nn/mixup.h"
 #include "nn/module.h"
@@ -121,6 +122,10 @@ class Trainer {
   // for the epoch's first step): the unfreeze, with the backbone's own parameter group, or
   // that group's rate for this epoch.
   void finetune_epoch_start(int64_t epoch, double lr);
+  // trainer_setup.cpp: resumed on another number of ranks or batch size (resumed_geometry_),
+  // the schedule's step for the point of training the checkpoint reached, in this run's steps
+  // (state_.schedule_shift), and a line saying where the epoch continues.
+  void reanchor_schedule(const io::Loader& loader, const ScheduleConfig& sc, int64_t accum);
   // One epoch's training totals on this rank, for end_epoch().
   struct EpochTotals {
     int64_t epoch, epochs;
@@ -182,6 +187,9 @@ class Trainer {
   std::chrono::steady_clock::time_point fit_clock_;  // when this fit() began training
   double seconds_before_ = 0;                        // training seconds of earlier runs
   bool lr_find_done_ = false;  // resumed from a run whose --lr-find already set the rate
+  // Resumed from a run on another number of ranks or batch size: its ranks and batch size
+  // ({0, 0}: the same as this run's, or not resumed).
+  std::pair<int64_t, int64_t> resumed_geometry_{0, 0};
 };
 
 }  // namespace mlai::nn

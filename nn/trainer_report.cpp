@@ -257,6 +257,7 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
   // Training that ended within the epoch resumes there: last.h5 continues at its next batch.
   state_.epoch = partial ? epoch : epoch + 1;
   state_.next_batch = partial ? e.stopped_at : 0;
+  if (!partial) state_.epoch_samples = 0;
   // Early stopping on the global validation metrics: every rank decides the same. A
   // validation within the epoch has already counted (validate_within_epoch).
   if (cfg_.early_stopping() && !dev_run_ && validated && !e.val_now &&

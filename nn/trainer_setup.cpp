@@ -238,12 +238,22 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
         std::printf("--checkpoint-monitor %s (the run monitored %s): best.h5 starts afresh\n",
                     cfg_.checkpoint_monitor.c_str(), saved.checkpoint_monitor.c_str());
     }
+    // The position within the epoch as samples of its order: a run on another number of ranks
+    // or batch size continues from the same sample, and its schedule from the same point of
+    // training (fit()). An older checkpoint's position counts its own batches, on as many
+    // ranks as this run has (it did not record its own).
+    const int64_t saved_world = state_.world > 0 ? state_.world : world;
+    if (state_.epoch_samples < 0)
+      state_.epoch_samples = state_.next_batch * saved.batch_size * saved_world;
+    if (saved_world != world || saved.batch_size != cfg_.batch_size)
+      resumed_geometry_ = {saved_world, saved.batch_size};
     if (main_)
       std::printf("resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg_.resume.c_str(),
                   static_cast<long long>(state_.epoch + 1),
                   static_cast<long long>(state_.next_batch),
                   static_cast<long long>(state_.global_step));
   }
+  state_.world = world;  // what checkpoints record
   if (world > 1) {
     comm_ = dist::make_communicator(cfg_.dist_backend, device_, group_);
     // Every rank starts from rank 0's weights and buffers (and optimizer state on resume).
@@ -287,5 +297,39 @@ void Trainer::build_reducer() {
 }
 
 Trainer::~Trainer() = default;
+
+void Trainer::reanchor_schedule(const io::Loader& loader, const ScheduleConfig& sc, int64_t accum) {
+  // The epoch's batches still to run, in this run's ranks and batch size, keep the epoch's
+  // numbering (Loader::first_batch_at): the optimizer steps before the first of them are where
+  // a run on this geometry throughout would be, and the schedule continues from there.
+  // global_step keeps counting the steps taken (TensorBoard's axis, --max-steps).
+  const int64_t first = loader.first_batch_at(state_.epoch_samples);
+  const int64_t step = state_.epoch * sc.steps_per_epoch + first / accum;
+  state_.schedule_shift = step - state_.global_step;
+  if (!main_) return;
+  const auto [world, batch] = resumed_geometry_;
+  std::printf("resumed on %d rank(s) x batch %lld from a run on %lld x %lld: ", group_.world(),
+              static_cast<long long>(cfg_.batch_size), static_cast<long long>(world),
+              static_cast<long long>(batch));
+  if (state_.epoch_samples > 0)
+    std::printf("epoch %lld continues after %lld of its %lld samples, at batch %lld of %lld",
+                static_cast<long long>(state_.epoch + 1),
+                static_cast<long long>(state_.epoch_samples),
+                static_cast<long long>(data_.train.count), static_cast<long long>(first),
+                static_cast<long long>(loader.num_batches()));
+  else
+    std::printf("epoch %lld starts, in %lld batches", static_cast<long long>(state_.epoch + 1),
+                static_cast<long long>(loader.num_batches()));
+  // (ReduceLROnPlateau and SWA's rates follow validations and epochs, not steps.)
+  if (sc.name != "constant" && sc.name != "plateau")
+    std::printf("; the %s schedule continues at its step %lld of %lld", sc.name.c_str(),
+                static_cast<long long>(step), static_cast<long long>(sc.total_steps));
+  std::printf("\n");
+  if (accum > 1 && first % accum != 0)
+    std::printf("note: the epoch resumes inside a group of --accumulate-grad-batches %lld: its "
+                "first optimizer step accumulates %lld batch(es)\n",
+                static_cast<long long>(accum), static_cast<long long>(accum - first % accum));
+  std::fflush(stdout);
+}
 
 }  // namespace mlai::nn

@@ -1,5 +1,5 @@
 // Data parallelism under mpirun -np 2 on the CPU: two ranks with batch B/2 each end with the
-// weights of one process with batch B; shards are disjoint and cover the data; evaluation
+// weights of one process with batch B (also when a run resumes on the other number of ranks); shards are disjoint and cover the data; evaluation
 // metrics are exact global counts; the reducer buckets in reverse order and overlaps.
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -92,6 +92,62 @@ TEST_F(Ddp, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch) {
   EXPECT_EQ(r2.test.samples, 200);
   EXPECT_EQ(r2.test.confusion.counts(), r1.test.confusion.counts());
   EXPECT_EQ(r2.val.samples, r1.val.samples);
+}
+
+// Resumed on another number of ranks (a requeued job given fewer or more nodes): the epoch
+// continues from the sample its checkpoint reached, so two ranks of batch 16 stopped mid-epoch
+// and resumed as one process of batch 32 end where one process of batch 32 throughout does,
+// and the other way round. Off the batch grid (batch 24 resumed as two ranks of 16) both ranks
+// still take the same steps, with the same weights.
+TEST_F(Ddp, ResumeOnAnotherNumberOfRanksContinuesTheEpoch) {
+  nn::Config one = config(32);
+  one.log_dir = root + "/logs-single";
+  nn::Trainer single(one, "", ProcessGroup::single());
+  single.fit();
+  const std::vector<double> want = flat_weights(single);
+
+  // Two ranks -> one: --max-steps 4 stops within the first epoch (6 batches).
+  nn::Config two = config(16);
+  two.max_steps = 4;
+  const nn::FitResult stopped = nn::Trainer(two, "", group()).fit();
+  if (group().rank() == 0) {
+    nn::Config resumed = config(32);
+    resumed.log_dir = root + "/logs-resumed-one";
+    resumed.resume = stopped.version_dir + "/checkpoints/last.h5";
+    nn::Trainer t(resumed, "", ProcessGroup::single());
+    EXPECT_EQ(t.fit().global_step, 2 * 6);
+    EXPECT_LT(max_rel_diff(flat_weights(t), want), 1e-5);
+  }
+
+  // One -> two: each rank resumes from its own copy of one process's checkpoint.
+  nn::Config first = config(32);
+  first.log_dir = root + "/logs-first";
+  first.max_steps = 4;
+  const nn::FitResult r1 = nn::Trainer(first, "", ProcessGroup::single()).fit();
+  nn::Config resumed = config(16);
+  resumed.log_dir = root + "/logs-resumed-two";
+  resumed.resume = r1.version_dir + "/checkpoints/last.h5";
+  nn::Trainer t(resumed, "", group());
+  EXPECT_EQ(t.fit().global_step, 2 * 6);
+  EXPECT_LT(max_rel_diff(flat_weights(t), want), 1e-5);
+
+  // Batch 24 stopped at step 5 (120 samples): 456 left of the 576, 228 a rank, so batches
+  // 3..17 of 18 on two ranks of 16, of which --limit-train-batches 6 runs 3..5.
+  nn::Config odd = config(24);
+  odd.log_dir = root + "/logs-odd";
+  odd.max_steps = 5;
+  const nn::FitResult r3 = nn::Trainer(odd, "", ProcessGroup::single()).fit();
+  nn::Config odd2 = config(16);
+  odd2.log_dir = root + "/logs-odd-two";
+  odd2.resume = r3.version_dir + "/checkpoints/last.h5";
+  nn::Trainer t3(odd2, "", group());
+  const double steps = static_cast<double>(t3.fit().global_step);
+  EXPECT_EQ(steps, 5 + 3 + 6);
+  EXPECT_EQ(allreduce_host(group(), steps, true), steps);
+  const std::vector<double> w = flat_weights(t3);
+  double checksum = 0;
+  for (size_t i = 0; i < w.size(); ++i) checksum += w[i] * static_cast<double>(i % 97 + 1);
+  EXPECT_EQ(allreduce_host(group(), checksum, true), checksum);
 }
 
 // Weight averaging under data parallelism: every rank averages the same weights, so two ranks

@@ -83,6 +83,84 @@ TEST(Loader, ShardsAreDisjointCoverAndHaveEqualLengths) {
   }
 }
 
+// A checkpoint records the samples of the epoch's order done, all ranks together. Whatever
+// ranks and batch size the resumed run has, the rest of the epoch is every sample not done
+// yet, exactly once (plus the padding that evens the ranks), and with as many ranks and the
+// same batch size as before it is the tail of each rank's shard.
+TEST(Loader, ResumesAtASampleOnAnotherWorldOrBatchSize) {
+  const int64_t n = 1001, seed = 9, epoch = 2;
+  const auto order = epoch_indices(n, true, seed, epoch, 0, 1);
+  // The first 9 batches of 16 on 2 ranks: the first 288 of the order, whichever rank.
+  const int64_t done = 9 * 16 * 2;
+  std::set<int64_t> before;
+  for (int r = 0; r < 2; ++r) {
+    const auto shard = epoch_indices(n, true, seed, epoch, r, 2);
+    before.insert(shard.begin(), shard.begin() + 9 * 16);
+  }
+  EXPECT_EQ(before, std::set<int64_t>(order.begin(), order.begin() + done));
+  for (int world : {1, 2, 3, 4}) {
+    std::multiset<int64_t> after;
+    size_t len = 0;
+    for (int r = 0; r < world; ++r) {
+      const auto rest = epoch_indices(n, true, seed, epoch, r, world, true, done);
+      if (r == 0) len = rest.size();
+      EXPECT_EQ(rest.size(), len) << "rank " << r << " of " << world;
+      after.insert(rest.begin(), rest.end());
+      if (world == 2) {  // the same world: the tail of the rank's whole shard
+        const auto shard = epoch_indices(n, true, seed, epoch, r, 2);
+        EXPECT_TRUE(std::equal(rest.begin(), rest.end(), shard.begin() + 9 * 16, shard.end()));
+      }
+    }
+    const int64_t rest = n - done, padding = (rest + world - 1) / world * world - rest;
+    EXPECT_EQ(static_cast<int64_t>(after.size()), rest + padding) << world << " ranks";
+    // The padding repeats the order's first samples (done already, as padding < done).
+    const std::set<int64_t> pad(order.begin(), order.begin() + padding);
+    for (int64_t i : order)
+      EXPECT_EQ(after.count(i), (before.count(i) ? 0u : 1u) + pad.count(i))
+          << "sample " << i << ", " << world << " ranks";
+  }
+}
+
+TEST(Loader, StartsAtASampleKeepingTheEpochsBatchNumbers) {
+  const Dataset d = toy(300);
+  LoaderOptions o;
+  o.batch_size = 16;
+  o.workers = 2;
+  o.world = 3;
+  o.rank = 1;
+  Loader l(d, o);
+  EXPECT_EQ(l.num_batches(), 7);  // 100 samples a rank
+  // At a multiple of world x batch, the batch that many batches in.
+  EXPECT_EQ(l.first_batch_at(2 * 48), 2);
+  // 100 done: 200 left, 67 a rank, 5 batches: numbered 2..6, the last still 6.
+  EXPECT_EQ(l.start_epoch_at(1, 100), 2);
+  std::vector<std::vector<float>> got;
+  std::vector<int64_t> numbers;
+  while (auto b = l.next()) {
+    got.push_back(b->images.to_vector<float>());
+    numbers.push_back(b->index);
+  }
+  EXPECT_EQ(numbers, (std::vector<int64_t>{2, 3, 4, 5, 6}));
+  EXPECT_EQ(l.samples_before(2), 100);
+  EXPECT_EQ(l.samples_before(4), 100 + 2 * 48);
+  // The batches hold this rank's samples of the order after the first 100, in order.
+  const auto rest = epoch_indices(300, true, 0, 1, 1, 3, true, 100);
+  ASSERT_EQ(rest.size(), 67u);
+  const Dataset picked = subset(d, rest);
+  LoaderOptions one;
+  one.batch_size = 16;
+  one.shuffle = false;
+  one.seed = o.seed;
+  Loader ref(picked, one);
+  ref.start_epoch(1);
+  // The same pixels, normalized alike (no augmentation here).
+  for (size_t k = 0; k < got.size(); ++k) {
+    auto b = ref.next();
+    ASSERT_TRUE(b.has_value());
+    EXPECT_EQ(b->images.to_vector<float>(), got[k]) << "batch " << numbers[k];
+  }
+}
+
 TEST(Loader, DropLastAndLimits) {
   const Dataset d = toy(100);
   LoaderOptions o;

@@ -1,7 +1,8 @@
 // The trainer end to end on a small synthetic MNIST-format set: it learns, overfits two
 // batches, resumes bit-exactly (after whole epochs, after a signal mid-epoch, after a crash from
-// a step checkpoint), clips and accumulates gradients, captures CUDA graphs, and leaves the
-// experiment files behind. Lightning's callbacks and limits are in trainer_callbacks_test.cpp.
+// a step checkpoint) and with another batch size, clips and accumulates gradients, captures
+// CUDA graphs, and leaves the experiment files behind. Lightning's callbacks and limits are in
+// trainer_callbacks_test.cpp.
 #include "nn/trainer.h"
 
 #include <gtest/gtest.h>
@@ -397,6 +398,55 @@ TEST_F(TrainerTest, ResumeLastContinuesTheExperimentsNewestCheckpoint) {
   Trainer t(fresh);
   t.fit();
   EXPECT_EQ(weights(t), want);
+}
+
+// Resumed with another batch size (as on another number of ranks: test/dist): the epoch goes
+// on with the samples its checkpoint had not trained on, and the learning-rate schedule from
+// the same point of training, counted in the new run's steps.
+TEST_F(TrainerTest, ResumeWithAnotherBatchSizeContinuesTheEpochAndTheSchedule) {
+  Config c = base();
+  c.batch_size = 16;  // 576 training images: 36 steps an epoch
+  c.optimizer = "sgd";
+  c.lr = 0.1;
+  c.lr_schedule = "cosine";
+  c.checkpoint_every_n_steps = 7;
+  c.experiment_name = "reshaped";
+  const std::string ckpt = crash_at(c, 9);
+  ASSERT_FALSE(ckpt.empty());
+  Config again = c;
+  again.batch_size = 24;  // 24 steps an epoch
+  again.resume = ckpt;
+  again.checkpoint_every_n_steps = 0;
+  again.log_every_n_steps = 1;
+  Trainer resumed(again);
+  const TrainState at = load_checkpoint(ckpt, resumed.model(), nullptr);
+  EXPECT_EQ(at.global_step, 7);
+  EXPECT_EQ(at.epoch_samples, 7 * 16);
+  EXPECT_EQ(at.world, 1);
+  const FitResult r = resumed.fit();
+  // 576 - 112 = 464 samples left of epoch 1: 20 batches of 24 (numbered 4..23), then 24.
+  EXPECT_EQ(r.global_step, 7 + 20 + 24);
+  // The schedule's step is the one a run with batch 24 throughout has at the same batch:
+  // global_step - 3 (batch 4 of epoch 1 is step 4, not 7), ending at the horizon's last.
+  ScheduleConfig sc;
+  sc.name = "cosine";
+  sc.base_lr = 0.1;
+  sc.total_steps = 2 * 24;
+  const auto steps = scalar_steps(r.version_dir, "train/lr_step");
+  const auto lrs = scalar_values(r.version_dir, "train/lr_step");
+  ASSERT_EQ(steps.size(), 44u);
+  for (size_t k = 0; k < steps.size(); ++k) {
+    EXPECT_EQ(steps[k], static_cast<int64_t>(8 + k));
+    // The rate logged at step g is the one step g - 1 used.
+    EXPECT_NEAR(lrs[k], lr_at(sc, steps[k] - 1 - 3), 1e-6 * 0.1) << "step " << steps[k];
+  }
+  // A checkpoint of the resumed run records its own geometry and keeps the re-anchoring.
+  const TrainState end =
+      load_checkpoint(r.version_dir + "/checkpoints/last.h5", resumed.model(), nullptr);
+  EXPECT_EQ(end.schedule_shift, -3);
+  EXPECT_EQ(end.epoch_samples, 0);
+  EXPECT_EQ(end.epoch, 2);
+  EXPECT_GT(r.test.confusion.accuracy(), 0.5);
 }
 
 // --val-on-test: every training image trains (640 / 32 = 20 steps an epoch, not 18), the 200
