@@ -9,6 +9,7 @@
 
 #include "autograd/variable.h"
 #include "tensor/ops.h"
+#include "tensor/trace.h"
 
 namespace mlai::autograd {
 
@@ -106,7 +107,10 @@ struct Engine {
       auto it = grads.find(n);
       std::vector<Tensor> in_grads;
       if (it != grads.end() && it->second.defined()) {
-        in_grads = n->backward(it->second);
+        {
+          trace::Span span(n->name(), "backward");
+          in_grads = n->backward(it->second);
+        }
         grads.erase(it);
         if (in_grads.size() != n->inputs.size())
           throw std::logic_error(std::string(n->name()) + ": backward returned " +

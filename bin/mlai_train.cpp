@@ -202,6 +202,11 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_flag("--log-per-class", c.log_per_class,
                "TensorBoard: each class's recall and precision at every validation and the "
                "test (val/recall/<class>, val/precision/<class>, test/...)");
+  app.add_option("--profiler-trace", c.profiler_trace,
+                 "A timeline of optimizer steps START to END - 1 (0-based) in the run's "
+                 "trace.json (Chrome trace events: ui.perfetto.dev, chrome://tracing): each "
+                 "step's data wait, forward by module, backward by op, gradient buckets' "
+                 "allreduces and optimizer step, every rank's, as START:END");
   app.add_option("--log-images", c.log_images,
                  "TensorBoard: the first N images of each epoch's first training batch, as the "
                  "model gets them (augmented, mixed), in one grid (train/images; 0: off)")

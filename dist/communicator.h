@@ -54,5 +54,8 @@ inline std::string describe_collective(const char* op, const Tensor& t) {
 
 // A value summed over ranks (host scalars for logging and stop requests).
 double allreduce_host(const ProcessGroup& g, double value, bool max = false);
+// Every rank's string, on rank 0 in rank order (other ranks get an empty list); one process
+// without MPI gets its own. Collective: every rank calls it.
+std::vector<std::string> gather_host(const ProcessGroup& g, const std::string& text);
 
 }  // namespace mlai::dist

@@ -3,7 +3,9 @@
 // deadline on every wait (--dist-timeout) so a hung peer ends the job instead of hanging it.
 #include <mpi.h>
 
+#include <limits>
 #include <memory>
+#include <string>
 #include <stdexcept>
 #include <vector>
 
@@ -196,6 +198,35 @@ double allreduce_host(const ProcessGroup& g, double value, bool max) {
   check(MPI_Iallreduce(&value, &out, 1, MPI_DOUBLE, max ? MPI_MAX : MPI_SUM, MPI_COMM_WORLD, &req),
         "MPI_Iallreduce");
   wait_request(g, &req, max ? "allreduce (max) of a host value" : "allreduce of a host value");
+  return out;
+}
+
+std::vector<std::string> gather_host(const ProcessGroup& g, const std::string& text) {
+  if (!g.mpi() || g.world() == 1) return {text};
+  const int world = g.world();
+  const bool root = g.rank() == 0;
+  if (text.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
+    throw std::runtime_error("gather: a rank's text is over 2 GB");
+  int len = static_cast<int>(text.size());
+  std::vector<int> lens(root ? world : 0), offsets(root ? world : 0);
+  MPI_Request req = MPI_REQUEST_NULL;
+  check(MPI_Igather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, MPI_COMM_WORLD, &req),
+        "MPI_Igather");
+  wait_request(g, &req, "gather of text lengths");
+  int64_t total = 0;
+  for (int r = 0; r < (root ? world : 0); ++r) {
+    offsets[r] = static_cast<int>(total);
+    total += lens[r];
+  }
+  if (total > std::numeric_limits<int>::max())
+    throw std::runtime_error("gather: the ranks' texts are over 2 GB together");
+  std::string all(static_cast<size_t>(total), '\0');
+  check(MPI_Igatherv(text.data(), len, MPI_CHAR, all.data(), lens.data(), offsets.data(),
+                     MPI_CHAR, 0, MPI_COMM_WORLD, &req),
+        "MPI_Igatherv");
+  wait_request(g, &req, "gather of text");
+  std::vector<std::string> out;
+  for (int r = 0; r < (root ? world : 0); ++r) out.push_back(all.substr(offsets[r], lens[r]));
   return out;
 }
 

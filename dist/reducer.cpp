@@ -2,9 +2,11 @@
 #include "dist/reducer.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <stdexcept>
 
 #include "tensor/ops.h"
+#include "tensor/trace.h"
 
 namespace mlai::dist {
 
@@ -125,6 +127,7 @@ void Reducer::on_ready(size_t b) {
 void Reducer::start_ready_in_order() {
   while (next_to_start_ < buckets_.size() && buckets_[next_to_start_].ready) {
     Bucket& b = buckets_[next_to_start_++];
+    b.launched_us = trace::enabled() ? trace::now_us() : -1;
     b.work = comm_.allreduce_sum_async(b.flat);
     if (in_backward_) ++started_in_backward_;
   }
@@ -136,8 +139,18 @@ void Reducer::finish() {
   in_backward_ = false;
   for (Bucket& b : buckets_) b.ready = true;
   start_ready_in_order();
-  for (Bucket& b : buckets_)
+  for (size_t k = 0; k < buckets_.size(); ++k) {
+    Bucket& b = buckets_[k];
     if (b.work) b.work->wait();
+    if (b.launched_us >= 0 && trace::enabled()) {  // from launch to the wait that found it done
+      char name[64];
+      std::snprintf(name, sizeof(name), "allreduce bucket %zu (%.2f MB)", k,
+                    static_cast<double>(b.flat.nbytes()) / 1e6);
+      trace::record(name, "comm", trace::kBucketTrack + static_cast<int>(k), b.launched_us,
+                    trace::now_us());
+    }
+    b.launched_us = -1;
+  }
 }
 
 void broadcast_tensors(Communicator& comm, const std::vector<tensor::Tensor*>& tensors) {

@@ -56,6 +56,7 @@ class Reducer {
     int pending = 0;
     bool ready = false;
     std::unique_ptr<Work> work;
+    double launched_us = -1;  // --profiler-trace: when its allreduce started (-1: untraced)
   };
   void on_ready(size_t bucket);
   void start_ready_in_order();

@@ -148,6 +148,7 @@ void Config::validate() const {
   require(!(test_ckpt == "best" && save_top_k == 0),
           "--test-ckpt best needs best.h5, which --save-top-k 0 does not write");
   require(log_images >= 0, "--log-images must be >= 0 (0: off)");
+  parse_trace_steps(profiler_trace);
   require(checkpoint_every_n_steps >= 0, "--checkpoint-every-n-steps must be >= 0 (0: off)");
   require(early_stopping_patience >= 0, "--early-stopping-patience must be >= 0");
   require(gradient_clip_val >= 0, "--gradient-clip-val must be >= 0 (0: no clipping)");
@@ -271,6 +272,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
   X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha) \
   X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(no_bias_decay) \
+  X(profiler_trace) \
   X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy) \
   X(freeze_backbone) X(freeze) X(freeze_bn) X(unfreeze_backbone_at_epoch) X(backbone_lr_ratio) \
   X(backbone_lr_growth)
@@ -307,6 +309,22 @@ nlohmann::json to_json(const Config& c) {
   MLAI_CONFIG_FIELDS(MLAI_TO)
 #undef MLAI_TO
   return j;
+}
+
+std::pair<int64_t, int64_t> parse_trace_steps(const std::string& text) {
+  if (text.empty()) return {-1, -1};
+  const size_t colon = text.find(':');
+  try {
+    if (colon != std::string::npos) {
+      size_t u1 = 0, u2 = 0;
+      const std::string a = text.substr(0, colon), b = text.substr(colon + 1);
+      const long long start = std::stoll(a, &u1), end = std::stoll(b, &u2);
+      if (u1 == a.size() && u2 == b.size() && start >= 0 && end > start) return {start, end};
+    }
+  } catch (const std::exception&) {
+  }
+  throw std::invalid_argument("--profiler-trace must be START:END, optimizer steps with 0 <= "
+                              "START < END (e.g. 10:15), got '" + text + "'");
 }
 
 int64_t swa_start_epoch(const Config& c) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -116,6 +117,9 @@ struct Config {
   // TensorBoard: each class's recall and precision at every validation and at the test
   // (val/recall/<class>, ...), as torchmetrics' average=None.
   bool log_per_class = false;
+  // Lightning's PyTorchProfiler, as a timeline: "START:END" records optimizer steps START to
+  // END - 1 (0-based) as Chrome trace events, every rank's in the run's trace.json ("": off).
+  std::string profiler_trace;
   // Lightning's gradient_clip_val / gradient_clip_algorithm (0: off).
   double gradient_clip_val = 0.0;
   std::string gradient_clip_algorithm = "norm";  // or value
@@ -209,5 +213,9 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
 // ("MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS"). Throws naming `flag` on
 // anything else, and on zero.
 double parse_duration(const std::string& text, const std::string& flag);
+
+// --profiler-trace START:END: the first and one past the last optimizer step to record
+// ({-1, -1} for ""). Throws naming the flag on anything else.
+std::pair<int64_t, int64_t> parse_trace_steps(const std::string& text);
 
 }  // namespace mlai::nn

@@ -11,6 +11,7 @@
 
 #include "nn/module.h"
 #include "tensor/stream.h"
+#include "tensor/trace.h"
 
 namespace mlai::nn {
 
@@ -53,8 +54,9 @@ class Profiler {
 
   class Scope {  // times one call of an action
    public:
+    // (Also a span of --profiler-trace's timeline while it records.)
     Scope(Profiler& p, const char* action)
-        : p_(p), action_(action), t0_(std::chrono::steady_clock::now()) {}
+        : p_(p), action_(action), span_(action, "trainer"), t0_(std::chrono::steady_clock::now()) {}
     ~Scope() {
       p_.add(action_,
              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
@@ -63,6 +65,7 @@ class Profiler {
    private:
     Profiler& p_;
     const char* action_;
+    trace::Span span_;
     std::chrono::steady_clock::time_point t0_;
   };
 

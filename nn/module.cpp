@@ -124,6 +124,11 @@ const Variable& Module::use(const Variable& p) const {
   return p;
 }
 
+void Module::label_for_trace(const std::string& name) {
+  trace_label_ = name.empty() ? type_name() : name + " (" + type_name() + ")";
+  for (auto& [n, c] : children_) c->label_for_trace(name.empty() ? n : name + "." + n);
+}
+
 void Sequential::add(std::shared_ptr<Module> m) {
   register_module(std::to_string(children().size()), std::move(m));
 }
@@ -134,10 +139,11 @@ Variable Sequential::forward(const Variable& x) {
   for (size_t i = 0; i < ch.size(); ++i) {
     auto* lin = dynamic_cast<Linear*>(ch[i].second.get());
     if (lin && i + 1 < ch.size() && dynamic_cast<ReLU*>(ch[i + 1].second.get())) {
+      trace::Span span(ch[i].first + " + " + ch[i + 1].first + " (Linear + ReLU)", "forward");
       h = lin->forward_fused(h, /*apply_relu=*/true);
       ++i;  // the ReLU ran inside the linear kernel
     } else {
-      h = ch[i].second->forward(h);
+      h = (*ch[i].second)(h);
     }
   }
   return h;

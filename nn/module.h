@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "autograd/ops.h"
+#include "tensor/trace.h"
 
 namespace mlai::nn {
 
@@ -24,7 +25,15 @@ class Module {
   virtual ~Module() = default;
   virtual Variable forward(const Variable& x) = 0;
   virtual std::string type_name() const = 0;
-  Variable operator()(const Variable& x) { return forward(x); }
+  // forward(), timed as one span (its trace label, else its type) while a trace records.
+  Variable operator()(const Variable& x) {
+    if (!trace::enabled()) return forward(x);
+    trace::Span span(trace_label_.empty() ? type_name() : trace_label_, "forward");
+    return forward(x);
+  }
+  // Labels this module and every one under it "name (Type)" with their dotted names, as the
+  // model summary shows them (the root: its type), for --profiler-trace's spans.
+  void label_for_trace(const std::string& name = "");
 
   // Depth-first in registration order: a module's own entries, then each child's.
   std::vector<std::pair<std::string, Variable>> named_parameters() const;
@@ -83,6 +92,7 @@ class Module {
   std::vector<Variable> working_;  // parallel to params_ (empty: no working copies)
   std::vector<std::pair<std::string, Tensor>> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  std::string trace_label_;
 };
 
 // Children named "0", "1", ...; a Linear followed by a ReLU runs as one fused linear+relu.

@@ -24,6 +24,7 @@
 #include "nn/step_log.h"
 #include "tensor/fused_ops.h"
 #include "tensor/ops.h"
+#include "tensor/trace.h"
 
 namespace mlai::nn {
 
@@ -358,6 +359,8 @@ FitResult Trainer::fit() {
     res.limit = limit_reached(max_time > 0 && seconds_before_ >= max_time);
     if (!res.limit.empty()) say_limit(res.limit, state_.epoch, state_.next_batch);
   }
+  const auto trace_steps = dev_run ? std::pair<int64_t, int64_t>{-1, -1}
+                                   : parse_trace_steps(cfg_.profiler_trace);
   for (int64_t epoch = state_.epoch; epoch < epochs && res.limit.empty(); ++epoch) {
     const auto t_epoch = Clock::now();
     const double wait_before = profiler_.total("data wait");
@@ -410,13 +413,18 @@ FitResult Trainer::fit() {
         Tensor::full({}, 1.0 / static_cast<double>(accum), DType::kFloat32, device_);
     double lr = opt_->lr();
     Tensor grad_sq;  // --log-grad-norm: the step's squared gradient norm (logged steps only)
+    std::optional<trace::Span> step_span;  // --profiler-trace: this batch's whole step
     for (int64_t b = first;; ++b) {
+      trace_at_step(trace_steps, b, accum, step_span);
       std::optional<io::Batch> batch;
       {
         Profiler::Scope s(profiler_, "data wait");
         batch = loader.next();
       }
-      if (!batch) break;
+      if (!batch) {  // (the epoch's end: no step to trace)
+        if (step_span) step_span->cancel();
+        break;
+      }
       group_.abort_if_requested();  // the NCCL watchdog found a dead or hung peer
       // Under accumulation only a group's last batch steps (and, with data parallelism,
       // allreduces); the others add into the gradients.
@@ -545,9 +553,12 @@ FitResult Trainer::fit() {
         g_stop_signal.store(0);  // consumed: a later fit() in this process runs normally
         res.global_step = state_.global_step;
         res.epochs_completed = epoch;
+        step_span.reset();
+        if (trace::enabled()) end_trace(trace_steps);
         return res;
       }
     }
+    step_span.reset();
     progress.finish();
     step_log.flush();
     const bool last = epoch + 1 == epochs || res.early_stopped || !res.limit.empty();
@@ -557,6 +568,7 @@ FitResult Trainer::fit() {
     if (end_epoch(totals, val_limit, res)) break;  // early stopping
     if (!res.limit.empty()) break;
   }
+  if (trace_steps.first >= 0) end_trace(trace_steps);  // (also says when there was none)
   // SWA ends when training ran through its last epoch (not when stopped early, as Lightning).
   if (swa_start >= 0 && !state_.swa_done && state_.epoch >= epochs && !res.early_stopped &&
       res.limit.empty())

@@ -143,6 +143,14 @@ class Trainer {
     // The validation already run at the step training ended on (within the epoch).
     std::optional<EvalResult> val_now;
   };
+  // trainer_trace.cpp, --profiler-trace (steps: START, END): at the top of each batch, starts
+  // recording when the step START begins, ends it once END is reached, and times the batch as
+  // `span`; end_trace() gathers every rank's events into the run's trace.json (collective; with
+  // nothing recorded, rank 0 says so).
+  void trace_at_step(std::pair<int64_t, int64_t> steps, int64_t batch, int64_t accum,
+                     std::optional<trace::Span>& span);
+  void end_trace(std::pair<int64_t, int64_t> steps);
+  bool trace_written_ = false;
   // trainer_report.cpp: logs, validation, the end of an epoch, the test.
   static io::ConfusionMatrix to_matrix(const Tensor& counts, const io::Dataset& ds);
   void save(const std::string& name);  // checkpoints/<name> (rank 0, not --fast-dev-run)

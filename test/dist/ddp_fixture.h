@@ -1,0 +1,76 @@
+// The dist suite's fixture: two MPI ranks (mpirun -np 2; other world sizes skip), each with its
+// own copy of a small synthetic MNIST-format set, a trainer configuration for it, and helpers
+// to compare the weights two runs end with.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "dist/process_group.h"
+#include "nn/trainer.h"
+#include "../nn/synthetic_data.h"
+
+namespace mlai::dist {
+
+namespace fs = std::filesystem;
+
+inline ProcessGroup& group() { return ProcessGroup::get(); }
+
+class Ddp : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (group().world() != 2) GTEST_SKIP() << "run under mpirun -np 2 (world is " << group().world() << ")";
+    // Each rank writes its own copy of the same data, so nothing races on the file system.
+    root = (fs::temp_directory_path() / ("mlai_ddp_" + std::to_string(getpid()))).string();
+    fs::remove_all(root);
+    testing::make_synthetic_mnist(root + "/data", 640, 200);
+  }
+  void TearDown() override {
+    if (!root.empty()) fs::remove_all(root);
+  }
+  nn::Config config(int64_t batch) const {
+    nn::Config c;
+    c.dataset = "mnist";
+    c.data_dir = root + "/data";
+    c.log_dir = root + "/logs";
+    c.device = "cpu";
+    c.batch_size = batch;
+    c.epochs = 2;
+    c.limit_train_batches = "6";
+    c.optimizer = "sgd";
+    c.lr = 0.05;
+    c.momentum = 0.9;
+    c.lr_schedule = "constant";
+    c.workers = 1;
+    c.progress = false;
+    c.checkpoint_every = 0;
+    return c;
+  }
+  std::string root;
+};
+
+inline std::vector<double> flat_weights(nn::Trainer& t) {
+  std::vector<double> w;
+  for (auto& [n, v] : t.model().named_parameters())
+    for (double x : v.data().to_double_vector()) w.push_back(x);
+  return w;
+}
+
+// max |a - b| / max |b| (infinite when the sizes differ).
+inline double max_rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, std::fabs(a[i] - b[i]));
+    scale = std::max(scale, std::fabs(b[i]));
+  }
+  return diff / scale;
+}
+
+}  // namespace mlai::dist
