@@ -289,7 +289,8 @@ FitResult Trainer::fit() {
     }
   }
   print_header(steps_per_epoch, accum, opt_steps_per_epoch);
-  if (resumed_geometry_.first > 0 && state_.epoch < epochs) reanchor_schedule(loader, sc, accum);
+  if (std::get<0>(resumed_geometry_) > 0 && state_.epoch < epochs)
+    reanchor_schedule(loader, sc, accum);
   nlohmann::json extra;
   if (!cfg_.lr_find.empty() && !lr_find_done_) {  // Tuner.lr_find: its suggestion is --lr
     Profiler::Scope s(profiler_, "lr_find");

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "dist/process_group.h"
@@ -122,7 +123,7 @@ class Trainer {
   // for the epoch's first step): the unfreeze, with the backbone's own parameter group, or
   // that group's rate for this epoch.
   void finetune_epoch_start(int64_t epoch, double lr);
-  // trainer_setup.cpp: resumed on another number of ranks or batch size (resumed_geometry_),
+  // trainer_setup.cpp: resumed on another geometry (resumed_geometry_),
   // the schedule's step for the point of training the checkpoint reached, in this run's steps
   // (state_.schedule_shift), and a line saying where the epoch continues.
   void reanchor_schedule(const io::Loader& loader, const ScheduleConfig& sc, int64_t accum);
@@ -195,9 +196,9 @@ class Trainer {
   std::chrono::steady_clock::time_point fit_clock_;  // when this fit() began training
   double seconds_before_ = 0;                        // training seconds of earlier runs
   bool lr_find_done_ = false;  // resumed from a run whose --lr-find already set the rate
-  // Resumed from a run on another number of ranks or batch size: its ranks and batch size
-  // ({0, 0}: the same as this run's, or not resumed).
-  std::pair<int64_t, int64_t> resumed_geometry_{0, 0};
+  // Resumed from a run on another number of ranks, batch size or accumulation count: its ranks,
+  // batch size and --accumulate-grad-batches (ranks 0: the same as this run's, or not resumed).
+  std::tuple<int64_t, int64_t, int64_t> resumed_geometry_{0, 0, 1};
 };
 
 }  // namespace mlai::nn

@@ -188,15 +188,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     graphed_ = std::make_unique<GraphedStep>(*model_);
   }
   if (!cfg_.resume.empty()) {
-    // The schedule and the checkpoint's step count are in optimizer steps, and its next batch
-    // starts a group: another accumulation count would shift both.
     const Config saved = checkpoint_config(cfg_.resume);
-    const int64_t saved_accum = saved.accumulate_grad_batches;
-    if (saved_accum != cfg_.accumulate_grad_batches)
-      throw std::invalid_argument(
-          "--resume " + cfg_.resume + ": the run used --accumulate-grad-batches " +
-          std::to_string(saved_accum) + ", not " + std::to_string(cfg_.accumulate_grad_batches) +
-          " (the schedule counts optimizer steps); resume with the same value");
     state_ = load_checkpoint(cfg_.resume, *model_, opt_.get(), scaler_->state());
     // A run with --ema-decay saved the average as its weights and the weights training goes on
     // with beside them: the average takes the first, the model the second. From a run without
@@ -238,15 +230,16 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
         std::printf("--checkpoint-monitor %s (the run monitored %s): best.h5 starts afresh\n",
                     cfg_.checkpoint_monitor.c_str(), saved.checkpoint_monitor.c_str());
     }
-    // The position within the epoch as samples of its order: a run on another number of ranks
-    // or batch size continues from the same sample, and its schedule from the same point of
-    // training (fit()). An older checkpoint's position counts its own batches, on as many
-    // ranks as this run has (it did not record its own).
+    // The position within the epoch as samples of its order: a run on another number of ranks,
+    // batch size or accumulation count continues from the same sample, and its schedule (in
+    // optimizer steps) from the same point of training (fit()). An older checkpoint's position
+    // counts its own batches, on as many ranks as this run has (it did not record its own).
     const int64_t saved_world = state_.world > 0 ? state_.world : world;
     if (state_.epoch_samples < 0)
       state_.epoch_samples = state_.next_batch * saved.batch_size * saved_world;
-    if (saved_world != world || saved.batch_size != cfg_.batch_size)
-      resumed_geometry_ = {saved_world, saved.batch_size};
+    if (saved_world != world || saved.batch_size != cfg_.batch_size ||
+        saved.accumulate_grad_batches != cfg_.accumulate_grad_batches)
+      resumed_geometry_ = {saved_world, saved.batch_size, saved.accumulate_grad_batches};
     if (main_)
       std::printf("resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg_.resume.c_str(),
                   static_cast<long long>(state_.epoch + 1),
@@ -307,10 +300,14 @@ void Trainer::reanchor_schedule(const io::Loader& loader, const ScheduleConfig& 
   const int64_t step = state_.epoch * sc.steps_per_epoch + first / accum;
   state_.schedule_shift = step - state_.global_step;
   if (!main_) return;
-  const auto [world, batch] = resumed_geometry_;
-  std::printf("resumed on %d rank(s) x batch %lld from a run on %lld x %lld: ", group_.world(),
-              static_cast<long long>(cfg_.batch_size), static_cast<long long>(world),
-              static_cast<long long>(batch));
+  const auto [world, batch, saved_accum] = resumed_geometry_;
+  auto accumulating = [](int64_t n) {
+    return n > 1 ? " (accumulating " + std::to_string(n) + ")" : std::string();
+  };
+  std::printf("resumed on %d rank(s) x batch %lld%s from a run on %lld x %lld%s: ", group_.world(),
+              static_cast<long long>(cfg_.batch_size), accumulating(accum).c_str(),
+              static_cast<long long>(world), static_cast<long long>(batch),
+              accumulating(saved_accum).c_str());
   if (state_.epoch_samples > 0)
     std::printf("epoch %lld continues after %lld of its %lld samples, at batch %lld of %lld",
                 static_cast<long long>(state_.epoch + 1),

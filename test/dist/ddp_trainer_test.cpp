@@ -37,8 +37,8 @@ TEST_F(Ddp, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch) {
 
 // Resumed on another number of ranks (a requeued job given fewer or more nodes): the epoch
 // continues from the sample its checkpoint reached, so two ranks of batch 16 stopped mid-epoch
-// and resumed as one process of batch 32 end where one process of batch 32 throughout does,
-// and the other way round. Off the batch grid (batch 24 resumed as two ranks of 16) both ranks
+// and resumed as one process of batch 32 (or of 16, accumulating 2) end where one process of
+// batch 32 throughout does, and the other way round. Off the batch grid (batch 24 resumed as two ranks of 16) both ranks
 // still take the same steps, with the same weights.
 TEST_F(Ddp, ResumeOnAnotherNumberOfRanksContinuesTheEpoch) {
   nn::Config one = config(32);
@@ -58,6 +58,16 @@ TEST_F(Ddp, ResumeOnAnotherNumberOfRanksContinuesTheEpoch) {
     nn::Trainer t(resumed, "", ProcessGroup::single());
     EXPECT_EQ(t.fit().global_step, 2 * 6);
     EXPECT_LT(max_rel_diff(flat_weights(t), want), 1e-5);
+    // Or as one process keeping the effective batch by accumulating two batches of 16 (twice
+    // the batches, the same steps).
+    nn::Config halves = config(16);
+    halves.accumulate_grad_batches = 2;
+    halves.limit_train_batches = "12";
+    halves.log_dir = root + "/logs-resumed-accumulating";
+    halves.resume = resumed.resume;
+    nn::Trainer a(halves, "", ProcessGroup::single());
+    EXPECT_EQ(a.fit().global_step, 2 * 6);
+    EXPECT_LT(max_rel_diff(flat_weights(a), want), 1e-5);
   }
 
   // One -> two: each rank resumes from its own copy of one process's checkpoint.
