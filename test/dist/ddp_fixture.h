@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/communicator.h"
 #include "dist/process_group.h"
 #include "nn/trainer.h"
 #include "../nn/synthetic_data.h"
@@ -71,6 +72,18 @@ inline double max_rel_diff(const std::vector<double>& a, const std::vector<doubl
     scale = std::max(scale, std::fabs(b[i]));
   }
   return diff / scale;
+}
+
+// A weighted sum of the values (each position its own weight): equal sums, equal vectors.
+inline double checksum(const std::vector<double>& w) {
+  double sum = 0;
+  for (size_t i = 0; i < w.size(); ++i) sum += w[i] * static_cast<double>(i % 97 + 1);
+  return sum;
+}
+
+// True on every rank when every rank has the same value (collective).
+inline bool same_on_every_rank(double v) {
+  return allreduce_host(group(), v, true) == v && -allreduce_host(group(), -v, true) == v;
 }
 
 }  // namespace mlai::dist

@@ -38,67 +38,59 @@ TEST_F(Ddp, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch) {
 // Resumed on another number of ranks (a requeued job given fewer or more nodes): the epoch
 // continues from the sample its checkpoint reached, so two ranks of batch 16 stopped mid-epoch
 // and resumed as one process of batch 32 (or of 16, accumulating 2) end where one process of
-// batch 32 throughout does, and the other way round. Off the batch grid (batch 24 resumed as two ranks of 16) both ranks
-// still take the same steps, with the same weights.
+// batch 32 throughout does, and the other way round. Off the batch grid (batch 24 resumed as
+// two ranks of 16) both ranks still take the same steps, with the same weights.
 TEST_F(Ddp, ResumeOnAnotherNumberOfRanksContinuesTheEpoch) {
   nn::Config one = config(32);
   one.log_dir = root + "/logs-single";
   nn::Trainer single(one, "", ProcessGroup::single());
   single.fit();
   const std::vector<double> want = flat_weights(single);
+  // config(batch) on `g` stopped by --max-steps within the first epoch (6 batches): its last.h5.
+  auto stopped = [&](int64_t batch, int64_t steps, ProcessGroup& g, const std::string& logs) {
+    nn::Config c = config(batch);
+    c.max_steps = steps;
+    c.log_dir = root + "/" + logs;
+    return nn::Trainer(c, "", g).fit().version_dir + "/checkpoints/last.h5";
+  };
+  // `c` resumed from `ckpt` on `g`: the steps it ends at and its weights.
+  auto resumed = [&](nn::Config c, const std::string& ckpt, ProcessGroup& g,
+                     const std::string& logs) {
+    c.log_dir = root + "/" + logs;
+    c.resume = ckpt;
+    nn::Trainer t(c, "", g);
+    const int64_t steps = t.fit().global_step;
+    return std::pair<int64_t, std::vector<double>>(steps, flat_weights(t));
+  };
 
-  // Two ranks -> one: --max-steps 4 stops within the first epoch (6 batches).
-  nn::Config two = config(16);
-  two.max_steps = 4;
-  const nn::FitResult stopped = nn::Trainer(two, "", group()).fit();
+  // Two ranks -> one (rank 0 holds the checkpoint), with batch 32 or accumulating two of 16
+  // (twice the batches, the same steps).
+  const std::string two = stopped(16, 4, group(), "logs-two");
   if (group().rank() == 0) {
-    nn::Config resumed = config(32);
-    resumed.log_dir = root + "/logs-resumed-one";
-    resumed.resume = stopped.version_dir + "/checkpoints/last.h5";
-    nn::Trainer t(resumed, "", ProcessGroup::single());
-    EXPECT_EQ(t.fit().global_step, 2 * 6);
-    EXPECT_LT(max_rel_diff(flat_weights(t), want), 1e-5);
-    // Or as one process keeping the effective batch by accumulating two batches of 16 (twice
-    // the batches, the same steps).
+    const auto [steps, w] = resumed(config(32), two, ProcessGroup::single(), "logs-one");
+    EXPECT_EQ(steps, 2 * 6);
+    EXPECT_LT(max_rel_diff(w, want), 1e-5);
     nn::Config halves = config(16);
     halves.accumulate_grad_batches = 2;
     halves.limit_train_batches = "12";
-    halves.log_dir = root + "/logs-resumed-accumulating";
-    halves.resume = resumed.resume;
-    nn::Trainer a(halves, "", ProcessGroup::single());
-    EXPECT_EQ(a.fit().global_step, 2 * 6);
-    EXPECT_LT(max_rel_diff(flat_weights(a), want), 1e-5);
+    const auto [steps2, w2] = resumed(halves, two, ProcessGroup::single(), "logs-accumulating");
+    EXPECT_EQ(steps2, 2 * 6);
+    EXPECT_LT(max_rel_diff(w2, want), 1e-5);
   }
 
   // One -> two: each rank resumes from its own copy of one process's checkpoint.
-  nn::Config first = config(32);
-  first.log_dir = root + "/logs-first";
-  first.max_steps = 4;
-  const nn::FitResult r1 = nn::Trainer(first, "", ProcessGroup::single()).fit();
-  nn::Config resumed = config(16);
-  resumed.log_dir = root + "/logs-resumed-two";
-  resumed.resume = r1.version_dir + "/checkpoints/last.h5";
-  nn::Trainer t(resumed, "", group());
-  EXPECT_EQ(t.fit().global_step, 2 * 6);
-  EXPECT_LT(max_rel_diff(flat_weights(t), want), 1e-5);
+  const std::string first = stopped(32, 4, ProcessGroup::single(), "logs-first");
+  const auto [steps, w] = resumed(config(16), first, group(), "logs-two-again");
+  EXPECT_EQ(steps, 2 * 6);
+  EXPECT_LT(max_rel_diff(w, want), 1e-5);
 
   // Batch 24 stopped at step 5 (120 samples): 456 left of the 576, 228 a rank, so batches
   // 3..17 of 18 on two ranks of 16, of which --limit-train-batches 6 runs 3..5.
-  nn::Config odd = config(24);
-  odd.log_dir = root + "/logs-odd";
-  odd.max_steps = 5;
-  const nn::FitResult r3 = nn::Trainer(odd, "", ProcessGroup::single()).fit();
-  nn::Config odd2 = config(16);
-  odd2.log_dir = root + "/logs-odd-two";
-  odd2.resume = r3.version_dir + "/checkpoints/last.h5";
-  nn::Trainer t3(odd2, "", group());
-  const double steps = static_cast<double>(t3.fit().global_step);
-  EXPECT_EQ(steps, 5 + 3 + 6);
-  EXPECT_EQ(allreduce_host(group(), steps, true), steps);
-  const std::vector<double> w = flat_weights(t3);
-  double checksum = 0;
-  for (size_t i = 0; i < w.size(); ++i) checksum += w[i] * static_cast<double>(i % 97 + 1);
-  EXPECT_EQ(allreduce_host(group(), checksum, true), checksum);
+  const std::string odd = stopped(24, 5, ProcessGroup::single(), "logs-odd");
+  const auto [odd_steps, odd_w] = resumed(config(16), odd, group(), "logs-odd-two");
+  EXPECT_EQ(odd_steps, 5 + 3 + 6);
+  EXPECT_TRUE(same_on_every_rank(static_cast<double>(odd_steps)));
+  EXPECT_TRUE(same_on_every_rank(checksum(odd_w)));
 }
 
 // --profiler-trace under two ranks: one trace.json with each rank as a process, their steps
@@ -234,7 +226,7 @@ TEST_F(Ddp, MaxTimeOnOneRankStopsBothAtTheSameStep) {
   EXPECT_GT(r.global_step, 0);
   EXPECT_LT(r.global_step, 1000 * 6);
   const double steps = static_cast<double>(r.global_step);
-  EXPECT_EQ(allreduce_host(group(), steps, true), steps);  // the same on both ranks
+  EXPECT_TRUE(same_on_every_rank(steps));
   EXPECT_EQ(r.test.samples, 200);
 }
 
@@ -249,9 +241,7 @@ TEST_F(Ddp, TestCkptBestTestsRankZerosBestWeightsOnEveryRank) {
   nn::Trainer ddp(c, "", group());
   const nn::FitResult r = ddp.fit();
   const std::vector<double> w = flat_weights(ddp);
-  double checksum = 0;
-  for (size_t i = 0; i < w.size(); ++i) checksum += w[i] * static_cast<double>(i % 97 + 1);
-  EXPECT_EQ(allreduce_host(group(), checksum, true), checksum);  // the same on both ranks
+  EXPECT_TRUE(same_on_every_rank(checksum(w)));
   EXPECT_EQ(r.test.samples, 200);
   if (group().rank() == 0) {
     const std::string best = r.version_dir + "/checkpoints/best.h5";
