@@ -2,8 +2,12 @@
 // runs of fixed-size records, each its label byte(s), then 32x32 R, G and B planes. CIFAR-10:
 // data_batch_1..5.bin and test_batch.bin, 3073-byte records with one label. CIFAR-100:
 // train.bin and test.bin, 3074-byte records with the coarse (0..19) then the fine label (0..99);
-// mlai trains on the fine labels, as torchvision's CIFAR100 does. Read into a Dataset (NHWC
-// uint8, int64 labels) with strict size and label checks.
+// mlai trains on the fine labels, as torchvision's CIFAR100 does. Or the Python versions, the
+// folders torchvision's CIFAR10/CIFAR100(download=True) leave (cifar-10-batches-py/data_batch_1
+// .. 5, test_batch, batches.meta; cifar-100-python/train, test, meta): pickled dicts of a uint8
+// N x 3072 array of the same planar rows and a list of labels (io/pickle.h reads them), class
+// names from the metadata. Read into a Dataset (NHWC uint8, int64 labels) with strict size and
+// label checks.
 #pragma once
 
 #include <string>
@@ -17,8 +21,9 @@ constexpr int64_t kCifarSide = 32;
 constexpr int64_t kCifarPixelBytes = 3 * kCifarSide * kCifarSide;  // 3072
 
 // The files of `split` ("train" or "test") of `name` ("cifar10" or "cifar100") in `dir` or in
-// the subfolder its tarball unpacks to (cifar-10-batches-bin/, cifar-100-binary/). Throws
-// listing every path tried when one is missing.
+// the subfolder its tarball unpacks to (cifar-10-batches-bin/, cifar-100-binary/), else the
+// Python version's in `dir` or its subfolder (cifar-10-batches-py/, cifar-100-python/). Throws
+// listing every path tried when none is there, and naming a missing file of a partial set.
 std::vector<std::string> find_cifar_files(const std::string& name, const std::string& dir,
                                           const std::string& split);
 
