@@ -120,9 +120,10 @@ int main(int argc, char** argv) {
   CLI::App app{"mlai_convert: pack a dataset into one HDF5 file per split (mlai-images-1)"};
   app.get_formatter()->column_width(30);
   app.add_option("--from", o.from,
-                 "Source format: fashion-mnist, mnist (IDX files, plain or .gz), "
-                 "cifar10 or cifar100 (binary versions), or folder (your own images, "
-                 "torchvision's ImageFolder layout: DIR/train/<class>/*.png|jpg, DIR/test/...)")
+                 "Source format: fashion-mnist, mnist (IDX files, plain or .gz), cifar10 or "
+                 "cifar100 (binary or torchvision's python versions), or folder (your own "
+                 "images, torchvision's ImageFolder layout: DIR/train/<class>/*.png|jpg, "
+                 "DIR/test/...)")
       ->required();
   app.add_option("--data-dir", o.data_dir,
                  "Directory with the source files (default: /usr/share/datasets/fashion-mnist "

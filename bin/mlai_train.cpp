@@ -91,10 +91,15 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--beta2", c.beta2, "Adam beta2")->capture_default_str();
   app.add_option("--eps", c.eps, "Adam epsilon")->capture_default_str();
   app.add_option("--lr-schedule", c.lr_schedule,
-                 "constant, step, cosine, warmup_cosine or onecycle (per step), or plateau "
-                 "(ReduceLROnPlateau, after each epoch's validation)")->capture_default_str();
+                 "constant, step, multistep, exponential, cosine, warmup_cosine or onecycle (per "
+                 "step), or plateau (ReduceLROnPlateau, after each epoch's validation)")->capture_default_str();
   app.add_option("--lr-step-epochs", c.lr_step_epochs, "step schedule: decay every N epochs")->capture_default_str();
-  app.add_option("--lr-gamma", c.lr_gamma, "step and plateau schedules: decay factor")->capture_default_str();
+  app.add_option("--lr-milestones", c.lr_milestones,
+                 "multistep schedule (MultiStepLR): the epochs to decay at, comma-separated "
+                 "(e.g. 100,150)")
+      ->delimiter(',');
+  app.add_option("--lr-gamma", c.lr_gamma,
+                 "step, multistep, exponential and plateau schedules: decay factor")->capture_default_str();
   app.add_option("--warmup-steps", c.warmup_steps, "warmup_cosine: linear warmup steps")->capture_default_str();
   app.add_option("--min-lr", c.min_lr, "cosine schedules: final learning rate; plateau: the floor")->capture_default_str();
   app.add_option("--plateau-monitor", c.plateau_monitor,

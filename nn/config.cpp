@@ -76,7 +76,9 @@ void Config::validate() const {
           "--data-path applies to --dataset hdf5 only (use --data-dir)");
   require(!(dataset == "hdf5" && !data_dir.empty()),
           "--data-dir does not apply to --dataset hdf5 (use --data-path)");
-  one_of(lr_schedule, {"constant", "step", "cosine", "warmup_cosine", "onecycle", "plateau"},
+  one_of(lr_schedule,
+         {"constant", "step", "multistep", "exponential", "cosine", "warmup_cosine", "onecycle",
+          "plateau"},
          "--lr-schedule");
   one_of(plateau_monitor, {"val_loss", "val_accuracy"}, "--plateau-monitor");
   require(plateau_patience >= 0, "--plateau-patience must be >= 0");
@@ -149,6 +151,12 @@ void Config::validate() const {
           "--test-ckpt best needs best.h5, which --save-top-k 0 does not write");
   require(log_images >= 0, "--log-images must be >= 0 (0: off)");
   parse_trace_steps(profiler_trace);
+  require(lr_schedule != "multistep" || !lr_milestones.empty(),
+          "--lr-schedule multistep needs --lr-milestones (the epochs to decay at, e.g. 30,60,80)");
+  for (size_t i = 0; i < lr_milestones.size(); ++i)
+    require(lr_milestones[i] >= 1 && (i == 0 || lr_milestones[i] > lr_milestones[i - 1]),
+            "--lr-milestones must be increasing epochs >= 1, got " +
+                std::to_string(lr_milestones[i]) + " at position " + std::to_string(i + 1));
   require(checkpoint_every_n_steps >= 0, "--checkpoint-every-n-steps must be >= 0 (0: off)");
   require(early_stopping_patience >= 0, "--early-stopping-patience must be >= 0");
   require(gradient_clip_val >= 0, "--gradient-clip-val must be >= 0 (0: no clipping)");
@@ -260,7 +268,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
 #define MLAI_CONFIG_FIELDS(X)                                                                   \
   X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(val_on_test) X(workers) X(criterion)     \
   X(label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
-  X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_gamma) X(warmup_steps) X(min_lr)       \
+  X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(deterministic) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \

@@ -46,6 +46,9 @@ struct Config {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   std::string lr_schedule = "cosine";
   int64_t lr_step_epochs = 30;
+  // lr_schedule "multistep": PyTorch MultiStepLR's milestones, epochs counted from 0 (the rate
+  // is multiplied by lr_gamma when that many epochs are done).
+  std::vector<int64_t> lr_milestones;
   double lr_gamma = 0.1;
   int64_t warmup_steps = 0;
   double min_lr = 0.0;

@@ -18,11 +18,22 @@ double cos_anneal(double start, double end, double pct) {
 
 void check_schedule(const ScheduleConfig& c) {
   const std::string& n = c.name;
-  if (n != "constant" && n != "step" && n != "cosine" && n != "warmup_cosine" && n != "onecycle" &&
-      n != "plateau")
-    throw std::invalid_argument(
-        "unknown lr schedule '" + n +
-        "' (expected constant, step, cosine, warmup_cosine, onecycle or plateau)");
+  if (n != "constant" && n != "step" && n != "multistep" && n != "exponential" && n != "cosine" &&
+      n != "warmup_cosine" && n != "onecycle" && n != "plateau")
+    throw std::invalid_argument("unknown lr schedule '" + n +
+                                "' (expected constant, step, multistep, exponential, cosine, "
+                                "warmup_cosine, onecycle or plateau)");
+  if ((n == "multistep" || n == "exponential") && c.steps_per_epoch < 1)
+    throw std::invalid_argument("lr schedule " + n + ": steps per epoch must be >= 1");
+  if (n == "multistep") {
+    if (c.milestones.empty())
+      throw std::invalid_argument("lr schedule multistep needs --lr-milestones (epochs, e.g. 30,60,80)");
+    for (size_t i = 0; i < c.milestones.size(); ++i)
+      if (c.milestones[i] < 1 || (i > 0 && c.milestones[i] <= c.milestones[i - 1]))
+        throw std::invalid_argument("--lr-milestones must be increasing epochs >= 1, got " +
+                                    std::to_string(c.milestones[i]) + " at position " +
+                                    std::to_string(i + 1));
+  }
   if (c.total_steps < 1) throw std::invalid_argument("lr schedule: total steps must be >= 1");
   if (n == "step" && (c.step_epochs < 1 || c.steps_per_epoch < 1))
     throw std::invalid_argument("lr schedule step: --lr-step-epochs must be >= 1");
@@ -40,6 +51,14 @@ double lr_at(const ScheduleConfig& c, int64_t step) {
     const int64_t epoch = step / c.steps_per_epoch;
     return c.base_lr * std::pow(c.gamma, static_cast<double>(epoch / c.step_epochs));
   }
+  if (c.name == "multistep") {
+    const int64_t epoch = step / c.steps_per_epoch;
+    const auto passed = std::upper_bound(c.milestones.begin(), c.milestones.end(), epoch) -
+                        c.milestones.begin();
+    return c.base_lr * std::pow(c.gamma, static_cast<double>(passed));
+  }
+  if (c.name == "exponential")
+    return c.base_lr * std::pow(c.gamma, static_cast<double>(step / c.steps_per_epoch));
   if (c.name == "cosine") return cos_anneal(c.base_lr, c.min_lr, std::min(t / total, 1.0));
   if (c.name == "warmup_cosine") {
     const double w = static_cast<double>(c.warmup_steps);

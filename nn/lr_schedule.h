@@ -1,12 +1,15 @@
 // Learning-rate schedules as pure functions of the global step (so a resumed run gets exactly
-// the same rates): constant, step, cosine, warmup_cosine, onecycle (PyTorch OneCycleLR,
-// cosine annealing, two phases). And plateau, PyTorch's ReduceLROnPlateau, which follows a
+// the same rates): constant, step, multistep (PyTorch MultiStepLR: x gamma at each milestone
+// epoch), exponential (ExponentialLR: x gamma every epoch), cosine, warmup_cosine, onecycle
+// (PyTorch OneCycleLR, cosine annealing, two phases). The epoch-wise ones change the rate at
+// epoch boundaries, as PyTorch's do stepped once an epoch (Lightning's interval "epoch"). And plateau, PyTorch's ReduceLROnPlateau, which follows a
 // validation metric: its state (PlateauState) travels in checkpoints instead.
 #pragma once
 
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace mlai::nn {
 
@@ -16,7 +19,8 @@ struct ScheduleConfig {
   int64_t total_steps = 1;      // cosine/onecycle horizon
   int64_t steps_per_epoch = 1;  // step schedule counts epochs
   int64_t step_epochs = 30;     // step: decay every this many epochs
-  double gamma = 0.1;           // step: decay factor
+  std::vector<int64_t> milestones;  // multistep: the epochs (counted from 0) the rate decays at
+  double gamma = 0.1;           // step, multistep, exponential: decay factor
   double min_lr = 0.0;          // cosine/warmup_cosine floor
   int64_t warmup_steps = 0;     // warmup_cosine: linear ramp from base_lr/warmup_steps
   double pct_start = 0.3, div_factor = 25.0, final_div_factor = 1e4;  // onecycle

@@ -267,6 +267,7 @@ FitResult Trainer::fit() {
   if (max_steps > 0) sc.total_steps = std::min(sc.total_steps, max_steps);
   sc.steps_per_epoch = std::max<int64_t>(1, opt_steps_per_epoch);
   sc.step_epochs = cfg_.lr_step_epochs;
+  sc.milestones = cfg_.lr_milestones;
   sc.gamma = cfg_.lr_gamma;
   sc.warmup_steps = cfg_.warmup_steps;
   sc.min_lr = cfg_.min_lr;

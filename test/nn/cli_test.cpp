@@ -45,6 +45,10 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--checkpoint-monitor train_loss", "--checkpoint-monitor"},
       {"--test-ckpt first", "--test-ckpt"},
       {"--test-ckpt best --save-top-k 0", "--test-ckpt"},
+      {"--lr-schedule multistep --fast-dev-run", "--lr-milestones"},
+      {"--lr-schedule multistep --lr-milestones 30,20 --fast-dev-run", "--lr-milestones"},
+      {"--lr-milestones 3,x", "--lr-milestones"},
+      {"--profiler-trace 5:3", "--profiler-trace"},
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);

@@ -179,6 +179,34 @@ TEST(LrSchedule, Shapes) {
   EXPECT_THROW(check_schedule(c), std::invalid_argument);
 }
 
+// MultiStepLR and ExponentialLR stepped once an epoch: within epoch e (from 0) the rate is
+// base x gamma^(milestones <= e), and base x gamma^e.
+TEST(LrSchedule, MultiStepAndExponentialChangeAtEpochBoundaries) {
+  ScheduleConfig c;
+  c.base_lr = 0.1;
+  c.total_steps = 100;
+  c.steps_per_epoch = 10;
+  c.name = "multistep";
+  EXPECT_THROW(check_schedule(c), std::invalid_argument);  // no milestones
+  c.milestones = {2, 5};
+  EXPECT_NO_THROW(check_schedule(c));
+  EXPECT_DOUBLE_EQ(lr_at(c, 0), 0.1);
+  EXPECT_DOUBLE_EQ(lr_at(c, 19), 0.1);
+  EXPECT_NEAR(lr_at(c, 20), 0.01, 1e-15);
+  EXPECT_NEAR(lr_at(c, 49), 0.01, 1e-15);
+  EXPECT_NEAR(lr_at(c, 50), 0.001, 1e-15);
+  EXPECT_NEAR(lr_at(c, 99), 0.001, 1e-15);
+  c.milestones = {5, 5};
+  EXPECT_THROW(check_schedule(c), std::invalid_argument);
+  c.milestones = {0, 5};
+  EXPECT_THROW(check_schedule(c), std::invalid_argument);
+  c.name = "exponential";
+  c.gamma = 0.5;
+  EXPECT_DOUBLE_EQ(lr_at(c, 9), 0.1);
+  EXPECT_DOUBLE_EQ(lr_at(c, 10), 0.05);
+  EXPECT_DOUBLE_EQ(lr_at(c, 35), 0.0125);
+}
+
 // ReduceLROnPlateau's rates after each metric, as torch.optim.lr_scheduler.ReduceLROnPlateau
 // 2.15 gives them for the same settings (checked there; the comments follow its rule).
 TEST(LrSchedule, PlateauFollowsReduceLROnPlateau) {

@@ -449,6 +449,28 @@ TEST_F(TrainerTest, ResumeWithAnotherBatchSizeContinuesTheEpochAndTheSchedule) {
   EXPECT_GT(r.test.confusion.accuracy(), 0.5);
 }
 
+// --lr-schedule multistep (MultiStepLR, stepped each epoch): the rate halves once epochs 1 and
+// 3 (from 0) begin, as metrics.csv's per-epoch rate shows, and a run split at epoch 2 ends
+// with the same weights.
+TEST_F(TrainerTest, MultiStepScheduleDecaysAtTheMilestones) {
+  Config c = four_epochs_sgd(0.08, 0.5);
+  c.lr_schedule = "multistep";
+  c.lr_milestones = {1, 3};
+  Trainer straight(c);
+  const FitResult r = straight.fit();
+  std::ifstream csv(r.version_dir + "/metrics.csv");
+  std::vector<double> lrs;
+  std::string header;
+  std::getline(csv, header);
+  ASSERT_EQ(header.rfind("epoch,", 0), 0u) << header;
+  for (std::string row; std::getline(csv, row) && row.rfind("test,", 0) != 0;) {
+    const size_t a = row.find(',', row.find(',') + 1) + 1;  // the third cell: lr
+    lrs.push_back(std::stod(row.substr(a, row.find(',', a) - a)));
+  }
+  EXPECT_EQ(lrs, (std::vector<double>{0.08, 0.04, 0.04, 0.02}));
+  EXPECT_EQ(weights(straight), split_run_weights(c, [](Config& f) { f.epochs = 2; }));
+}
+
 // --val-on-test: every training image trains (640 / 32 = 20 steps an epoch, not 18), the 200
 // test images validate, and the last validation and the test see the same weights and data.
 TEST_F(TrainerTest, ValOnTestTrainsOnEverythingAndValidatesOnTheTestSplit) {
