@@ -100,7 +100,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
       ->delimiter(',');
   app.add_option("--lr-gamma", c.lr_gamma,
                  "step, multistep, exponential and plateau schedules: decay factor")->capture_default_str();
-  app.add_option("--warmup-steps", c.warmup_steps, "warmup_cosine: linear warmup steps")->capture_default_str();
+  app.add_option("--warmup-steps", c.warmup_steps,
+                 "Linear warmup over the first N optimizer steps in front of the constant, step, "
+                 "multistep, exponential or cosine schedule (warmup_cosine: its ramp)")->capture_default_str();
   app.add_option("--min-lr", c.min_lr, "cosine schedules: final learning rate; plateau: the floor")->capture_default_str();
   app.add_option("--plateau-monitor", c.plateau_monitor,
                  "plateau: val_loss (lower is better) or val_accuracy")->capture_default_str();

@@ -37,14 +37,31 @@ void check_schedule(const ScheduleConfig& c) {
   if (c.total_steps < 1) throw std::invalid_argument("lr schedule: total steps must be >= 1");
   if (n == "step" && (c.step_epochs < 1 || c.steps_per_epoch < 1))
     throw std::invalid_argument("lr schedule step: --lr-step-epochs must be >= 1");
-  if (n == "warmup_cosine" && (c.warmup_steps < 0 || c.warmup_steps >= c.total_steps))
-    throw std::invalid_argument("lr schedule warmup_cosine: --warmup-steps must be in [0, total "
-                                "steps = " + std::to_string(c.total_steps) + ")");
+  if (c.warmup_steps < 0 || (c.warmup_steps > 0 && c.warmup_steps >= c.total_steps))
+    throw std::invalid_argument("--warmup-steps must be in [0, total steps = " +
+                                std::to_string(c.total_steps) + ")");
+  if (c.warmup_steps > 0 && (n == "onecycle" || n == "plateau"))
+    throw std::invalid_argument("--warmup-steps does not apply to the " + n + " schedule" +
+                                (n == "onecycle" ? " (its first phase is the warmup)" : ""));
   if (n == "onecycle" && (c.pct_start <= 0 || c.pct_start >= 1))
     throw std::invalid_argument("lr schedule onecycle: pct_start must be in (0, 1)");
 }
 
+namespace {
+double scheduled(const ScheduleConfig& c, int64_t step);
+}  // namespace
+
 double lr_at(const ScheduleConfig& c, int64_t step) {
+  const double lr = scheduled(c, step);
+  // The gradual warmup in front of any other step schedule (warmup_cosine has its own ramp).
+  if (c.warmup_steps > 0 && step < c.warmup_steps && c.name != "warmup_cosine" &&
+      c.name != "onecycle" && c.name != "plateau")
+    return lr * static_cast<double>(step + 1) / static_cast<double>(c.warmup_steps);
+  return lr;
+}
+
+namespace {
+double scheduled(const ScheduleConfig& c, int64_t step) {
   const double t = static_cast<double>(step), total = static_cast<double>(c.total_steps);
   if (c.name == "constant" || c.name == "plateau") return c.base_lr;
   if (c.name == "step") {
@@ -74,6 +91,7 @@ double lr_at(const ScheduleConfig& c, int64_t step) {
   check_schedule(c);
   return c.base_lr;
 }
+}  // namespace
 
 double swa_lr_at(double lr0, double swa_lr, int64_t k, int64_t anneal_epochs, bool cos) {
   if (anneal_epochs == 0) k = std::max<int64_t>(k, 1);

@@ -22,7 +22,11 @@ struct ScheduleConfig {
   std::vector<int64_t> milestones;  // multistep: the epochs (counted from 0) the rate decays at
   double gamma = 0.1;           // step, multistep, exponential: decay factor
   double min_lr = 0.0;          // cosine/warmup_cosine floor
-  int64_t warmup_steps = 0;     // warmup_cosine: linear ramp from base_lr/warmup_steps
+  // warmup_cosine: a linear ramp from base_lr/warmup_steps to base_lr, then the cosine over the
+  // rest. constant, step, multistep, exponential and cosine: the schedule's rate times
+  // (step + 1)/warmup_steps over the first warmup_steps (the gradual warmup of Goyal et al.'s
+  // large-batch recipe, beside --lr-scale linear). 0: none.
+  int64_t warmup_steps = 0;
   double pct_start = 0.3, div_factor = 25.0, final_div_factor = 1e4;  // onecycle
 };
 

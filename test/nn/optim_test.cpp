@@ -166,6 +166,7 @@ TEST(LrSchedule, Shapes) {
   EXPECT_NEAR(lr_at(c, 9), 0.1, 1e-12);
   EXPECT_NEAR(lr_at(c, 10), 0.1, 1e-12);
   EXPECT_NEAR(lr_at(c, 55), 0.05, 1e-12);
+  c.warmup_steps = 0;  // (onecycle and plateau take none)
   c.name = "onecycle";
   c.base_lr = 1.0;
   EXPECT_NEAR(lr_at(c, 0), 0.04, 1e-12);   // max / div_factor
@@ -205,6 +206,36 @@ TEST(LrSchedule, MultiStepAndExponentialChangeAtEpochBoundaries) {
   EXPECT_DOUBLE_EQ(lr_at(c, 9), 0.1);
   EXPECT_DOUBLE_EQ(lr_at(c, 10), 0.05);
   EXPECT_DOUBLE_EQ(lr_at(c, 35), 0.0125);
+}
+
+// --warmup-steps in front of another schedule: its rate times (step + 1) / warmup, then the
+// schedule as it was (Goyal et al.: 5 epochs of warmup, then MultiStepLR).
+TEST(LrSchedule, WarmupRampsAnyStepSchedule) {
+  ScheduleConfig c;
+  c.base_lr = 0.4;
+  c.total_steps = 100;
+  c.steps_per_epoch = 10;
+  c.name = "multistep";
+  c.milestones = {3};
+  c.warmup_steps = 20;
+  EXPECT_NO_THROW(check_schedule(c));
+  EXPECT_NEAR(lr_at(c, 0), 0.4 / 20, 1e-15);
+  EXPECT_NEAR(lr_at(c, 9), 0.4 * 10 / 20, 1e-15);
+  EXPECT_NEAR(lr_at(c, 19), 0.4, 1e-15);
+  EXPECT_NEAR(lr_at(c, 25), 0.4, 1e-15);
+  EXPECT_NEAR(lr_at(c, 30), 0.04, 1e-15);
+  c.name = "cosine";  // the cosine spans all 100 steps; the ramp scales its first 20
+  ScheduleConfig plain = c;
+  plain.warmup_steps = 0;
+  EXPECT_NEAR(lr_at(c, 4), lr_at(plain, 4) * 5 / 20, 1e-15);
+  EXPECT_DOUBLE_EQ(lr_at(c, 20), lr_at(plain, 20));
+  c.name = "constant";
+  EXPECT_NEAR(lr_at(c, 1), 0.04, 1e-15);
+  c.name = "onecycle";
+  EXPECT_THROW(check_schedule(c), std::invalid_argument);
+  c.name = "multistep";
+  c.warmup_steps = 100;
+  EXPECT_THROW(check_schedule(c), std::invalid_argument);
 }
 
 // ReduceLROnPlateau's rates after each metric, as torch.optim.lr_scheduler.ReduceLROnPlateau
