@@ -243,7 +243,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
       ->capture_default_str();
   app.add_option("--resume", c.resume,
                  "Continue exactly from a checkpoint (e.g. .../last.h5), or 'last': the newest "
-                 "last.h5 of this --experiment-name under --log-dir (none: start afresh)")
+                 "last.h5 of this --experiment-name under --log-dir (none: start afresh); also "
+                 "on another number of ranks, --batch-size or --accumulate-grad-batches (the "
+                 "epoch goes on from the sample it reached)")
       ->check(
           [](const std::string& v) -> std::string {
             if (v == "last" || std::filesystem::is_regular_file(v)) return "";
