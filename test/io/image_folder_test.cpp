@@ -8,6 +8,7 @@
 #include <png.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -40,7 +41,9 @@ class ImageFolderTest : public testing::TempDirTest {};
 
 // PIL (test/io/pil_reference.py) decodes PNGs of nine kinds (a gAMA chunk, 16-bit colour,
 // 1-bit gray and palettes among them) and JPEGs of two into RGB and L, and resizes them with
-// BILINEAR to four sizes; mlai gives the same bytes, every one.
+// BILINEAR to four sizes; mlai gives Pillow 13's bytes, every one. An older Pillow rounds some
+// resized bytes the other way (the first GPU machine's: 169 of 840 bytes, each by 1), so with
+// another major version the bound is 1 and decoding alone stays exact.
 TEST_F(ImageFolderTest, DecodeAndResizeGivePilsBytes) {
   const std::string cmd = "python3 '" + std::string(MLAI_SOURCE_DIR) +
                           "/test/io/pil_reference.py' '" + dir_.string() + "' 2>&1";
@@ -49,6 +52,10 @@ TEST_F(ImageFolderTest, DecodeAndResizeGivePilsBytes) {
     GTEST_SKIP() << "PIL is not installed for python3 (pip install pillow)";
   ASSERT_EQ(status, 0) << cmd;
   std::ifstream manifest(path("manifest.tsv"));
+  std::string pillow;
+  std::ifstream(path("pillow_version.txt")) >> pillow;
+  const bool pillow13 = pillow.rfind("13.", 0) == 0;
+  if (!pillow13) std::printf("Pillow %s, not 13: resized bytes may differ by 1\n", pillow.c_str());
   int cases = 0;
   for (std::string line; std::getline(manifest, line);) {
     std::istringstream f(line);
@@ -68,8 +75,13 @@ TEST_F(ImageFolderTest, DecodeAndResizeGivePilsBytes) {
       differ += got[i] != want[i];
       worst = std::max<int64_t>(worst, std::abs(int(got[i]) - int(want[i])));
     }
-    EXPECT_EQ(differ, 0) << line << ": " << differ << " of " << got.size()
-                         << " bytes differ, by up to " << worst;
+    const bool resized = h != info.height || w != info.width;
+    if (pillow13 || !resized)
+      EXPECT_EQ(differ, 0) << line << ": " << differ << " of " << got.size()
+                           << " bytes differ, by up to " << worst << " (Pillow " << pillow << ")";
+    else
+      EXPECT_LE(worst, 1) << line << ": " << differ << " of " << got.size()
+                          << " bytes differ, by up to " << worst << " (Pillow " << pillow << ")";
     ++cases;
   }
   EXPECT_EQ(cases, 11 * 2 * 5);

@@ -92,6 +92,9 @@ def main():
                 lines.append("\t".join([path, mode, str(h), str(w), ref_path]))
     with open(os.path.join(out, "manifest.tsv"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    import PIL
+    with open(os.path.join(out, "pillow_version.txt"), "w") as f:
+        f.write(PIL.__version__ + "\n")
 
 
 if __name__ == "__main__":
