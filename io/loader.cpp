@@ -171,7 +171,8 @@ void Loader::worker_loop(int w) {
     }
     HostBatch batch;
     try {
-      trace::Span span("batch " + std::to_string(b), "data", trace::kWorkerTrack + w);
+      trace::Span span([b] { return "batch " + std::to_string(b); }, "data",
+                       trace::kWorkerTrack + w);
       batch = assemble(b);
       if (opt_.device.is_cpu()) batch.images = finish(batch).images;
     } catch (...) {
@@ -192,7 +193,7 @@ void Loader::worker_loop(int w) {
 Loader::HostBatch Loader::take(int64_t b) {
   HostBatch h;
   if (opt_.workers == 0) {
-    trace::Span span("batch " + std::to_string(b), "data");
+    trace::Span span([b] { return "batch " + std::to_string(b); }, "data");
     h = assemble(b);
   } else {
     std::unique_lock<std::mutex> lock(mu_);

@@ -139,7 +139,8 @@ Variable Sequential::forward(const Variable& x) {
   for (size_t i = 0; i < ch.size(); ++i) {
     auto* lin = dynamic_cast<Linear*>(ch[i].second.get());
     if (lin && i + 1 < ch.size() && dynamic_cast<ReLU*>(ch[i + 1].second.get())) {
-      trace::Span span(ch[i].first + " + " + ch[i + 1].first + " (Linear + ReLU)", "forward");
+      trace::Span span([&] { return ch[i].first + " + " + ch[i + 1].first + " (Linear + ReLU)"; },
+                       "forward");
       h = lin->forward_fused(h, /*apply_relu=*/true);
       ++i;  // the ReLU ran inside the linear kernel
     } else {

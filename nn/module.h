@@ -27,8 +27,7 @@ class Module {
   virtual std::string type_name() const = 0;
   // forward(), timed as one span (its trace label, else its type) while a trace records.
   Variable operator()(const Variable& x) {
-    if (!trace::enabled()) return forward(x);
-    trace::Span span(trace_label_.empty() ? type_name() : trace_label_, "forward");
+    trace::Span span([this] { return trace_label_.empty() ? type_name() : trace_label_; }, "forward");
     return forward(x);
   }
   // Labels this module and every one under it "name (Type)" with their dotted names, as the

@@ -49,15 +49,7 @@ void record(std::string name, const char* category, int track, double start_us, 
   g_events.push_back(Event{std::move(name), category, track, start_us, end_us - start_us});
 }
 
-Span::Span(const char* name, const char* category, int track) : on_(enabled()) {
-  if (!on_) return;
-  name_ = name;
-  category_ = category;
-  track_ = track;
-  t0_ = now_us();
-}
-
-Span::Span(const std::string& name, const char* category, int track) : on_(enabled()) {
+Span::Span(std::string_view name, const char* category, int track) : on_(enabled()) {
   if (!on_) return;
   name_ = name;
   category_ = category;

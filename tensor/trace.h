@@ -6,6 +6,8 @@
 #pragma once
 
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace mlai::trace {
@@ -34,11 +36,16 @@ constexpr size_t kMaxEvents = 2'000'000;
 double now_us();  // since start()
 void record(std::string name, const char* category, int track, double start_us, double end_us);
 
-// Times its own lifetime as one event (nothing while tracing is off).
+// Times its own lifetime as one event (nothing while tracing is off). A name that must be
+// built ("batch " + number) is passed as a callable, called only while recording, so the hot
+// paths pay nothing for it otherwise.
 class Span {
  public:
-  Span(const char* name, const char* category, int track = 0);
-  Span(const std::string& name, const char* category, int track = 0);
+  Span(std::string_view name, const char* category, int track = 0);
+  template <class NameFn, class = std::enable_if_t<std::is_invocable_r_v<std::string, NameFn>>>
+  Span(NameFn&& name, const char* category, int track = 0) : Span(std::string_view(), category, track) {
+    if (on_) name_ = name();
+  }
   ~Span();
   void cancel() { on_ = false; }  // records nothing after all
   Span(const Span&) = delete;
