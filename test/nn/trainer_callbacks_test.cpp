@@ -74,13 +74,10 @@ TEST_F(TrainerTest, MaxStepsEndsTrainingMidEpochAndResumesExactly) {
   cos.experiment_name = "cosine";
   const FitResult r4 = Trainer(cos).fit();
   EXPECT_EQ(r4.global_step, 23);
-  std::ifstream csv(r4.version_dir + "/metrics.csv");
-  std::vector<std::string> rows;
-  for (std::string l; std::getline(csv, l);) rows.push_back(l);
+  const std::vector<std::string> rows = metrics_rows(r4.version_dir);
   ASSERT_EQ(rows.size(), 4u);  // header, epochs 1 and 2, test
   const std::string& row = rows[2];
-  const size_t a = row.find(',', row.find(',') + 1) + 1;  // the third cell: lr
-  const double lr = std::stod(row.substr(a, row.find(',', a) - a));
+  const double lr = lr_cell(row);
   EXPECT_LT(lr, 0.01 * cos.lr) << row;
   EXPECT_GT(lr, 0.0) << row;
 
@@ -455,15 +452,9 @@ TEST_F(TrainerTest, PlateauScheduleLowersTheRateWhenValidationStalls) {
   c.plateau_threshold = 1.0;
   Trainer straight(c);
   const FitResult r = straight.fit();
-  std::ifstream csv(r.version_dir + "/metrics.csv");
-  std::vector<std::string> rows;
-  for (std::string l; std::getline(csv, l);) rows.push_back(l);
+  const std::vector<std::string> rows = metrics_rows(r.version_dir);
   ASSERT_EQ(rows.size(), 6u);  // header, 4 epochs, test
-  auto lr_of = [&](int epoch) {
-    const std::string& row = rows[epoch];
-    const size_t a = row.find(',', row.find(',') + 1) + 1;  // the third cell: lr
-    return std::stod(row.substr(a, row.find(',', a) - a));
-  };
+  auto lr_of = [&](int epoch) { return lr_cell(rows[epoch]); };
   EXPECT_DOUBLE_EQ(lr_of(1), 0.08);
   EXPECT_DOUBLE_EQ(lr_of(2), 0.08);
   EXPECT_DOUBLE_EQ(lr_of(3), 0.04);

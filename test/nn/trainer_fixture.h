@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -74,6 +75,20 @@ class TrainerTest : public testing::SyntheticDataTest {
     return ckpt;
   }
 };
+
+// The lines of a run's metrics.csv (the header first, a test row last when the run tested).
+inline std::vector<std::string> metrics_rows(const std::string& version_dir) {
+  std::ifstream csv(version_dir + "/metrics.csv");
+  std::vector<std::string> rows;
+  for (std::string l; std::getline(csv, l);) rows.push_back(l);
+  return rows;
+}
+
+// A metrics.csv row's learning rate: its third cell.
+inline double lr_cell(const std::string& row) {
+  const size_t a = row.find(',', row.find(',') + 1) + 1;
+  return std::stod(row.substr(a, row.find(',', a) - a));
+}
 
 // The steps of every TensorBoard scalar with this tag in a run's event file.
 inline std::vector<int64_t> scalar_steps(const std::string& version_dir, const std::string& tag) {

@@ -465,15 +465,12 @@ TEST_F(TrainerTest, MultiStepScheduleDecaysAtTheMilestones) {
   c.lr_milestones = {1, 3};
   Trainer straight(c);
   const FitResult r = straight.fit();
-  std::ifstream csv(r.version_dir + "/metrics.csv");
+  const std::vector<std::string> rows = metrics_rows(r.version_dir);
+  ASSERT_FALSE(rows.empty());
+  ASSERT_EQ(rows[0].rfind("epoch,", 0), 0u) << rows[0];
   std::vector<double> lrs;
-  std::string header;
-  std::getline(csv, header);
-  ASSERT_EQ(header.rfind("epoch,", 0), 0u) << header;
-  for (std::string row; std::getline(csv, row) && row.rfind("test,", 0) != 0;) {
-    const size_t a = row.find(',', row.find(',') + 1) + 1;  // the third cell: lr
-    lrs.push_back(std::stod(row.substr(a, row.find(',', a) - a)));
-  }
+  for (size_t i = 1; i < rows.size() && rows[i].rfind("test,", 0) != 0; ++i)
+    lrs.push_back(lr_cell(rows[i]));
   EXPECT_EQ(lrs, (std::vector<double>{0.08, 0.04, 0.04, 0.02}));
   EXPECT_EQ(weights(straight), split_run_weights(c, [](Config& f) { f.epochs = 2; }));
 }
