@@ -15,19 +15,27 @@
 // optimizer, device, device_name, steps, warmup, seconds, images_per_sec, step_ms,
 // forward_ms, backward_ms, optimizer_ms (per phase, from 5 extra steps with timing events on a
 // GPU, the host clock on the CPU),
-// peak_mem_mb (device allocator high-water mark; null on the CPU), loss_first, loss_last,
+// host_ms (the host's time to issue one step in the timed loop: near step_ms when the host's
+// launches, not the GPU, set the pace), peak_mem_mb (device allocator high-water mark; null on
+// the CPU), loss_first, loss_last,
 // learned (loss_last < loss_first: the fixed batch is being memorised), date; or
 // {"error": ...} for a run that failed. Exit status 1 when a run failed or did not learn.
+// --trace DIR: after the timed steps, 3 more are traced as mlai_train --profiler-trace traces
+// (host spans by module and autograd op, and on a GPU the same spans timed by the GPU), to
+// DIR/trace-<arch>-<precision>[-graphs][-unfused].json and a summary table beside it (.txt);
+// the row's "trace" names the file.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -40,10 +48,12 @@
 #include "nn/graphed_step.h"
 #include "nn/models.h"
 #include "nn/optim.h"
+#include "nn/trace_report.h"
 #include "tensor/allocator.h"
 #include "tensor/device.h"
 #include "tensor/ops.h"
 #include "tensor/stream.h"
+#include "tensor/trace.h"
 
 namespace {
 
@@ -78,7 +88,25 @@ struct RunSpec {
   bool graphs = false;  // --cuda-graphs: forward + backward replayed from a CUDA graph
   // --freeze: none, backbone (mlai_train --freeze-backbone) or backbone-bn (with --freeze-bn).
   std::string freeze = "none";
+  std::string trace_dir;  // --trace: where the traced steps go ("" for none)
 };
+
+// The traced steps' Chrome trace and summary table (--trace); returns the trace's file name.
+std::string write_trace(const RunSpec& r, const std::vector<trace::Event>& events) {
+  std::string stem = "trace-" + r.arch + "-" + r.precision + (r.graphs ? "-graphs" : "") +
+                     (r.fusion ? "" : "-unfused") + (r.freeze == "none" ? "" : "-" + r.freeze);
+  const std::string base = r.trace_dir + "/" + stem;
+  const std::string what = r.arch + " batch " + std::to_string(r.batch) + " precision " +
+                           r.precision + " on " + r.device.str();
+  std::string text = nn::chrome_trace_events(events, 0, "mlai_bench_step " + what).dump();
+  nn::write_chrome_trace(base + ".json", {text.substr(1, text.size() - 2)},
+                         {{"run", what}, {"clock", "host wall clock; the GPU track: CUDA events"}});
+  std::ofstream sum(base + ".txt");
+  sum << "mlai_bench_step --trace: " << what << ", 3 steps; spans nest, so rows overlap\n"
+      << nn::trace_summary(events);
+  if (!sum) throw std::runtime_error(base + ".txt: could not write the summary");
+  return stem + ".json";
+}
 
 nlohmann::json run(const RunSpec& r) {
   nn::set_layer_fusion(r.fusion);
@@ -144,7 +172,12 @@ nlohmann::json run(const RunSpec& r) {
     return std::pair<Tensor, Tensor>(logits.data(), l.data());
   };
   auto step = [&](Marks* m) -> Tensor {
-    auto mark = [&] {
+    // (Spans cost one atomic load unless tracing: the --trace steps below.)
+    trace::Span step_span([&] { return "step " + std::to_string(global_step); }, "trainer");
+    std::optional<trace::Span> phase;
+    auto mark = [&](const char* next = nullptr) {
+      phase.reset();
+      if (next != nullptr) phase.emplace(next, "trainer");
       if (!m) return;
       if (gpu) {
         m->ev.emplace_back(r.device, /*timing=*/true);
@@ -153,23 +186,23 @@ nlohmann::json run(const RunSpec& r) {
         m->t.push_back(Clock::now());
       }
     };
-    mark();
+    mark("forward");
     if (graphed) {
       graphed->run(images, labels, forward_backward);
-      mark();
-      mark();
+      mark("backward");
+      mark("optimizer step");
       nn::scaled_step(*opt, scaler, 1.0f, global_step++);
       mark();
       return graphed->loss();
     }
     Variable loss = autograd::cross_entropy((*model)(Variable(images)), labels, 0.0);
-    mark();
+    mark("backward");
     if (scaler.enabled()) {
       loss.backward(scaler.seed());
     } else {
       loss.backward();
     }
-    mark();
+    mark("optimizer step");
     nn::scaled_step(*opt, scaler, 1.0f, global_step++);
     opt->zero_grad();
     mark();
@@ -183,6 +216,7 @@ nlohmann::json run(const RunSpec& r) {
   const auto t0 = Clock::now();
   Tensor last;
   for (int i = 0; i < r.steps; ++i) last = step(nullptr);  // no host sync inside the timed loop
+  const double issued = std::chrono::duration<double>(Clock::now() - t0).count();
   stream.synchronize();
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   // The breakdown: a few more steps with marks between the phases (kept out of the timed
@@ -200,6 +234,13 @@ nlohmann::json run(const RunSpec& r) {
               : std::chrono::duration<double, std::milli>(marks.t[a + 1] - marks.t[a]).count();
     }
   nlohmann::json j;
+  if (!r.trace_dir.empty()) {
+    model->label_for_trace();
+    trace::start(r.device);
+    for (int i = 0; i < 3; ++i) step(nullptr);
+    stream.synchronize();
+    j["trace"] = write_trace(r, trace::stop());
+  }
   j["impl"] = "mlai";
   j["arch"] = r.arch;
   j["batch"] = r.batch;
@@ -215,6 +256,7 @@ nlohmann::json run(const RunSpec& r) {
   j["seconds"] = seconds;
   j["images_per_sec"] = static_cast<double>(r.batch) * r.steps / seconds;
   j["step_ms"] = seconds / r.steps * 1e3;
+  j["host_ms"] = issued / r.steps * 1e3;
   // Device time per phase (forward + loss, backward, scaler + optimizer step + zero_grad).
   j["forward_ms"] = phase_ms[0] / kBreakdownSteps;
   j["backward_ms"] = phase_ms[1] / kBreakdownSteps;
@@ -253,6 +295,7 @@ int main(int argc, char** argv) {
   std::string fusion = "on";
   bool graphs = false;
   std::string freezes = "none";
+  std::string trace_dir;
   app.add_option("--arch", archs, "Comma list of models")->capture_default_str();
   app.add_option("--batch", batches, "Batch per model: arch=B,... or one B for all")
       ->capture_default_str();
@@ -281,7 +324,19 @@ int main(int argc, char** argv) {
                  "Comma list of none, backbone (mlai_train --freeze-backbone: the head and batch "
                  "norm train) and backbone-bn (--freeze-bn too: the head alone)")
       ->capture_default_str();
+  app.add_option("--trace", trace_dir,
+                 "Trace 3 more steps of each run (as mlai_train --profiler-trace, GPU-timed on "
+                 "a GPU) into this folder: trace-<arch>-<precision>....json and a summary .txt");
   CLI11_PARSE(app, argc, argv);
+  if (!trace_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(trace_dir, ec);
+    if (!std::filesystem::is_directory(trace_dir)) {
+      std::fprintf(stderr, "mlai_bench_step: --trace %s: cannot create the folder\n",
+                   trace_dir.c_str());
+      return 2;
+    }
+  }
   for (const std::string& f : split(freezes))
     if (f != "none" && f != "backbone" && f != "backbone-bn") {
       std::fprintf(stderr, "mlai_bench_step: --freeze %s: expected none, backbone or backbone-bn\n",
@@ -336,6 +391,7 @@ int main(int argc, char** argv) {
           r.fusion = fused;
           r.graphs = graphs;
           r.freeze = freeze;
+          r.trace_dir = trace_dir;
           const std::string shown = prec + (fused ? "" : " unfused") + (graphs ? " graphs" : "") +
                                     (freeze == "none" ? "" : " frozen " + freeze);
           r.arch = arch;

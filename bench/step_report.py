@@ -93,8 +93,10 @@ def summarize(lines):
     if phases:
         split = tuple(statistics.median(j[f] for j in phases)
                       for f in ("forward_ms", "backward_ms", "optimizer_ms"))
+    host = [j["host_ms"] for j in timed if "host_ms" in j]  # the host's time to issue a step
     return {"ips": statistics.median(j["images_per_sec"] for j in timed),
             "ms": statistics.median(j["step_ms"] for j in timed),
+            "host": statistics.median(host) if host else None,
             "mem": statistics.median(mem) if mem else None, "runs": len(timed),
             "learned": all(j.get("learned", True) for j in timed), "split": split}
 
@@ -109,19 +111,20 @@ def table(key, rows):
     stats = {k: summarize(v) for k, v in rows.items()}
     ref = stats.get(("mlai", "16"), {}).get("ips")
     out = [f"### {arch}, batch {batch}, {device}", "",
-           "| run | images/s | step ms | peak MiB | mlai fp16 / this | runs | fwd / bwd / opt ms |",
-           "|---|---:|---:|---:|---:|---:|---|"]
+           "| run | images/s | step ms | host ms | peak MiB | mlai fp16 / this | runs | fwd / bwd / opt ms |",
+           "|---|---:|---:|---:|---:|---:|---:|---|"]
     for k in ordered_rows(rows):
         s = stats[k]
         name = f"mlai --precision {k[1]}" if k[0] == "mlai" else f"torch {k[1]}"
         if "message" in s:
-            out.append(f"| {name} | {s['message'][:120]} | | | | {s['runs']} | |")
+            out.append(f"| {name} | {s['message'][:120]} | | | | | {s['runs']} | |")
             continue
         mem = "-" if s["mem"] is None else f"{s['mem']:.0f}"
         ratio = f"{ref / s['ips']:.2f}x" if ref else "-"
         flag = "" if s["learned"] else " (loss did not fall)"
         split = " / ".join(f"{v:.2f}" for v in s["split"]) if s["split"] else ""
-        out.append(f"| {name}{flag} | {s['ips']:.0f} | {s['ms']:.3f} | {mem} | {ratio} "
+        host = "-" if s["host"] is None else f"{s['host']:.3f}"
+        out.append(f"| {name}{flag} | {s['ips']:.0f} | {s['ms']:.3f} | {host} | {mem} | {ratio} "
                    f"| {s['runs']} | {split} |")
     return "\n".join(out), stats
 

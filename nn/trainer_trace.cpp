@@ -16,6 +16,7 @@
 #include <string>
 
 #include "dist/communicator.h"
+#include "nn/trace_report.h"
 #include "nn/trainer.h"
 #include "tensor/trace.h"
 
@@ -32,23 +33,13 @@ void Trainer::trace_at_step(std::pair<int64_t, int64_t> steps, int64_t batch, in
     // this step: they take the same steps).
     if (group_.world() > 1) dist::allreduce_host(group_, 0.0);
     model_->label_for_trace();
-    trace::start();
+    trace::start(device_);  // (on a GPU, also timed by the GPU: trace::kGpuTrack)
   }
   if (!trace::enabled()) return;
   std::string name = "step " + std::to_string(state_.global_step);
   if (accum > 1) name += ", batch " + std::to_string(batch);
   span.emplace(name, "trainer");
 }
-
-namespace {
-
-nlohmann::json metadata(const char* what, int pid, int tid, nlohmann::json args) {
-  nlohmann::json m = {{"name", what}, {"ph", "M"}, {"pid", pid}, {"args", std::move(args)}};
-  if (tid >= 0) m["tid"] = tid;
-  return m;
-}
-
-}  // namespace
 
 void Trainer::end_trace(std::pair<int64_t, int64_t> steps) {
   if (!trace::enabled()) {  // training ended without reaching START
@@ -65,33 +56,9 @@ void Trainer::end_trace(std::pair<int64_t, int64_t> steps) {
   const int rank = group_.rank();
   char host[256] = "?";
   gethostname(host, sizeof(host) - 1);
-  nlohmann::json mine = nlohmann::json::array();
-  mine.push_back(metadata("process_name", rank, -1,
-                          {{"name", "rank " + std::to_string(rank) + " (" + host + ", " +
-                                        device_.str() + ")"}}));
-  mine.push_back(metadata("process_sort_index", rank, -1, {{"sort_index", rank}}));
-  mine.push_back(metadata("thread_name", rank, 0, {{"name", "training thread"}}));
-  std::set<int> tracks;
-  for (const trace::Event& e : events) {
-    tracks.insert(e.track);
-    mine.push_back({{"name", e.name},
-                    {"cat", e.category},
-                    {"ph", "X"},
-                    {"ts", e.start_us},
-                    {"dur", e.duration_us},
-                    {"pid", rank},
-                    {"tid", e.track}});
-  }
-  for (int t : tracks) {
-    std::string name;
-    if (t >= trace::kBucketTrack)
-      name = "gradient bucket " + std::to_string(t - trace::kBucketTrack) + " allreduce";
-    else if (t >= trace::kWorkerTrack)
-      name = "data worker " + std::to_string(t - trace::kWorkerTrack);
-    if (name.empty()) continue;
-    mine.push_back(metadata("thread_name", rank, t, {{"name", name}}));
-    mine.push_back(metadata("thread_sort_index", rank, t, {{"sort_index", t}}));
-  }
+  const nlohmann::json mine = chrome_trace_events(
+      events, rank,
+      "rank " + std::to_string(rank) + " (" + host + ", " + device_.str() + ")");
   // Each rank's events as the inside of a JSON array, joined on rank 0.
   std::string text = mine.dump();
   text = text.substr(1, text.size() - 2);
@@ -101,30 +68,37 @@ void Trainer::end_trace(std::pair<int64_t, int64_t> steps) {
                                    : static_cast<double>(dropped);
   if (!main_ || dev_run_ || dir_.empty()) return;
   const std::string path = dir_ + "/trace.json";
+  const bool gpu = device_.is_cuda();
+  const nlohmann::json other = {
+      {"mlai_steps", cfg_.profiler_trace},
+      {"world_size", group_.world()},
+      {"clock", gpu ? "host wall clock, microseconds from the barrier before the first step; "
+                      "the GPU track: when the stream began and finished each training-thread "
+                      "span's work, on the host's clock (CUDA events)"
+                    : "host wall clock, microseconds from the barrier before the first step"}};
+  write_chrome_trace(path, all, other);
+  const std::string summary_path = dir_ + "/trace_summary.txt";
+  const std::string table = trace_summary(events);
   {
-    std::ofstream out(path + ".tmp");
-    out << "{\"traceEvents\": [";
-    bool first = true;
-    for (const std::string& r : all) {
-      if (r.empty()) continue;
-      out << (first ? "\n" : ",\n") << r;
-      first = false;
-    }
-    const nlohmann::json other = {
-        {"mlai_steps", cfg_.profiler_trace},
-        {"world_size", group_.world()},
-        {"clock", "host wall clock, microseconds from the barrier before the first step; on a "
-                  "GPU, spans show when work was queued (kernels run asynchronously)"}};
-    out << "\n],\n\"displayTimeUnit\": \"ms\",\n\"otherData\": " << other.dump() << "}\n";
-    if (!out) throw std::runtime_error(path + ": could not write the trace");
+    std::ofstream sum(summary_path + ".tmp");
+    sum << "--profiler-trace " << cfg_.profiler_trace << ", rank 0 (" << device_.str()
+        << "): spans by name, host wall clock" << (gpu ? " and GPU time" : "")
+        << "; spans nest, so rows overlap\n"
+        << table;
+    sum.flush();
+    if (!sum) throw std::runtime_error(summary_path + ": could not write the summary");
   }
-  std::filesystem::rename(path + ".tmp", path);
+  std::filesystem::rename(summary_path + ".tmp", summary_path);
   std::printf("--profiler-trace: steps %lld to %lld of %d rank(s) in %s (%zu events on rank 0%s); "
               "open it in https://ui.perfetto.dev or chrome://tracing\n",
               static_cast<long long>(steps.first),
               static_cast<long long>(std::min(steps.second, state_.global_step) - 1),
               group_.world(), path.c_str(), events.size(),
               total_dropped > 0 ? ", some dropped: over the limit per rank" : "");
+  // The top of the table, as Lightning's profilers print theirs at the end of fit.
+  std::string top = trace_summary(events, 12);
+  std::printf("--profiler-trace summary (rank 0; all rows in %s):\n%s", summary_path.c_str(),
+              top.c_str());
   std::fflush(stdout);
 }
 

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
+#include <cctype>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -105,6 +107,22 @@ TEST_F(TrainerTest, ProfilerTraceHoldsTheChosenStepsAndWhatRanInThem) {
   EXPECT_TRUE(std::any_of(names.begin(), names.end(),
                           [](const std::string& n) { return n.rfind("rank 0 (", 0) == 0; }))
       << "rank 0's process name";
+
+  // The summary beside it: one row per name, the steps folded into one.
+  std::ifstream sum(r.version_dir + "/trace_summary.txt");
+  ASSERT_TRUE(sum.good());
+  std::map<std::string, long> calls;
+  for (std::string line; std::getline(sum, line);) {
+    std::istringstream w(line);
+    std::vector<std::string> words;
+    for (std::string x; w >> x;) words.push_back(x);
+    if (words.size() < 3 || !std::isdigit(static_cast<unsigned char>(words[0][0]))) continue;
+    const std::string last = words.back(), before = words[words.size() - 2];
+    calls[before == "step" ? "step " + last : last] = std::stol(words[0]);
+  }
+  EXPECT_EQ(calls["step N"], 2);
+  EXPECT_EQ(calls["LinearBackward"], 6);  // 3 layers, 2 steps
+  EXPECT_EQ(calls["validation"], 1);
 }
 
 TEST_F(TrainerTest, ProfilerTraceNamesAccumulatedBatchesAndSkipsRangesNotTrained) {
