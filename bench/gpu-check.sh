@@ -270,15 +270,20 @@ PY
       --trace "$dir/extra/traces" --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
     # fp16 with the step replayed from a CUDA graph (--cuda-graphs: resnet18 too, to tell the
     # host's launch time from the GPU's), then with layer fusion off (separate BN / add / relu,
-    # no cuBLASLt epilogues): what each is worth.
+    # no cuBLASLt epilogues): what each is worth; and fp32 on TF32 tensor cores
+    # (--float32-matmul-precision high, beside torch's eager-tf32).
     local extra archs
-    for extra in --cuda-graphs "--fusion off"; do
+    for extra in "--precision 16 --cuda-graphs" "--precision 16 --fusion off" \
+      "--precision 32 --float32-matmul-precision high"; do
       left=$((t_step - SECONDS))
       [ "$left" -gt 10 ] || continue
-      archs=mlp,resnet18_cifar
-      [ "$extra" = --cuda-graphs ] && archs=mlp,resnet18_cifar,resnet18
-      # shellcheck disable=SC2086  # $extra is one or two words on purpose
-      timeout -k 5 "$left" "$stepbin" --device cuda --precision 16 $extra \
+      case "$extra" in
+        *cuda-graphs*) archs=mlp,resnet18_cifar,resnet18 ;;
+        *matmul*) archs=resnet18_cifar,resnet18 ;;
+        *) archs=mlp,resnet18_cifar ;;
+      esac
+      # shellcheck disable=SC2086  # $extra is several words on purpose
+      timeout -k 5 "$left" "$stepbin" --device cuda $extra \
         --arch "$archs" --steps 30 --warmup 10 --trace "$dir/extra/traces" \
         --time-budget $((left > 16 ? left - 8 : left / 2)) \
         --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
@@ -312,7 +317,7 @@ PY
   if [ "$left" -gt 15 ]; then
     echo "==== bench/reference_step.py (timeout ${left}s) ====" | tee -a "$dir/bench.log"
     PATH=$orig_path LD_LIBRARY_PATH=$orig_ld PYTHONUNBUFFERED=1 timeout -k 5 "$left" \
-      python3 bench/reference_step.py --modes "${GPU_CHECK_TORCH_MODES:-amp,amp-cl,eager,bf16}" \
+      python3 bench/reference_step.py --modes "${GPU_CHECK_TORCH_MODES:-amp,amp-cl,eager,bf16,eager-tf32}" \
       --steps 30 --warmup 10 --time-budget $((left > 40 ? left - 20 : left / 2)) \
       --out "$dir/step.jsonl" 2>&1 \
       | tee -a "$dir/bench.log" || true

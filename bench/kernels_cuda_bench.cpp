@@ -14,6 +14,7 @@
 
 #include "bench/bench_util.h"
 #include "bench/reference.h"
+#include "kernels/gemm.h"
 #include "tensor/ops.h"
 
 namespace mlai::bench {
@@ -31,6 +32,7 @@ struct Work {
   double bytes = 0;
   double flops = 0;
   bool tensor_cores = false;  // flops run at the fp16/bf16 tensor-core peak
+  double peak_share = 1.0;    // of that peak: TF32 runs at half the fp16 rate (A100, H100, H200)
 };
 
 // Times op(i) and sets the rate counters. Small ops are repeated between the two events so that
@@ -46,7 +48,7 @@ void time_and_report(benchmark::State& state, const Work& w, const std::function
   const double seconds = time_cuda(state, reps, op);
   if (w.flops > 0) {
     set_rate(state, "TFLOPS", w.flops * 1e-12, seconds,
-             w.tensor_cores ? peak.tensor_tflops : peak.fp32_tflops);
+             w.tensor_cores ? peak.tensor_tflops * w.peak_share : peak.fp32_tflops);
   } else {
     set_rate(state, "GBps", w.bytes * 1e-9, seconds, peak.hbm_gbps);
   }
@@ -57,19 +59,27 @@ int input_sets(double bytes_per_set) {
   return std::clamp(static_cast<int>(256e6 / bytes_per_set), 1, 16);
 }
 
+// tf32: float32 data under --float32-matmul-precision high (TF32 tensor cores).
 void cuda_gemm(benchmark::State& state, const std::string& key, DType dt, int64_t m, int64_t n,
-               int64_t k) {
+               int64_t k, bool tf32 = false) {
   if (!require_cuda(state)) return;
+  struct Precision {  // the process-wide setting, for this benchmark only
+    explicit Precision(bool on) {
+      kernels::set_float32_matmul_precision(on ? kernels::MatmulPrecision::kHigh
+                                               : kernels::MatmulPrecision::kHighest);
+    }
+    ~Precision() { kernels::set_float32_matmul_precision(kernels::MatmulPrecision::kHighest); }
+  } precision(tf32);
   Generator gen(11);
   const Tensor a = Tensor::uniform({m, k}, -1, 1, gen, dt, kGpu);
   const Tensor b = Tensor::uniform({k, n}, -1, 1, gen, dt, kGpu);
-  // fp32 GEMM promises no TF32 (kernels/gemm.h): TF32 would show as an error near 5e-4.
-  const double tol = dt == DType::kFloat32 ? 1e-4 : default_tol(dt);
+  // Plain fp32 GEMM promises no TF32 (kernels/gemm.h): TF32 would show as an error near 5e-4.
+  const double tol = dt == DType::kFloat32 ? (tf32 ? 5e-3 : 1e-4) : default_tol(dt);
   if (!validate_once(state, key, [&] { return check_gemm(a, b, tensor::matmul(a, b), tol); }))
     return;
   Tensor c;
   const Work w{0, 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k),
-               dt != DType::kFloat32};
+               dt != DType::kFloat32 || tf32, tf32 ? 0.5 : 1.0};
   time_and_report(state, w, [&](int) { c = tensor::matmul(a, b); });
 }
 
@@ -166,6 +176,12 @@ void register_cuda_benchmarks() {
         cuda_gemm(st, key, dt, s, s, s);
       })->Unit(benchmark::kMillisecond);
     }
+  }
+  for (int64_t s : {4096, 8192}) {  // beside torch.matmul with allow_tf32 (gpu-check's fp32_tf32)
+    const std::string size = std::to_string(s) + "x" + std::to_string(s) + "x" + std::to_string(s);
+    add_cuda("CudaGemm/fp32_tf32/" + size, [=](benchmark::State& st, const std::string& key) {
+      cuda_gemm(st, key, DType::kFloat32, s, s, s, /*tf32=*/true);
+    })->Unit(benchmark::kMillisecond);
   }
   const int64_t n = int64_t{64} << 20;
   const std::pair<Op, const char*> kOps[] = {

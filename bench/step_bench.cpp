@@ -43,6 +43,7 @@
 
 #include "nn/amp.h"
 #include "kernels/parallel.h"
+#include "nn/config.h"
 #include "nn/conv_layers.h"
 #include "nn/finetune.h"
 #include "nn/graphed_step.h"
@@ -89,11 +90,13 @@ struct RunSpec {
   // --freeze: none, backbone (mlai_train --freeze-backbone) or backbone-bn (with --freeze-bn).
   std::string freeze = "none";
   std::string trace_dir;  // --trace: where the traced steps go ("" for none)
+  std::string matmul_precision = "highest";  // --float32-matmul-precision
 };
 
 // The traced steps' Chrome trace and summary table (--trace); returns the trace's file name.
 std::string write_trace(const RunSpec& r, const std::vector<trace::Event>& events) {
-  std::string stem = "trace-" + r.arch + "-" + r.precision + (r.graphs ? "-graphs" : "") +
+  const std::string mm = r.matmul_precision == "highest" ? "" : "-" + r.matmul_precision;
+  std::string stem = "trace-" + r.arch + "-" + r.precision + mm + (r.graphs ? "-graphs" : "") +
                      (r.fusion ? "" : "-unfused") + (r.freeze == "none" ? "" : "-" + r.freeze);
   const std::string base = r.trace_dir + "/" + stem;
   const std::string what = r.arch + " batch " + std::to_string(r.batch) + " precision " +
@@ -110,6 +113,7 @@ std::string write_trace(const RunSpec& r, const std::vector<trace::Event>& event
 
 nlohmann::json run(const RunSpec& r) {
   nn::set_layer_fusion(r.fusion);
+  kernels::set_float32_matmul_precision(nn::parse_matmul_precision(r.matmul_precision));
   nn::ModelSpec spec;
   if (r.arch == "mlp") {
     spec.height = spec.width = 28;
@@ -249,6 +253,7 @@ nlohmann::json run(const RunSpec& r) {
   j["fusion"] = r.fusion;
   j["cuda_graphs"] = r.graphs;
   j["freeze"] = r.freeze;
+  if (r.matmul_precision != "highest") j["float32_matmul_precision"] = r.matmul_precision;
   j["device"] = r.device.str();
   j["device_name"] = r.device.is_cuda() ? tensor::cuda_device_name(r.device.index) : "cpu";
   j["steps"] = r.steps;
@@ -295,7 +300,7 @@ int main(int argc, char** argv) {
   std::string fusion = "on";
   bool graphs = false;
   std::string freezes = "none";
-  std::string trace_dir;
+  std::string trace_dir, matmul_precision = "highest";
   app.add_option("--arch", archs, "Comma list of models")->capture_default_str();
   app.add_option("--batch", batches, "Batch per model: arch=B,... or one B for all")
       ->capture_default_str();
@@ -327,7 +332,17 @@ int main(int argc, char** argv) {
   app.add_option("--trace", trace_dir,
                  "Trace 3 more steps of each run (as mlai_train --profiler-trace, GPU-timed on "
                  "a GPU) into this folder: trace-<arch>-<precision>....json and a summary .txt");
+  app.add_option("--float32-matmul-precision", matmul_precision,
+                 "highest, high (TF32) or medium (bf16 GEMM products): float32 runs on a GPU, as "
+                 "mlai_train's flag; rows say \"float32_matmul_precision\" when not highest")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  try {
+    nn::parse_matmul_precision(matmul_precision);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mlai_bench_step: %s\n", e.what());
+    return 2;
+  }
   if (!trace_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(trace_dir, ec);
@@ -392,7 +407,8 @@ int main(int argc, char** argv) {
           r.graphs = graphs;
           r.freeze = freeze;
           r.trace_dir = trace_dir;
-          const std::string shown = prec + (fused ? "" : " unfused") + (graphs ? " graphs" : "") +
+          r.matmul_precision = matmul_precision;
+          const std::string shown = prec + (matmul_precision == "high" ? " tf32" : matmul_precision == "medium" ? " bf16mm" : "") + (fused ? "" : " unfused") + (graphs ? " graphs" : "") +
                                     (freeze == "none" ? "" : " frozen " + freeze);
           r.arch = arch;
           r.precision = prec;

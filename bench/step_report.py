@@ -29,7 +29,7 @@ import json
 import statistics
 import sys
 
-MLAI_ROWS = ("32", "16", "bf16")
+MLAI_ROWS = ("32", "32 tf32", "16", "bf16")
 TORCH_ROWS = ("eager", "eager-tf32", "amp", "amp-cl", "bf16", "compile-amp")
 TORCH_FP16 = ("amp", "amp-cl", "compile-amp")
 
@@ -57,7 +57,9 @@ def row_key(j):
     if j["impl"] == "torch":
         return ("torch", j.get("mode") + frozen)
     # mlai_bench_step --fusion off|both and --cuda-graphs: rows of their own.
-    return ("mlai", str(j.get("precision")) + ("" if j.get("fusion", True) else " unfused")
+    # --float32-matmul-precision high|medium: "32 tf32" / "32 bf16-matmul".
+    mm = {"high": " tf32", "medium": " bf16-matmul"}.get(j.get("float32_matmul_precision"), "")
+    return ("mlai", str(j.get("precision")) + mm + ("" if j.get("fusion", True) else " unfused")
             + (" graphs" if j.get("cuda_graphs") else "") + frozen)
 
 

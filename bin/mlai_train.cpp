@@ -149,6 +149,11 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "32, 16 (fp16 mixed precision: fp32 master weights, dynamic loss scaling) or "
                  "bf16 (no scaling); Lightning's 16-mixed/bf16-mixed also work")
       ->capture_default_str();
+  app.add_option("--float32-matmul-precision", c.float32_matmul_precision,
+                 "highest, high or medium (torch.set_float32_matmul_precision): with --precision "
+                 "32 on a GPU, high lets float32 GEMMs and convolutions use TF32 tensor cores "
+                 "(10-bit mantissa, float32 accumulation), medium bf16 products for GEMMs")
+      ->capture_default_str();
   app.add_flag("--deterministic", c.deterministic,
                "Deterministic algorithms only (CPU runs are always deterministic)");
   app.add_flag("--cuda-graphs", c.cuda_graphs,

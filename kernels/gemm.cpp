@@ -5,9 +5,26 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "kernels/parallel.h"
+
+namespace mlai::kernels {
+
+namespace {
+std::atomic<MatmulPrecision> g_matmul_precision{MatmulPrecision::kHighest};
+}  // namespace
+
+// (Here, in the file every build has; only the CUDA kernels read it.)
+void set_float32_matmul_precision(MatmulPrecision p) {
+  g_matmul_precision.store(p, std::memory_order_relaxed);
+}
+MatmulPrecision float32_matmul_precision() {
+  return g_matmul_precision.load(std::memory_order_relaxed);
+}
+
+}  // namespace mlai::kernels
 
 namespace mlai::kernels::cpu {
 

@@ -1,6 +1,7 @@
 // CUDA twin of kernels/gemm.cpp: row-major GEMM through cublasGemmEx. A row-major M x N matrix
 // is, read column-major, its N x M transpose, so C^T = op(B)^T op(A)^T is one column-major GEMM
-// with the operands swapped. fp32 accumulation (no TF32) for float/fp16/bf16, fp64 for double.
+// with the operands swapped. fp32 accumulation for float/fp16/bf16 (float32 inputs rounded to
+// TF32 or bf16 only where float32_matmul_precision() allows), fp64 for double.
 #include <cublas_v2.h>
 
 #include <climits>
@@ -44,11 +45,11 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
                                    ilda, &beta, c, type, ildc, CUBLAS_COMPUTE_64F,
                                    CUBLAS_GEMM_DEFAULT));
   } else {
-    // alpha/beta are float for CUBLAS_COMPUTE_32F. The handle's math mode stays the default, so
-    // fp32 inputs are never rounded to TF32.
+    // alpha/beta are float for the CUBLAS_COMPUTE_32F types. The handle's math mode stays the
+    // default: float32 inputs are rounded (TF32, bf16) only through the compute type.
     const float falpha = static_cast<float>(alpha), fbeta = static_cast<float>(beta);
     MLAI_CUBLAS_CHECK(cublasGemmEx(handle, op_b, op_a, in, im, ik, &falpha, b, type, ildb, a, type,
-                                   ilda, &fbeta, c, type, ildc, CUBLAS_COMPUTE_32F,
+                                   ilda, &fbeta, c, type, ildc, compute_type_32<T>(),
                                    CUBLAS_GEMM_DEFAULT));
   }
 }

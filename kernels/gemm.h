@@ -1,7 +1,8 @@
 // Row-major GEMM: C = alpha * op(A) * op(B) + beta * C, op = transpose when trans_* is set.
 // A is M x K after op, B is K x N after op, C is M x N; lda/ldb/ldc are row strides.
 // CPU: OpenBLAS sgemm/dgemm (fp16/bf16 go through float). CUDA: cublasGemmEx with fp32 (or
-// fp64) accumulation; fp16/bf16 use tensor cores.
+// fp64) accumulation; fp16/bf16 use tensor cores, float32 too where the matmul precision
+// below allows it.
 #pragma once
 
 #include <cstddef>
@@ -22,6 +23,16 @@ using CublasLtHandle = cublasLtContext*;
 //   kRowSumA: also vec[i] = sum over k of op(A)[i, k]: with A = dY^T that is the bias
 //             gradient, computed in the weight-gradient GEMM's pass over dY.
 enum class Epilogue { kBias, kBiasRelu, kRowSumA };
+
+// PyTorch's torch.set_float32_matmul_precision, process-wide (mlai_train
+// --float32-matmul-precision). On CUDA, for float32 data: kHighest keeps GEMMs and convolutions
+// in float32 arithmetic; kHigh lets tensor cores round their inputs to TF32 (10 mantissa bits,
+// float32 accumulation); kMedium lets GEMMs use bfloat16 products (cuBLAS's FAST_16BF) and
+// convolutions TF32 (cuDNN has nothing coarser for float32). Half, bfloat16 and float64 data
+// and every CPU kernel ignore it.
+enum class MatmulPrecision { kHighest, kHigh, kMedium };
+void set_float32_matmul_precision(MatmulPrecision p);
+MatmulPrecision float32_matmul_precision();
 
 namespace cpu {
 // OpenBLAS's thread count for later GEMMs (see parallel.h's configure_threads).
@@ -46,7 +57,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
           const CublasWorkspace& workspace, StreamHandle stream);
 
 // C = op(A) op(B) (alpha 1, beta 0) with `epilogue` in the same kernel, through cuBLASLt
-// (float32 without TF32, fp16/bf16 on tensor cores; fp32 accumulation). vec is the bias (read)
+// (float32 as float32_matmul_precision() says, fp16/bf16 on tensor cores; fp32 accumulation). vec is the bias (read)
 // or the row sums (written), in T. Returns false, having enqueued nothing, when cuBLASLt has no
 // algorithm for this combination: the caller then runs gemm and a separate kernel. workspace:
 // device scratch of workspace_bytes on `stream`.

@@ -53,9 +53,9 @@ int alignment_of(const void* p) {  // largest power of two dividing the address,
   return a;
 }
 
-using Key =
-    std::tuple<int /*device*/, int /*dtype*/, bool, bool, int64_t, int64_t, int64_t, int64_t,
-               int64_t, int64_t, int /*epilogue*/, int, int, int, int /*alignments*/, size_t>;
+using Key = std::tuple<int /*device*/, int /*dtype*/, int /*compute type*/, bool, bool, int64_t,
+                       int64_t, int64_t, int64_t, int64_t, int64_t, int /*epilogue*/, int, int,
+                       int, int /*alignments*/, size_t>;
 std::mutex& cache_mutex() {
   static std::mutex mu;
   return mu;
@@ -87,7 +87,8 @@ bool gemm_epilogue(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
   const cublasOperation_t op_acm = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_bcm = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   MatmulDesc desc;
-  MLAI_CUBLAS_CHECK(cublasLtMatmulDescCreate(desc.out(), CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasComputeType_t compute = compute_type_32<T>();
+  MLAI_CUBLAS_CHECK(cublasLtMatmulDescCreate(desc.out(), compute, CUDA_R_32F));
   set_attr(desc, CUBLASLT_MATMUL_DESC_TRANSA, op_acm);
   set_attr(desc, CUBLASLT_MATMUL_DESC_TRANSB, op_bcm);
   cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
@@ -111,6 +112,7 @@ bool gemm_epilogue(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
   const int align_vec = alignment_of(vec);
   const Key key{device,
                 static_cast<int>(type),
+                static_cast<int>(compute),
                 trans_a,
                 trans_b,
                 m,

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/gemm.h"
+
 namespace mlai::nn {
 
 struct Config {
@@ -93,6 +95,10 @@ struct Config {
   std::string device = "auto";
   std::string precision = "32";
   bool deterministic = false;
+  // torch.set_float32_matmul_precision: highest (float32 arithmetic), high (TF32 tensor cores
+  // for float32 GEMMs and convolutions on a GPU) or medium (bf16 products for GEMMs; TF32
+  // convolutions). Only --precision 32 on a GPU is affected (kernels::MatmulPrecision).
+  std::string float32_matmul_precision = "highest";
   // Capture each training step's forward and backward into a CUDA graph and replay it (one GPU
   // per process, static shapes, no dropout): see nn/graphed_step.h.
   bool cuda_graphs = false;
@@ -211,6 +217,10 @@ Config config_from_json(const nlohmann::json& j);
 // decimal point is a fraction in [0, 1] ("1.0" = all), a whole number is a count. Throws
 // naming `flag` on anything else.
 int64_t limit_batches(const std::string& limit, int64_t available, const std::string& flag);
+
+// --float32-matmul-precision highest|high|medium (torch.set_float32_matmul_precision's
+// names). Throws naming the flag and the choices on anything else.
+kernels::MatmulPrecision parse_matmul_precision(const std::string& text);
 
 // Seconds in a duration written as Lightning's max_time ("DD:HH:MM:SS") or as a Slurm time
 // ("MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS"). Throws naming `flag` on

@@ -79,6 +79,12 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   device_ = select_device(cfg_.device, group_);
   t::set_current_device(device_);
   t::set_deterministic(cfg_.deterministic);  // cuDNN: reproducible algorithms only
+  kernels::set_float32_matmul_precision(parse_matmul_precision(cfg_.float32_matmul_precision));
+  if (main_ && device_.is_cuda() && parse_precision(cfg_.precision) == Precision::kFloat32 &&
+      cfg_.float32_matmul_precision == "highest")
+    std::printf("hint: float32 on a GPU: --float32-matmul-precision high lets GEMMs and "
+                "convolutions use TF32 tensor cores (as Lightning suggests "
+                "torch.set_float32_matmul_precision('high')); --precision 16 or bf16 is faster still\n");
   data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_on_test ? 0.0 : cfg_.val_split,
                            cfg_.seed, cfg_.data_path, cfg_.cache);
   if (cfg_.val_on_test) {  // the whole training split trains; the test split validates

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/cuda_check.h"
+#include "kernels/gemm.h"
 #include "tensor/allocator.h"
 #include "tensor/cuda_graph.h"
 #include "tensor/cudnn_ops.h"
@@ -169,6 +170,7 @@ struct AlgoKey {
   int64_t n, h, w, c_in, c_out, kh, kw, stride, pad;
   int alignment;
   bool deterministic;
+  bool tf32;  // float32 data on TF32 tensor cores (--float32-matmul-precision high or medium)
   auto operator<=>(const AlgoKey&) const = default;
 };
 struct AlgoChoice {
@@ -177,9 +179,16 @@ struct AlgoChoice {
   size_t workspace;
 };
 
-// The descriptors of one convolution. Math: float32 and float64 use CUDNN_FMA_MATH, i.e. no
-// TF32 tensor cores, so results match the CPU to float tolerance (TF32 keeps 10 mantissa bits);
-// half and bf16 use tensor cores, accumulating in float (the compute type) like the CPU twin.
+// Whether float32 convolutions may use TF32 tensor cores (kernels::float32_matmul_precision).
+bool tf32_allowed(DType dt) {
+  return dt == DType::kFloat32 &&
+         kernels::float32_matmul_precision() != kernels::MatmulPrecision::kHighest;
+}
+
+// The descriptors of one convolution. Math: float64, and float32 by default, use
+// CUDNN_FMA_MATH, i.e. no TF32 tensor cores, so results match the CPU to float tolerance (TF32
+// keeps 10 mantissa bits); half and bf16 use tensor cores, accumulating in float (the compute
+// type) like the CPU twin, and so does float32 where the matmul precision allows TF32.
 struct ConvDescs {
   TensorDesc x, y;
   FilterDesc w;
@@ -195,7 +204,7 @@ struct ConvDescs {
     const cudnnDataType_t compute = dt == DType::kFloat64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
     MLAI_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv.get(), p, p, s, s, 1, 1,
                                                      CUDNN_CROSS_CORRELATION, compute));
-    math = is_half(dt) ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    math = is_half(dt) || tf32_allowed(dt) ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
     MLAI_CUDNN_CHECK(cudnnSetConvolutionMathType(conv.get(), math));
   }
 };
@@ -219,10 +228,10 @@ AlgoChoice pick(const Perf* perf, int count, const AlgoKey& key, cudnnMathType_t
     if (p.memory > kMaxSearchWorkspace) continue;  // (heuristic results are not sized to fit)
     const bool tensor_ops =
         p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
-    if (tensor_ops && wanted != CUDNN_TENSOR_OP_MATH) continue;  // no TF32 for float32
-    // Half/bf16 run with the math type the result was timed with (an algorithm without a
-    // tensor-op kernel reports the default). Float32/64 stay on FMA: CUDNN_DEFAULT_MATH would
-    // let cuDNN use TF32 on Ampere and newer.
+    if (tensor_ops && wanted != CUDNN_TENSOR_OP_MATH) continue;  // no TF32 unless allowed
+    // Half/bf16 (and float32 allowed TF32) run with the math type the result was timed with
+    // (an algorithm without a tensor-op kernel reports the default). Otherwise float32/64 stay
+    // on FMA: CUDNN_DEFAULT_MATH would let cuDNN use TF32 on Ampere and newer.
     return {static_cast<int>(p.algo), wanted == CUDNN_TENSOR_OP_MATH ? p.mathType : wanted,
             p.memory};
   }
@@ -294,7 +303,7 @@ AlgoKey make_key(ConvOp op, const Conv2dGeometry& g, const Tensor& a, const Tens
                  const Tensor& out) {
   AlgoKey k{op,     a.device().index, a.dtype(), g.n,  g.h,      g.w,
             g.c_in, g.c_out,          g.kh,      g.kw, g.stride, g.pad,
-            0,      deterministic()};
+            0,      deterministic(), tf32_allowed(a.dtype())};
   k.alignment = common_alignment({a.data_ptr(), b.data_ptr(), out.data_ptr()});
   return k;
 }

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -21,6 +22,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kernels/gemm.h"
 #include "tensor/determinism.h"
 #include "tensor/nn_ops.h"
 #include "tensor/ops.h"
@@ -232,6 +234,62 @@ TEST_F(CudnnVsCpu, DeterministicModeIsBitwiseReproducible) {
     EXPECT_TRUE(bitwise_equal(dx1, dx2));
     EXPECT_TRUE(bitwise_equal(dg1, dg2));
   }
+}
+
+struct MatmulPrecisionScope {
+  explicit MatmulPrecisionScope(kernels::MatmulPrecision p) {
+    kernels::set_float32_matmul_precision(p);
+  }
+  ~MatmulPrecisionScope() {
+    kernels::set_float32_matmul_precision(kernels::MatmulPrecision::kHighest);
+  }
+};
+
+// --float32-matmul-precision: high rounds float32 convolution and GEMM inputs to TF32 (10
+// mantissa bits), medium GEMM inputs to bf16 (7): results within those roundings of the CPU's
+// float32 ones, and measurably further from them than the float32 (FMA) results, which shows
+// the setting reaches cuDNN and cuBLAS. Sizes where tensor cores win by far (cuDNN times its
+// algorithms and might otherwise pick an FMA one).
+TEST_F(CudnnVsCpu, Float32MatmulPrecisionUsesTf32AndBf16WhenAllowed) {
+  const Tensor x = rand({32, 32, 32, 128}, DType::kFloat32);
+  const Tensor w = rand({128, 3, 3, 128}, DType::kFloat32);
+  const Tensor y = conv2d(x, w, Tensor(), 1, 1);
+  const Tensor a = rand({1024, 1024}, DType::kFloat32), b = rand({1024, 1024}, DType::kFloat32);
+  const Tensor c = matmul(a, b);
+  const Tensor gx = x.to(kGpu), gw = w.to(kGpu), ga = a.to(kGpu), gb = b.to(kGpu);
+  const double conv_fma = max_rel_error(conv2d(gx, gw, Tensor(), 1, 1), y);
+  const double mm_fma = max_rel_error(matmul(ga, gb), c);
+  double conv_tf32 = 0, mm_tf32 = 0;
+  {
+    MatmulPrecisionScope high(kernels::MatmulPrecision::kHigh);
+    conv_tf32 = max_rel_error(conv2d(gx, gw, Tensor(), 1, 1), y);
+    mm_tf32 = max_rel_error(matmul(ga, gb), c);
+    // The backward convolutions take the same math.
+    const Tensor dy = rand(y.shape(), DType::kFloat32);
+    EXPECT_LE(max_rel_error(conv2d_backward_data(dy.to(kGpu), gw, x.shape(), 1, 1),
+                            conv2d_backward_data(dy, w, x.shape(), 1, 1)),
+              5e-3);
+  }
+  double mm_bf16 = 0;
+  {
+    MatmulPrecisionScope medium(kernels::MatmulPrecision::kMedium);
+    mm_bf16 = max_rel_error(matmul(ga, gb), c);
+  }
+  // Back to highest: float32 again (the algorithm caches key on the math).
+  const double conv_again = max_rel_error(conv2d(gx, gw, Tensor(), 1, 1), y);
+  char errors[160];
+  std::snprintf(errors, sizeof(errors), "conv fma %.3g tf32 %.3g; matmul fma %.3g tf32 %.3g bf16 %.3g",
+                conv_fma, conv_tf32, mm_fma, mm_tf32, mm_bf16);
+  SCOPED_TRACE(errors);
+  EXPECT_LE(conv_fma, 1e-4);
+  EXPECT_LE(mm_fma, 1e-5);
+  EXPECT_LE(conv_tf32, 5e-3);
+  EXPECT_LE(mm_tf32, 5e-3);
+  EXPECT_LE(mm_bf16, 3e-2);
+  EXPECT_GT(conv_tf32, 4 * conv_fma);
+  EXPECT_GT(mm_tf32, 4 * mm_fma);
+  EXPECT_GT(mm_bf16, 2 * mm_tf32);
+  EXPECT_LE(conv_again, 1e-4);
 }
 
 TEST_F(CudnnVsCpu, MixedDevicesAndBadParametersAreClearErrors) {

@@ -49,6 +49,7 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--lr-schedule multistep --lr-milestones 30,20 --fast-dev-run", "--lr-milestones"},
       {"--lr-milestones 3,x", "--lr-milestones"},
       {"--profiler-trace 5:3", "--profiler-trace"},
+      {"--float32-matmul-precision tf32", "--float32-matmul-precision"},
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);
@@ -74,7 +75,8 @@ TEST(Cli, HelpDocumentsEveryFlag) {
                         "--experiment-name", "--fast-dev-run", "--limit-train-batches",
                         "--limit-val-batches", "--overfit-batches", "--checkpoint-every",
                         "--resume", "--deterministic", "--max-steps", "--max-time",
-                        "--checkpoint-monitor", "--save-top-k", "--lr-find"})
+                        "--checkpoint-monitor", "--save-top-k", "--lr-find",
+                        "--float32-matmul-precision"})
     EXPECT_NE(r.out.find(f), std::string::npos) << f;
 }
 

@@ -494,5 +494,23 @@ TEST_F(TrainerTest, ValOnTestTrainsOnEverythingAndValidatesOnTheTestSplit) {
   EXPECT_THROW(bad.validate(), std::invalid_argument);
 }
 
+// --float32-matmul-precision reaches the kernels' process-wide setting (each run sets it, so a
+// later run with the default is float32 again); the CPU kernels ignore it, so on the CPU high
+// trains bit for bit as highest (the GPU's TF32 is CudnnVsCpu.Float32MatmulPrecision...).
+TEST_F(TrainerTest, Float32MatmulPrecisionIsSetPerRunAndTheCpuIgnoresIt) {
+  Config c = base();
+  c.epochs = 1;
+  c.float32_matmul_precision = "high";
+  Trainer high(c);
+  high.fit();
+  EXPECT_EQ(kernels::float32_matmul_precision(), kernels::MatmulPrecision::kHigh);
+  c.float32_matmul_precision = "highest";
+  c.experiment_name = "highest";
+  Trainer highest(c);
+  highest.fit();
+  EXPECT_EQ(kernels::float32_matmul_precision(), kernels::MatmulPrecision::kHighest);
+  EXPECT_EQ(weights(high), weights(highest));
+}
+
 }  // namespace
 }  // namespace mlai::nn
