@@ -166,6 +166,10 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
       ->expected(0, 1);
   app.add_option("--limit-train-batches", c.limit_train_batches,
                  "Batches per epoch: a fraction (0.25) or a count (40)")->capture_default_str();
+  app.add_option("--num-sanity-val-steps", c.num_sanity_val_steps,
+                 "Validation batches run before training starts (Lightning's sanity check): a "
+                 "broken validation path fails in seconds, not after an epoch; 0 off, -1 all")
+      ->capture_default_str();
   app.add_option("--limit-val-batches", c.limit_val_batches,
                  "Validation batches: a fraction (0.25) or a count (40); 0 skips validation")->capture_default_str();
   app.add_option("--limit-test-batches", c.limit_test_batches,

@@ -58,6 +58,9 @@ void Config::validate() const {
           "--cuda-graphs with --accumulate-grad-batches > 1: the captured step zeroes the "
           "gradients each time, so nothing would accumulate; drop one of the two");
   require(log_every_n_steps >= 0, "--log-every-n-steps must be >= 0 (0: off)");
+  require(num_sanity_val_steps >= -1,
+          "--num-sanity-val-steps must be -1 (all validation batches), 0 (off) or a count, got " +
+              std::to_string(num_sanity_val_steps));
   require(weight_decay >= 0, "--weight-decay must be >= 0");
   require(momentum >= 0 && momentum < 1, "--momentum must be in [0, 1)");
   auto one_of = [](const std::string& v, const std::vector<std::string>& choices,
@@ -279,7 +282,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
   X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cuda_graphs) X(fast_dev_run)      \
-  X(limit_train_batches) X(limit_val_batches) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
+  X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
   X(lr_scale) X(sync_bn) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \

@@ -105,6 +105,9 @@ struct Config {
   int64_t fast_dev_run = 0;  // > 0: that many train and val batches, 1 epoch, no files
   std::string limit_train_batches = "1.0";  // "0.25": a fraction of the batches; "40": a count
   std::string limit_val_batches = "1.0";
+  // Lightning's num_sanity_val_steps: validation batches run before the first training step
+  // (nothing logged), so a broken validation path fails in seconds; 0 off, -1 all of them.
+  int64_t num_sanity_val_steps = 2;
   std::string limit_test_batches = "1.0";
   int64_t overfit_batches = 0;  // > 0: train and validate on the same first batches
   // Lightning's val_check_interval ("0.25": four validations an epoch; "500": every 500

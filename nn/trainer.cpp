@@ -321,6 +321,26 @@ FitResult Trainer::fit() {
     return res;
   }
 
+  // Lightning's sanity check: a few validation batches before the first training step, so an
+  // error in the validation path (its data, a shape, memory at the evaluation batch) ends the
+  // job in seconds instead of after an epoch of a queued allocation. Nothing is logged, and
+  // evaluation changes no state (eval mode, no gradients), so training is the same without it.
+  if (!dev_run && state_.epoch < epochs && cfg_.num_sanity_val_steps != 0 &&
+      data_.val.count > 0 && val_limit != 0) {
+    Profiler::Scope s(profiler_, "sanity check");
+    const int64_t n = cfg_.num_sanity_val_steps < 0
+                          ? val_limit
+                          : std::min<int64_t>(val_limit, cfg_.num_sanity_val_steps);
+    const EvalResult r = evaluate(data_.val, n);
+    if (main_) {
+      std::printf("sanity check: %lld validation batch%s%s, %lld images, ran (loss %.4f)\n",
+                  static_cast<long long>(n), n == 1 ? "" : "es",
+                  group_.world() > 1 ? " per rank" : "", static_cast<long long>(r.samples),
+                  r.loss);
+      std::fflush(stdout);
+    }
+  }
+
   StepScalars step_log(device_, cfg_.log_every_n_steps > 0 ? tb_.get() : nullptr);
   model_->train();
   const int num_classes = data_.train.num_classes;

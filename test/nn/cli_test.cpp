@@ -50,6 +50,7 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--lr-milestones 3,x", "--lr-milestones"},
       {"--profiler-trace 5:3", "--profiler-trace"},
       {"--float32-matmul-precision tf32", "--float32-matmul-precision"},
+      {"--num-sanity-val-steps -3", "--num-sanity-val-steps"},
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);
@@ -76,7 +77,7 @@ TEST(Cli, HelpDocumentsEveryFlag) {
                         "--limit-val-batches", "--overfit-batches", "--checkpoint-every",
                         "--resume", "--deterministic", "--max-steps", "--max-time",
                         "--checkpoint-monitor", "--save-top-k", "--lr-find",
-                        "--float32-matmul-precision"})
+                        "--float32-matmul-precision", "--num-sanity-val-steps"})
     EXPECT_NE(r.out.find(f), std::string::npos) << f;
 }
 

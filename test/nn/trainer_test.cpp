@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "nn/checkpoint.h"
 #include "nn/experiment.h"
@@ -510,6 +511,37 @@ TEST_F(TrainerTest, Float32MatmulPrecisionIsSetPerRunAndTheCpuIgnoresIt) {
   highest.fit();
   EXPECT_EQ(kernels::float32_matmul_precision(), kernels::MatmulPrecision::kHighest);
   EXPECT_EQ(weights(high), weights(highest));
+}
+
+// Lightning's sanity check: validation batches before training (2 by default, -1 all, 0 off),
+// in the profile as its own action; evaluation changes nothing, so the weights are the same
+// bit for bit with and without it.
+TEST_F(TrainerTest, SanityCheckValidatesFirstAndChangesNothing) {
+  auto profile_calls = [](const FitResult& r, const char* action) -> int64_t {
+    std::ifstream f(r.version_dir + "/profile.json");
+    const nlohmann::json j = nlohmann::json::parse(f);
+    const auto& a = j.at("actions");
+    return a.contains(action) ? a.at(action).at("calls").get<int64_t>() : 0;
+  };
+  Config c = base();
+  c.epochs = 1;
+  c.experiment_name = "sanity2";
+  Trainer with(c);  // the default: 2 batches
+  const FitResult r2 = with.fit();
+  EXPECT_EQ(c.num_sanity_val_steps, 2);
+  EXPECT_EQ(profile_calls(r2, "sanity check"), 1);
+  EXPECT_EQ(profile_calls(r2, "validation"), 1);  // the epoch's own, unchanged
+  c.num_sanity_val_steps = 0;
+  c.experiment_name = "sanity0";
+  Trainer without(c);
+  const FitResult r0 = without.fit();
+  EXPECT_EQ(profile_calls(r0, "sanity check"), 0);
+  EXPECT_EQ(weights(with), weights(without));
+  EXPECT_EQ(r2.val.loss, r0.val.loss);
+
+  Config bad = base();
+  bad.num_sanity_val_steps = -2;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
 }
 
 }  // namespace
