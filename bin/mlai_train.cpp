@@ -215,6 +215,10 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_flag("--log-histograms", c.log_histograms,
                "TensorBoard: a histogram of every parameter at each epoch's end "
                "(weights/<name>: the HISTOGRAMS and DISTRIBUTIONS tabs)");
+  app.add_flag("--log-device-stats", c.log_device_stats,
+               "Lightning's DeviceStatsMonitor: each epoch's GPU memory peak and reserve, the "
+               "process's resident memory (now, peak) and CPU use (100% = one core), max over "
+               "ranks: epoch line, metrics.csv and TensorBoard (device_stats/...)");
   app.add_flag("--log-per-class", c.log_per_class,
                "TensorBoard: each class's recall and precision at every validation and the "
                "test (val/recall/<class>, val/precision/<class>, test/...)");

@@ -129,6 +129,8 @@ struct Config {
   // TensorBoard: each class's recall and precision at every validation and at the test
   // (val/recall/<class>, ...), as torchmetrics' average=None.
   bool log_per_class = false;
+  // Lightning's DeviceStatsMonitor: GPU allocator peak/reserved, host RSS and CPU use per epoch.
+  bool log_device_stats = false;
   // Lightning's PyTorchProfiler, as a timeline: "START:END" records optimizer steps START to
   // END - 1 (0-based) as Chrome trace events, every rank's in the run's trace.json ("": off).
   std::string profiler_trace;

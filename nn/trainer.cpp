@@ -385,6 +385,7 @@ FitResult Trainer::fit() {
                                    : parse_trace_steps(cfg_.profiler_trace);
   for (int64_t epoch = state_.epoch; epoch < epochs && res.limit.empty(); ++epoch) {
     const auto t_epoch = Clock::now();
+    if (device_stats_) device_stats_->start_epoch();
     const double wait_before = profiler_.total("data wait");
     // A resumed epoch continues after the samples its checkpoint had trained on (in this run's
     // ranks and batches, whatever the checkpoint's were).

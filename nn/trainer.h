@@ -22,6 +22,7 @@
 #include "nn/amp.h"
 #include "nn/checkpoint.h"
 #include "nn/config.h"
+#include "nn/device_stats.h"
 #include "nn/experiment.h"
 #include "nn/lr_schedule.h"
 #include "nn/graphed_step.h"
@@ -109,6 +110,7 @@ class Trainer {
   std::unique_ptr<GradScaler> scaler_;
   std::unique_ptr<GraphedStep> graphed_;  // --cuda-graphs
   std::unique_ptr<WeightAverage> ema_;     // --ema-decay
+  std::optional<DeviceStatsMonitor> device_stats_;  // --log-device-stats
   std::unique_ptr<WeightAverage> swa_;     // --swa-lrs: the equal average of epochs' weights
   // --swa-lrs after the last epoch: the model takes the average, batch-norm statistics are
   // recomputed over the training data (`loader`, its pass `epoch`), and it is validated.

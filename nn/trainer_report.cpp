@@ -74,7 +74,12 @@ const std::vector<std::string> kCsvColumns = {"epoch",
                                               "test_confusion",
                                               "val_top5_accuracy",
                                               "test_top5_accuracy",
-                                              "lr_backbone"};
+                                              "lr_backbone",
+                                              "gpu_peak_mem_mb",
+                                              "gpu_reserved_mb",
+                                              "host_rss_mb",
+                                              "host_peak_rss_mb",
+                                              "host_cpu_percent"};
 // With more classes than this the terminal shows top-5 accuracy and the test report goes to a
 // file (metrics.csv and TensorBoard have top-5 from 6 classes on).
 constexpr int kManyClasses = 20;
@@ -234,6 +239,16 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
   const int64_t skipped = scaler_->enabled() ? scaler_->skipped_steps() : 0;
   res.loss_scale = loss_scale;
   res.skipped_steps = skipped;
+  // --log-device-stats: this epoch's use, the largest of any rank (every rank takes part).
+  std::optional<DeviceStats> dstats;
+  if (device_stats_) {
+    DeviceStats d = device_stats_->read();
+    if (group_.world() > 1)
+      for (double* v : {&d.gpu_peak_mb, &d.gpu_reserved_mb, &d.host_rss_mb, &d.host_peak_rss_mb,
+                        &d.host_cpu_percent})
+        *v = dist::allreduce_host(group_, *v, /*max=*/true);
+    dstats = d;
+  }
   if (main_) {
     std::printf("epoch: %02lld/%02lld    training loss: %.4f    training accuracy %.4f",
                 static_cast<long long>(epoch + 1), static_cast<long long>(epochs), train_loss,
@@ -249,6 +264,13 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
     if (partial)
       std::printf("    (ended at batch %lld of %lld)", static_cast<long long>(e.stopped_at),
                   static_cast<long long>(e.batches));
+    if (dstats) {
+      if (dstats->gpu_peak_mb >= 0)
+        std::printf("    GPU memory: %.0f MiB peak, %.0f reserved", dstats->gpu_peak_mb,
+                    dstats->gpu_reserved_mb);
+      std::printf("    host memory: %.0f MiB (peak %.0f)    CPU: %.0f%%", dstats->host_rss_mb,
+                  dstats->host_peak_rss_mb, dstats->host_cpu_percent);
+    }
     std::printf("    time: %.1fs    images/s: %.0f\n", epoch_seconds, ips);
     std::fflush(stdout);
   }
@@ -327,6 +349,22 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
     if (opt_->group_count() > 1) {  // --unfreeze-backbone-at-epoch: the backbone's rate
       row.insert({"lr_backbone", opt_->group_lr(1)});
       scalars.push_back({"lr_backbone", opt_->group_lr(1)});
+    }
+    if (dstats) {
+      const struct {
+        const char *column, *tag;
+        double value;
+      } stats[] = {
+          {"gpu_peak_mem_mb", "device_stats/gpu_peak_mem_mb", dstats->gpu_peak_mb},
+          {"gpu_reserved_mb", "device_stats/gpu_reserved_mb", dstats->gpu_reserved_mb},
+          {"host_rss_mb", "device_stats/host_rss_mb", dstats->host_rss_mb},
+          {"host_peak_rss_mb", "device_stats/host_peak_rss_mb", dstats->host_peak_rss_mb},
+          {"host_cpu_percent", "device_stats/host_cpu_percent", dstats->host_cpu_percent}};
+      for (const auto& st : stats) {
+        if (st.value < 0) continue;  // (no GPU)
+        row.insert({st.column, st.value});
+        scalars.push_back({st.tag, st.value});
+      }
     }
     if (scaler_->enabled())
       scalars.insert(scalars.end(), {{"train/loss_scale", loss_scale},

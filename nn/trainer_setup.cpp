@@ -178,6 +178,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   opt_ = make_optimizer(model_->named_parameters(), oc);
   opt_->set_working(model_->working_parameters());
   if (cfg_.ema_decay > 0) ema_ = std::make_unique<WeightAverage>(*model_, cfg_.ema_decay);
+  if (cfg_.log_device_stats) device_stats_.emplace(device_);
   if (cfg_.swa_lrs > 0) swa_ = std::make_unique<WeightAverage>(*model_, 0.5);  // decay per update
   scaler_ = std::make_unique<GradScaler>(device_, precision_ == Precision::kFloat16);
   if (cfg_.cuda_graphs) {

@@ -1,0 +1,90 @@
+// --log-device-stats (Lightning's DeviceStatsMonitor): the host readings follow what the
+// process does (memory it touches raises its resident set, a busy thread its CPU share), and
+// the trainer logs them each epoch to metrics.csv and TensorBoard, with no GPU columns on the
+// CPU. The GPU allocator's figures are the allocator's own stats (tested with the allocator).
+#include "nn/device_stats.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "nn/trainer.h"
+#include "trainer_fixture.h"
+
+namespace mlai::nn {
+namespace {
+
+TEST(DeviceStats, HostReadingsFollowTheProcess) {
+  const double rss0 = host_rss_mb();
+  EXPECT_GT(rss0, 1.0);
+  {
+    std::vector<char> block(size_t{256} << 20);
+    std::memset(block.data(), 1, block.size());  // touched: resident
+    EXPECT_GT(host_rss_mb(), rss0 + 200.0);
+    EXPECT_GT(host_peak_rss_mb(), rss0 + 200.0);
+    EXPECT_EQ(block[12345], 1);
+  }
+  DeviceStatsMonitor m(tensor::Device::cpu());
+  m.start_epoch();
+  const auto t0 = std::chrono::steady_clock::now();
+  volatile double sink = 0;
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(300)) sink = sink + 1.0;
+  const DeviceStats s = m.read();
+  EXPECT_GT(s.host_cpu_percent, 50.0) << "one thread busy for the whole interval";
+  EXPECT_LT(s.host_cpu_percent, 250.0);
+  EXPECT_EQ(s.gpu_peak_mb, -1);
+  EXPECT_EQ(s.gpu_reserved_mb, -1);
+}
+
+// The column of a metrics.csv row by the header's names ("" when absent or empty).
+std::string cell(const std::vector<std::string>& rows, size_t row, const std::string& column) {
+  auto split = [](const std::string& line) {  // (quoted cells hold commas: the confusion JSON)
+    std::vector<std::string> out(1);
+    bool quoted = false;
+    for (char ch : line) {
+      if (ch == '"') {
+        quoted = !quoted;
+      } else if (ch == ',' && !quoted) {
+        out.emplace_back();
+      } else {
+        out.back() += ch;
+      }
+    }
+    return out;
+  };
+  const std::vector<std::string> head = split(rows.at(0)), cells = split(rows.at(row));
+  for (size_t i = 0; i < head.size(); ++i)
+    if (head[i] == column) return i < cells.size() ? cells[i] : "";
+  return "";
+}
+
+TEST_F(TrainerTest, LogDeviceStatsEachEpoch) {
+  Config c = base();  // 2 epochs
+  c.log_device_stats = true;
+  const FitResult r = Trainer(c).fit();
+  const std::vector<std::string> rows = metrics_rows(r.version_dir);
+  ASSERT_GE(rows.size(), 3u);
+  for (size_t row = 1; row <= 2; ++row) {
+    EXPECT_GT(std::stod(cell(rows, row, "host_rss_mb")), 1.0) << rows[row];
+    EXPECT_GE(std::stod(cell(rows, row, "host_peak_rss_mb")),
+              std::stod(cell(rows, row, "host_rss_mb")));
+    EXPECT_GT(std::stod(cell(rows, row, "host_cpu_percent")), 0.0);
+    EXPECT_EQ(cell(rows, row, "gpu_peak_mem_mb"), "") << "no GPU on this run";
+  }
+  EXPECT_EQ(scalar_values(r.version_dir, "device_stats/host_rss_mb").size(), 2u);
+  EXPECT_EQ(scalar_values(r.version_dir, "device_stats/host_cpu_percent").size(), 2u);
+  EXPECT_TRUE(scalar_values(r.version_dir, "device_stats/gpu_peak_mem_mb").empty());
+
+  Config off = base();  // off by default: empty cells, no scalars
+  off.epochs = 1;
+  off.experiment_name = "off";
+  const FitResult r0 = Trainer(off).fit();
+  EXPECT_EQ(cell(metrics_rows(r0.version_dir), 1, "host_rss_mb"), "");
+  EXPECT_TRUE(scalar_values(r0.version_dir, "device_stats/host_rss_mb").empty());
+}
+
+}  // namespace
+}  // namespace mlai::nn
