@@ -271,15 +271,17 @@ PY
     # fp16 with the step replayed from a CUDA graph (--cuda-graphs: resnet18 too, to tell the
     # host's launch time from the GPU's), then with layer fusion off (separate BN / add / relu,
     # no cuBLASLt epilogues): what each is worth; and fp32 on TF32 tensor cores
-    # (--float32-matmul-precision high, beside torch's eager-tf32).
+    # (--float32-matmul-precision high, beside torch's eager-tf32); fp16 with cuDNN's heuristic
+    # algorithms instead of timed ones (--cudnn-benchmark false: are the timed choices for
+    # resnet18's small spatial sizes the slow part?).
     local extra archs
     for extra in "--precision 16 --cuda-graphs" "--precision 16 --fusion off" \
-      "--precision 32 --float32-matmul-precision high"; do
+      "--precision 16 --cudnn-benchmark false" "--precision 32 --float32-matmul-precision high"; do
       left=$((t_step - SECONDS))
       [ "$left" -gt 10 ] || continue
       case "$extra" in
         *cuda-graphs*) archs=mlp,resnet18_cifar,resnet18 ;;
-        *matmul*) archs=resnet18_cifar,resnet18 ;;
+        *matmul* | *benchmark*) archs=resnet18_cifar,resnet18 ;;
         *) archs=mlp,resnet18_cifar ;;
       esac
       # shellcheck disable=SC2086  # $extra is several words on purpose

@@ -51,6 +51,7 @@
 #include "nn/optim.h"
 #include "nn/trace_report.h"
 #include "tensor/allocator.h"
+#include "tensor/determinism.h"
 #include "tensor/device.h"
 #include "tensor/ops.h"
 #include "tensor/stream.h"
@@ -91,12 +92,14 @@ struct RunSpec {
   std::string freeze = "none";
   std::string trace_dir;  // --trace: where the traced steps go ("" for none)
   std::string matmul_precision = "highest";  // --float32-matmul-precision
+  bool cudnn_benchmark = true;                // --cudnn-benchmark
 };
 
 // The traced steps' Chrome trace and summary table (--trace); returns the trace's file name.
 std::string write_trace(const RunSpec& r, const std::vector<trace::Event>& events) {
   const std::string mm = r.matmul_precision == "highest" ? "" : "-" + r.matmul_precision;
-  std::string stem = "trace-" + r.arch + "-" + r.precision + mm + (r.graphs ? "-graphs" : "") +
+  std::string stem = "trace-" + r.arch + "-" + r.precision + mm +
+                     (r.cudnn_benchmark ? "" : "-heuristic") + (r.graphs ? "-graphs" : "") +
                      (r.fusion ? "" : "-unfused") + (r.freeze == "none" ? "" : "-" + r.freeze);
   const std::string base = r.trace_dir + "/" + stem;
   const std::string what = r.arch + " batch " + std::to_string(r.batch) + " precision " +
@@ -114,6 +117,7 @@ std::string write_trace(const RunSpec& r, const std::vector<trace::Event>& event
 nlohmann::json run(const RunSpec& r) {
   nn::set_layer_fusion(r.fusion);
   kernels::set_float32_matmul_precision(nn::parse_matmul_precision(r.matmul_precision));
+  tensor::set_cudnn_benchmark(r.cudnn_benchmark);
   nn::ModelSpec spec;
   if (r.arch == "mlp") {
     spec.height = spec.width = 28;
@@ -254,6 +258,7 @@ nlohmann::json run(const RunSpec& r) {
   j["cuda_graphs"] = r.graphs;
   j["freeze"] = r.freeze;
   if (r.matmul_precision != "highest") j["float32_matmul_precision"] = r.matmul_precision;
+  if (!r.cudnn_benchmark) j["cudnn_benchmark"] = false;
   j["device"] = r.device.str();
   j["device_name"] = r.device.is_cuda() ? tensor::cuda_device_name(r.device.index) : "cpu";
   j["steps"] = r.steps;
@@ -301,6 +306,7 @@ int main(int argc, char** argv) {
   bool graphs = false;
   std::string freezes = "none";
   std::string trace_dir, matmul_precision = "highest";
+  bool cudnn_benchmark = true;
   app.add_option("--arch", archs, "Comma list of models")->capture_default_str();
   app.add_option("--batch", batches, "Batch per model: arch=B,... or one B for all")
       ->capture_default_str();
@@ -335,6 +341,10 @@ int main(int argc, char** argv) {
   app.add_option("--float32-matmul-precision", matmul_precision,
                  "highest, high (TF32) or medium (bf16 GEMM products): float32 runs on a GPU, as "
                  "mlai_train's flag; rows say \"float32_matmul_precision\" when not highest")
+      ->capture_default_str();
+  app.add_option("--cudnn-benchmark", cudnn_benchmark,
+                 "true: cuDNN algorithms timed once per shape (mlai_train's default); false: "
+                 "cuDNN's heuristic choice; rows say \"cudnn_benchmark\": false")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
@@ -408,7 +418,8 @@ int main(int argc, char** argv) {
           r.freeze = freeze;
           r.trace_dir = trace_dir;
           r.matmul_precision = matmul_precision;
-          const std::string shown = prec + (matmul_precision == "high" ? " tf32" : matmul_precision == "medium" ? " bf16mm" : "") + (fused ? "" : " unfused") + (graphs ? " graphs" : "") +
+          r.cudnn_benchmark = cudnn_benchmark;
+          const std::string shown = prec + (matmul_precision == "high" ? " tf32" : matmul_precision == "medium" ? " bf16mm" : "") + (cudnn_benchmark ? "" : " heur") + (fused ? "" : " unfused") + (graphs ? " graphs" : "") +
                                     (freeze == "none" ? "" : " frozen " + freeze);
           r.arch = arch;
           r.precision = prec;

@@ -154,6 +154,11 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "32 on a GPU, high lets float32 GEMMs and convolutions use TF32 tensor cores "
                  "(10-bit mantissa, float32 accumulation), medium bf16 products for GEMMs")
       ->capture_default_str();
+  app.add_option("--cudnn-benchmark", c.cudnn_benchmark,
+                 "true: time cuDNN's convolution algorithms once per shape and keep the fastest "
+                 "(torch.backends.cudnn.benchmark, Lightning's benchmark=True); false: cuDNN's "
+                 "heuristic choice, no timing (PyTorch's default)")
+      ->capture_default_str();
   app.add_flag("--deterministic", c.deterministic,
                "Deterministic algorithms only (CPU runs are always deterministic)");
   app.add_flag("--cuda-graphs", c.cuda_graphs,

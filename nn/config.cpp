@@ -281,7 +281,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(val_on_test) X(workers) X(criterion)     \
   X(label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
   X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(warmup_steps) X(min_lr)       \
-  X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cuda_graphs) X(fast_dev_run)      \
+  X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
   X(lr_scale) X(sync_bn) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache)     \

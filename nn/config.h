@@ -95,6 +95,9 @@ struct Config {
   std::string device = "auto";
   std::string precision = "32";
   bool deterministic = false;
+  // torch.backends.cudnn.benchmark (Lightning's benchmark=): time cuDNN's algorithms once per
+  // convolution shape and keep the fastest; false takes cuDNN's heuristic choice untimed.
+  bool cudnn_benchmark = true;
   // torch.set_float32_matmul_precision: highest (float32 arithmetic), high (TF32 tensor cores
   // for float32 GEMMs and convolutions on a GPU) or medium (bf16 products for GEMMs; TF32
   // convolutions). Only --precision 32 on a GPU is affected (kernels::MatmulPrecision).

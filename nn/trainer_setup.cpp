@@ -79,6 +79,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   device_ = select_device(cfg_.device, group_);
   t::set_current_device(device_);
   t::set_deterministic(cfg_.deterministic);  // cuDNN: reproducible algorithms only
+  t::set_cudnn_benchmark(cfg_.cudnn_benchmark);
   kernels::set_float32_matmul_precision(parse_matmul_precision(cfg_.float32_matmul_precision));
   if (main_ && device_.is_cuda() && parse_precision(cfg_.precision) == Precision::kFloat32 &&
       cfg_.float32_matmul_precision == "highest")

@@ -170,6 +170,7 @@ struct AlgoKey {
   int64_t n, h, w, c_in, c_out, kh, kw, stride, pad;
   int alignment;
   bool deterministic;
+  bool heuristic;  // --cudnn-benchmark false (or deterministic): cuDNN's heuristic, untimed
   bool tf32;  // float32 data on TF32 tensor cores (--float32-matmul-precision high or medium)
   auto operator<=>(const AlgoKey&) const = default;
 };
@@ -259,9 +260,10 @@ std::unique_ptr<Workspace> search_workspace(const Session& s, int device, size_t
 
 // Looks the algorithm up, or asks cuDNN once per shape: by timing every algorithm
 // (cudnnFind*Ex, like torch.backends.cudnn.benchmark; it writes into the op's output, which
-// the call that follows overwrites anyway), or under --deterministic by cuDNN's heuristic
-// (cudnnGet*_v7): timings differ from process to process, so a timed choice among the
-// deterministic algorithms could differ between two runs, and with it the bits. Called with
+// the call that follows overwrites anyway), or by cuDNN's heuristic (cudnnGet*_v7) under
+// --cudnn-benchmark false and under --deterministic: timings differ from process to process,
+// so a timed choice among the deterministic algorithms could differ between two runs, and
+// with it the bits. Called with
 // the Session held. find(workspace, bytes, heuristic) returns the choice.
 template <class GetWs, class Find>
 AlgoChoice choose(const AlgoKey& key, const Session& s, int algo_count, GetWs get_ws, Find find) {
@@ -276,7 +278,7 @@ AlgoChoice choose(const AlgoKey& key, const Session& s, int algo_count, GetWs ge
                              ": a convolution shape first seen while capturing a CUDA graph "
                              "(--cuda-graphs captures after warm-up steps of the same shapes)");
   AlgoChoice c{};
-  if (key.deterministic) {
+  if (key.heuristic) {
     c = find(nullptr, 0, true);
   } else {
     size_t wanted = 0;
@@ -303,7 +305,8 @@ AlgoKey make_key(ConvOp op, const Conv2dGeometry& g, const Tensor& a, const Tens
                  const Tensor& out) {
   AlgoKey k{op,     a.device().index, a.dtype(), g.n,  g.h,      g.w,
             g.c_in, g.c_out,          g.kh,      g.kw, g.stride, g.pad,
-            0,      deterministic(), tf32_allowed(a.dtype())};
+            0,      deterministic(), deterministic() || !cudnn_benchmark(),
+            tf32_allowed(a.dtype())};
   k.alignment = common_alignment({a.data_ptr(), b.data_ptr(), out.data_ptr()});
   return k;
 }

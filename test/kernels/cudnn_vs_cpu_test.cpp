@@ -69,9 +69,13 @@ class CudnnVsCpu : public ::testing::Test {
 struct ConvCase {
   int64_t n, h, w, cin, cout, k, stride, pad;
   std::string str() const {
-    return "n" + std::to_string(n) + " " + std::to_string(h) + "x" + std::to_string(w) + "x" +
-           std::to_string(cin) + "->" + std::to_string(cout) + " k" + std::to_string(k) + " s" +
-           std::to_string(stride) + " p" + std::to_string(pad);
+    char buf[96];  // (not "n" + std::to_string(...): GCC 12 warns falsely about that inlined)
+    std::snprintf(buf, sizeof(buf), "n%lld %lldx%lldx%lld->%lld k%lld s%lld p%lld",
+                  static_cast<long long>(n), static_cast<long long>(h), static_cast<long long>(w),
+                  static_cast<long long>(cin), static_cast<long long>(cout),
+                  static_cast<long long>(k), static_cast<long long>(stride),
+                  static_cast<long long>(pad));
+    return buf;
   }
 };
 // 1x1, 3x3 and 7x7; strides 1 and 2; pads 0, 1 and 3; odd sizes and channel counts.
@@ -234,6 +238,30 @@ TEST_F(CudnnVsCpu, DeterministicModeIsBitwiseReproducible) {
     EXPECT_TRUE(bitwise_equal(dx1, dx2));
     EXPECT_TRUE(bitwise_equal(dg1, dg2));
   }
+}
+
+// --cudnn-benchmark false: cuDNN's heuristic choices (untimed, cached apart from the timed
+// ones) give the CPU's results too.
+TEST_F(CudnnVsCpu, HeuristicAlgorithmsMatchTheCpu) {
+  struct HeuristicScope {
+    HeuristicScope() { set_cudnn_benchmark(false); }
+    ~HeuristicScope() { set_cudnn_benchmark(true); }
+  } scope;
+  for (DType dt : kDtypes)
+    for (const ConvCase& g : kConvCases) {
+      SCOPED_TRACE(g.str());
+      SCOPED_TRACE(dtype_name(dt));
+      const Tensor x = rand({g.n, g.h, g.w, g.cin}, dt), w = rand({g.cout, g.k, g.k, g.cin}, dt);
+      const Tensor gx = x.to(kGpu), gw = w.to(kGpu);
+      const Tensor y = conv2d(x, w, Tensor(), g.stride, g.pad);
+      EXPECT_GPU_NEAR(conv2d(gx, gw, Tensor(), g.stride, g.pad), y, conv_tol(dt));
+      const Tensor dy = rand(y.shape(), dt), gdy = dy.to(kGpu);
+      EXPECT_GPU_NEAR(conv2d_backward_data(gdy, gw, x.shape(), g.stride, g.pad),
+                      conv2d_backward_data(dy, w, x.shape(), g.stride, g.pad), conv_tol(dt));
+      EXPECT_GPU_NEAR(conv2d_backward_filter(gx, gdy, w.shape(), g.stride, g.pad, false).first,
+                      conv2d_backward_filter(x, dy, w.shape(), g.stride, g.pad, false).first,
+                      conv_tol(dt));
+    }
 }
 
 struct MatmulPrecisionScope {

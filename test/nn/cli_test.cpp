@@ -51,6 +51,7 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--profiler-trace 5:3", "--profiler-trace"},
       {"--float32-matmul-precision tf32", "--float32-matmul-precision"},
       {"--num-sanity-val-steps -3", "--num-sanity-val-steps"},
+      {"--cudnn-benchmark maybe", "--cudnn-benchmark"},
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);
@@ -77,7 +78,8 @@ TEST(Cli, HelpDocumentsEveryFlag) {
                         "--limit-val-batches", "--overfit-batches", "--checkpoint-every",
                         "--resume", "--deterministic", "--max-steps", "--max-time",
                         "--checkpoint-monitor", "--save-top-k", "--lr-find",
-                        "--float32-matmul-precision", "--num-sanity-val-steps"})
+                        "--float32-matmul-precision", "--num-sanity-val-steps",
+                        "--cudnn-benchmark", "--log-device-stats"})
     EXPECT_NE(r.out.find(f), std::string::npos) << f;
 }
 
