@@ -218,7 +218,7 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
       timeout -k 5 "$left" "$trainer" --device cuda --arch resnet18_cifar --dataset "$dataset" \
         --data-dir "$data" --epochs "$epochs" --batch-size 256 --optimizer sgd --lr 0.1 \
         --momentum 0.9 --weight-decay 5e-4 --lr-schedule cosine --workers 4 --seed 1 \
-        --precision "$prec" --no-progress --log-dir /tmp/mlai-gpu-check-logs 2>&1 \
+        --precision "$prec" --log-device-stats --no-progress --log-dir /tmp/mlai-gpu-check-logs 2>&1 \
         | grep -vE '^ *[0-9]+ +([a-z]|[0-9]+ +[0-9])' | tee -a "$dir/bench.log" || true
     done
   fi
