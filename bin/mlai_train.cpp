@@ -56,8 +56,8 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                "Validate on the test split and train on the whole training split, as "
                "Lightning's CIFAR-10 tutorials do (--val-split unused)");
   app.add_option("--augment", c.augment,
-                 "Training augmentation: auto (random 4-pixel-padded crop + flip for cifar10/100, "
-                 "none otherwise), none, crop-flip, or rrc / rrc-flip (RandomResizedCrop at the "
+                 "Training augmentation: auto (random 4-pixel-padded crop + flip for cifar10/100 "
+                 "and stl10, none otherwise), none, crop-flip, or rrc / rrc-flip (RandomResizedCrop at the "
                  "image's size, and a flip)")->capture_default_str();
   app.add_option("--rrc-scale", c.rrc_scale,
                  "rrc: the crop's share of the image area, MIN,MAX")

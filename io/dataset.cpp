@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "io/cifar.h"
+#include "io/stl10.h"
 #include "io/h5dataset.h"
 #include "io/idx.h"
 #include "kernels/fill.h"
@@ -14,7 +15,7 @@
 namespace mlai::io {
 
 std::vector<std::string> dataset_names() {
-  return {"fashion-mnist", "mnist", "cifar10", "cifar100", "hdf5"};
+  return {"fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "hdf5"};
 }
 
 std::string default_data_dir(const std::string& name) {
@@ -171,8 +172,9 @@ Dataset load_split(const std::string& name, const std::string& dir_in, const std
     return from_idx(name, dir, split == "train" ? "train" : "t10k");
   }
   if (name == "cifar10" || name == "cifar100") return load_cifar(name, dir, split);
+  if (name == "stl10") return load_stl10(dir, split);
   throw std::invalid_argument("unknown dataset '" + name +
-                              "' (expected fashion-mnist, mnist, cifar10 or cifar100)");
+                              "' (expected fashion-mnist, mnist, cifar10, cifar100 or stl10)");
 }
 
 DataSplits load_dataset(const std::string& name, const std::string& dir, double val_split,
@@ -183,7 +185,7 @@ DataSplits load_dataset(const std::string& name, const std::string& dir, double 
   if (name == "hdf5") {
     load_hdf5(data_path, cache, out);
   } else if (name == "fashion-mnist" || name == "mnist" || name == "cifar10" ||
-             name == "cifar100") {
+             name == "cifar100" || name == "stl10") {
     out.train = load_split(name, dir, "train");
     out.test = load_split(name, dir, "test");
   } else {

@@ -212,11 +212,12 @@ FitResult Trainer::fit() {
   lo.dtype = compute_dtype(precision_);
   lo.rank = group_.rank();
   lo.world = group_.world();
-  // Training augmentation: random 4-pixel-padded crops and flips for CIFAR by default
+  // Training augmentation: random 4-pixel-padded crops and flips for CIFAR and STL-10 by default
   // (evaluation only normalizes).
   const bool crop_flip =
       cfg_.augment == "crop-flip" ||
-      (cfg_.augment == "auto" && (cfg_.dataset == "cifar10" || cfg_.dataset == "cifar100"));
+      (cfg_.augment == "auto" &&
+       (cfg_.dataset == "cifar10" || cfg_.dataset == "cifar100" || cfg_.dataset == "stl10"));
   lo.augment_pad = crop_flip ? 4 : 0;
   lo.augment_flip = crop_flip || cfg_.augment == "rrc-flip";
   // RandomResizedCrop (torchvision's ImageNet-style augmentation) at the image's own size.
