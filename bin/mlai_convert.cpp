@@ -94,9 +94,11 @@ void check(const Options& o) {
     if (!ok) throw std::invalid_argument(msg);
   };
   require(o.from == "fashion-mnist" || o.from == "mnist" || o.from == "cifar10" ||
-              o.from == "cifar100" || o.from == "stl10" || o.from == "folder",
+              o.from == "cifar100" || o.from == "stl10" || o.from == "svhn" ||
+              o.from == "folder",
           "--from '" + o.from +
-              "' is unknown (expected fashion-mnist, mnist, cifar10, cifar100, stl10 or folder)");
+              "' is unknown (expected fashion-mnist, mnist, cifar10, cifar100, stl10, svhn or "
+              "folder)");
   require(o.from == "folder" || (o.size.empty() && o.channels == 0),
           "--size and --channels apply to --from folder only");
   require(o.from != "folder" || !o.data_dir.empty(),
@@ -121,7 +123,8 @@ int main(int argc, char** argv) {
   app.get_formatter()->column_width(30);
   app.add_option("--from", o.from,
                  "Source format: fashion-mnist, mnist (IDX files, plain or .gz), cifar10 or "
-                 "cifar100 (binary or torchvision's python versions), stl10 (stl10_binary/), "
+                 "cifar100 (binary or torchvision's python versions), stl10 (stl10_binary/), svhn "
+                 "(train_32x32.mat, test_32x32.mat), "
                  "or folder (your own "
                  "images, torchvision's ImageFolder layout: DIR/train/<class>/*.png|jpg, "
                  "DIR/test/...)")

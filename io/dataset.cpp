@@ -8,6 +8,7 @@
 
 #include "io/cifar.h"
 #include "io/stl10.h"
+#include "io/svhn.h"
 #include "io/h5dataset.h"
 #include "io/idx.h"
 #include "kernels/fill.h"
@@ -15,7 +16,7 @@
 namespace mlai::io {
 
 std::vector<std::string> dataset_names() {
-  return {"fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "hdf5"};
+  return {"fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "svhn", "hdf5"};
 }
 
 std::string default_data_dir(const std::string& name) {
@@ -173,8 +174,9 @@ Dataset load_split(const std::string& name, const std::string& dir_in, const std
   }
   if (name == "cifar10" || name == "cifar100") return load_cifar(name, dir, split);
   if (name == "stl10") return load_stl10(dir, split);
+  if (name == "svhn") return load_svhn(dir, split);
   throw std::invalid_argument("unknown dataset '" + name +
-                              "' (expected fashion-mnist, mnist, cifar10, cifar100 or stl10)");
+                              "' (expected fashion-mnist, mnist, cifar10, cifar100, stl10 or svhn)");
 }
 
 DataSplits load_dataset(const std::string& name, const std::string& dir, double val_split,
@@ -185,7 +187,7 @@ DataSplits load_dataset(const std::string& name, const std::string& dir, double 
   if (name == "hdf5") {
     load_hdf5(data_path, cache, out);
   } else if (name == "fashion-mnist" || name == "mnist" || name == "cifar10" ||
-             name == "cifar100" || name == "stl10") {
+             name == "cifar100" || name == "stl10" || name == "svhn") {
     out.train = load_split(name, dir, "train");
     out.test = load_split(name, dir, "test");
   } else {

@@ -1,6 +1,6 @@
 // Image classification datasets in memory: uint8 NHWC pixels and int64 labels, with class
 // names and per-channel normalization statistics. Datasets are created by name from a data
-// directory (fashion-mnist, mnist, cifar10, cifar100, stl10) or a packed HDF5 file (hdf5), with a seeded
+// directory (fashion-mnist, mnist, cifar10, cifar100, stl10, svhn) or a packed HDF5 file (hdf5), with a seeded
 // train/validation split and the test set.
 #pragma once
 
@@ -50,7 +50,7 @@ DataSplits load_dataset(const std::string& name, const std::string& dir, double 
                         uint64_t seed, const std::string& data_path = "", bool cache = true);
 
 // One whole split ("train" or "test") of a dataset in its original files (fashion-mnist, mnist,
-// cifar10, cifar100, stl10), from `dir` (default_data_dir when empty): what mlai_convert packs.
+// cifar10, cifar100, stl10, svhn), from `dir` (default_data_dir when empty): what mlai_convert packs.
 Dataset load_split(const std::string& name, const std::string& dir, const std::string& split);
 
 // --data-path for hdf5: "TRAIN.h5,TEST.h5" names both files (the test file must exist);
