@@ -3,6 +3,7 @@
 #include "io/cifar.h"
 
 #include "io/pickle.h"
+#include "io/read_file.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -172,12 +173,8 @@ bool is_python_version(const std::string& path) {
 // CIFAR-100's class names from fine_label_names.txt (in the tarball, beside train.bin), when
 // it holds one name per class; otherwise the class numbers.
 std::vector<std::string> cifar100_names(const std::string& folder) {
-  std::vector<std::string> names;
-  std::ifstream f(fs::path(folder) / "fine_label_names.txt");
-  for (std::string line; std::getline(f, line);) {
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-    if (!line.empty()) names.push_back(line);
-  }
+  std::vector<std::string> names =
+      read_name_lines((fs::path(folder) / "fine_label_names.txt").string());
   if (names.size() == 100) return names;
   names.clear();
   for (int c = 0; c < 100; ++c) names.push_back(std::to_string(c));

@@ -4,6 +4,8 @@
 
 #include <zlib.h>
 
+#include "io/read_file.h"
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -204,14 +206,7 @@ std::vector<int64_t> MatArray::as_int64(const std::string& what) const {
 }
 
 std::vector<MatArray> read_mat(const std::string& path, const std::vector<std::string>& names) {
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec) fail(path, ec.message());
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) fail(path, std::strerror(errno));
-  std::vector<uint8_t> file(static_cast<size_t>(size));
-  if (std::fread(file.data(), 1, file.size(), f.get()) != file.size())
-    fail(path, std::ferror(f.get()) ? std::strerror(errno) : "the file shrank while reading");
+  const std::vector<uint8_t> file = read_file_bytes(path);
   if (file.size() < 128 || std::memcmp(file.data(), "MATLAB", 6) != 0)
     fail(path, "not a MATLAB MAT-file (no 'MATLAB' header)");
   const std::string text(reinterpret_cast<const char*>(file.data()), 116);

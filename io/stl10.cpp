@@ -2,12 +2,9 @@
 // image's column-major planes into interleaved NHWC pixels.
 #include "io/stl10.h"
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
+#include "io/read_file.h"
+
 #include <filesystem>
-#include <fstream>
-#include <memory>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -21,25 +18,8 @@ namespace fs = std::filesystem;
   throw std::runtime_error("cannot read " + path + ": " + what);
 }
 
-std::vector<uint8_t> read_all(const std::string& path) {
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  if (ec) fail(path, ec.message());
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) fail(path, std::strerror(errno));
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  if (std::fread(bytes.data(), 1, bytes.size(), f.get()) != bytes.size())
-    fail(path, std::ferror(f.get()) ? std::strerror(errno) : "the file shrank while reading");
-  return bytes;
-}
-
 std::vector<std::string> class_names(const std::string& folder) {
-  std::vector<std::string> names;
-  std::ifstream f(fs::path(folder) / "class_names.txt");
-  for (std::string line; std::getline(f, line);) {
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-    if (!line.empty()) names.push_back(line);
-  }
+  std::vector<std::string> names = read_name_lines((fs::path(folder) / "class_names.txt").string());
   if (names.size() == 10) return names;
   return {"airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"};
 }
@@ -66,12 +46,12 @@ std::pair<std::string, std::string> find_stl10_files(const std::string& dir,
 }
 
 Dataset read_stl10(const std::string& images_file, const std::string& labels_file) {
-  const std::vector<uint8_t> raw = read_all(images_file);
+  const std::vector<uint8_t> raw = read_file_bytes(images_file);
   if (raw.empty() || raw.size() % kStl10ImageBytes != 0)
     fail(images_file, "size " + std::to_string(raw.size()) + " is not a whole number of " +
                           std::to_string(kStl10ImageBytes) + "-byte 96x96x3 images");
   const int64_t n = static_cast<int64_t>(raw.size()) / kStl10ImageBytes;
-  const std::vector<uint8_t> y = read_all(labels_file);
+  const std::vector<uint8_t> y = read_file_bytes(labels_file);
   if (static_cast<int64_t>(y.size()) != n)
     fail(labels_file, std::to_string(y.size()) + " labels for the " + std::to_string(n) +
                           " images of " + images_file);

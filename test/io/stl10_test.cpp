@@ -4,7 +4,6 @@
 #include "io/stl10.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -43,17 +42,12 @@ void write_labels(const fs::path& path, const std::vector<uint8_t>& labels) {
   for (uint8_t l : labels) f.put(static_cast<char>(l));
 }
 
-class Stl10Test : public ::testing::Test {
+class Stl10Test : public mlai::testing::TempDirTest {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("mlai_stl10_test_" + std::to_string(getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    TempDirTest::SetUp();
     fs::create_directories(dir_ / "stl10_binary");
   }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
 };
 
 TEST_F(Stl10Test, ReadsColumnMajorPlanesIntoNhwcWithLabelsFromZero) {

@@ -106,16 +106,8 @@ std::string svhn_x(int64_t n) {
   return raw(x);
 }
 
-class SvhnTest : public ::testing::Test {
+class SvhnTest : public mlai::testing::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("mlai_svhn_test_" + std::to_string(getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
   // A split file: X compressed (as SVHN's are), y a double class stored as bytes.
   void write_split(const std::string& split, const std::vector<uint8_t>& labels) {
     const auto n = static_cast<int32_t>(labels.size());
@@ -123,7 +115,6 @@ class SvhnTest : public ::testing::Test {
           header() + compressed(matrix("X", kUInt8Class, {32, 32, 3, n}, kUInt8, svhn_x(n))) +
               matrix("y", kDoubleClass, {n, 1}, kUInt8, raw(labels)));
   }
-  fs::path dir_;
 };
 
 TEST_F(SvhnTest, ReadsColumnMajorPixelsIntoNhwcAndTenAsZero) {
