@@ -51,7 +51,9 @@ DeviceStats DeviceStatsMonitor::read() const {
     s.gpu_reserved_mb = static_cast<double>(a.reserved_bytes) / kMiB;
   }
   s.host_rss_mb = host_rss_mb();
-  s.host_peak_rss_mb = host_peak_rss_mb();
+  // (The kernel's high-water mark is read a moment later than the resident set, which other
+  // threads may have shrunk in between: the peak is at least what was just read.)
+  s.host_peak_rss_mb = std::max(host_peak_rss_mb(), s.host_rss_mb);
   const double wall =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0_).count();
   s.host_cpu_percent = 100.0 * (process_cpu_seconds() - cpu0_) / std::max(wall, 1e-9);
