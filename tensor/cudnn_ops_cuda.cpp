@@ -188,8 +188,10 @@ bool tf32_allowed(DType dt) {
 
 // The descriptors of one convolution. Math: float64, and float32 by default, use
 // CUDNN_FMA_MATH, i.e. no TF32 tensor cores, so results match the CPU to float tolerance (TF32
-// keeps 10 mantissa bits); half and bf16 use tensor cores, accumulating in float (the compute
-// type) like the CPU twin, and so does float32 where the matmul precision allows TF32.
+// keeps 10 mantissa bits); half and bf16 use tensor cores (CUDNN_TENSOR_OP_MATH), accumulating
+// in float (the compute type) like the CPU twin. Float32 where the matmul precision allows TF32
+// uses CUDNN_DEFAULT_MATH, which on Ampere and newer permits TF32 tensor cores (what PyTorch
+// sets under torch.backends.cudnn.allow_tf32).
 struct ConvDescs {
   TensorDesc x, y;
   FilterDesc w;
@@ -205,7 +207,9 @@ struct ConvDescs {
     const cudnnDataType_t compute = dt == DType::kFloat64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
     MLAI_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv.get(), p, p, s, s, 1, 1,
                                                      CUDNN_CROSS_CORRELATION, compute));
-    math = is_half(dt) || tf32_allowed(dt) ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    math = is_half(dt)          ? CUDNN_TENSOR_OP_MATH
+           : tf32_allowed(dt) ? CUDNN_DEFAULT_MATH
+                              : CUDNN_FMA_MATH;
     MLAI_CUDNN_CHECK(cudnnSetConvolutionMathType(conv.get(), math));
   }
 };
@@ -229,12 +233,11 @@ AlgoChoice pick(const Perf* perf, int count, const AlgoKey& key, cudnnMathType_t
     if (p.memory > kMaxSearchWorkspace) continue;  // (heuristic results are not sized to fit)
     const bool tensor_ops =
         p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
-    if (tensor_ops && wanted != CUDNN_TENSOR_OP_MATH) continue;  // no TF32 unless allowed
+    if (tensor_ops && wanted == CUDNN_FMA_MATH) continue;  // no TF32 unless allowed
     // Half/bf16 (and float32 allowed TF32) run with the math type the result was timed with
     // (an algorithm without a tensor-op kernel reports the default). Otherwise float32/64 stay
     // on FMA: CUDNN_DEFAULT_MATH would let cuDNN use TF32 on Ampere and newer.
-    return {static_cast<int>(p.algo), wanted == CUDNN_TENSOR_OP_MATH ? p.mathType : wanted,
-            p.memory};
+    return {static_cast<int>(p.algo), wanted == CUDNN_FMA_MATH ? wanted : p.mathType, p.memory};
   }
   throw std::runtime_error(std::string(conv_op_name(key.op)) + ": cuDNN has no " +
                            (key.deterministic ? "deterministic " : "") + "algorithm for " +
