@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "autograd/anomaly.h"
 #include "autograd/variable.h"
 #include "tensor/ops.h"
 #include "tensor/trace.h"
@@ -66,6 +67,18 @@ Variable make_result(Tensor out, std::shared_ptr<Node> node, std::vector<const V
   return v;
 }
 
+namespace {
+// --detect-anomaly: the first op whose gradients hold inf/nan though the gradient it was given
+// did not (the seed is checked as the root's).
+void check_gradients(const Node& n, const Tensor& given, const std::vector<Tensor>& produced) {
+  if (!all_finite(given)) return;  // (an earlier op's, or the seed's: reported there)
+  for (size_t i = 0; i < produced.size(); ++i)
+    if (!all_finite(produced[i]))
+      throw AnomalyError(std::string(n.name()) + " produced inf/nan in the gradient for its input " +
+                         std::to_string(i) + " (the gradient it was given was finite)");
+}
+}  // namespace
+
 struct Engine {
   static void run(const Variable& root, const Tensor& seed) {
     if (!root.requires_grad())
@@ -98,6 +111,8 @@ struct Engine {
         }
       }
     }
+    if (anomaly_backward() && !all_finite(seed))
+      throw AnomalyError("backward's seed gradient holds inf/nan");
     std::unordered_map<Node*, Tensor> grads;
     grads[root_impl->grad_fn.get()] = seed;
     std::deque<Node*> ready{root_impl->grad_fn.get()};
@@ -111,11 +126,12 @@ struct Engine {
           trace::Span span(n->name(), "backward");
           in_grads = n->backward(it->second);
         }
-        grads.erase(it);
         if (in_grads.size() != n->inputs.size())
           throw std::logic_error(std::string(n->name()) + ": backward returned " +
                                  std::to_string(in_grads.size()) + " gradients for " +
                                  std::to_string(n->inputs.size()) + " inputs");
+        if (anomaly_backward()) check_gradients(*n, it->second, in_grads);
+        grads.erase(it);
       }
       for (size_t i = 0; i < n->inputs.size(); ++i) {
         const auto& in = n->inputs[i];

@@ -220,6 +220,10 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_flag("--log-histograms", c.log_histograms,
                "TensorBoard: a histogram of every parameter at each epoch's end "
                "(weights/<name>: the HISTOGRAMS and DISTRIBUTIONS tabs)");
+  app.add_flag("--detect-anomaly", c.detect_anomaly,
+               "Find where a run goes nan (torch.autograd.detect_anomaly): every module's output "
+               "and every backward op's gradients are checked for inf/nan, and the first one "
+               "made from finite input stops the run naming it (slow)");
   app.add_flag("--log-device-stats", c.log_device_stats,
                "Lightning's DeviceStatsMonitor: each epoch's GPU memory peak and reserve, the "
                "process's resident memory (now, peak) and CPU use (100% = one core), max over "

@@ -48,6 +48,9 @@ void Config::validate() const {
           "--class-weights cannot be combined with --mixup-alpha or --cutmix-alpha (the mixed "
           "targets' loss has no class weights)");
   require(dropout >= 0 && dropout < 1, "--dropout must be in [0, 1)");
+  require(!(cuda_graphs && detect_anomaly),
+          "--detect-anomaly reads every module's output on the host, which a CUDA graph's "
+          "capture cannot; drop --cuda-graphs while looking for the nan");
   require(!cuda_graphs || dropout == 0,
           "--cuda-graphs with --dropout > 0: the captured step would replay one dropout mask "
           "every step (the random offsets are fixed at capture); drop one of the two");
@@ -291,7 +294,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
   X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha) \
-  X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(log_device_stats) X(no_bias_decay) \
+  X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(log_device_stats) X(detect_anomaly) X(no_bias_decay) \
   X(profiler_trace) \
   X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy) \
   X(freeze_backbone) X(freeze) X(freeze_bn) X(unfreeze_backbone_at_epoch) X(backbone_lr_ratio) \

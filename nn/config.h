@@ -134,6 +134,9 @@ struct Config {
   bool log_per_class = false;
   // Lightning's DeviceStatsMonitor: GPU allocator peak/reserved, host RSS and CPU use per epoch.
   bool log_device_stats = false;
+  // torch.autograd.detect_anomaly (Lightning's detect_anomaly=True): find the first module or
+  // backward op that makes inf/nan (slow: a device read per module and op).
+  bool detect_anomaly = false;
   // Lightning's PyTorchProfiler, as a timeline: "START:END" records optimizer steps START to
   // END - 1 (0-based) as Chrome trace events, every rank's in the run's trace.json ("": off).
   std::string profiler_trace;

@@ -124,6 +124,11 @@ const Variable& Module::use(const Variable& p) const {
   return p;
 }
 
+void Module::check_anomaly(const Variable& in, const Variable& out, const std::string& what) {
+  if (autograd::all_finite(out.data()) || !autograd::all_finite(in.data())) return;
+  throw autograd::AnomalyError(what + " produced inf/nan in its output (its input was finite)");
+}
+
 void Module::label_for_trace(const std::string& name) {
   trace_label_ = name.empty() ? type_name() : name + " (" + type_name() + ")";
   for (auto& [n, c] : children_) c->label_for_trace(name.empty() ? n : name + "." + n);
@@ -141,7 +146,10 @@ Variable Sequential::forward(const Variable& x) {
     if (lin && i + 1 < ch.size() && dynamic_cast<ReLU*>(ch[i + 1].second.get())) {
       trace::Span span([&] { return ch[i].first + " + " + ch[i + 1].first + " (Linear + ReLU)"; },
                        "forward");
-      h = lin->forward_fused(h, /*apply_relu=*/true);
+      Variable out = lin->forward_fused(h, /*apply_relu=*/true);
+      if (autograd::anomaly_forward())
+        check_anomaly(h, out, ch[i].first + " + " + ch[i + 1].first + " (Linear + ReLU)");
+      h = out;
       ++i;  // the ReLU ran inside the linear kernel
     } else {
       h = (*ch[i].second)(h);

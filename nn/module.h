@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "autograd/anomaly.h"
 #include "autograd/ops.h"
 #include "tensor/trace.h"
 
@@ -25,11 +26,17 @@ class Module {
   virtual ~Module() = default;
   virtual Variable forward(const Variable& x) = 0;
   virtual std::string type_name() const = 0;
-  // forward(), timed as one span (its trace label, else its type) while a trace records.
+  // forward(), timed as one span (its trace label, else its type) while a trace records, its
+  // output checked under --detect-anomaly.
   Variable operator()(const Variable& x) {
     trace::Span span([this] { return trace_label_.empty() ? type_name() : trace_label_; }, "forward");
-    return forward(x);
+    Variable out = forward(x);
+    if (autograd::anomaly_forward())
+      check_anomaly(x, out, trace_label_.empty() ? type_name() : trace_label_);
+    return out;
   }
+  // Throws autograd::AnomalyError naming `what` when `out` holds inf/nan and `in` does not.
+  static void check_anomaly(const Variable& in, const Variable& out, const std::string& what);
   // Labels this module and every one under it "name (Type)" with their dotted names, as the
   // model summary shows them (the root: its type), for --profiler-trace's spans.
   void label_for_trace(const std::string& name = "");

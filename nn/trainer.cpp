@@ -467,6 +467,9 @@ FitResult Trainer::fit() {
           Profiler::Scope s(profiler_, "forward");
           out = (*model_)(Variable(images));
           l = training_loss(out, labels, mixed);
+          if (autograd::anomaly_forward() && !autograd::all_finite(l.data()) &&
+              autograd::all_finite(out.data()))
+            throw autograd::AnomalyError("the training loss is inf/nan (the logits were finite)");
         }
         {
           Profiler::Scope s(profiler_, "backward");
@@ -486,7 +489,13 @@ FitResult Trainer::fit() {
         logits = graphed_->logits();
         loss = graphed_->loss();
       } else {
-        std::tie(logits, loss) = forward_backward(mixed.images, batch->labels);
+        try {
+          std::tie(logits, loss) = forward_backward(mixed.images, batch->labels);
+        } catch (const autograd::AnomalyError& e) {  // (--detect-anomaly) where in training
+          throw autograd::AnomalyError(
+              "--detect-anomaly at step " + std::to_string(state_.global_step) + " (epoch " +
+              std::to_string(epoch + 1) + ", batch " + std::to_string(b) + "): " + e.what());
+        }
       }
       if (reducer_ && step_now) {
         Profiler::Scope s(profiler_, "gradient sync");

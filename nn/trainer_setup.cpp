@@ -182,6 +182,16 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   if (cfg_.log_device_stats) device_stats_.emplace(device_);
   if (cfg_.swa_lrs > 0) swa_ = std::make_unique<WeightAverage>(*model_, 0.5);  // decay per update
   scaler_ = std::make_unique<GradScaler>(device_, precision_ == Precision::kFloat16);
+  // --detect-anomaly: modules named as the summary names them. Under fp16 loss scaling an inf
+  // gradient is expected now and then (the scaler skips that step), so only forward is checked.
+  autograd::set_detect_anomaly(cfg_.detect_anomaly, cfg_.detect_anomaly && !scaler_->enabled());
+  if (cfg_.detect_anomaly) {
+    model_->label_for_trace();
+    if (main_)
+      std::printf("--detect-anomaly: checking every module's output%s for inf/nan (slow)\n",
+                  scaler_->enabled() ? " (not the gradients: fp16 loss scaling handles inf ones)"
+                                     : " and every backward op's gradients");
+  }
   if (cfg_.cuda_graphs) {
     if (!device_.is_cuda())
       throw std::invalid_argument(
@@ -297,7 +307,9 @@ void Trainer::build_reducer() {
   reducer_ = std::make_unique<dist::Reducer>(grad_owners, *comm_, ro);
 }
 
-Trainer::~Trainer() = default;
+Trainer::~Trainer() {
+  if (cfg_.detect_anomaly) autograd::set_detect_anomaly(false, false);  // (process-wide)
+}
 
 void Trainer::reanchor_schedule(const io::Loader& loader, const ScheduleConfig& sc, int64_t accum) {
   // The epoch's batches still to run, in this run's ranks and batch size, keep the epoch's
