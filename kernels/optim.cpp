@@ -43,7 +43,8 @@ void sgd_step(float* const* params, const G* const* grads, G* const* working,
   const float lr = static_cast<float>(a.lr), mom = static_cast<float>(a.momentum),
               damp = static_cast<float>(a.dampening), wd = static_cast<float>(a.weight_decay),
               gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
-  const bool first = a.first_step, nesterov = a.nesterov, use_buf = a.momentum != 0;
+  const int64_t number = a.step - (a.step_offset ? *a.step_offset : 0);
+  const bool first = number == 1, nesterov = a.nesterov, use_buf = a.momentum != 0;
   // Clipping is a separate instantiation of the loop: a runtime test inside it would keep GCC
   // from vectorizing, and an always-on clamp costs the unclipped loop a third of its speed.
   auto run = [=]<bool kClip>() {
@@ -80,7 +81,7 @@ void adam_step(float* const* params, const G* const* grads, G* const* working,
   const float lr = static_cast<float>(a.lr), b1 = static_cast<float>(a.beta1),
               b2 = static_cast<float>(a.beta2), eps = static_cast<float>(a.eps),
               wd = static_cast<float>(a.weight_decay);
-  const double t = static_cast<double>(a.step);
+  const double t = static_cast<double>(a.step - (a.step_offset ? *a.step_offset : 0));
   const float step_size = static_cast<float>(a.lr / (1 - std::pow(a.beta1, t)));
   const float bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(a.beta2, t)));
   // As in sgd_step; the sqrt also needs -fno-math-errno (CMakeLists.txt): with errno, each

@@ -7,6 +7,10 @@
 // non-null, working[t] (may be null per tensor) receives the updated master rounded to G: the
 // fp16/bf16 copy the next forward uses, refreshed in the same pass. When skip_if is non-null
 // and *skip_if != 0 (the AMP finite check's device flag), nothing changes: no host sync.
+// The step's number (SGD's first momentum step, Adam's bias correction) is args.step, less
+// *args.step_offset when that is non-null: a device count the kernel reads when it runs (the
+// AMP scaler's skipped steps, which a skipped step adds to on the device), so that the host
+// need not wait for the previous step to know which step this one is.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +28,8 @@ constexpr int kMaxOptimTensors = 24;
 struct SgdArgs {
   double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false;
-  bool first_step = false;  // the momentum buffer is initialised to the first gradient
+  int64_t step = 1;  // 1-based; step 1 initialises the momentum buffer to the gradient
+  const int64_t* step_offset = nullptr;  // device value subtracted from step (see above)
   float grad_scale = 1.0f;
   float clip_value = std::numeric_limits<float>::infinity();
 };
@@ -33,6 +38,7 @@ struct AdamArgs {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
   bool decoupled = false;  // AdamW: p *= 1 - lr * weight_decay; Adam: g += weight_decay * p
   int64_t step = 1;        // 1-based, for bias correction
+  const int64_t* step_offset = nullptr;  // device value subtracted from step (see above)
   float grad_scale = 1.0f;
   float clip_value = std::numeric_limits<float>::infinity();
 };

@@ -50,9 +50,6 @@ GradScaler::GradScaler(const tensor::Device& dev, bool enabled, const ScalerOpti
   if (enabled) {
     inv_scale_ = scale_.slice(1, 2);
     found_inf_ = Tensor::zeros({1}, DType::kFloat32, dev);
-    skipped_host_ = Tensor::empty({1}, DType::kInt64, tensor::Device::cpu(), dev.is_cuda());
-    skipped_host_.data<int64_t>()[0] = 0;
-    if (dev.is_cuda()) copied_ = tensor::Event(dev);
   }
 }
 
@@ -65,26 +62,6 @@ void GradScaler::update() {
   if (!enabled_) return;
   tensor::update_loss_scale_(scale_, tracker_, skipped_, found_inf_, opt_.growth_factor,
                              opt_.backoff_factor, opt_.growth_interval);
-  if (skipped_.device().is_cuda()) {
-    skipped_host_.copy_from(skipped_, /*async=*/true);
-    copied_.record(tensor::current_stream(skipped_.device()));
-    copy_pending_ = true;
-  }
-}
-
-int64_t GradScaler::skipped_before_current() {
-  if (!enabled_) return 0;
-  if (!skipped_.device().is_cuda()) return skipped_.data<int64_t>()[0];
-  // No update yet in this process (the first step, also after a resume that loaded the count
-  // from a checkpoint): one synchronous read. Afterwards, the previous update's async copy.
-  if (!copy_pending_) return skipped_steps();
-  copied_.synchronize();
-  return skipped_host_.data<int64_t>()[0];
-}
-
-void GradScaler::state_restored() {
-  if (copy_pending_) copied_.synchronize();  // (its pinned buffer is then free again)
-  copy_pending_ = false;
 }
 
 double GradScaler::scale() { return scale_.to(tensor::Device::cpu()).data<float>()[0]; }
@@ -104,7 +81,7 @@ void scaled_step(Optimizer& opt, GradScaler& scaler, float grad_scale, int64_t g
   Tensor skip_if, factor;
   if (scaler.enabled()) {
     scaler.check(grads);
-    opt.set_step_count(global_step - scaler.skipped_before_current());
+    opt.set_step_count(global_step, scaler.skipped_counter());  // (read on the device)
     skip_if = scaler.found_inf();
     factor = scaler.inv_scale();
   }

@@ -6,9 +6,10 @@
 // (no separate unscale pass, no fp16 underflow) and skips the whole step on the device when
 // the flag is set; update() then halves the scale on overflow or doubles it after
 // growth_interval (2000) clean steps in a row. Everything stays on the device: no host sync
-// in the step. The host learns how many steps were skipped one step late (an async copy and
-// an event), which is exactly what the optimizer's step counter (Adam's bias correction, SGD's
-// first momentum step) needs before the next step.
+// in the step. The optimizer's step number (Adam's bias correction, SGD's first momentum step)
+// is the host's count of steps tried less the device's count of steps skipped, which the
+// optimizer's kernels read when they run (PyTorch's "capturable" optimizers keep their step on
+// the device for the same reason): the host never waits to learn whether a step was skipped.
 #pragma once
 
 #include <string>
@@ -16,7 +17,6 @@
 #include <vector>
 
 #include "nn/optim.h"
-#include "tensor/stream.h"
 #include "tensor/tensor.h"
 
 namespace mlai::nn {
@@ -51,11 +51,11 @@ class GradScaler {
 
   // Checks the (still scaled) gradients for inf/nan into found_inf().
   void check(std::vector<tensor::Tensor>& grads);
-  // Scale update for this step (after the optimizer step), then starts the async copy of the
-  // skipped-step count to the host.
+  // Scale update for this step (after the optimizer step).
   void update();
-  // Steps skipped before the current one (waits only for the previous update).
-  int64_t skipped_before_current();
+  // The device's count of skipped steps (int64 [1]; zero and never changed when disabled):
+  // what Optimizer::set_step_count subtracts on the device.
+  const tensor::Tensor& skipped_counter() const { return skipped_; }
 
   // Host reads (a device sync): the current scale and all skipped steps so far.
   double scale();
@@ -64,26 +64,19 @@ class GradScaler {
   // For checkpoints: "scale" (float32 [2]: scale, 1/scale), "growth_tracker" (int32 [1]),
   // "skipped_steps" (int64 [1]); loading writes into them in place.
   std::vector<std::pair<std::string, tensor::Tensor*>> state();
-  // After state() was written into other than by a checkpoint load at start-up (--lr-find puts
-  // the saved state back): the next skipped_before_current() reads the tensors again instead
-  // of an earlier update's copy.
-  void state_restored();
 
  private:
   bool enabled_;
   ScalerOptions opt_;
   tensor::Tensor scale_, seed_, inv_scale_, tracker_, skipped_, found_inf_;
-  tensor::Tensor skipped_host_;  // pinned, written by the async copy
-  tensor::Event copied_;
-  bool copy_pending_ = false;
 };
 
 // The optimizer part of a training step under the scaler (what Trainer runs after backward
 // and the gradient allreduce): checks every gradient the optimizer will read, sets its step
-// count to the steps actually taken before this one (global_step minus skipped steps: Adam's
-// bias correction and SGD's first momentum step as in PyTorch, where a skipped step never
-// reaches the optimizer), steps with 1/scale folded in (the device skips it on overflow) and
-// updates the scale. Without scaling (fp32, bf16) it is opt.step(grad_scale).
+// count to the steps actually taken before this one (global_step less the device's count of
+// skipped steps, which the optimizer's kernels subtract: Adam's bias correction and SGD's first
+// momentum step as in PyTorch, where a skipped step never reaches the optimizer), steps with
+// 1/scale folded in (the device skips it on overflow) and updates the scale. Without scaling (fp32, bf16) it is opt.step(grad_scale).
 // clip_norm > 0: gradient-norm clipping of the true (averaged, unscaled) gradients, as
 // clip_grad_norm_ after GradScaler.unscale_: the clip factor joins 1/scale in the optimizer's
 // read, computed on the device (no host sync, no extra pass writing the gradients).

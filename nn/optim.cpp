@@ -20,8 +20,13 @@ Optimizer::Optimizer(std::vector<std::pair<std::string, Variable>> params,
   group_of_.assign(params_.size(), 0);
 }
 
+int64_t Optimizer::step_count() const {
+  if (!step_offset_.defined()) return steps_;
+  return steps_ - step_offset_.to(tensor::Device::cpu()).data<int64_t>()[0];
+}
+
 int Optimizer::add_group(const std::vector<std::string>& names, double lr) {
-  return add_group(names, lr, steps_);
+  return add_group(names, lr, step_count());
 }
 
 int Optimizer::add_group(const std::vector<std::string>& names, double lr, int64_t start) {
@@ -167,10 +172,10 @@ void SGD::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale)
     a.dampening = cfg_.dampening;
     a.weight_decay = l.decay;
     a.nesterov = cfg_.nesterov;
-    a.first_step = group_steps(l.group) == 0;
+    a.step = group_steps(l.group) + 1;
     if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
     a.grad_scale = grad_scale;
-    if (!p.empty()) tensor::sgd_step_(p, g, w, m, a, inv_scale, skip_if);
+    if (!p.empty()) tensor::sgd_step_(p, g, w, m, a, inv_scale, skip_if, step_offset_);
   }
   ++steps_;
 }
@@ -199,7 +204,7 @@ void Adam::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale
     a.step = group_steps(l.group) + 1;
     if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
     a.grad_scale = grad_scale;
-    if (!p.empty()) tensor::adam_step_(p, g, w, m, v, a, inv_scale, skip_if);
+    if (!p.empty()) tensor::adam_step_(p, g, w, m, v, a, inv_scale, skip_if, step_offset_);
   }
   ++steps_;
 }

@@ -47,9 +47,17 @@ class Optimizer {
   // Group 0's rate (the schedule's).
   double lr() const { return cfg_.lr; }
   void set_lr(double lr) { cfg_.lr = lr; }
-  // Steps taken since construction (group 0's step count).
-  int64_t step_count() const { return steps_; }
-  void set_step_count(int64_t s) { steps_ = s; }
+  // Steps taken since construction (group 0's step count). While a device offset is set (see
+  // set_step_count) this reads it: a device sync, for checkpoints and the like.
+  int64_t step_count() const;
+  // The count of steps taken is s; or, given `minus` (an int64 [1] on the parameters' device
+  // that the device changes between steps: the AMP scaler's skipped steps), s - minus[0], which
+  // the step's kernels read when they run, so that the host never waits to learn it. Each
+  // step() adds 1 to s.
+  void set_step_count(int64_t s, const Tensor& minus = Tensor()) {
+    steps_ = s;
+    step_offset_ = minus;
+  }
 
   // Parameter groups, as torch.optim's param_groups: group 0 holds every parameter at first.
   // add_group moves the named parameters into a new group with its own rate, whose step count
@@ -76,7 +84,7 @@ class Optimizer {
   void gather(std::vector<Tensor>& p, std::vector<Tensor>& g, std::vector<Tensor>& w,
               std::vector<std::vector<Tensor>*> slots_out, std::vector<int> slots,
               int decayed = -1, int group = -1) const;
-  // Group g's step count before this step (0 for a group's first) and rate.
+  // Group g's step count before this step (0 for a group's first), less step_offset_[0].
   int64_t group_steps(int g) const { return steps_ - group_start(g); }
   // Whether parameter i gets weight decay.
   bool decays(size_t i) const;
@@ -94,6 +102,7 @@ class Optimizer {
   std::vector<std::vector<Tensor>> slots_;  // slots_[s][i]: state s of parameter i
   OptimizerConfig cfg_;
   int64_t steps_ = 0;
+  Tensor step_offset_;  // undefined, or the device count subtracted from steps_
 
  private:
   struct Group {

@@ -116,7 +116,6 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
   }
 
   for (auto& [dst, copy] : saved) dst->copy_from(copy);
-  scaler_->state_restored();
   model_->refresh_working_parameters();
   opt_->set_step_count(opt_steps);
   opt_->set_lr(lr_before);

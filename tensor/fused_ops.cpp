@@ -133,6 +133,14 @@ const float* opt_ptr(const Tensor& t, const Device& dev, const char* what) {
   return t.data<float>();
 }
 
+const int64_t* offset_ptr(const Tensor& t, const Device& dev) {
+  if (!t.defined()) return nullptr;
+  if (t.dtype() != DType::kInt64 || t.device() != dev || t.numel() < 1)
+    throw std::invalid_argument("optimizer step: step_offset is " + t.str() +
+                                " (an int64 value on " + dev.str() + " expected)");
+  return t.data<int64_t>();
+}
+
 // The tensors of one launch family: those whose gradients share a dtype.
 struct StepGroup {
   DType grad_dtype;
@@ -196,9 +204,12 @@ void with_typed(const StepGroup& sg, const std::vector<Tensor>& grads,
 
 void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                const std::vector<Tensor>& working, const std::vector<Tensor>& momentum,
-               const kernels::SgdArgs& args, const Tensor& inv_scale, const Tensor& skip_if) {
+               const kernels::SgdArgs& sgd, const Tensor& inv_scale, const Tensor& skip_if,
+               const Tensor& step_offset) {
   if (params.empty()) return;
   const Device dev = params[0].device();
+  kernels::SgdArgs args = sgd;
+  args.step_offset = offset_ptr(step_offset, dev);
   const float* inv = opt_ptr(inv_scale, dev, "inv_scale");
   const float* skip = opt_ptr(skip_if, dev, "skip_if");
   for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
@@ -216,10 +227,12 @@ void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
 
 void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                 const std::vector<Tensor>& working, const std::vector<Tensor>& exp_avg,
-                const std::vector<Tensor>& exp_avg_sq, const kernels::AdamArgs& args,
-                const Tensor& inv_scale, const Tensor& skip_if) {
+                const std::vector<Tensor>& exp_avg_sq, const kernels::AdamArgs& adam,
+                const Tensor& inv_scale, const Tensor& skip_if, const Tensor& step_offset) {
   if (params.empty()) return;
   const Device dev = params[0].device();
+  kernels::AdamArgs args = adam;
+  args.step_offset = offset_ptr(step_offset, dev);
   const float* inv = opt_ptr(inv_scale, dev, "inv_scale");
   const float* skip = opt_ptr(skip_if, dev, "skip_if");
   for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {

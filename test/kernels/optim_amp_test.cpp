@@ -56,6 +56,7 @@ kernels::SgdArgs sgd_args() {
   a.momentum = 0.9;
   a.weight_decay = 1e-4;
   a.nesterov = true;
+  a.step = 3;
   a.grad_scale = 0.5f;
   return a;
 }
@@ -113,6 +114,41 @@ TEST(OptimAmp, SkipFlagLeavesEverythingAlone) {
     EXPECT_EQ(f32(p.params[i]), w0[i]);
     EXPECT_EQ(f32(p.working[i]), f32(before.working[i]));
     EXPECT_EQ(f32(p.s1[i]), f32(before.s1[i]));
+  }
+}
+
+// The step number read on the device: step 5 less an offset of 4 is step 1 (SGD's momentum
+// buffer starts as the gradient, Adam's bias correction has t = 1), bit for bit what a step
+// numbered 1 on the host gives, and not what step 5 gives. A bad offset tensor is refused.
+TEST(OptimAmp, StepOffsetIsSubtractedOnTheDevice) {
+  for (bool adam : {false, true}) {
+    SCOPED_TRACE(adam ? "adam" : "sgd");
+    // (three equal problems: to() on the same device would share the tensors)
+    Problem host = make(DType::kFloat16, 30, 21), dev = make(DType::kFloat16, 30, 21),
+            late = make(DType::kFloat16, 30, 21);
+    kernels::SgdArgs s = sgd_args();
+    s.dampening = 0.5;  // (so that a first step differs from a later one)
+    s.nesterov = false;
+    kernels::AdamArgs a = adam_args();
+    const Tensor inv = Tensor::full({1}, 1.0 / 1024);
+    auto run = [&](Problem& p, int64_t number, const Tensor& offset) {
+      s.step = a.step = number;
+      if (adam) {
+        adam_step_(p.params, p.grads, p.working, p.s1, p.s2, a, inv, Tensor(), offset);
+      } else {
+        sgd_step_(p.params, p.grads, p.working, p.s1, s, inv, Tensor(), offset);
+      }
+    };
+    run(host, 1, Tensor());
+    run(dev, 5, Tensor::from_vector(std::vector<int64_t>{4}, {1}));
+    run(late, 5, Tensor());
+    for (size_t i = 0; i < host.params.size(); ++i) {
+      ASSERT_EQ(f32(dev.params[i]), f32(host.params[i])) << "master " << i;
+      ASSERT_EQ(f32(dev.s1[i]), f32(host.s1[i])) << "state " << i;
+      ASSERT_EQ(f32(dev.working[i]), f32(host.working[i])) << "working copy " << i;
+    }
+    EXPECT_NE(f32(late.params[1]), f32(host.params[1])) << "step 5 is not step 1";
+    EXPECT_THROW(run(dev, 5, Tensor::full({1}, 4.0)), std::invalid_argument);  // float32
   }
 }
 
@@ -297,6 +333,40 @@ TEST(OptimAmpCuda, StepsMatchTheCpu) {
                 << i;
           }
         }
+      }
+    }
+  }
+}
+
+// The step number read on the device (the AMP path's skipped-step offset), against the CPU:
+// SGD's first step and Adam's bias terms worked out in the kernel.
+TEST(OptimAmpCuda, StepOffsetMatchesTheCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+  const Device gpu = Device::cuda(0);
+  for (bool adam : {false, true}) {
+    for (int64_t offset : {4, 2}) {  // step 5 as step 1, and as step 3
+      SCOPED_TRACE(std::string(adam ? "adam" : "sgd") + " offset " + std::to_string(offset));
+      Problem cpu = make(DType::kFloat16, 50, 23);
+      Problem dev = to(cpu, gpu);
+      kernels::SgdArgs s = sgd_args();
+      s.dampening = 0.5;
+      s.nesterov = false;
+      kernels::AdamArgs a = adam_args();
+      s.step = a.step = 5;
+      const Tensor inv = Tensor::full({1}, 1.0 / 1024);
+      const Tensor off = Tensor::from_vector(std::vector<int64_t>{offset}, {1});
+      for (Problem* p : {&cpu, &dev}) {
+        const Device d = p == &cpu ? Device::cpu() : gpu;
+        if (adam) {
+          adam_step_(p->params, p->grads, p->working, p->s1, p->s2, a, inv.to(d), Tensor(),
+                     off.to(d));
+        } else {
+          sgd_step_(p->params, p->grads, p->working, p->s1, s, inv.to(d), Tensor(), off.to(d));
+        }
+      }
+      for (size_t i = 0; i < cpu.params.size(); ++i) {
+        EXPECT_LT(max_rel_error(dev.params[i].to(Device::cpu()), cpu.params[i]), 1e-5) << i;
+        EXPECT_LT(max_rel_error(dev.s1[i].to(Device::cpu()), cpu.s1[i]), 1e-5) << i;
       }
     }
   }
