@@ -40,11 +40,10 @@ void sgd_step(float* const* params, const G* const* grads, G* const* working,
   // Options in locals and __restrict pointers, so that GCC unswitches the branches and
   // vectorizes the loop (read through `a` with aliasing pointers it stays scalar, "control flow
   // in loop": 5x slower). The arithmetic per element is unchanged, so results are bit-identical.
-  const float lr = static_cast<float>(a.lr), mom = static_cast<float>(a.momentum),
+  const float lr = static_cast<float>(rate_of(a)), mom = static_cast<float>(a.momentum),
               damp = static_cast<float>(a.dampening), wd = static_cast<float>(a.weight_decay),
               gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
-  const int64_t number = a.step - (a.step_offset ? *a.step_offset : 0);
-  const bool first = number == 1, nesterov = a.nesterov, use_buf = a.momentum != 0;
+  const bool first = step_of(a) == 1, nesterov = a.nesterov, use_buf = a.momentum != 0;
   // Clipping is a separate instantiation of the loop: a runtime test inside it would keep GCC
   // from vectorizing, and an always-on clamp costs the unclipped loop a third of its speed.
   auto run = [=]<bool kClip>() {
@@ -78,11 +77,12 @@ void adam_step(float* const* params, const G* const* grads, G* const* working,
                float* const* exp_avg, float* const* exp_avg_sq, const int64_t* sizes, int count,
                const AdamArgs& a, const float* inv_scale, const float* skip_if) {
   if (skip_if && *skip_if != 0.0f) return;
-  const float lr = static_cast<float>(a.lr), b1 = static_cast<float>(a.beta1),
+  const double rate = rate_of(a);
+  const float lr = static_cast<float>(rate), b1 = static_cast<float>(a.beta1),
               b2 = static_cast<float>(a.beta2), eps = static_cast<float>(a.eps),
               wd = static_cast<float>(a.weight_decay);
-  const double t = static_cast<double>(a.step - (a.step_offset ? *a.step_offset : 0));
-  const float step_size = static_cast<float>(a.lr / (1 - std::pow(a.beta1, t)));
+  const double t = static_cast<double>(step_of(a));
+  const float step_size = static_cast<float>(rate / (1 - std::pow(a.beta1, t)));
   const float bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(a.beta2, t)));
   // As in sgd_step; the sqrt also needs -fno-math-errno (CMakeLists.txt): with errno, each
   // sqrt is a branch to sqrtf for negative inputs and the loop stays scalar (4x slower).

@@ -40,9 +40,9 @@ template <class G>
 __global__ void sgd_kernel(Group<G> gr, SgdArgs a, const float* inv_scale, const float* skip_if) {
   if (skip_if && *skip_if != 0.0f) return;
   const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f);
-  const float lr = static_cast<float>(a.lr), mom = static_cast<float>(a.momentum),
+  const float lr = static_cast<float>(rate_of(a)), mom = static_cast<float>(a.momentum),
               damp = static_cast<float>(a.dampening), wd = static_cast<float>(a.weight_decay);
-  const bool first = a.step - (a.step_offset ? *a.step_offset : 0) == 1;
+  const bool first = step_of(a) == 1;
   const int64_t total = gr.prefix[gr.count];
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -64,22 +64,27 @@ __global__ void sgd_kernel(Group<G> gr, SgdArgs a, const float* inv_scale, const
 }
 
 // Adam's step size lr / (1 - beta1^t) and sqrt(1 - beta2^t), in double as on the CPU.
-__host__ __device__ inline void adam_bias_terms(const AdamArgs& a, int64_t t, float* step_size,
+__host__ __device__ inline void adam_bias_terms(const AdamArgs& a, float* step_size,
                                                 float* bc2_sqrt) {
-  const double td = static_cast<double>(t);
-  *step_size = static_cast<float>(a.lr / (1 - pow(a.beta1, td)));
-  *bc2_sqrt = static_cast<float>(sqrt(1 - pow(a.beta2, td)));
+  const double t = static_cast<double>(step_of(a));
+  *step_size = static_cast<float>(rate_of(a) / (1 - pow(a.beta1, t)));
+  *bc2_sqrt = static_cast<float>(sqrt(1 - pow(a.beta2, t)));
 }
 
-// step_size and bc2_sqrt come from the host, unless a.step_offset is set: then each thread
-// works them out from the step number it reads (a few double operations, once per thread).
+// Whether the step number or the rate is read on the device.
+__host__ __device__ inline bool on_device(const AdamArgs& a) {
+  return a.step_offset != nullptr || a.lr_and_step != nullptr;
+}
+
+// step_size and bc2_sqrt come from the host, unless the step number or rate is read on the
+// device: then each thread works them out (a few double operations, once per thread).
 template <class G>
 __global__ void adam_kernel(Group<G> gr, AdamArgs a, float step_size, float bc2_sqrt,
                             const float* inv_scale, const float* skip_if) {
   if (skip_if && *skip_if != 0.0f) return;
-  if (a.step_offset) adam_bias_terms(a, a.step - *a.step_offset, &step_size, &bc2_sqrt);
+  if (on_device(a)) adam_bias_terms(a, &step_size, &bc2_sqrt);
   const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f);
-  const float lr = static_cast<float>(a.lr), b1 = static_cast<float>(a.beta1),
+  const float lr = static_cast<float>(rate_of(a)), b1 = static_cast<float>(a.beta1),
               b2 = static_cast<float>(a.beta2), eps = static_cast<float>(a.eps),
               wd = static_cast<float>(a.weight_decay);
   const int64_t total = gr.prefix[gr.count];
@@ -155,7 +160,7 @@ void adam_step(float* const* params, const G* const* grads, G* const* working,
                const AdamArgs& args, const float* inv_scale, const float* skip_if,
                StreamHandle stream) {
   float step_size = 0, bc2_sqrt = 0;
-  if (!args.step_offset) adam_bias_terms(args, args.step, &step_size, &bc2_sqrt);
+  if (!on_device(args)) adam_bias_terms(args, &step_size, &bc2_sqrt);
   for_each_group<G>(params, grads, working, exp_avg, exp_avg_sq, sizes, count,
                     [&](const Group<G>& gr) {
                       adam_kernel<G><<<dev::grid_size(gr.prefix[gr.count]), dev::kBlock, 0,

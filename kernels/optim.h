@@ -10,7 +10,9 @@
 // The step's number (SGD's first momentum step, Adam's bias correction) is args.step, less
 // *args.step_offset when that is non-null: a device count the kernel reads when it runs (the
 // AMP scaler's skipped steps, which a skipped step adds to on the device), so that the host
-// need not wait for the previous step to know which step this one is.
+// need not wait for the previous step to know which step this one is. When args.lr_and_step is
+// non-null, the rate and the step number are read from there on the device too (a step
+// captured into a CUDA graph then runs each replay with the values written before it).
 #pragma once
 
 #include <cstdint>
@@ -30,6 +32,7 @@ struct SgdArgs {
   bool nesterov = false;
   int64_t step = 1;  // 1-based; step 1 initialises the momentum buffer to the gradient
   const int64_t* step_offset = nullptr;  // device value subtracted from step (see above)
+  const double* lr_and_step = nullptr;   // device {lr, step} replacing lr and step (see above)
   float grad_scale = 1.0f;
   float clip_value = std::numeric_limits<float>::infinity();
 };
@@ -39,9 +42,27 @@ struct AdamArgs {
   bool decoupled = false;  // AdamW: p *= 1 - lr * weight_decay; Adam: g += weight_decay * p
   int64_t step = 1;        // 1-based, for bias correction
   const int64_t* step_offset = nullptr;  // device value subtracted from step (see above)
+  const double* lr_and_step = nullptr;   // device {lr, step} replacing lr and step (see above)
   float grad_scale = 1.0f;
   float clip_value = std::numeric_limits<float>::infinity();
 };
+
+#if defined(__CUDACC__)
+#define MLAI_OPTIM_HD __host__ __device__ __forceinline__
+#else
+#define MLAI_OPTIM_HD inline
+#endif
+// The rate and the step number a step runs with (read where the kernel runs).
+template <class Args>
+MLAI_OPTIM_HD double rate_of(const Args& a) {
+  return a.lr_and_step ? a.lr_and_step[0] : a.lr;
+}
+template <class Args>
+MLAI_OPTIM_HD int64_t step_of(const Args& a) {
+  return (a.lr_and_step ? static_cast<int64_t>(a.lr_and_step[1]) : a.step) -
+         (a.step_offset ? *a.step_offset : 0);
+}
+#undef MLAI_OPTIM_HD
 
 #define MLAI_OPTIM_DECLS(...)                                                                 \
   template <class G>                                                                          \

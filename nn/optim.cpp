@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 
+#include "tensor/cuda_graph.h"
 #include "tensor/fused_ops.h"
 #include "tensor/ops.h"
 
@@ -23,6 +24,36 @@ Optimizer::Optimizer(std::vector<std::pair<std::string, Variable>> params,
 int64_t Optimizer::step_count() const {
   if (!step_offset_.defined()) return steps_;
   return steps_ - step_offset_.to(tensor::Device::cpu()).data<int64_t>()[0];
+}
+
+void Optimizer::set_capturable(bool on) {
+  if (!on || params_.empty()) {
+    lr_and_step_ = Tensor();
+    return;
+  }
+  lr_and_step_ = Tensor::zeros({2 * kMaxCapturableGroups}, DType::kFloat64,
+                               params_[0].second.device());
+}
+
+void Optimizer::stage() {
+  if (!capturable()) return;
+  if (group_count() > kMaxCapturableGroups)
+    throw std::invalid_argument("optimizer: " + std::to_string(group_count()) +
+                                " parameter groups, a capturable step takes at most " +
+                                std::to_string(kMaxCapturableGroups));
+  for (int g = 0; g < group_count(); ++g) {
+    Tensor lr = lr_and_step_.slice(2 * g, 2 * g + 1), step = lr_and_step_.slice(2 * g + 1, 2 * g + 2);
+    tensor::fill_(lr, group_lr(g));
+    tensor::fill_(step, static_cast<double>(group_steps(g) + 1));
+  }
+}
+
+void Optimizer::stage_unless_capturing() {
+  if (capturable() && !tensor::capturing(lr_and_step_.device())) stage();
+}
+
+Tensor Optimizer::device_scalars(int g) const {
+  return capturable() ? lr_and_step_.slice(2 * g, 2 * g + 2) : Tensor();
 }
 
 int Optimizer::add_group(const std::vector<std::string>& names, double lr) {
@@ -159,6 +190,7 @@ SGD::SGD(std::vector<std::pair<std::string, Variable>> params, const OptimizerCo
 }
 
 void SGD::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {
+  stage_unless_capturing();
   for (const Launch& l : launches()) {  // one fused launch family each
     std::vector<Tensor> p, g, w, m;
     if (cfg_.momentum != 0) {
@@ -175,7 +207,8 @@ void SGD::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale)
     a.step = group_steps(l.group) + 1;
     if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
     a.grad_scale = grad_scale;
-    if (!p.empty()) tensor::sgd_step_(p, g, w, m, a, inv_scale, skip_if, step_offset_);
+    if (!p.empty())
+      tensor::sgd_step_(p, g, w, m, a, inv_scale, skip_if, step_offset_, device_scalars(l.group));
   }
   ++steps_;
 }
@@ -191,6 +224,7 @@ Adam::Adam(std::vector<std::pair<std::string, Variable>> params, const Optimizer
 }
 
 void Adam::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {
+  stage_unless_capturing();
   for (const Launch& l : launches()) {  // one fused launch family each
     std::vector<Tensor> p, g, w, m, v;
     gather(p, g, w, {&m, &v}, {0, 1}, l.decayed, l.group);
@@ -204,7 +238,9 @@ void Adam::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale
     a.step = group_steps(l.group) + 1;
     if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
     a.grad_scale = grad_scale;
-    if (!p.empty()) tensor::adam_step_(p, g, w, m, v, a, inv_scale, skip_if, step_offset_);
+    if (!p.empty())
+      tensor::adam_step_(p, g, w, m, v, a, inv_scale, skip_if, step_offset_,
+                         device_scalars(l.group));
   }
   ++steps_;
 }

@@ -59,6 +59,17 @@ class Optimizer {
     step_offset_ = minus;
   }
 
+  // Capturable steps (PyTorch's capturable=True): step() reads each parameter group's rate and
+  // step number from a device buffer, so that a step captured into a CUDA graph
+  // (--cuda-graphs) runs each replay with that replay's values. stage() writes them from the
+  // host's (a few tiny launches on the stream); step() stages them itself, except while the
+  // stream is being captured: then whoever replays the graph calls stage() before each replay.
+  // At most kMaxCapturableGroups parameter groups.
+  static constexpr int kMaxCapturableGroups = 8;
+  void set_capturable(bool on);
+  bool capturable() const { return lr_and_step_.defined(); }
+  void stage();
+
   // Parameter groups, as torch.optim's param_groups: group 0 holds every parameter at first.
   // add_group moves the named parameters into a new group with its own rate, whose step count
   // starts at 0 now (torch's per-parameter state["step"] for parameters first stepped now: the
@@ -103,6 +114,11 @@ class Optimizer {
   OptimizerConfig cfg_;
   int64_t steps_ = 0;
   Tensor step_offset_;  // undefined, or the device count subtracted from steps_
+  Tensor lr_and_step_;  // capturable: float64 {lr, step} per parameter group, on the device
+  // Group g's {lr, step} on the device when capturable, else undefined (the kernels then take
+  // the host's values); what step() calls first.
+  Tensor device_scalars(int g) const;
+  void stage_unless_capturing();
 
  private:
   struct Group {

@@ -141,6 +141,14 @@ const int64_t* offset_ptr(const Tensor& t, const Device& dev) {
   return t.data<int64_t>();
 }
 
+const double* lr_step_ptr(const Tensor& t, const Device& dev) {
+  if (!t.defined()) return nullptr;
+  if (t.dtype() != DType::kFloat64 || t.device() != dev || t.numel() < 2 || !t.is_contiguous())
+    throw std::invalid_argument("optimizer step: lr_and_step is " + t.str() +
+                                " (float64 {lr, step} on " + dev.str() + " expected)");
+  return t.data<double>();
+}
+
 // The tensors of one launch family: those whose gradients share a dtype.
 struct StepGroup {
   DType grad_dtype;
@@ -205,11 +213,12 @@ void with_typed(const StepGroup& sg, const std::vector<Tensor>& grads,
 void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                const std::vector<Tensor>& working, const std::vector<Tensor>& momentum,
                const kernels::SgdArgs& sgd, const Tensor& inv_scale, const Tensor& skip_if,
-               const Tensor& step_offset) {
+               const Tensor& step_offset, const Tensor& lr_and_step) {
   if (params.empty()) return;
   const Device dev = params[0].device();
   kernels::SgdArgs args = sgd;
   args.step_offset = offset_ptr(step_offset, dev);
+  args.lr_and_step = lr_step_ptr(lr_and_step, dev);
   const float* inv = opt_ptr(inv_scale, dev, "inv_scale");
   const float* skip = opt_ptr(skip_if, dev, "skip_if");
   for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
@@ -228,11 +237,13 @@ void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
 void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                 const std::vector<Tensor>& working, const std::vector<Tensor>& exp_avg,
                 const std::vector<Tensor>& exp_avg_sq, const kernels::AdamArgs& adam,
-                const Tensor& inv_scale, const Tensor& skip_if, const Tensor& step_offset) {
+                const Tensor& inv_scale, const Tensor& skip_if, const Tensor& step_offset,
+                const Tensor& lr_and_step) {
   if (params.empty()) return;
   const Device dev = params[0].device();
   kernels::AdamArgs args = adam;
   args.step_offset = offset_ptr(step_offset, dev);
+  args.lr_and_step = lr_step_ptr(lr_and_step, dev);
   const float* inv = opt_ptr(inv_scale, dev, "inv_scale");
   const float* skip = opt_ptr(skip_if, dev, "skip_if");
   for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {

@@ -38,16 +38,19 @@ void topk_hits_(const Tensor& logits, const Tensor& target, int64_t k, Tensor& h
 // the updated master. inv_scale: undefined or a float32 value on the device multiplying every
 // gradient (1/loss scale). skip_if: undefined, or a float32 value (non-zero skips the step).
 // step_offset: undefined, or an int64 value on the device subtracted from args.step when the
-// kernel runs (it sets args.step_offset; see kernels/optim.h).
+// kernel runs; lr_and_step: undefined, or float64 {lr, step} on the device replacing args.lr
+// and args.step when it runs (they set args.step_offset and args.lr_and_step; see
+// kernels/optim.h).
 void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                const std::vector<Tensor>& working, const std::vector<Tensor>& momentum,
                const kernels::SgdArgs& args, const Tensor& inv_scale = Tensor(),
-               const Tensor& skip_if = Tensor(), const Tensor& step_offset = Tensor());
+               const Tensor& skip_if = Tensor(), const Tensor& step_offset = Tensor(),
+               const Tensor& lr_and_step = Tensor());
 void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                 const std::vector<Tensor>& working, const std::vector<Tensor>& exp_avg,
                 const std::vector<Tensor>& exp_avg_sq, const kernels::AdamArgs& args,
                 const Tensor& inv_scale = Tensor(), const Tensor& skip_if = Tensor(),
-                const Tensor& step_offset = Tensor());
+                const Tensor& step_offset = Tensor(), const Tensor& lr_and_step = Tensor());
 
 // avg[t] = decay * avg[t] + (1 - decay) * cur[t] for float32 tensors on one device, matched by
 // position and size (kernels::ema_update: a few launches for a whole model).

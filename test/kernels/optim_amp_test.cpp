@@ -152,6 +152,38 @@ TEST(OptimAmp, StepOffsetIsSubtractedOnTheDevice) {
   }
 }
 
+// A capturable step's {lr, step} on the device replace the host's (here deliberately wrong),
+// and the step offset still applies: bit for bit the step with the right host values.
+TEST(OptimAmp, LrAndStepAreReadOnTheDevice) {
+  for (bool adam : {false, true}) {
+    SCOPED_TRACE(adam ? "adam" : "sgd");
+    Problem host = make(DType::kBFloat16, 30, 31), dev = make(DType::kBFloat16, 30, 31);
+    kernels::SgdArgs s = sgd_args();
+    s.dampening = 0.5;
+    s.nesterov = false;
+    kernels::AdamArgs a = adam_args();
+    const Tensor inv = Tensor::full({1}, 1.0 / 1024);
+    auto run = [&](Problem& p, double lr, int64_t number, const Tensor& offset,
+                   const Tensor& lr_step) {
+      s.lr = a.lr = lr;
+      s.step = a.step = number;
+      if (adam) {
+        adam_step_(p.params, p.grads, p.working, p.s1, p.s2, a, inv, Tensor(), offset, lr_step);
+      } else {
+        sgd_step_(p.params, p.grads, p.working, p.s1, s, inv, Tensor(), offset, lr_step);
+      }
+    };
+    run(host, 0.03, 2, Tensor(), Tensor());  // step 2 at rate 0.03
+    run(dev, 7.0, 40, Tensor::from_vector(std::vector<int64_t>{1}, {1}),
+        Tensor::from_vector(std::vector<double>{0.03, 3.0}, {2}));  // 3 - 1 = 2
+    for (size_t i = 0; i < host.params.size(); ++i) {
+      ASSERT_EQ(f32(dev.params[i]), f32(host.params[i])) << "master " << i;
+      ASSERT_EQ(f32(dev.s1[i]), f32(host.s1[i])) << "state " << i;
+    }
+    EXPECT_THROW(run(dev, 0.03, 2, Tensor(), Tensor::full({2}, 1.0)), std::invalid_argument);
+  }
+}
+
 TEST(OptimAmp, CheckOnlyPassFlagsWithoutWriting) {
   for (DType dt : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
     std::vector<Tensor> ts{rand({1000}, dt, -5, 5, 1), rand({7}, DType::kFloat32, -5, 5, 2)};
@@ -368,6 +400,36 @@ TEST(OptimAmpCuda, StepOffsetMatchesTheCpu) {
         EXPECT_LT(max_rel_error(dev.params[i].to(Device::cpu()), cpu.params[i]), 1e-5) << i;
         EXPECT_LT(max_rel_error(dev.s1[i].to(Device::cpu()), cpu.s1[i]), 1e-5) << i;
       }
+    }
+  }
+}
+
+// The capturable step's device {lr, step} on the GPU against the CPU.
+TEST(OptimAmpCuda, DeviceLrAndStepMatchTheCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+  const Device gpu = Device::cuda(0);
+  for (bool adam : {false, true}) {
+    SCOPED_TRACE(adam ? "adam" : "sgd");
+    Problem cpu = make(DType::kFloat16, 50, 29);
+    Problem dev = to(cpu, gpu);
+    kernels::SgdArgs s = sgd_args();
+    kernels::AdamArgs a = adam_args();
+    s.lr = a.lr = 7.0;  // wrong on purpose: the device values rule
+    const Tensor inv = Tensor::full({1}, 1.0 / 1024);
+    const Tensor lr_step = Tensor::from_vector(std::vector<double>{0.01, 4.0}, {2});
+    for (Problem* p : {&cpu, &dev}) {
+      const Device d = p == &cpu ? Device::cpu() : gpu;
+      if (adam) {
+        adam_step_(p->params, p->grads, p->working, p->s1, p->s2, a, inv.to(d), Tensor(),
+                   Tensor(), lr_step.to(d));
+      } else {
+        sgd_step_(p->params, p->grads, p->working, p->s1, s, inv.to(d), Tensor(), Tensor(),
+                  lr_step.to(d));
+      }
+    }
+    for (size_t i = 0; i < cpu.params.size(); ++i) {
+      EXPECT_LT(max_rel_error(dev.params[i].to(Device::cpu()), cpu.params[i]), 1e-5) << i;
+      EXPECT_LT(max_rel_error(dev.s1[i].to(Device::cpu()), cpu.s1[i]), 1e-5) << i;
     }
   }
 }

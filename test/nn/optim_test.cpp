@@ -1,6 +1,7 @@
 // Optimizers against steps computed by hand (PyTorch's update rules), and the LR schedules.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <limits>
 
 #include "nn/lr_schedule.h"
@@ -143,6 +144,54 @@ TEST(Optim, ParametersWithoutGradientsAreLeftAlone) {
   opt->step();
   EXPECT_EQ(a.data().to_vector<float>(), (std::vector<float>{0, 0}));
   EXPECT_EQ(b.data().to_vector<float>(), (std::vector<float>{1, 1}));
+}
+
+// Capturable steps (rates and step numbers read from the device buffer stage() fills) equal
+// ordinary ones bit for bit: SGD with dampening (whose first step differs from later ones),
+// Adam and AdamW, two parameter groups (the second added after two steps, with its own rate
+// and step count), and a rate that changes every step. With more groups than the buffer
+// holds, the step is refused.
+TEST(Optim, CapturableStepsMatchOrdinarySteps) {
+  for (const char* name : {"sgd", "adam", "adamw"}) {
+    SCOPED_TRACE(name);
+    auto run = [&](bool capturable) {
+      Variable w{Tensor::full({3, 2}, 0.7), true}, b{Tensor::full({5}, -0.3), true};
+      OptimizerConfig c;
+      c.name = name;
+      c.lr = 0.1;
+      c.momentum = 0.9;
+      c.dampening = 0.3;
+      c.weight_decay = 0.05;
+      auto opt = make_optimizer({{"fc.weight", w}, {"fc.bias", b}}, c);
+      opt->set_capturable(capturable);
+      EXPECT_EQ(opt->capturable(), capturable);
+      Generator gen(3);
+      for (int i = 0; i < 6; ++i) {
+        if (i == 2) opt->add_group({"fc.bias"}, 0.02);
+        opt->set_lr(0.1 / (1 + i));
+        w.set_grad(Tensor::uniform({3, 2}, -1, 1, gen));
+        b.set_grad(Tensor::uniform({5}, -1, 1, gen));
+        opt->step();
+      }
+      std::vector<float> out = w.data().to_vector<float>();
+      for (float v : b.data().to_vector<float>()) out.push_back(v);
+      return out;
+    };
+    const auto plain = run(false), captured = run(true);
+    EXPECT_EQ(captured, plain);
+    EXPECT_NE(plain, std::vector<float>(plain.size(), 0.7f));
+  }
+  std::vector<std::pair<std::string, Variable>> ps;
+  for (int i = 0; i < Optimizer::kMaxCapturableGroups + 1; ++i) {
+    char name[16];  // (snprintf: GCC 12 warns falsely on "p" + std::to_string(i))
+    std::snprintf(name, sizeof(name), "p%d", i);
+    ps.push_back({name, Variable(Tensor::full({1}, 1.0), true)});
+  }
+  auto opt = make_optimizer(ps, OptimizerConfig());
+  opt->set_capturable(true);
+  for (int i = 1; i <= Optimizer::kMaxCapturableGroups; ++i) opt->add_group({ps[i].first}, 0.1);
+  for (auto& [n, v] : ps) v.set_grad(Tensor::full({1}, 1.0));
+  EXPECT_THROW(opt->step(), std::invalid_argument);
 }
 
 TEST(LrSchedule, Shapes) {
