@@ -164,10 +164,14 @@ nlohmann::json run(const RunSpec& r) {
   };
   const bool gpu = r.device.is_cuda();
   int64_t global_step = 0;
-  // --cuda-graphs: as nn::Trainer runs it (the graph zeroes the gradients at its start; its
-  // replay is the forward phase below, and the backward phase is empty).
+  // --cuda-graphs: as nn::Trainer runs it (the graph zeroes the gradients at its start and
+  // ends with the optimizer step; its replay is the forward phase below, and the backward and
+  // optimizer phases hold only the staging of the optimizer's rate and step number).
   std::unique_ptr<nn::GraphedStep> graphed;
-  if (r.graphs) graphed = std::make_unique<nn::GraphedStep>(*model);
+  if (r.graphs) {
+    graphed = std::make_unique<nn::GraphedStep>(*model);
+    opt->set_capturable(true);
+  }
   auto forward_backward = [&](const Tensor& x, const Tensor& yy) {
     opt->zero_grad();
     Variable logits = (*model)(Variable(x));
@@ -196,10 +200,16 @@ nlohmann::json run(const RunSpec& r) {
     };
     mark("forward");
     if (graphed) {
-      graphed->run(images, labels, forward_backward);
+      opt->set_step_count(global_step, scaler.skipped_counter());
+      opt->stage();
+      graphed->run(images, labels, [&](const Tensor& x, const Tensor& yy) {
+        auto out = forward_backward(x, yy);
+        nn::scaled_step(*opt, scaler, 1.0f, global_step);
+        return out;
+      });
+      opt->set_step_count(++global_step, scaler.skipped_counter());
       mark("backward");
       mark("optimizer step");
-      nn::scaled_step(*opt, scaler, 1.0f, global_step++);
       mark();
       return graphed->loss();
     }

@@ -1,11 +1,13 @@
-// --cuda-graphs: a training step's zero_grad, forward, loss and backward captured once into a
-// CUDA graph (tensor/cuda_graph.h) and replayed every step after, so the mlp's few dozen small
-// kernels cost one launch of host time. The batch is copied into fixed input buffers first,
-// and the logits and loss come back in fixed output buffers. The first `warmup` steps run the
-// same body eagerly on those buffers: cuDNN's algorithm search, cuBLASLt's heuristics, the
-// gradient buffers and the allocator's cache must all exist before the capture. The optimizer
-// step, loss scaling and metrics stay eager: a few fused launches whose host values (the
-// learning rate, Adam's step, the scaler's bookkeeping) change from step to step.
+// --cuda-graphs: a whole training step (zero_grad, forward, loss, backward, and the optimizer
+// step with the loss scaler's check and update) captured once into a CUDA graph
+// (tensor/cuda_graph.h) and replayed every step after, so the mlp's few dozen small kernels
+// cost one launch of host time. The batch is copied into fixed input buffers first, and the
+// logits and loss come back in fixed output buffers. The first `warmup` steps run the same body
+// eagerly on those buffers: cuDNN's algorithm search, cuBLASLt's heuristics, the gradient
+// buffers and the allocator's cache must all exist before the capture. What changes from step
+// to step lives on the device: the optimizer is capturable (Optimizer::set_capturable: the
+// caller stages the rate and step number before each run), the scaler's state and skipped-step
+// count are device tensors. Metrics stay eager.
 #pragma once
 
 #include <functional>

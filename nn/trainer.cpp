@@ -457,9 +457,22 @@ FitResult Trainer::fit() {
       Tensor logits, loss;
       const Mixed mixed = mix(*batch, epoch, b);  // --mixup-alpha/--cutmix-alpha, else as is
       if (b == 0 && main_) log_images(mixed.images);  // --log-images
+      // The optimizer part of the step: the mean over ranks; under fp16 also 1/scale, skipped
+      // on the device on overflow. --log-grad-norm: the true gradients' norm at the steps
+      // TensorBoard logs (rank 0; every step under --cuda-graphs, whose graph holds it).
+      const bool log_step = cfg_.log_every_n_steps > 0 &&
+                            (state_.global_step + 1) % cfg_.log_every_n_steps == 0;
+      auto optimizer_step = [&] {
+        Profiler::Scope s(profiler_, "optimizer step");
+        const bool norm = cfg_.log_grad_norm && tb_ && (log_step || graphed_);
+        grad_sq = Tensor();
+        scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()), state_.global_step,
+                    cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0,
+                    norm ? &grad_sq : nullptr);
+      };
       // forward, loss and backward (seeded with the loss scale: small fp16 gradients stay
-      // normal); under --cuda-graphs they start by zeroing the gradients, and run as one
-      // replayed graph once warm.
+      // normal); under --cuda-graphs they start by zeroing the gradients, end with the
+      // optimizer step, and run as one replayed graph once warm.
       auto forward_backward = [&](const Tensor& images, const Tensor& labels) {
         if (graphed_) opt_->zero_grad();
         Variable out, l;
@@ -485,10 +498,30 @@ FitResult Trainer::fit() {
         }
         return std::pair<Tensor, Tensor>(out.data(), l.data());
       };
-      if (graphed_ && graphed_->run(mixed.images, batch->labels, forward_backward)) {
-        logits = graphed_->logits();
-        loss = graphed_->loss();
-      } else {
+      bool stepped = false;  // the graph's replay took the optimizer step
+      if (graphed_) {
+        // The whole step, optimizer included (--cuda-graphs refuses accumulation and data
+        // parallelism, so every batch steps here). The optimizer reads its rate and step number
+        // from the device buffer staged here, which a replay cannot do for itself.
+        lr = rate_now();
+        opt_->set_lr(lr);
+        opt_->set_step_count(state_.global_step, scaler_->skipped_counter());
+        opt_->stage();
+        auto whole_step = [&](const Tensor& images, const Tensor& labels) {
+          auto out = forward_backward(images, labels);
+          optimizer_step();
+          graphed_grad_sq_ = grad_sq;  // (a graph's buffer once captured)
+          return out;
+        };
+        if (graphed_->run(mixed.images, batch->labels, whole_step)) {
+          logits = graphed_->logits();
+          loss = graphed_->loss();
+          grad_sq = log_step ? graphed_grad_sq_ : Tensor();
+          opt_->set_step_count(state_.global_step + 1, scaler_->skipped_counter());
+          stepped = true;
+        }
+      }
+      if (!stepped) {
         try {
           std::tie(logits, loss) = forward_backward(mixed.images, batch->labels);
         } catch (const autograd::AnomalyError& e) {  // (--detect-anomaly) where in training
@@ -502,17 +535,11 @@ FitResult Trainer::fit() {
         reducer_->finish();  // buckets hold the sums over ranks
       }
       if (step_now) {
-        Profiler::Scope s(profiler_, "optimizer step");
-        lr = rate_now();
-        opt_->set_lr(lr);
-        // The mean over ranks; under fp16 also 1/scale, skipped on the device on overflow.
-        // --log-grad-norm: the true gradients' norm at the steps TensorBoard logs (rank 0).
-        const bool log_step = cfg_.log_every_n_steps > 0 &&
-                              (state_.global_step + 1) % cfg_.log_every_n_steps == 0;
-        grad_sq = Tensor();
-        scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()), state_.global_step,
-                    cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0,
-                    cfg_.log_grad_norm && log_step && tb_ ? &grad_sq : nullptr);
+        if (!stepped) {
+          lr = rate_now();
+          opt_->set_lr(lr);
+          optimizer_step();
+        }
         if (reducer_) {
           reducer_->zero_grad();
         } else if (!graphed_) {  // (graphed steps zero the gradients at their start)

@@ -109,6 +109,7 @@ class Trainer {
   Precision precision_ = Precision::kFloat32;
   std::unique_ptr<GradScaler> scaler_;
   std::unique_ptr<GraphedStep> graphed_;  // --cuda-graphs
+  Tensor graphed_grad_sq_;                 // --cuda-graphs --log-grad-norm: the graph's output
   std::unique_ptr<WeightAverage> ema_;     // --ema-decay
   std::optional<DeviceStatsMonitor> device_stats_;  // --log-device-stats
   std::unique_ptr<WeightAverage> swa_;     // --swa-lrs: the equal average of epochs' weights

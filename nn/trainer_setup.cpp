@@ -204,6 +204,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
           "allreduces during backward are not captured (world size " +
           std::to_string(group_.world()) + "); drop --cuda-graphs under mpirun/srun");
     graphed_ = std::make_unique<GraphedStep>(*model_);
+    opt_->set_capturable(true);  // the optimizer step is in the graph too
   }
   if (!cfg_.resume.empty()) {
     const Config saved = checkpoint_config(cfg_.resume);

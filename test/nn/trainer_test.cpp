@@ -324,59 +324,64 @@ TEST_F(TrainerTest, CudaGraphsRefusesWhatItCannotCapture) {
   }
 }
 
-// On a GPU: training with the step replayed from a CUDA graph ends with the weights, buffers
-// and metrics of eager training (mlp and resnet18_cifar, fp32 and fp16; the epoch's last batch
-// is smaller, so graphed and eager steps alternate too). Deterministic algorithms, so the two
-// runs pick the same kernels.
+// On a GPU: training with the whole step (optimizer included) replayed from a CUDA graph ends
+// with the weights, buffers and metrics of eager training (mlp and resnet18_cifar, fp32 and
+// fp16, Adam and, for the mlp, SGD with momentum; the cosine schedule changes the rate every
+// step; the epoch's last batch is smaller, so graphed and eager steps alternate too).
+// Deterministic algorithms, so the two runs pick the same kernels.
 TEST_F(TrainerTest, CudaGraphsTrainLikeEagerSteps) {
   if (!tensor::cuda_available())
     GTEST_SKIP() << "no CUDA device: " << tensor::cuda_unavailable_reason();
   for (const char* arch : {"mlp", "resnet18_cifar"})
-    for (const char* precision : {"32", "16"}) {
-      SCOPED_TRACE(std::string(arch) + " " + precision);
-      Config c = base();
-      c.device = "cuda";
-      c.arch = arch;
-      c.precision = precision;
-      c.deterministic = true;
-      c.epochs = 2;
-      c.batch_size = 50;  // not a divisor of the training set: a last, smaller batch each epoch
-      c.limit_val_batches = "2";
-      c.experiment_name = std::string("eager-") + arch + precision;
-      Trainer eager(c);
-      const FitResult re = eager.fit();
-      c.cuda_graphs = true;
-      c.experiment_name = std::string("graphs-") + arch + precision;
-      Trainer graphed(c);
-      const FitResult rg = graphed.fit();
-      const auto we = weights(eager), wg = weights(graphed);
-      ASSERT_EQ(we.size(), wg.size());
-      for (size_t i = 0; i < we.size(); ++i) {
-        double scale = 1e-30, err = 0;
-        for (size_t j = 0; j < we[i].size(); ++j) {
-          scale = std::max(scale, static_cast<double>(std::abs(we[i][j])));
-          err = std::max(err, static_cast<double>(std::abs(we[i][j] - wg[i][j])));
+    for (const char* precision : {"32", "16"})
+      for (const char* optimizer : {"adam", "sgd"}) {
+        if (std::string(optimizer) == "sgd" && std::string(arch) != "mlp") continue;
+        SCOPED_TRACE(std::string(arch) + " " + precision + " " + optimizer);
+        Config c = base();
+        c.device = "cuda";
+        c.arch = arch;
+        c.precision = precision;
+        c.optimizer = optimizer;
+        if (c.optimizer == "sgd") c.lr = 0.05;
+        c.deterministic = true;
+        c.epochs = 2;
+        c.batch_size = 50;  // not a divisor of the training set: a last, smaller batch each epoch
+        c.limit_val_batches = "2";
+        c.experiment_name = std::string("eager-") + arch + precision + optimizer;
+        Trainer eager(c);
+        const FitResult re = eager.fit();
+        c.cuda_graphs = true;
+        c.experiment_name = std::string("graphs-") + arch + precision + optimizer;
+        Trainer graphed(c);
+        const FitResult rg = graphed.fit();
+        const auto we = weights(eager), wg = weights(graphed);
+        ASSERT_EQ(we.size(), wg.size());
+        for (size_t i = 0; i < we.size(); ++i) {
+          double scale = 1e-30, err = 0;
+          for (size_t j = 0; j < we[i].size(); ++j) {
+            scale = std::max(scale, static_cast<double>(std::abs(we[i][j])));
+            err = std::max(err, static_cast<double>(std::abs(we[i][j] - wg[i][j])));
+          }
+          EXPECT_LE(err / scale, 1e-3) << "parameter " << i;
         }
-        EXPECT_LE(err / scale, 1e-3) << "parameter " << i;
+        // Running statistics to float tolerance (cuDNN may time its way to other deterministic
+        // convolution algorithms in the second run); num_batches_tracked exactly.
+        auto be = eager.model().named_buffers(), bg = graphed.model().named_buffers();
+        for (size_t i = 0; i < be.size(); ++i) {
+          const auto e = be[i].second->to_double_vector(), g = bg[i].second->to_double_vector();
+          for (size_t j = 0; j < e.size(); ++j)
+            EXPECT_NEAR(e[j], g[j], 1e-3 * (1 + std::abs(e[j]))) << be[i].first;
+        }
+        EXPECT_NEAR(re.test.confusion.accuracy(), rg.test.confusion.accuracy(), 0.02);
+        // Both learned. ResNet's 24 steps fit the training batches (loss 0.003) while its
+        // batch-norm running statistics still lag the weights, so in eval mode it predicts one
+        // class on this set, eagerly and graphed alike and on the CPU too (seen on the first GPU
+        // run, an H200, and reproduced on the CPU): its check is the training loss.
+        if (std::string(arch) == "mlp")
+          EXPECT_GT(rg.test.confusion.accuracy(), 0.5);
+        else
+          EXPECT_LT(rg.last_train_loss, 0.5);
       }
-      // Running statistics to float tolerance (cuDNN may time its way to other deterministic
-      // convolution algorithms in the second run); num_batches_tracked exactly.
-      auto be = eager.model().named_buffers(), bg = graphed.model().named_buffers();
-      for (size_t i = 0; i < be.size(); ++i) {
-        const auto e = be[i].second->to_double_vector(), g = bg[i].second->to_double_vector();
-        for (size_t j = 0; j < e.size(); ++j)
-          EXPECT_NEAR(e[j], g[j], 1e-3 * (1 + std::abs(e[j]))) << be[i].first;
-      }
-      EXPECT_NEAR(re.test.confusion.accuracy(), rg.test.confusion.accuracy(), 0.02);
-      // Both learned. ResNet's 24 steps fit the training batches (loss 0.003) while its
-      // batch-norm running statistics still lag the weights, so in eval mode it predicts one
-      // class on this set, eagerly and graphed alike and on the CPU too (seen on the first GPU
-      // run, an H200, and reproduced on the CPU): its check is the training loss.
-      if (std::string(arch) == "mlp")
-        EXPECT_GT(rg.test.confusion.accuracy(), 0.5);
-      else
-        EXPECT_LT(rg.last_train_loss, 0.5);
-    }
 }
 
 // --resume last (Lightning's ckpt_path="last"): the experiment's newest last.h5, here one a
