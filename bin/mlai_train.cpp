@@ -162,9 +162,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_flag("--deterministic", c.deterministic,
                "Deterministic algorithms only (CPU runs are always deterministic)");
   app.add_flag("--cuda-graphs", c.cuda_graphs,
-               "Capture each training step's forward and backward into a CUDA graph and replay "
-               "it (one GPU per process, no dropout; the epoch's last smaller batch runs "
-               "eagerly)");
+               "Capture each whole training step (forward, backward, loss scaling and the "
+               "optimizer step) into a CUDA graph and replay it (one GPU per process, no "
+               "dropout; the epoch's last smaller batch runs eagerly)");
   app.add_option("--fast-dev-run", c.fast_dev_run,
                  "Off by default. Runs N training and validation batches (N defaults to 1) in "
                  "one epoch to check the set-up; writes no logs or checkpoints")
