@@ -211,6 +211,12 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--early-stopping-divergence-threshold", c.early_stopping_divergence_threshold,
                  "Stop as soon as the monitored metric is worse than this (EarlyStopping's "
                  "divergence_threshold)");
+  app.add_option("--min-epochs", c.min_epochs,
+                 "Lightning's min_epochs: an early stop waits until this many epochs are done")
+      ->capture_default_str();
+  app.add_option("--min-steps", c.min_steps,
+                 "Lightning's min_steps: an early stop waits until this many optimizer steps")
+      ->capture_default_str();
   app.add_option("--log-every-n-steps", c.log_every_n_steps,
                  "TensorBoard: the training loss and lr of every n-th optimizer step (0: off)")
       ->capture_default_str();

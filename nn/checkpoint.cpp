@@ -81,6 +81,7 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
   w.set_attr("/", "checkpoint_dir", st.checkpoint_dir);
   w.set_attr("/", "early_stopping_best", st.early_stopping_best);
   w.set_attr("/", "early_stopping_wait", st.early_stopping_wait);
+  w.set_attr("/", "early_stopping_pending", static_cast<int64_t>(st.early_stopping_pending));
   w.set_attr("/", "train_seconds", st.train_seconds);
   w.set_attr("/", "plateau",
              nlohmann::json{{"lr", st.plateau.lr},
@@ -202,6 +203,8 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
     st.early_stopping_best = r.get_attr_double("/", "early_stopping_best");
     st.early_stopping_wait = r.get_attr_int("/", "early_stopping_wait");
   }
+  if (r.has_attr("/", "early_stopping_pending"))
+    st.early_stopping_pending = r.get_attr_int("/", "early_stopping_pending") != 0;
   if (r.has_attr("/", "train_seconds")) st.train_seconds = r.get_attr_double("/", "train_seconds");
   if (r.has_attr("/", "ema_updates")) st.ema_updates = r.get_attr_int("/", "ema_updates");
   if (r.has_attr("/", "swa")) {

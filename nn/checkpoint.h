@@ -39,6 +39,9 @@ struct TrainState {
   // Early stopping: the best monitored value so far (NaN: none yet) and the epochs since.
   double early_stopping_best = std::numeric_limits<double>::quiet_NaN();
   int64_t early_stopping_wait = 0;
+  // An early stop asked for while --min-epochs/--min-steps were not yet reached: it happens
+  // once they are (sticky, as Lightning's trainer.should_stop).
+  bool early_stopping_pending = false;
   // Seconds of training so far, over every resume (what --max-time counts, like Lightning's
   // Timer state in its checkpoints).
   double train_seconds = 0;

@@ -170,6 +170,14 @@ void Config::validate() const {
   one_of(gradient_clip_algorithm, {"norm", "value"}, "--gradient-clip-algorithm");
   one_of(early_stopping_monitor, {"val_loss", "val_accuracy"}, "--early-stopping-monitor");
   require(early_stopping_min_delta >= 0, "--early-stopping-min-delta must be >= 0");
+  require(min_epochs >= 0, "--min-epochs must be >= 0, got " + std::to_string(min_epochs));
+  require(min_steps >= 0, "--min-steps must be >= 0, got " + std::to_string(min_steps));
+  require(epochs < 1 || min_epochs <= epochs, "--min-epochs " + std::to_string(min_epochs) +
+                                                  " is more than --epochs " +
+                                                  std::to_string(epochs));
+  require(max_steps < 1 || min_steps <= max_steps, "--min-steps " + std::to_string(min_steps) +
+                                                       " is more than --max-steps " +
+                                                       std::to_string(max_steps));
   for (const auto& [flag, text] :
        {std::pair<const char*, const std::string*>{"--early-stopping-stopping-threshold",
                                                     &early_stopping_stopping_threshold},
@@ -290,7 +298,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(lr_scale) X(sync_bn) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache)     \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \
-  X(early_stopping_divergence_threshold) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
+  X(early_stopping_divergence_threshold) X(min_epochs) X(min_steps) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
   X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha) \

@@ -154,6 +154,11 @@ struct Config {
   // training at once (EarlyStopping's check_finite=True).
   std::string early_stopping_stopping_threshold;
   std::string early_stopping_divergence_threshold;
+  // Lightning's min_epochs / min_steps: an early stop is put off until this many epochs are
+  // complete and this many optimizer steps taken; the limits (--epochs, --max-steps,
+  // --max-time) still end training (0: no minimum).
+  int64_t min_epochs = 0;
+  int64_t min_steps = 0;
   // Whether EarlyStopping is on (a patience or a threshold).
   bool early_stopping() const {
     return early_stopping_patience > 0 || !early_stopping_stopping_threshold.empty() ||

@@ -572,12 +572,15 @@ FitResult Trainer::fit() {
           b + 1, [&] { return running_loss.read(loss_sum, samples); }, el > 0 ? samples / el : 0);
       if (!step_now) continue;  // a stop waits for the group's step: nothing half-accumulated
       std::optional<EvalResult> val_now;
+      bool stop_asked = false;
       if (val_epoch && b + 1 >= next_val && b + 1 < steps_per_epoch) {
         next_val = ((b + 1) / val_every + 1) * val_every;
         progress.finish();
         val_now.emplace();
-        res.early_stopped = validate_within_epoch(epoch, b, val_limit, *val_now);
+        stop_asked = validate_within_epoch(epoch, b, val_limit, *val_now);
       }
+      // (an early stop asked for earlier happens at the step --min-steps is reached)
+      res.early_stopped = early_stop_due(stop_asked, epoch);
       const int stop = stop_requested(time_up());
       if (stop <= 0) res.limit = limit_reached(stop < 0);
       // Training ends with this step (a signal at the same step wins: it asks for a stop now,

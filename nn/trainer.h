@@ -179,6 +179,9 @@ class Trainer {
   // that is not finite, a threshold passed, patience run out), the reason in early_stop_reason_.
   bool early_stopping_update(const EvalResult& v);
   std::string early_stop_reason_;
+  // --min-epochs/--min-steps: whether an early stop asked for now (`requested`) or earlier
+  // happens now, with `epochs_done` epochs complete; one line says when it is put off.
+  bool early_stop_due(bool requested, int64_t epochs_done);
   double train_seconds() const;  // over every resume (--max-time)
   void load_test_weights();  // --test-ckpt best or FILE (last: nothing to load)
   // Gives every rank rank 0's parameters and buffers (and with `training`, its optimizer and

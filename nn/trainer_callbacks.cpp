@@ -85,6 +85,30 @@ void Trainer::keep_if_best(double score, int64_t epoch) {
   fs::rename(dir + "best.h5.tmp", dir + "best.h5");
 }
 
+bool Trainer::early_stop_due(bool requested, int64_t epochs_done) {
+  const bool was_pending = state_.early_stopping_pending;
+  if (requested) state_.early_stopping_pending = true;
+  if (!state_.early_stopping_pending) return false;
+  const bool met = epochs_done >= cfg_.min_epochs && state_.global_step >= cfg_.min_steps;
+  if (early_stop_reason_.empty()) early_stop_reason_ = "asked for before the resume";
+  if (!met && !was_pending && main_) {  // (once, as Lightning says it once)
+    std::string until;
+    if (cfg_.min_epochs > 0) {
+      until += " --min-epochs ";
+      until += std::to_string(cfg_.min_epochs);
+    }
+    if (cfg_.min_steps > 0) {
+      until += until.empty() ? " --min-steps " : " and --min-steps ";
+      until += std::to_string(cfg_.min_steps);
+    }
+    std::printf("early stopping put off after %lld epoch(s), step %lld (%s): training goes on "
+                "to%s\n",
+                static_cast<long long>(epochs_done), static_cast<long long>(state_.global_step),
+                early_stop_reason_.c_str(), until.c_str());
+  }
+  return met;
+}
+
 bool Trainer::early_stopping_update(const EvalResult& val) {
   const bool lower = cfg_.early_stopping_monitor == "val_loss";
   const char* name = cfg_.early_stopping_monitor.c_str();

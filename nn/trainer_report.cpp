@@ -282,9 +282,9 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
   if (!partial) state_.epoch_samples = 0;
   // Early stopping on the global validation metrics: every rank decides the same. A
   // validation within the epoch has already counted (validate_within_epoch).
-  if (cfg_.early_stopping() && !dev_run_ && validated && !e.val_now &&
-      early_stopping_update(val))
-    res.early_stopped = true;
+  const bool asked = cfg_.early_stopping() && !dev_run_ && validated && !e.val_now &&
+                     early_stopping_update(val);
+  if (early_stop_due(asked, partial ? epoch : epoch + 1)) res.early_stopped = true;
   const bool stop_early = res.early_stopped;
   // ReduceLROnPlateau, stepped as Lightning steps an epoch-interval scheduler: at the end of
   // an epoch that validated (not one that training left part-way: it ends when resumed).

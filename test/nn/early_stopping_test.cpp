@@ -129,5 +129,57 @@ TEST_F(TrainerTest, EarlyStoppingCountsValidationsWithinEpochs) {
   EXPECT_EQ(st.early_stopping_wait, 2);
 }
 
+// Lightning's min_epochs / min_steps: the early stop the first test gets after 3 epochs is put
+// off to the end of epoch 5 (--min-epochs 5), or to step 80, within epoch 5 (--min-steps 80);
+// a run that a limit ends while the stop waits keeps it in last.h5; bad values are refused.
+TEST_F(TrainerTest, MinEpochsAndMinStepsPutEarlyStoppingOff) {
+  Config c = base();
+  c.epochs = 10;
+  c.early_stopping_patience = 2;
+  c.early_stopping_monitor = "val_accuracy";
+  c.early_stopping_min_delta = 1.0;  // never an improvement: asks to stop after epoch 3
+  Config a = c;
+  a.min_epochs = 5;
+  a.experiment_name = "min-epochs";
+  const FitResult ra = Trainer(a).fit();
+  EXPECT_TRUE(ra.early_stopped);
+  EXPECT_EQ(ra.epochs_completed, 5);
+  EXPECT_EQ(ra.global_step, 5 * 18);
+  EXPECT_GT(ra.test.samples, 0);
+
+  Config b = c;
+  b.min_steps = 80;
+  b.experiment_name = "min-steps";
+  const FitResult rb = Trainer(b).fit();
+  EXPECT_TRUE(rb.early_stopped);
+  EXPECT_EQ(rb.global_step, 80);
+  EXPECT_EQ(rb.epochs_completed, 4);
+
+  Config d = c;
+  d.min_epochs = 5;
+  d.max_steps = 70;  // within epoch 4: the stop is still waiting
+  d.experiment_name = "limited";
+  Trainer td(d);
+  const FitResult rd = td.fit();
+  EXPECT_FALSE(rd.early_stopped);
+  EXPECT_EQ(rd.global_step, 70);
+  const TrainState st =
+      load_checkpoint(rd.version_dir + "/checkpoints/last.h5", td.model(), nullptr);
+  EXPECT_TRUE(st.early_stopping_pending);
+  EXPECT_EQ(st.global_step, 70);
+
+  Config bad = base();
+  bad.epochs = 3;
+  bad.min_epochs = 4;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad = base();
+  bad.min_steps = -1;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad = base();
+  bad.max_steps = 10;
+  bad.min_steps = 11;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace mlai::nn
