@@ -95,7 +95,8 @@ class Optimizer {
   void gather(std::vector<Tensor>& p, std::vector<Tensor>& g, std::vector<Tensor>& w,
               std::vector<std::vector<Tensor>*> slots_out, std::vector<int> slots,
               int decayed = -1, int group = -1) const;
-  // Group g's step count before this step (0 for a group's first), less step_offset_[0].
+  // Group g's step count before this step on the host (0 for a group's first); the kernels
+  // subtract step_offset_[0] from it when one is set.
   int64_t group_steps(int g) const { return steps_ - group_start(g); }
   // Whether parameter i gets weight decay.
   bool decays(size_t i) const;

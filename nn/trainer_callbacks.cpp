@@ -1,15 +1,22 @@
-// Lightning's callbacks after each validation (see trainer.h): a validation within the epoch
-// (--val-check-interval), ModelCheckpoint's best.h5 and top-k files, and EarlyStopping.
+// Validation and Lightning's callbacks after it (see trainer.h): evaluate(), a validation within
+// the epoch (--val-check-interval), ModelCheckpoint's best.h5 and top-k files, and EarlyStopping
+// (with --min-epochs/--min-steps).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
 
+#include "io/loader.h"
 #include "io/tensorboard.h"
+#include "nn/amp.h"
 #include "nn/trainer.h"
+#include "tensor/fused_ops.h"
+#include "tensor/ops.h"
 
 namespace mlai::nn {
+
+namespace t = mlai::tensor;
 
 // --val-check-interval: validation within the epoch, on the global metrics (every rank
 // evaluates its shard), logged to TensorBoard at the step, best.h5 when it improves.
@@ -147,6 +154,55 @@ bool Trainer::early_stopping_update(const EvalResult& val) {
   }
   early_stop_reason_ = why;
   return true;
+}
+
+EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
+  EvalResult r;
+  r.confusion = io::ConfusionMatrix(ds.num_classes, ds.class_names);
+  if (ds.count == 0 || max_batches == 0) return r;
+  // Validation runs the weight average (Lightning swaps it in for the validation loop).
+  const bool averaged = ema_ && &ds == &data_.val;
+  if (averaged) ema_->swap(*model_);
+  autograd::NoGradGuard no_grad;
+  model_->eval();
+  io::LoaderOptions lo;
+  lo.batch_size = cfg_.batch_size;
+  lo.shuffle = false;
+  lo.workers = cfg_.workers;
+  lo.limit_batches = max_batches;
+  lo.device = device_;
+  lo.dtype = compute_dtype(precision_);
+  lo.rank = group_.rank();
+  lo.world = group_.world();
+  lo.pad = false;  // every sample counted once across ranks: exact global metrics
+  io::Loader loader(ds, lo);
+  loader.start_epoch(0);
+  Tensor loss_sum = Tensor::zeros({}, DType::kFloat32, device_);
+  Tensor counts = Tensor::zeros({ds.num_classes, ds.num_classes}, DType::kInt64, device_);
+  // Top-5 accuracy (torchmetrics' top_k=5), where more than 5 classes make it mean something.
+  const bool top5 = ds.num_classes > 5;
+  Tensor top5_hits = Tensor::zeros({}, DType::kInt64, device_);
+  while (auto b = loader.next()) {
+    Variable logits = (*model_)(Variable(b->images));
+    Variable loss = autograd::cross_entropy(logits, b->labels, cfg_.label_smoothing, weights());
+    t::axpy_(static_cast<double>(b->labels.numel()), loss.data(), loss_sum);
+    t::confusion_update_(t::max_dim(logits.data(), 1).second, b->labels, counts);
+    if (top5) t::topk_hits_(logits.data(), b->labels, 5, top5_hits);
+    r.samples += b->labels.numel();
+  }
+  model_->train();
+  if (averaged) ema_->swap(*model_);
+  Tensor n = Tensor::full({}, static_cast<double>(r.samples), DType::kFloat32, device_);
+  allreduce(loss_sum);
+  allreduce(counts);
+  allreduce(n);
+  if (top5) allreduce(top5_hits);
+  r.samples = static_cast<int64_t>(n.item());
+  r.loss = loss_sum.item() / static_cast<double>(std::max<int64_t>(r.samples, 1));
+  if (top5)
+    r.top5 = static_cast<double>(top5_hits.item()) / static_cast<double>(std::max<int64_t>(r.samples, 1));
+  r.confusion = to_matrix(counts, ds);
+  return r;
 }
 
 }  // namespace mlai::nn

@@ -125,28 +125,17 @@ std::vector<int64_t> sizes(const std::vector<Tensor>& ts) {
   for (const Tensor& t : ts) s.push_back(t.numel());
   return s;
 }
-const float* opt_ptr(const Tensor& t, const Device& dev, const char* what) {
+// A device value the optimizer kernels read (inv_scale, skip_if, step_offset, lr_and_step):
+// undefined (null), or at least `count` elements of dtype T on the parameters' device.
+template <class T>
+const T* opt_ptr(const Tensor& t, const Device& dev, const char* what, int64_t count = 1) {
   if (!t.defined()) return nullptr;
-  if (t.dtype() != DType::kFloat32 || t.device() != dev || t.numel() < 1)
+  const DType want = dtype_of<T>();
+  if (t.dtype() != want || t.device() != dev || t.numel() < count)
     throw std::invalid_argument(std::string("optimizer step: ") + what + " is " + t.str() +
-                                " (a float32 value on " + dev.str() + " expected)");
-  return t.data<float>();
-}
-
-const int64_t* offset_ptr(const Tensor& t, const Device& dev) {
-  if (!t.defined()) return nullptr;
-  if (t.dtype() != DType::kInt64 || t.device() != dev || t.numel() < 1)
-    throw std::invalid_argument("optimizer step: step_offset is " + t.str() +
-                                " (an int64 value on " + dev.str() + " expected)");
-  return t.data<int64_t>();
-}
-
-const double* lr_step_ptr(const Tensor& t, const Device& dev) {
-  if (!t.defined()) return nullptr;
-  if (t.dtype() != DType::kFloat64 || t.device() != dev || t.numel() < 2 || !t.is_contiguous())
-    throw std::invalid_argument("optimizer step: lr_and_step is " + t.str() +
-                                " (float64 {lr, step} on " + dev.str() + " expected)");
-  return t.data<double>();
+                                " (" + std::to_string(count) + " " + dtype_name(want) +
+                                " value(s) on " + dev.str() + " expected)");
+  return t.data<T>();
 }
 
 // The tensors of one launch family: those whose gradients share a dtype.
@@ -217,10 +206,10 @@ void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
   if (params.empty()) return;
   const Device dev = params[0].device();
   kernels::SgdArgs args = sgd;
-  args.step_offset = offset_ptr(step_offset, dev);
-  args.lr_and_step = lr_step_ptr(lr_and_step, dev);
-  const float* inv = opt_ptr(inv_scale, dev, "inv_scale");
-  const float* skip = opt_ptr(skip_if, dev, "skip_if");
+  args.step_offset = opt_ptr<int64_t>(step_offset, dev, "step_offset");
+  args.lr_and_step = opt_ptr<double>(lr_and_step, dev, "lr_and_step {lr, step}", 2);
+  const float* inv = opt_ptr<float>(inv_scale, dev, "inv_scale");
+  const float* skip = opt_ptr<float>(skip_if, dev, "skip_if");
   for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
     const auto ps = pick(params, sg.index);
     const auto p = ptrs(ps, ps, "parameter");
@@ -242,10 +231,10 @@ void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
   if (params.empty()) return;
   const Device dev = params[0].device();
   kernels::AdamArgs args = adam;
-  args.step_offset = offset_ptr(step_offset, dev);
-  args.lr_and_step = lr_step_ptr(lr_and_step, dev);
-  const float* inv = opt_ptr(inv_scale, dev, "inv_scale");
-  const float* skip = opt_ptr(skip_if, dev, "skip_if");
+  args.step_offset = opt_ptr<int64_t>(step_offset, dev, "step_offset");
+  args.lr_and_step = opt_ptr<double>(lr_and_step, dev, "lr_and_step {lr, step}", 2);
+  const float* inv = opt_ptr<float>(inv_scale, dev, "inv_scale");
+  const float* skip = opt_ptr<float>(skip_if, dev, "skip_if");
   for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
     const auto ps = pick(params, sg.index);
     const auto p = ptrs(ps, ps, "parameter");
