@@ -1,7 +1,8 @@
 // Data-path throughput: images/s that the loader delivers (workers assembling uint8 batches,
 // then augmentation and normalisation) with 1 and 2 workers, for 28x28x1 and 32x32x3 images
-// read from IDX (in memory), CIFAR-10 binary (in memory) and packed HDF5 (streamed from the
-// file), with random crop + flip. Files are written once into a temporary directory.
+// read from IDX (in memory), CIFAR-10 binary (in memory), packed HDF5 (streamed from the
+// file) and PNG files (--dataset folder: decoded by the workers; also 64x64 files resized to
+// 32x32), with random crop + flip. Files are written once into a temporary directory.
 //   build/bench/mlai_bench_data
 #include <benchmark/benchmark.h>
 
@@ -14,6 +15,8 @@
 
 #include "io/dataset.h"
 #include "io/h5dataset.h"
+#include "io/image_encode.h"
+#include "io/image_resize.h"
 #include "io/loader.h"
 
 namespace {
@@ -56,6 +59,19 @@ struct Files {
     mlai::io::write_h5_dataset(fm.train, (dir / "mnist-train.h5").string(), "bench");
     const auto cf = mlai::io::load_dataset("cifar10", (dir / "cifar").string(), 0.0, 1);
     mlai::io::write_h5_dataset(cf.train, (dir / "cifar-train.h5").string(), "bench");
+    // The CIFAR-like training images as PNG files in ImageFolder's layout, at 32x32 and 64x64.
+    for (const int side : {32, 64}) {
+      const fs::path root = dir / ("png" + std::to_string(side));
+      for (int64_t i = 0; i < cf.train.count; ++i) {
+        const auto at = cf.train.images.begin() + i * 3072;
+        mlai::io::Picture p{side, side, 3, {at, at + 3072}};
+        if (side != 32) p.pixels = mlai::io::resize_bilinear(p.pixels, 32, 32, 3, side, side);
+        const fs::path cls = root / std::to_string(cf.train.labels[static_cast<size_t>(i)]);
+        fs::create_directories(cls);
+        std::ofstream(cls / (std::to_string(i) + ".png"), std::ios::binary)
+            << mlai::io::encode_png(p);
+      }
+    }
   }
   ~Files() { fs::remove_all(dir); }
 };
@@ -65,7 +81,8 @@ const Files& files() {
   return f;
 }
 
-// source: 0 IDX (28x28x1), 1 CIFAR binary (32x32x3), 2 HDF5 28x28x1, 3 HDF5 32x32x3.
+// source: 0 IDX (28x28x1), 1 CIFAR binary (32x32x3), 2 HDF5 28x28x1, 3 HDF5 32x32x3,
+// 4 PNG files 32x32x3, 5 PNG files 64x64x3 resized to 32x32.
 void BM_Loader(benchmark::State& state) {
   const int source = static_cast<int>(state.range(0));
   const int workers = static_cast<int>(state.range(1));
@@ -75,7 +92,14 @@ void BM_Loader(benchmark::State& state) {
     case 0: d = mlai::io::load_dataset("mnist", (f.dir / "idx").string(), 0.0, 1); break;
     case 1: d = mlai::io::load_dataset("cifar10", (f.dir / "cifar").string(), 0.0, 1); break;
     case 2: d = mlai::io::load_dataset("hdf5", "", 0.0, 1, (f.dir / "mnist-train.h5").string(), false); break;
-    default: d = mlai::io::load_dataset("hdf5", "", 0.0, 1, (f.dir / "cifar-train.h5").string(), false);
+    case 3: d = mlai::io::load_dataset("hdf5", "", 0.0, 1, (f.dir / "cifar-train.h5").string(), false); break;
+    default: {
+      mlai::io::FolderOptions fo;
+      fo.height = fo.width = 32;
+      fo.stats_images = 16;
+      d = mlai::io::load_dataset("folder", (f.dir / (source == 4 ? "png32" : "png64")).string(),
+                                 0.0, 1, "", false, fo);
+    }
   }
   mlai::io::LoaderOptions o;
   o.batch_size = 256;
@@ -98,11 +122,11 @@ void BM_Loader(benchmark::State& state) {
   }
   state.counters["images_per_sec"] = benchmark::Counter(static_cast<double>(images), benchmark::Counter::kIsRate);
   state.counters["workers"] = workers;
-  state.SetLabel(std::string(source == 0 ? "idx 28x28x1" : source == 1 ? "cifar-bin 32x32x3"
-                             : source == 2 ? "hdf5-stream 28x28x1" : "hdf5-stream 32x32x3") +
-                 ", crop+flip");
+  const char* labels[] = {"idx 28x28x1",         "cifar-bin 32x32x3",   "hdf5-stream 28x28x1",
+                          "hdf5-stream 32x32x3", "png-folder 32x32x3",  "png-folder 64x64x3 -> 32"};
+  state.SetLabel(std::string(labels[source]) + ", crop+flip");
 }
-BENCHMARK(BM_Loader)->ArgsProduct({{0, 1, 2, 3}, {1, 2}})->ArgNames({"source", "workers"})
+BENCHMARK(BM_Loader)->ArgsProduct({{0, 1, 2, 3, 4, 5}, {1, 2}})->ArgNames({"source", "workers"})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

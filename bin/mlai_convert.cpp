@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <tuple>
 
 #include "io/dataset.h"
 #include "io/h5dataset.h"
@@ -76,17 +77,7 @@ struct Options {
 // --size HxW or N (square): positive, at most 8192.
 void parse_size(Options& o) {
   if (o.size.empty()) return;
-  const size_t x = o.size.find('x');
-  const std::string hs = o.size.substr(0, x), ws = x == std::string::npos ? hs : o.size.substr(x + 1);
-  auto number = [&](const std::string& t) {
-    if (t.empty() || t.size() > 4 || t.find_first_not_of("0123456789") != std::string::npos)
-      return int64_t{0};
-    return static_cast<int64_t>(std::stoll(t));
-  };
-  o.height = number(hs), o.width = number(ws);
-  if (o.height < 1 || o.width < 1 || o.height > 8192 || o.width > 8192)
-    throw std::invalid_argument("--size must be HxW or N (pixels, 1 to 8192), got '" + o.size +
-                                "'");
+  std::tie(o.height, o.width) = io::parse_image_size(o.size, "--size");
 }
 
 void check(const Options& o) {

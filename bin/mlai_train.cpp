@@ -44,13 +44,32 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--dataset", c.dataset, "Dataset: " + join(mlai::io::dataset_names()))->capture_default_str();
   app.add_option("--data-dir", c.data_dir,
                  "Directory with the dataset's files (default for fashion-mnist: "
-                 "/usr/share/datasets/fashion-mnist; others: data/<name>)");
+                 "/usr/share/datasets/fashion-mnist; others: data/<name>); for folder, an "
+                 "ImageFolder tree: DIR/<class>/*.png|jpg, or DIR/train/<class>/... beside "
+                 "DIR/test or DIR/val");
   app.add_option("--data-path", c.data_path,
                  "--dataset hdf5: a packed file from mlai_convert, TRAIN.h5 or TRAIN.h5,TEST.h5 "
                  "(alone, the test set is the same name with 'train' -> 'test', if it exists)");
   app.add_flag("--cache", c.cache,
                "--dataset hdf5: read the whole file into memory once per process instead of "
-               "streaming samples from it (IDX and CIFAR files are always read whole)");
+               "streaming samples from it; folder: decode every image once, into memory, "
+               "instead of in the loader's workers each epoch (IDX and CIFAR files are always "
+               "read whole)");
+  app.add_option("--image-size", c.image_size,
+                 "--dataset folder: resize every image to HxW (or NxN) as torchvision's "
+                 "Resize((H, W)) does on PIL images (default: the size they all share)");
+  app.add_option("--image-channels", c.image_channels,
+                 "--dataset folder: 1 (gray) or 3 (RGB), as PIL's convert('L') / convert('RGB') "
+                 "(default: 3 if any image is in colour, else 1)");
+  app.add_option("--mean", c.mean,
+                 "Per-channel mean on [0, 1] for normalization, comma-separated, instead of the "
+                 "data set's own (with --std; ImageNet's 0.485,0.456,0.406 for a "
+                 "torchvision-pretrained backbone)")
+      ->delimiter(',');
+  app.add_option("--std", c.std,
+                 "Per-channel standard deviation on [0, 1] for normalization, with --mean "
+                 "(ImageNet's 0.229,0.224,0.225)")
+      ->delimiter(',');
   app.add_option("--val-split", c.val_split, "Fraction of the training set held out for validation (seeded)")->capture_default_str();
   app.add_flag("--val-on-test", c.val_on_test,
                "Validate on the test split and train on the whole training split, as "

@@ -1,22 +1,25 @@
-// Datasets by name: IDX-based MNIST and Fashion-MNIST, CIFAR-10/100 binary, packed HDF5 files;
-// validation split, subsets.
+// Datasets by name: IDX-based MNIST and Fashion-MNIST, CIFAR-10/100 binary, STL-10, SVHN,
+// packed HDF5 files, image folders; validation split, subsets.
 #include "io/dataset.h"
 
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
+#include <utility>
 
 #include "io/cifar.h"
 #include "io/stl10.h"
 #include "io/svhn.h"
 #include "io/h5dataset.h"
 #include "io/idx.h"
+#include "io/image_folder.h"
 #include "kernels/fill.h"
+#include "kernels/parallel.h"
 
 namespace mlai::io {
 
 std::vector<std::string> dataset_names() {
-  return {"fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "svhn", "hdf5"};
+  return {"fashion-mnist", "mnist", "cifar10", "cifar100", "stl10", "svhn", "hdf5", "folder"};
 }
 
 std::string default_data_dir(const std::string& name) {
@@ -139,6 +142,52 @@ void load_hdf5(const std::string& data_path, bool cache, DataSplits& out) {
                              " " + describe(a));
   }
 }
+
+// A streamed data set's samples read into memory once, on the kernel pool (errors name the
+// file, as the loader's would).
+void read_whole(Dataset& d) {
+  if (!d.source) return;
+  const int64_t b = d.sample_bytes();
+  std::vector<uint8_t> images(static_cast<size_t>(d.count * b));
+  kernels::cpu::parallel_for(d.count, 4, [&](int64_t first, int64_t end) {
+    for (int64_t i = first; i < end; ++i)
+      d.source->read(d.source_row(i), &images[static_cast<size_t>(i * b)]);
+  });
+  d.images = std::move(images);
+  d.source.reset();
+  d.rows.clear();
+}
+
+void load_folder(const std::string& dir, const FolderOptions& o, bool cache, DataSplits& out) {
+  if (dir.empty())
+    throw std::invalid_argument("--dataset folder needs --data-dir DIR (DIR/<class>/*.png|jpg, "
+                                "or DIR/train/<class>/... with DIR/test or DIR/val)");
+  PackOptions po;
+  po.height = o.height, po.width = o.width, po.channels = o.channels;
+  po.size_flag = "--image-size";
+  FolderData f = load_image_folder(dir, po, o.stats_images);
+  out.train = std::move(f.train);
+  out.test = std::move(f.test);
+  const Dataset& t = out.train;
+  auto n = [](int64_t v) { return std::to_string(v); };
+  std::string line = "image folder " + dir + ": ";
+  line += n(t.count) + " training and " + n(out.test.count) + " test images in ";
+  line += n(t.num_classes) + " classes, read as " + n(t.height) + "x" + n(t.width) + "x";
+  line += n(t.channels) + " (HxWxC); normalization statistics from ";
+  line += n(f.stats_images) + " training images";
+  if (cache) {  // decoded once, here, instead of by the loader's workers every epoch
+    read_whole(out.train);
+    read_whole(out.test);
+    line += "; decoded into memory (--cache)";
+  }
+  out.notes.push_back(line);
+  if (out.test.count == 0)
+    out.warnings.push_back("no test set: " + dir + " has no test/ or val/ folder beside train/");
+  if (!f.skipped.empty())
+    out.warnings.push_back(std::to_string(f.skipped.size()) +
+                           " files that are not .png, .jpg or .jpeg were skipped (e.g. " +
+                           f.skipped.front() + ")");
+}
 }  // namespace
 
 Hdf5Paths hdf5_paths(const std::string& data_path) {
@@ -180,12 +229,15 @@ Dataset load_split(const std::string& name, const std::string& dir_in, const std
 }
 
 DataSplits load_dataset(const std::string& name, const std::string& dir, double val_split,
-                        uint64_t seed, const std::string& data_path, bool cache) {
+                        uint64_t seed, const std::string& data_path, bool cache,
+                        const FolderOptions& folder) {
   if (val_split < 0 || val_split >= 1)
     throw std::invalid_argument("--val-split must be in [0, 1), got " + std::to_string(val_split));
   DataSplits out;
   if (name == "hdf5") {
     load_hdf5(data_path, cache, out);
+  } else if (name == "folder") {
+    load_folder(dir, folder, cache, out);
   } else if (name == "fashion-mnist" || name == "mnist" || name == "cifar10" ||
              name == "cifar100" || name == "stl10" || name == "svhn") {
     out.train = load_split(name, dir, "train");

@@ -1,7 +1,7 @@
 // Image classification datasets in memory: uint8 NHWC pixels and int64 labels, with class
 // names and per-channel normalization statistics. Datasets are created by name from a data
-// directory (fashion-mnist, mnist, cifar10, cifar100, stl10, svhn) or a packed HDF5 file (hdf5), with a seeded
-// train/validation split and the test set.
+// directory (fashion-mnist, mnist, cifar10, cifar100, stl10, svhn), a packed HDF5 file (hdf5)
+// or a folder of image files (folder), with a seeded train/validation split and the test set.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +38,17 @@ struct Dataset {
 struct DataSplits {
   Dataset train, val, test;  // val is empty when val_split == 0; test when hdf5 has no test file
   std::vector<std::string> warnings;  // for the caller to print once (e.g. "no test set: ...")
+  std::vector<std::string> notes;     // plain information, to print once (folder: the statistics)
+};
+
+// --dataset folder (an ImageFolder tree in `dir`, see io/image_folder.h): the size every image
+// is resized to (0: the size they all share) and the channels (1 or 3; 0: 3 if any image is in
+// colour), and how many training images, at most, the normalization statistics are measured on.
+constexpr int64_t kFolderStatsImages = 1000;
+struct FolderOptions {
+  int64_t height = 0, width = 0;
+  int channels = 0;
+  int64_t stats_images = kFolderStatsImages;
 };
 
 std::vector<std::string> dataset_names();  // the names load_dataset accepts
@@ -46,8 +57,11 @@ std::string default_data_dir(const std::string& name);
 // hdf5_paths). val_split in [0, 1): that fraction of the training set, drawn with `seed`,
 // becomes the validation set. IDX and CIFAR files are read whole into memory; an hdf5 file
 // is too with `cache`, and otherwise streamed (samples read on demand by the loader's workers).
+// "folder" reads the image files in `dir` (which it needs) as the loader asks for them, shaped
+// by `folder`.
 DataSplits load_dataset(const std::string& name, const std::string& dir, double val_split,
-                        uint64_t seed, const std::string& data_path = "", bool cache = true);
+                        uint64_t seed, const std::string& data_path = "", bool cache = true,
+                        const FolderOptions& folder = {});
 
 // One whole split ("train" or "test") of a dataset in its original files (fashion-mnist, mnist,
 // cifar10, cifar100, stl10, svhn), from `dir` (default_data_dir when empty): what mlai_convert packs.

@@ -1,10 +1,12 @@
 // Image folders: the scan (torchvision's order), a header pass when the colour or size must be
-// learnt from the files, then decode + resize in blocks on the kernel pool, streamed to HDF5.
+// learnt from the files, then decode + resize in blocks on the kernel pool, streamed to HDF5;
+// or, for --dataset folder, decode + resize per sample in the loader's workers.
 #include "io/image_folder.h"
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <stdexcept>
 #include <utility>
 
@@ -118,10 +120,64 @@ PackOptions resolve_pack_options(const ImageFolder& f, const PackOptions& o) {
         throw std::runtime_error("image " + f.files[static_cast<size_t>(i)] + " is " +
                                  size_text(info[static_cast<size_t>(i)]) + " but " + f.files[0] +
                                  " is " + size_text(info[0]) +
-                                 " (height x width): give --size HxW to resize every image "
-                                 "to one size");
+                                 " (height x width): give " + r.size_flag +
+                                 " HxW to resize every image to one size");
   }
   return r;
+}
+
+std::pair<int64_t, int64_t> parse_image_size(const std::string& text, const std::string& flag) {
+  const size_t x = text.find('x');
+  const std::string hs = text.substr(0, x), ws = x == std::string::npos ? hs : text.substr(x + 1);
+  auto number = [](const std::string& t) {
+    if (t.empty() || t.size() > 4 || t.find_first_not_of("0123456789") != std::string::npos)
+      return int64_t{0};
+    return static_cast<int64_t>(std::stoll(t));
+  };
+  const int64_t h = number(hs), w = number(ws);
+  if (h < 1 || w < 1 || h > 8192 || w > 8192)
+    throw std::invalid_argument(flag + " must be HxW or N (pixels, 1 to 8192), got '" + text + "'");
+  return {h, w};
+}
+
+std::vector<uint8_t> load_folder_image(const ImageFolder& f, int64_t i, const PackOptions& o) {
+  ImageInfo in;
+  std::vector<uint8_t> img = decode_image(f.files[static_cast<size_t>(i)], o.channels, &in);
+  if (in.height != o.height || in.width != o.width)
+    img = resize_bilinear(img, in.height, in.width, o.channels, o.height, o.width);
+  return img;
+}
+
+void ChannelSums::add(const uint8_t* px, int64_t pixels) {
+  const auto c = static_cast<int64_t>(sum.size());
+  for (int64_t p = 0; p < pixels; ++p)
+    for (int64_t k = 0; k < c; ++k) {
+      const uint64_t v = px[p * c + k];
+      sum[static_cast<size_t>(k)] += v;
+      squares[static_cast<size_t>(k)] += v * v;
+    }
+  values += static_cast<uint64_t>(pixels);
+}
+
+void ChannelSums::add(const ChannelSums& other) {
+  for (size_t k = 0; k < sum.size(); ++k) {
+    sum[k] += other.sum[k];
+    squares[k] += other.squares[k];
+  }
+  values += other.values;
+}
+
+void ChannelSums::finish(std::vector<float>& mean, std::vector<float>& std) const {
+  mean.clear(), std.clear();
+  const double n = static_cast<double>(values);
+  for (size_t k = 0; k < sum.size(); ++k) {
+    const double m = static_cast<double>(sum[k]) / n / 255.0;
+    const double var =
+        std::max(static_cast<double>(squares[k]) / n / (255.0 * 255.0) - m * m, 0.0);
+    mean.push_back(static_cast<float>(m));
+    // A channel that never varies would divide by zero: leave it unscaled.
+    std.push_back(var > 1e-12 ? static_cast<float>(std::sqrt(var)) : 1.0f);
+  }
 }
 
 Dataset pack_image_folder(const ImageFolder& f, const std::string& path, const PackOptions& o,
@@ -135,27 +191,17 @@ Dataset pack_image_folder(const ImageFolder& f, const std::string& path, const P
   H5DatasetWriter out(path, n, height, width, channels, o.compression);
   const int64_t block = kH5ImagesPerChunk * 64;
   std::vector<uint8_t> pixels;
-  // Per-image channel sums of pixels and of their squares, exact integers, added in image
-  // order: the same statistics for any thread count.
-  std::vector<uint64_t> sums(static_cast<size_t>(n * channels * 2));
+  // Per-image channel sums, exact integers, added in image order: the same statistics for any
+  // thread count.
+  std::vector<ChannelSums> sums(static_cast<size_t>(n), ChannelSums(channels));
   for (int64_t first = 0; first < n; first += block) {
     const int64_t count = std::min(block, n - first);
     pixels.resize(static_cast<size_t>(count * bytes));
     cpu::parallel_for(count, 8, [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
-        const int64_t i = first + k;
-        ImageInfo in;
-        std::vector<uint8_t> img = decode_image(f.files[static_cast<size_t>(i)], channels, &in);
-        if (in.height != height || in.width != width)
-          img = resize_bilinear(img, in.height, in.width, channels, height, width);
+        const std::vector<uint8_t> img = load_folder_image(f, first + k, r);
         std::copy(img.begin(), img.end(), pixels.begin() + k * bytes);
-        uint64_t* s = &sums[static_cast<size_t>(i * channels * 2)];
-        for (int64_t p = 0; p < height * width; ++p)
-          for (int c = 0; c < channels; ++c) {
-            const uint32_t v = img[static_cast<size_t>(p * channels + c)];
-            s[2 * c] += v;
-            s[2 * c + 1] += v * v;
-          }
+        sums[static_cast<size_t>(first + k)].add(img.data(), height * width);
       }
     });
     out.write(first, count, pixels.data());
@@ -167,22 +213,86 @@ Dataset pack_image_folder(const ImageFolder& f, const std::string& path, const P
   header.num_classes = static_cast<int>(f.class_names.size());
   header.class_names = f.class_names;
   header.labels = f.labels;
-  const double values = static_cast<double>(n * height * width);
-  for (int c = 0; c < channels; ++c) {
-    uint64_t sum = 0, squares = 0;  // exact up to 2^48 pixel values
-    for (int64_t i = 0; i < n; ++i) {
-      sum += sums[static_cast<size_t>((i * channels + c) * 2)];
-      squares += sums[static_cast<size_t>((i * channels + c) * 2 + 1)];
-    }
-    const double mean = static_cast<double>(sum) / values / 255.0;
-    const double var =
-        std::max(static_cast<double>(squares) / values / (255.0 * 255.0) - mean * mean, 0.0);
-    header.mean.push_back(static_cast<float>(mean));
-    // A channel that never varies would divide by zero: leave it unscaled.
-    header.std.push_back(var > 1e-12 ? static_cast<float>(std::sqrt(var)) : 1.0f);
-  }
+  ChannelSums total(channels);
+  for (const ChannelSums& s : sums) total.add(s);
+  total.finish(header.mean, header.std);
   out.finish(header, "image folder " + f.root);
   return header;
+}
+
+namespace {
+
+// Decodes (and resizes) sample i when the loader asks for it: ImageFolder's loader in the
+// loader's worker threads.
+class FolderSource : public SampleSource {
+ public:
+  FolderSource(ImageFolder f, const PackOptions& o) : f_(std::move(f)), o_(o) {}
+  int64_t read(int64_t i, uint8_t* pixels) const override {
+    const std::vector<uint8_t> img = load_folder_image(f_, i, o_);
+    std::copy(img.begin(), img.end(), pixels);
+    return f_.labels[static_cast<size_t>(i)];
+  }
+
+ private:
+  ImageFolder f_;
+  PackOptions o_;
+};
+
+Dataset streamed(const ImageFolder& f, const PackOptions& o, const std::string& name) {
+  Dataset d;
+  d.name = name;
+  d.count = static_cast<int64_t>(f.files.size());
+  d.height = o.height, d.width = o.width, d.channels = o.channels;
+  d.num_classes = static_cast<int>(f.class_names.size());
+  d.class_names = f.class_names;
+  d.labels = f.labels;
+  d.source = std::make_shared<FolderSource>(f, o);
+  return d;
+}
+
+}  // namespace
+
+FolderData load_image_folder(const std::string& dir, const PackOptions& o, int64_t stats_images) {
+  namespace cpu = kernels::cpu;
+  const FolderSplits splits = image_folder_splits(dir);
+  const ImageFolder train = scan_image_folder(splits.train);
+  const PackOptions r = resolve_pack_options(train, o);
+  fs::path named = fs::absolute(dir).lexically_normal();
+  if (named.filename().empty()) named = named.parent_path();  // a trailing '/'
+  const std::string name = named.filename().empty() ? "folder" : named.filename().string();
+  FolderData out;
+  out.train = streamed(train, r, name);
+  out.skipped = train.skipped;
+  if (!splits.test.empty()) {
+    const ImageFolder test = scan_image_folder(splits.test, train.class_names);
+    out.test = streamed(test, r, name);  // resized to the training images' size where it differs
+    out.skipped.insert(out.skipped.end(), test.skipped.begin(), test.skipped.end());
+  } else {
+    out.test = out.train;
+    out.test.count = 0;
+    out.test.labels.clear();
+    out.test.rows.clear();
+  }
+  // The statistics: every training image, or a fixed sample of them (the same for every run,
+  // rank and thread count: a seeded choice and exact integer sums).
+  const int64_t n = out.train.count;
+  std::vector<int64_t> pick = permutation(n, 0x57a75ull);
+  out.stats_images = std::min(n, stats_images > 0 ? stats_images : n);
+  pick.resize(static_cast<size_t>(out.stats_images));
+  std::sort(pick.begin(), pick.end());
+  std::vector<ChannelSums> sums(pick.size(), ChannelSums(r.channels));
+  cpu::parallel_for(static_cast<int64_t>(pick.size()), 8, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      const std::vector<uint8_t> img = load_folder_image(train, pick[static_cast<size_t>(k)], r);
+      sums[static_cast<size_t>(k)].add(img.data(), r.height * r.width);
+    }
+  });
+  ChannelSums total(r.channels);
+  for (const ChannelSums& s : sums) total.add(s);
+  total.finish(out.train.mean, out.train.std);
+  out.test.mean = out.train.mean;  // the test set is normalized as training images are
+  out.test.std = out.train.std;
+  return out;
 }
 
 }  // namespace mlai::io

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "io/dataset.h"
+#include "io/image_folder.h"
 #include "nn/amp.h"
 #include "nn/lr_schedule.h"
 #include "nn/models.h"
@@ -82,6 +83,21 @@ void Config::validate() const {
           "--data-path applies to --dataset hdf5 only (use --data-dir)");
   require(!(dataset == "hdf5" && !data_dir.empty()),
           "--data-dir does not apply to --dataset hdf5 (use --data-path)");
+  require(!(dataset == "folder" && data_dir.empty()),
+          "--dataset folder needs --data-dir DIR (DIR/<class>/*.png|jpg, or DIR/train/<class>/... "
+          "beside DIR/test or DIR/val)");
+  require(dataset == "folder" || (image_size.empty() && image_channels == 0),
+          "--image-size and --image-channels apply to --dataset folder only (mlai_convert --from "
+          "folder --size packs images at a size)");
+  if (!image_size.empty()) io::parse_image_size(image_size, "--image-size");
+  require(image_channels == 0 || image_channels == 1 || image_channels == 3,
+          "--image-channels must be 1 or 3, got " + std::to_string(image_channels));
+  require(mean.empty() == std.empty(), "--mean and --std go together (one value per channel each)");
+  require(mean.size() == std.size(),
+          "--mean has " + std::to_string(mean.size()) + " values but --std has " +
+              std::to_string(std.size()) + " (one per channel each)");
+  for (double s : std) require(s > 0 && std::isfinite(s), "--std values must be > 0");
+  for (double m : mean) require(std::isfinite(m), "--mean values must be finite numbers");
   one_of(lr_schedule,
          {"constant", "step", "multistep", "exponential", "cosine", "warmup_cosine", "onecycle",
           "plateau"},
@@ -295,7 +311,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
-  X(lr_scale) X(sync_bn) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache)     \
+  X(lr_scale) X(sync_bn) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \
   X(early_stopping_divergence_threshold) X(min_epochs) X(min_steps) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
@@ -381,7 +397,8 @@ void take_model_and_data_settings(Config& c, const Config& from, const std::set<
   nlohmann::json dst = to_json(c);
   // What builds the same model and reads the same data the same way; the schedule, logging and
   // checkpoint settings of the run do not matter to a test.
-  for (const char* key : {"arch", "hidden", "dataset", "data_dir", "data_path", "cache", "val_split",
+  for (const char* key : {"arch", "hidden", "dataset", "data_dir", "data_path", "cache",
+                          "image_size", "image_channels", "mean", "std", "val_split",
                           "seed", "batch_size", "precision", "criterion", "label_smoothing",
                           "class_weights"})
     if (!given.count(key)) dst[key] = src.at(key);

@@ -22,7 +22,14 @@ struct Config {
   std::string dataset = "fashion-mnist";
   std::string data_dir;   // empty: the dataset's default
   std::string data_path;  // hdf5: TRAIN.h5 or TRAIN.h5,TEST.h5 (io::hdf5_paths)
-  bool cache = false;     // hdf5: read the whole file into memory (otherwise stream samples)
+  bool cache = false;  // hdf5, folder: read (decode) every image into memory once (else stream)
+  // folder: every image resized to "HxW" or "N" (PIL's bilinear, as torchvision's Resize);
+  // empty: the size they all share. Channels 1 or 3; 0: 3 if any image is in colour, else 1.
+  std::string image_size;
+  int image_channels = 0;
+  // Per-channel normalization on the [0, 1] scale instead of the data set's own statistics
+  // (transforms.Normalize(mean, std): ImageNet's for a torchvision-pretrained backbone).
+  std::vector<double> mean, std;
   double val_split = 0.1;
   // Validate on the data set's test split, training on the whole training split (val_split
   // unused), as Lightning's CIFAR-10 tutorials pass the test loader as val_dataloaders.

@@ -6,8 +6,10 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <tuple>
 
 #include "dist/communicator.h"
+#include "io/image_folder.h"
 #include "nn/conv_layers.h"
 #include "nn/finetune.h"
 #include "nn/models.h"
@@ -29,6 +31,21 @@ t::Device select_device(const std::string& spec, const dist::ProcessGroup& g) {
                              std::to_string(g.local_world()) +
                              " ranks run on it: start at most one rank per GPU");
   return t::Device::cuda(g.local_rank());
+}
+
+// --mean/--std: every split normalized with the given values instead of the data set's own
+// (the training split's); checkpoints and hparams.json then record these.
+void set_normalization(io::DataSplits& d, const std::vector<double>& mean,
+                       const std::vector<double>& stdev) {
+  const auto channels = static_cast<size_t>(d.train.channels);
+  if (mean.size() != channels)
+    throw std::invalid_argument("--mean/--std: " + std::to_string(mean.size()) +
+                                " value(s) each, but the data set's images have " +
+                                std::to_string(channels) + " channel(s)");
+  for (io::Dataset* s : {&d.train, &d.val, &d.test}) {
+    s->mean.assign(mean.begin(), mean.end());
+    s->std.assign(stdev.begin(), stdev.end());
+  }
 }
 }  // namespace
 
@@ -86,8 +103,15 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     std::printf("hint: float32 on a GPU: --float32-matmul-precision high lets GEMMs and "
                 "convolutions use TF32 tensor cores (as Lightning suggests "
                 "torch.set_float32_matmul_precision('high')); --precision 16 or bf16 is faster still\n");
+  io::FolderOptions folder;
+  if (!cfg_.image_size.empty())
+    std::tie(folder.height, folder.width) = io::parse_image_size(cfg_.image_size, "--image-size");
+  folder.channels = cfg_.image_channels;
   data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_on_test ? 0.0 : cfg_.val_split,
-                           cfg_.seed, cfg_.data_path, cfg_.cache);
+                           cfg_.seed, cfg_.data_path, cfg_.cache, folder);
+  if (main_)
+    for (const auto& n : data_.notes) std::printf("%s\n", n.c_str());
+  if (!cfg_.mean.empty()) set_normalization(data_, cfg_.mean, cfg_.std);
   if (cfg_.val_on_test) {  // the whole training split trains; the test split validates
     if (data_.test.count == 0)
       throw std::invalid_argument("--val-on-test: the data set has no test split to validate on");

@@ -223,5 +223,116 @@ TEST_F(ImageFolderTest, MixedSizesAndBrokenFilesAreNamed) {
   EXPECT_NE(msg.find(path("f/a/3.png") + ": a 16-bit grayscale PNG"), std::string::npos) << msg;
 }
 
+// --dataset folder reads each image when asked, decoded and resized as packing does: the same
+// bytes, labels, classes and statistics as the packed files of the same folders, streamed or
+// read whole (--cache); the test split takes the training split's size and statistics.
+TEST_F(ImageFolderTest, FolderDataSetReadsWhatPackingWrites) {
+  for (int i = 0; i < 5; ++i)  // training images: 8x6, gray and colour
+    write_png(path("d/train/" + std::string(i < 2 ? "cat" : "dog") + "/" + std::to_string(i) +
+                   ".png"),
+              8, 6, i == 4 ? 3 : 1, noise(i == 4 ? 144 : 48, 40 + i));
+  write_png(path("d/val/cat/a.png"), 10, 10, 3, noise(300, 50));  // another size: resized
+  write_png(path("d/val/dog/b.png"), 8, 6, 1, noise(48, 51));
+  std::ofstream(path("d/train/dog/notes.txt")) << "not an image";
+  FolderOptions o;
+  o.height = 5, o.width = 4;
+  const DataSplits s = load_dataset("folder", path("d"), 0.0, 1, "", false, o);
+  PackOptions po;
+  po.height = 5, po.width = 4;
+  const ImageFolder train = scan_image_folder(path("d/train"));
+  po = resolve_pack_options(train, po);
+  ASSERT_EQ(po.channels, 3);
+  pack_image_folder(train, path("p-train.h5"), po, "d");
+  pack_image_folder(scan_image_folder(path("d/val"), train.class_names), path("p-test.h5"), po,
+                    "d");
+  const Dataset want_train = read_h5_dataset(path("p-train.h5"));
+  const Dataset want_test = read_h5_dataset(path("p-test.h5"));
+  auto expect_same = [](const Dataset& got, const Dataset& want, const char* what) {
+    ASSERT_EQ(got.count, want.count) << what;
+    EXPECT_EQ(got.height, 5);
+    EXPECT_EQ(got.width, 4);
+    EXPECT_EQ(got.channels, 3);
+    EXPECT_EQ(got.labels, want.labels) << what;
+    EXPECT_EQ(got.class_names, want.class_names) << what;
+    std::vector<uint8_t> px(static_cast<size_t>(got.sample_bytes()));
+    for (int64_t i = 0; i < got.count; ++i) {
+      const uint8_t* p = nullptr;
+      if (got.source) {
+        EXPECT_EQ(got.source->read(got.source_row(i), px.data()), want.labels[i]);
+        p = px.data();
+      } else {
+        p = &got.images[static_cast<size_t>(i * got.sample_bytes())];
+      }
+      EXPECT_EQ(std::vector<uint8_t>(p, p + got.sample_bytes()),
+                std::vector<uint8_t>(want.images.begin() + i * got.sample_bytes(),
+                                     want.images.begin() + (i + 1) * got.sample_bytes()))
+          << what << " image " << i;
+    }
+  };
+  ASSERT_TRUE(s.train.source);  // streamed: nothing decoded up front but the statistics
+  EXPECT_TRUE(s.train.images.empty());
+  expect_same(s.train, want_train, "train");
+  expect_same(s.test, want_test, "test");
+  EXPECT_EQ(s.train.mean, want_train.mean);  // every training image (5 <= the sample size)
+  EXPECT_EQ(s.train.std, want_train.std);
+  EXPECT_EQ(s.test.mean, want_train.mean);   // the test split normalized as training images
+  EXPECT_EQ(s.test.std, want_train.std);
+  ASSERT_EQ(s.notes.size(), 1u);
+  EXPECT_NE(s.notes[0].find("5 training and 2 test images in 2 classes, read as 5x4x3"),
+            std::string::npos)
+      << s.notes[0];
+  ASSERT_EQ(s.warnings.size(), 1u);
+  EXPECT_NE(s.warnings[0].find("notes.txt"), std::string::npos) << s.warnings[0];
+  // --cache: decoded once into memory, the same bytes.
+  const DataSplits c = load_dataset("folder", path("d"), 0.0, 1, "", true, o);
+  EXPECT_FALSE(c.train.source);
+  expect_same(c.train, want_train, "cached train");
+  expect_same(c.test, want_test, "cached test");
+  // A validation split draws rows of the streamed set.
+  const DataSplits v = load_dataset("folder", path("d"), 0.4, 1, "", false, o);
+  EXPECT_EQ(v.train.count + v.val.count, 5);
+  EXPECT_EQ(v.val.count, 2);
+  std::vector<uint8_t> px(static_cast<size_t>(v.val.sample_bytes()));
+  for (int64_t i = 0; i < v.val.count; ++i) {
+    const int64_t row = v.val.source_row(i);
+    EXPECT_EQ(v.val.source->read(row, px.data()), want_train.labels[row]);
+    EXPECT_EQ(px, std::vector<uint8_t>(want_train.images.begin() + row * 60,
+                                       want_train.images.begin() + (row + 1) * 60));
+  }
+  // Statistics from a sample: the same sample in every load, so the same values.
+  o.stats_images = 2;
+  const DataSplits a = load_dataset("folder", path("d"), 0.0, 1, "", false, o);
+  const DataSplits b = load_dataset("folder", path("d"), 0.0, 7, "", false, o);
+  EXPECT_EQ(a.train.mean, b.train.mean);
+  EXPECT_NE(a.train.mean, want_train.mean);
+  EXPECT_NE(a.notes[0].find("statistics from 2 training images"), std::string::npos);
+}
+
+TEST_F(ImageFolderTest, FolderDataSetErrorsNameTheFileAndTheFlag) {
+  EXPECT_NE(error_of([&] { load_dataset("folder", "", 0.0, 1); }).find("--data-dir"),
+            std::string::npos);
+  write_png(path("d/a/1.png"), 8, 6, 1, noise(48, 1));
+  write_png(path("d/b/2.png"), 5, 6, 1, noise(30, 2));
+  const std::string msg = error_of([&] { load_dataset("folder", path("d"), 0.0, 1); });
+  EXPECT_NE(msg.find(path("d/b/2.png") + " is 5x6"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("give --image-size HxW"), std::string::npos) << msg;
+  // A file broken after the start is found when it is read (by a loader worker): the error
+  // names it.
+  write_png(path("d/b/3.png"), 5, 6, 1, noise(30, 3));
+  FolderOptions o;
+  o.height = o.width = 4, o.channels = 1;
+  const DataSplits s = load_dataset("folder", path("d"), 0.0, 1, "", false, o);
+  ASSERT_EQ(s.train.count, 3);
+  std::ofstream(path("d/b/3.png")) << "this is not a PNG";
+  std::vector<uint8_t> px(16);
+  EXPECT_NE(error_of([&] { s.train.source->read(2, px.data()); })
+                .find("cannot read image " + path("d/b/3.png")),
+            std::string::npos);
+  // Read whole (--cache), the load itself fails, naming it.
+  EXPECT_NE(error_of([&] { load_dataset("folder", path("d"), 0.0, 1, "", true, o); })
+                .find(path("d/b/3.png")),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace mlai::io

@@ -52,6 +52,13 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--float32-matmul-precision tf32", "--float32-matmul-precision"},
       {"--num-sanity-val-steps -3", "--num-sanity-val-steps"},
       {"--cudnn-benchmark maybe", "--cudnn-benchmark"},
+      {"--dataset folder --fast-dev-run", "--data-dir"},
+      {"--image-size 32 --fast-dev-run", "--image-size"},
+      {"--dataset folder --data-dir . --image-size 0x4", "--image-size"},
+      {"--dataset folder --data-dir . --image-channels 2", "--image-channels"},
+      {"--mean 0.5 --fast-dev-run", "--mean"},
+      {"--mean 0.5,0.5 --std 0.2 --fast-dev-run", "--std"},
+      {"--mean 0.5,0.4,0.4 --std 0.2,0.2,0.2 --fast-dev-run", "--mean/--std"},
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);
@@ -65,6 +72,11 @@ TEST(Cli, MissingDataIsAClearError) {
   const Result r = run("--dataset mnist --data-dir /nonexistent/mnist --fast-dev-run");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("/nonexistent/mnist"), std::string::npos) << r.out;
+  const Result f = run("--dataset folder --data-dir /nonexistent/images --fast-dev-run");
+  EXPECT_EQ(f.code, 1);
+  EXPECT_EQ(lines(f.out), 1) << f.out;
+  EXPECT_NE(f.out.find("image folder /nonexistent/images is not a directory"), std::string::npos)
+      << f.out;
 }
 
 TEST(Cli, HelpDocumentsEveryFlag) {
@@ -79,7 +91,8 @@ TEST(Cli, HelpDocumentsEveryFlag) {
                         "--resume", "--deterministic", "--max-steps", "--max-time",
                         "--checkpoint-monitor", "--save-top-k", "--lr-find",
                         "--float32-matmul-precision", "--num-sanity-val-steps",
-                        "--cudnn-benchmark", "--log-device-stats"})
+                        "--cudnn-benchmark", "--log-device-stats", "--image-size",
+                        "--image-channels", "--mean", "--std", "--cache"})
     EXPECT_NE(r.out.find(f), std::string::npos) << f;
 }
 
