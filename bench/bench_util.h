@@ -41,6 +41,11 @@ bool require_cuda(benchmark::State& state);
 // kernels average out) and reports their mean as the iteration's manual time. Returns the mean
 // device seconds per call. Register the benchmark with UseManualTime().
 double time_cuda(benchmark::State& state, int reps, const std::function<void(int)>& op);
+// The same, and *host_s gets the host's mean seconds to issue one call (what the calls cost the
+// CPU, launch and library overhead: a step of such calls is launch-bound when this is near the
+// device time).
+double time_cuda(benchmark::State& state, int reps, const std::function<void(int)>& op,
+                 double* host_s);
 
 // ||out - ref|| / ||ref|| (L2); infinity when out has a NaN or the sizes differ.
 double rel_l2_error(const std::vector<double>& out, const std::vector<double>& ref);

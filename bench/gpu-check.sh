@@ -3,12 +3,13 @@
 # as pip packages, but no Open MPI, no HDF5, no network): it runs the test binaries' CUDA suites
 # (and the whole binaries while time remains), mlai_train of resnet18_cifar on the real
 # Fashion-MNIST at --precision 16 and 32 (issue #5's accuracy check; synthetic MNIST-format data
-# made there when the data was not carried), the CUDA kernel benchmarks (the fused layers against
-# the separate ops among them), whole training steps of mlp / resnet18_cifar / resnet18 in mlai
+# made there when the data was not carried), the CUDA kernel benchmarks (resnet18's
+# convolutions at 32x32, shape by shape, beside torch's; the fused layers against the separate
+# ops), whole training steps of mlp / resnet18_cifar / resnet18 in mlai
 # (mlai_bench_step, fp16 first, then fp32, bf16, and fp16 with --cuda-graphs and with layer
 # fusion off) and in PyTorch
 # (bench/reference_step.py: eager, AMP, channels_last, bf16) side by side, and a PyTorch
-# GEMM/bandwidth reference, and writes everything to $OUT/gpu-check-<UTC date>/ (7 files: the
+# convolution/GEMM/bandwidth reference, and writes everything to $OUT/gpu-check-<UTC date>/ (7 files: the
 # device tool brings back at most 8), printing a summary table last. The mlai step runs are
 # also traced (mlai_bench_step --trace: host and GPU time per module and autograd op): those
 # traces and torch.json travel in extra.tar.gz.
@@ -223,14 +224,15 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
     done
   fi
 
-  # ---- CUDA kernel benchmarks, one family at a time (the fused layers first) so that a
-  # deadline leaves whole results; their JSON files are merged into bench.json ----
+  # ---- CUDA kernel benchmarks, one family at a time (resnet18's convolutions first, then the
+  # fused layers) so that a deadline leaves whole results; their JSON files are merged into
+  # bench.json ----
   local benchbin="$bundle/bin/mlai_bench_kernels" fam fams bdir=/tmp/mlai-gpu-check-bench
   rm -rf "$bdir" && mkdir -p "$bdir"
   if [ -x "$benchbin" ] && [ $((t_bench - SECONDS)) -gt 20 ]; then
     fams=$("$benchbin" --benchmark_list_tests --benchmark_filter="${BENCH_FILTER:-Cuda}" 2> /dev/null \
       | cut -d/ -f1 | awk '!seen[$0]++' \
-      | awk '/BnAddRelu|Linear/ {print 0, $0; next} /SoftmaxXent/ {print 1, $0; next} {print 2, $0}' \
+      | awk '/CudaConv/ {print 0, $0; next} /BnAddRelu|Linear/ {print 1, $0; next} /SoftmaxXent/ {print 2, $0; next} {print 3, $0}' \
       | sort -s -k1,1n | cut -d' ' -f2)
     for fam in $fams; do
       left=$((t_bench - SECONDS))
@@ -359,6 +361,51 @@ def row(name, ms, **rate):
     out["rows"].append(dict(name=name, ms=ms, **rate)); save()
     print(f"{name:40s} {ms:9.3f} ms  " + "  ".join(f"{k}={v:.1f}" for k, v in rate.items()))
 dev = "cuda:0"
+# The convolutions of mlai_bench_kernels' CudaConv rows (bench/layers_bench.cpp: resnet18 on
+# 32x32 images at batch 256, and resnet18_cifar's first stage), channels_last, cuDNN
+# benchmark mode, fp32 without TF32 as mlai's fp32 rows: time per call on the device and the
+# host's time to issue one (Python and dispatcher included), first, as the newest question.
+torch.backends.cudnn.benchmark = True
+torch.backends.cudnn.allow_tf32 = False
+conv_shapes = [(256, 32, 32, 3, 64, 7, 2, 3), (256, 8, 8, 64, 64, 3, 1, 1),
+               (256, 8, 8, 64, 128, 3, 2, 1), (256, 8, 8, 64, 128, 1, 2, 0),
+               (256, 4, 4, 128, 128, 3, 1, 1), (256, 4, 4, 128, 256, 3, 2, 1),
+               (256, 2, 2, 256, 256, 3, 1, 1), (256, 2, 2, 256, 512, 3, 2, 1),
+               (256, 1, 1, 512, 512, 3, 1, 1), (256, 32, 32, 64, 64, 3, 1, 1)]
+import time
+def per_call(fn, reps=20, rounds=10):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    dev_ms, host_us = [], []
+    for _ in range(rounds):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record(); t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        host_us.append((time.perf_counter() - t0) / reps * 1e6)
+        e.record(); e.synchronize()
+        dev_ms.append(s.elapsed_time(e) / reps)
+    return sorted(dev_ms)[rounds // 2], sorted(host_us)[rounds // 2]
+for label, dt in [("fp16", torch.float16), ("fp32", torch.float32)]:
+    for pname in ("fwd", "dgrad", "wgrad"):
+        for n, h, w, ci, co, k, st, pd in conv_shapes:
+            cl = torch.channels_last
+            x = torch.empty(n, ci, h, w, device=dev, dtype=dt).uniform_(-1, 1).to(memory_format=cl)
+            wt = torch.empty(co, ci, k, k, device=dev, dtype=dt).uniform_(-0.2, 0.2).to(memory_format=cl)
+            oh, ow = (h + 2 * pd - k) // st + 1, (w + 2 * pd - k) // st + 1
+            dy = torch.empty(n, co, oh, ow, device=dev, dtype=dt).uniform_(-1, 1).to(memory_format=cl)
+            mask = {"fwd": None, "dgrad": [True, False, False], "wgrad": [False, True, False]}[pname]
+            if mask is None:
+                fn = lambda: torch.nn.functional.conv2d(x, wt, None, st, pd)
+            else:
+                fn = lambda: torch.ops.aten.convolution_backward(
+                    dy, x, wt, None, [st, st], [pd, pd], [1, 1], False, [0, 0], 1, mask)
+            ms, hu = per_call(fn)
+            name = f"torch.conv/{label}/{pname}/{n}x{h}x{w}x{ci}-{co}k{k}s{st}"
+            row(name, ms, TFLOPS=2 * n * oh * ow * co * ci * k * k / ms / 1e9, host_us=hu)
+            del x, wt, dy
+torch.backends.cudnn.allow_tf32 = True
 for label, dt, tf32 in [("fp32", torch.float32, False), ("fp32_tf32", torch.float32, True),
                         ("fp16", torch.float16, False), ("bf16", torch.bfloat16, False)]:
     torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -457,6 +504,12 @@ else:
             t = torch_rows.get(f"torch.matmul/{parts[1]}/{parts[2]}")
             if t:
                 ref = f"  torch {t['TFLOPS']:.1f}"
+        if parts[0] == "CudaConv" and len(parts) == 4:
+            ref = f"  host {b.get('host_us', 0):5.1f} us"
+            t = torch_rows.get("torch.conv/" + "/".join(parts[1:]))
+            if t:  # mlai's time per call over torch's: below 1 is faster
+                ref += (f"  torch {t['ms'] * 1000:8.1f} us host {t['host_us']:5.1f} us"
+                        f"  mlai/torch {b['real_time'] / (t['ms'] * 1000):.2f}")
         print(f"  {name:42s} {b['real_time']:10.3f} {b['time_unit']:2s} {rate} {peak} {pct}{ref}")
     for msg, names in errors.items():
         if "validation" in msg:
@@ -465,6 +518,8 @@ else:
 if torch.get("available"):
     print(f"\nPyTorch {torch['torch']} (CUDA {torch['cuda']}) on {torch['device']}")
     for r in torch["rows"]:
+        if r["name"].startswith("torch.conv/"):
+            continue  # beside mlai's CudaConv rows above
         rate = f"{r['TFLOPS']:7.1f} TFLOPS" if "TFLOPS" in r else f"{r['GBps']:7.0f} GBps"
         print(f"  {r['name']:42s} {r['ms']:9.3f} ms {rate}")
 else:

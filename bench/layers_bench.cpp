@@ -3,7 +3,11 @@
 //     (tensor::batchnorm_act_*) or as batch norm (cuDNN on CUDA), add and relu with their
 //     backwards: ResNet's block epilogue at its largest (resnet18_cifar's first stage);
 //   CudaLinear/<dtype>/<epilogue|unfused>/BxINxOUT: relu(x W^T + b) and its weight and bias
-//     gradients with the cuBLASLt epilogues or as GEMM + bias_act / sum_dim: the MLP's layer.
+//     gradients with the cuBLASLt epilogues or as GEMM + bias_act / sum_dim: the MLP's layer;
+//   CudaConv/<dtype>/<fwd|dgrad|wgrad>/NxHxWxC-<K>k<R>s<S>: one cuDNN convolution pass (output,
+//     input gradient, filter gradient) at each shape of resnet18 on 32x32 images at batch 256
+//     (and resnet18_cifar's first stage), with host_us, the CPU's time to issue one call:
+//     issue #5's resnet18 case, shape by shape, beside torch's same convolutions (gpu-check).
 // Each validates against the CPU (float64 maths) once, then times; GBps counts the bytes the
 // fused version must move (its minimum), so both variants of a pair share the numerator.
 //   build/bench/mlai_bench_kernels --benchmark_filter='BnAddRelu|CudaLinear'
@@ -11,6 +15,7 @@
 
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "bench/bench_util.h"
 #include "tensor/linear_ops.h"
@@ -121,7 +126,98 @@ void cuda_linear(benchmark::State& state, const std::string& key, DType dt, bool
   set_rate(state, "TFLOPS", flops * 1e-12, sec, 0);
 }
 
+// One convolution of a ResNet: x [n, h, w, c_in], filter k x k, c_out outputs.
+struct ConvShape {
+  int64_t n, h, w, c_in, c_out, k, stride, pad;
+  std::string name() const {
+    return std::to_string(n) + "x" + std::to_string(h) + "x" + std::to_string(w) + "x" +
+           std::to_string(c_in) + "-" + std::to_string(c_out) + "k" + std::to_string(k) + "s" +
+           std::to_string(stride);
+  }
+  int64_t out(int64_t side) const { return (side + 2 * pad - k) / stride + 1; }
+  double flops() const {  // multiply-adds x 2; the same for all three passes
+    return 2.0 * static_cast<double>(n * out(h) * out(w) * c_out * c_in * k * k);
+  }
+};
+
+// resnet18 on 32x32 input (the stem leaves 8x8 after the max pool), batch 256: every distinct
+// convolution; then resnet18_cifar's first stage (32x32 x 64), for contrast.
+const std::vector<ConvShape>& conv_shapes() {
+  static const std::vector<ConvShape> shapes = {
+      {256, 32, 32, 3, 64, 7, 2, 3},    {256, 8, 8, 64, 64, 3, 1, 1},
+      {256, 8, 8, 64, 128, 3, 2, 1},    {256, 8, 8, 64, 128, 1, 2, 0},
+      {256, 4, 4, 128, 128, 3, 1, 1},   {256, 4, 4, 128, 256, 3, 2, 1},
+      {256, 2, 2, 256, 256, 3, 1, 1},   {256, 2, 2, 256, 512, 3, 2, 1},
+      {256, 1, 1, 512, 512, 3, 1, 1},   {256, 32, 32, 64, 64, 3, 1, 1}};
+  return shapes;
+}
+
+enum class ConvPass { kForward, kData, kFilter };
+
+struct ConvInputs {
+  Tensor x, w, dy;
+};
+ConvInputs conv_inputs(const ConvShape& c, int64_t n, DType dt, Device dev) {
+  Generator gen(23);
+  return {Tensor::uniform({n, c.h, c.w, c.c_in}, -1, 1, gen, dt, dev),
+          Tensor::uniform({c.c_out, c.k, c.k, c.c_in}, -0.2, 0.2, gen, dt, dev),
+          Tensor::uniform({n, c.out(c.h), c.out(c.w), c.c_out}, -1, 1, gen, dt, dev)};
+}
+
+Tensor conv_pass(const ConvInputs& in, const ConvShape& c, ConvPass pass) {
+  switch (pass) {
+    case ConvPass::kForward:
+      return tensor::conv2d(in.x, in.w, Tensor(), c.stride, c.pad);
+    case ConvPass::kData:
+      return tensor::conv2d_backward_data(in.dy, in.w, in.x.shape(), c.stride, c.pad);
+    default:
+      return tensor::conv2d_backward_filter(in.x, in.dy, in.w.shape(), c.stride, c.pad, false)
+          .first;
+  }
+}
+
+void cuda_conv(benchmark::State& state, const std::string& key, DType dt, ConvPass pass,
+               const ConvShape& c) {
+  if (!require_cuda(state)) return;
+  // Checked against the CPU twin (float arithmetic on the same values) at batch 4 first.
+  if (!validate_once(state, key, [&] {
+        const ConvInputs g = conv_inputs(c, 4, dt, Device::cuda(0));
+        const ConvInputs h{g.x.to(Device::cpu()), g.w.to(Device::cpu()), g.dy.to(Device::cpu())};
+        const Tensor got = tensor::cast(conv_pass(g, c, pass), DType::kFloat64);
+        const Tensor want = tensor::cast(conv_pass(h, c, pass), DType::kFloat64);
+        const double err = rel_l2_error(got.to_double_vector(), want.to_double_vector());
+        const double tol = dt == DType::kFloat32 ? 1e-4 : 1e-2;
+        return err <= tol ? std::string()
+                          : "rel L2 error " + std::to_string(err) + " against the CPU";
+      }))
+    return;
+  const ConvInputs in = conv_inputs(c, c.n, dt, Device::cuda(0));
+  Tensor out;
+  double host_s = 0;
+  const double sec = time_cuda(state, 20, [&](int) { out = conv_pass(in, c, pass); }, &host_s);
+  const bool tensor_cores = dt != DType::kFloat32;
+  set_rate(state, "TFLOPS", c.flops() * 1e-12, sec,
+           tensor_cores ? cuda_peak(0).tensor_tflops : cuda_peak(0).fp32_tflops);
+  state.counters["host_us"] = host_s * 1e6;
+}
+
+void register_conv_benchmarks() {
+  const std::pair<ConvPass, const char*> passes[] = {
+      {ConvPass::kForward, "fwd"}, {ConvPass::kData, "dgrad"}, {ConvPass::kFilter, "wgrad"}};
+  for (DType dt : {DType::kFloat16, DType::kFloat32})
+    for (const auto& [pass, pass_name] : passes)
+      for (const ConvShape& c : conv_shapes()) {
+        const std::string name =
+            "CudaConv/" + short_dtype(dt) + "/" + pass_name + "/" + c.name();
+        benchmark::RegisterBenchmark(
+            name.c_str(), [=](benchmark::State& st) { cuda_conv(st, name, dt, pass, c); })
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
+}
+
 void register_layer_benchmarks() {
+  register_conv_benchmarks();
   for (bool fused : {true, false}) {
     const std::string v = fused ? "fused" : "unfused";
     const tensor::Shape cpu_shape{32, 32, 32, 64};
