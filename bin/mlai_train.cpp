@@ -154,6 +154,11 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--max-steps", c.max_steps,
                  "Stop after N optimizer steps (-1: no limit); the schedule then spans the steps")
       ->capture_default_str();
+  app.add_option("--scale-batch-size", c.scale_batch_size,
+                 "Lightning's Tuner.scale_batch_size before training: trials of 3 training steps "
+                 "from batch size 2, doubling while they fit in memory (power), then bisecting "
+                 "between the last that fit and the first that did not (binsearch); the largest "
+                 "that fits becomes --batch-size (one process only)");
   app.add_option("--lr-find", c.lr_find,
                  "Lightning's learning-rate range test before training (100 steps, 1e-8 to 1); "
                  "its suggestion replaces --lr. 'only': the test alone, no training")

@@ -35,6 +35,12 @@ void Config::validate() const {
   require(lr_find != "only" || resume.empty(),
           "--lr-find only and --resume cannot be combined (the test is for a run's start)");
   require(lr_find.empty() || fast_dev_run == 0, "--lr-find and --fast-dev-run cannot be combined");
+  require(scale_batch_size.empty() || scale_batch_size == "power" || scale_batch_size == "binsearch",
+          "--scale-batch-size '" + scale_batch_size + "' is unknown (expected power or binsearch)");
+  require(scale_batch_size.empty() || fast_dev_run == 0,
+          "--scale-batch-size and --fast-dev-run cannot be combined");
+  require(scale_batch_size.empty() || !test_only,
+          "--test-only and --scale-batch-size cannot be combined (nothing trains)");
   require(batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(batch_size));
   require(lr > 0 && std::isfinite(lr), "--lr must be a positive number");
   require(workers >= 0 && workers <= 256, "--workers must be in [0, 256]");
@@ -315,7 +321,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \
   X(early_stopping_divergence_threshold) X(min_epochs) X(min_steps) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
-  X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) \
+  X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) X(scale_batch_size) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
   X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha) \
   X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(log_device_stats) X(detect_anomaly) X(no_bias_decay) \

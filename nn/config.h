@@ -97,6 +97,9 @@ struct Config {
   // Lightning's Tuner.lr_find: "" off; "apply": a learning-rate range test before training, whose
   // suggestion becomes --lr; "only": the test and its suggestion, no training.
   std::string lr_find;
+  // Lightning's Tuner.scale_batch_size: "power" or "binsearch" ("": off). The largest batch
+  // size whose training steps fit in memory replaces batch_size (trainer_batch_find.cpp).
+  std::string scale_batch_size;
   int64_t batch_size = 64;
   uint64_t seed = 42;
   std::string device = "auto";

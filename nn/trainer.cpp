@@ -145,6 +145,15 @@ FitResult Trainer::fit() {
   lo.rrc_scale[1] = cfg_.rrc_scale[1];
   lo.rrc_ratio[0] = cfg_.rrc_ratio[0];
   lo.rrc_ratio[1] = cfg_.rrc_ratio[1];
+  nlohmann::json tuned;  // the tuners' records, for hparams.json
+  if (!cfg_.scale_batch_size.empty() && !batch_size_found_) {  // Tuner.scale_batch_size
+    Profiler::Scope s(profiler_, "scale_batch_size");
+    model_->train();
+    nlohmann::json record;
+    cfg_.batch_size = scale_batch_size(lo, record);
+    lo.batch_size = cfg_.batch_size;
+    tuned["scale_batch_size"] = record;
+  }
   io::Loader probe(data_.train, lo);
   const int64_t all_batches = probe.num_batches();
   lo.limit_batches =
@@ -212,7 +221,7 @@ FitResult Trainer::fit() {
   print_header(steps_per_epoch, accum, opt_steps_per_epoch);
   if (std::get<0>(resumed_geometry_) > 0 && state_.epoch < epochs)
     reanchor_schedule(loader, sc, accum);
-  nlohmann::json extra;
+  nlohmann::json extra = tuned;
   if (!cfg_.lr_find.empty() && !lr_find_done_) {  // Tuner.lr_find: its suggestion is --lr
     Profiler::Scope s(profiler_, "lr_find");
     nlohmann::json record;

@@ -168,6 +168,21 @@ class Trainer {
   // trainer_lr_find.cpp: Lightning's learning-rate range test (Tuner.lr_find); returns the
   // suggested rate (0: none) and leaves the model, optimizer and scaler as they were.
   double lr_find(const io::LoaderOptions& lo, nlohmann::json& record);
+  // What a tuner's trial steps change (weights, buffers, optimizer and scaler state, step
+  // count, rate, dropout generators), copied so that restore() puts it back exactly.
+  struct Snapshot {
+    std::vector<std::pair<Tensor*, Tensor>> tensors;
+    int64_t opt_steps = 0;
+    double lr = 0;
+    std::vector<std::pair<Generator*, std::pair<uint64_t, uint64_t>>> generators;
+  };
+  Snapshot snapshot();
+  void restore(const Snapshot& s);
+  // trainer_batch_find.cpp: Lightning's Tuner.scale_batch_size (--scale-batch-size power or
+  // binsearch): the largest batch size whose training steps fit in memory; leaves the model,
+  // optimizer and scaler as they were.
+  int64_t scale_batch_size(const io::LoaderOptions& lo, nlohmann::json& record);
+  bool batch_size_found_ = false;  // resumed from a run whose --scale-batch-size set it
   void print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_steps_per_epoch);
   // true: early stopping ends training here (v: the validation's result)
   bool validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit, EvalResult& v);

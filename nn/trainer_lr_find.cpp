@@ -21,6 +21,26 @@
 
 namespace mlai::nn {
 
+Trainer::Snapshot Trainer::snapshot() {
+  Snapshot s;
+  for (auto& [n, t] : model_->named_tensors()) s.tensors.emplace_back(t, t->clone());
+  for (auto& [n, t] : opt_->state()) s.tensors.emplace_back(t, t->clone());
+  for (auto& [n, t] : scaler_->state()) s.tensors.emplace_back(t, t->clone());
+  s.opt_steps = opt_->step_count();
+  s.lr = opt_->lr();
+  for (auto& [n, g] : model_->named_generators())
+    s.generators.push_back({g, {g->seed(), g->offset()}});
+  return s;
+}
+
+void Trainer::restore(const Snapshot& s) {
+  for (auto& [dst, copy] : s.tensors) dst->copy_from(copy);
+  model_->refresh_working_parameters();
+  opt_->set_step_count(s.opt_steps);
+  opt_->set_lr(s.lr);
+  for (auto& [g, st] : s.generators) g->set_state(st.first, st.second);
+}
+
 int64_t steepest_descent(const std::vector<double>& losses, int64_t skip_begin,
                          int64_t skip_end) {
   std::vector<int64_t> kept;
@@ -47,15 +67,8 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
   constexpr double kMinLr = 1e-8, kMaxLr = 1.0, kBeta = 0.98, kDiverged = 4.0;
   constexpr int64_t kSteps = 100, kSkipBegin = 10, kSkipEnd = 1;
   namespace t = mlai::tensor;
-  // What the test changes, to put back after it.
-  std::vector<std::pair<Tensor*, Tensor>> saved;
-  for (auto& [n, t] : model_->named_tensors()) saved.emplace_back(t, t->clone());
-  for (auto& [n, s] : opt_->state()) saved.emplace_back(s, s->clone());
-  for (auto& [n, s] : scaler_->state()) saved.emplace_back(s, s->clone());
-  const int64_t opt_steps = opt_->step_count();
-  const double lr_before = opt_->lr();
-  std::vector<std::pair<Generator*, std::pair<uint64_t, uint64_t>>> gens;
-  for (auto& [n, g] : model_->named_generators()) gens.push_back({g, {g->seed(), g->offset()}});
+  const Snapshot before = snapshot();  // what the test changes, to put back after it
+  const double lr_before = before.lr;
 
   io::LoaderOptions lo = base;
   lo.limit_batches = -1;
@@ -115,11 +128,7 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
     if (s < best) best = s;
   }
 
-  for (auto& [dst, copy] : saved) dst->copy_from(copy);
-  model_->refresh_working_parameters();
-  opt_->set_step_count(opt_steps);
-  opt_->set_lr(lr_before);
-  for (auto& [g, st] : gens) g->set_state(st.first, st.second);
+  restore(before);
 
   const int64_t idx = steepest_descent(smoothed, kSkipBegin, kSkipEnd);
   // Too few points (the loss diverged at once): like Lightning, no suggestion; --lr stays.

@@ -111,7 +111,18 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
                            cfg_.seed, cfg_.data_path, cfg_.cache, folder);
   if (main_)
     for (const auto& n : data_.notes) std::printf("%s\n", n.c_str());
-  if (!cfg_.mean.empty()) set_normalization(data_, cfg_.mean, cfg_.std);
+  if (!cfg_.mean.empty()) {
+    set_normalization(data_, cfg_.mean, cfg_.std);
+    if (main_) {
+      std::string given;
+      for (size_t c = 0; c < cfg_.mean.size(); ++c) {
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), "%s%g/%g", c == 0 ? "" : ", ", cfg_.mean[c], cfg_.std[c]);
+        given += buf;
+      }
+      std::printf("normalization (--mean/--std, per channel mean/std): %s\n", given.c_str());
+    }
+  }
   if (cfg_.val_on_test) {  // the whole training split trains; the test split validates
     if (data_.test.count == 0)
       throw std::invalid_argument("--val-on-test: the data set has no test split to validate on");
@@ -266,6 +277,15 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
       std::printf("note: the run's rate came from --lr-find (%g); resumed with --lr %g\n",
                   saved.lr, cfg_.lr);
     }
+    // --scale-batch-size: a resumed run keeps the size the run's search found (the checkpoint
+    // records it as the run's --batch-size).
+    if (!cfg_.scale_batch_size.empty()) {
+      cfg_.batch_size = saved.batch_size;
+      batch_size_found_ = true;
+      if (main_)
+        std::printf("--scale-batch-size: resumed, with the run's batch size %lld\n",
+                    static_cast<long long>(cfg_.batch_size));
+    }
     if (saved.checkpoint_monitor != cfg_.checkpoint_monitor) {  // another yardstick: start over
       state_.best_score = std::numeric_limits<double>::quiet_NaN();
       state_.top_k.clear();
@@ -289,6 +309,10 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
                   static_cast<long long>(state_.next_batch),
                   static_cast<long long>(state_.global_step));
   }
+  if (world > 1 && !cfg_.scale_batch_size.empty())
+    throw std::invalid_argument(
+        "--scale-batch-size runs on one process only (as Lightning's batch size finder): find "
+        "the size in a one-GPU run, then pass it as --batch-size to the data-parallel one");
   state_.world = world;  // what checkpoints record
   if (world > 1) {
     comm_ = dist::make_communicator(cfg_.dist_backend, device_, group_);

@@ -59,6 +59,8 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--mean 0.5 --fast-dev-run", "--mean"},
       {"--mean 0.5,0.5 --std 0.2 --fast-dev-run", "--std"},
       {"--mean 0.5,0.4,0.4 --std 0.2,0.2,0.2 --fast-dev-run", "--mean/--std"},
+      {"--scale-batch-size always", "--scale-batch-size"},
+      {"--scale-batch-size power --fast-dev-run", "--scale-batch-size"},
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);
@@ -92,7 +94,8 @@ TEST(Cli, HelpDocumentsEveryFlag) {
                         "--checkpoint-monitor", "--save-top-k", "--lr-find",
                         "--float32-matmul-precision", "--num-sanity-val-steps",
                         "--cudnn-benchmark", "--log-device-stats", "--image-size",
-                        "--image-channels", "--mean", "--std", "--cache"})
+                        "--image-channels", "--mean", "--std", "--cache",
+                        "--scale-batch-size"})
     EXPECT_NE(r.out.find(f), std::string::npos) << f;
 }
 
