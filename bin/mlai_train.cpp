@@ -110,8 +110,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--beta2", c.beta2, "Adam beta2")->capture_default_str();
   app.add_option("--eps", c.eps, "Adam epsilon")->capture_default_str();
   app.add_option("--lr-schedule", c.lr_schedule,
-                 "constant, step, multistep, exponential, cosine, warmup_cosine or onecycle (per "
-                 "step), or plateau (ReduceLROnPlateau, after each epoch's validation)")->capture_default_str();
+                 "constant, step, multistep, exponential, cosine, warmup_cosine, onecycle, "
+                 "linear or polynomial (per step), or plateau (ReduceLROnPlateau, after each "
+                 "epoch's validation)")->capture_default_str();
   app.add_option("--lr-step-epochs", c.lr_step_epochs, "step schedule: decay every N epochs")->capture_default_str();
   app.add_option("--lr-milestones", c.lr_milestones,
                  "multistep schedule (MultiStepLR): the epochs to decay at, comma-separated "
@@ -122,7 +123,12 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--warmup-steps", c.warmup_steps,
                  "Linear warmup over the first N optimizer steps in front of the constant, step, "
                  "multistep, exponential or cosine schedule (warmup_cosine: its ramp)")->capture_default_str();
-  app.add_option("--min-lr", c.min_lr, "cosine schedules: final learning rate; plateau: the floor")->capture_default_str();
+  app.add_option("--min-lr", c.min_lr,
+                 "cosine, linear and polynomial schedules: final learning rate; plateau: the floor")
+      ->capture_default_str();
+  app.add_option("--lr-power", c.lr_power,
+                 "polynomial schedule: lr = min + (lr - min) x (1 - progress)^power "
+                 "(PyTorch's PolynomialLR)")->capture_default_str();
   app.add_option("--plateau-monitor", c.plateau_monitor,
                  "plateau: val_loss (lower is better) or val_accuracy")->capture_default_str();
   app.add_option("--plateau-patience", c.plateau_patience,

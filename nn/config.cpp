@@ -106,8 +106,9 @@ void Config::validate() const {
   for (double m : mean) require(std::isfinite(m), "--mean values must be finite numbers");
   one_of(lr_schedule,
          {"constant", "step", "multistep", "exponential", "cosine", "warmup_cosine", "onecycle",
-          "plateau"},
+          "linear", "polynomial", "plateau"},
          "--lr-schedule");
+  require(lr_power > 0 && std::isfinite(lr_power), "--lr-power must be > 0");
   one_of(plateau_monitor, {"val_loss", "val_accuracy"}, "--plateau-monitor");
   require(plateau_patience >= 0, "--plateau-patience must be >= 0");
   require(plateau_threshold >= 0, "--plateau-threshold must be >= 0");
@@ -313,7 +314,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
 #define MLAI_CONFIG_FIELDS(X)                                                                   \
   X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(val_on_test) X(workers) X(criterion)     \
   X(label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
-  X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(warmup_steps) X(min_lr)       \
+  X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(lr_power) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \

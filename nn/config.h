@@ -61,6 +61,7 @@ struct Config {
   double lr_gamma = 0.1;
   int64_t warmup_steps = 0;
   double min_lr = 0.0;
+  double lr_power = 1.0;  // polynomial: the decay's exponent (PyTorch's PolynomialLR power)
   // lr_schedule "plateau": PyTorch's ReduceLROnPlateau after each epoch's validation, stepped
   // as Lightning steps it (interval "epoch", this monitor); the factor is lr_gamma, the floor
   // min_lr.

@@ -19,10 +19,13 @@ double cos_anneal(double start, double end, double pct) {
 void check_schedule(const ScheduleConfig& c) {
   const std::string& n = c.name;
   if (n != "constant" && n != "step" && n != "multistep" && n != "exponential" && n != "cosine" &&
-      n != "warmup_cosine" && n != "onecycle" && n != "plateau")
+      n != "warmup_cosine" && n != "onecycle" && n != "plateau" && n != "linear" &&
+      n != "polynomial")
     throw std::invalid_argument("unknown lr schedule '" + n +
                                 "' (expected constant, step, multistep, exponential, cosine, "
-                                "warmup_cosine, onecycle or plateau)");
+                                "warmup_cosine, onecycle, linear, polynomial or plateau)");
+  if (n == "polynomial" && !(c.power > 0 && std::isfinite(c.power)))
+    throw std::invalid_argument("--lr-power must be > 0 (1: linear decay; 2: quadratic)");
   if ((n == "multistep" || n == "exponential") && c.steps_per_epoch < 1)
     throw std::invalid_argument("lr schedule " + n + ": steps per epoch must be >= 1");
   if (n == "multistep") {
@@ -49,12 +52,16 @@ void check_schedule(const ScheduleConfig& c) {
 
 namespace {
 double scheduled(const ScheduleConfig& c, int64_t step);
+// Schedules that ramp up themselves and then decay over the steps after the warmup.
+bool has_own_warmup(const std::string& n) {
+  return n == "warmup_cosine" || n == "linear" || n == "polynomial";
+}
 }  // namespace
 
 double lr_at(const ScheduleConfig& c, int64_t step) {
   const double lr = scheduled(c, step);
   // The gradual warmup in front of any other step schedule (warmup_cosine has its own ramp).
-  if (c.warmup_steps > 0 && step < c.warmup_steps && c.name != "warmup_cosine" &&
+  if (c.warmup_steps > 0 && step < c.warmup_steps && !has_own_warmup(c.name) &&
       c.name != "onecycle" && c.name != "plateau")
     return lr * static_cast<double>(step + 1) / static_cast<double>(c.warmup_steps);
   return lr;
@@ -81,6 +88,13 @@ double scheduled(const ScheduleConfig& c, int64_t step) {
     const double w = static_cast<double>(c.warmup_steps);
     if (step < c.warmup_steps) return c.base_lr * (t + 1) / w;
     return cos_anneal(c.base_lr, c.min_lr, std::min((t - w) / std::max(total - w, 1.0), 1.0));
+  }
+  if (c.name == "linear" || c.name == "polynomial") {
+    const double w = static_cast<double>(c.warmup_steps);
+    if (step < c.warmup_steps) return c.base_lr * (t + 1) / w;
+    const double left = 1.0 - std::min((t - w) / std::max(total - w, 1.0), 1.0);
+    const double f = c.name == "linear" ? left : std::pow(left, c.power);
+    return c.min_lr + (c.base_lr - c.min_lr) * f;
   }
   if (c.name == "onecycle") {
     const double initial = c.base_lr / c.div_factor, final_lr = initial / c.final_div_factor;

@@ -2,8 +2,12 @@
 // the same rates): constant, step, multistep (PyTorch MultiStepLR: x gamma at each milestone
 // epoch), exponential (ExponentialLR: x gamma every epoch), cosine, warmup_cosine, onecycle
 // (PyTorch OneCycleLR, cosine annealing, two phases). The epoch-wise ones change the rate at
-// epoch boundaries, as PyTorch's do stepped once an epoch (Lightning's interval "epoch"). And plateau, PyTorch's ReduceLROnPlateau, which follows a
-// validation metric: its state (PlateauState) travels in checkpoints instead.
+// epoch boundaries, as PyTorch's do stepped once an epoch (Lightning's interval "epoch").
+// linear and polynomial decay from base_lr to min_lr over the run (PyTorch's LinearLR and
+// PolynomialLR, or with warmup_steps Hugging Face's get_linear_schedule_with_warmup and
+// get_polynomial_decay_schedule_with_warmup: a ramp, then the decay over the steps left). And
+// plateau, PyTorch's ReduceLROnPlateau, which follows a validation metric: its state
+// (PlateauState) travels in checkpoints instead.
 #pragma once
 
 #include <cstdint>
@@ -21,9 +25,10 @@ struct ScheduleConfig {
   int64_t step_epochs = 30;     // step: decay every this many epochs
   std::vector<int64_t> milestones;  // multistep: the epochs (counted from 0) the rate decays at
   double gamma = 0.1;           // step, multistep, exponential: decay factor
-  double min_lr = 0.0;          // cosine/warmup_cosine floor
-  // warmup_cosine: a linear ramp from base_lr/warmup_steps to base_lr, then the cosine over the
-  // rest. constant, step, multistep, exponential and cosine: the schedule's rate times
+  double min_lr = 0.0;          // cosine/warmup_cosine floor; linear/polynomial end
+  double power = 1.0;           // polynomial: (1 - progress)^power
+  // warmup_cosine, linear, polynomial: a linear ramp from base_lr/warmup_steps to base_lr,
+  // then the decay over the rest. constant, step, multistep, exponential and cosine: the schedule's rate times
   // (step + 1)/warmup_steps over the first warmup_steps (the gradual warmup of Goyal et al.'s
   // large-batch recipe, beside --lr-scale linear). 0: none.
   int64_t warmup_steps = 0;

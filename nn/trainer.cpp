@@ -200,6 +200,7 @@ FitResult Trainer::fit() {
   sc.gamma = cfg_.lr_gamma;
   sc.warmup_steps = cfg_.warmup_steps;
   sc.min_lr = cfg_.min_lr;
+  sc.power = cfg_.lr_power;
   check_schedule(sc);
 
   FitResult res;

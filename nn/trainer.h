@@ -63,6 +63,13 @@ int64_t steepest_descent(const std::vector<double>& losses, int64_t skip_begin, 
 // "balanced" (n / (classes x count_c) over train's labels); errors name the flag.
 std::vector<double> class_weight_values(const std::string& spec, const io::Dataset& train);
 
+// What to try when the data loader holds training up (Lightning warns of too few DataLoader
+// workers): `wait_fraction` of an epoch's training time went to waiting for batches, with
+// `workers` loader threads on a rank that may use `cpus` CPUs, reading `dataset` (`cached`:
+// --cache). "" when the wait is under 10% or nothing is left to try.
+std::string loader_hint(double wait_fraction, int workers, int cpus, const std::string& dataset,
+                        bool cached);
+
 // Installs handlers for SIGINT, SIGTERM and SIGUSR1 that ask fit() to stop after the
 // current step (a second SIGINT kills the process at once).
 void install_stop_handlers();
@@ -183,6 +190,7 @@ class Trainer {
   // optimizer and scaler as they were.
   int64_t scale_batch_size(const io::LoaderOptions& lo, nlohmann::json& record);
   bool batch_size_found_ = false;  // resumed from a run whose --scale-batch-size set it
+  bool loader_hint_shown_ = false;  // loader_hint() is printed once a run
   void print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_steps_per_epoch);
   // true: early stopping ends training here (v: the validation's result)
   bool validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit, EvalResult& v);

@@ -14,6 +14,7 @@
 
 #include "io/image_encode.h"
 #include "io/tensorboard.h"
+#include "kernels/parallel.h"
 #include "nn/config_file.h"
 #include "nn/conv_layers.h"
 #include "nn/lr_schedule.h"
@@ -272,6 +273,13 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
                   dstats->host_peak_rss_mb, dstats->host_cpu_percent);
     }
     std::printf("    time: %.1fs    images/s: %.0f\n", epoch_seconds, ips);
+    if (!loader_hint_shown_ && !dev_run_) {
+      const std::string hint = loader_hint(wait_frac, cfg_.workers,
+                                           kernels::cpu::pool_threads(), cfg_.dataset, cfg_.cache);
+      if (!hint.empty())
+        std::printf("hint: epoch %lld %s\n", static_cast<long long>(epoch + 1), hint.c_str());
+      loader_hint_shown_ = !hint.empty();
+    }
     std::fflush(stdout);
   }
   res.last_train_loss = train_loss;
@@ -473,6 +481,37 @@ void Trainer::finish_swa(io::Loader& loader, int64_t epoch, int64_t val_limit, F
                  epoch - 1);
   }
   save("last.h5");  // the averaged model: a resume goes straight to the test
+}
+
+std::string loader_hint(double wait_fraction, int workers, int cpus, const std::string& dataset,
+                        bool cached) {
+  if (!(wait_fraction >= 0.10)) return "";
+  std::vector<std::string> tries;
+  char buf[160];
+  if (workers == 0) {
+    std::snprintf(buf, sizeof(buf),
+                  "--workers N (0 loads every batch in the training thread; this rank may use "
+                  "%d CPUs)", cpus);
+    tries.emplace_back(buf);
+  } else if (workers < cpus) {
+    std::snprintf(buf, sizeof(buf), "more --workers (this rank may use %d CPUs)", cpus);
+    tries.emplace_back(buf);
+  }
+  if (dataset == "folder" && !cached)
+    tries.push_back("--cache (decode the images once) or packing the folder with mlai_convert "
+                    "--from folder");
+  if (dataset == "hdf5" && !cached) tries.push_back("--cache (read the file into memory once)");
+  if (tries.empty()) return "";
+  std::snprintf(buf, sizeof(buf),
+                "waited for batches %.0f%% of its training time with --workers %d: the data "
+                "loader holds training up; try ",
+                100 * wait_fraction, workers);
+  std::string hint = buf;
+  for (size_t i = 0; i < tries.size(); ++i) {
+    if (i > 0) hint += ", or ";
+    hint += tries[i];
+  }
+  return hint;
 }
 
 void Trainer::report_profile(double wall) {

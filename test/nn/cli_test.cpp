@@ -34,7 +34,7 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--early-stopping-patience 2 --early-stopping-monitor train_loss", "--early-stopping-monitor"},
       {"--early-stopping-patience 2 --val-split 0", "--early-stopping-patience"},
       {"--resume /no/such/file.h5", "/no/such/file.h5"},
-      {"--lr-schedule linear --fast-dev-run", "linear"},
+      {"--lr-schedule triangular --fast-dev-run", "triangular"},
       {"--max-steps 0", "--max-steps"},
       {"--max-time 1:2:3:4:5", "--max-time"},
       {"--max-time 00:00:00:00", "--max-time"},
@@ -60,6 +60,7 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--mean 0.5,0.5 --std 0.2 --fast-dev-run", "--std"},
       {"--mean 0.5,0.4,0.4 --std 0.2,0.2,0.2 --fast-dev-run", "--mean/--std"},
       {"--scale-batch-size always", "--scale-batch-size"},
+      {"--lr-schedule polynomial --lr-power 0 --fast-dev-run", "--lr-power"},
       {"--scale-batch-size power --fast-dev-run", "--scale-batch-size"},
   };
   for (const auto& [args, needle] : cases) {

@@ -115,5 +115,23 @@ TEST_F(TrainerTest, MeanAndStdReplaceTheDataSetsStatistics) {
             std::string::npos);
 }
 
+// The hint printed when the loader holds training up: only above 10% of the time waiting, and
+// only with something to try.
+TEST(LoaderHint, SaysWhatToTryWhenBatchesAreLate) {
+  EXPECT_EQ(loader_hint(0.05, 2, 16, "folder", false), "");
+  const std::string h = loader_hint(0.35, 2, 16, "folder", false);
+  EXPECT_NE(h.find("35%"), std::string::npos) << h;
+  EXPECT_NE(h.find("with --workers 2"), std::string::npos) << h;
+  EXPECT_NE(h.find("more --workers (this rank may use 16 CPUs)"), std::string::npos) << h;
+  EXPECT_NE(h.find("--cache"), std::string::npos) << h;
+  EXPECT_EQ(loader_hint(0.35, 16, 16, "mnist", false), "");  // nothing left to try
+  EXPECT_EQ(loader_hint(0.35, 16, 16, "folder", true), "");
+  const std::string h5 = loader_hint(0.5, 4, 4, "hdf5", false);
+  EXPECT_EQ(h5.find("more --workers"), std::string::npos) << h5;
+  EXPECT_NE(h5.find("--cache (read the file into memory once)"), std::string::npos) << h5;
+  EXPECT_NE(loader_hint(0.2, 0, 8, "cifar10", false).find("0 loads every batch"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace mlai::nn

@@ -225,8 +225,44 @@ TEST(LrSchedule, Shapes) {
   c.name = "plateau";  // the rate before any reduction; the trainer holds the current one
   EXPECT_DOUBLE_EQ(lr_at(c, 57), 1.0);
   EXPECT_NO_THROW(check_schedule(c));
-  c.name = "linear";
+  c.name = "triangular";
   EXPECT_THROW(check_schedule(c), std::invalid_argument);
+}
+
+// linear and polynomial: PyTorch's LinearLR(1, 0, total) and PolynomialLR(total, power) from
+// base_lr down to min_lr; with a warmup, Hugging Face's schedules with warmup (the ramp, then
+// the decay over the steps after it; the ramp is mlai's, (step + 1) / warmup, as for every
+// other schedule: Hugging Face's starts at 0).
+TEST(LrSchedule, LinearAndPolynomialDecayToMinLr) {
+  ScheduleConfig c;
+  c.base_lr = 0.1;
+  c.total_steps = 100;
+  c.name = "linear";
+  EXPECT_NO_THROW(check_schedule(c));
+  EXPECT_DOUBLE_EQ(lr_at(c, 0), 0.1);
+  EXPECT_NEAR(lr_at(c, 25), 0.075, 1e-15);
+  EXPECT_NEAR(lr_at(c, 99), 0.001, 1e-15);
+  EXPECT_NEAR(lr_at(c, 100), 0.0, 1e-15);
+  c.min_lr = 0.01;
+  EXPECT_NEAR(lr_at(c, 50), 0.055, 1e-15);
+  EXPECT_NEAR(lr_at(c, 150), 0.01, 1e-15);  // past the horizon: the floor
+  c.name = "polynomial";
+  c.power = 2;
+  EXPECT_NEAR(lr_at(c, 50), 0.01 + 0.09 * 0.25, 1e-15);
+  EXPECT_NEAR(lr_at(c, 90), 0.01 + 0.09 * 0.01, 1e-15);
+  c.power = 1;  // PolynomialLR's default power is linear decay
+  c.min_lr = 0;
+  EXPECT_NEAR(lr_at(c, 25), 0.075, 1e-15);
+  c.power = 0;
+  EXPECT_THROW(check_schedule(c), std::invalid_argument);
+  c.power = 1;
+  c.name = "linear";
+  c.warmup_steps = 10;
+  EXPECT_NEAR(lr_at(c, 0), 0.01, 1e-15);
+  EXPECT_NEAR(lr_at(c, 9), 0.1, 1e-15);
+  EXPECT_NEAR(lr_at(c, 10), 0.1, 1e-15);
+  EXPECT_NEAR(lr_at(c, 55), 0.05, 1e-15);  // (100 - 55) / (100 - 10) of the way
+  EXPECT_NEAR(lr_at(c, 100), 0.0, 1e-15);
 }
 
 // MultiStepLR and ExponentialLR stepped once an epoch: within epoch e (from 0) the rate is
