@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <utility>
 
@@ -191,18 +192,21 @@ Dataset pack_image_folder(const ImageFolder& f, const std::string& path, const P
   H5DatasetWriter out(path, n, height, width, channels, o.compression);
   const int64_t block = kH5ImagesPerChunk * 64;
   std::vector<uint8_t> pixels;
-  // Per-image channel sums, exact integers, added in image order: the same statistics for any
-  // thread count.
-  std::vector<ChannelSums> sums(static_cast<size_t>(n), ChannelSums(channels));
+  // Channel sums: exact integers, so the same statistics whatever order the blocks add theirs.
+  ChannelSums total(channels);
+  std::mutex total_mu;
   for (int64_t first = 0; first < n; first += block) {
     const int64_t count = std::min(block, n - first);
     pixels.resize(static_cast<size_t>(count * bytes));
     cpu::parallel_for(count, 8, [&](int64_t b, int64_t e) {
+      ChannelSums part(channels);
       for (int64_t k = b; k < e; ++k) {
         const std::vector<uint8_t> img = load_folder_image(f, first + k, r);
         std::copy(img.begin(), img.end(), pixels.begin() + k * bytes);
-        sums[static_cast<size_t>(first + k)].add(img.data(), height * width);
+        part.add(img.data(), height * width);
       }
+      const std::lock_guard<std::mutex> lock(total_mu);
+      total.add(part);
     });
     out.write(first, count, pixels.data());
     if (progress) progress(first + count, n);
@@ -213,8 +217,6 @@ Dataset pack_image_folder(const ImageFolder& f, const std::string& path, const P
   header.num_classes = static_cast<int>(f.class_names.size());
   header.class_names = f.class_names;
   header.labels = f.labels;
-  ChannelSums total(channels);
-  for (const ChannelSums& s : sums) total.add(s);
   total.finish(header.mean, header.std);
   out.finish(header, "image folder " + f.root);
   return header;
@@ -280,15 +282,17 @@ FolderData load_image_folder(const std::string& dir, const PackOptions& o, int64
   out.stats_images = std::min(n, stats_images > 0 ? stats_images : n);
   pick.resize(static_cast<size_t>(out.stats_images));
   std::sort(pick.begin(), pick.end());
-  std::vector<ChannelSums> sums(pick.size(), ChannelSums(r.channels));
+  ChannelSums total(r.channels);
+  std::mutex total_mu;
   cpu::parallel_for(static_cast<int64_t>(pick.size()), 8, [&](int64_t b, int64_t e) {
+    ChannelSums part(r.channels);
     for (int64_t k = b; k < e; ++k) {
       const std::vector<uint8_t> img = load_folder_image(train, pick[static_cast<size_t>(k)], r);
-      sums[static_cast<size_t>(k)].add(img.data(), r.height * r.width);
+      part.add(img.data(), r.height * r.width);
     }
+    const std::lock_guard<std::mutex> lock(total_mu);
+    total.add(part);
   });
-  ChannelSums total(r.channels);
-  for (const ChannelSums& s : sums) total.add(s);
   total.finish(out.train.mean, out.train.std);
   out.test.mean = out.train.mean;  // the test set is normalized as training images are
   out.test.std = out.train.std;
