@@ -2,6 +2,7 @@
 // --pretrained or from --resume), the optimizer, mixed precision, weight averages, CUDA graphs
 // and, under mpirun/srun, the communicator, the reducer and SyncBatchNorm.
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -107,6 +108,16 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   if (!cfg_.image_size.empty())
     std::tie(folder.height, folder.width) = io::parse_image_size(cfg_.image_size, "--image-size");
   folder.channels = cfg_.image_channels;
+  // Long for a large folder: say what is happening (a missing folder is the error's alone).
+  if (main_ && cfg_.dataset == "folder" && std::filesystem::is_directory(cfg_.data_dir)) {
+    std::printf("image folder %s: listing the files%s, measuring the statistics%s...\n",
+                cfg_.data_dir.c_str(),
+                cfg_.image_size.empty() || cfg_.image_channels == 0
+                    ? ", reading every header (--image-size and --image-channels skip it)"
+                    : "",
+                cfg_.cache ? ", decoding every image (--cache)" : "");
+    std::fflush(stdout);
+  }
   data_ = io::load_dataset(cfg_.dataset, cfg_.data_dir, cfg_.val_on_test ? 0.0 : cfg_.val_split,
                            cfg_.seed, cfg_.data_path, cfg_.cache, folder);
   if (main_)
