@@ -299,6 +299,10 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--checkpoint-every-n-steps", c.checkpoint_every_n_steps,
                  "Also write last.h5 every N optimizer steps, mid-epoch included (0: off)")
       ->capture_default_str();
+  app.add_option("--checkpoint-train-time-interval", c.checkpoint_train_time_interval,
+                 "Also write last.h5 whenever this much wall time has passed since it was last "
+                 "written (Lightning's ModelCheckpoint(train_time_interval)), mid-epoch included: "
+                 "DD:HH:MM:SS or a Slurm time (30: 30 minutes)");
   app.add_option("--resume", c.resume,
                  "Continue exactly from a checkpoint (e.g. .../last.h5), or 'last': the newest "
                  "last.h5 of this --experiment-name under --log-dir (none: start afresh); also "

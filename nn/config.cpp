@@ -30,6 +30,8 @@ void Config::validate() const {
   require(max_steps == -1 || max_steps >= 1,
           "--max-steps must be -1 (no limit) or >= 1, got " + std::to_string(max_steps));
   if (!max_time.empty()) parse_duration(max_time, "--max-time");
+  if (!checkpoint_train_time_interval.empty())
+    parse_duration(checkpoint_train_time_interval, "--checkpoint-train-time-interval");
   require(lr_find.empty() || lr_find == "apply" || lr_find == "only",
           "--lr-find '" + lr_find + "' is unknown (expected apply, or only: test without training)");
   require(lr_find != "only" || resume.empty(),
@@ -274,7 +276,8 @@ double parse_duration(const std::string& text, const std::string& flag) {
                "MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS), got '" + text + "'");
   };
   auto number = [&](const std::string& f) {
-    if (f.empty() || f.size() > 9 || f.find_first_not_of("0123456789") != std::string::npos)
+    if (f.empty() || f.size() > 9 || f.find_first_not_of("0123456789.") != std::string::npos ||
+        f.find('.') != f.rfind('.') || f == ".")
       throw bad();
     return std::stod(f);
   };
@@ -317,7 +320,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(lr_power) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
-  X(checkpoint_every) X(checkpoint_every_n_steps) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
+  X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
   X(lr_scale) X(sync_bn) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \

@@ -197,6 +197,10 @@ struct Config {
   // Lightning's ModelCheckpoint(every_n_train_steps): last.h5 every N optimizer steps too, so a
   // run that dies mid-epoch (a node failure, no signal) resumes from there (0: off).
   int64_t checkpoint_every_n_steps = 0;
+  // Lightning's ModelCheckpoint(train_time_interval): last.h5 also whenever this much wall time
+  // (a duration as max_time's) has passed since it was last written, so a node failure loses
+  // at most that much work whatever the epoch length ("": off).
+  std::string checkpoint_train_time_interval;
   // Which weights the final test uses, as Lightning's trainer.test(ckpt_path=...): "last" (the
   // weights training ended with) or "best" (best.h5's: the best validation by
   // checkpoint_monitor).
@@ -250,8 +254,8 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
 kernels::MatmulPrecision parse_matmul_precision(const std::string& text);
 
 // Seconds in a duration written as Lightning's max_time ("DD:HH:MM:SS") or as a Slurm time
-// ("MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS"). Throws naming `flag` on
-// anything else, and on zero.
+// ("MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS"); a field may have a decimal
+// point ("0:0.5": half a second). Throws naming `flag` on anything else, and on zero.
 double parse_duration(const std::string& text, const std::string& flag);
 
 // --profiler-trace START:END: the first and one past the last optimizer step to record

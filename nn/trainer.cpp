@@ -62,6 +62,10 @@ int Trainer::stop_requested(bool time_up) {
   return code / 2 > 0 ? code / 2 : -(code % 2);
 }
 
+bool Trainer::checkpoint_due() const {
+  return checkpoint_interval_ > 0 && seconds_since(last_saved_) >= checkpoint_interval_;
+}
+
 double Trainer::train_seconds() const {
   return seconds_before_ + std::chrono::duration<double>(Clock::now() - fit_clock_).count();
 }
@@ -286,6 +290,11 @@ FitResult Trainer::fit() {
   const bool fault_hang = fault_kind && std::string(fault_kind) == "hang";
   fit_clock_ = Clock::now();
   seconds_before_ = state_.train_seconds;
+  last_saved_ = fit_clock_;
+  checkpoint_interval_ = dev_run || cfg_.checkpoint_train_time_interval.empty()
+                             ? 0.0
+                             : parse_duration(cfg_.checkpoint_train_time_interval,
+                                              "--checkpoint-train-time-interval");
   // Which limit ends training now ("": none); every rank decides the same (the time through
   // the per-step allreduce of stop requests).
   auto limit_reached = [&](bool time_up) -> std::string {
@@ -526,8 +535,11 @@ FitResult Trainer::fit() {
       // After the validation at this step, so the checkpoint holds its best score. Not at the
       // epoch's last batch: the epoch's end follows at once (and resuming there would replay
       // an empty epoch).
-      if (cfg_.checkpoint_every_n_steps > 0 && b + 1 < steps_per_epoch &&
-          state_.global_step % cfg_.checkpoint_every_n_steps == 0) {
+      // --checkpoint-train-time-interval: on rank 0's clock (only rank 0 writes).
+      if (b + 1 < steps_per_epoch &&
+          ((cfg_.checkpoint_every_n_steps > 0 &&
+            state_.global_step % cfg_.checkpoint_every_n_steps == 0) ||
+           checkpoint_due())) {
         state_.epoch = epoch;  // in progress: a resume continues at next_batch
         save("last.h5");
       }

@@ -224,6 +224,10 @@ class Trainer {
   TrainState state_;
   std::chrono::steady_clock::time_point fit_clock_;  // when this fit() began training
   double seconds_before_ = 0;                        // training seconds of earlier runs
+  // --checkpoint-train-time-interval in seconds (0: off), and when last.h5 was last written.
+  double checkpoint_interval_ = 0;
+  std::chrono::steady_clock::time_point last_saved_;
+  bool checkpoint_due() const;
   bool lr_find_done_ = false;  // resumed from a run whose --lr-find already set the rate
   // Resumed from a run on another number of ranks, batch size or accumulation count: its ranks,
   // batch size and --accumulate-grad-batches (ranks 0: the same as this run's, or not resumed).

@@ -93,6 +93,7 @@ io::ConfusionMatrix Trainer::to_matrix(const Tensor& counts, const io::Dataset& 
 }
 
 void Trainer::save(const std::string& name) {
+  if (name == "last.h5") last_saved_ = std::chrono::steady_clock::now();  // (on every rank)
   if (dev_run_ || !main_) return;
   // The exact count of steps taken (the step loop knows it one step late).
   opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
@@ -322,7 +323,7 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
                                        : (by_loss ? train_loss : train_cm.accuracy());
   if (validated && !e.val_now) keep_if_best(score, epoch);
   const bool periodic = cfg_.checkpoint_every > 0 && (epoch + 1) % cfg_.checkpoint_every == 0;
-  if (periodic || e.last || stop_early) save("last.h5");
+  if (periodic || e.last || stop_early || checkpoint_due()) save("last.h5");
   if (!dev_run_ && main_) {
     // Cells of what this epoch did not measure stay empty (not zeros that plot as drops).
     std::map<std::string, io::CsvLogger::Value> row{{"epoch", epoch + 1},

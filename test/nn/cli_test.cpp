@@ -38,6 +38,7 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--max-steps 0", "--max-steps"},
       {"--max-time 1:2:3:4:5", "--max-time"},
       {"--max-time 00:00:00:00", "--max-time"},
+      {"--checkpoint-train-time-interval 30m", "--checkpoint-train-time-interval"},
       {"--epochs -1", "--epochs"},  // -1 only with --max-steps
       {"--save-top-k -2", "--save-top-k"},
       {"--lr-find sometimes", "--lr-find"},

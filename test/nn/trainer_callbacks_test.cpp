@@ -142,7 +142,9 @@ TEST(Duration, ReadsLightningAndSlurmFormats) {
   EXPECT_EQ(parse_duration("90", "--max-time"), 90 * 60.0);  // Slurm: minutes
   EXPECT_EQ(parse_duration("01:30", "--max-time"), 90.0);    // MM:SS
   EXPECT_EQ(parse_duration("02:00:00", "--max-time"), 7200.0);
-  for (const char* bad : {"", "x", "1.5", "1:2:3:4:5", "1-2:3:4:5", "0", "00:00:00:00", "-5",
+  EXPECT_EQ(parse_duration("1.5", "--max-time"), 90.0);  // (a decimal point in any field)
+  EXPECT_EQ(parse_duration("0:0.25", "--max-time"), 0.25);
+  for (const char* bad : {"", "x", "1.5.", "0:.", "1,5", "1:2:3:4:5", "1-2:3:4:5", "0", "00:00:00:00", "-5",
                           "1:", ":1", "1--2"}) {
     try {
       parse_duration(bad, "--max-time");

@@ -152,6 +152,42 @@ TEST_F(TrainerTest, StepCheckpointsLetACrashedRunResumeExactly) {
   EXPECT_GT(at9.best_score, 0.0);
 }
 
+// --checkpoint-train-time-interval: last.h5 whenever that much wall time has passed since it was
+// last written. At a millisecond every step is due, so a crash at step 23 leaves step 22's
+// (epoch 2, batch 4), where the same run without it (and --checkpoint-every 0) leaves none; the
+// epoch's end writes one when due too, so a crash at step 19 leaves step 18's (the whole first
+// epoch, not step 17's). An hour's interval writes nothing in a run of seconds.
+TEST_F(TrainerTest, TimedCheckpointsFollowTheWallClock) {
+  Config c = base();
+  c.checkpoint_every = 0;
+  Config untimed = c;
+  untimed.experiment_name = "untimed";
+  EXPECT_TRUE(crash_at(untimed, 23).empty());
+  Config hourly = c;
+  hourly.experiment_name = "hourly";
+  hourly.checkpoint_train_time_interval = "60";
+  EXPECT_TRUE(crash_at(hourly, 23).empty());
+
+  Config timed = c;
+  timed.checkpoint_train_time_interval = "0:0.001";
+  timed.experiment_name = "timed";
+  const std::string mid = crash_at(timed, 23);
+  ASSERT_FALSE(mid.empty());
+  Trainer probe(c);
+  const TrainState at = load_checkpoint(mid, probe.model(), nullptr);
+  EXPECT_EQ(at.global_step, 22);
+  EXPECT_EQ(at.epoch, 1);
+  EXPECT_EQ(at.next_batch, 4);
+  timed.experiment_name = "timed-epoch-end";
+  const std::string end = crash_at(timed, 19);
+  ASSERT_FALSE(end.empty());
+  const TrainState at_end = load_checkpoint(end, probe.model(), nullptr);
+  EXPECT_EQ(at_end.global_step, 18);
+  EXPECT_EQ(at_end.epoch, 1);
+  EXPECT_EQ(at_end.next_batch, 0);
+  EXPECT_EQ(at_end.epoch_samples, 0);
+}
+
 TEST_F(TrainerTest, CheckpointMismatchListsNames) {
   Config c = base();
   c.epochs = 1;
