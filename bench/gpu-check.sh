@@ -224,14 +224,14 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
     done
   fi
 
-  # ---- CUDA kernel benchmarks, one family at a time (resnet18's convolutions first, then the
-  # fused layers) so that a deadline leaves whole results; their JSON files are merged into
-  # bench.json ----
+  # ---- CUDA kernel benchmarks, one family at a time (resnet18's convolutions first, a dtype at
+  # a time, then the fused layers) so that a deadline leaves whole results; their JSON files are
+  # merged into bench.json ----
   local benchbin="$bundle/bin/mlai_bench_kernels" fam fams bdir=/tmp/mlai-gpu-check-bench
   rm -rf "$bdir" && mkdir -p "$bdir"
   if [ -x "$benchbin" ] && [ $((t_bench - SECONDS)) -gt 20 ]; then
     fams=$("$benchbin" --benchmark_list_tests --benchmark_filter="${BENCH_FILTER:-Cuda}" 2> /dev/null \
-      | cut -d/ -f1 | awk '!seen[$0]++' \
+      | awk -F/ '{print ($1 == "CudaConv" ? $1 "/" $2 : $1)}' | awk '!seen[$0]++' \
       | awk '/CudaConv/ {print 0, $0; next} /BnAddRelu|Linear/ {print 1, $0; next} /SoftmaxXent/ {print 2, $0; next} {print 3, $0}' \
       | sort -s -k1,1n | cut -d' ' -f2)
     for fam in $fams; do
@@ -240,8 +240,8 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
       echo "==== mlai_bench_kernels --benchmark_filter='^$fam/' (timeout ${left}s) ====" | tee -a "$dir/bench.log"
       # libbenchmark 1.7 takes --benchmark_min_time in plain seconds (1.8 also accepts "0.2s").
       timeout -k 5 "$left" "$benchbin" --benchmark_filter="^$fam/" \
-        --benchmark_min_time="${BENCH_MIN_TIME:-0.05}" --benchmark_out="$bdir/$fam.json" \
-        --benchmark_out_format=json 2>&1 | tee -a "$dir/bench.log" || rm -f "$bdir/$fam.json"
+        --benchmark_min_time="${BENCH_MIN_TIME:-0.05}" --benchmark_out="$bdir/${fam//\//_}.json" \
+        --benchmark_out_format=json 2>&1 | tee -a "$dir/bench.log" || rm -f "$bdir/${fam//\//_}.json"
     done
     python3 - "$bdir" "$dir/bench.json" << 'PY' || true
 import glob, json, sys
@@ -387,7 +387,7 @@ def per_call(fn, reps=20, rounds=10):
         e.record(); e.synchronize()
         dev_ms.append(s.elapsed_time(e) / reps)
     return sorted(dev_ms)[rounds // 2], sorted(host_us)[rounds // 2]
-for label, dt in [("fp16", torch.float16), ("fp32", torch.float32)]:
+for label, dt in [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)]:
     for pname in ("fwd", "dgrad", "wgrad"):
         for n, h, w, ci, co, k, st, pd in conv_shapes:
             cl = torch.channels_last
