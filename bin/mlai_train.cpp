@@ -296,6 +296,10 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_flag("--test-only", c.test_only,
                "Train nothing: test --test-ckpt FILE's weights on the test split (the model and "
                "data settings default to the checkpoint's run)");
+  app.add_flag("--validate-only", c.validate_only,
+               "Train nothing: evaluate --test-ckpt FILE's weights on the validation split "
+               "(Lightning's trainer.validate), the checkpoint run's own (its --val-split and "
+               "--seed, like the other model and data settings, are the defaults)");
   app.add_option("--checkpoint-every-n-steps", c.checkpoint_every_n_steps,
                  "Also write last.h5 every N optimizer steps, mid-epoch included (0: off)")
       ->capture_default_str();
@@ -492,9 +496,9 @@ int main(int argc, char** argv) {
     // Lightning's max_steps alone trains as many epochs as the steps need (max_epochs -1).
     if (app.count("--max-steps") && !app.count("--epochs") && cfg.max_steps > 0) cfg.epochs = -1;
     cfg.hidden = parse_widths(hidden);
-    // --test-only: what the command line (or --config) leaves unset comes from the checkpoint's
+    // --test-only, --validate-only: what the command line (or --config) leaves unset comes from the checkpoint's
     // run, so `--test-only --test-ckpt best.h5` tests the model it trained on its data.
-    if (cfg.test_only && std::filesystem::is_regular_file(cfg.test_ckpt)) {
+    if ((cfg.test_only || cfg.validate_only) && std::filesystem::is_regular_file(cfg.test_ckpt)) {
       std::set<std::string> given;
       for (const CLI::Option* o : app.get_options())
         if (o->count() > 0) {

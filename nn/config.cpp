@@ -41,8 +41,11 @@ void Config::validate() const {
           "--scale-batch-size '" + scale_batch_size + "' is unknown (expected power or binsearch)");
   require(scale_batch_size.empty() || fast_dev_run == 0,
           "--scale-batch-size and --fast-dev-run cannot be combined");
-  require(scale_batch_size.empty() || !test_only,
-          "--test-only and --scale-batch-size cannot be combined (nothing trains)");
+  // --test-only and --validate-only evaluate a checkpoint and train nothing.
+  const std::string only = test_only ? "--test-only" : validate_only ? "--validate-only" : "";
+  require(!(test_only && validate_only), "--test-only and --validate-only cannot be combined");
+  require(scale_batch_size.empty() || only.empty(),
+          only + " and --scale-batch-size cannot be combined (nothing trains)");
   require(batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(batch_size));
   require(lr > 0 && std::isfinite(lr), "--lr must be a positive number");
   require(workers >= 0 && workers <= 256, "--workers must be in [0, 256]");
@@ -174,11 +177,12 @@ void Config::validate() const {
   require(test_ckpt == "last" || test_ckpt == "best" || std::filesystem::is_regular_file(test_ckpt),
           "--test-ckpt must be last, best or a checkpoint file, got '" + test_ckpt +
               "' (no such file)");
-  require(!test_only || (test_ckpt != "last" && test_ckpt != "best"),
-          "--test-only needs --test-ckpt FILE: the checkpoint whose weights to test");
-  require(!(test_only && !resume.empty()), "--test-only and --resume cannot be combined");
-  require(!(test_only && fast_dev_run > 0), "--test-only and --fast-dev-run cannot be combined");
-  require(!(test_only && !lr_find.empty()), "--test-only and --lr-find cannot be combined");
+  require(only.empty() || (test_ckpt != "last" && test_ckpt != "best"),
+          only + " needs --test-ckpt FILE: the checkpoint whose weights to " +
+              (test_only ? "test" : "validate"));
+  require(only.empty() || resume.empty(), only + " and --resume cannot be combined");
+  require(only.empty() || fast_dev_run == 0, only + " and --fast-dev-run cannot be combined");
+  require(only.empty() || lr_find.empty(), only + " and --lr-find cannot be combined");
   require(!(test_ckpt == "best" && save_top_k == 0),
           "--test-ckpt best needs best.h5, which --save-top-k 0 does not write");
   require(log_images >= 0, "--log-images must be >= 0 (0: off)");
@@ -327,7 +331,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(early_stopping_divergence_threshold) X(min_epochs) X(min_steps) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) X(scale_batch_size) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
-  X(ema_decay) X(ema_start_step) X(test_only) X(mixup_alpha) X(cutmix_alpha) \
+  X(ema_decay) X(ema_start_step) X(test_only) X(validate_only) X(mixup_alpha) X(cutmix_alpha) \
   X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(log_device_stats) X(detect_anomaly) X(no_bias_decay) \
   X(profiler_trace) \
   X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy) \
@@ -408,14 +412,15 @@ void take_model_and_data_settings(Config& c, const Config& from, const std::set<
   // What builds the same model and reads the same data the same way; the schedule, logging and
   // checkpoint settings of the run do not matter to a test.
   for (const char* key : {"arch", "hidden", "dataset", "data_dir", "data_path", "cache",
-                          "image_size", "image_channels", "mean", "std", "val_split",
+                          "image_size", "image_channels", "mean", "std", "val_split", "val_on_test",
                           "seed", "batch_size", "precision", "criterion", "label_smoothing",
                           "class_weights"})
     if (!given.count(key)) dst[key] = src.at(key);
-  const bool only = c.test_only;
+  const bool test = c.test_only, validate = c.validate_only;
   const std::string ckpt = c.test_ckpt;
   c = config_from_json(dst);
-  c.test_only = only;
+  c.test_only = test;
+  c.validate_only = validate;
   c.test_ckpt = ckpt;
 }
 

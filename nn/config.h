@@ -208,6 +208,9 @@ struct Config {
   // Lightning's trainer.test(ckpt_path=FILE) without fit: test the weights of test_ckpt (a
   // file) on the data set's test split, and train nothing.
   bool test_only = false;
+  // Lightning's trainer.validate(ckpt_path=FILE): the same on the validation split (the
+  // checkpoint run's own, from its --val-split and --seed).
+  bool validate_only = false;
   std::string resume;
   std::string
       pretrained;  // initial weights by name (model/<name>) from a checkpoint or weights file

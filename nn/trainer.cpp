@@ -109,19 +109,27 @@ FitResult Trainer::fit() {
   const auto t_start = Clock::now();
   dev_run_ = cfg_.fast_dev_run > 0;
   const bool dev_run = dev_run_;
-  if (cfg_.test_only) {  // Lightning's trainer.test(ckpt_path=FILE): no training
-    if (data_.test.count == 0)
-      throw std::invalid_argument("--test-only: the data set (--dataset " + cfg_.dataset +
-                                  ") has no test split");
+  // Lightning's trainer.test(ckpt_path=FILE) and trainer.validate(ckpt_path=FILE): no training.
+  if (cfg_.test_only || cfg_.validate_only) {
+    const bool test = cfg_.test_only;
+    const int64_t images = test ? data_.test.count : data_.val.count;
+    if (images == 0)
+      throw std::invalid_argument(
+          test ? "--test-only: the data set (--dataset " + cfg_.dataset + ") has no test split"
+               : std::string("--validate-only: there is no validation split (--val-split 0)"));
     FitResult res;
     open_logs(res);
     if (main_)
-      std::printf("model %s on %s: %lld parameters; testing %s on %lld test images\n",
+      std::printf("model %s on %s: %lld parameters; %s %s on %lld %s images\n",
                   cfg_.arch.c_str(), device_.str().c_str(),
-                  static_cast<long long>(model_->parameter_count()), cfg_.test_ckpt.c_str(),
-                  static_cast<long long>(data_.test.count));
+                  static_cast<long long>(model_->parameter_count()),
+                  test ? "testing" : "validating", cfg_.test_ckpt.c_str(),
+                  static_cast<long long>(images), test ? "test" : "validation");
     write_hparams(nlohmann::json::object());
-    test_and_report(res);
+    if (test)
+      test_and_report(res);
+    else
+      validate_and_report(res);
     report_profile(seconds_since(t_start));
     return res;
   }

@@ -206,11 +206,17 @@ class Trainer {
   // happens now, with `epochs_done` epochs complete; one line says when it is put off.
   bool early_stop_due(bool requested, int64_t epochs_done);
   double train_seconds() const;  // over every resume (--max-time)
-  void load_test_weights();  // --test-ckpt best or FILE (last: nothing to load)
+  // --test-ckpt best or FILE (last: nothing to load); `verb` ("testing") starts its line.
+  void load_test_weights(const char* verb);
   // Gives every rank rank 0's parameters and buffers (and with `training`, its optimizer and
   // loss-scaler state), then refreshes the working copies. A no-op on one process.
   void sync_from_rank0(bool training);
   void test_and_report(FitResult& res);
+  // --validate-only (Lightning's trainer.validate): --test-ckpt's weights on the validation split.
+  void validate_and_report(FitResult& res);
+  // Prints, writes to metrics.csv and logs to TensorBoard a test's (`test`) or validation's
+  // metrics, and ends the HParams session.
+  void report_evaluation(const EvalResult& r, bool test);
   // The profiler's report (rank 0) and profile.json in the run's directory; under data
   // parallelism each action's total on the fastest and the slowest rank too (collective: every
   // rank calls it).

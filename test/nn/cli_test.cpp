@@ -144,6 +144,24 @@ TEST(Cli, TestOnlyTestsACheckpointWithItsRunsSettings) {
   EXPECT_EQ(test_line(t.out), test_line(train.out)) << t.out;
   EXPECT_EQ(t.out.find("epoch:"), std::string::npos) << t.out;  // nothing trained
   EXPECT_TRUE(fs::exists(logs + "/default/version_1/metrics.csv")) << t.out;
+  // --validate-only: the validation split of the checkpoint's run (its --val-split and --seed),
+  // so the same numbers as the run's last validation.
+  auto val_numbers = [](const std::string& out) {
+    const size_t a = out.rfind("validation loss:");
+    const size_t b = out.find("validation accuracy:", a);
+    return a == std::string::npos || b == std::string::npos
+               ? std::string()
+               : out.substr(a, b + std::string("validation accuracy: 0.0000").size() - a);
+  };
+  ASSERT_FALSE(val_numbers(train.out).empty()) << train.out;
+  const Result v = run("--validate-only --test-ckpt " + ckpt + " --log-dir " + logs +
+                       " --device cpu --workers 0 --no-progress");
+  ASSERT_EQ(v.code, 0) << v.out;
+  EXPECT_EQ(val_numbers(v.out), val_numbers(train.out)) << v.out;
+  EXPECT_EQ(test_line(v.out), "") << v.out;  // no test
+  EXPECT_NE(v.out.find("validation confusion matrix"), std::string::npos) << v.out;
+  EXPECT_EQ(run("--validate-only --test-ckpt " + ckpt + " --val-split 0").code, 2);
+  EXPECT_EQ(run("--validate-only --test-only --test-ckpt " + ckpt).code, 2);
   const Result wrong = run("--test-only --test-ckpt " + ckpt + " --hidden 64 --log-dir " + logs +
                            " --device cpu --workers 0 --no-progress");
   EXPECT_NE(wrong.code, 0) << wrong.out;

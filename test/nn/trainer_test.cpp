@@ -188,6 +188,29 @@ TEST_F(TrainerTest, TimedCheckpointsFollowTheWallClock) {
   EXPECT_EQ(at_end.epoch_samples, 0);
 }
 
+// --validate-only (trainer.validate): a checkpoint's weights on the validation split give the
+// run's own last validation, logged as a "validate" row; another seed draws another split.
+TEST_F(TrainerTest, ValidateOnlyRepeatsTheRunsLastValidation) {
+  Config c = base();
+  c.epochs = 2;
+  const FitResult r = Trainer(c).fit();
+  ASSERT_GT(r.val.samples, 0);
+  Config v = base();
+  v.validate_only = true;
+  v.test_ckpt = r.version_dir + "/checkpoints/last.h5";
+  const FitResult rv = Trainer(v).fit();
+  EXPECT_EQ(rv.global_step, 0);
+  EXPECT_EQ(rv.test.samples, 0);
+  EXPECT_EQ(rv.val.samples, r.val.samples);
+  EXPECT_EQ(rv.val.loss, r.val.loss);
+  EXPECT_EQ(rv.val.confusion.accuracy(), r.val.confusion.accuracy());
+  const std::vector<std::string> rows = metrics_rows(rv.version_dir);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1].rfind("validate,", 0), 0u) << rows[1];
+  v.seed = 7;
+  EXPECT_NE(Trainer(v).fit().val.loss, r.val.loss);
+}
+
 TEST_F(TrainerTest, CheckpointMismatchListsNames) {
   Config c = base();
   c.epochs = 1;
