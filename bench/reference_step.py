@@ -46,11 +46,11 @@ import sys
 import time
 
 ARCHS = ("mlp", "resnet18_cifar", "resnet18", "resnet34_cifar", "resnet34", "resnet50_cifar",
-         "resnet50")
+         "resnet50", "resnet20", "resnet56")
 MODES = ("eager", "eager-tf32", "amp", "amp-cl", "bf16", "compile-amp")
 FP16_MODES = ("amp", "amp-cl", "compile-amp")
 DEFAULT_BATCH = ("mlp=64,resnet18_cifar=256,resnet18=256,resnet34_cifar=256,resnet34=256,"
-                 "resnet50_cifar=128,resnet50=256")
+                 "resnet50_cifar=128,resnet50=256,resnet20=128,resnet56=128")
 
 
 def parse_batches(spec, archs):
@@ -76,6 +76,11 @@ def build_model(torch, arch):
                               nn.ReLU(), nn.Linear(256, 10))
         return model, (1, 28, 28)
     import torchvision  # only the ResNets need it; an ImportError becomes the run's error
+    if arch in ("resnet20", "resnet56"):  # He et al.'s CIFAR ResNets, as tools/torch_interop.py
+        import os
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+        import torch_interop
+        return torch_interop.make_model(arch, 10), (3, 32, 32)
     model = getattr(torchvision.models, arch.removesuffix("_cifar"))(num_classes=10)
     if arch.endswith("_cifar"):
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)

@@ -3,7 +3,10 @@
 // stem, 3x3/2 max pool, 1x1 conv + BN downsample, global average pool, fc; kaiming-normal
 // fan_out convs, BN weight 1 / bias 0, default Linear fc), with torchvision's parameter names,
 // and their small-image variants *_cifar (3x3/1 stem, no max pool). Input channels come from
-// the data set.
+// the data set. Also He et al.'s CIFAR ResNets, resnet20 to resnet110 (see kCifar below), in the
+// same building blocks and names.
+#include <vector>
+
 #include "nn/conv_layers.h"
 #include "nn/layers.h"
 #include "nn/models.h"
@@ -75,29 +78,38 @@ class Bottleneck : public Module {
   std::shared_ptr<BatchNorm2d> bn1_, bn2_, bn3_;
 };
 
+// The stages: blocks per stage and their widths (the stem has the first stage's width).
 struct Depth {
   bool bottleneck;
-  int blocks[4];
+  std::vector<int> blocks;
+  std::vector<int64_t> widths = {64, 128, 256, 512};
 };
-constexpr Depth kResNet18{false, {2, 2, 2, 2}};
-constexpr Depth kResNet34{false, {3, 4, 6, 3}};
-constexpr Depth kResNet50{true, {3, 4, 6, 3}};
+const Depth kResNet18{false, {2, 2, 2, 2}};
+const Depth kResNet34{false, {3, 4, 6, 3}};
+const Depth kResNet50{true, {3, 4, 6, 3}};
+// He et al. 2016, section 4.2 (CIFAR-10): a 3x3 stem of 16 filters, then n BasicBlocks at each
+// of 16, 32 and 64 filters (the first of the last two stages with stride 2), global average
+// pool, fc: 6n + 2 weighted layers. Where a block changes the shape the shortcut is
+// torchvision's 1x1 conv + BN (the paper's option B); the paper's CIFAR table used option A
+// (subsampling and zero channels, no parameters): 272,474 parameters for resnet20 against 0.27M.
+Depth cifar_depth(int n) { return Depth{false, {n, n, n}, {16, 32, 64}}; }
 
 class ResNet : public Module {
  public:
   ResNet(const ModelSpec& s, bool small_images, const Depth& depth) {
     Generator gen(s.seed);
+    const int64_t stem = depth.widths[0];
     if (small_images) {
-      conv1_ = register_module("conv1", std::make_shared<Conv2d>(s.channels, 64, 3, 1, 1, gen));
+      conv1_ = register_module("conv1", std::make_shared<Conv2d>(s.channels, stem, 3, 1, 1, gen));
     } else {
-      conv1_ = register_module("conv1", std::make_shared<Conv2d>(s.channels, 64, 7, 2, 3, gen));
+      conv1_ = register_module("conv1", std::make_shared<Conv2d>(s.channels, stem, 7, 2, 3, gen));
     }
-    bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(64));
+    bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(stem));
     relu_ = register_module("relu", std::make_shared<ReLU>());  // fused into bn1; kept for names
     if (!small_images) maxpool_ = register_module("maxpool", std::make_shared<MaxPool2d>(3, 2, 1));
-    int64_t in = 64;
-    const int64_t widths[4] = {64, 128, 256, 512};
-    for (int l = 0; l < 4; ++l) {
+    int64_t in = stem;
+    const std::vector<int64_t>& widths = depth.widths;
+    for (size_t l = 0; l < depth.blocks.size(); ++l) {
       auto layer = std::make_shared<Sequential>();
       for (int b = 0; b < depth.blocks[l]; ++b) {
         const int64_t stride = (b == 0 && l > 0) ? 2 : 1;
@@ -109,7 +121,7 @@ class ResNet : public Module {
           in = widths[l];
         }
       }
-      layers_[l] = register_module("layer" + std::to_string(l + 1), layer);
+      layers_.push_back(register_module("layer" + std::to_string(l + 1), layer));
     }
     avgpool_ = register_module("avgpool", std::make_shared<GlobalAvgPool>());
     fc_ = register_module("fc", std::make_shared<Linear>(in, s.num_classes, gen));
@@ -125,7 +137,7 @@ class ResNet : public Module {
  private:
   std::shared_ptr<Module> conv1_, relu_, maxpool_, avgpool_, fc_;
   std::shared_ptr<BatchNorm2d> bn1_;
-  std::shared_ptr<Module> layers_[4];
+  std::vector<std::shared_ptr<Module>> layers_;
 };
 
 std::shared_ptr<Module> make_resnet18(const ModelSpec& s) {
@@ -146,8 +158,28 @@ std::shared_ptr<Module> make_resnet50(const ModelSpec& s) {
 std::shared_ptr<Module> make_resnet50_cifar(const ModelSpec& s) {
   return std::make_shared<ResNet>(s, true, kResNet50);
 }
+std::shared_ptr<Module> make_resnet20(const ModelSpec& s) {
+  return std::make_shared<ResNet>(s, true, cifar_depth(3));
+}
+std::shared_ptr<Module> make_resnet32(const ModelSpec& s) {
+  return std::make_shared<ResNet>(s, true, cifar_depth(5));
+}
+std::shared_ptr<Module> make_resnet44(const ModelSpec& s) {
+  return std::make_shared<ResNet>(s, true, cifar_depth(7));
+}
+std::shared_ptr<Module> make_resnet56(const ModelSpec& s) {
+  return std::make_shared<ResNet>(s, true, cifar_depth(9));
+}
+std::shared_ptr<Module> make_resnet110(const ModelSpec& s) {
+  return std::make_shared<ResNet>(s, true, cifar_depth(18));
+}
 }  // namespace
 
+MLAI_REGISTER_MODEL("resnet20", make_resnet20);
+MLAI_REGISTER_MODEL("resnet32", make_resnet32);
+MLAI_REGISTER_MODEL("resnet44", make_resnet44);
+MLAI_REGISTER_MODEL("resnet56", make_resnet56);
+MLAI_REGISTER_MODEL("resnet110", make_resnet110);
 MLAI_REGISTER_MODEL("resnet18", make_resnet18);
 MLAI_REGISTER_MODEL("resnet18_cifar", make_resnet18_cifar);
 MLAI_REGISTER_MODEL("resnet34", make_resnet34);

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-# Moves ResNet-18/34/50 weights between torchvision and mlai's HDF5 layout ("model/<name>" datasets,
+# Moves ResNet-18/34/50 weights (and the CIFAR ResNet-20...110 built here from torchvision's
+# BasicBlock) between PyTorch and mlai's HDF5 layout ("model/<name>" datasets,
 # conv filters OHWI). `export` writes a torchvision model as an mlai weights file (for
 # mlai_train --pretrained); `load` reads an mlai checkpoint back into torchvision and saves it.
 import argparse
@@ -14,13 +15,55 @@ import torchvision
 FORMAT = "mlai-weights-1"
 
 
-ARCHS = ["resnet18", "resnet18_cifar", "resnet34", "resnet34_cifar", "resnet50", "resnet50_cifar"]
+CIFAR_DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
+ARCHS = ["resnet18", "resnet18_cifar", "resnet34", "resnet34_cifar", "resnet50",
+         "resnet50_cifar"] + list(CIFAR_DEPTHS)
+
+
+class CifarResNet(nn.Module):
+    """He et al. 2016's CIFAR ResNet (6n + 2 layers) as mlai builds it: a 3x3 stem of 16
+    filters, n torchvision BasicBlocks at 16, 32 and 64 filters (stride 2 entering the last two
+    stages, with 1x1 conv + BN shortcuts there), average pool, fc; torchvision's names and init."""
+
+    def __init__(self, n, num_classes, in_channels=3):
+        super().__init__()
+        block = torchvision.models.resnet.BasicBlock
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        inplanes = 16
+        for i, width in enumerate((16, 32, 64)):
+            blocks = []
+            for b in range(n):
+                stride = 2 if b == 0 and i > 0 else 1
+                down = None
+                if stride != 1 or inplanes != width:
+                    down = nn.Sequential(nn.Conv2d(inplanes, width, 1, stride, bias=False),
+                                         nn.BatchNorm2d(width))
+                blocks.append(block(inplanes, width, stride, down))
+                inplanes = width
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 def make_model(arch, num_classes, in_channels=3, weights=None):
-    """torchvision resnet18/34/50, or their *_cifar variants (3x3/1 stem, no max pool)."""
+    """torchvision resnet18/34/50, or their *_cifar variants (3x3/1 stem, no max pool), or a
+    CIFAR ResNet (resnet20 ... resnet110: no torchvision weights)."""
     if arch not in ARCHS:
         raise SystemExit(f"torch_interop: error: --arch '{arch}' is unknown ({', '.join(ARCHS)})")
+    if arch in CIFAR_DEPTHS:
+        if weights is not None:
+            raise SystemExit(f"torch_interop: error: torchvision has no weights for {arch}")
+        return CifarResNet(CIFAR_DEPTHS[arch], num_classes, in_channels)
     build = getattr(torchvision.models, arch.removesuffix("_cifar"))
     if weights is not None:
         m = build(weights=weights)

@@ -87,6 +87,45 @@ TEST(ResNet, DeeperResNetsHaveTorchvisionsCountsAndNames) {
   EXPECT_EQ((*small)(autograd::Variable(x)).shape(), (Shape{2, 10}));
 }
 
+// He et al.'s CIFAR ResNets (6n + 2 layers: a 16-filter stem, n BasicBlocks at each of 16, 32
+// and 64 filters). The paper's option-A shortcuts have no parameters: 269,722 / 464,154 /
+// 658,586 / 853,018 / 1,727,962 for depths 20 / 32 / 44 / 56 / 110 (its 0.27M ... 1.7M). These
+// use 1x1 conv + BN projections at the two stage changes: 16*32 + 2*32 + 32*64 + 2*64 = 2,752
+// more.
+TEST(ResNet, CifarResNetsHaveThePapersLayersAndParameters) {
+  const std::pair<const char*, int64_t> option_a[] = {{"resnet20", 269722},
+                                                      {"resnet32", 464154},
+                                                      {"resnet44", 658586},
+                                                      {"resnet56", 853018},
+                                                      {"resnet110", 1727962}};
+  for (const auto& [arch, count] : option_a) {
+    auto m = make_model(arch, spec(32, 3));
+    EXPECT_EQ(m->parameter_count(), count + 2752) << arch;
+    // 6n + 1 convolutions in the stem and blocks (plus the fc): depth - 1.
+    int convs = 0;
+    for (auto& [n, v] : m->named_parameters())
+      convs += v.shape().size() == 4 && n.find("downsample") == std::string::npos;
+    EXPECT_EQ(convs, std::stoi(std::string(arch).substr(6)) - 1) << arch;
+  }
+  auto r20 = make_model("resnet20", spec(28, 1));
+  std::map<std::string, Shape> by_name;
+  for (auto& [n, v] : r20->named_parameters()) by_name[n] = v.shape();
+  EXPECT_EQ(by_name.at("conv1.weight"), (Shape{16, 3, 3, 1}));
+  EXPECT_EQ(by_name.at("layer1.2.conv2.weight"), (Shape{16, 3, 3, 16}));
+  EXPECT_EQ(by_name.at("layer2.0.conv1.weight"), (Shape{32, 3, 3, 16}));
+  EXPECT_EQ(by_name.at("layer2.0.downsample.0.weight"), (Shape{32, 1, 1, 16}));
+  EXPECT_EQ(by_name.at("layer3.2.bn2.weight"), (Shape{64}));
+  EXPECT_EQ(by_name.at("fc.weight"), (Shape{10, 64}));
+  EXPECT_EQ(by_name.count("layer1.0.downsample.0.weight"), 0u);  // 16 -> 16, stride 1
+  EXPECT_EQ(by_name.count("layer4.0.conv1.weight"), 0u);
+  // 28x28 -> 28, 14, 7 (the strided 3x3s pad 1) -> the pool -> logits.
+  r20->eval();
+  tensor::Generator g(3);
+  autograd::NoGradGuard ng;
+  EXPECT_EQ((*r20)(autograd::Variable(Tensor::normal({2, 28, 28, 1}, 0, 1, g))).shape(),
+            (Shape{2, 10}));
+}
+
 TEST(ResNet, TorchvisionInitialisation) {
   auto m = make_model("resnet18", spec(32, 3));
   for (auto& [n, v] : m->named_parameters()) {
