@@ -111,8 +111,8 @@ void cpu_xent(benchmark::State& state, const std::string& key, bool backward, in
 
 // One pass (0 forward, 1 backward data, 2 backward filter) of a 3x3, stride-1, padding-1
 // convolution n x hw x hw x c -> c.
-void cpu_conv3x3(benchmark::State& state, const std::string& key, int pass, bool winograd,
-                 int64_t n, int64_t hw, int64_t c) {
+void cpu_conv3x3(benchmark::State& state, const std::string& key, int pass,
+                 kernels::ConvAlgo algo, int64_t n, int64_t hw, int64_t c) {
   using kernels::ConvAlgo;
   const kernels::Conv2dGeometry g{
       .n = n, .h = hw, .w = hw, .c_in = c, .c_out = c, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
@@ -133,17 +133,21 @@ void cpu_conv3x3(benchmark::State& state, const std::string& key, int pass, bool
                                            static_cast<float*>(nullptr), g, algo);
     return out;
   };
-  const ConvAlgo algo = winograd ? ConvAlgo::kWinograd : ConvAlgo::kIm2col;
+  if (algo == ConvAlgo::kDirect && !kernels::direct_applies(g, static_cast<kernels::ConvPass>(pass))) {
+    state.SkipWithError("the direct kernels do not run here (no AVX2/AVX-512, or the shape)");
+    return;
+  }
   if (!validate_once(state, key, [&] {
-        const auto a = run(ConvAlgo::kWinograd).to_double_vector(),
-                   b = run(ConvAlgo::kIm2col).to_double_vector();
+        const auto a = run(algo).to_double_vector(),
+                   b = run(algo == ConvAlgo::kIm2col ? ConvAlgo::kWinograd : ConvAlgo::kIm2col)
+                           .to_double_vector();
         double err = 0, scale = 0;
         for (size_t i = 0; i < a.size(); ++i) {
           err = std::max(err, std::abs(a[i] - b[i]));
           scale = std::max(scale, std::abs(b[i]));
         }
         return err <= 1e-5 * scale ? std::string()
-                                   : "winograd vs im2col: relative error " +
+                                   : "against another algorithm: relative error " +
                                          std::to_string(err / scale);
       }))
     return;
@@ -181,16 +185,20 @@ void register_cpu_benchmarks() {
     add_cpu("CpuSum/fp32/" + size,
             [n](benchmark::State& st, const std::string& key) { cpu_sum(st, key, n); });
   }
-  for (auto [hw, c] : {std::pair<int64_t, int64_t>{32, 64}, {16, 128}, {8, 256}, {4, 512}}) {
+  // resnet18_cifar's stages, then resnet20's (16, 32, 64 channels at 32, 16, 8 pixels).
+  for (auto [hw, c] : {std::pair<int64_t, int64_t>{32, 64}, {16, 128}, {8, 256}, {4, 512},
+                       {32, 16}, {16, 32}, {8, 64}}) {
     const std::string size = "32x" + std::to_string(hw) + "x" + std::to_string(hw) + "x" +
                              std::to_string(c);
     for (int pass = 0; pass < 3; ++pass)
-      for (bool wino : {false, true}) {
+      for (auto [algo, algo_name] :
+           {std::pair{kernels::ConvAlgo::kIm2col, "im2col"},
+            std::pair{kernels::ConvAlgo::kWinograd, "winograd"},
+            std::pair{kernels::ConvAlgo::kDirect, "direct"}}) {
         const char* passes[] = {"fwd", "bwd_data", "bwd_filter"};
-        add_cpu(std::string("CpuConv3x3/") + passes[pass] + (wino ? "/winograd/" : "/im2col/") +
-                    size,
+        add_cpu(std::string("CpuConv3x3/") + passes[pass] + "/" + algo_name + "/" + size,
                 [=](benchmark::State& st, const std::string& key) {
-                  cpu_conv3x3(st, key, pass, wino, 32, hw, c);
+                  cpu_conv3x3(st, key, pass, algo, 32, hw, c);
                 });
       }
   }

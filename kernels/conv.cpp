@@ -2,11 +2,13 @@
 // at a time so the patch buffer stays under kPatchBytes (4 MB), then one GEMM per chunk (gemm.cpp
 // splits it over the kernel threads). im2col and col2im run on the kernel threads too
 // (kernels/parallel.h). A 1x1, stride-1, unpadded convolution is already a GEMM on x seen as
-// [rows, c_in]; 3x3 stride-1 ones with enough channels go to winograd.cpp instead.
+// [rows, c_in]; 3x3 stride-1 ones with enough channels go to winograd.cpp instead, and narrow
+// float ones to the direct kernels (conv_direct.cpp).
 #include "kernels/conv.h"
 
 #include <algorithm>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/gemm.h"
@@ -96,6 +98,22 @@ void col2im(const T* patches, T* dx, const Conv2dGeometry& g, int64_t n0, int64_
   });
 }
 
+// The direct kernels for this pass (float only): forced where they apply, else kAuto's choice.
+// kDirect becomes kAuto for the rest.
+template <class T>
+bool use_direct(const Conv2dGeometry& g, ConvAlgo& algo, ConvPass pass) {
+  if constexpr (!std::is_same_v<T, float>) {
+    if (algo == ConvAlgo::kDirect) algo = ConvAlgo::kAuto;
+    return false;
+  } else {
+    if (algo == ConvAlgo::kDirect) {
+      algo = ConvAlgo::kAuto;
+      return direct_applies(g, pass);
+    }
+    return algo == ConvAlgo::kAuto && direct_suits(g, pass);
+  }
+}
+
 // Resolves kAuto, and refuses Winograd where it does not apply.
 bool use_winograd(const Conv2dGeometry& g, ConvAlgo algo) {
   if (algo == ConvAlgo::kWinograd && !winograd_applies(g))
@@ -110,7 +128,9 @@ template <class T>
 void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g,
                     ConvAlgo algo) {
   const int64_t pixels = g.out_h() * g.out_w(), k = patch_cols(g);
-  if (use_winograd(g, algo)) {
+  if (use_direct<T>(g, algo, ConvPass::kForward)) {
+    if constexpr (std::is_same_v<T, float>) direct_forward(x, w, y, g);
+  } else if (use_winograd(g, algo)) {
     winograd_forward(x, w, y, g);
   } else if (is_pointwise(g)) {
     gemm<T>(false, true, g.n * pixels, g.c_out, k, 1.0, x, k, w, k, 0.0, y, g.c_out);
@@ -133,6 +153,10 @@ template <class T>
 void conv2d_backward_data(const T* dy, const T* w, T* dx, const Conv2dGeometry& g,
                           ConvAlgo algo) {
   const int64_t pixels = g.out_h() * g.out_w(), k = patch_cols(g);
+  if (use_direct<T>(g, algo, ConvPass::kData)) {
+    if constexpr (std::is_same_v<T, float>) direct_backward_data(dy, w, dx, g);
+    return;
+  }
   if (use_winograd(g, algo)) {
     winograd_backward_data(dy, w, dx, g);
     return;
@@ -162,6 +186,10 @@ void conv2d_backward_filter(const T* x, const T* dy, T* dw, T* dbias, const Conv
     for (int64_t r = 0; r < g.n * pixels; ++r)
       for (int64_t co = 0; co < g.c_out; ++co) sums[co] += dy[r * g.c_out + co];
     for (int64_t co = 0; co < g.c_out; ++co) dbias[co] = static_cast<T>(sums[co]);
+  }
+  if (use_direct<T>(g, algo, ConvPass::kFilter)) {
+    if constexpr (std::is_same_v<T, float>) direct_backward_filter(x, dy, dw, g);
+    return;
   }
   if (use_winograd(g, algo)) {
     winograd_backward_filter(x, dy, dw, g);

@@ -3,11 +3,14 @@
 // CPU: im2col into [rows = n*oh*ow, kh*kw*c_in] patches (in chunks of images, to bound memory)
 // and OpenBLAS GEMM; 3x3 stride-1 convolutions with 16 or more channels each way (and outputs of
 // 4x4 or more) use Winograd's F(2x2, 3x3) instead (kernels/winograd.cpp: 16 GEMMs with 2.25x fewer multiplications, no
-// patch matrix), for all three passes. CUDA: cuDNN (see tensor/cudnn_ops.h; these raw kernels
-// are the CPU side).
+// patch matrix), for all three passes. Float layers with output channels in sixteens and up to
+// 256 channels each way (128 for the filter gradient) use direct AVX-512/AVX2 kernels where the
+// CPU has them (conv_direct.h).
+// CUDA: cuDNN (see tensor/cudnn_ops.h; these raw kernels are the CPU side).
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "kernels/common.h"
 
@@ -21,9 +24,12 @@ struct Conv2dGeometry {
   int64_t out_w() const { return (w + 2 * pad - kw) / stride + 1; }
 };
 
-// Which CPU algorithm: kAuto picks Winograd where it applies and pays (winograd_suits), else
-// im2col; the others force one (tests and benchmarks). kWinograd needs winograd_applies.
-enum class ConvAlgo { kAuto, kIm2col, kWinograd };
+// Which CPU algorithm: kAuto picks the direct kernels or Winograd where they apply and pay
+// (direct_suits, winograd_suits), else im2col; the others force one (tests and benchmarks).
+// kWinograd needs winograd_applies; kDirect runs the direct kernels where they apply
+// (direct_applies) and the kAuto choice elsewhere.
+enum class ConvAlgo { kAuto, kIm2col, kWinograd, kDirect };
+enum class ConvPass { kForward, kData, kFilter };
 
 // Winograd F(2x2, 3x3) computes this geometry: 3x3, stride 1, padding 0..2.
 bool winograd_applies(const Conv2dGeometry& g);
@@ -35,6 +41,21 @@ bool winograd_suits(const Conv2dGeometry& g);
 // kWinograd where it applies. Tests that compare runs of different batch sizes pin one, as they
 // pin layer fusion: the two round differently, and training amplifies it.
 void set_cpu_conv_algo(ConvAlgo algo);
+// The process's choice (kAuto unless pinned; MLAI_CPU_CONV=direct gives kDirect).
+ConvAlgo cpu_conv_choice();
+
+// The direct kernels compute this pass: float, a CPU with AVX-512 or AVX2 + FMA, a square
+// filter, output channels in sixteens; backward data also needs stride 1, padding below the
+// filter size and input channels in sixteens.
+bool direct_applies(const Conv2dGeometry& g, ConvPass pass);
+// ... and kAuto uses them: up to 256 channels in and out (128 for the filter gradient), not 1x1
+// stride 1 (where they measured faster), unless set_cpu_conv_algo pinned an algorithm.
+bool direct_suits(const Conv2dGeometry& g, ConvPass pass);
+// The instruction set the direct kernels use: "avx512", "avx2", or "" (they are not used).
+const char* direct_conv_isa();
+// At most this instruction set from now on: "avx512", "avx2" or "none" (tests run both kernels
+// on one machine; the CPU's own limit still applies).
+void set_direct_conv_isa(const std::string& isa);
 
 namespace cpu {
 // y[n, oh, ow, co] = sum x[n, oh*s - p + i, ow*s - p + j, ci] * w[co, i, j, ci] (+ bias[co]).
@@ -58,6 +79,11 @@ template <class T>
 void winograd_backward_data(const T* dy, const T* w, T* dx, const Conv2dGeometry& g);
 template <class T>
 void winograd_backward_filter(const T* x, const T* dy, T* dw, const Conv2dGeometry& g);
+
+// The direct kernels (conv_direct.cpp), for geometries direct_applies accepts; no bias.
+void direct_forward(const float* x, const float* w, float* y, const Conv2dGeometry& g);
+void direct_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g);
+void direct_backward_filter(const float* x, const float* dy, float* dw, const Conv2dGeometry& g);
 }  // namespace cpu
 
 }  // namespace mlai::kernels

@@ -37,6 +37,7 @@ std::atomic<int>& conv_choice() {
     const std::string v = e != nullptr ? e : "";
     return static_cast<int>(v == "im2col"     ? ConvAlgo::kIm2col
                             : v == "winograd" ? ConvAlgo::kWinograd
+                            : v == "direct"   ? ConvAlgo::kDirect
                                               : ConvAlgo::kAuto);
   }();
   return choice;
@@ -45,9 +46,13 @@ std::atomic<int>& conv_choice() {
 
 void set_cpu_conv_algo(ConvAlgo algo) { conv_choice().store(static_cast<int>(algo)); }
 
+ConvAlgo cpu_conv_choice() { return static_cast<ConvAlgo>(conv_choice().load()); }
+
 bool winograd_suits(const Conv2dGeometry& g) {
   const auto forced = static_cast<ConvAlgo>(conv_choice().load());
-  if (forced != ConvAlgo::kAuto) return forced == ConvAlgo::kWinograd && winograd_applies(g);
+  // (kDirect: Winograd by shape where the direct kernels do not apply)
+  if (forced == ConvAlgo::kIm2col) return false;
+  if (forced == ConvAlgo::kWinograd) return winograd_applies(g);
   // Where it measured as fast or faster on the 2-core EPYC VM
   // (bench/results/2026-11-27-cpu-winograd.md): ResNet's stages down to 4x4. With few channels
   // the transforms cost more than the products save, and below 4x4 most of a tile is padding.

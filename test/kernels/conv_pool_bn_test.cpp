@@ -14,6 +14,7 @@
 #include "kernels/batchnorm.h"
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
+#include "kernels/parallel.h"
 #include "kernels/pool.h"
 
 namespace mlai::kernels {
@@ -191,6 +192,94 @@ TEST(ConvKernel, WinogradChunksOfImagesAndTheDefaultPath) {
   cpu::set_blas_threads(1);
   check_conv<float>(g, true, 1e-5, 9, ConvAlgo::kWinograd);
   cpu::set_blas_threads(saved);
+}
+
+// The direct kernels (conv_direct.h), forced on shapes they take: 3x3 at stride 1 and 2 with
+// padding 0, 1 and 2; 1x1; a 7x7/2 stem from 3 channels; 5x5; 16 to 48 channels; rows narrower
+// than a pixel block and ragged edges; one image and several. Against the direct loops in all
+// three passes, in each instruction set this CPU has.
+const Conv2dGeometry kDirectCases[] = {
+    {.n = 2, .h = 9, .w = 11, .c_in = 16, .c_out = 16, .kh = 3, .kw = 3, .stride = 1, .pad = 1},
+    {.n = 3, .h = 10, .w = 9, .c_in = 16, .c_out = 32, .kh = 3, .kw = 3, .stride = 2, .pad = 1},
+    {.n = 1, .h = 7, .w = 20, .c_in = 32, .c_out = 16, .kh = 3, .kw = 3, .stride = 1, .pad = 0},
+    {.n = 2, .h = 5, .w = 4, .c_in = 16, .c_out = 48, .kh = 3, .kw = 3, .stride = 1, .pad = 2},
+    {.n = 2, .h = 6, .w = 13, .c_in = 48, .c_out = 16, .kh = 1, .kw = 1, .stride = 1, .pad = 0},
+    {.n = 2, .h = 9, .w = 9, .c_in = 16, .c_out = 32, .kh = 1, .kw = 1, .stride = 2, .pad = 0},
+    {.n = 2, .h = 15, .w = 17, .c_in = 3, .c_out = 16, .kh = 7, .kw = 7, .stride = 2, .pad = 3},
+    {.n = 1, .h = 8, .w = 12, .c_in = 16, .c_out = 16, .kh = 5, .kw = 5, .stride = 1, .pad = 2},
+    {.n = 3, .h = 2, .w = 3, .c_in = 16, .c_out = 16, .kh = 3, .kw = 3, .stride = 1, .pad = 1},
+    // resnet20's at batch 8: the stem, a first-stage conv, the stride-2 conv and shortcut into
+    // the second stage (several blocks of rows and images on the kernel threads)
+    {.n = 8, .h = 32, .w = 32, .c_in = 3, .c_out = 16, .kh = 3, .kw = 3, .stride = 1, .pad = 1},
+    {.n = 8, .h = 32, .w = 32, .c_in = 16, .c_out = 16, .kh = 3, .kw = 3, .stride = 1, .pad = 1},
+    {.n = 8, .h = 32, .w = 32, .c_in = 16, .c_out = 32, .kh = 3, .kw = 3, .stride = 2, .pad = 1},
+    {.n = 8, .h = 32, .w = 32, .c_in = 16, .c_out = 32, .kh = 1, .kw = 1, .stride = 2, .pad = 0},
+    {.n = 8, .h = 8, .w = 8, .c_in = 64, .c_out = 64, .kh = 3, .kw = 3, .stride = 1, .pad = 1},
+};
+
+TEST(ConvKernel, DirectMatchesDirectLoops) {
+  if (std::string(direct_conv_isa()).empty())
+    GTEST_SKIP() << "this CPU has neither AVX-512 nor AVX2 + FMA: the direct kernels are not used";
+  for (const char* isa : {"avx512", "avx2"}) {
+    set_direct_conv_isa(isa);
+    if (std::string(direct_conv_isa()) != isa) continue;  // (not on this CPU)
+    SCOPED_TRACE(isa);
+    for (size_t i = 0; i < std::size(kDirectCases); ++i) {
+      const Conv2dGeometry& g = kDirectCases[i];
+      EXPECT_TRUE(direct_applies(g, ConvPass::kForward)) << describe(g);
+      EXPECT_TRUE(direct_applies(g, ConvPass::kFilter)) << describe(g);
+      check_conv<float>(g, i % 2 == 0, 1e-5, static_cast<uint32_t>(300 + 10 * i),
+                        ConvAlgo::kDirect);
+    }
+  }
+  set_direct_conv_isa("avx512");
+  // Backward data only at stride 1 into channels in sixteens (the others take the kAuto path);
+  // output channels in sixteens for every pass; never in double.
+  EXPECT_TRUE(direct_applies(kDirectCases[0], ConvPass::kData));
+  EXPECT_FALSE(direct_applies(kDirectCases[1], ConvPass::kData));  // stride 2
+  EXPECT_FALSE(direct_applies(kDirectCases[6], ConvPass::kData));  // 3 input channels
+  Conv2dGeometry odd = kDirectCases[0];
+  odd.c_out = 24;
+  EXPECT_FALSE(direct_applies(odd, ConvPass::kForward));
+  check_conv<double>(kDirectCases[0], true, 1e-13, 390, ConvAlgo::kDirect);
+}
+
+// Each output is the same fused multiply-adds in the same order whatever the vector width, the
+// pixel blocking and the thread count: the three passes give the same bits in both instruction
+// sets and on one thread or the pool; resnet20's first stage, 24 images (filter-gradient blocks).
+TEST(ConvKernel, DirectGivesTheSameBitsInBothInstructionSetsAndOnAnyThreads) {
+  if (std::string(direct_conv_isa()) != "avx512")
+    GTEST_SKIP() << "needs a CPU with AVX-512 (and so AVX2) to compare the two";
+  const Conv2dGeometry g{
+      .n = 24, .h = 32, .w = 32, .c_in = 16, .c_out = 16, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
+  const auto x = to<float>(random_vec(g.n * g.h * g.w * g.c_in, 41));
+  const auto w = to<float>(random_vec(g.c_out * 9 * g.c_in, 42));
+  const auto dy = to<float>(random_vec(g.n * g.h * g.w * g.c_out, 43));
+  auto passes = [&] {
+    std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
+    cpu::conv2d_forward(x.data(), w.data(), static_cast<const float*>(nullptr), y.data(), g,
+                        ConvAlgo::kDirect);
+    cpu::conv2d_backward_data(dy.data(), w.data(), dx.data(), g, ConvAlgo::kDirect);
+    cpu::conv2d_backward_filter(x.data(), dy.data(), dw.data(), static_cast<float*>(nullptr), g,
+                                ConvAlgo::kDirect);
+    return std::vector<std::vector<float>>{y, dx, dw};
+  };
+  const auto wide = passes();
+  set_direct_conv_isa("avx2");
+  const auto narrow = passes();
+  set_direct_conv_isa("avx512");
+  cpu::set_max_threads(1);
+  const auto one = passes();
+  cpu::set_max_threads(cpu::pool_threads());
+  for (int p = 0; p < 3; ++p) {
+    EXPECT_EQ(wide[p], narrow[p]) << "pass " << p;
+    EXPECT_EQ(wide[p], one[p]) << "pass " << p;
+  }
+  // ... and not the im2col path's bits (so the comparison above is of the direct kernels).
+  std::vector<float> y(dy.size());
+  cpu::conv2d_forward(x.data(), w.data(), static_cast<const float*>(nullptr), y.data(), g,
+                      ConvAlgo::kIm2col);
+  EXPECT_NE(y, wide[0]);
 }
 
 // ---- max pooling ----
