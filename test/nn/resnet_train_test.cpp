@@ -1,5 +1,6 @@
-// ResNet-18 (small-image variant) trains on the real Fashion-MNIST on the CPU: the loss falls
-// and the accuracy rises over the first steps, and two batches can be overfitted. Skipped when
+// ResNet-18 (small-image variant) trains on the real Fashion-MNIST on the CPU: over 100 steps the
+// training loss falls and the accuracy on 256 test images rises from chance, and two batches can
+// be overfitted. Skipped when
 // the data set is not installed (apt-get install dataset-fashion-mnist). These are the slowest
 // tests in the suite (about a minute on 2 cores).
 #include <gtest/gtest.h>
@@ -37,17 +38,37 @@ TEST(ResNetTraining, LossFallsAndAccuracyRises) {
   lo.limit_batches = 100;
   lo.workers = 1;
   io::Loader loader(d.train, lo);
+  // Accuracy on the first 256 test images in eval mode: the same images before and after, so
+  // the rise is not sampling noise (the training batches' own accuracy over 20 steps of 16
+  // images varies by +-0.03).
+  io::LoaderOptions eval_lo;
+  eval_lo.batch_size = 64;
+  eval_lo.shuffle = false;
+  eval_lo.limit_batches = 4;
+  eval_lo.workers = 0;
+  auto test_accuracy = [&] {
+    m->eval();
+    autograd::NoGradGuard no_grad;
+    io::Loader test(d.test, eval_lo);
+    test.start_epoch(0);
+    double hits = 0, count = 0;
+    while (auto b = test.next()) {
+      const auto pred =
+          tensor::max_dim((*m)(autograd::Variable(b->images)).data(), 1).second.to_vector<int64_t>();
+      const auto lab = b->labels.to_vector<int64_t>();
+      for (size_t i = 0; i < pred.size(); ++i) hits += pred[i] == lab[i];
+      count += static_cast<double>(pred.size());
+    }
+    m->train();
+    return hits / count;
+  };
+  const double acc_before = test_accuracy();
   loader.start_epoch(0);
-  std::vector<double> losses, accs;
+  std::vector<double> losses;
   while (auto b = loader.next()) {
     autograd::Variable logits = (*m)(autograd::Variable(b->images));
     autograd::Variable loss = autograd::cross_entropy(logits, b->labels);
-    const auto pred = tensor::max_dim(logits.data(), 1).second.to_vector<int64_t>();
-    const auto lab = b->labels.to_vector<int64_t>();
-    double hits = 0;
-    for (size_t i = 0; i < pred.size(); ++i) hits += pred[i] == lab[i];
     losses.push_back(loss.data().item());
-    accs.push_back(hits / static_cast<double>(pred.size()));
     loss.backward();
     opt->step();
     opt->zero_grad();
@@ -59,9 +80,12 @@ TEST(ResNetTraining, LossFallsAndAccuracyRises) {
   };
   ASSERT_EQ(losses.size(), 100u);
   const double loss_first = mean(losses, 0, 20), loss_last = mean(losses, 80, 100);
-  const double acc_first = mean(accs, 0, 20), acc_last = mean(accs, 80, 100);
   EXPECT_LT(loss_last, 0.6 * loss_first) << "first 20 steps " << loss_first << ", last 20 " << loss_last;
-  EXPECT_GT(acc_last, acc_first + 0.25) << "first 20 steps " << acc_first << ", last 20 " << acc_last;
+  const double acc_after = test_accuracy();
+  std::printf("test accuracy on 256 images: %.3f before, %.3f after 100 steps\n", acc_before,
+              acc_after);
+  EXPECT_LT(acc_before, 0.3);  // (ten classes)
+  EXPECT_GT(acc_after, 0.65);
 }
 
 TEST(ResNetTraining, OverfitsTwoBatches) {
