@@ -2,13 +2,14 @@
 // repacked so output channels are contiguous, the work cut into fixed blocks for the kernel
 // threads, and the filter gradient's per-block sums added in block order (the same bits on any
 // thread count).
+#include "kernels/conv_direct.h"
+
 #include <algorithm>
 #include <atomic>
 #include <string>
 #include <vector>
 
 #include "kernels/conv.h"
-#include "kernels/conv_direct.h"
 #include "kernels/parallel.h"
 
 namespace mlai::kernels {
@@ -17,7 +18,7 @@ namespace {
 // 2: AVX-512, 1: AVX2 + FMA, 0: neither (or not an x86 build).
 int cpu_isa() {
 #if defined(MLAI_X86_DIRECT_CONV)
-  static const int isa = __builtin_cpu_supports("avx512f")                                  ? 2
+  static const int isa = __builtin_cpu_supports("avx512f")                                 ? 2
                          : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
                                                                                            : 0;
   return isa;
@@ -55,18 +56,19 @@ bool direct_suits(const Conv2dGeometry& g, ConvPass pass) {
   if (forced == ConvAlgo::kDirect) return direct_applies(g, pass);
   if (forced != ConvAlgo::kAuto) return false;
   // Where it measured faster than Winograd and im2col on the 2-core EPYC VM
-  // (bench/results/2026-11-28-cpu-direct-conv.md): the output and the input gradient up to 256
-  // channels each way, the filter gradient up to 128 (at 256 its passes over the images for
-  // every tap and channel block fall out of cache, and Winograd's GEMMs win). A 1x1 stride-1
-  // convolution is one GEMM already.
+  // (bench/results/2026-11-28-cpu-direct-conv.md): up to 256 channels each way (at 512, with
+  // 4x4 pixels, Winograd's GEMMs win). A 1x1 stride-1 convolution is one GEMM already.
   const bool pointwise = g.kh == 1 && g.stride == 1 && g.pad == 0;
-  const int64_t widest = pass == ConvPass::kFilter ? 128 : 256;
-  return direct_applies(g, pass) && g.c_in <= widest && g.c_out <= widest && !pointwise;
+  return direct_applies(g, pass) && g.c_in <= 256 && g.c_out <= 256 && !pointwise;
 }
 
 namespace cpu {
 
 namespace {
+
+// The filter gradient of a layer this wide runs a task per tap (filter_taps): a buffer of sums
+// per block of images would be megabytes, and adding them up cost more than the products.
+bool wide_filter(const Conv2dGeometry& g) { return g.c_in * g.c_out > 128 * 128; }
 
 void run_forward(direct::Forward a) {
   const std::vector<float> zeros(static_cast<size_t>(a.ci), 0.0f);  // what padding taps read
@@ -103,35 +105,48 @@ void direct_backward_data(const float* dy, const float* w, float* dx, const Conv
     for (int64_t i = 0; i < k; ++i)
       for (int64_t j = 0; j < k; ++j)
         for (int64_t c = 0; c < ci; ++c)
-          wt[(((k - 1 - i) * k + (k - 1 - j)) * co + o) * ci + c] = w[((o * k + i) * k + j) * ci + c];
-  run_forward({dy, wt.data(), dx, g.n, g.out_h(), g.out_w(), co, ci, k, 1, k - 1 - g.pad, g.h, g.w});
+          wt[(((k - 1 - i) * k + (k - 1 - j)) * co + o) * ci + c] =
+              w[((o * k + i) * k + j) * ci + c];
+  run_forward(
+      {dy, wt.data(), dx, g.n, g.out_h(), g.out_w(), co, ci, k, 1, k - 1 - g.pad, g.h, g.w});
 }
 
 void direct_backward_filter(const float* x, const float* dy, float* dw, const Conv2dGeometry& g) {
   const int64_t k = g.kh, ci = g.c_in, co = g.c_out, size = k * k * ci * co;
   const direct::Filter a{x, dy, g.n, g.h, g.w, ci, co, k, g.stride, g.pad, g.out_h(), g.out_w()};
-  // Blocks of images with ~8M multiply-adds each (fixed by the shape, not the threads), each
-  // summed into its own buffer, then the buffers added in block order.
-  const int64_t per_image = std::max<int64_t>(1, a.oh * a.ow * size);
-  const int64_t images = std::clamp<int64_t>((int64_t{1} << 23) / per_image, 1, std::max<int64_t>(g.n, 1));
-  const int64_t blocks = num_blocks(g.n, images);
-  std::vector<float> partial(static_cast<size_t>(std::max<int64_t>(blocks, 1) * size), 0.0f);
-  const bool wide = isa() == 2;
-  parallel_blocks(g.n, images, [&](int64_t blk, int64_t n0, int64_t n1) {
-    float* out = partial.data() + blk * size;
-    if (wide)
-      direct::filter_images_avx512(a, n0, n1, out);
-    else
-      direct::filter_images_avx2(a, n0, n1, out);
-  });
+  const bool avx512 = isa() == 2;
   std::vector<float> dwt(static_cast<size_t>(size));
-  parallel_for(size, kElementGrain, [&](int64_t e0, int64_t e1) {
-    for (int64_t e = e0; e < e1; ++e) {
-      float s = partial[e];
-      for (int64_t b = 1; b < blocks; ++b) s += partial[b * size + e];
-      dwt[e] = s;
-    }
-  });
+  if (wide_filter(g)) {
+    // A task per tap and 16 output channels, each adding every image into its own sums.
+    parallel_for(k * k * (co / 16), 1, [&](int64_t t0, int64_t t1) {
+      if (avx512)
+        direct::filter_taps_avx512(a, t0, t1, dwt.data());
+      else
+        direct::filter_taps_avx2(a, t0, t1, dwt.data());
+    });
+  } else {
+    // Blocks of images with ~8M multiply-adds each (fixed by the shape, not the threads), each
+    // summed into its own buffer, then the buffers added in block order.
+    const int64_t per_image = std::max<int64_t>(1, a.oh * a.ow * size);
+    const int64_t images =
+        std::clamp<int64_t>((int64_t{1} << 23) / per_image, 1, std::max<int64_t>(g.n, 1));
+    const int64_t blocks = num_blocks(g.n, images);
+    std::vector<float> partial(static_cast<size_t>(std::max<int64_t>(blocks, 1) * size), 0.0f);
+    parallel_blocks(g.n, images, [&](int64_t blk, int64_t n0, int64_t n1) {
+      float* out = partial.data() + blk * size;
+      if (avx512)
+        direct::filter_images_avx512(a, n0, n1, out);
+      else
+        direct::filter_images_avx2(a, n0, n1, out);
+    });
+    parallel_for(size, kElementGrain, [&](int64_t e0, int64_t e1) {
+      for (int64_t e = e0; e < e1; ++e) {
+        float s = partial[e];
+        for (int64_t b = 1; b < blocks; ++b) s += partial[b * size + e];
+        dwt[e] = s;
+      }
+    });
+  }
   for (int64_t o = 0; o < co; ++o)  // HWIO -> OHWI
     for (int64_t t = 0; t < k * k; ++t)
       for (int64_t c = 0; c < ci; ++c) dw[(o * k * k + t) * ci + c] = dwt[(t * ci + c) * co + o];

@@ -42,5 +42,9 @@ void forward_rows_avx2(const Forward& a, int64_t r0, int64_t r1);
 // Images [n0, n1) into dwt ([k, k, ci, co]).
 void filter_images_avx512(const Filter& a, int64_t n0, int64_t n1, float* dwt);
 void filter_images_avx2(const Filter& a, int64_t n0, int64_t n1, float* dwt);
+// Wide layers: tasks [t0, t1) of k * k * (co / 16) (a tap and 16 output channels each, over
+// every image), written straight into dwt.
+void filter_taps_avx512(const Filter& a, int64_t t0, int64_t t1, float* dwt);
+void filter_taps_avx2(const Filter& a, int64_t t0, int64_t t1, float* dwt);
 
 }  // namespace mlai::kernels::cpu::direct

@@ -33,5 +33,8 @@ void forward_rows_avx2(const Forward& a, int64_t r0, int64_t r1) { forward_rows<
 void filter_images_avx2(const Filter& a, int64_t n0, int64_t n1, float* dwt) {
   filter_images<Avx2>(a, n0, n1, dwt);
 }
+void filter_taps_avx2(const Filter& a, int64_t t0, int64_t t1, float* dwt) {
+  filter_taps<Avx2>(a, t0, t1, dwt);
+}
 
 }  // namespace mlai::kernels::cpu::direct

@@ -83,16 +83,18 @@ void forward_rows(const Forward& a, int64_t r0, int64_t r1) {
 // Input channels [c0, c0 + C) and output channels [o0, o0 + 16) of tap (i, j), over images
 // [n0, n1): C accumulators, each output pixel's gradient loaded once for all of them.
 template <class I, int C>
-inline void filter_block(const Filter& a, int64_t n0, int64_t n1, int64_t i, int64_t j,
-                         int64_t c0, int64_t o0, float* dwt) {
+inline void filter_block(const Filter& a, int64_t n0, int64_t n1, int64_t i, int64_t j, int64_t c0,
+                         int64_t o0, float* dwt) {
   using V = typename I::V;
   V acc[C];
   for (int q = 0; q < C; ++q) acc[q] = I::zero();
   // Output pixels whose tap (i, j) is inside the image.
   const int64_t oy0 = lo(a.oh, first_at_least(a.pad - i, a.stride));
-  const int64_t oy1 = a.h - 1 + a.pad - i < 0 ? oy0 : hi(oy0, lo(a.oh, (a.h - 1 + a.pad - i) / a.stride + 1));
+  const int64_t oy1 =
+      a.h - 1 + a.pad - i < 0 ? oy0 : hi(oy0, lo(a.oh, (a.h - 1 + a.pad - i) / a.stride + 1));
   const int64_t ox0 = lo(a.ow, first_at_least(a.pad - j, a.stride));
-  const int64_t ox1 = a.w - 1 + a.pad - j < 0 ? ox0 : hi(ox0, lo(a.ow, (a.w - 1 + a.pad - j) / a.stride + 1));
+  const int64_t ox1 =
+      a.w - 1 + a.pad - j < 0 ? ox0 : hi(ox0, lo(a.ow, (a.w - 1 + a.pad - j) / a.stride + 1));
   for (int64_t b = n0; b < n1; ++b)
     for (int64_t oy = oy0; oy < oy1; ++oy) {
       const int64_t iy = oy * a.stride - a.pad + i;
@@ -116,6 +118,54 @@ void filter_images(const Filter& a, int64_t n0, int64_t n1, float* dwt) {
         for (; c0 + C <= a.ci; c0 += C) filter_block<I, C>(a, n0, n1, i, j, c0, o0, dwt);
         for (; c0 < a.ci; ++c0) filter_block<I, 1>(a, n0, n1, i, j, c0, o0, dwt);
       }
+}
+
+// The same sums for wide layers, where one buffer per block of images would be megabytes: a task
+// owns tap t and output channels [o0, o0 + 16) for every input channel, and adds each image into
+// them in turn (loading and storing the C sums once per image and channel block).
+template <class I, int C>
+inline void filter_tap_block(const Filter& a, int64_t i, int64_t j, int64_t c0, int64_t o0,
+                             int64_t oy0, int64_t oy1, int64_t ox0, int64_t ox1, int64_t b,
+                             float* dwt) {
+  using V = typename I::V;
+  V acc[C];
+  float* out = dwt + ((i * a.k + j) * a.ci + c0) * a.co + o0;
+  for (int q = 0; q < C; ++q) acc[q] = I::load(out + q * a.co);
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
+    const int64_t iy = oy * a.stride - a.pad + i;
+    const float* dyp = a.dy + ((b * a.oh + oy) * a.ow + ox0) * a.co + o0;
+    const float* xp = a.x + ((b * a.h + iy) * a.w + ox0 * a.stride - a.pad + j) * a.ci + c0;
+    for (int64_t ox = ox0; ox < ox1; ++ox, dyp += a.co, xp += a.stride * a.ci) {
+      const V d = I::load(dyp);
+      for (int q = 0; q < C; ++q) acc[q] = I::fma(I::broadcast(xp[q]), d, acc[q]);
+    }
+  }
+  for (int q = 0; q < C; ++q) I::store(out + q * a.co, acc[q]);
+}
+
+// Tasks [t0, t1) of k * k * (co / 16): task = tap * (co / 16) + output-channel tile. dwt's
+// entries of each task are overwritten.
+template <class I>
+void filter_taps(const Filter& a, int64_t t0, int64_t t1, float* dwt) {
+  constexpr int C = I::kChannels;
+  const int64_t tiles = a.co / 16;
+  for (int64_t task = t0; task < t1; ++task) {
+    const int64_t tap = task / tiles, o0 = task % tiles * 16, i = tap / a.k, j = tap % a.k;
+    for (int64_t c = 0; c < a.ci; ++c)
+      for (int64_t o = 0; o < 16; ++o) dwt[(tap * a.ci + c) * a.co + o0 + o] = 0.0f;
+    const int64_t oy0 = lo(a.oh, first_at_least(a.pad - i, a.stride));
+    const int64_t oy1 =
+        a.h - 1 + a.pad - i < 0 ? oy0 : hi(oy0, lo(a.oh, (a.h - 1 + a.pad - i) / a.stride + 1));
+    const int64_t ox0 = lo(a.ow, first_at_least(a.pad - j, a.stride));
+    const int64_t ox1 =
+        a.w - 1 + a.pad - j < 0 ? ox0 : hi(ox0, lo(a.ow, (a.w - 1 + a.pad - j) / a.stride + 1));
+    for (int64_t b = 0; b < a.n; ++b) {
+      int64_t c0 = 0;
+      for (; c0 + C <= a.ci; c0 += C)
+        filter_tap_block<I, C>(a, i, j, c0, o0, oy0, oy1, ox0, ox1, b, dwt);
+      for (; c0 < a.ci; ++c0) filter_tap_block<I, 1>(a, i, j, c0, o0, oy0, oy1, ox0, ox1, b, dwt);
+    }
+  }
 }
 
 }  // namespace

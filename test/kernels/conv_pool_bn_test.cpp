@@ -215,6 +215,9 @@ const Conv2dGeometry kDirectCases[] = {
     {.n = 8, .h = 32, .w = 32, .c_in = 16, .c_out = 32, .kh = 3, .kw = 3, .stride = 2, .pad = 1},
     {.n = 8, .h = 32, .w = 32, .c_in = 16, .c_out = 32, .kh = 1, .kw = 1, .stride = 2, .pad = 0},
     {.n = 8, .h = 8, .w = 8, .c_in = 64, .c_out = 64, .kh = 3, .kw = 3, .stride = 1, .pad = 1},
+    // wider than 128 x 128 channels: the filter gradient runs a task per tap
+    {.n = 2, .h = 5, .w = 6, .c_in = 144, .c_out = 128, .kh = 3, .kw = 3, .stride = 1, .pad = 1},
+    {.n = 3, .h = 7, .w = 7, .c_in = 160, .c_out = 112, .kh = 3, .kw = 3, .stride = 2, .pad = 1},
 };
 
 TEST(ConvKernel, DirectMatchesDirectLoops) {
@@ -246,40 +249,47 @@ TEST(ConvKernel, DirectMatchesDirectLoops) {
 
 // Each output is the same fused multiply-adds in the same order whatever the vector width, the
 // pixel blocking and the thread count: the three passes give the same bits in both instruction
-// sets and on one thread or the pool; resnet20's first stage, 24 images (filter-gradient blocks).
+// sets and on one thread or the pool: resnet20's first stage, 24 images (filter-gradient blocks
+// of images), and a 256-channel layer (filter-gradient tasks per tap).
+const Conv2dGeometry kBitCases[] = {
+    {.n = 24, .h = 32, .w = 32, .c_in = 16, .c_out = 16, .kh = 3, .kw = 3, .stride = 1, .pad = 1},
+    {.n = 4, .h = 8, .w = 8, .c_in = 256, .c_out = 256, .kh = 3, .kw = 3, .stride = 1, .pad = 1},
+};
+
 TEST(ConvKernel, DirectGivesTheSameBitsInBothInstructionSetsAndOnAnyThreads) {
   if (std::string(direct_conv_isa()) != "avx512")
     GTEST_SKIP() << "needs a CPU with AVX-512 (and so AVX2) to compare the two";
-  const Conv2dGeometry g{
-      .n = 24, .h = 32, .w = 32, .c_in = 16, .c_out = 16, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
-  const auto x = to<float>(random_vec(g.n * g.h * g.w * g.c_in, 41));
-  const auto w = to<float>(random_vec(g.c_out * 9 * g.c_in, 42));
-  const auto dy = to<float>(random_vec(g.n * g.h * g.w * g.c_out, 43));
-  auto passes = [&] {
-    std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
+  for (const Conv2dGeometry& g : kBitCases) {
+    SCOPED_TRACE(describe(g));
+    const auto x = to<float>(random_vec(g.n * g.h * g.w * g.c_in, 41));
+    const auto w = to<float>(random_vec(g.c_out * 9 * g.c_in, 42));
+    const auto dy = to<float>(random_vec(g.n * g.h * g.w * g.c_out, 43));
+    auto passes = [&] {
+      std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
+      cpu::conv2d_forward(x.data(), w.data(), static_cast<const float*>(nullptr), y.data(), g,
+                          ConvAlgo::kDirect);
+      cpu::conv2d_backward_data(dy.data(), w.data(), dx.data(), g, ConvAlgo::kDirect);
+      cpu::conv2d_backward_filter(x.data(), dy.data(), dw.data(), static_cast<float*>(nullptr), g,
+                                  ConvAlgo::kDirect);
+      return std::vector<std::vector<float>>{y, dx, dw};
+    };
+    const auto wide = passes();
+    set_direct_conv_isa("avx2");
+    const auto narrow = passes();
+    set_direct_conv_isa("avx512");
+    cpu::set_max_threads(1);
+    const auto one = passes();
+    cpu::set_max_threads(cpu::pool_threads());
+    for (int p = 0; p < 3; ++p) {
+      EXPECT_EQ(wide[p], narrow[p]) << "pass " << p;
+      EXPECT_EQ(wide[p], one[p]) << "pass " << p;
+    }
+    // ... and not the im2col path's bits (so the comparison above is of the direct kernels).
+    std::vector<float> y(dy.size());
     cpu::conv2d_forward(x.data(), w.data(), static_cast<const float*>(nullptr), y.data(), g,
-                        ConvAlgo::kDirect);
-    cpu::conv2d_backward_data(dy.data(), w.data(), dx.data(), g, ConvAlgo::kDirect);
-    cpu::conv2d_backward_filter(x.data(), dy.data(), dw.data(), static_cast<float*>(nullptr), g,
-                                ConvAlgo::kDirect);
-    return std::vector<std::vector<float>>{y, dx, dw};
-  };
-  const auto wide = passes();
-  set_direct_conv_isa("avx2");
-  const auto narrow = passes();
-  set_direct_conv_isa("avx512");
-  cpu::set_max_threads(1);
-  const auto one = passes();
-  cpu::set_max_threads(cpu::pool_threads());
-  for (int p = 0; p < 3; ++p) {
-    EXPECT_EQ(wide[p], narrow[p]) << "pass " << p;
-    EXPECT_EQ(wide[p], one[p]) << "pass " << p;
+                        ConvAlgo::kIm2col);
+    EXPECT_NE(y, wide[0]);
   }
-  // ... and not the im2col path's bits (so the comparison above is of the direct kernels).
-  std::vector<float> y(dy.size());
-  cpu::conv2d_forward(x.data(), w.data(), static_cast<const float*>(nullptr), y.data(), g,
-                      ConvAlgo::kIm2col);
-  EXPECT_NE(y, wide[0]);
 }
 
 // ---- max pooling ----
