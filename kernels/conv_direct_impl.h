@@ -80,31 +80,45 @@ void forward_rows(const Forward& a, int64_t r0, int64_t r1) {
   forward_rest<I, P - 1>(a, q, end - q);
 }
 
+// The output pixels whose tap (i, j) falls inside the image: rows [y0, y1), columns [x0, x1).
+struct TapRange {
+  int64_t y0, y1, x0, x1;
+};
+inline TapRange tap_range(const Filter& a, int64_t i, int64_t j) {
+  TapRange r;
+  r.y0 = lo(a.oh, first_at_least(a.pad - i, a.stride));
+  r.y1 = a.h - 1 + a.pad - i < 0 ? r.y0 : hi(r.y0, lo(a.oh, (a.h - 1 + a.pad - i) / a.stride + 1));
+  r.x0 = lo(a.ow, first_at_least(a.pad - j, a.stride));
+  r.x1 = a.w - 1 + a.pad - j < 0 ? r.x0 : hi(r.x0, lo(a.ow, (a.w - 1 + a.pad - j) / a.stride + 1));
+  return r;
+}
+
+// Adds image b's products for tap (i, j), input channels [c0, c0 + C) and output channels
+// [o0, o0 + 16) into acc: each output pixel's gradient is loaded once for all C channels.
+template <class I, int C>
+__attribute__((always_inline)) inline void add_image(const Filter& a, const TapRange& r, int64_t b,
+                                                     int64_t i, int64_t j, int64_t c0, int64_t o0,
+                                                     typename I::V* acc) {
+  for (int64_t oy = r.y0; oy < r.y1; ++oy) {
+    const int64_t iy = oy * a.stride - a.pad + i;
+    const float* dyp = a.dy + ((b * a.oh + oy) * a.ow + r.x0) * a.co + o0;
+    const float* xp = a.x + ((b * a.h + iy) * a.w + r.x0 * a.stride - a.pad + j) * a.ci + c0;
+    for (int64_t ox = r.x0; ox < r.x1; ++ox, dyp += a.co, xp += a.stride * a.ci) {
+      const typename I::V d = I::load(dyp);
+      for (int q = 0; q < C; ++q) acc[q] = I::fma(I::broadcast(xp[q]), d, acc[q]);
+    }
+  }
+}
+
 // Input channels [c0, c0 + C) and output channels [o0, o0 + 16) of tap (i, j), over images
-// [n0, n1): C accumulators, each output pixel's gradient loaded once for all of them.
+// [n0, n1), into C registers and then dwt.
 template <class I, int C>
 inline void filter_block(const Filter& a, int64_t n0, int64_t n1, int64_t i, int64_t j, int64_t c0,
                          int64_t o0, float* dwt) {
-  using V = typename I::V;
-  V acc[C];
+  typename I::V acc[C];
   for (int q = 0; q < C; ++q) acc[q] = I::zero();
-  // Output pixels whose tap (i, j) is inside the image.
-  const int64_t oy0 = lo(a.oh, first_at_least(a.pad - i, a.stride));
-  const int64_t oy1 =
-      a.h - 1 + a.pad - i < 0 ? oy0 : hi(oy0, lo(a.oh, (a.h - 1 + a.pad - i) / a.stride + 1));
-  const int64_t ox0 = lo(a.ow, first_at_least(a.pad - j, a.stride));
-  const int64_t ox1 =
-      a.w - 1 + a.pad - j < 0 ? ox0 : hi(ox0, lo(a.ow, (a.w - 1 + a.pad - j) / a.stride + 1));
-  for (int64_t b = n0; b < n1; ++b)
-    for (int64_t oy = oy0; oy < oy1; ++oy) {
-      const int64_t iy = oy * a.stride - a.pad + i;
-      const float* dyp = a.dy + ((b * a.oh + oy) * a.ow + ox0) * a.co + o0;
-      const float* xp = a.x + ((b * a.h + iy) * a.w + ox0 * a.stride - a.pad + j) * a.ci + c0;
-      for (int64_t ox = ox0; ox < ox1; ++ox, dyp += a.co, xp += a.stride * a.ci) {
-        const V d = I::load(dyp);
-        for (int q = 0; q < C; ++q) acc[q] = I::fma(I::broadcast(xp[q]), d, acc[q]);
-      }
-    }
+  const TapRange r = tap_range(a, i, j);
+  for (int64_t b = n0; b < n1; ++b) add_image<I, C>(a, r, b, i, j, c0, o0, acc);
   for (int q = 0; q < C; ++q) I::store(dwt + ((i * a.k + j) * a.ci + c0 + q) * a.co + o0, acc[q]);
 }
 
@@ -124,22 +138,12 @@ void filter_images(const Filter& a, int64_t n0, int64_t n1, float* dwt) {
 // owns tap t and output channels [o0, o0 + 16) for every input channel, and adds each image into
 // them in turn (loading and storing the C sums once per image and channel block).
 template <class I, int C>
-inline void filter_tap_block(const Filter& a, int64_t i, int64_t j, int64_t c0, int64_t o0,
-                             int64_t oy0, int64_t oy1, int64_t ox0, int64_t ox1, int64_t b,
-                             float* dwt) {
-  using V = typename I::V;
-  V acc[C];
+inline void filter_tap_block(const Filter& a, const TapRange& r, int64_t i, int64_t j, int64_t c0,
+                             int64_t o0, int64_t b, float* dwt) {
+  typename I::V acc[C];
   float* out = dwt + ((i * a.k + j) * a.ci + c0) * a.co + o0;
   for (int q = 0; q < C; ++q) acc[q] = I::load(out + q * a.co);
-  for (int64_t oy = oy0; oy < oy1; ++oy) {
-    const int64_t iy = oy * a.stride - a.pad + i;
-    const float* dyp = a.dy + ((b * a.oh + oy) * a.ow + ox0) * a.co + o0;
-    const float* xp = a.x + ((b * a.h + iy) * a.w + ox0 * a.stride - a.pad + j) * a.ci + c0;
-    for (int64_t ox = ox0; ox < ox1; ++ox, dyp += a.co, xp += a.stride * a.ci) {
-      const V d = I::load(dyp);
-      for (int q = 0; q < C; ++q) acc[q] = I::fma(I::broadcast(xp[q]), d, acc[q]);
-    }
-  }
+  add_image<I, C>(a, r, b, i, j, c0, o0, acc);
   for (int q = 0; q < C; ++q) I::store(out + q * a.co, acc[q]);
 }
 
@@ -153,17 +157,11 @@ void filter_taps(const Filter& a, int64_t t0, int64_t t1, float* dwt) {
     const int64_t tap = task / tiles, o0 = task % tiles * 16, i = tap / a.k, j = tap % a.k;
     for (int64_t c = 0; c < a.ci; ++c)
       for (int64_t o = 0; o < 16; ++o) dwt[(tap * a.ci + c) * a.co + o0 + o] = 0.0f;
-    const int64_t oy0 = lo(a.oh, first_at_least(a.pad - i, a.stride));
-    const int64_t oy1 =
-        a.h - 1 + a.pad - i < 0 ? oy0 : hi(oy0, lo(a.oh, (a.h - 1 + a.pad - i) / a.stride + 1));
-    const int64_t ox0 = lo(a.ow, first_at_least(a.pad - j, a.stride));
-    const int64_t ox1 =
-        a.w - 1 + a.pad - j < 0 ? ox0 : hi(ox0, lo(a.ow, (a.w - 1 + a.pad - j) / a.stride + 1));
+    const TapRange r = tap_range(a, i, j);
     for (int64_t b = 0; b < a.n; ++b) {
       int64_t c0 = 0;
-      for (; c0 + C <= a.ci; c0 += C)
-        filter_tap_block<I, C>(a, i, j, c0, o0, oy0, oy1, ox0, ox1, b, dwt);
-      for (; c0 < a.ci; ++c0) filter_tap_block<I, 1>(a, i, j, c0, o0, oy0, oy1, ox0, ox1, b, dwt);
+      for (; c0 + C <= a.ci; c0 += C) filter_tap_block<I, C>(a, r, i, j, c0, o0, b, dwt);
+      for (; c0 < a.ci; ++c0) filter_tap_block<I, 1>(a, r, i, j, c0, o0, b, dwt);
     }
   }
 }
