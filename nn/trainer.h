@@ -63,6 +63,12 @@ int64_t steepest_descent(const std::vector<double>& losses, int64_t skip_begin, 
 // "balanced" (n / (classes x count_c) over train's labels); errors name the flag.
 std::vector<double> class_weight_values(const std::string& spec, const io::Dataset& train);
 
+// A confusion matrix as JSON rows (metrics.csv's *_confusion cells).
+std::string confusion_json(const io::ConfusionMatrix& cm);
+// With more classes than this the terminal shows top-5 accuracy and a test or validation report
+// goes to a file (metrics.csv and TensorBoard have top-5 from 6 classes on).
+constexpr int kManyClasses = 20;
+
 // What to try when the data loader holds training up (Lightning warns of too few DataLoader
 // workers): `wait_fraction` of an epoch's training time went to waiting for batches, with
 // `workers` loader threads on a rank that may use `cpus` CPUs, reading `dataset` (`cached`:

@@ -1,8 +1,8 @@
 // The trainer end to end on a small synthetic MNIST-format set: it learns, overfits two
-// batches, resumes bit-exactly (after whole epochs, after a signal mid-epoch, after a crash from
-// a step checkpoint) and with another batch size, clips and accumulates gradients, captures
-// CUDA graphs, and leaves the experiment files behind. Lightning's callbacks and limits are in
-// trainer_callbacks_test.cpp.
+// batches, resumes bit-exactly (after whole epochs, after a signal mid-epoch) and with another
+// batch size, clips and accumulates gradients, captures CUDA graphs, validates a checkpoint, and
+// leaves the experiment files behind. Lightning's callbacks and limits are in
+// trainer_callbacks_test.cpp; mid-run checkpoints in trainer_checkpoint_test.cpp.
 #include "nn/trainer.h"
 
 #include <gtest/gtest.h>
@@ -110,84 +110,6 @@ TEST_F(TrainerTest, StopsOnASignalWithACheckpointAndResumesMidEpochExactly) {
   EXPECT_EQ(weights(straight), weights(resumed));
 }
 
-// --checkpoint-every-n-steps: a run that dies mid-epoch without a signal (MLAI_FAULT_RANK makes
-// it throw at step 23: epoch 2, batch 5) leaves last.h5 from step 20 (epoch 2, batch 2), and
-// resuming from it ends with the weights of a run that never died (dropout included: the
-// generator's state is saved with the step).
-TEST_F(TrainerTest, StepCheckpointsLetACrashedRunResumeExactly) {
-  Config c = base();
-  c.optimizer = "sgd";
-  c.momentum = 0.9;
-  c.dropout = 0.2;
-  c.checkpoint_every_n_steps = 5;
-  Trainer straight(c);
-  EXPECT_EQ(straight.fit().global_step, 2 * 18);
-
-  Config crash = c;
-  crash.experiment_name = "crashed";
-  const std::string ckpt = crash_at(crash, 23);
-  ASSERT_FALSE(ckpt.empty());
-
-  Config again = c;
-  again.experiment_name = "crashed";
-  again.resume = ckpt;
-  Trainer resumed(again);
-  const TrainState at = load_checkpoint(ckpt, resumed.model(), nullptr);
-  EXPECT_EQ(at.global_step, 20);
-  EXPECT_EQ(at.epoch, 1);
-  EXPECT_EQ(at.next_batch, 2);
-  EXPECT_EQ(resumed.fit().global_step, 2 * 18);
-  EXPECT_EQ(weights(straight), weights(resumed));
-
-  // With a validation at the same step (9), the step checkpoint is written after it and holds
-  // its best score, so a resumed run cannot replace best.h5 with a worse model.
-  Config both = c;
-  both.checkpoint_every_n_steps = 9;
-  both.val_check_interval = "0.5";
-  both.experiment_name = "crashed-validated";
-  const std::string ckpt2 = crash_at(both, 12);
-  ASSERT_FALSE(ckpt2.empty());
-  const TrainState at9 = load_checkpoint(ckpt2, resumed.model(), nullptr);
-  EXPECT_EQ(at9.global_step, 9);
-  EXPECT_GT(at9.best_score, 0.0);
-}
-
-// --checkpoint-train-time-interval: last.h5 whenever that much wall time has passed since it was
-// last written. At a millisecond every step is due, so a crash at step 23 leaves step 22's
-// (epoch 2, batch 4), where the same run without it (and --checkpoint-every 0) leaves none; the
-// epoch's end writes one when due too, so a crash at step 19 leaves step 18's (the whole first
-// epoch, not step 17's). An hour's interval writes nothing in a run of seconds.
-TEST_F(TrainerTest, TimedCheckpointsFollowTheWallClock) {
-  Config c = base();
-  c.checkpoint_every = 0;
-  Config untimed = c;
-  untimed.experiment_name = "untimed";
-  EXPECT_TRUE(crash_at(untimed, 23).empty());
-  Config hourly = c;
-  hourly.experiment_name = "hourly";
-  hourly.checkpoint_train_time_interval = "60";
-  EXPECT_TRUE(crash_at(hourly, 23).empty());
-
-  Config timed = c;
-  timed.checkpoint_train_time_interval = "0:0.001";
-  timed.experiment_name = "timed";
-  const std::string mid = crash_at(timed, 23);
-  ASSERT_FALSE(mid.empty());
-  Trainer probe(c);
-  const TrainState at = load_checkpoint(mid, probe.model(), nullptr);
-  EXPECT_EQ(at.global_step, 22);
-  EXPECT_EQ(at.epoch, 1);
-  EXPECT_EQ(at.next_batch, 4);
-  timed.experiment_name = "timed-epoch-end";
-  const std::string end = crash_at(timed, 19);
-  ASSERT_FALSE(end.empty());
-  const TrainState at_end = load_checkpoint(end, probe.model(), nullptr);
-  EXPECT_EQ(at_end.global_step, 18);
-  EXPECT_EQ(at_end.epoch, 1);
-  EXPECT_EQ(at_end.next_batch, 0);
-  EXPECT_EQ(at_end.epoch_samples, 0);
-}
-
 // --validate-only (trainer.validate): a checkpoint's weights on the validation split give the
 // run's own last validation, logged as a "validate" row; another seed draws another split.
 TEST_F(TrainerTest, ValidateOnlyRepeatsTheRunsLastValidation) {
@@ -209,24 +131,6 @@ TEST_F(TrainerTest, ValidateOnlyRepeatsTheRunsLastValidation) {
   EXPECT_EQ(rows[1].rfind("validate,", 0), 0u) << rows[1];
   v.seed = 7;
   EXPECT_NE(Trainer(v).fit().val.loss, r.val.loss);
-}
-
-TEST_F(TrainerTest, CheckpointMismatchListsNames) {
-  Config c = base();
-  c.epochs = 1;
-  c.limit_train_batches = "1";
-  const FitResult r = Trainer(c).fit();
-  Config other = base();
-  other.hidden = {64};
-  other.resume = r.version_dir + "/checkpoints/last.h5";
-  try {
-    Trainer t(other);
-    FAIL() << "expected a mismatch error";
-  } catch (const std::runtime_error& e) {
-    const std::string m = e.what();
-    EXPECT_NE(m.find("unexpected: 5.bias, 5.weight"), std::string::npos) << m;
-    EXPECT_NE(m.find("mis-shaped: 1.weight"), std::string::npos) << m;
-  }
 }
 
 TEST_F(TrainerTest, FastDevRunWritesNothing) {
