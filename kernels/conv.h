@@ -4,7 +4,8 @@
 // and OpenBLAS GEMM; 3x3 stride-1 convolutions with 16 or more channels each way (and outputs of
 // 4x4 or more) use Winograd's F(2x2, 3x3) instead (kernels/winograd.cpp: 16 GEMMs with 2.25x fewer multiplications, no
 // patch matrix), for all three passes. Float layers with output channels in sixteens and up to
-// 256 channels each way use direct AVX-512/AVX2 kernels where the CPU has them (conv_direct.h).
+// 256 channels each way use direct AVX-512/AVX2 kernels where the CPU has them (conv_direct.h),
+// except 3x3 stride-1 layers of 128 channels or more, which stay on Winograd.
 // CUDA: cuDNN (see tensor/cudnn_ops.h; these raw kernels are the CPU side).
 #pragma once
 
@@ -47,8 +48,9 @@ ConvAlgo cpu_conv_choice();
 // filter, output channels in sixteens; backward data also needs stride 1, padding below the
 // filter size and input channels in sixteens.
 bool direct_applies(const Conv2dGeometry& g, ConvPass pass);
-// ... and kAuto uses them: up to 256 channels in and out, not 1x1 stride 1 (where they measured
-// faster), unless set_cpu_conv_algo pinned an algorithm.
+// ... and kAuto uses them: up to 256 channels in and out, not 1x1 stride 1, and not where
+// Winograd suits a layer of 128 channels or more (where they measured faster), unless
+// set_cpu_conv_algo pinned an algorithm.
 bool direct_suits(const Conv2dGeometry& g, ConvPass pass);
 // The instruction set the direct kernels use: "avx512", "avx2", or "" (they are not used).
 const char* direct_conv_isa();

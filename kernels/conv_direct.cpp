@@ -56,10 +56,13 @@ bool direct_suits(const Conv2dGeometry& g, ConvPass pass) {
   if (forced == ConvAlgo::kDirect) return direct_applies(g, pass);
   if (forced != ConvAlgo::kAuto) return false;
   // Where it measured faster than Winograd and im2col on the 2-core EPYC VM
-  // (bench/results/2026-11-28-cpu-direct-conv.md): up to 256 channels each way (at 512, with
-  // 4x4 pixels, Winograd's GEMMs win). A 1x1 stride-1 convolution is one GEMM already.
+  // (bench/results/2026-11-28-cpu-direct-conv.md, and 2026-12-06-cpu-conv-choice.md on a quiet
+  // machine): up to 256 channels each way, except where Winograd applies with 128 channels or
+  // more (its GEMMs are wide enough there: 1.1-1.5x faster than these kernels in every pass at
+  // 16x16x128 and 8x8x256, 2-3x at 4x4x512). A 1x1 stride-1 convolution is one GEMM already.
   const bool pointwise = g.kh == 1 && g.stride == 1 && g.pad == 0;
-  return direct_applies(g, pass) && g.c_in <= 256 && g.c_out <= 256 && !pointwise;
+  const bool winograd_wide = winograd_suits(g) && std::max(g.c_in, g.c_out) >= 128;
+  return direct_applies(g, pass) && g.c_in <= 256 && g.c_out <= 256 && !pointwise && !winograd_wide;
 }
 
 namespace cpu {
