@@ -7,14 +7,25 @@ namespace mlai::autograd {
 namespace t = mlai::tensor;
 
 namespace {
+// 2 x (output elements) x (multiply-adds per output: the filter's taps times its input channels).
+int64_t conv_flops(const Shape& y, const Shape& w) {
+  return 2 * t::shape_numel(y) * (w[1] * w[2] * w[3]);
+}
+
 struct Conv2dNode : Node {
   Tensor x, w;
   int64_t stride, pad;
   bool has_bias;
   std::vector<Tensor> backward(const Tensor& g) override {
     Tensor dx, dw, db;
-    if (inputs[0]) dx = t::conv2d_backward_data(g, w, x.shape(), stride, pad);
+    // Each backward product has the forward's multiply-adds (FlopCounterMode's count too).
+    const int64_t flops = conv_flops(g.shape(), w.shape());
+    if (inputs[0]) {
+      dx = t::conv2d_backward_data(g, w, x.shape(), stride, pad);
+      add_flops(flops);
+    }
     if (inputs[1] || (has_bias && inputs[2])) {
+      add_flops(flops);
       auto [w_grad, b_grad] = t::conv2d_backward_filter(x, g, w.shape(), stride, pad, has_bias);
       dw = w_grad;
       db = b_grad;
@@ -42,6 +53,7 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& bias, int6
                 int64_t pad) {
   const bool has_bias = bias.defined();
   Tensor y = t::conv2d(x.data(), w.data(), has_bias ? bias.data() : Tensor(), stride, pad);
+  add_flops(conv_flops(y.shape(), w.shape()));
   std::vector<const Variable*> ins{&x, &w};
   if (has_bias) ins.push_back(&bias);
   std::shared_ptr<Conv2dNode> node;

@@ -12,14 +12,26 @@ namespace mlai::autograd {
 namespace t = mlai::tensor;
 
 namespace {
+// 2 m n k for C[m, n] = op(A)[m, k] op(B)[k, n]: A's elements times B's columns, doubled.
+int64_t matmul_flops(const Tensor& a, const Tensor& b, bool tb) {
+  return 2 * a.numel() * (tb ? b.size(0) : b.size(1));
+}
+
 // C = op(A) op(B). dA = dC op(B)^T (transposed back when A was), likewise dB.
 struct MatmulNode : Node {
   Tensor a, b;
   bool ta, tb;
   std::vector<Tensor> backward(const Tensor& g) override {
     Tensor da, db;
-    if (inputs[0]) da = ta ? t::matmul(b, g, tb, true) : t::matmul(g, b, false, !tb);
-    if (inputs[1]) db = tb ? t::matmul(g, a, true, ta) : t::matmul(a, g, !ta, false);
+    const int64_t flops = matmul_flops(a, b, ta);  // each product: the forward's multiply-adds
+    if (inputs[0]) {
+      da = ta ? t::matmul(b, g, tb, true) : t::matmul(g, b, false, !tb);
+      add_flops(flops);
+    }
+    if (inputs[1]) {
+      db = tb ? t::matmul(g, a, true, ta) : t::matmul(a, g, !ta, false);
+      add_flops(flops);
+    }
     return {da, db};
   }
   const char* name() const override { return "MatmulBackward"; }
@@ -31,10 +43,15 @@ struct LinearNode : Node {
   std::vector<Tensor> backward(const Tensor& g) override {
     const Tensor gz = y.defined() ? t::relu_backward(g, y) : g;
     Tensor dx, dw, db;
-    if (inputs[0]) dx = t::matmul(gz, w);  // [B, out] @ [out, in]
+    const int64_t flops = 2 * x.numel() * w.size(0);  // each product: the forward's
+    if (inputs[0]) {
+      dx = t::matmul(gz, w);  // [B, out] @ [out, in]
+      add_flops(flops);
+    }
     const bool want_db = has_bias && inputs[2];
     if (inputs[1]) {
       std::tie(dw, db) = t::linear_weight_grad(gz, x, want_db);  // [out, B] @ [B, in], sum_B gz
+      add_flops(flops);
     } else if (want_db) {
       db = t::sum_dim(gz, 0);
     }
@@ -54,6 +71,7 @@ Variable matmul(const Variable& a, const Variable& b, bool ta, bool tb) {
     node->ta = ta;
     node->tb = tb;
   }
+  add_flops(matmul_flops(a.data(), b.data(), tb));
   return make_result(t::matmul(a.data(), b.data(), ta, tb), node, {&a, &b});
 }
 
@@ -61,6 +79,7 @@ Variable linear(const Variable& x, const Variable& weight, const Variable& bias,
   const bool has_bias = bias.defined();
   Tensor z =
       t::linear_forward(x.data(), weight.data(), has_bias ? bias.data() : Tensor(), apply_relu);
+  add_flops(2 * x.data().numel() * weight.data().size(0));
   std::vector<const Variable*> ins{&x, &weight};
   if (has_bias) ins.push_back(&bias);
   std::shared_ptr<LinearNode> node;

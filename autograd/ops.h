@@ -75,6 +75,15 @@ Variable sync_batchnorm(const Variable& x, const Variable& gamma, const Variable
                         Tensor& running_mean, Tensor& running_var, double momentum, double eps,
                         int world, const SumOverRanks& sum_over_ranks);
 
+// flops.cpp: the floating-point operations of the matrix products that ran (matmul, linear and
+// conv2d forward, and each backward product that was computed: none for an input or a weight
+// that needs no gradient), counted as torch.utils.flop_counter.FlopCounterMode counts them:
+// 2 per multiply-add, nothing for bias adds, elementwise ops, normalisation, pooling or the
+// loss. One process-wide count that only grows (a relaxed atomic): read it before and after
+// the work to measure. Replayed CUDA graphs run no ops, so they count nothing.
+int64_t flop_count();
+void add_flops(int64_t flops);
+
 // shape.cpp: views sharing storage with their input.
 Variable reshape(const Variable& x, const Shape& shape);
 Variable flatten(const Variable& x, int start_dim = 1);
