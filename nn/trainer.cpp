@@ -445,6 +445,7 @@ FitResult Trainer::fit() {
         return std::pair<Tensor, Tensor>(out.data(), l.data());
       };
       bool stepped = false;  // the graph's replay took the optimizer step
+      const int64_t flops_before = autograd::flop_count();
       if (graphed_) {
         // The whole step, optimizer included (--cuda-graphs refuses accumulation and data
         // parallelism, so every batch steps here). The optimizer reads its rate and step number
@@ -476,6 +477,10 @@ FitResult Trainer::fit() {
               std::to_string(epoch + 1) + ", batch " + std::to_string(b) + "): " + e.what());
         }
       }
+      // The step's matrix products per sample, where they ran (a replayed graph runs no ops).
+      if (const int64_t flops = autograd::flop_count() - flops_before; flops > 0)
+        flops_per_sample_ = static_cast<double>(flops) /
+                            static_cast<double>(std::max<int64_t>(batch->labels.numel(), 1));
       if (reducer_ && step_now) {
         Profiler::Scope s(profiler_, "gradient sync");
         reducer_->finish();  // buckets hold the sums over ranks

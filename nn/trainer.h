@@ -52,6 +52,11 @@ struct FitResult {
   std::string limit;           // "max_steps" or "max_time" when that limit ended training
   double loss_scale = 1;       // --precision 16: the scale after the last epoch
   int64_t skipped_steps = 0;   // --precision 16: optimizer steps skipped for inf/nan gradients
+  // The floating-point work of one training sample's matrix products, forward and backward, as
+  // autograd counted it at the last eager step (torch's FlopCounterMode's count; 0: no step
+  // ran), and the last epoch's rate per device in TFLOP/s and its share of the device's peak
+  // (0: the peak is not known; see nn/throughput.h).
+  double flops_per_sample = 0, tflops_per_device = 0, mfu = 0;
 };
 
 // --lr-find's suggestion, as Lightning's: over losses[skip_begin : size - skip_end] that are
@@ -239,6 +244,10 @@ class Trainer {
   // --checkpoint-train-time-interval in seconds (0: off), and when last.h5 was last written.
   double checkpoint_interval_ = 0;
   std::chrono::steady_clock::time_point last_saved_;
+  // Throughput (Lightning's ThroughputMonitor): the FLOPs of one training sample, from the
+  // last step that ran eagerly (graph replays count none), and the device's dense peak FLOP/s
+  // for this run's precision (0: not known, as on CPUs).
+  double flops_per_sample_ = 0, peak_flops_ = 0;
   bool checkpoint_due() const;
   bool lr_find_done_ = false;  // resumed from a run whose --lr-find already set the rate
   // Resumed from a run on another number of ranks, batch size or accumulation count: its ranks,

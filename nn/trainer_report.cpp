@@ -80,7 +80,9 @@ const std::vector<std::string> kCsvColumns = {"epoch",
                                               "gpu_reserved_mb",
                                               "host_rss_mb",
                                               "host_peak_rss_mb",
-                                              "host_cpu_percent"};
+                                              "host_cpu_percent",
+                                              "tflops_per_device",
+                                              "mfu"};
 }  // namespace
 
 io::ConfusionMatrix Trainer::to_matrix(const Tensor& counts, const io::Dataset& ds) {
@@ -234,6 +236,13 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
   const double wait_frac =
       (profiler_.total("data wait") - wait_before) / std::max(train_seconds, 1e-9);
   const double ips = samples / std::max(train_seconds, 1e-9);
+  // Lightning's ThroughputMonitor: the matrix products' FLOPs each device did per second, and
+  // that rate's share of the device's peak (MFU).
+  const double flops_per_device = flops_per_sample_ * ips / group_.world();
+  const double mfu = peak_flops_ > 0 ? flops_per_device / peak_flops_ : 0;
+  res.flops_per_sample = flops_per_sample_;
+  res.tflops_per_device = flops_per_device * 1e-12;
+  res.mfu = mfu;
   const double loss_scale = scaler_->enabled() ? scaler_->scale() : 1.0;
   const int64_t skipped = scaler_->enabled() ? scaler_->skipped_steps() : 0;
   res.loss_scale = loss_scale;
@@ -270,7 +279,10 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
       std::printf("    host memory: %.0f MiB (peak %.0f)    CPU: %.0f%%", dstats->host_rss_mb,
                   dstats->host_peak_rss_mb, dstats->host_cpu_percent);
     }
-    std::printf("    time: %.1fs    images/s: %.0f\n", epoch_seconds, ips);
+    std::printf("    time: %.1fs    images/s: %.0f", epoch_seconds, ips);
+    if (flops_per_device > 0) std::printf("    TFLOP/s per device: %.3g", flops_per_device * 1e-12);
+    if (mfu > 0) std::printf(" (MFU %.1f%%)", 100 * mfu);
+    std::printf("\n");
     if (!loader_hint_shown_ && !dev_run_) {
       const std::string hint = loader_hint(wait_frac, cfg_.workers,
                                            kernels::cpu::pool_threads(), cfg_.dataset, cfg_.cache);
@@ -351,6 +363,14 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
         row.insert({"val_top5_accuracy", val.top5});
         scalars.push_back({"val/top5_accuracy", val.top5});
       }
+    }
+    if (flops_per_device > 0) {
+      row.insert({"tflops_per_device", flops_per_device * 1e-12});
+      scalars.push_back({"throughput/tflops_per_device", flops_per_device * 1e-12});
+    }
+    if (mfu > 0) {
+      row.insert({"mfu", mfu});
+      scalars.push_back({"throughput/mfu", mfu});
     }
     if (opt_->group_count() > 1) {  // --unfreeze-backbone-at-epoch: the backbone's rate
       row.insert({"lr_backbone", opt_->group_lr(1)});

@@ -14,6 +14,7 @@
 #include "nn/conv_layers.h"
 #include "nn/finetune.h"
 #include "nn/models.h"
+#include "nn/throughput.h"
 #include "nn/trainer.h"
 #include "tensor/determinism.h"
 
@@ -226,6 +227,11 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   opt_->set_working(model_->working_parameters());
   if (cfg_.ema_decay > 0) ema_ = std::make_unique<WeightAverage>(*model_, cfg_.ema_decay);
   if (cfg_.log_device_stats) device_stats_.emplace(device_);
+  peak_flops_ =
+      device_.is_cuda()
+          ? peak_flops(tensor::cuda_device_name(device_.index),
+                       peak_dtype(precision_name(precision_), cfg_.float32_matmul_precision))
+          : 0;
   if (cfg_.swa_lrs > 0) swa_ = std::make_unique<WeightAverage>(*model_, 0.5);  // decay per update
   scaler_ = std::make_unique<GradScaler>(device_, precision_ == Precision::kFloat16);
   // --detect-anomaly: modules named as the summary names them. Under fp16 loss scaling an inf

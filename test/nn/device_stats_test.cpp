@@ -45,28 +45,6 @@ TEST(DeviceStats, HostReadingsFollowTheProcess) {
   EXPECT_EQ(s.gpu_reserved_mb, -1);
 }
 
-// The column of a metrics.csv row by the header's names ("" when absent or empty).
-std::string cell(const std::vector<std::string>& rows, size_t row, const std::string& column) {
-  auto split = [](const std::string& line) {  // (quoted cells hold commas: the confusion JSON)
-    std::vector<std::string> out(1);
-    bool quoted = false;
-    for (char ch : line) {
-      if (ch == '"') {
-        quoted = !quoted;
-      } else if (ch == ',' && !quoted) {
-        out.emplace_back();
-      } else {
-        out.back() += ch;
-      }
-    }
-    return out;
-  };
-  const std::vector<std::string> head = split(rows.at(0)), cells = split(rows.at(row));
-  for (size_t i = 0; i < head.size(); ++i)
-    if (head[i] == column) return i < cells.size() ? cells[i] : "";
-  return "";
-}
-
 TEST_F(TrainerTest, LogDeviceStatsEachEpoch) {
   Config c = base();  // 2 epochs
   c.log_device_stats = true;

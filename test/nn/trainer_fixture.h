@@ -70,7 +70,8 @@ class TrainerTest : public testing::SyntheticDataTest {
     unsetenv("MLAI_FAULT_RANK");
     unsetenv("MLAI_FAULT_STEP");
     std::string ckpt;
-    for (auto& e : std::filesystem::recursive_directory_iterator(c.log_dir + "/" + c.experiment_name))
+    for (auto& e :
+         std::filesystem::recursive_directory_iterator(c.log_dir + "/" + c.experiment_name))
       if (e.path().filename() == "last.h5") ckpt = e.path();
     return ckpt;
   }
@@ -82,6 +83,29 @@ inline std::vector<std::string> metrics_rows(const std::string& version_dir) {
   std::vector<std::string> rows;
   for (std::string l; std::getline(csv, l);) rows.push_back(l);
   return rows;
+}
+
+// The column of a metrics.csv row by the header's names ("" when absent or empty).
+inline std::string cell(const std::vector<std::string>& rows, size_t row,
+                        const std::string& column) {
+  auto split = [](const std::string& line) {  // (quoted cells hold commas: the confusion JSON)
+    std::vector<std::string> out(1);
+    bool quoted = false;
+    for (char ch : line) {
+      if (ch == '"') {
+        quoted = !quoted;
+      } else if (ch == ',' && !quoted) {
+        out.emplace_back();
+      } else {
+        out.back() += ch;
+      }
+    }
+    return out;
+  };
+  const std::vector<std::string> head = split(rows.at(0)), cells = split(rows.at(row));
+  for (size_t i = 0; i < head.size(); ++i)
+    if (head[i] == column) return i < cells.size() ? cells[i] : "";
+  return "";
 }
 
 // A metrics.csv row's learning rate: its third cell.

@@ -1,0 +1,115 @@
+// Throughput (Lightning's ThroughputMonitor): the models' FLOPs as autograd counts them are
+// torch.utils.flop_counter.FlopCounterMode's for the same models and batches, the peak table
+// names the right figures, and the trainer logs each epoch's TFLOP/s per device.
+#include "nn/throughput.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "nn/models.h"
+#include "tensor/ops.h"
+#include "trainer_fixture.h"
+
+namespace mlai::nn {
+namespace {
+
+struct Counts {
+  int64_t forward, training;  // a forward; a forward and the backward of sum(output)
+};
+
+// One batch through the model in training mode, counted.
+Counts count(const std::string& arch, int64_t batch, int64_t hw, int64_t channels,
+             int num_classes) {
+  ModelSpec s;
+  s.height = s.width = hw;
+  s.channels = channels;
+  s.num_classes = num_classes;
+  auto m = make_model(arch, s);
+  m->train();
+  tensor::Generator gen(5);
+  const Tensor x = Tensor::uniform({batch, hw, hw, channels}, -1.0, 1.0, gen, DType::kFloat32);
+  Counts c{};
+  {
+    autograd::NoGradGuard no_grad;
+    const int64_t before = autograd::flop_count();
+    (*m)(Variable(x));
+    c.forward = autograd::flop_count() - before;
+  }
+  const int64_t before = autograd::flop_count();
+  autograd::sum((*m)(Variable(x))).backward();
+  c.training = autograd::flop_count() - before;
+  return c;
+}
+
+// FlopCounterMode's totals (PyTorch 2.15, tools/torch_interop.py's models, the same batches:
+// `with FlopCounterMode() as fc: y = model(x); y.sum().backward()`).
+TEST(Throughput, ModelsCountAsTorchsFlopCounterMode) {
+  const struct {
+    const char* arch;
+    int64_t batch, hw, channels;
+    int classes;
+    int64_t forward, training;
+  } cases[] = {
+      {"mlp", 4, 28, 1, 10, 1085440, 2453504},
+      {"resnet20", 2, 32, 3, 10, 163252736, 487988736},
+      {"resnet18_cifar", 2, 32, 3, 10, 2221690880, 6657994752},
+      {"resnet18_cifar", 2, 28, 1, 10, 1823203328, 5467803648},
+      {"resnet18", 1, 224, 3, 1000, 3628146688, 10648412160},  // torchvision's 1.81 GMACs
+  };
+  for (const auto& k : cases) {
+    SCOPED_TRACE(std::string(k.arch) + " at " + std::to_string(k.hw));
+    const Counts c = count(k.arch, k.batch, k.hw, k.channels, k.classes);
+    EXPECT_EQ(c.forward, k.forward);
+    EXPECT_EQ(c.training, k.training);
+  }
+}
+
+TEST(Throughput, PeakFlopsOfKnownGpus) {
+  EXPECT_EQ(peak_dtype("16", "highest"), PeakDtype::kFloat16);
+  EXPECT_EQ(peak_dtype("bf16", "high"), PeakDtype::kBFloat16);
+  EXPECT_EQ(peak_dtype("32", "highest"), PeakDtype::kFloat32);
+  EXPECT_EQ(peak_dtype("32", "high"), PeakDtype::kTf32);
+  EXPECT_EQ(peak_dtype("32", "medium"), PeakDtype::kTf32);
+  // Names as cudaGetDeviceProperties gives them.
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA H100 80GB HBM3", PeakDtype::kFloat16), 989.5e12);
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA H100 80GB HBM3", PeakDtype::kFloat32), 67e12);
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA H100 PCIe", PeakDtype::kBFloat16), 756.5e12);
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA H100 NVL", PeakDtype::kTf32), 417.5e12);
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA H200", PeakDtype::kTf32), 494.5e12);
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA GH200 480GB", PeakDtype::kFloat16), 989.5e12);
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA A100-SXM4-80GB", PeakDtype::kBFloat16), 312e12);
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA A100 80GB PCIe", PeakDtype::kTf32), 156e12);
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA L40S", PeakDtype::kFloat16), 362e12);
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA L4", PeakDtype::kFloat16), 121e12);
+  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA A10", PeakDtype::kFloat32), 31.2e12);
+  EXPECT_DOUBLE_EQ(peak_flops("Tesla V100-SXM2-32GB", PeakDtype::kFloat16), 125e12);
+  EXPECT_DOUBLE_EQ(peak_flops("Tesla V100-SXM2-32GB", PeakDtype::kTf32), 15.7e12);  // none: fp32
+  EXPECT_DOUBLE_EQ(peak_flops("Tesla V100S-PCIE-32GB", PeakDtype::kFloat16), 130e12);
+  EXPECT_EQ(peak_flops("Tesla V100-PCIE-16GB", PeakDtype::kBFloat16), 0);  // no bf16 there
+  for (const char* unknown : {"NVIDIA L40", "NVIDIA A10G", "NVIDIA GeForce RTX 4090", "cpu", ""})
+    EXPECT_EQ(peak_flops(unknown, PeakDtype::kFloat16), 0) << unknown;
+}
+
+TEST_F(TrainerTest, LogsTheTrainingFlopsPerSecondEachEpoch) {
+  Config c = base();  // 2 epochs of the mlp (28x28x1 -> 128 -> 256 -> 10)
+  const FitResult r = Trainer(c).fit();
+  EXPECT_DOUBLE_EQ(r.flops_per_sample, 2453504.0 / 4);  // the count above, per sample
+  const std::vector<std::string> rows = metrics_rows(r.version_dir);
+  ASSERT_GE(rows.size(), 3u);
+  for (size_t row = 1; row <= 2; ++row) {
+    const double ips = std::stod(cell(rows, row, "images_per_sec"));
+    EXPECT_NEAR(std::stod(cell(rows, row, "tflops_per_device")), r.flops_per_sample * ips * 1e-12,
+                1e-8 * r.flops_per_sample * ips * 1e-12)
+        << rows[row];
+    EXPECT_EQ(cell(rows, row, "mfu"), "") << "no peak known for a CPU";
+  }
+  EXPECT_NEAR(r.tflops_per_device, std::stod(cell(rows, 2, "tflops_per_device")),
+              1e-8 * r.tflops_per_device);
+  EXPECT_EQ(scalar_values(r.version_dir, "throughput/tflops_per_device").size(), 2u);
+  EXPECT_TRUE(scalar_values(r.version_dir, "throughput/mfu").empty());
+}
+
+}  // namespace
+}  // namespace mlai::nn
