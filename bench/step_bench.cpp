@@ -16,9 +16,11 @@
 // forward_ms, backward_ms, optimizer_ms (per phase, from 5 extra steps with timing events on a
 // GPU, the host clock on the CPU),
 // host_ms (the host's time to issue one step in the timed loop: near step_ms when the host's
-// launches, not the GPU, set the pace), peak_mem_mb (device allocator high-water mark; null on
-// the CPU), loss_first, loss_last,
-// learned (loss_last < loss_first: the fixed batch is being memorised), date; or
+// launches, not the GPU, set the pace), gflop_per_image, tflops and mfu (the matrix products'
+// FLOPs as torch's FlopCounterMode counts them, their rate, and its share of the card's dense
+// peak for the precision, nn/throughput.h; null where not known), peak_mem_mb (device allocator
+// high-water mark; null on the CPU), loss_first, loss_last, learned (loss_last < loss_first: the
+// fixed batch is being memorised), date; or
 // {"error": ...} for a run that failed. Exit status 1 when a run failed or did not learn.
 // --trace DIR: after the timed steps, 3 more are traced as mlai_train --profiler-trace traces
 // (host spans by module and autograd op, and on a GPU the same spans timed by the GPU), to
@@ -41,14 +43,15 @@
 #include <utility>
 #include <vector>
 
-#include "nn/amp.h"
 #include "kernels/parallel.h"
+#include "nn/amp.h"
 #include "nn/config.h"
 #include "nn/conv_layers.h"
 #include "nn/finetune.h"
 #include "nn/graphed_step.h"
 #include "nn/models.h"
 #include "nn/optim.h"
+#include "nn/throughput.h"
 #include "nn/trace_report.h"
 #include "tensor/allocator.h"
 #include "tensor/determinism.h"
@@ -90,9 +93,9 @@ struct RunSpec {
   bool graphs = false;  // --cuda-graphs: forward + backward replayed from a CUDA graph
   // --freeze: none, backbone (mlai_train --freeze-backbone) or backbone-bn (with --freeze-bn).
   std::string freeze = "none";
-  std::string trace_dir;  // --trace: where the traced steps go ("" for none)
+  std::string trace_dir;                     // --trace: where the traced steps go ("" for none)
   std::string matmul_precision = "highest";  // --float32-matmul-precision
-  bool cudnn_benchmark = true;                // --cudnn-benchmark
+  bool cudnn_benchmark = true;               // --cudnn-benchmark
 };
 
 // The traced steps' Chrome trace and summary table (--trace); returns the trace's file name.
@@ -228,7 +231,10 @@ nlohmann::json run(const RunSpec& r) {
   };
   const tensor::Stream stream = tensor::current_stream(r.device);
   if (r.device.is_cuda()) tensor::cuda_allocator(r.device.index).reset_peak();
+  // The first step's matrix products (a graph's first steps run eagerly, so it counts them too).
+  const int64_t flops_before = autograd::flop_count();
   Tensor first = step(nullptr);
+  const auto step_flops = static_cast<double>(autograd::flop_count() - flops_before);
   for (int i = 1; i < r.warmup; ++i) step(nullptr);
   stream.synchronize();
   const auto t0 = Clock::now();
@@ -277,6 +283,18 @@ nlohmann::json run(const RunSpec& r) {
   j["images_per_sec"] = static_cast<double>(r.batch) * r.steps / seconds;
   j["step_ms"] = seconds / r.steps * 1e3;
   j["host_ms"] = issued / r.steps * 1e3;
+  // FLOPs as torch's FlopCounterMode counts them (the matrix products, forward and backward),
+  // their rate, and that rate over the card's dense peak for this precision (null: not known).
+  j["gflop_per_image"] = step_flops / static_cast<double>(r.batch) * 1e-9;
+  j["tflops"] = step_flops * r.steps / seconds * 1e-12;
+  const double peak =
+      nn::peak_flops(j["device_name"].get<std::string>(),
+                     nn::peak_dtype(j["precision"].get<std::string>(), r.matmul_precision));
+  if (peak > 0) {
+    j["mfu"] = step_flops * r.steps / seconds / peak;
+  } else {
+    j["mfu"] = nullptr;
+  }
   // Device time per phase (forward + loss, backward, scaler + optimizer step + zero_grad).
   j["forward_ms"] = phase_ms[0] / kBreakdownSteps;
   j["backward_ms"] = phase_ms[1] / kBreakdownSteps;
@@ -429,7 +447,12 @@ int main(int argc, char** argv) {
           r.trace_dir = trace_dir;
           r.matmul_precision = matmul_precision;
           r.cudnn_benchmark = cudnn_benchmark;
-          const std::string shown = prec + (matmul_precision == "high" ? " tf32" : matmul_precision == "medium" ? " bf16mm" : "") + (cudnn_benchmark ? "" : " heur") + (fused ? "" : " unfused") + (graphs ? " graphs" : "") +
+          const std::string shown = prec +
+                                    (matmul_precision == "high"     ? " tf32"
+                                     : matmul_precision == "medium" ? " bf16mm"
+                                                                    : "") +
+                                    (cudnn_benchmark ? "" : " heur") + (fused ? "" : " unfused") +
+                                    (graphs ? " graphs" : "") +
                                     (freeze == "none" ? "" : " frozen " + freeze);
           r.arch = arch;
           r.precision = prec;
@@ -440,17 +463,19 @@ int main(int argc, char** argv) {
           r.device = dev;
           nlohmann::json j;
           if (budget > 0 && std::chrono::duration<double>(Clock::now() - start).count() > budget) {
-            j = {{"impl", "mlai"},          {"arch", arch},    {"batch", r.batch},
-                 {"precision", prec},       {"fusion", fused}, {"cuda_graphs", graphs},
-                 {"freeze", freeze},        {"skipped", "time budget"}};
+            j = {{"impl", "mlai"},   {"arch", arch},
+                 {"batch", r.batch}, {"precision", prec},
+                 {"fusion", fused},  {"cuda_graphs", graphs},
+                 {"freeze", freeze}, {"skipped", "time budget"}};
             std::printf("%-16s %6lld %5s  skipped (time budget)\n", arch.c_str(),
                         static_cast<long long>(r.batch), shown.c_str());
           } else {
             try {
               j = run(r);
               std::printf(
-                  "%-16s %6lld %5s %12.0f %10.3f %10s %4.2f>%4.2f  %s  (fwd %.2f, bwd %.2f, opt %.2f "
-                  "ms)\n",
+                  "%-16s %6lld %5s %12.0f %10.3f %10s %4.2f>%4.2f  %s  (fwd %.2f, bwd %.2f, opt "
+                  "%.2f "
+                  "ms; %.3g TFLOP/s%s)\n",
                   arch.c_str(), static_cast<long long>(r.batch), shown.c_str(),
                   j["images_per_sec"].get<double>(), j["step_ms"].get<double>(),
                   j["peak_mem_mb"].is_null()
@@ -458,14 +483,19 @@ int main(int argc, char** argv) {
                       : std::to_string(j["peak_mem_mb"].get<double>()).substr(0, 8).c_str(),
                   j["loss_first"].get<double>(), j["loss_last"].get<double>(),
                   j["device_name"].get<std::string>().c_str(), j["forward_ms"].get<double>(),
-                  j["backward_ms"].get<double>(), j["optimizer_ms"].get<double>());
+                  j["backward_ms"].get<double>(), j["optimizer_ms"].get<double>(),
+                  j["tflops"].get<double>(),
+                  j["mfu"].is_null()
+                      ? ""
+                      : (", MFU " + std::to_string(100 * j["mfu"].get<double>()).substr(0, 4) + "%")
+                            .c_str());
               if (!j["learned"].get<bool>()) {
                 std::printf("  ^ did not learn (loss did not fall on a fixed batch)\n");
                 ++failures;
               }
             } catch (const std::exception& e) {
-              j = {{"impl", "mlai"},    {"arch", arch},    {"batch", r.batch},
-                   {"precision", prec}, {"fusion", fused}, {"cuda_graphs", graphs},
+              j = {{"impl", "mlai"},    {"arch", arch},     {"batch", r.batch},
+                   {"precision", prec}, {"fusion", fused},  {"cuda_graphs", graphs},
                    {"freeze", freeze},  {"error", e.what()}};
               std::printf("%-16s %6lld %5s  error: %s\n", arch.c_str(),
                           static_cast<long long>(r.batch), shown.c_str(), e.what());

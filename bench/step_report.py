@@ -14,8 +14,10 @@ Output, on stdout: one table per (device_name, arch, batch), headed
 "### <arch>, batch <B>, <device_name>", with a row per mlai precision (32, 16, bf16) and per
 PyTorch mode (eager, eager-tf32, amp, amp-cl, bf16, compile-amp), in that order, and the
 columns images/s, step ms, peak MiB, "mlai fp16 / this" (mlai --precision 16's images/s divided
-by the row's), runs (the lines a row is the median of) and mlai's step breakdown (forward,
-backward, optimizer ms); a run that failed or was skipped shows
+by the row's), TFLOP/s (the row's images/s times the model's FLOPs per image as mlai counts them,
+torch's FlopCounterMode's count: so PyTorch's rows get the same work per image) with mlai's MFU
+where the card's peak is known, runs (the lines a row is the median of) and mlai's step
+breakdown (forward, backward, optimizer ms); a run that failed or was skipped shows
 its message instead. Then one summary line per (device_name, arch, batch):
 
     resnet18_cifar b256 (NVIDIA H100 80GB HBM3): mlai 16 / torch amp = 1.31x  PASS (target >= 1.2x);
@@ -97,7 +99,11 @@ def summarize(lines):
         split = tuple(statistics.median(j[f] for j in phases)
                       for f in ("forward_ms", "backward_ms", "optimizer_ms"))
     host = [j["host_ms"] for j in timed if "host_ms" in j]  # the host's time to issue a step
+    gflop = [j["gflop_per_image"] for j in timed if j.get("gflop_per_image")]
+    mfu = [j["mfu"] for j in timed if j.get("mfu") is not None]
     return {"ips": statistics.median(j["images_per_sec"] for j in timed),
+            "gflop": statistics.median(gflop) if gflop else None,
+            "mfu": statistics.median(mfu) if mfu else None,
             "ms": statistics.median(j["step_ms"] for j in timed),
             "host": statistics.median(host) if host else None,
             "mem": statistics.median(mem) if mem else None, "runs": len(timed),
@@ -113,22 +119,32 @@ def table(key, rows):
     device, arch, batch = key
     stats = {k: summarize(v) for k, v in rows.items()}
     ref = stats.get(("mlai", "16"), {}).get("ips")
+    # The model's FLOPs per image, for the rows that do not count them (PyTorch's): mlai's
+    # count of an unfrozen run (frozen layers skip their filter gradients).
+    counted = [v["gflop"] for k, v in stats.items()
+               if k[0] == "mlai" and "frozen" not in k[1] and v.get("gflop")]
+    model_gflop = counted[0] if counted else None
     out = [f"### {arch}, batch {batch}, {device}", "",
-           "| run | images/s | step ms | host ms | peak MiB | mlai fp16 / this | runs | fwd / bwd / opt ms |",
-           "|---|---:|---:|---:|---:|---:|---:|---|"]
+           "| run | images/s | step ms | host ms | peak MiB | mlai fp16 / this | TFLOP/s (MFU) "
+           "| runs | fwd / bwd / opt ms |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for k in ordered_rows(rows):
         s = stats[k]
         name = f"mlai --precision {k[1]}" if k[0] == "mlai" else f"torch {k[1]}"
         if "message" in s:
-            out.append(f"| {name} | {s['message'][:120]} | | | | | {s['runs']} | |")
+            out.append(f"| {name} | {s['message'][:120]} | | | | | | {s['runs']} | |")
             continue
         mem = "-" if s["mem"] is None else f"{s['mem']:.0f}"
         ratio = f"{ref / s['ips']:.2f}x" if ref else "-"
         flag = "" if s["learned"] else " (loss did not fall)"
         split = " / ".join(f"{v:.2f}" for v in s["split"]) if s["split"] else ""
         host = "-" if s["host"] is None else f"{s['host']:.3f}"
+        gflop = s["gflop"] or (model_gflop if "frozen" not in k[1] else None)
+        tflops = "-" if gflop is None else f"{s['ips'] * gflop * 1e-3:.3g}"
+        if s["mfu"] is not None:
+            tflops += f" ({100 * s['mfu']:.1f}%)"
         out.append(f"| {name}{flag} | {s['ips']:.0f} | {s['ms']:.3f} | {host} | {mem} | {ratio} "
-                   f"| {s['runs']} | {split} |")
+                   f"| {tflops} | {s['runs']} | {split} |")
     return "\n".join(out), stats
 
 

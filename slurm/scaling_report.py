@@ -77,6 +77,7 @@ def read_run(point):
         "name": point["name"], "job": point.get("job_id", ""), "nodes": nodes, "ranks": ranks,
         "batch": batch, "global_batch": batch * ranks, "ips": avg("images_per_sec"),
         "epoch_s": avg("epoch_seconds"), "wait": avg("data_wait_fraction"),
+        "tflops": avg("tflops_per_device"), "mfu": avg("mfu"),
         "sync": sync, "wait_max": wait_max,
         "val_acc": number(epochs[-1].get("val_accuracy")), "epochs": len(epochs),
         "steady": len(steady), "finished": any(r["epoch"] == "test" for r in rows),
@@ -120,7 +121,8 @@ def fmt(v, spec):
 def table(results):
     base = results[0]
     head = ["nodes", "ranks", "batch/rank", "global batch", "images/s", "speed-up",
-            "efficiency", "epoch s", "data wait", "grad sync", "max wait", "val acc", "job"]
+            "efficiency", "TFLOP/s/rank", "MFU", "epoch s", "data wait", "grad sync", "max wait",
+            "val acc", "job"]
     body = []
     for r in results:
         speedup = r["ips"] / base["ips"] if r["ips"] and base["ips"] else None
@@ -128,6 +130,7 @@ def table(results):
         r["efficiency"] = speedup / (r["ranks"] / base["ranks"]) if speedup else None
         body.append([str(r["nodes"]), str(r["ranks"]), str(r["batch"]), str(r["global_batch"]),
                      fmt(r["ips"], ".0f"), fmt(speedup, ".2f"), fmt(r["efficiency"], ".2f"),
+                     fmt(r["tflops"], ".3g"), fmt(r["mfu"] and 100 * r["mfu"], ".1f"),
                      fmt(r["epoch_s"], ".2f"), fmt(r["wait"], ".3f"), fmt(r["sync"], ".3f"),
                      fmt(r["wait_max"], ".3f"), fmt(r["val_acc"], ".4f"),
                      r["job"] + ("" if r["finished"] else " *")])
@@ -165,7 +168,10 @@ def describe(study, results, missing):
         "sync: the share of the training step time spent waiting for the gradient allreduces "
         "after backward (what overlapping them with backward did not hide; mean over ranks), and "
         "max wait: the largest share any rank spent waiting for batches (a slow data path on one "
-        "node), both over the whole run from profile.json. val acc: validation accuracy after "
+        "node), both over the whole run from profile.json. TFLOP/s/rank: the model's matrix "
+        "products (counted as PyTorch's FlopCounterMode counts them) per second and rank, over "
+        "the same epochs; MFU: that rate in percent of the GPU's dense peak for the precision "
+        "(- where the peak is not known, as on CPUs). val acc: validation accuracy after "
         "the last epoch.")
     if any(not r["finished"] for r in results):
         text.append("\n\\* did not finish (no test row: stopped, failed or still running); "
