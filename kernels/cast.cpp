@@ -2,6 +2,8 @@
 // them), rounding to nearest even into half/bf16.
 #include "kernels/cast.h"
 
+#include "kernels/parallel.h"
+
 namespace mlai::kernels::cpu {
 
 namespace {
@@ -14,17 +16,25 @@ inline double as_double(int64_t v) { return static_cast<double>(v); }
 inline double as_double(uint8_t v) { return v; }
 }  // namespace
 
+// Blocks of elements on the kernel threads (each element on its own: any thread count gives
+// the same bits).
 template <class Src, class Dst>
 void cast(const Src* in, Dst* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    if constexpr (std::is_same_v<Src, Dst>) {
-      out[i] = in[i];
-    } else if constexpr (std::is_same_v<Src, int64_t> && std::is_same_v<Dst, int32_t>) {
-      out[i] = static_cast<int32_t>(in[i]);  // not through double: keeps large values exact
-    } else {
-      out[i] = from_acc<Dst>(as_double(in[i]));
+  parallel_for(n, kElementGrain, [=](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      if constexpr (std::is_same_v<Src, Dst>) {
+        out[i] = in[i];
+      } else if constexpr (std::is_same_v<Src, int64_t> && std::is_same_v<Dst, int32_t>) {
+        out[i] = static_cast<int32_t>(in[i]);  // not through double: keeps large values exact
+      } else if constexpr (std::is_same_v<Src, float> && std::is_same_v<Dst, Half>) {
+        out[i] = Half{float_to_half(in[i])};  // (what the line below does, without a double)
+      } else if constexpr (std::is_same_v<Src, Half> && std::is_same_v<Dst, float>) {
+        out[i] = half_to_float(in[i].bits);
+      } else {
+        out[i] = from_acc<Dst>(as_double(in[i]));
+      }
     }
-  }
+  });
 }
 
 #define MLAI_CAST_TO(S)                        \

@@ -22,28 +22,28 @@ struct BFloat16 {
   uint16_t bits = 0;
 };
 
+// IEEE half <-> float without branches (selects only), so loops over arrays vectorize: the
+// CPU's fp16 path converts every element it touches. The same bits as the hardware's
+// conversions (F16C's vcvtph2ps and vcvtps2ph rounding to nearest even) for every value but
+// NaNs, which stay NaNs (half to float keeps the payload, float to half gives 0x7e00 with the
+// sign). The test checks every half and a sweep of floats; every float was checked once by hand.
+// a where `pick` is true, else b: masks rather than ?:, which GCC leaves as branches here.
+inline uint32_t select_bits(bool pick, uint32_t a, uint32_t b) {
+  const uint32_t mask = 0u - static_cast<uint32_t>(pick);
+  return (a & mask) | (b & ~mask);
+}
+
 inline float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t mant = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise it
-      exp = 127 - 15 + 1;
-      while ((mant & 0x400u) == 0) {
-        mant <<= 1;
-        --exp;
-      }
-      mant &= 0x3ffu;
-      bits = sign | (exp << 23) | (mant << 13);
-    }
-  } else if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);  // inf or nan
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
+  const uint32_t em = h & 0x7fffu;  // exponent and mantissa
+  // Normal: the bits move up 13 places and the exponent's bias goes from 15 to 127 (+112);
+  // inf and NaN (exponent 31) need float's exponent 255: another 112 on top.
+  const uint32_t normal = (em << 13) + (112u << 23) + select_bits(em >= 0x7c00u, 112u << 23, 0);
+  // Zero and subnormals (exponent 0) are mantissa x 2^-24: exact in float.
+  const float small = static_cast<float>(static_cast<int32_t>(em)) * 0x1p-24f;
+  uint32_t small_bits;
+  std::memcpy(&small_bits, &small, 4);
+  const uint32_t bits =
+      select_bits(em < 0x400u, small_bits, normal) | (static_cast<uint32_t>(h & 0x8000u) << 16);
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
@@ -53,27 +53,22 @@ inline float half_to_float(uint16_t h) {
 inline uint16_t float_to_half(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
-  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
   const uint32_t absx = x & 0x7fffffffu;
-  if (absx >= 0x7f800000u) {  // inf or nan
-    return sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0u);
-  }
-  if (absx >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: overflow
-  if (absx < 0x38800000u) {                         // below the smallest normal half: subnormal
-    if (absx < 0x33000000u) return sign;            // rounds to zero
-    const uint32_t e = absx >> 23;
-    const uint32_t m = (absx & 0x7fffffu) | 0x800000u;
-    const uint32_t shift = 126 - e;  // 14 + (113 - e) - 1 ... aligns to the 2^-24 grid
-    uint32_t h = m >> (shift);
-    const uint32_t rem = m & ((1u << shift) - 1);
-    const uint32_t half_ulp = 1u << (shift - 1);
-    if (rem > half_ulp || (rem == half_ulp && (h & 1u))) ++h;
-    return sign | static_cast<uint16_t>(h);
-  }
-  uint32_t h = ((absx >> 13) - (112u << 10));
-  const uint32_t rem = absx & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
-  return sign | static_cast<uint16_t>(h);
+  // Normal halves: rebias the exponent (127 -> 15) and round the 13 dropped bits to nearest
+  // even; a carry out of the mantissa steps the exponent, up to 31 (inf) from 65520 on.
+  const uint32_t lsb = (absx >> 13) & 1u;
+  uint32_t normal = (absx - (112u << 23) + 0xfffu + lsb) >> 13;
+  normal = select_bits(normal < 0x7c00u, normal, 0x7c00u);
+  // Below 2^-14 the half's grid is 2^-24, float's grid just above 0.5: adding 0.5 makes the
+  // float adder round to that grid (to nearest even), and the bits above 0.5's are the half.
+  float absf;
+  std::memcpy(&absf, &absx, 4);
+  const float shifted = absf + 0.5f;
+  uint32_t shifted_bits;
+  std::memcpy(&shifted_bits, &shifted, 4);
+  uint32_t h = select_bits(absx < 0x38800000u, shifted_bits - 0x3f000000u, normal);
+  h = select_bits(absx > 0x7f800000u, 0x7e00u, h);  // NaN (inf: the normal path's 0x7c00)
+  return static_cast<uint16_t>(h | ((x >> 16) & 0x8000u));
 }
 
 inline float bf16_to_float(uint16_t b) {

@@ -2,7 +2,11 @@
 // numbers, devices and their error messages.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
 
 #include "tensor/ops.h"
 
@@ -73,6 +77,60 @@ TEST(Tensor, HalfConversionIsExactForEveryHalf) {
     if (std::isnan(f)) continue;
     ASSERT_EQ(kernels::float_to_half(f), h) << "bits " << bits;
   }
+}
+
+// The branch-free conversions against IEEE's definitions, computed here independently: a half
+// is (-1)^s x 2^(e-15) x 1.m (e = 0: 2^-14 x 0.m); a float goes to the nearest half, ties to
+// the even one, and to inf from 65520 on (half-way to 2^16).
+TEST(Tensor, HalfConversionFollowsIeee) {
+  std::vector<double> value(0x7c00);  // the finite non-negative halves, in increasing order
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    const double mag = e == 0 ? std::ldexp(m, -24) : std::ldexp(1024 + m, static_cast<int>(e) - 25);
+    const float f = kernels::half_to_float(static_cast<uint16_t>(h));
+    if (e == 0x1f) {
+      ASSERT_TRUE(m == 0 ? std::isinf(f) : std::isnan(f)) << h;
+    } else {
+      ASSERT_EQ(f, (h & 0x8000) ? -mag : mag) << h;
+      if (h < 0x7c00) value[h] = mag;
+    }
+  }
+  auto nearest = [&](float f) -> uint16_t {  // f finite and >= 0
+    if (f >= 65520.0f) return 0x7c00;
+    const auto hi = std::lower_bound(value.begin(), value.end(), static_cast<double>(f));
+    if (hi == value.end()) return 0x7bff;
+    const auto h = static_cast<uint16_t>(hi - value.begin());
+    if (h == 0 || *hi == f) return h;
+    const double below = f - value[h - 1], above = *hi - f;
+    if (below != above) return below < above ? h - 1 : h;
+    return (h & 1) ? h - 1 : h;  // a tie: the even one
+  };
+  auto check = [&](float f) {
+    const uint16_t want = nearest(std::fabs(f)) | (std::signbit(f) ? 0x8000 : 0);
+    ASSERT_EQ(kernels::float_to_half(f), want) << std::hexfloat << f;
+  };
+  // Every tie between neighbouring halves and the floats either side of it (the rounding
+  // boundaries), the top of the range, and a sweep of every 251st float.
+  for (uint32_t h = 0; h + 1 < 0x7c00; ++h) {
+    const auto mid = static_cast<float>((value[h] + value[h + 1]) / 2);  // exact in float
+    for (const float f : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f)}) {
+      check(f);
+      check(-f);
+    }
+  }
+  for (const float f : {65504.0f, 65519.99f, 65520.0f, 1e9f, 0.0f, 0x1p-25f, 0x1p-24f})
+    check(f);
+  for (uint64_t bits = 0; bits < (uint64_t{1} << 32); bits += 251) {
+    const auto u = static_cast<uint32_t>(bits);
+    float f;
+    std::memcpy(&f, &u, 4);
+    if (std::isfinite(f)) check(f);
+  }
+  // inf stays inf, and a NaN stays a NaN.
+  EXPECT_EQ(kernels::float_to_half(std::numeric_limits<float>::infinity()), 0x7c00);
+  EXPECT_EQ(kernels::float_to_half(-std::numeric_limits<float>::infinity()), 0xfc00);
+  EXPECT_EQ(kernels::float_to_half(std::nanf("")) & 0x7c00, 0x7c00);
+  EXPECT_NE(kernels::float_to_half(std::nanf("")) & 0x3ff, 0);
 }
 
 TEST(Tensor, FillAndRandomAreReproducible) {
