@@ -264,6 +264,11 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                "Lightning's DeviceStatsMonitor: each epoch's GPU memory peak and reserve, the "
                "process's resident memory (now, peak) and CPU use (100% = one core), max over "
                "ranks: epoch line, metrics.csv and TensorBoard (device_stats/...)");
+  app.add_option("--peak-tflops", c.peak_tflops,
+                 "The device's peak TFLOP/s in the run's precision, for the MFU beside the epoch "
+                 "line's TFLOP/s (Lightning's available_flops): for CPUs and GPUs mlai's table "
+                 "does not know (it has NVIDIA's H100, H200, GH200, A100, L40S, L4, A10, V100); "
+                 "0: the table's");
   app.add_flag("--log-per-class", c.log_per_class,
                "TensorBoard: each class's recall and precision at every validation and the "
                "test (val/recall/<class>, val/precision/<class>, test/...)");

@@ -73,6 +73,8 @@ void Config::validate() const {
           "--cuda-graphs with --accumulate-grad-batches > 1: the captured step zeroes the "
           "gradients each time, so nothing would accumulate; drop one of the two");
   require(log_every_n_steps >= 0, "--log-every-n-steps must be >= 0 (0: off)");
+  require(peak_tflops >= 0 && std::isfinite(peak_tflops),
+          "--peak-tflops must be a finite number >= 0 (0: the built-in table's figure)");
   require(num_sanity_val_steps >= -1,
           "--num-sanity-val-steps must be -1 (all validation batches), 0 (off) or a count, got " +
               std::to_string(num_sanity_val_steps));
@@ -332,7 +334,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) X(scale_batch_size) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
   X(ema_decay) X(ema_start_step) X(test_only) X(validate_only) X(mixup_alpha) X(cutmix_alpha) \
-  X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(log_device_stats) X(detect_anomaly) X(no_bias_decay) \
+  X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(log_device_stats) X(peak_tflops) X(detect_anomaly) X(no_bias_decay) \
   X(profiler_trace) \
   X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy) \
   X(freeze_backbone) X(freeze) X(freeze_bn) X(unfreeze_backbone_at_epoch) X(backbone_lr_ratio) \

@@ -145,6 +145,9 @@ struct Config {
   bool log_per_class = false;
   // Lightning's DeviceStatsMonitor: GPU allocator peak/reserved, host RSS and CPU use per epoch.
   bool log_device_stats = false;
+  // The device's peak TFLOP/s for the MFU column (Lightning's Throughput(available_flops)):
+  // for CPUs and GPUs nn/throughput.h does not know; 0: the table's figure, if any.
+  double peak_tflops = 0;
   // torch.autograd.detect_anomaly (Lightning's detect_anomaly=True): find the first module or
   // backward op that makes inf/nan (slow: a device read per module and op).
   bool detect_anomaly = false;

@@ -228,7 +228,8 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   if (cfg_.ema_decay > 0) ema_ = std::make_unique<WeightAverage>(*model_, cfg_.ema_decay);
   if (cfg_.log_device_stats) device_stats_.emplace(device_);
   peak_flops_ =
-      device_.is_cuda()
+      cfg_.peak_tflops > 0 ? cfg_.peak_tflops * 1e12
+      : device_.is_cuda()
           ? peak_flops(tensor::cuda_device_name(device_.index),
                        peak_dtype(precision_name(precision_), cfg_.float32_matmul_precision))
           : 0;

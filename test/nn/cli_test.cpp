@@ -63,6 +63,7 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--scale-batch-size always", "--scale-batch-size"},
       {"--lr-schedule polynomial --lr-power 0 --fast-dev-run", "--lr-power"},
       {"--scale-batch-size power --fast-dev-run", "--scale-batch-size"},
+      {"--peak-tflops -1", "--peak-tflops"},
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);

@@ -109,6 +109,19 @@ TEST_F(TrainerTest, LogsTheTrainingFlopsPerSecondEachEpoch) {
               1e-8 * r.tflops_per_device);
   EXPECT_EQ(scalar_values(r.version_dir, "throughput/tflops_per_device").size(), 2u);
   EXPECT_TRUE(scalar_values(r.version_dir, "throughput/mfu").empty());
+
+  // --peak-tflops gives the CPU a peak: MFU is the rate over it.
+  Config peak = base();
+  peak.epochs = 1;
+  peak.peak_tflops = 0.5;
+  peak.experiment_name = "peak";
+  const FitResult p = Trainer(peak).fit();
+  const std::vector<std::string> prow = metrics_rows(p.version_dir);
+  ASSERT_GE(prow.size(), 2u);
+  const double tflops = std::stod(cell(prow, 1, "tflops_per_device"));
+  EXPECT_NEAR(std::stod(cell(prow, 1, "mfu")), tflops / 0.5, 1e-8 * tflops) << prow[1];
+  EXPECT_NEAR(p.mfu, tflops / 0.5, 1e-8 * tflops);
+  EXPECT_EQ(scalar_values(p.version_dir, "throughput/mfu").size(), 1u);
 }
 
 }  // namespace
