@@ -221,6 +221,10 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--accumulate-grad-batches", c.accumulate_grad_batches,
                  "Sum the gradients of N batches before each optimizer step (effective batch "
                  "N x --batch-size x ranks)")->capture_default_str();
+  app.add_option("--accumulation-schedule", c.accumulation_schedule,
+                 "Lightning's GradientAccumulationScheduler: EPOCH:COUNT,... (epochs from 0): "
+                 "from each EPOCH on, accumulate COUNT batches per optimizer step (1 before the "
+                 "first), as 0:8,4:4,8:1; the learning-rate schedule spans the steps this makes");
   app.add_option("--gradient-clip-val", c.gradient_clip_val,
                  "Clip gradients (after unscaling and averaging over ranks); 0: off")
       ->capture_default_str();

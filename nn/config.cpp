@@ -69,9 +69,17 @@ void Config::validate() const {
   require(accumulate_grad_batches >= 1 && accumulate_grad_batches <= 1 << 20,
           "--accumulate-grad-batches must be in [1, 2^20], got " +
               std::to_string(accumulate_grad_batches));
-  require(!cuda_graphs || accumulate_grad_batches == 1,
-          "--cuda-graphs with --accumulate-grad-batches > 1: the captured step zeroes the "
-          "gradients each time, so nothing would accumulate; drop one of the two");
+  if (!accumulation_schedule.empty()) {
+    parse_accumulation_schedule(accumulation_schedule);  // (throws naming the flag)
+    require(accumulate_grad_batches == 1,
+            "--accumulation-schedule with --accumulate-grad-batches " +
+                std::to_string(accumulate_grad_batches) +
+                ": the schedule gives every epoch's count (Lightning refuses both too); drop one");
+  }
+  require(!cuda_graphs || !accumulates(*this),
+          "--cuda-graphs with --accumulate-grad-batches > 1 (or an --accumulation-schedule "
+          "above 1): the captured step zeroes the gradients each time, so nothing would "
+          "accumulate; drop one of the two");
   require(log_every_n_steps >= 0, "--log-every-n-steps must be >= 0 (0: off)");
   require(peak_tflops >= 0 && std::isfinite(peak_tflops),
           "--peak-tflops must be a finite number >= 0 (0: the built-in table's figure)");
@@ -320,25 +328,45 @@ double parse_duration(const std::string& text, const std::string& flag) {
   return seconds;
 }
 
-#define MLAI_CONFIG_FIELDS(X)                                                                   \
-  X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(val_on_test) X(workers) X(criterion)     \
-  X(label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
-  X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(lr_power) X(warmup_steps) X(min_lr)       \
-  X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
-  X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
-  X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
-  X(lr_scale) X(sync_bn) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
-  X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
-  X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \
-  X(early_stopping_divergence_threshold) X(min_epochs) X(min_steps) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) \
-  X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) X(scale_batch_size) \
-  X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
-  X(ema_decay) X(ema_start_step) X(test_only) X(validate_only) X(mixup_alpha) X(cutmix_alpha) \
-  X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(log_device_stats) X(peak_tflops) X(detect_anomaly) X(no_bias_decay) \
-  X(profiler_trace) \
-  X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy) \
-  X(freeze_backbone) X(freeze) X(freeze_bn) X(unfreeze_backbone_at_epoch) X(backbone_lr_ratio) \
-  X(backbone_lr_growth)
+#define MLAI_CONFIG_FIELDS(X)                                                                        \
+  X(arch)                                                                                            \
+  X(hidden)                                                                                          \
+  X(dropout) X(dataset) X(data_dir) X(val_split) X(val_on_test) X(workers) X(criterion) X(           \
+      label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov)   \
+      X(beta1) X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(      \
+          lr_power) X(warmup_steps) X(min_lr) X(epochs) X(batch_size) X(seed) X(device) X(precision) \
+          X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(          \
+              fast_dev_run) X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps)      \
+              X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(                      \
+                  check_val_every_n_epoch) X(log_dir) X(experiment_name) X(checkpoint_every)         \
+                  X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(         \
+                      progress) X(dist_backend) X(bucket_cap_mb) X(overlap) X(lr_scale) X(sync_bn)   \
+                      X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(     \
+                          image_size) X(image_channels) X(mean) X(std) X(pretrained) X(reset_head)   \
+                          X(early_stopping_patience) X(early_stopping_monitor) X(                    \
+                              early_stopping_min_delta) X(early_stopping_stopping_threshold)         \
+                              X(early_stopping_divergence_threshold) X(min_epochs) X(min_steps) X(   \
+                                  gradient_clip_val) X(gradient_clip_algorithm)                      \
+                                  X(accumulate_grad_batches) X(accumulation_schedule) X(             \
+                                      log_every_n_steps) X(max_steps) X(max_time)                    \
+                                      X(checkpoint_monitor) X(save_top_k) X(lr_find) X(              \
+                                          scale_batch_size) X(test_ckpt) X(plateau_monitor)          \
+                                          X(plateau_patience) X(plateau_threshold) X(                \
+                                              plateau_cooldown) X(ema_decay) X(ema_start_step)       \
+                                              X(test_only) X(validate_only) X(mixup_alpha) X(        \
+                                                  cutmix_alpha) X(rrc_scale) X(rrc_ratio)            \
+                                                  X(log_grad_norm) X(log_histograms) X(              \
+                                                      log_images) X(log_per_class)                   \
+                                                      X(log_device_stats) X(peak_tflops) X(          \
+                                                          detect_anomaly) X(no_bias_decay)           \
+                                                          X(profiler_trace) X(swa_lrs) X(            \
+                                                              swa_epoch_start) X(annealing_epochs)   \
+                                                              X(annealing_strategy) X(               \
+                                                                  freeze_backbone) X(freeze)         \
+                                                                  X(freeze_bn) X(                    \
+                                                                      unfreeze_backbone_at_epoch)    \
+                                                                      X(backbone_lr_ratio)           \
+                                                                          X(backbone_lr_growth)
 
 std::vector<double> parse_class_weights(const std::string& text) {
   std::vector<double> out;
@@ -424,6 +452,53 @@ void take_model_and_data_settings(Config& c, const Config& from, const std::set<
   c.test_only = test;
   c.validate_only = validate;
   c.test_ckpt = ckpt;
+}
+
+std::vector<std::pair<int64_t, int64_t>> parse_accumulation_schedule(const std::string& text) {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  auto bad = [&](const std::string& why) {
+    return std::invalid_argument("--accumulation-schedule '" + text + "': " + why +
+                                 " (expected EPOCH:COUNT,... with epochs from 0 up, as "
+                                 "0:8,4:4,8:1)");
+  };
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, comma - start);
+    const size_t colon = item.find(':');
+    size_t used_e = 0, used_n = 0;
+    long long e = -1, n = 0;
+    if (colon == std::string::npos) throw bad("'" + item + "' has no ':'");
+    try {
+      e = std::stoll(item.substr(0, colon), &used_e);
+      n = std::stoll(item.substr(colon + 1), &used_n);
+    } catch (const std::exception&) {  // (not a number, or out of range)
+      throw bad("'" + item + "' is not two whole numbers");
+    }
+    if (used_e != colon || used_n != item.size() - colon - 1)
+      throw bad("'" + item + "' is not two whole numbers");
+    if (e < 0 || (!out.empty() && e <= out.back().first))
+      throw bad("the epochs must be >= 0 and increasing");
+    if (n < 1 || n > (1 << 20)) throw bad("each count must be in [1, 2^20]");
+    out.emplace_back(e, n);
+    start = comma + 1;
+  }
+  return out;
+}
+
+int64_t accumulation_at(const Config& c, int64_t epoch) {
+  if (c.accumulation_schedule.empty()) return c.accumulate_grad_batches;
+  int64_t n = 1;
+  for (const auto& [e, count] : parse_accumulation_schedule(c.accumulation_schedule))
+    if (e <= epoch) n = count;
+  return n;
+}
+
+bool accumulates(const Config& c) {
+  if (c.accumulation_schedule.empty()) return c.accumulate_grad_batches > 1;
+  for (const auto& [e, count] : parse_accumulation_schedule(c.accumulation_schedule))
+    if (count > 1) return true;
+  return false;
 }
 
 Config config_from_json(const nlohmann::json& j) {

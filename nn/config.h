@@ -131,6 +131,9 @@ struct Config {
   // Lightning's accumulate_grad_batches: sum the gradients of N batches (each loss divided by
   // N) before one optimizer step; under data parallelism only the N-th backward allreduces.
   int64_t accumulate_grad_batches = 1;
+  // Lightning's GradientAccumulationScheduler(scheduling={E: N, ...}) as "E:N,...": from epoch E
+  // (0-based) on, accumulate N batches (1 before the first E); "" : accumulate_grad_batches.
+  std::string accumulation_schedule;
   // Lightning's log_every_n_steps: the training loss of every n-th step to TensorBoard (0: off).
   int64_t log_every_n_steps = 50;
   bool log_grad_norm = false;  // also the gradient 2-norm at those steps (train/grad_norm_step)
@@ -240,6 +243,15 @@ struct Config {
 // --class-weights W0,W1,...: the weights (each a number >= 0, not all 0); errors name the flag.
 std::vector<double> parse_class_weights(const std::string& text);
 nlohmann::json to_json(const Config& c);
+
+// --accumulation-schedule "E:N,...": (epoch, count) pairs, epochs increasing from 0 up, counts in
+// [1, 2^20]; throws naming the flag on anything else.
+std::vector<std::pair<int64_t, int64_t>> parse_accumulation_schedule(const std::string& text);
+// The batches epoch `epoch` (0-based) accumulates per optimizer step: --accumulation-schedule's
+// count for it, else --accumulate-grad-batches.
+int64_t accumulation_at(const Config& c, int64_t epoch);
+// Whether any epoch accumulates more than one batch.
+bool accumulates(const Config& c);
 
 // --swa-lrs: the 0-based epoch SWA starts at, as Lightning computes it (a fraction f of --epochs:
 // int(epochs * f); an epoch number n: n - 1; never below 0).

@@ -68,21 +68,28 @@ double lr_at(const ScheduleConfig& c, int64_t step) {
 }
 
 namespace {
+// The epoch optimizer step `step` belongs to (the epoch-interval schedules step per epoch).
+int64_t epoch_of(const ScheduleConfig& c, int64_t step) {
+  if (c.epoch_starts.empty()) return step / c.steps_per_epoch;
+  const auto after = std::upper_bound(c.epoch_starts.begin(), c.epoch_starts.end(), step);
+  return std::max<int64_t>(after - c.epoch_starts.begin() - 1, 0);
+}
+
 double scheduled(const ScheduleConfig& c, int64_t step) {
   const double t = static_cast<double>(step), total = static_cast<double>(c.total_steps);
   if (c.name == "constant" || c.name == "plateau") return c.base_lr;
   if (c.name == "step") {
-    const int64_t epoch = step / c.steps_per_epoch;
+    const int64_t epoch = epoch_of(c, step);
     return c.base_lr * std::pow(c.gamma, static_cast<double>(epoch / c.step_epochs));
   }
   if (c.name == "multistep") {
-    const int64_t epoch = step / c.steps_per_epoch;
+    const int64_t epoch = epoch_of(c, step);
     const auto passed = std::upper_bound(c.milestones.begin(), c.milestones.end(), epoch) -
                         c.milestones.begin();
     return c.base_lr * std::pow(c.gamma, static_cast<double>(passed));
   }
   if (c.name == "exponential")
-    return c.base_lr * std::pow(c.gamma, static_cast<double>(step / c.steps_per_epoch));
+    return c.base_lr * std::pow(c.gamma, static_cast<double>(epoch_of(c, step)));
   if (c.name == "cosine") return cos_anneal(c.base_lr, c.min_lr, std::min(t / total, 1.0));
   if (c.name == "warmup_cosine") {
     const double w = static_cast<double>(c.warmup_steps);

@@ -22,6 +22,9 @@ struct ScheduleConfig {
   double base_lr = 0.01;        // the peak rate for onecycle
   int64_t total_steps = 1;      // cosine/onecycle horizon
   int64_t steps_per_epoch = 1;  // step schedule counts epochs
+  // The optimizer step each epoch starts at, when epochs take different numbers of steps
+  // (--accumulation-schedule); empty: epoch e starts at e x steps_per_epoch.
+  std::vector<int64_t> epoch_starts;
   int64_t step_epochs = 30;     // step: decay every this many epochs
   std::vector<int64_t> milestones;  // multistep: the epochs (counted from 0) the rate decays at
   double gamma = 0.1;           // step, multistep, exponential: decay factor

@@ -190,23 +190,31 @@ FitResult Trainer::fit() {
   ScheduleConfig sc;
   sc.name = cfg_.lr_schedule;
   sc.base_lr = cfg_.lr;
-  // Optimizer steps: one per accumulate_grad_batches batches, and one for an epoch's last,
-  // shorter group (Lightning steps at the end of the epoch too).
-  const int64_t accum = cfg_.accumulate_grad_batches;
-  const int64_t opt_steps_per_epoch = (steps_per_epoch + accum - 1) / accum;
+  // Optimizer steps: one per accumulation group of an epoch's batches (--accumulate-grad-batches,
+  // or the epoch's count in --accumulation-schedule), and one for its last, shorter group
+  // (Lightning steps at the end of the epoch too).
+  auto opt_steps_in = [&](int64_t epoch) {
+    const int64_t a = accumulation_at(cfg_, epoch);
+    return std::max<int64_t>(1, (steps_per_epoch + a - 1) / a);
+  };
   // Lightning's max_steps and max_time; --epochs -1: as many epochs as max_steps needs. The
   // schedule spans the steps training will take (Lightning's estimated_stepping_batches).
   const int64_t max_steps = dev_run ? -1 : cfg_.max_steps;
   const double max_time = dev_run || cfg_.max_time.empty() ? 0.0
                                                            : parse_duration(cfg_.max_time, "--max-time");
-  const int64_t epochs =
-      dev_run ? 1
-      : cfg_.epochs > 0
-          ? cfg_.epochs
-          : (max_steps + opt_steps_per_epoch - 1) / std::max<int64_t>(opt_steps_per_epoch, 1);
-  sc.total_steps = std::max<int64_t>(1, opt_steps_per_epoch * epochs);
+  int64_t epochs = dev_run ? 1 : cfg_.epochs;
+  if (epochs <= 0) {
+    epochs = 0;
+    for (int64_t steps = 0; steps < max_steps; steps += opt_steps_in(epochs)) ++epochs;
+  }
+  // Where each epoch starts, in optimizer steps (the epoch-interval schedules count epochs).
+  std::vector<int64_t> epoch_starts{0};
+  for (int64_t e = 0; e < epochs; ++e)
+    epoch_starts.push_back(epoch_starts.back() + opt_steps_in(e));
+  sc.total_steps = std::max<int64_t>(1, epoch_starts.back());
   if (max_steps > 0) sc.total_steps = std::min(sc.total_steps, max_steps);
-  sc.steps_per_epoch = std::max<int64_t>(1, opt_steps_per_epoch);
+  sc.steps_per_epoch = opt_steps_in(0);
+  if (!cfg_.accumulation_schedule.empty()) sc.epoch_starts = epoch_starts;
   sc.step_epochs = cfg_.lr_step_epochs;
   sc.milestones = cfg_.lr_milestones;
   sc.gamma = cfg_.lr_gamma;
@@ -231,9 +239,9 @@ FitResult Trainer::fit() {
       state_.top_k.clear();
     }
   }
-  print_header(steps_per_epoch, accum, opt_steps_per_epoch);
+  print_header(steps_per_epoch, epochs);
   if (std::get<0>(resumed_geometry_) > 0 && state_.epoch < epochs)
-    reanchor_schedule(loader, sc, accum);
+    reanchor_schedule(loader, sc, epoch_starts[static_cast<size_t>(state_.epoch)]);
   nlohmann::json extra = tuned;
   if (!cfg_.lr_find.empty() && !lr_find_done_) {  // Tuner.lr_find: its suggestion is --lr
     Profiler::Scope s(profiler_, "lr_find");
@@ -253,7 +261,9 @@ FitResult Trainer::fit() {
   // Lightning's StochasticWeightAveraging: from epoch swa_start on, SWALR's rate per epoch,
   // annealed from the schedule's rate there.
   const int64_t swa_start = swa_ && !dev_run ? swa_start_epoch(cfg_) : -1;
-  const double swa_lr0 = swa_start >= 0 ? lr_at(sc, swa_start * opt_steps_per_epoch) : 0.0;
+  const double swa_lr0 =
+      swa_start >= 0 ? lr_at(sc, epoch_starts[static_cast<size_t>(std::min(swa_start, epochs))])
+                     : 0.0;
   write_hparams(extra);
   if (cfg_.lr_find == "only") {
     if (tb_) {
@@ -340,6 +350,7 @@ FitResult Trainer::fit() {
     const int64_t first = loader.start_epoch_at(epoch, std::max<int64_t>(state_.epoch_samples, 0));
     state_.next_batch = first;
     const bool swa_epoch = swa_start >= 0 && epoch >= swa_start;
+    const int64_t accum = accumulation_at(cfg_, epoch);  // batches per optimizer step
     // The head's rate for the step about to run.
     auto rate_now = [&] {
       return plateau     ? state_.plateau.lr

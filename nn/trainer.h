@@ -147,7 +147,7 @@ class Trainer {
   // trainer_setup.cpp: resumed on another geometry (resumed_geometry_),
   // the schedule's step for the point of training the checkpoint reached, in this run's steps
   // (state_.schedule_shift), and a line saying where the epoch continues.
-  void reanchor_schedule(const io::Loader& loader, const ScheduleConfig& sc, int64_t accum);
+  void reanchor_schedule(const io::Loader& loader, const ScheduleConfig& sc, int64_t epoch_start);
   // One epoch's training totals on this rank, for end_epoch().
   struct EpochTotals {
     int64_t epoch, epochs;
@@ -202,7 +202,7 @@ class Trainer {
   int64_t scale_batch_size(const io::LoaderOptions& lo, nlohmann::json& record);
   bool batch_size_found_ = false;  // resumed from a run whose --scale-batch-size set it
   bool loader_hint_shown_ = false;  // loader_hint() is printed once a run
-  void print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_steps_per_epoch);
+  void print_header(int64_t steps_per_epoch, int64_t epochs);
   // true: early stopping ends training here (v: the validation's result)
   bool validate_within_epoch(int64_t epoch, int64_t b, int64_t val_limit, EvalResult& v);
   bool end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res);  // true: stop early

@@ -80,7 +80,7 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
   // As in training, an optimizer step sums the gradients of --accumulate-grad-batches batches
   // (each loss divided by their number; only the last allreduces), and the loss recorded for
   // the step is their mean, as Lightning's finder records the accumulated running loss.
-  const int64_t accum = cfg_.accumulate_grad_batches;
+  const int64_t accum = accumulation_at(cfg_, state_.epoch);  // (the epoch training starts in)
   if (reducer_) reducer_->prepare_backward(true);
   for (int64_t i = 0; i < kSteps; ++i) {
     const double lr = kMinLr * std::pow(kMaxLr / kMinLr, static_cast<double>(i) / kSteps);

@@ -162,20 +162,33 @@ void Trainer::write_hparams(const nlohmann::json& extra) {
   tb_->flush();
 }
 
-void Trainer::print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_steps_per_epoch) {
-  if (main_)
-    std::printf("model %s on %s: %lld parameters; %lld training batches of %lld per epoch\n%s",
-                cfg_.arch.c_str(), device_.str().c_str(),
-                static_cast<long long>(model_->parameter_count()),
-                static_cast<long long>(steps_per_epoch), static_cast<long long>(cfg_.batch_size),
-                model_summary(*model_).c_str());
-  if (main_ && accum > 1)
-    std::printf(
-        "accumulating the gradients of %lld batches per optimizer step: an effective "
-        "batch of %lld, %lld optimizer steps per epoch\n",
-        static_cast<long long>(accum),
-        static_cast<long long>(accum * cfg_.batch_size * group_.world()),
-        static_cast<long long>(opt_steps_per_epoch));
+void Trainer::print_header(int64_t steps_per_epoch, int64_t epochs) {
+  if (!main_) return;
+  std::printf("model %s on %s: %lld parameters; %lld training batches of %lld per epoch\n%s",
+              cfg_.arch.c_str(), device_.str().c_str(),
+              static_cast<long long>(model_->parameter_count()),
+              static_cast<long long>(steps_per_epoch), static_cast<long long>(cfg_.batch_size),
+              model_summary(*model_).c_str());
+  // The accumulation of each stretch of epochs that has one (--accumulation-schedule: several).
+  for (int64_t e = 0; e < epochs;) {
+    const int64_t accum = accumulation_at(cfg_, e);
+    int64_t end = e + 1;
+    while (end < epochs && accumulation_at(cfg_, end) == accum) ++end;
+    const bool scheduled = !cfg_.accumulation_schedule.empty();
+    if (scheduled)
+      std::printf("epochs %lld-%lld: ", static_cast<long long>(e + 1), static_cast<long long>(end));
+    if (accum > 1)
+      std::printf(
+          "accumulating the gradients of %lld batches per optimizer step: an effective "
+          "batch of %lld, %lld optimizer steps per epoch\n",
+          static_cast<long long>(accum),
+          static_cast<long long>(accum * cfg_.batch_size * group_.world()),
+          static_cast<long long>((steps_per_epoch + accum - 1) / accum));
+    else if (scheduled)
+      std::printf("an optimizer step per batch (an effective batch of %lld)\n",
+                  static_cast<long long>(cfg_.batch_size * group_.world()));
+    e = end;
+  }
   if (main_ && (cfg_.mixup_alpha > 0 || cfg_.cutmix_alpha > 0)) {
     char mixup[64] = "", cutmix[64] = "";
     if (cfg_.mixup_alpha > 0) std::snprintf(mixup, sizeof(mixup), "MixUp (alpha %g)", cfg_.mixup_alpha);
@@ -198,7 +211,7 @@ void Trainer::print_header(int64_t steps_per_epoch, int64_t accum, int64_t opt_s
         precision_name(precision_), precision_ == Precision::kFloat16 ? "fp16" : "bf16",
         scaler_->enabled() ? ", dynamic loss scaling from 65536" : ", no loss scaling",
         device_.is_cpu() ? " (on the CPU: float arithmetic on fp16/bf16 storage, for "
-                           "testing; slower than --precision 32)"
+                           "testing; no faster than --precision 32)"
                          : "");
   std::fflush(stdout);
 }

@@ -318,9 +318,10 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     const int64_t saved_world = state_.world > 0 ? state_.world : world;
     if (state_.epoch_samples < 0)
       state_.epoch_samples = state_.next_batch * saved.batch_size * saved_world;
+    const int64_t saved_accum = accumulation_at(saved, state_.epoch);  // (the epoch resumed)
     if (saved_world != world || saved.batch_size != cfg_.batch_size ||
-        saved.accumulate_grad_batches != cfg_.accumulate_grad_batches)
-      resumed_geometry_ = {saved_world, saved.batch_size, saved.accumulate_grad_batches};
+        saved_accum != accumulation_at(cfg_, state_.epoch))
+      resumed_geometry_ = {saved_world, saved.batch_size, saved_accum};
     if (main_)
       std::printf("resumed from %s at epoch %lld, batch %lld (step %lld)\n", cfg_.resume.c_str(),
                   static_cast<long long>(state_.epoch + 1),
@@ -378,13 +379,15 @@ Trainer::~Trainer() {
   if (cfg_.detect_anomaly) autograd::set_detect_anomaly(false, false);  // (process-wide)
 }
 
-void Trainer::reanchor_schedule(const io::Loader& loader, const ScheduleConfig& sc, int64_t accum) {
+void Trainer::reanchor_schedule(const io::Loader& loader, const ScheduleConfig& sc,
+                                int64_t epoch_start) {
   // The epoch's batches still to run, in this run's ranks and batch size, keep the epoch's
   // numbering (Loader::first_batch_at): the optimizer steps before the first of them are where
   // a run on this geometry throughout would be, and the schedule continues from there.
   // global_step keeps counting the steps taken (TensorBoard's axis, --max-steps).
+  const int64_t accum = accumulation_at(cfg_, state_.epoch);
   const int64_t first = loader.first_batch_at(state_.epoch_samples);
-  const int64_t step = state_.epoch * sc.steps_per_epoch + first / accum;
+  const int64_t step = epoch_start + first / accum;
   state_.schedule_shift = step - state_.global_step;
   if (!main_) return;
   const auto [world, batch, saved_accum] = resumed_geometry_;

@@ -31,7 +31,8 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--precision 8", "--precision"},
       {"--gradient-clip-val 1 --gradient-clip-algorithm max", "--gradient-clip-algorithm"},
       {"--gradient-clip-val -1", "--gradient-clip-val"},
-      {"--early-stopping-patience 2 --early-stopping-monitor train_loss", "--early-stopping-monitor"},
+      {"--early-stopping-patience 2 --early-stopping-monitor train_loss",
+       "--early-stopping-monitor"},
       {"--early-stopping-patience 2 --val-split 0", "--early-stopping-patience"},
       {"--resume /no/such/file.h5", "/no/such/file.h5"},
       {"--lr-schedule triangular --fast-dev-run", "triangular"},
@@ -64,6 +65,8 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--lr-schedule polynomial --lr-power 0 --fast-dev-run", "--lr-power"},
       {"--scale-batch-size power --fast-dev-run", "--scale-batch-size"},
       {"--peak-tflops -1", "--peak-tflops"},
+      {"--accumulation-schedule 0:2,0:4", "--accumulation-schedule"},
+      {"--accumulation-schedule 0:2 --accumulate-grad-batches 2", "--accumulation-schedule"},
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);

@@ -293,6 +293,30 @@ TEST(LrSchedule, MultiStepAndExponentialChangeAtEpochBoundaries) {
   EXPECT_DOUBLE_EQ(lr_at(c, 35), 0.0125);
 }
 
+// Epochs of different lengths (--accumulation-schedule): the epoch-interval schedules change
+// where each epoch starts, not every steps_per_epoch steps.
+TEST(LrSchedule, EpochScheduleFollowsEpochStarts) {
+  ScheduleConfig c;
+  c.base_lr = 0.1;
+  c.total_steps = 32;
+  c.steps_per_epoch = 18;            // (epoch 0's; ignored with epoch_starts)
+  c.epoch_starts = {0, 18, 23, 32};  // 18, 5 and 9 steps
+  c.name = "multistep";
+  c.milestones = {1, 2};
+  EXPECT_DOUBLE_EQ(lr_at(c, 17), 0.1);
+  EXPECT_NEAR(lr_at(c, 18), 0.01, 1e-15);
+  EXPECT_NEAR(lr_at(c, 22), 0.01, 1e-15);
+  EXPECT_NEAR(lr_at(c, 23), 0.001, 1e-15);  // (18 steps an epoch would say epoch 1)
+  c.name = "exponential";
+  c.gamma = 0.5;
+  EXPECT_DOUBLE_EQ(lr_at(c, 22), 0.05);
+  EXPECT_DOUBLE_EQ(lr_at(c, 31), 0.025);
+  c.name = "step";
+  c.step_epochs = 2;
+  EXPECT_DOUBLE_EQ(lr_at(c, 22), 0.1);
+  EXPECT_DOUBLE_EQ(lr_at(c, 23), 0.05);
+}
+
 // --warmup-steps in front of another schedule: its rate times (step + 1) / warmup, then the
 // schedule as it was (Goyal et al.: 5 epochs of warmup, then MultiStepLR).
 TEST(LrSchedule, WarmupRampsAnyStepSchedule) {
