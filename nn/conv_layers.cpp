@@ -91,6 +91,7 @@ void BatchNorm2d::reset_running_stats() {
 }
 
 Variable BatchNorm2d::forward_act(const Variable& x, const Variable& residual, bool relu) {
+  ModuleFlops::Scope flops(this);  // (none of its own: so the summary says 0, not "did not run")
   if (is_training() && track_ && !tensor::capturing(x.data().device())) count_batch();
   // momentum=None: the k-th batch since the reset weighs 1/k (a cumulative mean).
   const double momentum =

@@ -84,17 +84,11 @@ nlohmann::json machine_info(const std::string& device, const std::string& comman
 }
 
 namespace {
-void summarize(Module& m, const std::string& name, std::vector<std::vector<std::string>>& rows) {
-  for (auto& [n, c] : m.children()) {
-    const std::string full = name.empty() ? n : name + "." + n;
-    rows.push_back(
-        {std::to_string(rows.size()), full, c->type_name(), std::to_string(c->parameter_count())});
-    summarize(*c, full, rows);
-  }
-}
 std::string human(int64_t n) {
   std::ostringstream os;
-  if (n >= 1000000)
+  if (n >= 1000000000)
+    os << std::fixed << std::setprecision(1) << n / 1e9 << " G";
+  else if (n >= 1000000)
     os << std::fixed << std::setprecision(1) << n / 1e6 << " M";
   else if (n >= 1000)
     os << std::fixed << std::setprecision(1) << n / 1e3 << " K";
@@ -102,33 +96,58 @@ std::string human(int64_t n) {
     os << n;
   return os.str();
 }
+// Rows of index, name, type, parameters (and FLOPs), every module depth first.
+void summarize(Module& m, const std::string& name, const ModuleFlops* flops,
+               std::vector<std::vector<std::string>>& rows) {
+  for (auto& [n, c] : m.children()) {
+    const std::string full = name.empty() ? n : name + "." + n;
+    rows.push_back(
+        {std::to_string(rows.size()), full, c->type_name(), human(c->parameter_count())});
+    if (flops != nullptr) {
+      const int64_t f = flops->of(c.get());
+      rows.back().push_back(f < 0 ? "-" : human(f));
+    }
+    summarize(*c, full, flops, rows);
+  }
+}
 }  // namespace
 
-std::string model_summary(Module& m) {
+std::string model_summary(Module& m, const ModuleFlops* flops) {
   std::vector<std::vector<std::string>> rows;
-  summarize(m, "", rows);
-  size_t w[4] = {1, 4, 4, 6};
+  summarize(m, "", flops, rows);
+  std::vector<std::string> head = {"", "Name", "Type", "Params"};
+  if (flops != nullptr) head.push_back("FLOPs");
+  std::vector<size_t> w(head.size());
+  for (size_t i = 0; i < head.size(); ++i) w[i] = std::max<size_t>(head[i].size(), i == 0 ? 1 : 4);
   for (auto& r : rows)
-    for (int i = 0; i < 4; ++i) w[i] = std::max(w[i], r[i].size());
+    for (size_t i = 0; i < r.size(); ++i) w[i] = std::max(w[i], r[i].size());
+  size_t width = 0;
+  for (size_t x : w) width += x + 3;
   std::ostringstream os;
   auto line = [&](const std::vector<std::string>& r) {
-    os << "  " << std::left << std::setw(static_cast<int>(w[0])) << r[0] << " | "
-       << std::setw(static_cast<int>(w[1])) << r[1] << " | " << std::setw(static_cast<int>(w[2]))
-       << r[2] << " | " << std::right << std::setw(static_cast<int>(w[3])) << r[3] << "\n";
+    os << " ";
+    for (size_t i = 0; i < r.size(); ++i) {
+      os << (i == 0 ? " " : " | ") << (i < 3 ? std::left : std::right)
+         << std::setw(static_cast<int>(w[i])) << r[i];
+    }
+    os << "\n";
   };
-  line({"", "Name", "Type", "Params"});
-  os << "  " << std::string(w[0] + w[1] + w[2] + w[3] + 9, '-') << "\n";
-  for (auto& r : rows) line({r[0], r[1], r[2], human(std::stoll(r[3]))});
+  line(head);
+  os << "  " << std::string(width - 3, '-') << "\n";
+  for (auto& r : rows) line(r);
   const int64_t total = m.parameter_count();
   int64_t trainable = 0;  // (a frozen backbone's parameters require no gradients)
   for (const auto& [n, v] : m.named_parameters())
     if (v.requires_grad()) trainable += v.numel();
-  os << "  " << std::string(w[0] + w[1] + w[2] + w[3] + 9, '-') << "\n";
+  os << "  " << std::string(width - 3, '-') << "\n";
   os << "  " << std::left << std::setw(10) << human(trainable) << "Trainable params\n";
   os << "  " << std::left << std::setw(10) << human(total - trainable) << "Non-trainable params\n";
   os << "  " << std::left << std::setw(10) << human(total) << "Total params\n";
   os << "  " << std::left << std::setw(10) << std::fixed << std::setprecision(3)
      << total * 4.0 / 1e6 << "Total estimated model params size (MB)\n";
+  if (flops != nullptr && flops->of(&m) >= 0)
+    os << "  " << std::left << std::setw(10) << human(flops->of(&m))
+       << "Total FLOPs (forward, one sample; as torch's FlopCounterMode counts)\n";
   return os.str();
 }
 

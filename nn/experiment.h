@@ -25,9 +25,10 @@ std::string find_last_checkpoint(const std::string& log_dir, const std::string& 
 // Hostname, cores, device, Slurm job, git commit (at configure time) and the command line.
 nlohmann::json machine_info(const std::string& device, const std::string& command_line);
 
-// A Lightning-style table: every module with a dotted name, its type and parameter count,
-// then trainable total and size in MB (float32).
-std::string model_summary(Module& m);
+// Lightning's ModelSummary: every module by dotted name, type and parameters, the trainable and
+// total counts; with `flops` (a forward of one sample run under it) Lightning's FLOPs column and
+// total too.
+std::string model_summary(Module& m, const ModuleFlops* flops = nullptr);
 
 // Seconds of wall clock since t0.
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {

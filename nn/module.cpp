@@ -138,6 +138,27 @@ void Sequential::add(std::shared_ptr<Module> m) {
   register_module(std::to_string(children().size()), std::move(m));
 }
 
+namespace {
+thread_local ModuleFlops* g_module_flops = nullptr;
+}  // namespace
+
+ModuleFlops::Recording::Recording(ModuleFlops& into) : outer_(g_module_flops) {
+  g_module_flops = &into;
+}
+ModuleFlops::Recording::~Recording() { g_module_flops = outer_; }
+
+int64_t ModuleFlops::of(const Module* m) const {
+  const auto it = flops_.find(m);
+  return it == flops_.end() ? -1 : it->second;
+}
+
+ModuleFlops::Scope::Scope(const Module* m) : into_(g_module_flops), module_(m) {
+  if (into_ != nullptr) start_ = autograd::flop_count();
+}
+ModuleFlops::Scope::~Scope() {
+  if (into_ != nullptr) into_->flops_[module_] += autograd::flop_count() - start_;
+}
+
 Variable Sequential::forward(const Variable& x) {
   Variable h = x;
   const auto& ch = children();
@@ -146,7 +167,12 @@ Variable Sequential::forward(const Variable& x) {
     if (lin && i + 1 < ch.size() && dynamic_cast<ReLU*>(ch[i + 1].second.get())) {
       trace::Span span([&] { return ch[i].first + " + " + ch[i + 1].first + " (Linear + ReLU)"; },
                        "forward");
-      Variable out = lin->forward_fused(h, /*apply_relu=*/true);
+      Variable out;
+      {
+        ModuleFlops::Scope flops(lin);  // (the ReLU's share: none)
+        out = lin->forward_fused(h, /*apply_relu=*/true);
+      }
+      ModuleFlops::Scope relu_ran(ch[i + 1].second.get());  // (inside the Linear: 0)
       if (autograd::anomaly_forward())
         check_anomaly(h, out, ch[i].first + " + " + ch[i + 1].first + " (Linear + ReLU)");
       h = out;

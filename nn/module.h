@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -21,6 +22,42 @@ using tensor::Generator;
 using tensor::Shape;
 using tensor::Tensor;
 
+class Module;
+
+// The model summary's FLOPs column: while a Recording of it is alive on this thread, each
+// module call adds the FLOPs autograd counted during it (its children's included) to the module.
+class ModuleFlops {
+ public:
+  int64_t of(const Module* m) const;  // -1: the module did not run
+  class Recording {
+   public:
+    explicit Recording(ModuleFlops& into);
+    ~Recording();
+    Recording(const Recording&) = delete;
+    Recording& operator=(const Recording&) = delete;
+
+   private:
+    ModuleFlops* outer_;
+  };
+  // Counts the FLOPs from here to the end of the scope as module m's (nothing when no
+  // ModuleFlops is alive: one thread-local load).
+  class Scope {
+   public:
+    explicit Scope(const Module* m);
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    ModuleFlops* into_;
+    const Module* module_;
+    int64_t start_ = 0;
+  };
+
+ private:
+  std::unordered_map<const Module*, int64_t> flops_;
+};
+
 class Module {
  public:
   virtual ~Module() = default;
@@ -30,6 +67,7 @@ class Module {
   // output checked under --detect-anomaly.
   Variable operator()(const Variable& x) {
     trace::Span span([this] { return trace_label_.empty() ? type_name() : trace_label_; }, "forward");
+    ModuleFlops::Scope flops(this);
     Variable out = forward(x);
     if (autograd::anomaly_forward())
       check_anomaly(x, out, trace_label_.empty() ? type_name() : trace_label_);

@@ -248,6 +248,7 @@ class Trainer {
   // last step that ran eagerly (graph replays count none), and the device's dense peak FLOP/s
   // for this run's precision (0: not known, as on CPUs).
   double flops_per_sample_ = 0, peak_flops_ = 0;
+  ModuleFlops module_flops_;  // the summary's FLOPs column: one sample's forward (rank 0)
   bool checkpoint_due() const;
   bool lr_find_done_ = false;  // resumed from a run whose --lr-find already set the rate
   // Resumed from a run on another number of ranks, batch size or accumulation count: its ranks,

@@ -168,7 +168,7 @@ void Trainer::print_header(int64_t steps_per_epoch, int64_t epochs) {
               cfg_.arch.c_str(), device_.str().c_str(),
               static_cast<long long>(model_->parameter_count()),
               static_cast<long long>(steps_per_epoch), static_cast<long long>(cfg_.batch_size),
-              model_summary(*model_).c_str());
+              model_summary(*model_, &module_flops_).c_str());
   // The accumulation of each stretch of epochs that has one (--accumulation-schedule: several).
   for (int64_t e = 0; e < epochs;) {
     const int64_t accum = accumulation_at(cfg_, e);

@@ -179,6 +179,13 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   spec.dropout = cfg_.dropout;
   spec.seed = cfg_.seed;
   model_ = make_model(cfg_.arch, spec);
+  if (main_) {  // the summary's FLOPs: one sample on the host, in evaluation mode (no state moves)
+    autograd::NoGradGuard no_grad;
+    ModuleFlops::Recording recording(module_flops_);
+    model_->eval();
+    (*model_)(Variable(Tensor::zeros({1, spec.height, spec.width, spec.channels})));
+    model_->train();
+  }
   if (!cfg_.pretrained.empty()) {  // before the move: loads on the host
     std::set<std::string> skip;
     if (cfg_.reset_head)

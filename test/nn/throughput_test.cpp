@@ -5,9 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
+#include "nn/experiment.h"
 #include "nn/models.h"
 #include "tensor/ops.h"
 #include "trainer_fixture.h"
@@ -64,6 +66,54 @@ TEST(Throughput, ModelsCountAsTorchsFlopCounterMode) {
     EXPECT_EQ(c.forward, k.forward);
     EXPECT_EQ(c.training, k.training);
   }
+}
+
+// The summary's FLOPs column (Lightning's ModelSummary with an example input): each module's
+// forward FLOPs for one sample, its children's included; the fused Linear + ReLU of the mlp
+// still gives the Linear its own.
+TEST(Throughput, SummaryShowsEachModulesForwardFlops) {
+  ModelSpec s;
+  s.height = s.width = 32;
+  s.channels = 3;
+  auto m = make_model("resnet18_cifar", s);
+  ModuleFlops flops;
+  {
+    autograd::NoGradGuard no_grad;
+    ModuleFlops::Recording recording(flops);
+    m->eval();
+    (*m)(Variable(Tensor::zeros({1, 32, 32, 3})));
+  }
+  (*m)(Variable(Tensor::zeros({1, 32, 32, 3})));  // (not recording now: no change)
+  EXPECT_EQ(flops.of(m.get()), 2221690880 / 2);   // FlopCounterMode's, per sample
+  int64_t children = 0;
+  for (const auto& [name, c] : m->children()) {
+    if (name == "conv1") {
+      EXPECT_EQ(flops.of(c.get()), 2 * 32 * 32 * 64 * (3 * 3 * 3));
+    } else if (name == "fc") {
+      EXPECT_EQ(flops.of(c.get()), 2 * 512 * 10);
+    }
+    children += std::max<int64_t>(flops.of(c.get()), 0);
+  }
+  EXPECT_EQ(children, flops.of(m.get()));  // every product is in some top-level module
+  const std::string summary = model_summary(*m, &flops);
+  EXPECT_NE(summary.find("|   FLOPs\n"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("| Conv2d            |   1.7 K |   3.5 M\n"), std::string::npos)
+      << summary;
+  EXPECT_NE(summary.find("1.1 G     Total FLOPs"), std::string::npos) << summary;
+
+  ModelSpec ms;  // 28x28x1 -> 128 -> 256 -> 10
+  auto mlp = make_model("mlp", ms);
+  ModuleFlops mf;
+  {
+    ModuleFlops::Recording recording(mf);
+    (*mlp)(Variable(Tensor::zeros({1, 28, 28, 1})));
+  }
+  const auto& layers = mlp->children();
+  ASSERT_EQ(layers.size(), 6u);
+  EXPECT_EQ(mf.of(layers[1].second.get()), 2 * 784 * 128);  // Linear (+ ReLU, fused)
+  EXPECT_EQ(mf.of(layers[2].second.get()), 0);              // that ReLU
+  EXPECT_EQ(mf.of(layers[5].second.get()), 2 * 256 * 10);
+  EXPECT_EQ(mf.of(mlp.get()), 1085440 / 4);
 }
 
 TEST(Throughput, PeakFlopsOfKnownGpus) {
