@@ -123,20 +123,28 @@ TEST(Throughput, PeakFlopsOfKnownGpus) {
   EXPECT_EQ(peak_dtype("32", "high"), PeakDtype::kTf32);
   EXPECT_EQ(peak_dtype("32", "medium"), PeakDtype::kTf32);
   // Names as cudaGetDeviceProperties gives them.
-  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA H100 80GB HBM3", PeakDtype::kFloat16), 989.5e12);
-  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA H100 80GB HBM3", PeakDtype::kFloat32), 67e12);
-  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA H100 PCIe", PeakDtype::kBFloat16), 756.5e12);
-  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA H100 NVL", PeakDtype::kTf32), 417.5e12);
-  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA H200", PeakDtype::kTf32), 494.5e12);
-  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA GH200 480GB", PeakDtype::kFloat16), 989.5e12);
-  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA A100-SXM4-80GB", PeakDtype::kBFloat16), 312e12);
-  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA A100 80GB PCIe", PeakDtype::kTf32), 156e12);
-  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA L40S", PeakDtype::kFloat16), 362e12);
-  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA L4", PeakDtype::kFloat16), 121e12);
-  EXPECT_DOUBLE_EQ(peak_flops("NVIDIA A10", PeakDtype::kFloat32), 31.2e12);
-  EXPECT_DOUBLE_EQ(peak_flops("Tesla V100-SXM2-32GB", PeakDtype::kFloat16), 125e12);
-  EXPECT_DOUBLE_EQ(peak_flops("Tesla V100-SXM2-32GB", PeakDtype::kTf32), 15.7e12);  // none: fp32
-  EXPECT_DOUBLE_EQ(peak_flops("Tesla V100S-PCIE-32GB", PeakDtype::kFloat16), 130e12);
+  const struct {
+    const char* name;
+    PeakDtype dtype;
+    double tflops;
+  } cases[] = {
+      {"NVIDIA H100 80GB HBM3", PeakDtype::kFloat16, 989.5},
+      {"NVIDIA H100 80GB HBM3", PeakDtype::kFloat32, 67},
+      {"NVIDIA H100 PCIe", PeakDtype::kBFloat16, 756.5},
+      {"NVIDIA H100 NVL", PeakDtype::kTf32, 417.5},
+      {"NVIDIA H200", PeakDtype::kTf32, 494.5},
+      {"NVIDIA GH200 480GB", PeakDtype::kFloat16, 989.5},
+      {"NVIDIA A100-SXM4-80GB", PeakDtype::kBFloat16, 312},
+      {"NVIDIA A100 80GB PCIe", PeakDtype::kTf32, 156},
+      {"NVIDIA L40S", PeakDtype::kFloat16, 362},
+      {"NVIDIA L4", PeakDtype::kFloat16, 121},
+      {"NVIDIA A10", PeakDtype::kFloat32, 31.2},
+      {"Tesla V100-SXM2-32GB", PeakDtype::kFloat16, 125},
+      {"Tesla V100-SXM2-32GB", PeakDtype::kTf32, 15.7},  // no TF32: fp32's
+      {"Tesla V100S-PCIE-32GB", PeakDtype::kFloat16, 130},
+  };
+  for (const auto& k : cases)
+    EXPECT_DOUBLE_EQ(peak_flops(k.name, k.dtype), k.tflops * 1e12) << k.name;
   EXPECT_EQ(peak_flops("Tesla V100-PCIE-16GB", PeakDtype::kBFloat16), 0);  // no bf16 there
   for (const char* unknown : {"NVIDIA L40", "NVIDIA A10G", "NVIDIA GeForce RTX 4090", "cpu", ""})
     EXPECT_EQ(peak_flops(unknown, PeakDtype::kFloat16), 0) << unknown;
