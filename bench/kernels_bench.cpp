@@ -111,17 +111,27 @@ void cpu_xent(benchmark::State& state, const std::string& key, bool backward, in
 
 // One pass (0 forward, 1 backward data, 2 backward filter) of a 3x3, stride-1, padding-1
 // convolution n x hw x hw x c -> c.
-void cpu_conv3x3(benchmark::State& state, const std::string& key, int pass,
-                 kernels::ConvAlgo algo, int64_t n, int64_t hw, int64_t c) {
+// One pass of a 3x3 convolution (padding 1) at batch n: C -> C at stride 1, or a stage's first
+// layer, C -> 2C at stride 2 (hw x hw in, hw/2 out).
+void cpu_conv3x3(benchmark::State& state, const std::string& key, int pass, kernels::ConvAlgo algo,
+                 int64_t n, int64_t hw, int64_t c, int64_t stride = 1) {
   using kernels::ConvAlgo;
-  const kernels::Conv2dGeometry g{
-      .n = n, .h = hw, .w = hw, .c_in = c, .c_out = c, .kh = 3, .kw = 3, .stride = 1, .pad = 1};
+  const int64_t c_out = c * stride;
+  const kernels::Conv2dGeometry g{.n = n,
+                                  .h = hw,
+                                  .w = hw,
+                                  .c_in = c,
+                                  .c_out = c_out,
+                                  .kh = 3,
+                                  .kw = 3,
+                                  .stride = stride,
+                                  .pad = 1};
   Generator gen(3);
   const Tensor x = Tensor::uniform({n, hw, hw, c}, -1, 1, gen);
-  const Tensor w = Tensor::uniform({c, 3, 3, c}, -1, 1, gen);
-  const Tensor dy = Tensor::uniform({n, hw, hw, c}, -1, 1, gen);
+  const Tensor w = Tensor::uniform({c_out, 3, 3, c}, -1, 1, gen);
+  const Tensor dy = Tensor::uniform({n, g.out_h(), g.out_w(), c_out}, -1, 1, gen);
   auto run = [&](ConvAlgo algo) {
-    Tensor out = Tensor::empty(pass == 2 ? w.shape() : x.shape());
+    Tensor out = Tensor::empty(pass == 0 ? dy.shape() : pass == 1 ? x.shape() : w.shape());
     float* o = out.data<float>();
     if (pass == 0)
       kernels::cpu::conv2d_forward(x.data<float>(), w.data<float>(),
@@ -133,14 +143,22 @@ void cpu_conv3x3(benchmark::State& state, const std::string& key, int pass,
                                            static_cast<float*>(nullptr), g, algo);
     return out;
   };
-  if (algo == ConvAlgo::kDirect && !kernels::direct_applies(g, static_cast<kernels::ConvPass>(pass))) {
+  const auto p = static_cast<kernels::ConvPass>(pass);
+  if (algo == ConvAlgo::kDirect && !kernels::direct_applies(g, p)) {
     state.SkipWithError("the direct kernels do not run here (no AVX2/AVX-512, or the shape)");
     return;
   }
+  if (algo == ConvAlgo::kWinograd && !kernels::winograd_applies(g)) {
+    state.SkipWithError("Winograd F(2x2, 3x3) needs stride 1");
+    return;
+  }
+  // Checked once against another algorithm that computes this pass.
+  const ConvAlgo other = algo != ConvAlgo::kIm2col      ? ConvAlgo::kIm2col
+                         : kernels::winograd_applies(g) ? ConvAlgo::kWinograd
+                                                        : ConvAlgo::kDirect;
   if (!validate_once(state, key, [&] {
-        const auto a = run(algo).to_double_vector(),
-                   b = run(algo == ConvAlgo::kIm2col ? ConvAlgo::kWinograd : ConvAlgo::kIm2col)
-                           .to_double_vector();
+        if (other == ConvAlgo::kDirect && !kernels::direct_applies(g, p)) return std::string();
+        const auto a = run(algo).to_double_vector(), b = run(other).to_double_vector();
         double err = 0, scale = 0;
         for (size_t i = 0; i < a.size(); ++i) {
           err = std::max(err, std::abs(a[i] - b[i]));
@@ -152,7 +170,8 @@ void cpu_conv3x3(benchmark::State& state, const std::string& key, int pass,
       }))
     return;
   const double s = time_cpu(state, [&] { return run(algo); });
-  set_rate(state, "GFLOPS", 2.0 * static_cast<double>(n * hw * hw * c * 9 * c) * 1e-9, s, 0);
+  set_rate(state, "GFLOPS",
+           2.0 * static_cast<double>(n * g.out_h() * g.out_w() * c_out * 9 * c) * 1e-9, s, 0);
 }
 
 template <class Fn>
@@ -199,6 +218,22 @@ void register_cpu_benchmarks() {
         add_cpu(std::string("CpuConv3x3/") + passes[pass] + "/" + algo_name + "/" + size,
                 [=](benchmark::State& st, const std::string& key) {
                   cpu_conv3x3(st, key, pass, algo, 32, hw, c);
+                });
+      }
+  }
+  // The stride-2 first layers of resnet18_cifar's stages 2-4 (C -> 2C, hw -> hw/2): direct
+  // kernels or im2col (no Winograd at stride 2; no direct backward data either).
+  for (auto [hw, c] : {std::pair<int64_t, int64_t>{32, 64}, {16, 128}, {8, 256}}) {
+    const std::string size =
+        "32x" + std::to_string(hw) + "x" + std::to_string(hw) + "x" + std::to_string(c) + "-s2";
+    for (int pass = 0; pass < 3; ++pass)
+      for (auto [algo, algo_name] : {std::pair{kernels::ConvAlgo::kIm2col, "im2col"},
+                                     std::pair{kernels::ConvAlgo::kDirect, "direct"}}) {
+        if (pass == 1 && algo == kernels::ConvAlgo::kDirect) continue;
+        const char* passes[] = {"fwd", "bwd_data", "bwd_filter"};
+        add_cpu(std::string("CpuConv3x3/") + passes[pass] + "/" + algo_name + "/" + size,
+                [=](benchmark::State& st, const std::string& key) {
+                  cpu_conv3x3(st, key, pass, algo, 32, hw, c, 2);
                 });
       }
   }
