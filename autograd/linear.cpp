@@ -21,9 +21,9 @@ int64_t matmul_flops(const Tensor& a, const Tensor& b, bool tb) {
 struct MatmulNode : Node {
   Tensor a, b;
   bool ta, tb;
+  int64_t flops;  // the forward's; each backward product has as many multiply-adds
   std::vector<Tensor> backward(const Tensor& g) override {
     Tensor da, db;
-    const int64_t flops = matmul_flops(a, b, ta);  // each product: the forward's multiply-adds
     if (inputs[0]) {
       da = ta ? t::matmul(b, g, tb, true) : t::matmul(g, b, false, !tb);
       add_flops(flops);
@@ -63,6 +63,7 @@ struct LinearNode : Node {
 }  // namespace
 
 Variable matmul(const Variable& a, const Variable& b, bool ta, bool tb) {
+  const int64_t flops = matmul_flops(a.data(), b.data(), tb);
   std::shared_ptr<MatmulNode> node;
   if (needs_grad({&a, &b})) {
     node = std::make_shared<MatmulNode>();
@@ -70,8 +71,9 @@ Variable matmul(const Variable& a, const Variable& b, bool ta, bool tb) {
     node->b = b.data();
     node->ta = ta;
     node->tb = tb;
+    node->flops = flops;
   }
-  add_flops(matmul_flops(a.data(), b.data(), tb));
+  add_flops(flops);
   return make_result(t::matmul(a.data(), b.data(), ta, tb), node, {&a, &b});
 }
 

@@ -49,6 +49,10 @@ TEST(FlopCount, MatmulCountsTwiceMNK) {
   // C[3, 5] = A^T [3, 7] B^T [7, 5]
   EXPECT_EQ(counted([&] { c = matmul(a, b, true, true); }), 2 * 3 * 7 * 5);
   EXPECT_EQ(counted([&] { sum(c).backward(); }), 2 * (2 * 3 * 7 * 5));
+  // One side transposed: C[3, 4] = A^T [3, 7] B [7, 4].
+  const Variable b2(random({7, 4}, gen), true);
+  EXPECT_EQ(counted([&] { c = matmul(a, b2, true, false); }), 2 * 3 * 7 * 4);
+  EXPECT_EQ(counted([&] { sum(c).backward(); }), 2 * (2 * 3 * 7 * 4));
 }
 
 TEST(FlopCount, ConvCountsEachPassThatRuns) {
