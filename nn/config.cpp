@@ -328,45 +328,27 @@ double parse_duration(const std::string& text, const std::string& flag) {
   return seconds;
 }
 
-#define MLAI_CONFIG_FIELDS(X)                                                                        \
-  X(arch)                                                                                            \
-  X(hidden)                                                                                          \
-  X(dropout) X(dataset) X(data_dir) X(val_split) X(val_on_test) X(workers) X(criterion) X(           \
-      label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov)   \
-      X(beta1) X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(      \
-          lr_power) X(warmup_steps) X(min_lr) X(epochs) X(batch_size) X(seed) X(device) X(precision) \
-          X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(          \
-              fast_dev_run) X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps)      \
-              X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(                      \
-                  check_val_every_n_epoch) X(log_dir) X(experiment_name) X(checkpoint_every)         \
-                  X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(         \
-                      progress) X(dist_backend) X(bucket_cap_mb) X(overlap) X(lr_scale) X(sync_bn)   \
-                      X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(     \
-                          image_size) X(image_channels) X(mean) X(std) X(pretrained) X(reset_head)   \
-                          X(early_stopping_patience) X(early_stopping_monitor) X(                    \
-                              early_stopping_min_delta) X(early_stopping_stopping_threshold)         \
-                              X(early_stopping_divergence_threshold) X(min_epochs) X(min_steps) X(   \
-                                  gradient_clip_val) X(gradient_clip_algorithm)                      \
-                                  X(accumulate_grad_batches) X(accumulation_schedule) X(             \
-                                      log_every_n_steps) X(max_steps) X(max_time)                    \
-                                      X(checkpoint_monitor) X(save_top_k) X(lr_find) X(              \
-                                          scale_batch_size) X(test_ckpt) X(plateau_monitor)          \
-                                          X(plateau_patience) X(plateau_threshold) X(                \
-                                              plateau_cooldown) X(ema_decay) X(ema_start_step)       \
-                                              X(test_only) X(validate_only) X(mixup_alpha) X(        \
-                                                  cutmix_alpha) X(rrc_scale) X(rrc_ratio)            \
-                                                  X(log_grad_norm) X(log_histograms) X(              \
-                                                      log_images) X(log_per_class)                   \
-                                                      X(log_device_stats) X(peak_tflops) X(          \
-                                                          detect_anomaly) X(no_bias_decay)           \
-                                                          X(profiler_trace) X(swa_lrs) X(            \
-                                                              swa_epoch_start) X(annealing_epochs)   \
-                                                              X(annealing_strategy) X(               \
-                                                                  freeze_backbone) X(freeze)         \
-                                                                  X(freeze_bn) X(                    \
-                                                                      unfreeze_backbone_at_epoch)    \
-                                                                      X(backbone_lr_ratio)           \
-                                                                          X(backbone_lr_growth)
+// clang-format off (one line per group of settings, as they were added)
+#define MLAI_CONFIG_FIELDS(X)                                                                   \
+  X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(val_on_test) X(workers) X(criterion)     \
+  X(label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
+  X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(lr_power) X(warmup_steps) X(min_lr)       \
+  X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
+  X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
+  X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
+  X(lr_scale) X(sync_bn) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
+  X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
+  X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \
+  X(early_stopping_divergence_threshold) X(min_epochs) X(min_steps) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) X(accumulation_schedule) \
+  X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) X(scale_batch_size) \
+  X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
+  X(ema_decay) X(ema_start_step) X(test_only) X(validate_only) X(mixup_alpha) X(cutmix_alpha) \
+  X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(log_device_stats) X(peak_tflops) X(detect_anomaly) X(no_bias_decay) \
+  X(profiler_trace) \
+  X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy) \
+  X(freeze_backbone) X(freeze) X(freeze_bn) X(unfreeze_backbone_at_epoch) X(backbone_lr_ratio) \
+  X(backbone_lr_growth)
+// clang-format on
 
 std::vector<double> parse_class_weights(const std::string& text) {
   std::vector<double> out;
