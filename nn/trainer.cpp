@@ -187,41 +187,14 @@ FitResult Trainer::fit() {
               : std::max<int64_t>(1, limit_batches(cfg_.val_check_interval, steps_per_epoch,
                                                    "--val-check-interval"));
 
-  ScheduleConfig sc;
-  sc.name = cfg_.lr_schedule;
-  sc.base_lr = cfg_.lr;
-  // Optimizer steps: one per accumulation group of an epoch's batches (--accumulate-grad-batches,
-  // or the epoch's count in --accumulation-schedule), and one for its last, shorter group
-  // (Lightning steps at the end of the epoch too).
-  auto opt_steps_in = [&](int64_t epoch) {
-    const int64_t a = accumulation_at(cfg_, epoch);
-    return std::max<int64_t>(1, (steps_per_epoch + a - 1) / a);
-  };
-  // Lightning's max_steps and max_time; --epochs -1: as many epochs as max_steps needs. The
-  // schedule spans the steps training will take (Lightning's estimated_stepping_batches).
+  // Lightning's max_steps and max_time; --epochs -1: as many epochs as max_steps needs.
   const int64_t max_steps = dev_run ? -1 : cfg_.max_steps;
   const double max_time = dev_run || cfg_.max_time.empty() ? 0.0
                                                            : parse_duration(cfg_.max_time, "--max-time");
-  int64_t epochs = dev_run ? 1 : cfg_.epochs;
-  if (epochs <= 0) {
-    epochs = 0;
-    for (int64_t steps = 0; steps < max_steps; steps += opt_steps_in(epochs)) ++epochs;
-  }
-  // Where each epoch starts, in optimizer steps (the epoch-interval schedules count epochs).
-  std::vector<int64_t> epoch_starts{0};
-  for (int64_t e = 0; e < epochs; ++e)
-    epoch_starts.push_back(epoch_starts.back() + opt_steps_in(e));
-  sc.total_steps = std::max<int64_t>(1, epoch_starts.back());
-  if (max_steps > 0) sc.total_steps = std::min(sc.total_steps, max_steps);
-  sc.steps_per_epoch = opt_steps_in(0);
-  if (!cfg_.accumulation_schedule.empty()) sc.epoch_starts = epoch_starts;
-  sc.step_epochs = cfg_.lr_step_epochs;
-  sc.milestones = cfg_.lr_milestones;
-  sc.gamma = cfg_.lr_gamma;
-  sc.warmup_steps = cfg_.warmup_steps;
-  sc.min_lr = cfg_.min_lr;
-  sc.power = cfg_.lr_power;
-  check_schedule(sc);
+  const StepPlan plan = plan_steps(steps_per_epoch, max_steps, dev_run);
+  const int64_t epochs = plan.epochs;
+  const std::vector<int64_t>& epoch_starts = plan.epoch_starts;
+  ScheduleConfig sc = plan.schedule;
 
   FitResult res;
   open_logs(res);

@@ -147,6 +147,14 @@ class Trainer {
   // trainer_setup.cpp: resumed on another geometry (resumed_geometry_),
   // the schedule's step for the point of training the checkpoint reached, in this run's steps
   // (state_.schedule_shift), and a line saying where the epoch continues.
+  // The run's epochs, where each starts in optimizer steps (the last entry: their total), and
+  // the learning-rate schedule over them (trainer_setup.cpp).
+  struct StepPlan {
+    int64_t epochs = 0;
+    std::vector<int64_t> epoch_starts;
+    ScheduleConfig schedule;
+  };
+  StepPlan plan_steps(int64_t steps_per_epoch, int64_t max_steps, bool dev_run) const;
   void reanchor_schedule(const io::Loader& loader, const ScheduleConfig& sc, int64_t epoch_start);
   // One epoch's training totals on this rank, for end_epoch().
   struct EpochTotals {

@@ -386,6 +386,42 @@ Trainer::~Trainer() {
   if (cfg_.detect_anomaly) autograd::set_detect_anomaly(false, false);  // (process-wide)
 }
 
+Trainer::StepPlan Trainer::plan_steps(int64_t steps_per_epoch, int64_t max_steps,
+                                      bool dev_run) const {
+  StepPlan plan;
+  // Optimizer steps: one per accumulation group of an epoch's batches (--accumulate-grad-batches,
+  // or the epoch's count in --accumulation-schedule), and one for its last, shorter group
+  // (Lightning steps at the end of the epoch too).
+  auto opt_steps_in = [&](int64_t epoch) {
+    const int64_t a = accumulation_at(cfg_, epoch);
+    return std::max<int64_t>(1, (steps_per_epoch + a - 1) / a);
+  };
+  plan.epochs = dev_run ? 1 : cfg_.epochs;
+  if (plan.epochs <= 0) {  // --epochs -1: as many as --max-steps needs
+    plan.epochs = 0;
+    for (int64_t steps = 0; steps < max_steps; steps += opt_steps_in(plan.epochs)) ++plan.epochs;
+  }
+  plan.epoch_starts = {0};
+  for (int64_t e = 0; e < plan.epochs; ++e)
+    plan.epoch_starts.push_back(plan.epoch_starts.back() + opt_steps_in(e));
+  // The schedule spans the steps training will take (Lightning's estimated_stepping_batches).
+  ScheduleConfig& sc = plan.schedule;
+  sc.name = cfg_.lr_schedule;
+  sc.base_lr = cfg_.lr;
+  sc.total_steps = std::max<int64_t>(1, plan.epoch_starts.back());
+  if (max_steps > 0) sc.total_steps = std::min(sc.total_steps, max_steps);
+  sc.steps_per_epoch = opt_steps_in(0);
+  if (!cfg_.accumulation_schedule.empty()) sc.epoch_starts = plan.epoch_starts;
+  sc.step_epochs = cfg_.lr_step_epochs;
+  sc.milestones = cfg_.lr_milestones;
+  sc.gamma = cfg_.lr_gamma;
+  sc.warmup_steps = cfg_.warmup_steps;
+  sc.min_lr = cfg_.min_lr;
+  sc.power = cfg_.lr_power;
+  check_schedule(sc);
+  return plan;
+}
+
 void Trainer::reanchor_schedule(const io::Loader& loader, const ScheduleConfig& sc,
                                 int64_t epoch_start) {
   // The epoch's batches still to run, in this run's ranks and batch size, keep the epoch's
