@@ -366,6 +366,11 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--bucket-cap-mb", c.bucket_cap_mb, "Data parallel: gradient bucket size (MB)")->capture_default_str();
   app.add_flag("!--no-overlap", c.overlap,
                "Data parallel: start allreduces after backward instead of during it");
+  app.add_option("--ddp-comm-hook", c.ddp_comm_hook,
+                 "Data parallel: none, fp16 or bf16 (PyTorch DDP's fp16_compress_hook, "
+                 "bf16_compress_hook): float32 gradient buckets cross the network in 16 bits, "
+                 "divided by the world size, half the bytes")
+      ->capture_default_str();
   app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")->capture_default_str();
   app.add_flag("--sync-bn", c.sync_bn,
                "Data parallel: batch-norm statistics over the global batch (SyncBatchNorm)");

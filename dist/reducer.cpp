@@ -72,6 +72,8 @@ Reducer::Reducer(std::vector<std::pair<std::string, Variable>> params, Communica
       off += v.numel();
     }
     bucket.params = g.params;
+    if (g.dtype == tensor::DType::kFloat32 && opt_.compress_to != tensor::DType::kFloat32)
+      bucket.wire = tensor::Tensor::zeros({total}, opt_.compress_to, dev);
     buckets_.push_back(std::move(bucket));
   }
   for (size_t b = 0; b < buckets_.size(); ++b)
@@ -93,6 +95,12 @@ std::vector<std::vector<std::string>> Reducer::bucket_names() const {
     for (size_t k : b.params) out.back().push_back(params_[k].first);
   }
   return out;
+}
+
+size_t Reducer::wire_bytes() const {
+  size_t bytes = 0;
+  for (const Bucket& b : buckets_) bytes += (b.wire.defined() ? b.wire : b.flat).nbytes();
+  return bytes;
 }
 
 void Reducer::zero_grad() {
@@ -128,7 +136,12 @@ void Reducer::start_ready_in_order() {
   while (next_to_start_ < buckets_.size() && buckets_[next_to_start_].ready) {
     Bucket& b = buckets_[next_to_start_++];
     b.launched_us = trace::enabled() ? trace::now_us() : -1;
-    b.work = comm_.allreduce_sum_async(b.flat);
+    if (b.wire.defined()) {  // compress: the mean's share, in 16 bits
+      tensor::scale_cast_(b.flat, b.wire, 1.0 / comm_.world());
+      b.work = comm_.allreduce_sum_async(b.wire);
+    } else {
+      b.work = comm_.allreduce_sum_async(b.flat);
+    }
     if (in_backward_) ++started_in_backward_;
   }
 }
@@ -142,10 +155,13 @@ void Reducer::finish() {
   for (size_t k = 0; k < buckets_.size(); ++k) {
     Bucket& b = buckets_[k];
     if (b.work) b.work->wait();
+    if (b.wire.defined())  // decompress: the mean times the world size, the sum as uncompressed
+      tensor::scale_cast_(b.wire, b.flat, static_cast<double>(comm_.world()));
     if (b.launched_us >= 0 && trace::enabled()) {  // from launch to the wait that found it done
-      char name[64];
-      std::snprintf(name, sizeof(name), "allreduce bucket %zu (%.2f MB)", k,
-                    static_cast<double>(b.flat.nbytes()) / 1e6);
+      const tensor::Tensor& sent = b.wire.defined() ? b.wire : b.flat;
+      char name[80];
+      std::snprintf(name, sizeof(name), "allreduce bucket %zu (%.2f MB %s)", k,
+                    static_cast<double>(sent.nbytes()) / 1e6, tensor::dtype_name(sent.dtype()));
       trace::record(name, "comm", trace::kBucketTrack + static_cast<int>(k), b.launched_us,
                     trace::now_us());
     }

@@ -7,6 +7,11 @@
 // every rank (a bucket that is ready early waits for its predecessors), which keeps the
 // collectives matched across ranks. finish() waits for all of them: gradients then hold the
 // sum over ranks, and the optimizer's grad_scale = 1/world makes it the mean (no extra pass).
+// With compress_to float16 or bfloat16 (--ddp-comm-hook, PyTorch DDP's fp16_compress_hook and
+// bf16_compress_hook), a float32 bucket travels as a 16-bit copy of itself divided by the world
+// size (so the sum keeps the range of one rank's gradients): half the bytes on the wire, summed
+// in float and rounded once per addition; after the wait the copy, times the world size, is
+// written back, so the gradients hold the (rounded) sum as without it.
 #pragma once
 
 #include <memory>
@@ -25,6 +30,8 @@ struct ReducerOptions {
   double bucket_cap_mb = 25.0;
   double first_bucket_mb = 1.0;
   bool overlap = true;  // false: every allreduce starts after backward (--no-overlap)
+  // kFloat32: buckets travel as they are; kFloat16/kBFloat16: float32 buckets are compressed.
+  tensor::DType compress_to = tensor::DType::kFloat32;
 };
 
 class Reducer {
@@ -48,10 +55,14 @@ class Reducer {
   std::vector<std::vector<std::string>> bucket_names() const;
   // Buckets whose allreduce started from a hook during the last backward (overlap evidence).
   int started_during_backward() const { return started_in_backward_; }
+  // Bytes one allreduce of every bucket puts on the wire per rank (the compressed size where
+  // compression applies).
+  size_t wire_bytes() const;
 
  private:
   struct Bucket {
     tensor::Tensor flat;
+    tensor::Tensor wire;         // the 16-bit copy that travels (compression only)
     std::vector<size_t> params;  // indices into params_
     int pending = 0;
     bool ready = false;

@@ -37,6 +37,17 @@ void cast(const Src* in, Dst* out, int64_t n) {
   });
 }
 
+template <class Src, class Dst>
+void scale_cast(const Src* in, Dst* out, int64_t n, float alpha) {
+  parallel_for(n, kElementGrain, [=](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) out[i] = from_acc<Dst>(to_acc(in[i]) * alpha);
+  });
+}
+template void scale_cast<float, Half>(const float*, Half*, int64_t, float);
+template void scale_cast<float, BFloat16>(const float*, BFloat16*, int64_t, float);
+template void scale_cast<Half, float>(const Half*, float*, int64_t, float);
+template void scale_cast<BFloat16, float>(const BFloat16*, float*, int64_t, float);
+
 #define MLAI_CAST_TO(S)                        \
   template void cast<S, float>(const S*, float*, int64_t);       \
   template void cast<S, double>(const S*, double*, int64_t);     \

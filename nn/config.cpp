@@ -162,6 +162,7 @@ void Config::validate() const {
           "--rrc-ratio must be two aspect ratios, 0 < MIN <= MAX (like 0.75,1.3333)");
   require(devices >= 0, "--devices must be >= 0 (the processes to start; 0: as launched)");
   require(bucket_cap_mb > 0, "--bucket-cap-mb must be > 0");
+  parse_ddp_comm_hook(ddp_comm_hook);
   require(dist_timeout >= 0, "--dist-timeout must be >= 0 seconds (0: no deadline)");
   require(criterion == "cross_entropy" || criterion == "nll",
           "--criterion must be cross_entropy or nll, got '" + criterion + "'");
@@ -283,6 +284,15 @@ kernels::MatmulPrecision parse_matmul_precision(const std::string& text) {
                               "' is unknown (expected highest, high: TF32, or medium: bf16)");
 }
 
+tensor::DType parse_ddp_comm_hook(const std::string& text) {
+  if (text == "none") return tensor::DType::kFloat32;
+  if (text == "fp16" || text == "fp16_compress_hook") return tensor::DType::kFloat16;
+  if (text == "bf16" || text == "bf16_compress_hook") return tensor::DType::kBFloat16;
+  throw std::invalid_argument("--ddp-comm-hook '" + text +
+                              "' is unknown (expected none, fp16 or bf16: PyTorch's "
+                              "fp16_compress_hook, bf16_compress_hook)");
+}
+
 double parse_duration(const std::string& text, const std::string& flag) {
   const auto bad = [&]() {
     return std::invalid_argument(
@@ -328,14 +338,15 @@ double parse_duration(const std::string& text, const std::string& flag) {
   return seconds;
 }
 
-// clang-format off (one line per group of settings, as they were added)
+// One line per group of settings, as they were added:
+// clang-format off
 #define MLAI_CONFIG_FIELDS(X)                                                                   \
   X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(val_on_test) X(workers) X(criterion)     \
   X(label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
   X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(lr_power) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
-  X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap)         \
+  X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap) X(ddp_comm_hook)         \
   X(lr_scale) X(sync_bn) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \

@@ -5,11 +5,12 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/gemm.h"
+#include "tensor/dtype.h"
 
 namespace mlai::nn {
 
@@ -188,6 +189,9 @@ struct Config {
   std::string dist_backend = "auto";  // auto: nccl on GPUs, mpi on CPUs
   double bucket_cap_mb = 25.0;
   bool overlap = true;            // false: --no-overlap
+  // PyTorch DDP's communication hook: none, fp16 (fp16_compress_hook) or bf16
+  // (bf16_compress_hook): float32 gradient buckets cross the network in 16 bits
+  std::string ddp_comm_hook = "none";
   std::string lr_scale = "none";  // linear: lr *= world size
   bool sync_bn = false;           // data parallel: batch-norm statistics over all ranks
   double dist_timeout = 600.0;    // seconds a collective may take before the job aborts (0: never)
@@ -270,6 +274,8 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
 // --float32-matmul-precision highest|high|medium (torch.set_float32_matmul_precision's
 // names). Throws naming the flag and the choices on anything else.
 kernels::MatmulPrecision parse_matmul_precision(const std::string& text);
+// --ddp-comm-hook: the dtype float32 gradient buckets travel in (float32: not compressed).
+tensor::DType parse_ddp_comm_hook(const std::string& text);
 
 // Seconds in a duration written as Lightning's max_time ("DD:HH:MM:SS") or as a Slurm time
 // ("MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS"); a field may have a decimal

@@ -353,12 +353,20 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
         std::printf("sync batch norm: %zu layer(s) normalise with the global batch's statistics\n",
                     bns.size());
     }
+    std::string hook;  // --ddp-comm-hook: what the compression leaves of a step's allreduces
+    if (parse_ddp_comm_hook(cfg_.ddp_comm_hook) != tensor::DType::kFloat32) {
+      char buf[128];
+      std::snprintf(buf, sizeof(buf), ", %s gradient compression (%.2f MB a step on the wire)",
+                    cfg_.ddp_comm_hook.substr(0, 4).c_str(),
+                    static_cast<double>(reducer_->wire_bytes()) / 1e6);
+      hook = buf;
+    }
     if (main_)
       std::printf(
           "data parallel: world size %d on %d node(s), backend %s, %zu gradient bucket(s) "
-          "of <= %.0f MB, overlap %s; batch %lld per rank, %lld in all; lr %g%s\n",
+          "of <= %.0f MB, overlap %s%s; batch %lld per rank, %lld in all; lr %g%s\n",
           world, group_.nodes(), comm_->name(), reducer_->bucket_count(), cfg_.bucket_cap_mb,
-          cfg_.overlap ? "on" : "off", static_cast<long long>(cfg_.batch_size),
+          cfg_.overlap ? "on" : "off", hook.c_str(), static_cast<long long>(cfg_.batch_size),
           static_cast<long long>(cfg_.batch_size * world), cfg_.lr,
           cfg_.lr_scale == "linear" ? " (scaled linearly)" : "");
   }
@@ -369,6 +377,7 @@ void Trainer::build_reducer() {
   dist::ReducerOptions ro;
   ro.bucket_cap_mb = cfg_.bucket_cap_mb;
   ro.overlap = cfg_.overlap;
+  ro.compress_to = parse_ddp_comm_hook(cfg_.ddp_comm_hook);
   // The variables backward gives gradients to: fp16/bf16 working copies under mixed
   // precision (half the bytes to allreduce), the float32 parameters otherwise; frozen ones
   // get none, and a bucket waiting for them would never be ready.

@@ -305,6 +305,30 @@ Tensor cast(const Tensor& x, DType dt) {
   return out;
 }
 
+void scale_cast_(const Tensor& x, Tensor& out, double alpha) {
+  if (x.numel() != out.numel() || x.device() != out.device())
+    throw std::invalid_argument("scale_cast_: " + x.str() + " into " + out.str() +
+                                " (the same size and device expected)");
+  const bool narrow = x.dtype() == DType::kFloat32 && out.dtype() != DType::kFloat32;
+  const bool widen = out.dtype() == DType::kFloat32 && x.dtype() != DType::kFloat32;
+  if (!narrow && !widen)
+    throw std::invalid_argument("scale_cast_: " + x.str() + " into " + out.str() +
+                                " (float32 to float16/bfloat16 or back expected)");
+  const auto a = static_cast<float>(alpha);
+  const int64_t n = x.numel();
+  if (narrow) {
+    MLAI_DISPATCH_TRAINING(out.dtype(), "scale_cast_", {
+      if constexpr (!std::is_same_v<scalar_t, float>)
+        MLAI_CALL(x.device(), scale_cast, x.data<float>(), out.data<scalar_t>(), n, a);
+    });
+  } else {
+    MLAI_DISPATCH_TRAINING(x.dtype(), "scale_cast_", {
+      if constexpr (!std::is_same_v<scalar_t, float>)
+        MLAI_CALL(x.device(), scale_cast, x.data<scalar_t>(), out.data<float>(), n, a);
+    });
+  }
+}
+
 void fill_(Tensor& t, double value) {
   MLAI_DISPATCH_ALL(t.dtype(), "fill_",
                     MLAI_CALL(t.device(), fill<scalar_t>, t.data<scalar_t>(), t.numel(), value));

@@ -50,6 +50,10 @@ void gemm_(const Tensor& a, const Tensor& b, Tensor& c, bool trans_a, bool trans
            double beta);
 
 Tensor cast(const Tensor& x, DType dt);
+// out = x * alpha, multiplied in float and rounded once into out's dtype, for an existing
+// `out` of x's size on x's device: float32 to float16/bfloat16 or back (data-parallel
+// gradient compression, --ddp-comm-hook).
+void scale_cast_(const Tensor& x, Tensor& out, double alpha);
 void fill_(Tensor& t, double value);
 void uniform_(Tensor& t, double lo, double hi, Generator& gen);
 void normal_(Tensor& t, double mean, double stddev, Generator& gen);

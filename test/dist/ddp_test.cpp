@@ -116,6 +116,57 @@ TEST_F(Ddp, SixteenBitAllreduceSumsInFloat) {
   }
 }
 
+// --ddp-comm-hook fp16|bf16 (PyTorch's fp16_compress_hook): a float32 bucket travels as its
+// 16-bit share of the mean, half the bytes; the gradients then hold that rounded mean times the
+// world size, the sum the optimizer's 1/world turns into the mean. 16-bit buckets (mixed
+// precision's working weights) travel as they are.
+TEST_F(Ddp, CompressedBucketsCarryTheRoundedMean) {
+  for (tensor::DType wire : {tensor::DType::kFloat16, tensor::DType::kBFloat16}) {
+    SCOPED_TRACE(tensor::dtype_name(wire));
+    tensor::Generator gen(1);  // the same weights on both ranks
+    std::vector<std::pair<std::string, autograd::Variable>> params;
+    params.emplace_back("w", autograd::Variable(Tensor::uniform({5000}, -1, 1, gen), true));
+    params.emplace_back(
+        "h",
+        autograd::Variable(Tensor::uniform({300}, -1, 1, gen).to(tensor::DType::kFloat16), true));
+    auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
+    ReducerOptions ro;
+    ro.compress_to = wire;
+    Reducer red(params, *comm, ro);
+    EXPECT_EQ(red.wire_bytes(), 5000u * 2 + 300 * 2);
+    // Each rank's gradient is its own random data (every rank can draw both).
+    std::vector<Tensor> data;
+    for (int r = 0; r < 2; ++r) {
+      tensor::Generator g(100 + r);
+      data.push_back(Tensor::uniform({5000}, -1e-3, 1e-3, g));
+    }
+    const int me = group().rank();
+    autograd::Variable loss =
+        autograd::sum(autograd::mul(params[0].second, autograd::Variable(data[me], false)));
+    loss.backward();
+    autograd::Variable loss16 = autograd::scale(autograd::sum(params[1].second), me + 1.0);
+    loss16.backward();
+    red.finish();
+    // What travels: each rank's gradient / 2 in 16 bits; the sum rounded once (MPI sums the
+    // two in float); back in float32, times 2.
+    std::vector<Tensor> share;
+    for (const Tensor& d : data) share.push_back(tensor::cast(tensor::scale(d, 0.5), wire));
+    const Tensor sum16 = tensor::cast(tensor::add(tensor::cast(share[0], tensor::DType::kFloat32),
+                                                  tensor::cast(share[1], tensor::DType::kFloat32)),
+                                      wire);
+    const std::vector<float> expected =
+        tensor::scale(tensor::cast(sum16, tensor::DType::kFloat32), 2.0).to_vector<float>();
+    const std::vector<float> got = params[0].second.grad().to_vector<float>();
+    EXPECT_EQ(got, expected);
+    EXPECT_NE(got, tensor::add(data[0], data[1]).to_vector<float>());  // it was compressed
+    const double err =
+        tensor::max_rel_error(params[0].second.grad(), tensor::add(data[0], data[1]));
+    EXPECT_LT(err, wire == tensor::DType::kFloat16 ? 2e-3 : 2e-2);
+    // The fp16 bucket: (1 + 2) summed as without compression.
+    EXPECT_EQ(params[1].second.grad().to(tensor::DType::kFloat32).to_vector<float>()[7], 3.0f);
+  }
+}
+
 // Mixed precision: fp16 working-weight gradients and fp32 batch-norm ones never share a bucket;
 // each dtype fills its own buckets, ordered by when backward makes them ready.
 TEST_F(Ddp, ReducerKeepsOneDtypePerBucket) {

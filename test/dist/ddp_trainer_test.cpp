@@ -35,6 +35,29 @@ TEST_F(Ddp, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch) {
   EXPECT_EQ(r2.val.samples, r1.val.samples);
 }
 
+// --ddp-comm-hook: the gradients cross in 16 bits, so the run drifts from one process's by
+// about their rounding, not more (bf16 keeps 8 bits, fp16 11), and it is not bit-identical to
+// the uncompressed run (the compression happened).
+TEST_F(Ddp, CompressedGradientsTrainAsOneRankToTheirRounding) {
+  nn::Config one = config(32);
+  one.log_dir = root + "/logs-single-hook";
+  nn::Trainer single(one, "", ProcessGroup::single());
+  single.fit();
+  for (const char* hook : {"fp16", "bf16"}) {
+    SCOPED_TRACE(hook);
+    nn::Config two = config(16);
+    two.ddp_comm_hook = hook;
+    two.log_dir = root + "/logs-hook-" + hook;
+    nn::Trainer ddp(two, "", group());
+    const nn::FitResult r2 = ddp.fit();
+    const double rel = max_rel_diff(flat_weights(ddp), flat_weights(single));
+    EXPECT_LT(rel, std::string(hook) == "fp16" ? 2e-3 : 2e-2)
+        << "after " << r2.global_step << " steps";
+    EXPECT_GT(rel, 1e-5) << "no further from one process than uncompressed two ranks are";
+    EXPECT_EQ(r2.test.samples, 200);
+  }
+}
+
 // Resumed on another number of ranks (a requeued job given fewer or more nodes): the epoch
 // continues from the sample its checkpoint reached, so two ranks of batch 16 stopped mid-epoch
 // and resumed as one process of batch 32 (or of 16, accumulating 2) end where one process of

@@ -281,6 +281,26 @@ TEST_F(CudaVsCpu, CastEveryPairIsExact) {
   }
 }
 
+// --ddp-comm-hook's packing and unpacking: the same bits as the CPU, for a world size that is
+// not a power of two (so the float product rounds) and values beyond half's range (inf).
+TEST_F(CudaVsCpu, ScaleCastPacksAndUnpacksExactly) {
+  for (int64_t n : kSizes) {
+    const Tensor x = rand({n}, DType::kFloat32, -2e5, 2e5), gx = x.to(kGpu);
+    for (DType wire : {DType::kFloat16, DType::kBFloat16}) {
+      SCOPED_TRACE(std::string(dtype_name(wire)) + " n=" + std::to_string(n));
+      Tensor w = Tensor::empty({n}, wire), gw = Tensor::empty({n}, wire, kGpu);
+      scale_cast_(x, w, 1.0 / 3);
+      scale_cast_(gx, gw, 1.0 / 3);
+      EXPECT_EQ(gw.to(Device::cpu()).to_double_vector(), w.to_double_vector());
+      Tensor back = Tensor::empty({n}, DType::kFloat32),
+             gback = Tensor::empty({n}, DType::kFloat32, kGpu);
+      scale_cast_(w, back, 3.0);
+      scale_cast_(gw, gback, 3.0);
+      EXPECT_EQ(gback.to(Device::cpu()).to_vector<float>(), back.to_vector<float>());
+    }
+  }
+}
+
 TEST_F(CudaVsCpu, FillEveryDtype) {
   for (DType dt : {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16,
                    DType::kInt32, DType::kInt64, DType::kUInt8}) {

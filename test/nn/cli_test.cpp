@@ -67,6 +67,7 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--peak-tflops -1", "--peak-tflops"},
       {"--accumulation-schedule 0:2,0:4", "--accumulation-schedule"},
       {"--accumulation-schedule 0:2 --accumulate-grad-batches 2", "--accumulation-schedule"},
+      {"--ddp-comm-hook powersgd", "--ddp-comm-hook"},
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);

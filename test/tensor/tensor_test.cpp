@@ -69,6 +69,35 @@ TEST(Tensor, CastsRoundToNearestEven) {
   EXPECT_EQ(cast(cast(f, DType::kFloat64), DType::kFloat32).to_vector<float>(), f.to_vector<float>());
 }
 
+// --ddp-comm-hook's packing: x * alpha rounded to float (a float product, exact in double and
+// rounded once), then to the 16-bit format as cast() rounds; unpacking the same the other way.
+TEST(Tensor, ScaleCastRoundsTheFloatProductThenTheFormat) {
+  Generator gen(5);
+  const Tensor x = Tensor::uniform({4099}, -3e5, 3e5, gen);  // beyond half's range too
+  const float alpha = 1.0f / 3;
+  std::vector<float> product;
+  for (float v : x.to_vector<float>())
+    product.push_back(static_cast<float>(static_cast<double>(v) * alpha));
+  const Tensor expected_x = Tensor::from_vector(product, {4099});
+  for (DType wire : {DType::kFloat16, DType::kBFloat16}) {
+    SCOPED_TRACE(dtype_name(wire));
+    Tensor w = Tensor::empty({4099}, wire);
+    scale_cast_(x, w, 1.0 / 3);
+    const std::vector<double> got = w.to_double_vector();
+    EXPECT_EQ(got, cast(expected_x, wire).to_double_vector());
+    EXPECT_NE(got, cast(x, wire).to_double_vector());  // alpha was applied
+    Tensor back = Tensor::empty({4099}, DType::kFloat32);
+    scale_cast_(w, back, 3.0);
+    std::vector<float> times3;
+    for (double v : got) times3.push_back(static_cast<float>(v * 3.0f));
+    EXPECT_EQ(back.to_vector<float>(), times3);
+  }
+  Tensor wrong = Tensor::empty({4099}, DType::kFloat64);
+  EXPECT_THROW(scale_cast_(x, wrong, 1.0), std::invalid_argument);
+  Tensor small = Tensor::empty({10}, DType::kFloat16);
+  EXPECT_THROW(scale_cast_(x, small, 1.0), std::invalid_argument);
+}
+
 TEST(Tensor, HalfConversionIsExactForEveryHalf) {
   // Every finite half converts to float and back to itself.
   for (uint32_t bits = 0; bits < 0x10000; ++bits) {
