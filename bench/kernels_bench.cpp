@@ -1,6 +1,8 @@
 // CPU benchmarks of the tensor ops (the CPU backend, which is also the reference of every CUDA
 // kernel); the CUDA ones are in kernels_cuda_bench.cpp. Each op is checked against a float64
 // reference before it is timed. Names are Cpu<Op>/<dtype>/<size> (GEMM sizes are MxNxK);
+// CpuHalf/<to_fp16|to_fp32|sum>/<f16c|portable>/N times kernels/half_convert.h on one core
+// (the casts, --ddp-comm-hook's packing and the MPI sum of fp16 buckets) on each path;
 // CpuConv3x3/<pass>/<im2col|winograd>/NxHxWxC times one pass of a 3x3 stride-1 convolution
 // (resnet18_cifar's four stages at batch 32) with each CPU algorithm, checked against the
 // other; its GFLOPS count the direct convolution's multiply-adds for both, so their ratio is
@@ -19,7 +21,9 @@
 
 #include "bench/bench_util.h"
 #include "bench/reference.h"
+#include "kernels/common.h"
 #include "kernels/conv.h"
+#include "kernels/half_convert.h"
 #include "tensor/ops.h"
 
 namespace mlai::bench {
@@ -174,6 +178,53 @@ void cpu_conv3x3(benchmark::State& state, const std::string& key, int pass, kern
            2.0 * static_cast<double>(n * g.out_h() * g.out_w() * c_out * 9 * c) * 1e-9, s, 0);
 }
 
+// One core's float <-> half conversions (op 0: to fp16, 1: to fp32, 2: the sum of two fp16
+// arrays), on the F16C path or the portable one; GB/s count the bytes read and written.
+void cpu_half(benchmark::State& state, const std::string& key, int op, bool f16c, int64_t n) {
+  namespace kc = kernels::cpu;
+  kc::use_f16c(f16c);
+  if (f16c && std::string(kc::half_conversion_isa()) != "f16c") {
+    state.SkipWithError("this CPU has no F16C");
+    return;
+  }
+  Generator gen(4);
+  const Tensor x = Tensor::uniform({n}, -70000, 70000, gen);  // beyond half's range too
+  const Tensor h = tensor::cast(x, DType::kFloat16),
+               h2 = tensor::cast(tensor::scale(x, 0.5), DType::kFloat16);
+  const auto* hp = &h.data<kernels::Half>()->bits;
+  // The output is allocated once; the sum adds into it again on every call (its values do
+  // not change the speed of either path: both are branch-free).
+  Tensor out = Tensor::empty({n}, op == 1 ? DType::kFloat32 : DType::kFloat16);
+  if (op == 2) out.copy_from(h2);
+  auto run = [&] {
+    if (op == 0) kc::floats_to_halves(x.data<float>(), &out.data<kernels::Half>()->bits, n);
+    if (op == 1) kc::halves_to_floats(hp, out.data<float>(), n);
+    if (op == 2) kc::add_halves(hp, &out.data<kernels::Half>()->bits, n);
+    return out;
+  };
+  if (!validate_once(state, key, [&] {  // against common.h's scalar conversions
+        const std::vector<double> got = run().to_double_vector(), xs = x.to_double_vector(),
+                                  hs = h.to_double_vector(), h2s = h2.to_double_vector();
+        for (size_t i = 0; i < got.size(); i += 101) {
+          const double want =
+              op == 0   ? kernels::half_to_float(kernels::float_to_half(static_cast<float>(xs[i])))
+              : op == 1 ? hs[i]
+                        : kernels::half_to_float(kernels::float_to_half(
+                              static_cast<float>(hs[i]) + static_cast<float>(h2s[i])));
+          if (!(got[i] == want || (std::isnan(got[i]) && std::isnan(want))))
+            return "element " + std::to_string(i) + " differs";
+        }
+        return std::string();
+      })) {
+    kc::use_f16c(true);
+    return;
+  }
+  const double s = time_cpu(state, run);
+  kc::use_f16c(true);
+  // 6 bytes an element each way: 4 read and 2 written, 2 and 4, or 2 + 2 read and 2 written
+  set_rate(state, "GBps", 6.0 * static_cast<double>(n) * 1e-9, s, 0);
+}
+
 template <class Fn>
 void add_cpu(const std::string& name, Fn fn) {
   benchmark::RegisterBenchmark(name.c_str(),
@@ -204,6 +255,14 @@ void register_cpu_benchmarks() {
     add_cpu("CpuSum/fp32/" + size,
             [n](benchmark::State& st, const std::string& key) { cpu_sum(st, key, n); });
   }
+  for (int op = 0; op < 3; ++op)
+    for (bool f16c : {true, false}) {
+      const int64_t n = int64_t{1} << 24;
+      const char* ops[] = {"to_fp16", "to_fp32", "sum"};
+      add_cpu(
+          std::string("CpuHalf/") + ops[op] + (f16c ? "/f16c/" : "/portable/") + count_label(n),
+          [=](benchmark::State& st, const std::string& key) { cpu_half(st, key, op, f16c, n); });
+    }
   // resnet18_cifar's stages, then resnet20's (16, 32, 64 channels at 32, 16, 8 pixels).
   for (auto [hw, c] : {std::pair<int64_t, int64_t>{32, 64}, {16, 128}, {8, 256}, {4, 512},
                        {32, 16}, {16, 32}, {8, 64}}) {

@@ -5,13 +5,14 @@
 
 #include <limits>
 #include <memory>
-#include <string>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "dist/communicator.h"
 #include "dist/watchdog.h"
 #include "kernels/common.h"
+#include "kernels/half_convert.h"
 #ifdef MLAI_WITH_CUDA
 #include "dist/nccl_communicator.h"
 #endif
@@ -21,12 +22,18 @@ namespace mlai::dist {
 namespace {
 // MPI has no 16-bit float types: fp16/bf16 travel as 2-byte opaque elements, summed by our own
 // commutative reduction (in float, rounded once per addition: what NCCL does for half sums).
+// fp16 goes through half_convert.h (F16C where the CPU has it: the reduction runs inside MPI's
+// calls, on the communication's critical path).
 template <class T>
 void sum_16bit(void* in, void* inout, int* len, MPI_Datatype*) {
-  const T* a = static_cast<const T*>(in);
-  T* b = static_cast<T*>(inout);
-  for (int i = 0; i < *len; ++i)
-    b[i] = kernels::from_acc<T>(kernels::to_acc(a[i]) + kernels::to_acc(b[i]));
+  if constexpr (std::is_same_v<T, kernels::Half>) {
+    kernels::cpu::add_halves(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(inout), *len);
+  } else {
+    const T* a = static_cast<const T*>(in);
+    T* b = static_cast<T*>(inout);
+    for (int i = 0; i < *len; ++i)
+      b[i] = kernels::from_acc<T>(kernels::to_acc(a[i]) + kernels::to_acc(b[i]));
+  }
 }
 struct SixteenBit {
   MPI_Datatype f16 = MPI_DATATYPE_NULL, bf16 = MPI_DATATYPE_NULL;

@@ -2,6 +2,7 @@
 // them), rounding to nearest even into half/bf16.
 #include "kernels/cast.h"
 
+#include "kernels/half_convert.h"
 #include "kernels/parallel.h"
 
 namespace mlai::kernels::cpu {
@@ -20,27 +21,34 @@ inline double as_double(uint8_t v) { return v; }
 // the same bits).
 template <class Src, class Dst>
 void cast(const Src* in, Dst* out, int64_t n) {
-  parallel_for(n, kElementGrain, [=](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      if constexpr (std::is_same_v<Src, Dst>) {
-        out[i] = in[i];
-      } else if constexpr (std::is_same_v<Src, int64_t> && std::is_same_v<Dst, int32_t>) {
-        out[i] = static_cast<int32_t>(in[i]);  // not through double: keeps large values exact
-      } else if constexpr (std::is_same_v<Src, float> && std::is_same_v<Dst, Half>) {
-        out[i] = Half{float_to_half(in[i])};  // (what the line below does, without a double)
-      } else if constexpr (std::is_same_v<Src, Half> && std::is_same_v<Dst, float>) {
-        out[i] = half_to_float(in[i].bits);
-      } else {
-        out[i] = from_acc<Dst>(as_double(in[i]));
+  if constexpr ((std::is_same_v<Src, float> && std::is_same_v<Dst, Half>) ||
+                (std::is_same_v<Src, Half> && std::is_same_v<Dst, float>)) {
+    scale_cast(in, out, n, 1.0f);  // (through half_convert.h: F16C where the CPU has it)
+  } else {
+    parallel_for(n, kElementGrain, [=](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        if constexpr (std::is_same_v<Src, Dst>) {
+          out[i] = in[i];
+        } else if constexpr (std::is_same_v<Src, int64_t> && std::is_same_v<Dst, int32_t>) {
+          out[i] = static_cast<int32_t>(in[i]);  // not through double: keeps large values exact
+        } else {
+          out[i] = from_acc<Dst>(as_double(in[i]));
+        }
       }
-    }
-  });
+    });
+  }
 }
 
 template <class Src, class Dst>
 void scale_cast(const Src* in, Dst* out, int64_t n, float alpha) {
   parallel_for(n, kElementGrain, [=](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) out[i] = from_acc<Dst>(to_acc(in[i]) * alpha);
+    if constexpr (std::is_same_v<Dst, Half>) {  // F16C where the CPU has it
+      floats_to_halves(in + i0, &out[i0].bits, i1 - i0, alpha);
+    } else if constexpr (std::is_same_v<Src, Half>) {
+      halves_to_floats(&in[i0].bits, out + i0, i1 - i0, alpha);
+    } else {
+      for (int64_t i = i0; i < i1; ++i) out[i] = from_acc<Dst>(to_acc(in[i]) * alpha);
+    }
   });
 }
 template void scale_cast<float, Half>(const float*, Half*, int64_t, float);

@@ -3,8 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <string>
+#include <vector>
 
+#include "kernels/common.h"
+#include "kernels/half_convert.h"
 #include "tensor/fused_ops.h"
 #include "tensor/ops.h"
 
@@ -215,6 +220,95 @@ TEST(CpuKernels, UnscaleCheckFiniteFlagsInfAndNan) {
     fill_(grads[55], INFINITY);  // in the second launch group
     unscale_check_finite_(grads, inv, found);
     EXPECT_EQ(found.item(), 1.0);
+  }
+}
+
+// The F16C path of kernels/half_convert.h gives the portable conversions' bits: every half,
+// every rounding tie between halves and its float neighbours, a sweep over all floats, scaled
+// conversions and sums; NaN stays NaN. Lengths that are not multiples of 8 test the tails.
+TEST(HalfConvert, F16cGivesThePortableBits) {
+  namespace k = mlai::kernels;
+  if (std::string(k::cpu::half_conversion_isa()) != "f16c")
+    GTEST_SKIP() << "this CPU has no F16C: the portable conversions are the only path";
+  auto same = [](uint32_t a, uint32_t b, bool half) {
+    const uint32_t exp = half ? 0x7c00u : 0x7f800000u, man = half ? 0x3ffu : 0x7fffffu;
+    const bool nan_a = (a & exp) == exp && (a & man), nan_b = (b & exp) == exp && (b & man);
+    return nan_a || nan_b ? nan_a == nan_b : a == b;
+  };
+  struct Run {  // one conversion by both paths
+    std::vector<uint32_t> f16c, portable;
+  };
+  auto both = [](auto convert) {
+    Run r;
+    k::cpu::use_f16c(true);
+    r.f16c = convert();
+    k::cpu::use_f16c(false);
+    r.portable = convert();
+    k::cpu::use_f16c(true);
+    return r;
+  };
+  // Every half to float, plain and times 3.
+  std::vector<uint16_t> halves(65536 + 5);
+  for (size_t i = 0; i < halves.size(); ++i) halves[i] = static_cast<uint16_t>(i * 40503u);
+  for (float alpha : {1.0f, 3.0f}) {
+    const Run r = both([&] {
+      std::vector<float> f(halves.size());
+      k::cpu::halves_to_floats(halves.data(), f.data(), static_cast<int64_t>(f.size()), alpha);
+      std::vector<uint32_t> bits(f.size());
+      std::memcpy(bits.data(), f.data(), f.size() * 4);
+      return bits;
+    });
+    for (size_t i = 0; i < halves.size(); ++i)
+      ASSERT_TRUE(same(r.f16c[i], r.portable[i], false)) << "half " << halves[i] << " x" << alpha;
+  }
+  // Floats to half: the ties between neighbouring halves and the floats next to them, then a
+  // sweep over every 4099th bit pattern (NaNs, infinities and subnormals included).
+  std::vector<float> floats;
+  for (uint32_t h = 0; h < 0x7c00u; ++h) {
+    const float mid = (k::half_to_float(static_cast<uint16_t>(h)) +
+                       k::half_to_float(static_cast<uint16_t>(h + 1))) /
+                      2;
+    for (float v : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f)}) {
+      floats.push_back(v);
+      floats.push_back(-v);
+    }
+  }
+  for (uint64_t b = 0; b < (uint64_t{1} << 32); b += 4099) {
+    float v;
+    const auto bits = static_cast<uint32_t>(b);
+    std::memcpy(&v, &bits, 4);
+    floats.push_back(v);
+  }
+  floats.resize(floats.size() - floats.size() % 8 + 3);  // a tail
+  for (float alpha : {1.0f, 1.0f / 3}) {
+    const Run r = both([&] {
+      std::vector<uint16_t> h(floats.size());
+      k::cpu::floats_to_halves(floats.data(), h.data(), static_cast<int64_t>(h.size()), alpha);
+      return std::vector<uint32_t>(h.begin(), h.end());
+    });
+    size_t differ_from_cast = 0;
+    for (size_t i = 0; i < floats.size(); ++i) {
+      ASSERT_TRUE(same(r.f16c[i], r.portable[i], true)) << "float " << floats[i] << " x" << alpha;
+      differ_from_cast += r.portable[i] != k::float_to_half(floats[i]);
+    }
+    EXPECT_EQ(differ_from_cast > 0, alpha != 1.0f);  // alpha was applied, and only then
+  }
+  // Sums of random half pairs.
+  std::mt19937 rng(7);
+  std::vector<uint16_t> a(100003), b0(a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = static_cast<uint16_t>(rng());
+    b0[i] = static_cast<uint16_t>(rng());
+  }
+  const Run r = both([&] {
+    std::vector<uint16_t> b = b0;
+    k::cpu::add_halves(a.data(), b.data(), static_cast<int64_t>(b.size()));
+    return std::vector<uint32_t>(b.begin(), b.end());
+  });
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_TRUE(same(r.f16c[i], r.portable[i], true)) << a[i] << " + " << b0[i];
+    const float expect = k::half_to_float(a[i]) + k::half_to_float(b0[i]);
+    ASSERT_TRUE(same(r.portable[i], k::float_to_half(expect), true));
   }
 }
 
