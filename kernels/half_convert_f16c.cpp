@@ -33,32 +33,31 @@ inline __m128i add8(const uint16_t* a, const uint16_t* b) {
 }
 }  // namespace
 
+// body(in, out) converts 8 elements; a tail of fewer goes through zero-padded copies.
+template <class In, class Out, class Body>
+void by_eights(const In* in, Out* out, int64_t n, Body body) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) body(in + i, out + i);
+  if (i == n) return;
+  const auto rest = static_cast<size_t>(n - i);
+  In x[8] = {};
+  Out y[8];
+  std::memcpy(x, in + i, rest * sizeof(In));
+  body(x, y);
+  std::memcpy(out + i, y, rest * sizeof(Out));
+}
+
 void floats_to_halves(const float* in, uint16_t* out, int64_t n, float alpha) {
   const __m256 a = _mm256_set1_ps(alpha);
   const bool scale = alpha != 1.0f;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) store8(out + i, to_half(in + i, a, scale));
-  if (i == n) return;
-  const auto rest = static_cast<size_t>(n - i);
-  float f[8] = {};
-  uint16_t h[8];
-  std::memcpy(f, in + i, rest * sizeof(float));
-  store8(h, to_half(f, a, scale));
-  std::memcpy(out + i, h, rest * sizeof(uint16_t));
+  by_eights(in, out, n, [&](const float* x, uint16_t* y) { store8(y, to_half(x, a, scale)); });
 }
 
 void halves_to_floats(const uint16_t* in, float* out, int64_t n, float alpha) {
   const __m256 a = _mm256_set1_ps(alpha);
   const bool scale = alpha != 1.0f;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, to_float(in + i, a, scale));
-  if (i == n) return;
-  const auto rest = static_cast<size_t>(n - i);
-  uint16_t h[8] = {};
-  float f[8];
-  std::memcpy(h, in + i, rest * sizeof(uint16_t));
-  _mm256_storeu_ps(f, to_float(h, a, scale));
-  std::memcpy(out + i, f, rest * sizeof(float));
+  by_eights(in, out, n,
+            [&](const uint16_t* x, float* y) { _mm256_storeu_ps(y, to_float(x, a, scale)); });
 }
 
 void add_halves(const uint16_t* a, uint16_t* b, int64_t n) {
