@@ -83,6 +83,20 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
       ->delimiter(',')->expected(2)->capture_default_str();
   app.add_option("--rrc-ratio", c.rrc_ratio, "rrc: the crop's aspect ratio (width/height), MIN,MAX")
       ->delimiter(',')->expected(2)->capture_default_str();
+  app.add_option("--random-erasing", c.random_erasing,
+                 "torchvision's RandomErasing(p) after the normalization: the probability that a "
+                 "training image gets a random box set to 0 (0: off; torchvision's default 0.5)")
+      ->capture_default_str();
+  app.add_option("--erasing-scale", c.erasing_scale,
+                 "--random-erasing: the box's share of the image area, MIN,MAX")
+      ->delimiter(',')
+      ->expected(2)
+      ->capture_default_str();
+  app.add_option("--erasing-ratio", c.erasing_ratio,
+                 "--random-erasing: the box's aspect ratio (height/width), MIN,MAX")
+      ->delimiter(',')
+      ->expected(2)
+      ->capture_default_str();
   app.add_option("--prefetch", c.prefetch,
                  "Batches the workers prepare ahead of training (pinned host slots on GPUs)")->capture_default_str();
   app.add_option("--workers", c.workers, "Data-loader threads (0: load in the training thread)")->capture_default_str();

@@ -249,6 +249,11 @@ Batch Loader::finish(const HostBatch& h) {
   p.scale_hi = opt_.rrc_scale[1];
   p.log_ratio_lo = std::log(opt_.rrc_ratio[0]);
   p.log_ratio_hi = std::log(opt_.rrc_ratio[1]);
+  p.erase_p = opt_.erase_p;
+  p.erase_scale_lo = opt_.erase_scale[0];
+  p.erase_scale_hi = opt_.erase_scale[1];
+  p.erase_log_ratio_lo = std::log(opt_.erase_ratio[0]);
+  p.erase_log_ratio_hi = std::log(opt_.erase_ratio[1]);
   p.seed = opt_.seed;
   p.epoch = epoch_;
   for (int64_t c = 0; c < ds_.channels; ++c) {

@@ -43,6 +43,10 @@ struct LoaderOptions {
   bool augment_resized_crop = false;
   double rrc_scale[2] = {0.08, 1.0};
   double rrc_ratio[2] = {3.0 / 4.0, 4.0 / 3.0};
+  // RandomErasing after the normalization (kernels/augment.h): probability, area share, ratio.
+  double erase_p = 0;
+  double erase_scale[2] = {0.02, 0.33};
+  double erase_ratio[2] = {0.3, 3.3};
   int rank = 0, world = 1;
   // Training pads the shard order so all ranks take the same number of steps; evaluation
   // does not, so every sample is counted exactly once across ranks.

@@ -24,19 +24,23 @@ void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const Augm
                 from_acc<T>((v * (1.0f / 255.0f) - p.mean[c]) * p.inv_std[c]);
           }
         }
-      continue;
-    }
-    for (int64_t y = 0; y < H; ++y) {
-      const int64_t sy = y + a.dy;
-      for (int64_t x = 0; x < W; ++x) {
-        const int64_t sx = (a.flip ? W - 1 - x : x) + a.dx;
-        const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
-        for (int64_t c = 0; c < C; ++c) {
-          const float v = inside ? src[(sy * W + sx) * C + c] : 0.0f;  // zero padding
-          dst[(y * W + x) * C + c] = from_acc<T>((v * (1.0f / 255.0f) - p.mean[c]) * p.inv_std[c]);
+    } else {
+      for (int64_t y = 0; y < H; ++y) {
+        const int64_t sy = y + a.dy;
+        for (int64_t x = 0; x < W; ++x) {
+          const int64_t sx = (a.flip ? W - 1 - x : x) + a.dx;
+          const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
+          for (int64_t c = 0; c < C; ++c) {
+            const float v = inside ? src[(sy * W + sx) * C + c] : 0.0f;  // zero padding
+            dst[(y * W + x) * C + c] =
+                from_acc<T>((v * (1.0f / 255.0f) - p.mean[c]) * p.inv_std[c]);
+          }
         }
       }
     }
+    for (int64_t y = a.etop; y < a.etop + a.eh; ++y)  // RandomErasing (value 0)
+      for (int64_t x = a.eleft; x < a.eleft + a.ew; ++x)
+        for (int64_t c = 0; c < C; ++c) dst[(y * W + x) * C + c] = from_acc<T>(0.0);
   }
 }
 

@@ -1,6 +1,6 @@
 // CUDA batch augmentation: a first kernel draws each sample's decisions once (the same as the
 // CPU twin's), then one thread per output element (grid-stride) reads the uint8 source pixels
-// its crop/flip (or resized crop) maps to.
+// its crop/flip (or resized crop) maps to, or writes 0 inside the erased box.
 #include "kernels/augment.h"
 #include "kernels/cuda_types.cuh"
 
@@ -36,9 +36,12 @@ __global__ void augment_kernel(const uint8_t* in, const AugmentChoice* choices, 
       const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
       v = inside ? static_cast<float>(in[((b * H + sy) * W + sx) * C + c]) : 0.0f;
     }
-    // Separate multiply and add as on the CPU: no fused multiply-add, the same bits.
-    out[i] = dev::from_acc<T>(__fmul_rn(__fadd_rn(__fmul_rn(v, 1.0f / 255.0f), -p.mean[c]),
-                                        p.inv_std[c]));
+    // Separate multiply and add as on the CPU: no fused multiply-add, the same bits. An erased
+    // pixel (RandomErasing) is 0.
+    out[i] = erased(a, y, x)
+                 ? dev::from_acc<T>(0.0f)
+                 : dev::from_acc<T>(
+                       __fmul_rn(__fadd_rn(__fmul_rn(v, 1.0f / 255.0f), -p.mean[c]), p.inv_std[c]));
   }
 }
 

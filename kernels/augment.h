@@ -27,6 +27,13 @@ struct AugmentParams {
   bool resized_crop = false;
   double scale_lo = 0.08, scale_hi = 1.0;
   double log_ratio_lo = -0.28768207245178090, log_ratio_hi = 0.28768207245178090;  // 3/4, 4/3
+  // torchvision's RandomErasing(p, scale, ratio, value=0) after the normalization: with
+  // probability erase_p, a box of a random share of the area in [erase_scale_lo, hi] and a
+  // log-uniform aspect ratio (height / width) in [exp(erase_log_ratio_lo), exp(hi)] is set to 0
+  // (10 tries at a box smaller than the image, else none, as torchvision's get_params).
+  double erase_p = 0;
+  double erase_scale_lo = 0.02, erase_scale_hi = 0.33;
+  double erase_log_ratio_lo = -1.2039728043259361, erase_log_ratio_hi = 1.1939224684724346;
   uint64_t seed = 0;
   int64_t epoch = 0;
   float mean[kMaxAugmentChannels] = {};
@@ -49,13 +56,46 @@ MLAI_HD double dadd_rn(double a, double b) { return a + b; }
 #endif
 
 // The decisions for one sample: crop offsets dy, dx in [-pad, pad] and the flip bit; under
-// resized_crop, the box (top, left, h, w) instead of the offsets.
+// resized_crop, the box (top, left, h, w) instead of the offsets; the erased box in output
+// pixels (etop, eleft, eh, ew; eh = 0: nothing erased).
 struct AugmentChoice {
   int dy, dx;
   bool flip;
   int64_t top, left, h, w;
+  int64_t etop, eleft, eh, ew;
 };
-MLAI_HD AugmentChoice augment_choice(const AugmentParams& p, int64_t sample_id) {
+MLAI_HD bool erased(const AugmentChoice& a, int64_t y, int64_t x) {
+  return y >= a.etop && y < a.etop + a.eh && x >= a.eleft && x < a.eleft + a.ew;
+}
+
+// RandomErasing.get_params from its own stream of draws (independent of the crop's): the first
+// decides whether to erase, then four per try (area share, log ratio, top, left).
+MLAI_HD void erase_choice(const AugmentParams& p, int64_t sample_id, AugmentChoice& c) {
+  c.etop = c.eleft = c.eh = c.ew = 0;
+  if (p.erase_p <= 0) return;
+  const uint64_t r = mix64(p.seed ^ (0xd1b54a32d192ed03ull * static_cast<uint64_t>(p.epoch + 1)),
+                           static_cast<uint64_t>(sample_id));
+  if (uniform01(r, 0) >= p.erase_p) return;  // torchvision: erase if torch.rand(1) < p
+  const double area = static_cast<double>(p.height) * static_cast<double>(p.width);
+  for (uint64_t k = 0; k < 10; ++k) {
+    const double share = dadd_rn(
+        p.erase_scale_lo, dmul_rn(p.erase_scale_hi - p.erase_scale_lo, uniform01(r, 4 * k + 1)));
+    const double ratio =
+        ::exp(dadd_rn(p.erase_log_ratio_lo, dmul_rn(p.erase_log_ratio_hi - p.erase_log_ratio_lo,
+                                                    uniform01(r, 4 * k + 2))));
+    const double erase_area = dmul_rn(area, share);
+    const auto h = static_cast<int64_t>(::rint(::sqrt(erase_area * ratio)));
+    const auto w = static_cast<int64_t>(::rint(::sqrt(erase_area / ratio)));
+    if (!(h < p.height && w < p.width)) continue;
+    c.etop = static_cast<int64_t>(uniform01(r, 4 * k + 3) * static_cast<double>(p.height - h + 1));
+    c.eleft = static_cast<int64_t>(uniform01(r, 4 * k + 4) * static_cast<double>(p.width - w + 1));
+    c.eh = h;
+    c.ew = w;
+    return;
+  }
+}
+
+MLAI_HD AugmentChoice crop_choice(const AugmentParams& p, int64_t sample_id) {
   const uint64_t r = mix64(p.seed ^ (0x9e3779b97f4a7c15ull * static_cast<uint64_t>(p.epoch + 1)),
                            static_cast<uint64_t>(sample_id));
   const uint64_t span = 2 * static_cast<uint64_t>(p.pad) + 1;
@@ -97,6 +137,11 @@ MLAI_HD AugmentChoice augment_choice(const AugmentParams& p, int64_t sample_id) 
   return c;
 }
 
+MLAI_HD AugmentChoice augment_choice(const AugmentParams& p, int64_t sample_id) {
+  AugmentChoice c = crop_choice(p, sample_id);
+  erase_choice(p, sample_id, c);
+  return c;
+}
 
 // One output pixel's source under resized_crop, as torch's bilinear upsampling with
 // align_corners=False: the crop's rows y0, y1 and columns x0, x1 (absolute), with weights.

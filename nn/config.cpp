@@ -160,6 +160,14 @@ void Config::validate() const {
           "--rrc-scale must be two shares of the area, 0 < MIN <= MAX <= 1 (like 0.08,1)");
   require(rrc_ratio.size() == 2 && rrc_ratio[0] > 0 && rrc_ratio[0] <= rrc_ratio[1],
           "--rrc-ratio must be two aspect ratios, 0 < MIN <= MAX (like 0.75,1.3333)");
+  require(random_erasing >= 0 && random_erasing <= 1,
+          "--random-erasing must be a probability in [0, 1] (0: off; torchvision's default 0.5)");
+  require(erasing_scale.size() == 2 && erasing_scale[0] > 0 &&
+              erasing_scale[0] <= erasing_scale[1] && erasing_scale[1] < 1,
+          "--erasing-scale must be two shares of the area, 0 < MIN <= MAX < 1 (like 0.02,0.33)");
+  require(
+      erasing_ratio.size() == 2 && erasing_ratio[0] > 0 && erasing_ratio[0] <= erasing_ratio[1],
+      "--erasing-ratio must be two aspect ratios (height/width), 0 < MIN <= MAX (like 0.3,3.3)");
   require(devices >= 0, "--devices must be >= 0 (the processes to start; 0: as launched)");
   require(bucket_cap_mb > 0, "--bucket-cap-mb must be > 0");
   parse_ddp_comm_hook(ddp_comm_hook);
@@ -354,7 +362,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) X(scale_batch_size) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
   X(ema_decay) X(ema_start_step) X(test_only) X(validate_only) X(mixup_alpha) X(cutmix_alpha) \
-  X(rrc_scale) X(rrc_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(log_device_stats) X(peak_tflops) X(detect_anomaly) X(no_bias_decay) \
+  X(rrc_scale) X(rrc_ratio) X(random_erasing) X(erasing_scale) X(erasing_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(log_device_stats) X(peak_tflops) X(detect_anomaly) X(no_bias_decay) \
   X(profiler_trace) \
   X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy) \
   X(freeze_backbone) X(freeze) X(freeze_bn) X(unfreeze_backbone_at_epoch) X(backbone_lr_ratio) \

@@ -40,6 +40,11 @@ struct Config {
   std::string augment = "auto";  // auto (crop-flip for cifar10/100), none, crop-flip, rrc, rrc-flip
   // rrc, rrc-flip: torchvision's RandomResizedCrop(scale, ratio) at the image's own size.
   std::vector<double> rrc_scale{0.08, 1.0};
+  // torchvision's RandomErasing(p, scale, ratio, value=0) on training images after the
+  // normalization (0: off)
+  double random_erasing = 0;
+  std::vector<double> erasing_scale{0.02, 0.33};
+  std::vector<double> erasing_ratio{0.3, 3.3};
   std::vector<double> rrc_ratio{3.0 / 4.0, 4.0 / 3.0};
   // loss and optimisation
   std::string criterion = "cross_entropy";

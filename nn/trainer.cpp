@@ -157,6 +157,12 @@ FitResult Trainer::fit() {
   lo.rrc_scale[1] = cfg_.rrc_scale[1];
   lo.rrc_ratio[0] = cfg_.rrc_ratio[0];
   lo.rrc_ratio[1] = cfg_.rrc_ratio[1];
+  // torchvision's RandomErasing, after any of them.
+  lo.erase_p = cfg_.random_erasing;
+  lo.erase_scale[0] = cfg_.erasing_scale[0];
+  lo.erase_scale[1] = cfg_.erasing_scale[1];
+  lo.erase_ratio[0] = cfg_.erasing_ratio[0];
+  lo.erase_ratio[1] = cfg_.erasing_ratio[1];
   nlohmann::json tuned;  // the tuners' records, for hparams.json
   if (!cfg_.scale_batch_size.empty() && !batch_size_found_) {  // Tuner.scale_batch_size
     Profiler::Scope s(profiler_, "scale_batch_size");

@@ -100,12 +100,78 @@ TEST(Augment, CudaMatchesCpuExactly) {
     std::vector<int64_t> idv(B);
     for (int64_t i = 0; i < B; ++i) idv[static_cast<size_t>(i)] = i * 7919;
     const Tensor ids = Tensor::from_vector(idv, {B});
-    const auto p = params(B, H, W, c, 4, true);
-    for (DType dt : {DType::kFloat32, DType::kFloat16}) {
-      const Tensor cpu = augment_normalize(px, ids, p, dt);
-      const Tensor gpu_out = augment_normalize(px.to(gpu), ids.to(gpu), p, dt);
-      EXPECT_EQ(max_rel_error(gpu_out, cpu), 0.0) << dtype_name(dt) << " channels " << c;
+    auto p = params(B, H, W, c, 4, true);
+    for (double erase : {0.0, 0.5})  // with RandomErasing too
+      for (DType dt : {DType::kFloat32, DType::kFloat16}) {
+        p.erase_p = erase;
+        const Tensor cpu = augment_normalize(px, ids, p, dt);
+        const Tensor gpu_out = augment_normalize(px.to(gpu), ids.to(gpu), p, dt);
+        EXPECT_EQ(max_rel_error(gpu_out, cpu), 0.0)
+            << dtype_name(dt) << " channels " << c << " erase " << erase;
+      }
+  }
+}
+
+// RandomErasing: with probability p a box of the drawn share of the area and aspect ratio
+// (height / width), inside the image and smaller than it, from a stream of draws of its own
+// (the crop and flip decisions do not change when it is switched on).
+TEST(RandomErasing, BoxesFollowProbabilityScaleAndRatio) {
+  auto p = params(1, 32, 32, 3, 4, true);
+  auto plain = p;
+  p.erase_p = 0.5;
+  int erased = 0;
+  double share_sum = 0;
+  std::set<std::pair<int64_t, int64_t>> corners;
+  for (int64_t i = 0; i < 4000; ++i) {
+    const auto a = kernels::augment_choice(p, i), b = kernels::augment_choice(plain, i);
+    ASSERT_EQ(std::tie(a.dy, a.dx, a.flip), std::tie(b.dy, b.dx, b.flip));
+    EXPECT_EQ(b.eh, 0);
+    if (a.eh == 0) continue;
+    ++erased;
+    ASSERT_TRUE(a.eh < 32 && a.ew < 32 && a.ew > 0) << a.eh << "x" << a.ew;
+    ASSERT_TRUE(a.etop >= 0 && a.eleft >= 0 && a.etop + a.eh <= 32 && a.eleft + a.ew <= 32);
+    const double share = static_cast<double>(a.eh * a.ew) / 1024.0;
+    const double ratio = static_cast<double>(a.eh) / static_cast<double>(a.ew);
+    // (h and w are rounded square roots: a little beyond the drawn ranges)
+    ASSERT_TRUE(share > 0.01 && share < 0.40) << share;
+    ASSERT_TRUE(ratio > 0.3 / 1.6 && ratio < 3.3 * 1.6) << ratio;
+    share_sum += share;
+    corners.insert({a.etop, a.eleft});
+  }
+  EXPECT_NEAR(erased, 2000, 150);
+  // Uniform shares in [0.02, 0.33] average 0.175; boxes that do not fit are drawn again.
+  EXPECT_NEAR(share_sum / erased, 0.175, 0.03);
+  EXPECT_GT(corners.size(), 200u);
+}
+
+TEST(RandomErasing, ErasesTheBoxToZeroAndLeavesTheRest) {
+  const int64_t B = 24, H = 12, W = 10, C = 3;
+  const Tensor px = pixels(B, H, W, C);
+  std::vector<int64_t> idv(B);
+  for (int64_t i = 0; i < B; ++i) idv[static_cast<size_t>(i)] = 500 + 7 * i;
+  const Tensor ids = Tensor::from_vector(idv, {B});
+  auto p = params(B, H, W, C, 2, true);
+  const auto plain = augment_normalize(px, ids, p, DType::kFloat32).to_vector<float>();
+  p.erase_p = 1.0;
+  for (DType dt : {DType::kFloat32, DType::kBFloat16}) {
+    const auto got = augment_normalize(px, ids, p, dt).to_double_vector();
+    int boxes = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      const auto a = kernels::augment_choice(p, idv[static_cast<size_t>(b)]);
+      boxes += a.eh > 0;
+      for (int64_t y = 0; y < H; ++y)
+        for (int64_t x = 0; x < W; ++x)
+          for (int64_t c = 0; c < C; ++c) {
+            const auto i = static_cast<size_t>(((b * H + y) * W + x) * C + c);
+            const bool in_box = kernels::erased(a, y, x);
+            const double want = in_box ? 0.0
+                                : dt == DType::kFloat32
+                                    ? plain[i]
+                                    : kernels::bf16_to_float(kernels::float_to_bf16(plain[i]));
+            ASSERT_EQ(got[i], want) << "sample " << b << " y " << y << " x " << x;
+          }
     }
+    EXPECT_GE(boxes, B - 2) << "p = 1 erases unless no box fits in 10 tries";
   }
 }
 

@@ -68,6 +68,8 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--accumulation-schedule 0:2,0:4", "--accumulation-schedule"},
       {"--accumulation-schedule 0:2 --accumulate-grad-batches 2", "--accumulation-schedule"},
       {"--ddp-comm-hook powersgd", "--ddp-comm-hook"},
+      {"--random-erasing 1.5", "--random-erasing"},
+      {"--random-erasing 0.5 --erasing-scale 0.4,0.1", "--erasing-scale"},
   };
   for (const auto& [args, needle] : cases) {
     const Result r = run(args);

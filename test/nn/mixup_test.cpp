@@ -1,6 +1,7 @@
 // --mixup-alpha / --cutmix-alpha: the Beta draws, the per-batch choice and box, the mixed loss
 // (its value against the soft-target formula, its gradient by finite differences in float64),
-// and training with mixing: it learns, and a run split in two ends as one straight run.
+// and training with mixing: it learns, and a run split in two ends as one straight run; the
+// same for --random-erasing.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -132,6 +133,34 @@ TEST_F(TrainerTest, MixingTrainsAndResumesExactly) {
   EXPECT_THROW(bad.validate(), std::invalid_argument);
   bad.mixup_alpha = 0.2;
   bad.cuda_graphs = true;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+}
+
+// --random-erasing: training still learns the synthetic set, the erased boxes depend on
+// (seed, epoch, sample) only, so a resumed run ends as a straight one, and erasing changes the
+// weights a run ends with.
+TEST_F(TrainerTest, RandomErasingTrainsAndResumesExactly) {
+  Config c = four_epochs_sgd(0.05, 0.7);
+  c.random_erasing = 0.5;
+  Trainer straight(c);
+  const FitResult r = straight.fit();
+  EXPECT_GT(r.val.confusion.accuracy(), 0.9);
+  EXPECT_EQ(weights(straight), split_run_weights(c, [](Config& f) { f.epochs = 2; }));
+  Config plain = c;
+  plain.random_erasing = 0;
+  plain.experiment_name = "plain";
+  Trainer unerased(plain);
+  unerased.fit();
+  EXPECT_NE(weights(unerased), weights(straight));
+
+  Config bad = base();
+  bad.random_erasing = 1.5;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad.random_erasing = 0.5;
+  bad.erasing_scale = {0.3, 0.1};
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad.erasing_scale = {0.02, 0.33};
+  bad.erasing_ratio = {0, 3.3};
   EXPECT_THROW(bad.validate(), std::invalid_argument);
 }
 
