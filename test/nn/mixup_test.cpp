@@ -2,14 +2,16 @@
 // (its value against the soft-target formula, its gradient by finite differences in float64),
 // and training with mixing: it learns, and a run split in two ends as one straight run; the
 // same for --random-erasing.
+#include "nn/mixup.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
-#include "nn/mixup.h"
 #include "tensor/fused_ops.h"
 #include "trainer_fixture.h"
 
@@ -109,24 +111,32 @@ TEST(Mixup, MixedCrossEntropyIsTheSoftTargetLossAndGradchecks) {
   }
 }
 
-// Training with MixUp or CutMix (evenly) still learns the synthetic set, and a run split in
-// two (2 epochs, then resumed for 2 more) ends with the same weights as one straight run: the
-// draws depend on (seed, rank, epoch, batch) only.
-TEST_F(TrainerTest, MixingTrainsAndResumesExactly) {
+// A batch augmentation switched on in `c` still learns the synthetic set; a run split in two
+// (2 epochs, then resumed for 2 more) ends with the same weights as one straight run (its
+// draws depend on the seed, epoch and sample or batch only); and the same run with `off`
+// applied (the augmentation switched off) ends elsewhere.
+class AugmentTrainerTest : public TrainerTest {
+ protected:
+  void expect_trains_resumes_and_changes(const Config& c, const std::function<void(Config&)>& off) {
+    Trainer straight(c);
+    const FitResult r = straight.fit();
+    EXPECT_GT(r.val.confusion.accuracy(), 0.9);
+    EXPECT_EQ(weights(straight), split_run_weights(c, [](Config& f) { f.epochs = 2; }));
+    Config plain = c;
+    off(plain);
+    plain.experiment_name = "plain";
+    Trainer without(plain);
+    without.fit();
+    EXPECT_NE(weights(without), weights(straight));
+  }
+};
+
+// MixUp or CutMix (evenly).
+TEST_F(AugmentTrainerTest, MixingTrainsAndResumesExactly) {
   Config c = four_epochs_sgd(0.05, 0.7);
   c.mixup_alpha = 0.2;
   c.cutmix_alpha = 1.0;
-  Trainer straight(c);
-  const FitResult r = straight.fit();
-  EXPECT_GT(r.val.confusion.accuracy(), 0.9);
-  EXPECT_EQ(weights(straight), split_run_weights(c, [](Config& f) { f.epochs = 2; }));
-  // Mixing changes training: not the weights of a run without it.
-  Config plain = c;
-  plain.mixup_alpha = plain.cutmix_alpha = 0;
-  plain.experiment_name = "plain";
-  Trainer unmixed(plain);
-  unmixed.fit();
-  EXPECT_NE(weights(unmixed), weights(straight));
+  expect_trains_resumes_and_changes(c, [](Config& f) { f.mixup_alpha = f.cutmix_alpha = 0; });
 
   Config bad = base();
   bad.mixup_alpha = -1;
@@ -136,22 +146,11 @@ TEST_F(TrainerTest, MixingTrainsAndResumesExactly) {
   EXPECT_THROW(bad.validate(), std::invalid_argument);
 }
 
-// --random-erasing: training still learns the synthetic set, the erased boxes depend on
-// (seed, epoch, sample) only, so a resumed run ends as a straight one, and erasing changes the
-// weights a run ends with.
-TEST_F(TrainerTest, RandomErasingTrainsAndResumesExactly) {
+// --random-erasing.
+TEST_F(AugmentTrainerTest, RandomErasingTrainsAndResumesExactly) {
   Config c = four_epochs_sgd(0.05, 0.7);
   c.random_erasing = 0.5;
-  Trainer straight(c);
-  const FitResult r = straight.fit();
-  EXPECT_GT(r.val.confusion.accuracy(), 0.9);
-  EXPECT_EQ(weights(straight), split_run_weights(c, [](Config& f) { f.epochs = 2; }));
-  Config plain = c;
-  plain.random_erasing = 0;
-  plain.experiment_name = "plain";
-  Trainer unerased(plain);
-  unerased.fit();
-  EXPECT_NE(weights(unerased), weights(straight));
+  expect_trains_resumes_and_changes(c, [](Config& f) { f.random_erasing = 0; });
 
   Config bad = base();
   bad.random_erasing = 1.5;
