@@ -382,8 +382,16 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                "Data parallel: start allreduces after backward instead of during it");
   app.add_option("--ddp-comm-hook", c.ddp_comm_hook,
                  "Data parallel: none, fp16 or bf16 (PyTorch DDP's fp16_compress_hook, "
-                 "bf16_compress_hook): float32 gradient buckets cross the network in 16 bits, "
-                 "divided by the world size, half the bytes")
+                 "bf16_compress_hook: float32 gradient buckets cross the network in 16 bits, "
+                 "divided by the world size, half the bytes), or powersgd (powerSGD_hook: "
+                 "matrices as rank-r factors with error feedback)")
+      ->capture_default_str();
+  app.add_option("--powersgd-rank", c.powersgd_rank,
+                 "--ddp-comm-hook powersgd: the factors' rank (matrix_approximation_rank)")
+      ->capture_default_str();
+  app.add_option("--powersgd-start-iter", c.powersgd_start_iter,
+                 "--ddp-comm-hook powersgd: optimizer steps summed uncompressed first "
+                 "(start_powerSGD_iter)")
       ->capture_default_str();
   app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")->capture_default_str();
   app.add_flag("--sync-bn", c.sync_bn,

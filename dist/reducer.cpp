@@ -74,6 +74,20 @@ Reducer::Reducer(std::vector<std::pair<std::string, Variable>> params, Communica
     bucket.params = g.params;
     if (g.dtype == tensor::DType::kFloat32 && opt_.compress_to != tensor::DType::kFloat32)
       bucket.wire = tensor::Tensor::zeros({total}, opt_.compress_to, dev);
+    if (opt_.powersgd_rank > 0) {
+      // A 16-bit bucket (mixed precision's working weights) is compressed from a float32 copy,
+      // as PyTorch's hook compresses AMP's float32 gradients.
+      if (g.dtype != tensor::DType::kFloat32)
+        bucket.f32 = tensor::Tensor::zeros({total}, tensor::DType::kFloat32, dev);
+      std::vector<PowerSgdBucket::Param> layout;
+      int64_t at = 0;
+      for (size_t k : g.params) {
+        layout.push_back({at, params_[k].second.shape()});
+        at += params_[k].second.numel();
+      }
+      bucket.powersgd =
+          std::make_unique<PowerSgdBucket>(layout, opt_.powersgd_rank, buckets_.size(), dev);
+    }
     buckets_.push_back(std::move(bucket));
   }
   for (size_t b = 0; b < buckets_.size(); ++b)
@@ -99,8 +113,16 @@ std::vector<std::vector<std::string>> Reducer::bucket_names() const {
 
 size_t Reducer::wire_bytes() const {
   size_t bytes = 0;
-  for (const Bucket& b : buckets_) bytes += (b.wire.defined() ? b.wire : b.flat).nbytes();
+  for (const Bucket& b : buckets_)
+    bytes += b.powersgd ? b.powersgd->wire_bytes() : (b.wire.defined() ? b.wire : b.flat).nbytes();
   return bytes;
+}
+
+int64_t Reducer::powersgd_matrices() const {
+  int64_t n = 0;
+  for (const Bucket& b : buckets_)
+    if (b.powersgd) n += b.powersgd->compressed_matrices();
+  return n;
 }
 
 void Reducer::zero_grad() {
@@ -122,6 +144,7 @@ void Reducer::prepare_backward(bool sync) {
   next_to_start_ = 0;
   started_in_backward_ = 0;
   in_backward_ = sync;  // (hooks ignore a backward that is not armed)
+  powersgd_now_ = opt_.powersgd_rank > 0 && opt_.steps_done + steps_ >= opt_.powersgd_start_iter;
 }
 
 void Reducer::on_ready(size_t b) {
@@ -136,7 +159,11 @@ void Reducer::start_ready_in_order() {
   while (next_to_start_ < buckets_.size() && buckets_[next_to_start_].ready) {
     Bucket& b = buckets_[next_to_start_++];
     b.launched_us = trace::enabled() ? trace::now_us() : -1;
-    if (b.wire.defined()) {  // compress: the mean's share, in 16 bits
+    if (b.powersgd && powersgd_now_) {  // round 1: the P's and the uncompressed values
+      if (b.f32.defined()) tensor::scale_cast_(b.flat, b.f32, 1.0);
+      b.powersgd->compress(b.f32.defined() ? b.f32 : b.flat);
+      b.work = comm_.allreduce_sum_async(b.powersgd->wire());
+    } else if (b.wire.defined()) {  // compress: the mean's share, in 16 bits
       tensor::scale_cast_(b.flat, b.wire, 1.0 / comm_.world());
       b.work = comm_.allreduce_sum_async(b.wire);
     } else {
@@ -155,10 +182,17 @@ void Reducer::finish() {
   for (size_t k = 0; k < buckets_.size(); ++k) {
     Bucket& b = buckets_[k];
     if (b.work) b.work->wait();
+    const bool powersgd = b.powersgd && powersgd_now_;
+    if (powersgd) {  // round 2 (the Q's) and P Q^T
+      b.powersgd->decompress(b.f32.defined() ? b.f32 : b.flat, comm_);
+      if (b.f32.defined()) tensor::scale_cast_(b.f32, b.flat, 1.0);
+    }
     if (b.wire.defined())  // decompress: the mean times the world size, the sum as uncompressed
       tensor::scale_cast_(b.wire, b.flat, static_cast<double>(comm_.world()));
     if (b.launched_us >= 0 && trace::enabled()) {  // from launch to the wait that found it done
-      const tensor::Tensor& sent = b.wire.defined() ? b.wire : b.flat;
+      const tensor::Tensor& sent = powersgd           ? b.powersgd->wire()
+                                   : b.wire.defined() ? b.wire
+                                                      : b.flat;
       char name[80];
       std::snprintf(name, sizeof(name), "allreduce bucket %zu (%.2f MB %s)", k,
                     static_cast<double>(sent.nbytes()) / 1e6, tensor::dtype_name(sent.dtype()));
@@ -167,6 +201,7 @@ void Reducer::finish() {
     }
     b.launched_us = -1;
   }
+  ++steps_;
 }
 
 void broadcast_tensors(Communicator& comm, const std::vector<tensor::Tensor*>& tensors) {

@@ -11,7 +11,10 @@
 // bf16_compress_hook), a float32 bucket travels as a 16-bit copy of itself divided by the world
 // size (so the sum keeps the range of one rank's gradients): half the bytes on the wire, summed
 // in float and rounded once per addition; after the wait the copy, times the world size, is
-// written back, so the gradients hold the (rounded) sum as without it.
+// written back, so the gradients hold the (rounded) sum as without it. With powersgd_rank r > 0
+// (--ddp-comm-hook powersgd) every bucket is compressed by PowerSGD (dist/powersgd.h; 16-bit
+// ones through a float32 copy) from step powersgd_start_iter on, summed as they are before
+// (PyTorch's start_powerSGD_iter).
 #pragma once
 
 #include <memory>
@@ -21,6 +24,7 @@
 
 #include "autograd/variable.h"
 #include "dist/communicator.h"
+#include "dist/powersgd.h"
 
 namespace mlai::dist {
 
@@ -32,6 +36,9 @@ struct ReducerOptions {
   bool overlap = true;  // false: every allreduce starts after backward (--no-overlap)
   // kFloat32: buckets travel as they are; kFloat16/kBFloat16: float32 buckets are compressed.
   tensor::DType compress_to = tensor::DType::kFloat32;
+  int powersgd_rank = 0;               // 0: no PowerSGD
+  int64_t powersgd_start_iter = 1000;  // optimizer steps summed uncompressed first
+  int64_t steps_done = 0;              // optimizer steps before this reducer (a resumed run's)
 };
 
 class Reducer {
@@ -56,13 +63,17 @@ class Reducer {
   // Buckets whose allreduce started from a hook during the last backward (overlap evidence).
   int started_during_backward() const { return started_in_backward_; }
   // Bytes one allreduce of every bucket puts on the wire per rank (the compressed size where
-  // compression applies).
+  // compression applies; PowerSGD's once it has started).
   size_t wire_bytes() const;
+  // Parameters PowerSGD compresses (the others are summed as they are).
+  int64_t powersgd_matrices() const;
 
  private:
   struct Bucket {
     tensor::Tensor flat;
     tensor::Tensor wire;         // the 16-bit copy that travels (compression only)
+    std::unique_ptr<PowerSgdBucket> powersgd;  // --ddp-comm-hook powersgd
+    tensor::Tensor f32;                        // PowerSGD's float32 copy of a 16-bit bucket
     std::vector<size_t> params;  // indices into params_
     int pending = 0;
     bool ready = false;
@@ -79,6 +90,8 @@ class Reducer {
   size_t next_to_start_ = 0;
   bool in_backward_ = false;
   int started_in_backward_ = 0;
+  int64_t steps_ = 0;          // synced backwards finished (optimizer steps)
+  bool powersgd_now_ = false;  // this step's buckets go through PowerSGD
 };
 
 // Copies rank 0's parameters and buffers to every rank.

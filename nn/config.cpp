@@ -171,6 +171,10 @@ void Config::validate() const {
   require(devices >= 0, "--devices must be >= 0 (the processes to start; 0: as launched)");
   require(bucket_cap_mb > 0, "--bucket-cap-mb must be > 0");
   parse_ddp_comm_hook(ddp_comm_hook);
+  require(powersgd_rank >= 1 && powersgd_rank <= 64,
+          "--powersgd-rank must be in [1, 64] (the factors' columns), got " +
+              std::to_string(powersgd_rank));
+  require(powersgd_start_iter >= 0, "--powersgd-start-iter must be >= 0 (optimizer steps)");
   require(dist_timeout >= 0, "--dist-timeout must be >= 0 seconds (0: no deadline)");
   require(criterion == "cross_entropy" || criterion == "nll",
           "--criterion must be cross_entropy or nll, got '" + criterion + "'");
@@ -293,12 +297,13 @@ kernels::MatmulPrecision parse_matmul_precision(const std::string& text) {
 }
 
 tensor::DType parse_ddp_comm_hook(const std::string& text) {
-  if (text == "none") return tensor::DType::kFloat32;
+  if (text == "none" || text == "powersgd" || text == "powerSGD_hook")
+    return tensor::DType::kFloat32;
   if (text == "fp16" || text == "fp16_compress_hook") return tensor::DType::kFloat16;
   if (text == "bf16" || text == "bf16_compress_hook") return tensor::DType::kBFloat16;
   throw std::invalid_argument("--ddp-comm-hook '" + text +
-                              "' is unknown (expected none, fp16 or bf16: PyTorch's "
-                              "fp16_compress_hook, bf16_compress_hook)");
+                              "' is unknown (expected none, fp16, bf16 or powersgd: PyTorch's "
+                              "fp16_compress_hook, bf16_compress_hook, powerSGD_hook)");
 }
 
 double parse_duration(const std::string& text, const std::string& flag) {
@@ -354,7 +359,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(lr_power) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
-  X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap) X(ddp_comm_hook)         \
+  X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap) X(ddp_comm_hook) X(powersgd_rank) X(powersgd_start_iter)         \
   X(lr_scale) X(sync_bn) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \

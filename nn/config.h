@@ -195,8 +195,12 @@ struct Config {
   double bucket_cap_mb = 25.0;
   bool overlap = true;            // false: --no-overlap
   // PyTorch DDP's communication hook: none, fp16 (fp16_compress_hook) or bf16
-  // (bf16_compress_hook): float32 gradient buckets cross the network in 16 bits
+  // (bf16_compress_hook): float32 gradient buckets cross the network in 16 bits; powersgd
+  // (powerSGD_hook): as rank-r factors, from step powersgd_start_iter on
   std::string ddp_comm_hook = "none";
+  int64_t powersgd_rank = 1;           // PowerSGDState's matrix_approximation_rank
+  int64_t powersgd_start_iter = 1000;  // its start_powerSGD_iter
+  bool powersgd() const { return ddp_comm_hook == "powersgd" || ddp_comm_hook == "powerSGD_hook"; }
   std::string lr_scale = "none";  // linear: lr *= world size
   bool sync_bn = false;           // data parallel: batch-norm statistics over all ranks
   double dist_timeout = 600.0;    // seconds a collective may take before the job aborts (0: never)
@@ -279,7 +283,8 @@ int64_t limit_batches(const std::string& limit, int64_t available, const std::st
 // --float32-matmul-precision highest|high|medium (torch.set_float32_matmul_precision's
 // names). Throws naming the flag and the choices on anything else.
 kernels::MatmulPrecision parse_matmul_precision(const std::string& text);
-// --ddp-comm-hook: the dtype float32 gradient buckets travel in (float32: not compressed).
+// --ddp-comm-hook: the dtype float32 gradient buckets travel in (float32: not compressed to 16
+// bits: none or powersgd).
 tensor::DType parse_ddp_comm_hook(const std::string& text);
 
 // Seconds in a duration written as Lightning's max_time ("DD:HH:MM:SS") or as a Slurm time

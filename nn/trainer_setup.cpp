@@ -354,10 +354,19 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
                     bns.size());
     }
     std::string hook;  // --ddp-comm-hook: what the compression leaves of a step's allreduces
+    char buf[192];
     if (parse_ddp_comm_hook(cfg_.ddp_comm_hook) != tensor::DType::kFloat32) {
-      char buf[128];
       std::snprintf(buf, sizeof(buf), ", %s gradient compression (%.2f MB a step on the wire)",
                     cfg_.ddp_comm_hook.substr(0, 4).c_str(),
+                    static_cast<double>(reducer_->wire_bytes()) / 1e6);
+      hook = buf;
+    } else if (cfg_.powersgd()) {
+      std::snprintf(buf, sizeof(buf),
+                    ", PowerSGD rank %lld on %lld matrices from step %lld (%.3f MB a step on the "
+                    "wire)",
+                    static_cast<long long>(cfg_.powersgd_rank),
+                    static_cast<long long>(reducer_->powersgd_matrices()),
+                    static_cast<long long>(cfg_.powersgd_start_iter),
                     static_cast<double>(reducer_->wire_bytes()) / 1e6);
       hook = buf;
     }
@@ -378,6 +387,9 @@ void Trainer::build_reducer() {
   ro.bucket_cap_mb = cfg_.bucket_cap_mb;
   ro.overlap = cfg_.overlap;
   ro.compress_to = parse_ddp_comm_hook(cfg_.ddp_comm_hook);
+  ro.powersgd_rank = cfg_.powersgd() ? static_cast<int>(cfg_.powersgd_rank) : 0;
+  ro.powersgd_start_iter = cfg_.powersgd_start_iter;
+  ro.steps_done = state_.global_step;  // a resumed run compresses from where it was
   // The variables backward gives gradients to: fp16/bf16 working copies under mixed
   // precision (half the bytes to allreduce), the float32 parameters otherwise; frozen ones
   // get none, and a bucket waiting for them would never be ready.

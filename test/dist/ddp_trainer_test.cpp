@@ -58,6 +58,31 @@ TEST_F(Ddp, CompressedGradientsTrainAsOneRankToTheirRounding) {
   }
 }
 
+// --ddp-comm-hook powersgd: two ranks still learn the synthetic set with rank-2 gradients of
+// the mlp's weight matrices (error feedback makes up the rest), and end elsewhere than without.
+TEST_F(Ddp, PowerSgdTrainsTwoRanks) {
+  for (const char* precision : {"32", "16"}) {  // (16: the fp16 buckets through float32 copies)
+    SCOPED_TRACE(precision);
+    nn::Config c = config(16);
+    c.epochs = 3;
+    c.precision = precision;
+    c.ddp_comm_hook = "powersgd";
+    c.powersgd_rank = 2;
+    c.powersgd_start_iter = 3;
+    c.log_dir = root + "/logs-powersgd-" + precision;
+    nn::Trainer ddp(c, "", group());
+    const nn::FitResult r = ddp.fit();
+    nn::Config plain = c;
+    plain.ddp_comm_hook = "none";
+    plain.log_dir = root + "/logs-powersgd-plain-" + precision;
+    nn::Trainer uncompressed(plain, "", group());
+    const nn::FitResult p = uncompressed.fit();
+    EXPECT_GT(r.val.confusion.accuracy(), p.val.confusion.accuracy() - 0.1)
+        << "uncompressed " << p.val.confusion.accuracy();
+    EXPECT_GT(max_rel_diff(flat_weights(ddp), flat_weights(uncompressed)), 1e-3);
+  }
+}
+
 // Resumed on another number of ranks (a requeued job given fewer or more nodes): the epoch
 // continues from the sample its checkpoint reached, so two ranks of batch 16 stopped mid-epoch
 // and resumed as one process of batch 32 (or of 16, accumulating 2) end where one process of

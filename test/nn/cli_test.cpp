@@ -67,7 +67,8 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--peak-tflops -1", "--peak-tflops"},
       {"--accumulation-schedule 0:2,0:4", "--accumulation-schedule"},
       {"--accumulation-schedule 0:2 --accumulate-grad-batches 2", "--accumulation-schedule"},
-      {"--ddp-comm-hook powersgd", "--ddp-comm-hook"},
+      {"--ddp-comm-hook topk", "--ddp-comm-hook"},
+      {"--ddp-comm-hook powersgd --powersgd-rank 0", "--powersgd-rank"},
       {"--random-erasing 1.5", "--random-erasing"},
       {"--random-erasing 0.5 --erasing-scale 0.4,0.1", "--erasing-scale"},
   };
