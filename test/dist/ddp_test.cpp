@@ -186,15 +186,18 @@ std::vector<std::pair<std::string, autograd::Variable>> weight_and_bias(int64_t 
   params.emplace_back("b", autograd::Variable(Tensor::uniform({n}, -1, 1, gen), true));
   return params;
 }
+ReducerOptions powersgd(int rank, int64_t start_iter) {
+  ReducerOptions ro;
+  ro.powersgd_rank = rank;
+  ro.powersgd_start_iter = start_iter;
+  return ro;
+}
 }  // namespace
 
 TEST_F(Ddp, PowerSgdSumsPlainlyFirstThenFindsRankOneSums) {
   auto params = weight_and_bias(48, 40);
   auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
-  ReducerOptions ro;
-  ro.powersgd_rank = 1;
-  ro.powersgd_start_iter = 2;
-  Reducer red(params, *comm, ro);
+  Reducer red(params, *comm, powersgd(1, 2));
   EXPECT_EQ(red.powersgd_matrices(), 1);
   EXPECT_EQ(red.wire_bytes(), (48u + 48 + 40) * 4);  // the bias and P, then Q
   tensor::Generator gen(2);
@@ -232,10 +235,7 @@ TEST_F(Ddp, PowerSgdSumsPlainlyFirstThenFindsRankOneSums) {
 TEST_F(Ddp, PowerSgdErrorFeedbackRecoversWhatCompressionDrops) {
   auto params = weight_and_bias(32, 24);
   auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
-  ReducerOptions ro;
-  ro.powersgd_rank = 2;
-  ro.powersgd_start_iter = 0;
-  Reducer red(params, *comm, ro);
+  Reducer red(params, *comm, powersgd(2, 0));
   std::vector<Tensor> dw;
   for (int r = 0; r < 2; ++r) {
     tensor::Generator g(200 + r);
@@ -280,10 +280,7 @@ TEST_F(Ddp, PowerSgdOverflowOnOneRankLeavesItsStateAlone) {
   for (bool overflow : {true, false}) {
     auto params = weight_and_bias(32, 24);
     auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
-    ReducerOptions ro;
-    ro.powersgd_rank = 1;
-    ro.powersgd_start_iter = 0;
-    Reducer red(params, *comm, ro);
+    Reducer red(params, *comm, powersgd(1, 0));
     auto& out = overflow ? with : without;
     for (int step = 0; step < 5; ++step) {
       const bool bad_step = step == 2;
