@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
-"""Table and plot of a scaling study written by slurm/scaling.sh.
+"""Table and plot of a scaling study written by slurm/scaling.sh, or several side by side.
 
     python3 slurm/scaling_report.py logs/<study>
+    python3 slurm/scaling_report.py logs/<study> logs/<other study> ... [--out DIR]
 
 Reads the study folder's jobs.tsv and each point's run (<point>/version_<job id>/metrics.csv,
 hparams.json and profile.json), prints a Markdown table and writes it to <study>/scaling.md, and plots images/s and
 scaling efficiency against the ranks, with the ideal lines, to <study>/scaling.png (matplotlib
 where it is installed; the table needs only the standard library).
+
+With several studies (the same model run with and without --ddp-comm-hook, say) it writes one
+table with a row per study and point, each point's images/s also against the first study's at
+the same ranks, and one plot with a line per study, to comparison.md and comparison.png in --out
+(default: the first study's folder).
 """
 import argparse
 import csv
@@ -230,12 +236,8 @@ def plot(study, results, path):
     return True
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("study", help="the study folder (slurm/scaling.sh --study-dir; logs/<study>)")
-    ap.add_argument("--no-plot", action="store_true", help="write the table only")
-    args = ap.parse_args()
-    study = args.study
+def collect(study):
+    """The study's points with a measured rate, sorted by ranks, and the ones without (why)."""
     if not os.path.isdir(study):
         sys.exit(f"scaling_report.py: no study folder {study}")
     results, missing = [], []
@@ -249,6 +251,97 @@ def main():
         why = "; ".join(f"{n}: {w}" for n, w in missing) or "no runs"
         sys.exit(f"scaling_report.py: nothing to report in {study} ({why})")
     results.sort(key=lambda r: (r["ranks"], r["nodes"]))
+    table(results)  # (sets each point's speed-up and efficiency against the study's first)
+    return results, missing
+
+
+def compare(studies, collected):
+    """Markdown for several studies side by side."""
+    names = [study_name(s, rs) for s, (rs, _) in zip(studies, collected)]
+    first = {r["ranks"]: r["ips"] for r in collected[0][0]}
+    head = ["study", "nodes", "ranks", "global batch", "images/s", f"vs {names[0]}", "speed-up",
+            "efficiency", "grad sync", "TFLOP/s/rank", "val acc"]
+    body = []
+    for name, (results, _) in zip(names, collected):
+        for r in results:
+            rel = r["ips"] / first[r["ranks"]] if first.get(r["ranks"]) else None
+            body.append([name, str(r["nodes"]), str(r["ranks"]), str(r["global_batch"]),
+                         fmt(r["ips"], ".0f"), fmt(rel, ".2f"), fmt(r["speedup"], ".2f"),
+                         fmt(r["efficiency"], ".2f"), fmt(r["sync"], ".3f"),
+                         fmt(r["tflops"], ".3g"), fmt(r["val_acc"], ".4f")])
+    width = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
+    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, width)) + " |"
+    rule = "|" + "|".join("-" * (w + 1) + ":" for w in width) + "|"
+    text = ["# Scaling studies compared: " + ", ".join(names), ""]
+    for name, (results, _) in zip(names, collected):
+        args = results[0]["args"]
+        text.append(f"- {name}: " + (f"`{args}`" if args else "(no extra mlai_train flags recorded)"))
+    text += ["", "\n".join([line(head), rule] + [line(row) for row in body]), ""]
+    text.append(
+        f"vs {names[0]}: images/s over {names[0]}'s at the same number of ranks (- where it has "
+        "no such point). Speed-up and efficiency are against each study's own smallest run; grad "
+        "sync is the share of the step spent waiting for gradient allreduces after backward "
+        "(where communication hooks show what they save), as in each study's scaling.md.")
+    for name, (_, missing) in zip(names, collected):
+        if missing:
+            text.append(f"\nNot in the table from {name}: " +
+                        "; ".join(f"{n} ({why})" for n, why in missing) + ".")
+    return "\n".join(text) + "\n"
+
+
+def plot_compare(names, collected, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no matplotlib: skipped the plot (pip install matplotlib)", file=sys.stderr)
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for k, (name, (results, _)) in enumerate(zip(names, collected)):
+        ranks = [r["ranks"] for r in results]
+        left.plot(ranks, [r["ips"] for r in results], "o-", color=f"C{k}", label=name)
+        right.plot(ranks, [r["efficiency"] for r in results], "o-", color=f"C{k}", label=name)
+    right.axhline(1.0, linestyle="--", color="gray", label="ideal")
+    left.set(xscale="log", yscale="log", xlabel="ranks", ylabel="images/s (all ranks)",
+             title="Throughput")
+    right.set(xscale="log", ylim=(0, 1.15), xlabel="ranks",
+              ylabel="efficiency = speed-up / (ranks ratio)", title="Scaling efficiency")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle("Scaling studies compared")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("study", nargs="+",
+                    help="the study folder (slurm/scaling.sh --study-dir; logs/<study>); several "
+                         "to compare them")
+    ap.add_argument("--out", help="with several studies: where comparison.md and .png go "
+                                  "(default: the first study's folder)")
+    ap.add_argument("--no-plot", action="store_true", help="write the table only")
+    args = ap.parse_args()
+    if len(args.study) > 1:
+        collected = [collect(s) for s in args.study]
+        out = args.out or args.study[0]
+        os.makedirs(out, exist_ok=True)
+        md = compare(args.study, collected)
+        with open(os.path.join(out, "comparison.md"), "w") as f:
+            f.write(md)
+        print(md, end="")
+        print(f"\nwrote {os.path.join(out, 'comparison.md')}", file=sys.stderr)
+        png = os.path.join(out, "comparison.png")
+        names = [study_name(s, rs) for s, (rs, _) in zip(args.study, collected)]
+        if not args.no_plot and plot_compare(names, collected, png):
+            print(f"wrote {png}", file=sys.stderr)
+        return
+    study = args.study[0]
+    results, missing = collect(study)
     md = describe(study, results, missing)
     with open(os.path.join(study, "scaling.md"), "w") as f:
         f.write(md)

@@ -2,7 +2,8 @@
 # A two-point scaling study through a real Slurm cluster: slurm/scaling.sh --ranks 1,2 --wait on a
 # tiny synthetic MNIST, then check that both jobs finished, that jobs.tsv lists them, and that
 # slurm/scaling_report.py wrote scaling.md with one row per point (and scaling.png where
-# matplotlib is installed). Also checks that --dry-run prints the two job scripts. Skips (exit 77)
+# matplotlib is installed), and that it compares two studies side by side. Also checks that
+# --dry-run prints the two job scripts. Skips (exit 77)
 # where there is no cluster: start one with
 #   eval "$(bash scripts/slurm-local.sh start)"
 # With MLAI_REQUIRE_SLURM=1 (CI sets it) a missing cluster is a failure, not a skip.
@@ -76,6 +77,21 @@ if python3 -c 'import matplotlib' 2> /dev/null; then
 else
   grep -q 'no matplotlib: skipped the plot' "$work/scaling.log" ||
     fail "no matplotlib, and the report did not say it skipped the plot"
+fi
+
+# Several studies side by side (here the same one twice): one row per study and point, each
+# point's images/s against the first study's at the same ranks (so 1.00 throughout).
+python3 "$repo/slurm/scaling_report.py" "$study" "$study" --out "$work/compare" --no-plot \
+  > "$work/compare.log" 2>&1 || fail "scaling_report.py with two studies failed"
+cmp_md=$work/compare/comparison.md
+if [ -f "$cmp_md" ]; then
+  rows=$(grep -cE '^\| +scaling-test \|' "$cmp_md" || true)
+  [ "$rows" = 4 ] || fail "comparison.md: expected 4 rows (2 studies x 2 points), found $rows"
+  col=$(grep -m1 -E '^\| +study \|' "$cmp_md" | awk -F'|' '{ for (i = 2; i <= NF; i++) { c = $i; gsub(/^ +| +$/, "", c); if (c ~ /^vs /) print i } }')
+  vs=$(grep -E '^\| +scaling-test \|' "$cmp_md" | awk -F'|' -v c="${col:-0}" '{ gsub(/ /, "", $c); printf "%s ", $c }')
+  [ "$vs" = "1.00 1.00 1.00 1.00 " ] || fail "comparison.md: the vs column should be 1.00 four times, is '$vs'"
+else
+  fail "no $cmp_md"
 fi
 
 [ "$failed" = 0 ] || finish_failed "$work/scaling.log" "$study"
