@@ -125,25 +125,49 @@ def fmt(v, spec):
 
 
 def table(results):
-    base = results[0]
     head = ["nodes", "ranks", "batch/rank", "global batch", "images/s", "speed-up",
             "efficiency", "TFLOP/s/rank", "MFU", "epoch s", "data wait", "grad sync", "max wait",
             "val acc", "job"]
     body = []
     for r in results:
-        speedup = r["ips"] / base["ips"] if r["ips"] and base["ips"] else None
-        r["speedup"] = speedup
-        r["efficiency"] = speedup / (r["ranks"] / base["ranks"]) if speedup else None
         body.append([str(r["nodes"]), str(r["ranks"]), str(r["batch"]), str(r["global_batch"]),
-                     fmt(r["ips"], ".0f"), fmt(speedup, ".2f"), fmt(r["efficiency"], ".2f"),
+                     fmt(r["ips"], ".0f"), fmt(r["speedup"], ".2f"), fmt(r["efficiency"], ".2f"),
                      fmt(r["tflops"], ".3g"), fmt(r["mfu"] and 100 * r["mfu"], ".1f"),
                      fmt(r["epoch_s"], ".2f"), fmt(r["wait"], ".3f"), fmt(r["sync"], ".3f"),
                      fmt(r["wait_max"], ".3f"), fmt(r["val_acc"], ".4f"),
                      r["job"] + ("" if r["finished"] else " *")])
+    return markdown_table(head, body)
+
+
+def markdown_table(head, body):
+    """A right-aligned Markdown table of strings."""
     width = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, width)) + " |"
     rule = "|" + "|".join("-" * (w + 1) + ":" for w in width) + "|"
     return "\n".join([line(head), rule] + [line(row) for row in body])
+
+
+def add_scaling(results):
+    """Each point's speed-up (images/s over the study's first point's) and efficiency
+    (speed-up over the ratio of their ranks)."""
+    base = results[0]
+    for r in results:
+        r["speedup"] = r["ips"] / base["ips"] if r["ips"] and base["ips"] else None
+        r["efficiency"] = r["speedup"] / (r["ranks"] / base["ranks"]) if r["speedup"] else None
+
+
+def pyplot(path):
+    """matplotlib's pyplot (Agg), or None, having said that the plot is skipped."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        return plt
+    except ImportError:
+        print("no matplotlib: skipped the plot (pip install matplotlib)", file=sys.stderr)
+        if os.path.exists(path):
+            print(f"(the {path} there is from an earlier report)", file=sys.stderr)
+        return None
 
 
 def describe(study, results, missing):
@@ -188,16 +212,10 @@ def describe(study, results, missing):
 
 
 def plot(study, results, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import FuncFormatter, LogLocator
-    except ImportError:
-        print("no matplotlib: skipped the plot (pip install matplotlib)", file=sys.stderr)
-        if os.path.exists(path):
-            print(f"(the {path} there is from an earlier report)", file=sys.stderr)
+    plt = pyplot(path)
+    if plt is None:
         return False
+    from matplotlib.ticker import FuncFormatter, LogLocator
     base = results[0]
     ranks = [r["ranks"] for r in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -251,7 +269,7 @@ def collect(study):
         why = "; ".join(f"{n}: {w}" for n, w in missing) or "no runs"
         sys.exit(f"scaling_report.py: nothing to report in {study} ({why})")
     results.sort(key=lambda r: (r["ranks"], r["nodes"]))
-    table(results)  # (sets each point's speed-up and efficiency against the study's first)
+    add_scaling(results)
     return results, missing
 
 
@@ -269,14 +287,11 @@ def compare(studies, collected):
                          fmt(r["ips"], ".0f"), fmt(rel, ".2f"), fmt(r["speedup"], ".2f"),
                          fmt(r["efficiency"], ".2f"), fmt(r["sync"], ".3f"),
                          fmt(r["tflops"], ".3g"), fmt(r["val_acc"], ".4f")])
-    width = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
-    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, width)) + " |"
-    rule = "|" + "|".join("-" * (w + 1) + ":" for w in width) + "|"
     text = ["# Scaling studies compared: " + ", ".join(names), ""]
     for name, (results, _) in zip(names, collected):
         args = results[0]["args"]
         text.append(f"- {name}: " + (f"`{args}`" if args else "(no extra mlai_train flags recorded)"))
-    text += ["", "\n".join([line(head), rule] + [line(row) for row in body]), ""]
+    text += ["", markdown_table(head, body), ""]
     text.append(
         f"vs {names[0]}: images/s over {names[0]}'s at the same number of ranks (- where it has "
         "no such point). Speed-up and efficiency are against each study's own smallest run; grad "
@@ -290,12 +305,8 @@ def compare(studies, collected):
 
 
 def plot_compare(names, collected, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("no matplotlib: skipped the plot (pip install matplotlib)", file=sys.stderr)
+    plt = pyplot(path)
+    if plt is None:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for k, (name, (results, _)) in enumerate(zip(names, collected)):
