@@ -1,7 +1,24 @@
 // CPU twin of kernels/augment.cu.
 #include "kernels/augment.h"
 
+#include <cmath>
+#include <type_traits>
+
 namespace mlai::kernels::cpu {
+
+namespace {
+// A pixel value v (0..255) normalized, or for uint8 output (the crop before automatic
+// augmentation) rounded to the nearest integer.
+// `erase`: the 0 of RandomErasing instead (after the normalization; never with uint8 output).
+template <class T>
+T store(float v, const AugmentParams& p, int64_t c, bool erase = false) {
+  if constexpr (std::is_same_v<T, uint8_t>) {
+    return static_cast<uint8_t>(std::nearbyint(v));
+  } else {
+    return from_acc<T>(erase ? 0.0f : (v * (1.0f / 255.0f) - p.mean[c]) * p.inv_std[c]);
+  }
+}
+}  // namespace
 
 template <class T>
 void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const AugmentParams& p,
@@ -20,8 +37,7 @@ void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const Augm
                                            src[(s.y0 * W + s.x1) * C + c],
                                            src[(s.y1 * W + s.x0) * C + c],
                                            src[(s.y1 * W + s.x1) * C + c]);
-            dst[(y * W + x) * C + c] =
-                from_acc<T>((v * (1.0f / 255.0f) - p.mean[c]) * p.inv_std[c]);
+            dst[(y * W + x) * C + c] = store<T>(v, p, c);
           }
         }
     } else {
@@ -32,15 +48,14 @@ void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const Augm
           const bool inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
           for (int64_t c = 0; c < C; ++c) {
             const float v = inside ? src[(sy * W + sx) * C + c] : 0.0f;  // zero padding
-            dst[(y * W + x) * C + c] =
-                from_acc<T>((v * (1.0f / 255.0f) - p.mean[c]) * p.inv_std[c]);
+            dst[(y * W + x) * C + c] = store<T>(v, p, c);
           }
         }
       }
     }
     for (int64_t y = a.etop; y < a.etop + a.eh; ++y)  // RandomErasing (value 0)
       for (int64_t x = a.eleft; x < a.eleft + a.ew; ++x)
-        for (int64_t c = 0; c < C; ++c) dst[(y * W + x) * C + c] = from_acc<T>(0.0);
+        for (int64_t c = 0; c < C; ++c) dst[(y * W + x) * C + c] = store<T>(-1.0f, p, c, true);
   }
 }
 
@@ -79,5 +94,7 @@ template void augment_normalize<Half>(const uint8_t*, const int64_t*, Half*, con
                                       AugmentChoice*);
 template void augment_normalize<BFloat16>(const uint8_t*, const int64_t*, BFloat16*,
                                           const AugmentParams&, AugmentChoice*);
+template void augment_normalize<uint8_t>(const uint8_t*, const int64_t*, uint8_t*,
+                                         const AugmentParams&, AugmentChoice*);
 
 }  // namespace mlai::kernels::cpu

@@ -1,6 +1,8 @@
 // CUDA batch augmentation: a first kernel draws each sample's decisions once (the same as the
 // CPU twin's), then one thread per output element (grid-stride) reads the uint8 source pixels
 // its crop/flip (or resized crop) maps to, or writes 0 inside the erased box.
+#include <type_traits>
+
 #include "kernels/augment.h"
 #include "kernels/cuda_types.cuh"
 
@@ -38,10 +40,14 @@ __global__ void augment_kernel(const uint8_t* in, const AugmentChoice* choices, 
     }
     // Separate multiply and add as on the CPU: no fused multiply-add, the same bits. An erased
     // pixel (RandomErasing) is 0.
-    out[i] = erased(a, y, x)
-                 ? dev::from_acc<T>(0.0f)
-                 : dev::from_acc<T>(
-                       __fmul_rn(__fadd_rn(__fmul_rn(v, 1.0f / 255.0f), -p.mean[c]), p.inv_std[c]));
+    if constexpr (std::is_same_v<T, uint8_t>) {
+      out[i] = static_cast<uint8_t>(rintf(v));  // the crop before automatic augmentation
+    } else {
+      out[i] = erased(a, y, x)
+                   ? dev::from_acc<T>(0.0f)
+                   : dev::from_acc<T>(__fmul_rn(__fadd_rn(__fmul_rn(v, 1.0f / 255.0f), -p.mean[c]),
+                                                p.inv_std[c]));
+    }
   }
 }
 
@@ -98,5 +104,7 @@ template void augment_normalize<Half>(const uint8_t*, const int64_t*, Half*, con
                                       AugmentChoice*, StreamHandle);
 template void augment_normalize<BFloat16>(const uint8_t*, const int64_t*, BFloat16*,
                                           const AugmentParams&, AugmentChoice*, StreamHandle);
+template void augment_normalize<uint8_t>(const uint8_t*, const int64_t*, uint8_t*,
+                                         const AugmentParams&, AugmentChoice*, StreamHandle);
 
 }  // namespace mlai::kernels::cuda

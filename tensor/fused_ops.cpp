@@ -45,10 +45,45 @@ Tensor augment_normalize(const Tensor& pixels, const Tensor& ids, const kernels:
                             DType::kUInt8, pixels.device());
   auto* ws = choices.defined() ? reinterpret_cast<kernels::AugmentChoice*>(choices.data<uint8_t>())
                                : nullptr;
+  if (dt == DType::kUInt8) {
+    if (p.erase_p > 0)
+      throw std::invalid_argument("augment_normalize: uint8 output cannot erase (normalize first)");
+    MLAI_CALL(pixels.device(), augment_normalize<uint8_t>, pixels.data<uint8_t>(),
+              ids.data<int64_t>(), out.data<uint8_t>(), p, ws);
+    return out;
+  }
   MLAI_DISPATCH_TRAINING(dt, "augment_normalize",
                          MLAI_CALL(pixels.device(), augment_normalize<scalar_t>,
                                    pixels.data<uint8_t>(), ids.data<int64_t>(),
                                    out.data<scalar_t>(), p, ws));
+  return out;
+}
+
+Tensor auto_augment(const Tensor& pixels, const Tensor& ids, const kernels::AutoAugmentParams& p) {
+  if (pixels.dtype() != DType::kUInt8 || pixels.ndim() != 4 || ids.dtype() != DType::kInt64 ||
+      ids.numel() != pixels.size(0) || pixels.device() != ids.device() ||
+      (p.channels != 1 && p.channels != 3) || p.batch != pixels.size(0) ||
+      p.height != pixels.size(1) || p.width != pixels.size(2) || p.channels != pixels.size(3) ||
+      p.num_ops < 0 || p.num_ops > kernels::kMaxAutoAugmentOps || p.num_bins < 1 ||
+      p.magnitude < 0 || p.magnitude >= p.num_bins)
+    throw std::invalid_argument(
+        "auto_augment: pixels " + pixels.str() + ", ids " + ids.str() +
+        " (1 or 3 channels; RandAugment's ops <= " + std::to_string(kernels::kMaxAutoAugmentOps) +
+        ", magnitude below the bins)");
+  Tensor out = Tensor::empty(pixels.shape(), DType::kUInt8, pixels.device());
+#ifdef MLAI_WITH_CUDA
+  if (pixels.device().is_cuda()) {
+    Tensor scratch = Tensor::empty(pixels.shape(), DType::kUInt8, pixels.device());
+    Tensor plans = Tensor::empty({p.batch * static_cast<int64_t>(sizeof(kernels::AutoAugmentPlan))},
+                                 DType::kUInt8, pixels.device());
+    k::cuda::auto_augment(pixels.data<uint8_t>(), ids.data<int64_t>(), out.data<uint8_t>(),
+                          scratch.data<uint8_t>(),
+                          reinterpret_cast<kernels::AutoAugmentPlan*>(plans.data<uint8_t>()), p,
+                          current_stream(pixels.device()).handle());
+    return out;
+  }
+#endif
+  k::cpu::auto_augment(pixels.data<uint8_t>(), ids.data<int64_t>(), out.data<uint8_t>(), p);
   return out;
 }
 

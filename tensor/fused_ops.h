@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/augment.h"
+#include "kernels/auto_augment.h"
 #include "kernels/optim.h"
 #include "tensor/tensor.h"
 
@@ -19,6 +20,12 @@ Tensor dropout_backward(const Tensor& dy, const Tensor& mask, double scale);
 // normalisation; ids (int64 [B]) are the samples' dataset indices (their random decisions).
 Tensor augment_normalize(const Tensor& pixels, const Tensor& ids, const kernels::AugmentParams& p,
                          DType dt);
+
+// dt may also be kUInt8: the crop/flip alone, rounded to uint8 pixels (no normalization; p
+// must erase nothing), as the input of auto_augment.
+// torchvision's TrivialAugmentWide / RandAugment / AutoAugment (kernels/auto_augment.h) on
+// uint8 [B, H, W, C] pixels (C = 1 or 3) -> uint8 pixels of the same shape.
+Tensor auto_augment(const Tensor& pixels, const Tensor& ids, const kernels::AutoAugmentParams& p);
 
 // MixUp/CutMix of a [B, H, W, C] float/fp16/bf16 batch with itself rolled by one sample
 // (kernels::mix_batch; p's sizes must be the batch's).

@@ -112,6 +112,42 @@ TEST(Augment, CudaMatchesCpuExactly) {
   }
 }
 
+// uint8 output (the crop that --auto-augment works on): the crop's pixel values rounded, on the
+// CPU and the GPU alike.
+TEST(Augment, Uint8OutputIsTheCropRounded) {
+  const int64_t B = 6, H = 9, W = 7, C = 3;
+  const Tensor px = pixels(B, H, W, C);
+  std::vector<int64_t> idv(B);
+  for (int64_t i = 0; i < B; ++i) idv[static_cast<size_t>(i)] = 31 * i + 2;
+  const Tensor ids = Tensor::from_vector(idv, {B});
+  for (bool rrc : {false, true}) {
+    auto p = params(B, H, W, C, 2, true);
+    p.resized_crop = rrc;
+    for (int64_t c = 0; c < C; ++c) {
+      p.mean[c] = 0;
+      p.inv_std[c] = 1;
+    }
+    const auto f = augment_normalize(px, ids, p, DType::kFloat32).to_vector<float>();  // v / 255
+    const auto u = augment_normalize(px, ids, p, DType::kUInt8).to_vector<uint8_t>();
+    ASSERT_EQ(f.size(), u.size());
+    for (size_t i = 0; i < u.size(); ++i) {
+      const float v = f[i] * 255.0f;
+      if (rrc)
+        ASSERT_LE(std::fabs(u[i] - v), 0.5f + 1e-3f) << i;  // bilinear values, rounded
+      else
+        ASSERT_EQ(u[i], static_cast<uint8_t>(std::lround(v))) << i;
+    }
+    if (cuda_available()) {
+      const Device gpu = Device::cuda(0);
+      EXPECT_EQ(augment_normalize(px.to(gpu), ids.to(gpu), p, DType::kUInt8).to_vector<uint8_t>(),
+                u)
+          << "rrc " << rrc;
+    }
+    p.erase_p = 0.5;  // erasing comes after the normalization, never on uint8 pixels
+    EXPECT_THROW(augment_normalize(px, ids, p, DType::kUInt8), std::invalid_argument);
+  }
+}
+
 // RandomErasing: with probability p a box of the drawn share of the area and aspect ratio
 // (height / width), inside the image and smaller than it, from a stream of draws of its own
 // (the crop and flip decisions do not change when it is switched on).
