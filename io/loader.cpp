@@ -262,7 +262,33 @@ Batch Loader::finish(const HostBatch& h) {
   }
   Batch out;
   out.index = h.index;
-  out.images = tensor::augment_normalize(h.pixels, h.ids, p, opt_.dtype);
+  if (opt_.auto_augment == kernels::AutoAugmentPolicy::kNone) {
+    out.images = tensor::augment_normalize(h.pixels, h.ids, p, opt_.dtype);
+  } else {
+    // torchvision's order: the crop and flip (rounded to uint8 pixels), the automatic
+    // augmentation, then the normalization and RandomErasing (the same boxes as without it).
+    tensor::Tensor pixels = h.pixels;
+    if (p.pad > 0 || p.flip || p.resized_crop) {
+      kernels::AugmentParams crop = p;
+      crop.erase_p = 0;
+      pixels = tensor::augment_normalize(pixels, h.ids, crop, tensor::DType::kUInt8);
+    }
+    kernels::AutoAugmentParams a;
+    a.batch = p.batch;
+    a.height = p.height;
+    a.width = p.width;
+    a.channels = p.channels;
+    a.policy = opt_.auto_augment;
+    a.num_ops = opt_.ra_num_ops;
+    a.magnitude = opt_.ra_magnitude;
+    a.seed = opt_.seed;
+    a.epoch = epoch_;
+    pixels = tensor::auto_augment(pixels, h.ids, a);
+    p.pad = 0;
+    p.flip = false;
+    p.resized_crop = false;
+    out.images = tensor::augment_normalize(pixels, h.ids, p, opt_.dtype);
+  }
   out.labels = h.labels;
   return out;
 }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "io/dataset.h"
+#include "kernels/auto_augment.h"
 #include "tensor/tensor.h"
 
 namespace mlai::io {
@@ -43,6 +44,10 @@ struct LoaderOptions {
   bool augment_resized_crop = false;
   double rrc_scale[2] = {0.08, 1.0};
   double rrc_ratio[2] = {3.0 / 4.0, 4.0 / 3.0};
+  // torchvision's TrivialAugmentWide / RandAugment / AutoAugment on the uint8 crop, before the
+  // normalization (kernels/auto_augment.h).
+  kernels::AutoAugmentPolicy auto_augment = kernels::AutoAugmentPolicy::kNone;
+  int ra_num_ops = 2, ra_magnitude = 9;
   // RandomErasing after the normalization (kernels/augment.h): probability, area share, ratio.
   double erase_p = 0;
   double erase_scale[2] = {0.02, 0.33};

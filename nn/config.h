@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/auto_augment.h"
 #include "kernels/gemm.h"
 #include "tensor/dtype.h"
 
@@ -46,6 +47,12 @@ struct Config {
   std::vector<double> erasing_scale{0.02, 0.33};
   std::vector<double> erasing_ratio{0.3, 3.3};
   std::vector<double> rrc_ratio{3.0 / 4.0, 4.0 / 3.0};
+  // torchvision's automatic augmentation on the uint8 crop, before the normalization: none,
+  // ta_wide (TrivialAugmentWide), ra (RandAugment(ra_num_ops, ra_magnitude)), or AutoAugment's
+  // imagenet, cifar10 or svhn policy (the names of torchvision's reference --auto-augment).
+  std::string auto_augment = "none";
+  int ra_num_ops = 2;
+  int ra_magnitude = 9;
   // loss and optimisation
   std::string criterion = "cross_entropy";
   double label_smoothing = 0.0;
@@ -286,6 +293,8 @@ kernels::MatmulPrecision parse_matmul_precision(const std::string& text);
 // --ddp-comm-hook: the dtype float32 gradient buckets travel in (float32: not compressed to 16
 // bits: none or powersgd).
 tensor::DType parse_ddp_comm_hook(const std::string& text);
+// --auto-augment: none, ta_wide, ra, imagenet, cifar10, svhn.
+kernels::AutoAugmentPolicy auto_augment_policy(const std::string& text);
 
 // Seconds in a duration written as Lightning's max_time ("DD:HH:MM:SS") or as a Slurm time
 // ("MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS"); a field may have a decimal

@@ -157,6 +157,15 @@ FitResult Trainer::fit() {
   lo.rrc_scale[1] = cfg_.rrc_scale[1];
   lo.rrc_ratio[0] = cfg_.rrc_ratio[0];
   lo.rrc_ratio[1] = cfg_.rrc_ratio[1];
+  // torchvision's automatic augmentation on the crop: grayscale or RGB images, as torchvision's.
+  lo.auto_augment = auto_augment_policy(cfg_.auto_augment);
+  if (lo.auto_augment != kernels::AutoAugmentPolicy::kNone && data_.train.channels != 1 &&
+      data_.train.channels != 3)
+    throw std::invalid_argument("--auto-augment " + cfg_.auto_augment +
+                                " needs images of 1 or 3 channels; these have " +
+                                std::to_string(data_.train.channels));
+  lo.ra_num_ops = cfg_.ra_num_ops;
+  lo.ra_magnitude = cfg_.ra_magnitude;
   // torchvision's RandomErasing, after any of them.
   lo.erase_p = cfg_.random_erasing;
   lo.erase_scale[0] = cfg_.erasing_scale[0];
