@@ -184,4 +184,37 @@ tensor::Tensor random_labels(int64_t rows, int64_t classes, tensor::Generator& g
   return tensor::Tensor::from_vector(labels, {rows}).to(device);
 }
 
+kernels::AutoAugmentParams auto_augment_batch(kernels::AutoAugmentPolicy policy, int64_t batch,
+                                              int64_t hw, int64_t c, tensor::Tensor* pixels,
+                                              tensor::Tensor* ids) {
+  kernels::AutoAugmentParams p;
+  p.batch = batch;
+  p.height = p.width = hw;
+  p.channels = c;
+  p.policy = policy;
+  p.seed = 7;
+  std::vector<uint8_t> v(static_cast<size_t>(batch * hw * hw * c));
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (auto& x : v) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    x = static_cast<uint8_t>(s >> 56);
+  }
+  *pixels = tensor::Tensor::from_vector(v, {batch, hw, hw, c});
+  std::vector<int64_t> idv(static_cast<size_t>(batch));
+  for (int64_t b = 0; b < batch; ++b) idv[static_cast<size_t>(b)] = 17 * b + 3;
+  *ids = tensor::Tensor::from_vector(idv, {batch});
+  return p;
+}
+
+std::vector<std::pair<kernels::AutoAugmentPolicy, std::string>> auto_augment_policies() {
+  using P = kernels::AutoAugmentPolicy;
+  return {{P::kTrivialAugmentWide, "ta_wide"},
+          {P::kRandAugment, "ra"},
+          {P::kImageNet, "imagenet"},
+          {P::kCifar10, "cifar10"},
+          {P::kSvhn, "svhn"}};
+}
+
 }  // namespace mlai::bench

@@ -7,8 +7,10 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "kernels/auto_augment.h"
 #include "tensor/tensor.h"
 
 namespace mlai::bench {
@@ -64,5 +66,13 @@ std::string short_dtype(tensor::DType dt);
 // int64 labels in [0, classes) on `device`, drawn from `gen`.
 tensor::Tensor random_labels(int64_t rows, int64_t classes, tensor::Generator& gen,
                              tensor::Device device = tensor::Device::cpu());
+
+// A batch of `batch` random uint8 images (hw x hw x c) on the CPU, sample ids 17 b + 3, and
+// the automatic-augmentation parameters for them (the CpuAutoAugment and CudaAutoAugment rows).
+kernels::AutoAugmentParams auto_augment_batch(kernels::AutoAugmentPolicy policy, int64_t batch,
+                                              int64_t hw, int64_t c, tensor::Tensor* pixels,
+                                              tensor::Tensor* ids);
+// The policies by their --auto-augment names.
+std::vector<std::pair<kernels::AutoAugmentPolicy, std::string>> auto_augment_policies();
 
 }  // namespace mlai::bench

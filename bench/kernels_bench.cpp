@@ -21,9 +21,11 @@
 
 #include "bench/bench_util.h"
 #include "bench/reference.h"
+#include "kernels/auto_augment.h"
 #include "kernels/common.h"
 #include "kernels/conv.h"
 #include "kernels/half_convert.h"
+#include "tensor/fused_ops.h"
 #include "tensor/ops.h"
 
 namespace mlai::bench {
@@ -225,6 +227,34 @@ void cpu_half(benchmark::State& state, const std::string& key, int op, bool f16c
   set_rate(state, "GBps", 6.0 * static_cast<double>(n) * 1e-9, s, 0);
 }
 
+// CpuAutoAugment/<policy>/BxHxWxC: --auto-augment on one core, images/s (the batch function
+// against each sample's plan applied one operation at a time).
+void cpu_auto_augment(benchmark::State& state, const std::string& key,
+                      kernels::AutoAugmentPolicy policy, int64_t batch, int64_t hw, int64_t c) {
+  Tensor px, ids;
+  const kernels::AutoAugmentParams p = auto_augment_batch(policy, batch, hw, c, &px, &ids);
+  auto run = [&] { return tensor::auto_augment(px, ids, p); };
+  if (!validate_once(state, key, [&] {
+        const std::vector<uint8_t> got = run().to_vector<uint8_t>(), in = px.to_vector<uint8_t>();
+        const int64_t image = hw * hw * c;
+        for (int64_t b = 0; b < batch; b += 13) {
+          std::vector<uint8_t> img(in.begin() + b * image, in.begin() + (b + 1) * image),
+              next(img.size());
+          const kernels::AutoAugmentPlan plan = kernels::auto_augment_plan(p, 17 * b + 3);
+          for (int k = 0; k < plan.count; ++k) {
+            kernels::cpu::apply_augment_op(img.data(), next.data(), hw, hw, c, plan.ops[k]);
+            img.swap(next);
+          }
+          if (!std::equal(img.begin(), img.end(), got.begin() + b * image))
+            return "image " + std::to_string(b) + " differs from its plan applied step by step";
+        }
+        return std::string();
+      }))
+    return;
+  const double s = time_cpu(state, run);
+  set_rate(state, "Mimg_per_s", static_cast<double>(batch) * 1e-6, s, 0);
+}
+
 template <class Fn>
 void add_cpu(const std::string& name, Fn fn) {
   benchmark::RegisterBenchmark(name.c_str(),
@@ -255,6 +285,11 @@ void register_cpu_benchmarks() {
     add_cpu("CpuSum/fp32/" + size,
             [n](benchmark::State& st, const std::string& key) { cpu_sum(st, key, n); });
   }
+  for (auto [policy, name] : auto_augment_policies())
+    add_cpu(std::string("CpuAutoAugment/") + name + "/256x32x32x3",
+            [policy](benchmark::State& st, const std::string& key) {
+              cpu_auto_augment(st, key, policy, 256, 32, 3);
+            });
   for (int op = 0; op < 3; ++op)
     for (bool f16c : {true, false}) {
       const int64_t n = int64_t{1} << 24;

@@ -15,6 +15,7 @@
 #include "bench/bench_util.h"
 #include "bench/reference.h"
 #include "kernels/gemm.h"
+#include "tensor/fused_ops.h"
 #include "tensor/ops.h"
 
 namespace mlai::bench {
@@ -157,6 +158,26 @@ void cuda_xent(benchmark::State& state, const std::string& key, bool backward, D
   time_and_report(state, Work{bytes, 0, false}, [&](int i) { out = run(i); });
 }
 
+// CudaAutoAugment/<policy>/BxHxWxC: --auto-augment's kernel, images/s, checked against its
+// CPU twin byte for byte.
+void cuda_auto_augment(benchmark::State& state, const std::string& key,
+                       kernels::AutoAugmentPolicy policy, int64_t batch, int64_t hw, int64_t c) {
+  if (!require_cuda(state)) return;
+  Tensor px, ids;
+  const kernels::AutoAugmentParams p = auto_augment_batch(policy, batch, hw, c, &px, &ids);
+  const Tensor gpx = px.to(kGpu), gids = ids.to(kGpu);
+  Tensor out;
+  if (!validate_once(state, key, [&] {
+        return tensor::auto_augment(gpx, gids, p).to_vector<uint8_t>() ==
+                       tensor::auto_augment(px, ids, p).to_vector<uint8_t>()
+                   ? std::string()
+                   : std::string("differs from the CPU twin");
+      }))
+    return;
+  const double s = time_cuda(state, 20, [&](int) { out = tensor::auto_augment(gpx, gids, p); });
+  set_rate(state, "Mimg_per_s", static_cast<double>(batch) * 1e-6, s, 0);
+}
+
 benchmark::internal::Benchmark* add_cuda(
     const std::string& name, std::function<void(benchmark::State&, const std::string&)> fn) {
   return benchmark::RegisterBenchmark(name.c_str(),
@@ -183,6 +204,11 @@ void register_cuda_benchmarks() {
       cuda_gemm(st, key, DType::kFloat32, s, s, s, /*tf32=*/true);
     })->Unit(benchmark::kMillisecond);
   }
+  for (auto [policy, name] : auto_augment_policies())
+    add_cuda("CudaAutoAugment/" + name + "/256x32x32x3",
+             [policy](benchmark::State& st, const std::string& key) {
+               cuda_auto_augment(st, key, policy, 256, 32, 3);
+             });
   const int64_t n = int64_t{64} << 20;
   const std::pair<Op, const char*> kOps[] = {
       {Op::kAdd, "CudaAdd"}, {Op::kRelu, "CudaRelu"}, {Op::kSum, "CudaSum"}};
