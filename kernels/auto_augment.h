@@ -1,6 +1,7 @@
 // torchvision's automatic augmentation policies on uint8 images, the way torchvision applies
 // them to uint8 tensors (transforms/autoaugment.py and the tensor functionals it calls):
-// TrivialAugmentWide, RandAugment and AutoAugment's ImageNet, CIFAR-10 and SVHN policies. Each
+// TrivialAugmentWide, RandAugment, AutoAugment's ImageNet, CIFAR-10 and SVHN policies, and
+// AugMix (three chains of 1 to 3 operations mixed with the original; alpha 1). Each
 // sample gets its own operations and magnitudes from (seed, epoch, sample id) alone, as the
 // crop and flip do (kernels/augment.h), so CPU and GPU, any worker count and a resume agree.
 //
@@ -8,7 +9,8 @@
 // blends truncated to uint8 (brightness, colour, contrast, sharpness), integer histograms
 // (equalize), float32 min/max scaling (autocontrast), and nearest-neighbour affine resampling
 // with zero fill for shear, translate and rotate (the float32 grid of torchvision's
-// _gen_affine_grid, unnormalized and rounded as torch's CPU grid_sample does). The one
+// _gen_affine_grid, unnormalized and rounded as torch's CPU grid_sample does; bilinear for
+// AugMix, whose default interpolation that is). The one
 // deliberate difference: magnitudes are each bin's exact value rounded to float, where torch's
 // vectorized float32 linspace is an ulp off in a few bins (which makes TrivialAugmentWide's
 // TranslateX bin 15 a shift of 15 pixels in torchvision instead of 16).
@@ -48,6 +50,7 @@ enum class AutoAugmentPolicy : int32_t {
   kImageNet,            // AutoAugment(AutoAugmentPolicy.IMAGENET)
   kCifar10,             // AutoAugment(AutoAugmentPolicy.CIFAR10)
   kSvhn,                // AutoAugment(AutoAugmentPolicy.SVHN)
+  kAugMix,              // AugMix(severity, mixture_width=3, chain_depth=-1, alpha=1)
 };
 
 struct AutoAugmentParams {
@@ -56,6 +59,7 @@ struct AutoAugmentParams {
   int num_ops = 2;    // RandAugment: operations per image
   int magnitude = 9;  // RandAugment: the magnitude bin, 0..num_bins-1
   int num_bins = 31;  // RandAugment and TrivialAugmentWide: magnitude bins
+  int severity = 3;   // AugMix: magnitudes are drawn from its first `severity` bins of 10
   uint64_t seed = 0;
   int64_t epoch = 0;
 };
@@ -64,16 +68,28 @@ struct AutoAugmentParams {
 // grid coefficients (source x in normalized units = coef[0] x + coef[1] y + coef[2], source y =
 // coef[3] x + coef[4] y + coef[5], for output pixel centres x, y relative to the image centre);
 // for the blends, coef[0] = float(factor) and coef[1] = float(1 - factor); for Solarize, coef[0]
-// the threshold. `bits`: Posterize's bits kept.
+// the threshold. `bits`: Posterize's bits kept. `bilinear`: the geometric operations sample
+// bilinearly (AugMix) instead of the nearest pixel.
 struct AugOp {
   AugOpKind kind = AugOpKind::kIdentity;
   int32_t bits = 8;
+  int32_t bilinear = 0;
   float coef[6] = {};
 };
 
-constexpr int kMaxAutoAugmentOps = 4;  // RandAugment's num_ops is limited to this
+constexpr int kMaxRandAugmentOps = 4;  // RandAugment's num_ops is limited to this
+constexpr int kAugMixChains = 3;       // AugMix's mixture_width
+constexpr int kAugMixMaxDepth = 3;     // its stochastic chain depth: 1 to 3
+constexpr int kMaxAutoAugmentOps = kAugMixChains * kAugMixMaxDepth;
+// A sample's operations: one sequence of `count` (chains == 0), or AugMix's chains, chain c
+// being ops[chain_begin[c] .. chain_begin[c + 1]), mixed as keep x image + sum of weight[c] x
+// chain c's result.
 struct AutoAugmentPlan {
   int32_t count = 0;
+  int32_t chains = 0;
+  int32_t chain_begin[kAugMixChains + 1] = {};
+  float keep = 1.0f;
+  float weight[kAugMixChains] = {};
   AugOp ops[kMaxAutoAugmentOps];
 };
 
@@ -90,9 +106,21 @@ MLAI_HD int posterize_bin(int n, double d, int i) {
   return 8 - static_cast<int>(::rintf(q));
 }
 
-// The magnitude of `kind` at bin i: wide is TrivialAugmentWide's space, otherwise RandAugment's
-// and AutoAugment's (the same ranges).
-MLAI_HD double op_magnitude(AugOpKind kind, bool wide, int n, int i, int64_t H, int64_t W) {
+// Whose magnitude ranges: TrivialAugmentWide's, RandAugment's and AutoAugment's (the same), or
+// AugMix's (translations up to a third of the image, Posterize from 4 bits down to 0).
+enum class MagnitudeSpace { kWide, kStandard, kAugMix };
+
+// The magnitude of `kind` at bin i of n in `space`.
+MLAI_HD double op_magnitude(AugOpKind kind, MagnitudeSpace space, int n, int i, int64_t H,
+                            int64_t W) {
+  const bool wide = space == MagnitudeSpace::kWide;
+  if (space == MagnitudeSpace::kAugMix) {
+    if (kind == AugOpKind::kTranslateX)
+      return linspace_bin(0.0, static_cast<double>(W) / 3.0, n, i);
+    if (kind == AugOpKind::kTranslateY)
+      return linspace_bin(0.0, static_cast<double>(H) / 3.0, n, i);
+    if (kind == AugOpKind::kPosterize) return posterize_bin(n, 4.0, i) - 4;
+  }
   switch (kind) {
     case AugOpKind::kShearX:
     case AugOpKind::kShearY:
@@ -147,9 +175,11 @@ MLAI_HD void inverse_affine(double cx, double cy, double angle_deg, double tx, d
 }
 
 // torchvision's _apply_op(img, kind, magnitude) with its arguments resolved for an H x W image.
-MLAI_HD AugOp make_op(AugOpKind kind, double magnitude, int64_t H, int64_t W) {
+MLAI_HD AugOp make_op(AugOpKind kind, double magnitude, int64_t H, int64_t W,
+                      bool bilinear = false) {
   AugOp op;
   op.kind = kind;
+  op.bilinear = bilinear ? 1 : 0;
   constexpr double kRadToDeg = 180.0 / 3.14159265358979323846;
   const double w = static_cast<double>(W), h = static_cast<double>(H);
   double m[6];
@@ -332,9 +362,14 @@ MLAI_HD int draw_below(double u, int n) {
 // RandAugment num_ops of its 14 at the fixed bin, each with a random sign; AutoAugment one of
 // the policy's 25 sub-policies, each of its two steps applied with its probability (torchvision:
 // probs[i] <= p) and negated when its sign draw is 0.
-MLAI_HD AutoAugmentPlan auto_augment_plan(const AutoAugmentParams& p, int64_t sample_id) {
-  AutoAugmentPlan plan;
-  if (p.policy == AutoAugmentPolicy::kNone) return plan;
+// (Written field by field into `plan`, which may be device memory: no copy of the whole plan on
+// a GPU thread's stack.)
+MLAI_HD void fill_auto_augment_plan(const AutoAugmentParams& p, int64_t sample_id,
+                                    AutoAugmentPlan& plan) {
+  plan.count = 0;
+  plan.chains = 0;
+  plan.keep = 1.0f;
+  if (p.policy == AutoAugmentPolicy::kNone) return;
   const uint64_t r = mix64(p.seed ^ (0xa0761d6478bd642full * static_cast<uint64_t>(p.epoch + 1)),
                            static_cast<uint64_t>(sample_id));
   // The 14 operations of TrivialAugmentWide's and RandAugment's spaces, in torchvision's order.
@@ -347,28 +382,68 @@ MLAI_HD AutoAugmentPlan auto_augment_plan(const AutoAugmentParams& p, int64_t sa
   const int64_t H = p.height, W = p.width;
   if (p.policy == AutoAugmentPolicy::kTrivialAugmentWide) {
     const AugOpKind kind = space[draw_below(uniform01(r, 0), 14)];
-    double mag =
-        op_magnitude(kind, true, p.num_bins, draw_below(uniform01(r, 1), p.num_bins), H, W);
+    double mag = op_magnitude(kind, MagnitudeSpace::kWide, p.num_bins,
+                              draw_below(uniform01(r, 1), p.num_bins), H, W);
     if (op_signed(kind) && uniform01(r, 2) < 0.5) mag = -mag;
     plan.ops[plan.count++] = make_op(kind, mag, H, W);
   } else if (p.policy == AutoAugmentPolicy::kRandAugment) {
-    const int n = p.num_ops < kMaxAutoAugmentOps ? p.num_ops : kMaxAutoAugmentOps;
+    const int n = p.num_ops < kMaxRandAugmentOps ? p.num_ops : kMaxRandAugmentOps;
     for (int k = 0; k < n; ++k) {
       const AugOpKind kind = space[draw_below(uniform01(r, 2 * k), 14)];
-      double mag = op_magnitude(kind, false, p.num_bins, p.magnitude, H, W);
+      double mag = op_magnitude(kind, MagnitudeSpace::kStandard, p.num_bins, p.magnitude, H, W);
       if (op_signed(kind) && uniform01(r, 2 * k + 1) < 0.5) mag = -mag;
       plan.ops[plan.count++] = make_op(kind, mag, H, W);
     }
+  } else if (p.policy == AutoAugmentPolicy::kAugMix) {
+    // The weights: m ~ Dirichlet(1, 1) for the original and the chains together, the chains'
+    // shares ~ Dirichlet(1, 1, 1) times m's second part. With alpha 1 both are uniform
+    // spacings (the gaps between sorted uniform draws), exact in any IEEE arithmetic, so the
+    // CPU and the GPU draw the same weights.
+    const double m = uniform01(r, 0);
+    const double a = uniform01(r, 1), b = uniform01(r, 2);
+    const double lo = a < b ? a : b, hi = a < b ? b : a;
+    const double share[kAugMixChains] = {lo, hi - lo, 1.0 - hi};
+    plan.keep = static_cast<float>(m);
+    const float rest = static_cast<float>(1.0 - m);
+    // AugMix's space with all_ops: the 9 base operations, then the 4 colour ones.
+    constexpr AugOpKind mix_space[13] = {
+        AugOpKind::kShearX,     AugOpKind::kShearY,       AugOpKind::kTranslateX,
+        AugOpKind::kTranslateY, AugOpKind::kRotate,       AugOpKind::kPosterize,
+        AugOpKind::kSolarize,   AugOpKind::kAutoContrast, AugOpKind::kEqualize,
+        AugOpKind::kBrightness, AugOpKind::kColor,        AugOpKind::kContrast,
+        AugOpKind::kSharpness};
+    const int severity = p.severity < 1 ? 1 : (p.severity > 10 ? 10 : p.severity);
+    plan.chains = kAugMixChains;
+    for (int c = 0; c < kAugMixChains; ++c) {
+      plan.weight[c] = mul_rn(static_cast<float>(share[c]), rest);
+      plan.chain_begin[c] = plan.count;
+      const uint64_t base = 3 + 10 * static_cast<uint64_t>(c);
+      const int depth = 1 + draw_below(uniform01(r, base), kAugMixMaxDepth);
+      for (int k = 0; k < depth; ++k) {
+        const uint64_t at = base + 1 + 3 * static_cast<uint64_t>(k);
+        const AugOpKind kind = mix_space[draw_below(uniform01(r, at), 13)];
+        double mag = op_magnitude(kind, MagnitudeSpace::kAugMix, 10,
+                                  draw_below(uniform01(r, at + 1), severity), H, W);
+        if (op_signed(kind) && uniform01(r, at + 2) < 0.5) mag = -mag;
+        plan.ops[plan.count++] = make_op(kind, mag, H, W, /*bilinear=*/true);
+      }
+    }
+    plan.chain_begin[kAugMixChains] = plan.count;
   } else {
     const int sub = draw_below(uniform01(r, 0), 25);
     for (int k = 0; k < 2; ++k) {
       const SubPolicyStep s = auto_augment_step(p.policy, sub, k);
       if (!(static_cast<float>(uniform01(r, 1 + k)) <= s.p)) continue;
-      double mag = s.bin >= 0 ? op_magnitude(s.kind, false, 10, s.bin, H, W) : 0.0;
+      double mag =
+          s.bin >= 0 ? op_magnitude(s.kind, MagnitudeSpace::kStandard, 10, s.bin, H, W) : 0.0;
       if (op_signed(s.kind) && uniform01(r, 3 + k) < 0.5) mag = -mag;
       plan.ops[plan.count++] = make_op(s.kind, mag, H, W);
     }
   }
+}
+MLAI_HD AutoAugmentPlan auto_augment_plan(const AutoAugmentParams& p, int64_t sample_id) {
+  AutoAugmentPlan plan;
+  fill_auto_augment_plan(p, sample_id, plan);
   return plan;
 }
 
@@ -426,6 +501,75 @@ MLAI_HD void equalize_lut(const int32_t* hist, uint8_t* lut) {
   }
 }
 
+MLAI_HD bool op_is_geometric(AugOpKind k) {
+  return k == AugOpKind::kShearX || k == AugOpKind::kShearY || k == AugOpKind::kTranslateX ||
+         k == AugOpKind::kTranslateY || k == AugOpKind::kRotate;
+}
+
+// Where output pixel (y, x) of a geometric operation reads: the nearest source pixel (ix, iy),
+// or for bilinear sampling the top-left corner (x0, y0) of the four and their weights; inside
+// false when nothing of the image is read (the value is 0). The same for every channel, so the
+// CPU twin works it out once per pixel.
+struct GeoSource {
+  bool inside = false, bilinear = false;
+  int64_t x0 = 0, y0 = 0;
+  float nw = 0, ne = 0, sw = 0, se = 0;
+};
+MLAI_HD GeoSource geometric_source(const AugOp& op, int64_t H, int64_t W, int64_t y, int64_t x) {
+  // Pixel centres relative to the image centre (exact), the float32 grid as torch's CPU batched
+  // matrix product sums it ([x, y, 1] times the coefficients: x's product, y's added by a fused
+  // multiply-add, then the constant), torch's CPU grid_sample unnormalization ((g + 1) times
+  // size / 2 less 1/2, as one fused multiply-add: torch's x86 build contracts it) and nearest
+  // rounding (half to even). Fused where torch's is: anything else moves a few values across a
+  // rounding boundary.
+  GeoSource g;
+  g.bilinear = op.bilinear != 0;
+  const float fx = static_cast<float>(static_cast<double>(x) - 0.5 * W + 0.5);
+  const float fy = static_cast<float>(static_cast<double>(y) - 0.5 * H + 0.5);
+  const float gx = add_rn(fma_rn(fy, op.coef[1], mul_rn(fx, op.coef[0])), op.coef[2]);
+  const float gy = add_rn(fma_rn(fy, op.coef[4], mul_rn(fx, op.coef[3])), op.coef[5]);
+  const float sx = fma_rn(add_rn(gx, 1.0f), static_cast<float>(W) * 0.5f, -0.5f);
+  const float sy = fma_rn(add_rn(gy, 1.0f), static_cast<float>(H) * 0.5f, -0.5f);
+  if (!(sx > -1.0f && sy > -1.0f && sx < static_cast<float>(W) + 1.0f &&
+        sy < static_cast<float>(H) + 1.0f))
+    return g;
+  if (g.bilinear) {
+    // torch's CPU bilinear grid_sample: corner weights from the distances to the sides.
+    const float xw = ::floorf(sx), yn = ::floorf(sy);
+    const float w = add_rn(sx, -xw), e = add_rn(1.0f, -w);
+    const float n = add_rn(sy, -yn), s = add_rn(1.0f, -n);
+    g.x0 = static_cast<int64_t>(xw);
+    g.y0 = static_cast<int64_t>(yn);
+    g.nw = mul_rn(s, e);
+    g.ne = mul_rn(s, w);
+    g.sw = mul_rn(n, e);
+    g.se = mul_rn(n, w);
+    g.inside = true;
+    return g;
+  }
+  g.x0 = static_cast<int64_t>(::rintf(sx));
+  g.y0 = static_cast<int64_t>(::rintf(sy));
+  g.inside = g.x0 >= 0 && g.x0 < W && g.y0 >= 0 && g.y0 < H;
+  return g;
+}
+// Channel c's value at g: the nearest pixel's, or the four corners' products summed in order,
+// each added by a fused multiply-add (a corner outside the image counts 0), then torchvision's
+// rounding back to uint8 (half to even).
+MLAI_HD uint8_t geometric_sample(const uint8_t* img, int64_t H, int64_t W, int64_t C,
+                                 const GeoSource& g, int64_t c) {
+  if (!g.inside) return 0;
+  if (!g.bilinear) return img[(g.y0 * W + g.x0) * C + c];
+  auto at = [&](int64_t yy, int64_t xx) -> float {
+    return yy >= 0 && yy < H && xx >= 0 && xx < W ? img[(yy * W + xx) * C + c] : 0.0f;
+  };
+  float acc = mul_rn(at(g.y0, g.x0), g.nw);
+  acc = fma_rn(at(g.y0, g.x0 + 1), g.ne, acc);
+  acc = fma_rn(at(g.y0 + 1, g.x0), g.sw, acc);
+  acc = fma_rn(at(g.y0 + 1, g.x0 + 1), g.se, acc);
+  acc = ::rintf(acc);
+  return static_cast<uint8_t>(acc < 0.0f ? 0.0f : (acc > 255.0f ? 255.0f : acc));
+}
+
 // One output value of `op` on image `img` (H x W x C): pixel (y, x), channel c.
 MLAI_HD uint8_t apply_op_at(const uint8_t* img, int64_t H, int64_t W, int64_t C, int64_t y,
                             int64_t x, int64_t c, const AugOp& op, const ImageStats& st) {
@@ -435,24 +579,8 @@ MLAI_HD uint8_t apply_op_at(const uint8_t* img, int64_t H, int64_t W, int64_t C,
     case AugOpKind::kShearY:
     case AugOpKind::kTranslateX:
     case AugOpKind::kTranslateY:
-    case AugOpKind::kRotate: {
-      // Pixel centres relative to the image centre (exact), the float32 grid as torch's CPU
-      // batched matrix product sums it ([x, y, 1] times the coefficients: x's product, y's
-      // added by a fused multiply-add, then the constant), torch's CPU unnormalization
-      // ((g + 1) size / 2 - 1/2) and nearest rounding (half to even); outside the image, 0.
-      const float fx = static_cast<float>(static_cast<double>(x) - 0.5 * W + 0.5);
-      const float fy = static_cast<float>(static_cast<double>(y) - 0.5 * H + 0.5);
-      const float gx = add_rn(fma_rn(fy, op.coef[1], mul_rn(fx, op.coef[0])), op.coef[2]);
-      const float gy = add_rn(fma_rn(fy, op.coef[4], mul_rn(fx, op.coef[3])), op.coef[5]);
-      const float sx = add_rn(mul_rn(add_rn(gx, 1.0f), static_cast<float>(W) * 0.5f), -0.5f);
-      const float sy = add_rn(mul_rn(add_rn(gy, 1.0f), static_cast<float>(H) * 0.5f), -0.5f);
-      if (!(sx > -1.0f && sy > -1.0f && sx < static_cast<float>(W) + 1.0f &&
-            sy < static_cast<float>(H) + 1.0f))
-        return 0;
-      const auto ix = static_cast<int64_t>(::rintf(sx)), iy = static_cast<int64_t>(::rintf(sy));
-      if (ix < 0 || ix >= W || iy < 0 || iy >= H) return 0;
-      return img[(iy * W + ix) * C + c];
-    }
+    case AugOpKind::kRotate:
+      return geometric_sample(img, H, W, C, geometric_source(op, H, W, y, x), c);
     case AugOpKind::kBrightness:
       return blend(op, static_cast<float>(v), 0.0f);
     case AugOpKind::kColor:
@@ -496,6 +624,12 @@ MLAI_HD uint8_t apply_op_at(const uint8_t* img, int64_t H, int64_t W, int64_t C,
   }
 }
 
+// AugMix's mix of one value: keep x the original plus each chain's weight x its result, in
+// float32 as torchvision sums it (chain by chain), truncated to uint8.
+MLAI_HD uint8_t mix_to_uint8(float v) {
+  return static_cast<uint8_t>(v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v));
+}
+
 namespace cpu {
 // in, out: uint8 [batch, H, W, C], distinct; ids: each sample's data set index.
 void auto_augment(const uint8_t* in, const int64_t* ids, uint8_t* out, const AutoAugmentParams& p);
@@ -505,8 +639,9 @@ void apply_augment_op(const uint8_t* in, uint8_t* out, int64_t H, int64_t W, int
 }  // namespace cpu
 
 namespace cuda {
-// scratch: uint8, as large as `in`; plans: room for p.batch AutoAugmentPlan (device memory).
-void auto_augment(const uint8_t* in, const int64_t* ids, uint8_t* out, uint8_t* scratch,
+// scratch: uint8, twice as large as `in`; mix: float, as many values as `in` (AugMix only,
+// null otherwise); plans: room for p.batch AutoAugmentPlan (device memory).
+void auto_augment(const uint8_t* in, const int64_t* ids, uint8_t* out, uint8_t* scratch, float* mix,
                   AutoAugmentPlan* plans, const AutoAugmentParams& p, StreamHandle stream);
 }  // namespace cuda
 

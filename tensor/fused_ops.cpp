@@ -64,20 +64,23 @@ Tensor auto_augment(const Tensor& pixels, const Tensor& ids, const kernels::Auto
       ids.numel() != pixels.size(0) || pixels.device() != ids.device() ||
       (p.channels != 1 && p.channels != 3) || p.batch != pixels.size(0) ||
       p.height != pixels.size(1) || p.width != pixels.size(2) || p.channels != pixels.size(3) ||
-      p.num_ops < 0 || p.num_ops > kernels::kMaxAutoAugmentOps || p.num_bins < 1 ||
-      p.magnitude < 0 || p.magnitude >= p.num_bins)
+      p.num_ops < 0 || p.num_ops > kernels::kMaxRandAugmentOps || p.num_bins < 1 ||
+      p.magnitude < 0 || p.magnitude >= p.num_bins || p.severity < 1 || p.severity > 10)
     throw std::invalid_argument(
         "auto_augment: pixels " + pixels.str() + ", ids " + ids.str() +
-        " (1 or 3 channels; RandAugment's ops <= " + std::to_string(kernels::kMaxAutoAugmentOps) +
-        ", magnitude below the bins)");
+        " (1 or 3 channels; RandAugment's ops <= " + std::to_string(kernels::kMaxRandAugmentOps) +
+        ", magnitude below the bins; AugMix's severity 1 to 10)");
   Tensor out = Tensor::empty(pixels.shape(), DType::kUInt8, pixels.device());
 #ifdef MLAI_WITH_CUDA
   if (pixels.device().is_cuda()) {
-    Tensor scratch = Tensor::empty(pixels.shape(), DType::kUInt8, pixels.device());
+    Tensor scratch = Tensor::empty({2 * pixels.numel()}, DType::kUInt8, pixels.device());
+    Tensor mix;  // AugMix's float sums
+    if (p.policy == kernels::AutoAugmentPolicy::kAugMix)
+      mix = Tensor::empty(pixels.shape(), DType::kFloat32, pixels.device());
     Tensor plans = Tensor::empty({p.batch * static_cast<int64_t>(sizeof(kernels::AutoAugmentPlan))},
                                  DType::kUInt8, pixels.device());
     k::cuda::auto_augment(pixels.data<uint8_t>(), ids.data<int64_t>(), out.data<uint8_t>(),
-                          scratch.data<uint8_t>(),
+                          scratch.data<uint8_t>(), mix.defined() ? mix.data<float>() : nullptr,
                           reinterpret_cast<kernels::AutoAugmentPlan*>(plans.data<uint8_t>()), p,
                           current_stream(pixels.device()).handle());
     return out;

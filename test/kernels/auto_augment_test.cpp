@@ -25,9 +25,10 @@ namespace {
 using K = AugOpKind;
 using Image = std::vector<uint8_t>;
 
-Image run(const Image& in, int64_t H, int64_t W, int64_t C, K kind, double magnitude) {
+Image run(const Image& in, int64_t H, int64_t W, int64_t C, K kind, double magnitude,
+          bool bilinear = false) {
   Image out(in.size());
-  cpu::apply_augment_op(in.data(), out.data(), H, W, C, make_op(kind, magnitude, H, W));
+  cpu::apply_augment_op(in.data(), out.data(), H, W, C, make_op(kind, magnitude, H, W, bilinear));
   return out;
 }
 
@@ -50,6 +51,7 @@ TEST(AutoAugmentOps, PixelOperations) {
     EXPECT_EQ(bright[i], std::min(255, static_cast<int>(in[i] * 1.5)));
   }
   EXPECT_EQ(run(in, 1, 8, 1, K::kPosterize, 8.0), in);
+  EXPECT_EQ(run(in, 1, 8, 1, K::kPosterize, 0.0), Image(8, 0));  // AugMix's severest bin
   EXPECT_EQ(run(in, 1, 8, 1, K::kIdentity, 0.0), in);
 }
 
@@ -106,6 +108,14 @@ TEST(AutoAugmentOps, GeometricOperations) {
         EXPECT_EQ(at(ty, y, x, c), y + 2 < H ? at(in, y + 2, x, c) : 0);
         EXPECT_EQ(at(rot, y, x, c), at(in, x, W - 1 - y, c));
       }
+  // Bilinear (AugMix's): an integer shift is the same as the nearest pixel's; half a pixel's
+  // shear on row 0 (x + 1/4) blends each pixel with its right neighbour 3:1, rounded (within
+  // float rounding of a half either way).
+  EXPECT_EQ(run(in, H, W, C, K::kTranslateX, 3.0, true), tx);
+  const Image bl = run(in, H, W, C, K::kShearX, 0.5, true);
+  for (int64_t x = 0; x + 1 < W; ++x)
+    EXPECT_NEAR(at(bl, 0, x, 0), 0.75 * at(in, 0, x, 0) + 0.25 * at(in, 0, x + 1, 0), 0.5 + 1e-4)
+        << x;
   // ShearX m, about the top-left corner: row y reads x + m (y + 1/2), rounded to nearest.
   const Image sh = run(in, H, W, C, K::kShearX, 0.5);
   for (int64_t y = 0; y < H; ++y)
@@ -118,9 +128,10 @@ TEST(AutoAugmentOps, GeometricOperations) {
 // Every operation against torchvision's own _apply_op (test/kernels/
 // torchvision_augment_reference.py) on random images of 1 and 3 channels and even, odd and
 // non-square sizes, at a spread of magnitudes. The pixel operations agree exactly. So do the
-// geometric ones here (mlai sums the float32 grid as torch's CPU matrix product does on this
-// machine, with a fused multiply-add); a BLAS that sums it otherwise moves a source coordinate
-// within an ulp of a half to the neighbouring pixel, so they may differ in 0.5% of values.
+// geometric ones here, nearest and bilinear (mlai sums the float32 grid as torch's CPU matrix
+// product does on this machine, with a fused multiply-add); a BLAS that sums it otherwise
+// moves a source coordinate within an ulp of a half to the neighbouring pixel (or a bilinear
+// value within an ulp of a half to the other integer), so they may differ in 0.5% of values.
 TEST(AutoAugmentOps, MatchTorchvision) {
   char tmpl[] = "/tmp/mlai_auto_augment_XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
@@ -159,10 +170,10 @@ TEST(AutoAugmentOps, MatchTorchvision) {
   std::map<std::string, std::pair<int64_t, int64_t>> geometric;  // op: (differing, pixels)
   while (std::getline(manifest, line)) {
     std::istringstream f(line);
-    std::string name, op;
+    std::string name, op, interp;
     double mag = 0;
     int64_t C = 0, H = 0, W = 0;
-    f >> name >> op >> mag >> C >> H >> W;
+    f >> name >> op >> mag >> C >> H >> W >> interp;
     ASSERT_TRUE(kinds.count(op)) << op;
     auto read = [&](const std::string& ext) {
       std::ifstream in(dir.path() / (name + ext), std::ios::binary);
@@ -172,21 +183,21 @@ TEST(AutoAugmentOps, MatchTorchvision) {
       return v;
     };
     const Image in = read(".in"), want = read(".out");
-    const Image got = run(in, H, W, C, kinds.at(op), mag);
+    const Image got = run(in, H, W, C, kinds.at(op), mag, interp == "bilinear");
     int64_t diff = 0;
     for (size_t i = 0; i < got.size(); ++i) diff += got[i] != want[i];
     const K k = kinds.at(op);
     const bool geo = k == K::kShearX || k == K::kShearY || k == K::kTranslateX ||
                      k == K::kTranslateY || k == K::kRotate;
     if (geo) {
-      geometric[op].first += diff;
-      geometric[op].second += static_cast<int64_t>(got.size());
+      geometric[op + "/" + interp].first += diff;
+      geometric[op + "/" + interp].second += static_cast<int64_t>(got.size());
     } else {
       EXPECT_EQ(diff, 0) << op << " " << mag << " on " << C << "x" << H << "x" << W;
     }
     ++cases;
   }
-  EXPECT_GE(cases, 200);
+  EXPECT_GE(cases, 300);
   for (const auto& [op, d] : geometric) {
     std::printf("%s: %lld of %lld values differ from torchvision\n", op.c_str(),
                 static_cast<long long>(d.first), static_cast<long long>(d.second));
@@ -255,6 +266,88 @@ TEST(AutoAugmentPlans, FollowThePolicies) {
     EXPECT_EQ(kinds.count(K::kIdentity), 0u);
   }
   EXPECT_GT(kinds[K::kInvert], 0);  // SVHN's favourite
+}
+
+// AugMix: three chains of 1 to 3 operations (evenly) from its 13, bilinear; the original's
+// weight uniform in [0, 1) and the chains' weights splitting the rest (Dirichlet(1, 1, 1): each
+// share has mean 1/3).
+TEST(AutoAugmentPlans, AugMixChainsAndWeights) {
+  AutoAugmentParams p;
+  p.height = p.width = 32;
+  p.channels = 3;
+  p.policy = AutoAugmentPolicy::kAugMix;
+  p.seed = 21;
+  const int n = 9000;
+  std::map<int, int> depths;
+  std::map<K, int> kinds;
+  double keep_sum = 0, share0_sum = 0;
+  for (int i = 0; i < n; ++i) {
+    const AutoAugmentPlan plan = auto_augment_plan(p, i);
+    ASSERT_EQ(plan.chains, 3);
+    ASSERT_EQ(plan.chain_begin[0], 0);
+    ASSERT_EQ(plan.chain_begin[3], plan.count);
+    float total = plan.keep;
+    for (int c = 0; c < 3; ++c) {
+      ++depths[plan.chain_begin[c + 1] - plan.chain_begin[c]];
+      ASSERT_GE(plan.weight[c], 0.0f);
+      total += plan.weight[c];
+    }
+    ASSERT_NEAR(total, 1.0f, 1e-6f);
+    keep_sum += plan.keep;
+    if (plan.keep < 0.999f) share0_sum += plan.weight[0] / (1.0f - plan.keep);
+    for (int k = 0; k < plan.count; ++k) {
+      ++kinds[plan.ops[k].kind];
+      ASSERT_EQ(plan.ops[k].bilinear, 1);
+    }
+  }
+  EXPECT_EQ(depths.size(), 3u);
+  for (const auto& [d, c] : depths) EXPECT_NEAR(c, n, 300) << d;  // 3 chains x n / 3 depths
+  EXPECT_EQ(kinds.size(), 13u);
+  EXPECT_EQ(kinds.count(K::kIdentity) + kinds.count(K::kInvert), 0u);
+  EXPECT_NEAR(keep_sum / n, 0.5, 0.01);
+  EXPECT_NEAR(share0_sum / n, 1.0 / 3.0, 0.01);
+}
+
+// AugMix's mix: keep x the image plus each chain's weight x the chain's result, in float32 in
+// that order, truncated.
+TEST(AutoAugmentPlans, AugMixMixesTheChainsWithTheImage) {
+  AutoAugmentParams p;
+  p.batch = 8;
+  p.height = 10;
+  p.width = 12;
+  p.channels = 3;
+  p.policy = AutoAugmentPolicy::kAugMix;
+  p.severity = 10;
+  p.seed = 4;
+  const int64_t image = p.height * p.width * p.channels;
+  Image in(static_cast<size_t>(p.batch * image));
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<uint8_t>((i * 2654435761u) >> 24);
+  std::vector<int64_t> ids(static_cast<size_t>(p.batch));
+  for (int64_t b = 0; b < p.batch; ++b) ids[static_cast<size_t>(b)] = 5 * b;
+  Image out(in.size());
+  cpu::auto_augment(in.data(), ids.data(), out.data(), p);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const Image img(in.begin() + b * image, in.begin() + (b + 1) * image);
+    const AutoAugmentPlan plan = auto_augment_plan(p, ids[static_cast<size_t>(b)]);
+    std::vector<float> mix(img.size());
+    for (size_t i = 0; i < img.size(); ++i) mix[i] = plan.keep * static_cast<float>(img[i]);
+    for (int c = 0; c < 3; ++c) {
+      Image chain = img;
+      for (int k = plan.chain_begin[c]; k < plan.chain_begin[c + 1]; ++k) {
+        Image next(chain.size());
+        cpu::apply_augment_op(chain.data(), next.data(), p.height, p.width, p.channels,
+                              plan.ops[k]);
+        chain = next;
+      }
+      for (size_t i = 0; i < img.size(); ++i) {
+        const float part = plan.weight[c] * static_cast<float>(chain[i]);
+        mix[i] = mix[i] + part;
+      }
+    }
+    for (size_t i = 0; i < img.size(); ++i)
+      ASSERT_EQ(out[static_cast<size_t>(b * image) + i], static_cast<uint8_t>(mix[i]))
+          << "sample " << b << " value " << i;
+  }
 }
 
 TEST(AutoAugmentPlans, DependOnSeedEpochAndSampleOnly) {
@@ -330,7 +423,8 @@ TEST(AutoAugmentPlans, CudaMatchesCpu) {
     GTEST_SKIP() << "no CUDA device: " << tensor::cuda_unavailable_reason();
   for (AutoAugmentPolicy pol :
        {AutoAugmentPolicy::kTrivialAugmentWide, AutoAugmentPolicy::kRandAugment,
-        AutoAugmentPolicy::kImageNet, AutoAugmentPolicy::kCifar10, AutoAugmentPolicy::kSvhn}) {
+        AutoAugmentPolicy::kImageNet, AutoAugmentPolicy::kCifar10, AutoAugmentPolicy::kSvhn,
+        AutoAugmentPolicy::kAugMix}) {
     for (int64_t C : {1, 3}) {
       AutoAugmentParams p;
       p.batch = 96;
