@@ -214,7 +214,8 @@ std::vector<std::pair<kernels::AutoAugmentPolicy, std::string>> auto_augment_pol
           {P::kRandAugment, "ra"},
           {P::kImageNet, "imagenet"},
           {P::kCifar10, "cifar10"},
-          {P::kSvhn, "svhn"}};
+          {P::kSvhn, "svhn"},
+          {P::kAugMix, "augmix"}};
 }
 
 }  // namespace mlai::bench

@@ -238,12 +238,28 @@ void cpu_auto_augment(benchmark::State& state, const std::string& key,
         const std::vector<uint8_t> got = run().to_vector<uint8_t>(), in = px.to_vector<uint8_t>();
         const int64_t image = hw * hw * c;
         for (int64_t b = 0; b < batch; b += 13) {
-          std::vector<uint8_t> img(in.begin() + b * image, in.begin() + (b + 1) * image),
-              next(img.size());
+          const std::vector<uint8_t> orig(in.begin() + b * image, in.begin() + (b + 1) * image);
           const kernels::AutoAugmentPlan plan = kernels::auto_augment_plan(p, 17 * b + 3);
-          for (int k = 0; k < plan.count; ++k) {
-            kernels::cpu::apply_augment_op(img.data(), next.data(), hw, hw, c, plan.ops[k]);
-            img.swap(next);
+          // A run of operations from `img`, one at a time.
+          auto apply = [&](std::vector<uint8_t> img, int begin, int end) {
+            std::vector<uint8_t> next(img.size());
+            for (int k = begin; k < end; ++k) {
+              kernels::cpu::apply_augment_op(img.data(), next.data(), hw, hw, c, plan.ops[k]);
+              img.swap(next);
+            }
+            return img;
+          };
+          std::vector<uint8_t> img;
+          if (plan.chains == 0) {
+            img = apply(orig, 0, plan.count);
+          } else {  // AugMix: the chains mixed with the original
+            std::vector<float> mix(orig.size());
+            for (size_t i = 0; i < mix.size(); ++i) mix[i] = plan.keep * orig[i];
+            for (int ch = 0; ch < plan.chains; ++ch) {
+              const auto part = apply(orig, plan.chain_begin[ch], plan.chain_begin[ch + 1]);
+              for (size_t i = 0; i < mix.size(); ++i) mix[i] += plan.weight[ch] * part[i];
+            }
+            for (float v : mix) img.push_back(static_cast<uint8_t>(v));
           }
           if (!std::equal(img.begin(), img.end(), got.begin() + b * image))
             return "image " + std::to_string(b) + " differs from its plan applied step by step";

@@ -21,6 +21,7 @@ POLICIES = {
     "imagenet": lambda: T.AutoAugment(T.AutoAugmentPolicy.IMAGENET),
     "cifar10": lambda: T.AutoAugment(T.AutoAugmentPolicy.CIFAR10),
     "svhn": lambda: T.AutoAugment(T.AutoAugmentPolicy.SVHN),
+    "augmix": lambda: T.AugMix(),
 }
 
 

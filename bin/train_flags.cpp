@@ -77,13 +77,17 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--auto-augment", c.auto_augment,
                  "torchvision's automatic augmentation on each training image after --augment's "
                  "crop and flip, before the normalization: none, ta_wide (TrivialAugmentWide), ra "
-                 "(RandAugment), or AutoAugment's imagenet, cifar10 or svhn policy")
+                 "(RandAugment), augmix (AugMix), or AutoAugment's imagenet, cifar10 or svhn "
+                 "policy")
       ->capture_default_str();
   app.add_option("--ra-num-ops", c.ra_num_ops,
                  "--auto-augment ra: operations per image (RandAugment's num_ops)")
       ->capture_default_str();
   app.add_option("--ra-magnitude", c.ra_magnitude,
                  "--auto-augment ra: the magnitude bin of 31, 0..30 (RandAugment's magnitude)")
+      ->capture_default_str();
+  app.add_option("--augmix-severity", c.augmix_severity,
+                 "--auto-augment augmix: the severity of its operations, 1..10 (AugMix's severity)")
       ->capture_default_str();
   app.add_option("--random-erasing", c.random_erasing,
                  "torchvision's RandomErasing(p) after the normalization: the probability that a "

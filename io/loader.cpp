@@ -281,6 +281,7 @@ Batch Loader::finish(const HostBatch& h) {
     a.policy = opt_.auto_augment;
     a.num_ops = opt_.ra_num_ops;
     a.magnitude = opt_.ra_magnitude;
+    a.severity = opt_.augmix_severity;
     a.seed = opt_.seed;
     a.epoch = epoch_;
     pixels = tensor::auto_augment(pixels, h.ids, a);

@@ -47,7 +47,7 @@ struct LoaderOptions {
   // torchvision's TrivialAugmentWide / RandAugment / AutoAugment on the uint8 crop, before the
   // normalization (kernels/auto_augment.h).
   kernels::AutoAugmentPolicy auto_augment = kernels::AutoAugmentPolicy::kNone;
-  int ra_num_ops = 2, ra_magnitude = 9;
+  int ra_num_ops = 2, ra_magnitude = 9, augmix_severity = 3;
   // RandomErasing after the normalization (kernels/augment.h): probability, area share, ratio.
   double erase_p = 0;
   double erase_scale[2] = {0.02, 0.33};

@@ -160,7 +160,10 @@ void Config::validate() const {
           "--rrc-scale must be two shares of the area, 0 < MIN <= MAX <= 1 (like 0.08,1)");
   require(rrc_ratio.size() == 2 && rrc_ratio[0] > 0 && rrc_ratio[0] <= rrc_ratio[1],
           "--rrc-ratio must be two aspect ratios, 0 < MIN <= MAX (like 0.75,1.3333)");
-  one_of(auto_augment, {"none", "ta_wide", "ra", "imagenet", "cifar10", "svhn"}, "--auto-augment");
+  one_of(auto_augment, {"none", "ta_wide", "ra", "augmix", "imagenet", "cifar10", "svhn"},
+         "--auto-augment");
+  require(augmix_severity >= 1 && augmix_severity <= 10,
+          "--augmix-severity must be in [1, 10] (AugMix's severity; default 3)");
   require(ra_num_ops >= 1 && ra_num_ops <= 4,
           "--ra-num-ops must be in [1, 4] (RandAugment's operations per image; default 2)");
   require(ra_magnitude >= 0 && ra_magnitude <= 30,
@@ -319,9 +322,10 @@ kernels::AutoAugmentPolicy auto_augment_policy(const std::string& text) {
   if (text == "imagenet") return P::kImageNet;
   if (text == "cifar10") return P::kCifar10;
   if (text == "svhn") return P::kSvhn;
+  if (text == "augmix") return P::kAugMix;
   throw std::invalid_argument(
       "--auto-augment '" + text +
-      "' is unknown (expected none, ta_wide, ra, imagenet, cifar10 or svhn)");
+      "' is unknown (expected none, ta_wide, ra, augmix, imagenet, cifar10 or svhn)");
 }
 
 double parse_duration(const std::string& text, const std::string& flag) {
@@ -385,7 +389,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(log_every_n_steps) X(max_steps) X(max_time) X(checkpoint_monitor) X(save_top_k) X(lr_find) X(scale_batch_size) \
   X(test_ckpt) X(plateau_monitor) X(plateau_patience) X(plateau_threshold) X(plateau_cooldown) \
   X(ema_decay) X(ema_start_step) X(test_only) X(validate_only) X(mixup_alpha) X(cutmix_alpha) \
-  X(rrc_scale) X(rrc_ratio) X(auto_augment) X(ra_num_ops) X(ra_magnitude) X(random_erasing) X(erasing_scale) X(erasing_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(log_device_stats) X(peak_tflops) X(detect_anomaly) X(no_bias_decay) \
+  X(rrc_scale) X(rrc_ratio) X(auto_augment) X(ra_num_ops) X(ra_magnitude) X(augmix_severity) X(random_erasing) X(erasing_scale) X(erasing_ratio) X(log_grad_norm) X(log_histograms) X(log_images) X(log_per_class) X(log_device_stats) X(peak_tflops) X(detect_anomaly) X(no_bias_decay) \
   X(profiler_trace) \
   X(swa_lrs) X(swa_epoch_start) X(annealing_epochs) X(annealing_strategy) \
   X(freeze_backbone) X(freeze) X(freeze_bn) X(unfreeze_backbone_at_epoch) X(backbone_lr_ratio) \

@@ -49,10 +49,12 @@ struct Config {
   std::vector<double> rrc_ratio{3.0 / 4.0, 4.0 / 3.0};
   // torchvision's automatic augmentation on the uint8 crop, before the normalization: none,
   // ta_wide (TrivialAugmentWide), ra (RandAugment(ra_num_ops, ra_magnitude)), or AutoAugment's
-  // imagenet, cifar10 or svhn policy (the names of torchvision's reference --auto-augment).
+  // imagenet, cifar10 or svhn policy, or augmix (AugMix(augmix_severity)): the names of
+  // torchvision's reference --auto-augment.
   std::string auto_augment = "none";
   int ra_num_ops = 2;
   int ra_magnitude = 9;
+  int augmix_severity = 3;
   // loss and optimisation
   std::string criterion = "cross_entropy";
   double label_smoothing = 0.0;
@@ -293,7 +295,7 @@ kernels::MatmulPrecision parse_matmul_precision(const std::string& text);
 // --ddp-comm-hook: the dtype float32 gradient buckets travel in (float32: not compressed to 16
 // bits: none or powersgd).
 tensor::DType parse_ddp_comm_hook(const std::string& text);
-// --auto-augment: none, ta_wide, ra, imagenet, cifar10, svhn.
+// --auto-augment: none, ta_wide, ra, augmix, imagenet, cifar10, svhn.
 kernels::AutoAugmentPolicy auto_augment_policy(const std::string& text);
 
 // Seconds in a duration written as Lightning's max_time ("DD:HH:MM:SS") or as a Slurm time

@@ -166,6 +166,7 @@ FitResult Trainer::fit() {
                                 std::to_string(data_.train.channels));
   lo.ra_num_ops = cfg_.ra_num_ops;
   lo.ra_magnitude = cfg_.ra_magnitude;
+  lo.augmix_severity = cfg_.augmix_severity;
   // torchvision's RandomErasing, after any of them.
   lo.erase_p = cfg_.random_erasing;
   lo.erase_scale[0] = cfg_.erasing_scale[0];

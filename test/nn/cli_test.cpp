@@ -70,9 +70,10 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--ddp-comm-hook topk", "--ddp-comm-hook"},
       {"--ddp-comm-hook powersgd --powersgd-rank 0", "--powersgd-rank"},
       {"--random-erasing 1.5", "--random-erasing"},
-      {"--auto-augment augmix", "--auto-augment"},
+      {"--auto-augment autoaugment", "--auto-augment"},
       {"--auto-augment ra --ra-magnitude 31", "--ra-magnitude"},
       {"--auto-augment ra --ra-num-ops 5", "--ra-num-ops"},
+      {"--auto-augment augmix --augmix-severity 0", "--augmix-severity"},
       {"--random-erasing 0.5 --erasing-scale 0.4,0.1", "--erasing-scale"},
   };
   for (const auto& [args, needle] : cases) {

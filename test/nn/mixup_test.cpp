@@ -164,21 +164,27 @@ TEST_F(AugmentTrainerTest, RandomErasingTrainsAndResumesExactly) {
 }
 
 // --auto-augment: RandAugment at a middling magnitude (the synthetic set's small images still
-// learn), and the flags' checks.
+// learn) and AugMix, and the flags' checks.
 TEST_F(AugmentTrainerTest, AutoAugmentTrainsAndResumesExactly) {
   Config c = four_epochs_sgd(0.05, 0.7);
   c.auto_augment = "ra";
   c.ra_magnitude = 5;
   expect_trains_resumes_and_changes(c, [](Config& f) { f.auto_augment = "none"; });
+  c.auto_augment = "augmix";
+  c.experiment_name = "augmix";
+  expect_trains_resumes_and_changes(c, [](Config& f) { f.auto_augment = "none"; });
 
   Config bad = base();
-  bad.auto_augment = "augmix";
+  bad.auto_augment = "autoaugment";
   EXPECT_THROW(bad.validate(), std::invalid_argument);
   bad.auto_augment = "ra";
   bad.ra_magnitude = 31;
   EXPECT_THROW(bad.validate(), std::invalid_argument);
   bad.ra_magnitude = 9;
   bad.ra_num_ops = 0;
+  EXPECT_THROW(bad.validate(), std::invalid_argument);
+  bad.ra_num_ops = 2;
+  bad.augmix_severity = 11;
   EXPECT_THROW(bad.validate(), std::invalid_argument);
 }
 
