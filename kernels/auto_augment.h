@@ -361,7 +361,8 @@ MLAI_HD int draw_below(double u, int n) {
 // The operations one sample gets: TrivialAugmentWide one of its 14 with a random bin and sign;
 // RandAugment num_ops of its 14 at the fixed bin, each with a random sign; AutoAugment one of
 // the policy's 25 sub-policies, each of its two steps applied with its probability (torchvision:
-// probs[i] <= p) and negated when its sign draw is 0.
+// probs[i] <= p) and negated when its sign draw is 0; AugMix three chains of 1 to 3 of its 13
+// with random bins below the severity and signs, and the mixing weights.
 // (Written field by field into `plan`, which may be device memory: no copy of the whole plan on
 // a GPU thread's stack.)
 MLAI_HD void fill_auto_augment_plan(const AutoAugmentParams& p, int64_t sample_id,

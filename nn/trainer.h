@@ -77,9 +77,11 @@ constexpr int kManyClasses = 20;
 // What to try when the data loader holds training up (Lightning warns of too few DataLoader
 // workers): `wait_fraction` of an epoch's training time went to waiting for batches, with
 // `workers` loader threads on a rank that may use `cpus` CPUs, reading `dataset` (`cached`:
-// --cache). "" when the wait is under 10% or nothing is left to try.
+// --cache); `worker_augment`: the --auto-augment policy where the workers run it (the CPU
+// backend; on a GPU it is a kernel), "none" or "" otherwise. "" when the wait is under 10% or
+// nothing is left to try.
 std::string loader_hint(double wait_fraction, int workers, int cpus, const std::string& dataset,
-                        bool cached);
+                        bool cached, const std::string& worker_augment = "");
 
 // Installs handlers for SIGINT, SIGTERM and SIGUSR1 that ask fit() to stop after the
 // current step (a second SIGINT kills the process at once).

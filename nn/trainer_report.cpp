@@ -297,8 +297,9 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
     if (mfu > 0) std::printf(" (MFU %.1f%%)", 100 * mfu);
     std::printf("\n");
     if (!loader_hint_shown_ && !dev_run_) {
-      const std::string hint = loader_hint(wait_frac, cfg_.workers,
-                                           kernels::cpu::pool_threads(), cfg_.dataset, cfg_.cache);
+      const std::string hint =
+          loader_hint(wait_frac, cfg_.workers, kernels::cpu::pool_threads(), cfg_.dataset,
+                      cfg_.cache, device_.is_cpu() ? cfg_.auto_augment : "");
       if (!hint.empty())
         std::printf("hint: epoch %lld %s\n", static_cast<long long>(epoch + 1), hint.c_str());
       loader_hint_shown_ = !hint.empty();
@@ -488,7 +489,7 @@ void Trainer::finish_swa(io::Loader& loader, int64_t epoch, int64_t val_limit, F
 }
 
 std::string loader_hint(double wait_fraction, int workers, int cpus, const std::string& dataset,
-                        bool cached) {
+                        bool cached, const std::string& worker_augment) {
   if (!(wait_fraction >= 0.10)) return "";
   std::vector<std::string> tries;
   char buf[160];
@@ -505,6 +506,12 @@ std::string loader_hint(double wait_fraction, int workers, int cpus, const std::
     tries.push_back("--cache (decode the images once) or packing the folder with mlai_convert "
                     "--from folder");
   if (dataset == "hdf5" && !cached) tries.push_back("--cache (read the file into memory once)");
+  if (worker_augment == "augmix")
+    tries.push_back(
+        "a lighter --auto-augment than augmix (the workers run it here; it costs "
+        "about 10 times ta_wide)");
+  else if (!worker_augment.empty() && worker_augment != "none")
+    tries.push_back("--auto-augment none (the workers run " + worker_augment + " here)");
   if (tries.empty()) return "";
   std::snprintf(buf, sizeof(buf),
                 "waited for batches %.0f%% of its training time with --workers %d: the data "

@@ -131,6 +131,12 @@ TEST(LoaderHint, SaysWhatToTryWhenBatchesAreLate) {
   EXPECT_NE(h5.find("--cache (read the file into memory once)"), std::string::npos) << h5;
   EXPECT_NE(loader_hint(0.2, 0, 8, "cifar10", false).find("0 loads every batch"),
             std::string::npos);
+  // Automatic augmentation in the CPU workers: a lighter policy, even with no workers to add.
+  const std::string aug = loader_hint(0.6, 2, 2, "mnist", false, "augmix");
+  EXPECT_NE(aug.find("a lighter --auto-augment than augmix"), std::string::npos) << aug;
+  EXPECT_NE(loader_hint(0.6, 2, 2, "mnist", false, "ra").find("--auto-augment none"),
+            std::string::npos);
+  EXPECT_EQ(loader_hint(0.6, 2, 2, "mnist", false, "none"), "");
 }
 
 }  // namespace
