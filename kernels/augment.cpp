@@ -9,13 +9,12 @@ namespace mlai::kernels::cpu {
 namespace {
 // A pixel value v (0..255) normalized, or for uint8 output (the crop before automatic
 // augmentation) rounded to the nearest integer.
-// `erase`: the 0 of RandomErasing instead (after the normalization; never with uint8 output).
 template <class T>
-T store(float v, const AugmentParams& p, int64_t c, bool erase = false) {
+T store(float v, const AugmentParams& p, int64_t c) {
   if constexpr (std::is_same_v<T, uint8_t>) {
     return static_cast<uint8_t>(std::nearbyint(v));
   } else {
-    return from_acc<T>(erase ? 0.0f : (v * (1.0f / 255.0f) - p.mean[c]) * p.inv_std[c]);
+    return from_acc<T>((v * (1.0f / 255.0f) - p.mean[c]) * p.inv_std[c]);
   }
 }
 }  // namespace
@@ -55,7 +54,7 @@ void augment_normalize(const uint8_t* in, const int64_t* ids, T* out, const Augm
     }
     for (int64_t y = a.etop; y < a.etop + a.eh; ++y)  // RandomErasing (value 0)
       for (int64_t x = a.eleft; x < a.eleft + a.ew; ++x)
-        for (int64_t c = 0; c < C; ++c) dst[(y * W + x) * C + c] = store<T>(-1.0f, p, c, true);
+        for (int64_t c = 0; c < C; ++c) dst[(y * W + x) * C + c] = T{};  // 0 (never uint8 output)
   }
 }
 

@@ -133,46 +133,7 @@ FitResult Trainer::fit() {
     report_profile(seconds_since(t_start));
     return res;
   }
-  io::LoaderOptions lo;
-  lo.batch_size = cfg_.batch_size;
-  lo.shuffle = cfg_.overfit_batches == 0;
-  lo.seed = cfg_.seed;
-  lo.workers = cfg_.workers;
-  lo.prefetch = cfg_.prefetch;
-  lo.device = device_;
-  lo.dtype = compute_dtype(precision_);
-  lo.rank = group_.rank();
-  lo.world = group_.world();
-  // Training augmentation: random 4-pixel-padded crops and flips for CIFAR and STL-10 by default
-  // (evaluation only normalizes).
-  const bool crop_flip =
-      cfg_.augment == "crop-flip" ||
-      (cfg_.augment == "auto" &&
-       (cfg_.dataset == "cifar10" || cfg_.dataset == "cifar100" || cfg_.dataset == "stl10"));
-  lo.augment_pad = crop_flip ? 4 : 0;
-  lo.augment_flip = crop_flip || cfg_.augment == "rrc-flip";
-  // RandomResizedCrop (torchvision's ImageNet-style augmentation) at the image's own size.
-  lo.augment_resized_crop = cfg_.augment == "rrc" || cfg_.augment == "rrc-flip";
-  lo.rrc_scale[0] = cfg_.rrc_scale[0];
-  lo.rrc_scale[1] = cfg_.rrc_scale[1];
-  lo.rrc_ratio[0] = cfg_.rrc_ratio[0];
-  lo.rrc_ratio[1] = cfg_.rrc_ratio[1];
-  // torchvision's automatic augmentation on the crop: grayscale or RGB images, as torchvision's.
-  lo.auto_augment = auto_augment_policy(cfg_.auto_augment);
-  if (lo.auto_augment != kernels::AutoAugmentPolicy::kNone && data_.train.channels != 1 &&
-      data_.train.channels != 3)
-    throw std::invalid_argument("--auto-augment " + cfg_.auto_augment +
-                                " needs images of 1 or 3 channels; these have " +
-                                std::to_string(data_.train.channels));
-  lo.ra_num_ops = cfg_.ra_num_ops;
-  lo.ra_magnitude = cfg_.ra_magnitude;
-  lo.augmix_severity = cfg_.augmix_severity;
-  // torchvision's RandomErasing, after any of them.
-  lo.erase_p = cfg_.random_erasing;
-  lo.erase_scale[0] = cfg_.erasing_scale[0];
-  lo.erase_scale[1] = cfg_.erasing_scale[1];
-  lo.erase_ratio[0] = cfg_.erasing_ratio[0];
-  lo.erase_ratio[1] = cfg_.erasing_ratio[1];
+  io::LoaderOptions lo = train_loader_options();
   nlohmann::json tuned;  // the tuners' records, for hparams.json
   if (!cfg_.scale_batch_size.empty() && !batch_size_found_) {  // Tuner.scale_batch_size
     Profiler::Scope s(profiler_, "scale_batch_size");

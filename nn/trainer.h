@@ -210,6 +210,8 @@ class Trainer {
   // binsearch): the largest batch size whose training steps fit in memory; leaves the model,
   // optimizer and scaler as they were.
   int64_t scale_batch_size(const io::LoaderOptions& lo, nlohmann::json& record);
+  // trainer_setup.cpp: the training loader's options from the configuration and the data.
+  io::LoaderOptions train_loader_options() const;
   bool batch_size_found_ = false;  // resumed from a run whose --scale-batch-size set it
   bool loader_hint_shown_ = false;  // loader_hint() is printed once a run
   void print_header(int64_t steps_per_epoch, int64_t epochs);
