@@ -124,20 +124,31 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--class-weights", c.class_weights,
                  "Weight the loss per class, as CrossEntropyLoss(weight=): balanced "
                  "(n / (classes x count) over the training split) or W0,W1,... (one per class)");
-  app.add_option("--optimizer", c.optimizer, "Optimizer: sgd, adam or adamw")
+  app.add_option("--optimizer", c.optimizer,
+                 "Optimizer: sgd, adam, adamw, or the layer-wise adaptive lars and lamb for "
+                 "large batches")
       ->capture_default_str();
   app.add_option("--lr", c.lr, "Learning rate (the peak rate for onecycle)")->capture_default_str();
-  app.add_option("--momentum", c.momentum, "SGD momentum")->capture_default_str();
+  app.add_option("--momentum", c.momentum, "SGD and LARS momentum")->capture_default_str();
   app.add_option("--weight-decay", c.weight_decay,
                  "Weight decay (L2 for sgd/adam, decoupled for adamw)")
       ->capture_default_str();
   app.add_flag("--no-bias-decay", c.no_bias_decay,
                "Weight decay on weight matrices and conv filters only: not on biases and "
                "batch-norm parameters (Bag of Tricks' no-bias-decay)");
-  app.add_flag("--nesterov", c.nesterov, "Nesterov momentum (sgd)");
+  app.add_flag("--nesterov", c.nesterov, "Nesterov momentum (sgd, lars)");
   app.add_option("--beta1", c.beta1, "Adam beta1")->capture_default_str();
   app.add_option("--beta2", c.beta2, "Adam beta2")->capture_default_str();
-  app.add_option("--eps", c.eps, "Adam epsilon")->capture_default_str();
+  app.add_option("--eps", c.eps,
+                 "Adam and LAMB epsilon (timm's and apex's LAMB default to 1e-6), LARS's in its "
+                 "trust ratio's denominator")
+      ->capture_default_str();
+  app.add_option("--trust-coefficient", c.trust_coefficient,
+                 "LARS: the trust coefficient (eta) of each layer's rate, eta * |w| / (|g| + "
+                 "weight_decay * |w| + eps)")
+      ->capture_default_str();
+  app.add_flag("--trust-clip", c.trust_clip,
+               "LARS: LARC's clipping, min(trust ratio / lr, 1); LAMB: min(trust ratio, 1)");
   app.add_option("--lr-schedule", c.lr_schedule,
                  "constant, step, multistep, exponential, cosine, warmup_cosine, onecycle, "
                  "linear or polynomial (per step), or plateau (ReduceLROnPlateau, after each "

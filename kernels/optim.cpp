@@ -2,6 +2,7 @@
 #include "kernels/optim.h"
 
 #include <cmath>
+#include <vector>
 
 namespace mlai::kernels::cpu {
 
@@ -32,11 +33,13 @@ void refresh_working(G* const* working, float* const* params, const int64_t* siz
 }
 }  // namespace
 
+namespace {
+// sgd_step with each tensor's step (gradient plus weight decay) times ratios[t] (LARS's trust
+// ratios; null: 1, which changes no bit).
 template <class G>
-void sgd_step(float* const* params, const G* const* grads, G* const* working,
+void sgd_impl(float* const* params, const G* const* grads, G* const* working,
               float* const* momentum, const int64_t* sizes, int count, const SgdArgs& a,
-              const float* inv_scale, const float* skip_if) {
-  if (skip_if && *skip_if != 0.0f) return;
+              const float* inv_scale, const float* ratios) {
   // Options in locals and __restrict pointers, so that GCC unswitches the branches and
   // vectorizes the loop (read through `a` with aliasing pointers it stays scalar, "control flow
   // in loop": 5x slower). The arithmetic per element is unchanged, so results are bit-identical.
@@ -52,10 +55,12 @@ void sgd_step(float* const* params, const G* const* grads, G* const* working,
       const G* __restrict g = grads[t];
       float* __restrict buf = use_buf ? momentum[t] : nullptr;
       const int64_t n = sizes[t];
+      const float r = ratios ? ratios[t] : 1.0f;
       for (int64_t i = 0; i < n; ++i) {
         float d = grad_at(g, i) * gs;
         if constexpr (kClip) d = clamp(d, clip);
         if (wd != 0) d += wd * p[i];
+        d *= r;
         if (use_buf) {
           buf[i] = first ? d : mom * buf[i] + (1 - damp) * d;
           d = nesterov ? d + mom * buf[i] : buf[i];
@@ -70,6 +75,53 @@ void sgd_step(float* const* params, const G* const* grads, G* const* working,
   } else {
     run.template operator()<false>();
   }
+}
+
+}  // namespace
+
+template <class G>
+void sgd_step(float* const* params, const G* const* grads, G* const* working,
+              float* const* momentum, const int64_t* sizes, int count, const SgdArgs& a,
+              const float* inv_scale, const float* skip_if) {
+  if (skip_if && *skip_if != 0.0f) return;
+  sgd_impl(params, grads, working, momentum, sizes, count, a, inv_scale, nullptr);
+}
+
+template <class G>
+void lars_step(float* const* params, const G* const* grads, G* const* working,
+               float* const* momentum, const int64_t* sizes, int count, const LarsArgs& a,
+               const float* inv_scale, const float* skip_if, double* /*scratch*/) {
+  if (skip_if && *skip_if != 0.0f) return;
+  SgdArgs s;
+  s.lr = a.lr;
+  s.momentum = a.momentum;
+  s.dampening = a.dampening;
+  s.weight_decay = a.weight_decay;
+  s.nesterov = a.nesterov;
+  s.step = a.step;
+  s.step_offset = a.step_offset;
+  s.lr_and_step = a.lr_and_step;
+  s.grad_scale = a.grad_scale;
+  s.clip_value = a.clip_value;
+  if (a.weight_decay == 0) {  // not adapted: plain SGD
+    sgd_impl(params, grads, working, momentum, sizes, count, s, inv_scale, nullptr);
+    return;
+  }
+  // The norms of each master and of its (scaled, clipped) gradient, summed in double.
+  const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
+  std::vector<float> ratios(static_cast<size_t>(count));
+  for (int t = 0; t < count; ++t) {
+    const float* __restrict p = params[t];
+    const G* __restrict g = grads[t];
+    double pp = 0, gg = 0;
+    for (int64_t i = 0; i < sizes[t]; ++i) {
+      const float d = clamp(grad_at(g, i) * gs, clip);
+      pp += static_cast<double>(p[i]) * p[i];
+      gg += static_cast<double>(d) * d;
+    }
+    ratios[static_cast<size_t>(t)] = trust_ratio(a, std::sqrt(pp), std::sqrt(gg));
+  }
+  sgd_impl(params, grads, working, momentum, sizes, count, s, inv_scale, ratios.data());
 }
 
 template <class G>
@@ -115,6 +167,52 @@ void adam_step(float* const* params, const G* const* grads, G* const* working,
   }
 }
 
+template <class G>
+void lamb_step(float* const* params, const G* const* grads, G* const* working,
+               float* const* exp_avg, float* const* exp_avg_sq, const int64_t* sizes, int count,
+               const LambArgs& a, const float* inv_scale, const float* skip_if,
+               double* /*scratch*/) {
+  if (skip_if && *skip_if != 0.0f) return;
+  const double t = static_cast<double>(step_of(a));
+  // 1 - beta in double, then rounded (as PyTorch passes Python's 1 - beta to its kernels):
+  // 1 - float(0.999) would be 1.3e-5 off.
+  const float lr = static_cast<float>(rate_of(a)), b1 = static_cast<float>(a.beta1),
+              b2 = static_cast<float>(a.beta2), c1 = static_cast<float>(1 - a.beta1),
+              c2 = static_cast<float>(1 - a.beta2), eps = static_cast<float>(a.eps),
+              wd = static_cast<float>(a.weight_decay),
+              bc1 = static_cast<float>(1 - std::pow(a.beta1, t)),
+              bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(a.beta2, t))),
+              gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
+  const bool adapt = wd != 0;
+  for (int k = 0; k < count; ++k) {
+    float* __restrict p = params[k], * __restrict m = exp_avg[k], * __restrict v = exp_avg_sq[k];
+    const G* __restrict g = grads[k];
+    const int64_t n = sizes[k];
+    // The update LAMB scales, from the new moments (the same expression in both passes).
+    auto update = [&](int64_t i) {
+      float u = m[i] / bc1 / (std::sqrt(v[i]) / bc2_sqrt + eps);
+      if (adapt) u += wd * p[i];
+      return u;
+    };
+    // Pass 1: the moments, and the norms of the master and its update (in double).
+    double pp = 0, uu = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float d = clamp(grad_at(g, i) * gs, clip);
+      m[i] = b1 * m[i] + c1 * d;
+      v[i] = b2 * v[i] + c2 * d * d;
+      if (adapt) {
+        const float u = update(i);
+        pp += static_cast<double>(p[i]) * p[i];
+        uu += static_cast<double>(u) * u;
+      }
+    }
+    const float r = adapt ? trust_ratio(a, std::sqrt(pp), std::sqrt(uu)) : 1.0f;
+    // Pass 2: the step.
+    for (int64_t i = 0; i < n; ++i) p[i] -= lr * (update(i) * r);
+    refresh_working(working, params, sizes, k);
+  }
+}
+
 void ema_update(float* const* avg, const float* const* cur, const int64_t* sizes, int count,
                 float decay, float one_minus_decay) {
   for (int t = 0; t < count; ++t) {
@@ -133,7 +231,13 @@ void ema_update(float* const* avg, const float* const* cur, const int64_t* sizes
                             const int64_t*, int, const SgdArgs&, const float*, const float*);   \
   template void adam_step<G>(float* const*, const G* const*, G* const*, float* const*,          \
                              float* const*, const int64_t*, int, const AdamArgs&, const float*, \
-                             const float*);
+                             const float*);                                                     \
+  template void lars_step<G>(float* const*, const G* const*, G* const*, float* const*,          \
+                             const int64_t*, int, const LarsArgs&, const float*, const float*,  \
+                             double*);                                                          \
+  template void lamb_step<G>(float* const*, const G* const*, G* const*, float* const*,          \
+                             float* const*, const int64_t*, int, const LambArgs&, const float*, \
+                             const float*, double*);
 MLAI_INSTANTIATE(float)
 MLAI_INSTANTIATE(Half)
 MLAI_INSTANTIATE(BFloat16)

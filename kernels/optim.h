@@ -1,4 +1,5 @@
-// Fused multi-tensor optimizer steps with PyTorch's semantics (torch.optim.SGD, Adam, AdamW).
+// Fused multi-tensor optimizer steps with PyTorch's semantics (torch.optim.SGD, Adam, AdamW),
+// and the layer-wise adaptive LARS and LAMB (timm's semantics, below).
 // One call updates `count` float32 master tensors (the CUDA version in launches of up to
 // kMaxOptimTensors), reading each gradient (type G: float, or Half/BFloat16 for mixed
 // precision) in float times grad_scale (1/world_size for data parallel) and, when inv_scale is
@@ -47,6 +48,49 @@ struct AdamArgs {
   float clip_value = std::numeric_limits<float>::infinity();
 };
 
+// LARS (You, Gitman and Ginsburg, 2017), as timm's Lars and Lightning Bolts' LARS: SGD whose
+// step for each tensor is scaled by its trust ratio,
+//   d = (clamp(g) + weight_decay * p) * trust_coefficient * |p| / (|g| + weight_decay * |p| + eps)
+// (1 where |p| or |g| is 0), then momentum, dampening and Nesterov exactly as sgd_step. With
+// trust_clip the ratio becomes min(ratio / lr, 1) (LARC's clipping, timm's trust_clip). A
+// tensor whose weight decay is 0 is not adapted (timm and Bolts: biases and batch norm in a
+// no-decay group take plain SGD steps), so weight_decay 0 is sgd_step exactly.
+struct LarsArgs {
+  double lr = 1.0, momentum = 0, dampening = 0, weight_decay = 0;
+  double trust_coefficient = 0.001, eps = 1e-8;
+  bool nesterov = false, trust_clip = false;
+  int64_t step = 1;
+  const int64_t* step_offset = nullptr;
+  const double* lr_and_step = nullptr;
+  float grad_scale = 1.0f;
+  float clip_value = std::numeric_limits<float>::infinity();
+};
+
+// LAMB (You et al., 2019), as timm's Lamb and apex's FusedLAMB (their global gradient-norm
+// clipping aside: that is the trainer's --gradient-clip-val): Adam's bias-corrected moments,
+//   u = (m / (1 - beta1^t)) / (sqrt(v) / sqrt(1 - beta2^t) + eps) + weight_decay * p,
+//   p -= lr * ratio * u,  ratio = |p| / |u| (1 where either is 0; min(ratio, 1) with trust_clip).
+// A tensor whose weight decay is 0 is not adapted (ratio 1), as in timm.
+struct LambArgs {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-6, weight_decay = 0.01;
+  bool trust_clip = false;
+  int64_t step = 1;
+  const int64_t* step_offset = nullptr;
+  const double* lr_and_step = nullptr;
+  float grad_scale = 1.0f;
+  float clip_value = std::numeric_limits<float>::infinity();
+};
+
+// The CUDA LARS and LAMB steps reduce each tensor's norms in chunks of kTrustChunk elements
+// (one block each) into a caller-provided double scratch of trust_scratch_size(sizes, count)
+// values (the per-chunk partial sums, then the per-tensor ratios); the CPU ones need none.
+constexpr int64_t kTrustChunk = 16384;
+inline int64_t trust_scratch_size(const int64_t* sizes, int count) {
+  int64_t chunks = 0;
+  for (int k = 0; k < count; ++k) chunks += (sizes[k] + kTrustChunk - 1) / kTrustChunk;
+  return kMaxOptimTensors + 2 * chunks;
+}
+
 #if defined(__CUDACC__)
 #define MLAI_OPTIM_HD __host__ __device__ __forceinline__
 #else
@@ -62,18 +106,42 @@ MLAI_OPTIM_HD int64_t step_of(const Args& a) {
   return (a.lr_and_step ? static_cast<int64_t>(a.lr_and_step[1]) : a.step) -
          (a.step_offset ? *a.step_offset : 0);
 }
+// Trust ratios from a tensor's norms (in double; both twins round the result to float once).
+MLAI_OPTIM_HD float trust_ratio(const LarsArgs& a, double w_norm, double g_norm) {
+  if (!(w_norm > 0) || !(g_norm > 0)) return 1.0f;
+  double r = a.trust_coefficient * w_norm / (g_norm + w_norm * a.weight_decay + a.eps);
+  if (a.trust_clip) {
+    r /= rate_of(a);
+    r = r < 1.0 ? r : 1.0;
+  }
+  return static_cast<float>(r);
+}
+MLAI_OPTIM_HD float trust_ratio(const LambArgs& a, double w_norm, double u_norm) {
+  if (!(w_norm > 0) || !(u_norm > 0)) return 1.0f;
+  double r = w_norm / u_norm;
+  if (a.trust_clip) r = r < 1.0 ? r : 1.0;
+  return static_cast<float>(r);
+}
 #undef MLAI_OPTIM_HD
 
-#define MLAI_OPTIM_DECLS(...)                                                                 \
-  template <class G>                                                                          \
-  void sgd_step(float* const* params, const G* const* grads, G* const* working,               \
-                float* const* momentum, const int64_t* sizes, int count, const SgdArgs& args, \
-                const float* inv_scale, const float* skip_if __VA_ARGS__);                    \
-  template <class G>                                                                          \
-  void adam_step(float* const* params, const G* const* grads, G* const* working,              \
-                 float* const* exp_avg, float* const* exp_avg_sq, const int64_t* sizes,       \
-                 int count, const AdamArgs& args, const float* inv_scale,                     \
-                 const float* skip_if __VA_ARGS__);
+#define MLAI_OPTIM_DECLS(...)                                                                      \
+  template <class G>                                                                               \
+  void sgd_step(float* const* params, const G* const* grads, G* const* working,                    \
+                float* const* momentum, const int64_t* sizes, int count, const SgdArgs& args,      \
+                const float* inv_scale, const float* skip_if __VA_ARGS__);                         \
+  template <class G>                                                                               \
+  void adam_step(float* const* params, const G* const* grads, G* const* working,                   \
+                 float* const* exp_avg, float* const* exp_avg_sq, const int64_t* sizes, int count, \
+                 const AdamArgs& args, const float* inv_scale, const float* skip_if __VA_ARGS__);  \
+  template <class G>                                                                               \
+  void lars_step(float* const* params, const G* const* grads, G* const* working,                   \
+                 float* const* momentum, const int64_t* sizes, int count, const LarsArgs& args,    \
+                 const float* inv_scale, const float* skip_if, double* scratch __VA_ARGS__);       \
+  template <class G>                                                                               \
+  void lamb_step(float* const* params, const G* const* grads, G* const* working,                   \
+                 float* const* exp_avg, float* const* exp_avg_sq, const int64_t* sizes, int count, \
+                 const LambArgs& args, const float* inv_scale, const float* skip_if,               \
+                 double* scratch __VA_ARGS__);
 
 // The exponential moving average of weights (torch.optim.swa_utils.get_ema_avg_fn, what
 // Lightning's EMA weight averaging uses): for each of `count` float32 tensors,

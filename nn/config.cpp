@@ -95,7 +95,11 @@ void Config::validate() const {
     for (const auto& c : choices) list += (list.empty() ? "" : ", ") + c;
     throw std::invalid_argument(flag + " '" + v + "' is unknown (expected " + list + ")");
   };
-  one_of(optimizer, {"sgd", "adam", "adamw"}, "--optimizer");
+  one_of(optimizer, {"sgd", "adam", "adamw", "lars", "lamb"}, "--optimizer");
+  require(trust_coefficient > 0 && std::isfinite(trust_coefficient),
+          "--trust-coefficient must be > 0, got " + std::to_string(trust_coefficient));
+  require(!(trust_clip && optimizer != "lars" && optimizer != "lamb"),
+          "--trust-clip applies to --optimizer lars or lamb only");
   one_of(arch, model_names(), "--arch");
   one_of(dataset, io::dataset_names(), "--dataset");
   require(!(dataset == "hdf5" && data_path.empty()),
@@ -276,7 +280,8 @@ void Config::validate() const {
   require(!experiment_name.empty() && experiment_name.find('/') == std::string::npos,
           "--experiment-name must be a non-empty name without '/'");
   for (int64_t h : hidden) require(h >= 1, "--hidden widths must be >= 1");
-  require(!(nesterov && optimizer != "sgd"), "--nesterov applies to --optimizer sgd only");
+  require(!(nesterov && optimizer != "sgd" && optimizer != "lars"),
+          "--nesterov applies to --optimizer sgd or lars only");
 }
 
 int64_t limit_batches(const std::string& limit, int64_t available, const std::string& flag) {
@@ -378,7 +383,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
 #define MLAI_CONFIG_FIELDS(X)                                                                   \
   X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(val_on_test) X(workers) X(criterion)     \
   X(label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
-  X(beta2) X(eps) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(lr_power) X(warmup_steps) X(min_lr)       \
+  X(beta2) X(eps) X(trust_coefficient) X(trust_clip) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(lr_power) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap) X(ddp_comm_hook) X(powersgd_rank) X(powersgd_start_iter)         \

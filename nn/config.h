@@ -63,11 +63,13 @@ struct Config {
   std::string class_weights;
   std::string optimizer = "adam";
   double lr = 1e-3;
-  double momentum = 0.9;  // sgd only
+  double momentum = 0.9;  // sgd and lars
   double weight_decay = 0.0;
   bool no_bias_decay = false;  // weight decay on weight matrices and filters only
   bool nesterov = false;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double trust_coefficient = 0.001;  // lars
+  bool trust_clip = false;           // lars (LARC) and lamb
   std::string lr_schedule = "cosine";
   int64_t lr_step_epochs = 30;
   // lr_schedule "multistep": PyTorch MultiStepLR's milestones, epochs counted from 0 (the rate

@@ -1,4 +1,5 @@
-// SGD (momentum, dampening, nesterov, weight decay), Adam and AdamW over the fused kernels.
+// SGD (momentum, dampening, nesterov, weight decay), Adam, AdamW, LARS and LAMB over the fused
+// kernels.
 #include "nn/optim.h"
 
 #include <stdexcept>
@@ -245,12 +246,86 @@ void Adam::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale
   ++steps_;
 }
 
+Lars::Lars(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg)
+    : Optimizer(std::move(params), cfg) {
+  if (cfg.nesterov && (cfg.momentum <= 0 || cfg.dampening != 0))
+    throw std::invalid_argument("nesterov momentum requires a momentum and zero dampening");
+  if (!(cfg.trust_coefficient > 0))
+    throw std::invalid_argument("LARS trust coefficient must be > 0");
+  if (cfg.momentum != 0) {
+    slot_names_ = {"momentum_buffer"};
+    slots_.push_back(zeros_like_all(params_));
+  }
+}
+
+void Lars::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {
+  stage_unless_capturing();
+  for (const Launch& l : launches()) {
+    std::vector<Tensor> p, g, w, m;
+    if (cfg_.momentum != 0) {
+      gather(p, g, w, {&m}, {0}, l.decayed, l.group);
+    } else {
+      gather(p, g, w, {}, {}, l.decayed, l.group);
+    }
+    kernels::LarsArgs a;
+    a.lr = group_lr(l.group);
+    a.momentum = cfg_.momentum;
+    a.dampening = cfg_.dampening;
+    a.weight_decay = l.decay;
+    a.nesterov = cfg_.nesterov;
+    a.trust_coefficient = cfg_.trust_coefficient;
+    a.eps = cfg_.eps;
+    a.trust_clip = cfg_.trust_clip;
+    a.step = group_steps(l.group) + 1;
+    if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
+    a.grad_scale = grad_scale;
+    if (!p.empty())
+      tensor::lars_step_(p, g, w, m, a, &scratch_, inv_scale, skip_if, step_offset_,
+                         device_scalars(l.group));
+  }
+  ++steps_;
+}
+
+Lamb::Lamb(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg)
+    : Optimizer(std::move(params), cfg) {
+  if (cfg.beta1 < 0 || cfg.beta1 >= 1 || cfg.beta2 < 0 || cfg.beta2 >= 1)
+    throw std::invalid_argument("LAMB betas must be in [0, 1)");
+  slot_names_ = {"exp_avg", "exp_avg_sq"};
+  slots_.push_back(zeros_like_all(params_));
+  slots_.push_back(zeros_like_all(params_));
+}
+
+void Lamb::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {
+  stage_unless_capturing();
+  for (const Launch& l : launches()) {
+    std::vector<Tensor> p, g, w, m, v;
+    gather(p, g, w, {&m, &v}, {0, 1}, l.decayed, l.group);
+    kernels::LambArgs a;
+    a.lr = group_lr(l.group);
+    a.beta1 = cfg_.beta1;
+    a.beta2 = cfg_.beta2;
+    a.eps = cfg_.eps;
+    a.weight_decay = l.decay;
+    a.trust_clip = cfg_.trust_clip;
+    a.step = group_steps(l.group) + 1;
+    if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
+    a.grad_scale = grad_scale;
+    if (!p.empty())
+      tensor::lamb_step_(p, g, w, m, v, a, &scratch_, inv_scale, skip_if, step_offset_,
+                         device_scalars(l.group));
+  }
+  ++steps_;
+}
+
 std::unique_ptr<Optimizer> make_optimizer(std::vector<std::pair<std::string, Variable>> params,
                                           const OptimizerConfig& cfg) {
   if (cfg.name == "sgd") return std::make_unique<SGD>(std::move(params), cfg);
   if (cfg.name == "adam") return std::make_unique<Adam>(std::move(params), cfg, false);
   if (cfg.name == "adamw") return std::make_unique<Adam>(std::move(params), cfg, true);
-  throw std::invalid_argument("unknown optimizer '" + cfg.name + "' (expected sgd, adam or adamw)");
+  if (cfg.name == "lars") return std::make_unique<Lars>(std::move(params), cfg);
+  if (cfg.name == "lamb") return std::make_unique<Lamb>(std::move(params), cfg);
+  throw std::invalid_argument("unknown optimizer '" + cfg.name +
+                              "' (expected sgd, adam, adamw, lars or lamb)");
 }
 
 }  // namespace mlai::nn

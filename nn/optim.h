@@ -1,6 +1,6 @@
-// Optimizers by name (sgd, adam, adamw) with PyTorch's semantics, each step one fused
-// multi-tensor kernel (a few launches for a whole model). State tensors are named after their
-// parameter ("fc.weight.momentum_buffer") for checkpoints.
+// Optimizers by name (sgd, adam, adamw with PyTorch's semantics; lars, lamb with timm's), each step
+// one fused multi-tensor kernel (a few launches for a whole model). State tensors are named after
+// their parameter ("fc.weight.momentum_buffer") for checkpoints.
 #pragma once
 
 #include <memory>
@@ -23,6 +23,10 @@ struct OptimizerConfig {
   // matrices and filters only, not on parameters of one dimension or none (biases, batch-norm
   // weights and biases): two parameter groups, as torch.optim with {"weight_decay": 0}.
   bool no_bias_decay = false;
+  // LARS and LAMB (kernels/optim.h): LARS's trust coefficient (eta), and trust_clip (LARS:
+  // LARC's min(ratio / lr, 1); LAMB: min(ratio, 1)).
+  double trust_coefficient = 0.001;
+  bool trust_clip = false;
 };
 
 class Optimizer {
@@ -148,7 +152,32 @@ class Adam : public Optimizer {  // AdamW when decoupled
   bool decoupled_;
 };
 
-// "sgd", "adam" or "adamw"; an unknown name is an error listing the choices.
+// LARS: SGD (momentum, dampening, nesterov) with each tensor's step scaled by its trust ratio
+// (timm's Lars, Lightning Bolts' LARS). Parameters without weight decay (all of them at
+// weight_decay 0; biases and batch norm under no_bias_decay) take plain SGD steps.
+class Lars : public Optimizer {
+ public:
+  Lars(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg);
+  void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor(),
+            const Tensor& inv_scale = Tensor()) override;
+
+ private:
+  Tensor scratch_;  // the CUDA step's norms and ratios
+};
+
+// LAMB: Adam's moments, the update (with decoupled weight decay) scaled by |p| / |update| per
+// tensor (timm's Lamb, apex's FusedLAMB without their built-in gradient-norm clipping).
+class Lamb : public Optimizer {
+ public:
+  Lamb(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg);
+  void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor(),
+            const Tensor& inv_scale = Tensor()) override;
+
+ private:
+  Tensor scratch_;
+};
+
+// "sgd", "adam", "adamw", "lars" or "lamb"; an unknown name is an error listing the choices.
 std::unique_ptr<Optimizer> make_optimizer(std::vector<std::pair<std::string, Variable>> params,
                                           const OptimizerConfig& cfg);
 

@@ -222,13 +222,15 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   OptimizerConfig oc;
   oc.name = cfg_.optimizer;
   oc.lr = cfg_.lr;
-  oc.momentum = cfg_.optimizer == "sgd" ? cfg_.momentum : 0.0;
+  oc.momentum = cfg_.optimizer == "sgd" || cfg_.optimizer == "lars" ? cfg_.momentum : 0.0;
   oc.weight_decay = cfg_.weight_decay;
   oc.no_bias_decay = cfg_.no_bias_decay;
   oc.nesterov = cfg_.nesterov;
   oc.beta1 = cfg_.beta1;
   oc.beta2 = cfg_.beta2;
   oc.eps = cfg_.eps;
+  oc.trust_coefficient = cfg_.trust_coefficient;
+  oc.trust_clip = cfg_.trust_clip;
   if (cfg_.gradient_clip_algorithm == "value") oc.clip_value = cfg_.gradient_clip_val;
   opt_ = make_optimizer(model_->named_parameters(), oc);
   opt_->set_working(model_->working_parameters());

@@ -286,6 +286,70 @@ void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
   }
 }
 
+namespace {
+// The CUDA LARS/LAMB steps' double scratch (kernels::trust_scratch_size), grown as needed.
+double* trust_scratch(Tensor* scratch, const Device& dev, const std::vector<int64_t>& n) {
+  if (!dev.is_cuda()) return nullptr;
+  if (scratch == nullptr)
+    throw std::invalid_argument("optimizer step: LARS/LAMB need a scratch tensor on a GPU");
+  const int64_t need = kernels::trust_scratch_size(n.data(), static_cast<int>(n.size()));
+  if (!scratch->defined() || scratch->device() != dev || scratch->numel() < need)
+    *scratch = Tensor::empty({need}, DType::kFloat64, dev);
+  return scratch->data<double>();
+}
+}  // namespace
+
+void lars_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                const std::vector<Tensor>& working, const std::vector<Tensor>& momentum,
+                const kernels::LarsArgs& lars, Tensor* scratch, const Tensor& inv_scale,
+                const Tensor& skip_if, const Tensor& step_offset, const Tensor& lr_and_step) {
+  if (params.empty()) return;
+  const Device dev = params[0].device();
+  kernels::LarsArgs args = lars;
+  args.step_offset = opt_ptr<int64_t>(step_offset, dev, "step_offset");
+  args.lr_and_step = opt_ptr<double>(lr_and_step, dev, "lr_and_step {lr, step}", 2);
+  const float* inv = opt_ptr<float>(inv_scale, dev, "inv_scale");
+  const float* skip = opt_ptr<float>(skip_if, dev, "skip_if");
+  for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
+    const auto ps = pick(params, sg.index);
+    const auto p = ptrs(ps, ps, "parameter");
+    std::vector<float*> m(ps.size(), nullptr);
+    if (args.momentum != 0) m = ptrs(pick(momentum, sg.index), ps, "momentum buffer");
+    const auto n = sizes(ps);
+    double* work = trust_scratch(scratch, dev, n);
+    with_typed(sg, grads, working, [&](auto g, auto w) {
+      MLAI_CALL(dev, lars_step, p.data(), g, w, m.data(), n.data(), static_cast<int>(n.size()),
+                args, inv, skip, work);
+    });
+  }
+}
+
+void lamb_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                const std::vector<Tensor>& working, const std::vector<Tensor>& exp_avg,
+                const std::vector<Tensor>& exp_avg_sq, const kernels::LambArgs& lamb,
+                Tensor* scratch, const Tensor& inv_scale, const Tensor& skip_if,
+                const Tensor& step_offset, const Tensor& lr_and_step) {
+  if (params.empty()) return;
+  const Device dev = params[0].device();
+  kernels::LambArgs args = lamb;
+  args.step_offset = opt_ptr<int64_t>(step_offset, dev, "step_offset");
+  args.lr_and_step = opt_ptr<double>(lr_and_step, dev, "lr_and_step {lr, step}", 2);
+  const float* inv = opt_ptr<float>(inv_scale, dev, "inv_scale");
+  const float* skip = opt_ptr<float>(skip_if, dev, "skip_if");
+  for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
+    const auto ps = pick(params, sg.index);
+    const auto p = ptrs(ps, ps, "parameter");
+    const auto m = ptrs(pick(exp_avg, sg.index), ps, "exp_avg");
+    const auto v = ptrs(pick(exp_avg_sq, sg.index), ps, "exp_avg_sq");
+    const auto n = sizes(ps);
+    double* work = trust_scratch(scratch, dev, n);
+    with_typed(sg, grads, working, [&](auto g, auto w) {
+      MLAI_CALL(dev, lamb_step, p.data(), g, w, m.data(), v.data(), n.data(),
+                static_cast<int>(n.size()), args, inv, skip, work);
+    });
+  }
+}
+
 void ema_update_(const std::vector<Tensor>& avg, const std::vector<Tensor>& cur, double decay) {
   if (avg.size() != cur.size())
     throw std::invalid_argument("ema_update_: " + std::to_string(avg.size()) + " averages for " +

@@ -59,6 +59,22 @@ void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
                 const Tensor& inv_scale = Tensor(), const Tensor& skip_if = Tensor(),
                 const Tensor& step_offset = Tensor(), const Tensor& lr_and_step = Tensor());
 
+// LARS and LAMB (kernels/optim.h) with the same arguments as sgd_step_ and adam_step_, and
+// `scratch`: a tensor the CUDA steps keep their per-chunk norms and per-tensor ratios in,
+// (re)allocated here when undefined or too small (keep it between steps: a step captured into
+// a CUDA graph must not allocate); unused on the CPU.
+void lars_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                const std::vector<Tensor>& working, const std::vector<Tensor>& momentum,
+                const kernels::LarsArgs& args, Tensor* scratch, const Tensor& inv_scale = Tensor(),
+                const Tensor& skip_if = Tensor(), const Tensor& step_offset = Tensor(),
+                const Tensor& lr_and_step = Tensor());
+void lamb_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                const std::vector<Tensor>& working, const std::vector<Tensor>& exp_avg,
+                const std::vector<Tensor>& exp_avg_sq, const kernels::LambArgs& args,
+                Tensor* scratch, const Tensor& inv_scale = Tensor(),
+                const Tensor& skip_if = Tensor(), const Tensor& step_offset = Tensor(),
+                const Tensor& lr_and_step = Tensor());
+
 // avg[t] = decay * avg[t] + (1 - decay) * cur[t] for float32 tensors on one device, matched by
 // position and size (kernels::ema_update: a few launches for a whole model).
 void ema_update_(const std::vector<Tensor>& avg, const std::vector<Tensor>& cur, double decay);
