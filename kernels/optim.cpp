@@ -130,8 +130,11 @@ void adam_step(float* const* params, const G* const* grads, G* const* working,
                const AdamArgs& a, const float* inv_scale, const float* skip_if) {
   if (skip_if && *skip_if != 0.0f) return;
   const double rate = rate_of(a);
+  // 1 - beta in double, then rounded, as PyTorch's Adam passes Python's 1 - beta2 (1 -
+  // float(0.999) is 1.3e-5 off 0.001).
   const float lr = static_cast<float>(rate), b1 = static_cast<float>(a.beta1),
-              b2 = static_cast<float>(a.beta2), eps = static_cast<float>(a.eps),
+              b2 = static_cast<float>(a.beta2), c1 = static_cast<float>(1 - a.beta1),
+              c2 = static_cast<float>(1 - a.beta2), eps = static_cast<float>(a.eps),
               wd = static_cast<float>(a.weight_decay);
   const double t = static_cast<double>(step_of(a));
   const float step_size = static_cast<float>(rate / (1 - std::pow(a.beta1, t)));
@@ -153,8 +156,8 @@ void adam_step(float* const* params, const G* const* grads, G* const* working,
         } else if (wd != 0) {
           d += wd * p[i];
         }
-        m[i] = b1 * m[i] + (1 - b1) * d;
-        v[i] = b2 * v[i] + (1 - b2) * d * d;
+        m[i] = b1 * m[i] + c1 * d;
+        v[i] = b2 * v[i] + c2 * d * d;
         p[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
       }
       refresh_working(working, params, sizes, k);

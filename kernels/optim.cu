@@ -88,7 +88,8 @@ __global__ void adam_kernel(Group<G> gr, AdamArgs a, float step_size, float bc2_
   if (on_device(a)) adam_bias_terms(a, &step_size, &bc2_sqrt);
   const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f);
   const float lr = static_cast<float>(rate_of(a)), b1 = static_cast<float>(a.beta1),
-              b2 = static_cast<float>(a.beta2), eps = static_cast<float>(a.eps),
+              b2 = static_cast<float>(a.beta2), c1 = static_cast<float>(1 - a.beta1),
+              c2 = static_cast<float>(1 - a.beta2), eps = static_cast<float>(a.eps),
               wd = static_cast<float>(a.weight_decay);
   const int64_t total = gr.prefix[gr.count];
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
@@ -103,8 +104,8 @@ __global__ void adam_kernel(Group<G> gr, AdamArgs a, float step_size, float bc2_
     } else if (wd != 0) {
       d += wd * pv;
     }
-    const float m = b1 * gr.s1[k][i] + (1 - b1) * d;
-    const float v = b2 * gr.s2[k][i] + (1 - b2) * d * d;
+    const float m = b1 * gr.s1[k][i] + c1 * d;
+    const float v = b2 * gr.s2[k][i] + c2 * d * d;
     gr.s1[k][i] = m;
     gr.s2[k][i] = v;
     const float updated = pv - step_size * m / (sqrtf(v) / bc2_sqrt + eps);

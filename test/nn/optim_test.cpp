@@ -40,10 +40,10 @@ TEST(Optim, SgdMomentumWeightDecay) {
 }
 
 // --no-bias-decay: a matrix is decayed, a vector (a bias, batch-norm's weight) is not, with SGD
-// (L2 in the gradient), Adam (the same) and AdamW (decoupled); the decayed step equals the one
-// without the flag.
+// (L2 in the gradient), Adam (the same), AdamW (decoupled), LARS and LAMB (neither decayed nor
+// adapted: the step of weight decay 0); the decayed step equals the one without the flag.
 TEST(Optim, NoBiasDecaySparesParametersOfOneDimension) {
-  for (const char* name : {"sgd", "adam", "adamw"}) {
+  for (const char* name : {"sgd", "adam", "adamw", "lars", "lamb"}) {
     SCOPED_TRACE(name);
     auto run = [&](bool no_bias_decay) {
       Variable w{Tensor::full({2, 2}, 1.0), true}, b{Tensor::full({2}, 1.0), true};
@@ -106,6 +106,8 @@ TEST(Optim, AdamAndAdamW) {
   c.lr = 0.1;
   auto adam = make_optimizer(a.named(), c);
   EXPECT_NEAR(a.run(*adam, 1), 0.9, 1e-6);  // the first Adam step moves by lr
+  // v = (1 - beta2) g^2 with 1 - beta2 from double, as PyTorch (1 - float(0.999) is 1.3e-5 off).
+  EXPECT_NEAR(adam->state()[1].second->item(), 0.001 * 0.25, 1e-10);
   EXPECT_NEAR(a.run(*adam, 1), 0.8, 1e-5);  // 0.1/0.19 * 0.095 / 0.5 (float arithmetic)
   Scalar w;
   c.name = "adamw";
@@ -152,7 +154,7 @@ TEST(Optim, ParametersWithoutGradientsAreLeftAlone) {
 // and step count), and a rate that changes every step. With more groups than the buffer
 // holds, the step is refused.
 TEST(Optim, CapturableStepsMatchOrdinarySteps) {
-  for (const char* name : {"sgd", "adam", "adamw"}) {
+  for (const char* name : {"sgd", "adam", "adamw", "lars", "lamb"}) {
     SCOPED_TRACE(name);
     auto run = [&](bool capturable) {
       Variable w{Tensor::full({3, 2}, 0.7), true}, b{Tensor::full({5}, -0.3), true};
