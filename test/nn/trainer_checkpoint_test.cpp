@@ -58,6 +58,38 @@ TEST_F(TrainerTest, StepCheckpointsLetACrashedRunResumeExactly) {
   EXPECT_GT(at9.best_score, 0.0);
 }
 
+// --optimizer lars and lamb through the trainer, in float32 and under --precision 16 (fp16
+// gradients, the scaler's device inv_scale and skip flag): they learn the synthetic set, their
+// state (momentum, moments) is in the checkpoint, so a run split in two ends with the weights
+// of a straight one, and the step differs from SGD's/AdamW's (the trust ratios act).
+TEST_F(TrainerTest, LarsAndLambTrainAndResumeExactly) {
+  for (const char* opt : {"lars", "lamb"}) {
+    for (const char* precision : {"32", "16"}) {
+      SCOPED_TRACE(std::string(opt) + " precision " + precision);
+      Config c = four_epochs_sgd(0.05, 0.7);
+      c.optimizer = opt;
+      c.precision = precision;
+      c.lr = std::string(opt) == "lars" ? 2.0 : 0.02;
+      c.trust_coefficient = 0.02;
+      c.weight_decay = std::string(opt) == "lars" ? 5e-4 : 0.01;
+      c.no_bias_decay = true;
+      c.experiment_name = std::string(opt) + precision;
+      Trainer straight(c);
+      const FitResult r = straight.fit();
+      EXPECT_GT(r.test.confusion.accuracy(), 0.9);
+      const auto split = split_run_weights(c, [](Config& f) { f.epochs = 2; });
+      EXPECT_EQ(split, weights(straight));
+
+      Config plain = c;
+      plain.optimizer = std::string(opt) == "lars" ? "sgd" : "adamw";
+      plain.experiment_name += "-plain";
+      Trainer other(plain);
+      other.fit();
+      EXPECT_NE(weights(other), weights(straight));
+    }
+  }
+}
+
 // --checkpoint-train-time-interval: last.h5 whenever that much wall time has passed since it was
 // last written. At a millisecond every step is due, so a crash at step 23 leaves step 22's
 // (epoch 2, batch 4), where the same run without it (and --checkpoint-every 0) leaves none; the
