@@ -1,82 +1,165 @@
-// CPU twins of kernels/optim.cu, in float arithmetic like the GPU and PyTorch.
+// CPU twins of kernels/optim.cu, in float arithmetic like the GPU and PyTorch, on the kernel
+// pool.
 #include "kernels/optim.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
+
+#include "kernels/half_convert.h"
+#include "kernels/parallel.h"
 
 namespace mlai::kernels::cpu {
 
 namespace {
-// The gradient of element i in float: float gradients are read as they are (the loops stay
-// the vectorized float loops they were), fp16/bf16 ones converted.
+// Each tensor is cut into blocks of kElementGrain elements that run on the kernel pool (fixed
+// bounds: the same bits on any number of threads), each block into tiles of kTile elements:
+// 16-bit gradients are converted a tile at a time into a float buffer (F16C for fp16), so the
+// update loops are the same vectorized float loops for every gradient dtype.
+constexpr int64_t kTile = 1024;
+
+// The gradients [i0, i0 + n) as floats: float ones in place, 16-bit ones converted into buf.
 template <class G>
-inline float grad_at(const G* __restrict g, int64_t i) {
+const float* grad_tile(const G* g, int64_t i0, int64_t n, float* buf) {
   if constexpr (std::is_same_v<G, float>) {
-    return g[i];
+    return g + i0;
+  } else if constexpr (std::is_same_v<G, Half>) {
+    halves_to_floats(reinterpret_cast<const uint16_t*>(g + i0), buf, n);
+    return buf;
   } else {
-    return to_acc(g[i]);
+    for (int64_t k = 0; k < n; ++k) buf[k] = to_acc(g[i0 + k]);
+    return buf;
   }
 }
+
+// working[i0, i0 + n) = the masters rounded to G (mixed precision); nothing without a copy.
+template <class G>
+void store_working(G* w, const float* p, int64_t i0, int64_t n) {
+  if (w == nullptr) return;
+  if constexpr (std::is_same_v<G, Half>) {
+    floats_to_halves(p + i0, reinterpret_cast<uint16_t*>(w + i0), n);
+  } else {
+    for (int64_t k = 0; k < n; ++k) w[i0 + k] = from_acc<G>(p[i0 + k]);
+  }
+}
+
+// fn(block, i0, i1) for the tiles of [0, n), blocks on the pool.
+template <class F>
+void for_tiles(int64_t n, F&& fn) {
+  parallel_blocks(n, kElementGrain, [&](int64_t block, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i += kTile) fn(block, i, std::min(end, i + kTile));
+  });
+}
+
+// Adds the sums of x^2 and y^2 over a tile (n <= kTile) to *sx and *sy: 256 values at a time
+// in 16 float lanes (vectorized; 16 squares each, all positive: an ulp or two of float), the
+// lanes then added in double, in lane order (a fixed order).
+inline void sum_squares(const float* __restrict x, const float* __restrict y, int64_t n, double* sx,
+                        double* sy) {
+  for (int64_t k0 = 0; k0 < n; k0 += 256) {
+    const int64_t end = std::min(n, k0 + 256);
+    float ax[16] = {}, ay[16] = {};
+    int64_t k = k0;
+    for (; k + 16 <= end; k += 16)
+      for (int j = 0; j < 16; ++j) {
+        ax[j] += x[k + j] * x[k + j];
+        ay[j] += y[k + j] * y[k + j];
+      }
+    for (; k < end; ++k) {
+      ax[0] += x[k] * x[k];
+      ay[0] += y[k] * y[k];
+    }
+    for (int j = 0; j < 16; ++j) {
+      *sx += ax[j];
+      *sy += ay[j];
+    }
+  }
+}
+
+// Per-block partial sums of a tensor of n values, added in block order: the tensor's two norms.
+struct BlockSums {
+  explicit BlockSums(int64_t n)
+      : x(static_cast<size_t>(num_blocks(n, kElementGrain))), y(x.size()) {}
+  std::vector<double> x, y;
+  double norm_x() const { return norm(x); }
+  double norm_y() const { return norm(y); }
+
+ private:
+  static double norm(const std::vector<double>& v) {
+    double s = 0;
+    for (double b : v) s += b;
+    return std::sqrt(s);
+  }
+};
 
 // The clip_value clamp: comparisons, so NaN stays NaN (as torch.clamp) and the loop still
 // vectorizes to min/max instructions (std::fmin would not, and would turn NaN into the bound).
 inline float clamp(float d, float clip) { return d < -clip ? -clip : (d > clip ? clip : d); }
 
-// working = master rounded to G (mixed precision), a separate pass so the update loop above
-// it keeps its shape.
-template <class G>
-void refresh_working(G* const* working, float* const* params, const int64_t* sizes, int t) {
-  if (working == nullptr || working[t] == nullptr) return;
-  G* __restrict w = working[t];
-  const float* __restrict p = params[t];
-  for (int64_t i = 0; i < sizes[t]; ++i) w[i] = from_acc<G>(p[i]);
+// SGD's settings in locals, so that GCC unswitches the branches and vectorizes the loop (read
+// through a struct with aliasing pointers it stays scalar, "control flow in loop": 5x slower).
+struct SgdTile {
+  float lr, mom, damp, wd, gs, clip, ratio;
+  bool first, nesterov, use_buf;
+};
+// Clipping is a separate instantiation: a runtime test inside would keep GCC from vectorizing,
+// and an always-on clamp costs the unclipped loop a third of its speed.
+template <bool kClip>
+void sgd_tile(float* __restrict p, const float* __restrict g, float* __restrict buf, int64_t n,
+              const SgdTile& a) {
+  const float lr = a.lr, mom = a.mom, damp = a.damp, wd = a.wd, gs = a.gs, clip = a.clip,
+              r = a.ratio;
+  const bool first = a.first, nesterov = a.nesterov, use_buf = a.use_buf;
+  for (int64_t i = 0; i < n; ++i) {
+    float d = g[i] * gs;
+    if constexpr (kClip) d = clamp(d, clip);
+    if (wd != 0) d += wd * p[i];
+    d *= r;
+    if (use_buf) {
+      buf[i] = first ? d : mom * buf[i] + (1 - damp) * d;
+      d = nesterov ? d + mom * buf[i] : buf[i];
+    }
+    p[i] -= lr * d;
+  }
 }
-}  // namespace
 
-namespace {
 // sgd_step with each tensor's step (gradient plus weight decay) times ratios[t] (LARS's trust
 // ratios; null: 1, which changes no bit).
 template <class G>
 void sgd_impl(float* const* params, const G* const* grads, G* const* working,
               float* const* momentum, const int64_t* sizes, int count, const SgdArgs& a,
               const float* inv_scale, const float* ratios) {
-  // Options in locals and __restrict pointers, so that GCC unswitches the branches and
-  // vectorizes the loop (read through `a` with aliasing pointers it stays scalar, "control flow
-  // in loop": 5x slower). The arithmetic per element is unchanged, so results are bit-identical.
-  const float lr = static_cast<float>(rate_of(a)), mom = static_cast<float>(a.momentum),
-              damp = static_cast<float>(a.dampening), wd = static_cast<float>(a.weight_decay),
-              gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
-  const bool first = step_of(a) == 1, nesterov = a.nesterov, use_buf = a.momentum != 0;
-  // Clipping is a separate instantiation of the loop: a runtime test inside it would keep GCC
-  // from vectorizing, and an always-on clamp costs the unclipped loop a third of its speed.
-  auto run = [=]<bool kClip>() {
-    for (int t = 0; t < count; ++t) {
-      float* __restrict p = params[t];
-      const G* __restrict g = grads[t];
-      float* __restrict buf = use_buf ? momentum[t] : nullptr;
-      const int64_t n = sizes[t];
-      const float r = ratios ? ratios[t] : 1.0f;
-      for (int64_t i = 0; i < n; ++i) {
-        float d = grad_at(g, i) * gs;
-        if constexpr (kClip) d = clamp(d, clip);
-        if (wd != 0) d += wd * p[i];
-        d *= r;
-        if (use_buf) {
-          buf[i] = first ? d : mom * buf[i] + (1 - damp) * d;
-          d = nesterov ? d + mom * buf[i] : buf[i];
-        }
-        p[i] -= lr * d;
+  SgdTile st{static_cast<float>(rate_of(a)),
+             static_cast<float>(a.momentum),
+             static_cast<float>(a.dampening),
+             static_cast<float>(a.weight_decay),
+             a.grad_scale * (inv_scale ? *inv_scale : 1.0f),
+             a.clip_value,
+             1.0f,
+             step_of(a) == 1,
+             a.nesterov,
+             a.momentum != 0};
+  const bool clip = a.clip_value < std::numeric_limits<float>::infinity();
+  for (int t = 0; t < count; ++t) {
+    SgdTile tt = st;
+    if (ratios) tt.ratio = ratios[t];
+    float* p = params[t];
+    float* buf = tt.use_buf ? momentum[t] : nullptr;
+    G* w = working ? working[t] : nullptr;
+    for_tiles(sizes[t], [&](int64_t, int64_t i0, int64_t i1) {
+      float gbuf[kTile];
+      const float* g = grad_tile(grads[t], i0, i1 - i0, gbuf);
+      float* b = buf ? buf + i0 : nullptr;
+      if (clip) {
+        sgd_tile<true>(p + i0, g, b, i1 - i0, tt);
+      } else {
+        sgd_tile<false>(p + i0, g, b, i1 - i0, tt);
       }
-      refresh_working(working, params, sizes, t);
-    }
-  };
-  if (clip < std::numeric_limits<float>::infinity()) {
-    run.template operator()<true>();
-  } else {
-    run.template operator()<false>();
+      store_working(w, p, i0, i1 - i0);
+    });
   }
 }
-
 }  // namespace
 
 template <class G>
@@ -111,15 +194,16 @@ void lars_step(float* const* params, const G* const* grads, G* const* working,
   const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
   std::vector<float> ratios(static_cast<size_t>(count));
   for (int t = 0; t < count; ++t) {
-    const float* __restrict p = params[t];
-    const G* __restrict g = grads[t];
-    double pp = 0, gg = 0;
-    for (int64_t i = 0; i < sizes[t]; ++i) {
-      const float d = clamp(grad_at(g, i) * gs, clip);
-      pp += static_cast<double>(p[i]) * p[i];
-      gg += static_cast<double>(d) * d;
-    }
-    ratios[static_cast<size_t>(t)] = trust_ratio(a, std::sqrt(pp), std::sqrt(gg));
+    const float* p = params[t];
+    BlockSums sums(sizes[t]);
+    for_tiles(sizes[t], [&](int64_t block, int64_t i0, int64_t i1) {
+      float gbuf[kTile], d[kTile];
+      const float* __restrict g = grad_tile(grads[t], i0, i1 - i0, gbuf);
+      for (int64_t k = 0; k < i1 - i0; ++k) d[k] = clamp(g[k] * gs, clip);
+      sum_squares(p + i0, d, i1 - i0, &sums.x[static_cast<size_t>(block)],
+                  &sums.y[static_cast<size_t>(block)]);
+    });
+    ratios[static_cast<size_t>(t)] = trust_ratio(a, sums.norm_x(), sums.norm_y());
   }
   sgd_impl(params, grads, working, momentum, sizes, count, s, inv_scale, ratios.data());
 }
@@ -139,34 +223,39 @@ void adam_step(float* const* params, const G* const* grads, G* const* working,
   const double t = static_cast<double>(step_of(a));
   const float step_size = static_cast<float>(rate / (1 - std::pow(a.beta1, t)));
   const float bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(a.beta2, t)));
-  // As in sgd_step; the sqrt also needs -fno-math-errno (CMakeLists.txt): with errno, each
+  // As in sgd_tile; the sqrt also needs -fno-math-errno (CMakeLists.txt): with errno, each
   // sqrt is a branch to sqrtf for negative inputs and the loop stays scalar (4x slower).
   const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
   const bool decoupled = a.decoupled;
-  auto run = [=]<bool kClip>() {  // as in sgd_step
-    for (int k = 0; k < count; ++k) {
-      float *__restrict p = params[k], *__restrict m = exp_avg[k], *__restrict v = exp_avg_sq[k];
-      const G* __restrict g = grads[k];
-      const int64_t n = sizes[k];
-      for (int64_t i = 0; i < n; ++i) {
-        float d = grad_at(g, i) * gs;
-        if constexpr (kClip) d = clamp(d, clip);
-        if (decoupled) {
-          p[i] *= 1 - lr * wd;
-        } else if (wd != 0) {
-          d += wd * p[i];
-        }
-        m[i] = b1 * m[i] + c1 * d;
-        v[i] = b2 * v[i] + c2 * d * d;
-        p[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
+  auto tile = [=]<bool kClip>(float* __restrict p, float* __restrict m, float* __restrict v,
+                              const float* __restrict g, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+      float d = g[i] * gs;
+      if constexpr (kClip) d = clamp(d, clip);
+      if (decoupled) {
+        p[i] *= 1 - lr * wd;
+      } else if (wd != 0) {
+        d += wd * p[i];
       }
-      refresh_working(working, params, sizes, k);
+      m[i] = b1 * m[i] + c1 * d;
+      v[i] = b2 * v[i] + c2 * d * d;
+      p[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
     }
   };
-  if (clip < std::numeric_limits<float>::infinity()) {
-    run.template operator()<true>();
-  } else {
-    run.template operator()<false>();
+  const bool clipped = clip < std::numeric_limits<float>::infinity();
+  for (int k = 0; k < count; ++k) {
+    float *p = params[k], *m = exp_avg[k], *v = exp_avg_sq[k];
+    G* w = working ? working[k] : nullptr;
+    for_tiles(sizes[k], [&](int64_t, int64_t i0, int64_t i1) {
+      float gbuf[kTile];
+      const float* g = grad_tile(grads[k], i0, i1 - i0, gbuf);
+      if (clipped) {
+        tile.template operator()<true>(p + i0, m + i0, v + i0, g, i1 - i0);
+      } else {
+        tile.template operator()<false>(p + i0, m + i0, v + i0, g, i1 - i0);
+      }
+      store_working(w, p, i0, i1 - i0);
+    });
   }
 }
 
@@ -177,8 +266,7 @@ void lamb_step(float* const* params, const G* const* grads, G* const* working,
                double* /*scratch*/) {
   if (skip_if && *skip_if != 0.0f) return;
   const double t = static_cast<double>(step_of(a));
-  // 1 - beta in double, then rounded (as PyTorch passes Python's 1 - beta to its kernels):
-  // 1 - float(0.999) would be 1.3e-5 off.
+  // 1 - beta in double, then rounded (as PyTorch passes Python's 1 - beta to its kernels).
   const float lr = static_cast<float>(rate_of(a)), b1 = static_cast<float>(a.beta1),
               b2 = static_cast<float>(a.beta2), c1 = static_cast<float>(1 - a.beta1),
               c2 = static_cast<float>(1 - a.beta2), eps = static_cast<float>(a.eps),
@@ -187,45 +275,64 @@ void lamb_step(float* const* params, const G* const* grads, G* const* working,
               bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(a.beta2, t))),
               gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
   const bool adapt = wd != 0;
-  for (int k = 0; k < count; ++k) {
-    float* __restrict p = params[k], * __restrict m = exp_avg[k], * __restrict v = exp_avg_sq[k];
-    const G* __restrict g = grads[k];
-    const int64_t n = sizes[k];
-    // The update LAMB scales, from the new moments (the same expression in both passes).
-    auto update = [&](int64_t i) {
-      float u = m[i] / bc1 / (std::sqrt(v[i]) / bc2_sqrt + eps);
-      if (adapt) u += wd * p[i];
-      return u;
-    };
-    // Pass 1: the moments, and the norms of the master and its update (in double).
-    double pp = 0, uu = 0;
+  // The update LAMB scales, from the new moments (the same expression in both passes).
+  auto updates = [=](const float* __restrict p, const float* __restrict m,
+                     const float* __restrict v, float* __restrict u, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
-      const float d = clamp(grad_at(g, i) * gs, clip);
+      u[i] = m[i] / bc1 / (std::sqrt(v[i]) / bc2_sqrt + eps);
+      if (adapt) u[i] += wd * p[i];
+    }
+  };
+  auto moments = [=](const float* __restrict g, float* __restrict m, float* __restrict v,
+                     int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float d = clamp(g[i] * gs, clip);
       m[i] = b1 * m[i] + c1 * d;
       v[i] = b2 * v[i] + c2 * d * d;
-      if (adapt) {
-        const float u = update(i);
-        pp += static_cast<double>(p[i]) * p[i];
-        uu += static_cast<double>(u) * u;
-      }
     }
-    const float r = adapt ? trust_ratio(a, std::sqrt(pp), std::sqrt(uu)) : 1.0f;
+  };
+  for (int k = 0; k < count; ++k) {
+    float *p = params[k], *m = exp_avg[k], *v = exp_avg_sq[k];
+    G* w = working ? working[k] : nullptr;
+    // Pass 1: the moments, and the norms of the master and its update.
+    BlockSums sums(sizes[k]);
+    for_tiles(sizes[k], [&](int64_t block, int64_t i0, int64_t i1) {
+      float gbuf[kTile];
+      const float* __restrict g = grad_tile(grads[k], i0, i1 - i0, gbuf);
+      const int64_t n = i1 - i0;
+      moments(g, m + i0, v + i0, n);
+      if (adapt) {
+        float u[kTile];
+        updates(p + i0, m + i0, v + i0, u, n);
+        sum_squares(p + i0, u, n, &sums.x[static_cast<size_t>(block)],
+                    &sums.y[static_cast<size_t>(block)]);
+      }
+    });
+    const float r = adapt ? trust_ratio(a, sums.norm_x(), sums.norm_y()) : 1.0f;
     // Pass 2: the step.
-    for (int64_t i = 0; i < n; ++i) p[i] -= lr * (update(i) * r);
-    refresh_working(working, params, sizes, k);
+    for_tiles(sizes[k], [&](int64_t, int64_t i0, int64_t i1) {
+      float u[kTile];
+      const int64_t n = i1 - i0;
+      updates(p + i0, m + i0, v + i0, u, n);
+      float* __restrict pp = p + i0;
+      for (int64_t i = 0; i < n; ++i) pp[i] -= lr * (u[i] * r);
+      store_working(w, p, i0, n);
+    });
   }
 }
 
 void ema_update(float* const* avg, const float* const* cur, const int64_t* sizes, int count,
                 float decay, float one_minus_decay) {
   for (int t = 0; t < count; ++t) {
-    float* __restrict a = avg[t];
-    const float* __restrict c = cur[t];
-    for (int64_t i = 0; i < sizes[t]; ++i) {
-      const float kept = decay * a[i];
-      const float added = one_minus_decay * c[i];
-      a[i] = kept + added;
-    }
+    parallel_for(sizes[t], kElementGrain, [&](int64_t begin, int64_t end) {
+      float* __restrict a = avg[t];
+      const float* __restrict c = cur[t];
+      for (int64_t i = begin; i < end; ++i) {
+        const float kept = decay * a[i];
+        const float added = one_minus_decay * c[i];
+        a[i] = kept + added;
+      }
+    });
   }
 }
 
