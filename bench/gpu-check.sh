@@ -425,6 +425,15 @@ for label, dt in [("fp32", torch.float32), ("fp16", torch.float16)]:
     row(f"torch.add/{label}/64M", ms, GBps=3 * nb / ms / 1e6)
     ms = median_ms(lambda: y.copy_(x), 20)
     row(f"torch.copy/{label}/64M (read+write)", ms, GBps=2 * nb / ms / 1e6)
+# Optimizer steps over resnet18_cifar's parameters, beside mlai's CudaOptimStep rows
+# (bench/reference_optim.py: torch's fused SGD and AdamW, timm's Lars and Lamb if installed).
+try:
+    sys.path.insert(0, "bench")
+    from reference_optim import optimizer_rows
+    for name, ms, rate in optimizer_rows(torch, dev):
+        row(name, ms, Mparams_per_s=rate)
+except Exception as e:
+    print(f"optimizer reference skipped: {e}")
 save()
 PY
   fi
@@ -504,6 +513,11 @@ else:
             t = torch_rows.get(f"torch.matmul/{parts[1]}/{parts[2]}")
             if t:
                 ref = f"  torch {t['TFLOPS']:.1f}"
+        if parts[0] == "CudaOptimStep" and len(parts) == 4:
+            t = torch_rows.get(f"torch.optim/{parts[1]}/fp32")
+            if t:  # torch's fp32 step (AMP's too: its parameters and gradients are fp32)
+                ref = (f"  torch {t['ms'] * 1000:8.1f} us"
+                       f"  mlai/torch {b['real_time'] / (t['ms'] * 1000):.2f}")
         if parts[0] == "CudaConv" and len(parts) == 4:
             ref = f"  host {b.get('host_us', 0):5.1f} us"
             t = torch_rows.get("torch.conv/" + "/".join(parts[1:]))
@@ -520,7 +534,8 @@ if torch.get("available"):
     for r in torch["rows"]:
         if r["name"].startswith("torch.conv/"):
             continue  # beside mlai's CudaConv rows above
-        rate = f"{r['TFLOPS']:7.1f} TFLOPS" if "TFLOPS" in r else f"{r['GBps']:7.0f} GBps"
+        rate = (f"{r['TFLOPS']:7.1f} TFLOPS" if "TFLOPS" in r else f"{r['GBps']:7.0f} GBps"
+                if "GBps" in r else f"{r['Mparams_per_s']:7.0f} Mparams/s")
         print(f"  {r['name']:42s} {r['ms']:9.3f} ms {rate}")
 else:
     print("\nPyTorch reference: " + torch.get("reason", "not run"))
