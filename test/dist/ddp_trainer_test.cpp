@@ -35,6 +35,32 @@ TEST_F(Ddp, TwoRanksWithHalfBatchesMatchOneRankWithTheWholeBatch) {
   EXPECT_EQ(r2.val.samples, r1.val.samples);
 }
 
+// --optimizer lars and lamb: each rank computes the trust ratios from the averaged gradient,
+// so two ranks of B/2 step as one process of B (the norms summed in another order: rounding).
+TEST_F(Ddp, LayerwiseOptimizersTwoRanksMatchOneRank) {
+  for (const char* opt : {"lars", "lamb"}) {
+    SCOPED_TRACE(opt);
+    auto with = [&](nn::Config c) {
+      c.optimizer = opt;
+      c.lr = std::string(opt) == "lars" ? 2.0 : 0.02;
+      c.weight_decay = std::string(opt) == "lars" ? 5e-4 : 0.01;
+      c.trust_coefficient = 0.02;
+      c.no_bias_decay = true;
+      c.experiment_name = opt;
+      return c;
+    };
+    nn::Trainer ddp(with(config(16)), "", group());
+    const nn::FitResult r2 = ddp.fit();
+    nn::Config one = with(config(32));
+    one.log_dir = root + "/logs-single";
+    nn::Trainer single(one, "", ProcessGroup::single());
+    single.fit();
+    EXPECT_LT(max_rel_diff(flat_weights(ddp), flat_weights(single)), 1e-5)
+        << "after " << r2.global_step << " steps";
+    EXPECT_GT(r2.test.confusion.accuracy(), 0.5);
+  }
+}
+
 // --ddp-comm-hook: the gradients cross in 16 bits, so the run drifts from one process's by
 // about their rounding, not more (bf16 keeps 8 bits, fp16 11), and it is not bit-identical to
 // the uncompressed run (the compression happened).
