@@ -1,6 +1,7 @@
 // The fused optimizer steps over a whole model's parameters (resnet18_cifar's 62 tensors,
-// 11.2 M values), as the trainer calls them: {Cpu,Cuda}OptimStep/<sgd|adam|lars|lamb>/<grads>/
-// resnet18_cifar, with float32 gradients (--precision 32) or fp16 gradients and working copies
+// 11.2 M values; the main job's mlp, 6 tensors, 136 K values), as the trainer calls them:
+// {Cpu,Cuda}OptimStep/<sgd|adam|lars|lamb>/<grads>/<resnet18_cifar|mlp>, with float32 gradients
+// (--precision 32) or fp16 gradients and working copies
 // (--precision 16). Counters: Mparams_per_s and GBps, the bytes each step must move at least
 // (SGD with momentum reads p, g, buf and writes p, buf; Adam p, g, m, v and p, m, v; LARS adds
 // a read of p and g for the norms; LAMB reads m, v, p again for its second pass; fp16 adds
@@ -50,13 +51,15 @@ struct Params {
   int64_t numel = 0;
 };
 
-// resnet18_cifar's parameter shapes with random values: masters and state in float32,
-// gradients in `gdt` (with working copies when it is 16-bit).
-Params make_params(DType gdt, const Device& dev) {
+// The parameter shapes of `arch` (resnet18_cifar on 32x32x3, mlp on 28x28x1) with random
+// values: masters and state in float32, gradients in `gdt` (with working copies when it is
+// 16-bit).
+Params make_params(const std::string& arch, DType gdt, const Device& dev) {
   nn::ModelSpec spec;
-  spec.height = spec.width = 32;
-  spec.channels = 3;
-  auto model = nn::make_model("resnet18_cifar", spec);
+  const bool mlp = arch == "mlp";
+  spec.height = spec.width = mlp ? 28 : 32;
+  spec.channels = mlp ? 1 : 3;
+  auto model = nn::make_model(arch, spec);
   Params ps;
   Generator gen(5);
   for (auto& [name, v] : model->named_parameters()) {
@@ -143,15 +146,17 @@ double max_rel(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
   return e;
 }
 
-void cpu_optim(benchmark::State& state, const std::string& key, Opt o, DType gdt) {
-  Params ps = make_params(gdt, Device::cpu());
+void cpu_optim(benchmark::State& state, const std::string& key, const std::string& arch, Opt o,
+               DType gdt) {
+  Params ps = make_params(arch, gdt, Device::cpu());
   if (!validate_once(state, key, [&] {
-        Params whole = make_params(gdt, Device::cpu()), each = make_params(gdt, Device::cpu());
+        Params whole = make_params(arch, gdt, Device::cpu()),
+               each = make_params(arch, gdt, Device::cpu());
         step(o, whole);
         for (size_t t = 0; t < each.p.size(); ++t) step(o, each, t, t + 1);
         if (max_rel(whole.p, each.p) != 0 || max_rel(whole.s1, each.s1) != 0)
           return std::string("the multi-tensor step differs from steps one tensor at a time");
-        if (max_rel(whole.p, make_params(gdt, Device::cpu()).p) == 0)
+        if (max_rel(whole.p, make_params(arch, gdt, Device::cpu()).p) == 0)
           return std::string("the step changed nothing");
         return std::string();
       }))
@@ -169,12 +174,13 @@ void cpu_optim(benchmark::State& state, const std::string& key, Opt o, DType gdt
   set_rate(state, "GBps", static_cast<double>(ps.numel) * bytes_per_param(o, gdt) * 1e-9, s, 0);
 }
 
-void cuda_optim(benchmark::State& state, const std::string& key, Opt o, DType gdt) {
+void cuda_optim(benchmark::State& state, const std::string& key, const std::string& arch, Opt o,
+                DType gdt) {
   if (!require_cuda(state)) return;
   const Device gpu = Device::cuda(0);
-  Params ps = make_params(gdt, gpu);
+  Params ps = make_params(arch, gdt, gpu);
   if (!validate_once(state, key, [&] {
-        Params dev = make_params(gdt, gpu), cpu = make_params(gdt, Device::cpu());
+        Params dev = make_params(arch, gdt, gpu), cpu = make_params(arch, gdt, Device::cpu());
         step(o, dev);
         step(o, cpu);
         const double e = std::max(max_rel(dev.p, cpu.p), max_rel(dev.s1, cpu.s1));
@@ -189,21 +195,22 @@ void cuda_optim(benchmark::State& state, const std::string& key, Opt o, DType gd
 }
 
 void register_optim_benchmarks() {
-  for (Opt o : {Opt::kSgd, Opt::kAdam, Opt::kLars, Opt::kLamb}) {
-    for (DType gdt : {DType::kFloat32, DType::kFloat16}) {
-      const std::string tail =
-          std::string(opt_name(o)) + "/" + short_dtype(gdt) + "/resnet18_cifar";
-      benchmark::RegisterBenchmark(
-          ("CpuOptimStep/" + tail).c_str(),
-          [=](benchmark::State& st) { cpu_optim(st, "CpuOptimStep/" + tail, o, gdt); })
-          ->MinTime(0.1)
-          ->UseManualTime()
-          ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(
-          ("CudaOptimStep/" + tail).c_str(),
-          [=](benchmark::State& st) { cuda_optim(st, "CudaOptimStep/" + tail, o, gdt); })
-          ->UseManualTime()
-          ->Unit(benchmark::kMicrosecond);
+  for (const std::string arch : {"resnet18_cifar", "mlp"}) {
+    for (Opt o : {Opt::kSgd, Opt::kAdam, Opt::kLars, Opt::kLamb}) {
+      for (DType gdt : {DType::kFloat32, DType::kFloat16}) {
+        const std::string tail = std::string(opt_name(o)) + "/" + short_dtype(gdt) + "/" + arch;
+        benchmark::RegisterBenchmark(
+            ("CpuOptimStep/" + tail).c_str(),
+            [=](benchmark::State& st) { cpu_optim(st, "CpuOptimStep/" + tail, arch, o, gdt); })
+            ->MinTime(0.1)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(
+            ("CudaOptimStep/" + tail).c_str(),
+            [=](benchmark::State& st) { cuda_optim(st, "CudaOptimStep/" + tail, arch, o, gdt); })
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
     }
   }
 }
