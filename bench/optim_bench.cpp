@@ -83,36 +83,32 @@ void step(Opt o, Params& ps, size_t begin = 0, size_t end = SIZE_MAX) {
                                            v.begin() + static_cast<long>(end));
   };
   const auto p = sub(ps.p), g = sub(ps.g), w = sub(ps.w), s1 = sub(ps.s1), s2 = sub(ps.s2);
+  kernels::SgdArgs sgd;  // LARS's too, at its own rate
+  sgd.lr = 0.1;
+  sgd.momentum = 0.9;
+  sgd.weight_decay = 5e-4;
+  sgd.step = 2;
+  kernels::AdamArgs adam;  // LAMB's too
+  adam.weight_decay = 0.01;
+  adam.decoupled = true;
+  adam.step = 2;
   switch (o) {
-    case Opt::kSgd: {
-      kernels::SgdArgs a;
-      a.lr = 0.1;
-      a.momentum = 0.9;
-      a.weight_decay = 5e-4;
-      a.step = 2;
-      tensor::sgd_step_(p, g, w, s1, a);
+    case Opt::kSgd:
+      tensor::sgd_step_(p, g, w, s1, sgd);
       break;
-    }
-    case Opt::kAdam: {
-      kernels::AdamArgs a;
-      a.weight_decay = 0.01;
-      a.decoupled = true;
-      a.step = 2;
-      tensor::adam_step_(p, g, w, s1, s2, a);
+    case Opt::kAdam:
+      tensor::adam_step_(p, g, w, s1, s2, adam);
       break;
-    }
     case Opt::kLars: {
       kernels::LarsArgs a;
-      a.lr = 1.0;
-      a.momentum = 0.9;
-      a.weight_decay = 5e-4;
-      a.step = 2;
+      a.sgd = sgd;
+      a.sgd.lr = 1.0;
       tensor::lars_step_(p, g, w, s1, a, &ps.scratch);
       break;
     }
     case Opt::kLamb: {
       kernels::LambArgs a;
-      a.step = 2;
+      a.adam = adam;
       tensor::lamb_step_(p, g, w, s1, s2, a, &ps.scratch);
       break;
     }

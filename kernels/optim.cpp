@@ -253,23 +253,13 @@ void lars_step(float* const* params, const G* const* grads, G* const* working,
                float* const* momentum, const int64_t* sizes, int count, const LarsArgs& a,
                const float* inv_scale, const float* skip_if, double* /*scratch*/) {
   if (skip_if && *skip_if != 0.0f) return;
-  SgdArgs s;
-  s.lr = a.lr;
-  s.momentum = a.momentum;
-  s.dampening = a.dampening;
-  s.weight_decay = a.weight_decay;
-  s.nesterov = a.nesterov;
-  s.step = a.step;
-  s.step_offset = a.step_offset;
-  s.lr_and_step = a.lr_and_step;
-  s.grad_scale = a.grad_scale;
-  s.clip_value = a.clip_value;
-  if (a.weight_decay == 0) {  // not adapted: plain SGD
+  const SgdArgs& s = a.sgd;
+  if (s.weight_decay == 0) {  // not adapted: plain SGD
     sgd_impl(params, grads, working, momentum, sizes, count, s, inv_scale, nullptr);
     return;
   }
   // The norms of each master and of its (scaled, clipped) gradient, summed in double.
-  const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
+  const float gs = s.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = s.clip_value;
   std::vector<float> ratios(static_cast<size_t>(count));
   for (int t = 0; t < count; ++t) {
     const float* p = params[t];
@@ -325,9 +315,10 @@ void adam_step(float* const* params, const G* const* grads, G* const* working,
 template <class G>
 void lamb_step(float* const* params, const G* const* grads, G* const* working,
                float* const* exp_avg, float* const* exp_avg_sq, const int64_t* sizes, int count,
-               const LambArgs& a, const float* inv_scale, const float* skip_if,
+               const LambArgs& lamb, const float* inv_scale, const float* skip_if,
                double* /*scratch*/) {
   if (skip_if && *skip_if != 0.0f) return;
+  const AdamArgs& a = lamb.adam;
   const double t = static_cast<double>(step_of(a));
   // 1 - beta in double, then rounded (as PyTorch passes Python's 1 - beta to its kernels).
   const float lr = static_cast<float>(rate_of(a)), b1 = static_cast<float>(a.beta1),
@@ -357,7 +348,7 @@ void lamb_step(float* const* params, const G* const* grads, G* const* working,
                     &sums.y[static_cast<size_t>(block)]);
       }
     });
-    const float r = adapt ? trust_ratio(a, sums.norm_x(), sums.norm_y()) : 1.0f;
+    const float r = adapt ? trust_ratio(lamb, sums.norm_x(), sums.norm_y()) : 1.0f;
     // Pass 2: the step.
     for_tiles(sizes[k], [&](int64_t, int64_t i0, int64_t i1) {
       float u[kTile];

@@ -162,7 +162,7 @@ __device__ void chunk_norms(const Group<G>& gr, const Chunks& ch, double* partia
 }
 
 template <class G>
-__global__ void lars_norms_kernel(Group<G> gr, Chunks ch, LarsArgs a, const float* inv_scale,
+__global__ void lars_norms_kernel(Group<G> gr, Chunks ch, SgdArgs a, const float* inv_scale,
                                   const float* skip_if, double* partials) {
   if (skip_if && *skip_if != 0.0f) return;
   const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f);
@@ -173,13 +173,10 @@ __global__ void lars_norms_kernel(Group<G> gr, Chunks ch, LarsArgs a, const floa
 }
 
 // LAMB's bias corrections 1 - beta1^t and sqrt(1 - beta2^t) (double, rounded to float).
-__host__ __device__ inline void lamb_bias_terms(const LambArgs& a, float* bc1, float* bc2_sqrt) {
+__host__ __device__ inline void lamb_bias_terms(const AdamArgs& a, float* bc1, float* bc2_sqrt) {
   const double t = static_cast<double>(step_of(a));
   *bc1 = static_cast<float>(1 - pow(a.beta1, t));
   *bc2_sqrt = static_cast<float>(sqrt(1 - pow(a.beta2, t)));
-}
-__host__ __device__ inline bool on_device(const LambArgs& a) {
-  return a.step_offset != nullptr || a.lr_and_step != nullptr;
 }
 
 __device__ __forceinline__ float lamb_update(float m, float v, float p, float bc1, float bc2_sqrt,
@@ -191,7 +188,7 @@ __device__ __forceinline__ float lamb_update(float m, float v, float p, float bc
 
 // LAMB's first pass: the new moments, and (with partials) the norms of each master and update.
 template <class G>
-__global__ void lamb_moments_kernel(Group<G> gr, Chunks ch, LambArgs a, float bc1, float bc2_sqrt,
+__global__ void lamb_moments_kernel(Group<G> gr, Chunks ch, AdamArgs a, float bc1, float bc2_sqrt,
                                     const float* inv_scale, const float* skip_if,
                                     double* partials) {
   if (skip_if && *skip_if != 0.0f) return;
@@ -229,7 +226,7 @@ __global__ void trust_ratio_kernel(Group<G> gr, Chunks ch, Args a, const float* 
 }
 
 template <class G>
-__global__ void lamb_apply_kernel(Group<G> gr, LambArgs a, float bc1, float bc2_sqrt,
+__global__ void lamb_apply_kernel(Group<G> gr, AdamArgs a, float bc1, float bc2_sqrt,
                                   const float* skip_if, const double* ratios) {
   if (skip_if && *skip_if != 0.0f) return;
   if (on_device(a)) lamb_bias_terms(a, &bc1, &bc2_sqrt);
@@ -291,38 +288,17 @@ void for_each_group(float* const* params, const G* const* grads, G* const* worki
 }
 }  // namespace
 
-template <class G>
-void sgd_step(float* const* params, const G* const* grads, G* const* working,
-              float* const* momentum, const int64_t* sizes, int count, const SgdArgs& args,
-              const float* inv_scale, const float* skip_if, StreamHandle stream) {
-  for_each_group<G>(params, grads, working, args.momentum != 0 ? momentum : nullptr, nullptr, sizes,
-                    count, [&](const Group<G>& gr) {
-                      sgd_kernel<G>
-                          <<<dev::grid_size(gr.prefix[gr.count]), dev::kBlock, 0, stream>>>(
-                              gr, args, inv_scale, skip_if, nullptr);
-                      MLAI_LAUNCH_CHECK();
-                    });
-}
-
-// Launches are serialized on the stream, so every launch group reuses the scratch's start:
+namespace {
+// SGD's launches, each after its trust ratios when `lars` is given and adapts (weight decay not
+// 0). Launches are serialized on the stream, so every launch group reuses the scratch's start:
 // its ratios first, then its chunks' partial sums.
 template <class G>
-void lars_step(float* const* params, const G* const* grads, G* const* working,
-               float* const* momentum, const int64_t* sizes, int count, const LarsArgs& args,
-               const float* inv_scale, const float* skip_if, double* scratch, StreamHandle stream) {
-  SgdArgs s;
-  s.lr = args.lr;
-  s.momentum = args.momentum;
-  s.dampening = args.dampening;
-  s.weight_decay = args.weight_decay;
-  s.nesterov = args.nesterov;
-  s.step = args.step;
-  s.step_offset = args.step_offset;
-  s.lr_and_step = args.lr_and_step;
-  s.grad_scale = args.grad_scale;
-  s.clip_value = args.clip_value;
-  const bool adapt = args.weight_decay != 0;
-  for_each_group<G>(params, grads, working, args.momentum != 0 ? momentum : nullptr, nullptr, sizes,
+void sgd_launches(float* const* params, const G* const* grads, G* const* working,
+                  float* const* momentum, const int64_t* sizes, int count, const SgdArgs& s,
+                  const LarsArgs* lars, const float* inv_scale, const float* skip_if,
+                  double* scratch, StreamHandle stream) {
+  const bool adapt = lars != nullptr && s.weight_decay != 0;
+  for_each_group<G>(params, grads, working, s.momentum != 0 ? momentum : nullptr, nullptr, sizes,
                     count, [&](const Group<G>& gr) {
                       double* ratios = adapt ? scratch : nullptr;
                       if (adapt) {
@@ -330,10 +306,10 @@ void lars_step(float* const* params, const G* const* grads, G* const* working,
                         double* partials = scratch + kMaxOptimTensors;
                         lars_norms_kernel<G>
                             <<<static_cast<unsigned>(ch.first[gr.count]), dev::kBlock, 0, stream>>>(
-                                gr, ch, args, inv_scale, skip_if, partials);
+                                gr, ch, s, inv_scale, skip_if, partials);
                         MLAI_LAUNCH_CHECK();
                         trust_ratio_kernel<LarsArgs, G><<<gr.count, dev::kBlock, 0, stream>>>(
-                            gr, ch, args, skip_if, partials, ratios);
+                            gr, ch, *lars, skip_if, partials, ratios);
                         MLAI_LAUNCH_CHECK();
                       }
                       sgd_kernel<G>
@@ -342,35 +318,49 @@ void lars_step(float* const* params, const G* const* grads, G* const* working,
                       MLAI_LAUNCH_CHECK();
                     });
 }
+}  // namespace
+
+template <class G>
+void sgd_step(float* const* params, const G* const* grads, G* const* working,
+              float* const* momentum, const int64_t* sizes, int count, const SgdArgs& args,
+              const float* inv_scale, const float* skip_if, StreamHandle stream) {
+  sgd_launches(params, grads, working, momentum, sizes, count, args, nullptr, inv_scale, skip_if,
+               nullptr, stream);
+}
+
+template <class G>
+void lars_step(float* const* params, const G* const* grads, G* const* working,
+               float* const* momentum, const int64_t* sizes, int count, const LarsArgs& args,
+               const float* inv_scale, const float* skip_if, double* scratch, StreamHandle stream) {
+  sgd_launches(params, grads, working, momentum, sizes, count, args.sgd, &args, inv_scale, skip_if,
+               scratch, stream);
+}
 
 template <class G>
 void lamb_step(float* const* params, const G* const* grads, G* const* working,
                float* const* exp_avg, float* const* exp_avg_sq, const int64_t* sizes, int count,
                const LambArgs& args, const float* inv_scale, const float* skip_if, double* scratch,
                StreamHandle stream) {
+  const AdamArgs& a = args.adam;
   float bc1 = 0, bc2_sqrt = 0;
-  if (!on_device(args)) lamb_bias_terms(args, &bc1, &bc2_sqrt);
-  const bool adapt = args.weight_decay != 0;
+  if (!on_device(a)) lamb_bias_terms(a, &bc1, &bc2_sqrt);
+  const bool adapt = a.weight_decay != 0;
   for_each_group<G>(
       params, grads, working, exp_avg, exp_avg_sq, sizes, count, [&](const Group<G>& gr) {
         const Chunks ch = chunks_of(gr);
         double* ratios = adapt ? scratch : nullptr;
         double* partials = adapt ? scratch + kMaxOptimTensors : nullptr;
+        lamb_moments_kernel<G>
+            <<<static_cast<unsigned>(ch.first[gr.count]), dev::kBlock, 0, stream>>>(
+                gr, ch, a, bc1, bc2_sqrt, inv_scale, skip_if, partials);
+        MLAI_LAUNCH_CHECK();
         if (adapt) {
-          lamb_moments_kernel<G>
-              <<<static_cast<unsigned>(ch.first[gr.count]), dev::kBlock, 0, stream>>>(
-                  gr, ch, args, bc1, bc2_sqrt, inv_scale, skip_if, partials);
-          MLAI_LAUNCH_CHECK();
           trust_ratio_kernel<LambArgs, G>
               <<<gr.count, dev::kBlock, 0, stream>>>(gr, ch, args, skip_if, partials, ratios);
-        } else {
-          lamb_moments_kernel<G>
-              <<<static_cast<unsigned>(ch.first[gr.count]), dev::kBlock, 0, stream>>>(
-                  gr, ch, args, bc1, bc2_sqrt, inv_scale, skip_if, nullptr);
+          MLAI_LAUNCH_CHECK();
         }
-        MLAI_LAUNCH_CHECK();
         lamb_apply_kernel<G><<<dev::grid_size(gr.prefix[gr.count]), dev::kBlock, 0, stream>>>(
-            gr, args, bc1, bc2_sqrt, skip_if, ratios);
+            gr, a, bc1, bc2_sqrt, skip_if, ratios);
         MLAI_LAUNCH_CHECK();
       });
 }

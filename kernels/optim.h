@@ -56,14 +56,9 @@ struct AdamArgs {
 // tensor whose weight decay is 0 is not adapted (timm and Bolts: biases and batch norm in a
 // no-decay group take plain SGD steps), so weight_decay 0 is sgd_step exactly.
 struct LarsArgs {
-  double lr = 1.0, momentum = 0, dampening = 0, weight_decay = 0;
+  SgdArgs sgd;  // the step the ratios scale: its rate, momentum, weight decay, step number...
   double trust_coefficient = 0.001, eps = 1e-8;
-  bool nesterov = false, trust_clip = false;
-  int64_t step = 1;
-  const int64_t* step_offset = nullptr;
-  const double* lr_and_step = nullptr;
-  float grad_scale = 1.0f;
-  float clip_value = std::numeric_limits<float>::infinity();
+  bool trust_clip = false;
 };
 
 // LAMB (You et al., 2019), as timm's Lamb and apex's FusedLAMB (their global gradient-norm
@@ -72,13 +67,8 @@ struct LarsArgs {
 //   p -= lr * ratio * u,  ratio = |p| / |u| (1 where either is 0; min(ratio, 1) with trust_clip).
 // A tensor whose weight decay is 0 is not adapted (ratio 1), as in timm.
 struct LambArgs {
-  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-6, weight_decay = 0.01;
+  AdamArgs adam;  // rate, betas, eps, weight decay, step number...; `decoupled` is not read
   bool trust_clip = false;
-  int64_t step = 1;
-  const int64_t* step_offset = nullptr;
-  const double* lr_and_step = nullptr;
-  float grad_scale = 1.0f;
-  float clip_value = std::numeric_limits<float>::infinity();
 };
 
 // The CUDA LARS and LAMB steps reduce each tensor's norms in chunks of kTrustChunk elements
@@ -109,9 +99,9 @@ MLAI_OPTIM_HD int64_t step_of(const Args& a) {
 // Trust ratios from a tensor's norms (in double; both twins round the result to float once).
 MLAI_OPTIM_HD float trust_ratio(const LarsArgs& a, double w_norm, double g_norm) {
   if (!(w_norm > 0) || !(g_norm > 0)) return 1.0f;
-  double r = a.trust_coefficient * w_norm / (g_norm + w_norm * a.weight_decay + a.eps);
+  double r = a.trust_coefficient * w_norm / (g_norm + w_norm * a.sgd.weight_decay + a.eps);
   if (a.trust_clip) {
-    r /= rate_of(a);
+    r /= rate_of(a.sgd);
     r = r < 1.0 ? r : 1.0;
   }
   return static_cast<float>(r);

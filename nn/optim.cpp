@@ -199,19 +199,20 @@ void SGD::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale)
     } else {
       gather(p, g, w, {}, {}, l.decayed, l.group);
     }
-    kernels::SgdArgs a;
-    a.lr = group_lr(l.group);
+    auto a = step_args<kernels::SgdArgs>(l, grad_scale);
     a.momentum = cfg_.momentum;
     a.dampening = cfg_.dampening;
-    a.weight_decay = l.decay;
     a.nesterov = cfg_.nesterov;
-    a.step = group_steps(l.group) + 1;
-    if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
-    a.grad_scale = grad_scale;
-    if (!p.empty())
-      tensor::sgd_step_(p, g, w, m, a, inv_scale, skip_if, step_offset_, device_scalars(l.group));
+    if (!p.empty()) launch(p, g, w, m, a, inv_scale, skip_if, device_scalars(l.group));
   }
   ++steps_;
+}
+
+void SGD::launch(const std::vector<Tensor>& p, const std::vector<Tensor>& g,
+                 const std::vector<Tensor>& w, const std::vector<Tensor>& m,
+                 const kernels::SgdArgs& a, const Tensor& inv_scale, const Tensor& skip_if,
+                 const Tensor& lr_and_step) {
+  tensor::sgd_step_(p, g, w, m, a, inv_scale, skip_if, step_offset_, lr_and_step);
 }
 
 Adam::Adam(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg,
@@ -229,92 +230,52 @@ void Adam::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale
   for (const Launch& l : launches()) {  // one fused launch family each
     std::vector<Tensor> p, g, w, m, v;
     gather(p, g, w, {&m, &v}, {0, 1}, l.decayed, l.group);
-    kernels::AdamArgs a;
-    a.lr = group_lr(l.group);
+    auto a = step_args<kernels::AdamArgs>(l, grad_scale);
     a.beta1 = cfg_.beta1;
     a.beta2 = cfg_.beta2;
     a.eps = cfg_.eps;
-    a.weight_decay = l.decay;
     a.decoupled = decoupled_;
-    a.step = group_steps(l.group) + 1;
-    if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
-    a.grad_scale = grad_scale;
-    if (!p.empty())
-      tensor::adam_step_(p, g, w, m, v, a, inv_scale, skip_if, step_offset_,
-                         device_scalars(l.group));
+    if (!p.empty()) launch(p, g, w, m, v, a, inv_scale, skip_if, device_scalars(l.group));
   }
   ++steps_;
+}
+
+void Adam::launch(const std::vector<Tensor>& p, const std::vector<Tensor>& g,
+                  const std::vector<Tensor>& w, const std::vector<Tensor>& m,
+                  const std::vector<Tensor>& v, const kernels::AdamArgs& a, const Tensor& inv_scale,
+                  const Tensor& skip_if, const Tensor& lr_and_step) {
+  tensor::adam_step_(p, g, w, m, v, a, inv_scale, skip_if, step_offset_, lr_and_step);
 }
 
 Lars::Lars(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg)
-    : Optimizer(std::move(params), cfg) {
-  if (cfg.nesterov && (cfg.momentum <= 0 || cfg.dampening != 0))
-    throw std::invalid_argument("nesterov momentum requires a momentum and zero dampening");
+    : SGD(std::move(params), cfg) {
   if (!(cfg.trust_coefficient > 0))
     throw std::invalid_argument("LARS trust coefficient must be > 0");
-  if (cfg.momentum != 0) {
-    slot_names_ = {"momentum_buffer"};
-    slots_.push_back(zeros_like_all(params_));
-  }
 }
 
-void Lars::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {
-  stage_unless_capturing();
-  for (const Launch& l : launches()) {
-    std::vector<Tensor> p, g, w, m;
-    if (cfg_.momentum != 0) {
-      gather(p, g, w, {&m}, {0}, l.decayed, l.group);
-    } else {
-      gather(p, g, w, {}, {}, l.decayed, l.group);
-    }
-    kernels::LarsArgs a;
-    a.lr = group_lr(l.group);
-    a.momentum = cfg_.momentum;
-    a.dampening = cfg_.dampening;
-    a.weight_decay = l.decay;
-    a.nesterov = cfg_.nesterov;
-    a.trust_coefficient = cfg_.trust_coefficient;
-    a.eps = cfg_.eps;
-    a.trust_clip = cfg_.trust_clip;
-    a.step = group_steps(l.group) + 1;
-    if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
-    a.grad_scale = grad_scale;
-    if (!p.empty())
-      tensor::lars_step_(p, g, w, m, a, &scratch_, inv_scale, skip_if, step_offset_,
-                         device_scalars(l.group));
-  }
-  ++steps_;
+void Lars::launch(const std::vector<Tensor>& p, const std::vector<Tensor>& g,
+                  const std::vector<Tensor>& w, const std::vector<Tensor>& m,
+                  const kernels::SgdArgs& a, const Tensor& inv_scale, const Tensor& skip_if,
+                  const Tensor& lr_and_step) {
+  kernels::LarsArgs la;
+  la.sgd = a;
+  la.trust_coefficient = cfg_.trust_coefficient;
+  la.eps = cfg_.eps;
+  la.trust_clip = cfg_.trust_clip;
+  tensor::lars_step_(p, g, w, m, la, &scratch_, inv_scale, skip_if, step_offset_, lr_and_step);
 }
 
 Lamb::Lamb(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg)
-    : Optimizer(std::move(params), cfg) {
-  if (cfg.beta1 < 0 || cfg.beta1 >= 1 || cfg.beta2 < 0 || cfg.beta2 >= 1)
-    throw std::invalid_argument("LAMB betas must be in [0, 1)");
-  slot_names_ = {"exp_avg", "exp_avg_sq"};
-  slots_.push_back(zeros_like_all(params_));
-  slots_.push_back(zeros_like_all(params_));
-}
+    : Adam(std::move(params), cfg, true) {}
 
-void Lamb::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {
-  stage_unless_capturing();
-  for (const Launch& l : launches()) {
-    std::vector<Tensor> p, g, w, m, v;
-    gather(p, g, w, {&m, &v}, {0, 1}, l.decayed, l.group);
-    kernels::LambArgs a;
-    a.lr = group_lr(l.group);
-    a.beta1 = cfg_.beta1;
-    a.beta2 = cfg_.beta2;
-    a.eps = cfg_.eps;
-    a.weight_decay = l.decay;
-    a.trust_clip = cfg_.trust_clip;
-    a.step = group_steps(l.group) + 1;
-    if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
-    a.grad_scale = grad_scale;
-    if (!p.empty())
-      tensor::lamb_step_(p, g, w, m, v, a, &scratch_, inv_scale, skip_if, step_offset_,
-                         device_scalars(l.group));
-  }
-  ++steps_;
+void Lamb::launch(const std::vector<Tensor>& p, const std::vector<Tensor>& g,
+                  const std::vector<Tensor>& w, const std::vector<Tensor>& m,
+                  const std::vector<Tensor>& v, const kernels::AdamArgs& a, const Tensor& inv_scale,
+                  const Tensor& skip_if, const Tensor& lr_and_step) {
+  kernels::LambArgs la;
+  la.adam = a;
+  la.trust_clip = cfg_.trust_clip;
+  tensor::lamb_step_(p, g, w, m, v, la, &scratch_, inv_scale, skip_if, step_offset_, lr_and_step);
 }
 
 std::unique_ptr<Optimizer> make_optimizer(std::vector<std::pair<std::string, Variable>> params,

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/optim.h"
 #include "nn/module.h"
 
 namespace mlai::nn {
@@ -112,6 +113,18 @@ class Optimizer {
     double decay;
   };
   std::vector<Launch> launches() const;
+  // The arguments every fused step shares (kernels/optim.h): launch l's rate, weight decay and
+  // step number, grad_scale, and the clip value.
+  template <class Args>
+  Args step_args(const Launch& l, float grad_scale) const {
+    Args a;
+    a.lr = group_lr(l.group);
+    a.weight_decay = l.decay;
+    a.step = group_steps(l.group) + 1;
+    if (cfg_.clip_value > 0) a.clip_value = static_cast<float>(cfg_.clip_value);
+    a.grad_scale = grad_scale;
+    return a;
+  }
   std::vector<std::pair<std::string, Variable>> params_;
   std::vector<Variable> working_;  // empty, or parallel to params_
   std::vector<std::string> slot_names_;
@@ -139,6 +152,15 @@ class SGD : public Optimizer {
   SGD(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg);
   void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor(),
             const Tensor& inv_scale = Tensor()) override;
+
+ protected:
+  // One launch family's fused step (Lars scales it by its trust ratios): parameters,
+  // gradients, working copies, momentum buffers (empty without momentum), the step's
+  // arguments and device values (see tensor::sgd_step_).
+  virtual void launch(const std::vector<Tensor>& p, const std::vector<Tensor>& g,
+                      const std::vector<Tensor>& w, const std::vector<Tensor>& m,
+                      const kernels::SgdArgs& a, const Tensor& inv_scale, const Tensor& skip_if,
+                      const Tensor& lr_and_step);
 };
 
 class Adam : public Optimizer {  // AdamW when decoupled
@@ -148,6 +170,13 @@ class Adam : public Optimizer {  // AdamW when decoupled
   void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor(),
             const Tensor& inv_scale = Tensor()) override;
 
+ protected:
+  // One launch family's fused step (Lamb scales it by its trust ratios), as SGD::launch.
+  virtual void launch(const std::vector<Tensor>& p, const std::vector<Tensor>& g,
+                      const std::vector<Tensor>& w, const std::vector<Tensor>& m,
+                      const std::vector<Tensor>& v, const kernels::AdamArgs& a,
+                      const Tensor& inv_scale, const Tensor& skip_if, const Tensor& lr_and_step);
+
  private:
   bool decoupled_;
 };
@@ -155,11 +184,14 @@ class Adam : public Optimizer {  // AdamW when decoupled
 // LARS: SGD (momentum, dampening, nesterov) with each tensor's step scaled by its trust ratio
 // (timm's Lars, Lightning Bolts' LARS). Parameters without weight decay (all of them at
 // weight_decay 0; biases and batch norm under no_bias_decay) take plain SGD steps.
-class Lars : public Optimizer {
+class Lars : public SGD {
  public:
   Lars(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg);
-  void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor(),
-            const Tensor& inv_scale = Tensor()) override;
+
+ protected:
+  void launch(const std::vector<Tensor>& p, const std::vector<Tensor>& g,
+              const std::vector<Tensor>& w, const std::vector<Tensor>& m, const kernels::SgdArgs& a,
+              const Tensor& inv_scale, const Tensor& skip_if, const Tensor& lr_and_step) override;
 
  private:
   Tensor scratch_;  // the CUDA step's norms and ratios
@@ -167,11 +199,15 @@ class Lars : public Optimizer {
 
 // LAMB: Adam's moments, the update (with decoupled weight decay) scaled by |p| / |update| per
 // tensor (timm's Lamb, apex's FusedLAMB without their built-in gradient-norm clipping).
-class Lamb : public Optimizer {
+class Lamb : public Adam {
  public:
   Lamb(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg);
-  void step(float grad_scale = 1.0f, const Tensor& skip_if = Tensor(),
-            const Tensor& inv_scale = Tensor()) override;
+
+ protected:
+  void launch(const std::vector<Tensor>& p, const std::vector<Tensor>& g,
+              const std::vector<Tensor>& w, const std::vector<Tensor>& m,
+              const std::vector<Tensor>& v, const kernels::AdamArgs& a, const Tensor& inv_scale,
+              const Tensor& skip_if, const Tensor& lr_and_step) override;
 
  private:
   Tensor scratch_;

@@ -235,30 +235,82 @@ void with_typed(const StepGroup& sg, const std::vector<Tensor>& grads,
                             any_working ? reinterpret_cast<scalar_t* const*>(w.data())
                                         : static_cast<scalar_t* const*>(nullptr)));
 }
+
+// The device values of a step (kernels/optim.h): args' step_offset and lr_and_step, inv_scale
+// and skip_if, checked against the parameters' device.
+struct StepCall {
+  Device dev;
+  const float* inv = nullptr;
+  const float* skip = nullptr;
+  // Per gradient dtype: the group, its parameters, their pointers and sizes.
+  const StepGroup* sg = nullptr;
+  std::vector<Tensor> ps;
+  std::vector<float*> p;
+  std::vector<int64_t> n;
+};
+// The part of a step's arguments that holds its device values (LARS's and LAMB's are their
+// SGD's and Adam's).
+template <class Args>
+Args& device_part(Args& a) {
+  return a;
+}
+kernels::SgdArgs& device_part(kernels::LarsArgs& a) { return a.sgd; }
+kernels::AdamArgs& device_part(kernels::LambArgs& a) { return a.adam; }
+
+template <class Args, class Launch>
+void fused_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                const std::vector<Tensor>& working, const Args& in, const Tensor& inv_scale,
+                const Tensor& skip_if, const Tensor& step_offset, const Tensor& lr_and_step,
+                Launch launch) {
+  if (params.empty()) return;
+  const Device dev = params[0].device();
+  Args args = in;
+  device_part(args).step_offset = opt_ptr<int64_t>(step_offset, dev, "step_offset");
+  device_part(args).lr_and_step = opt_ptr<double>(lr_and_step, dev, "lr_and_step {lr, step}", 2);
+  StepCall c;
+  c.dev = dev;
+  c.inv = opt_ptr<float>(inv_scale, dev, "inv_scale");
+  c.skip = opt_ptr<float>(skip_if, dev, "skip_if");
+  for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
+    c.sg = &sg;
+    c.ps = pick(params, sg.index);
+    c.p = ptrs(c.ps, c.ps, "parameter");
+    c.n = sizes(c.ps);
+    launch(c, static_cast<const Args&>(args));
+  }
+}
+
+// The CUDA LARS/LAMB steps' double scratch (kernels::trust_scratch_size), grown as needed.
+double* trust_scratch(Tensor* scratch, const StepCall& c) {
+  if (!c.dev.is_cuda()) return nullptr;
+  if (scratch == nullptr)
+    throw std::invalid_argument("optimizer step: LARS/LAMB need a scratch tensor on a GPU");
+  const int64_t need = kernels::trust_scratch_size(c.n.data(), static_cast<int>(c.n.size()));
+  if (!scratch->defined() || scratch->device() != c.dev || scratch->numel() < need)
+    *scratch = Tensor::empty({need}, DType::kFloat64, c.dev);
+  return scratch->data<double>();
+}
+
+// The momentum buffers of a step's group (null pointers without momentum).
+std::vector<float*> momentum_ptrs(const std::vector<Tensor>& momentum, double mom,
+                                  const StepCall& c) {
+  if (mom == 0) return std::vector<float*>(c.ps.size(), nullptr);
+  return ptrs(pick(momentum, c.sg->index), c.ps, "momentum buffer");
+}
 }  // namespace
 
 void sgd_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                const std::vector<Tensor>& working, const std::vector<Tensor>& momentum,
                const kernels::SgdArgs& sgd, const Tensor& inv_scale, const Tensor& skip_if,
                const Tensor& step_offset, const Tensor& lr_and_step) {
-  if (params.empty()) return;
-  const Device dev = params[0].device();
-  kernels::SgdArgs args = sgd;
-  args.step_offset = opt_ptr<int64_t>(step_offset, dev, "step_offset");
-  args.lr_and_step = opt_ptr<double>(lr_and_step, dev, "lr_and_step {lr, step}", 2);
-  const float* inv = opt_ptr<float>(inv_scale, dev, "inv_scale");
-  const float* skip = opt_ptr<float>(skip_if, dev, "skip_if");
-  for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
-    const auto ps = pick(params, sg.index);
-    const auto p = ptrs(ps, ps, "parameter");
-    std::vector<float*> m(ps.size(), nullptr);
-    if (args.momentum != 0) m = ptrs(pick(momentum, sg.index), ps, "momentum buffer");
-    const auto n = sizes(ps);
-    with_typed(sg, grads, working, [&](auto g, auto w) {  // the kernel's G is deduced from g
-      MLAI_CALL(dev, sgd_step, p.data(), g, w, m.data(), n.data(), static_cast<int>(n.size()),
-                args, inv, skip);
-    });
-  }
+  fused_step(params, grads, working, sgd, inv_scale, skip_if, step_offset, lr_and_step,
+             [&](const StepCall& c, const kernels::SgdArgs& args) {
+               const auto m = momentum_ptrs(momentum, args.momentum, c);
+               with_typed(*c.sg, grads, working, [&](auto g, auto w) {  // G deduced from g
+                 MLAI_CALL(c.dev, sgd_step, c.p.data(), g, w, m.data(), c.n.data(),
+                           static_cast<int>(c.n.size()), args, c.inv, c.skip);
+               });
+             });
 }
 
 void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
@@ -266,62 +318,30 @@ void adam_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
                 const std::vector<Tensor>& exp_avg_sq, const kernels::AdamArgs& adam,
                 const Tensor& inv_scale, const Tensor& skip_if, const Tensor& step_offset,
                 const Tensor& lr_and_step) {
-  if (params.empty()) return;
-  const Device dev = params[0].device();
-  kernels::AdamArgs args = adam;
-  args.step_offset = opt_ptr<int64_t>(step_offset, dev, "step_offset");
-  args.lr_and_step = opt_ptr<double>(lr_and_step, dev, "lr_and_step {lr, step}", 2);
-  const float* inv = opt_ptr<float>(inv_scale, dev, "inv_scale");
-  const float* skip = opt_ptr<float>(skip_if, dev, "skip_if");
-  for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
-    const auto ps = pick(params, sg.index);
-    const auto p = ptrs(ps, ps, "parameter");
-    const auto m = ptrs(pick(exp_avg, sg.index), ps, "exp_avg");
-    const auto v = ptrs(pick(exp_avg_sq, sg.index), ps, "exp_avg_sq");
-    const auto n = sizes(ps);
-    with_typed(sg, grads, working, [&](auto g, auto w) {  // the kernel's G is deduced from g
-      MLAI_CALL(dev, adam_step, p.data(), g, w, m.data(), v.data(), n.data(),
-                static_cast<int>(n.size()), args, inv, skip);
-    });
-  }
+  fused_step(params, grads, working, adam, inv_scale, skip_if, step_offset, lr_and_step,
+             [&](const StepCall& c, const kernels::AdamArgs& args) {
+               const auto m = ptrs(pick(exp_avg, c.sg->index), c.ps, "exp_avg");
+               const auto v = ptrs(pick(exp_avg_sq, c.sg->index), c.ps, "exp_avg_sq");
+               with_typed(*c.sg, grads, working, [&](auto g, auto w) {
+                 MLAI_CALL(c.dev, adam_step, c.p.data(), g, w, m.data(), v.data(), c.n.data(),
+                           static_cast<int>(c.n.size()), args, c.inv, c.skip);
+               });
+             });
 }
-
-namespace {
-// The CUDA LARS/LAMB steps' double scratch (kernels::trust_scratch_size), grown as needed.
-double* trust_scratch(Tensor* scratch, const Device& dev, const std::vector<int64_t>& n) {
-  if (!dev.is_cuda()) return nullptr;
-  if (scratch == nullptr)
-    throw std::invalid_argument("optimizer step: LARS/LAMB need a scratch tensor on a GPU");
-  const int64_t need = kernels::trust_scratch_size(n.data(), static_cast<int>(n.size()));
-  if (!scratch->defined() || scratch->device() != dev || scratch->numel() < need)
-    *scratch = Tensor::empty({need}, DType::kFloat64, dev);
-  return scratch->data<double>();
-}
-}  // namespace
 
 void lars_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                 const std::vector<Tensor>& working, const std::vector<Tensor>& momentum,
                 const kernels::LarsArgs& lars, Tensor* scratch, const Tensor& inv_scale,
                 const Tensor& skip_if, const Tensor& step_offset, const Tensor& lr_and_step) {
-  if (params.empty()) return;
-  const Device dev = params[0].device();
-  kernels::LarsArgs args = lars;
-  args.step_offset = opt_ptr<int64_t>(step_offset, dev, "step_offset");
-  args.lr_and_step = opt_ptr<double>(lr_and_step, dev, "lr_and_step {lr, step}", 2);
-  const float* inv = opt_ptr<float>(inv_scale, dev, "inv_scale");
-  const float* skip = opt_ptr<float>(skip_if, dev, "skip_if");
-  for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
-    const auto ps = pick(params, sg.index);
-    const auto p = ptrs(ps, ps, "parameter");
-    std::vector<float*> m(ps.size(), nullptr);
-    if (args.momentum != 0) m = ptrs(pick(momentum, sg.index), ps, "momentum buffer");
-    const auto n = sizes(ps);
-    double* work = trust_scratch(scratch, dev, n);
-    with_typed(sg, grads, working, [&](auto g, auto w) {
-      MLAI_CALL(dev, lars_step, p.data(), g, w, m.data(), n.data(), static_cast<int>(n.size()),
-                args, inv, skip, work);
-    });
-  }
+  fused_step(params, grads, working, lars, inv_scale, skip_if, step_offset, lr_and_step,
+             [&](const StepCall& c, const kernels::LarsArgs& args) {
+               const auto m = momentum_ptrs(momentum, args.sgd.momentum, c);
+               double* work = trust_scratch(scratch, c);
+               with_typed(*c.sg, grads, working, [&](auto g, auto w) {
+                 MLAI_CALL(c.dev, lars_step, c.p.data(), g, w, m.data(), c.n.data(),
+                           static_cast<int>(c.n.size()), args, c.inv, c.skip, work);
+               });
+             });
 }
 
 void lamb_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
@@ -329,25 +349,16 @@ void lamb_step_(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
                 const std::vector<Tensor>& exp_avg_sq, const kernels::LambArgs& lamb,
                 Tensor* scratch, const Tensor& inv_scale, const Tensor& skip_if,
                 const Tensor& step_offset, const Tensor& lr_and_step) {
-  if (params.empty()) return;
-  const Device dev = params[0].device();
-  kernels::LambArgs args = lamb;
-  args.step_offset = opt_ptr<int64_t>(step_offset, dev, "step_offset");
-  args.lr_and_step = opt_ptr<double>(lr_and_step, dev, "lr_and_step {lr, step}", 2);
-  const float* inv = opt_ptr<float>(inv_scale, dev, "inv_scale");
-  const float* skip = opt_ptr<float>(skip_if, dev, "skip_if");
-  for (const StepGroup& sg : by_grad_dtype(params, grads, working)) {
-    const auto ps = pick(params, sg.index);
-    const auto p = ptrs(ps, ps, "parameter");
-    const auto m = ptrs(pick(exp_avg, sg.index), ps, "exp_avg");
-    const auto v = ptrs(pick(exp_avg_sq, sg.index), ps, "exp_avg_sq");
-    const auto n = sizes(ps);
-    double* work = trust_scratch(scratch, dev, n);
-    with_typed(sg, grads, working, [&](auto g, auto w) {
-      MLAI_CALL(dev, lamb_step, p.data(), g, w, m.data(), v.data(), n.data(),
-                static_cast<int>(n.size()), args, inv, skip, work);
-    });
-  }
+  fused_step(params, grads, working, lamb, inv_scale, skip_if, step_offset, lr_and_step,
+             [&](const StepCall& c, const kernels::LambArgs& args) {
+               const auto m = ptrs(pick(exp_avg, c.sg->index), c.ps, "exp_avg");
+               const auto v = ptrs(pick(exp_avg_sq, c.sg->index), c.ps, "exp_avg_sq");
+               double* work = trust_scratch(scratch, c);
+               with_typed(*c.sg, grads, working, [&](auto g, auto w) {
+                 MLAI_CALL(c.dev, lamb_step, c.p.data(), g, w, m.data(), v.data(), c.n.data(),
+                           static_cast<int>(c.n.size()), args, c.inv, c.skip, work);
+               });
+             });
 }
 
 void ema_update_(const std::vector<Tensor>& avg, const std::vector<Tensor>& cur, double decay) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "optim_problem.h"
 #include "tensor/fused_ops.h"
 #include "tensor/ops.h"
 
@@ -22,9 +23,6 @@ std::vector<float> f32(const Tensor& t) {
   return t.to(Device::cpu()).to(DType::kFloat32).to_vector<float>();
 }
 
-struct Problem {
-  std::vector<Tensor> params, grads, working, s1, s2;
-};
 // `count` tensors of odd sizes: fp32 masters and state, gradients in `gdt` (x 1024, as if
 // loss-scaled), working copies in gdt when gdt is not float32.
 Problem make(DType gdt, int count, uint64_t seed) {
@@ -39,17 +37,6 @@ Problem make(DType gdt, int count, uint64_t seed) {
   }
   return p;
 }
-Problem to(const Problem& p, const Device& d) {
-  Problem q;
-  for (auto [src, dst] : {std::pair{&p.params, &q.params},
-                          {&p.grads, &q.grads},
-                          {&p.working, &q.working},
-                          {&p.s1, &q.s1},
-                          {&p.s2, &q.s2}})
-    for (const Tensor& t : *src) dst->push_back(t.to(d));
-  return q;
-}
-
 kernels::SgdArgs sgd_args() {
   kernels::SgdArgs a;
   a.lr = 0.05;

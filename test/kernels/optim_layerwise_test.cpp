@@ -9,15 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "optim_problem.h"
 #include "tensor/fused_ops.h"
 #include "tensor/ops.h"
 
 namespace mlai::tensor {
 namespace {
 
-struct Problem {
-  std::vector<Tensor> params, grads, working, s1, s2;
-};
 // `count` tensors: float32 masters in [-1, 1] (tensor 2 all zeros: its ratio is 1), float32
 // state, gradients in `gdt` scaled by 1024 (as if loss-scaled), working copies where gdt is
 // 16-bit. Tensor 1 has 70001 elements: five norm chunks on a GPU.
@@ -36,46 +34,26 @@ Problem make(DType gdt, int count, uint64_t seed) {
   }
   return p;
 }
-Problem to(const Problem& p, const Device& d) {
-  Problem q;
-  for (auto [src, dst] : {std::pair{&p.params, &q.params},
-                          {&p.grads, &q.grads},
-                          {&p.working, &q.working},
-                          {&p.s1, &q.s1},
-                          {&p.s2, &q.s2}})
-    for (const Tensor& t : *src) dst->push_back(t.to(d));
-  return q;
-}
 std::vector<double> f64(const Tensor& t) { return t.to(Device::cpu()).to_double_vector(); }
-Problem clone(const Problem& p) {
-  Problem q;
-  for (auto [src, dst] : {std::pair{&p.params, &q.params},
-                          {&p.grads, &q.grads},
-                          {&p.working, &q.working},
-                          {&p.s1, &q.s1},
-                          {&p.s2, &q.s2}})
-    for (const Tensor& t : *src) dst->push_back(t.clone());
-  return q;
-}
 bool same(const Tensor& a, const Tensor& b) { return f64(a) == f64(b); }
 
 kernels::LarsArgs lars_args() {
   kernels::LarsArgs a;
-  a.lr = 0.5;
-  a.momentum = 0.9;
-  a.dampening = 0.1;
-  a.weight_decay = 5e-4;
+  a.sgd.lr = 0.5;
+  a.sgd.momentum = 0.9;
+  a.sgd.dampening = 0.1;
+  a.sgd.weight_decay = 5e-4;
   a.trust_coefficient = 0.02;
-  a.step = 3;
-  a.grad_scale = 0.5f;
+  a.sgd.step = 3;
+  a.sgd.grad_scale = 0.5f;
   return a;
 }
 kernels::LambArgs lamb_args() {
   kernels::LambArgs a;
-  a.lr = 0.01;
-  a.weight_decay = 0.01;
-  a.step = 3;
-  a.grad_scale = 0.5f;
+  a.adam.lr = 0.01;
+  a.adam.weight_decay = 0.01;
+  a.adam.step = 3;
+  a.adam.grad_scale = 0.5f;
   return a;
 }
 
@@ -90,39 +68,40 @@ double norm(const std::vector<double>& x) {
 void lars_reference(std::vector<double>& p, std::vector<double> d, std::vector<double>& buf,
                     const kernels::LarsArgs& a, double gs, double clip) {
   for (double& v : d) v = clampd(v * gs, clip);
-  if (a.weight_decay != 0) {
+  if (a.sgd.weight_decay != 0) {
     const double wn = norm(p), gn = norm(d);
     double r =
-        wn > 0 && gn > 0 ? a.trust_coefficient * wn / (gn + wn * a.weight_decay + a.eps) : 1.0;
-    if (a.trust_clip) r = std::min(r / a.lr, 1.0);
-    for (size_t i = 0; i < d.size(); ++i) d[i] = (d[i] + a.weight_decay * p[i]) * r;
+        wn > 0 && gn > 0 ? a.trust_coefficient * wn / (gn + wn * a.sgd.weight_decay + a.eps) : 1.0;
+    if (a.trust_clip) r = std::min(r / a.sgd.lr, 1.0);
+    for (size_t i = 0; i < d.size(); ++i) d[i] = (d[i] + a.sgd.weight_decay * p[i]) * r;
   }
   for (size_t i = 0; i < d.size(); ++i) {
-    buf[i] = a.step == 1 ? d[i] : a.momentum * buf[i] + (1 - a.dampening) * d[i];
-    const double step = a.nesterov ? d[i] + a.momentum * buf[i] : buf[i];
-    p[i] -= a.lr * step;
+    buf[i] = a.sgd.step == 1 ? d[i] : a.sgd.momentum * buf[i] + (1 - a.sgd.dampening) * d[i];
+    const double step = a.sgd.nesterov ? d[i] + a.sgd.momentum * buf[i] : buf[i];
+    p[i] -= a.sgd.lr * step;
   }
 }
 
 // timm's Lamb.step for one tensor (no global gradient clipping), in float64.
 void lamb_reference(std::vector<double>& p, std::vector<double> d, std::vector<double>& m,
                     std::vector<double>& v, const kernels::LambArgs& a, double gs, double clip) {
-  const double t = static_cast<double>(a.step);
-  const double bc1 = 1 - std::pow(a.beta1, t), bc2 = 1 - std::pow(a.beta2, t);
+  const double t = static_cast<double>(a.adam.step);
+  const double bc1 = 1 - std::pow(a.adam.beta1, t), bc2 = 1 - std::pow(a.adam.beta2, t);
   std::vector<double> u(p.size());
   for (size_t i = 0; i < p.size(); ++i) {
     const double g = clampd(d[i] * gs, clip);
-    m[i] = a.beta1 * m[i] + (1 - a.beta1) * g;
-    v[i] = a.beta2 * v[i] + (1 - a.beta2) * g * g;
-    u[i] = (m[i] / bc1) / (std::sqrt(v[i]) / std::sqrt(bc2) + a.eps) + a.weight_decay * p[i];
+    m[i] = a.adam.beta1 * m[i] + (1 - a.adam.beta1) * g;
+    v[i] = a.adam.beta2 * v[i] + (1 - a.adam.beta2) * g * g;
+    u[i] =
+        (m[i] / bc1) / (std::sqrt(v[i]) / std::sqrt(bc2) + a.adam.eps) + a.adam.weight_decay * p[i];
   }
   double r = 1;
-  if (a.weight_decay != 0) {
+  if (a.adam.weight_decay != 0) {
     const double wn = norm(p), un = norm(u);
     if (wn > 0 && un > 0) r = wn / un;
     if (a.trust_clip) r = std::min(r, 1.0);
   }
-  for (size_t i = 0; i < p.size(); ++i) p[i] -= a.lr * r * u[i];
+  for (size_t i = 0; i < p.size(); ++i) p[i] -= a.adam.lr * r * u[i];
 }
 
 // Largest |a - b| / (|b| + floor) over a tensor and its reference.
@@ -157,14 +136,14 @@ TEST(OptimLayerwise, CpuMatchesTheFloat64Reference) {
         Problem p = make(gdt, 5, 7 + variant);
         kernels::LarsArgs la = lars_args();
         kernels::LambArgs ma = lamb_args();
-        if (variant == 1) la.weight_decay = ma.weight_decay = 0;  // not adapted
+        if (variant == 1) la.sgd.weight_decay = ma.adam.weight_decay = 0;  // not adapted
         if (variant == 2) {
           la.trust_clip = ma.trust_clip = true;
-          la.dampening = 0;
-          la.nesterov = true;
-          la.lr = 0.04;  // near the ratios (about 0.04): LARC's min(ratio / lr, 1) bites
+          la.sgd.dampening = 0;
+          la.sgd.nesterov = true;
+          la.sgd.lr = 0.04;  // near the ratios (about 0.04): LARC's min(ratio / lr, 1) bites
         }
-        if (variant == 3) la.clip_value = ma.clip_value = 100.0f;
+        if (variant == 3) la.sgd.clip_value = ma.adam.clip_value = 100.0f;
         const Tensor inv = Tensor::full({1}, 1.0 / 1024);
         std::vector<std::vector<double>> rp, r1, r2, rg;
         for (size_t i = 0; i < p.params.size(); ++i) {
@@ -209,8 +188,8 @@ TEST(OptimLayerwise, LarsScalesEachTensorByItsOwnRatio) {
   std::vector<Tensor> p = {Tensor::full({4}, 0.1), Tensor::full({4}, 10.0)};
   std::vector<Tensor> g = {Tensor::full({4}, 1.0), Tensor::full({4}, 1.0)};
   kernels::LarsArgs a;
-  a.lr = 1.0;
-  a.weight_decay = 1e-4;
+  a.sgd.lr = 1.0;
+  a.sgd.weight_decay = 1e-4;
   a.trust_coefficient = 0.001;
   lars_step_(p, g, {}, {}, a, nullptr);
   // ratio = 0.001 * |p| / (|g| + 1e-4 |p|): |p| = 0.2 and 20, |g| = 2.
@@ -220,13 +199,8 @@ TEST(OptimLayerwise, LarsScalesEachTensorByItsOwnRatio) {
 
   Problem x = make(DType::kFloat32, 4, 3), y = make(DType::kFloat32, 4, 3);
   kernels::LarsArgs la = lars_args();
-  la.weight_decay = 0;
-  kernels::SgdArgs sa;
-  sa.lr = la.lr;
-  sa.momentum = la.momentum;
-  sa.dampening = la.dampening;
-  sa.step = la.step;
-  sa.grad_scale = la.grad_scale;
+  la.sgd.weight_decay = 0;
+  const kernels::SgdArgs sa = la.sgd;
   lars_step_(x.params, x.grads, {}, x.s1, la, nullptr);
   sgd_step_(y.params, y.grads, {}, y.s1, sa);
   for (size_t i = 0; i < x.params.size(); ++i) EXPECT_TRUE(same(x.params[i], y.params[i])) << i;
@@ -272,11 +246,11 @@ TEST(OptimLayerwiseCuda, MatchesTheCpu) {
         Problem dev = to(cpu, gpu);
         kernels::LarsArgs la = lars_args();
         kernels::LambArgs ma = lamb_args();
-        if (variant == 1) la.weight_decay = ma.weight_decay = 0;
+        if (variant == 1) la.sgd.weight_decay = ma.adam.weight_decay = 0;
         if (variant == 2) {
           la.trust_clip = ma.trust_clip = true;
-          la.lr = 0.01;
-          la.clip_value = ma.clip_value = 100.0f;
+          la.sgd.lr = 0.01;
+          la.sgd.clip_value = ma.adam.clip_value = 100.0f;
         }
         const Tensor inv = Tensor::full({1}, 1.0 / 1024);
         const Tensor off = Tensor::from_vector(std::vector<int64_t>{1}, {1});
