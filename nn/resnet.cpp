@@ -1,10 +1,11 @@
-// ResNet-18, -34 and -50 exactly as torchvision builds them (BasicBlock [2, 2, 2, 2] and
-// [3, 4, 6, 3]; Bottleneck [3, 4, 6, 3] with the stride on its 3x3 conv, "ResNet v1.5"; 7x7/2
-// stem, 3x3/2 max pool, 1x1 conv + BN downsample, global average pool, fc; kaiming-normal
-// fan_out convs, BN weight 1 / bias 0, default Linear fc), with torchvision's parameter names,
-// and their small-image variants *_cifar (3x3/1 stem, no max pool). Input channels come from
-// the data set. Also He et al.'s CIFAR ResNets, resnet20 to resnet110 (see kCifar below), in the
-// same building blocks and names.
+// ResNet-18, -34, -50, -101 and -152 and Wide ResNet-50-2 and -101-2 exactly as torchvision
+// builds them (BasicBlock [2, 2, 2, 2] and [3, 4, 6, 3]; Bottleneck [3, 4, 6, 3], [3, 4, 23, 3]
+// and [3, 8, 36, 3] with the stride on its 3x3 conv, "ResNet v1.5", twice as wide inside in the
+// wide ones; 7x7/2 stem, 3x3/2 max pool, 1x1 conv + BN downsample, global average pool, fc;
+// kaiming-normal fan_out convs, BN weight 1 / bias 0, default Linear fc), with torchvision's
+// parameter names, and their small-image variants *_cifar (3x3/1 stem, no max pool). Input channels
+// come from the data set. Also He et al.'s CIFAR ResNets, resnet20 to resnet110 (see kCifar below),
+// in the same building blocks and names.
 #include <vector>
 
 #include "nn/conv_layers.h"
@@ -47,13 +48,13 @@ class BasicBlock : public Module {
 };
 
 // torchvision's Bottleneck: 1x1 (in -> width), 3x3 with the stride (width -> width), 1x1
-// (width -> 4 width), each with batch norm; relu after the first two and after the residual
-// add.
+// (width -> 4 planes), each with batch norm; relu after the first two and after the residual
+// add. width is planes, or twice it in the wide ResNets (torchvision's width_per_group 128).
 class Bottleneck : public Module {
  public:
   static constexpr int64_t kExpansion = 4;
-  Bottleneck(int64_t in, int64_t width, int64_t stride, Generator& gen) {
-    const int64_t out = width * kExpansion;
+  Bottleneck(int64_t in, int64_t planes, int64_t width, int64_t stride, Generator& gen) {
+    const int64_t out = planes * kExpansion;
     conv1_ = register_module("conv1", std::make_shared<Conv2d>(in, width, 1, 1, 0, gen));
     bn1_ = register_module("bn1", std::make_shared<BatchNorm2d>(width));
     conv2_ = register_module("conv2", std::make_shared<Conv2d>(width, width, 3, stride, 1, gen));
@@ -78,15 +79,21 @@ class Bottleneck : public Module {
   std::shared_ptr<BatchNorm2d> bn1_, bn2_, bn3_;
 };
 
-// The stages: blocks per stage and their widths (the stem has the first stage's width).
+// The stages: blocks per stage and their widths (the stem has the first stage's width); wide:
+// a Bottleneck's inner width over its planes (2 in torchvision's wide_resnet*_2).
 struct Depth {
   bool bottleneck;
   std::vector<int> blocks;
   std::vector<int64_t> widths = {64, 128, 256, 512};
+  int64_t wide = 1;
 };
 const Depth kResNet18{false, {2, 2, 2, 2}};
 const Depth kResNet34{false, {3, 4, 6, 3}};
 const Depth kResNet50{true, {3, 4, 6, 3}};
+const Depth kResNet101{true, {3, 4, 23, 3}};
+const Depth kResNet152{true, {3, 8, 36, 3}};
+const Depth kWideResNet50{true, {3, 4, 6, 3}, {64, 128, 256, 512}, 2};
+const Depth kWideResNet101{true, {3, 4, 23, 3}, {64, 128, 256, 512}, 2};
 // He et al. 2016, section 4.2 (CIFAR-10): a 3x3 stem of 16 filters, then n BasicBlocks at each
 // of 16, 32 and 64 filters (the first of the last two stages with stride 2), global average
 // pool, fc: 6n + 2 weighted layers. Where a block changes the shape the shortcut is
@@ -114,7 +121,8 @@ class ResNet : public Module {
       for (int b = 0; b < depth.blocks[l]; ++b) {
         const int64_t stride = (b == 0 && l > 0) ? 2 : 1;
         if (depth.bottleneck) {
-          layer->add(std::make_shared<Bottleneck>(in, widths[l], stride, gen));
+          layer->add(
+              std::make_shared<Bottleneck>(in, widths[l], widths[l] * depth.wide, stride, gen));
           in = widths[l] * Bottleneck::kExpansion;
         } else {
           layer->add(std::make_shared<BasicBlock>(in, widths[l], stride, gen));
@@ -140,51 +148,37 @@ class ResNet : public Module {
   std::vector<std::shared_ptr<Module>> layers_;
 };
 
-std::shared_ptr<Module> make_resnet18(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, false, kResNet18);
-}
-std::shared_ptr<Module> make_resnet18_cifar(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, true, kResNet18);
-}
-std::shared_ptr<Module> make_resnet34(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, false, kResNet34);
-}
-std::shared_ptr<Module> make_resnet34_cifar(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, true, kResNet34);
-}
-std::shared_ptr<Module> make_resnet50(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, false, kResNet50);
-}
-std::shared_ptr<Module> make_resnet50_cifar(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, true, kResNet50);
-}
-std::shared_ptr<Module> make_resnet20(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, true, cifar_depth(3));
-}
-std::shared_ptr<Module> make_resnet32(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, true, cifar_depth(5));
-}
-std::shared_ptr<Module> make_resnet44(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, true, cifar_depth(7));
-}
-std::shared_ptr<Module> make_resnet56(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, true, cifar_depth(9));
-}
-std::shared_ptr<Module> make_resnet110(const ModelSpec& s) {
-  return std::make_shared<ResNet>(s, true, cifar_depth(18));
-}
+// Every ResNet by its --arch name: torchvision's (7x7/2 stem and max pool), their *_cifar
+// variants (3x3/1 stem, no max pool), and He et al.'s CIFAR ResNets (6n + 2 layers).
+struct Entry {
+  const char* name;
+  bool small_images;
+  Depth depth;
+};
+const bool kRegistered = [] {
+  const Entry entries[] = {{"resnet18", false, kResNet18},
+                           {"resnet18_cifar", true, kResNet18},
+                           {"resnet34", false, kResNet34},
+                           {"resnet34_cifar", true, kResNet34},
+                           {"resnet50", false, kResNet50},
+                           {"resnet50_cifar", true, kResNet50},
+                           {"resnet101", false, kResNet101},
+                           {"resnet101_cifar", true, kResNet101},
+                           {"resnet152", false, kResNet152},
+                           {"resnet152_cifar", true, kResNet152},
+                           {"wide_resnet50_2", false, kWideResNet50},
+                           {"wide_resnet101_2", false, kWideResNet101},
+                           {"resnet20", true, cifar_depth(3)},
+                           {"resnet32", true, cifar_depth(5)},
+                           {"resnet44", true, cifar_depth(7)},
+                           {"resnet56", true, cifar_depth(9)},
+                           {"resnet110", true, cifar_depth(18)}};
+  for (const Entry& e : entries)
+    register_model(e.name, [e](const ModelSpec& s) -> std::shared_ptr<Module> {
+      return std::make_shared<ResNet>(s, e.small_images, e.depth);
+    });
+  return true;
+}();
 }  // namespace
-
-MLAI_REGISTER_MODEL("resnet20", make_resnet20);
-MLAI_REGISTER_MODEL("resnet32", make_resnet32);
-MLAI_REGISTER_MODEL("resnet44", make_resnet44);
-MLAI_REGISTER_MODEL("resnet56", make_resnet56);
-MLAI_REGISTER_MODEL("resnet110", make_resnet110);
-MLAI_REGISTER_MODEL("resnet18", make_resnet18);
-MLAI_REGISTER_MODEL("resnet18_cifar", make_resnet18_cifar);
-MLAI_REGISTER_MODEL("resnet34", make_resnet34);
-MLAI_REGISTER_MODEL("resnet34_cifar", make_resnet34_cifar);
-MLAI_REGISTER_MODEL("resnet50", make_resnet50);
-MLAI_REGISTER_MODEL("resnet50_cifar", make_resnet50_cifar);
 
 }  // namespace mlai::nn

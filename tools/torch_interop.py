@@ -17,7 +17,8 @@ FORMAT = "mlai-weights-1"
 
 CIFAR_DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
 ARCHS = ["resnet18", "resnet18_cifar", "resnet34", "resnet34_cifar", "resnet50",
-         "resnet50_cifar"] + list(CIFAR_DEPTHS)
+         "resnet50_cifar", "resnet101", "resnet101_cifar", "resnet152", "resnet152_cifar",
+         "wide_resnet50_2", "wide_resnet101_2"] + list(CIFAR_DEPTHS)
 
 
 class CifarResNet(nn.Module):
@@ -56,8 +57,9 @@ class CifarResNet(nn.Module):
 
 
 def make_model(arch, num_classes, in_channels=3, weights=None):
-    """torchvision resnet18/34/50, or their *_cifar variants (3x3/1 stem, no max pool), or a
-    CIFAR ResNet (resnet20 ... resnet110: no torchvision weights)."""
+    """torchvision resnet18/34/50/101/152 and wide_resnet50_2/101_2, or the *_cifar variants
+    (3x3/1 stem, no max pool), or a CIFAR ResNet (resnet20 ... resnet110: no torchvision
+    weights)."""
     if arch not in ARCHS:
         raise SystemExit(f"torch_interop: error: --arch '{arch}' is unknown ({', '.join(ARCHS)})")
     if arch in CIFAR_DEPTHS:

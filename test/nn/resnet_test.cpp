@@ -87,6 +87,37 @@ TEST(ResNet, DeeperResNetsHaveTorchvisionsCountsAndNames) {
   EXPECT_EQ((*small)(autograd::Variable(x)).shape(), (Shape{2, 10}));
 }
 
+// ResNet-101 and -152 (Bottlenecks [3, 4, 23, 3] and [3, 8, 36, 3]) and Wide ResNet-50-2 and
+// -101-2 (the Bottleneck's inner 1x1 and 3x3 convs twice as wide, its output not): torchvision
+// 0.29's parameter counts, state_dict sizes and shapes, and the small-image variants' counts.
+TEST(ResNet, DeepAndWideResNetsHaveTorchvisionsCountsAndNames) {
+  ModelSpec in1k = spec(32, 3);
+  in1k.num_classes = 1000;
+  const struct {
+    const char* arch;
+    int64_t params;
+    size_t state;  // state_dict entries
+  } nets[] = {{"resnet101", 44549160, 626},
+              {"resnet152", 60192808, 932},
+              {"wide_resnet50_2", 68883240, 320},
+              {"wide_resnet101_2", 126886696, 626}};
+  for (const auto& n : nets) {
+    SCOPED_TRACE(n.arch);
+    auto m = make_model(n.arch, in1k);
+    EXPECT_EQ(m->parameter_count(), n.params);
+    EXPECT_EQ(m->named_parameters().size() + m->named_buffers().size(), n.state);
+  }
+  auto wide = make_model("wide_resnet50_2", in1k);
+  std::map<std::string, Shape> by_name;
+  for (auto& [name, v] : wide->named_parameters()) by_name[name] = v.shape();
+  EXPECT_EQ(by_name.at("layer1.0.conv1.weight"), (Shape{128, 1, 1, 64}));
+  EXPECT_EQ(by_name.at("layer1.0.conv2.weight"), (Shape{128, 3, 3, 128}));
+  EXPECT_EQ(by_name.at("layer1.0.conv3.weight"), (Shape{256, 1, 1, 128}));
+  EXPECT_EQ(by_name.at("layer4.2.conv3.weight"), (Shape{2048, 1, 1, 1024}));
+  EXPECT_EQ(make_model("resnet101_cifar", spec(32, 3))->parameter_count(), 42512970);
+  EXPECT_EQ(make_model("resnet152_cifar", spec(32, 3))->parameter_count(), 58156618);
+}
+
 // He et al.'s CIFAR ResNets (6n + 2 layers: a 16-filter stem, n BasicBlocks at each of 16, 32
 // and 64 filters). The paper's option-A shortcuts have no parameters: 269,722 / 464,154 /
 // 658,586 / 853,018 / 1,727,962 for depths 20 / 32 / 44 / 56 / 110 (its 0.27M ... 1.7M). These
