@@ -22,7 +22,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--arch", c.arch, "Model: " + join(model_names()))->capture_default_str();
   app.add_option("--hidden", hidden, "Hidden widths of the mlp, comma-separated (default 128,256)")
       ->delimiter(',');
-  app.add_option("--dropout", c.dropout, "Dropout after each hidden layer of the mlp")
+  app.add_option("--dropout", c.dropout,
+                 "Dropout after each hidden layer of the mlp, and between the two convolutions "
+                 "of each wrn block")
       ->capture_default_str();
   app.add_option("--dataset", c.dataset, "Dataset: " + join(mlai::io::dataset_names()))
       ->capture_default_str();

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-# Moves ResNet-18/34/50 weights (and the CIFAR ResNet-20...110 built here from torchvision's
-# BasicBlock) between PyTorch and mlai's HDF5 layout ("model/<name>" datasets,
+# Moves torchvision ResNet weights (and the CIFAR ResNet-20...110 built here from torchvision's
+# BasicBlock, and the CIFAR Wide ResNets built here) between PyTorch and mlai's HDF5 layout ("model/<name>" datasets,
 # conv filters OHWI). `export` writes a torchvision model as an mlai weights file (for
 # mlai_train --pretrained); `load` reads an mlai checkpoint back into torchvision and saves it.
 import argparse
@@ -16,9 +16,11 @@ FORMAT = "mlai-weights-1"
 
 
 CIFAR_DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
+WRN = {"wrn16_4": (16, 4), "wrn16_8": (16, 8), "wrn22_8": (22, 8), "wrn28_10": (28, 10),
+       "wrn40_4": (40, 4)}
 ARCHS = ["resnet18", "resnet18_cifar", "resnet34", "resnet34_cifar", "resnet50",
          "resnet50_cifar", "resnet101", "resnet101_cifar", "resnet152", "resnet152_cifar",
-         "wide_resnet50_2", "wide_resnet101_2"] + list(CIFAR_DEPTHS)
+         "wide_resnet50_2", "wide_resnet101_2"] + list(CIFAR_DEPTHS) + list(WRN)
 
 
 class CifarResNet(nn.Module):
@@ -56,15 +58,71 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class WideBasic(nn.Module):
+    """A pre-activation block of Zagoruyko and Komodakis's Wide ResNet, as mlai builds it:
+    bn1-relu-conv1-bn2-relu-[dropout]-conv2, plus the input or a 1x1 conv of the pre-activated
+    input where the shape changes."""
+
+    def __init__(self, cin, cout, stride, dropout):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = (nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+                         if stride != 1 or cin != cout else None)
+
+    def forward(self, x):
+        a = torch.relu(self.bn1(x))
+        h = torch.relu(self.bn2(self.conv1(a)))
+        if self.dropout is not None:
+            h = self.dropout(h)
+        h = self.conv2(h)
+        return h + (self.shortcut(a) if self.shortcut is not None else x)
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-widen for CIFAR (Zagoruyko and Komodakis, 2016) with mlai's names: conv1 (16
+    filters), block1..3 of (depth - 4) / 6 WideBasic blocks at 16, 32 and 64 x widen filters
+    (stride 2 entering the last two), bn, relu, average pool, fc; kaiming-normal fan_out convs."""
+
+    def __init__(self, depth, widen, num_classes, in_channels=3, dropout=0.0):
+        super().__init__()
+        n = (depth - 4) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        cin = 16
+        for g in range(3):
+            cout = (16 << g) * widen
+            blocks = []
+            for b in range(n):
+                blocks.append(WideBasic(cin, cout, 2 if b == 0 and g > 0 else 1, dropout))
+                cin = cout
+            setattr(self, f"block{g + 1}", nn.Sequential(*blocks))
+        self.bn = nn.BatchNorm2d(cin)
+        self.relu = nn.ReLU(inplace=True)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = self.block3(self.block2(self.block1(self.conv1(x))))
+        return self.fc(torch.flatten(self.avgpool(self.relu(self.bn(x))), 1))
+
+
 def make_model(arch, num_classes, in_channels=3, weights=None):
     """torchvision resnet18/34/50/101/152 and wide_resnet50_2/101_2, or the *_cifar variants
-    (3x3/1 stem, no max pool), or a CIFAR ResNet (resnet20 ... resnet110: no torchvision
-    weights)."""
+    (3x3/1 stem, no max pool), or a CIFAR ResNet (resnet20 ... resnet110) or Wide ResNet
+    (wrn16_4 ... wrn40_4; neither has torchvision weights)."""
     if arch not in ARCHS:
         raise SystemExit(f"torch_interop: error: --arch '{arch}' is unknown ({', '.join(ARCHS)})")
-    if arch in CIFAR_DEPTHS:
+    if arch in CIFAR_DEPTHS or arch in WRN:
         if weights is not None:
             raise SystemExit(f"torch_interop: error: torchvision has no weights for {arch}")
+        if arch in WRN:
+            return WideResNet(*WRN[arch], num_classes, in_channels)
         return CifarResNet(CIFAR_DEPTHS[arch], num_classes, in_channels)
     build = getattr(torchvision.models, arch.removesuffix("_cifar"))
     if weights is not None:

@@ -157,6 +157,51 @@ TEST(ResNet, CifarResNetsHaveThePapersLayersAndParameters) {
             (Shape{2, 10}));
 }
 
+// Zagoruyko and Komodakis's CIFAR Wide ResNets: the paper's parameter counts (WRN-16-4 2.7M,
+// WRN-16-8 11.0M, WRN-22-8 17.2M, WRN-28-10 36.5M, WRN-40-4 8.9M; exactly those of
+// tools/torch_interop.py's PyTorch WideResNet, whose state_dict sizes these are too), the
+// block layout and names, the shortcut only where the shape changes, and dropout only when
+// asked for (--dropout).
+TEST(ResNet, WideResNetsHaveThePapersLayersAndParameters) {
+  const struct {
+    const char* arch;
+    int64_t params;
+    size_t state;
+  } nets[] = {{"wrn16_4", 2748890, 83},
+              {"wrn16_8", 10961370, 83},
+              {"wrn22_8", 17158106, 119},
+              {"wrn28_10", 36479194, 155},
+              {"wrn40_4", 8949210, 227}};
+  for (const auto& n : nets) {
+    SCOPED_TRACE(n.arch);
+    auto m = make_model(n.arch, spec(32, 3));
+    EXPECT_EQ(m->parameter_count(), n.params);
+    EXPECT_EQ(m->named_parameters().size() + m->named_buffers().size(), n.state);
+  }
+  auto m = make_model("wrn16_4", spec(32, 3));
+  std::map<std::string, Shape> by_name;
+  for (auto& [name, v] : m->named_parameters()) by_name[name] = v.shape();
+  EXPECT_EQ(by_name.at("conv1.weight"), (Shape{16, 3, 3, 3}));
+  EXPECT_EQ(by_name.at("block1.0.bn1.weight"), (Shape{16}));  // pre-activation of the stem
+  EXPECT_EQ(by_name.at("block1.0.shortcut.weight"), (Shape{64, 1, 1, 16}));
+  EXPECT_EQ(by_name.at("block2.0.conv1.weight"), (Shape{128, 3, 3, 64}));
+  EXPECT_EQ(by_name.at("block3.1.conv2.weight"), (Shape{256, 3, 3, 256}));
+  EXPECT_EQ(by_name.count("block3.1.shortcut.weight"), 0u);
+  EXPECT_EQ(by_name.at("bn.weight"), (Shape{256}));
+  EXPECT_EQ(by_name.at("fc.weight"), (Shape{10, 256}));
+  // 8x8 input: stride 2 twice, then the global pool; logits of the batch and class count.
+  tensor::Generator g(3);
+  const Tensor x = Tensor::normal({2, 8, 8, 3}, 0, 1, g);
+  for (double p : {0.0, 0.3}) {
+    ModelSpec s = spec(8, 3);
+    s.dropout = p;
+    auto small = make_model("wrn16_4", s);
+    EXPECT_EQ((*small)(autograd::Variable(x)).shape(), (Shape{2, 10}));
+    // A Dropout between the convolutions of each of the 6 blocks (each with its generator).
+    EXPECT_EQ(small->named_generators().size(), p > 0 ? 6u : 0u);
+  }
+}
+
 TEST(ResNet, TorchvisionInitialisation) {
   auto m = make_model("resnet18", spec(32, 3));
   for (auto& [n, v] : m->named_parameters()) {
@@ -195,23 +240,26 @@ TEST(ResNet, OutputShapesAndBatchNormModes) {
 }
 
 TEST(ResNet, SgdStepsLowerTheLossOnOneBatch) {
-  tensor::Generator g(2);
-  auto m = make_model("resnet18_cifar", spec(12, 1));
-  const Tensor x = Tensor::normal({8, 12, 12, 1}, 0, 1, g);
-  const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}, {8});
-  OptimizerConfig oc;
-  oc.lr = 0.05;
-  oc.momentum = 0.9;
-  auto opt = make_optimizer(m->named_parameters(), oc);
-  double first = 0, last = 0;
-  for (int step = 0; step < 8; ++step) {
-    autograd::Variable loss = autograd::cross_entropy((*m)(autograd::Variable(x)), y);
-    (step == 0 ? first : last) = loss.data().item();
-    loss.backward();
-    opt->step();
-    opt->zero_grad();
+  for (const char* arch : {"resnet18_cifar", "wrn16_4"}) {
+    SCOPED_TRACE(arch);
+    tensor::Generator g(2);
+    auto m = make_model(arch, spec(12, 1));
+    const Tensor x = Tensor::normal({8, 12, 12, 1}, 0, 1, g);
+    const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}, {8});
+    OptimizerConfig oc;
+    oc.lr = 0.05;
+    oc.momentum = 0.9;
+    auto opt = make_optimizer(m->named_parameters(), oc);
+    double first = 0, last = 0;
+    for (int step = 0; step < 8; ++step) {
+      autograd::Variable loss = autograd::cross_entropy((*m)(autograd::Variable(x)), y);
+      (step == 0 ? first : last) = loss.data().item();
+      loss.backward();
+      opt->step();
+      opt->zero_grad();
+    }
+    EXPECT_LT(last, 0.5 * first);
   }
-  EXPECT_LT(last, 0.5 * first);
 }
 
 // Layer fusion (BatchNorm2d::forward_act, on by default) against the separate ops: in float64 the
