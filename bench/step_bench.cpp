@@ -140,12 +140,13 @@ nlohmann::json run(const RunSpec& r) {
   model->train();
   nn::OptimizerConfig oc;
   oc.name = r.optimizer;
-  if (r.optimizer == "sgd") {  // the usual CIFAR recipe
-    oc.lr = 0.1;
+  if (r.optimizer == "sgd" || r.optimizer == "lars") {  // the usual CIFAR recipe
+    oc.lr = r.optimizer == "sgd" ? 0.1 : 1.0;
     oc.momentum = 0.9;
     oc.weight_decay = 5e-4;
   } else {
     oc.lr = 1e-3;
+    if (r.optimizer == "lamb") oc.weight_decay = 0.01;  // adapted only with weight decay
   }
   auto opt = nn::make_optimizer(model->named_parameters(), oc);
   opt->set_working(model->working_parameters());
@@ -339,7 +340,8 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batches, "Batch per model: arch=B,... or one B for all")
       ->capture_default_str();
   app.add_option("--precision", precisions, "Comma list of 32, 16, bf16")->capture_default_str();
-  app.add_option("--optimizer", optimizer, "sgd or adam (default: adam for mlp, sgd otherwise)");
+  app.add_option("--optimizer", optimizer,
+                 "sgd, adam, adamw, lars or lamb (default: adam for mlp, sgd otherwise)");
   app.add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--steps", steps, "Timed steps per run")
       ->capture_default_str()

@@ -152,9 +152,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_flag("--trust-clip", c.trust_clip,
                "LARS: LARC's clipping, min(trust ratio / lr, 1); LAMB: min(trust ratio, 1)");
   app.add_option("--lr-schedule", c.lr_schedule,
-                 "constant, step, multistep, exponential, cosine, warmup_cosine, onecycle, "
-                 "linear or polynomial (per step), or plateau (ReduceLROnPlateau, after each "
-                 "epoch's validation)")
+                 "constant, step, multistep, exponential, cosine, cosine_restarts, "
+                 "warmup_cosine, onecycle, linear or polynomial (per step), or plateau "
+                 "(ReduceLROnPlateau, after each epoch's validation)")
       ->capture_default_str();
   app.add_option("--lr-step-epochs", c.lr_step_epochs, "step schedule: decay every N epochs")
       ->capture_default_str();
@@ -175,6 +175,14 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--lr-power", c.lr_power,
                  "polynomial schedule: lr = min + (lr - min) x (1 - progress)^power "
                  "(PyTorch's PolynomialLR)")
+      ->capture_default_str();
+  app.add_option("--lr-restart-epochs", c.lr_restart_epochs,
+                 "cosine_restarts schedule (CosineAnnealingWarmRestarts, SGDR): T_0, the "
+                 "epochs of the first cosine cycle")
+      ->capture_default_str();
+  app.add_option("--lr-restart-mult", c.lr_restart_mult,
+                 "cosine_restarts schedule: T_mult, each cycle this many times longer than the "
+                 "one before")
       ->capture_default_str();
   app.add_option("--plateau-monitor", c.plateau_monitor,
                  "plateau: val_loss (lower is better) or val_accuracy")

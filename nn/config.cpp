@@ -124,10 +124,12 @@ void Config::validate() const {
   for (double s : std) require(s > 0 && std::isfinite(s), "--std values must be > 0");
   for (double m : mean) require(std::isfinite(m), "--mean values must be finite numbers");
   one_of(lr_schedule,
-         {"constant", "step", "multistep", "exponential", "cosine", "warmup_cosine", "onecycle",
-          "linear", "polynomial", "plateau"},
+         {"constant", "step", "multistep", "exponential", "cosine", "cosine_restarts",
+          "warmup_cosine", "onecycle", "linear", "polynomial", "plateau"},
          "--lr-schedule");
   require(lr_power > 0 && std::isfinite(lr_power), "--lr-power must be > 0");
+  require(lr_restart_epochs >= 1, "--lr-restart-epochs must be >= 1 (epochs of the first cycle)");
+  require(lr_restart_mult >= 1, "--lr-restart-mult must be >= 1");
   one_of(plateau_monitor, {"val_loss", "val_accuracy"}, "--plateau-monitor");
   require(plateau_patience >= 0, "--plateau-patience must be >= 0");
   require(plateau_threshold >= 0, "--plateau-threshold must be >= 0");
@@ -383,7 +385,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
 #define MLAI_CONFIG_FIELDS(X)                                                                   \
   X(arch) X(hidden) X(dropout) X(dataset) X(data_dir) X(val_split) X(val_on_test) X(workers) X(criterion)     \
   X(label_smoothing) X(class_weights) X(optimizer) X(lr) X(momentum) X(weight_decay) X(nesterov) X(beta1)        \
-  X(beta2) X(eps) X(trust_coefficient) X(trust_clip) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(lr_power) X(warmup_steps) X(min_lr)       \
+  X(beta2) X(eps) X(trust_coefficient) X(trust_clip) X(lr_schedule) X(lr_step_epochs) X(lr_milestones) X(lr_gamma) X(lr_power) X(lr_restart_epochs) X(lr_restart_mult) X(warmup_steps) X(min_lr)       \
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap) X(ddp_comm_hook) X(powersgd_rank) X(powersgd_start_iter)         \

@@ -79,6 +79,9 @@ struct Config {
   int64_t warmup_steps = 0;
   double min_lr = 0.0;
   double lr_power = 1.0;  // polynomial: the decay's exponent (PyTorch's PolynomialLR power)
+  // cosine_restarts: CosineAnnealingWarmRestarts's T_0 (epochs) and T_mult.
+  int64_t lr_restart_epochs = 10;
+  int64_t lr_restart_mult = 1;
   // lr_schedule "plateau": PyTorch's ReduceLROnPlateau after each epoch's validation, stepped
   // as Lightning steps it (interval "epoch", this monitor); the factor is lr_gamma, the floor
   // min_lr.

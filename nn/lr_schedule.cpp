@@ -20,10 +20,17 @@ void check_schedule(const ScheduleConfig& c) {
   const std::string& n = c.name;
   if (n != "constant" && n != "step" && n != "multistep" && n != "exponential" && n != "cosine" &&
       n != "warmup_cosine" && n != "onecycle" && n != "plateau" && n != "linear" &&
-      n != "polynomial")
+      n != "polynomial" && n != "cosine_restarts")
     throw std::invalid_argument("unknown lr schedule '" + n +
                                 "' (expected constant, step, multistep, exponential, cosine, "
-                                "warmup_cosine, onecycle, linear, polynomial or plateau)");
+                                "cosine_restarts, warmup_cosine, onecycle, linear, polynomial "
+                                "or plateau)");
+  if (n == "cosine_restarts" && c.restart_epochs < 1)
+    throw std::invalid_argument("--lr-restart-epochs must be >= 1 (epochs of the first cycle)");
+  if (n == "cosine_restarts" && c.restart_mult < 1)
+    throw std::invalid_argument("--lr-restart-mult must be an integer >= 1");
+  if (n == "cosine_restarts" && c.steps_per_epoch < 1)
+    throw std::invalid_argument("lr schedule cosine_restarts: steps per epoch must be >= 1");
   if (n == "polynomial" && !(c.power > 0 && std::isfinite(c.power)))
     throw std::invalid_argument("--lr-power must be > 0 (1: linear decay; 2: quadratic)");
   if ((n == "multistep" || n == "exponential") && c.steps_per_epoch < 1)
@@ -91,6 +98,30 @@ double scheduled(const ScheduleConfig& c, int64_t step) {
   if (c.name == "exponential")
     return c.base_lr * std::pow(c.gamma, static_cast<double>(epoch_of(c, step)));
   if (c.name == "cosine") return cos_anneal(c.base_lr, c.min_lr, std::min(t / total, 1.0));
+  if (c.name == "cosine_restarts") {
+    // The fractional epoch, then PyTorch's T_cur and T_i for it.
+    const int64_t epoch = epoch_of(c, step);
+    const int64_t first = c.epoch_starts.empty() ? epoch * c.steps_per_epoch
+                                                 : c.epoch_starts[static_cast<size_t>(epoch)];
+    const int64_t len =
+        c.epoch_starts.empty() || static_cast<size_t>(epoch + 1) >= c.epoch_starts.size()
+            ? c.steps_per_epoch
+            : c.epoch_starts[static_cast<size_t>(epoch + 1)] - first;
+    const double e =
+        static_cast<double>(epoch) +
+        static_cast<double>(step - first) / static_cast<double>(std::max<int64_t>(len, 1));
+    const double t0 = static_cast<double>(c.restart_epochs);
+    double t_cur = e, t_i = t0;
+    if (e >= t0 && c.restart_mult == 1) {
+      t_cur = std::fmod(e, t0);
+    } else if (e >= t0) {
+      const double m = static_cast<double>(c.restart_mult);
+      const double n = std::floor(std::log(e / t0 * (m - 1) + 1) / std::log(m));
+      t_cur = e - t0 * (std::pow(m, n) - 1) / (m - 1);
+      t_i = t0 * std::pow(m, n);
+    }
+    return cos_anneal(c.base_lr, c.min_lr, t_cur / t_i);
+  }
   if (c.name == "warmup_cosine") {
     const double w = static_cast<double>(c.warmup_steps);
     if (step < c.warmup_steps) return c.base_lr * (t + 1) / w;

@@ -7,7 +7,10 @@
 // PolynomialLR, or with warmup_steps Hugging Face's get_linear_schedule_with_warmup and
 // get_polynomial_decay_schedule_with_warmup: a ramp, then the decay over the steps left). And
 // plateau, PyTorch's ReduceLROnPlateau, which follows a validation metric: its state
-// (PlateauState) travels in checkpoints instead.
+// (PlateauState) travels in checkpoints instead. cosine_restarts is PyTorch's
+// CosineAnnealingWarmRestarts (SGDR, Loshchilov and Hutter) stepped every batch with the
+// fractional epoch, `scheduler.step(epoch + i / iters)` as its documentation shows: cosine from
+// base_lr to min_lr over restart_epochs epochs, then again over restart_mult times as many...
 #pragma once
 
 #include <cstdint>
@@ -30,8 +33,11 @@ struct ScheduleConfig {
   double gamma = 0.1;           // step, multistep, exponential: decay factor
   double min_lr = 0.0;          // cosine/warmup_cosine floor; linear/polynomial end
   double power = 1.0;           // polynomial: (1 - progress)^power
+  int64_t restart_epochs = 10;  // cosine_restarts: T_0, the first cycle's epochs
+  int64_t restart_mult = 1;     // cosine_restarts: T_mult, each cycle this many times longer
   // warmup_cosine, linear, polynomial: a linear ramp from base_lr/warmup_steps to base_lr,
-  // then the decay over the rest. constant, step, multistep, exponential and cosine: the schedule's rate times
+  // then the decay over the rest. constant, step, multistep, exponential, cosine and
+  // cosine_restarts: the schedule's rate times
   // (step + 1)/warmup_steps over the first warmup_steps (the gradual warmup of Goyal et al.'s
   // large-batch recipe, beside --lr-scale linear). 0: none.
   int64_t warmup_steps = 0;

@@ -487,6 +487,8 @@ Trainer::StepPlan Trainer::plan_steps(int64_t steps_per_epoch, int64_t max_steps
   sc.warmup_steps = cfg_.warmup_steps;
   sc.min_lr = cfg_.min_lr;
   sc.power = cfg_.lr_power;
+  sc.restart_epochs = cfg_.lr_restart_epochs;
+  sc.restart_mult = cfg_.lr_restart_mult;
   check_schedule(sc);
   return plan;
 }

@@ -104,6 +104,21 @@ TEST_F(TrainerTest, AccumulationScheduleChangesTheGroupsEachEpoch) {
     const double want = cosine.lr * (1 + std::cos(M_PI * last_step[e] / 32.0)) / 2;
     EXPECT_NEAR(lr_cell(rows[e + 1]), want, 1e-6 * cosine.lr) << rows[e + 1];
   }
+
+  // cosine_restarts with one-epoch cycles restarts every epoch, whatever its length: each
+  // epoch's last rate is the cosine's at (steps - 1) / steps of its 18, 5 and 9 steps.
+  Config sgdr = scheduled;
+  sgdr.lr_schedule = "cosine_restarts";
+  sgdr.lr_restart_epochs = 1;
+  sgdr.experiment_name = "sgdr";
+  const std::vector<std::string> srows = metrics_rows(Trainer(sgdr).fit().version_dir);
+  ASSERT_GE(srows.size(), 4u);
+  const int64_t steps[] = {18, 5, 9};
+  for (int e = 0; e < 3; ++e) {
+    const double pct = static_cast<double>(steps[e] - 1) / static_cast<double>(steps[e]);
+    EXPECT_NEAR(lr_cell(srows[e + 1]), sgdr.lr * (1 + std::cos(M_PI * pct)) / 2, 1e-6 * sgdr.lr)
+        << srows[e + 1];
+  }
 }
 
 }  // namespace

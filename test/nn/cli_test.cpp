@@ -31,6 +31,8 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--nesterov --optimizer lamb", "--nesterov"},
       {"--optimizer lars --trust-coefficient 0", "--trust-coefficient"},
       {"--optimizer adamw --trust-clip", "--trust-clip"},
+      {"--lr-schedule cosine_restarts --lr-restart-mult 0", "--lr-restart-mult"},
+      {"--lr-restart-epochs 0", "--lr-restart-epochs"},
       {"--precision 8", "--precision"},
       {"--gradient-clip-val 1 --gradient-clip-algorithm max", "--gradient-clip-algorithm"},
       {"--gradient-clip-val -1", "--gradient-clip-val"},

@@ -1,11 +1,13 @@
 // Optimizers against steps computed by hand (PyTorch's update rules), and the LR schedules.
+#include "nn/optim.h"
+
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <limits>
 
 #include "nn/lr_schedule.h"
-#include "nn/optim.h"
 
 namespace mlai::nn {
 namespace {
@@ -228,6 +230,44 @@ TEST(LrSchedule, Shapes) {
   EXPECT_DOUBLE_EQ(lr_at(c, 57), 1.0);
   EXPECT_NO_THROW(check_schedule(c));
   c.name = "triangular";
+  EXPECT_THROW(check_schedule(c), std::invalid_argument);
+}
+
+// cosine_restarts: PyTorch's CosineAnnealingWarmRestarts stepped with the fractional epoch.
+// With T_mult 1 every cycle is T_0 epochs; with T_mult 2 the cycles are 1, 2, 4, ... T_0; the
+// rate restarts at base_lr on each cycle's first step and is halfway down at its middle.
+TEST(LrSchedule, CosineRestartsFollowSgdr) {
+  ScheduleConfig c;
+  c.name = "cosine_restarts";
+  c.base_lr = 1.0;
+  c.min_lr = 0.2;
+  c.total_steps = 100;
+  c.steps_per_epoch = 4;
+  c.restart_epochs = 2;
+  check_schedule(c);
+  const double mid = 0.6;  // (1.0 + 0.2) / 2
+  auto at_pct = [&](double pct) { return 0.2 + 0.4 * (std::cos(M_PI * pct) + 1); };
+  EXPECT_DOUBLE_EQ(lr_at(c, 0), 1.0);
+  EXPECT_NEAR(lr_at(c, 2), at_pct(0.25), 1e-12);      // epoch 0.5 of 2
+  EXPECT_NEAR(lr_at(c, 4), mid, 1e-12);               // epoch 1
+  EXPECT_NEAR(lr_at(c, 7), at_pct(1.75 / 2), 1e-12);  // epoch 1.75
+  EXPECT_DOUBLE_EQ(lr_at(c, 8), 1.0);                 // epoch 2: the restart
+  EXPECT_NEAR(lr_at(c, 12), mid, 1e-12);
+  c.restart_epochs = 1;
+  c.restart_mult = 2;  // cycles [0, 1), [1, 3), [3, 7), [7, 15)
+  for (int64_t restart : {0, 4, 12, 28}) EXPECT_DOUBLE_EQ(lr_at(c, restart), 1.0) << restart;
+  EXPECT_NEAR(lr_at(c, 8), mid, 1e-12);                // epoch 2: 1 into a cycle of 2
+  EXPECT_NEAR(lr_at(c, 20), mid, 1e-12);               // epoch 5: 2 into 4
+  EXPECT_NEAR(lr_at(c, 27), at_pct(3.75 / 4), 1e-12);  // the last step before a restart
+  // Epochs of different lengths (--accumulation-schedule): the fraction is of each epoch's own.
+  c.epoch_starts = {0, 4, 6, 10, 12};
+  EXPECT_NEAR(lr_at(c, 5), at_pct(0.5 / 2), 1e-12);  // epoch 1 + 1/2
+  EXPECT_DOUBLE_EQ(lr_at(c, 10), 1.0);               // epoch 3: a restart
+  // A warmup ramps the first steps as for the other schedules.
+  c.epoch_starts.clear();
+  c.warmup_steps = 4;
+  EXPECT_DOUBLE_EQ(lr_at(c, 0), 0.25);
+  c.restart_mult = 0;
   EXPECT_THROW(check_schedule(c), std::invalid_argument);
 }
 
