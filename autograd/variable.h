@@ -91,6 +91,18 @@ class NoGradGuard {
  private:
   bool prev_;
 };
+// torch.enable_grad(): records again inside a no-grad scope (activation checkpointing's
+// recomputation).
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
 
 // For op implementations: wraps `out`, attaching `node` (with its inputs set from `inputs`)
 // when grad mode is on and any input requires grad; otherwise `node` is dropped.

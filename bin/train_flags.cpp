@@ -463,6 +463,10 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
       ->capture_default_str();
   app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")
       ->capture_default_str();
+  app.add_flag("--activation-checkpointing", c.activation_checkpointing,
+               "torch.utils.checkpoint around each residual block: keep only the blocks' "
+               "inputs for backward and run the blocks again there (less activation memory "
+               "for about one more forward pass)");
   app.add_flag("--sync-bn", c.sync_bn,
                "Data parallel: batch-norm statistics over the global batch (SyncBatchNorm)");
   app.add_option("--dist-timeout", c.dist_timeout,

@@ -66,6 +66,8 @@ struct Config {
   double momentum = 0.9;  // sgd and lars
   double weight_decay = 0.0;
   bool no_bias_decay = false;  // weight decay on weight matrices and filters only
+  // torch.utils.checkpoint around each residual block (nn/activation_checkpointing.h).
+  bool activation_checkpointing = false;
   bool nesterov = false;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double trust_coefficient = 0.001;  // lars

@@ -68,7 +68,8 @@ class Module {
   Variable operator()(const Variable& x) {
     trace::Span span([this] { return trace_label_.empty() ? type_name() : trace_label_; }, "forward");
     ModuleFlops::Scope flops(this);
-    Variable out = forward(x);
+    Variable out = checkpointed_ && training_ && autograd::grad_enabled() ? checkpointed_forward(x)
+                                                                          : forward(x);
     if (autograd::anomaly_forward())
       check_anomaly(x, out, trace_label_.empty() ? type_name() : trace_label_);
     return out;
@@ -97,6 +98,10 @@ class Module {
 
   void train(bool on = true);
   void eval() { train(false); }
+  // --activation-checkpointing (nn/activation_checkpointing.h): while training with gradients
+  // on, this module's forward runs under autograd::checkpoint.
+  void set_checkpointed(bool on) { checkpointed_ = on; }
+  bool checkpointed() const { return checkpointed_; }
   bool is_training() const { return training_; }
   void zero_grad();
   void to(const Device& d);  // moves every parameter and buffer (gradients are dropped)
@@ -130,7 +135,11 @@ class Module {
  private:
   void collect(const std::string& prefix, std::vector<std::pair<std::string, Variable>>& out) const;
   void collect_working(std::vector<Variable>& out) const;
+  // forward() under autograd::checkpoint, its recomputation drawing the same dropout masks and
+  // leaving batch-norm statistics alone (nn/activation_checkpointing.cpp).
+  Variable checkpointed_forward(const Variable& x);
   bool training_ = true;
+  bool checkpointed_ = false;
   DType compute_dtype_ = DType::kFloat32;
   std::vector<std::pair<std::string, Variable>> params_;
   std::vector<Variable> working_;  // parallel to params_ (empty: no working copies)

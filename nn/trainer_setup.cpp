@@ -11,6 +11,7 @@
 
 #include "dist/communicator.h"
 #include "io/image_folder.h"
+#include "nn/activation_checkpointing.h"
 #include "nn/conv_layers.h"
 #include "nn/finetune.h"
 #include "nn/models.h"
@@ -216,6 +217,17 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
       std::printf("backbone frozen: %zu parameter tensor(s) get no gradients%s; the head is %s\n",
                   frozen_.size(), cfg_.freeze_bn ? " (batch norm included)" : "",
                   head_prefix(*model_).c_str());
+  }
+  if (cfg_.activation_checkpointing) {
+    const int blocks = enable_activation_checkpointing(*model_);
+    if (blocks == 0)
+      throw std::invalid_argument("--activation-checkpointing: --arch " + cfg_.arch +
+                                  " has no residual blocks to checkpoint");
+    if (main_)
+      std::printf(
+          "activation checkpointing: %d blocks keep only their inputs and run again in "
+          "backward\n",
+          blocks);
   }
   const int world = group_.world();
   if (cfg_.lr_scale == "linear") cfg_.lr *= world;  // the effective batch grew world-fold

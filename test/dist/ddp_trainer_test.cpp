@@ -61,6 +61,30 @@ TEST_F(Ddp, LayerwiseOptimizersTwoRanksMatchOneRank) {
   }
 }
 
+// --activation-checkpointing under data parallelism: the recomputed blocks' gradients reach
+// the reducer through the same gradient-ready hooks, so two ranks end with the weights of two
+// ranks without it, bit for bit.
+TEST_F(Ddp, ActivationCheckpointingKeepsTheReducersResult) {
+  auto cfg = [&](bool ck) {
+    nn::Config c = config(8);
+    c.arch = "resnet20";
+    c.epochs = 1;
+    c.limit_train_batches = std::to_string(3);
+    c.limit_val_batches = std::to_string(1);
+    c.limit_test_batches = std::to_string(1);
+    c.activation_checkpointing = ck;
+    c.log_dir = root + (ck ? "/logs-ac-on" : "/logs-ac-off");
+    return c;
+  };
+  std::vector<double> w[2];
+  for (int ck = 0; ck < 2; ++ck) {
+    nn::Trainer t(cfg(ck == 1), "", group());
+    t.fit();
+    w[ck] = flat_weights(t);
+  }
+  EXPECT_EQ(w[1], w[0]);
+}
+
 // --ddp-comm-hook: the gradients cross in 16 bits, so the run drifts from one process's by
 // about their rounding, not more (bf16 keeps 8 bits, fp16 11), and it is not bit-identical to
 // the uncompressed run (the compression happened).

@@ -8,6 +8,7 @@
 #include <map>
 #include <vector>
 
+#include "nn/activation_checkpointing.h"
 #include "nn/conv_layers.h"
 #include "nn/models.h"
 #include "nn/optim.h"
@@ -200,6 +201,39 @@ TEST(ResNet, WideResNetsHaveThePapersLayersAndParameters) {
     // A Dropout between the convolutions of each of the 6 blocks (each with its generator).
     EXPECT_EQ(small->named_generators().size(), p > 0 ? 6u : 0u);
   }
+}
+
+// --activation-checkpointing changes no number: with each block checkpointed, two training
+// steps (dropout included, in wrn16_4) give the loss, every gradient and the batch-norm
+// statistics of the plain model bit for bit (the recomputation draws the same masks and does
+// not update the statistics again). The mlp has no block to checkpoint.
+TEST(ResNet, ActivationCheckpointingChangesNoNumber) {
+  for (const char* arch : {"resnet20", "resnet50_cifar", "wrn16_4"}) {
+    SCOPED_TRACE(arch);
+    ModelSpec s = spec(8, 3);
+    s.dropout = 0.3;  // (wrn only)
+    std::vector<double> out[2];
+    for (int ck = 0; ck < 2; ++ck) {
+      auto m = make_model(arch, s);
+      if (ck) {
+        EXPECT_GT(enable_activation_checkpointing(*m), 0);
+      }
+      tensor::Generator g(5);
+      const Tensor y = Tensor::from_vector(std::vector<int64_t>{1, 3, 5, 7}, {4});
+      for (int step = 0; step < 2; ++step) {
+        const Tensor x = Tensor::normal({4, 8, 8, 3}, 0, 1, g);
+        autograd::Variable loss = autograd::cross_entropy((*m)(autograd::Variable(x)), y);
+        out[ck].push_back(loss.data().item());
+        loss.backward();
+      }
+      for (auto& [n, v] : m->named_parameters())
+        for (double d : v.grad().to_double_vector()) out[ck].push_back(d);
+      for (auto& [n, b] : m->named_buffers())
+        for (double d : b->to_double_vector()) out[ck].push_back(d);
+    }
+    EXPECT_EQ(out[1], out[0]);
+  }
+  EXPECT_EQ(enable_activation_checkpointing(*make_model("mlp", spec(28, 1))), 0);
 }
 
 TEST(ResNet, TorchvisionInitialisation) {

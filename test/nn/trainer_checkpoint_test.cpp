@@ -90,6 +90,41 @@ TEST_F(TrainerTest, LarsAndLambTrainAndResumeExactly) {
   }
 }
 
+// --activation-checkpointing through the trainer: resnet20 trains to the same weights bit for
+// bit (on the CPU), in float32 and under --precision 16 (the leaves are the fp16 working
+// copies); and it is refused where it cannot apply.
+TEST_F(TrainerTest, ActivationCheckpointingTrainsToTheSameWeights) {
+  for (const char* precision : {"32", "16"}) {
+    SCOPED_TRACE(precision);
+    Config c = base();
+    c.arch = "resnet20";
+    c.epochs = 1;
+    c.limit_train_batches = "6";
+    c.limit_val_batches = "2";
+    c.optimizer = "sgd";
+    c.lr = 0.05;
+    c.precision = precision;
+    c.experiment_name = std::string("plain") + precision;
+    Trainer plain(c);
+    const FitResult rp = plain.fit();
+    c.activation_checkpointing = true;
+    c.experiment_name = std::string("ckpt") + precision;
+    Trainer ckpt(c);
+    const FitResult rc = ckpt.fit();
+    EXPECT_EQ(weights(ckpt), weights(plain));
+    // The model's FLOPs, without the recomputation's.
+    EXPECT_GT(rp.flops_per_sample, 0);
+    EXPECT_EQ(rc.flops_per_sample, rp.flops_per_sample);
+  }
+  Config mlp = base();
+  mlp.activation_checkpointing = true;
+  EXPECT_THROW(Trainer{mlp}, std::invalid_argument);  // no residual blocks
+  Config graphs = base();
+  graphs.activation_checkpointing = true;
+  graphs.cuda_graphs = true;
+  EXPECT_THROW(graphs.validate(), std::invalid_argument);
+}
+
 // --checkpoint-train-time-interval: last.h5 whenever that much wall time has passed since it was
 // last written. At a millisecond every step is due, so a crash at step 23 leaves step 22's
 // (epoch 2, batch 4), where the same run without it (and --checkpoint-every 0) leaves none; the

@@ -1,0 +1,15 @@
+// --activation-checkpointing: torch.utils.checkpoint around each residual block (what
+// Lightning's FSDP/DeepSpeed strategies and hand-written LightningModules do): a block keeps
+// only its input for backward and runs again there, so activation memory grows with the number
+// of blocks' inputs rather than with every layer's output, for about one more forward pass.
+#pragma once
+
+#include "nn/module.h"
+
+namespace mlai::nn {
+
+// Marks every residual block of `model` (BasicBlock, Bottleneck, WideBasic) checkpointed and
+// returns how many there are (0: the model has none, e.g. the mlp).
+int enable_activation_checkpointing(Module& model);
+
+}  // namespace mlai::nn
