@@ -275,15 +275,17 @@ PY
     # no cuBLASLt epilogues): what each is worth; and fp32 on TF32 tensor cores
     # (--float32-matmul-precision high, beside torch's eager-tf32); fp16 with cuDNN's heuristic
     # algorithms instead of timed ones (--cudnn-benchmark false: are the timed choices for
-    # resnet18's small spatial sizes the slow part?).
+    # resnet18's small spatial sizes the slow part?); fp16 with --activation-checkpointing
+    # (the peak memory it saves against the time it costs).
     local extra archs
     for extra in "--precision 16 --cuda-graphs" "--precision 16 --fusion off" \
-      "--precision 16 --cudnn-benchmark false" "--precision 32 --float32-matmul-precision high"; do
+      "--precision 16 --cudnn-benchmark false" "--precision 32 --float32-matmul-precision high" \
+      "--precision 16 --activation-checkpointing"; do
       left=$((t_step - SECONDS))
       [ "$left" -gt 10 ] || continue
       case "$extra" in
         *cuda-graphs*) archs=mlp,resnet18_cifar,resnet18 ;;
-        *matmul* | *benchmark*) archs=resnet18_cifar,resnet18 ;;
+        *matmul* | *benchmark* | *checkpointing*) archs=resnet18_cifar,resnet18 ;;
         *) archs=mlp,resnet18_cifar ;;
       esac
       # shellcheck disable=SC2086  # $extra is several words on purpose

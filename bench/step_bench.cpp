@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "kernels/parallel.h"
+#include "nn/activation_checkpointing.h"
 #include "nn/amp.h"
 #include "nn/config.h"
 #include "nn/conv_layers.h"
@@ -96,6 +97,7 @@ struct RunSpec {
   std::string trace_dir;                     // --trace: where the traced steps go ("" for none)
   std::string matmul_precision = "highest";  // --float32-matmul-precision
   bool cudnn_benchmark = true;               // --cudnn-benchmark
+  bool activation_checkpointing = false;     // --activation-checkpointing (its residual blocks)
 };
 
 // The traced steps' Chrome trace and summary table (--trace); returns the trace's file name.
@@ -103,7 +105,8 @@ std::string write_trace(const RunSpec& r, const std::vector<trace::Event>& event
   const std::string mm = r.matmul_precision == "highest" ? "" : "-" + r.matmul_precision;
   std::string stem = "trace-" + r.arch + "-" + r.precision + mm +
                      (r.cudnn_benchmark ? "" : "-heuristic") + (r.graphs ? "-graphs" : "") +
-                     (r.fusion ? "" : "-unfused") + (r.freeze == "none" ? "" : "-" + r.freeze);
+                     (r.fusion ? "" : "-unfused") + (r.freeze == "none" ? "" : "-" + r.freeze) +
+                     (r.activation_checkpointing ? "-ckpt" : "");
   const std::string base = r.trace_dir + "/" + stem;
   const std::string what = r.arch + " batch " + std::to_string(r.batch) + " precision " +
                            r.precision + " on " + r.device.str();
@@ -137,6 +140,8 @@ nlohmann::json run(const RunSpec& r) {
   model->to(r.device);
   model->set_compute_dtype(dt);
   if (r.freeze != "none") nn::freeze_backbone(*model, r.freeze == "backbone");
+  if (r.activation_checkpointing && nn::enable_activation_checkpointing(*model) == 0)
+    throw std::invalid_argument(r.arch + " has no residual blocks to checkpoint");
   model->train();
   nn::OptimizerConfig oc;
   oc.name = r.optimizer;
@@ -274,6 +279,7 @@ nlohmann::json run(const RunSpec& r) {
   j["fusion"] = r.fusion;
   j["cuda_graphs"] = r.graphs;
   j["freeze"] = r.freeze;
+  if (r.activation_checkpointing) j["activation_checkpointing"] = true;
   if (r.matmul_precision != "highest") j["float32_matmul_precision"] = r.matmul_precision;
   if (!r.cudnn_benchmark) j["cudnn_benchmark"] = false;
   j["device"] = r.device.str();
@@ -334,6 +340,7 @@ int main(int argc, char** argv) {
   std::string fusion = "on";
   bool graphs = false;
   std::string freezes = "none";
+  bool activation_checkpointing = false;
   std::string trace_dir, matmul_precision = "highest";
   bool cudnn_benchmark = true;
   app.add_option("--arch", archs, "Comma list of models")->capture_default_str();
@@ -361,6 +368,9 @@ int main(int argc, char** argv) {
   app.add_flag("--cuda-graphs", graphs,
                "Replay each step's forward + backward from a CUDA graph (as mlai_train "
                "--cuda-graphs); rows say \"cuda_graphs\": true");
+  app.add_flag("--activation-checkpointing", activation_checkpointing,
+               "Every run with mlai_train --activation-checkpointing (the ResNets' blocks run "
+               "again in backward): peak memory against time");
   app.add_option("--freeze", freezes,
                  "Comma list of none, backbone (mlai_train --freeze-backbone: the head and batch "
                  "norm train) and backbone-bn (--freeze-bn too: the head alone)")
@@ -449,13 +459,15 @@ int main(int argc, char** argv) {
           r.trace_dir = trace_dir;
           r.matmul_precision = matmul_precision;
           r.cudnn_benchmark = cudnn_benchmark;
+          r.activation_checkpointing = activation_checkpointing;
           const std::string shown = prec +
                                     (matmul_precision == "high"     ? " tf32"
                                      : matmul_precision == "medium" ? " bf16mm"
                                                                     : "") +
                                     (cudnn_benchmark ? "" : " heur") + (fused ? "" : " unfused") +
                                     (graphs ? " graphs" : "") +
-                                    (freeze == "none" ? "" : " frozen " + freeze);
+                                    (freeze == "none" ? "" : " frozen " + freeze) +
+                                    (activation_checkpointing ? " ckpt" : "");
           r.arch = arch;
           r.precision = prec;
           r.optimizer = optimizer.empty() ? (arch == "mlp" ? "adam" : "sgd") : optimizer;

@@ -58,12 +58,14 @@ def row_key(j):
     frozen = "" if j.get("freeze", "none") == "none" else " frozen " + j["freeze"]
     if j["impl"] == "torch":
         return ("torch", j.get("mode") + frozen)
-    # mlai_bench_step --fusion off|both and --cuda-graphs: rows of their own.
+    # mlai_bench_step --fusion off|both, --cuda-graphs and --activation-checkpointing: rows of
+    # their own.
     # --float32-matmul-precision high|medium: "32 tf32" / "32 bf16-matmul".
     mm = {"high": " tf32", "medium": " bf16-matmul"}.get(j.get("float32_matmul_precision"), "")
     mm += "" if j.get("cudnn_benchmark", True) else " heuristic"  # --cudnn-benchmark false
     return ("mlai", str(j.get("precision")) + mm + ("" if j.get("fusion", True) else " unfused")
-            + (" graphs" if j.get("cuda_graphs") else "") + frozen)
+            + (" graphs" if j.get("cuda_graphs") else "")
+            + (" ckpt" if j.get("activation_checkpointing") else "") + frozen)
 
 
 def group(records):
