@@ -285,9 +285,6 @@ void Config::validate() const {
   require(!(activation_checkpointing && cuda_graphs),
           "--activation-checkpointing cannot be combined with --cuda-graphs (the recomputation "
           "in backward is not captured)");
-  require(!(activation_checkpointing && sync_bn),
-          "--activation-checkpointing cannot be combined with --sync-bn (the recomputation "
-          "would run the statistics' allreduce again inside backward)");
   require(!(nesterov && optimizer != "sgd" && optimizer != "lars"),
           "--nesterov applies to --optimizer sgd or lars only");
 }

@@ -63,9 +63,10 @@ TEST_F(Ddp, LayerwiseOptimizersTwoRanksMatchOneRank) {
 
 // --activation-checkpointing under data parallelism: the recomputed blocks' gradients reach
 // the reducer through the same gradient-ready hooks, so two ranks end with the weights of two
-// ranks without it, bit for bit.
+// ranks without it, bit for bit; with --sync-bn too (the recomputation's statistics allreduce
+// runs inside backward, beside the reducer's), weights and running statistics.
 TEST_F(Ddp, ActivationCheckpointingKeepsTheReducersResult) {
-  auto cfg = [&](bool ck) {
+  auto cfg = [&](bool ck, bool sync) {
     nn::Config c = config(8);
     c.arch = "resnet20";
     c.epochs = 1;
@@ -73,16 +74,23 @@ TEST_F(Ddp, ActivationCheckpointingKeepsTheReducersResult) {
     c.limit_val_batches = std::to_string(1);
     c.limit_test_batches = std::to_string(1);
     c.activation_checkpointing = ck;
-    c.log_dir = root + (ck ? "/logs-ac-on" : "/logs-ac-off");
+    c.sync_bn = sync;
+    c.log_dir = root + (ck ? "/logs-ac-on" : "/logs-ac-off") + (sync ? "-sync" : "");
     return c;
   };
-  std::vector<double> w[2];
-  for (int ck = 0; ck < 2; ++ck) {
-    nn::Trainer t(cfg(ck == 1), "", group());
-    t.fit();
-    w[ck] = flat_weights(t);
+  for (bool sync : {false, true}) {
+    SCOPED_TRACE(sync ? "--sync-bn" : "per-rank batch norm");
+    std::vector<double> w[2], stats[2];
+    for (int ck = 0; ck < 2; ++ck) {
+      nn::Trainer t(cfg(ck == 1, sync), "", group());
+      t.fit();
+      w[ck] = flat_weights(t);
+      for (auto& [n, b] : t.model().named_buffers())
+        for (double x : b->to_double_vector()) stats[ck].push_back(x);
+    }
+    EXPECT_EQ(w[1], w[0]);
+    EXPECT_EQ(stats[1], stats[0]);
   }
-  EXPECT_EQ(w[1], w[0]);
 }
 
 // --ddp-comm-hook: the gradients cross in 16 bits, so the run drifts from one process's by
