@@ -1,6 +1,7 @@
 // Activation checkpointing (see checkpoint.h).
 #include "autograd/checkpoint.h"
 
+#include <cstddef>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -33,6 +34,51 @@ std::vector<std::shared_ptr<VariableImpl>> leaves_of(const Variable& out, const 
   return leaves;
 }
 
+// While alive: the leaves' gradients so far and their hooks are set aside, so that a nested
+// backward produces one segment's contribution alone (the outer backward adds it to them).
+class SetAside {
+ public:
+  SetAside(std::vector<std::shared_ptr<VariableImpl>>::const_iterator begin,
+           std::vector<std::shared_ptr<VariableImpl>>::const_iterator end)
+      : leaves_(begin, end) {
+    for (auto& l : leaves_) {
+      grads_.push_back(std::move(l->grad));
+      hooks_.push_back(std::move(l->grad_ready_hooks));
+      l->grad = Tensor();
+      l->grad_ready_hooks.clear();
+    }
+  }
+  ~SetAside() {
+    for (size_t i = 0; i < leaves_.size(); ++i) {
+      leaves_[i]->grad = std::move(grads_[i]);
+      leaves_[i]->grad_ready_hooks = std::move(hooks_[i]);
+    }
+  }
+  SetAside(const SetAside&) = delete;
+  SetAside& operator=(const SetAside&) = delete;
+
+ private:
+  std::vector<std::shared_ptr<VariableImpl>> leaves_;
+  std::vector<Tensor> grads_;
+  std::vector<std::vector<std::function<void(Variable&)>>> hooks_;
+};
+
+// hooks.before now, hooks.after when it goes (also when the recomputation throws).
+class Around {
+ public:
+  explicit Around(const RecomputeHooks& h) : h_(h) {
+    if (h_.before) h_.before();
+  }
+  ~Around() {
+    if (h_.after) h_.after();
+  }
+  Around(const Around&) = delete;
+  Around& operator=(const Around&) = delete;
+
+ private:
+  const RecomputeHooks& h_;
+};
+
 struct CheckpointNode : Node {
   std::function<Variable(const Variable&)> fn;
   RecomputeHooks hooks;
@@ -40,49 +86,24 @@ struct CheckpointNode : Node {
   bool x_grad = false;  // inputs[0] is x
   std::vector<Tensor> backward(const Tensor& grad_output) override {
     const size_t first_leaf = x_grad ? 1 : 0;
-    // The leaves' gradients so far (and hooks) are set aside, so that the inner backward
-    // produces this segment's contribution alone; the outer backward adds it to them.
-    std::vector<std::pair<Tensor, std::vector<std::function<void(Variable&)>>>> saved;
-    for (size_t i = first_leaf; i < inputs.size(); ++i) {
-      saved.emplace_back(std::move(inputs[i]->grad), std::move(inputs[i]->grad_ready_hooks));
-      inputs[i]->grad = Tensor();
-      inputs[i]->grad_ready_hooks.clear();
-    }
+    SetAside aside(inputs.begin() + static_cast<std::ptrdiff_t>(first_leaf), inputs.end());
     Variable again(x, x_grad);
+    Variable out;
+    {
+      EnableGradGuard enable;
+      Around around(hooks);
+      // The recomputation's FLOPs are not the model's: left out of the count (throughput and
+      // MFU count each product once, as the PaLM paper's MFU does).
+      const int64_t flops = flop_count();
+      out = fn(again);
+      add_flops(flops - flop_count());
+    }
+    if (out.requires_grad()) out.backward(grad_output);
     std::vector<Tensor> grads;
-    try {
-      Variable out;
-      {
-        EnableGradGuard enable;
-        if (hooks.before) hooks.before();
-        // The recomputation's FLOPs are not the model's: left out of the count (throughput and
-        // MFU count each product once, as the PaLM paper's MFU does).
-        const int64_t flops = flop_count();
-        try {
-          out = fn(again);
-          add_flops(flops - flop_count());
-        } catch (...) {
-          if (hooks.after) hooks.after();
-          throw;
-        }
-        if (hooks.after) hooks.after();
-      }
-      if (out.requires_grad()) out.backward(grad_output);
-      if (x_grad) grads.push_back(again.grad());
-      for (size_t i = first_leaf; i < inputs.size(); ++i) grads.push_back(inputs[i]->grad);
-    } catch (...) {
-      for (size_t i = first_leaf; i < inputs.size(); ++i) {
-        inputs[i]->grad = std::move(saved[i - first_leaf].first);
-        inputs[i]->grad_ready_hooks = std::move(saved[i - first_leaf].second);
-      }
-      throw;
-    }
-    for (size_t i = first_leaf; i < inputs.size(); ++i) {
-      inputs[i]->grad = std::move(saved[i - first_leaf].first);
-      inputs[i]->grad_ready_hooks = std::move(saved[i - first_leaf].second);
-    }
+    if (x_grad) grads.push_back(again.grad());
+    for (size_t i = first_leaf; i < inputs.size(); ++i) grads.push_back(inputs[i]->grad);
     x = Tensor();  // a second backward through this node is not supported, as in torch
-    return grads;
+    return grads;  // (aside then puts the leaves' own gradients and hooks back)
   }
   const char* name() const override { return "CheckpointBackward"; }
 };

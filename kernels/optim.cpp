@@ -290,8 +290,6 @@ void adam_step(float* const* params, const G* const* grads, G* const* working,
   const double t = static_cast<double>(step_of(a));
   const float step_size = static_cast<float>(rate / (1 - std::pow(a.beta1, t)));
   const float bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(a.beta2, t)));
-  // As in sgd_tile; the sqrt also needs -fno-math-errno (CMakeLists.txt): with errno, each
-  // sqrt is a branch to sqrtf for negative inputs and the loop stays scalar (4x slower).
   const float gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
   const bool decoupled = a.decoupled;
   const AdamTile at{lr, b1, b2, c1, c2, eps, wd, step_size, bc2_sqrt, gs, clip, decoupled};
@@ -328,8 +326,7 @@ void lamb_step(float* const* params, const G* const* grads, G* const* working,
               bc1 = static_cast<float>(1 - std::pow(a.beta1, t)),
               bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(a.beta2, t))),
               gs = a.grad_scale * (inv_scale ? *inv_scale : 1.0f), clip = a.clip_value;
-  const bool adapt = wd != 0;
-  // The update LAMB scales, from the new moments (the same expression in both passes).
+  const bool adapt = wd != 0;  // a tensor without weight decay keeps ratio 1
   const LambTile lt{lr, b1, b2, c1, c2, eps, wd, bc1, bc2_sqrt, gs, clip};
   for (int k = 0; k < count; ++k) {
     float *p = params[k], *m = exp_avg[k], *v = exp_avg_sq[k];

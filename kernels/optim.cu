@@ -26,14 +26,22 @@ __device__ __forceinline__ float clamp(float d, float clip) {
   return d < -clip ? -clip : (d > clip ? clip : d);
 }
 
-template <class G>
-__device__ __forceinline__ int find_tensor(const Group<G>& gr, int64_t idx) {
-  int lo = 0, hi = gr.count - 1;
+// The last k in [0, count) with first[k] <= v (first[] not decreasing): the tensor that an
+// element (first = the size prefix sums) or a norm chunk (first = the chunk table) belongs to.
+__device__ __forceinline__ int last_at_most(const int64_t* first, int count, int64_t v) {
+  int lo = 0, hi = count - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (gr.prefix[mid] <= idx) lo = mid; else hi = mid - 1;
+    if (first[mid] <= v)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
+}
+template <class G>
+__device__ __forceinline__ int find_tensor(const Group<G>& gr, int64_t idx) {
+  return last_at_most(gr.prefix, gr.count, idx);
 }
 
 // ratios: null, or each tensor's LARS trust ratio (a double per tensor) scaling its step.
@@ -121,26 +129,13 @@ struct Chunks {
   int64_t first[kMaxOptimTensors + 1];
 };
 
-template <class G>
-__device__ __forceinline__ int chunk_tensor(const Group<G>& gr, const Chunks& ch, int64_t c) {
-  int lo = 0, hi = gr.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (ch.first[mid] <= c)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  return lo;
-}
-
 // Each block's share of the two sums of squares, reduced in a fixed order, to partials[2c],
 // partials[2c + 1] (none when partials is null). term(k, i, &x, &y) gives element i of tensor k's
 // two values (and may write state: each element is visited by exactly one thread).
 template <class G, class Term>
 __device__ void chunk_norms(const Group<G>& gr, const Chunks& ch, double* partials, Term term) {
   const int64_t c = blockIdx.x;
-  const int k = chunk_tensor(gr, ch, c);
+  const int k = last_at_most(ch.first, gr.count, c);
   const int64_t n = gr.prefix[k + 1] - gr.prefix[k];
   const int64_t begin = (c - ch.first[k]) * kTrustChunk;
   const int64_t end = begin + kTrustChunk < n ? begin + kTrustChunk : n;

@@ -82,6 +82,18 @@ int64_t epoch_of(const ScheduleConfig& c, int64_t step) {
   return std::max<int64_t>(after - c.epoch_starts.begin() - 1, 0);
 }
 
+// The epoch `step` is in, plus the share of that epoch's steps before it (each epoch's own
+// length when epochs differ).
+double fractional_epoch(const ScheduleConfig& c, int64_t step) {
+  const int64_t epoch = epoch_of(c, step);
+  const auto e = static_cast<size_t>(epoch);
+  const int64_t first = c.epoch_starts.empty() ? epoch * c.steps_per_epoch : c.epoch_starts[e];
+  const int64_t len =
+      e + 1 < c.epoch_starts.size() ? c.epoch_starts[e + 1] - first : c.steps_per_epoch;
+  return static_cast<double>(epoch) +
+         static_cast<double>(step - first) / static_cast<double>(std::max<int64_t>(len, 1));
+}
+
 double scheduled(const ScheduleConfig& c, int64_t step) {
   const double t = static_cast<double>(step), total = static_cast<double>(c.total_steps);
   if (c.name == "constant" || c.name == "plateau") return c.base_lr;
@@ -99,17 +111,8 @@ double scheduled(const ScheduleConfig& c, int64_t step) {
     return c.base_lr * std::pow(c.gamma, static_cast<double>(epoch_of(c, step)));
   if (c.name == "cosine") return cos_anneal(c.base_lr, c.min_lr, std::min(t / total, 1.0));
   if (c.name == "cosine_restarts") {
-    // The fractional epoch, then PyTorch's T_cur and T_i for it.
-    const int64_t epoch = epoch_of(c, step);
-    const int64_t first = c.epoch_starts.empty() ? epoch * c.steps_per_epoch
-                                                 : c.epoch_starts[static_cast<size_t>(epoch)];
-    const int64_t len =
-        c.epoch_starts.empty() || static_cast<size_t>(epoch + 1) >= c.epoch_starts.size()
-            ? c.steps_per_epoch
-            : c.epoch_starts[static_cast<size_t>(epoch + 1)] - first;
-    const double e =
-        static_cast<double>(epoch) +
-        static_cast<double>(step - first) / static_cast<double>(std::max<int64_t>(len, 1));
+    // PyTorch's T_cur and T_i at the fractional epoch.
+    const double e = fractional_epoch(c, step);
     const double t0 = static_cast<double>(c.restart_epochs);
     double t_cur = e, t_i = t0;
     if (e >= t0 && c.restart_mult == 1) {
