@@ -7,26 +7,28 @@ namespace mlai::autograd {
 namespace t = mlai::tensor;
 
 namespace {
-// 2 x (output elements) x (multiply-adds per output: the filter's taps times its input channels).
+// 2 x (output elements) x (multiply-adds per output: the filter's taps times its input channels,
+// which for a grouped filter are the group's).
 int64_t conv_flops(const Shape& y, const Shape& w) {
   return 2 * t::shape_numel(y) * (w[1] * w[2] * w[3]);
 }
 
 struct Conv2dNode : Node {
   Tensor x, w;
-  int64_t stride, pad;
+  int64_t stride, pad, groups;
   bool has_bias;
   std::vector<Tensor> backward(const Tensor& g) override {
     Tensor dx, dw, db;
     // Each backward product has the forward's multiply-adds (FlopCounterMode's count too).
     const int64_t flops = conv_flops(g.shape(), w.shape());
     if (inputs[0]) {
-      dx = t::conv2d_backward_data(g, w, x.shape(), stride, pad);
+      dx = t::conv2d_backward_data(g, w, x.shape(), stride, pad, groups);
       add_flops(flops);
     }
     if (inputs[1] || (has_bias && inputs[2])) {
       add_flops(flops);
-      auto [w_grad, b_grad] = t::conv2d_backward_filter(x, g, w.shape(), stride, pad, has_bias);
+      auto [w_grad, b_grad] =
+          t::conv2d_backward_filter(x, g, w.shape(), stride, pad, has_bias, groups);
       dw = w_grad;
       db = b_grad;
     }
@@ -50,9 +52,9 @@ struct MaxPoolNode : Node {
 }  // namespace
 
 Variable conv2d(const Variable& x, const Variable& w, const Variable& bias, int64_t stride,
-                int64_t pad) {
+                int64_t pad, int64_t groups) {
   const bool has_bias = bias.defined();
-  Tensor y = t::conv2d(x.data(), w.data(), has_bias ? bias.data() : Tensor(), stride, pad);
+  Tensor y = t::conv2d(x.data(), w.data(), has_bias ? bias.data() : Tensor(), stride, pad, groups);
   add_flops(conv_flops(y.shape(), w.shape()));
   std::vector<const Variable*> ins{&x, &w};
   if (has_bias) ins.push_back(&bias);
@@ -63,6 +65,7 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& bias, int6
     node->w = w.data();
     node->stride = stride;
     node->pad = pad;
+    node->groups = groups;
     node->has_bias = has_bias;
   }
   return make_result(y, node, ins);

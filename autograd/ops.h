@@ -45,9 +45,10 @@ Variable cross_entropy(const Variable& logits, const Tensor& labels, double labe
 // dropout.cpp: zeroes each element with probability p, scales the rest by 1/(1-p).
 Variable dropout(const Variable& x, double p, tensor::Generator& gen);
 
-// conv.cpp: NHWC activations, OHWI filters ([c_out, kh, kw, c_in]); bias may be undefined.
+// conv.cpp: NHWC activations, OHWI filters ([c_out, kh, kw, c_in / groups]); bias may be
+// undefined; groups as torch.nn.Conv2d's (c_in = c_out = groups: depthwise).
 Variable conv2d(const Variable& x, const Variable& w, const Variable& bias, int64_t stride,
-                int64_t pad);
+                int64_t pad, int64_t groups = 1);
 Variable maxpool2d(const Variable& x, int64_t kernel, int64_t stride, int64_t pad);
 // [n, h, w, c] -> [n, c]: AdaptiveAvgPool2d(1) followed by flatten.
 Variable global_avgpool(const Variable& x);

@@ -43,7 +43,8 @@ void set_direct_conv_isa(const std::string& isa) {
 }
 
 bool direct_applies(const Conv2dGeometry& g, ConvPass pass) {
-  if (isa() == 0 || g.kh != g.kw || g.kh > 11 || g.c_out % 16 != 0 || g.pad < 0 || g.stride < 1)
+  if (isa() == 0 || g.groups != 1 || g.kh != g.kw || g.kh > 11 || g.c_out % 16 != 0 || g.pad < 0 ||
+      g.stride < 1)
     return false;
   // Backward data is the forward convolution of dy with the filter turned round, padded
   // k - 1 - pad: stride 1 only, and its output channels (c_in) in sixteens.

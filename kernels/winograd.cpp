@@ -24,8 +24,8 @@
 namespace mlai::kernels {
 
 bool winograd_applies(const Conv2dGeometry& g) {
-  return g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad >= 0 && g.pad <= 2 && g.out_h() >= 1 &&
-         g.out_w() >= 1;
+  return g.groups == 1 && g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad >= 0 && g.pad <= 2 &&
+         g.out_h() >= 1 && g.out_w() >= 1;
 }
 
 namespace {

@@ -12,12 +12,14 @@
 namespace mlai::nn {
 
 Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad, Generator& gen,
-               bool bias)
-    : in_(in), stride_(stride), pad_(pad) {
-  if (in < 1 || out < 1 || kernel < 1 || stride < 1 || pad < 0)
+               bool bias, int64_t groups)
+    : in_(in), stride_(stride), pad_(pad), groups_(groups) {
+  if (in < 1 || out < 1 || kernel < 1 || stride < 1 || pad < 0 || groups < 1 || in % groups != 0 ||
+      out % groups != 0)
     throw std::invalid_argument("Conv2d: bad configuration");
   const double std = std::sqrt(2.0 / static_cast<double>(out * kernel * kernel));
-  weight_ = register_parameter("weight", Tensor::normal({out, kernel, kernel, in}, 0.0, std, gen));
+  weight_ = register_parameter("weight",
+                               Tensor::normal({out, kernel, kernel, in / groups}, 0.0, std, gen));
   if (bias) bias_ = register_parameter("bias", Tensor::zeros({out}));
 }
 
@@ -25,7 +27,7 @@ Variable Conv2d::forward(const Variable& x) {
   if (x.data().ndim() != 4 || x.size(3) != in_)
     throw std::invalid_argument("Conv2d(" + std::to_string(in_) + " channels): input of shape " +
                                 tensor::shape_str(x.shape()) + " (NHWC expected)");
-  return autograd::conv2d(x, use(weight_), use(bias_), stride_, pad_);
+  return autograd::conv2d(x, use(weight_), use(bias_), stride_, pad_, groups_);
 }
 
 BatchNorm2d::BatchNorm2d(int64_t channels, double eps, double momentum)

@@ -14,17 +14,19 @@ namespace mlai::nn {
 void set_layer_fusion(bool on);
 bool layer_fusion();
 
-// Filters [out, kh, kw, in]; init: kaiming_normal(mode=fan_out, relu) as torchvision's ResNet
-// (std = sqrt(2 / (out * kh * kw))); bias zero when present.
+// Filters [out, kh, kw, in / groups]; init: kaiming_normal(mode=fan_out, relu) as torchvision's
+// ResNet and MobileNet (std = sqrt(2 / (out * kh * kw)), whatever the groups, as torch's fan_out);
+// bias zero when present. groups as torch.nn.Conv2d's: ResNeXt's grouped 3x3 convolutions, and
+// depthwise ones with groups = in = out.
 class Conv2d : public Module {
  public:
   Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t pad, Generator& gen,
-         bool bias = false);
+         bool bias = false, int64_t groups = 1);
   Variable forward(const Variable& x) override;
   std::string type_name() const override { return "Conv2d"; }
 
  private:
-  int64_t in_, stride_, pad_;
+  int64_t in_, stride_, pad_, groups_;
   Variable weight_, bias_;
 };
 

@@ -168,6 +168,7 @@ struct AlgoKey {
   int device;
   DType dtype;
   int64_t n, h, w, c_in, c_out, kh, kw, stride, pad;
+  int64_t groups;
   int alignment;
   bool deterministic;
   bool heuristic;  // --cudnn-benchmark false (or deterministic): cuDNN's heuristic, untimed
@@ -200,13 +201,15 @@ struct ConvDescs {
   ConvDescs(DType dt, const Conv2dGeometry& g, const char* op) {
     set_nhwc(x, dt, g.n, g.h, g.w, g.c_in, op);
     set_nhwc(y, dt, g.n, g.out_h(), g.out_w(), g.c_out, op);
+    // A grouped filter holds c_in / groups input channels (torch's and cuDNN's convention).
     MLAI_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w.get(), cudnn_dtype(dt), CUDNN_TENSOR_NHWC,
-                                                to_int(g.c_out, op), to_int(g.c_in, op),
+                                                to_int(g.c_out, op), to_int(g.group_in(), op),
                                                 to_int(g.kh, op), to_int(g.kw, op)));
     const int p = to_int(g.pad, op), s = to_int(g.stride, op);
     const cudnnDataType_t compute = dt == DType::kFloat64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
     MLAI_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv.get(), p, p, s, s, 1, 1,
                                                      CUDNN_CROSS_CORRELATION, compute));
+    MLAI_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv.get(), to_int(g.groups, op)));
     math = is_half(dt)          ? CUDNN_TENSOR_OP_MATH
            : tf32_allowed(dt) ? CUDNN_DEFAULT_MATH
                               : CUDNN_FMA_MATH;
@@ -239,12 +242,13 @@ AlgoChoice pick(const Perf* perf, int count, const AlgoKey& key, cudnnMathType_t
     // on FMA: CUDNN_DEFAULT_MATH would let cuDNN use TF32 on Ampere and newer.
     return {static_cast<int>(p.algo), wanted == CUDNN_FMA_MATH ? wanted : p.mathType, p.memory};
   }
-  throw std::runtime_error(std::string(conv_op_name(key.op)) + ": cuDNN has no " +
-                           (key.deterministic ? "deterministic " : "") + "algorithm for " +
-                           dtype_name(key.dtype) + " input [" + std::to_string(key.n) + ", " +
-                           std::to_string(key.h) + ", " + std::to_string(key.w) + ", " +
-                           std::to_string(key.c_in) + "] with a " + std::to_string(key.kh) + "x" +
-                           std::to_string(key.kw) + " filter");
+  throw std::runtime_error(
+      std::string(conv_op_name(key.op)) + ": cuDNN has no " +
+      (key.deterministic ? "deterministic " : "") + "algorithm for " + dtype_name(key.dtype) +
+      " input [" + std::to_string(key.n) + ", " + std::to_string(key.h) + ", " +
+      std::to_string(key.w) + ", " + std::to_string(key.c_in) + "] with a " +
+      std::to_string(key.kh) + "x" + std::to_string(key.kw) + " filter" +
+      (key.groups == 1 ? "" : " in " + std::to_string(key.groups) + " groups"));
 }
 
 // Scratch for the search: the most any algorithm asks for (up to kMaxSearchWorkspace), halved
@@ -306,9 +310,22 @@ int common_alignment(std::initializer_list<const void*> ptrs) {
 
 AlgoKey make_key(ConvOp op, const Conv2dGeometry& g, const Tensor& a, const Tensor& b,
                  const Tensor& out) {
-  AlgoKey k{op,     a.device().index, a.dtype(), g.n,  g.h,      g.w,
-            g.c_in, g.c_out,          g.kh,      g.kw, g.stride, g.pad,
-            0,      deterministic(), deterministic() || !cudnn_benchmark(),
+  AlgoKey k{op,
+            a.device().index,
+            a.dtype(),
+            g.n,
+            g.h,
+            g.w,
+            g.c_in,
+            g.c_out,
+            g.kh,
+            g.kw,
+            g.stride,
+            g.pad,
+            g.groups,
+            0,
+            deterministic(),
+            deterministic() || !cudnn_benchmark(),
             tf32_allowed(a.dtype())};
   k.alignment = common_alignment({a.data_ptr(), b.data_ptr(), out.data_ptr()});
   return k;

@@ -25,10 +25,14 @@ using detail::is_half;
 using detail::to_f32;
 
 namespace {
-k::Conv2dGeometry geometry(const Shape& x, const Shape& w, int64_t stride, int64_t pad) {
-  if (x.size() != 4 || w.size() != 4 || x[3] != w[3] || stride < 1 || pad < 0)
-    throw std::invalid_argument("conv2d: input " + shape_str(x) + " (NHWC) and filter " +
-                                shape_str(w) + " (OHWI) do not fit");
+k::Conv2dGeometry geometry(const Shape& x, const Shape& w, int64_t stride, int64_t pad,
+                           int64_t groups) {
+  if (groups < 1 || x.size() != 4 || w.size() != 4 || x[3] != w[3] * groups || w[0] % groups != 0 ||
+      stride < 1 || pad < 0)
+    throw std::invalid_argument(
+        "conv2d: input " + shape_str(x) + " (NHWC) and filter " + shape_str(w) +
+        " (OHWI) do not fit" +
+        (groups == 1 ? std::string() : " in " + std::to_string(groups) + " groups"));
   k::Conv2dGeometry g;
   g.n = x[0];
   g.h = x[1];
@@ -39,6 +43,7 @@ k::Conv2dGeometry geometry(const Shape& x, const Shape& w, int64_t stride, int64
   g.kw = w[2];
   g.stride = stride;
   g.pad = pad;
+  g.groups = groups;
   if (g.out_h() < 1 || g.out_w() < 1)
     throw std::invalid_argument("conv2d: a " + std::to_string(g.kh) + "x" + std::to_string(g.kw) +
                                 " filter does not fit a " + std::to_string(g.h) + "x" +
@@ -65,16 +70,17 @@ k::Pool2dGeometry pool_geometry(const Shape& x, int64_t kernel, int64_t stride, 
 Shape out_shape(const k::Pool2dGeometry& g) { return {g.n, g.out_h(), g.out_w(), g.c}; }
 }  // namespace
 
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t pad) {
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t pad,
+              int64_t groups) {
   const char* op = "conv2d";
   check_devices(op, {&x, &w, &bias});
   check_floating(op, x);
   check_dtype(op, "the filter", w, x.dtype());
   check_dtype(op, "the bias", bias, x.dtype());
-  const auto g = geometry(x.shape(), w.shape(), stride, pad);
+  const auto g = geometry(x.shape(), w.shape(), stride, pad, groups);
   if (bias.defined()) check_shape(op, "the bias", bias, {g.c_out});
   if (x.device().is_cpu() && is_half(x.dtype()))
-    return cast(conv2d(to_f32(x), to_f32(w), to_f32(bias), stride, pad), x.dtype());
+    return cast(conv2d(to_f32(x), to_f32(w), to_f32(bias), stride, pad, groups), x.dtype());
   Tensor y = Tensor::empty(out_shape(g), x.dtype(), x.device());
   if (x.device().is_cuda()) {
     MLAI_CUDNN_CALL(op, conv2d_forward(x, w, y, g));
@@ -90,15 +96,16 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stri
 }
 
 Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shape, int64_t stride,
-                            int64_t pad) {
+                            int64_t pad, int64_t groups) {
   const char* op = "conv2d backward";
   check_devices(op, {&dy, &w});
   check_floating(op, dy);
   check_dtype(op, "the filter", w, dy.dtype());
-  const auto g = geometry(x_shape, w.shape(), stride, pad);
+  const auto g = geometry(x_shape, w.shape(), stride, pad, groups);
   check_shape(op, "dy", dy, out_shape(g));
   if (dy.device().is_cpu() && is_half(dy.dtype()))
-    return cast(conv2d_backward_data(to_f32(dy), to_f32(w), x_shape, stride, pad), dy.dtype());
+    return cast(conv2d_backward_data(to_f32(dy), to_f32(w), x_shape, stride, pad, groups),
+                dy.dtype());
   Tensor dx = Tensor::empty(x_shape, dy.dtype(), dy.device());
   if (dy.device().is_cuda()) {
     MLAI_CUDNN_CALL(op, conv2d_backward_data(dy, w, dx, g));
@@ -112,15 +119,16 @@ Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_sh
 
 std::pair<Tensor, Tensor> conv2d_backward_filter(const Tensor& x, const Tensor& dy,
                                                  const Shape& w_shape, int64_t stride, int64_t pad,
-                                                 bool want_bias) {
+                                                 bool want_bias, int64_t groups) {
   const char* op = "conv2d backward";
   check_devices(op, {&x, &dy});
   check_floating(op, x);
   check_dtype(op, "dy", dy, x.dtype());
-  const auto g = geometry(x.shape(), w_shape, stride, pad);
+  const auto g = geometry(x.shape(), w_shape, stride, pad, groups);
   check_shape(op, "dy", dy, out_shape(g));
   if (x.device().is_cpu() && is_half(x.dtype())) {
-    auto [dw, db] = conv2d_backward_filter(to_f32(x), to_f32(dy), w_shape, stride, pad, want_bias);
+    auto [dw, db] =
+        conv2d_backward_filter(to_f32(x), to_f32(dy), w_shape, stride, pad, want_bias, groups);
     return {cast(dw, x.dtype()), want_bias ? cast(db, x.dtype()) : Tensor()};
   }
   Tensor dw = Tensor::empty(w_shape, x.dtype(), x.device());

@@ -12,14 +12,16 @@
 
 namespace mlai::tensor {
 
-// x [n, h, w, c_in], w [c_out, kh, kw, c_in] (OHWI), bias [c_out] or undefined.
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t pad);
+// x [n, h, w, c_in], w [c_out, kh, kw, c_in / groups] (OHWI), bias [c_out] or undefined;
+// groups divides c_in and c_out (torch.nn.Conv2d's groups: c_in = c_out = groups is depthwise).
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t pad,
+              int64_t groups = 1);
 Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shape, int64_t stride,
-                            int64_t pad);
+                            int64_t pad, int64_t groups = 1);
 // Returns dw (and dbias when want_bias).
 std::pair<Tensor, Tensor> conv2d_backward_filter(const Tensor& x, const Tensor& dy,
                                                  const Shape& w_shape, int64_t stride, int64_t pad,
-                                                 bool want_bias);
+                                                 bool want_bias, int64_t groups = 1);
 
 // y and, on the CPU, the int64 argmax (flat input index per output element); on CUDA the
 // argmax is undefined (cuDNN's backward finds the maxima again from x and y).

@@ -39,6 +39,26 @@ TEST_F(ConvGradcheck, Conv2dGeometries) {
   }
 }
 
+// Grouped (ResNeXt's) and depthwise (MobileNet's) convolutions in float64: the grouped GEMMs,
+// the depthwise kernel at strides 1 and 2, a 5x5 depthwise filter, and a channel multiplier.
+TEST_F(ConvGradcheck, GroupedAndDepthwiseConv2d) {
+  struct G {
+    int64_t n, h, w, cin, cout, k, stride, pad, groups;
+  };
+  for (const G& g :
+       {G{2, 5, 4, 4, 6, 3, 1, 1, 2}, G{1, 6, 7, 6, 3, 1, 1, 0, 3}, G{2, 5, 5, 3, 3, 3, 1, 1, 3},
+        G{1, 7, 6, 4, 4, 3, 2, 1, 4}, G{1, 8, 8, 2, 2, 5, 2, 2, 2}, G{1, 5, 5, 2, 4, 3, 1, 1, 2}}) {
+    SCOPED_TRACE(std::to_string(g.cin) + "->" + std::to_string(g.cout) + " in " +
+                 std::to_string(g.groups) + " groups, k" + std::to_string(g.k) + " s" +
+                 std::to_string(g.stride));
+    const Tensor x = rand({g.n, g.h, g.w, g.cin}), w = rand({g.cout, g.k, g.k, g.cin / g.groups});
+    expect_ok([&](auto& v) { return conv2d(v[0], v[1], Variable(), g.stride, g.pad, g.groups); },
+              {x, w});
+    expect_ok([&](auto& v) { return conv2d(v[0], v[1], v[2], g.stride, g.pad, g.groups); },
+              {x, w, rand({g.cout})});
+  }
+}
+
 TEST_F(ConvGradcheck, MaxPoolAndGlobalAvgPool) {
   // Distinct values, so no two window entries tie (the max is then differentiable).
   Tensor x = Tensor::empty({2, 7, 6, 3}, DType::kFloat64);

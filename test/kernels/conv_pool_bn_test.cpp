@@ -57,17 +57,19 @@ double rel_err(const Vec& a, const Vec& ref) {
 std::string describe(const Conv2dGeometry& g) {
   auto d = [](int64_t v) { return std::to_string(v); };
   return "n" + d(g.n) + " " + d(g.h) + "x" + d(g.w) + "x" + d(g.c_in) + " -> " + d(g.c_out) +
-         ", k" + d(g.kh) + "x" + d(g.kw) + " s" + d(g.stride) + " p" + d(g.pad);
+         ", k" + d(g.kh) + "x" + d(g.kw) + " s" + d(g.stride) + " p" + d(g.pad) + " g" +
+         d(g.groups);
 }
 
 struct ConvRef {
   Vec y, dx, dw, dbias;
 };
 
-// The definition, one multiply-add per (image, output pixel, out channel, tap, in channel).
+// The definition, one multiply-add per (image, output pixel, out channel, tap, in channel of the
+// out channel's group).
 ConvRef naive_conv(const Vec& x, const Vec& w, const Vec* bias, const Vec& dy,
                    const Conv2dGeometry& g) {
-  const int64_t oh = g.out_h(), ow = g.out_w();
+  const int64_t oh = g.out_h(), ow = g.out_w(), cg = g.c_in / g.groups, og = g.c_out / g.groups;
   ConvRef r{Vec(g.n * oh * ow * g.c_out, 0.0), Vec(x.size(), 0.0), Vec(w.size(), 0.0),
             Vec(g.c_out, 0.0)};
   for (int64_t b = 0; b < g.n; ++b)
@@ -79,11 +81,11 @@ ConvRef naive_conv(const Vec& x, const Vec& w, const Vec* bias, const Vec& dy,
           r.dbias[co] += dy[o];
           for (int64_t i = 0; i < g.kh; ++i)
             for (int64_t j = 0; j < g.kw; ++j)
-              for (int64_t ci = 0; ci < g.c_in; ++ci) {
+              for (int64_t ci = 0; ci < cg; ++ci) {
                 const int64_t iy = oy * g.stride - g.pad + i, ix = ox * g.stride - g.pad + j;
                 if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) continue;
-                const int64_t xi = ((b * g.h + iy) * g.w + ix) * g.c_in + ci;
-                const int64_t wi = ((co * g.kh + i) * g.kw + j) * g.c_in + ci;
+                const int64_t xi = ((b * g.h + iy) * g.w + ix) * g.c_in + (co / og) * cg + ci;
+                const int64_t wi = ((co * g.kh + i) * g.kw + j) * cg + ci;
                 r.y[o] += x[xi] * w[wi];
                 r.dx[xi] += dy[o] * w[wi];
                 r.dw[wi] += dy[o] * x[xi];
@@ -97,7 +99,7 @@ void check_conv(const Conv2dGeometry& g, bool with_bias, double tol, uint32_t se
                 ConvAlgo algo = ConvAlgo::kAuto) {
   const int64_t ny = g.n * g.out_h() * g.out_w() * g.c_out;
   const Vec x = through<T>(random_vec(g.n * g.h * g.w * g.c_in, seed)),
-            w = through<T>(random_vec(g.c_out * g.kh * g.kw * g.c_in, seed + 1)),
+            w = through<T>(random_vec(g.c_out * g.kh * g.kw * g.group_in(), seed + 1)),
             bias = through<T>(random_vec(g.c_out, seed + 2)),
             dy = through<T>(random_vec(ny, seed + 3));
   SCOPED_TRACE(describe(g) + (sizeof(T) == 4 ? " float" : " double") +
@@ -135,6 +137,140 @@ TEST(ConvKernel, DoubleAndFloatMatchDirectLoops) {
     const auto seed = static_cast<uint32_t>(10 * i);
     check_conv<double>(kConvCases[i], i % 2 == 0, 1e-13, seed);
     check_conv<float>(kConvCases[i], i % 2 == 1, 1e-5, seed + 5);
+  }
+}
+
+// Grouped convolutions (ResNeXt's, torch's groups): one GEMM per group on patch columns ordered
+// group by group, with im2col and without (1x1), with a bias, chunked; and depthwise ones
+// (groups = c_in = c_out) through their own kernel (kAuto) and through im2col, at every stride,
+// padding and filter size MobileNet and EfficientNet use. A depthwise layer with a channel
+// multiplier (c_out = 2 c_in) takes the grouped GEMMs.
+TEST(ConvKernel, GroupedAndDepthwiseMatchDirectLoops) {
+  const Conv2dGeometry grouped[] = {
+      {.n = 2,
+       .h = 9,
+       .w = 7,
+       .c_in = 8,
+       .c_out = 12,
+       .kh = 3,
+       .kw = 3,
+       .stride = 1,
+       .pad = 1,
+       .groups = 4},
+      {.n = 3,
+       .h = 11,
+       .w = 10,
+       .c_in = 6,
+       .c_out = 4,
+       .kh = 3,
+       .kw = 3,
+       .stride = 2,
+       .pad = 1,
+       .groups = 2},
+      {.n = 2,
+       .h = 6,
+       .w = 5,
+       .c_in = 12,
+       .c_out = 9,
+       .kh = 1,
+       .kw = 1,
+       .stride = 1,
+       .pad = 0,
+       .groups = 3},
+      {.n = 1,
+       .h = 9,
+       .w = 7,
+       .c_in = 6,
+       .c_out = 6,
+       .kh = 1,
+       .kw = 1,
+       .stride = 2,
+       .pad = 0,
+       .groups = 3},
+      {.n = 2,
+       .h = 7,
+       .w = 7,
+       .c_in = 5,
+       .c_out = 10,
+       .kh = 3,
+       .kw = 3,
+       .stride = 1,
+       .pad = 1,
+       .groups = 5},
+      {.n = 5,
+       .h = 32,
+       .w = 32,
+       .c_in = 64,
+       .c_out = 64,
+       .kh = 3,
+       .kw = 3,
+       .stride = 1,
+       .pad = 1,
+       .groups = 32},
+  };
+  for (size_t i = 0; i < std::size(grouped); ++i) {
+    const auto seed = static_cast<uint32_t>(300 + 10 * i);
+    check_conv<double>(grouped[i], i % 2 == 0, 1e-13, seed);
+    check_conv<float>(grouped[i], i % 2 == 1, 1e-5, seed + 5);
+  }
+  const Conv2dGeometry depthwise[] = {
+      {.n = 2,
+       .h = 9,
+       .w = 7,
+       .c_in = 7,
+       .c_out = 7,
+       .kh = 3,
+       .kw = 3,
+       .stride = 1,
+       .pad = 1,
+       .groups = 7},
+      {.n = 3,
+       .h = 10,
+       .w = 11,
+       .c_in = 16,
+       .c_out = 16,
+       .kh = 3,
+       .kw = 3,
+       .stride = 2,
+       .pad = 1,
+       .groups = 16},
+      {.n = 2,
+       .h = 12,
+       .w = 9,
+       .c_in = 5,
+       .c_out = 5,
+       .kh = 5,
+       .kw = 5,
+       .stride = 2,
+       .pad = 2,
+       .groups = 5},
+      {.n = 1,
+       .h = 6,
+       .w = 8,
+       .c_in = 3,
+       .c_out = 3,
+       .kh = 3,
+       .kw = 3,
+       .stride = 1,
+       .pad = 0,
+       .groups = 3},
+      {.n = 2,
+       .h = 4,
+       .w = 4,
+       .c_in = 33,
+       .c_out = 33,
+       .kh = 3,
+       .kw = 3,
+       .stride = 3,
+       .pad = 2,
+       .groups = 33},
+  };
+  for (size_t i = 0; i < std::size(depthwise); ++i) {
+    const auto seed = static_cast<uint32_t>(400 + 10 * i);
+    for (ConvAlgo algo : {ConvAlgo::kAuto, ConvAlgo::kIm2col}) {
+      check_conv<double>(depthwise[i], i % 2 == 0, 1e-13, seed, algo);
+      check_conv<float>(depthwise[i], i % 2 == 1, 1e-5, seed + 5, algo);
+    }
   }
 }
 

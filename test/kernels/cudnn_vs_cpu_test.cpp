@@ -109,6 +109,45 @@ TEST_F(CudnnVsCpu, Conv2dForwardAndBothBackwards) {
     }
 }
 
+// Grouped and depthwise convolutions (cuDNN's group count, filters of c_in / groups channels)
+// against the CPU's grouped GEMMs and depthwise kernel, in every dtype, with --deterministic
+// and cuDNN's heuristic choice too: ResNeXt's 32 groups, MobileNet's depthwise 3x3 at strides
+// 1 and 2, a 5x5 depthwise filter, and a 1x1 grouped layer.
+TEST_F(CudnnVsCpu, GroupedAndDepthwiseConv2d) {
+  struct GroupedCase {
+    int64_t n, h, w, cin, cout, k, stride, pad, groups;
+  };
+  const GroupedCase cases[] = {{2, 16, 16, 128, 128, 3, 1, 1, 32}, {2, 9, 11, 12, 8, 3, 2, 1, 4},
+                               {3, 12, 12, 32, 32, 3, 1, 1, 32},   {2, 13, 11, 24, 24, 3, 2, 1, 24},
+                               {2, 14, 14, 40, 40, 5, 2, 2, 40},   {2, 7, 9, 12, 18, 1, 1, 0, 3}};
+  for (bool det : {false, true}) {
+    set_deterministic(det);
+    for (DType dt : kDtypes)
+      for (const GroupedCase& g : cases) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + (det ? " deterministic " : " ") +
+                     std::to_string(g.cin) + "->" + std::to_string(g.cout) + " groups " +
+                     std::to_string(g.groups) + " k" + std::to_string(g.k) + " s" +
+                     std::to_string(g.stride));
+        const Tensor x = rand({g.n, g.h, g.w, g.cin}, dt),
+                     w = rand({g.cout, g.k, g.k, g.cin / g.groups}, dt), b = rand({g.cout}, dt);
+        const Tensor gx = x.to(kGpu), gw = w.to(kGpu), gb = b.to(kGpu);
+        const Tensor y = conv2d(x, w, b, g.stride, g.pad, g.groups);
+        EXPECT_GPU_NEAR(conv2d(gx, gw, gb, g.stride, g.pad, g.groups), y, conv_tol(dt));
+        const Tensor dy = rand(y.shape(), dt), gdy = dy.to(kGpu);
+        EXPECT_GPU_NEAR(conv2d_backward_data(gdy, gw, x.shape(), g.stride, g.pad, g.groups),
+                        conv2d_backward_data(dy, w, x.shape(), g.stride, g.pad, g.groups),
+                        conv_tol(dt));
+        const auto [dw, db] =
+            conv2d_backward_filter(x, dy, w.shape(), g.stride, g.pad, true, g.groups);
+        const auto [gdw, gdb] =
+            conv2d_backward_filter(gx, gdy, w.shape(), g.stride, g.pad, true, g.groups);
+        EXPECT_GPU_NEAR(gdw, dw, conv_tol(dt));
+        EXPECT_GPU_NEAR(gdb, db, conv_tol(dt));
+      }
+  }
+  set_deterministic(false);
+}
+
 // Operands at an odd element offset (views into a larger buffer) are only 2- or 4-byte aligned;
 // the algorithm cache keys on alignment, so they get a search of their own instead of reusing
 // the choice made for the allocator's 256-byte-aligned buffers of the same shape.

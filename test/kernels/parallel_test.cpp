@@ -221,6 +221,49 @@ TEST(ParallelKernels, ConvolutionMatchesDirectLoopsAndKeepsItsBitsOnThePool) {
   }
 }
 
+// The depthwise kernel's three passes on one thread and on the pool, with a filter gradient
+// summed over many blocks of rows (batch 8 of 40 rows: more than the 256-block cap, so blocks
+// hold several rows): the same bits.
+TEST(ParallelKernels, DepthwiseConvolutionKeepsItsBitsOnThePool) {
+  Conv2dGeometry g;
+  g.n = 80;
+  g.h = g.w = 40;
+  g.c_in = g.c_out = g.groups = 24;
+  g.kh = g.kw = 3;
+  g.stride = 1;
+  g.pad = 1;
+  ASSERT_TRUE(g.depthwise());
+  const auto x = random_vector(static_cast<size_t>(g.n * g.h * g.w * g.c_in), 4);
+  const auto w = random_vector(static_cast<size_t>(g.c_out * g.kh * g.kw), 5);
+  const auto dy = random_vector(static_cast<size_t>(g.n * g.out_h() * g.out_w() * g.c_out), 6);
+  auto [y1, yp] = on_one_thread_and_pool([&] {
+    std::vector<float> y(dy.size());
+    conv2d_forward(x.data(), w.data(), static_cast<const float*>(nullptr), y.data(), g);
+    return y;
+  });
+  auto [dx1, dxp] = on_one_thread_and_pool([&] {
+    std::vector<float> dx(x.size());
+    conv2d_backward_data(dy.data(), w.data(), dx.data(), g);
+    return dx;
+  });
+  auto [dw1, dwp] = on_one_thread_and_pool([&] {
+    std::vector<float> dw(w.size());
+    conv2d_backward_filter(x.data(), dy.data(), dw.data(), static_cast<float*>(nullptr), g);
+    return dw;
+  });
+  EXPECT_TRUE(same_bits(y1, yp));
+  EXPECT_TRUE(same_bits(dx1, dxp));
+  EXPECT_TRUE(same_bits(dw1, dwp));
+  // The filter gradient against a double sum of the definition for a few channels.
+  for (int64_t c : {0, 11, 23}) {
+    double ref = 0;  // tap (1, 1): x under the filter's centre
+    for (int64_t r = 0; r < g.n * g.h * g.w; ++r)
+      ref +=
+          double(dy[static_cast<size_t>(r * g.c_in + c)]) * x[static_cast<size_t>(r * g.c_in + c)];
+    EXPECT_NEAR(dw1[static_cast<size_t>(c * 9 + 4)], ref, 1e-5 * std::fabs(ref) + 1e-3);
+  }
+}
+
 TEST(ParallelKernels, BatchNormKeepsItsBitsOnThePoolAndMatchesTwoPassStatistics) {
   const int64_t rows = 4099, c = 24;  // 1365-row blocks: 4 of them, the last short
   const auto x = random_vector(static_cast<size_t>(rows * c), 4);
