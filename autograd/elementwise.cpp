@@ -38,6 +38,13 @@ struct ReluNode : Node {
   const char* name() const override { return "ReluBackward"; }
 };
 
+// relu6'(x) = [0 < y < 6], read from the output as for relu.
+struct Relu6Node : Node {
+  Tensor y;
+  std::vector<Tensor> backward(const Tensor& g) override { return {t::relu6_backward(g, y)}; }
+  const char* name() const override { return "Relu6Backward"; }
+};
+
 struct BiasActNode : Node {
   Tensor y;  // set only when relu was applied
   std::vector<Tensor> backward(const Tensor& g) override {
@@ -75,6 +82,16 @@ Variable relu(const Variable& x) {
   std::shared_ptr<ReluNode> node;
   if (needs_grad({&x})) {
     node = std::make_shared<ReluNode>();
+    node->y = y;
+  }
+  return make_result(y, node, {&x});
+}
+
+Variable relu6(const Variable& x) {
+  Tensor y = t::relu6(x.data());
+  std::shared_ptr<Relu6Node> node;
+  if (needs_grad({&x})) {
+    node = std::make_shared<Relu6Node>();
     node->y = y;
   }
   return make_result(y, node, {&x});

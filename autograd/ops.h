@@ -14,6 +14,8 @@ Variable sub(const Variable& a, const Variable& b);
 Variable mul(const Variable& a, const Variable& b);
 Variable scale(const Variable& x, double alpha);
 Variable relu(const Variable& x);
+// min(max(x, 0), 6): torch's ReLU6 (MobileNet).
+Variable relu6(const Variable& x);
 // x [rows, cols] + bias [cols], then relu when apply_relu (one fused kernel each way).
 Variable bias_act(const Variable& x, const Variable& bias, bool apply_relu);
 

@@ -141,6 +141,8 @@ int main(int argc, char** argv) {
     // Lightning's max_steps alone trains as many epochs as the steps need (max_epochs -1).
     if (app.count("--max-steps") && !app.count("--epochs") && cfg.max_steps > 0) cfg.epochs = -1;
     cfg.hidden = mlai::train_flags::parse_widths(hidden);
+    // torchvision's MobileNetV2 has dropout 0.2 before its classifier: the default there.
+    if (!app.count("--dropout") && cfg.arch.rfind("mobilenet", 0) == 0) cfg.dropout = 0.2;
     // --test-only, --validate-only: what the command line (or --config) leaves unset comes from the checkpoint's
     // run, so `--test-only --test-ckpt best.h5` tests the model it trained on its data.
     if ((cfg.test_only || cfg.validate_only) && std::filesystem::is_regular_file(cfg.test_ckpt)) {

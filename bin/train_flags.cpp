@@ -23,8 +23,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_option("--hidden", hidden, "Hidden widths of the mlp, comma-separated (default 128,256)")
       ->delimiter(',');
   app.add_option("--dropout", c.dropout,
-                 "Dropout after each hidden layer of the mlp, and between the two convolutions "
-                 "of each wrn block")
+                 "Dropout after each hidden layer of the mlp, between the two convolutions "
+                 "of each wrn block, and before the mobilenets' classifier (0.2 there unless "
+                 "given, as torchvision)")
       ->capture_default_str();
   app.add_option("--dataset", c.dataset, "Dataset: " + join(mlai::io::dataset_names()))
       ->capture_default_str();

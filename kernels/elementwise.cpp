@@ -48,6 +48,23 @@ void relu_backward_loop(const T* dy, const T* x, T* dx, int64_t n) {
   }
 }
 template <class T>
+void relu6_loop(const T* x, T* y, int64_t n) {
+  using A = acc_t<T>;
+  for (int64_t i = 0; i < n; ++i) {
+    const A v = to_acc(x[i]);
+    y[i] = from_acc<T>(v > 0 ? (v < 6 ? v : A(6)) : A(0));
+  }
+}
+template <class T>
+void relu6_backward_loop(const T* dy, const T* x, T* dx, int64_t n) {
+  const T zero = from_acc<T>(0);
+  for (int64_t i = 0; i < n; ++i) {
+    const T g = dy[i];
+    const auto v = to_acc(x[i]);
+    dx[i] = v > 0 && v < 6 ? g : zero;
+  }
+}
+template <class T>
 void bias_act_loop(const T* x, const T* bias, T* y, int64_t rows, int64_t cols, bool apply_relu) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * cols;
@@ -107,6 +124,17 @@ void relu_backward(const T* dy, const T* x, T* dx, int64_t n) {
 }
 
 template <class T>
+void relu6(const T* x, T* y, int64_t n) {
+  parallel_for(n, kElementGrain, [=](int64_t i, int64_t e) { relu6_loop(x + i, y + i, e - i); });
+}
+
+template <class T>
+void relu6_backward(const T* dy, const T* x, T* dx, int64_t n) {
+  parallel_for(n, kElementGrain,
+               [=](int64_t i, int64_t e) { relu6_backward_loop(dy + i, x + i, dx + i, e - i); });
+}
+
+template <class T>
 void bias_act(const T* x, const T* bias, T* y, int64_t rows, int64_t cols, bool apply_relu) {
   const int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(cols, 1));
   parallel_for(rows, grain, [=](int64_t r, int64_t e) {
@@ -114,15 +142,17 @@ void bias_act(const T* x, const T* bias, T* y, int64_t rows, int64_t cols, bool 
   });
 }
 
-#define MLAI_INSTANTIATE(T)                                        \
-  template void add<T>(const T*, const T*, T*, int64_t);           \
-  template void sub<T>(const T*, const T*, T*, int64_t);           \
-  template void mul<T>(const T*, const T*, T*, int64_t);           \
-  template void div<T>(const T*, const T*, T*, int64_t);           \
-  template void scale<T>(const T*, double, T*, int64_t);           \
-  template void axpy<T>(double, const T*, T*, int64_t);            \
-  template void relu<T>(const T*, T*, int64_t);                    \
-  template void relu_backward<T>(const T*, const T*, T*, int64_t); \
+#define MLAI_INSTANTIATE(T)                                         \
+  template void add<T>(const T*, const T*, T*, int64_t);            \
+  template void sub<T>(const T*, const T*, T*, int64_t);            \
+  template void mul<T>(const T*, const T*, T*, int64_t);            \
+  template void div<T>(const T*, const T*, T*, int64_t);            \
+  template void scale<T>(const T*, double, T*, int64_t);            \
+  template void axpy<T>(double, const T*, T*, int64_t);             \
+  template void relu<T>(const T*, T*, int64_t);                     \
+  template void relu_backward<T>(const T*, const T*, T*, int64_t);  \
+  template void relu6<T>(const T*, T*, int64_t);                    \
+  template void relu6_backward<T>(const T*, const T*, T*, int64_t); \
   template void bias_act<T>(const T*, const T*, T*, int64_t, int64_t, bool);
 MLAI_INSTANTIATE(float)
 MLAI_INSTANTIATE(double)

@@ -59,6 +59,21 @@ struct ReluBackwardOp {  // (dy, x) -> dy where x > 0; dy is passed through unto
   }
 };
 
+template <class T>
+struct Relu6Op {  // nan gives 0, as on the CPU
+  __device__ T operator()(T x) const {
+    const acc_t<T> v = dev::to_acc(x);
+    return dev::from_acc<T>(v > 0 ? (v < 6 ? v : acc_t<T>(6)) : acc_t<T>(0));
+  }
+};
+template <class T>
+struct Relu6BackwardOp {  // (dy, x) -> dy where 0 < x < 6
+  __device__ T operator()(T dy, T x) const {
+    const acc_t<T> v = dev::to_acc(x);
+    return v > 0 && v < 6 ? dy : dev::from_acc<T>(acc_t<T>(0));
+  }
+};
+
 template <class T, int kArity, class Op>
 __device__ __forceinline__ T apply(const Op& op, T a, T b) {
   if constexpr (kArity == 1) {
@@ -168,6 +183,15 @@ void relu_backward(const T* dy, const T* x, T* dx, int64_t n, StreamHandle strea
 }
 
 template <class T>
+void relu6(const T* x, T* y, int64_t n, StreamHandle stream) {
+  launch_map<T, 1>(y, x, x, n, Relu6Op<T>{}, stream);
+}
+template <class T>
+void relu6_backward(const T* dy, const T* x, T* dx, int64_t n, StreamHandle stream) {
+  launch_map<T, 2>(dx, dy, x, n, Relu6BackwardOp<T>{}, stream);
+}
+
+template <class T>
 void bias_act(const T* x, const T* bias, T* y, int64_t rows, int64_t cols, bool apply_relu,
               StreamHandle stream) {
   const int64_t n = rows * cols;
@@ -179,15 +203,17 @@ void bias_act(const T* x, const T* bias, T* y, int64_t rows, int64_t cols, bool 
   MLAI_LAUNCH_CHECK();
 }
 
-#define MLAI_INSTANTIATE(T)                                                      \
-  template void add<T>(const T*, const T*, T*, int64_t, StreamHandle);           \
-  template void sub<T>(const T*, const T*, T*, int64_t, StreamHandle);           \
-  template void mul<T>(const T*, const T*, T*, int64_t, StreamHandle);           \
-  template void div<T>(const T*, const T*, T*, int64_t, StreamHandle);           \
-  template void scale<T>(const T*, double, T*, int64_t, StreamHandle);           \
-  template void axpy<T>(double, const T*, T*, int64_t, StreamHandle);            \
-  template void relu<T>(const T*, T*, int64_t, StreamHandle);                    \
-  template void relu_backward<T>(const T*, const T*, T*, int64_t, StreamHandle); \
+#define MLAI_INSTANTIATE(T)                                                       \
+  template void add<T>(const T*, const T*, T*, int64_t, StreamHandle);            \
+  template void sub<T>(const T*, const T*, T*, int64_t, StreamHandle);            \
+  template void mul<T>(const T*, const T*, T*, int64_t, StreamHandle);            \
+  template void div<T>(const T*, const T*, T*, int64_t, StreamHandle);            \
+  template void scale<T>(const T*, double, T*, int64_t, StreamHandle);            \
+  template void axpy<T>(double, const T*, T*, int64_t, StreamHandle);             \
+  template void relu<T>(const T*, T*, int64_t, StreamHandle);                     \
+  template void relu_backward<T>(const T*, const T*, T*, int64_t, StreamHandle);  \
+  template void relu6<T>(const T*, T*, int64_t, StreamHandle);                    \
+  template void relu6_backward<T>(const T*, const T*, T*, int64_t, StreamHandle); \
   template void bias_act<T>(const T*, const T*, T*, int64_t, int64_t, bool, StreamHandle);
 MLAI_INSTANTIATE(float)
 MLAI_INSTANTIATE(double)

@@ -8,8 +8,8 @@
 
 namespace mlai::nn {
 
-// Marks every residual block of `model` (BasicBlock, Bottleneck, WideBasic) checkpointed and
-// returns how many there are (0: the model has none, e.g. the mlp).
+// Marks every residual block of `model` (BasicBlock, Bottleneck, WideBasic, InvertedResidual)
+// checkpointed and returns how many there are (0: the model has none, e.g. the mlp).
 int enable_activation_checkpointing(Module& model);
 
 }  // namespace mlai::nn

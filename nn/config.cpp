@@ -65,7 +65,8 @@ void Config::validate() const {
           "capture cannot; drop --cuda-graphs while looking for the nan");
   require(!cuda_graphs || dropout == 0,
           "--cuda-graphs with --dropout > 0: the captured step would replay one dropout mask "
-          "every step (the random offsets are fixed at capture); drop one of the two");
+          "every step (the random offsets are fixed at capture); drop one of the two (the "
+          "mobilenets' classifier has torchvision's 0.2 unless --dropout 0)");
   require(accumulate_grad_batches >= 1 && accumulate_grad_batches <= 1 << 20,
           "--accumulate-grad-batches must be in [1, 2^20], got " +
               std::to_string(accumulate_grad_batches));

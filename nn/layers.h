@@ -27,6 +27,12 @@ class ReLU : public Module {
   std::string type_name() const override { return "ReLU"; }
 };
 
+class ReLU6 : public Module {
+ public:
+  Variable forward(const Variable& x) override { return autograd::relu6(x); }
+  std::string type_name() const override { return "ReLU6"; }
+};
+
 class Flatten : public Module {
  public:
   Variable forward(const Variable& x) override { return autograd::flatten(x, 1); }

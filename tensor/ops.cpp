@@ -105,6 +105,23 @@ Tensor relu_backward(const Tensor& dy, const Tensor& x) {
   return dx;
 }
 
+Tensor relu6(const Tensor& x) {
+  Tensor out = like(x);
+  MLAI_DISPATCH_FLOAT(
+      x.dtype(), "relu6",
+      MLAI_CALL(x.device(), relu6<scalar_t>, x.data<scalar_t>(), out.data<scalar_t>(), x.numel()));
+  return out;
+}
+
+Tensor relu6_backward(const Tensor& dy, const Tensor& x) {
+  check_same("relu6_backward", dy, x);
+  Tensor dx = like(x);
+  MLAI_DISPATCH_FLOAT(x.dtype(), "relu6_backward",
+                      MLAI_CALL(x.device(), relu6_backward<scalar_t>, dy.data<scalar_t>(),
+                                x.data<scalar_t>(), dx.data<scalar_t>(), x.numel()));
+  return dx;
+}
+
 Tensor bias_act(const Tensor& x, const Tensor& bias, bool apply_relu) {
   check_same("bias_act", x, bias, false);
   if (x.ndim() != 2 || bias.ndim() != 1 || bias.size(0) != x.size(1))

@@ -16,6 +16,9 @@ Tensor scale(const Tensor& x, double alpha);
 void axpy_(double alpha, const Tensor& x, Tensor& y);  // y += alpha * x, in place
 Tensor relu(const Tensor& x);
 Tensor relu_backward(const Tensor& dy, const Tensor& x);
+// torch's ReLU6: min(max(x, 0), 6); the backward passes dy where 0 < x < 6 (x or the output).
+Tensor relu6(const Tensor& x);
+Tensor relu6_backward(const Tensor& dy, const Tensor& x);
 // x: [rows, cols], bias: [cols]; y = x + bias (then relu when apply_relu).
 Tensor bias_act(const Tensor& x, const Tensor& bias, bool apply_relu);
 

@@ -54,6 +54,9 @@ def main():
     os.makedirs(a.dir, exist_ok=True)
     torch.manual_seed(a.seed)
     model = ti.make_model(a.arch, 10)
+    for mod in model.modules():  # mlai_parity builds its model without dropout (mobilenet_v2)
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
     weights, golden = os.path.join(a.dir, "weights.h5"), os.path.join(a.dir, "golden.h5")
     ti.write_weights(model, weights)  # float32: what both sides start from
 

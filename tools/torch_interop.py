@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-# Moves torchvision ResNet weights (and the CIFAR ResNet-20...110 built here from torchvision's
-# BasicBlock, and the CIFAR Wide ResNets built here) between PyTorch and mlai's HDF5 layout ("model/<name>" datasets,
+# Moves torchvision ResNet, ResNeXt and MobileNetV2 weights (and the CIFAR ResNet-20...110 built
+# here from torchvision's BasicBlock, and the CIFAR Wide ResNets built here) between PyTorch and mlai's HDF5 layout ("model/<name>" datasets,
 # conv filters OHWI). `export` writes a torchvision model as an mlai weights file (for
 # mlai_train --pretrained); `load` reads an mlai checkpoint back into torchvision and saves it.
 import argparse
@@ -20,7 +20,9 @@ WRN = {"wrn16_4": (16, 4), "wrn16_8": (16, 8), "wrn22_8": (22, 8), "wrn28_10": (
        "wrn40_4": (40, 4)}
 ARCHS = ["resnet18", "resnet18_cifar", "resnet34", "resnet34_cifar", "resnet50",
          "resnet50_cifar", "resnet101", "resnet101_cifar", "resnet152", "resnet152_cifar",
-         "wide_resnet50_2", "wide_resnet101_2"] + list(CIFAR_DEPTHS) + list(WRN)
+         "wide_resnet50_2", "wide_resnet101_2", "resnext50_32x4d", "resnext50_32x4d_cifar",
+         "resnext101_32x8d", "resnext101_64x4d", "mobilenet_v2", "mobilenet_v2_cifar"] + \
+    list(CIFAR_DEPTHS) + list(WRN)
 
 
 class CifarResNet(nn.Module):
@@ -112,12 +114,31 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(self.relu(self.bn(x))), 1))
 
 
+def make_mobilenet(arch, num_classes, in_channels, weights):
+    """torchvision's mobilenet_v2; mobilenet_v2_cifar as mlai builds it: the stem and the first
+    24-wide block at stride 1 (same layers and names)."""
+    m = torchvision.models.mobilenet_v2(**({"weights": weights} if weights is not None
+                                           else {"num_classes": num_classes}))
+    if m.classifier[1].out_features != num_classes:
+        m.classifier[1] = nn.Linear(m.classifier[1].in_features, num_classes)
+    stem = m.features[0][0]
+    if in_channels != 3:
+        m.features[0][0] = nn.Conv2d(in_channels, 32, 3, stem.stride, 1, bias=False)
+    if arch.endswith("_cifar"):
+        m.features[0][0].stride = (1, 1)
+        m.features[2].conv[1][0].stride = (1, 1)
+    return m
+
+
 def make_model(arch, num_classes, in_channels=3, weights=None):
-    """torchvision resnet18/34/50/101/152 and wide_resnet50_2/101_2, or the *_cifar variants
-    (3x3/1 stem, no max pool), or a CIFAR ResNet (resnet20 ... resnet110) or Wide ResNet
-    (wrn16_4 ... wrn40_4; neither has torchvision weights)."""
+    """torchvision resnet18/34/50/101/152, wide_resnet50_2/101_2, resnext50_32x4d,
+    resnext101_32x8d/64x4d and mobilenet_v2, or the *_cifar variants (ResNets: 3x3/1 stem, no
+    max pool; MobileNetV2: see make_mobilenet), or a CIFAR ResNet (resnet20 ... resnet110) or Wide
+    ResNet (wrn16_4 ... wrn40_4; neither has torchvision weights)."""
     if arch not in ARCHS:
         raise SystemExit(f"torch_interop: error: --arch '{arch}' is unknown ({', '.join(ARCHS)})")
+    if arch.startswith("mobilenet"):
+        return make_mobilenet(arch, num_classes, in_channels, weights)
     if arch in CIFAR_DEPTHS or arch in WRN:
         if weights is not None:
             raise SystemExit(f"torch_interop: error: torchvision has no weights for {arch}")

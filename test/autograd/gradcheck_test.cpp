@@ -47,6 +47,15 @@ TEST_F(Gradcheck, ScaleAndRelu) {
   const Shape s{dim(2, 9), dim(1, 4)};
   expect_ok([](auto& v) { return scale(v[0], -1.75); }, {rand(s)});
   expect_ok([](auto& v) { return relu(v[0]); }, {rand_away_from_zero(s)});
+  // relu6 on [-4, 10] (away from its kinks at 0 and 6): both clamps and the slope between.
+  Tensor x = scale(rand_away_from_zero(s), 7.0);  // [-7, 7]
+  double* p = x.data<double>();
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    p[i] += 3.0;
+    if (std::fabs(p[i] - 6.0) < 1e-3) p[i] = 6.5;
+    if (std::fabs(p[i]) < 1e-3) p[i] = 0.5;
+  }
+  expect_ok([](auto& v) { return relu6(v[0]); }, {x});
 }
 
 TEST_F(Gradcheck, BiasAct) {

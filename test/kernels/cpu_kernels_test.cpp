@@ -2,6 +2,7 @@
 // against straightforward references on random data.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -69,6 +70,22 @@ TEST(CpuKernels, ElementwiseAgainstScalarReference) {
     ASSERT_EQ(rb[i], x[i] > 0 ? y[i] : 0);
     ASSERT_EQ(ax[i], y[i] + 0.5 * x[i]);
   }
+  // relu6 = min(max(x, 0), 6) over [-10, 10] and its kinks; the backward passes dy where
+  // 0 < x < 6 only (torch's hardtanh_backward: 0 at both kinks); nan gives 0 as relu does.
+  Tensor w = scale(a, 5.0);
+  std::vector<double> wv = w.to_vector<double>();
+  wv[0] = 0.0, wv[1] = 6.0, wv[2] = -0.0, wv[3] = std::nan(""), wv[4] = 6.5, wv[5] = 5.999;
+  w = Tensor::from_vector(wv, {1001});
+  const auto r6 = relu6(w).to_vector<double>(), r6b = relu6_backward(b, w).to_vector<double>();
+  for (size_t i = 0; i < wv.size(); ++i) {
+    const double v = wv[i];
+    ASSERT_EQ(r6[i], v > 0 ? std::min(v, 6.0) : 0.0) << v;
+    ASSERT_EQ(r6b[i], v > 0 && v < 6 ? y[i] : 0.0) << v;
+  }
+  EXPECT_EQ(r6[3], 0.0);
+  EXPECT_EQ(r6[4], 6.0);
+  EXPECT_EQ(r6b[1], 0.0);
+  EXPECT_EQ(r6b[5], y[5]);
   EXPECT_THROW(add(a, Tensor::zeros({1000}, DType::kFloat64)), std::invalid_argument);
   EXPECT_THROW(add(a, Tensor::zeros({1001}, DType::kFloat32)), std::invalid_argument);
 }

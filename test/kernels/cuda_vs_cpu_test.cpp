@@ -68,6 +68,9 @@ TEST_F(CudaVsCpu, ElementwiseOps) {
       EXPECT_GPU_MATCHES(dt, E, scale(a, -0.37), scale(ga, -0.37));
       EXPECT_GPU_MATCHES(dt, E, relu(a), relu(ga));
       EXPECT_GPU_MATCHES(dt, E, relu_backward(b, a), relu_backward(gb, ga));
+      const Tensor wide = scale(a, 8.0), gwide = wide.to(kGpu);  // [-8, 8]: both of relu6's clamps
+      EXPECT_GPU_MATCHES(dt, E, relu6(wide), relu6(gwide));
+      EXPECT_GPU_MATCHES(dt, E, relu6_backward(b, wide), relu6_backward(gb, gwide));
       Tensor y = b.clone(), gy = b.to(kGpu);
       axpy_(0.61, a, y);
       axpy_(0.61, ga, gy);

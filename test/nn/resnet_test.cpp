@@ -88,9 +88,10 @@ TEST(ResNet, DeeperResNetsHaveTorchvisionsCountsAndNames) {
   EXPECT_EQ((*small)(autograd::Variable(x)).shape(), (Shape{2, 10}));
 }
 
-// ResNet-101 and -152 (Bottlenecks [3, 4, 23, 3] and [3, 8, 36, 3]) and Wide ResNet-50-2 and
-// -101-2 (the Bottleneck's inner 1x1 and 3x3 convs twice as wide, its output not): torchvision
-// 0.29's parameter counts, state_dict sizes and shapes, and the small-image variants' counts.
+// ResNet-101 and -152 (Bottlenecks [3, 4, 23, 3] and [3, 8, 36, 3]), Wide ResNet-50-2 and
+// -101-2 (the Bottleneck's inner 1x1 and 3x3 convs twice as wide, its output not) and the
+// ResNeXts (the 3x3 conv grouped): torchvision 0.29's parameter counts, state_dict sizes and
+// shapes, and the small-image variants' counts.
 TEST(ResNet, DeepAndWideResNetsHaveTorchvisionsCountsAndNames) {
   ModelSpec in1k = spec(32, 3);
   in1k.num_classes = 1000;
@@ -98,10 +99,10 @@ TEST(ResNet, DeepAndWideResNetsHaveTorchvisionsCountsAndNames) {
     const char* arch;
     int64_t params;
     size_t state;  // state_dict entries
-  } nets[] = {{"resnet101", 44549160, 626},
-              {"resnet152", 60192808, 932},
-              {"wide_resnet50_2", 68883240, 320},
-              {"wide_resnet101_2", 126886696, 626}};
+  } nets[] = {{"resnet101", 44549160, 626},       {"resnet152", 60192808, 932},
+              {"wide_resnet50_2", 68883240, 320}, {"wide_resnet101_2", 126886696, 626},
+              {"resnext50_32x4d", 25028904, 320}, {"resnext101_32x8d", 88791336, 626},
+              {"resnext101_64x4d", 83455272, 626}};
   for (const auto& n : nets) {
     SCOPED_TRACE(n.arch);
     auto m = make_model(n.arch, in1k);
@@ -115,6 +116,16 @@ TEST(ResNet, DeepAndWideResNetsHaveTorchvisionsCountsAndNames) {
   EXPECT_EQ(by_name.at("layer1.0.conv2.weight"), (Shape{128, 3, 3, 128}));
   EXPECT_EQ(by_name.at("layer1.0.conv3.weight"), (Shape{256, 1, 1, 128}));
   EXPECT_EQ(by_name.at("layer4.2.conv3.weight"), (Shape{2048, 1, 1, 1024}));
+  // ResNeXt-50 32x4d: the 3x3 conv grouped, 32 groups of 4 channels at the first stage (width
+  // 128 = 2 x 64 planes), filters of 4 input channels each.
+  auto resnext = make_model("resnext50_32x4d", in1k);
+  by_name.clear();
+  for (auto& [name, v] : resnext->named_parameters()) by_name[name] = v.shape();
+  EXPECT_EQ(by_name.at("layer1.0.conv1.weight"), (Shape{128, 1, 1, 64}));
+  EXPECT_EQ(by_name.at("layer1.0.conv2.weight"), (Shape{128, 3, 3, 4}));
+  EXPECT_EQ(by_name.at("layer4.0.conv2.weight"), (Shape{1024, 3, 3, 32}));
+  EXPECT_EQ(by_name.at("layer4.2.conv3.weight"), (Shape{2048, 1, 1, 1024}));
+  EXPECT_EQ(make_model("resnext50_32x4d_cifar", spec(32, 3))->parameter_count(), 22992714);
   EXPECT_EQ(make_model("resnet101_cifar", spec(32, 3))->parameter_count(), 42512970);
   EXPECT_EQ(make_model("resnet152_cifar", spec(32, 3))->parameter_count(), 58156618);
 }
@@ -208,10 +219,10 @@ TEST(ResNet, WideResNetsHaveThePapersLayersAndParameters) {
 // statistics of the plain model bit for bit (the recomputation draws the same masks and does
 // not update the statistics again). The mlp has no block to checkpoint.
 TEST(ResNet, ActivationCheckpointingChangesNoNumber) {
-  for (const char* arch : {"resnet20", "resnet50_cifar", "wrn16_4"}) {
+  for (const char* arch : {"resnet20", "resnet50_cifar", "wrn16_4", "mobilenet_v2_cifar"}) {
     SCOPED_TRACE(arch);
     ModelSpec s = spec(8, 3);
-    s.dropout = 0.3;  // (wrn only)
+    s.dropout = 0.3;  // (wrn and mobilenet only)
     std::vector<double> out[2];
     for (int ck = 0; ck < 2; ++ck) {
       auto m = make_model(arch, s);
@@ -274,18 +285,20 @@ TEST(ResNet, OutputShapesAndBatchNormModes) {
 }
 
 TEST(ResNet, SgdStepsLowerTheLossOnOneBatch) {
-  for (const char* arch : {"resnet18_cifar", "wrn16_4"}) {
+  for (const char* arch : {"resnet18_cifar", "wrn16_4", "resnext50_32x4d_cifar"}) {
     SCOPED_TRACE(arch);
     tensor::Generator g(2);
     auto m = make_model(arch, spec(12, 1));
     const Tensor x = Tensor::normal({8, 12, 12, 1}, 0, 1, g);
     const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}, {8});
     OptimizerConfig oc;
-    oc.lr = 0.05;
+    // (ResNeXt-50's 16 Bottlenecks on 8 images overshoot at 0.05, as torchvision's do, and
+    // wander for a few steps at 0.01 before they fall.)
+    oc.lr = std::string(arch).starts_with("resnext") ? 0.01 : 0.05;
     oc.momentum = 0.9;
     auto opt = make_optimizer(m->named_parameters(), oc);
     double first = 0, last = 0;
-    for (int step = 0; step < 8; ++step) {
+    for (int step = 0; step < 12; ++step) {
       autograd::Variable loss = autograd::cross_entropy((*m)(autograd::Variable(x)), y);
       (step == 0 ? first : last) = loss.data().item();
       loss.backward();
