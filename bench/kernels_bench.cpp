@@ -3,6 +3,8 @@
 // reference before it is timed. Names are Cpu<Op>/<dtype>/<size> (GEMM sizes are MxNxK);
 // CpuHalf/<to_fp16|to_fp32|sum>/<f16c|portable>/N times kernels/half_convert.h on one core
 // (the casts, --ddp-comm-hook's packing and the MPI sum of fp16 buckets) on each path;
+// CpuConvDepthwise/<pass>/<depthwise|im2col>/NxHxWxC times one pass of a depthwise 3x3
+// convolution (mobilenet_v2_cifar's layers) with the depthwise kernel or im2col's grouped GEMMs.
 // CpuConv3x3/<pass>/<im2col|winograd>/NxHxWxC times one pass of a 3x3 stride-1 convolution
 // (resnet18_cifar's four stages at batch 32) with each CPU algorithm, checked against the
 // other; its GFLOPS count the direct convolution's multiply-adds for both, so their ratio is
@@ -16,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -178,6 +181,60 @@ void cpu_conv3x3(benchmark::State& state, const std::string& key, int pass, kern
   const double s = time_cpu(state, [&] { return run(algo); });
   set_rate(state, "GFLOPS",
            2.0 * static_cast<double>(n * g.out_h() * g.out_w() * c_out * 9 * c) * 1e-9, s, 0);
+}
+
+// One pass of a depthwise 3x3 convolution (padding 1; groups = channels = c), as MobileNetV2's:
+// with the depthwise kernel (kAuto) or through im2col's grouped GEMMs, checked against the
+// other once. GB/s count the bytes the pass must read and write (the layer is memory-bound:
+// 9 multiply-adds per value), GFLOPS its multiply-adds.
+void cpu_depthwise(benchmark::State& state, const std::string& key, int pass,
+                   kernels::ConvAlgo algo, int64_t n, int64_t hw, int64_t c, int64_t stride) {
+  using kernels::ConvAlgo;
+  const kernels::Conv2dGeometry g{.n = n,
+                                  .h = hw,
+                                  .w = hw,
+                                  .c_in = c,
+                                  .c_out = c,
+                                  .kh = 3,
+                                  .kw = 3,
+                                  .stride = stride,
+                                  .pad = 1,
+                                  .groups = c};
+  Generator gen(5);
+  const Tensor x = Tensor::uniform({n, hw, hw, c}, -1, 1, gen);
+  const Tensor w = Tensor::uniform({c, 3, 3, 1}, -1, 1, gen);
+  const Tensor dy = Tensor::uniform({n, g.out_h(), g.out_w(), c}, -1, 1, gen);
+  auto run = [&](ConvAlgo a) {
+    Tensor out = Tensor::empty(pass == 0 ? dy.shape() : pass == 1 ? x.shape() : w.shape());
+    float* o = out.data<float>();
+    if (pass == 0)
+      kernels::cpu::conv2d_forward(x.data<float>(), w.data<float>(),
+                                   static_cast<const float*>(nullptr), o, g, a);
+    else if (pass == 1)
+      kernels::cpu::conv2d_backward_data(dy.data<float>(), w.data<float>(), o, g, a);
+    else
+      kernels::cpu::conv2d_backward_filter(x.data<float>(), dy.data<float>(), o,
+                                           static_cast<float*>(nullptr), g, a);
+    return out;
+  };
+  const ConvAlgo other = algo == ConvAlgo::kIm2col ? ConvAlgo::kAuto : ConvAlgo::kIm2col;
+  if (!validate_once(state, key, [&] {
+        const auto a = run(algo).to_double_vector(), b = run(other).to_double_vector();
+        double err = 0, scale = 0;
+        for (size_t i = 0; i < a.size(); ++i) {
+          err = std::max(err, std::abs(a[i] - b[i]));
+          scale = std::max(scale, std::abs(b[i]));
+        }
+        return err <= 1e-5 * scale
+                   ? std::string()
+                   : "against the other algorithm: relative error " + std::to_string(err / scale);
+      }))
+    return;
+  const double s = time_cpu(state, [&] { return run(algo); });
+  const double values = static_cast<double>(x.numel() + dy.numel());  // read or written
+  set_rate(state, "GBps", values * 4 * 1e-9, s, 0);
+  state.counters["GFLOPS"] =
+      benchmark::Counter(2.0 * static_cast<double>(dy.numel() * 9) * 1e-9 / s);
 }
 
 // One core's float <-> half conversions (op 0: to fp16, 1: to fp32, 2: the sum of two fp16
@@ -344,6 +401,25 @@ void register_cpu_benchmarks() {
         add_cpu(std::string("CpuConv3x3/") + passes[pass] + "/" + algo_name + "/" + size,
                 [=](benchmark::State& st, const std::string& key) {
                   cpu_conv3x3(st, key, pass, algo, 32, hw, c, 2);
+                });
+      }
+  }
+  // mobilenet_v2_cifar's depthwise layers at batch 32 (hidden widths 144 at 32x32, its stride-2
+  // one, 192 at 16x16, 384 at 8x8, 960 at 4x4).
+  for (auto [hw, c, stride] : {std::tuple<int64_t, int64_t, int64_t>{32, 144, 1},
+                               {32, 144, 2},
+                               {16, 192, 1},
+                               {8, 384, 1},
+                               {4, 960, 1}}) {
+    const std::string size = "32x" + std::to_string(hw) + "x" + std::to_string(hw) + "x" +
+                             std::to_string(c) + (stride == 2 ? "-s2" : "");
+    for (int pass = 0; pass < 3; ++pass)
+      for (auto [algo, algo_name] : {std::pair{kernels::ConvAlgo::kAuto, "depthwise"},
+                                     std::pair{kernels::ConvAlgo::kIm2col, "im2col"}}) {
+        const char* passes[] = {"fwd", "bwd_data", "bwd_filter"};
+        add_cpu(std::string("CpuConvDepthwise/") + passes[pass] + "/" + algo_name + "/" + size,
+                [=](benchmark::State& st, const std::string& key) {
+                  cpu_depthwise(st, key, pass, algo, 32, hw, c, stride);
                 });
       }
   }

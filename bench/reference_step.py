@@ -46,11 +46,13 @@ import sys
 import time
 
 ARCHS = ("mlp", "resnet18_cifar", "resnet18", "resnet34_cifar", "resnet34", "resnet50_cifar",
-         "resnet50", "resnet20", "resnet56")
+         "resnet50", "resnet20", "resnet56", "resnext50_32x4d_cifar", "mobilenet_v2_cifar",
+         "mobilenet_v2")
 MODES = ("eager", "eager-tf32", "amp", "amp-cl", "bf16", "compile-amp")
 FP16_MODES = ("amp", "amp-cl", "compile-amp")
 DEFAULT_BATCH = ("mlp=64,resnet18_cifar=256,resnet18=256,resnet34_cifar=256,resnet34=256,"
-                 "resnet50_cifar=128,resnet50=256,resnet20=128,resnet56=128")
+                 "resnet50_cifar=128,resnet50=256,resnet20=128,resnet56=128,"
+                 "resnext50_32x4d_cifar=128,mobilenet_v2_cifar=128,mobilenet_v2=256")
 
 
 def parse_batches(spec, archs):
@@ -76,6 +78,13 @@ def build_model(torch, arch):
                               nn.ReLU(), nn.Linear(256, 10))
         return model, (1, 28, 28)
     import torchvision  # only the ResNets need it; an ImportError becomes the run's error
+    if arch.startswith("mobilenet"):  # as tools/torch_interop.py; no dropout, as mlai's bench
+        import os
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+        import torch_interop
+        model = torch_interop.make_model(arch, 10)
+        model.classifier[0].p = 0.0
+        return model, (3, 32, 32)
     if arch in ("resnet20", "resnet56"):  # He et al.'s CIFAR ResNets, as tools/torch_interop.py
         import os
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
@@ -112,7 +121,7 @@ def run(torch, arch, batch, mode, args):
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     if args.freeze != "none":  # Lightning's BaseFinetuning.freeze(backbone, train_bn)
-        head = "5." if arch == "mlp" else "fc."
+        head = "5." if arch == "mlp" else "classifier.1." if arch.startswith("mobilenet") else "fc."
         norms = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
         for name, p in model.named_parameters():
             bn = name.rsplit(".", 1)[0] in norms

@@ -222,8 +222,8 @@ TEST(ParallelKernels, ConvolutionMatchesDirectLoopsAndKeepsItsBitsOnThePool) {
 }
 
 // The depthwise kernel's three passes on one thread and on the pool, with a filter gradient
-// summed over many blocks of rows (batch 8 of 40 rows: more than the 256-block cap, so blocks
-// hold several rows): the same bits.
+// summed over many blocks of rows (3,200 rows: over the 64-block cap, so blocks hold 50 rows):
+// the same bits.
 TEST(ParallelKernels, DepthwiseConvolutionKeepsItsBitsOnThePool) {
   Conv2dGeometry g;
   g.n = 80;
