@@ -294,6 +294,15 @@ PY
         --time-budget $((left > 16 ? left - 8 : left / 2)) \
         --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
     done
+    # The models of grouped and depthwise convolutions (cuDNN's group count, never run on a GPU
+    # before), fp16: against torch's amp rows for the same archs below.
+    left=$((t_step - SECONDS))
+    if [ "$left" -gt 10 ]; then
+      timeout -k 5 "$left" "$stepbin" --device cuda --precision 16 \
+        --arch mobilenet_v2_cifar,resnext50_32x4d_cifar --steps 20 --warmup 5 \
+        --time-budget $((left > 16 ? left - 8 : left / 2)) \
+        --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
+    fi
   fi
   # ---- parity with PyTorch on the GPU: tools/parity_resnet.py's float64 goldens ----
   local paritybin="$bundle/bin/mlai_parity" pdir=/tmp/mlai-gpu-check-parity
@@ -327,6 +336,11 @@ PY
       --steps 30 --warmup 10 --time-budget $((left > 40 ? left - 20 : left / 2)) \
       --out "$dir/step.jsonl" 2>&1 \
       | tee -a "$dir/bench.log" || true
+    left=$((t_torch_step - SECONDS))
+    [ "$left" -gt 10 ] && PATH=$orig_path LD_LIBRARY_PATH=$orig_ld PYTHONUNBUFFERED=1 \
+      timeout -k 5 "$left" python3 bench/reference_step.py --modes amp \
+      --arch mobilenet_v2_cifar,resnext50_32x4d_cifar --steps 20 --warmup 5 \
+      --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
   fi
 
   # ---- PyTorch reference (its own libraries: the bundle's environment left out) ----
