@@ -118,6 +118,20 @@ void cpu_xent(benchmark::State& state, const std::string& key, bool backward, in
   set_rate(state, "GBps", bytes * 1e-9, s, 0);
 }
 
+// "" when a and b (two algorithms' results for one pass) agree to 1e-5 of b's largest value,
+// else the error found.
+std::string agree_to_float(const Tensor& at, const Tensor& bt) {
+  const auto a = at.to_double_vector(), b = bt.to_double_vector();
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    err = std::max(err, std::abs(a[i] - b[i]));
+    scale = std::max(scale, std::abs(b[i]));
+  }
+  return err <= 1e-5 * scale
+             ? std::string()
+             : "against another algorithm: relative error " + std::to_string(err / scale);
+}
+
 // One pass (0 forward, 1 backward data, 2 backward filter) of a 3x3, stride-1, padding-1
 // convolution n x hw x hw x c -> c.
 // One pass of a 3x3 convolution (padding 1) at batch n: C -> C at stride 1, or a stage's first
@@ -167,15 +181,7 @@ void cpu_conv3x3(benchmark::State& state, const std::string& key, int pass, kern
                                                         : ConvAlgo::kDirect;
   if (!validate_once(state, key, [&] {
         if (other == ConvAlgo::kDirect && !kernels::direct_applies(g, p)) return std::string();
-        const auto a = run(algo).to_double_vector(), b = run(other).to_double_vector();
-        double err = 0, scale = 0;
-        for (size_t i = 0; i < a.size(); ++i) {
-          err = std::max(err, std::abs(a[i] - b[i]));
-          scale = std::max(scale, std::abs(b[i]));
-        }
-        return err <= 1e-5 * scale ? std::string()
-                                   : "against another algorithm: relative error " +
-                                         std::to_string(err / scale);
+        return agree_to_float(run(algo), run(other));
       }))
     return;
   const double s = time_cpu(state, [&] { return run(algo); });
@@ -218,18 +224,7 @@ void cpu_depthwise(benchmark::State& state, const std::string& key, int pass,
     return out;
   };
   const ConvAlgo other = algo == ConvAlgo::kIm2col ? ConvAlgo::kAuto : ConvAlgo::kIm2col;
-  if (!validate_once(state, key, [&] {
-        const auto a = run(algo).to_double_vector(), b = run(other).to_double_vector();
-        double err = 0, scale = 0;
-        for (size_t i = 0; i < a.size(); ++i) {
-          err = std::max(err, std::abs(a[i] - b[i]));
-          scale = std::max(scale, std::abs(b[i]));
-        }
-        return err <= 1e-5 * scale
-                   ? std::string()
-                   : "against the other algorithm: relative error " + std::to_string(err / scale);
-      }))
-    return;
+  if (!validate_once(state, key, [&] { return agree_to_float(run(algo), run(other)); })) return;
   const double s = time_cpu(state, [&] { return run(algo); });
   const double values = static_cast<double>(x.numel() + dy.numel());  // read or written
   set_rate(state, "GBps", values * 4 * 1e-9, s, 0);

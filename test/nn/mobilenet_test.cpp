@@ -1,7 +1,7 @@
 // MobileNetV2 as torchvision builds it: names, shapes and counts of torchvision 0.29, its
-// initialisation, which blocks add their input, output shapes at both strides, and that it
-// learns a batch. (tools/parity_resnet.py --arch mobilenet_v2 checks the numbers against
-// PyTorch: logits and one SGD step agree to 1e-11 in float64.)
+// initialisation, which blocks add their input and output shapes at both strides (it learns a
+// batch in ResNet.SgdStepsLowerTheLossOnOneBatch). (tools/parity_resnet.py --arch mobilenet_v2
+// checks the numbers against PyTorch: logits and one SGD step agree to 1e-11 in float64.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,7 +12,6 @@
 
 #include "autograd/ops.h"
 #include "nn/models.h"
-#include "nn/optim.h"
 #include "tensor/ops.h"
 
 namespace mlai::nn {
@@ -122,26 +121,6 @@ TEST(MobileNetV2, ResidualBlocksAndOutputShapes) {
     EXPECT_EQ(blocks, 17);
     EXPECT_EQ(residual, 10);
   }
-}
-
-TEST(MobileNetV2, SgdStepsLowerTheLossOnOneBatch) {
-  tensor::Generator g(2);
-  auto m = make_model("mobilenet_v2_cifar", spec(16, 1));
-  const Tensor x = Tensor::normal({8, 16, 16, 1}, 0, 1, g);
-  const Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}, {8});
-  OptimizerConfig oc;
-  oc.lr = 0.05;
-  oc.momentum = 0.9;
-  auto opt = make_optimizer(m->named_parameters(), oc);
-  double first = 0, last = 0;
-  for (int step = 0; step < 10; ++step) {
-    autograd::Variable loss = autograd::cross_entropy((*m)(autograd::Variable(x)), y);
-    (step == 0 ? first : last) = loss.data().item();
-    loss.backward();
-    opt->step();
-    opt->zero_grad();
-  }
-  EXPECT_LT(last, 0.5 * first);
 }
 
 }  // namespace

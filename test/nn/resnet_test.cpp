@@ -285,7 +285,8 @@ TEST(ResNet, OutputShapesAndBatchNormModes) {
 }
 
 TEST(ResNet, SgdStepsLowerTheLossOnOneBatch) {
-  for (const char* arch : {"resnet18_cifar", "wrn16_4", "resnext50_32x4d_cifar"}) {
+  for (const char* arch :
+       {"resnet18_cifar", "wrn16_4", "resnext50_32x4d_cifar", "mobilenet_v2_cifar"}) {
     SCOPED_TRACE(arch);
     tensor::Generator g(2);
     auto m = make_model(arch, spec(12, 1));
