@@ -118,6 +118,23 @@ void cpu_xent(benchmark::State& state, const std::string& key, bool backward, in
   set_rate(state, "GBps", bytes * 1e-9, s, 0);
 }
 
+// One pass of a float convolution (0 forward, 1 backward data, 2 backward filter) with `algo`,
+// into a new tensor.
+Tensor conv_pass(int pass, const Tensor& x, const Tensor& w, const Tensor& dy,
+                 const kernels::Conv2dGeometry& g, kernels::ConvAlgo algo) {
+  Tensor out = Tensor::empty(pass == 0 ? dy.shape() : pass == 1 ? x.shape() : w.shape());
+  float* o = out.data<float>();
+  if (pass == 0)
+    kernels::cpu::conv2d_forward(x.data<float>(), w.data<float>(),
+                                 static_cast<const float*>(nullptr), o, g, algo);
+  else if (pass == 1)
+    kernels::cpu::conv2d_backward_data(dy.data<float>(), w.data<float>(), o, g, algo);
+  else
+    kernels::cpu::conv2d_backward_filter(x.data<float>(), dy.data<float>(), o,
+                                         static_cast<float*>(nullptr), g, algo);
+  return out;
+}
+
 // "" when a and b (two algorithms' results for one pass) agree to 1e-5 of b's largest value,
 // else the error found.
 std::string agree_to_float(const Tensor& at, const Tensor& bt) {
@@ -153,19 +170,7 @@ void cpu_conv3x3(benchmark::State& state, const std::string& key, int pass, kern
   const Tensor x = Tensor::uniform({n, hw, hw, c}, -1, 1, gen);
   const Tensor w = Tensor::uniform({c_out, 3, 3, c}, -1, 1, gen);
   const Tensor dy = Tensor::uniform({n, g.out_h(), g.out_w(), c_out}, -1, 1, gen);
-  auto run = [&](ConvAlgo algo) {
-    Tensor out = Tensor::empty(pass == 0 ? dy.shape() : pass == 1 ? x.shape() : w.shape());
-    float* o = out.data<float>();
-    if (pass == 0)
-      kernels::cpu::conv2d_forward(x.data<float>(), w.data<float>(),
-                                   static_cast<const float*>(nullptr), o, g, algo);
-    else if (pass == 1)
-      kernels::cpu::conv2d_backward_data(dy.data<float>(), w.data<float>(), o, g, algo);
-    else
-      kernels::cpu::conv2d_backward_filter(x.data<float>(), dy.data<float>(), o,
-                                           static_cast<float*>(nullptr), g, algo);
-    return out;
-  };
+  auto run = [&](ConvAlgo a) { return conv_pass(pass, x, w, dy, g, a); };
   const auto p = static_cast<kernels::ConvPass>(pass);
   if (algo == ConvAlgo::kDirect && !kernels::direct_applies(g, p)) {
     state.SkipWithError("the direct kernels do not run here (no AVX2/AVX-512, or the shape)");
@@ -210,19 +215,7 @@ void cpu_depthwise(benchmark::State& state, const std::string& key, int pass,
   const Tensor x = Tensor::uniform({n, hw, hw, c}, -1, 1, gen);
   const Tensor w = Tensor::uniform({c, 3, 3, 1}, -1, 1, gen);
   const Tensor dy = Tensor::uniform({n, g.out_h(), g.out_w(), c}, -1, 1, gen);
-  auto run = [&](ConvAlgo a) {
-    Tensor out = Tensor::empty(pass == 0 ? dy.shape() : pass == 1 ? x.shape() : w.shape());
-    float* o = out.data<float>();
-    if (pass == 0)
-      kernels::cpu::conv2d_forward(x.data<float>(), w.data<float>(),
-                                   static_cast<const float*>(nullptr), o, g, a);
-    else if (pass == 1)
-      kernels::cpu::conv2d_backward_data(dy.data<float>(), w.data<float>(), o, g, a);
-    else
-      kernels::cpu::conv2d_backward_filter(x.data<float>(), dy.data<float>(), o,
-                                           static_cast<float*>(nullptr), g, a);
-    return out;
-  };
+  auto run = [&](ConvAlgo a) { return conv_pass(pass, x, w, dy, g, a); };
   const ConvAlgo other = algo == ConvAlgo::kIm2col ? ConvAlgo::kAuto : ConvAlgo::kIm2col;
   if (!validate_once(state, key, [&] { return agree_to_float(run(algo), run(other)); })) return;
   const double s = time_cpu(state, [&] { return run(algo); });

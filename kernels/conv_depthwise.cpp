@@ -118,51 +118,35 @@ inline void add_pixel_products(T* acc_out, const T* const* a, const T* const* b,
 
 // out[0, c) = the sum over the taps of a[t][0, c) * b[t][0, c), block by block.
 template <class T>
-inline void sum_taps_all(T* out, const T* const* a, const T* const* b, int64_t taps, int64_t c) {
+inline void sum_taps_blocks(T* out, const T* const* a, const T* const* b, int64_t taps, int64_t c) {
   int64_t c0 = 0;
   for (; c0 + kBlock <= c; c0 += kBlock) sum_taps(out + c0, a, b, taps, c0, kBlock);
   if (c0 < c) sum_taps(out + c0, a, b, taps, c0, c - c0);
 }
-MLAI_DEPTHWISE_CLONES void sum_taps_all_f(float* out, const float* const* a, const float* const* b,
-                                          int64_t taps, int64_t c) {
-  sum_taps_all(out, a, b, taps, c);
+MLAI_DEPTHWISE_CLONES void sum_taps_all(float* out, const float* const* a, const float* const* b,
+                                        int64_t taps, int64_t c) {
+  sum_taps_blocks(out, a, b, taps, c);
 }
-MLAI_DEPTHWISE_CLONES void sum_taps_all_d(double* out, const double* const* a,
-                                          const double* const* b, int64_t taps, int64_t c) {
-  sum_taps_all(out, a, b, taps, c);
-}
-inline void sum_taps_any(float* out, const float* const* a, const float* const* b, int64_t taps,
-                         int64_t c) {
-  sum_taps_all_f(out, a, b, taps, c);
-}
-inline void sum_taps_any(double* out, const double* const* a, const double* const* b, int64_t taps,
-                         int64_t c) {
-  sum_taps_all_d(out, a, b, taps, c);
+MLAI_DEPTHWISE_CLONES void sum_taps_all(double* out, const double* const* a, const double* const* b,
+                                        int64_t taps, int64_t c) {
+  sum_taps_blocks(out, a, b, taps, c);
 }
 
 // acc[0, c) += the sum over the pixel pairs of a[p][0, c) * b[p][0, c), block by block.
 template <class T>
-inline void add_products_all(T* acc, const T* const* a, const T* const* b, int64_t pairs,
-                             int64_t c) {
+inline void add_products_blocks(T* acc, const T* const* a, const T* const* b, int64_t pairs,
+                                int64_t c) {
   int64_t c0 = 0;
   for (; c0 + kBlock <= c; c0 += kBlock) add_pixel_products(acc + c0, a, b, pairs, c0, kBlock);
   if (c0 < c) add_pixel_products(acc + c0, a, b, pairs, c0, c - c0);
 }
-MLAI_DEPTHWISE_CLONES void add_products_all_f(float* acc, const float* const* a,
-                                              const float* const* b, int64_t pairs, int64_t c) {
-  add_products_all(acc, a, b, pairs, c);
+MLAI_DEPTHWISE_CLONES void add_products_all(float* acc, const float* const* a,
+                                            const float* const* b, int64_t pairs, int64_t c) {
+  add_products_blocks(acc, a, b, pairs, c);
 }
-MLAI_DEPTHWISE_CLONES void add_products_all_d(double* acc, const double* const* a,
-                                              const double* const* b, int64_t pairs, int64_t c) {
-  add_products_all(acc, a, b, pairs, c);
-}
-inline void add_products_any(float* acc, const float* const* a, const float* const* b,
-                             int64_t pairs, int64_t c) {
-  add_products_all_f(acc, a, b, pairs, c);
-}
-inline void add_products_any(double* acc, const double* const* a, const double* const* b,
-                             int64_t pairs, int64_t c) {
-  add_products_all_d(acc, a, b, pairs, c);
+MLAI_DEPTHWISE_CLONES void add_products_all(double* acc, const double* const* a,
+                                            const double* const* b, int64_t pairs, int64_t c) {
+  add_products_blocks(acc, a, b, pairs, c);
 }
 
 }  // namespace
@@ -188,7 +172,7 @@ void depthwise_forward(const T* x, const T* w, T* y, const Conv2dGeometry& g) {
             ws[n++] = wt.data() + (i * g.kw + j) * c;
           }
         }
-        sum_taps_any(y + (r * ow + ox) * c, xs.data(), ws.data(), n, c);
+        sum_taps_all(y + (r * ow + ox) * c, xs.data(), ws.data(), n, c);
       }
     }
   });
@@ -216,7 +200,7 @@ void depthwise_backward_data(const T* dy, const T* w, T* dx, const Conv2dGeometr
             ws[n++] = wt.data() + (i * g.kw + j) * c;
           }
         }
-        sum_taps_any(dx + (r * g.w + ix) * c, ds.data(), ws.data(), n, c);
+        sum_taps_all(dx + (r * g.w + ix) * c, ds.data(), ws.data(), n, c);
       }
     }
   });
@@ -251,7 +235,7 @@ void depthwise_backward_filter(const T* x, const T* dy, T* dw, const Conv2dGeome
             xs.push_back(x + ((b * g.h + iy) * g.w + ix) * c);
           }
         }
-        add_products_any(acc + (i * g.kw + j) * c, ds.data(), xs.data(),
+        add_products_all(acc + (i * g.kw + j) * c, ds.data(), xs.data(),
                          static_cast<int64_t>(ds.size()), c);
       }
   });
