@@ -462,6 +462,12 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "--ddp-comm-hook powersgd: optimizer steps summed uncompressed first "
                  "(start_powerSGD_iter)")
       ->capture_default_str();
+  app.add_option("--strategy", c.strategy,
+                 "Data parallel: ddp, or zero1: DDP with the optimizer state sharded over the "
+                 "ranks (ZeRO stage 1, as PyTorch's ZeroRedundancyOptimizer): each rank keeps and "
+                 "updates the state of 1/world of the parameters, then broadcasts them; the same "
+                 "updates, bit for bit")
+      ->capture_default_str();
   app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")
       ->capture_default_str();
   app.add_flag("--activation-checkpointing", c.activation_checkpointing,

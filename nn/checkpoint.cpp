@@ -169,7 +169,7 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
     for (auto& [n, t] : opt->state()) {
       if (!r.has("optimizer/" + n))
         throw std::runtime_error(path + ": no optimizer state '" + n + "' (was it saved with another --optimizer?)");
-      read_into(r, "optimizer/" + n, *t);
+      if (t->defined()) read_into(r, "optimizer/" + n, *t);  // (ZeRO: this rank's share)
     }
     opt->set_step_count(r.get_attr_int("/", "optimizer_steps"));
     if (r.has_attr("/", "optimizer_groups"))

@@ -217,6 +217,9 @@ struct Config {
   int64_t powersgd_rank = 1;           // PowerSGDState's matrix_approximation_rank
   int64_t powersgd_start_iter = 1000;  // its start_powerSGD_iter
   bool powersgd() const { return ddp_comm_hook == "powersgd" || ddp_comm_hook == "powerSGD_hook"; }
+  // ddp, or zero1: DDP with the optimizer state sharded over the ranks (ZeRO stage 1,
+  // nn/zero.h; PyTorch's ZeroRedundancyOptimizer, Lightning's deepspeed_stage_1)
+  std::string strategy = "ddp";
   std::string lr_scale = "none";  // linear: lr *= world size
   bool sync_bn = false;           // data parallel: batch-norm statistics over all ranks
   double dist_timeout = 600.0;    // seconds a collective may take before the job aborts (0: never)

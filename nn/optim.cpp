@@ -20,6 +20,18 @@ Optimizer::Optimizer(std::vector<std::pair<std::string, Variable>> params,
       throw std::invalid_argument("optimizer: parameter " + n + " is " +
                                   tensor::dtype_name(v.dtype()) + " (float32 master weights expected)");
   group_of_.assign(params_.size(), 0);
+  if (!cfg.owned.empty() && cfg.owned.size() != params_.size())
+    throw std::invalid_argument("optimizer: ownership of " + std::to_string(cfg.owned.size()) +
+                                " parameters given for " + std::to_string(params_.size()));
+}
+
+std::vector<Tensor> Optimizer::zero_state() const {
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Variable& v = params_[i].second;
+    out.push_back(owns(i) ? Tensor::zeros(v.shape(), DType::kFloat32, v.device()) : Tensor());
+  }
+  return out;
 }
 
 int64_t Optimizer::step_count() const {
@@ -113,8 +125,22 @@ void Optimizer::zero_grad() {
 
 std::vector<Tensor> Optimizer::gradients() const {
   std::vector<Tensor> p, g, w;
-  gather(p, g, w, {}, {});
+  gather(p, g, w, {}, {}, -1, -1, true);
   return g;
+}
+
+int64_t Optimizer::state_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& slot : slots_)
+    for (const Tensor& t : slot)
+      if (t.defined()) bytes += static_cast<int64_t>(t.nbytes());
+  return bytes;
+}
+
+std::vector<Tensor*> Optimizer::state_of(size_t i) {
+  std::vector<Tensor*> out;
+  for (auto& slot : slots_) out.push_back(&slot.at(i));
+  return out;
 }
 
 void Optimizer::set_working(std::vector<Variable> working) {
@@ -155,9 +181,10 @@ std::vector<Optimizer::Launch> Optimizer::launches() const {
 }
 
 void Optimizer::gather(std::vector<Tensor>& p, std::vector<Tensor>& g, std::vector<Tensor>& w,
-                       std::vector<std::vector<Tensor>*> out, std::vector<int> slots,
-                       int decayed, int group) const {
+                       std::vector<std::vector<Tensor>*> out, std::vector<int> slots, int decayed,
+                       int group, bool any_owner) const {
   for (size_t i = 0; i < params_.size(); ++i) {
+    if (!any_owner && !owns(i)) continue;
     if (decayed >= 0 && decays(i) != (decayed == 1)) continue;
     if (group >= 0 && group_of_[i] != group) continue;
     const Variable& v = params_[i].second;
@@ -172,21 +199,13 @@ void Optimizer::gather(std::vector<Tensor>& p, std::vector<Tensor>& g, std::vect
   }
 }
 
-namespace {
-std::vector<Tensor> zeros_like_all(const std::vector<std::pair<std::string, Variable>>& ps) {
-  std::vector<Tensor> out;
-  for (auto& [n, v] : ps) out.push_back(Tensor::zeros(v.shape(), DType::kFloat32, v.device()));
-  return out;
-}
-}  // namespace
-
 SGD::SGD(std::vector<std::pair<std::string, Variable>> params, const OptimizerConfig& cfg)
     : Optimizer(std::move(params), cfg) {
   if (cfg.nesterov && (cfg.momentum <= 0 || cfg.dampening != 0))
     throw std::invalid_argument("nesterov momentum requires a momentum and zero dampening");
   if (cfg.momentum != 0) {
     slot_names_ = {"momentum_buffer"};
-    slots_.push_back(zeros_like_all(params_));
+    slots_.push_back(zero_state());
   }
 }
 
@@ -221,8 +240,8 @@ Adam::Adam(std::vector<std::pair<std::string, Variable>> params, const Optimizer
   if (cfg.beta1 < 0 || cfg.beta1 >= 1 || cfg.beta2 < 0 || cfg.beta2 >= 1)
     throw std::invalid_argument("Adam betas must be in [0, 1)");
   slot_names_ = {"exp_avg", "exp_avg_sq"};
-  slots_.push_back(zeros_like_all(params_));
-  slots_.push_back(zeros_like_all(params_));
+  slots_.push_back(zero_state());
+  slots_.push_back(zero_state());
 }
 
 void Adam::step(float grad_scale, const Tensor& skip_if, const Tensor& inv_scale) {

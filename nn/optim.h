@@ -28,6 +28,9 @@ struct OptimizerConfig {
   // LARC's min(ratio / lr, 1); LAMB: min(ratio, 1)).
   double trust_coefficient = 0.001;
   bool trust_clip = false;
+  // ZeRO stage 1 (nn/zero.h): owned[i] says whether this rank steps parameter i; the optimizer
+  // then keeps state for (and updates) the owned parameters only. Empty: all of them.
+  std::vector<bool> owned;
 };
 
 class Optimizer {
@@ -90,16 +93,32 @@ class Optimizer {
   std::vector<std::string> group_names(int g) const;
   const OptimizerConfig& config() const { return cfg_; }
 
-  // Named state tensors (for checkpoints); loading writes into them in place.
+  // Named state tensors (for checkpoints); loading writes into them in place. Under ZeRO
+  // (OptimizerConfig::owned) the state of parameters other ranks own is listed undefined.
   std::vector<std::pair<std::string, Tensor*>> state();
+
+  // ZeRO (OptimizerConfig::owned): whether this rank steps parameter i. gradients() still lists
+  // every gradient (the loss scaler's inf check and the clipping norm need all of them).
+  bool owns(size_t i) const { return cfg_.owned.empty() || cfg_.owned[i]; }
+  const std::vector<std::pair<std::string, Variable>>& parameters() const { return params_; }
+  // Parameter i's working copy (undefined without one).
+  Variable working(size_t i) const { return working_.empty() ? Variable() : working_[i]; }
+  // Parameter i's state tensors, one per slot (momentum; Adam's two moments); undefined for
+  // the parameters other ranks own. One may be put in such a place (float32, the parameter's
+  // shape: a checkpoint's write under ZeRO) and taken out again.
+  std::vector<Tensor*> state_of(size_t i);
+  size_t slot_count() const { return slots_.size(); }
+  // Bytes of state this optimizer holds now (the defined state tensors).
+  int64_t state_bytes() const;
 
  protected:
   // Parameters (with defined gradients) and the matching state tensors of slot `s`; with
   // `decayed` (0 or 1), only the parameters of that weight-decay group (see no_bias_decay);
   // with `group` >= 0, only that parameter group's.
+  // Under ZeRO only the parameters this rank owns (every one with `any_owner`).
   void gather(std::vector<Tensor>& p, std::vector<Tensor>& g, std::vector<Tensor>& w,
-              std::vector<std::vector<Tensor>*> slots_out, std::vector<int> slots,
-              int decayed = -1, int group = -1) const;
+              std::vector<std::vector<Tensor>*> slots_out, std::vector<int> slots, int decayed = -1,
+              int group = -1, bool any_owner = false) const;
   // Group g's step count before this step on the host (0 for a group's first); the kernels
   // subtract step_offset_[0] from it when one is set.
   int64_t group_steps(int g) const { return steps_ - group_start(g); }
@@ -133,6 +152,8 @@ class Optimizer {
   int64_t steps_ = 0;
   Tensor step_offset_;  // undefined, or the device count subtracted from steps_
   Tensor lr_and_step_;  // capturable: float64 {lr, step} per parameter group, on the device
+  // A slot's state: float32 zeros shaped as each owned parameter (undefined for the others).
+  std::vector<Tensor> zero_state() const;
   // Group g's {lr, step} on the device when capturable, else undefined (the kernels then take
   // the host's values); what step() calls first.
   Tensor device_scalars(int g) const;

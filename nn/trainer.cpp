@@ -49,6 +49,12 @@ void install_stop_handlers() {
   for (int s : {SIGINT, SIGTERM, SIGUSR1}) sigaction(s, &sa, nullptr);
 }
 
+void Trainer::take_step(float grad_scale, int64_t global_step, Tensor* grad_sq) {
+  scaled_step(*opt_, *scaler_, grad_scale, global_step,
+              cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0, grad_sq);
+  if (zero_) zero_->broadcast_parameters();
+}
+
 void Trainer::allreduce(Tensor& t) {
   if (comm_) comm_->allreduce_sum(t);
 }
@@ -63,7 +69,12 @@ int Trainer::stop_requested(bool time_up) {
 }
 
 bool Trainer::checkpoint_due() const {
-  return checkpoint_interval_ > 0 && seconds_since(last_saved_) >= checkpoint_interval_;
+  if (checkpoint_interval_ <= 0) return false;
+  const bool due = seconds_since(last_saved_) >= checkpoint_interval_;
+  // On rank 0's clock (only rank 0 writes), and every rank says the same: under ZeRO each
+  // save() is a collective.
+  if (group_.world() == 1) return due;
+  return dist::allreduce_host(group_, main_ && due ? 1.0 : 0.0, true) > 0;
 }
 
 double Trainer::train_seconds() const {
@@ -75,7 +86,9 @@ void Trainer::sync_from_rank0(bool training) {
     std::vector<Tensor*> shared;
     for (auto& [n, t] : model_->named_tensors()) shared.push_back(t);
     if (training) {
-      for (auto& [n, st] : opt_->state()) shared.push_back(st);
+      // (Under ZeRO each rank holds its own share of the state, read from the checkpoint.)
+      if (opt_->config().owned.empty())
+        for (auto& [n, st] : opt_->state()) shared.push_back(st);
       for (auto& [n, st] : scaler_->state()) shared.push_back(st);
     }
     dist::broadcast_tensors(*comm_, shared);
@@ -373,9 +386,8 @@ FitResult Trainer::fit() {
         Profiler::Scope s(profiler_, "optimizer step");
         const bool norm = cfg_.log_grad_norm && tb_ && (log_step || graphed_);
         grad_sq = Tensor();
-        scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()), state_.global_step,
-                    cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0,
-                    norm ? &grad_sq : nullptr);
+        take_step(1.0f / static_cast<float>(group_.world()), state_.global_step,
+                  norm ? &grad_sq : nullptr);
       };
       // forward, loss and backward (seeded with the loss scale: small fp16 gradients stay
       // normal); under --cuda-graphs they start by zeroing the gradients, end with the

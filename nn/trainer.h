@@ -24,12 +24,13 @@
 #include "nn/config.h"
 #include "nn/device_stats.h"
 #include "nn/experiment.h"
-#include "nn/lr_schedule.h"
 #include "nn/graphed_step.h"
+#include "nn/lr_schedule.h"
 #include "nn/mixup.h"
 #include "nn/module.h"
 #include "nn/optim.h"
 #include "nn/weight_average.h"
+#include "nn/zero.h"
 
 namespace mlai::nn {
 
@@ -94,6 +95,7 @@ class Trainer {
   ~Trainer();
   FitResult fit();
   Module& model() { return *model_; }
+  Optimizer& optimizer() { return *opt_; }
   const io::DataSplits& data() const { return data_; }
 
  private:
@@ -138,6 +140,10 @@ class Trainer {
   void finish_swa(io::Loader& loader, int64_t epoch, int64_t val_limit, FitResult& res);
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::Reducer> reducer_;
+  std::unique_ptr<ZeroRedundancy> zero_;  // --strategy zero1 on more than one rank
+  // The optimizer step (scaled_step: loss scaling, clipping), then under ZeRO the owners'
+  // updated parameters to every rank.
+  void take_step(float grad_scale, int64_t global_step, Tensor* grad_sq = nullptr);
   // (Re)builds the reducer over the parameters that require gradients now.
   void build_reducer();
   // --freeze-backbone / --unfreeze-backbone-at-epoch: the parameters frozen now (empty: none).

@@ -78,10 +78,11 @@ void Trainer::keep_if_best(double score, int64_t epoch) {
     }
   }
   if (!best) return;
-  if (kept.empty() || !main_ || dev_run_) {
+  if (kept.empty() || dev_run_) {
     save("best.h5");
     return;
   }
+  if (!main_) return;  // (one save() a rank: under ZeRO each is a collective)
   // best.h5 is the same file: a hard link (a copy where the file system has none), put in
   // place by a rename like every checkpoint.
   const std::string dir = dir_ + "/checkpoints/";

@@ -24,7 +24,8 @@ namespace mlai::nn {
 Trainer::Snapshot Trainer::snapshot() {
   Snapshot s;
   for (auto& [n, t] : model_->named_tensors()) s.tensors.emplace_back(t, t->clone());
-  for (auto& [n, t] : opt_->state()) s.tensors.emplace_back(t, t->clone());
+  for (auto& [n, t] : opt_->state())
+    if (t->defined()) s.tensors.emplace_back(t, t->clone());  // (ZeRO: this rank's own)
   for (auto& [n, t] : scaler_->state()) s.tensors.emplace_back(t, t->clone());
   s.opt_steps = opt_->step_count();
   s.lr = opt_->lr();
@@ -110,8 +111,7 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
     if (reducer_) reducer_->finish();
     // (Counted on from the run's steps: a resumed run's optimizer, and any parameter group it
     // added later, go on from their own step counts, as training would.)
-    scaled_step(*opt_, *scaler_, 1.0f / static_cast<float>(group_.world()), state_.global_step + i,
-                cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0);
+    take_step(1.0f / static_cast<float>(group_.world()), state_.global_step + i);
     if (reducer_)
       reducer_->zero_grad();
     else

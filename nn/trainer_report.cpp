@@ -93,7 +93,10 @@ io::ConfusionMatrix Trainer::to_matrix(const Tensor& counts, const io::Dataset& 
 
 void Trainer::save(const std::string& name) {
   if (name == "last.h5") last_saved_ = std::chrono::steady_clock::now();  // (on every rank)
-  if (dev_run_ || !main_) return;
+  if (dev_run_) return;
+  // ZeRO: every rank calls save() at the same points; rank 0 holds the whole state meanwhile.
+  const GatheredState whole(zero_.get());
+  if (!main_) return;
   // The exact count of steps taken (the step loop knows it one step late).
   opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
   state_.train_seconds = train_seconds();

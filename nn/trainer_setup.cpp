@@ -244,6 +244,9 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   oc.trust_coefficient = cfg_.trust_coefficient;
   oc.trust_clip = cfg_.trust_clip;
   if (cfg_.gradient_clip_algorithm == "value") oc.clip_value = cfg_.gradient_clip_val;
+  // --strategy zero1: this rank's share of the state only, from the start (ZeroRedundancy).
+  if (cfg_.strategy == "zero1" && group_.world() > 1)
+    oc.owned = owned_parameters(model_->named_parameters(), group_.rank(), group_.world());
   opt_ = make_optimizer(model_->named_parameters(), oc);
   opt_->set_working(model_->working_parameters());
   if (cfg_.ema_decay > 0) ema_ = std::make_unique<WeightAverage>(*model_, cfg_.ema_decay);
@@ -354,11 +357,22 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
         "--scale-batch-size runs on one process only (as Lightning's batch size finder): find "
         "the size in a one-GPU run, then pass it as --batch-size to the data-parallel one");
   state_.world = world;  // what checkpoints record
+  if (world == 1 && cfg_.strategy == "zero1" && main_)
+    std::printf("note: --strategy zero1 on one process: nothing to shard, it trains as without\n");
   if (world > 1) {
     comm_ = dist::make_communicator(cfg_.dist_backend, device_, group_);
     // Every rank starts from rank 0's weights and buffers (and optimizer state on resume).
     sync_from_rank0(true);
     build_reducer();
+    if (cfg_.strategy == "zero1") {  // (after the broadcast: every rank holds rank 0's weights)
+      zero_ = std::make_unique<ZeroRedundancy>(*opt_, *comm_);
+      if (main_)
+        std::printf(
+            "ZeRO stage 1: optimizer state sharded over %d ranks, %.1f MB on rank 0 of "
+            "%.1f MB in all\n",
+            world, static_cast<double>(opt_->state_bytes()) / 1e6,
+            static_cast<double>(zero_->total_state_bytes()) / 1e6);
+    }
     if (cfg_.sync_bn) {
       const std::vector<BatchNorm2d*> bns = batch_norms(*model_);
       for (BatchNorm2d* bn : bns)

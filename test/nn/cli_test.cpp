@@ -73,6 +73,7 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--accumulation-schedule 0:2,0:4", "--accumulation-schedule"},
       {"--accumulation-schedule 0:2 --accumulate-grad-batches 2", "--accumulation-schedule"},
       {"--ddp-comm-hook topk", "--ddp-comm-hook"},
+      {"--strategy fsdp", "--strategy"},
       {"--ddp-comm-hook powersgd --powersgd-rank 0", "--powersgd-rank"},
       {"--random-erasing 1.5", "--random-erasing"},
       {"--auto-augment autoaugment", "--auto-augment"},

@@ -1,0 +1,134 @@
+// --strategy zero1 (nn/zero.h) under mpirun -np 2 on the CPU: each rank keeps half the optimizer
+// state and the two ranks end with plain DDP's weights bit for bit (float32 SGD, fp16 AdamW,
+// bf16 LAMB); a checkpoint holds the whole state, so a zero1 run resumes exactly, under DDP or
+// on one process too.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "ddp_fixture.h"
+#include "io/h5file.h"
+#include "nn/trainer.h"
+
+namespace mlai::dist {
+namespace {
+
+nn::Config with_strategy(nn::Config c, const std::string& strategy, const std::string& logs) {
+  c.strategy = strategy;
+  c.hidden = {48, 24};  // six parameters to share out
+  c.log_dir = logs;
+  return c;
+}
+
+// Every optimizer/ dataset of a checkpoint (float32), by path.
+std::vector<std::pair<std::string, std::vector<float>>> optimizer_state(const std::string& file) {
+  io::H5Reader r(file);
+  std::vector<std::pair<std::string, std::vector<float>>> out;
+  for (const std::string& path : r.list_datasets("optimizer")) {
+    std::vector<float> v(static_cast<size_t>(r.info(path).numel()));
+    r.read(path, io::H5Type::kFloat32, v.data(), static_cast<int64_t>(v.size()));
+    out.emplace_back(path, std::move(v));
+  }
+  return out;
+}
+
+TEST_F(Ddp, ZeroRedundancyStepsAsDdpBitForBitWithHalfTheState) {
+  struct Case {
+    const char* optimizer;
+    const char* precision;
+    double lr;
+  };
+  for (const Case k :
+       {Case{"sgd", "32", 0.05}, Case{"adamw", "16", 0.003}, Case{"lamb", "bf16", 0.01}}) {
+    SCOPED_TRACE(std::string(k.optimizer) + " at precision " + k.precision);
+    auto cfg = [&](const std::string& strategy) {
+      nn::Config c = with_strategy(config(16), strategy, root + "/logs-" + strategy);
+      c.optimizer = k.optimizer;
+      c.precision = k.precision;
+      c.lr = k.lr;
+      c.weight_decay = 0.01;
+      c.gradient_clip_val = 1.0;  // the norm of every gradient, whoever owns it
+      c.experiment_name = k.optimizer;
+      return c;
+    };
+    nn::Trainer ddp(cfg("ddp"), "", group());
+    const nn::FitResult rd = ddp.fit();
+    nn::Trainer zero(cfg("zero1"), "", group());
+    const nn::FitResult rz = zero.fit();
+    EXPECT_EQ(rz.global_step, rd.global_step);
+    const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
+    ASSERT_EQ(wz.size(), wd.size());
+    EXPECT_EQ(wz, wd) << "max relative difference " << max_rel_diff(wz, wd);
+    EXPECT_TRUE(same_on_every_rank(checksum(wz)));
+    EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
+    // Each rank holds the state of its own parameters only: less than all of it, and the two
+    // halves add up to what DDP keeps on each rank.
+    const auto mine = static_cast<double>(zero.optimizer().state_bytes());
+    const auto whole = static_cast<double>(ddp.optimizer().state_bytes());
+    EXPECT_GT(mine, 0);
+    EXPECT_LT(mine, whole);
+    EXPECT_EQ(allreduce_host(group(), mine), whole);
+  }
+}
+
+TEST_F(Ddp, ZeroRedundancyCheckpointsHoldTheWholeStateAndResumeAnywhere) {
+  auto cfg = [&](const std::string& strategy, const std::string& logs) {
+    nn::Config c = with_strategy(config(16), strategy, root + "/" + logs);
+    c.optimizer = "adam";
+    c.lr = 0.003;
+    return c;
+  };
+  nn::Trainer full(cfg("zero1", "logs-full"), "", group());
+  const int64_t steps = full.fit().global_step;
+  const std::vector<double> want = flat_weights(full);
+
+  // Both strategies stopped at step 4: the same checkpointed state, every tensor of it.
+  auto stopped = [&](const std::string& strategy) {
+    nn::Config c = cfg(strategy, "logs-stopped-" + strategy);
+    c.max_steps = 4;
+    return nn::Trainer(c, "", group()).fit().version_dir + "/checkpoints/last.h5";
+  };
+  const std::string from_zero = stopped("zero1"), from_ddp = stopped("ddp");
+  // Only rank 0 writes (and knows its version directory): the other rank reads rank 0's file
+  // (one machine, as a shared file system).
+  const auto pid0 = static_cast<long>(allreduce_host(group(), group().rank() == 0 ? getpid() : 0));
+  const std::string shared =
+      (fs::temp_directory_path() / ("mlai_ddp_" + std::to_string(pid0))).string() +
+      "/logs-stopped-zero1/default/version_0/checkpoints/last.h5";
+  if (group().rank() == 0) {
+    EXPECT_EQ(shared, from_zero);
+    const auto z = optimizer_state(from_zero), d = optimizer_state(from_ddp);
+    EXPECT_EQ(z.size(), 12u);  // six parameters' two moments
+    ASSERT_EQ(z.size(), d.size());
+    for (size_t i = 0; i < z.size(); ++i) {
+      EXPECT_EQ(z[i].first, d[i].first);
+      EXPECT_EQ(z[i].second, d[i].second) << z[i].first;
+    }
+  }
+
+  auto resumed = [&](nn::Config c, ProcessGroup& g) {
+    c.resume = shared;
+    nn::Trainer t(c, "", g);
+    const int64_t s = t.fit().global_step;
+    return std::pair<int64_t, std::vector<double>>(s, flat_weights(t));
+  };
+  // Under zero1 and under DDP on the same two ranks: the uninterrupted run's weights.
+  for (const char* strategy : {"zero1", "ddp"}) {
+    SCOPED_TRACE(strategy);
+    const auto [s, w] = resumed(cfg(strategy, std::string("logs-resumed-") + strategy), group());
+    EXPECT_EQ(s, steps);
+    EXPECT_EQ(w, want) << "max relative difference " << max_rel_diff(w, want);
+  }
+  // On one process with twice the batch: the same training, summed in another order.
+  if (group().rank() == 0) {
+    nn::Config one = cfg("ddp", "logs-resumed-one");
+    one.batch_size = 32;
+    const auto [s, w] = resumed(one, ProcessGroup::single());
+    EXPECT_EQ(s, steps);
+    EXPECT_LT(max_rel_diff(w, want), 1e-5);
+  }
+}
+
+}  // namespace
+}  // namespace mlai::dist
