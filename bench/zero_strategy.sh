@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# --strategy zero1 against plain DDP on the same ranks, one after the other on this machine:
+# rank 0's optimizer state, its host memory, the optimizer step (with zero1's broadcasts) and
+# the gradient sync per step, images/s, and the last training loss (the same under both).
+#   bash bench/zero_strategy.sh                       # resnet18_cifar, adamw, 2 CPU ranks
+#   RANKS=2 bash bench/zero_strategy.sh --arch resnet50_cifar --optimizer sgd --precision bf16
+# Extra arguments go to both runs and replace the defaults they name. On a GPU node add
+# --device cuda: --log-device-stats then shows GPU memory in the same place.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bin=${MLAI_TRAIN:-build/bin/mlai_train}
+ranks=${RANKS:-2}
+logs=${LOG_DIR:-logs/zero-strategy}
+
+# The defaults the arguments do not name.
+defaults=()
+for pair in "--dataset fashion-mnist" "--arch resnet18_cifar" "--optimizer adamw" "--lr 0.001" \
+  "--batch-size 16" "--epochs 1" "--limit-train-batches 20"; do
+  flag=${pair%% *}
+  [[ " $* " == *" $flag "* ]] || defaults+=($pair)
+done
+
+run() {
+  local strategy=$1
+  shift
+  "$bin" --devices "$ranks" --strategy "$strategy" "${defaults[@]}" --limit-val-batches 2 \
+    --limit-test-batches 2 --num-sanity-val-steps 0 --log-device-stats --no-progress \
+    --log-dir "$logs" --experiment-name "$strategy" "$@" 2>&1 |
+    awk -v s="$strategy" '
+      /^ZeRO stage 1/ {state = $10 " of " $16}
+      /^epoch:/ {for (i = 1; i < NF; ++i) {
+                   if ($i == "loss:" && loss == "") loss = $(i + 1)
+                   if ($i == "memory:") mem = $(i + 1) " (peak " $(i + 4)
+                   if ($i == "images/s:") ips = $(i + 1)}}
+      /^  optimizer step/ {step = $3}
+      /^  gradient sync/ {sync = $3}
+      END {if (state == "") state = "all of it"
+           printf "%-6s  state %-16s  host MiB %-12s  step %8s ms  sync %8s ms  %7s img/s  loss %s\n",
+                  s, state (state ~ /of it/ ? "" : " MB"), mem, step, sync, ips, loss}'
+}
+
+echo "$ranks ranks: $*"
+run ddp "$@"
+run zero1 "$@"
