@@ -27,7 +27,7 @@ run() {
     --limit-test-batches 2 --num-sanity-val-steps 0 --log-device-stats --no-progress \
     --log-dir "$logs" --experiment-name "$strategy" "$@" 2>&1 |
     awk -v s="$strategy" '
-      /^ZeRO stage 1/ {state = $10 " of " $16}
+      /^ZeRO stage 1/ {state = $13 " of " $16}
       /^epoch:/ {for (i = 1; i < NF; ++i) {
                    if ($i == "loss:" && loss == "") loss = $(i + 1)
                    if ($i == "memory:") mem = $(i + 1) " (peak " $(i + 4)

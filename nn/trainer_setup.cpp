@@ -368,10 +368,12 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
       zero_ = std::make_unique<ZeroRedundancy>(*opt_, *comm_);
       if (main_)
         std::printf(
-            "ZeRO stage 1: optimizer state sharded over %d ranks, %.1f MB on rank 0 of "
-            "%.1f MB in all\n",
+            "ZeRO stage 1: optimizer state sharded over %d ranks; rank 0 keeps %.1f MB of "
+            "%.1f MB (%.0f%%)\n",
             world, static_cast<double>(opt_->state_bytes()) / 1e6,
-            static_cast<double>(zero_->total_state_bytes()) / 1e6);
+            static_cast<double>(zero_->total_state_bytes()) / 1e6,
+            100.0 * static_cast<double>(opt_->state_bytes()) /
+                static_cast<double>(std::max<int64_t>(zero_->total_state_bytes(), 1)));
     }
     if (cfg_.sync_bn) {
       const std::vector<BatchNorm2d*> bns = batch_norms(*model_);
