@@ -5,6 +5,9 @@
 // (the casts, --ddp-comm-hook's packing and the MPI sum of fp16 buckets) on each path;
 // CpuConvDepthwise/<pass>/<depthwise|im2col>/NxHxWxC times one pass of a depthwise 3x3
 // convolution (mobilenet_v2_cifar's layers) with the depthwise kernel or im2col's grouped GEMMs.
+// CpuBatchNorm/<fwd|bwd>/NxHxWxC times training batch norm (statistics, normalisation,
+// running statistics; backward: dx, dgamma, dbeta) at mobilenet_v2_cifar's widest layers,
+// checked against the same op in float64.
 // CpuConv3x3/<pass>/<im2col|winograd>/NxHxWxC times one pass of a 3x3 stride-1 convolution
 // (resnet18_cifar's four stages at batch 32) with each CPU algorithm, checked against the
 // other; its GFLOPS count the direct convolution's multiply-adds for both, so their ratio is
@@ -29,6 +32,7 @@
 #include "kernels/conv.h"
 #include "kernels/half_convert.h"
 #include "tensor/fused_ops.h"
+#include "tensor/nn_ops.h"
 #include "tensor/ops.h"
 
 namespace mlai::bench {
@@ -147,6 +151,34 @@ std::string agree_to_float(const Tensor& at, const Tensor& bt) {
   return err <= 1e-5 * scale
              ? std::string()
              : "against another algorithm: relative error " + std::to_string(err / scale);
+}
+
+// Training batch norm over n x hw x hw x c in float32, forward or backward, checked against
+// float64. Bytes: forward reads x twice (mean, then variance) and once more to write y;
+// backward reads x and dy for the sums and again for dx.
+void cpu_batchnorm(benchmark::State& state, const std::string& key, bool backward, int64_t n,
+                   int64_t hw, int64_t c) {
+  Generator gen(6);
+  const Tensor x = Tensor::uniform({n, hw, hw, c}, -2, 3, gen);
+  const Tensor dy = Tensor::uniform({n, hw, hw, c}, -1, 1, gen);
+  const Tensor gamma = Tensor::uniform({c}, 0.5, 1.5, gen), beta = Tensor::uniform({c}, -1, 1, gen);
+  auto run = [&](DType dt) {
+    Tensor rm = Tensor::zeros({c}, dt), rv = Tensor::full({c}, 1.0, dt);
+    const Tensor xd = x.to(dt), g = gamma.to(dt);
+    auto [y, mean, inv_std] = tensor::batchnorm_train(xd, g, beta.to(dt), rm, rv, 0.1, 1e-5);
+    return backward ? std::get<0>(tensor::batchnorm_backward(xd, dy.to(dt), g, mean, inv_std)) : y;
+  };
+  if (!validate_once(state, key,
+                     [&] { return agree_to_float(run(DType::kFloat32), run(DType::kFloat64)); }))
+    return;
+  Tensor rm = Tensor::zeros({c}), rv = Tensor::full({c}, 1.0);
+  auto [y, mean, inv_std] = tensor::batchnorm_train(x, gamma, beta, rm, rv, 0.1, 1e-5);
+  const double s = time_cpu(state, [&] {
+    return backward ? std::get<0>(tensor::batchnorm_backward(x, dy, gamma, mean, inv_std))
+                    : std::get<0>(tensor::batchnorm_train(x, gamma, beta, rm, rv, 0.1, 1e-5));
+  });
+  set_rate(state, "GBps", static_cast<double>(3 * x.numel() * 4) * 1e-9 * (backward ? 5.0 / 3 : 1),
+           s, 0);
 }
 
 // One pass (0 forward, 1 backward data, 2 backward filter) of a 3x3, stride-1, padding-1
@@ -411,6 +443,15 @@ void register_cpu_benchmarks() {
                 });
       }
   }
+  for (auto [hw, c] : {std::pair<int64_t, int64_t>{32, 144}, {32, 32}, {16, 192}, {8, 384}})
+    for (bool bwd : {false, true}) {
+      const std::string size =
+          "32x" + std::to_string(hw) + "x" + std::to_string(hw) + "x" + std::to_string(c);
+      add_cpu(std::string("CpuBatchNorm/") + (bwd ? "bwd/" : "fwd/") + size,
+              [=](benchmark::State& st, const std::string& key) {
+                cpu_batchnorm(st, key, bwd, 32, hw, c);
+              });
+    }
   for (auto [rows, classes] : {std::pair<int64_t, int64_t>{256, 10}, {4096, 1000}}) {
     const std::string size = std::to_string(rows) + "x" + std::to_string(classes);
     for (bool bwd : {false, true}) {
