@@ -1,5 +1,5 @@
 // Batch normalisation forward and backward, plain and with ResNet's epilogue fused in
-// (relu(bn(x) + z)). Training saves only mean and inv_std (plus x and gamma, which exist
+// (act(bn(x) + z)). Training saves only mean and inv_std (plus x and gamma, which exist
 // anyway, and the output when a relu needs its mask); evaluation is an affine map per channel.
 #include <cmath>
 #include <stdexcept>
@@ -88,13 +88,14 @@ Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& bet
 }
 
 namespace {
-// relu(bn(x) + z): backward needs the forward's output only for the relu's mask.
+// act(bn(x) + z): backward needs the forward's output only for the activation's mask.
 struct BatchNormActNode : Node {
-  Tensor x, gamma, mean, inv_std, y;  // y only when the relu was fused
+  Tensor x, gamma, mean, inv_std, y;  // y only when an activation was fused
+  kernels::BnAct act;
   bool has_residual = false;
   std::vector<Tensor> backward(const Tensor& g) override {
     const bool want_dz = has_residual && inputs[3];
-    t::BatchNormGrads d = t::batchnorm_act_backward(x, g, gamma, mean, inv_std, y, want_dz);
+    t::BatchNormGrads d = t::batchnorm_act_backward(x, g, gamma, mean, inv_std, y, want_dz, act);
     std::vector<Tensor> out{inputs[0] ? d.dx : Tensor(), inputs[1] ? d.dgamma : Tensor(),
                             inputs[2] ? d.dbeta : Tensor()};
     if (has_residual) out.push_back(d.dz);
@@ -105,7 +106,7 @@ struct BatchNormActNode : Node {
 }  // namespace
 
 Variable batchnorm_act(const Variable& x, const Variable& gamma, const Variable& beta,
-                       const Variable& residual, bool relu, Tensor& running_mean,
+                       const Variable& residual, kernels::BnAct act, Tensor& running_mean,
                        Tensor& running_var, bool training, double momentum, double eps) {
   std::vector<const Variable*> ins{&x, &gamma, &beta};
   if (residual.defined()) ins.push_back(&residual);
@@ -113,13 +114,13 @@ Variable batchnorm_act(const Variable& x, const Variable& gamma, const Variable&
   if (!training) {
     if (!needs_grad(ins))
       return Variable(t::batchnorm_act_eval(x.data(), gamma.data(), beta.data(), running_mean,
-                                            running_var, z, relu, eps));
+                                            running_var, z, act, eps));
     // Gradients in evaluation mode (rare: feature attribution and the like): the unfused ops.
     Variable out = batchnorm(x, gamma, beta, running_mean, running_var, false, momentum, eps);
     if (residual.defined()) out = add(out, residual);
-    return relu ? autograd::relu(out) : out;
+    return activate(out, act);
   }
-  auto [y, mean, inv_std] = t::batchnorm_act_train(x.data(), gamma.data(), beta.data(), z, relu,
+  auto [y, mean, inv_std] = t::batchnorm_act_train(x.data(), gamma.data(), beta.data(), z, act,
                                                    running_mean, running_var, momentum, eps);
   std::shared_ptr<BatchNormActNode> node;
   if (needs_grad(ins)) {
@@ -128,10 +129,23 @@ Variable batchnorm_act(const Variable& x, const Variable& gamma, const Variable&
     node->gamma = gamma.data();
     node->mean = mean;
     node->inv_std = inv_std;
-    if (relu) node->y = y;
+    if (act) node->y = y;
+    node->act = act;
     node->has_residual = residual.defined();
   }
   return make_result(y, node, ins);
+}
+
+Variable activate(const Variable& x, kernels::BnAct act) {
+  switch (act.kind) {
+    case kernels::BnAct::kRelu:
+      return relu(x);
+    case kernels::BnAct::kRelu6:
+      return relu6(x);
+    case kernels::BnAct::kNone:
+      break;
+  }
+  return x;
 }
 
 }  // namespace mlai::autograd

@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "autograd/variable.h"
+#include "kernels/batchnorm.h"
 
 namespace mlai::autograd {
 
@@ -61,11 +62,14 @@ Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& bet
                    Tensor& running_mean, Tensor& running_var, bool training, double momentum,
                    double eps);
 
-// batchnorm() and ResNet's epilogue in one op: relu(bn(x) + residual), the residual (x's shape)
-// may be undefined and the relu off. One pass instead of three each way.
+// batchnorm() and ResNet's epilogue in one op: act(bn(x) + residual), the residual (x's shape)
+// may be undefined and the activation (relu or relu6; from a bool: relu or none) off. One pass
+// instead of three each way.
 Variable batchnorm_act(const Variable& x, const Variable& gamma, const Variable& beta,
-                       const Variable& residual, bool relu, Tensor& running_mean,
+                       const Variable& residual, kernels::BnAct act, Tensor& running_mean,
                        Tensor& running_var, bool training, double momentum, double eps);
+// The activation alone, unfused: relu(x), relu6(x) or x.
+Variable activate(const Variable& x, kernels::BnAct act);
 
 // sync_batchnorm.cpp: cross-rank batch norm for data parallelism (PyTorch's SyncBatchNorm),
 // training mode: the statistics are those of the global batch (`world` ranks of x.rows each; the

@@ -20,26 +20,32 @@ namespace mlai::kernels::cpu {
 namespace {
 // Loops here keep every branch out of the inner loop, so they vectorize (a per-element branch on
 // random signs is mispredicted half the time): the options are template arguments, and the
-// relu and its mask run as selects in T over a row, after the maths rounded to T.
-template <class T>
-void relu_row(T* y, int64_t c) {
+// activation and its mask run as selects in T over a row, after the maths rounded to T.
+// relu, or relu6 with kCapped (nan becomes 0 either way).
+template <class T, bool kCapped>
+void act_row(T* y, int64_t c) {
   for (int64_t ch = 0; ch < c; ++ch) {
     const T v = y[ch];
-    y[ch] = v > 0 ? v : T(0);
+    const T r = v > 0 ? v : T(0);
+    if constexpr (kCapped) {
+      y[ch] = r < T(6) ? r : T(6);
+    } else {
+      y[ch] = r;
+    }
   }
 }
-// g = dy where y > 0, else 0.
+// g = dy where 0 < y < cap, else 0.
 template <class T>
-void masked_row(const T* dy, const T* y, T* g, int64_t c) {
+void masked_row(const T* dy, const T* y, T* g, int64_t c, T cap) {
   for (int64_t ch = 0; ch < c; ++ch) {
-    const T d = dy[ch];
-    g[ch] = y[ch] > 0 ? d : T(0);
+    const T d = dy[ch], v = y[ch];
+    g[ch] = v > 0 && v < cap ? d : T(0);
   }
 }
 
-// y = (x - mean) * scale + shift per channel, plus z, then relu, in T (x - mean first: exact
-// where x is near the mean, where scale * x + (shift - mean * scale) would cancel).
-template <class T, bool kZ, bool kRelu>
+// y = (x - mean) * scale + shift per channel, plus z, then the activation, in T (x - mean first:
+// exact where x is near the mean, where scale * x + (shift - mean * scale) would cancel).
+template <class T, bool kZ, BnAct::Kind kAct>
 void affine_act_loop(const T* x, const T* mean, const T* scale, const T* shift, const T* z, T* y,
                      int64_t rows, int64_t c) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -50,20 +56,19 @@ void affine_act_loop(const T* x, const T* mean, const T* scale, const T* shift, 
       if constexpr (kZ) v += z[r * c + ch];
       yr[ch] = v;
     }
-    if constexpr (kRelu) relu_row(yr, c);
+    if constexpr (kAct != BnAct::kNone) act_row<T, kAct == BnAct::kRelu6>(yr, c);
   }
 }
-template <class T>
+template <class T, bool kZ>
 void affine_act_rows(const T* x, const T* mean, const T* scale, const T* shift, const T* z,
-                     bool relu, T* y, int64_t rows, int64_t c) {
-  if (z != nullptr && relu) {
-    affine_act_loop<T, true, true>(x, mean, scale, shift, z, y, rows, c);
-  } else if (z != nullptr) {
-    affine_act_loop<T, true, false>(x, mean, scale, shift, z, y, rows, c);
-  } else if (relu) {
-    affine_act_loop<T, false, true>(x, mean, scale, shift, z, y, rows, c);
-  } else {
-    affine_act_loop<T, false, false>(x, mean, scale, shift, z, y, rows, c);
+                     BnAct act, T* y, int64_t rows, int64_t c) {
+  switch (act.kind) {
+    case BnAct::kNone:
+      return affine_act_loop<T, kZ, BnAct::kNone>(x, mean, scale, shift, z, y, rows, c);
+    case BnAct::kRelu:
+      return affine_act_loop<T, kZ, BnAct::kRelu>(x, mean, scale, shift, z, y, rows, c);
+    case BnAct::kRelu6:
+      return affine_act_loop<T, kZ, BnAct::kRelu6>(x, mean, scale, shift, z, y, rows, c);
   }
 }
 
@@ -75,13 +80,18 @@ int64_t row_grain(int64_t c) {
 // The per-channel factors (computed in double) rounded to T, then the rows in parallel.
 template <class T>
 void affine_act(const T* x, const std::vector<double>& mean, const std::vector<double>& scale,
-                const std::vector<double>& shift, const T* z, bool relu, T* y, int64_t rows,
+                const std::vector<double>& shift, const T* z, BnAct act, T* y, int64_t rows,
                 int64_t c) {
   const std::vector<T> m(mean.begin(), mean.end()), a(scale.begin(), scale.end()),
       b(shift.begin(), shift.end());
   parallel_for(rows, row_grain(c), [&](int64_t r0, int64_t r1) {
-    affine_act_rows(x + r0 * c, m.data(), a.data(), b.data(), z != nullptr ? z + r0 * c : nullptr,
-                    relu, y + r0 * c, r1 - r0, c);
+    if (z != nullptr) {
+      affine_act_rows<T, true>(x + r0 * c, m.data(), a.data(), b.data(), z + r0 * c, act,
+                               y + r0 * c, r1 - r0, c);
+    } else {
+      affine_act_rows<T, false>(x + r0 * c, m.data(), a.data(), b.data(), nullptr, act, y + r0 * c,
+                                r1 - r0, c);
+    }
   });
 }
 
@@ -142,7 +152,7 @@ template <class T>
 void batchnorm_forward_train(const T* x, const acc_t<T>* gamma, const acc_t<T>* beta, T* y,
                              acc_t<T>* running_mean, acc_t<T>* running_var, acc_t<T>* save_mean,
                              acc_t<T>* save_inv_std, int64_t rows, int64_t c, double momentum,
-                             double eps, const T* z, bool relu) {
+                             double eps, const T* z, BnAct act) {
   if (rows <= 0)
     throw std::invalid_argument("batchnorm_forward_train: empty batch (rows = " +
                                 std::to_string(rows) + "), no statistics to normalise with");
@@ -183,17 +193,17 @@ void batchnorm_forward_train(const T* x, const acc_t<T>* gamma, const acc_t<T>* 
           static_cast<acc_t<T>>((1 - momentum) * running_var[ch] + momentum * var[ch] * unbias);
   }
   const std::vector<double> shift(beta, beta + c);
-  affine_act(x, mean, scale, shift, z, relu, y, rows, c);
+  affine_act(x, mean, scale, shift, z, act, y, rows, c);
 }
 
 template <class T>
 void batchnorm_forward_eval(const T* x, const acc_t<T>* gamma, const acc_t<T>* beta,
                             const acc_t<T>* running_mean, const acc_t<T>* running_var, T* y,
-                            int64_t rows, int64_t c, double eps, const T* z, bool relu) {
+                            int64_t rows, int64_t c, double eps, const T* z, BnAct act) {
   std::vector<double> scale(static_cast<size_t>(c)), mean(running_mean, running_mean + c),
       shift(beta, beta + c);
   for (int64_t ch = 0; ch < c; ++ch) scale[ch] = gamma[ch] / std::sqrt(running_var[ch] + eps);
-  affine_act(x, mean, scale, shift, z, relu, y, rows, c);
+  affine_act(x, mean, scale, shift, z, act, y, rows, c);
 }
 
 // With xhat = (x - mean) * inv_std: dbeta = sum dy, dgamma = sum dy * xhat, and (the mean and
@@ -201,8 +211,8 @@ void batchnorm_forward_eval(const T* x, const acc_t<T>* gamma, const acc_t<T>* b
 template <class T>
 void batchnorm_backward(const T* x, const T* dy, const acc_t<T>* gamma, const acc_t<T>* save_mean,
                         const acc_t<T>* save_inv_std, T* dx, acc_t<T>* dgamma, acc_t<T>* dbeta,
-                        int64_t rows, int64_t c, const T* y, T* dz) {
-  // The gradient reaching batch norm, a row at a time: dy, or dy through the relu's mask (y),
+                        int64_t rows, int64_t c, const T* y, T* dz, float y_cap) {
+  // The gradient reaching batch norm, a row at a time: dy, or dy through the activation's mask,
   // written to dz when wanted (the residual's gradient) or to the block's scratch row.
   auto grad_row = [&](int64_t r, std::vector<T>& scratch) -> const T* {
     if (y == nullptr) {
@@ -210,7 +220,7 @@ void batchnorm_backward(const T* x, const T* dy, const acc_t<T>* gamma, const ac
       return dy + r * c;
     }
     T* g = dz != nullptr ? dz + r * c : scratch.data();
-    masked_row(dy + r * c, y + r * c, g, c);
+    masked_row(dy + r * c, y + r * c, g, c, static_cast<T>(y_cap));
     return g;
   };
   const size_t scratch_size = y != nullptr && dz == nullptr ? static_cast<size_t>(c) : 0;
@@ -269,13 +279,13 @@ void batchnorm_backward(const T* x, const T* dy, const acc_t<T>* gamma, const ac
 #define MLAI_INSTANTIATE(T)                                                                        \
   template void batchnorm_forward_train<T>(const T*, const acc_t<T>*, const acc_t<T>*, T*,         \
                                            acc_t<T>*, acc_t<T>*, acc_t<T>*, acc_t<T>*, int64_t,    \
-                                           int64_t, double, double, const T*, bool);               \
+                                           int64_t, double, double, const T*, BnAct);              \
   template void batchnorm_forward_eval<T>(const T*, const acc_t<T>*, const acc_t<T>*,              \
                                           const acc_t<T>*, const acc_t<T>*, T*, int64_t, int64_t,  \
-                                          double, const T*, bool);                                 \
+                                          double, const T*, BnAct);                                \
   template void batchnorm_backward<T>(const T*, const T*, const acc_t<T>*, const acc_t<T>*,        \
                                       const acc_t<T>*, T*, acc_t<T>*, acc_t<T>*, int64_t, int64_t, \
-                                      const T*, T*);
+                                      const T*, T*, float);
 MLAI_INSTANTIATE(float)
 MLAI_INSTANTIATE(double)
 #undef MLAI_INSTANTIATE

@@ -1,4 +1,4 @@
-// CUDA twins of the fused batch norm in kernels/batchnorm.cpp: y = relu(bn(x) + z) and its
+// CUDA twins of the fused batch norm in kernels/batchnorm.cpp: y = act(bn(x) + z) and its
 // backward over NHWC activations seen as [rows, c]. Three launches each way:
 //   stats:    blocks of 32 channels x 8 row lanes; each thread sums its rows in double (shifted
 //             by the channel's first value, so a large mean does not cancel the variance), the
@@ -6,7 +6,8 @@
 //   finalize: one warp per channel adds the partials in double (fixed order: deterministic),
 //             writes the saved / running statistics or dgamma, dbeta and the per-channel
 //             coefficients of the apply pass;
-//   apply:    elementwise over 16-byte packs, the epilogue (z, relu) or the masked dy inside.
+//   apply:    elementwise over 16-byte packs, the epilogue (z, relu or relu6) or the masked dy
+//             inside.
 #include <algorithm>
 
 #include "kernels/batchnorm.h"
@@ -84,10 +85,12 @@ __global__ void stats_kernel(const T* x, int64_t rows, int64_t c, double* s1_out
   store_block_sums(s1, s2, c, ch, s1_out, s2_out);
 }
 
-// Per channel: sum(g) and sum(g * (x - mean)), g = dy masked where y <= 0 (y may be null).
+// Per channel: sum(g) and sum(g * (x - mean)), g = dy masked outside 0 < y < cap (y may be
+// null).
 template <class T>
-__global__ void grad_sums_kernel(const T* x, const T* dy, const T* y, const acc_t<T>* mean,
-                                 int64_t rows, int64_t c, double* sg_out, double* sgx_out) {
+__global__ void grad_sums_kernel(const T* x, const T* dy, const T* y, float cap,
+                                 const acc_t<T>* mean, int64_t rows, int64_t c, double* sg_out,
+                                 double* sgx_out) {
   using A = acc_t<T>;
   const int64_t ch = static_cast<int64_t>(blockIdx.x) * kTileC + threadIdx.x;
   double sg = 0, sgx = 0;
@@ -96,7 +99,10 @@ __global__ void grad_sums_kernel(const T* x, const T* dy, const T* y, const acc_
     for (int64_t r = static_cast<int64_t>(blockIdx.y) * kLanes + threadIdx.y; r < rows;
          r += static_cast<int64_t>(gridDim.y) * kLanes) {
       const int64_t i = r * c + ch;
-      if (y != nullptr && !(dev::to_acc(y[i]) > 0)) continue;
+      if (y != nullptr) {
+        const A v = dev::to_acc(y[i]);
+        if (!(v > 0 && v < static_cast<A>(cap))) continue;
+      }
       const double g = dev::to_acc(dy[i]);
       sg += g;
       sgx += g * static_cast<double>(dev::to_acc(x[i]) - m);
@@ -185,18 +191,22 @@ __global__ void finalize_backward_kernel(const double* sg, const double* sgx, co
   }
 }
 
-// y = (x - k0) * k1 + k2 [+ z] [relu], per element; packs never straddle rows (c % kN == 0).
+// y = (x - k0) * k1 + k2 [+ z] [relu, capped at cap: relu6], per element; packs never straddle
+// rows (c % kN == 0).
 template <class T>
-__global__ void apply_forward_kernel(const T* x, const T* z, bool relu, const acc_t<T>* k0,
-                                     const acc_t<T>* k1, const acc_t<T>* k2, T* y, int64_t n,
-                                     int64_t c, bool vec) {
+__global__ void apply_forward_kernel(const T* x, const T* z, bool relu, float cap,
+                                     const acc_t<T>* k0, const acc_t<T>* k1, const acc_t<T>* k2,
+                                     T* y, int64_t n, int64_t c, bool vec) {
   using A = acc_t<T>;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   auto one = [&](T xv, T zv, int64_t ch) {
     A v = (dev::to_acc(xv) - k0[ch]) * k1[ch] + k2[ch];
     if (z != nullptr) v += dev::to_acc(zv);
-    if (relu && !(v > 0)) v = 0;
+    if (relu) {
+      if (!(v > 0)) v = 0;
+      if (v > static_cast<A>(cap)) v = static_cast<A>(cap);
+    }
     return dev::from_acc<T>(v);
   };
   if (vec) {
@@ -216,20 +226,21 @@ __global__ void apply_forward_kernel(const T* x, const T* z, bool relu, const ac
   for (int64_t i = tid; i < n; i += stride) y[i] = one(x[i], z != nullptr ? z[i] : x[i], i % c);
 }
 
-// g = dy masked where y <= 0; dx = k0 * (n g - k1 - xhat * k2), xhat = (x - mean) * inv_std;
-// dz = g.
+// g = dy masked outside 0 < y < cap; dx = k0 * (n g - k1 - xhat * k2), xhat = (x - mean) *
+// inv_std; dz = g.
 template <class T>
-__global__ void apply_backward_kernel(const T* x, const T* dy, const T* y, const acc_t<T>* mean,
-                                      const acc_t<T>* inv_std, const acc_t<T>* k0,
-                                      const acc_t<T>* k1, const acc_t<T>* k2, T* dx, T* dz,
-                                      int64_t n, int64_t c, double rows) {
+__global__ void apply_backward_kernel(const T* x, const T* dy, const T* y, float cap,
+                                      const acc_t<T>* mean, const acc_t<T>* inv_std,
+                                      const acc_t<T>* k0, const acc_t<T>* k1, const acc_t<T>* k2,
+                                      T* dx, T* dz, int64_t n, int64_t c, double rows) {
   using A = acc_t<T>;
   const A count = static_cast<A>(rows);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
     const int64_t ch = i % c;
-    const bool pass = y == nullptr || dev::to_acc(y[i]) > 0;
+    const A yv = y == nullptr ? A(1) : dev::to_acc(y[i]);
+    const bool pass = y == nullptr || (yv > 0 && yv < static_cast<A>(cap));
     const T gt = pass ? dy[i] : dev::from_acc<T>(A(0));
     const A g = dev::to_acc(gt);
     const A xhat = (dev::to_acc(x[i]) - mean[ch]) * inv_std[ch];
@@ -239,14 +250,14 @@ __global__ void apply_backward_kernel(const T* x, const T* dy, const T* y, const
 }
 
 template <class T>
-void launch_apply_forward(const T* x, const T* z, bool relu, const acc_t<T>* k0, const acc_t<T>* k1,
+void launch_apply_forward(const T* x, const T* z, BnAct act, const acc_t<T>* k0, const acc_t<T>* k1,
                           const acc_t<T>* k2, T* y, int64_t n, int64_t c, StreamHandle stream) {
   using P = dev::Pack<T>;
   const bool vec = c % P::kN == 0 && dev::aligned16(x) && dev::aligned16(y) &&
                    (z == nullptr || dev::aligned16(z));
   const int64_t work = vec ? n / P::kN : n;
-  apply_forward_kernel<T>
-      <<<dev::grid_size(work), dev::kBlock, 0, stream>>>(x, z, relu, k0, k1, k2, y, n, c, vec);
+  apply_forward_kernel<T><<<dev::grid_size(work), dev::kBlock, 0, stream>>>(
+      x, z, static_cast<bool>(act), act.cap(), k0, k1, k2, y, n, c, vec);
   MLAI_LAUNCH_CHECK();
 }
 
@@ -262,7 +273,7 @@ template <class T>
 void batchnorm_forward_train(const T* x, const acc_t<T>* gamma, const acc_t<T>* beta, T* y,
                              acc_t<T>* running_mean, acc_t<T>* running_var, acc_t<T>* save_mean,
                              acc_t<T>* save_inv_std, int64_t rows, int64_t c, double momentum,
-                             double eps, const T* z, bool relu, void* scratch,
+                             double eps, const T* z, BnAct act, void* scratch,
                              StreamHandle stream) {
   using A = acc_t<T>;
   if (rows <= 0 || c <= 0) return;
@@ -275,13 +286,13 @@ void batchnorm_forward_train(const T* x, const acc_t<T>* gamma, const acc_t<T>* 
       s.p0, s.p1, x, gamma, beta, running_mean, running_var, save_mean, save_inv_std, rows,
       l.row_blocks, c, momentum, eps, s.k0, s.k1, s.k2);
   MLAI_LAUNCH_CHECK();
-  launch_apply_forward(x, z, relu, s.k0, s.k1, s.k2, y, rows * c, c, stream);
+  launch_apply_forward(x, z, act, s.k0, s.k1, s.k2, y, rows * c, c, stream);
 }
 
 template <class T>
 void batchnorm_forward_eval(const T* x, const acc_t<T>* gamma, const acc_t<T>* beta,
                             const acc_t<T>* running_mean, const acc_t<T>* running_var, T* y,
-                            int64_t rows, int64_t c, double eps, const T* z, bool relu,
+                            int64_t rows, int64_t c, double eps, const T* z, BnAct act,
                             void* scratch, StreamHandle stream) {
   using A = acc_t<T>;
   if (rows <= 0 || c <= 0) return;
@@ -289,13 +300,13 @@ void batchnorm_forward_eval(const T* x, const acc_t<T>* gamma, const acc_t<T>* b
   finalize_eval_kernel<A><<<dev::grid_size(c), dev::kBlock, 0, stream>>>(
       gamma, beta, running_mean, running_var, c, eps, s.k0, s.k1, s.k2);
   MLAI_LAUNCH_CHECK();
-  launch_apply_forward(x, z, relu, s.k0, s.k1, s.k2, y, rows * c, c, stream);
+  launch_apply_forward(x, z, act, s.k0, s.k1, s.k2, y, rows * c, c, stream);
 }
 
 template <class T>
 void batchnorm_backward(const T* x, const T* dy, const acc_t<T>* gamma, const acc_t<T>* save_mean,
                         const acc_t<T>* save_inv_std, T* dx, acc_t<T>* dgamma, acc_t<T>* dbeta,
-                        int64_t rows, int64_t c, const T* y, T* dz, void* scratch,
+                        int64_t rows, int64_t c, const T* y, T* dz, float y_cap, void* scratch,
                         StreamHandle stream) {
   using A = acc_t<T>;
   if (rows <= 0 || c <= 0) return;
@@ -303,27 +314,28 @@ void batchnorm_backward(const T* x, const T* dy, const acc_t<T>* gamma, const ac
   Scratch<A> s(scratch, l.row_blocks, c);
   grad_sums_kernel<T>
       <<<dim3(static_cast<unsigned>(l.tiles), static_cast<unsigned>(l.row_blocks)),
-         dim3(kTileC, kLanes), 0, stream>>>(x, dy, y, save_mean, rows, c, s.p0, s.p1);
+         dim3(kTileC, kLanes), 0, stream>>>(x, dy, y, y_cap, save_mean, rows, c, s.p0, s.p1);
   MLAI_LAUNCH_CHECK();
   finalize_backward_kernel<A><<<dev::grid_size(c * 32), dev::kBlock, 0, stream>>>(
       s.p0, s.p1, gamma, save_inv_std, rows, l.row_blocks, c, dgamma, dbeta, s.k0, s.k1, s.k2);
   MLAI_LAUNCH_CHECK();
   const int64_t n = rows * c;
   apply_backward_kernel<T><<<dev::grid_size(n), dev::kBlock, 0, stream>>>(
-      x, dy, y, save_mean, save_inv_std, s.k0, s.k1, s.k2, dx, dz, n, c, static_cast<double>(rows));
+      x, dy, y, y_cap, save_mean, save_inv_std, s.k0, s.k1, s.k2, dx, dz, n, c,
+      static_cast<double>(rows));
   MLAI_LAUNCH_CHECK();
 }
 
 #define MLAI_INSTANTIATE(T)                                                                        \
   template void batchnorm_forward_train<T>(                                                        \
       const T*, const acc_t<T>*, const acc_t<T>*, T*, acc_t<T>*, acc_t<T>*, acc_t<T>*, acc_t<T>*,  \
-      int64_t, int64_t, double, double, const T*, bool, void*, StreamHandle);                      \
+      int64_t, int64_t, double, double, const T*, BnAct, void*, StreamHandle);                     \
   template void batchnorm_forward_eval<T>(const T*, const acc_t<T>*, const acc_t<T>*,              \
                                           const acc_t<T>*, const acc_t<T>*, T*, int64_t, int64_t,  \
-                                          double, const T*, bool, void*, StreamHandle);            \
+                                          double, const T*, BnAct, void*, StreamHandle);           \
   template void batchnorm_backward<T>(const T*, const T*, const acc_t<T>*, const acc_t<T>*,        \
                                       const acc_t<T>*, T*, acc_t<T>*, acc_t<T>*, int64_t, int64_t, \
-                                      const T*, T*, void*, StreamHandle);
+                                      const T*, T*, float, void*, StreamHandle);
 MLAI_INSTANTIATE(float)
 MLAI_INSTANTIATE(double)
 MLAI_INSTANTIATE(Half)

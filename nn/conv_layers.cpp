@@ -92,7 +92,7 @@ void BatchNorm2d::reset_running_stats() {
   batches_ = 0;
 }
 
-Variable BatchNorm2d::forward_act(const Variable& x, const Variable& residual, bool relu) {
+Variable BatchNorm2d::forward_act(const Variable& x, const Variable& residual, kernels::BnAct act) {
   ModuleFlops::Scope flops(this);  // (none of its own: so the summary says 0, not "did not run")
   if (is_training() && track_ && !tensor::capturing(x.data().device())) count_batch();
   // momentum=None: the k-th batch since the reset weighs 1/k (a cumulative mean).
@@ -111,12 +111,12 @@ Variable BatchNorm2d::forward_act(const Variable& x, const Variable& residual, b
                         : autograd::batchnorm(x, weight_, bias_, rm, rv, is_training(), momentum,
                                               eps_);
     if (residual.defined()) out = autograd::add(out, residual);
-    return relu ? autograd::relu(out) : out;
+    return autograd::activate(out, act);
   }
-  if (!residual.defined() && !relu)  // plain: cuDNN's batch norm on CUDA
+  if (!residual.defined() && !act)  // plain: cuDNN's batch norm on CUDA
     return autograd::batchnorm(x, weight_, bias_, rm, rv, is_training(), momentum, eps_);
-  return autograd::batchnorm_act(x, weight_, bias_, residual, relu, rm, rv, is_training(),
-                                 momentum, eps_);
+  return autograd::batchnorm_act(x, weight_, bias_, residual, act, rm, rv, is_training(), momentum,
+                                 eps_);
 }
 
 }  // namespace mlai::nn

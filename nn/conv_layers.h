@@ -34,9 +34,10 @@ class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1);
   Variable forward(const Variable& x) override;
-  // relu(bn(x) + residual) in one op (residual may be undefined, relu off): ResNet's epilogue.
-  // Same numbers as forward() followed by the add and the relu, up to rounding.
-  Variable forward_act(const Variable& x, const Variable& residual, bool relu);
+  // act(bn(x) + residual) in one op (residual may be undefined, the activation off; true:
+  // relu, kernels::BnAct::kRelu6: MobileNet's relu6): ResNet's epilogue. Same numbers as
+  // forward() followed by the add and the activation, up to rounding.
+  Variable forward_act(const Variable& x, const Variable& residual, kernels::BnAct act);
   std::string type_name() const override { return "BatchNorm2d"; }
   // Counts one training batch in num_batches_tracked (forward does, except while a CUDA graph
   // is being captured: a replayed graph would repeat one fixed count, so --cuda-graphs calls

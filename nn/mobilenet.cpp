@@ -24,7 +24,8 @@ namespace mlai::nn {
 
 namespace {
 
-// torchvision's Conv2dNormActivation: conv (no bias), batch norm, ReLU6, named 0, 1, 2.
+// torchvision's Conv2dNormActivation: conv (no bias), batch norm, ReLU6, named 0, 1, 2
+// (Sequential runs the batch norm and the ReLU6 as one fused op).
 std::shared_ptr<Sequential> conv_bn_relu6(int64_t in, int64_t out, int64_t kernel, int64_t stride,
                                           int64_t groups, Generator& gen) {
   auto s = std::make_shared<Sequential>();

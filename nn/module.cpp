@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 
+#include "nn/conv_layers.h"
 #include "nn/layers.h"
 #include "tensor/ops.h"
 
@@ -159,6 +160,15 @@ ModuleFlops::Scope::~Scope() {
   if (into_ != nullptr) into_->flops_[module_] += autograd::flop_count() - start_;
 }
 
+namespace {
+// The activation a module is, for fusing it into the batch norm before it (none: not one).
+kernels::BnAct activation_of(const Module* m) {
+  if (dynamic_cast<const ReLU*>(m) != nullptr) return kernels::BnAct::kRelu;
+  if (dynamic_cast<const ReLU6*>(m) != nullptr) return kernels::BnAct::kRelu6;
+  return kernels::BnAct::kNone;
+}
+}  // namespace
+
 Variable Sequential::forward(const Variable& x) {
   Variable h = x;
   const auto& ch = children();
@@ -177,6 +187,18 @@ Variable Sequential::forward(const Variable& x) {
         check_anomaly(h, out, ch[i].first + " + " + ch[i + 1].first + " (Linear + ReLU)");
       h = out;
       ++i;  // the ReLU ran inside the linear kernel
+    } else if (auto* bn = dynamic_cast<BatchNorm2d*>(ch[i].second.get());
+               bn != nullptr && i + 1 < ch.size() && activation_of(ch[i + 1].second.get())) {
+      // Batch norm and its ReLU or ReLU6 (MobileNet's Conv2dNormActivation) as one op: one
+      // pass over the activations each way instead of two, and one tensor kept for backward.
+      const std::string what = ch[i].first + " + " + ch[i + 1].first + " (BatchNorm2d + " +
+                               ch[i + 1].second->type_name() + ")";
+      trace::Span span([&] { return what; }, "forward");
+      const Variable out = bn->forward_act(h, Variable(), activation_of(ch[i + 1].second.get()));
+      ModuleFlops::Scope act_ran(ch[i + 1].second.get());  // (inside the batch norm: 0)
+      if (autograd::anomaly_forward()) check_anomaly(h, out, what);
+      h = out;
+      ++i;
     } else {
       h = (*ch[i].second)(h);
     }

@@ -160,7 +160,7 @@ std::tuple<Tensor, Tensor, Tensor> batchnorm_backward(const Tensor& x, const Ten
   return {dx, dgamma, dbeta};
 }
 
-// ---- fused: y = relu(bn(x) + z) ----------------------------------------------------------------
+// ---- fused: y = act(bn(x) + z) -----------------------------------------------------------------
 
 namespace {
 void check_fused(const char* op, const Tensor& x, const Tensor& z) {
@@ -195,7 +195,7 @@ T* mut_ptr_or_null(Tensor& t) {
 
 std::tuple<Tensor, Tensor, Tensor> batchnorm_act_train(const Tensor& x, const Tensor& gamma,
                                                        const Tensor& beta, const Tensor& z,
-                                                       bool relu, Tensor& running_mean,
+                                                       BnAct act, Tensor& running_mean,
                                                        Tensor& running_var, double momentum,
                                                        double eps) {
   const char* op = "batchnorm (fused)";
@@ -206,7 +206,7 @@ std::tuple<Tensor, Tensor, Tensor> batchnorm_act_train(const Tensor& x, const Te
   const int64_t c = x.size(-1), rows = x.numel() / c;
   if (rows < 1) throw std::invalid_argument(std::string(op) + ": empty batch " + x.str());
   if (x.device().is_cpu() && is_half(x.dtype())) {
-    auto [y, mean, inv_std] = batchnorm_act_train(to_f32(x), gamma, beta, to_f32(z), relu,
+    auto [y, mean, inv_std] = batchnorm_act_train(to_f32(x), gamma, beta, to_f32(z), act,
                                                   running_mean, running_var, momentum, eps);
     return {cast(y, x.dtype()), mean, inv_std};
   }
@@ -222,7 +222,7 @@ std::tuple<Tensor, Tensor, Tensor> batchnorm_act_train(const Tensor& x, const Te
       k::cuda::batchnorm_forward_train<scalar_t>(
           x.data<scalar_t>(), gamma.data<A>(), beta.data<A>(), y.data<scalar_t>(),
           mut_ptr_or_null<A>(running_mean), mut_ptr_or_null<A>(running_var), mean.data<A>(),
-          inv_std.data<A>(), rows, c, momentum, eps, ptr_or_null<scalar_t>(z), relu,
+          inv_std.data<A>(), rows, c, momentum, eps, ptr_or_null<scalar_t>(z), act,
           scratch.data_ptr(), stream_of(x));
     });
     return {y, mean, inv_std};
@@ -236,13 +236,13 @@ std::tuple<Tensor, Tensor, Tensor> batchnorm_act_train(const Tensor& x, const Te
           x.data<scalar_t>(), gamma.data<scalar_t>(), beta.data<scalar_t>(), y.data<scalar_t>(),
           mut_ptr_or_null<scalar_t>(running_mean), mut_ptr_or_null<scalar_t>(running_var),
           mean.data<scalar_t>(), inv_std.data<scalar_t>(), rows, c, momentum, eps,
-          ptr_or_null<scalar_t>(z), relu));
+          ptr_or_null<scalar_t>(z), act));
   return {y, mean, inv_std};
 }
 
 Tensor batchnorm_act_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                           const Tensor& running_mean, const Tensor& running_var, const Tensor& z,
-                          bool relu, double eps) {
+                          BnAct act, double eps) {
   const char* op = "batchnorm (fused)";
   check_devices(op, {&x, &gamma, &beta, &z, &running_mean, &running_var});
   check_bn(op, x, {&gamma, &beta, &running_mean, &running_var});
@@ -251,7 +251,7 @@ Tensor batchnorm_act_eval(const Tensor& x, const Tensor& gamma, const Tensor& be
     throw std::invalid_argument(std::string(op) + ": evaluation needs the running statistics");
   if (x.device().is_cpu() && is_half(x.dtype()))
     return cast(
-        batchnorm_act_eval(to_f32(x), gamma, beta, running_mean, running_var, to_f32(z), relu, eps),
+        batchnorm_act_eval(to_f32(x), gamma, beta, running_mean, running_var, to_f32(z), act, eps),
         x.dtype());
   const int64_t c = x.size(-1), rows = x.numel() / c;
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
@@ -262,7 +262,7 @@ Tensor batchnorm_act_eval(const Tensor& x, const Tensor& gamma, const Tensor& be
       using A = k::acc_t<scalar_t>;
       k::cuda::batchnorm_forward_eval<scalar_t>(
           x.data<scalar_t>(), gamma.data<A>(), beta.data<A>(), running_mean.data<A>(),
-          running_var.data<A>(), y.data<scalar_t>(), rows, c, eps, ptr_or_null<scalar_t>(z), relu,
+          running_var.data<A>(), y.data<scalar_t>(), rows, c, eps, ptr_or_null<scalar_t>(z), act,
           scratch.data_ptr(), stream_of(x));
     });
     return y;
@@ -274,13 +274,13 @@ Tensor batchnorm_act_eval(const Tensor& x, const Tensor& gamma, const Tensor& be
                         k::cpu::batchnorm_forward_eval<scalar_t>(
                             x.data<scalar_t>(), gamma.data<scalar_t>(), beta.data<scalar_t>(),
                             running_mean.data<scalar_t>(), running_var.data<scalar_t>(),
-                            y.data<scalar_t>(), rows, c, eps, ptr_or_null<scalar_t>(z), relu));
+                            y.data<scalar_t>(), rows, c, eps, ptr_or_null<scalar_t>(z), act));
   return y;
 }
 
 BatchNormGrads batchnorm_act_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                       const Tensor& save_mean, const Tensor& save_inv_std,
-                                      const Tensor& y, bool want_dz) {
+                                      const Tensor& y, bool want_dz, BnAct act) {
   const char* op = "batchnorm (fused) backward";
   check_devices(op, {&x, &dy, &gamma, &save_mean, &save_inv_std, &y});
   check_bn(op, x, {&gamma, &save_mean, &save_inv_std});
@@ -289,7 +289,7 @@ BatchNormGrads batchnorm_act_backward(const Tensor& x, const Tensor& dy, const T
   check_fused(op, x, y);
   if (x.device().is_cpu() && is_half(x.dtype())) {
     BatchNormGrads g = batchnorm_act_backward(to_f32(x), to_f32(dy), gamma, save_mean, save_inv_std,
-                                              to_f32(y), want_dz);
+                                              to_f32(y), want_dz, act);
     g.dx = cast(g.dx, x.dtype());
     if (g.dz.defined()) g.dz = cast(g.dz, x.dtype());
     return g;
@@ -309,8 +309,8 @@ BatchNormGrads batchnorm_act_backward(const Tensor& x, const Tensor& dy, const T
       k::cuda::batchnorm_backward<scalar_t>(
           x.data<scalar_t>(), dy.data<scalar_t>(), gamma.data<A>(), save_mean.data<A>(),
           save_inv_std.data<A>(), g.dx.data<scalar_t>(), g.dgamma.data<A>(), g.dbeta.data<A>(),
-          rows, c, ptr_or_null<scalar_t>(y), mut_ptr_or_null<scalar_t>(g.dz), scratch.data_ptr(),
-          stream_of(x));
+          rows, c, ptr_or_null<scalar_t>(y), mut_ptr_or_null<scalar_t>(g.dz), act.cap(),
+          scratch.data_ptr(), stream_of(x));
     });
     return g;
 #else
@@ -323,7 +323,7 @@ BatchNormGrads batchnorm_act_backward(const Tensor& x, const Tensor& dy, const T
           x.data<scalar_t>(), dy.data<scalar_t>(), gamma.data<scalar_t>(),
           save_mean.data<scalar_t>(), save_inv_std.data<scalar_t>(), g.dx.data<scalar_t>(),
           g.dgamma.data<scalar_t>(), g.dbeta.data<scalar_t>(), rows, c, ptr_or_null<scalar_t>(y),
-          mut_ptr_or_null<scalar_t>(g.dz)));
+          mut_ptr_or_null<scalar_t>(g.dz), act.cap()));
   return g;
 }
 

@@ -6,6 +6,7 @@
 
 #include <tuple>
 
+#include "kernels/batchnorm.h"
 #include "kernels/conv.h"
 #include "kernels/pool.h"
 #include "tensor/tensor.h"
@@ -45,24 +46,26 @@ std::tuple<Tensor, Tensor, Tensor> batchnorm_backward(const Tensor& x, const Ten
                                                       const Tensor& gamma, const Tensor& save_mean,
                                                       const Tensor& save_inv_std);
 
-// Batch norm with ResNet's epilogue fused in: y = relu(bn(x) + z), z (x's shape and dtype) and
-// the relu each optional; statistics as above. One pass over x for y instead of three (BN, add,
-// relu), and one for dx and dz in backward. On CUDA these run mlai's deterministic kernels.
+// Batch norm with ResNet's epilogue fused in: y = act(bn(x) + z), z (x's shape and dtype) and
+// the activation (relu, or MobileNet's relu6; kernels::BnAct, from a bool: relu or none) each
+// optional; statistics as above. One pass over x for y instead of three (BN, add, activation),
+// and one for dx and dz in backward. On CUDA these run mlai's deterministic kernels.
+using kernels::BnAct;
 std::tuple<Tensor, Tensor, Tensor> batchnorm_act_train(const Tensor& x, const Tensor& gamma,
                                                        const Tensor& beta, const Tensor& z,
-                                                       bool relu, Tensor& running_mean,
+                                                       BnAct act, Tensor& running_mean,
                                                        Tensor& running_var, double momentum,
                                                        double eps);
 Tensor batchnorm_act_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                           const Tensor& running_mean, const Tensor& running_var, const Tensor& z,
-                          bool relu, double eps);
-// y: the training forward's output when it applied the relu (its mask), else undefined.
-// dz (the gradient of z: dy through the relu's mask) only when want_dz.
+                          BnAct act, double eps);
+// y: the training forward's output when it applied an activation, `act` (its mask), else
+// undefined. dz (the gradient of z: dy through the mask) only when want_dz.
 struct BatchNormGrads {
   Tensor dx, dgamma, dbeta, dz;
 };
 BatchNormGrads batchnorm_act_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                       const Tensor& save_mean, const Tensor& save_inv_std,
-                                      const Tensor& y, bool want_dz);
+                                      const Tensor& y, bool want_dz, BnAct act = BnAct::kRelu);
 
 }  // namespace mlai::tensor

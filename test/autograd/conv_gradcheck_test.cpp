@@ -83,30 +83,34 @@ TEST_F(ConvGradcheck, BatchNormTrainingAndEvaluation) {
   }
 }
 
-// relu(bn(x) + z) in one op, every combination, training and evaluation. Inputs are redrawn
-// until no pre-activation is within 1e-3 of the relu's kink (finite differences move them by
-// about eps = 1e-6, so the mask cannot flip).
-TEST_F(ConvGradcheck, FusedBatchNormResidualRelu) {
+// act(bn(x) + z) in one op (act none, relu or relu6), every combination, training and
+// evaluation. Inputs are redrawn until no pre-activation is within 1e-3 of a kink (0; and 6 for
+// relu6, where some must pass 6: gamma is drawn larger) (finite differences move them by about
+// eps = 1e-6, so the mask cannot flip).
+TEST_F(ConvGradcheck, FusedBatchNormResidualActivation) {
+  using kernels::BnAct;
   const Shape shape{2, 3, 2, 4};
   for (bool training : {true, false})
     for (bool residual : {false, true})
-      for (bool relu_on : {false, true}) {
+      for (BnAct act : {BnAct(BnAct::kNone), BnAct(BnAct::kRelu), BnAct(BnAct::kRelu6)}) {
+        const bool capped = act.kind == BnAct::kRelu6;
         SCOPED_TRACE(std::string(training ? "train" : "eval") + (residual ? " +z" : "") +
-                     (relu_on ? " relu" : ""));
+                     (act ? (capped ? " relu6" : " relu") : ""));
         const Tensor rm0 = rand({4}),
                      rv0 = tensor::add(rand({4}), Tensor::full({4}, 2.0, DType::kFloat64));
         auto f = [&](const std::vector<Variable>& v) {
           Tensor m = rm0.clone(), s = rv0.clone();  // training updates them in place
-          return batchnorm_act(v[0], v[1], v[2], residual ? v[3] : Variable(), relu_on, m, s,
-                               training, 0.1, 1e-5);
+          return batchnorm_act(v[0], v[1], v[2], residual ? v[3] : Variable(), act, m, s, training,
+                               0.1, 1e-5);
         };
         std::vector<Tensor> in;
         bool far = false;
-        for (int attempt = 0; attempt < 50 && !far; ++attempt) {
-          in = {rand(shape), tensor::add(rand({4}), Tensor::full({4}, 1.5, DType::kFloat64)),
+        for (int attempt = 0; attempt < 200 && !far; ++attempt) {
+          in = {rand(shape),
+                tensor::add(rand({4}), Tensor::full({4}, capped ? 4.5 : 1.5, DType::kFloat64)),
                 rand({4})};
           if (residual) in.push_back(rand(shape));
-          // The pre-activation: the same op without the relu.
+          // The pre-activation: the same op without the activation.
           Tensor m = rm0.clone(), s = rv0.clone();
           NoGradGuard no_grad;
           const Tensor pre = batchnorm_act(Variable(in[0]), Variable(in[1]), Variable(in[2]),
@@ -114,10 +118,12 @@ TEST_F(ConvGradcheck, FusedBatchNormResidualRelu) {
                                            training, 0.1, 1e-5)
                                  .data();
           const auto v = pre.to_double_vector();
-          far = !relu_on ||
-                std::all_of(v.begin(), v.end(), [](double e) { return std::abs(e) > 1e-3; });
+          far = !act || std::all_of(v.begin(), v.end(), [&](double e) {
+            return std::abs(e) > 1e-3 && (!capped || std::abs(e - 6) > 1e-3);
+          });
+          if (capped) far = far && std::any_of(v.begin(), v.end(), [](double e) { return e > 6; });
         }
-        ASSERT_TRUE(far) << "could not draw inputs away from the relu kink";
+        ASSERT_TRUE(far) << "could not draw inputs away from the activation's kinks";
         expect_ok(f, in);
       }
 }

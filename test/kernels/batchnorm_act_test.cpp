@@ -1,5 +1,6 @@
-// The fused batch norm y = relu(bn(x) + z) (tensor/nn_ops.h batchnorm_act_*):
-//  - on the CPU, against the unfused ops it replaces (batch norm, add, relu and their
+// The fused batch norm y = act(bn(x) + z), act none, relu or relu6 (tensor/nn_ops.h
+// batchnorm_act_*):
+//  - on the CPU, against the unfused ops it replaces (batch norm, add, relu or relu6 and their
 //    backwards) in float32/float64, and float16/bfloat16 against float32;
 //  - on CUDA (mlai's kernels, not cuDNN), against the CPU twin on random data in every dtype,
 //    including a large mean (the shifted sums must not cancel the variance), more rows than one
@@ -22,12 +23,27 @@ namespace mlai::tensor {
 namespace {
 
 struct Combo {
-  bool residual, relu;
+  bool residual;
+  BnAct act;
   std::string str() const {
-    return std::string(residual ? "+z" : "") + (relu ? " relu" : " no-relu");
+    const char* names[] = {" no-act", " relu", " relu6"};
+    return std::string(residual ? "+z" : "") + names[act.kind];
   }
+  // gamma's range: wide enough under relu6 that some outputs pass 6 (the cap).
+  double gamma_hi() const { return act.kind == BnAct::kRelu6 ? 4.5 : 1.5; }
 };
-const Combo kCombos[] = {{false, false}, {false, true}, {true, false}, {true, true}};
+const Combo kCombos[] = {{false, BnAct::kNone}, {false, BnAct::kRelu},  {true, BnAct::kNone},
+                         {true, BnAct::kRelu},  {false, BnAct::kRelu6}, {true, BnAct::kRelu6}};
+
+// The unfused activation and its backward at the pre-activation values.
+Tensor act_forward(const Tensor& v, BnAct act) {
+  if (act.kind == BnAct::kRelu) return relu(v);
+  return act.kind == BnAct::kRelu6 ? relu6(v) : v;
+}
+Tensor act_backward(const Tensor& dy, const Tensor& pre, BnAct act) {
+  if (act.kind == BnAct::kRelu) return relu_backward(dy, pre);
+  return act.kind == BnAct::kRelu6 ? relu6_backward(dy, pre) : dy;
+}
 
 double tol(DType dt) {
   switch (dt) {
@@ -56,14 +72,14 @@ class BatchNormActCpu : public ::testing::Test {
 };
 
 // The fused op and the three ops it replaces, forward and backward, on the same inputs.
-TEST_F(BatchNormActCpu, MatchesBatchNormAddRelu) {
+TEST_F(BatchNormActCpu, MatchesBatchNormAddActivation) {
   for (DType dt : {DType::kFloat64, DType::kFloat32})
     for (const Combo& k : kCombos)
       for (bool training : {true, false}) {
         SCOPED_TRACE(std::string(dtype_name(dt)) + k.str() + (training ? " train" : " eval"));
         const Shape shape{3, 5, 4, 6};
         const Tensor x = rand(shape, dt, -1, 3), z = k.residual ? rand(shape, dt) : Tensor();
-        const Tensor gamma = rand({6}, dt, 0.5, 1.5), beta = rand({6}, dt);
+        const Tensor gamma = rand({6}, dt, 0.5, k.gamma_hi()), beta = rand({6}, dt);
         const Tensor rm0 = rand({6}, dt), rv0 = rand({6}, dt, 0.5, 2);
         Tensor rm1 = rm0.clone(), rv1 = rv0.clone(), rm2 = rm0.clone(), rv2 = rv0.clone();
         Tensor ref, y, mean, inv_std;
@@ -72,26 +88,31 @@ TEST_F(BatchNormActCpu, MatchesBatchNormAddRelu) {
           std::tie(y0, mean, inv_std) = batchnorm_train(x, gamma, beta, rm1, rv1, 0.1, 1e-5);
           ref = y0;
           Tensor m2, s2;
-          std::tie(y, m2, s2) = batchnorm_act_train(x, gamma, beta, z, k.relu, rm2, rv2, 0.1, 1e-5);
+          std::tie(y, m2, s2) = batchnorm_act_train(x, gamma, beta, z, k.act, rm2, rv2, 0.1, 1e-5);
           EXPECT_LE(max_rel_error(m2, mean), tol(dt));
           EXPECT_LE(max_rel_error(s2, inv_std), tol(dt));
           EXPECT_LE(max_rel_error(rm2, rm1), tol(dt));
           EXPECT_LE(max_rel_error(rv2, rv1), tol(dt));
         } else {
           ref = batchnorm_eval(x, gamma, beta, rm0, rv0, 1e-5);
-          y = batchnorm_act_eval(x, gamma, beta, rm0, rv0, z, k.relu, 1e-5);
+          y = batchnorm_act_eval(x, gamma, beta, rm0, rv0, z, k.act, 1e-5);
         }
         if (k.residual) ref = add(ref, z);
         const Tensor pre = ref;
-        if (k.relu) ref = relu(ref);
+        ref = act_forward(ref, k.act);
         EXPECT_LE(max_rel_error(y, ref), tol(dt));
+        if (k.act.kind == BnAct::kRelu6) {  // (the cap is reached: its mask is tested)
+          const std::vector<double> v = y.to_double_vector();
+          EXPECT_GT(std::count(v.begin(), v.end(), 6.0), 0);
+        }
         if (!training) continue;
-        // Backward: dy through the relu's mask, then batch norm's backward; dz is the masked dy.
+        // Backward: dy through the activation's mask, then batch norm's backward; dz is the
+        // masked dy.
         const Tensor dy = rand(shape, dt);
-        const Tensor g = k.relu ? relu_backward(dy, pre) : dy;
+        const Tensor g = act_backward(dy, pre, k.act);
         const auto [dx, dgamma, dbeta] = batchnorm_backward(x, g, gamma, mean, inv_std);
-        const BatchNormGrads f =
-            batchnorm_act_backward(x, dy, gamma, mean, inv_std, k.relu ? y : Tensor(), k.residual);
+        const BatchNormGrads f = batchnorm_act_backward(x, dy, gamma, mean, inv_std,
+                                                        k.act ? y : Tensor(), k.residual, k.act);
         EXPECT_LE(max_rel_error(f.dx, dx), tol(dt));
         EXPECT_LE(max_rel_error(f.dgamma, dgamma), tol(dt));
         EXPECT_LE(max_rel_error(f.dbeta, dbeta), tol(dt));
@@ -183,30 +204,30 @@ TEST_F(BatchNormActCuda, MatchesTheCpuTwin) {
           const Tensor x = rand(shape, dt, off - 1, off + 3), gx = x.to(kGpu);
           const Tensor z = k.residual ? rand(shape, dt) : Tensor();
           const Tensor gz = k.residual ? z.to(kGpu) : Tensor();
-          const Tensor gamma = rand({c}, pdt, 0.5, 1.5), beta = rand({c}, pdt);
+          const Tensor gamma = rand({c}, pdt, 0.5, k.gamma_hi()), beta = rand({c}, pdt);
           const Tensor rm0 = rand({c}, pdt), rv0 = rand({c}, pdt, 0.5, 2);
           Tensor rm = rm0.clone(), rv = rv0.clone(), grm = rm0.to(kGpu), grv = rv0.to(kGpu);
           const Tensor ggamma = gamma.to(kGpu), gbeta = beta.to(kGpu);
           const auto [y, mean, inv_std] =
-              batchnorm_act_train(x, gamma, beta, z, k.relu, rm, rv, 0.1, 1e-5);
+              batchnorm_act_train(x, gamma, beta, z, k.act, rm, rv, 0.1, 1e-5);
           const auto [gy, gmean, ginv] =
-              batchnorm_act_train(gx, ggamma, gbeta, gz, k.relu, grm, grv, 0.1, 1e-5);
+              batchnorm_act_train(gx, ggamma, gbeta, gz, k.act, grm, grv, 0.1, 1e-5);
           EXPECT_GPU_NEAR(gy, y, std::max(tol(dt), stats_tol(dt)));
           EXPECT_GPU_NEAR(gmean, mean, stats_tol(dt));
           EXPECT_GPU_NEAR(ginv, inv_std, stats_tol(dt) * (offset > 0 ? 10 : 1));
           EXPECT_GPU_NEAR(grm, rm, stats_tol(dt));
           EXPECT_GPU_NEAR(grv, rv, stats_tol(dt) * (offset > 0 ? 10 : 1));
           EXPECT_GPU_NEAR(
-              batchnorm_act_eval(gx, ggamma, gbeta, rm0.to(kGpu), rv0.to(kGpu), gz, k.relu, 1e-5),
-              batchnorm_act_eval(x, gamma, beta, rm0, rv0, z, k.relu, 1e-5), tol(dt));
+              batchnorm_act_eval(gx, ggamma, gbeta, rm0.to(kGpu), rv0.to(kGpu), gz, k.act, 1e-5),
+              batchnorm_act_eval(x, gamma, beta, rm0, rv0, z, k.act, 1e-5), tol(dt));
           // Backward from the same saved statistics and mask on both sides.
           const Tensor dy = rand(shape, dt);
-          const Tensor mask = k.relu ? y : Tensor();
+          const Tensor mask = k.act ? y : Tensor();
           const BatchNormGrads c_g =
-              batchnorm_act_backward(x, dy, gamma, mean, inv_std, mask, k.residual);
+              batchnorm_act_backward(x, dy, gamma, mean, inv_std, mask, k.residual, k.act);
           const BatchNormGrads g_g =
               batchnorm_act_backward(gx, dy.to(kGpu), ggamma, mean.to(kGpu), inv_std.to(kGpu),
-                                     k.relu ? y.to(kGpu) : Tensor(), k.residual);
+                                     k.act ? y.to(kGpu) : Tensor(), k.residual, k.act);
           EXPECT_GPU_NEAR(g_g.dx, c_g.dx, std::max(tol(dt), stats_tol(dt)));
           EXPECT_GPU_NEAR(g_g.dgamma, c_g.dgamma, stats_tol(dt));
           EXPECT_GPU_NEAR(g_g.dbeta, c_g.dbeta, stats_tol(dt));

@@ -1,10 +1,12 @@
 // Modules: dotted parameter names, counts, init bounds, train/eval, dropout, the fused
-// Linear+ReLU path in Sequential.
+// Linear+ReLU and BatchNorm2d+ReLU/ReLU6 paths in Sequential.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/gradcheck.h"
+#include "nn/conv_layers.h"
 #include "nn/layers.h"
 #include "tensor/ops.h"
 
@@ -54,6 +56,47 @@ TEST(Module, FusedLinearReluMatchesUnfused) {
   for (auto& [n, v] : m->named_parameters()) EXPECT_TRUE(v.grad().defined()) << n;
   m->zero_grad();
   EXPECT_EQ(tensor::sum(m->parameters()[0].grad()).item(), 0.0);
+}
+
+// Sequential runs BatchNorm2d and a ReLU or ReLU6 after it as one op: the same outputs, input
+// gradients and running statistics as the modules one by one (training and evaluation).
+TEST(Module, FusedBatchNormActivationMatchesUnfused) {
+  for (bool six : {false, true})
+    for (bool training : {true, false}) {
+      SCOPED_TRACE(std::string(six ? "ReLU6" : "ReLU") + (training ? " train" : " eval"));
+      auto make = [&] {
+        auto s = std::make_shared<Sequential>();
+        s->add(std::make_shared<BatchNorm2d>(5));
+        if (six) {
+          s->add(std::make_shared<ReLU6>());
+        } else {
+          s->add(std::make_shared<ReLU>());
+        }
+        s->train(training);
+        return s;
+      };
+      auto fused = make(), plain = make();
+      Generator g(3);
+      // Wide enough that ReLU6 clips some outputs at 6 (the weight scales them up).
+      for (auto* m : {fused.get(), plain.get()}) tensor::fill_(m->parameters()[0].data(), 4.0);
+      const Tensor x = Tensor::normal({4, 3, 3, 5}, 1, 2, g),
+                   dy = Tensor::normal({4, 3, 3, 5}, 0, 1, g);
+      Variable xf(x, true), xp(x.clone(), true);
+      Variable yf = (*fused)(xf);
+      auto& ch = plain->children();
+      Variable yp = ch[1].second->forward(ch[0].second->forward(xp));
+      EXPECT_LT(tensor::max_rel_error(yf.data(), yp.data()), 1e-5);
+      if (six) {
+        const auto v = yf.data().to_double_vector();
+        EXPECT_GT(std::count(v.begin(), v.end(), 6.0), 0);
+      }
+      yf.backward(dy);
+      yp.backward(dy);
+      EXPECT_LT(tensor::max_rel_error(xf.grad(), xp.grad()), 1e-5);
+      const auto bf = fused->named_buffers(), bp = plain->named_buffers();
+      for (size_t i = 0; i < bf.size(); ++i)
+        EXPECT_LT(tensor::max_rel_error(*bf[i].second, *bp[i].second), 1e-6) << bf[i].first;
+    }
 }
 
 TEST(Module, DropoutTrainsAndEvaluates) {
