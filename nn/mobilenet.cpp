@@ -35,26 +35,39 @@ std::shared_ptr<Sequential> conv_bn_relu6(int64_t in, int64_t out, int64_t kerne
   return s;
 }
 
+// A block's layers, torchvision's `conv` Sequential: [expand,] depthwise, projection conv and
+// its batch norm, which adds the block's input in the same pass where the block has a
+// residual (BatchNorm2d::forward_act with no activation).
+class BlockLayers : public Sequential {
+ public:
+  explicit BlockLayers(bool residual) : residual_(residual) {}
+  Variable forward(const Variable& x) override {
+    const auto& ch = children();
+    Variable h = x;
+    for (size_t i = 0; i + 1 < ch.size(); ++i) h = (*ch[i].second)(h);
+    auto& bn = static_cast<BatchNorm2d&>(*ch.back().second);
+    return bn.forward_act(h, residual_ ? x : Variable(), false);
+  }
+
+ private:
+  bool residual_;
+};
+
 class InvertedResidual : public Module {
  public:
-  InvertedResidual(int64_t in, int64_t out, int64_t stride, int64_t expand, Generator& gen)
-      : residual_(stride == 1 && in == out) {
+  InvertedResidual(int64_t in, int64_t out, int64_t stride, int64_t expand, Generator& gen) {
     const int64_t hidden = in * expand;
-    auto conv = std::make_shared<Sequential>();
+    auto conv = std::make_shared<BlockLayers>(stride == 1 && in == out);
     if (expand != 1) conv->add(conv_bn_relu6(in, hidden, 1, 1, 1, gen));
     conv->add(conv_bn_relu6(hidden, hidden, 3, stride, hidden, gen));  // depthwise
     conv->add(std::make_shared<Conv2d>(hidden, out, 1, 1, 0, gen));
     conv->add(std::make_shared<BatchNorm2d>(out));
     conv_ = register_module("conv", conv);
   }
-  Variable forward(const Variable& x) override {
-    Variable h = (*conv_)(x);
-    return residual_ ? autograd::add(x, h) : h;
-  }
+  Variable forward(const Variable& x) override { return (*conv_)(x); }
   std::string type_name() const override { return "InvertedResidual"; }
 
  private:
-  bool residual_;
   std::shared_ptr<Module> conv_;
 };
 
