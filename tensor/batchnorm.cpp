@@ -300,7 +300,9 @@ BatchNormGrads batchnorm_act_backward(const Tensor& x, const Tensor& dy, const T
   g.dx = Tensor::empty(x.shape(), x.dtype(), x.device());
   g.dgamma = Tensor::empty({c}, pdt, x.device());
   g.dbeta = Tensor::empty({c}, pdt, x.device());
-  if (want_dz) g.dz = Tensor::empty(x.shape(), x.dtype(), x.device());
+  // Without an activation dz is dy itself (as an add's backward passes it on): no copy.
+  if (want_dz) g.dz = y.defined() ? Tensor::empty(x.shape(), x.dtype(), x.device()) : dy;
+  Tensor dz_out = y.defined() ? g.dz : Tensor();  // what the kernels write
   if (x.device().is_cuda()) {
 #ifdef MLAI_WITH_CUDA
     Tensor scratch = scratch_for(x);
@@ -309,7 +311,7 @@ BatchNormGrads batchnorm_act_backward(const Tensor& x, const Tensor& dy, const T
       k::cuda::batchnorm_backward<scalar_t>(
           x.data<scalar_t>(), dy.data<scalar_t>(), gamma.data<A>(), save_mean.data<A>(),
           save_inv_std.data<A>(), g.dx.data<scalar_t>(), g.dgamma.data<A>(), g.dbeta.data<A>(),
-          rows, c, ptr_or_null<scalar_t>(y), mut_ptr_or_null<scalar_t>(g.dz), act.cap(),
+          rows, c, ptr_or_null<scalar_t>(y), mut_ptr_or_null<scalar_t>(dz_out), act.cap(),
           scratch.data_ptr(), stream_of(x));
     });
     return g;
@@ -323,7 +325,7 @@ BatchNormGrads batchnorm_act_backward(const Tensor& x, const Tensor& dy, const T
           x.data<scalar_t>(), dy.data<scalar_t>(), gamma.data<scalar_t>(),
           save_mean.data<scalar_t>(), save_inv_std.data<scalar_t>(), g.dx.data<scalar_t>(),
           g.dgamma.data<scalar_t>(), g.dbeta.data<scalar_t>(), rows, c, ptr_or_null<scalar_t>(y),
-          mut_ptr_or_null<scalar_t>(g.dz), act.cap()));
+          mut_ptr_or_null<scalar_t>(dz_out), act.cap()));
   return g;
 }
 
