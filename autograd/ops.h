@@ -91,6 +91,17 @@ Variable sync_batchnorm(const Variable& x, const Variable& gamma, const Variable
 int64_t flop_count();
 void add_flops(int64_t flops);
 
+// transformer.cpp (tensor/transformer_ops.h): the Vision Transformer's ops.
+// torch.nn.LayerNorm over the last dimension; gamma and beta [c] or both undefined (no affine).
+Variable layer_norm(const Variable& x, const Variable& gamma, const Variable& beta,
+                    double eps = 1e-5);
+Variable gelu(const Variable& x);  // torch.nn.GELU(): x Phi(x), the erf form
+// qkv [n, t, 3 e] (q, k, v side by side) -> [n, t, e]: softmax(q k^T / sqrt(d)) v per head.
+Variable self_attention(const Variable& qkv, int64_t heads);
+// [class token; patches] + positions: patches [n, p, e], cls [1, 1, e], pos [1, p + 1, e].
+Variable embed_tokens(const Variable& patches, const Variable& cls, const Variable& pos);
+Variable select_token(const Variable& x, int64_t index);  // x[:, index] of [n, t, e]
+
 // shape.cpp: views sharing storage with their input.
 Variable reshape(const Variable& x, const Shape& shape);
 Variable flatten(const Variable& x, int start_dim = 1);

@@ -128,4 +128,30 @@ void gemm<BFloat16>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double al
   gemm_widened(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+// One product per sample, the samples spread over the pool (a product inside runs on its own
+// thread: nested blocks run inline, with the same bounds, so the bits stay the same).
+template <class T>
+void gemm_batched(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const T* a,
+                  int64_t lda, int64_t stride_a, const T* b, int64_t ldb, int64_t stride_b,
+                  double beta, T* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+  if (batch == 0 || m == 0 || n == 0) return;
+  const int64_t work = std::max<int64_t>(1, m * n * k);
+  const int64_t per_block = std::max<int64_t>(1, (int64_t{1} << 20) / work);
+  parallel_blocks(batch, per_block, [&](int64_t, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      gemm<T>(ta, tb, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta,
+              c + i * stride_c, ldc);
+  });
+}
+
+#define MLAI_INSTANTIATE(T)                                                                    \
+  template void gemm_batched<T>(bool, bool, int64_t, int64_t, int64_t, double, const T*,       \
+                                int64_t, int64_t, const T*, int64_t, int64_t, double, T*,      \
+                                int64_t, int64_t, int64_t);
+MLAI_INSTANTIATE(float)
+MLAI_INSTANTIATE(double)
+MLAI_INSTANTIATE(Half)
+MLAI_INSTANTIATE(BFloat16)
+#undef MLAI_INSTANTIATE
+
 }  // namespace mlai::kernels::cpu

@@ -41,6 +41,13 @@ int blas_threads();
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, double beta, T* c, int64_t ldc);
+// `batch` GEMMs as gemm's, the i-th on a + i * stride_a, b + i * stride_b, c + i * stride_c
+// (cuBLAS's strided batched GEMM): the attention's per-sample products for one head.
+template <class T>
+void gemm_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                  const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
+                  int64_t stride_b, double beta, T* c, int64_t ldc, int64_t stride_c,
+                  int64_t batch);
 }  // namespace cpu
 
 namespace cuda {
@@ -55,6 +62,13 @@ template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, double beta, T* c, int64_t ldc, CublasHandle handle,
           const CublasWorkspace& workspace, StreamHandle stream);
+// The CPU twin's batched GEMM, through cublasGemmStridedBatchedEx (accumulation as gemm's).
+template <class T>
+void gemm_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                  const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
+                  int64_t stride_b, double beta, T* c, int64_t ldc, int64_t stride_c,
+                  int64_t batch, CublasHandle handle, const CublasWorkspace& workspace,
+                  StreamHandle stream);
 
 // C = op(A) op(B) (alpha 1, beta 0) with `epilogue` in the same kernel, through cuBLASLt
 // (float32 as float32_matmul_precision() says, fp16/bf16 on tensor cores; fp32 accumulation). vec is the bias (read)
