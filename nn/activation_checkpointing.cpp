@@ -18,7 +18,8 @@ void collect_batch_norms(Module& m, std::vector<BatchNorm2d*>& out) {
 
 int mark_blocks(Module& m) {
   const std::string t = m.type_name();
-  if (t == "BasicBlock" || t == "Bottleneck" || t == "WideBasic" || t == "InvertedResidual") {
+  if (t == "BasicBlock" || t == "Bottleneck" || t == "WideBasic" || t == "InvertedResidual" ||
+      t == "EncoderBlock") {
     m.set_checkpointed(true);
     return 1;
   }

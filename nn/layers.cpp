@@ -31,4 +31,14 @@ Variable Dropout::forward(const Variable& x) {
   return autograd::dropout(x, p_, gen_);
 }
 
+LayerNorm::LayerNorm(int64_t c, double eps) : eps_(eps) {
+  if (c <= 0) throw std::invalid_argument("LayerNorm: width must be positive, got " + std::to_string(c));
+  weight_ = register_parameter("weight", Tensor::full({c}, 1.0));
+  bias_ = register_parameter("bias", Tensor::zeros({c}));
+}
+
+Variable LayerNorm::forward(const Variable& x) {
+  return autograd::layer_norm(x, use(weight_), use(bias_), eps_);
+}
+
 }  // namespace mlai::nn

@@ -33,6 +33,30 @@ class ReLU6 : public Module {
   std::string type_name() const override { return "ReLU6"; }
 };
 
+// torch.nn.GELU() (the exact, erf form), the transformer MLP's activation.
+class GELU : public Module {
+ public:
+  Variable forward(const Variable& x) override { return autograd::gelu(x); }
+  std::string type_name() const override { return "GELU"; }
+};
+
+// torch.nn.LayerNorm(c, eps) over the last dimension: weight 1 and bias 0 at the start. Its
+// parameters stay float32 under mixed precision, as batch norm's (the kernels read them in
+// float32 beside fp16/bf16 activations).
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(int64_t c, double eps = 1e-5);
+  Variable forward(const Variable& x) override;
+  std::string type_name() const override { return "LayerNorm"; }
+
+ protected:
+  bool low_precision_parameters() const override { return false; }
+
+ private:
+  double eps_;
+  Variable weight_, bias_;
+};
+
 class Flatten : public Module {
  public:
   Variable forward(const Variable& x) override { return autograd::flatten(x, 1); }

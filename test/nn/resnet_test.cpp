@@ -219,10 +219,11 @@ TEST(ResNet, WideResNetsHaveThePapersLayersAndParameters) {
 // statistics of the plain model bit for bit (the recomputation draws the same masks and does
 // not update the statistics again). The mlp has no block to checkpoint.
 TEST(ResNet, ActivationCheckpointingChangesNoNumber) {
-  for (const char* arch : {"resnet20", "resnet50_cifar", "wrn16_4", "mobilenet_v2_cifar"}) {
+  for (const char* arch :
+       {"resnet20", "resnet50_cifar", "wrn16_4", "mobilenet_v2_cifar", "vit_cifar"}) {
     SCOPED_TRACE(arch);
     ModelSpec s = spec(8, 3);
-    s.dropout = 0.3;  // (wrn and mobilenet only)
+    s.dropout = 0.3;  // (wrn, mobilenet and vit only)
     std::vector<double> out[2];
     for (int ck = 0; ck < 2; ++ck) {
       auto m = make_model(arch, s);
@@ -286,7 +287,7 @@ TEST(ResNet, OutputShapesAndBatchNormModes) {
 
 TEST(ResNet, SgdStepsLowerTheLossOnOneBatch) {
   for (const char* arch :
-       {"resnet18_cifar", "wrn16_4", "resnext50_32x4d_cifar", "mobilenet_v2_cifar"}) {
+       {"resnet18_cifar", "wrn16_4", "resnext50_32x4d_cifar", "mobilenet_v2_cifar", "vit_cifar"}) {
     SCOPED_TRACE(arch);
     tensor::Generator g(2);
     auto m = make_model(arch, spec(12, 1));
