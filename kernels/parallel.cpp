@@ -7,6 +7,7 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -190,11 +191,12 @@ int max_threads() { return tl_limit > 0 ? tl_limit : pool_threads(); }
 
 void set_max_threads(int n) { tl_limit = std::max(1, n); }
 
-void run_blocks(int64_t blocks, const std::function<void(int64_t)>& fn) {
+void run_blocks(int64_t blocks, const std::function<void(int64_t)>& fn, int64_t min_pool_blocks) {
   // Waking a sleeping worker costs tens of microseconds on a virtual machine: with fewer than
-  // kMinPoolBlocks blocks (of 32K elements, ~10 us each) that would eat the gain.
-  constexpr int64_t kMinPoolBlocks = 4;
-  if (blocks >= kMinPoolBlocks && max_threads() > 1 && pool().run(blocks, fn)) return;
+  // 4 blocks (of 32K elements, ~10 us each) that would eat the gain.
+  if (blocks >= std::max<int64_t>(2, min_pool_blocks) && max_threads() > 1 &&
+      pool().run(blocks, fn))
+    return;
   for (int64_t k = 0; k < blocks; ++k) fn(k);
 }
 

@@ -40,10 +40,12 @@ int max_threads();
 void set_max_threads(int n);
 
 // Runs fn(k) for k in [0, blocks) on the pool (the caller takes part) and returns when all are
-// done; an exception from a block is rethrown then. Inline, in order, when blocks < 4 (too
-// little work to pay for waking the threads), the limit is 1, or the pool is busy (a kernel
-// called from inside a block, or from another thread meanwhile).
-void run_blocks(int64_t blocks, const std::function<void(int64_t)>& fn);
+// done; an exception from a block is rethrown then. Inline, in order, when blocks <
+// min_pool_blocks (too little work to pay for waking the threads; callers whose blocks are
+// each large pass 2), the limit is 1, or the pool is busy (a kernel called from inside a
+// block, or from another thread meanwhile).
+void run_blocks(int64_t blocks, const std::function<void(int64_t)>& fn,
+                int64_t min_pool_blocks = 4);
 
 inline int64_t num_blocks(int64_t n, int64_t grain) { return n <= 0 ? 0 : (n + grain - 1) / grain; }
 
