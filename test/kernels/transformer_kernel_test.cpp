@@ -129,6 +129,50 @@ TEST_F(TransformerKernels, GeluAtKnownValues) {
   EXPECT_NEAR(y[5], 0.8413447460685429, 1e-15);  // gelu(1) = Phi(1)
 }
 
+// The float lanes' GELU (a polynomial exp and Numerical Recipes' erfc, vectorized) against
+// std::erf in double from -30 to 30, the far tails included (where GELU(x) is a tiny negative
+// number, so its relative error there is erfc's), and in fp16 storage.
+TEST_F(TransformerKernels, GeluInFloatLanesMatchesDouble) {
+  std::vector<double> xs;
+  for (double v = -30; v <= 30; v += 0.01) xs.push_back(v);
+  for (double v : {-1e-30, 1e-30, -87.0, 88.0, -200.0, 200.0}) xs.push_back(v);
+  const int64_t n = static_cast<int64_t>(xs.size());
+  const Tensor x = Tensor::from_vector(xs, {n}), ones = Tensor::full({n}, 1.0, DType::kFloat64);
+  const std::vector<double> y = gelu(x).to_vector<double>();
+  const Tensor xf = x.to(DType::kFloat32);
+  const std::vector<double> yf = as_double(gelu(xf));
+  const std::vector<double> df = as_double(gelu_backward(ones.to(DType::kFloat32), xf));
+  const std::vector<double> xr = as_double(xf);  // the float inputs, exactly
+  double worst_y = 0, worst_d = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    // References at the rounded input: GELU(x) and GELU'(x) in double.
+    const double v = xr[i];
+    const double cdf = 0.5 * std::erfc(-v / std::sqrt(2.0));
+    const double ry = v * cdf, rd = cdf + v * std::exp(-v * v / 2) / std::sqrt(2 * M_PI);
+    // Relative, except below float's normal range, where flushing to (near) zero is right.
+    // In the tails the bound grows as x^2: exp(-x^2 / 2) carries the float rounding of its
+    // argument (6e-8 of x^2 / 2, absolute), as any float erf does.
+    const double bound = 1e-6 + 1e-7 * v * v;
+    if (std::abs(ry) > 1e-36)
+      worst_y = std::max(worst_y, std::abs(yf[i] - ry) / std::abs(ry) / bound);
+    else
+      EXPECT_LT(std::abs(yf[i]), 1e-36) << v;
+    // GELU' = Phi + x phi crosses zero near x = -0.75: relative to its terms' size there.
+    const double terms = cdf + std::abs(v) * std::exp(-v * v / 2) / std::sqrt(2 * M_PI);
+    if (std::abs(rd) > 1e-36)
+      worst_d = std::max(worst_d, std::abs(df[i] - rd) / terms / bound);
+    else
+      EXPECT_LT(std::abs(df[i]), 1e-35) << v;
+    // float64 keeps std::erf: the double results are the references' own.
+    EXPECT_NEAR(y[i], xs[i] * 0.5 * std::erfc(-xs[i] / std::sqrt(2.0)),
+                1e-15 * (1 + std::abs(xs[i])));
+  }
+  EXPECT_LT(worst_y, 1.0);  // in units of the bound
+  EXPECT_LT(worst_d, 1.0);
+  // fp16 storage: one rounding of the float result.
+  EXPECT_LT(rel_err(gelu(x.to(DType::kFloat16)), y), 1e-3);
+}
+
 // softmax(q k^T / sqrt(d)) v per sample and head, head h on columns [h d, (h + 1) d).
 std::vector<double> attention_ref(const std::vector<double>& qkv, int64_t n, int64_t t,
                                   int64_t e, int64_t heads) {
