@@ -152,6 +152,9 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
   if command -v nvidia-smi > /dev/null; then nvidia-smi || true; else echo "nvidia-smi: not found"; fi
 
   # Deadlines in seconds since the start; the whole run stays under the device call's 570 s.
+  # The models run after the main ones, mlai and torch at the same batches.
+  local extra_archs=mobilenet_v2_cifar,resnext50_32x4d_cifar,vit_cifar
+  local extra_batch=mobilenet_v2_cifar=128,resnext50_32x4d_cifar=128,vit_cifar=128
   local t_tests=100 t_train=230 t_bench=280 t_step=390 t_parity=410 t_torch_step=505 t_torch=532
   # ---- tests: each binary's CUDA suites, then the whole binary ----
   : > "$dir/tests.log"
@@ -295,11 +298,12 @@ PY
         --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
     done
     # The models of grouped and depthwise convolutions (cuDNN's group count, never run on a GPU
-    # before), fp16: against torch's amp rows for the same archs below.
+    # before) and the ViT (attention's batched GEMMs, layer norm, GELU), fp16: against torch's
+    # amp rows for the same archs and batches below.
     left=$((t_step - SECONDS))
     if [ "$left" -gt 10 ]; then
       timeout -k 5 "$left" "$stepbin" --device cuda --precision 16 \
-        --arch mobilenet_v2_cifar,resnext50_32x4d_cifar --steps 20 --warmup 5 \
+        --arch "$extra_archs" --batch "$extra_batch" --steps 20 --warmup 5 \
         --time-budget $((left > 16 ? left - 8 : left / 2)) \
         --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
     fi
@@ -339,7 +343,7 @@ PY
     left=$((t_torch_step - SECONDS))
     [ "$left" -gt 10 ] && PATH=$orig_path LD_LIBRARY_PATH=$orig_ld PYTHONUNBUFFERED=1 \
       timeout -k 5 "$left" python3 bench/reference_step.py --modes amp \
-      --arch mobilenet_v2_cifar,resnext50_32x4d_cifar --steps 20 --warmup 5 \
+      --arch "$extra_archs" --batch "$extra_batch" --steps 20 --warmup 5 \
       --out "$dir/step.jsonl" 2>&1 | tee -a "$dir/bench.log" || true
   fi
 

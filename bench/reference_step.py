@@ -47,12 +47,13 @@ import time
 
 ARCHS = ("mlp", "resnet18_cifar", "resnet18", "resnet34_cifar", "resnet34", "resnet50_cifar",
          "resnet50", "resnet20", "resnet56", "resnext50_32x4d_cifar", "mobilenet_v2_cifar",
-         "mobilenet_v2")
+         "mobilenet_v2", "vit_cifar")
 MODES = ("eager", "eager-tf32", "amp", "amp-cl", "bf16", "compile-amp")
 FP16_MODES = ("amp", "amp-cl", "compile-amp")
 DEFAULT_BATCH = ("mlp=64,resnet18_cifar=256,resnet18=256,resnet34_cifar=256,resnet34=256,"
                  "resnet50_cifar=128,resnet50=256,resnet20=128,resnet56=128,"
-                 "resnext50_32x4d_cifar=128,mobilenet_v2_cifar=128,mobilenet_v2=256")
+                 "resnext50_32x4d_cifar=128,mobilenet_v2_cifar=128,mobilenet_v2=256,"
+                 "vit_cifar=128")
 
 
 def parse_batches(spec, archs):
@@ -85,6 +86,11 @@ def build_model(torch, arch):
         model = torch_interop.make_model(arch, 10)
         model.classifier[0].p = 0.0
         return model, (3, 32, 32)
+    if arch == "vit_cifar":  # torchvision's VisionTransformer at 32x32, as tools/torch_interop.py
+        import os
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+        import torch_interop
+        return torch_interop.make_model(arch, 10, image_size=32), (3, 32, 32)
     if arch in ("resnet20", "resnet56"):  # He et al.'s CIFAR ResNets, as tools/torch_interop.py
         import os
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))

@@ -24,8 +24,9 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
       ->delimiter(',');
   app.add_option("--dropout", c.dropout,
                  "Dropout after each hidden layer of the mlp, between the two convolutions "
-                 "of each wrn block, and before the mobilenets' classifier (0.2 there unless "
-                 "given, as torchvision)")
+                 "of each wrn block, before the mobilenets' classifier (0.2 there unless "
+                 "given, as torchvision), and the vits' dropout (after the position "
+                 "embeddings, attention and in each MLP, as torchvision's dropout=)")
       ->capture_default_str();
   app.add_option("--dataset", c.dataset, "Dataset: " + join(mlai::io::dataset_names()))
       ->capture_default_str();

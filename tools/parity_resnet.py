@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-# Golden outputs for the PyTorch parity check of a ResNet (--arch, default resnet18_cifar; run
-# bin/mlai_parity on them):
+# Golden outputs for the PyTorch parity check of a ResNet, MobileNetV2 or ViT (--arch, default
+# resnet18_cifar; run bin/mlai_parity on them):
 # random torchvision weights (an mlai weights file), a random NHWC batch with labels, and in
 # float64 the eval-mode logits, the train-mode logits and every tensor after one SGD step.
+# A ViT's parameters that torchvision initializes to constants (the zero head, class token and
+# biases, the layer norms' ones and zeros) get N(0, 0.02) added first: with torchvision's zero
+# head the logits are 0 and one step moves nothing but the head.
 # The same step in PyTorch's float32 gives the yardstick for mlai's float32 error: stored as
 # attributes torch_fp32_* (max relative error against the float64 goldens, same measure).
 import argparse
@@ -49,18 +52,30 @@ def main():
     p.add_argument("--arch", default="resnet18_cifar", choices=ti.ARCHS)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--image-size", type=int, default=32, help="the batch's (square) image side "
+                   "(a ViT's: a multiple of its patch)")
+    p.add_argument("--in-channels", type=int, default=3)
     p.add_argument("--run", metavar="MLAI_PARITY", help="then run this mlai_parity binary on them")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="with --run: mlai_parity's --dtype")
     a = p.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     torch.manual_seed(a.seed)
-    model = ti.make_model(a.arch, 10)
-    for mod in model.modules():  # mlai_parity builds its model without dropout (mobilenet_v2)
-        if isinstance(mod, torch.nn.Dropout):
+    model = ti.make_model(a.arch, 10, a.in_channels, image_size=a.image_size)
+    for mod in model.modules():  # mlai_parity builds its model without dropout (mobilenet_v2,
+        if isinstance(mod, torch.nn.Dropout):  # the ViTs)
             mod.p = 0.0
+        if isinstance(mod, torch.nn.MultiheadAttention):
+            mod.dropout = 0.0
+    if a.arch in ti.VIT:
+        with torch.no_grad():
+            for _, t in model.named_parameters():
+                if t.numel() == 1 or bool((t == t.flatten()[0]).all()):
+                    t.add_(0.02 * torch.randn_like(t))
     weights, golden = os.path.join(a.dir, "weights.h5"), os.path.join(a.dir, "golden.h5")
     ti.write_weights(model, weights)  # float32: what both sides start from
 
-    x = torch.randn(a.batch, 3, 32, 32)
+    x = torch.randn(a.batch, a.in_channels, a.image_size, a.image_size)
     y = torch.randint(0, 10, (a.batch,))
     m32 = copy.deepcopy(model)
     m = model.double()  # the reference in float64: the error measured is mlai's float32 error
@@ -74,8 +89,9 @@ def main():
         "logits_eval": rel(e32, logits_eval),
         "logits_train": rel(t32.detach(), logits_train.detach()),
         "params": max(rel(got[k], ref[k]) for k in ref if k in params),
-        "buffers": max(rel(got[k], ref[k]) for k in ref if k not in params),
     }
+    if any(k not in params for k in ref):  # (a ViT has no buffers)
+        yard["buffers"] = max(rel(got[k], ref[k]) for k in ref if k not in params)
     print("PyTorch float32 against float64: " +
           "  ".join(f"{k} {v:.3e}" for k, v in yard.items()), flush=True)
     with h5py.File(golden, "w") as f:
@@ -96,7 +112,8 @@ def main():
             f.create_dataset("after/" + name, data=v if v.dtype == np.int64 else v.astype(np.float64))
     print(f"wrote {weights} and {golden} (loss {float(loss.detach()):.6f})", flush=True)
     if a.run:
-        return subprocess.call([a.run, "--weights", weights, "--golden", golden])
+        return subprocess.call([a.run, "--weights", weights, "--golden", golden,
+                                "--dtype", a.dtype])
     return 0
 
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-# Moves torchvision ResNet, ResNeXt and MobileNetV2 weights (and the CIFAR ResNet-20...110 built
-# here from torchvision's BasicBlock, and the CIFAR Wide ResNets built here) between PyTorch and mlai's HDF5 layout ("model/<name>" datasets,
-# conv filters OHWI). `export` writes a torchvision model as an mlai weights file (for
-# mlai_train --pretrained); `load` reads an mlai checkpoint back into torchvision and saves it.
+# Moves torchvision ResNet, ResNeXt, MobileNetV2 and VisionTransformer weights (and the CIFAR
+# ResNet-20...110 built here from torchvision's BasicBlock, and the CIFAR Wide ResNets built here)
+# between PyTorch and mlai's HDF5 layout ("model/<name>" datasets, conv filters OHWI; a ViT's
+# class token, position embeddings and packed attention projections keep torch's shapes).
+# `export` writes a torchvision model as an mlai weights file (for mlai_train --pretrained);
+# `load` reads an mlai checkpoint back into torchvision and saves it.
 import argparse
+import math
 import sys
 
 import h5py
@@ -23,6 +26,12 @@ ARCHS = ["resnet18", "resnet18_cifar", "resnet34", "resnet34_cifar", "resnet50",
          "wide_resnet50_2", "wide_resnet101_2", "resnext50_32x4d", "resnext50_32x4d_cifar",
          "resnext101_32x8d", "resnext101_64x4d", "mobilenet_v2", "mobilenet_v2_cifar"] + \
     list(CIFAR_DEPTHS) + list(WRN)
+# torchvision's ViT sizes (patch, layers, heads, hidden, mlp), and vit_cifar: the small ViT of
+# the Lightning tutorials for CIFAR-10, as mlai builds it (nn/vit.cpp). No torchvision weights.
+VIT = {"vit_b_16": (16, 12, 12, 768, 3072), "vit_b_32": (32, 12, 12, 768, 3072),
+       "vit_l_16": (16, 24, 16, 1024, 4096), "vit_l_32": (32, 24, 16, 1024, 4096),
+       "vit_h_14": (14, 32, 16, 1280, 5120), "vit_cifar": (4, 6, 8, 256, 512)}
+ARCHS += list(VIT)
 
 
 class CifarResNet(nn.Module):
@@ -130,13 +139,59 @@ def make_mobilenet(arch, num_classes, in_channels, weights):
     return m
 
 
-def make_model(arch, num_classes, in_channels=3, weights=None):
+def default_image_size(arch):
+    """The image side a ViT is built for unless --image-size says otherwise (the other archs
+    take any size)."""
+    return 32 if arch == "vit_cifar" else 224
+
+
+def make_vit(arch, num_classes, in_channels, weights, image_size):
+    """torchvision's VisionTransformer (vit_b_16 ... vit_h_14 with torchvision's sizes, or
+    vit_cifar: patch 4, 6 layers, 8 heads, width 256, MLP 512) for square images of image_size
+    (a multiple of the patch; mlai takes the data's size); dropout 0, as mlai's default. Other
+    than 3 channels: conv_proj is a new Conv2d(in_channels, hidden, patch, stride patch) with
+    torchvision's init. torchvision weights at another image size get their position embeddings
+    resized as torchvision's interpolate_embeddings does (bicubic); another class count a new
+    head (nn.Linear's init)."""
+    patch, layers, heads, hidden, mlp = VIT[arch]
+    image_size = image_size or default_image_size(arch)
+    if image_size % patch != 0:
+        raise SystemExit(f"torch_interop: error: --image-size {image_size} is not a multiple of "
+                         f"{arch}'s patch size {patch}")
+    if arch == "vit_cifar":
+        if weights is not None:
+            raise SystemExit("torch_interop: error: torchvision has no weights for vit_cifar")
+        m = torchvision.models.VisionTransformer(image_size, patch, layers, heads, hidden, mlp,
+                                                 num_classes=num_classes)
+    elif weights is not None:
+        m = getattr(torchvision.models, arch)(weights=weights)
+        if m.image_size != image_size:
+            sd = torchvision.models.vision_transformer.interpolate_embeddings(
+                image_size, patch, m.state_dict())
+            m = getattr(torchvision.models, arch)(image_size=image_size,
+                                                  num_classes=m.heads.head.out_features)
+            m.load_state_dict(sd)
+        if m.heads.head.out_features != num_classes:
+            m.heads.head = nn.Linear(hidden, num_classes)
+    else:
+        m = getattr(torchvision.models, arch)(image_size=image_size, num_classes=num_classes)
+    if in_channels != 3:
+        m.conv_proj = nn.Conv2d(in_channels, hidden, patch, patch)
+        nn.init.trunc_normal_(m.conv_proj.weight, std=math.sqrt(1 / (in_channels * patch * patch)))
+        nn.init.zeros_(m.conv_proj.bias)
+    return m
+
+
+def make_model(arch, num_classes, in_channels=3, weights=None, image_size=None):
     """torchvision resnet18/34/50/101/152, wide_resnet50_2/101_2, resnext50_32x4d,
     resnext101_32x8d/64x4d and mobilenet_v2, or the *_cifar variants (ResNets: 3x3/1 stem, no
     max pool; MobileNetV2: see make_mobilenet), or a CIFAR ResNet (resnet20 ... resnet110) or Wide
-    ResNet (wrn16_4 ... wrn40_4; neither has torchvision weights)."""
+    ResNet (wrn16_4 ... wrn40_4; neither has torchvision weights), or a VisionTransformer
+    (vit_b_16 ... vit_h_14, vit_cifar: see make_vit; only these use image_size)."""
     if arch not in ARCHS:
         raise SystemExit(f"torch_interop: error: --arch '{arch}' is unknown ({', '.join(ARCHS)})")
+    if arch in VIT:
+        return make_vit(arch, num_classes, in_channels, weights, image_size)
     if arch.startswith("mobilenet"):
         return make_mobilenet(arch, num_classes, in_channels, weights)
     if arch in CIFAR_DEPTHS or arch in WRN:
@@ -201,14 +256,19 @@ def cmd_export(a):
         weights = a.torchvision_weights  # e.g. IMAGENET1K_V1 (needs the download cache)
     else:
         torch.manual_seed(a.random_seed)
-    m = make_model(a.arch, a.num_classes, a.in_channels, weights)
+    m = make_model(a.arch, a.num_classes, a.in_channels, weights, a.image_size)
     write_weights(m, a.out)
     print(f"{a.arch}: {len(m.state_dict())} tensors -> {a.out}")
 
 
 def cmd_load(a):
-    m = make_model(a.arch, a.num_classes, a.in_channels)
     sd = read_weights(a.checkpoint)
+    image_size = a.image_size
+    if a.arch in VIT and image_size is None and "encoder.pos_embedding" in sd:
+        # the checkpoint's image side, from its position embeddings: (side / patch)^2 + 1
+        side = math.isqrt(sd["encoder.pos_embedding"].shape[1] - 1)
+        image_size = side * VIT[a.arch][0]
+    m = make_model(a.arch, a.num_classes, a.in_channels, image_size=image_size)
     try:
         m.load_state_dict(sd, strict=True)
     except RuntimeError as e:
@@ -226,6 +286,10 @@ def main(argv=None):
         s.add_argument("--arch", required=True, choices=ARCHS)
         s.add_argument("--num-classes", type=int, required=True)
         s.add_argument("--in-channels", type=int, default=3)
+        s.add_argument("--image-size", type=int, default=None,
+                       help="vit_*: the (square) image side, a multiple of the patch "
+                            "(export: default 224, vit_cifar 32; load: the checkpoint's); "
+                            "the other archs take any size")
         s.add_argument("--out", required=True)
     e = sub.choices["export"]
     e.add_argument("--random-seed", type=int, default=0, help="seed for torchvision's random init")
@@ -235,6 +299,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.num_classes < 1 or a.in_channels < 1:
         p.error("--num-classes and --in-channels must be >= 1")
+    if a.image_size is not None and a.image_size < 1:
+        p.error("--image-size must be >= 1")
     {"export": cmd_export, "load": cmd_load}[a.cmd](a)
 
 
