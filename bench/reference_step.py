@@ -6,8 +6,8 @@ The models, inputs, optimizers and step are those of bench/step_bench.cpp: mlp (
 [B,3,32,32] (the issue fixes 32x32 inputs for both ResNets); resnet18_cifar, the same with a 3x3/1
 conv1 and no max pool, on [B,3,32,32]. One fixed synthetic batch (normal images, labels
 (i*7+3)%10) already on the device; a step is forward, mean cross-entropy, backward, optimizer
-step, zero_grad(set_to_none=True). SGD lr 0.1 momentum 0.9 weight decay 5e-4 for the ResNets,
-Adam lr 1e-3 for mlp (--optimizer overrides).
+step, zero_grad(set_to_none=True). SGD lr 0.1 momentum 0.9 weight decay 5e-4 for the CNNs,
+Adam lr 1e-3 for mlp and vit_cifar (--optimizer overrides).
 
 Modes (--modes; the default is every mode that applies to the device and model):
   eager        fp32 with TF32 off (torch.backends.cuda.matmul.allow_tf32 and
@@ -137,7 +137,7 @@ def run(torch, arch, batch, mode, args):
             for m in model.modules():
                 if isinstance(m, torch.nn.BatchNorm2d):
                     m.track_running_stats = False
-    optimizer = args.optimizer or ("adam" if arch == "mlp" else "sgd")
+    optimizer = args.optimizer or ("adam" if arch == "mlp" or arch.startswith("vit") else "sgd")
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     else:
@@ -230,7 +230,7 @@ def main():
     p.add_argument("--modes", default=None, help="comma list of " + ",".join(MODES)
                    + " (default: those that apply to the device and model)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
-                   help="default: adam for mlp, sgd for the ResNets")
+                   help="default: adam for mlp and vit_cifar, sgd for the CNNs")
     p.add_argument("--steps", type=int, default=50, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (at least 1)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
