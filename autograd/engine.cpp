@@ -17,12 +17,24 @@ namespace mlai::autograd {
 namespace {
 thread_local bool g_grad_enabled = true;
 
+// A leaf's gradient: its own buffer (the optimizer, the reducer and zero_grad write into it),
+// summed in place.
 void accumulate(Tensor& slot, const Tensor& g) {
   if (!slot.defined()) {
     slot = g.clone();  // own the buffer: g may be shared with another input's gradient
   } else {
     tensor::axpy_(1.0, g, slot);
   }
+}
+
+// An op's output gradient, until the op's backward takes it: kept as given, with no copy
+// (nothing writes into a gradient it is given: backwards read theirs and return new tensors
+// or views), and a second one arriving replaces it with the sum, out of place, so a buffer
+// shared with another input's gradient (an add's backward returns g twice) is never written.
+// The same bits as a copy and an in-place add; one pass instead of two, or none for the many
+// outputs with one consumer.
+void accumulate_shared(Tensor& slot, const Tensor& g) {
+  slot = slot.defined() ? tensor::add(slot, g) : g;
 }
 }  // namespace
 
@@ -141,7 +153,7 @@ struct Engine {
         const Tensor* g = i < in_grads.size() && in_grads[i].defined() ? &in_grads[i] : nullptr;
         if (in->grad_fn) {
           Node* child = in->grad_fn.get();
-          if (g) accumulate(grads[child], *g);
+          if (g) accumulate_shared(grads[child], *g);
           if (--pending[child] == 0) ready.push_back(child);
         } else {
           if (g) {
