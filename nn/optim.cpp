@@ -164,7 +164,12 @@ std::vector<std::pair<std::string, Tensor*>> Optimizer::state() {
 }
 
 bool Optimizer::decays(size_t i) const {
-  return !cfg_.no_bias_decay || params_[i].second.shape().size() > 1;
+  if (!cfg_.no_bias_decay) return true;
+  // A ViT's class token and position embeddings are not decayed either (timm's
+  // no_weight_decay(): cls_token, pos_embed; here torchvision's names).
+  const std::string& name = params_[i].first;
+  if (name.ends_with("class_token") || name.ends_with("pos_embedding")) return false;
+  return params_[i].second.shape().size() > 1;
 }
 
 std::vector<Optimizer::Launch> Optimizer::launches() const {

@@ -22,7 +22,8 @@ struct OptimizerConfig {
   double clip_value = 0;  // > 0: clamp every gradient element to [-v, v] (clip_grad_value_)
   // "No bias decay" (Bag of Tricks; timm's filter_bias_and_bn): weight decay on weight
   // matrices and filters only, not on parameters of one dimension or none (biases, batch-norm
-  // weights and biases): two parameter groups, as torch.optim with {"weight_decay": 0}.
+  // and layer-norm weights and biases) nor on a ViT's class token and position embeddings
+  // (timm's no_weight_decay()): two parameter groups, as torch.optim with {"weight_decay": 0}.
   bool no_bias_decay = false;
   // LARS and LAMB (kernels/optim.h): LARS's trust coefficient (eta), and trust_clip (LARS:
   // LARC's min(ratio / lr, 1); LAMB: min(ratio, 1)).

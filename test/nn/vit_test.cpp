@@ -15,6 +15,7 @@
 
 #include "autograd/ops.h"
 #include "nn/models.h"
+#include "nn/optim.h"
 #include "tensor/ops.h"
 
 namespace mlai::nn {
@@ -114,6 +115,35 @@ TEST(VisionTransformer, PatchGridFollowsTheImagesAndRefusesOtherSizes) {
     EXPECT_NE(std::string(e.what()).find("--arch vit_cifar"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("patch size 4"), std::string::npos) << e.what();
   }
+}
+
+// --no-bias-decay on a ViT: besides biases and layer norms, the class token and the position
+// embeddings are not decayed (timm's no_weight_decay()); matrices and the patch filter are.
+// With zero gradients one AdamW step only decays: a decayed tensor shrinks by 1 - lr * wd.
+TEST(VisionTransformer, NoBiasDecaySparesTheTokenEmbeddings) {
+  auto m = make_model("vit_cifar", spec(8, 3));
+  auto params = m->named_parameters();
+  for (auto& [name, v] : params)  // (the head and class token start at 0)
+    v.data().copy_from(Tensor::full(v.shape(), 1.0));
+  OptimizerConfig oc;
+  oc.name = "adamw";
+  oc.lr = 0.1;
+  oc.weight_decay = 0.5;
+  oc.no_bias_decay = true;
+  auto opt = make_optimizer(params, oc);
+  for (auto& [name, v] : params) v.set_grad(Tensor::zeros(v.shape()));
+  opt->step();
+  std::map<std::string, double> after;
+  for (auto& [name, v] : params) after[name] = v.data().to_double_vector()[0];
+  for (const char* spared : {"class_token", "encoder.pos_embedding", "conv_proj.bias",
+                             "encoder.layers.encoder_layer_2.ln_1.weight",
+                             "encoder.layers.encoder_layer_2.self_attention.in_proj_bias",
+                             "encoder.ln.bias", "heads.head.bias"})
+    EXPECT_EQ(after.at(spared), 1.0) << spared;
+  for (const char* decayed : {"conv_proj.weight",
+                              "encoder.layers.encoder_layer_2.self_attention.in_proj_weight",
+                              "encoder.layers.encoder_layer_2.mlp.3.weight", "heads.head.weight"})
+    EXPECT_NEAR(after.at(decayed), 1.0 - 0.1 * 0.5, 1e-7) << decayed;
 }
 
 // Mixed precision: the linears, the patch convolution, attention and GELU in fp16 or bf16,
