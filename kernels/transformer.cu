@@ -4,6 +4,7 @@
 // columns, its threads striding over every row in a fixed order (no atomics, no scratch: the
 // launchers allocate nothing and can be captured in a CUDA graph). GELU, the token embedding and
 // the token copy are grid-stride loops. Maths in acc_t<T>, rounded to T once per output.
+#include "kernels/cuda_map.cuh"
 #include "kernels/cuda_types.cuh"
 #include "kernels/transformer.h"
 
@@ -136,8 +137,8 @@ __global__ void layer_norm_param_grads_kernel(const T* x, const T* dy, const acc
 // ---- elementwise --------------------------------------------------------------------------------
 
 template <class T>
-struct GeluOp {  // (x, x) -> x * Phi(x)
-  __device__ T operator()(T xv, T) const {
+struct GeluOp {  // x -> x * Phi(x)
+  __device__ T operator()(T xv) const {
     using A = acc_t<T>;
     const A v = dev::to_acc(xv);
     return dev::from_acc<T>(v * (A(0.5) * (A(1) + erf_acc(v * static_cast<A>(kSqrtHalf)))));
@@ -153,36 +154,6 @@ struct GeluBackwardOp {  // (dy, x) -> dy * (Phi(x) + x phi(x))
     return dev::from_acc<T>(dev::to_acc(dyv) * (cdf + v * pdf));
   }
 };
-
-// out[i] = op(a[i], b[i]) over 16-byte packs when every pointer is aligned, then a scalar tail.
-template <class T, class Op>
-__global__ void map_kernel(const T* a, const T* b, T* out, int64_t n, bool vec, Op op) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  int64_t tail = 0;
-  if (vec) {
-    using P = dev::Pack<T>;
-    const int64_t packs = n / P::kN;
-    for (int64_t p = tid; p < packs; p += stride) {
-      const P pa = reinterpret_cast<const P*>(a)[p], pb = reinterpret_cast<const P*>(b)[p];
-      P r;
-#pragma unroll
-      for (int j = 0; j < P::kN; ++j) r.v[j] = op(pa.v[j], pb.v[j]);
-      reinterpret_cast<P*>(out)[p] = r;
-    }
-    tail = packs * P::kN;
-  }
-  for (int64_t i = tail + tid; i < n; i += stride) out[i] = op(a[i], b[i]);
-}
-
-template <class T, class Op>
-void launch_map(const T* a, const T* b, T* out, int64_t n, Op op, StreamHandle stream) {
-  if (n <= 0) return;
-  const bool vec = dev::aligned16(a) && dev::aligned16(b) && dev::aligned16(out);
-  const int64_t work = vec ? (n + dev::Pack<T>::kN - 1) / dev::Pack<T>::kN : n;
-  map_kernel<T, Op><<<dev::grid_size(work), dev::kBlock, 0, stream>>>(a, b, out, n, vec, op);
-  MLAI_LAUNCH_CHECK();
-}
 
 // ---- softmax ------------------------------------------------------------------------------------
 
@@ -287,12 +258,12 @@ void layer_norm_backward(const T* x, const T* dy, const acc_t<T>* gamma, const a
 
 template <class T>
 void gelu(const T* x, T* y, int64_t n, StreamHandle stream) {
-  launch_map(x, x, y, n, GeluOp<T>{}, stream);
+  launch_map<T, 1>(y, x, x, n, GeluOp<T>{}, stream);
 }
 
 template <class T>
 void gelu_backward(const T* dy, const T* x, T* dx, int64_t n, StreamHandle stream) {
-  launch_map(dy, x, dx, n, GeluBackwardOp<T>{}, stream);
+  launch_map<T, 2>(dx, dy, x, n, GeluBackwardOp<T>{}, stream);
 }
 
 template <class T>

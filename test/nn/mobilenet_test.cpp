@@ -12,18 +12,14 @@
 
 #include "autograd/ops.h"
 #include "nn/models.h"
+#include "model_spec.h"
 #include "tensor/ops.h"
 
 namespace mlai::nn {
 namespace {
 
 ModelSpec spec(int64_t hw, int64_t c, int classes = 10) {
-  ModelSpec s;
-  s.height = s.width = hw;
-  s.channels = c;
-  s.num_classes = classes;
-  s.seed = 4;
-  return s;
+  return test::image_spec(hw, c, classes, 4);
 }
 
 // torchvision.models.mobilenet_v2(): 3,504,872 parameters and 314 state_dict entries for 1000

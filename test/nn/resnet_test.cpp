@@ -11,20 +11,14 @@
 #include "nn/activation_checkpointing.h"
 #include "nn/conv_layers.h"
 #include "nn/models.h"
+#include "model_spec.h"
 #include "nn/optim.h"
 #include "tensor/ops.h"
 
 namespace mlai::nn {
 namespace {
 
-ModelSpec spec(int64_t hw, int64_t c) {
-  ModelSpec s;
-  s.height = s.width = hw;
-  s.channels = c;
-  s.num_classes = 10;
-  s.seed = 3;
-  return s;
-}
+ModelSpec spec(int64_t hw, int64_t c) { return test::image_spec(hw, c, 10, 3); }
 
 TEST(ResNet, TorchvisionNamesShapesAndCounts) {
   auto m = make_model("resnet18", spec(32, 3));

@@ -15,6 +15,7 @@
 
 #include "autograd/ops.h"
 #include "nn/models.h"
+#include "model_spec.h"
 #include "nn/optim.h"
 #include "tensor/ops.h"
 
@@ -22,12 +23,7 @@ namespace mlai::nn {
 namespace {
 
 ModelSpec spec(int64_t hw, int64_t c, int classes = 10) {
-  ModelSpec s;
-  s.height = s.width = hw;
-  s.channels = c;
-  s.num_classes = classes;
-  s.seed = 6;
-  return s;
+  return test::image_spec(hw, c, classes, 6);
 }
 
 // torchvision.models.vit_b_16(): 86,567,656 parameters in 152 state_dict entries.
