@@ -155,7 +155,7 @@ tarfile.open(sys.argv[1]).extractall(".", **kw)' "$pack"
   # The models run after the main ones, mlai and torch at the same batches.
   local extra_archs=mobilenet_v2_cifar,resnext50_32x4d_cifar,vit_cifar
   local extra_batch=mobilenet_v2_cifar=128,resnext50_32x4d_cifar=128,vit_cifar=128
-  local t_tests=100 t_train=230 t_bench=280 t_step=390 t_parity=410 t_torch_step=505 t_torch=532
+  local t_tests=100 t_train=230 t_bench=280 t_step=390 t_parity=430 t_torch_step=505 t_torch=532
   # ---- tests: each binary's CUDA suites, then the whole binary ----
   : > "$dir/tests.log"
   printf 'binary\tmode\trc\tpassed\tfailed\tskipped\tseconds\n' > "$dir/tests.tsv"
@@ -313,13 +313,23 @@ PY
   left=$((t_parity - SECONDS))
   if [ -x "$paritybin" ] && [ "$left" -gt 8 ]; then
     echo "==== parity: tools/parity_resnet.py + mlai_parity --device cuda (timeout ${left}s) ====" | tee -a "$dir/bench.log"
-    rm -rf "$pdir"
+    rm -rf "$pdir" "$pdir-vit"
     if PATH=$orig_path LD_LIBRARY_PATH=$orig_ld timeout -k 5 "$left" python3 tools/parity_resnet.py \
       --dir "$pdir" >> "$dir/bench.log" 2>&1; then
       timeout -k 5 $((t_parity - SECONDS > 5 ? t_parity - SECONDS : 5)) "$paritybin" \
         --weights "$pdir/weights.h5" --golden "$pdir/golden.h5" --device cuda 2>&1 \
         | tee -a "$dir/bench.log" || true
-      # The same network in float64 on the GPU (cuDNN double convolutions, mlai's kernels):
+      # vit_cifar: the ViT's CUDA kernels (layer norm, GELU, softmax, the token ops, attention's
+      # batched GEMMs), tested only against their CPU twins before, against torchvision's float64.
+      if [ $((t_parity - SECONDS)) -gt 8 ] && PATH=$orig_path LD_LIBRARY_PATH=$orig_ld \
+        timeout -k 5 $((t_parity - SECONDS)) python3 tools/parity_resnet.py --arch vit_cifar \
+        --dir "$pdir-vit" >> "$dir/bench.log" 2>&1; then
+        echo "mlai_parity vit_cifar:" | tee -a "$dir/bench.log"
+        timeout -k 5 $((t_parity - SECONDS > 5 ? t_parity - SECONDS : 5)) "$paritybin" \
+          --weights "$pdir-vit/weights.h5" --golden "$pdir-vit/golden.h5" --device cuda 2>&1 \
+          | tee -a "$dir/bench.log" || true
+      fi
+      # resnet18_cifar again in float64 on the GPU (cuDNN double convolutions, mlai's kernels):
       # the implementation alone, to ~1e-10. Diagnostic: its lines start "f64 ", so a failure
       # here is shown but does not fail the check (cuDNN may not run double NHWC at all).
       if [ $((t_parity - SECONDS)) -gt 5 ]; then
