@@ -125,7 +125,7 @@ inline float exp_lane(float x) {
 // Phi(x) = erfc(-x / sqrt 2) / 2 with Numerical Recipes' erfcc (a Chebyshev fit whose relative
 // error is under 1.2e-7 everywhere, the far tails included): erfc(z) = t exp(-z^2 + P(t)),
 // t = 1 / (1 + z / 2) for z >= 0, and erfc(-z) = 2 - erfc(z).
-inline float normal_cdf_lane(float x) {
+inline float normal_cdf(float x) {
   const float z = std::abs(x) * 0.70710678118654752f;
   const float t = 1.0f / (1.0f + 0.5f * z);
   const float poly =
@@ -140,10 +140,7 @@ inline float normal_cdf_lane(float x) {
   const float half_erfc = 0.5f * t * exp_lane(poly - z * z);
   return x < 0 ? half_erfc : 1.0f - half_erfc;
 }
-inline float normal_pdf_lane(float x) { return 0.39894228040143267794f * exp_lane(-0.5f * x * x); }
-
-float normal_cdf(float v) { return normal_cdf_lane(v); }
-float normal_pdf(float v) { return normal_pdf_lane(v); }
+inline float normal_pdf(float x) { return 0.39894228040143267794f * exp_lane(-0.5f * x * x); }
 
 // The loops, in AVX-512, AVX2 and baseline versions chosen at load time (no FMA: mlai builds
 // with -ffp-contract=off, so the three give the same bits).

@@ -20,13 +20,10 @@ using detail::check_dtype;
 using detail::check_floating;
 using detail::check_shape;
 using detail::is_half;
+using detail::param_dtype;
 using detail::to_f32;
 
 namespace {
-// Channel parameters and statistics: float32 for half/bf16 x (cuDNN wants them so, and mixed
-// precision keeps BN statistics in fp32), x's dtype for float32/float64 x.
-DType bn_param_dtype(DType x) { return is_half(x) ? DType::kFloat32 : x; }
-
 void check_bn(const char* op, const Tensor& x, std::initializer_list<const Tensor*> params) {
   check_floating(op, x);
   if (x.ndim() < 2)
@@ -35,10 +32,10 @@ void check_bn(const char* op, const Tensor& x, std::initializer_list<const Tenso
   const int64_t c = x.size(-1);
   for (const Tensor* p : params) {
     if (!p->defined()) continue;
-    if (p->ndim() != 1 || p->size(0) != c || p->dtype() != bn_param_dtype(x.dtype()))
+    if (p->ndim() != 1 || p->size(0) != c || p->dtype() != param_dtype(x.dtype()))
       throw std::invalid_argument(
           std::string(op) + ": input " + x.str() + " with channel parameter " + p->str() +
-          " (expected [" + std::to_string(c) + "] " + dtype_name(bn_param_dtype(x.dtype())) + ")");
+          " (expected [" + std::to_string(c) + "] " + dtype_name(param_dtype(x.dtype())) + ")");
   }
 }
 
@@ -75,7 +72,7 @@ std::tuple<Tensor, Tensor, Tensor> batchnorm_train(const Tensor& x, const Tensor
     return {cast(y, x.dtype()), mean, inv_std};
   }
   const int64_t c = x.size(-1), rows = x.numel() / c;
-  const DType pdt = bn_param_dtype(x.dtype());
+  const DType pdt = param_dtype(x.dtype());
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({c}, pdt, x.device());
   Tensor inv_std = Tensor::empty({c}, pdt, x.device());
@@ -142,7 +139,7 @@ std::tuple<Tensor, Tensor, Tensor> batchnorm_backward(const Tensor& x, const Ten
     return {cast(dx, x.dtype()), dgamma, dbeta};
   }
   const int64_t c = x.size(-1), rows = x.numel() / c;
-  const DType pdt = bn_param_dtype(x.dtype());
+  const DType pdt = param_dtype(x.dtype());
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor dgamma = Tensor::empty({c}, pdt, x.device());
   Tensor dbeta = Tensor::empty({c}, pdt, x.device());
@@ -210,7 +207,7 @@ std::tuple<Tensor, Tensor, Tensor> batchnorm_act_train(const Tensor& x, const Te
                                                   running_mean, running_var, momentum, eps);
     return {cast(y, x.dtype()), mean, inv_std};
   }
-  const DType pdt = bn_param_dtype(x.dtype());
+  const DType pdt = param_dtype(x.dtype());
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({c}, pdt, x.device());
   Tensor inv_std = Tensor::empty({c}, pdt, x.device());
@@ -295,7 +292,7 @@ BatchNormGrads batchnorm_act_backward(const Tensor& x, const Tensor& dy, const T
     return g;
   }
   const int64_t c = x.size(-1), rows = x.numel() / c;
-  const DType pdt = bn_param_dtype(x.dtype());
+  const DType pdt = param_dtype(x.dtype());
   BatchNormGrads g;
   g.dx = Tensor::empty(x.shape(), x.dtype(), x.device());
   g.dgamma = Tensor::empty({c}, pdt, x.device());

@@ -1,5 +1,6 @@
-// Internal to tensor/: the validation and dispatch helpers shared by the NHWC layer ops
-// (nn_ops.cpp: convolution and pooling; batchnorm.cpp: batch norm, plain and fused).
+// Internal to tensor/: the validation and dispatch helpers shared by the layer ops
+// (nn_ops.cpp: convolution and pooling; batchnorm.cpp: batch norm, plain and fused;
+// transformer_ops.cpp: layer norm, attention and the token ops).
 #pragma once
 
 #include <initializer_list>
@@ -30,6 +31,10 @@ namespace mlai::tensor::detail {
   }
 
 inline bool is_half(DType dt) { return dt == DType::kFloat16 || dt == DType::kBFloat16; }
+// A normalisation's per-channel parameters and statistics (batch norm, layer norm): float32
+// for half/bf16 x (cuDNN wants them so, and mixed precision keeps them in fp32), x's dtype
+// for float32/float64 x.
+inline DType param_dtype(DType x) { return is_half(x) ? DType::kFloat32 : x; }
 inline Tensor to_f32(const Tensor& t) { return t.defined() ? cast(t, DType::kFloat32) : Tensor(); }
 
 // Every defined tensor on the device of the first one.

@@ -16,19 +16,11 @@
 namespace mlai::tensor {
 
 namespace {
-DType ln_param_dtype(DType x) { return detail::is_half(x) ? DType::kFloat32 : x; }
-
 void check_on(const char* op, const Tensor& x, const Tensor& t, const char* what) {
   if (!t.defined()) throw std::invalid_argument(std::string(op) + ": " + what + " is undefined");
   if (t.device() != x.device())
     throw std::invalid_argument(std::string(op) + ": " + what + " on " + t.device().str() +
                                 ", x on " + x.device().str());
-}
-
-void check_dtype(const char* op, const Tensor& t, DType want, const char* what) {
-  if (t.dtype() != want)
-    throw std::invalid_argument(std::string(op) + ": " + what + " is " + dtype_name(t.dtype()) +
-                                ", expected " + dtype_name(want));
 }
 
 // C_i = alpha op(A_i) op(B_i) + beta C_i for `batch` products at the given element strides.
@@ -52,13 +44,13 @@ void batched(const Device& dev, bool ta, bool tb, int64_t m, int64_t n, int64_t 
 LayerNormOut layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
   if (!x.defined() || x.ndim() < 1) throw std::invalid_argument("layer_norm: x is undefined");
   const int64_t c = x.size(x.ndim() - 1), rows = c == 0 ? 0 : x.numel() / c;
-  const DType pdt = ln_param_dtype(x.dtype());
+  const DType pdt = detail::param_dtype(x.dtype());
   if (gamma.defined() != beta.defined())
     throw std::invalid_argument("layer_norm: gamma and beta must both be given or both not");
   for (const Tensor* p : {&gamma, &beta}) {
     if (!p->defined()) continue;
     check_on("layer_norm", x, *p, "gamma/beta");
-    check_dtype("layer_norm", *p, pdt, "gamma/beta");
+    detail::check_dtype("layer_norm", "gamma/beta", *p, pdt);
     if (p->numel() != c)
       throw std::invalid_argument("layer_norm: gamma/beta " + shape_str(p->shape()) +
                                   " for x " + shape_str(x.shape()) + " (expected " +
@@ -79,12 +71,12 @@ LayerNormOut layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta
 LayerNormGrads layer_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                    const Tensor& mean, const Tensor& rstd, bool want_params) {
   check_on("layer_norm_backward", x, dy, "dy");
-  check_dtype("layer_norm_backward", dy, x.dtype(), "dy");
+  detail::check_dtype("layer_norm_backward", "dy", dy, x.dtype());
   if (dy.shape() != x.shape())
     throw std::invalid_argument("layer_norm_backward: dy " + shape_str(dy.shape()) + " for x " +
                                 shape_str(x.shape()));
   const int64_t c = x.size(x.ndim() - 1), rows = c == 0 ? 0 : x.numel() / c;
-  const DType pdt = ln_param_dtype(x.dtype());
+  const DType pdt = detail::param_dtype(x.dtype());
   check_on("layer_norm_backward", x, mean, "mean");
   check_on("layer_norm_backward", x, rstd, "rstd");
   if (mean.numel() != rows || rstd.numel() != rows)
@@ -116,7 +108,7 @@ Tensor gelu(const Tensor& x) {
 
 Tensor gelu_backward(const Tensor& dy, const Tensor& x) {
   check_on("gelu_backward", x, dy, "dy");
-  check_dtype("gelu_backward", dy, x.dtype(), "dy");
+  detail::check_dtype("gelu_backward", "dy", dy, x.dtype());
   if (dy.shape() != x.shape())
     throw std::invalid_argument("gelu_backward: dy " + shape_str(dy.shape()) + " for x " +
                                 shape_str(x.shape()));
@@ -172,8 +164,8 @@ Tensor self_attention_backward(const Tensor& dout, const Tensor& qkv, const Tens
   const auto [n, t, e, d] = attention_dims("self_attention_backward", qkv, heads);
   check_on("self_attention_backward", qkv, dout, "dout");
   check_on("self_attention_backward", qkv, probs, "probs");
-  check_dtype("self_attention_backward", dout, qkv.dtype(), "dout");
-  check_dtype("self_attention_backward", probs, qkv.dtype(), "probs");
+  detail::check_dtype("self_attention_backward", "dout", dout, qkv.dtype());
+  detail::check_dtype("self_attention_backward", "probs", probs, qkv.dtype());
   if (dout.shape() != Shape{n, t, e} || probs.shape() != Shape{n, heads, t, t})
     throw std::invalid_argument("self_attention_backward: dout " + shape_str(dout.shape()) +
                                 " and probs " + shape_str(probs.shape()) + " for qkv " +
@@ -215,8 +207,8 @@ Tensor embed_tokens(const Tensor& patches, const Tensor& cls, const Tensor& pos)
   const int64_t n = patches.size(0), p = patches.size(1), e = patches.size(2);
   check_on("embed_tokens", patches, cls, "the class token");
   check_on("embed_tokens", patches, pos, "the position embedding");
-  check_dtype("embed_tokens", cls, patches.dtype(), "the class token");
-  check_dtype("embed_tokens", pos, patches.dtype(), "the position embedding");
+  detail::check_dtype("embed_tokens", "the class token", cls, patches.dtype());
+  detail::check_dtype("embed_tokens", "the position embedding", pos, patches.dtype());
   if (cls.numel() != e || pos.numel() != (p + 1) * e)
     throw std::invalid_argument("embed_tokens: class token " + shape_str(cls.shape()) +
                                 " and positions " + shape_str(pos.shape()) + " for patches " +
