@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# --strategy zero1 against plain DDP on the same ranks, one after the other on this machine:
-# rank 0's optimizer state, its host memory, the optimizer step (with zero1's broadcasts) and
-# the gradient sync per step, images/s, and the last training loss (the same under both).
+# --strategy zero1 and zero2 against plain DDP on the same ranks, one after the other on this
+# machine: rank 0's optimizer state and kept gradient buffers, its host memory, the optimizer
+# step (with ZeRO's broadcasts) and the gradient sync per step, images/s, and the last training
+# loss (the same under all three without clipping or accumulation).
 #   bash bench/zero_strategy.sh                       # resnet18_cifar, adamw, 2 CPU ranks
 #   RANKS=2 bash bench/zero_strategy.sh --arch resnet50_cifar --optimizer sgd --precision bf16
 # Extra arguments go to both runs and replace the defaults they name. On a GPU node add
@@ -27,7 +28,8 @@ run() {
     --limit-test-batches 2 --num-sanity-val-steps 0 --log-device-stats --no-progress \
     --log-dir "$logs" --experiment-name "$strategy" "$@" 2>&1 |
     awk -v s="$strategy" '
-      /^ZeRO stage 1/ {state = $13 " of " $16}
+      /^ZeRO stage [12]: optimizer/ {state = $13 " of " $16}
+      /^ZeRO stage 2: gradients/ {grads = $10 " of " $13}
       /^epoch:/ {for (i = 1; i < NF; ++i) {
                    if ($i == "loss:" && loss == "") loss = $(i + 1)
                    if ($i == "memory:") mem = $(i + 1) " (peak " $(i + 4)
@@ -35,10 +37,13 @@ run() {
       /^  optimizer step/ {step = $3}
       /^  gradient sync/ {sync = $3}
       END {if (state == "") state = "all of it"
-           printf "%-6s  state %-16s  host MiB %-12s  step %8s ms  sync %8s ms  %7s img/s  loss %s\n",
-                  s, state (state ~ /of it/ ? "" : " MB"), mem, step, sync, ips, loss}'
+           if (grads == "") grads = "all of them"
+           printf "%-6s  state %-16s  grads %-16s  host MiB %-12s  step %8s ms  sync %8s ms  %7s img/s  loss %s\n",
+                  s, state (state ~ /of it/ ? "" : " MB"), grads (grads ~ /of them/ ? "" : " MB"),
+                  mem, step, sync, ips, loss}'
 }
 
 echo "$ranks ranks: $*"
 run ddp "$@"
 run zero1 "$@"
+run zero2 "$@"

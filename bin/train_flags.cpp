@@ -467,7 +467,8 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "Data parallel: ddp, or zero1: DDP with the optimizer state sharded over the "
                  "ranks (ZeRO stage 1, as PyTorch's ZeroRedundancyOptimizer): each rank keeps and "
                  "updates the state of 1/world of the parameters, then broadcasts them; the same "
-                 "updates, bit for bit")
+                 "updates, bit for bit; or zero2 (ZeRO stage 2): the gradients sharded too, each "
+                 "reduced only to the rank that owns it")
       ->capture_default_str();
   app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")
       ->capture_default_str();

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dist/process_group.h"
 #include "tensor/tensor.h"
@@ -30,6 +31,12 @@ class Communicator {
   // order.
   virtual std::unique_ptr<Work> allreduce_sum_async(Tensor& t) = 0;
   void allreduce_sum(Tensor& t) { allreduce_sum_async(t)->wait(); }
+  // `send` is one segment per rank, in rank order, counts[r] elements for rank r; each rank's
+  // `recv` (counts[rank] elements) gets the sum over ranks of its segment (MPI's
+  // Reduce_scatter; ZeRO stage 2's buckets, each part summed only where it is stepped).
+  // `send` must stay alive and unchanged until the work is waited for.
+  virtual std::unique_ptr<Work> reduce_scatter_async(const Tensor& send, Tensor& recv,
+                                                     const std::vector<int64_t>& counts) = 0;
   virtual void broadcast(Tensor& t, int root) = 0;
   // Every rank's `t` (same shape everywhere), stacked along a new first dimension [world, ...].
   virtual Tensor allgather(const Tensor& t) = 0;
@@ -39,6 +46,9 @@ class Communicator {
 
  protected:
   explicit Communicator(const ProcessGroup& g) : group_(g) {}
+  // reduce_scatter_async's arguments agree (an invalid_argument naming them otherwise).
+  void check_segments(const Tensor& send, const Tensor& recv,
+                      const std::vector<int64_t>& counts) const;
   const ProcessGroup& group_;
 };
 

@@ -119,6 +119,26 @@ class MpiCommunicator : public Communicator {
     return w;
   }
 
+  std::unique_ptr<Work> reduce_scatter_async(const Tensor& send, Tensor& recv,
+                                             const std::vector<int64_t>& counts) override {
+    require_cpu(send);
+    require_cpu(recv);
+    check_segments(send, recv, counts);
+    if (world() == 1) {
+      recv.copy_from(send.reshape(recv.shape()));
+      return std::make_unique<DoneWork>();
+    }
+    std::vector<int> c(counts.begin(), counts.end());
+    auto w = std::make_unique<MpiWork>(group_, describe_collective("reduce_scatter", send));
+    // (One collective of few rounds: Open MPI's Ireduce pipelines a large message in many
+    // segments, each waiting for a test of the request, where this one takes a few.)
+    check(MPI_Ireduce_scatter(send.data_ptr(), recv.data_ptr(), c.data(), mpi_type(send.dtype()),
+                              mpi_sum(send.dtype()), MPI_COMM_WORLD, w->req.get()),
+          "MPI_Ireduce_scatter");
+    pending_.push_back(w->req);
+    return w;
+  }
+
   void broadcast(Tensor& t, int root) override {
     require_cpu(t);
     if (world() == 1 || t.numel() == 0) return;
@@ -196,6 +216,23 @@ std::unique_ptr<Communicator> make_communicator(const std::string& backend,
 #endif
   }
   throw std::invalid_argument("unknown --dist-backend '" + backend + "' (expected auto, nccl or mpi)");
+}
+
+void Communicator::check_segments(const Tensor& send, const Tensor& recv,
+                                  const std::vector<int64_t>& counts) const {
+  int64_t total = 0;
+  for (int64_t c : counts) {
+    if (c < 0 || c > INT32_MAX)
+      throw std::invalid_argument("reduce_scatter: segment of " + std::to_string(c) + " elements");
+    total += c;
+  }
+  if (static_cast<int>(counts.size()) != world() || send.numel() != total ||
+      recv.numel() != counts[static_cast<size_t>(rank())] || send.dtype() != recv.dtype() ||
+      send.device() != recv.device())
+    throw std::invalid_argument("reduce_scatter: " + std::to_string(counts.size()) +
+                                " segments of " + std::to_string(total) + " elements in all for " +
+                                std::to_string(world()) + " ranks, from " + send.str() + " into " +
+                                recv.str());
 }
 
 double allreduce_host(const ProcessGroup& g, double value, bool max) {

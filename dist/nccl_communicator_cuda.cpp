@@ -113,6 +113,39 @@ class NcclCommunicator : public Communicator {
   }
 
   std::unique_ptr<Work> allreduce_sum_async(Tensor& t) override {
+    return on_comm_stream(describe("allreduce", t), [&](cudaStream_t comm) {
+      MLAI_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
+                                    nccl_type(t.dtype()), ncclSum, comm_, comm));
+    });
+  }
+
+  std::unique_ptr<Work> reduce_scatter_async(const Tensor& send, Tensor& recv,
+                                             const std::vector<int64_t>& counts) override {
+    check_segments(send, recv, counts);
+    // NCCL's ReduceScatter takes equal segments: one Reduce per rank with a segment, to that
+    // rank, grouped into one launch.
+    return on_comm_stream(describe("reduce_scatter", send), [&](cudaStream_t comm) {
+      const size_t elem = tensor::dtype_size(send.dtype());
+      const auto* base = static_cast<const char*>(send.data_ptr());
+      MLAI_NCCL_CHECK(ncclGroupStart());
+      size_t at = 0;
+      for (int r = 0; r < world(); ++r) {
+        const auto n = static_cast<size_t>(counts[static_cast<size_t>(r)]);
+        // (recvbuff is read only on the root; elsewhere the segment itself stands in for it)
+        void* out = r == rank() ? recv.data_ptr() : const_cast<char*>(base + at * elem);
+        if (n > 0)
+          MLAI_NCCL_CHECK(ncclReduce(base + at * elem, out, n, nccl_type(send.dtype()), ncclSum, r,
+                                     comm_, comm));
+        at += n;
+      }
+      MLAI_NCCL_CHECK(ncclGroupEnd());
+    });
+  }
+
+  // An asynchronous collective: `enqueue` puts it on the communication stream once that stream
+  // has waited for the compute stream's work so far.
+  template <class Enqueue>
+  std::unique_ptr<Work> on_comm_stream(const std::string& what, Enqueue enqueue) {
     auto lock = enqueue_lock();
     auto w = std::make_unique<NcclWork>();
     w->compute = tensor::current_stream(device_).handle();
@@ -122,9 +155,8 @@ class NcclCommunicator : public Communicator {
     MLAI_CUDA_CHECK(cudaEventRecord(ready, w->compute));
     MLAI_CUDA_CHECK(cudaStreamWaitEvent(comm, ready, 0));
     cudaEventDestroy(ready);  // released once recorded work completes
-    MLAI_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
-                                  nccl_type(t.dtype()), ncclSum, comm_, comm));
-    w->done = watch_until_done(describe("allreduce", t), comm);
+    enqueue(comm);
+    w->done = watch_until_done(what, comm);
     return w;
   }
 

@@ -60,8 +60,41 @@ Reducer::Reducer(std::vector<std::pair<std::string, Variable>> params, Communica
   }
   std::stable_sort(groups.begin(), groups.end(),
                    [](const Group& a, const Group& b) { return a.first_pos < b.first_pos; });
+  const bool sharded = !opt_.owner.empty();
+  if (sharded) {
+    if (opt_.owner.size() != params_.size())
+      throw std::invalid_argument("reducer: " + std::to_string(opt_.owner.size()) + " owners for " +
+                                  std::to_string(params_.size()) + " parameters");
+    if (opt_.compress_to != tensor::DType::kFloat32 || opt_.powersgd_rank > 0)
+      throw std::invalid_argument(
+          "--ddp-comm-hook compresses DDP's allreduce; ZeRO stage 2 (--strategy zero2) reduces "
+          "the gradients as they are");
+  }
   for (auto& g : groups) {
     Bucket bucket;
+    if (sharded) {  // this rank's gradients in flat; all of them packed when the bucket is ready
+      const int me = comm_.rank();
+      bucket.params = g.params;
+      std::stable_sort(bucket.params.begin(), bucket.params.end(),
+                       [&](size_t a, size_t b) { return opt_.owner[a] < opt_.owner[b]; });
+      bucket.segment_counts.assign(static_cast<size_t>(comm_.world()), 0);
+      for (size_t k : bucket.params)
+        bucket.segment_counts.at(static_cast<size_t>(opt_.owner[k])) += params_[k].second.numel();
+      bucket.flat =
+          tensor::Tensor::zeros({bucket.segment_counts[static_cast<size_t>(me)]}, g.dtype, dev);
+      int64_t off = 0;
+      for (size_t k : bucket.params) {
+        Variable& v = params_[k].second;
+        if (opt_.owner[k] != me) {
+          v.set_grad(tensor::Tensor());
+          continue;
+        }
+        v.set_grad(bucket.flat.slice(off, off + v.numel()).reshape(v.shape()));
+        off += v.numel();
+      }
+      buckets_.push_back(std::move(bucket));
+      continue;
+    }
     int64_t total = 0;
     for (size_t k : g.params) total += params_[k].second.numel();
     bucket.flat = tensor::Tensor::zeros({total}, g.dtype, dev);
@@ -98,8 +131,10 @@ Reducer::Reducer(std::vector<std::pair<std::string, Variable>> params, Communica
 
 Reducer::~Reducer() {
   for (auto& [n, v] : params_) v.clear_grad_ready_hooks();
-  for (Bucket& b : buckets_)
+  for (Bucket& b : buckets_) {
     if (b.work) b.work->wait();
+    if (b.scatter) b.scatter->wait();
+  }
 }
 
 std::vector<std::vector<std::string>> Reducer::bucket_names() const {
@@ -111,8 +146,18 @@ std::vector<std::vector<std::string>> Reducer::bucket_names() const {
   return out;
 }
 
+size_t Reducer::kept_grad_bytes() const {
+  size_t bytes = 0;
+  for (const Bucket& b : buckets_) bytes += b.flat.nbytes();
+  return bytes;
+}
+
 size_t Reducer::wire_bytes() const {
   size_t bytes = 0;
+  if (shards_gradients()) {  // every gradient, each reduced to its owner
+    for (const auto& [n, v] : params_) bytes += v.data().nbytes();
+    return bytes;
+  }
   for (const Bucket& b : buckets_)
     bytes += b.powersgd ? b.powersgd->wire_bytes() : (b.wire.defined() ? b.wire : b.flat).nbytes();
   return bytes;
@@ -129,7 +174,11 @@ void Reducer::zero_grad() {
   for (Bucket& b : buckets_) {
     if (b.work) b.work->wait();  // never overwrite a buffer a collective still uses
     b.work.reset();
+    wait_sharded(b);
     tensor::fill_(b.flat, 0.0);
+    if (shards_gradients())  // (the others' gradients of a backward never reduced, if any)
+      for (size_t k : b.params)
+        if (opt_.owner[k] != comm_.rank()) params_[k].second.set_grad(tensor::Tensor());
   }
   prepare_backward(true);
 }
@@ -138,12 +187,14 @@ void Reducer::prepare_backward(bool sync) {
   for (Bucket& b : buckets_) {
     if (b.work) b.work->wait();
     b.work.reset();
+    wait_sharded(b);
     b.pending = static_cast<int>(b.params.size());
     b.ready = false;
   }
   next_to_start_ = 0;
   started_in_backward_ = 0;
-  in_backward_ = sync;  // (hooks ignore a backward that is not armed)
+  // (hooks ignore a backward that is not armed; ZeRO stage 2 reduces every backward)
+  in_backward_ = sync || shards_gradients();
   powersgd_now_ = opt_.powersgd_rank > 0 && opt_.steps_done + steps_ >= opt_.powersgd_start_iter;
 }
 
@@ -159,7 +210,9 @@ void Reducer::start_ready_in_order() {
   while (next_to_start_ < buckets_.size() && buckets_[next_to_start_].ready) {
     Bucket& b = buckets_[next_to_start_++];
     b.launched_us = trace::enabled() ? trace::now_us() : -1;
-    if (b.powersgd && powersgd_now_) {  // round 1: the P's and the uncompressed values
+    if (shards_gradients()) {
+      start_sharded(b);
+    } else if (b.powersgd && powersgd_now_) {  // round 1: the P's and the uncompressed values
       if (b.f32.defined()) tensor::scale_cast_(b.flat, b.f32, 1.0);
       b.powersgd->compress(b.f32.defined() ? b.f32 : b.flat);
       b.work = comm_.allreduce_sum_async(b.powersgd->wire());
@@ -173,6 +226,41 @@ void Reducer::start_ready_in_order() {
   }
 }
 
+void Reducer::start_sharded(Bucket& b) {
+  // Bounded transient memory: the oldest packs are freed (their reduce-scatters waited for)
+  // before another is made.
+  while (packed_.size() >= static_cast<size_t>(std::max(opt_.packs_in_flight, 1)))
+    wait_sharded(buckets_[packed_.front()]);
+  int64_t total = 0;
+  for (int64_t c : b.segment_counts) total += c;
+  b.pack = tensor::Tensor::empty({total}, b.flat.dtype(), b.flat.device());
+  int64_t at = 0;
+  for (size_t k : b.params) {
+    Variable& v = params_[k].second;
+    tensor::Tensor place = b.pack.slice(at, at + v.numel()).reshape(v.shape());
+    if (v.grad().defined()) {
+      place.copy_from(v.grad());  // (this rank's own: the running sum, as the others add to it)
+    } else {
+      tensor::fill_(place, 0.0);  // unused in this forward: every rank still sends its part
+    }
+    if (opt_.owner[k] != comm_.rank()) v.set_grad(tensor::Tensor());  // its memory goes back
+    at += v.numel();
+  }
+  packed_.push_back(static_cast<size_t>(&b - buckets_.data()));
+  size_t in_flight = 0;
+  for (size_t k : packed_) in_flight += buckets_[k].pack.nbytes();
+  peak_pack_bytes_ = std::max(peak_pack_bytes_, in_flight);
+  b.scatter = comm_.reduce_scatter_async(b.pack, b.flat, b.segment_counts);
+}
+
+void Reducer::wait_sharded(Bucket& b) {
+  if (b.scatter) b.scatter->wait();
+  b.scatter.reset();
+  if (!b.pack.defined()) return;
+  b.pack = tensor::Tensor();
+  std::erase(packed_, static_cast<size_t>(&b - buckets_.data()));
+}
+
 void Reducer::finish() {
   // Buckets whose hooks never fired (parameters unused in this forward) reduce zeros: every
   // rank still issues every collective, in order.
@@ -182,6 +270,7 @@ void Reducer::finish() {
   for (size_t k = 0; k < buckets_.size(); ++k) {
     Bucket& b = buckets_[k];
     if (b.work) b.work->wait();
+    wait_sharded(b);
     const bool powersgd = b.powersgd && powersgd_now_;
     if (powersgd) {  // round 2 (the Q's) and P Q^T
       b.powersgd->decompress(b.f32.defined() ? b.f32 : b.flat, comm_);
@@ -193,9 +282,15 @@ void Reducer::finish() {
       const tensor::Tensor& sent = powersgd           ? b.powersgd->wire()
                                    : b.wire.defined() ? b.wire
                                                       : b.flat;
+      size_t bytes = sent.nbytes();
+      if (shards_gradients()) {  // the whole bucket, each part summed on its owner
+        bytes = 0;
+        for (size_t p : b.params) bytes += params_[p].second.data().nbytes();
+      }
       char name[80];
-      std::snprintf(name, sizeof(name), "allreduce bucket %zu (%.2f MB %s)", k,
-                    static_cast<double>(sent.nbytes()) / 1e6, tensor::dtype_name(sent.dtype()));
+      std::snprintf(name, sizeof(name), "%s bucket %zu (%.2f MB %s)",
+                    shards_gradients() ? "reduce_scatter" : "allreduce", k,
+                    static_cast<double>(bytes) / 1e6, tensor::dtype_name(sent.dtype()));
       trace::record(name, "comm", trace::kBucketTrack + static_cast<int>(k), b.launched_us,
                     trace::now_us());
     }

@@ -11,10 +11,20 @@
 // bf16_compress_hook), a float32 bucket travels as a 16-bit copy of itself divided by the world
 // size (so the sum keeps the range of one rank's gradients): half the bytes on the wire, summed
 // in float and rounded once per addition; after the wait the copy, times the world size, is
-// written back, so the gradients hold the (rounded) sum as without it. With powersgd_rank r > 0
-// (--ddp-comm-hook powersgd) every bucket is compressed by PowerSGD (dist/powersgd.h; 16-bit
-// ones through a float32 copy) from step powersgd_start_iter on, summed as they are before
-// (PyTorch's start_powerSGD_iter).
+// written back, so the gradients hold the (rounded) sum as without it.
+//
+// With `owner` (ZeRO stage 2, --strategy zero2) each gradient is summed only where it is
+// stepped: when a bucket is ready its gradients are packed into a transient buffer, grouped by
+// owning rank in rank order, and one reduce-scatter sums each group into its owner's buffers.
+// A rank keeps buffers only for the gradients it owns (1/world of them); backward makes the
+// others, the pack takes them and they are dropped, and the pack is freed once its
+// reduce-scatter is done (at most two buckets' packs at once, as DeepSpeed's stage 2 keeps two
+// buffers). Every backward is reduced, gradient accumulation included (the owners' buffers keep
+// the running sums and send them with the new gradients): no rank ever holds all the gradients.
+//
+// With powersgd_rank r > 0 (--ddp-comm-hook powersgd) every bucket is compressed by PowerSGD
+// (dist/powersgd.h; 16-bit ones through a float32 copy) from step powersgd_start_iter on, summed
+// as they are before (PyTorch's start_powerSGD_iter).
 #pragma once
 
 #include <memory>
@@ -39,6 +49,10 @@ struct ReducerOptions {
   int powersgd_rank = 0;               // 0: no PowerSGD
   int64_t powersgd_start_iter = 1000;  // optimizer steps summed uncompressed first
   int64_t steps_done = 0;              // optimizer steps before this reducer (a resumed run's)
+  // ZeRO stage 2: owner[k], the rank that steps parameter k (empty: every rank gets every sum).
+  // No compression with it.
+  std::vector<int> owner;
+  int packs_in_flight = 2;  // buckets whose packs may be awaiting their reduces at once
 };
 
 class Reducer {
@@ -57,6 +71,13 @@ class Reducer {
   void prepare_backward(bool sync);
   // Starts what has not started and waits for every bucket.
   void finish();
+  // ZeRO stage 2 (ReducerOptions::owner): every backward is reduced (prepare_backward(false)
+  // arms the hooks too), so finish() follows every backward, not only a step's last.
+  bool shards_gradients() const { return !opt_.owner.empty(); }
+  // Bytes of gradient buffers this rank keeps between steps (all of them, or its own share),
+  // and the most its transient packs held at once.
+  size_t kept_grad_bytes() const;
+  size_t peak_pack_bytes() const { return peak_pack_bytes_; }
 
   size_t bucket_count() const { return buckets_.size(); }
   std::vector<std::vector<std::string>> bucket_names() const;
@@ -78,10 +99,18 @@ class Reducer {
     int pending = 0;
     bool ready = false;
     std::unique_ptr<Work> work;
+    // ZeRO stage 2: flat holds only this rank's gradients (the reduce-scatter's result); when
+    // the bucket is ready every gradient is copied into `pack`, in `params` order (grouped by
+    // owner, in rank order), segment_counts[r] elements for rank r.
+    std::vector<int64_t> segment_counts;
+    tensor::Tensor pack;
+    std::unique_ptr<Work> scatter;
     double launched_us = -1;  // --profiler-trace: when its allreduce started (-1: untraced)
   };
   void on_ready(size_t bucket);
   void start_ready_in_order();
+  void start_sharded(Bucket& b);
+  void wait_sharded(Bucket& b);  // waits for its reduces and frees its pack
 
   std::vector<std::pair<std::string, Variable>> params_;
   Communicator& comm_;
@@ -92,6 +121,8 @@ class Reducer {
   int started_in_backward_ = 0;
   int64_t steps_ = 0;          // synced backwards finished (optimizer steps)
   bool powersgd_now_ = false;  // this step's buckets go through PowerSGD
+  std::vector<size_t> packed_;  // ZeRO stage 2: buckets whose packs are in flight, oldest first
+  size_t peak_pack_bytes_ = 0;
 };
 
 // Copies rank 0's parameters and buffers to every rank.

@@ -75,24 +75,36 @@ std::vector<std::pair<std::string, Tensor*>> GradScaler::state() {
 }
 
 void scaled_step(Optimizer& opt, GradScaler& scaler, float grad_scale, int64_t global_step,
-                 double clip_norm, Tensor* grad_sq_out) {
+                 double clip_norm, Tensor* grad_sq_out,
+                 const std::function<void(Tensor&)>& sum_over_ranks) {
   std::vector<Tensor> grads;
   if (scaler.enabled() || clip_norm > 0 || grad_sq_out) grads = opt.gradients();
   Tensor skip_if, factor;
   if (scaler.enabled()) {
     scaler.check(grads);
+    if (sum_over_ranks) {                // any rank's overflow skips the step everywhere
+      Tensor flag = scaler.found_inf();  // (a handle on the scaler's flag)
+      sum_over_ranks(flag);
+    }
     opt.set_step_count(global_step, scaler.skipped_counter());  // (read on the device)
     skip_if = scaler.found_inf();
     factor = scaler.inv_scale();
   }
   Tensor sq;
-  if ((clip_norm > 0 || grad_sq_out) && !grads.empty()) sq = tensor::squared_norm(grads);
+  if (clip_norm > 0 || grad_sq_out) {
+    if (!grads.empty()) {
+      sq = tensor::squared_norm(grads);
+    } else if (sum_over_ranks) {  // (a rank that owns no gradient still joins the sum)
+      sq = Tensor::zeros({}, tensor::DType::kFloat32, opt.parameters().at(0).second.device());
+    }
+    if (sq.defined() && sum_over_ranks) sum_over_ranks(sq);
+  }
   if (grad_sq_out && sq.defined()) {  // (read before update() changes the scale: stream order)
     Tensor u = tensor::scale(sq.reshape({1}), static_cast<double>(grad_scale) * grad_scale);
     if (scaler.enabled()) u = tensor::mul(tensor::mul(u, scaler.inv_scale()), scaler.inv_scale());
     *grad_sq_out = u;
   }
-  if (clip_norm > 0 && !grads.empty())
+  if (clip_norm > 0 && sq.defined())
     factor = tensor::clip_norm_factor(sq, factor, grad_scale, clip_norm);
   opt.step(grad_scale, skip_if, factor);
   scaler.update();  // nothing when disabled

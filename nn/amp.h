@@ -12,6 +12,7 @@
 // the device for the same reason): the host never waits to learn whether a step was skipped.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -76,13 +77,19 @@ class GradScaler {
 // count to the steps actually taken before this one (global_step less the device's count of
 // skipped steps, which the optimizer's kernels subtract: Adam's bias correction and SGD's first
 // momentum step as in PyTorch, where a skipped step never reaches the optimizer), steps with
-// 1/scale folded in (the device skips it on overflow) and updates the scale. Without scaling (fp32, bf16) it is opt.step(grad_scale).
+// 1/scale folded in (the device skips it on overflow) and updates the scale. Without scaling
+// (fp32, bf16) it is opt.step(grad_scale).
 // clip_norm > 0: gradient-norm clipping of the true (averaged, unscaled) gradients, as
 // clip_grad_norm_ after GradScaler.unscale_: the clip factor joins 1/scale in the optimizer's
 // read, computed on the device (no host sync, no extra pass writing the gradients).
 // grad_sq_out non-null: receives the squared 2-norm of the true gradients, as above, before
 // clipping (float32 [1] on the device; inf/nan when the step is skipped for them).
+// sum_over_ranks (ZeRO stage 2, where each rank holds only the gradients it owns): sums a
+// device tensor over the ranks in place; the inf flag and the squared norm of this rank's
+// gradients go through it, so every rank skips and clips alike (one or two tiny collectives,
+// no host sync on NCCL).
 void scaled_step(Optimizer& opt, GradScaler& scaler, float grad_scale, int64_t global_step,
-                 double clip_norm = 0, tensor::Tensor* grad_sq_out = nullptr);
+                 double clip_norm = 0, tensor::Tensor* grad_sq_out = nullptr,
+                 const std::function<void(tensor::Tensor&)>& sum_over_ranks = {});
 
 }  // namespace mlai::nn

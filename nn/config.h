@@ -217,9 +217,11 @@ struct Config {
   int64_t powersgd_rank = 1;           // PowerSGDState's matrix_approximation_rank
   int64_t powersgd_start_iter = 1000;  // its start_powerSGD_iter
   bool powersgd() const { return ddp_comm_hook == "powersgd" || ddp_comm_hook == "powerSGD_hook"; }
-  // ddp, or zero1: DDP with the optimizer state sharded over the ranks (ZeRO stage 1,
-  // nn/zero.h; PyTorch's ZeroRedundancyOptimizer, Lightning's deepspeed_stage_1)
+  // ddp; zero1: DDP with the optimizer state sharded over the ranks (ZeRO stage 1, nn/zero.h;
+  // PyTorch's ZeroRedundancyOptimizer, Lightning's deepspeed_stage_1); zero2: the gradients
+  // sharded too, each reduced to its owner (ZeRO stage 2, Lightning's deepspeed_stage_2)
   std::string strategy = "ddp";
+  bool zero() const { return strategy == "zero1" || strategy == "zero2"; }
   std::string lr_scale = "none";  // linear: lr *= world size
   bool sync_bn = false;           // data parallel: batch-norm statistics over all ranks
   double dist_timeout = 600.0;    // seconds a collective may take before the job aborts (0: never)

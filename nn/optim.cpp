@@ -125,7 +125,7 @@ void Optimizer::zero_grad() {
 
 std::vector<Tensor> Optimizer::gradients() const {
   std::vector<Tensor> p, g, w;
-  gather(p, g, w, {}, {}, -1, -1, true);
+  gather(p, g, w, {}, {}, -1, -1, !cfg_.sharded_gradients);
   return g;
 }
 

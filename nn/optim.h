@@ -32,6 +32,10 @@ struct OptimizerConfig {
   // ZeRO stage 1 (nn/zero.h): owned[i] says whether this rank steps parameter i; the optimizer
   // then keeps state for (and updates) the owned parameters only. Empty: all of them.
   std::vector<bool> owned;
+  // ZeRO stage 2: only the owned parameters have gradients (the reducer sums each to its
+  // owner), so gradients() lists those alone; the caller sums per-rank results (the inf check,
+  // the clipping norm) over the ranks.
+  bool sharded_gradients = false;
 };
 
 class Optimizer {
@@ -98,8 +102,9 @@ class Optimizer {
   // (OptimizerConfig::owned) the state of parameters other ranks own is listed undefined.
   std::vector<std::pair<std::string, Tensor*>> state();
 
-  // ZeRO (OptimizerConfig::owned): whether this rank steps parameter i. gradients() still lists
-  // every gradient (the loss scaler's inf check and the clipping norm need all of them).
+  // ZeRO (OptimizerConfig::owned): whether this rank steps parameter i. Under stage 1
+  // gradients() still lists every gradient (the loss scaler's inf check and the clipping norm
+  // need all of them); under stage 2 (sharded_gradients) the owned ones.
   bool owns(size_t i) const { return cfg_.owned.empty() || cfg_.owned[i]; }
   const std::vector<std::pair<std::string, Variable>>& parameters() const { return params_; }
   // Parameter i's working copy (undefined without one).

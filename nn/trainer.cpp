@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <limits>
 #include <thread>
 #include <tuple>
@@ -50,8 +51,14 @@ void install_stop_handlers() {
 }
 
 void Trainer::take_step(float grad_scale, int64_t global_step, Tensor* grad_sq) {
+  // ZeRO stage 2: each rank holds its own gradients only, so the inf check and the norm are
+  // summed over the ranks.
+  std::function<void(Tensor&)> sum_over_ranks;
+  if (reducer_ && reducer_->shards_gradients())
+    sum_over_ranks = [this](Tensor& t) { comm_->allreduce_sum(t); };
   scaled_step(*opt_, *scaler_, grad_scale, global_step,
-              cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0, grad_sq);
+              cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0, grad_sq,
+              sum_over_ranks);
   if (zero_) zero_->broadcast_parameters();
 }
 
@@ -454,9 +461,9 @@ FitResult Trainer::fit() {
       if (const int64_t flops = autograd::flop_count() - flops_before; flops > 0)
         flops_per_sample_ = static_cast<double>(flops) /
                             static_cast<double>(std::max<int64_t>(batch->labels.numel(), 1));
-      if (reducer_ && step_now) {
+      if (reducer_ && (step_now || reducer_->shards_gradients())) {
         Profiler::Scope s(profiler_, "gradient sync");
-        reducer_->finish();  // buckets hold the sums over ranks
+        reducer_->finish();  // buckets hold the sums over ranks (zero2: every backward's)
       }
       if (step_now) {
         if (!stepped) {

@@ -105,6 +105,7 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
         l.backward(Tensor::full({}, part, DType::kFloat32, device_));
       else
         l.backward();
+      if (reducer_ && reducer_->shards_gradients() && a + 1 < accum) reducer_->finish();
       // The global mean loss of this step (a host read per batch: 100 steps, once).
       loss += l.data().item() * part;
     }

@@ -244,9 +244,12 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   oc.trust_coefficient = cfg_.trust_coefficient;
   oc.trust_clip = cfg_.trust_clip;
   if (cfg_.gradient_clip_algorithm == "value") oc.clip_value = cfg_.gradient_clip_val;
-  // --strategy zero1: this rank's share of the state only, from the start (ZeroRedundancy).
-  if (cfg_.strategy == "zero1" && group_.world() > 1)
+  // --strategy zero1/zero2: this rank's share of the state only, from the start
+  // (ZeroRedundancy); under zero2 also its share of the gradients alone (the reducer's owners).
+  if (cfg_.zero() && group_.world() > 1) {
     oc.owned = owned_parameters(model_->named_parameters(), group_.rank(), group_.world());
+    oc.sharded_gradients = cfg_.strategy == "zero2";
+  }
   opt_ = make_optimizer(model_->named_parameters(), oc);
   opt_->set_working(model_->working_parameters());
   if (cfg_.ema_decay > 0) ema_ = std::make_unique<WeightAverage>(*model_, cfg_.ema_decay);
@@ -357,23 +360,30 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
         "--scale-batch-size runs on one process only (as Lightning's batch size finder): find "
         "the size in a one-GPU run, then pass it as --batch-size to the data-parallel one");
   state_.world = world;  // what checkpoints record
-  if (world == 1 && cfg_.strategy == "zero1" && main_)
-    std::printf("note: --strategy zero1 on one process: nothing to shard, it trains as without\n");
+  if (world == 1 && cfg_.zero() && main_)
+    std::printf("note: --strategy %s on one process: nothing to shard, it trains as without\n",
+                cfg_.strategy.c_str());
   if (world > 1) {
     comm_ = dist::make_communicator(cfg_.dist_backend, device_, group_);
     // Every rank starts from rank 0's weights and buffers (and optimizer state on resume).
     sync_from_rank0(true);
     build_reducer();
-    if (cfg_.strategy == "zero1") {  // (after the broadcast: every rank holds rank 0's weights)
+    if (cfg_.zero()) {  // (after the broadcast: every rank holds rank 0's weights)
       zero_ = std::make_unique<ZeroRedundancy>(*opt_, *comm_);
       if (main_)
         std::printf(
-            "ZeRO stage 1: optimizer state sharded over %d ranks; rank 0 keeps %.1f MB of "
+            "ZeRO stage %d: optimizer state sharded over %d ranks; rank 0 keeps %.1f MB of "
             "%.1f MB (%.0f%%)\n",
-            world, static_cast<double>(opt_->state_bytes()) / 1e6,
+            cfg_.strategy == "zero2" ? 2 : 1, world, static_cast<double>(opt_->state_bytes()) / 1e6,
             static_cast<double>(zero_->total_state_bytes()) / 1e6,
             100.0 * static_cast<double>(opt_->state_bytes()) /
                 static_cast<double>(std::max<int64_t>(zero_->total_state_bytes(), 1)));
+      if (main_ && reducer_->shards_gradients())
+        std::printf(
+            "ZeRO stage 2: gradients sharded too; rank 0 keeps %.1f MB of %.1f MB, each "
+            "bucket reduced to the ranks that own its parts\n",
+            static_cast<double>(reducer_->kept_grad_bytes()) / 1e6,
+            static_cast<double>(reducer_->wire_bytes()) / 1e6);
     }
     if (cfg_.sync_bn) {
       const std::vector<BatchNorm2d*> bns = batch_norms(*model_);
@@ -472,10 +482,19 @@ void Trainer::build_reducer() {
   const auto params = model_->named_parameters();
   const auto working = model_->working_parameters();
   std::vector<std::pair<std::string, Variable>> grad_owners;
+  std::vector<int> owners;  // (ZeRO's partition, as the optimizer's)
+  if (opt_->config().sharded_gradients) {
+    std::vector<int64_t> sizes;
+    for (const auto& [n, v] : params) sizes.push_back(v.numel());
+    owners = partition_parameters(sizes, group_.world());
+  }
   for (size_t i = 0; i < params.size(); ++i)
-    if (params[i].second.requires_grad())
+    if (params[i].second.requires_grad()) {
       grad_owners.emplace_back(params[i].first,
                                working[i].defined() ? working[i] : params[i].second);
+      // --strategy zero2: each gradient is summed only on the rank whose optimizer steps it.
+      if (opt_->config().sharded_gradients) ro.owner.push_back(owners[i]);
+    }
   reducer_ = std::make_unique<dist::Reducer>(grad_owners, *comm_, ro);
 }
 

@@ -5,6 +5,9 @@
 // parameters to the others. The updates are those of plain DDP, bit for bit; the state takes
 // 1/world of the memory on each rank. Checkpoints hold the whole state (gathered to rank 0 for
 // the write), so a run resumes on any number of ranks, with or without ZeRO.
+// Stage 2 (--strategy zero2) is this with the gradients sharded too: the reducer
+// (dist/reducer.h, ReducerOptions::owner) sums each gradient only on its owner, by the same
+// partition, and the optimizer reads only those (OptimizerConfig::sharded_gradients).
 #pragma once
 
 #include <cstdint>

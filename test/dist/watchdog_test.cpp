@@ -139,6 +139,10 @@ TEST(NcclCuda, OneRankCollectivesCompleteUnderTheWatchdog) {
   const Tensor all = comm->allgather(t);
   EXPECT_EQ(all.shape(), (tensor::Shape{1, 3}));
   EXPECT_EQ(all.to(tensor::Device::cpu()).to_vector<float>(), v);
+  // ZeRO stage 2's reduce-scatter (grouped ncclReduce calls): one rank's segment is the whole.
+  Tensor recv = Tensor::zeros({3}, tensor::DType::kFloat32, gpu);
+  comm->reduce_scatter_async(t, recv, {3})->wait();
+  EXPECT_EQ(recv.to(tensor::Device::cpu()).to_vector<float>(), v);
   // A second of the watchdog's polling (it checks every 500 ms) with everything complete: it
   // must neither abort nor hang the communicator's destruction.
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));

@@ -133,7 +133,8 @@ TEST_F(Ddp, ZeroRedundancyCheckpointsHoldTheWholeStateAndResumeAnywhere) {
 // What else touches the optimizer state or writes checkpoints: --lr-find (snapshots and
 // restores the state, steps through the broadcasts), --ema-decay (checkpoints the average),
 // --save-top-k 2 and mid-epoch checkpoints (each save() a collective under zero1; rank 0 links
-// best.h5 where the others save it): the same run as under DDP, bit for bit.
+// best.h5 where the others save it): the same run as under DDP, bit for bit, under zero1 and
+// zero2.
 TEST_F(Ddp, ZeroRedundancyKeepsLrFindWeightAveragingAndTopKCheckpoints) {
   auto cfg = [&](const std::string& strategy) {
     nn::Config c = with_strategy(config(16), strategy, root + "/logs-" + strategy);
@@ -147,19 +148,22 @@ TEST_F(Ddp, ZeroRedundancyKeepsLrFindWeightAveragingAndTopKCheckpoints) {
   };
   nn::Trainer ddp(cfg("ddp"), "", group());
   const nn::FitResult rd = ddp.fit();
-  nn::Trainer zero(cfg("zero1"), "", group());
-  const nn::FitResult rz = zero.fit();
-  EXPECT_EQ(rz.global_step, rd.global_step);
-  EXPECT_EQ(flat_weights(zero), flat_weights(ddp));
-  EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
-  if (group().rank() == 0) {
-    int kept = 0;
-    for (const auto& e : fs::directory_iterator(rz.version_dir + "/checkpoints"))
-      kept += e.path().filename().string().rfind("epoch=", 0) == 0;
-    EXPECT_EQ(kept, 2);
-    EXPECT_TRUE(fs::exists(rz.version_dir + "/checkpoints/best.h5"));
-    EXPECT_EQ(optimizer_state(rz.version_dir + "/checkpoints/last.h5"),
-              optimizer_state(rd.version_dir + "/checkpoints/last.h5"));
+  for (const char* strategy : {"zero1", "zero2"}) {  // (zero2: the gradients sharded too)
+    SCOPED_TRACE(strategy);
+    nn::Trainer zero(cfg(strategy), "", group());
+    const nn::FitResult rz = zero.fit();
+    EXPECT_EQ(rz.global_step, rd.global_step);
+    EXPECT_EQ(flat_weights(zero), flat_weights(ddp));
+    EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
+    if (group().rank() == 0) {
+      int kept = 0;
+      for (const auto& e : fs::directory_iterator(rz.version_dir + "/checkpoints"))
+        kept += e.path().filename().string().rfind("epoch=", 0) == 0;
+      EXPECT_EQ(kept, 2);
+      EXPECT_TRUE(fs::exists(rz.version_dir + "/checkpoints/best.h5"));
+      EXPECT_EQ(optimizer_state(rz.version_dir + "/checkpoints/last.h5"),
+                optimizer_state(rd.version_dir + "/checkpoints/last.h5"));
+    }
   }
 }
 

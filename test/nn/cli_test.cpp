@@ -74,6 +74,7 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--accumulation-schedule 0:2 --accumulate-grad-batches 2", "--accumulation-schedule"},
       {"--ddp-comm-hook topk", "--ddp-comm-hook"},
       {"--strategy fsdp", "--strategy"},
+      {"--strategy zero2 --ddp-comm-hook fp16", "--strategy zero2"},
       {"--ddp-comm-hook powersgd --powersgd-rank 0", "--powersgd-rank"},
       {"--random-erasing 1.5", "--random-erasing"},
       {"--auto-augment autoaugment", "--auto-augment"},

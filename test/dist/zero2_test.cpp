@@ -1,0 +1,291 @@
+// --strategy zero2 (ZeRO stage 2) under mpirun -np 2 on the CPU: the reducer sums each gradient
+// only on the rank that owns it and keeps buffers for those alone; training steps as DDP does
+// (bit for bit where nothing sums across ranks in another order); clipping, the loss scaler's
+// overflow skip and accumulation see the whole gradient; checkpoints are DDP's.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ddp_fixture.h"
+#include "dist/reducer.h"
+#include "io/h5file.h"
+#include "nn/amp.h"
+#include "nn/optim.h"
+#include "nn/trainer.h"
+
+namespace mlai::dist {
+namespace {
+
+nn::Config zero_config(nn::Config c, const std::string& strategy, const std::string& logs) {
+  c.strategy = strategy;
+  c.hidden = {48, 24};  // six parameters to share out
+  c.log_dir = logs;
+  return c;
+}
+
+// Uneven segments (one of them empty), in float32 and float16: each rank gets the sum of its own.
+TEST_F(Ddp, ReduceScatterSumsEachRanksSegment) {
+  auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
+  const int me = group().rank();
+  for (const auto dt : {tensor::DType::kFloat32, tensor::DType::kFloat16}) {
+    for (const std::vector<int64_t>& counts :
+         {std::vector<int64_t>{5, 9}, std::vector<int64_t>{0, 7}, std::vector<int64_t>{6, 0}}) {
+      tensor::Generator gen(static_cast<uint64_t>(10 + me));  // different values on each rank
+      const Tensor send = Tensor::uniform({counts[0] + counts[1]}, -2, 2, gen).to(dt);
+      Tensor recv = Tensor::zeros({counts[static_cast<size_t>(me)]}, dt);
+      comm->reduce_scatter_async(send, recv, counts)->wait();
+      const std::vector<double> mine = send.to_double_vector();
+      const Tensor others = comm->allgather(send);  // [2, n]: both ranks' values
+      const std::vector<double> both = others.to_double_vector();
+      const int64_t at = me == 0 ? 0 : counts[0], n = static_cast<int64_t>(mine.size());
+      const std::vector<double> got = recv.to_double_vector();
+      ASSERT_EQ(static_cast<int64_t>(got.size()), counts[static_cast<size_t>(me)]);
+      for (int64_t i = 0; i < counts[static_cast<size_t>(me)]; ++i) {
+        const double want =
+            both[static_cast<size_t>(at + i)] + both[static_cast<size_t>(n + at + i)];
+        const double tol = dt == tensor::DType::kFloat16 ? 4e-3 * (1 + std::fabs(want)) : 1e-6;
+        EXPECT_NEAR(got[static_cast<size_t>(i)], want, tol) << i;
+      }
+    }
+  }
+  Tensor small = Tensor::zeros({3});
+  EXPECT_THROW(comm->reduce_scatter_async(Tensor::zeros({5}), small, {2, 2}),
+               std::invalid_argument);
+}
+
+// Five parameters in buckets that mix owners; w0 takes no part in the loss (its bucket, the
+// last, is reduced by finish()).
+TEST_F(Ddp, ReducerSumsEachGradientOnlyOnItsOwner) {
+  tensor::Generator gen(3);
+  const std::vector<int64_t> sizes = {30000, 50000, 20000, 40000, 10000};
+  const std::vector<int> owner = {1, 0, 0, 1, 0};
+  std::vector<std::pair<std::string, autograd::Variable>> params;
+  for (size_t i = 0; i < sizes.size(); ++i)
+    params.emplace_back("w" + std::to_string(i),
+                        autograd::Variable(Tensor::uniform({sizes[i]}, -1, 1, gen), true));
+  auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
+  ReducerOptions ro;
+  ro.bucket_cap_mb = 0.3;     // w3+w2 (0.24 MB), then w1 and w0 alone (0.32 MB together)
+  ro.first_bucket_mb = 0.05;  // w4 alone
+  ro.owner = owner;
+  ro.packs_in_flight = 1;
+  Reducer red(params, *comm, ro);
+  ASSERT_TRUE(red.shards_gradients());
+  ASSERT_EQ(red.bucket_count(), 4u);
+  const int me = group().rank();
+  size_t mine = 0, biggest = 0;
+  for (size_t i = 0; i < sizes.size(); ++i)
+    if (owner[i] == me) mine += static_cast<size_t>(sizes[i]) * sizeof(float);
+  EXPECT_EQ(red.kept_grad_bytes(), mine);
+  for (const auto& bucket : red.bucket_names()) {
+    size_t bytes = 0;
+    for (const std::string& n : bucket)
+      bytes += static_cast<size_t>(sizes[static_cast<size_t>(n[1] - '0')]) * sizeof(float);
+    biggest = std::max(biggest, bytes);
+  }
+  // loss = (rank + 1) * sum_i i sum(w_i) for i >= 1: gradient (rank + 1) * i, summed: 3 i.
+  auto backward = [&] {
+    const double c = me + 1.0;
+    autograd::Variable loss;
+    for (size_t i = 1; i < sizes.size(); ++i) {
+      autograd::Variable term =
+          autograd::scale(autograd::sum(params[i].second), c * static_cast<double>(i));
+      loss = loss.defined() ? autograd::add(loss, term) : term;
+    }
+    loss.backward();
+  };
+  auto expect_sums = [&](double times) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const autograd::Variable& v = params[i].second;
+      if (owner[i] != me) {
+        EXPECT_FALSE(v.grad().defined()) << params[i].first << ": another rank's gradient was kept";
+        continue;
+      }
+      ASSERT_TRUE(v.grad().defined()) << params[i].first;
+      const std::vector<float> g = v.grad().to_vector<float>();
+      const auto want = static_cast<float>(3.0 * times * static_cast<double>(i));
+      for (size_t at : {size_t{0}, size_t{777}, g.size() - 1})
+        EXPECT_EQ(g[at], want) << params[i].first << "[" << at << "]";
+    }
+  };
+  red.prepare_backward(true);
+  backward();
+  EXPECT_EQ(red.started_during_backward(), 3) << "reduce-scatters should start inside backward";
+  red.finish();
+  expect_sums(1);
+  EXPECT_GT(red.peak_pack_bytes(), 0u);
+  // One pack at a time: never more than the largest bucket.
+  EXPECT_EQ(red.peak_pack_bytes(), biggest);
+  // Accumulation: a backward that does not step is reduced too, into the owners' sums.
+  red.zero_grad();
+  red.prepare_backward(false);
+  backward();
+  red.finish();
+  red.prepare_backward(true);
+  backward();
+  red.finish();
+  expect_sums(2);
+  red.zero_grad();
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (owner[i] != me) continue;
+    EXPECT_EQ(params[i].second.grad().to_vector<float>()[5], 0.0f) << params[i].first;
+  }
+}
+
+// The same runs as DDP, bit for bit, where every sum runs in DDP's order: two ranks add a
+// gradient in one order either way, and the optimizer reads the same sums.
+TEST_F(Ddp, ZeroStage2StepsAsDdpBitForBit) {
+  struct Case {
+    const char* optimizer;
+    const char* precision;
+    double lr;
+  };
+  for (const Case k :
+       {Case{"sgd", "32", 0.05}, Case{"adamw", "16", 0.003}, Case{"lamb", "bf16", 0.01}}) {
+    SCOPED_TRACE(std::string(k.optimizer) + " at precision " + k.precision);
+    auto cfg = [&](const std::string& strategy) {
+      nn::Config c = zero_config(config(16), strategy, root + "/logs-" + strategy);
+      c.optimizer = k.optimizer;
+      c.precision = k.precision;
+      c.lr = k.lr;
+      c.weight_decay = 0.01;
+      c.experiment_name = k.optimizer;
+      return c;
+    };
+    nn::Trainer ddp(cfg("ddp"), "", group());
+    const nn::FitResult rd = ddp.fit();
+    nn::Trainer zero(cfg("zero2"), "", group());
+    const nn::FitResult rz = zero.fit();
+    EXPECT_EQ(rz.global_step, rd.global_step);
+    const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
+    EXPECT_EQ(wz, wd) << "max relative difference " << max_rel_diff(wz, wd);
+    EXPECT_TRUE(same_on_every_rank(checksum(wz)));
+    EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
+    const auto mine = static_cast<double>(zero.optimizer().state_bytes());
+    const auto whole = static_cast<double>(ddp.optimizer().state_bytes());
+    EXPECT_LT(mine, whole);
+    EXPECT_EQ(allreduce_host(group(), mine), whole);
+    // The optimizer reads this rank's gradients only: the others' were never kept.
+    double grads = 0, all = 0;
+    for (const Tensor& g : zero.optimizer().gradients()) grads += static_cast<double>(g.numel());
+    for (const auto& [n, v] : zero.model().named_parameters())
+      all += static_cast<double>(v.numel());
+    EXPECT_LT(grads, all);
+    EXPECT_EQ(allreduce_host(group(), grads), all);
+  }
+}
+
+// Gradient-norm clipping, accumulation and the logged gradient norm: the whole gradient's norm,
+// summed over the ranks' shares (float32 sums in another order than DDP's single pass, hence a
+// bound instead of equal bits). Were each rank to clip by its own share's norm, or to drop an
+// unstepped backward, the weights would part by far more.
+TEST_F(Ddp, ZeroStage2ClipsAndAccumulatesByTheWholeGradient) {
+  for (const int accumulate : {1, 2}) {
+    SCOPED_TRACE("accumulating " + std::to_string(accumulate) + " batches");
+    auto cfg = [&](const std::string& strategy) {
+      nn::Config c = zero_config(config(16), strategy, root + "/logs-clip-" + strategy);
+      c.optimizer = "adamw";
+      c.lr = 0.01;
+      c.gradient_clip_val = 0.05;  // (clips every step: the gradients' norm is above it)
+      c.accumulate_grad_batches = accumulate;
+      c.experiment_name = "accumulate" + std::to_string(accumulate);
+      return c;
+    };
+    nn::Trainer ddp(cfg("ddp"), "", group());
+    const nn::FitResult rd = ddp.fit();
+    nn::Trainer zero(cfg("zero2"), "", group());
+    const nn::FitResult rz = zero.fit();
+    EXPECT_EQ(rz.global_step, rd.global_step);
+    const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
+    EXPECT_LT(max_rel_diff(wz, wd), 1e-5);
+    EXPECT_TRUE(same_on_every_rank(checksum(wz)));
+  }
+}
+
+// The loss scaler under zero2: an overflow in one rank's share skips the step on every rank
+// and halves the scale everywhere; a clean step goes on.
+TEST_F(Ddp, ZeroStage2OverflowOnOneRankSkipsEverywhere) {
+  tensor::Generator gen(4);
+  std::vector<std::pair<std::string, autograd::Variable>> params;
+  for (int i = 0; i < 2; ++i)
+    params.emplace_back("p" + std::to_string(i),
+                        autograd::Variable(Tensor::uniform({64}, -1, 1, gen), true));
+  nn::OptimizerConfig oc;
+  oc.lr = 0.1;
+  oc.owned = {group().rank() == 0, group().rank() == 1};
+  oc.sharded_gradients = true;
+  auto opt = nn::make_optimizer(params, oc);
+  auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
+  const std::function<void(Tensor&)> sum = [&](Tensor& t) { comm->allreduce_sum(t); };
+  nn::GradScaler scaler(tensor::Device::cpu(), true);
+  const size_t mine = static_cast<size_t>(group().rank());
+  const std::vector<float> before = params[mine].second.data().to_vector<float>();
+  for (const bool overflow : {true, false}) {
+    SCOPED_TRACE(overflow ? "overflow on rank 1" : "clean step");
+    Tensor g = Tensor::full({64}, 65536.0, tensor::DType::kFloat32, tensor::Device::cpu());
+    if (overflow && group().rank() == 1) {
+      std::vector<float> v = g.to_vector<float>();
+      v[9] = INFINITY;
+      g = Tensor::from_vector(v, {64});
+    }
+    params[mine].second.set_grad(g);  // (the other rank's parameter has none here)
+    nn::scaled_step(*opt, scaler, 1.0f, overflow ? 0 : 1, 0.0, nullptr, sum);
+    const std::vector<float> after = params[mine].second.data().to_vector<float>();
+    if (overflow) {
+      EXPECT_EQ(after, before) << "a step skipped on one rank must be skipped on all";
+      EXPECT_EQ(scaler.scale(), 32768.0);
+      EXPECT_EQ(scaler.skipped_steps(), 1);
+    } else {
+      EXPECT_NE(after, before);
+      EXPECT_EQ(scaler.skipped_steps(), 1);
+    }
+  }
+}
+
+// Checkpoints: a zero2 run stopped at step 4 writes DDP's optimizer state, and resuming it under
+// zero2 ends where the uninterrupted DDP run does.
+TEST_F(Ddp, ZeroStage2CheckpointsAndResumesAsDdp) {
+  auto cfg = [&](const std::string& strategy, const std::string& logs) {
+    nn::Config c = zero_config(config(16), strategy, root + "/" + logs);
+    c.optimizer = "adam";
+    c.lr = 0.003;
+    return c;
+  };
+  nn::Trainer full(cfg("ddp", "logs-full"), "", group());
+  const int64_t steps = full.fit().global_step;
+  const std::vector<double> want = flat_weights(full);
+  auto stopped = [&](const std::string& strategy) {
+    nn::Config c = cfg(strategy, "logs-stopped-" + strategy);
+    c.max_steps = 4;
+    return nn::Trainer(c, "", group()).fit().version_dir + "/checkpoints/last.h5";
+  };
+  const std::string from_zero = stopped("zero2"), from_ddp = stopped("ddp");
+  const auto pid0 = static_cast<long>(allreduce_host(group(), group().rank() == 0 ? getpid() : 0));
+  const std::string shared =
+      (fs::temp_directory_path() / ("mlai_ddp_" + std::to_string(pid0))).string() +
+      "/logs-stopped-zero2/default/version_0/checkpoints/last.h5";
+  if (group().rank() == 0) {
+    io::H5Reader z(from_zero), d(from_ddp);
+    const std::vector<std::string> names = z.list_datasets("optimizer");
+    EXPECT_EQ(names.size(), 12u);  // six parameters' two moments
+    EXPECT_EQ(names, d.list_datasets("optimizer"));
+    for (const std::string& path : names) {
+      std::vector<float> a(static_cast<size_t>(z.info(path).numel())), b(a.size());
+      z.read(path, io::H5Type::kFloat32, a.data(), static_cast<int64_t>(a.size()));
+      d.read(path, io::H5Type::kFloat32, b.data(), static_cast<int64_t>(b.size()));
+      EXPECT_EQ(a, b) << path;
+    }
+  }
+  nn::Config c = cfg("zero2", "logs-resumed");
+  c.resume = shared;
+  nn::Trainer resumed(c, "", group());
+  EXPECT_EQ(resumed.fit().global_step, steps);
+  const std::vector<double> w = flat_weights(resumed);
+  EXPECT_EQ(w, want) << "max relative difference " << max_rel_diff(w, want);
+}
+
+}  // namespace
+}  // namespace mlai::dist
