@@ -38,7 +38,11 @@ double process_cpu_seconds() {
 }
 
 void DeviceStatsMonitor::start_epoch() {
-  if (device_.is_cuda()) tensor::cuda_allocator(device_.index).reset_peak();
+  if (device_.is_cuda()) {
+    tensor::cuda_allocator(device_.index).reset_peak();
+  } else {
+    tensor::reset_cpu_tensor_peak();
+  }
   cpu0_ = process_cpu_seconds();
   wall0_ = std::chrono::steady_clock::now();
 }
@@ -49,6 +53,8 @@ DeviceStats DeviceStatsMonitor::read() const {
     const tensor::AllocatorStats a = tensor::cuda_allocator(device_.index).stats();
     s.gpu_peak_mb = static_cast<double>(a.peak_bytes) / kMiB;
     s.gpu_reserved_mb = static_cast<double>(a.reserved_bytes) / kMiB;
+  } else {
+    s.cpu_tensor_peak_mb = static_cast<double>(tensor::cpu_tensor_stats().peak_bytes) / kMiB;
   }
   s.host_rss_mb = host_rss_mb();
   // (The kernel's high-water mark is read a moment later than the resident set, which other

@@ -78,6 +78,7 @@ const std::vector<std::string> kCsvColumns = {"epoch",
                                               "lr_backbone",
                                               "gpu_peak_mem_mb",
                                               "gpu_reserved_mb",
+                                              "cpu_tensor_peak_mb",
                                               "host_rss_mb",
                                               "host_peak_rss_mb",
                                               "host_cpu_percent",
@@ -268,8 +269,8 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
   if (device_stats_) {
     DeviceStats d = device_stats_->read();
     if (group_.world() > 1)
-      for (double* v : {&d.gpu_peak_mb, &d.gpu_reserved_mb, &d.host_rss_mb, &d.host_peak_rss_mb,
-                        &d.host_cpu_percent})
+      for (double* v : {&d.gpu_peak_mb, &d.gpu_reserved_mb, &d.cpu_tensor_peak_mb,
+                        &d.host_rss_mb, &d.host_peak_rss_mb, &d.host_cpu_percent})
         *v = dist::allreduce_host(group_, *v, /*max=*/true);
     dstats = d;
   }
@@ -292,6 +293,8 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
       if (dstats->gpu_peak_mb >= 0)
         std::printf("    GPU memory: %.0f MiB peak, %.0f reserved", dstats->gpu_peak_mb,
                     dstats->gpu_reserved_mb);
+      if (dstats->cpu_tensor_peak_mb >= 0)
+        std::printf("    tensor memory: %.0f MiB peak", dstats->cpu_tensor_peak_mb);
       std::printf("    host memory: %.0f MiB (peak %.0f)    CPU: %.0f%%", dstats->host_rss_mb,
                   dstats->host_peak_rss_mb, dstats->host_cpu_percent);
     }
@@ -400,11 +403,12 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
       } stats[] = {
           {"gpu_peak_mem_mb", "device_stats/gpu_peak_mem_mb", dstats->gpu_peak_mb},
           {"gpu_reserved_mb", "device_stats/gpu_reserved_mb", dstats->gpu_reserved_mb},
+          {"cpu_tensor_peak_mb", "device_stats/cpu_tensor_peak_mb", dstats->cpu_tensor_peak_mb},
           {"host_rss_mb", "device_stats/host_rss_mb", dstats->host_rss_mb},
           {"host_peak_rss_mb", "device_stats/host_peak_rss_mb", dstats->host_peak_rss_mb},
           {"host_cpu_percent", "device_stats/host_cpu_percent", dstats->host_cpu_percent}};
       for (const auto& st : stats) {
-        if (st.value < 0) continue;  // (no GPU)
+        if (st.value < 0) continue;  // (no GPU; or no CPU tensors to count, on a GPU run)
         row.insert({st.column, st.value});
         scalars.push_back({st.tag, st.value});
       }

@@ -2,6 +2,8 @@
 // process-wide CUDA device and pinned-host allocators.
 #include "tensor/allocator.h"
 
+#include <malloc.h>  // malloc_usable_size (glibc)
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -150,15 +152,42 @@ void CachingAllocator::reset_peak() {
   stats_.peak_bytes = stats_.current_bytes;
 }
 
+namespace {
+std::atomic<int64_t> g_cpu_current{0}, g_cpu_peak{0};
+
+void raise_cpu_peak(int64_t now) {
+  int64_t peak = g_cpu_peak.load(std::memory_order_relaxed);
+  while (now > peak && !g_cpu_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+}
+}  // namespace
+
 void* cpu_aligned_alloc(size_t bytes) {
   constexpr size_t kAlign = 64;
   const size_t size = (bytes + kAlign - 1) / kAlign * kAlign;
   void* p = std::aligned_alloc(kAlign, size == 0 ? kAlign : size);
   if (p == nullptr) throw std::bad_alloc();
+  const auto n = static_cast<int64_t>(malloc_usable_size(p));
+  raise_cpu_peak(g_cpu_current.fetch_add(n, std::memory_order_relaxed) + n);
   return p;
 }
 
-void cpu_aligned_free(void* p) { std::free(p); }
+void cpu_aligned_free(void* p) {
+  if (p == nullptr) return;
+  g_cpu_current.fetch_sub(static_cast<int64_t>(malloc_usable_size(p)), std::memory_order_relaxed);
+  std::free(p);
+}
+
+AllocatorStats cpu_tensor_stats() {
+  AllocatorStats s;
+  s.current_bytes = g_cpu_current.load(std::memory_order_relaxed);
+  s.peak_bytes = std::max(g_cpu_peak.load(std::memory_order_relaxed), s.current_bytes);
+  return s;
+}
+
+void reset_cpu_tensor_peak() {
+  g_cpu_peak.store(g_cpu_current.load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
 
 CachingAllocator& cuda_allocator(int device) {
   check_device(Device::cuda(device));

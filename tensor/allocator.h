@@ -89,6 +89,11 @@ class CachingAllocator {
 
 void* cpu_aligned_alloc(size_t bytes);  // 64-byte aligned; throws std::bad_alloc
 void cpu_aligned_free(void* p);
+// What CPU tensors hold (the blocks of cpu_aligned_alloc, as malloc sized them): current_bytes
+// and peak_bytes only, counted with two atomics per allocation; the CPU twin of the CUDA
+// allocator's max_memory_allocated (--log-device-stats), unaffected by what malloc keeps.
+AllocatorStats cpu_tensor_stats();
+void reset_cpu_tensor_peak();
 
 // The process-wide CUDA caching allocator of a device, and the pinned-host allocator.
 // Both throw a clear error when CUDA is unavailable.

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "nn/trainer.h"
+#include "tensor/allocator.h"
+#include "tensor/tensor.h"
 #include "trainer_fixture.h"
 
 namespace mlai::nn {
@@ -43,6 +45,27 @@ TEST(DeviceStats, HostReadingsFollowTheProcess) {
   EXPECT_LE(s.host_cpu_percent, 100.0 * std::thread::hardware_concurrency() + 10.0);
   EXPECT_EQ(s.gpu_peak_mb, -1);
   EXPECT_EQ(s.gpu_reserved_mb, -1);
+  EXPECT_GE(s.cpu_tensor_peak_mb, 0);
+}
+
+// The CPU tensors' peak: a 64 MiB tensor made and freed within an epoch raises it by its size,
+// and the next epoch starts from what is held then.
+TEST(DeviceStats, CpuTensorPeakCountsTensorsOnly) {
+  DeviceStatsMonitor m(tensor::Device::cpu());
+  m.start_epoch();
+  const double held = static_cast<double>(tensor::cpu_tensor_stats().current_bytes) / (1 << 20);
+  {
+    tensor::Tensor big = tensor::Tensor::empty({int64_t{16} << 20});  // 64 MiB of float32
+    EXPECT_GE(static_cast<double>(tensor::cpu_tensor_stats().current_bytes) / (1 << 20),
+              held + 64.0);
+  }
+  std::vector<char> not_a_tensor(size_t{128} << 20, 1);  // malloc'd, not counted
+  const DeviceStats s = m.read();
+  EXPECT_GE(s.cpu_tensor_peak_mb, held + 64.0);
+  EXPECT_LT(s.cpu_tensor_peak_mb, held + 64.0 + 16.0) << "only tensors count";
+  m.start_epoch();
+  EXPECT_LT(m.read().cpu_tensor_peak_mb, held + 16.0) << "the peak restarts each epoch";
+  EXPECT_EQ(not_a_tensor[7], 1);
 }
 
 TEST_F(TrainerTest, LogDeviceStatsEachEpoch) {
@@ -57,6 +80,7 @@ TEST_F(TrainerTest, LogDeviceStatsEachEpoch) {
               std::stod(cell(rows, row, "host_rss_mb")));
     EXPECT_GT(std::stod(cell(rows, row, "host_cpu_percent")), 0.0);
     EXPECT_EQ(cell(rows, row, "gpu_peak_mem_mb"), "") << "no GPU on this run";
+    EXPECT_GT(std::stod(cell(rows, row, "cpu_tensor_peak_mb")), 0.0);
   }
   EXPECT_EQ(scalar_values(r.version_dir, "device_stats/host_rss_mb").size(), 2u);
   EXPECT_EQ(scalar_values(r.version_dir, "device_stats/host_cpu_percent").size(), 2u);
