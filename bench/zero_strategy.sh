@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # --strategy zero1 and zero2 against plain DDP on the same ranks, one after the other on this
-# machine: rank 0's optimizer state and kept gradient buffers, its host memory, the optimizer
-# step (with ZeRO's broadcasts) and the gradient sync per step, images/s, and the last training
-# loss (the same under all three without clipping or accumulation).
+# machine: rank 0's optimizer state and kept gradient buffers, the most the CPU tensors held and
+# the host memory (both the largest of any rank), the optimizer step (with ZeRO's broadcasts)
+# and the gradient sync per step, images/s, and the last training loss (the same under all
+# three without clipping or accumulation).
 #   bash bench/zero_strategy.sh                       # resnet18_cifar, adamw, 2 CPU ranks
 #   RANKS=2 bash bench/zero_strategy.sh --arch resnet50_cifar --optimizer sgd --precision bf16
-# Extra arguments go to both runs and replace the defaults they name. On a GPU node add
-# --device cuda: --log-device-stats then shows GPU memory in the same place.
+# Extra arguments go to every run and replace the defaults they name. On a GPU node add
+# --device cuda: --log-device-stats then shows GPU memory instead of the CPU tensors'.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin=${MLAI_TRAIN:-build/bin/mlai_train}
+[[ -x $bin ]] || { echo "zero_strategy.sh: no $bin (build it, or set MLAI_TRAIN)" >&2; exit 1; }
 ranks=${RANKS:-2}
 logs=${LOG_DIR:-logs/zero-strategy}
 
@@ -32,15 +34,16 @@ run() {
       /^ZeRO stage 2: gradients/ {grads = $10 " of " $13}
       /^epoch:/ {for (i = 1; i < NF; ++i) {
                    if ($i == "loss:" && loss == "") loss = $(i + 1)
-                   if ($i == "memory:") mem = $(i + 1) " (peak " $(i + 4)
+                   if ($i == "memory:" && $(i - 1) == "host") mem = $(i + 1) " (peak " $(i + 4)
+                   if ($i == "memory:" && ($(i - 1) == "tensor" || $(i - 1) == "GPU")) tensors = $(i + 1)
                    if ($i == "images/s:") ips = $(i + 1)}}
       /^  optimizer step/ {step = $3}
       /^  gradient sync/ {sync = $3}
       END {if (state == "") state = "all of it"
            if (grads == "") grads = "all of them"
-           printf "%-6s  state %-16s  grads %-16s  host MiB %-12s  step %8s ms  sync %8s ms  %7s img/s  loss %s\n",
+           printf "%-6s  state %-16s  grads %-16s  tensors MiB %5s peak  host MiB %-12s  step %8s ms  sync %8s ms  %7s img/s  loss %s\n",
                   s, state (state ~ /of it/ ? "" : " MB"), grads (grads ~ /of them/ ? "" : " MB"),
-                  mem, step, sync, ips, loss}'
+                  tensors, mem, step, sync, ips, loss}'
 }
 
 echo "$ranks ranks: $*"

@@ -18,9 +18,12 @@
 // owning rank in rank order, and one reduce-scatter sums each group into its owner's buffers.
 // A rank keeps buffers only for the gradients it owns (1/world of them); backward makes the
 // others, the pack takes them and they are dropped, and the pack is freed once its
-// reduce-scatter is done (at most two buckets' packs at once, as DeepSpeed's stage 2 keeps two
-// buffers). Every backward is reduced, gradient accumulation included (the owners' buffers keep
-// the running sums and send them with the new gradients): no rank ever holds all the gradients.
+// reduce-scatter is done (packs_in_flight: at most two packs at once by default, as DeepSpeed's
+// stage 2 keeps two buffers; an older pack is waited for before a new one is made). At the
+// peak a rank holds a pack and the others' gradients of the next bucket: about 1.5 buckets
+// (--bucket-cap-mb) beyond its share. Every backward is reduced, gradient accumulation included
+// (the owners' buffers keep the running sums and send them with the new gradients): no rank
+// ever holds all the gradients.
 //
 // With powersgd_rank r > 0 (--ddp-comm-hook powersgd) every bucket is compressed by PowerSGD
 // (dist/powersgd.h; 16-bit ones through a float32 copy) from step powersgd_start_iter on, summed
@@ -52,7 +55,7 @@ struct ReducerOptions {
   // ZeRO stage 2: owner[k], the rank that steps parameter k (empty: every rank gets every sum).
   // No compression with it.
   std::vector<int> owner;
-  int packs_in_flight = 2;  // buckets whose packs may be awaiting their reduces at once
+  int packs_in_flight = 2;  // buckets whose packs may be awaiting their reduce-scatters at once
 };
 
 class Reducer {
@@ -110,7 +113,7 @@ class Reducer {
   void on_ready(size_t bucket);
   void start_ready_in_order();
   void start_sharded(Bucket& b);
-  void wait_sharded(Bucket& b);  // waits for its reduces and frees its pack
+  void wait_sharded(Bucket& b);  // waits for its reduce-scatter and frees its pack
 
   std::vector<std::pair<std::string, Variable>> params_;
   Communicator& comm_;

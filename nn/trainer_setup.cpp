@@ -472,6 +472,10 @@ void Trainer::build_reducer() {
   dist::ReducerOptions ro;
   ro.bucket_cap_mb = cfg_.bucket_cap_mb;
   ro.overlap = cfg_.overlap;
+  // ZeRO stage 2's transient packs: two on a GPU, where waiting for the older one only makes
+  // the stream wait, so one bucket's reduce-scatter overlaps the next's backward; one on CPU
+  // ranks, which is as fast there (two CPU ranks, resnet18_cifar) and holds a bucket less.
+  ro.packs_in_flight = device_.is_cuda() ? 2 : 1;
   ro.compress_to = parse_ddp_comm_hook(cfg_.ddp_comm_hook);
   ro.powersgd_rank = cfg_.powersgd() ? static_cast<int>(cfg_.powersgd_rank) : 0;
   ro.powersgd_start_iter = cfg_.powersgd_start_iter;
