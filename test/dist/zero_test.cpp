@@ -1,7 +1,7 @@
-// --strategy zero1 (nn/zero.h) under mpirun -np 2 on the CPU: each rank keeps half the optimizer
-// state and the two ranks end with plain DDP's weights bit for bit (float32 SGD, fp16 AdamW,
-// bf16 LAMB); a checkpoint holds the whole state, so a zero1 run resumes exactly, under DDP or
-// on one process too.
+// --strategy zero1 and zero2 (nn/zero.h) under mpirun -np 2 on the CPU: each rank keeps half the
+// optimizer state (and under zero2 half the gradients) and the two ranks end with plain DDP's
+// weights bit for bit (float32 SGD, fp16 AdamW, bf16 LAMB); a checkpoint holds the whole
+// state, so a ZeRO run resumes exactly, under DDP or on one process too.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -33,7 +33,7 @@ std::vector<std::pair<std::string, std::vector<float>>> optimizer_state(const st
   return out;
 }
 
-TEST_F(Ddp, ZeroRedundancyStepsAsDdpBitForBitWithHalfTheState) {
+TEST_F(Ddp, ZeroStepsAsDdpBitForBitWithHalfTheState) {
   struct Case {
     const char* optimizer;
     const char* precision;
@@ -41,34 +41,50 @@ TEST_F(Ddp, ZeroRedundancyStepsAsDdpBitForBitWithHalfTheState) {
   };
   for (const Case k :
        {Case{"sgd", "32", 0.05}, Case{"adamw", "16", 0.003}, Case{"lamb", "bf16", 0.01}}) {
-    SCOPED_TRACE(std::string(k.optimizer) + " at precision " + k.precision);
-    auto cfg = [&](const std::string& strategy) {
-      nn::Config c = with_strategy(config(16), strategy, root + "/logs-" + strategy);
-      c.optimizer = k.optimizer;
-      c.precision = k.precision;
-      c.lr = k.lr;
-      c.weight_decay = 0.01;
-      c.gradient_clip_val = 1.0;  // the norm of every gradient, whoever owns it
-      c.experiment_name = k.optimizer;
-      return c;
-    };
-    nn::Trainer ddp(cfg("ddp"), "", group());
-    const nn::FitResult rd = ddp.fit();
-    nn::Trainer zero(cfg("zero1"), "", group());
-    const nn::FitResult rz = zero.fit();
-    EXPECT_EQ(rz.global_step, rd.global_step);
-    const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
-    ASSERT_EQ(wz.size(), wd.size());
-    EXPECT_EQ(wz, wd) << "max relative difference " << max_rel_diff(wz, wd);
-    EXPECT_TRUE(same_on_every_rank(checksum(wz)));
-    EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
-    // Each rank holds the state of its own parameters only: less than all of it, and the two
-    // halves add up to what DDP keeps on each rank.
-    const auto mine = static_cast<double>(zero.optimizer().state_bytes());
-    const auto whole = static_cast<double>(ddp.optimizer().state_bytes());
-    EXPECT_GT(mine, 0);
-    EXPECT_LT(mine, whole);
-    EXPECT_EQ(allreduce_host(group(), mine), whole);
+    // zero1 clips by the norm of every gradient, whoever owns it: DDP's norm, to the bit.
+    // zero2 adds the ranks' shares of the norm in another order (ZeroStage2Clips... below),
+    // so it runs unclipped here.
+    for (const std::string strategy : {"zero1", "zero2"}) {
+      SCOPED_TRACE(::testing::Message()
+                   << strategy << ", " << k.optimizer << " at precision " << k.precision);
+      const bool sharded = strategy == "zero2";
+      auto cfg = [&](const std::string& s) {
+        nn::Config c = with_strategy(config(16), s, root + "/logs-" + s);
+        c.optimizer = k.optimizer;
+        c.precision = k.precision;
+        c.lr = k.lr;
+        c.weight_decay = 0.01;
+        c.gradient_clip_val = sharded ? 0.0 : 1.0;
+        c.experiment_name = k.optimizer;
+        c.experiment_name += "-" + strategy;
+        return c;
+      };
+      nn::Trainer ddp(cfg("ddp"), "", group());
+      const nn::FitResult rd = ddp.fit();
+      nn::Trainer zero(cfg(strategy), "", group());
+      const nn::FitResult rz = zero.fit();
+      EXPECT_EQ(rz.global_step, rd.global_step);
+      const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
+      ASSERT_EQ(wz.size(), wd.size());
+      EXPECT_EQ(wz, wd) << "max relative difference " << max_rel_diff(wz, wd);
+      EXPECT_TRUE(same_on_every_rank(checksum(wz)));
+      EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
+      // Each rank holds the state of its own parameters only: less than all of it, and the two
+      // halves add up to what DDP keeps on each rank.
+      const auto mine = static_cast<double>(zero.optimizer().state_bytes());
+      const auto whole = static_cast<double>(ddp.optimizer().state_bytes());
+      EXPECT_GT(mine, 0);
+      EXPECT_LT(mine, whole);
+      EXPECT_EQ(allreduce_host(group(), mine), whole);
+      if (!sharded) continue;
+      // Under zero2 the optimizer reads this rank's gradients only: the others' were not kept.
+      double grads = 0, all = 0;
+      for (const Tensor& g : zero.optimizer().gradients()) grads += static_cast<double>(g.numel());
+      for (const auto& [n, v] : zero.model().named_parameters())
+        all += static_cast<double>(v.numel());
+      EXPECT_LT(grads, all);
+      EXPECT_EQ(allreduce_host(group(), grads), all);
+    }
   }
 }
 
@@ -90,6 +106,7 @@ TEST_F(Ddp, ZeroRedundancyCheckpointsHoldTheWholeStateAndResumeAnywhere) {
     return nn::Trainer(c, "", group()).fit().version_dir + "/checkpoints/last.h5";
   };
   const std::string from_zero = stopped("zero1"), from_ddp = stopped("ddp");
+  const std::string from_zero2 = stopped("zero2");
   // Only rank 0 writes (and knows its version directory): the other rank reads rank 0's file
   // (one machine, as a shared file system).
   const auto pid0 = static_cast<long>(allreduce_host(group(), group().rank() == 0 ? getpid() : 0));
@@ -105,6 +122,7 @@ TEST_F(Ddp, ZeroRedundancyCheckpointsHoldTheWholeStateAndResumeAnywhere) {
       EXPECT_EQ(z[i].first, d[i].first);
       EXPECT_EQ(z[i].second, d[i].second) << z[i].first;
     }
+    EXPECT_EQ(optimizer_state(from_zero2), z);  // (zero2 shards the gradients, not the state)
   }
 
   auto resumed = [&](nn::Config c, ProcessGroup& g) {
@@ -113,8 +131,8 @@ TEST_F(Ddp, ZeroRedundancyCheckpointsHoldTheWholeStateAndResumeAnywhere) {
     const int64_t s = t.fit().global_step;
     return std::pair<int64_t, std::vector<double>>(s, flat_weights(t));
   };
-  // Under zero1 and under DDP on the same two ranks: the uninterrupted run's weights.
-  for (const char* strategy : {"zero1", "ddp"}) {
+  // Under zero1, zero2 and DDP on the same two ranks: the uninterrupted run's weights.
+  for (const char* strategy : {"zero1", "zero2", "ddp"}) {
     SCOPED_TRACE(strategy);
     const auto [s, w] = resumed(cfg(strategy, std::string("logs-resumed-") + strategy), group());
     EXPECT_EQ(s, steps);
@@ -164,6 +182,33 @@ TEST_F(Ddp, ZeroRedundancyKeepsLrFindWeightAveragingAndTopKCheckpoints) {
       EXPECT_EQ(optimizer_state(rz.version_dir + "/checkpoints/last.h5"),
                 optimizer_state(rd.version_dir + "/checkpoints/last.h5"));
     }
+  }
+}
+
+// Gradient-norm clipping, accumulation and the logged gradient norm: the whole gradient's norm,
+// summed over the ranks' shares (float32 sums in another order than DDP's single pass, hence a
+// bound instead of equal bits). Were each rank to clip by its own share's norm, or to drop an
+// unstepped backward, the weights would part by far more.
+TEST_F(Ddp, ZeroStage2ClipsAndAccumulatesByTheWholeGradient) {
+  for (const int accumulate : {1, 2}) {
+    SCOPED_TRACE("accumulating " + std::to_string(accumulate) + " batches");
+    auto cfg = [&](const std::string& strategy) {
+      nn::Config c = with_strategy(config(16), strategy, root + "/logs-clip-" + strategy);
+      c.optimizer = "adamw";
+      c.lr = 0.01;
+      c.gradient_clip_val = 0.05;  // (clips every step: the gradients' norm is above it)
+      c.accumulate_grad_batches = accumulate;
+      c.experiment_name = "accumulate" + std::to_string(accumulate);
+      return c;
+    };
+    nn::Trainer ddp(cfg("ddp"), "", group());
+    const nn::FitResult rd = ddp.fit();
+    nn::Trainer zero(cfg("zero2"), "", group());
+    const nn::FitResult rz = zero.fit();
+    EXPECT_EQ(rz.global_step, rd.global_step);
+    const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
+    EXPECT_LT(max_rel_diff(wz, wd), 1e-5);
+    EXPECT_TRUE(same_on_every_rank(checksum(wz)));
   }
 }
 
