@@ -56,7 +56,7 @@ TEST_F(Ddp, ReducerSumsEachGradientOnlyOnItsOwner) {
   const std::vector<int> owner = {1, 0, 0, 1, 0};
   std::vector<std::pair<std::string, autograd::Variable>> params;
   for (size_t i = 0; i < sizes.size(); ++i)
-    params.emplace_back("w" + std::to_string(i),
+    params.emplace_back(std::string(1, 'w').append(std::to_string(i)),
                         autograd::Variable(Tensor::uniform({sizes[i]}, -1, 1, gen), true));
   auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
   ReducerOptions ro;
@@ -136,7 +136,7 @@ TEST_F(Ddp, ZeroStage2OverflowOnOneRankSkipsEverywhere) {
   tensor::Generator gen(4);
   std::vector<std::pair<std::string, autograd::Variable>> params;
   for (int i = 0; i < 2; ++i)
-    params.emplace_back("p" + std::to_string(i),
+    params.emplace_back(std::string(1, 'p').append(std::to_string(i)),
                         autograd::Variable(Tensor::uniform({64}, -1, 1, gen), true));
   nn::OptimizerConfig oc;
   oc.lr = 0.1;
