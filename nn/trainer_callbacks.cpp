@@ -1,6 +1,6 @@
 // Validation and Lightning's callbacks after it (see trainer.h): evaluate(), a validation within
-// the epoch (--val-check-interval), ModelCheckpoint's best.h5 and top-k files, and EarlyStopping
-// (with --min-epochs/--min-steps).
+// the epoch (--val-check-interval), ModelCheckpoint's best.h5 and top-k files, EarlyStopping
+// (with --min-epochs/--min-steps), and BackboneFinetuning's unfreezing at an epoch's start.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -10,6 +10,7 @@
 #include "io/loader.h"
 #include "io/tensorboard.h"
 #include "nn/amp.h"
+#include "nn/finetune.h"
 #include "nn/trainer.h"
 #include "tensor/fused_ops.h"
 #include "tensor/ops.h"
@@ -204,6 +205,38 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
     r.top5 = static_cast<double>(top5_hits.item()) / static_cast<double>(std::max<int64_t>(r.samples, 1));
   r.confusion = to_matrix(counts, ds);
   return r;
+}
+
+void Trainer::finetune_epoch_start(int64_t epoch, double lr) {
+  const int64_t at = cfg_.unfreeze_backbone_at_epoch;
+  if (at < 0 || epoch < at) return;
+  double backbone;
+  if (!frozen_.empty()) {
+    // BackboneFinetuning.unfreeze_and_add_param_group: the frozen parameters train again in a
+    // new group (fresh optimizer state, its own step count) at a share of the head's rate.
+    // (A run resumed past `at` with the flag newly given unfreezes the same way at the next
+    // epoch start.)
+    backbone = backbone_lr(at, at, 0.0, lr, cfg_.backbone_lr_ratio, cfg_.backbone_lr_growth);
+    make_trainable(*model_, frozen_);
+    opt_->set_step_count(state_.global_step - scaler_->skipped_steps());  // the exact count
+    opt_->add_group(frozen_, backbone);
+    frozen_.clear();
+    // PyTorch DDP never allreduces parameters that required no gradients when it was made;
+    // here the reducer is made again over the parameters that train now.
+    if (comm_) build_reducer();
+    if (main_)
+      std::printf("epoch %lld: %s unfrozen (%lld trainable parameters), its learning rate "
+                  "%g (%g x the head's %g)\n",
+                  static_cast<long long>(epoch + 1),
+                  cfg_.freeze.empty() ? "backbone" : cfg_.freeze.c_str(),
+                  static_cast<long long>(trainable_parameter_count(*model_)), backbone,
+                  cfg_.backbone_lr_ratio, lr);
+  } else {
+    if (epoch == at || opt_->group_count() < 2) return;  // (set when unfrozen)
+    backbone = backbone_lr(epoch, at, opt_->group_lr(1), lr, cfg_.backbone_lr_ratio,
+                           cfg_.backbone_lr_growth);
+    opt_->set_group_lr(1, backbone);
+  }
 }
 
 }  // namespace mlai::nn
