@@ -48,6 +48,12 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, d
                   const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
                   int64_t stride_b, double beta, T* c, int64_t ldc, int64_t stride_c,
                   int64_t batch);
+// The twin of cuda::gemm_epilogue (kernels/gemm_lt.cpp): the product, then the epilogue in a
+// second pass (always available: nothing to fall back from).
+template <class T>
+void gemm_epilogue(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
+                   int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc, Epilogue epilogue,
+                   T* vec);
 }  // namespace cpu
 
 namespace cuda {

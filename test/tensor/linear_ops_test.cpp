@@ -1,5 +1,6 @@
 // The fully-connected products with fused epilogues (tensor/linear_ops.h). On the CPU they are
-// the plain GEMM followed by bias_act / sum_dim, checked here against those ops. On CUDA the
+// the plain GEMM followed by bias_act / sum_dim, checked here against those ops and against
+// kernels::cpu::gemm_epilogue, the CUDA epilogues' twin. On CUDA the
 // cuBLASLt epilogues are checked against the CPU on random data (float32 1e-5 relative to
 // max |ref|: only the summation order differs, no TF32; half 2e-3 and bf16 1e-2: one ulp of
 // the output, since cuBLASLt adds the bias before rounding and the CPU after) and against the
@@ -10,6 +11,7 @@
 
 #include <string>
 
+#include "kernels/gemm.h"
 #include "tensor/ops.h"
 
 namespace mlai::tensor {
@@ -29,6 +31,36 @@ class LinearOps : public ::testing::Test {
   Generator gen_{31};
   Tensor rand(const Shape& s, DType dt) { return Tensor::uniform(s, -1, 1, gen_, dt); }
 };
+
+// kernels::cpu::gemm_epilogue, the twin of the cuBLASLt epilogues, called with the arguments
+// linear_ops gives the CUDA one: the CPU path's results, bit for bit.
+TEST_F(LinearOps, CpuEpilogueTwinIsTheCpuPath) {
+  namespace k = mlai::kernels;
+  for (DType dt : {DType::kFloat32, DType::kFloat64, DType::kFloat16})
+    for (const Dims& d : kDims)
+      for (bool relu_on : {false, true}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " " + d.str() + (relu_on ? " relu" : ""));
+        const Tensor x = rand({d.batch, d.in}, dt), w = rand({d.out, d.in}, dt);
+        const Tensor b = rand({d.out}, dt), gz = rand({d.batch, d.out}, dt);
+        Tensor y = Tensor::empty({d.batch, d.out}, dt), dw = Tensor::empty({d.out, d.in}, dt);
+        Tensor db = Tensor::empty({d.out}, dt);
+        Tensor bias = b;
+        MLAI_DISPATCH_FLOAT(dt, "test", {
+          k::cpu::gemm_epilogue<scalar_t>(
+              false, true, d.batch, d.out, d.in, x.data<scalar_t>(), d.in, w.data<scalar_t>(),
+              d.in, y.data<scalar_t>(), d.out,
+              relu_on ? k::Epilogue::kBiasRelu : k::Epilogue::kBias, bias.data<scalar_t>());
+          k::cpu::gemm_epilogue<scalar_t>(true, false, d.out, d.in, d.batch,
+                                          gz.data<scalar_t>(), d.out, x.data<scalar_t>(), d.in,
+                                          dw.data<scalar_t>(), d.in, k::Epilogue::kRowSumA,
+                                          db.data<scalar_t>());
+        });
+        EXPECT_EQ(max_rel_error(y, linear_forward(x, w, b, relu_on)), 0.0);
+        const auto [cdw, cdb] = linear_weight_grad(gz, x, true);
+        EXPECT_EQ(max_rel_error(dw, cdw), 0.0);
+        EXPECT_EQ(max_rel_error(db, cdb), 0.0);
+      }
+}
 
 TEST_F(LinearOps, CpuIsGemmThenBiasActAndColumnSums) {
   for (const Dims& d : kDims)
