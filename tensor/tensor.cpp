@@ -34,6 +34,22 @@ Storage::~Storage() {
   if (data != nullptr && deleter != nullptr) deleter(data, device.index);
 }
 
+void Storage::release() {
+  if (released) return;
+  if (data != nullptr && deleter != nullptr) deleter(data, device.index);
+  data = nullptr;
+  released = true;
+}
+
+void Storage::reallocate() {
+  if (!released) return;
+  const std::shared_ptr<Storage> fresh = allocate_storage(bytes, device, pinned);
+  data = fresh->data;
+  deleter = fresh->deleter;
+  fresh->data = nullptr;  // (now this one's)
+  released = false;
+}
+
 std::shared_ptr<Storage> allocate_storage(size_t bytes, const Device& d, bool pinned) {
   auto s = std::make_shared<Storage>();
   s->bytes = bytes;
@@ -118,6 +134,10 @@ int64_t Tensor::size(int dim) const {
 
 void* Tensor::data_ptr() const {
   if (!storage_) return nullptr;
+  if (storage_->released)
+    throw std::logic_error("Tensor" + shape_str(shape_) +
+                           ": its storage is released (a shard another rank holds: gather it "
+                           "first)");
   return static_cast<char*>(storage_->data) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
 }
 

@@ -27,6 +27,13 @@ struct Storage {
   Device device;
   bool pinned = false;
   void (*deleter)(void* data, int device) = nullptr;
+  // release() hands the allocation back while every tensor over it keeps its shape (FSDP's
+  // storage resize to 0: a ZeRO shard that another rank holds); reading such a tensor is an
+  // error until reallocate() gives it fresh memory (same size, device and kind; the old values
+  // are gone), which every view then sees.
+  bool released = false;
+  void release();
+  void reallocate();
   Storage() = default;
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -68,6 +75,8 @@ class Tensor {
   bool is_pinned() const { return storage_ && storage_->pinned; }
   const std::shared_ptr<Storage>& storage() const { return storage_; }
   bool same_storage(const Tensor& o) const { return storage_ == o.storage_; }
+  // Whether its storage was released (Storage::release): data_ptr() then throws.
+  bool released() const { return storage_ && storage_->released; }
 
   void* data_ptr() const;
   template <class T>

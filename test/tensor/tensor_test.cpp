@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "tensor/allocator.h"
 #include "tensor/ops.h"
 
 namespace mlai::tensor {
@@ -26,6 +27,30 @@ TEST(Tensor, ViewsShareStorage) {
   EXPECT_EQ(Tensor::zeros({2, 3, 4}).flatten(1).shape(), (Shape{2, 12}));
   EXPECT_EQ(Tensor::zeros({2, 3, 4}).flatten(0).shape(), (Shape{24}));
   EXPECT_EQ(t.strides(), (Shape{3, 1}));
+}
+
+// ZeRO's sharded masters (nn/zero.h): a released storage keeps its views' shapes, refuses to be
+// read, and once reallocated is shared by every view again; CPU tensor memory counts it out.
+TEST(Tensor, ReleasedStorageKeepsShapesAndComesBackForEveryView) {
+  Tensor flat = Tensor::from_vector(std::vector<float>{0, 1, 2, 3, 4, 5, 6, 7}, {8});
+  Tensor a = flat.slice(0, 6).reshape({2, 3}), b = flat.slice(6, 8);
+  const int64_t held = cpu_tensor_stats().current_bytes;
+  a.storage()->release();
+  EXPECT_TRUE(flat.released() && a.released() && b.released());
+  EXPECT_EQ(a.shape(), (Shape{2, 3}));
+  EXPECT_EQ(a.numel(), 6);
+  EXPECT_LT(cpu_tensor_stats().current_bytes, held);
+  EXPECT_THROW(a.to_vector<float>(), std::logic_error);
+  EXPECT_THROW((void)b.clone(), std::logic_error);
+  a.storage()->release();  // (twice is once)
+  flat.storage()->reallocate();
+  EXPECT_FALSE(b.released());
+  EXPECT_EQ(cpu_tensor_stats().current_bytes, held);
+  flat.copy_from(Tensor::from_vector(std::vector<float>{8, 9, 10, 11, 12, 13, 14, 15}, {8}));
+  EXPECT_EQ(a.to_vector<float>(), (std::vector<float>{8, 9, 10, 11, 12, 13}));
+  EXPECT_EQ(b.to_vector<float>(), (std::vector<float>{14, 15}));
+  b.data<float>()[1] = 42;  // every view over the new memory
+  EXPECT_EQ(flat.to_vector<float>()[7], 42);
 }
 
 TEST(Tensor, BadViewsAreClearErrors) {
