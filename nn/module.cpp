@@ -114,7 +114,8 @@ std::vector<Variable> Module::working_parameters() const {
 
 void Module::refresh_working_parameters() {
   for (size_t i = 0; i < working_.size(); ++i)
-    working_[i].data().copy_from(tensor::cast(params_[i].second.data(), working_[i].dtype()));
+    if (!params_[i].second.data().released())  // (ZeRO: a master another rank holds)
+      working_[i].data().copy_from(tensor::cast(params_[i].second.data(), working_[i].dtype()));
   for (auto& [n, c] : children_) c->refresh_working_parameters();
 }
 

@@ -116,7 +116,8 @@ class Module {
   DType compute_dtype() const { return compute_dtype_; }
   // Parallel to named_parameters(): each parameter's working copy, undefined where it has none.
   std::vector<Variable> working_parameters() const;
-  // Rewrites every working copy from its master (after loading weights into the masters).
+  // Rewrites every working copy from its master (after loading weights into the masters);
+  // those whose master is released (ZeRO's sharded masters) are left for their owner to send.
   void refresh_working_parameters();
 
  protected:

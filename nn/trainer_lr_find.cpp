@@ -23,7 +23,8 @@ namespace mlai::nn {
 
 Trainer::Snapshot Trainer::snapshot() {
   Snapshot s;
-  for (auto& [n, t] : model_->named_tensors()) s.tensors.emplace_back(t, t->clone());
+  for (auto& [n, t] : model_->named_tensors())
+    if (!t->released()) s.tensors.emplace_back(t, t->clone());  // (ZeRO: the masters it holds)
   for (auto& [n, t] : opt_->state())
     if (t->defined()) s.tensors.emplace_back(t, t->clone());  // (ZeRO: this rank's own)
   for (auto& [n, t] : scaler_->state()) s.tensors.emplace_back(t, t->clone());
@@ -37,6 +38,8 @@ Trainer::Snapshot Trainer::snapshot() {
 void Trainer::restore(const Snapshot& s) {
   for (auto& [dst, copy] : s.tensors) dst->copy_from(copy);
   model_->refresh_working_parameters();
+  // Sharded masters: each owner refreshed its working copies, which the others take.
+  if (zero_) zero_->broadcast_parameters();
   opt_->set_step_count(s.opt_steps);
   opt_->set_lr(s.lr);
   for (auto& [g, st] : s.generators) g->set_state(st.first, st.second);

@@ -370,7 +370,9 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     sync_from_rank0(true);
     build_reducer();
     if (cfg_.zero()) {  // (after the broadcast: every rank holds rank 0's weights)
-      zero_ = std::make_unique<ZeroRedundancy>(*opt_, *comm_);
+      // Under mixed precision the float32 masters are sharded too, unless a weight average
+      // (--ema-decay, --swa-lrs) reads every one of them after each step or epoch.
+      zero_ = std::make_unique<ZeroRedundancy>(*opt_, *comm_, !ema_ && !swa_);
       if (main_)
         std::printf(
             "ZeRO stage %d: optimizer state sharded over %d ranks; rank 0 keeps %.1f MB of "
@@ -379,6 +381,17 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
             static_cast<double>(zero_->total_state_bytes()) / 1e6,
             100.0 * static_cast<double>(opt_->state_bytes()) /
                 static_cast<double>(std::max<int64_t>(zero_->total_state_bytes(), 1)));
+      if (main_ && zero_->masters_sharded())
+        std::printf(
+            "ZeRO: float32 masters sharded too; rank 0 keeps %.1f MB of %.1f MB, each owner "
+            "broadcasting its %s working copies after the step\n",
+            static_cast<double>(zero_->master_bytes()) / 1e6,
+            static_cast<double>(zero_->total_master_bytes()) / 1e6,
+            tensor::dtype_name(compute_dtype(precision_)));
+      else if (main_ && precision_ != Precision::kFloat32 && (ema_ || swa_))
+        std::printf(
+            "ZeRO: float32 masters kept whole on every rank: %s averages every one of them\n",
+            ema_ ? "--ema-decay" : "--swa-lrs");
       if (main_ && reducer_->shards_gradients())
         std::printf(
             "ZeRO stage 2: gradients sharded too; rank 0 keeps %.1f MB of %.1f MB, each "

@@ -41,7 +41,8 @@ std::vector<bool> owned_parameters(const std::vector<std::pair<std::string, Vari
   return owned;
 }
 
-ZeroRedundancy::ZeroRedundancy(Optimizer& opt, dist::Communicator& comm) : opt_(opt), comm_(comm) {
+ZeroRedundancy::ZeroRedundancy(Optimizer& opt, dist::Communicator& comm, bool shard_masters)
+    : opt_(opt), comm_(comm) {
   const auto& params = opt_.parameters();
   std::vector<int64_t> sizes;
   for (const auto& [n, v] : params) sizes.push_back(v.numel());
@@ -52,50 +53,92 @@ ZeroRedundancy::ZeroRedundancy(Optimizer& opt, dist::Communicator& comm) : opt_(
                              std::to_string(comm_.rank()) + " (" + (opt_.owns(i) ? "" : "not ") +
                              "by OptimizerConfig::owned), the partition says otherwise");
   const auto world = static_cast<size_t>(comm_.world());
-  std::vector<int64_t> used(world, 0);
+  // Offsets within each owner's plain buffer (no working copy) or masters buffer (with one).
+  std::vector<int64_t> plain_used(world, 0), masters_used(world, 0);
   offset_.assign(params.size(), 0);
+  DType working_dtype = DType::kFloat32;
   for (size_t i = 0; i < params.size(); ++i) {
-    int64_t& u = used[static_cast<size_t>(owner_[i])];
+    const Variable w = opt_.working(i);
+    if (w.defined()) {
+      if (working_dtype != DType::kFloat32 && w.dtype() != working_dtype)
+        throw std::invalid_argument("ZeRO: working copies of more than one dtype");
+      working_dtype = w.dtype();
+    }
+    int64_t& u = (w.defined() ? masters_used : plain_used)[static_cast<size_t>(owner_[i])];
     offset_[i] = u;
     u += (sizes[i] + kAlign - 1) / kAlign * kAlign;
   }
-  flat_.resize(world);
-  flat_working_.resize(world);
-  for (size_t r = 0; r < world; ++r) {
-    if (used[r] == 0) continue;  // (more ranks than parameters)
-    flat_[r] = Tensor::zeros({used[r]}, DType::kFloat32, params[0].second.device());
-    for (size_t i = 0; i < params.size(); ++i) {
-      const Variable w = opt_.working(i);
-      if (owner_[i] == static_cast<int>(r) && w.defined() && !flat_working_[r].defined())
-        flat_working_[r] = Tensor::zeros({used[r]}, w.dtype(), w.device());
-    }
+  plain_.resize(world);
+  masters_.resize(world);
+  working_.resize(world);
+  const Device dev = params.empty() ? Device::cpu() : params[0].second.device();
+  for (size_t r = 0; r < world; ++r) {  // (a rank may own nothing: more ranks than parameters)
+    if (plain_used[r] > 0) plain_[r] = Tensor::zeros({plain_used[r]}, DType::kFloat32, dev);
+    if (masters_used[r] == 0) continue;
+    masters_[r] = Tensor::zeros({masters_used[r]}, DType::kFloat32, dev);
+    working_[r] = Tensor::zeros({masters_used[r]}, working_dtype, dev);
   }
   // The parameters become views of their owner's buffers, with the values they hold.
   for (size_t i = 0; i < params.size(); ++i) {
     const auto r = static_cast<size_t>(owner_[i]);
     Variable v = params[i].second;
-    Tensor view = flat_[r].slice(offset_[i], offset_[i] + sizes[i]).reshape(v.shape());
+    const Variable w = opt_.working(i);
+    Tensor& buf = w.defined() ? masters_[r] : plain_[r];
+    Tensor view = buf.slice(offset_[i], offset_[i] + sizes[i]).reshape(v.shape());
     view.copy_from(v.data());
     v.data() = view;
-    if (Variable w = opt_.working(i); w.defined()) {
-      if (w.dtype() != flat_working_[r].dtype())
-        throw std::invalid_argument("ZeRO: working copies of more than one dtype");
-      Tensor wv = flat_working_[r].slice(offset_[i], offset_[i] + sizes[i]).reshape(w.shape());
+    if (w.defined()) {
+      Tensor wv = working_[r].slice(offset_[i], offset_[i] + sizes[i]).reshape(w.shape());
       wv.copy_from(w.data());
-      w.data() = wv;
+      Variable(w).data() = wv;
     }
   }
+  // Without working copies there is nothing to shard: the masters are what forward reads.
+  shard_masters_ = shard_masters && working_dtype != DType::kFloat32;
+  if (shard_masters_)
+    for (size_t r = 0; r < world; ++r)
+      if (static_cast<int>(r) != comm_.rank() && masters_[r].defined())
+        masters_[r].storage()->release();
 }
 
 void ZeroRedundancy::broadcast_parameters() {
-  for (size_t r = 0; r < flat_.size(); ++r) {
-    if (!flat_[r].defined()) continue;
-    comm_.broadcast(flat_[r], static_cast<int>(r));
+  for (size_t r = 0; r < plain_.size(); ++r) {
+    const int root = static_cast<int>(r);
+    if (plain_[r].defined()) comm_.broadcast(plain_[r], root);
+    if (!masters_[r].defined()) continue;
+    if (shard_masters_ && masters_gathered_ == 0) {
+      // The owner's step refreshed its working copies from its masters: they go as they are.
+      comm_.broadcast(working_[r], root);
+      continue;
+    }
+    comm_.broadcast(masters_[r], root);
     // The owner's step refreshed its own working copies; the others round the masters
     // received, as that step rounds them (to nearest even), in one launch for the lot.
-    if (static_cast<int>(r) != comm_.rank() && flat_working_[r].defined())
-      tensor::scale_cast_(flat_[r], flat_working_[r], 1.0);
+    if (root != comm_.rank()) tensor::scale_cast_(masters_[r], working_[r], 1.0);
   }
+}
+
+void ZeroRedundancy::gather_masters() {
+  if (!shard_masters_ || masters_gathered_++ > 0) return;
+  for (size_t r = 0; r < masters_.size(); ++r) {
+    if (!masters_[r].defined()) continue;
+    if (static_cast<int>(r) != comm_.rank()) masters_[r].storage()->reallocate();
+    comm_.broadcast(masters_[r], static_cast<int>(r));
+  }
+}
+
+void ZeroRedundancy::release_masters() {
+  if (!shard_masters_ || masters_gathered_ == 0 || --masters_gathered_ > 0) return;
+  for (size_t r = 0; r < masters_.size(); ++r)
+    if (static_cast<int>(r) != comm_.rank() && masters_[r].defined())
+      masters_[r].storage()->release();
+}
+
+void ZeroRedundancy::unshard_masters() {
+  if (!shard_masters_) return;
+  gather_masters();
+  shard_masters_ = false;  // (release_masters() has nothing to give back from now on)
+  masters_gathered_ = 0;
 }
 
 void ZeroRedundancy::gather_state() {
@@ -105,13 +148,17 @@ void ZeroRedundancy::gather_state() {
   if (params.empty()) return;
   const size_t slots = opt_.slot_count();
   if (slots == 0) return;  // (SGD without momentum keeps none)
-  for (size_t r = 1; r < flat_.size(); ++r) {
-    if (!flat_[r].defined()) continue;
-    const int64_t n = flat_[r].numel();
-    Tensor buf =
-        Tensor::zeros({static_cast<int64_t>(slots) * n}, DType::kFloat32, flat_[r].device());
+  for (size_t r = 1; r < plain_.size(); ++r) {
+    // The state of owner r's parameters, slot by slot, in the layout of its two buffers.
+    const int64_t np = plain_[r].defined() ? plain_[r].numel() : 0;
+    const int64_t nm = masters_[r].defined() ? masters_[r].numel() : 0;
+    const int64_t n = np + nm;
+    if (n == 0) continue;
+    Tensor buf = Tensor::zeros({static_cast<int64_t>(slots) * n}, DType::kFloat32,
+                               params[0].second.device());
     auto place = [&](size_t s, size_t i) {
-      const int64_t at = static_cast<int64_t>(s) * n + offset_[i];
+      const int64_t at =
+          static_cast<int64_t>(s) * n + (opt_.working(i).defined() ? np : 0) + offset_[i];
       return buf.slice(at, at + params[i].second.numel()).reshape(params[i].second.shape());
     };
     const bool mine = static_cast<int>(r) == comm_.rank();
@@ -134,6 +181,22 @@ void ZeroRedundancy::release_state() {
   for (size_t i = 0; i < params.size(); ++i)
     if (owner_[i] != 0)
       for (Tensor* t : opt_.state_of(i)) *t = Tensor();
+}
+
+int64_t ZeroRedundancy::master_bytes() const {
+  int64_t bytes = 0;
+  for (const auto* bufs : {&plain_, &masters_})
+    for (const Tensor& t : *bufs)
+      if (t.defined() && !t.released()) bytes += static_cast<int64_t>(t.nbytes());
+  return bytes;
+}
+
+int64_t ZeroRedundancy::total_master_bytes() const {
+  int64_t bytes = 0;
+  for (const auto* bufs : {&plain_, &masters_})
+    for (const Tensor& t : *bufs)
+      if (t.defined()) bytes += static_cast<int64_t>(t.nbytes());
+  return bytes;
 }
 
 int64_t ZeroRedundancy::total_state_bytes() const {

@@ -21,11 +21,12 @@ nn::Config with_strategy(nn::Config c, const std::string& strategy, const std::s
   return c;
 }
 
-// Every optimizer/ dataset of a checkpoint (float32), by path.
-std::vector<std::pair<std::string, std::vector<float>>> optimizer_state(const std::string& file) {
+// Every optimizer/ (or other group's) dataset of a checkpoint (float32), by path.
+std::vector<std::pair<std::string, std::vector<float>>> optimizer_state(
+    const std::string& file, const std::string& group = "optimizer") {
   io::H5Reader r(file);
   std::vector<std::pair<std::string, std::vector<float>>> out;
-  for (const std::string& path : r.list_datasets("optimizer")) {
+  for (const std::string& path : r.list_datasets(group)) {
     std::vector<float> v(static_cast<size_t>(r.info(path).numel()));
     r.read(path, io::H5Type::kFloat32, v.data(), static_cast<int64_t>(v.size()));
     out.emplace_back(path, std::move(v));
@@ -182,6 +183,92 @@ TEST_F(Ddp, ZeroRedundancyKeepsLrFindWeightAveragingAndTopKCheckpoints) {
       EXPECT_EQ(optimizer_state(rz.version_dir + "/checkpoints/last.h5"),
                 optimizer_state(rd.version_dir + "/checkpoints/last.h5"));
     }
+  }
+}
+
+// Under mixed precision ZeRO shards the float32 masters too: while training, each rank holds
+// the masters of its own parameters only (the others' memory released) and computes with every
+// working copy; fit() ends with every master on every rank again. A weight average reads every
+// master after each step, so --ema-decay keeps them whole.
+TEST_F(Ddp, ZeroShardsTheFloat32MastersUnderMixedPrecision) {
+  for (const std::string strategy : {"zero1", "zero2"}) {
+    for (const bool ema : {false, true}) {
+      SCOPED_TRACE(strategy + (ema ? " with --ema-decay" : ""));
+      nn::Config c = with_strategy(config(16), strategy, root + "/logs-masters-" + strategy);
+      c.precision = "16";
+      c.optimizer = "adamw";
+      c.lr = 0.003;
+      c.ema_decay = ema ? 0.9 : 0.0;
+      nn::Trainer t(c, "", group());
+      const nn::ZeroRedundancy* zero = t.zero();
+      ASSERT_NE(zero, nullptr);
+      EXPECT_EQ(zero->masters_sharded(), !ema);
+      const auto params = t.optimizer().parameters();
+      int released = 0;
+      for (size_t i = 0; i < params.size(); ++i) {
+        ASSERT_TRUE(t.optimizer().working(i).defined()) << params[i].first;
+        EXPECT_FALSE(t.optimizer().working(i).data().released()) << params[i].first;
+        const bool mine = zero->owner(i) == group().rank();
+        EXPECT_EQ(params[i].second.data().released(), !ema && !mine) << params[i].first;
+        released += params[i].second.data().released();
+      }
+      const auto held = static_cast<double>(zero->master_bytes());
+      const auto whole = static_cast<double>(zero->total_master_bytes());
+      if (ema) {
+        EXPECT_EQ(held, whole);
+      } else {  // (both ranks release some: six tensors over two ranks)
+        EXPECT_GT(allreduce_host(group(), released), 0);
+        EXPECT_LT(held, whole);
+        EXPECT_EQ(allreduce_host(group(), held), whole);
+      }
+      t.fit();
+      for (const auto& [n, v] : params) EXPECT_FALSE(v.data().released()) << n;
+      EXPECT_EQ(zero->master_bytes(), zero->total_master_bytes());
+      EXPECT_TRUE(same_on_every_rank(checksum(flat_weights(t))));
+    }
+  }
+}
+
+// With the masters sharded, what reads or writes them mid-training: --lr-find (restores the
+// weights it changed: each owner its masters, the others its working copies), mid-epoch and
+// top-k checkpoints (every master gathered for the write), --log-histograms (every master on
+// rank 0) and the final test with best.h5's weights (loaded into every master): DDP's run,
+// bit for bit, and its checkpoints, every tensor of them.
+TEST_F(Ddp, ZeroShardedMastersKeepLrFindCheckpointsAndHistograms) {
+  auto cfg = [&](const std::string& strategy) {
+    nn::Config c = with_strategy(config(16), strategy, root + "/logs-sharded-" + strategy);
+    c.optimizer = "adamw";
+    c.precision = "16";
+    c.lr_find = "apply";
+    c.save_top_k = 2;
+    c.checkpoint_every_n_steps = 4;
+    c.log_histograms = true;
+    c.test_ckpt = "best";
+    c.epochs = 3;
+    return c;
+  };
+  nn::Trainer ddp(cfg("ddp"), "", group());
+  const nn::FitResult rd = ddp.fit();
+  for (const char* strategy : {"zero1", "zero2"}) {
+    SCOPED_TRACE(strategy);
+    nn::Trainer zero(cfg(strategy), "", group());
+    ASSERT_TRUE(zero.zero() && zero.zero()->masters_sharded());
+    const nn::FitResult rz = zero.fit();
+    EXPECT_EQ(rz.global_step, rd.global_step);
+    EXPECT_EQ(flat_weights(zero), flat_weights(ddp));
+    EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
+    if (group().rank() != 0) continue;
+    for (const char* file : {"last.h5", "best.h5"})
+      for (const char* part : {"model", "optimizer"}) {
+        const std::string z = rz.version_dir + "/checkpoints/" + file;
+        const std::string d = rd.version_dir + "/checkpoints/" + file;
+        const auto a = optimizer_state(z, part), b = optimizer_state(d, part);
+        EXPECT_FALSE(a.empty()) << file << " " << part;
+        ASSERT_EQ(a.size(), b.size()) << file << " " << part;
+        for (size_t i = 0; i < a.size(); ++i)
+          EXPECT_TRUE(a[i] == b[i])
+              << file << ": " << a[i].first << " (DDP's " << b[i].first << ") differs";
+      }
   }
 }
 
