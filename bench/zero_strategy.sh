@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# --strategy zero1 and zero2 against plain DDP on the same ranks, one after the other on this
-# machine: rank 0's optimizer state, kept gradient buffers and (under --precision 16 or bf16)
-# float32 masters, the most the CPU tensors held and the host memory (both the largest of any
-# rank), the optimizer step (with ZeRO's broadcasts) and the gradient sync per step, images/s,
-# and the last training loss (the same under all three without clipping or accumulation).
+# --strategy zero1, zero2 and zero3 against plain DDP on the same ranks, one after the other on
+# this machine: rank 0's optimizer state, kept gradient buffers, float32 masters (under
+# --precision 16 or bf16) and, under zero3, the parameters it keeps between uses; the most the
+# CPU tensors held and the host memory (both the largest of any rank); the optimizer step (with
+# ZeRO's broadcasts) and the gradient sync per step; images/s; and the last training loss (the
+# same under all four without clipping or accumulation).
 #   bash bench/zero_strategy.sh                       # resnet18_cifar, adamw, 2 CPU ranks
 #   RANKS=2 bash bench/zero_strategy.sh --arch resnet50_cifar --optimizer sgd --precision bf16
 # Extra arguments go to every run and replace the defaults they name. On a GPU node add
@@ -30,8 +31,9 @@ run() {
     --limit-test-batches 2 --num-sanity-val-steps 0 --log-device-stats --no-progress \
     --log-dir "$logs" --experiment-name "$strategy" "$@" 2>&1 |
     awk -v s="$strategy" '
-      /^ZeRO stage [12]: optimizer/ {state = $13 " of " $16}
-      /^ZeRO stage 2: gradients/ {grads = $10 " of " $13}
+      /^ZeRO stage [123]: optimizer/ {state = $13 " of " $16}
+      /^ZeRO stage [23]: gradients/ {grads = $10 " of " $13}
+      /^ZeRO stage 3: parameters/ {params = $23 " of " $27}
       /^ZeRO: float32 masters sharded/ {masters = $9 " of " $12}
       /^epoch:/ {for (i = 1; i < NF; ++i) {
                    if ($i == "loss:" && loss == "") loss = $(i + 1)
@@ -43,9 +45,10 @@ run() {
       END {if (state == "") state = "all of it"
            if (grads == "") grads = "all of them"
            if (masters == "") masters = "all of them"
-           printf "%-6s  state %-16s  grads %-16s  masters %-16s  tensors MiB %5s peak  host MiB %-12s  step %8s ms  sync %8s ms  %7s img/s  loss %s\n",
+           if (params == "") params = "all of them"
+           printf "%-6s  state %-16s  grads %-16s  masters %-16s  params %-16s  tensors MiB %5s peak  host MiB %-12s  step %8s ms  sync %8s ms  %7s img/s  loss %s\n",
                   s, state (state ~ /of it/ ? "" : " MB"), grads (grads ~ /of them/ ? "" : " MB"),
-                  masters (masters ~ /of them/ ? "" : " MB"),
+                  masters (masters ~ /of them/ ? "" : " MB"), params (params ~ /of them/ ? "" : " MB"),
                   tensors, mem, step, sync, ips, loss}'
 }
 
@@ -53,3 +56,4 @@ echo "$ranks ranks: $*"
 run ddp "$@"
 run zero1 "$@"
 run zero2 "$@"
+run zero3 "$@"

@@ -468,8 +468,10 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "ranks (ZeRO stage 1, as PyTorch's ZeroRedundancyOptimizer): each rank keeps and "
                  "updates the state of 1/world of the parameters, then broadcasts them; the same "
                  "updates, bit for bit; or zero2 (ZeRO stage 2): the gradients sharded too, each "
-                 "reduced only to the rank that owns it. Under --precision 16/bf16 both shard "
-                 "the float32 masters too (whole with --ema-decay or --swa-lrs)")
+                 "reduced only to the rank that owns it; or zero3 (ZeRO stage 3, FSDP's FULL_SHARD): "
+                 "the parameters too, each residual block's gathered for its forward and its "
+                 "backward and freed between. Under --precision 16/bf16 they shard the float32 "
+                 "masters too (zero1/zero2: whole with --ema-decay or --swa-lrs)")
       ->capture_default_str();
   app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")
       ->capture_default_str();

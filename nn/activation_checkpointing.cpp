@@ -17,9 +17,7 @@ void collect_batch_norms(Module& m, std::vector<BatchNorm2d*>& out) {
 }
 
 int mark_blocks(Module& m) {
-  const std::string t = m.type_name();
-  if (t == "BasicBlock" || t == "Bottleneck" || t == "WideBasic" || t == "InvertedResidual" ||
-      t == "EncoderBlock") {
+  if (is_residual_block(m)) {
     m.set_checkpointed(true);
     return 1;
   }
@@ -28,6 +26,12 @@ int mark_blocks(Module& m) {
   return n;
 }
 }  // namespace
+
+bool is_residual_block(const Module& m) {
+  const std::string t = m.type_name();
+  return t == "BasicBlock" || t == "Bottleneck" || t == "WideBasic" || t == "InvertedResidual" ||
+         t == "EncoderBlock";
+}
 
 int enable_activation_checkpointing(Module& model) { return mark_blocks(model); }
 

@@ -8,8 +8,11 @@
 
 namespace mlai::nn {
 
-// Marks every residual block of `model` (BasicBlock, Bottleneck, WideBasic, InvertedResidual)
-// checkpointed and returns how many there are (0: the model has none, e.g. the mlp).
+// Marks every residual block of `model` (BasicBlock, Bottleneck, WideBasic, InvertedResidual,
+// a ViT's EncoderBlock) checkpointed and returns how many there are (0: the model has none,
+// e.g. the mlp).
 int enable_activation_checkpointing(Module& model);
+// Whether m is one of those blocks (also ZeRO stage 3's units, nn/zero.h).
+bool is_residual_block(const Module& m);
 
 }  // namespace mlai::nn

@@ -161,10 +161,15 @@ void Config::validate() const {
           "--lr-schedule plateau needs a validation set (--val-split > 0) to monitor");
   one_of(dist_backend, {"auto", "nccl", "mpi"}, "--dist-backend");
   one_of(lr_scale, {"none", "linear"}, "--lr-scale");
-  one_of(strategy, {"ddp", "zero1", "zero2"}, "--strategy");
-  require(strategy != "zero2" || ddp_comm_hook == "none",
-          "--strategy zero2 reduces each gradient to the rank that owns it; --ddp-comm-hook " +
-              ddp_comm_hook + " compresses DDP's allreduce (use --strategy ddp or zero1 with it)");
+  one_of(strategy, {"ddp", "zero1", "zero2", "zero3"}, "--strategy");
+  require(!sharded_gradients() || ddp_comm_hook == "none",
+          "--strategy " + strategy +
+              " reduces each gradient to the rank that owns it; --ddp-comm-hook " + ddp_comm_hook +
+              " compresses DDP's allreduce (use --strategy ddp or zero1 with it)");
+  require(strategy != "zero3" || (ema_decay == 0 && swa_lrs == 0),
+          std::string("--strategy zero3 keeps each parameter on one rank only; ") +
+              (ema_decay > 0 ? "--ema-decay" : "--swa-lrs") +
+              " averages every one of them on every rank (use --strategy zero2 with it)");
   one_of(augment, {"auto", "none", "crop-flip", "rrc", "rrc-flip"}, "--augment");
   require(rrc_scale.size() == 2 && rrc_scale[0] > 0 && rrc_scale[0] <= rrc_scale[1] &&
               rrc_scale[1] <= 1,

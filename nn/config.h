@@ -219,9 +219,12 @@ struct Config {
   bool powersgd() const { return ddp_comm_hook == "powersgd" || ddp_comm_hook == "powerSGD_hook"; }
   // ddp; zero1: DDP with the optimizer state sharded over the ranks (ZeRO stage 1, nn/zero.h;
   // PyTorch's ZeroRedundancyOptimizer, Lightning's deepspeed_stage_1); zero2: the gradients
-  // sharded too, each reduced to its owner (ZeRO stage 2, Lightning's deepspeed_stage_2)
+  // sharded too, each reduced to its owner (ZeRO stage 2, Lightning's deepspeed_stage_2);
+  // zero3: the parameters too, gathered unit by unit (ZeRO stage 3, Lightning's fsdp)
   std::string strategy = "ddp";
-  bool zero() const { return strategy == "zero1" || strategy == "zero2"; }
+  bool zero() const { return strategy == "zero1" || strategy == "zero2" || strategy == "zero3"; }
+  // zero2 and zero3: each gradient is reduced only to the rank that owns it.
+  bool sharded_gradients() const { return strategy == "zero2" || strategy == "zero3"; }
   std::string lr_scale = "none";  // linear: lr *= world size
   bool sync_bn = false;           // data parallel: batch-norm statistics over all ranks
   double dist_timeout = 600.0;    // seconds a collective may take before the job aborts (0: never)

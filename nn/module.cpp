@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 
+#include "autograd/hooks.h"
 #include "nn/conv_layers.h"
 #include "nn/layers.h"
 #include "tensor/ops.h"
@@ -109,6 +110,19 @@ void Module::collect_working(std::vector<Variable>& out) const {
 std::vector<Variable> Module::working_parameters() const {
   std::vector<Variable> out;
   collect_working(out);
+  return out;
+}
+
+Variable Module::unit_forward(const Variable& x) {
+  // The order of FSDP's hooks: the parameters here for forward; in backward, a node on the
+  // output gathers them again before any of the unit's nodes run, and one on the input lets
+  // them go once every one has (they all feed the input's gradient).
+  const std::shared_ptr<ShardedUnit> unit = unit_;
+  unit->gather();
+  const Variable in = autograd::on_backward(x, [unit] { unit->release(); });
+  Variable out = checkpointed_ ? checkpointed_forward(in) : forward(in);
+  out = autograd::on_backward(out, [unit] { unit->gather(); });
+  unit->release();
   return out;
 }
 

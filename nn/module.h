@@ -3,6 +3,7 @@
 // A layer implements forward() and registers what it owns in its constructor.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -64,12 +65,16 @@ class Module {
   virtual Variable forward(const Variable& x) = 0;
   virtual std::string type_name() const = 0;
   // forward(), timed as one span (its trace label, else its type) while a trace records, its
-  // output checked under --detect-anomaly.
+  // output checked under --detect-anomaly; while training with gradients on, between its ZeRO
+  // stage 3 unit's gathers and releases, and under activation checkpointing where marked.
   Variable operator()(const Variable& x) {
-    trace::Span span([this] { return trace_label_.empty() ? type_name() : trace_label_; }, "forward");
+    trace::Span span([this] { return trace_label_.empty() ? type_name() : trace_label_; },
+                     "forward");
     ModuleFlops::Scope flops(this);
-    Variable out = checkpointed_ && training_ && autograd::grad_enabled() ? checkpointed_forward(x)
-                                                                          : forward(x);
+    const bool recording = training_ && autograd::grad_enabled();
+    Variable out = unit_ && recording           ? unit_forward(x)
+                   : checkpointed_ && recording ? checkpointed_forward(x)
+                                                : forward(x);
     if (autograd::anomaly_forward())
       check_anomaly(x, out, trace_label_.empty() ? type_name() : trace_label_);
     return out;
@@ -103,6 +108,14 @@ class Module {
   void set_checkpointed(bool on) { checkpointed_ = on; }
   bool checkpointed() const { return checkpointed_; }
   bool is_training() const { return training_; }
+  // ZeRO stage 3 (--strategy zero3, nn/zero.h): while training with gradients on, this module
+  // is a unit of FSDP's: gather() before its forward and again when backward reaches its
+  // output; release() after its forward and once backward has passed its input.
+  struct ShardedUnit {
+    std::function<void()> gather, release;
+  };
+  void set_sharded_unit(std::shared_ptr<ShardedUnit> unit) { unit_ = std::move(unit); }
+  bool sharded_unit() const { return unit_ != nullptr; }
   void zero_grad();
   void to(const Device& d);  // moves every parameter and buffer (gradients are dropped)
 
@@ -139,6 +152,9 @@ class Module {
   // forward() under autograd::checkpoint, its recomputation drawing the same dropout masks and
   // leaving batch-norm statistics alone (nn/activation_checkpointing.cpp).
   Variable checkpointed_forward(const Variable& x);
+  // forward() (or checkpointed_forward()) between the unit's gathers and releases (module.cpp).
+  Variable unit_forward(const Variable& x);
+  std::shared_ptr<ShardedUnit> unit_;
   bool training_ = true;
   bool checkpointed_ = false;
   DType compute_dtype_ = DType::kFloat32;

@@ -423,6 +423,8 @@ FitResult Trainer::fit() {
           } else {
             l.backward();
           }
+          // ZeRO stage 3: what backward left gathered (the root unit, frozen units) goes.
+          if (zero_) zero_->release_units();
         }
         return std::pair<Tensor, Tensor>(out.data(), l.data());
       };

@@ -167,6 +167,10 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
   if (averaged) ema_->swap(*model_);
   autograd::NoGradGuard no_grad;
   model_->eval();
+  // ZeRO stage 3: evaluation runs with every unit gathered, as FSDP's summon_full_params; a
+  // gather per unit and batch would need as many batches on every rank, and these shards are
+  // not padded (exact global metrics).
+  if (zero_) zero_->gather_units();
   io::LoaderOptions lo;
   lo.batch_size = cfg_.batch_size;
   lo.shuffle = false;
@@ -193,6 +197,7 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
     r.samples += b->labels.numel();
   }
   model_->train();
+  if (zero_) zero_->release_units();
   if (averaged) ema_->swap(*model_);
   Tensor n = Tensor::full({}, static_cast<double>(r.samples), DType::kFloat32, device_);
   allreduce(loss_sum);

@@ -108,6 +108,7 @@ double Trainer::lr_find(const io::LoaderOptions& base, nlohmann::json& record) {
         l.backward(Tensor::full({}, part, DType::kFloat32, device_));
       else
         l.backward();
+      if (zero_) zero_->release_units();  // (stage 3: what backward left gathered)
       if (reducer_ && reducer_->shards_gradients() && a + 1 < accum) reducer_->finish();
       // The global mean loss of this step (a host read per batch: 100 steps, once).
       loss += l.data().item() * part;

@@ -249,7 +249,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   // (ZeroRedundancy); under zero2 also its share of the gradients alone (the reducer's owners).
   if (cfg_.zero() && group_.world() > 1) {
     oc.owned = owned_parameters(model_->named_parameters(), group_.rank(), group_.world());
-    oc.sharded_gradients = cfg_.strategy == "zero2";
+    oc.sharded_gradients = cfg_.sharded_gradients();
   }
   opt_ = make_optimizer(model_->named_parameters(), oc);
   opt_->set_working(model_->working_parameters());
@@ -372,12 +372,25 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     if (cfg_.zero()) {  // (after the broadcast: every rank holds rank 0's weights)
       // Under mixed precision the float32 masters are sharded too, unless a weight average
       // (--ema-decay, --swa-lrs) reads every one of them after each step or epoch.
-      zero_ = std::make_unique<ZeroRedundancy>(*opt_, *comm_, !ema_ && !swa_);
+      ZeroOptions zo;
+      zo.shard_masters = !ema_ && !swa_;
+      std::vector<Module*> units;
+      if (cfg_.strategy == "zero3") units = sharding_units(*model_, zo.unit_of);
+      zero_ = std::make_unique<ZeroRedundancy>(*opt_, *comm_, zo);
+      for (size_t u = 0; u < units.size(); ++u) {
+        auto unit = std::make_shared<Module::ShardedUnit>();
+        ZeroRedundancy* z = zero_.get();
+        const int i = static_cast<int>(u);
+        unit->gather = [z, i] { z->gather_unit(i); };
+        unit->release = [z, i] { z->release_unit(i); };
+        units[u]->set_sharded_unit(unit);
+      }
+      const int stage = cfg_.strategy == "zero3" ? 3 : cfg_.strategy == "zero2" ? 2 : 1;
       if (main_)
         std::printf(
             "ZeRO stage %d: optimizer state sharded over %d ranks; rank 0 keeps %.1f MB of "
             "%.1f MB (%.0f%%)\n",
-            cfg_.strategy == "zero2" ? 2 : 1, world, static_cast<double>(opt_->state_bytes()) / 1e6,
+            stage, world, static_cast<double>(opt_->state_bytes()) / 1e6,
             static_cast<double>(zero_->total_state_bytes()) / 1e6,
             100.0 * static_cast<double>(opt_->state_bytes()) /
                 static_cast<double>(std::max<int64_t>(zero_->total_state_bytes(), 1)));
@@ -392,11 +405,18 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
         std::printf(
             "ZeRO: float32 masters kept whole on every rank: %s averages every one of them\n",
             ema_ ? "--ema-decay" : "--swa-lrs");
+      if (main_ && zero_->parameters_sharded())
+        std::printf(
+            "ZeRO stage 3: parameters sharded too, in %d units (the blocks, and the rest of "
+            "the model); between uses rank 0 keeps %.1f MB of the %.1f MB forward computes "
+            "with, each unit gathered for its forward and its backward\n",
+            zero_->unit_count(), static_cast<double>(zero_->parameter_bytes()) / 1e6,
+            static_cast<double>(zero_->total_parameter_bytes()) / 1e6);
       if (main_ && reducer_->shards_gradients())
         std::printf(
-            "ZeRO stage 2: gradients sharded too; rank 0 keeps %.1f MB of %.1f MB, each "
+            "ZeRO stage %d: gradients sharded too; rank 0 keeps %.1f MB of %.1f MB, each "
             "bucket reduced to the ranks that own its parts\n",
-            static_cast<double>(reducer_->kept_grad_bytes()) / 1e6,
+            stage, static_cast<double>(reducer_->kept_grad_bytes()) / 1e6,
             static_cast<double>(reducer_->wire_bytes()) / 1e6);
     }
     if (cfg_.sync_bn) {

@@ -5,6 +5,7 @@
 #include <numeric>
 #include <stdexcept>
 
+#include "nn/activation_checkpointing.h"
 #include "tensor/ops.h"
 
 namespace mlai::nn {
@@ -41,7 +42,32 @@ std::vector<bool> owned_parameters(const std::vector<std::pair<std::string, Vari
   return owned;
 }
 
-ZeroRedundancy::ZeroRedundancy(Optimizer& opt, dist::Communicator& comm, bool shard_masters)
+namespace {
+void assign_units(Module& m, int unit, std::vector<Module*>& units, std::vector<int>& unit_of) {
+  if (is_residual_block(m)) {
+    unit = static_cast<int>(units.size());
+    units.push_back(&m);
+  }
+  // named_parameters() lists a module's own parameters first, then each child's.
+  size_t own = m.named_parameters().size();
+  for (const auto& [n, c] : m.children()) own -= c->named_parameters().size();
+  unit_of.insert(unit_of.end(), own, unit);
+  for (const auto& [n, c] : m.children()) assign_units(*c, unit, units, unit_of);
+}
+}  // namespace
+
+std::vector<Module*> sharding_units(Module& model, std::vector<int>& unit_of) {
+  std::vector<Module*> units{&model};
+  unit_of.clear();
+  assign_units(model, 0, units, unit_of);
+  if (unit_of.size() != model.named_parameters().size())
+    throw std::logic_error("ZeRO stage 3: units found for " + std::to_string(unit_of.size()) +
+                           " of " + std::to_string(model.named_parameters().size()) +
+                           " parameters");
+  return units;
+}
+
+ZeroRedundancy::ZeroRedundancy(Optimizer& opt, dist::Communicator& comm, ZeroOptions options)
     : opt_(opt), comm_(comm) {
   const auto& params = opt_.parameters();
   std::vector<int64_t> sizes;
@@ -52,9 +78,15 @@ ZeroRedundancy::ZeroRedundancy(Optimizer& opt, dist::Communicator& comm, bool sh
       throw std::logic_error("ZeRO: the optimizer owns " + params[i].first + " on rank " +
                              std::to_string(comm_.rank()) + " (" + (opt_.owns(i) ? "" : "not ") +
                              "by OptimizerConfig::owned), the partition says otherwise");
+  if (!options.unit_of.empty() && options.unit_of.size() != params.size())
+    throw std::logic_error("ZeRO stage 3: " + std::to_string(options.unit_of.size()) +
+                           " units given for " + std::to_string(params.size()) + " parameters");
+  for (int u : options.unit_of) units_ = std::max(units_, u + 1);
   const auto world = static_cast<size_t>(comm_.world());
-  // Offsets within each owner's plain buffer (no working copy) or masters buffer (with one).
-  std::vector<int64_t> plain_used(world, 0), masters_used(world, 0);
+  const size_t segments = world * static_cast<size_t>(std::max(units_, 1));
+  // Offsets within each segment's plain buffer (no working copy) or masters buffer (with one).
+  std::vector<int64_t> plain_used(segments, 0), masters_used(segments, 0);
+  segment_.assign(params.size(), 0);
   offset_.assign(params.size(), 0);
   DType working_dtype = DType::kFloat32;
   for (size_t i = 0; i < params.size(); ++i) {
@@ -64,81 +96,136 @@ ZeroRedundancy::ZeroRedundancy(Optimizer& opt, dist::Communicator& comm, bool sh
         throw std::invalid_argument("ZeRO: working copies of more than one dtype");
       working_dtype = w.dtype();
     }
-    int64_t& u = (w.defined() ? masters_used : plain_used)[static_cast<size_t>(owner_[i])];
+    const int unit = options.unit_of.empty() ? 0 : options.unit_of[i];
+    segment_[i] = static_cast<size_t>(unit) * world + static_cast<size_t>(owner_[i]);
+    int64_t& u = (w.defined() ? masters_used : plain_used)[segment_[i]];
     offset_[i] = u;
     u += (sizes[i] + kAlign - 1) / kAlign * kAlign;
   }
-  plain_.resize(world);
-  masters_.resize(world);
-  working_.resize(world);
+  plain_.resize(segments);
+  masters_.resize(segments);
+  working_.resize(segments);
   const Device dev = params.empty() ? Device::cpu() : params[0].second.device();
-  for (size_t r = 0; r < world; ++r) {  // (a rank may own nothing: more ranks than parameters)
-    if (plain_used[r] > 0) plain_[r] = Tensor::zeros({plain_used[r]}, DType::kFloat32, dev);
-    if (masters_used[r] == 0) continue;
-    masters_[r] = Tensor::zeros({masters_used[r]}, DType::kFloat32, dev);
-    working_[r] = Tensor::zeros({masters_used[r]}, working_dtype, dev);
+  for (size_t s = 0; s < segments; ++s) {  // (some are empty: more ranks than parameters)
+    const int root = static_cast<int>(s % world);
+    plain_[s].root = masters_[s].root = working_[s].root = root;
+    if (plain_used[s] > 0) plain_[s].t = Tensor::zeros({plain_used[s]}, DType::kFloat32, dev);
+    if (masters_used[s] == 0) continue;
+    masters_[s].t = Tensor::zeros({masters_used[s]}, DType::kFloat32, dev);
+    working_[s].t = Tensor::zeros({masters_used[s]}, working_dtype, dev);
   }
-  // The parameters become views of their owner's buffers, with the values they hold.
+  // The parameters become views of their buffers, with the values they hold.
   for (size_t i = 0; i < params.size(); ++i) {
-    const auto r = static_cast<size_t>(owner_[i]);
+    const size_t s = segment_[i];
     Variable v = params[i].second;
     const Variable w = opt_.working(i);
-    Tensor& buf = w.defined() ? masters_[r] : plain_[r];
+    Tensor& buf = w.defined() ? masters_[s].t : plain_[s].t;
     Tensor view = buf.slice(offset_[i], offset_[i] + sizes[i]).reshape(v.shape());
     view.copy_from(v.data());
     v.data() = view;
     if (w.defined()) {
-      Tensor wv = working_[r].slice(offset_[i], offset_[i] + sizes[i]).reshape(w.shape());
+      Tensor wv = working_[s].t.slice(offset_[i], offset_[i] + sizes[i]).reshape(w.shape());
       wv.copy_from(w.data());
       Variable(w).data() = wv;
     }
   }
-  // Without working copies there is nothing to shard: the masters are what forward reads.
-  shard_masters_ = shard_masters && working_dtype != DType::kFloat32;
-  if (shard_masters_)
-    for (size_t r = 0; r < world; ++r)
-      if (static_cast<int>(r) != comm_.rank() && masters_[r].defined())
-        masters_[r].storage()->release();
+  // What is sharded is released on the ranks that do not own it. Without working copies there
+  // are no masters apart from what forward reads.
+  masters_sharded_ = working_dtype != DType::kFloat32 && (options.shard_masters || units_ > 0);
+  unit_held_.assign(static_cast<size_t>(units_), false);
+  for (size_t s = 0; s < segments; ++s) {
+    masters_[s].sharded = masters_sharded_;
+    plain_[s].sharded = working_[s].sharded = units_ > 0;
+    for (Shard* sh : {&plain_[s], &masters_[s], &working_[s]})
+      if (sh->sharded && sh->t.defined() && sh->root != comm_.rank()) sh->t.storage()->release();
+  }
+}
+
+void ZeroRedundancy::acquire(Shard& s) {
+  if (!s.sharded || !s.t.defined() || s.holds++ > 0) return;
+  if (s.root != comm_.rank()) s.t.storage()->reallocate();
+  comm_.broadcast(s.t, s.root);
+}
+
+void ZeroRedundancy::drop(Shard& s) {
+  if (!s.sharded || !s.t.defined() || s.holds == 0 || --s.holds > 0) return;
+  if (s.root != comm_.rank()) s.t.storage()->release();
 }
 
 void ZeroRedundancy::broadcast_parameters() {
-  for (size_t r = 0; r < plain_.size(); ++r) {
-    const int root = static_cast<int>(r);
-    if (plain_[r].defined()) comm_.broadcast(plain_[r], root);
-    if (!masters_[r].defined()) continue;
-    if (shard_masters_ && masters_gathered_ == 0) {
+  if (parameters_sharded()) return;  // (stage 3: each unit is gathered when next needed)
+  for (size_t s = 0; s < plain_.size(); ++s) {
+    const int root = plain_[s].root;
+    if (plain_[s].t.defined()) comm_.broadcast(plain_[s].t, root);
+    if (!masters_[s].t.defined()) continue;
+    if (masters_sharded()) {
       // The owner's step refreshed its working copies from its masters: they go as they are.
-      comm_.broadcast(working_[r], root);
+      comm_.broadcast(working_[s].t, root);
       continue;
     }
-    comm_.broadcast(masters_[r], root);
+    comm_.broadcast(masters_[s].t, root);
     // The owner's step refreshed its own working copies; the others round the masters
     // received, as that step rounds them (to nearest even), in one launch for the lot.
-    if (root != comm_.rank()) tensor::scale_cast_(masters_[r], working_[r], 1.0);
+    if (root != comm_.rank()) tensor::scale_cast_(masters_[s].t, working_[s].t, 1.0);
   }
 }
 
 void ZeroRedundancy::gather_masters() {
-  if (!shard_masters_ || masters_gathered_++ > 0) return;
-  for (size_t r = 0; r < masters_.size(); ++r) {
-    if (!masters_[r].defined()) continue;
-    if (static_cast<int>(r) != comm_.rank()) masters_[r].storage()->reallocate();
-    comm_.broadcast(masters_[r], static_cast<int>(r));
+  if (whole_ || masters_gathered_++ > 0) return;
+  for (size_t s = 0; s < masters_.size(); ++s) {
+    acquire(masters_[s]);
+    acquire(plain_[s]);  // (stage 3's parameters without working copies)
   }
 }
 
 void ZeroRedundancy::release_masters() {
-  if (!shard_masters_ || masters_gathered_ == 0 || --masters_gathered_ > 0) return;
-  for (size_t r = 0; r < masters_.size(); ++r)
-    if (static_cast<int>(r) != comm_.rank() && masters_[r].defined())
-      masters_[r].storage()->release();
+  if (whole_ || masters_gathered_ == 0 || --masters_gathered_ > 0) return;
+  for (size_t s = 0; s < masters_.size(); ++s) {
+    drop(masters_[s]);
+    drop(plain_[s]);
+  }
 }
 
 void ZeroRedundancy::unshard_masters() {
-  if (!shard_masters_) return;
-  gather_masters();
-  shard_masters_ = false;  // (release_masters() has nothing to give back from now on)
-  masters_gathered_ = 0;
+  if (whole_) return;
+  for (size_t s = 0; s < masters_.size(); ++s)
+    for (Shard* sh : {&plain_[s], &masters_[s], &working_[s]}) {
+      acquire(*sh);
+      sh->sharded = false;  // (here for good: nothing drops it)
+    }
+  whole_ = true;
+}
+
+void ZeroRedundancy::gather_unit(int u) {
+  if (!parameters_sharded() || unit_held_[static_cast<size_t>(u)]) return;
+  unit_held_[static_cast<size_t>(u)] = true;
+  if (!bulk_) peak_held_ = std::max(peak_held_, ++held_);
+  const auto world = static_cast<size_t>(comm_.world());
+  for (size_t s = static_cast<size_t>(u) * world; s < static_cast<size_t>(u + 1) * world; ++s) {
+    acquire(plain_[s]);
+    acquire(working_[s]);
+  }
+}
+
+void ZeroRedundancy::release_unit(int u) {
+  if (!parameters_sharded() || !unit_held_[static_cast<size_t>(u)]) return;
+  unit_held_[static_cast<size_t>(u)] = false;
+  held_ = std::max(held_ - 1, 0);
+  const auto world = static_cast<size_t>(comm_.world());
+  for (size_t s = static_cast<size_t>(u) * world; s < static_cast<size_t>(u + 1) * world; ++s) {
+    drop(plain_[s]);
+    drop(working_[s]);
+  }
+}
+
+void ZeroRedundancy::gather_units() {
+  bulk_ = true;
+  for (int u = 0; u < units_; ++u) gather_unit(u);
+  bulk_ = false;
+}
+
+void ZeroRedundancy::release_units() {
+  for (int u = 0; u < units_; ++u) release_unit(u);
 }
 
 void ZeroRedundancy::gather_state() {
@@ -148,27 +235,30 @@ void ZeroRedundancy::gather_state() {
   if (params.empty()) return;
   const size_t slots = opt_.slot_count();
   if (slots == 0) return;  // (SGD without momentum keeps none)
-  for (size_t r = 1; r < plain_.size(); ++r) {
-    // The state of owner r's parameters, slot by slot, in the layout of its two buffers.
-    const int64_t np = plain_[r].defined() ? plain_[r].numel() : 0;
-    const int64_t nm = masters_[r].defined() ? masters_[r].numel() : 0;
-    const int64_t n = np + nm;
+  for (int r = 1; r < comm_.world(); ++r) {
+    // The state of owner r's parameters, slot by slot, each parameter after the last.
+    std::vector<int64_t> at(params.size(), 0);
+    int64_t n = 0;
+    for (size_t i = 0; i < params.size(); ++i)
+      if (owner_[i] == r) {
+        at[i] = n;
+        n += params[i].second.numel();
+      }
     if (n == 0) continue;
     Tensor buf = Tensor::zeros({static_cast<int64_t>(slots) * n}, DType::kFloat32,
                                params[0].second.device());
     auto place = [&](size_t s, size_t i) {
-      const int64_t at =
-          static_cast<int64_t>(s) * n + (opt_.working(i).defined() ? np : 0) + offset_[i];
-      return buf.slice(at, at + params[i].second.numel()).reshape(params[i].second.shape());
+      const int64_t from = static_cast<int64_t>(s) * n + at[i];
+      return buf.slice(from, from + params[i].second.numel()).reshape(params[i].second.shape());
     };
-    const bool mine = static_cast<int>(r) == comm_.rank();
+    const bool mine = r == comm_.rank();
     for (size_t i = 0; i < params.size() && mine; ++i)
-      if (owner_[i] == static_cast<int>(r))
+      if (owner_[i] == r)
         for (size_t s = 0; s < slots; ++s) place(s, i).copy_from(*opt_.state_of(i)[s]);
-    comm_.broadcast(buf, static_cast<int>(r));
+    comm_.broadcast(buf, r);
     if (comm_.rank() != 0) continue;
     for (size_t i = 0; i < params.size(); ++i)
-      if (owner_[i] == static_cast<int>(r))
+      if (owner_[i] == r)
         for (size_t s = 0; s < slots; ++s) *opt_.state_of(i)[s] = place(s, i).clone();
   }
 }
@@ -183,20 +273,37 @@ void ZeroRedundancy::release_state() {
       for (Tensor* t : opt_.state_of(i)) *t = Tensor();
 }
 
-int64_t ZeroRedundancy::master_bytes() const {
+namespace {
+int64_t bytes_of(const std::vector<const Tensor*>& ts, bool held_only) {
   int64_t bytes = 0;
-  for (const auto* bufs : {&plain_, &masters_})
-    for (const Tensor& t : *bufs)
-      if (t.defined() && !t.released()) bytes += static_cast<int64_t>(t.nbytes());
+  for (const Tensor* t : ts)
+    if (t->defined() && !(held_only && t->released())) bytes += static_cast<int64_t>(t->nbytes());
   return bytes;
+}
+}  // namespace
+
+int64_t ZeroRedundancy::master_bytes() const {
+  std::vector<const Tensor*> ts;
+  for (size_t s = 0; s < plain_.size(); ++s) ts.insert(ts.end(), {&plain_[s].t, &masters_[s].t});
+  return bytes_of(ts, true);
 }
 
 int64_t ZeroRedundancy::total_master_bytes() const {
-  int64_t bytes = 0;
-  for (const auto* bufs : {&plain_, &masters_})
-    for (const Tensor& t : *bufs)
-      if (t.defined()) bytes += static_cast<int64_t>(t.nbytes());
-  return bytes;
+  std::vector<const Tensor*> ts;
+  for (size_t s = 0; s < plain_.size(); ++s) ts.insert(ts.end(), {&plain_[s].t, &masters_[s].t});
+  return bytes_of(ts, false);
+}
+
+int64_t ZeroRedundancy::parameter_bytes() const {
+  std::vector<const Tensor*> ts;
+  for (size_t s = 0; s < plain_.size(); ++s) ts.insert(ts.end(), {&plain_[s].t, &working_[s].t});
+  return bytes_of(ts, true);
+}
+
+int64_t ZeroRedundancy::total_parameter_bytes() const {
+  std::vector<const Tensor*> ts;
+  for (size_t s = 0; s < plain_.size(); ++s) ts.insert(ts.end(), {&plain_[s].t, &working_[s].t});
+  return bytes_of(ts, false);
 }
 
 int64_t ZeroRedundancy::total_state_bytes() const {

@@ -15,6 +15,13 @@
 // of the same masters, so the ranks still train as DDP does, bit for bit. Whatever needs every
 // master (a checkpoint's write, weight histograms) gathers them for the while (WholeMasters);
 // training's end gathers them for good (unshard_masters()).
+// Stage 3 (--strategy zero3, FSDP's FULL_SHARD, DeepSpeed's stage 3) shards the parameters
+// too: between uses a rank holds only its own. The model is cut into units (each residual or
+// encoder block, and the rest of the model as the root); a unit's parameters are gathered from
+// their owners just before its forward and freed after it, gathered again when backward reaches
+// the unit's output and freed once backward has passed its input (Module::ShardedUnit,
+// autograd/hooks.h). Gradients are reduced to their owners as under stage 2; a step updates
+// the owner's parameters and broadcasts nothing.
 #pragma once
 
 #include <cstdint>
@@ -32,19 +39,36 @@ std::vector<int> partition_parameters(const std::vector<int64_t>& sizes, int wor
 std::vector<bool> owned_parameters(const std::vector<std::pair<std::string, Variable>>& params,
                                    int rank, int world);
 
+struct ZeroOptions {
+  // Under mixed precision: the float32 masters of other ranks' parameters released (stages 1
+  // and 2; stage 3 always shards them).
+  bool shard_masters = true;
+  // Stage 3 (--strategy zero3): unit_of[i], the unit (FSDP's wrapped module) parameter i
+  // belongs to, 0 .. units-1. Non-empty: the parameters themselves are sharded, each unit's
+  // gathered around its forward and its backward (gather_unit/release_unit).
+  std::vector<int> unit_of;
+};
+
+// Stage 3's units, FSDP's auto-wrap policy for these models: each residual or encoder block
+// (as --activation-checkpointing finds them) is one, and the model with whatever is outside
+// them (a ResNet's stem and head, the whole mlp) is the root, unit 0. Returns the units'
+// modules by index and fills unit_of (parallel to model.named_parameters()).
+std::vector<Module*> sharding_units(Module& model, std::vector<int>& unit_of);
+
 class ZeroRedundancy {
  public:
   // For an optimizer made with OptimizerConfig::owned = owned_parameters(...) of this rank
-  // (it never holds the others' state). Each owner's parameters move into flat buffers per
-  // owner, as views, so that one broadcast from each owner refreshes them all: those without
-  // a working copy in one (float32), the masters of those with one in another, and the working
-  // copies (fp16/bf16) in a third. With shard_masters, the masters of the parameters other
-  // ranks own are released: broadcasts then carry the working copies. Call it once every rank
-  // holds the same parameters (after the broadcast from rank 0).
-  ZeroRedundancy(Optimizer& opt, dist::Communicator& comm, bool shard_masters = true);
+  // (it never holds the others' state). Each owner's parameters move into flat buffers, as
+  // views: per owner (and per unit under stage 3) one for those without a working copy
+  // (float32), one for the masters of those with one, one for the working copies (fp16/bf16).
+  // One broadcast from each owner then refreshes a whole buffer. Released buffers keep their
+  // views' shapes (tensor.h's Storage::release). Call it once every rank holds the same
+  // parameters (after the broadcast from rank 0).
+  ZeroRedundancy(Optimizer& opt, dist::Communicator& comm, ZeroOptions options = {});
 
   // After each optimizer step, on every rank: the owners' parameters reach the other ranks
-  // (sharded masters: their working copies; else the masters, which the others round).
+  // (sharded masters: their working copies; else the masters, which the others round). Under
+  // stage 3 nothing: the next forward gathers what it needs.
   void broadcast_parameters();
 
   // Collective (checkpoints): rank 0's optimizer gets the state of every parameter from its
@@ -52,14 +76,30 @@ class ZeroRedundancy {
   void gather_state();
   void release_state();
 
-  // Collective: every rank gets every float32 master from its owner (nothing to do unless
-  // they are sharded); release_masters() gives back the others' memory. Calls nest.
+  // Collective: every rank gets every float32 master (and, under stage 3, every parameter
+  // without a working copy) from its owner; nothing to do unless they are sharded.
+  // release_masters() gives back the others' memory. Calls nest.
   void gather_masters();
   void release_masters();
-  // Collective: the masters gathered for good, and broadcast whole from now on (the end of
-  // training, or before the weights are loaded anew). Cannot be undone.
+  // Collective: everything gathered for good, and broadcast whole after each step from now on
+  // (the end of training, or before the weights are loaded anew). Cannot be undone.
   void unshard_masters();
-  bool masters_sharded() const { return shard_masters_; }
+  bool masters_sharded() const { return masters_sharded_ && !whole_; }
+  bool parameters_sharded() const { return units_ > 0 && !whole_; }
+
+  // Stage 3. gather_unit is collective (each owner broadcasts the unit's parameters it holds:
+  // its working copies, and those without one); release_unit gives the others' memory back,
+  // with no communication. Each is idempotent while the unit is gathered or released.
+  int unit_count() const { return units_; }
+  void gather_unit(int u);
+  void release_unit(int u);
+  // Every unit (evaluation: validation and the sanity check run with the whole model); after
+  // a backward, whatever it left gathered (the root, or units with frozen parameters).
+  void gather_units();
+  void release_units();
+  // The most units held at once by gather_unit (gather_units' aside): FSDP's one or two
+  // blocks and the root, not the model.
+  int peak_units_held() const { return peak_held_; }
 
   int owner(size_t i) const { return owner_[i]; }
   // The state one process would keep (bytes); Optimizer::state_bytes() is this rank's.
@@ -68,16 +108,36 @@ class ZeroRedundancy {
   // now, and that every rank holds unsharded.
   int64_t master_bytes() const;
   int64_t total_master_bytes() const;
+  // Bytes of what forward computes with (working copies, and parameters without one) this
+  // rank holds now, and all of it.
+  int64_t parameter_bytes() const;
+  int64_t total_parameter_bytes() const;
 
  private:
+  // One flat buffer of one owner's parameters. Sharded: on the other ranks its storage is
+  // released unless something holds it (holds counts the same on every rank, so every rank
+  // takes part in the broadcast that fills it).
+  struct Shard {
+    Tensor t;
+    int root = 0;
+    bool sharded = false;
+    int holds = 0;
+  };
+  void acquire(Shard& s);
+  void drop(Shard& s);
+
   Optimizer& opt_;
   dist::Communicator& comm_;
   std::vector<int> owner_;
-  std::vector<int64_t> offset_;  // parameter i's place in its owner's buffers
-  // Per rank: its parameters without working copies (float32), the masters of those with one
-  // and the working copies themselves (undefined: none of that kind).
-  std::vector<Tensor> plain_, masters_, working_;
-  bool shard_masters_ = false;
+  int units_ = 0;                // stage 3's units (0: stages 1 and 2)
+  std::vector<size_t> segment_;  // parameter i's buffers: segment (unit * world + owner)
+  std::vector<int64_t> offset_;  // parameter i's place in them
+  std::vector<Shard> plain_, masters_, working_;  // per segment (undefined: none of that kind)
+  std::vector<bool> unit_held_;
+  int held_ = 0, peak_held_ = 0;
+  bool bulk_ = false;  // inside gather_units()
+  bool masters_sharded_ = false;
+  bool whole_ = false;
   int masters_gathered_ = 0;  // nesting depth of gather_masters()
   bool gathered_ = false;
 };

@@ -1,7 +1,8 @@
-// --strategy zero1 and zero2 (nn/zero.h) under mpirun -np 2 on the CPU: each rank keeps half the
-// optimizer state (and under zero2 half the gradients) and the two ranks end with plain DDP's
-// weights bit for bit (float32 SGD, fp16 AdamW, bf16 LAMB); a checkpoint holds the whole
-// state, so a ZeRO run resumes exactly, under DDP or on one process too.
+// --strategy zero1 and zero2 (nn/zero.h) under mpirun -np 2 on the CPU: each rank keeps half
+// the optimizer state (under zero2 half the gradients, under mixed precision half the float32
+// masters) and the two ranks end with plain DDP's weights bit for bit (float32 SGD, fp16 AdamW,
+// bf16 LAMB); a checkpoint holds the whole state, so a ZeRO run resumes exactly, under DDP or
+// on one process too. zero3's checkpoints are here; its training is in zero3_test.cpp.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -107,7 +108,7 @@ TEST_F(Ddp, ZeroRedundancyCheckpointsHoldTheWholeStateAndResumeAnywhere) {
     return nn::Trainer(c, "", group()).fit().version_dir + "/checkpoints/last.h5";
   };
   const std::string from_zero = stopped("zero1"), from_ddp = stopped("ddp");
-  const std::string from_zero2 = stopped("zero2");
+  const std::string from_zero2 = stopped("zero2"), from_zero3 = stopped("zero3");
   // Only rank 0 writes (and knows its version directory): the other rank reads rank 0's file
   // (one machine, as a shared file system).
   const auto pid0 = static_cast<long>(allreduce_host(group(), group().rank() == 0 ? getpid() : 0));
@@ -124,6 +125,8 @@ TEST_F(Ddp, ZeroRedundancyCheckpointsHoldTheWholeStateAndResumeAnywhere) {
       EXPECT_EQ(z[i].second, d[i].second) << z[i].first;
     }
     EXPECT_EQ(optimizer_state(from_zero2), z);  // (zero2 shards the gradients, not the state)
+    EXPECT_EQ(optimizer_state(from_zero3), z);  // (zero3 the parameters too: gathered to write)
+    EXPECT_EQ(optimizer_state(from_zero3, "model"), optimizer_state(from_ddp, "model"));
   }
 
   auto resumed = [&](nn::Config c, ProcessGroup& g) {
@@ -132,8 +135,8 @@ TEST_F(Ddp, ZeroRedundancyCheckpointsHoldTheWholeStateAndResumeAnywhere) {
     const int64_t s = t.fit().global_step;
     return std::pair<int64_t, std::vector<double>>(s, flat_weights(t));
   };
-  // Under zero1, zero2 and DDP on the same two ranks: the uninterrupted run's weights.
-  for (const char* strategy : {"zero1", "zero2", "ddp"}) {
+  // Under zero1, zero2, zero3 and DDP on the same two ranks: the uninterrupted run's weights.
+  for (const char* strategy : {"zero1", "zero2", "zero3", "ddp"}) {
     SCOPED_TRACE(strategy);
     const auto [s, w] = resumed(cfg(strategy, std::string("logs-resumed-") + strategy), group());
     EXPECT_EQ(s, steps);
