@@ -407,7 +407,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
             ema_ ? "--ema-decay" : "--swa-lrs");
       if (main_ && zero_->parameters_sharded())
         std::printf(
-            "ZeRO stage 3: parameters sharded too, in %d units (the blocks, and the rest of "
+            "ZeRO stage 3: parameters sharded too, in %d unit(s) (its blocks, and the rest of "
             "the model); between uses rank 0 keeps %.1f MB of the %.1f MB forward computes "
             "with, each unit gathered for its forward and its backward\n",
             zero_->unit_count(), static_cast<double>(zero_->parameter_bytes()) / 1e6,

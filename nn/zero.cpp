@@ -273,37 +273,25 @@ void ZeroRedundancy::release_state() {
       for (Tensor* t : opt_.state_of(i)) *t = Tensor();
 }
 
-namespace {
-int64_t bytes_of(const std::vector<const Tensor*>& ts, bool held_only) {
-  int64_t bytes = 0;
-  for (const Tensor* t : ts)
-    if (t->defined() && !(held_only && t->released())) bytes += static_cast<int64_t>(t->nbytes());
-  return bytes;
+int64_t ZeroRedundancy::bytes(const std::vector<Shard>& kind, bool held_only) const {
+  int64_t n = 0;
+  for (const Shard& sh : kind)
+    if (sh.t.defined() && !(held_only && sh.t.released())) n += static_cast<int64_t>(sh.t.nbytes());
+  return n;
 }
-}  // namespace
 
-int64_t ZeroRedundancy::master_bytes() const {
-  std::vector<const Tensor*> ts;
-  for (size_t s = 0; s < plain_.size(); ++s) ts.insert(ts.end(), {&plain_[s].t, &masters_[s].t});
-  return bytes_of(ts, true);
-}
+int64_t ZeroRedundancy::master_bytes() const { return bytes(plain_, true) + bytes(masters_, true); }
 
 int64_t ZeroRedundancy::total_master_bytes() const {
-  std::vector<const Tensor*> ts;
-  for (size_t s = 0; s < plain_.size(); ++s) ts.insert(ts.end(), {&plain_[s].t, &masters_[s].t});
-  return bytes_of(ts, false);
+  return bytes(plain_, false) + bytes(masters_, false);
 }
 
 int64_t ZeroRedundancy::parameter_bytes() const {
-  std::vector<const Tensor*> ts;
-  for (size_t s = 0; s < plain_.size(); ++s) ts.insert(ts.end(), {&plain_[s].t, &working_[s].t});
-  return bytes_of(ts, true);
+  return bytes(plain_, true) + bytes(working_, true);
 }
 
 int64_t ZeroRedundancy::total_parameter_bytes() const {
-  std::vector<const Tensor*> ts;
-  for (size_t s = 0; s < plain_.size(); ++s) ts.insert(ts.end(), {&plain_[s].t, &working_[s].t});
-  return bytes_of(ts, false);
+  return bytes(plain_, false) + bytes(working_, false);
 }
 
 int64_t ZeroRedundancy::total_state_bytes() const {

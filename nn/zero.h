@@ -125,6 +125,8 @@ class ZeroRedundancy {
   };
   void acquire(Shard& s);
   void drop(Shard& s);
+  // Bytes of one kind of buffer: those held here now, or all of them.
+  int64_t bytes(const std::vector<Shard>& kind, bool held_only) const;
 
   Optimizer& opt_;
   dist::Communicator& comm_;

@@ -56,6 +56,15 @@ class Ddp : public ::testing::Test {
   std::string root;
 };
 
+// What the ZeRO tests train with: float32 SGD, fp16 AdamW and bf16 LAMB, at these rates.
+struct PrecisionCase {
+  const char* optimizer;
+  const char* precision;
+  double lr;
+};
+inline constexpr PrecisionCase kPrecisionCases[] = {
+    {"sgd", "32", 0.05}, {"adamw", "16", 0.003}, {"lamb", "bf16", 0.01}};
+
 inline std::vector<double> flat_weights(nn::Trainer& t) {
   std::vector<double> w;
   for (auto& [n, v] : t.model().named_parameters())

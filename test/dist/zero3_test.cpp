@@ -60,13 +60,7 @@ void expect_whole(nn::Trainer& t) {
 }
 
 TEST_F(Ddp, Zero3TrainsTheMlpAsDdpBitForBit) {
-  struct Case {
-    const char* optimizer;
-    const char* precision;
-    double lr;
-  };
-  for (const Case k :
-       {Case{"sgd", "32", 0.05}, Case{"adamw", "16", 0.003}, Case{"lamb", "bf16", 0.01}}) {
+  for (const PrecisionCase k : kPrecisionCases) {
     SCOPED_TRACE(::testing::Message() << k.optimizer << " at precision " << k.precision);
     auto cfg = [&](const std::string& s) {
       nn::Config c = config(16);
@@ -99,17 +93,20 @@ TEST_F(Ddp, Zero3TrainsTheMlpAsDdpBitForBit) {
 // resnet20 (28x28 images): its nine BasicBlocks are units of their own, the stem, pooling and
 // head the root's. Also under --activation-checkpointing (a block's backward runs it again,
 // with its parameters gathered), with the stem frozen (the first block's input then needs no
-// gradient, so nothing releases that unit in backward but the step's end), and through
-// --lr-find's restore; last.h5 holds DDP's tensors.
+// gradient, so nothing releases that unit in backward but the step's end), through
+// --lr-find's restore, and with --sync-bn; last.h5 holds DDP's tensors.
 TEST_F(Ddp, Zero3TrainsAResNetUnitByUnitAsDdpBitForBit) {
   struct Case {
     const char* name;
     bool checkpointing;
     const char* freeze;
     const char* precision;
+    bool sync_bn;
   };
-  for (const Case k : {Case{"plain", false, "", "32"}, Case{"checkpointed", true, "", "32"},
-                       Case{"frozen-stem-bf16", false, "conv1,bn1", "bf16"}}) {
+  for (const Case k : {Case{"plain", false, "", "32", false},
+                       Case{"checkpointed", true, "", "32", false},
+                       Case{"frozen-stem-bf16", false, "conv1,bn1", "bf16", false},
+                       Case{"sync-bn", false, "", "32", true}}) {
     SCOPED_TRACE(k.name);
     auto cfg = [&](const std::string& s) {
       nn::Config c = config(8);
@@ -125,6 +122,7 @@ TEST_F(Ddp, Zero3TrainsAResNetUnitByUnitAsDdpBitForBit) {
       c.freeze = k.freeze;
       c.freeze_bn = !c.freeze.empty();  // (bn1's affine frozen too: no gradient reaches layer1)
       c.precision = k.precision;
+      c.sync_bn = k.sync_bn;  // (batch norm's allreduces between the units' gathers)
       c.lr_find = k.checkpointing ? "apply" : "";
       c.log_dir = root + "/logs-resnet-" + s;
       c.experiment_name = k.name;

@@ -36,13 +36,7 @@ std::vector<std::pair<std::string, std::vector<float>>> optimizer_state(
 }
 
 TEST_F(Ddp, ZeroStepsAsDdpBitForBitWithHalfTheState) {
-  struct Case {
-    const char* optimizer;
-    const char* precision;
-    double lr;
-  };
-  for (const Case k :
-       {Case{"sgd", "32", 0.05}, Case{"adamw", "16", 0.003}, Case{"lamb", "bf16", 0.01}}) {
+  for (const PrecisionCase k : kPrecisionCases) {
     // zero1 clips by the norm of every gradient, whoever owns it: DDP's norm, to the bit.
     // zero2 adds the ranks' shares of the norm in another order (ZeroStage2Clips... below),
     // so it runs unclipped here.
@@ -275,8 +269,8 @@ TEST_F(Ddp, ZeroShardedMastersKeepLrFindCheckpointsAndHistograms) {
   }
 }
 
-// Gradient-norm clipping, accumulation and the logged gradient norm: the whole gradient's norm,
-// summed over the ranks' shares (float32 sums in another order than DDP's single pass, hence a
+// Gradient-norm clipping, accumulation and the logged gradient norm (zero2 and zero3): the
+// whole gradient's norm, summed over the ranks' shares (float32 sums in another order than DDP's single pass, hence a
 // bound instead of equal bits). Were each rank to clip by its own share's norm, or to drop an
 // unstepped backward, the weights would part by far more.
 TEST_F(Ddp, ZeroStage2ClipsAndAccumulatesByTheWholeGradient) {
@@ -299,6 +293,11 @@ TEST_F(Ddp, ZeroStage2ClipsAndAccumulatesByTheWholeGradient) {
     const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
     EXPECT_LT(max_rel_diff(wz, wd), 1e-5);
     EXPECT_TRUE(same_on_every_rank(checksum(wz)));
+    // zero3 reduces, clips and accumulates as zero2 does (its parameters gathered for each
+    // forward and backward, not broadcast after the step): zero2's weights, bit for bit.
+    nn::Trainer zero3(cfg("zero3"), "", group());
+    zero3.fit();
+    EXPECT_EQ(flat_weights(zero3), wz);
   }
 }
 
