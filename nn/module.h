@@ -115,7 +115,6 @@ class Module {
     std::function<void()> gather, release;
   };
   void set_sharded_unit(std::shared_ptr<ShardedUnit> unit) { unit_ = std::move(unit); }
-  bool sharded_unit() const { return unit_ != nullptr; }
   void zero_grad();
   void to(const Device& d);  // moves every parameter and buffer (gradients are dropped)
 

@@ -89,8 +89,8 @@ double Trainer::train_seconds() const {
 }
 
 void Trainer::sync_from_rank0(bool training) {
-  // Weights loaded anew (--test-ckpt) land in every master: sharded ones are gathered for good.
-  if (zero_) zero_->unshard_masters();
+  // Weights loaded anew (--test-ckpt) land in every parameter: ZeRO gathers them for good.
+  if (zero_) zero_->unshard();
   if (comm_) {
     std::vector<Tensor*> shared;
     for (auto& [n, t] : model_->named_tensors()) shared.push_back(t);
@@ -551,7 +551,7 @@ FitResult Trainer::fit() {
                       dev_run ? "fast_dev_run, nothing saved"
                               : ("checkpoint saved to " + dir_ + "/checkpoints/last.h5").c_str());
         res.stop_signal = sig;
-        if (zero_) zero_->unshard_masters();  // (the model is whole after fit())
+        if (zero_) zero_->unshard();  // (the model is whole after fit())
         g_stop_signal.store(0);  // consumed: a later fit() in this process runs normally
         res.global_step = state_.global_step;
         res.epochs_completed = epoch;
@@ -577,9 +577,9 @@ FitResult Trainer::fit() {
     finish_swa(loader, epochs, val_limit, res);
   res.epochs_completed = state_.epoch;
   res.global_step = state_.global_step;
-  // ZeRO's sharded masters gathered: the test, and whoever reads the model after fit(), see
-  // every weight on every rank.
-  if (zero_) zero_->unshard_masters();
+  // ZeRO's sharded masters (and stage 3's parameters) gathered: the test, and whoever reads
+  // the model after fit(), see every weight on every rank.
+  if (zero_) zero_->unshard();
   // Lightning's WeightAveraging at the end of training: the model takes the average, which the
   // test (and anything after fit()) uses.
   if (ema_) ema_->copy_to(*model_);

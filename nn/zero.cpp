@@ -186,7 +186,7 @@ void ZeroRedundancy::release_masters() {
   }
 }
 
-void ZeroRedundancy::unshard_masters() {
+void ZeroRedundancy::unshard() {
   if (whole_) return;
   for (size_t s = 0; s < masters_.size(); ++s)
     for (Shard* sh : {&plain_[s], &masters_[s], &working_[s]}) {
@@ -199,7 +199,9 @@ void ZeroRedundancy::unshard_masters() {
 void ZeroRedundancy::gather_unit(int u) {
   if (!parameters_sharded() || unit_held_[static_cast<size_t>(u)]) return;
   unit_held_[static_cast<size_t>(u)] = true;
-  if (!bulk_) peak_held_ = std::max(peak_held_, ++held_);
+  if (!bulk_)
+    peak_held_ = std::max(peak_held_,
+                          static_cast<int>(std::count(unit_held_.begin(), unit_held_.end(), true)));
   const auto world = static_cast<size_t>(comm_.world());
   for (size_t s = static_cast<size_t>(u) * world; s < static_cast<size_t>(u + 1) * world; ++s) {
     acquire(plain_[s]);
@@ -210,7 +212,6 @@ void ZeroRedundancy::gather_unit(int u) {
 void ZeroRedundancy::release_unit(int u) {
   if (!parameters_sharded() || !unit_held_[static_cast<size_t>(u)]) return;
   unit_held_[static_cast<size_t>(u)] = false;
-  held_ = std::max(held_ - 1, 0);
   const auto world = static_cast<size_t>(comm_.world());
   for (size_t s = static_cast<size_t>(u) * world; s < static_cast<size_t>(u + 1) * world; ++s) {
     drop(plain_[s]);

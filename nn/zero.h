@@ -14,7 +14,7 @@
 // working copies, half the bytes of the masters. The working copies are the owner's rounding
 // of the same masters, so the ranks still train as DDP does, bit for bit. Whatever needs every
 // master (a checkpoint's write, weight histograms) gathers them for the while (WholeMasters);
-// training's end gathers them for good (unshard_masters()).
+// training's end gathers them for good (unshard()).
 // Stage 3 (--strategy zero3, FSDP's FULL_SHARD, DeepSpeed's stage 3) shards the parameters
 // too: between uses a rank holds only its own. The model is cut into units (each residual or
 // encoder block, and the rest of the model as the root); a unit's parameters are gathered from
@@ -81,9 +81,10 @@ class ZeroRedundancy {
   // release_masters() gives back the others' memory. Calls nest.
   void gather_masters();
   void release_masters();
-  // Collective: everything gathered for good, and broadcast whole after each step from now on
-  // (the end of training, or before the weights are loaded anew). Cannot be undone.
-  void unshard_masters();
+  // Collective: everything gathered for good (masters, and under stage 3 the parameters too),
+  // and broadcast whole after each step from now on (the end of training, or before the
+  // weights are loaded anew). Cannot be undone.
+  void unshard();
   bool masters_sharded() const { return masters_sharded_ && !whole_; }
   bool parameters_sharded() const { return units_ > 0 && !whole_; }
 
@@ -136,7 +137,7 @@ class ZeroRedundancy {
   std::vector<int64_t> offset_;  // parameter i's place in them
   std::vector<Shard> plain_, masters_, working_;  // per segment (undefined: none of that kind)
   std::vector<bool> unit_held_;
-  int held_ = 0, peak_held_ = 0;
+  int peak_held_ = 0;
   bool bulk_ = false;  // inside gather_units()
   bool masters_sharded_ = false;
   bool whole_ = false;
