@@ -473,6 +473,14 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "backward and freed between. Under --precision 16/bf16 they shard the float32 "
                  "masters too (zero1/zero2: whole with --ema-decay or --swa-lrs)")
       ->capture_default_str();
+  app.add_option("--backward-prefetch", c.backward_prefetch,
+                 "--strategy zero3 (FSDP's backward_prefetch): backward_pre starts the next "
+                 "unit's gather when backward reaches this one (more overlap, one more unit "
+                 "held), backward_post once this unit's gradients are done, none when needed")
+      ->capture_default_str();
+  app.add_flag("--forward-prefetch", c.forward_prefetch,
+               "--strategy zero3 (FSDP's forward_prefetch): start the next unit's gather before "
+               "this one's forward runs");
   app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")
       ->capture_default_str();
   app.add_flag("--activation-checkpointing", c.activation_checkpointing,

@@ -37,7 +37,12 @@ class Communicator {
   // `send` must stay alive and unchanged until the work is waited for.
   virtual std::unique_ptr<Work> reduce_scatter_async(const Tensor& send, Tensor& recv,
                                                      const std::vector<int64_t>& counts) = 0;
-  virtual void broadcast(Tensor& t, int root) = 0;
+  // Rank `root`'s `t` into every rank's `t` (same shape everywhere). `t` must stay alive, and
+  // unchanged on the root, until the work is waited for; several may be in flight at once (ZeRO
+  // stage 3 gathers a unit from every owner together, and the next unit while this one
+  // computes).
+  virtual std::unique_ptr<Work> broadcast_async(Tensor& t, int root) = 0;
+  void broadcast(Tensor& t, int root) { broadcast_async(t, root)->wait(); }
   // Every rank's `t` (same shape everywhere), stacked along a new first dimension [world, ...].
   virtual Tensor allgather(const Tensor& t) = 0;
   virtual void barrier() = 0;

@@ -139,14 +139,15 @@ class MpiCommunicator : public Communicator {
     return w;
   }
 
-  void broadcast(Tensor& t, int root) override {
+  std::unique_ptr<Work> broadcast_async(Tensor& t, int root) override {
     require_cpu(t);
-    if (world() == 1 || t.numel() == 0) return;
-    MPI_Request req = MPI_REQUEST_NULL;
+    if (world() == 1 || t.numel() == 0) return std::make_unique<DoneWork>();
+    auto w = std::make_unique<MpiWork>(group_, describe_collective("broadcast", t));
     check(MPI_Ibcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()), root,
-                     MPI_COMM_WORLD, &req),
+                     MPI_COMM_WORLD, w->req.get()),
           "MPI_Ibcast");
-    wait_request(group_, &req, describe_collective("broadcast", t));
+    pending_.push_back(w->req);
+    return w;
   }
 
   Tensor allgather(const Tensor& t) override {

@@ -160,12 +160,11 @@ class NcclCommunicator : public Communicator {
     return w;
   }
 
-  void broadcast(Tensor& t, int root) override {
-    auto lock = enqueue_lock();
-    cudaStream_t s = tensor::current_stream(device_).handle();
-    MLAI_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
-                                  nccl_type(t.dtype()), root, comm_, s));
-    watch_until_done(describe("broadcast", t), s);
+  std::unique_ptr<Work> broadcast_async(Tensor& t, int root) override {
+    return on_comm_stream(describe("broadcast", t), [&](cudaStream_t comm) {
+      MLAI_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
+                                    nccl_type(t.dtype()), root, comm_, comm));
+    });
   }
 
   Tensor allgather(const Tensor& t) override {

@@ -170,6 +170,11 @@ void Config::validate() const {
           std::string("--strategy zero3 keeps each parameter on one rank only; ") +
               (ema_decay > 0 ? "--ema-decay" : "--swa-lrs") +
               " averages every one of them on every rank (use --strategy zero2 with it)");
+  one_of(backward_prefetch, {"backward_pre", "backward_post", "none"}, "--backward-prefetch");
+  require((backward_prefetch == "backward_pre" && !forward_prefetch) || strategy == "zero3",
+          std::string(forward_prefetch ? "--forward-prefetch" : "--backward-prefetch") +
+              " orders the gathers of --strategy zero3's units; --strategy " + strategy +
+              " gathers none");
   one_of(augment, {"auto", "none", "crop-flip", "rrc", "rrc-flip"}, "--augment");
   require(rrc_scale.size() == 2 && rrc_scale[0] > 0 && rrc_scale[0] <= rrc_scale[1] &&
               rrc_scale[1] <= 1,
@@ -402,7 +407,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap) X(ddp_comm_hook) X(powersgd_rank) X(powersgd_start_iter)         \
-  X(lr_scale) X(strategy) X(sync_bn) X(activation_checkpointing) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
+  X(lr_scale) X(strategy) X(backward_prefetch) X(forward_prefetch) X(sync_bn) X(activation_checkpointing) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \
   X(early_stopping_divergence_threshold) X(min_epochs) X(min_steps) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) X(accumulation_schedule) \

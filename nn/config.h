@@ -225,6 +225,10 @@ struct Config {
   bool zero() const { return strategy == "zero1" || strategy == "zero2" || strategy == "zero3"; }
   // zero2 and zero3: each gradient is reduced only to the rank that owns it.
   bool sharded_gradients() const { return strategy == "zero2" || strategy == "zero3"; }
+  // zero3's prefetching, FSDP's backward_prefetch (backward_pre, backward_post or none) and
+  // forward_prefetch: the next unit's gather started before this one computes (nn/zero.h).
+  std::string backward_prefetch = "backward_pre";
+  bool forward_prefetch = false;
   std::string lr_scale = "none";  // linear: lr *= world size
   bool sync_bn = false;           // data parallel: batch-norm statistics over all ranks
   double dist_timeout = 600.0;    // seconds a collective may take before the job aborts (0: never)

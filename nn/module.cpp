@@ -118,11 +118,11 @@ Variable Module::unit_forward(const Variable& x) {
   // output gathers them again before any of the unit's nodes run, and one on the input lets
   // them go once every one has (they all feed the input's gradient).
   const std::shared_ptr<ShardedUnit> unit = unit_;
-  unit->gather();
-  const Variable in = autograd::on_backward(x, [unit] { unit->release(); });
+  unit->gather(false);
+  const Variable in = autograd::on_backward(x, [unit] { unit->release(true); });
   Variable out = checkpointed_ ? checkpointed_forward(in) : forward(in);
-  out = autograd::on_backward(out, [unit] { unit->gather(); });
-  unit->release();
+  out = autograd::on_backward(out, [unit] { unit->gather(true); });
+  unit->release(false);
   return out;
 }
 

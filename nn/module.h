@@ -109,10 +109,11 @@ class Module {
   bool checkpointed() const { return checkpointed_; }
   bool is_training() const { return training_; }
   // ZeRO stage 3 (--strategy zero3, nn/zero.h): while training with gradients on, this module
-  // is a unit of FSDP's: gather() before its forward and again when backward reaches its
-  // output; release() after its forward and once backward has passed its input.
+  // is a unit of FSDP's: gather(false) before its forward and gather(true) when backward
+  // reaches its output; release(false) after its forward and release(true) once backward has
+  // passed its input.
   struct ShardedUnit {
-    std::function<void()> gather, release;
+    std::function<void(bool backward)> gather, release;
   };
   void set_sharded_unit(std::shared_ptr<ShardedUnit> unit) { unit_ = std::move(unit); }
   void zero_grad();

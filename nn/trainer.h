@@ -97,8 +97,9 @@ class Trainer {
   Module& model() { return *model_; }
   Optimizer& optimizer() { return *opt_; }
   const io::DataSplits& data() const { return data_; }
-  // --strategy zero1/zero2 on more than one rank (null otherwise).
+  // --strategy zero1/zero2/zero3 on more than one rank (null otherwise).
   const ZeroRedundancy* zero() const { return zero_.get(); }
+  ZeroRedundancy* zero() { return zero_.get(); }
 
  private:
   EvalResult evaluate(const io::Dataset& ds, int64_t max_batches);

@@ -374,6 +374,8 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
       // (--ema-decay, --swa-lrs) reads every one of them after each step or epoch.
       ZeroOptions zo;
       zo.shard_masters = !ema_ && !swa_;
+      zo.backward_prefetch = parse_backward_prefetch(cfg_.backward_prefetch);
+      zo.forward_prefetch = cfg_.forward_prefetch;
       std::vector<Module*> units;
       if (cfg_.strategy == "zero3") units = sharding_units(*model_, zo.unit_of);
       zero_ = std::make_unique<ZeroRedundancy>(*opt_, *comm_, zo);
@@ -381,8 +383,8 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
         auto unit = std::make_shared<Module::ShardedUnit>();
         ZeroRedundancy* z = zero_.get();
         const int i = static_cast<int>(u);
-        unit->gather = [z, i] { z->gather_unit(i); };
-        unit->release = [z, i] { z->release_unit(i); };
+        unit->gather = [z, i](bool backward) { z->gather_unit(i, backward); };
+        unit->release = [z, i](bool backward) { z->release_unit(i, backward); };
         units[u]->set_sharded_unit(unit);
       }
       const int stage = cfg_.strategy == "zero3" ? 3 : cfg_.strategy == "zero2" ? 2 : 1;
@@ -409,9 +411,10 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
         std::printf(
             "ZeRO stage 3: parameters sharded too, in %d unit(s) (its blocks, and the rest of "
             "the model); between uses rank 0 keeps %.1f MB of the %.1f MB forward computes "
-            "with, each unit gathered for its forward and its backward\n",
+            "with, each unit gathered for its forward and its backward (prefetch: %s%s)\n",
             zero_->unit_count(), static_cast<double>(zero_->parameter_bytes()) / 1e6,
-            static_cast<double>(zero_->total_parameter_bytes()) / 1e6);
+            static_cast<double>(zero_->total_parameter_bytes()) / 1e6,
+            cfg_.backward_prefetch.c_str(), cfg_.forward_prefetch ? " and forward" : "");
       if (main_ && reducer_->shards_gradients())
         std::printf(
             "ZeRO stage %d: gradients sharded too; rank 0 keeps %.1f MB of %.1f MB, each "

@@ -56,6 +56,14 @@ void assign_units(Module& m, int unit, std::vector<Module*>& units, std::vector<
 }
 }  // namespace
 
+BackwardPrefetch parse_backward_prefetch(const std::string& name) {
+  if (name == "backward_pre") return BackwardPrefetch::kPre;
+  if (name == "backward_post") return BackwardPrefetch::kPost;
+  if (name == "none") return BackwardPrefetch::kNone;
+  throw std::invalid_argument("--backward-prefetch must be backward_pre, backward_post or none (got '" +
+                              name + "')");
+}
+
 std::vector<Module*> sharding_units(Module& model, std::vector<int>& unit_of) {
   std::vector<Module*> units{&model};
   unit_of.clear();
@@ -133,6 +141,9 @@ ZeroRedundancy::ZeroRedundancy(Optimizer& opt, dist::Communicator& comm, ZeroOpt
   // are no masters apart from what forward reads.
   masters_sharded_ = working_dtype != DType::kFloat32 && (options.shard_masters || units_ > 0);
   unit_held_.assign(static_cast<size_t>(units_), false);
+  prefetched_.assign(static_cast<size_t>(units_), false);
+  backward_prefetch_ = options.backward_prefetch;
+  forward_prefetch_ = options.forward_prefetch;
   for (size_t s = 0; s < segments; ++s) {
     masters_[s].sharded = masters_sharded_;
     plain_[s].sharded = working_[s].sharded = units_ > 0;
@@ -144,30 +155,40 @@ ZeroRedundancy::ZeroRedundancy(Optimizer& opt, dist::Communicator& comm, ZeroOpt
 void ZeroRedundancy::acquire(Shard& s) {
   if (!s.sharded || !s.t.defined() || s.holds++ > 0) return;
   if (s.root != comm_.rank()) s.t.storage()->reallocate();
-  comm_.broadcast(s.t, s.root);
+  s.pending = comm_.broadcast_async(s.t, s.root);
+}
+
+void ZeroRedundancy::settle(Shard& s) {
+  if (!s.pending) return;
+  s.pending->wait();
+  s.pending.reset();
 }
 
 void ZeroRedundancy::drop(Shard& s) {
   if (!s.sharded || !s.t.defined() || s.holds == 0 || --s.holds > 0) return;
+  settle(s);  // (the broadcast may still be writing it)
   if (s.root != comm_.rank()) s.t.storage()->release();
 }
 
 void ZeroRedundancy::broadcast_parameters() {
   if (parameters_sharded()) return;  // (stage 3: each unit is gathered when next needed)
+  // Every owner's broadcasts at once, then the waits: the ranks' sends overlap.
+  std::vector<std::unique_ptr<dist::Work>> works;
   for (size_t s = 0; s < plain_.size(); ++s) {
     const int root = plain_[s].root;
-    if (plain_[s].t.defined()) comm_.broadcast(plain_[s].t, root);
+    if (plain_[s].t.defined()) works.push_back(comm_.broadcast_async(plain_[s].t, root));
     if (!masters_[s].t.defined()) continue;
-    if (masters_sharded()) {
-      // The owner's step refreshed its working copies from its masters: they go as they are.
-      comm_.broadcast(working_[s].t, root);
-      continue;
-    }
-    comm_.broadcast(masters_[s].t, root);
-    // The owner's step refreshed its own working copies; the others round the masters
-    // received, as that step rounds them (to nearest even), in one launch for the lot.
-    if (root != comm_.rank()) tensor::scale_cast_(masters_[s].t, working_[s].t, 1.0);
+    // Sharded masters: the owner's step refreshed its working copies from its masters, and
+    // they go as they are.
+    works.push_back(comm_.broadcast_async(masters_sharded() ? working_[s].t : masters_[s].t, root));
   }
+  for (auto& w : works) w->wait();
+  if (masters_sharded()) return;
+  // The owner's step refreshed its own working copies; the others round the masters received,
+  // as that step rounds them (to nearest even), in one launch per owner.
+  for (size_t s = 0; s < masters_.size(); ++s)
+    if (masters_[s].t.defined() && masters_[s].root != comm_.rank())
+      tensor::scale_cast_(masters_[s].t, working_[s].t, 1.0);
 }
 
 void ZeroRedundancy::gather_masters() {
@@ -175,6 +196,10 @@ void ZeroRedundancy::gather_masters() {
   for (size_t s = 0; s < masters_.size(); ++s) {
     acquire(masters_[s]);
     acquire(plain_[s]);  // (stage 3's parameters without working copies)
+  }
+  for (size_t s = 0; s < masters_.size(); ++s) {
+    settle(masters_[s]);
+    settle(plain_[s]);  // (also a unit's prefetch that holds it already)
   }
 }
 
@@ -189,15 +214,17 @@ void ZeroRedundancy::release_masters() {
 void ZeroRedundancy::unshard() {
   if (whole_) return;
   for (size_t s = 0; s < masters_.size(); ++s)
+    for (Shard* sh : {&plain_[s], &masters_[s], &working_[s]}) acquire(*sh);
+  for (size_t s = 0; s < masters_.size(); ++s)
     for (Shard* sh : {&plain_[s], &masters_[s], &working_[s]}) {
-      acquire(*sh);
+      settle(*sh);
       sh->sharded = false;  // (here for good: nothing drops it)
     }
   whole_ = true;
 }
 
-void ZeroRedundancy::gather_unit(int u) {
-  if (!parameters_sharded() || unit_held_[static_cast<size_t>(u)]) return;
+void ZeroRedundancy::post_unit(int u) {
+  if (unit_held_[static_cast<size_t>(u)]) return;
   unit_held_[static_cast<size_t>(u)] = true;
   if (!bulk_)
     peak_held_ = std::max(peak_held_,
@@ -209,9 +236,49 @@ void ZeroRedundancy::gather_unit(int u) {
   }
 }
 
-void ZeroRedundancy::release_unit(int u) {
-  if (!parameters_sharded() || !unit_held_[static_cast<size_t>(u)]) return;
+void ZeroRedundancy::settle_unit(int u) {
+  const auto world = static_cast<size_t>(comm_.world());
+  for (size_t s = static_cast<size_t>(u) * world; s < static_cast<size_t>(u + 1) * world; ++s) {
+    settle(plain_[s]);
+    settle(working_[s]);
+  }
+}
+
+void ZeroRedundancy::prefetch(int u) {
+  if (u < 0 || unit_held_[static_cast<size_t>(u)]) return;
+  post_unit(u);
+  prefetched_[static_cast<size_t>(u)] = true;
+  ++prefetches_;
+}
+
+namespace {
+// The unit after u in a recorded order (-1: none, or u not in it).
+int next_in(const std::vector<int>& order, int u) {
+  const auto it = std::find(order.begin(), order.end(), u);
+  return it == order.end() || it + 1 == order.end() ? -1 : *(it + 1);
+}
+}  // namespace
+
+void ZeroRedundancy::gather_unit(int u, bool backward) {
+  if (!parameters_sharded()) return;
+  std::vector<int>& seen = seen_[backward ? 1 : 0];
+  if (std::find(seen.begin(), seen.end(), u) == seen.end()) seen.push_back(u);
+  if (prefetched_[static_cast<size_t>(u)]) {
+    prefetched_[static_cast<size_t>(u)] = false;
+    ++prefetch_hits_;
+  }
+  post_unit(u);
+  // The next unit's broadcasts go out behind this one's, before this one is waited for (by
+  // the previous step's order: every rank ran the same, so every rank posts the same).
+  if (backward ? backward_prefetch_ == BackwardPrefetch::kPre : forward_prefetch_)
+    prefetch(next_in(order_[backward ? 1 : 0], u));
+  settle_unit(u);
+}
+
+void ZeroRedundancy::release(int u) {
+  if (!unit_held_[static_cast<size_t>(u)]) return;
   unit_held_[static_cast<size_t>(u)] = false;
+  prefetched_[static_cast<size_t>(u)] = false;
   const auto world = static_cast<size_t>(comm_.world());
   for (size_t s = static_cast<size_t>(u) * world; s < static_cast<size_t>(u + 1) * world; ++s) {
     drop(plain_[s]);
@@ -219,14 +286,37 @@ void ZeroRedundancy::release_unit(int u) {
   }
 }
 
+void ZeroRedundancy::release_unit(int u, bool backward) {
+  if (!parameters_sharded()) return;
+  // The root (unit 0) wraps the whole forward, and backward starts with it: FSDP keeps the
+  // root's parameters from its forward into backward rather than free and gather them again.
+  if (!backward && u == 0) return;
+  release(u);
+  if (backward && backward_prefetch_ == BackwardPrefetch::kPost)
+    prefetch(next_in(order_[1], u));
+}
+
 void ZeroRedundancy::gather_units() {
+  if (!parameters_sharded()) return;
   bulk_ = true;
-  for (int u = 0; u < units_; ++u) gather_unit(u);
+  for (int u = 0; u < units_; ++u) post_unit(u);  // (all at once, then the waits)
+  for (int u = 0; u < units_; ++u) settle_unit(u);
+  std::fill(prefetched_.begin(), prefetched_.end(), false);
   bulk_ = false;
 }
 
 void ZeroRedundancy::release_units() {
-  for (int u = 0; u < units_; ++u) release_unit(u);
+  if (!parameters_sharded()) return;
+  for (int u = 0; u < units_; ++u) release(u);
+  // The order this step ran the units in is the next one's prediction (FSDP records it in the
+  // first iteration; here every step's, so a model whose order changes, as a backbone
+  // unfrozen, is followed a step later). Evaluation records nothing.
+  if (!seen_[0].empty() || !seen_[1].empty()) {
+    for (int p = 0; p < 2; ++p) {
+      order_[p] = std::move(seen_[p]);
+      seen_[p].clear();
+    }
+  }
 }
 
 void ZeroRedundancy::gather_state() {

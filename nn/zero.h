@@ -21,10 +21,16 @@
 // their owners just before its forward and freed after it, gathered again when backward reaches
 // the unit's output and freed once backward has passed its input (Module::ShardedUnit,
 // autograd/hooks.h). Gradients are reduced to their owners as under stage 2; a step updates
-// the owner's parameters and broadcasts nothing.
+// the owner's parameters and broadcasts nothing. As FSDP does, the root unit is not freed
+// between its forward and its backward (backward would gather it again at once), and the next
+// unit's gather starts before this one's is waited for (prefetching: FSDP's backward_prefetch
+// BACKWARD_PRE by default, BACKWARD_POST, and forward_prefetch), in the order the previous step
+// ran the units, so a unit's broadcasts travel while the one before it computes.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "dist/communicator.h"
@@ -39,6 +45,12 @@ std::vector<int> partition_parameters(const std::vector<int64_t>& sizes, int wor
 std::vector<bool> owned_parameters(const std::vector<std::pair<std::string, Variable>>& params,
                                    int rank, int world);
 
+// FSDP's BackwardPrefetch: in backward, the next unit's gather starts when this unit's starts
+// (kPre, FSDP's default: more overlap, one more unit held), once this unit's gradients are
+// done (kPost), or not before it is needed (kNone).
+enum class BackwardPrefetch { kNone, kPre, kPost };
+BackwardPrefetch parse_backward_prefetch(const std::string& name);  // backward_pre|_post|none
+
 struct ZeroOptions {
   // Under mixed precision: the float32 masters of other ranks' parameters released (stages 1
   // and 2; stage 3 always shards them).
@@ -47,6 +59,9 @@ struct ZeroOptions {
   // belongs to, 0 .. units-1. Non-empty: the parameters themselves are sharded, each unit's
   // gathered around its forward and its backward (gather_unit/release_unit).
   std::vector<int> unit_of;
+  // Stage 3's prefetching (above): at most one unit gathered ahead of its use.
+  BackwardPrefetch backward_prefetch = BackwardPrefetch::kPre;
+  bool forward_prefetch = false;
 };
 
 // Stage 3's units, FSDP's auto-wrap policy for these models: each residual or encoder block
@@ -89,18 +104,26 @@ class ZeroRedundancy {
   bool parameters_sharded() const { return units_ > 0 && !whole_; }
 
   // Stage 3. gather_unit is collective (each owner broadcasts the unit's parameters it holds:
-  // its working copies, and those without one); release_unit gives the others' memory back,
-  // with no communication. Each is idempotent while the unit is gathered or released.
+  // its working copies, and those without one, all at once); release_unit gives the others'
+  // memory back, with no communication. Each is idempotent while the unit is gathered or
+  // released. `backward`: called from the unit's backward hooks (module.cpp's unit_forward),
+  // which record the order units run in and prefetch by it; the root's release after its
+  // forward keeps it for backward.
   int unit_count() const { return units_; }
-  void gather_unit(int u);
-  void release_unit(int u);
+  void gather_unit(int u, bool backward = false);
+  void release_unit(int u, bool backward = false);
+  bool unit_held(int u) const { return unit_held_[static_cast<size_t>(u)]; }
   // Every unit (evaluation: validation and the sanity check run with the whole model); after
-  // a backward, whatever it left gathered (the root, or units with frozen parameters).
+  // a backward, whatever it left gathered (the root, units with frozen parameters, a
+  // prefetch the order did not use), which also ends the step's record of the units' order.
   void gather_units();
   void release_units();
-  // The most units held at once by gather_unit (gather_units' aside): FSDP's one or two
-  // blocks and the root, not the model.
+  // The most units held at once by gather_unit and prefetching (gather_units' aside): FSDP's
+  // root and one block, or two while the next one is prefetched; not the model.
   int peak_units_held() const { return peak_held_; }
+  // Units gathered ahead of their use, and how many of those a gather_unit then found there.
+  int64_t prefetches() const { return prefetches_; }
+  int64_t prefetch_hits() const { return prefetch_hits_; }
 
   int owner(size_t i) const { return owner_[i]; }
   // The state one process would keep (bytes); Optimizer::state_bytes() is this rank's.
@@ -117,15 +140,25 @@ class ZeroRedundancy {
  private:
   // One flat buffer of one owner's parameters. Sharded: on the other ranks its storage is
   // released unless something holds it (holds counts the same on every rank, so every rank
-  // takes part in the broadcast that fills it).
+  // takes part in the broadcast that fills it). `pending`: that broadcast, until waited for.
   struct Shard {
     Tensor t;
     int root = 0;
     bool sharded = false;
     int holds = 0;
+    std::unique_ptr<dist::Work> pending;
   };
+  // acquire() starts the broadcast that fills a buffer not held yet; settle() waits for it
+  // (every acquire is settled before the buffer is read). drop() settles before releasing.
   void acquire(Shard& s);
+  static void settle(Shard& s);
   void drop(Shard& s);
+  // Stage 3: a unit's buffers acquired (held from now on) or settled; release without the
+  // root's exception.
+  void post_unit(int u);
+  void settle_unit(int u);
+  void release(int u);
+  void prefetch(int u);
   // Bytes of one kind of buffer: those held here now, or all of them.
   int64_t bytes(const std::vector<Shard>& kind, bool held_only) const;
 
@@ -137,6 +170,12 @@ class ZeroRedundancy {
   std::vector<int64_t> offset_;  // parameter i's place in them
   std::vector<Shard> plain_, masters_, working_;  // per segment (undefined: none of that kind)
   std::vector<bool> unit_held_;
+  std::vector<bool> prefetched_;  // held ahead of use, not yet claimed by gather_unit
+  BackwardPrefetch backward_prefetch_ = BackwardPrefetch::kPre;
+  bool forward_prefetch_ = false;
+  // The units' order in forward ([0]) and backward ([1]): the last step's, and this one's.
+  std::vector<int> order_[2], seen_[2];
+  int64_t prefetches_ = 0, prefetch_hits_ = 0;
   int peak_held_ = 0;
   bool bulk_ = false;  // inside gather_units()
   bool masters_sharded_ = false;

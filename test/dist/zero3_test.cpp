@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/ops.h"
 #include "ddp_fixture.h"
 #include "io/h5file.h"
 #include "nn/trainer.h"
@@ -94,7 +95,8 @@ TEST_F(Ddp, Zero3TrainsTheMlpAsDdpBitForBit) {
 // head the root's. Also under --activation-checkpointing (a block's backward runs it again,
 // with its parameters gathered), with the stem frozen (the first block's input then needs no
 // gradient, so nothing releases that unit in backward but the step's end), through
-// --lr-find's restore, and with --sync-bn; last.h5 holds DDP's tensors.
+// --lr-find's restore, and with --sync-bn; under each of FSDP's prefetch orders, which change
+// when a unit's broadcasts start and never what arrives; last.h5 holds DDP's tensors.
 TEST_F(Ddp, Zero3TrainsAResNetUnitByUnitAsDdpBitForBit) {
   struct Case {
     const char* name;
@@ -102,11 +104,14 @@ TEST_F(Ddp, Zero3TrainsAResNetUnitByUnitAsDdpBitForBit) {
     const char* freeze;
     const char* precision;
     bool sync_bn;
+    const char* backward_prefetch;
+    bool forward_prefetch;
   };
-  for (const Case k : {Case{"plain", false, "", "32", false},
-                       Case{"checkpointed", true, "", "32", false},
-                       Case{"frozen-stem-bf16", false, "conv1,bn1", "bf16", false},
-                       Case{"sync-bn", false, "", "32", true}}) {
+  for (const Case k : {Case{"plain", false, "", "32", false, "backward_pre", false},
+                       Case{"checkpointed", true, "", "32", false, "backward_post", true},
+                       Case{"frozen-stem-bf16", false, "conv1,bn1", "bf16", false, "none", false},
+                       Case{"sync-bn", false, "", "32", true, "backward_pre", true},
+                       Case{"no-prefetch", false, "", "32", false, "none", false}}) {
     SCOPED_TRACE(k.name);
     auto cfg = [&](const std::string& s) {
       nn::Config c = config(8);
@@ -124,6 +129,10 @@ TEST_F(Ddp, Zero3TrainsAResNetUnitByUnitAsDdpBitForBit) {
       c.precision = k.precision;
       c.sync_bn = k.sync_bn;  // (batch norm's allreduces between the units' gathers)
       c.lr_find = k.checkpointing ? "apply" : "";
+      if (s == "zero3") {
+        c.backward_prefetch = k.backward_prefetch;
+        c.forward_prefetch = k.forward_prefetch;
+      }
       c.log_dir = root + "/logs-resnet-" + s;
       c.experiment_name = k.name;
       return c;
@@ -135,10 +144,22 @@ TEST_F(Ddp, Zero3TrainsAResNetUnitByUnitAsDdpBitForBit) {
     expect_sharded(zero);
     const nn::FitResult rz = zero.fit();
     expect_whole(zero);
-    // Training held the root and one block at a time (the first block, which the frozen stem
-    // leaves unreleased in backward, makes three), never the whole model.
-    EXPECT_GE(zero.zero()->peak_units_held(), 2);
-    EXPECT_LE(zero.zero()->peak_units_held(), *k.freeze ? 3 : 2);
+    // Training held the root and one block at a time, and the next one while it was
+    // prefetched, never the whole model.
+    const std::string bp = k.backward_prefetch;
+    const bool ahead = bp == "backward_pre" || k.forward_prefetch;
+    EXPECT_EQ(zero.zero()->peak_units_held(), ahead ? 3 : 2);
+    // From the second step on, each prefetch follows the first step's order, and each is used:
+    // forward and BACKWARD_PRE gather the nine blocks ahead (after the root, or the block
+    // before), BACKWARD_POST eight (the first block's release has nothing after it).
+    const int64_t per_step = (k.forward_prefetch ? 9 : 0) + (bp == "backward_pre"    ? 9
+                                                             : bp == "backward_post" ? 8
+                                                                                     : 0);
+    EXPECT_EQ(zero.zero()->prefetch_hits(), zero.zero()->prefetches());
+    if (!k.checkpointing)  // (its lr-find steps prefetch too)
+      EXPECT_EQ(zero.zero()->prefetches(), per_step * (rz.global_step - 1));
+    else
+      EXPECT_GT(zero.zero()->prefetches(), per_step * (rz.global_step - 1));
     EXPECT_EQ(rz.global_step, rd.global_step);
     const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
     EXPECT_EQ(wz, wd) << "max relative difference " << max_rel_diff(wz, wd);
@@ -153,6 +174,38 @@ TEST_F(Ddp, Zero3TrainsAResNetUnitByUnitAsDdpBitForBit) {
         EXPECT_TRUE(a[i] == b[i]) << a[i].first << " (DDP's " << b[i].first << ") differs";
     }
   }
+}
+
+// FSDP keeps the root's parameters from its forward into backward, which starts with it: after
+// a training forward the root is held and every block freed (each after its own forward);
+// backward gathers and frees the blocks again and leaves the root, whose input (the images)
+// needs no gradient, for the step's end.
+TEST_F(Ddp, Zero3KeepsTheRootFromForwardIntoBackward) {
+  nn::Config c = config(8);
+  c.strategy = "zero3";
+  c.arch = "resnet20";
+  c.backward_prefetch = "none";
+  nn::Trainer t(c, "", group());
+  nn::ZeroRedundancy* zero = t.zero();
+  ASSERT_EQ(zero->unit_count(), 10);
+  auto held = [&] {
+    std::vector<bool> h;
+    for (int u = 0; u < zero->unit_count(); ++u) h.push_back(zero->unit_held(u));
+    return h;
+  };
+  std::vector<bool> root_only(10, false);
+  root_only[0] = true;
+  EXPECT_EQ(held(), std::vector<bool>(10, false));
+  tensor::Generator gen(7);
+  const autograd::Variable x(tensor::Tensor::normal({4, 28, 28, 1}, 0, 1, gen));
+  autograd::Variable y = t.model()(x);
+  EXPECT_EQ(held(), root_only);
+  autograd::sum(y).backward();
+  EXPECT_EQ(held(), root_only);
+  EXPECT_EQ(zero->peak_units_held(), 2);
+  zero->release_units();
+  EXPECT_EQ(held(), std::vector<bool>(10, false));
+  expect_sharded(t);
 }
 
 }  // namespace
