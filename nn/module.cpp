@@ -113,12 +113,17 @@ std::vector<Variable> Module::working_parameters() const {
   return out;
 }
 
-Variable Module::unit_forward(const Variable& x) {
+Variable Module::unit_forward(const Variable& x, bool recording) {
+  const std::shared_ptr<ShardedUnit> unit = unit_;
+  unit->gather(false);
+  if (!recording) {  // (evaluation: no backward to prepare for)
+    Variable out = forward(x);
+    unit->release(false);
+    return out;
+  }
   // The order of FSDP's hooks: the parameters here for forward; in backward, a node on the
   // output gathers them again before any of the unit's nodes run, and one on the input lets
   // them go once every one has (they all feed the input's gradient).
-  const std::shared_ptr<ShardedUnit> unit = unit_;
-  unit->gather(false);
   const Variable in = autograd::on_backward(x, [unit] { unit->release(true); });
   Variable out = checkpointed_ ? checkpointed_forward(in) : forward(in);
   out = autograd::on_backward(out, [unit] { unit->gather(true); });

@@ -65,14 +65,14 @@ class Module {
   virtual Variable forward(const Variable& x) = 0;
   virtual std::string type_name() const = 0;
   // forward(), timed as one span (its trace label, else its type) while a trace records, its
-  // output checked under --detect-anomaly; while training with gradients on, between its ZeRO
-  // stage 3 unit's gathers and releases, and under activation checkpointing where marked.
+  // output checked under --detect-anomaly; between its ZeRO stage 3 unit's gathers and
+  // releases; while training with gradients on, under activation checkpointing where marked.
   Variable operator()(const Variable& x) {
     trace::Span span([this] { return trace_label_.empty() ? type_name() : trace_label_; },
                      "forward");
     ModuleFlops::Scope flops(this);
     const bool recording = training_ && autograd::grad_enabled();
-    Variable out = unit_ && recording           ? unit_forward(x)
+    Variable out = unit_                        ? unit_forward(x, recording)
                    : checkpointed_ && recording ? checkpointed_forward(x)
                                                 : forward(x);
     if (autograd::anomaly_forward())
@@ -108,10 +108,10 @@ class Module {
   void set_checkpointed(bool on) { checkpointed_ = on; }
   bool checkpointed() const { return checkpointed_; }
   bool is_training() const { return training_; }
-  // ZeRO stage 3 (--strategy zero3, nn/zero.h): while training with gradients on, this module
-  // is a unit of FSDP's: gather(false) before its forward and gather(true) when backward
-  // reaches its output; release(false) after its forward and release(true) once backward has
-  // passed its input.
+  // ZeRO stage 3 (--strategy zero3, nn/zero.h): this module is a unit of FSDP's: gather(false)
+  // before its forward and release(false) after it; while training with gradients on, also
+  // gather(true) when backward reaches its output and release(true) once backward has passed
+  // its input.
   struct ShardedUnit {
     std::function<void(bool backward)> gather, release;
   };
@@ -152,8 +152,9 @@ class Module {
   // forward() under autograd::checkpoint, its recomputation drawing the same dropout masks and
   // leaving batch-norm statistics alone (nn/activation_checkpointing.cpp).
   Variable checkpointed_forward(const Variable& x);
-  // forward() (or checkpointed_forward()) between the unit's gathers and releases (module.cpp).
-  Variable unit_forward(const Variable& x);
+  // forward() (or checkpointed_forward()) between the unit's gathers and releases, those of
+  // backward too when `recording` (module.cpp).
+  Variable unit_forward(const Variable& x, bool recording);
   std::shared_ptr<ShardedUnit> unit_;
   bool training_ = true;
   bool checkpointed_ = false;

@@ -167,10 +167,6 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
   if (averaged) ema_->swap(*model_);
   autograd::NoGradGuard no_grad;
   model_->eval();
-  // ZeRO stage 3: evaluation runs with every unit gathered, as FSDP's summon_full_params; a
-  // gather per unit and batch would need as many batches on every rank, and these shards are
-  // not padded (exact global metrics).
-  if (zero_) zero_->gather_units();
   io::LoaderOptions lo;
   lo.batch_size = cfg_.batch_size;
   lo.shuffle = false;
@@ -188,7 +184,16 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
   // Top-5 accuracy (torchmetrics' top_k=5), where more than 5 classes make it mean something.
   const bool top5 = ds.num_classes > 5;
   Tensor top5_hits = Tensor::zeros({}, DType::kInt64, device_);
+  // ZeRO stage 3: evaluation gathers unit by unit as training does (FSDP's forward), the root
+  // kept for the whole pass, so it never holds the whole model either. These shards are not
+  // padded (exact global metrics), so a rank with fewer batches than another runs as many
+  // forwards on a blank image more: every rank takes part in the same gathers.
+  int64_t gathers_left = 0;
+  if (zero_ && zero_->parameters_sharded())
+    gathers_left = static_cast<int64_t>(
+        dist::allreduce_host(group_, static_cast<double>(loader.num_batches()), true));
   while (auto b = loader.next()) {
+    --gathers_left;
     Variable logits = (*model_)(Variable(b->images));
     Variable loss = autograd::cross_entropy(logits, b->labels, cfg_.label_smoothing, weights());
     t::axpy_(static_cast<double>(b->labels.numel()), loss.data(), loss_sum);
@@ -196,6 +201,8 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
     if (top5) t::topk_hits_(logits.data(), b->labels, 5, top5_hits);
     r.samples += b->labels.numel();
   }
+  for (; gathers_left > 0; --gathers_left)
+    (*model_)(Variable(Tensor::zeros({1, ds.height, ds.width, ds.channels}, lo.dtype, device_)));
   model_->train();
   if (zero_) zero_->release_units();
   if (averaged) ema_->swap(*model_);

@@ -226,9 +226,8 @@ void ZeroRedundancy::unshard() {
 void ZeroRedundancy::post_unit(int u) {
   if (unit_held_[static_cast<size_t>(u)]) return;
   unit_held_[static_cast<size_t>(u)] = true;
-  if (!bulk_)
-    peak_held_ = std::max(peak_held_,
-                          static_cast<int>(std::count(unit_held_.begin(), unit_held_.end(), true)));
+  peak_held_ = std::max(peak_held_,
+                        static_cast<int>(std::count(unit_held_.begin(), unit_held_.end(), true)));
   const auto world = static_cast<size_t>(comm_.world());
   for (size_t s = static_cast<size_t>(u) * world; s < static_cast<size_t>(u + 1) * world; ++s) {
     acquire(plain_[s]);
@@ -296,27 +295,15 @@ void ZeroRedundancy::release_unit(int u, bool backward) {
     prefetch(next_in(order_[1], u));
 }
 
-void ZeroRedundancy::gather_units() {
-  if (!parameters_sharded()) return;
-  bulk_ = true;
-  for (int u = 0; u < units_; ++u) post_unit(u);  // (all at once, then the waits)
-  for (int u = 0; u < units_; ++u) settle_unit(u);
-  std::fill(prefetched_.begin(), prefetched_.end(), false);
-  bulk_ = false;
-}
-
 void ZeroRedundancy::release_units() {
   if (!parameters_sharded()) return;
   for (int u = 0; u < units_; ++u) release(u);
   // The order this step ran the units in is the next one's prediction (FSDP records it in the
   // first iteration; here every step's, so a model whose order changes, as a backbone
-  // unfrozen, is followed a step later). Evaluation records nothing.
-  if (!seen_[0].empty() || !seen_[1].empty()) {
-    for (int p = 0; p < 2; ++p) {
-      order_[p] = std::move(seen_[p]);
-      seen_[p].clear();
-    }
-  }
+  // unfrozen, is followed a step later). An evaluation (no backward) changes nothing.
+  if (!seen_[1].empty())
+    for (int p = 0; p < 2; ++p) order_[p] = std::move(seen_[p]);
+  for (auto& seen : seen_) seen.clear();
 }
 
 void ZeroRedundancy::gather_state() {

@@ -20,7 +20,7 @@
 // encoder block, and the rest of the model as the root); a unit's parameters are gathered from
 // their owners just before its forward and freed after it, gathered again when backward reaches
 // the unit's output and freed once backward has passed its input (Module::ShardedUnit,
-// autograd/hooks.h). Gradients are reduced to their owners as under stage 2; a step updates
+// autograd/hooks.h); evaluation gathers and frees them around each forward alone. Gradients are reduced to their owners as under stage 2; a step updates
 // the owner's parameters and broadcasts nothing. As FSDP does, the root unit is not freed
 // between its forward and its backward (backward would gather it again at once), and the next
 // unit's gather starts before this one's is waited for (prefetching: FSDP's backward_prefetch
@@ -113,13 +113,12 @@ class ZeroRedundancy {
   void gather_unit(int u, bool backward = false);
   void release_unit(int u, bool backward = false);
   bool unit_held(int u) const { return unit_held_[static_cast<size_t>(u)]; }
-  // Every unit (evaluation: validation and the sanity check run with the whole model); after
-  // a backward, whatever it left gathered (the root, units with frozen parameters, a
-  // prefetch the order did not use), which also ends the step's record of the units' order.
-  void gather_units();
+  // After a backward (or an evaluation), whatever it left gathered (the root, units with
+  // frozen parameters, a prefetch the order did not use); after a backward this also ends the
+  // step's record of the units' order.
   void release_units();
-  // The most units held at once by gather_unit and prefetching (gather_units' aside): FSDP's
-  // root and one block, or two while the next one is prefetched; not the model.
+  // The most units held at once by gather_unit and prefetching: FSDP's root and one block, or
+  // two while the next one is prefetched; never the model.
   int peak_units_held() const { return peak_held_; }
   // Units gathered ahead of their use, and how many of those a gather_unit then found there.
   int64_t prefetches() const { return prefetches_; }
@@ -177,7 +176,6 @@ class ZeroRedundancy {
   std::vector<int> order_[2], seen_[2];
   int64_t prefetches_ = 0, prefetch_hits_ = 0;
   int peak_held_ = 0;
-  bool bulk_ = false;  // inside gather_units()
   bool masters_sharded_ = false;
   bool whole_ = false;
   int masters_gathered_ = 0;  // nesting depth of gather_masters()

@@ -1,8 +1,10 @@
 // --strategy zero3 (ZeRO stage 3, FSDP's FULL_SHARD) under mpirun -np 2 on the CPU: between
 // uses each rank holds only the parameters it owns, and the two ranks still train as plain DDP
 // does, bit for bit: the mlp as one unit (float32 SGD, fp16 AdamW, bf16 LAMB), resnet20 with a
-// unit per residual block (with and without activation checkpointing, and with a frozen
-// stem); its checkpoints are DDP's, tensor for tensor.
+// unit per residual block (with and without activation checkpointing, with a frozen stem, under
+// each prefetch setting), vit_cifar and MobileNetV2 by their blocks; its checkpoints are DDP's,
+// tensor for tensor. The root is kept from forward into backward, and evaluation gathers unit
+// by unit over uneven shards.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -151,15 +153,18 @@ TEST_F(Ddp, Zero3TrainsAResNetUnitByUnitAsDdpBitForBit) {
     EXPECT_EQ(zero.zero()->peak_units_held(), ahead ? 3 : 2);
     // From the second step on, each prefetch follows the first step's order, and each is used:
     // forward and BACKWARD_PRE gather the nine blocks ahead (after the root, or the block
-    // before), BACKWARD_POST eight (the first block's release has nothing after it).
+    // before), BACKWARD_POST eight (the first block's release has nothing after it). The
+    // forward prefetch works in validation's two batches too (not in the sanity check, before
+    // any step).
     const int64_t per_step = (k.forward_prefetch ? 9 : 0) + (bp == "backward_pre"    ? 9
                                                              : bp == "backward_post" ? 8
                                                                                      : 0);
+    const int64_t expected = per_step * (rz.global_step - 1) + (k.forward_prefetch ? 9 * 2 : 0);
     EXPECT_EQ(zero.zero()->prefetch_hits(), zero.zero()->prefetches());
     if (!k.checkpointing)  // (its lr-find steps prefetch too)
-      EXPECT_EQ(zero.zero()->prefetches(), per_step * (rz.global_step - 1));
+      EXPECT_EQ(zero.zero()->prefetches(), expected);
     else
-      EXPECT_GT(zero.zero()->prefetches(), per_step * (rz.global_step - 1));
+      EXPECT_GT(zero.zero()->prefetches(), expected);
     EXPECT_EQ(rz.global_step, rd.global_step);
     const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
     EXPECT_EQ(wz, wd) << "max relative difference " << max_rel_diff(wz, wd);
@@ -173,6 +178,50 @@ TEST_F(Ddp, Zero3TrainsAResNetUnitByUnitAsDdpBitForBit) {
       for (size_t i = 0; i < a.size(); ++i)
         EXPECT_TRUE(a[i] == b[i]) << a[i].first << " (DDP's " << b[i].first << ") differs";
     }
+  }
+}
+
+// The other block-built models: vit_cifar's six encoder blocks (layer norm, attention, GELU;
+// the patch embedding, class token, position embedding and head are the root's) in fp16, and
+// MobileNetV2's seventeen inverted residual blocks (depthwise convolutions, ReLU6) in bf16,
+// each block a unit, train as DDP does, bit for bit, with every prefetch used.
+TEST_F(Ddp, Zero3TrainsTheVitAndMobileNetV2AsDdpBitForBit) {
+  struct Case {
+    const char* arch;
+    const char* precision;
+    int units;
+  };
+  for (const Case k : {Case{"vit_cifar", "16", 7}, Case{"mobilenet_v2_cifar", "bf16", 18}}) {
+    SCOPED_TRACE(k.arch);
+    auto cfg = [&](const std::string& s) {
+      nn::Config c = config(8);
+      c.strategy = s;
+      c.arch = k.arch;
+      c.precision = k.precision;
+      c.optimizer = "adamw";
+      c.lr = 0.001;
+      c.epochs = 1;
+      c.limit_train_batches = "3";
+      c.limit_val_batches = "2";
+      c.limit_test_batches = "2";
+      c.log_dir = root + "/logs-blocks-" + s;
+      c.experiment_name = k.arch;
+      return c;
+    };
+    nn::Trainer ddp(cfg("ddp"), "", group());
+    const nn::FitResult rd = ddp.fit();
+    nn::Trainer zero(cfg("zero3"), "", group());
+    EXPECT_EQ(zero.zero()->unit_count(), k.units);
+    expect_sharded(zero);
+    const nn::FitResult rz = zero.fit();
+    expect_whole(zero);
+    EXPECT_EQ(zero.zero()->peak_units_held(), 3);
+    EXPECT_EQ(zero.zero()->prefetches(), (k.units - 1) * (rz.global_step - 1));
+    EXPECT_EQ(zero.zero()->prefetch_hits(), zero.zero()->prefetches());
+    EXPECT_EQ(rz.global_step, rd.global_step);
+    const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
+    EXPECT_EQ(wz, wd) << "max relative difference " << max_rel_diff(wz, wd);
+    EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
   }
 }
 
@@ -205,7 +254,47 @@ TEST_F(Ddp, Zero3KeepsTheRootFromForwardIntoBackward) {
   EXPECT_EQ(zero->peak_units_held(), 2);
   zero->release_units();
   EXPECT_EQ(held(), std::vector<bool>(10, false));
+  // Evaluation gathers unit by unit too, the root kept until the pass ends.
+  t.model().eval();
+  {
+    autograd::NoGradGuard no_grad;
+    t.model()(x);
+  }
+  EXPECT_EQ(held(), root_only);
+  zero->release_units();
+  t.model().train();
+  EXPECT_EQ(zero->peak_units_held(), 2);
   expect_sharded(t);
+}
+
+// Validation and the sanity check gather unit by unit as training does, never the whole model
+// (the test runs after fit() has gathered it for good). Their shards are not padded: with 65 validation images rank 0 has five batches
+// of 8 and rank 1 four, so rank 1 runs one blank forward more to join rank 0's gathers (without
+// it the ranks would wait on each other until --dist-timeout). The metrics are DDP's exactly.
+TEST_F(Ddp, Zero3EvaluatesUnitByUnitOverUnevenShards) {
+  auto cfg = [&](const std::string& s) {
+    nn::Config c = config(8);
+    c.strategy = s;
+    c.arch = "resnet20";
+    c.epochs = 1;
+    c.limit_train_batches = "2";
+    c.val_split = 65.0 / 640.0;
+    c.num_sanity_val_steps = -1;  // (the whole validation split before training too)
+    c.precision = "bf16";  // (the blank image in the loader's dtype)
+    c.dist_timeout = 60;
+    c.log_dir = root + "/logs-eval-" + s;
+    return c;
+  };
+  nn::Trainer ddp(cfg("ddp"), "", group());
+  ASSERT_EQ(ddp.data().val.count, 65);
+  const nn::FitResult rd = ddp.fit();
+  nn::Trainer zero(cfg("zero3"), "", group());
+  const nn::FitResult rz = zero.fit();
+  EXPECT_EQ(zero.zero()->peak_units_held(), 3);  // (the root, a block, the next prefetched)
+  EXPECT_EQ(rz.val.confusion.counts(), rd.val.confusion.counts());
+  EXPECT_EQ(rz.val.loss, rd.val.loss);
+  EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
+  EXPECT_EQ(rz.val.samples, 65);
 }
 
 }  // namespace
