@@ -21,6 +21,7 @@ defaults=()
 for pair in "--dataset fashion-mnist" "--arch resnet18_cifar" "--optimizer adamw" "--lr 0.001" \
   "--batch-size 16" "--epochs 1" "--limit-train-batches 20"; do
   flag=${pair%% *}
+  # shellcheck disable=SC2206  # "--flag value": two words
   [[ " $* " == *" $flag "* ]] || defaults+=($pair)
 done
 
