@@ -43,6 +43,11 @@ class Communicator {
   // computes).
   virtual std::unique_ptr<Work> broadcast_async(Tensor& t, int root) = 0;
   void broadcast(Tensor& t, int root) { broadcast_async(t, root)->wait(); }
+  // Point to point (ZeRO's gathers to rank 0 for a checkpoint's write): `t` from this rank to
+  // rank `dst`, or from rank `src` into `t`. Sends and receives between two ranks pair up in
+  // the order they are made; the tensors must stay alive until the work is waited for.
+  virtual std::unique_ptr<Work> send_async(const Tensor& t, int dst) = 0;
+  virtual std::unique_ptr<Work> recv_async(Tensor& t, int src) = 0;
   // Every rank's `t` (same shape everywhere), stacked along a new first dimension [world, ...].
   virtual Tensor allgather(const Tensor& t) = 0;
   virtual void barrier() = 0;

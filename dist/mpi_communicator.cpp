@@ -103,6 +103,9 @@ struct DoneWork : Work {
   void wait() override {}
 };
 
+// The tag of every send and receive (they pair up in order between two ranks).
+constexpr int kPointToPointTag = 7;
+
 class MpiCommunicator : public Communicator {
  public:
   explicit MpiCommunicator(const ProcessGroup& g) : Communicator(g) {}
@@ -146,6 +149,30 @@ class MpiCommunicator : public Communicator {
     check(MPI_Ibcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()), root,
                      MPI_COMM_WORLD, w->req.get()),
           "MPI_Ibcast");
+    pending_.push_back(w->req);
+    return w;
+  }
+
+  std::unique_ptr<Work> send_async(const Tensor& t, int dst) override {
+    require_cpu(t);
+    if (t.numel() == 0) return std::make_unique<DoneWork>();
+    auto w = std::make_unique<MpiWork>(
+        group_, describe_collective("send", t) + " to rank " + std::to_string(dst));
+    check(MPI_Isend(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()), dst,
+                    kPointToPointTag, MPI_COMM_WORLD, w->req.get()),
+          "MPI_Isend");
+    pending_.push_back(w->req);
+    return w;
+  }
+
+  std::unique_ptr<Work> recv_async(Tensor& t, int src) override {
+    require_cpu(t);
+    if (t.numel() == 0) return std::make_unique<DoneWork>();
+    auto w = std::make_unique<MpiWork>(
+        group_, describe_collective("receive", t) + " from rank " + std::to_string(src));
+    check(MPI_Irecv(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()), src,
+                    kPointToPointTag, MPI_COMM_WORLD, w->req.get()),
+          "MPI_Irecv");
     pending_.push_back(w->req);
     return w;
   }

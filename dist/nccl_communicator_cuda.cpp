@@ -167,6 +167,22 @@ class NcclCommunicator : public Communicator {
     });
   }
 
+  std::unique_ptr<Work> send_async(const Tensor& t, int dst) override {
+    return on_comm_stream(describe("send", t) + " to rank " + std::to_string(dst),
+                          [&](cudaStream_t comm) {
+                            MLAI_NCCL_CHECK(ncclSend(t.data_ptr(), static_cast<size_t>(t.numel()),
+                                                     nccl_type(t.dtype()), dst, comm_, comm));
+                          });
+  }
+
+  std::unique_ptr<Work> recv_async(Tensor& t, int src) override {
+    return on_comm_stream(describe("receive", t) + " from rank " + std::to_string(src),
+                          [&](cudaStream_t comm) {
+                            MLAI_NCCL_CHECK(ncclRecv(t.data_ptr(), static_cast<size_t>(t.numel()),
+                                                     nccl_type(t.dtype()), src, comm_, comm));
+                          });
+  }
+
   Tensor allgather(const Tensor& t) override {
     tensor::Shape shape = t.shape();
     shape.insert(shape.begin(), world());

@@ -353,8 +353,8 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
   if (validated && !e.val_now) keep_if_best(score, epoch);
   const bool periodic = cfg_.checkpoint_every > 0 && (epoch + 1) % cfg_.checkpoint_every == 0;
   if (periodic || e.last || stop_early || checkpoint_due()) save("last.h5");
-  // --log-histograms reads every master on rank 0: sharded ones are gathered (on every rank).
-  const WholeMasters whole(cfg_.log_histograms && !dev_run_ ? zero_.get() : nullptr);
+  // --log-histograms reads every master on rank 0: sharded ones are gathered there.
+  const MastersOnRank0 whole(cfg_.log_histograms && !dev_run_ ? zero_.get() : nullptr);
   if (!dev_run_ && main_) {
     // Cells of what this epoch did not measure stay empty (not zeros that plot as drops).
     std::map<std::string, io::CsvLogger::Value> row{{"epoch", epoch + 1},

@@ -192,23 +192,37 @@ void ZeroRedundancy::broadcast_parameters() {
 }
 
 void ZeroRedundancy::gather_masters() {
-  if (whole_ || masters_gathered_++ > 0) return;
-  for (size_t s = 0; s < masters_.size(); ++s) {
-    acquire(masters_[s]);
-    acquire(plain_[s]);  // (stage 3's parameters without working copies)
+  if (masters_gathered_++ > 0 || whole_) return;
+  const auto& params = opt_.parameters();
+  const int rank = comm_.rank();
+  std::vector<std::unique_ptr<dist::Work>> sends;
+  for (std::vector<Shard>* kind : {&masters_, &plain_}) {
+    for (size_t s = 0; s < kind->size(); ++s) {
+      Shard& sh = (*kind)[s];
+      // Whole everywhere (not sharded, or held: holds count alike on every rank), or rank 0's.
+      if (!sh.sharded || !sh.t.defined() || sh.holds > 0 || sh.root == 0) continue;
+      if (rank == sh.root) sends.push_back(comm_.send_async(sh.t, 0));
+      if (rank != 0) continue;
+      // One owner's buffer at a time on the device, then on the host in its parameters' place.
+      Tensor buf = Tensor::empty(sh.t.shape(), sh.t.dtype(), sh.t.device());
+      comm_.recv_async(buf, sh.root)->wait();
+      const Tensor host = buf.to(Device::cpu());  // (the CPU backend: buf itself)
+      for (size_t i = 0; i < params.size(); ++i) {
+        if (segment_[i] != s || opt_.working(i).defined() != (kind == &masters_)) continue;
+        Variable v = params[i].second;
+        offloaded_.emplace_back(i, v.data());
+        v.data() = host.slice(offset_[i], offset_[i] + v.numel()).reshape(v.shape());
+      }
+    }
   }
-  for (size_t s = 0; s < masters_.size(); ++s) {
-    settle(masters_[s]);
-    settle(plain_[s]);  // (also a unit's prefetch that holds it already)
-  }
+  for (auto& w : sends) w->wait();
 }
 
 void ZeroRedundancy::release_masters() {
-  if (whole_ || masters_gathered_ == 0 || --masters_gathered_ > 0) return;
-  for (size_t s = 0; s < masters_.size(); ++s) {
-    drop(masters_[s]);
-    drop(plain_[s]);
-  }
+  if (masters_gathered_ == 0 || --masters_gathered_ > 0) return;
+  const auto& params = opt_.parameters();
+  for (auto& [i, view] : offloaded_) Variable(params[i].second).data() = view;
+  offloaded_.clear();
 }
 
 void ZeroRedundancy::unshard() {
@@ -313,8 +327,13 @@ void ZeroRedundancy::gather_state() {
   if (params.empty()) return;
   const size_t slots = opt_.slot_count();
   if (slots == 0) return;  // (SGD without momentum keeps none)
+  const int rank = comm_.rank();
+  if (rank != 0 && std::find(owner_.begin(), owner_.end(), rank) == owner_.end()) return;
   for (int r = 1; r < comm_.world(); ++r) {
-    // The state of owner r's parameters, slot by slot, each parameter after the last.
+    if (rank != 0 && rank != r) continue;
+    // The state of owner r's parameters, slot by slot, each parameter after the last: packed
+    // by r, sent to rank 0 alone, which keeps it on the host (FSDP's rank0_only and
+    // offload_to_cpu), one owner's at a time on the device.
     std::vector<int64_t> at(params.size(), 0);
     int64_t n = 0;
     for (size_t i = 0; i < params.size(); ++i)
@@ -323,21 +342,24 @@ void ZeroRedundancy::gather_state() {
         n += params[i].second.numel();
       }
     if (n == 0) continue;
-    Tensor buf = Tensor::zeros({static_cast<int64_t>(slots) * n}, DType::kFloat32,
+    Tensor buf = Tensor::empty({static_cast<int64_t>(slots) * n}, DType::kFloat32,
                                params[0].second.device());
-    auto place = [&](size_t s, size_t i) {
+    auto place = [&](const Tensor& b, size_t s, size_t i) {
       const int64_t from = static_cast<int64_t>(s) * n + at[i];
-      return buf.slice(from, from + params[i].second.numel()).reshape(params[i].second.shape());
+      return b.slice(from, from + params[i].second.numel()).reshape(params[i].second.shape());
     };
-    const bool mine = r == comm_.rank();
-    for (size_t i = 0; i < params.size() && mine; ++i)
-      if (owner_[i] == r)
-        for (size_t s = 0; s < slots; ++s) place(s, i).copy_from(*opt_.state_of(i)[s]);
-    comm_.broadcast(buf, r);
-    if (comm_.rank() != 0) continue;
+    if (rank == r) {
+      for (size_t i = 0; i < params.size(); ++i)
+        if (owner_[i] == r)
+          for (size_t s = 0; s < slots; ++s) place(buf, s, i).copy_from(*opt_.state_of(i)[s]);
+      comm_.send_async(buf, 0)->wait();
+      continue;
+    }
+    comm_.recv_async(buf, r)->wait();
+    const Tensor host = buf.to(Device::cpu());
     for (size_t i = 0; i < params.size(); ++i)
       if (owner_[i] == r)
-        for (size_t s = 0; s < slots; ++s) *opt_.state_of(i)[s] = place(s, i).clone();
+        for (size_t s = 0; s < slots; ++s) *opt_.state_of(i)[s] = place(host, s, i);
   }
 }
 

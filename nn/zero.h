@@ -13,8 +13,8 @@
 // released, tensor.h's Storage::release), and each owner broadcasts its updated fp16/bf16
 // working copies, half the bytes of the masters. The working copies are the owner's rounding
 // of the same masters, so the ranks still train as DDP does, bit for bit. Whatever needs every
-// master (a checkpoint's write, weight histograms) gathers them for the while (WholeMasters);
-// training's end gathers them for good (unshard()).
+// master (a checkpoint's write, weight histograms: rank 0 alone) gathers them to rank 0 for the
+// while (MastersOnRank0); training's end gathers them everywhere for good (unshard()).
 // Stage 3 (--strategy zero3, FSDP's FULL_SHARD, DeepSpeed's stage 3) shards the parameters
 // too: between uses a rank holds only its own. The model is cut into units (each residual or
 // encoder block, and the rest of the model as the root); a unit's parameters are gathered from
@@ -87,13 +87,18 @@ class ZeroRedundancy {
   void broadcast_parameters();
 
   // Collective (checkpoints): rank 0's optimizer gets the state of every parameter from its
-  // owner, in place of the freed tensors; release() frees what gather() added.
+  // owner, on the host, in place of the freed tensors; the other ranks send theirs and hold
+  // nothing more. release() frees what gather() added.
   void gather_state();
   void release_state();
 
-  // Collective: every rank gets every float32 master (and, under stage 3, every parameter
-  // without a working copy) from its owner; nothing to do unless they are sharded.
-  // release_masters() gives back the others' memory. Calls nest.
+  // Collective (what rank 0 alone reads: a checkpoint's write, weight histograms): rank 0's
+  // parameters all hold their float32 values, the sharded ones as host copies received from
+  // their owners in their place, one owner's buffer at a time on the device (FSDP's
+  // FULL_STATE_DICT with rank0_only and offload_to_cpu); the other ranks send what they own
+  // and hold nothing more. Covers the float32 masters and, under stage 3, the parameters
+  // without a working copy; nothing to do unless they are sharded. release_masters() puts
+  // rank 0's own views back. Calls nest. Nothing may step or run the model in between.
   void gather_masters();
   void release_masters();
   // Collective: everything gathered for good (masters, and under stage 3 the parameters too),
@@ -179,28 +184,31 @@ class ZeroRedundancy {
   bool masters_sharded_ = false;
   bool whole_ = false;
   int masters_gathered_ = 0;  // nesting depth of gather_masters()
+  // Rank 0 inside gather_masters(): each parameter given a host copy, and its own view.
+  std::vector<std::pair<size_t, Tensor>> offloaded_;
   bool gathered_ = false;
 };
 
-// Every float32 master on every rank while it lives (sharded masters, see above); nothing
+// Every float32 master on rank 0 while it lives (sharded masters, see above); nothing
 // otherwise. Collective: every rank makes one at the same point.
-class WholeMasters {
+class MastersOnRank0 {
  public:
-  explicit WholeMasters(ZeroRedundancy* zero) : zero_(zero) {
+  explicit MastersOnRank0(ZeroRedundancy* zero) : zero_(zero) {
     if (zero_) zero_->gather_masters();
   }
-  ~WholeMasters() {
+  ~MastersOnRank0() {
     if (zero_) zero_->release_masters();
   }
-  WholeMasters(const WholeMasters&) = delete;
-  WholeMasters& operator=(const WholeMasters&) = delete;
+  MastersOnRank0(const MastersOnRank0&) = delete;
+  MastersOnRank0& operator=(const MastersOnRank0&) = delete;
 
  private:
   ZeroRedundancy* zero_;
 };
 
-// Holds the whole optimizer state on rank 0 while it lives, and every master (a checkpoint's
-// write); nothing without ZeRO. Every rank must make one at the same point.
+// Holds the whole optimizer state and every master on rank 0 while it lives (a checkpoint's
+// write; the other ranks hold nothing more); nothing without ZeRO. Every rank must make one at
+// the same point.
 class GatheredState {
  public:
   explicit GatheredState(ZeroRedundancy* zero) : zero_(zero) {

@@ -226,6 +226,62 @@ TEST_F(Ddp, ZeroShardsTheFloat32MastersUnderMixedPrecision) {
   }
 }
 
+// A checkpoint's write gathers to rank 0 alone (FSDP's FULL_STATE_DICT, rank0_only and
+// offload_to_cpu): while a GatheredState lives, rank 0 holds every parameter's float32 values
+// (the owners' own, checksum for checksum) and every parameter's optimizer state, and rank 1
+// no more than its share; afterwards rank 0 is back to its share. zero1 and zero2 in fp16
+// (the masters sharded), zero3 in fp32 (the parameters) and bf16 (both).
+TEST_F(Ddp, ZeroCheckpointsGatherOnRankZeroAlone) {
+  struct Case {
+    const char* strategy;
+    const char* precision;
+  };
+  for (const Case k : {Case{"zero1", "16"}, Case{"zero2", "16"}, Case{"zero3", "32"},
+                       Case{"zero3", "bf16"}}) {
+    SCOPED_TRACE(std::string(k.strategy) + " at precision " + k.precision);
+    nn::Config c = with_strategy(config(16), k.strategy, root + "/logs-rank0-" + k.strategy);
+    c.precision = k.precision;
+    c.optimizer = "adamw";
+    nn::Trainer t(c, "", group());
+    nn::ZeroRedundancy* zero = t.zero();
+    ASSERT_NE(zero, nullptr);
+    auto& opt = t.optimizer();
+    const auto params = opt.parameters();
+    // Each owner's first moments made to differ from parameter to parameter (not zeros).
+    for (size_t i = 0; i < params.size(); ++i)
+      if (zero->owner(i) == group().rank())
+        opt.state_of(i)[0]->copy_from(tensor::Tensor::full(params[i].second.shape(), 0.5 + i));
+    const bool rank0 = group().rank() == 0;
+    std::vector<double> weights(params.size()), moments(params.size());
+    std::vector<bool> released(params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      const bool mine = zero->owner(i) == group().rank();
+      released[i] = params[i].second.data().released();
+      EXPECT_EQ(released[i], !mine) << params[i].first;
+      weights[i] = allreduce_host(
+          group(), mine ? checksum(params[i].second.data().to_double_vector()) : 0.0);
+      moments[i] = allreduce_host(
+          group(), mine ? checksum(opt.state_of(i)[0]->to_double_vector()) : 0.0);
+    }
+    const int64_t held = zero->master_bytes();
+    {
+      const nn::GatheredState whole(zero);
+      for (size_t i = 0; i < params.size(); ++i) {
+        const tensor::Tensor& w = params[i].second.data();
+        EXPECT_EQ(w.released(), !rank0 && released[i]) << params[i].first;
+        if (!rank0) continue;
+        EXPECT_EQ(checksum(w.to_double_vector()), weights[i]) << params[i].first;
+        ASSERT_TRUE(opt.state_of(i)[0]->defined()) << params[i].first;
+        EXPECT_EQ(checksum(opt.state_of(i)[0]->to_double_vector()), moments[i]) << params[i].first;
+      }
+      EXPECT_EQ(zero->master_bytes(), held);  // (rank 0's copies wait on the host)
+    }
+    for (size_t i = 0; i < params.size(); ++i)
+      EXPECT_EQ(params[i].second.data().released(), released[i]) << params[i].first;
+    EXPECT_EQ(zero->master_bytes(), held);
+  }
+}
+
 // With the masters sharded, what reads or writes them mid-training: --lr-find (restores the
 // weights it changed: each owner its masters, the others its working copies), mid-epoch and
 // top-k checkpoints (every master gathered for the write), --log-histograms (every master on
