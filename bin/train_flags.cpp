@@ -2,6 +2,7 @@
 #include "bin/train_flags.h"
 
 #include <exception>
+#include <map>
 
 #include "io/dataset.h"
 #include "nn/models.h"
@@ -471,8 +472,15 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "reduced only to the rank that owns it; or zero3 (ZeRO stage 3, FSDP's FULL_SHARD): "
                  "the parameters too, each residual block's gathered for its forward and its "
                  "backward and freed between. Under --precision 16/bf16 they shard the float32 "
-                 "masters too (zero1/zero2: whole with --ema-decay or --swa-lrs)")
-      ->capture_default_str();
+                 "masters too (zero1/zero2: whole with --ema-decay or --swa-lrs). Lightning's "
+                 "names work too: fsdp (zero3), deepspeed_stage_1/2/3 (zero1/2/3)")
+      ->capture_default_str()
+      ->transform(CLI::Transformer(std::map<std::string, std::string>{
+                                       {"fsdp", "zero3"},
+                                       {"deepspeed_stage_1", "zero1"},
+                                       {"deepspeed_stage_2", "zero2"},
+                                       {"deepspeed_stage_3", "zero3"}})
+                      .description(""));
   app.add_option("--backward-prefetch", c.backward_prefetch,
                  "--strategy zero3 (FSDP's backward_prefetch): backward_pre starts the next "
                  "unit's gather when backward reaches this one (more overlap, one more unit "

@@ -398,11 +398,13 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
                 static_cast<double>(std::max<int64_t>(zero_->total_state_bytes(), 1)));
       if (main_ && zero_->masters_sharded())
         std::printf(
-            "ZeRO: float32 masters sharded too; rank 0 keeps %.1f MB of %.1f MB, each owner "
-            "broadcasting its %s working copies after the step\n",
+            "ZeRO: float32 masters sharded too; rank 0 keeps %.1f MB of %.1f MB, each owner's "
+            "%s working copies %s\n",
             static_cast<double>(zero_->master_bytes()) / 1e6,
             static_cast<double>(zero_->total_master_bytes()) / 1e6,
-            tensor::dtype_name(compute_dtype(precision_)));
+            tensor::dtype_name(compute_dtype(precision_)),
+            zero_->parameters_sharded() ? "gathered with their unit"
+                                        : "broadcast after the step");
       else if (main_ && precision_ != Precision::kFloat32 && (ema_ || swa_))
         std::printf(
             "ZeRO: float32 masters kept whole on every rank: %s averages every one of them\n",

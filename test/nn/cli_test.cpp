@@ -73,7 +73,7 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--accumulation-schedule 0:2,0:4", "--accumulation-schedule"},
       {"--accumulation-schedule 0:2 --accumulate-grad-batches 2", "--accumulation-schedule"},
       {"--ddp-comm-hook topk", "--ddp-comm-hook"},
-      {"--strategy fsdp", "--strategy"},
+      {"--strategy deepspeed", "--strategy"},
       {"--strategy zero2 --ddp-comm-hook fp16", "--strategy zero2"},
       {"--strategy zero3 --ddp-comm-hook bf16", "--strategy zero3"},
       {"--strategy zero3 --ema-decay 0.99", "--strategy zero3"},

@@ -85,6 +85,25 @@ TEST_F(ConfigFileTest, PrintedSettingsReadBackToTheSameSettings) {
   EXPECT_EQ(value(run_mlai_train(flag_sets[2] + " --print-config").out, "fast-dev-run"), "4");
 }
 
+// Lightning's strategy names (Trainer(strategy="fsdp"), "deepspeed_stage_2") are mlai's ZeRO
+// stages, on the command line and in a settings file alike; config.yaml keeps mlai's name.
+TEST_F(ConfigFileTest, LightningStrategyNamesAreZeroStages) {
+  for (const auto& [name, stage] : std::vector<std::pair<std::string, std::string>>{
+           {"fsdp", "zero3"},
+           {"deepspeed_stage_1", "zero1"},
+           {"deepspeed_stage_2", "zero2"},
+           {"deepspeed_stage_3", "zero3"},
+           {"ddp", "ddp"}}) {
+    const auto flag = run_mlai_train("--strategy " + name + " --print-config");
+    ASSERT_EQ(flag.code, 0) << name << "\n" << flag.out;
+    EXPECT_EQ(value(flag.out, "strategy"), stage) << name;
+    const auto file =
+        run_mlai_train("--config " + write("s.yaml", "strategy: " + name + "\n") + " --print-config");
+    ASSERT_EQ(file.code, 0) << name << "\n" << file.out;
+    EXPECT_EQ(value(file.out, "strategy"), stage) << name;
+  }
+}
+
 TEST_F(ConfigFileTest, EveryKeyIsAFlagAndEverySettingHasAKey) {
   const auto printed = run_mlai_train("--print-config");
   const auto help = run_mlai_train("--help");
