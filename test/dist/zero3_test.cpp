@@ -62,6 +62,24 @@ void expect_whole(nn::Trainer& t) {
   EXPECT_EQ(zero->parameter_bytes(), zero->total_parameter_bytes());
 }
 
+// A short run: one epoch of three steps, two batches of validation and of test.
+nn::Config short_run(nn::Config c) {
+  c.epochs = 1;
+  c.limit_train_batches = "3";
+  c.limit_val_batches = "2";
+  c.limit_test_batches = "2";
+  return c;
+}
+
+// zero3's run ended where DDP's did: the same steps, weights (bit for bit) and test results.
+void expect_ddps_run(nn::Trainer& zero, const nn::FitResult& rz, nn::Trainer& ddp,
+                     const nn::FitResult& rd) {
+  EXPECT_EQ(rz.global_step, rd.global_step);
+  const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
+  EXPECT_EQ(wz, wd) << "max relative difference " << max_rel_diff(wz, wd);
+  EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
+}
+
 TEST_F(Ddp, Zero3TrainsTheMlpAsDdpBitForBit) {
   for (const PrecisionCase k : kPrecisionCases) {
     SCOPED_TRACE(::testing::Message() << k.optimizer << " at precision " << k.precision);
@@ -85,11 +103,8 @@ TEST_F(Ddp, Zero3TrainsTheMlpAsDdpBitForBit) {
     expect_sharded(zero);
     const nn::FitResult rz = zero.fit();
     expect_whole(zero);
-    EXPECT_EQ(rz.global_step, rd.global_step);
-    const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
-    EXPECT_EQ(wz, wd) << "max relative difference " << max_rel_diff(wz, wd);
+    expect_ddps_run(zero, rz, ddp, rd);
     EXPECT_EQ(rz.val.confusion.counts(), rd.val.confusion.counts());
-    EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
   }
 }
 
@@ -116,15 +131,11 @@ TEST_F(Ddp, Zero3TrainsAResNetUnitByUnitAsDdpBitForBit) {
                        Case{"no-prefetch", false, "", "32", false, "none", false}}) {
     SCOPED_TRACE(k.name);
     auto cfg = [&](const std::string& s) {
-      nn::Config c = config(8);
+      nn::Config c = short_run(config(8));
       c.strategy = s;
       c.arch = "resnet20";
       c.optimizer = "adamw";
       c.lr = 0.002;
-      c.epochs = 1;
-      c.limit_train_batches = "3";
-      c.limit_val_batches = "2";
-      c.limit_test_batches = "2";
       c.activation_checkpointing = k.checkpointing;
       c.freeze = k.freeze;
       c.freeze_bn = !c.freeze.empty();  // (bn1's affine frozen too: no gradient reaches layer1)
@@ -165,10 +176,7 @@ TEST_F(Ddp, Zero3TrainsAResNetUnitByUnitAsDdpBitForBit) {
       EXPECT_EQ(zero.zero()->prefetches(), expected);
     else
       EXPECT_GT(zero.zero()->prefetches(), expected);
-    EXPECT_EQ(rz.global_step, rd.global_step);
-    const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
-    EXPECT_EQ(wz, wd) << "max relative difference " << max_rel_diff(wz, wd);
-    EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
+    expect_ddps_run(zero, rz, ddp, rd);
     if (group().rank() != 0) continue;
     for (const char* part : {"model", "optimizer"}) {
       const auto a = datasets(rz.version_dir + "/checkpoints/last.h5", part);
@@ -194,16 +202,12 @@ TEST_F(Ddp, Zero3TrainsTheVitAndMobileNetV2AsDdpBitForBit) {
   for (const Case k : {Case{"vit_cifar", "16", 7}, Case{"mobilenet_v2_cifar", "bf16", 18}}) {
     SCOPED_TRACE(k.arch);
     auto cfg = [&](const std::string& s) {
-      nn::Config c = config(8);
+      nn::Config c = short_run(config(8));
       c.strategy = s;
       c.arch = k.arch;
       c.precision = k.precision;
       c.optimizer = "adamw";
       c.lr = 0.001;
-      c.epochs = 1;
-      c.limit_train_batches = "3";
-      c.limit_val_batches = "2";
-      c.limit_test_batches = "2";
       c.log_dir = root + "/logs-blocks-" + s;
       c.experiment_name = k.arch;
       return c;
@@ -218,10 +222,7 @@ TEST_F(Ddp, Zero3TrainsTheVitAndMobileNetV2AsDdpBitForBit) {
     EXPECT_EQ(zero.zero()->peak_units_held(), 3);
     EXPECT_EQ(zero.zero()->prefetches(), (k.units - 1) * (rz.global_step - 1));
     EXPECT_EQ(zero.zero()->prefetch_hits(), zero.zero()->prefetches());
-    EXPECT_EQ(rz.global_step, rd.global_step);
-    const std::vector<double> wz = flat_weights(zero), wd = flat_weights(ddp);
-    EXPECT_EQ(wz, wd) << "max relative difference " << max_rel_diff(wz, wd);
-    EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
+    expect_ddps_run(zero, rz, ddp, rd);
   }
 }
 
