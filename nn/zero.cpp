@@ -237,25 +237,24 @@ void ZeroRedundancy::unshard() {
   whole_ = true;
 }
 
+template <class F>
+void ZeroRedundancy::for_unit_shards(int u, F f) {
+  const auto world = static_cast<size_t>(comm_.world());
+  for (size_t s = static_cast<size_t>(u) * world; s < static_cast<size_t>(u + 1) * world; ++s) {
+    f(plain_[s]);
+    f(working_[s]);
+  }
+}
+
 void ZeroRedundancy::post_unit(int u) {
   if (unit_held_[static_cast<size_t>(u)]) return;
   unit_held_[static_cast<size_t>(u)] = true;
   peak_held_ = std::max(peak_held_,
                         static_cast<int>(std::count(unit_held_.begin(), unit_held_.end(), true)));
-  const auto world = static_cast<size_t>(comm_.world());
-  for (size_t s = static_cast<size_t>(u) * world; s < static_cast<size_t>(u + 1) * world; ++s) {
-    acquire(plain_[s]);
-    acquire(working_[s]);
-  }
+  for_unit_shards(u, [this](Shard& sh) { acquire(sh); });
 }
 
-void ZeroRedundancy::settle_unit(int u) {
-  const auto world = static_cast<size_t>(comm_.world());
-  for (size_t s = static_cast<size_t>(u) * world; s < static_cast<size_t>(u + 1) * world; ++s) {
-    settle(plain_[s]);
-    settle(working_[s]);
-  }
-}
+void ZeroRedundancy::settle_unit(int u) { for_unit_shards(u, settle); }
 
 void ZeroRedundancy::prefetch(int u) {
   if (u < 0 || unit_held_[static_cast<size_t>(u)]) return;
@@ -292,11 +291,7 @@ void ZeroRedundancy::release(int u) {
   if (!unit_held_[static_cast<size_t>(u)]) return;
   unit_held_[static_cast<size_t>(u)] = false;
   prefetched_[static_cast<size_t>(u)] = false;
-  const auto world = static_cast<size_t>(comm_.world());
-  for (size_t s = static_cast<size_t>(u) * world; s < static_cast<size_t>(u + 1) * world; ++s) {
-    drop(plain_[s]);
-    drop(working_[s]);
-  }
+  for_unit_shards(u, [this](Shard& sh) { drop(sh); });
 }
 
 void ZeroRedundancy::release_unit(int u, bool backward) {
@@ -328,7 +323,6 @@ void ZeroRedundancy::gather_state() {
   const size_t slots = opt_.slot_count();
   if (slots == 0) return;  // (SGD without momentum keeps none)
   const int rank = comm_.rank();
-  if (rank != 0 && std::find(owner_.begin(), owner_.end(), rank) == owner_.end()) return;
   for (int r = 1; r < comm_.world(); ++r) {
     if (rank != 0 && rank != r) continue;
     // The state of owner r's parameters, slot by slot, each parameter after the last: packed

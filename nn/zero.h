@@ -161,6 +161,9 @@ class ZeroRedundancy {
   // root's exception.
   void post_unit(int u);
   void settle_unit(int u);
+  // f(shard) for each of unit u's buffers that forward reads (plain and working copies).
+  template <class F>
+  void for_unit_shards(int u, F f);
   void release(int u);
   void prefetch(int u);
   // Bytes of one kind of buffer: those held here now, or all of them.
