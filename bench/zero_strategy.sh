@@ -4,7 +4,8 @@
 # --precision 16 or bf16) and, under zero3, the parameters it keeps between uses; the most the
 # CPU tensors held and the host memory (both the largest of any rank); the optimizer step (with
 # ZeRO's broadcasts) and the gradient sync per step; images/s; and the last training loss (the
-# same under all four without clipping or accumulation).
+# same under all four without clipping or accumulation). With --ema-decay or --swa-lrs, rank 0's
+# share of the weight average too.
 #   bash bench/zero_strategy.sh                       # resnet18_cifar, adamw, 2 CPU ranks
 #   RANKS=2 bash bench/zero_strategy.sh --arch resnet50_cifar --optimizer sgd --precision bf16
 # Extra arguments go to every run and replace the defaults they name. On a GPU node add
@@ -36,6 +37,7 @@ run() {
       /^ZeRO stage [23]: gradients/ {grads = $10 " of " $13}
       /^ZeRO stage 3: parameters/ {params = $23 " of " $27}
       /^ZeRO: float32 masters sharded/ {masters = $9 " of " $12}
+      /^ZeRO: the weight average/ {avg = $11 " of " $14 " MB"}
       /^epoch:/ {for (i = 1; i < NF; ++i) {
                    if ($i == "loss:" && loss == "") loss = $(i + 1)
                    if ($i == "memory:" && $(i - 1) == "host") mem = $(i + 1) " (peak " $(i + 4)
@@ -47,6 +49,7 @@ run() {
            if (grads == "") grads = "all of them"
            if (masters == "") masters = "all of them"
            if (params == "") params = "all of them"
+           if (avg != "") printf "%-6s  average %s\n", s, avg
            printf "%-6s  state %-16s  grads %-16s  masters %-16s  params %-16s  tensors MiB %5s peak  host MiB %-12s  step %8s ms  sync %8s ms  %7s img/s  loss %s\n",
                   s, state (state ~ /of it/ ? "" : " MB"), grads (grads ~ /of them/ ? "" : " MB"),
                   masters (masters ~ /of them/ ? "" : " MB"), params (params ~ /of them/ ? "" : " MB"),

@@ -166,10 +166,6 @@ void Config::validate() const {
           "--strategy " + strategy +
               " reduces each gradient to the rank that owns it; --ddp-comm-hook " + ddp_comm_hook +
               " compresses DDP's allreduce (use --strategy ddp or zero1 with it)");
-  require(strategy != "zero3" || (ema_decay == 0 && swa_lrs == 0),
-          std::string("--strategy zero3 keeps each parameter on one rank only; ") +
-              (ema_decay > 0 ? "--ema-decay" : "--swa-lrs") +
-              " averages every one of them on every rank (use --strategy zero2 with it)");
   one_of(backward_prefetch, {"backward_pre", "backward_post", "none"}, "--backward-prefetch");
   require((backward_prefetch == "backward_pre" && !forward_prefetch) || strategy == "zero3",
           std::string(forward_prefetch ? "--forward-prefetch" : "--backward-prefetch") +

@@ -577,12 +577,12 @@ FitResult Trainer::fit() {
     finish_swa(loader, epochs, val_limit, res);
   res.epochs_completed = state_.epoch;
   res.global_step = state_.global_step;
+  // Lightning's WeightAveraging at the end of training: the model takes the average, which the
+  // test (and anything after fit()) uses (under ZeRO each owner its own parameters', first).
+  if (ema_) copy_average(*ema_);
   // ZeRO's sharded masters (and stage 3's parameters) gathered: the test, and whoever reads
   // the model after fit(), see every weight on every rank.
   if (zero_) zero_->unshard();
-  // Lightning's WeightAveraging at the end of training: the model takes the average, which the
-  // test (and anything after fit()) uses.
-  if (ema_) ema_->copy_to(*model_);
 
   test_and_report(res);
   report_profile(seconds_since(t_start));

@@ -100,6 +100,8 @@ class Trainer {
   // --strategy zero1/zero2/zero3 on more than one rank (null otherwise).
   const ZeroRedundancy* zero() const { return zero_.get(); }
   ZeroRedundancy* zero() { return zero_.get(); }
+  // --ema-decay's or --swa-lrs's average (null without either).
+  WeightAverage* weight_average() { return ema_ ? ema_.get() : swa_.get(); }
 
  private:
   EvalResult evaluate(const io::Dataset& ds, int64_t max_batches);
@@ -141,6 +143,17 @@ class Trainer {
   // --swa-lrs after the last epoch: the model takes the average, batch-norm statistics are
   // recomputed over the training data (`loader`, its pass `epoch`), and it is validated.
   void finish_swa(io::Loader& loader, int64_t epoch, int64_t val_limit, FitResult& res);
+  // A weight average (ema_ or swa_) swapped with the model's weights, or copied into them, on
+  // every rank. Under ZeRO the average is sharded as the optimizer state is (each rank keeps
+  // its own parameters' average, WeightAverage::keep_only): each owner changes its own
+  // parameters, which reach the others as a step's do (zero1/zero2's broadcasts; zero3's units
+  // gather them when next used).
+  void swap_average(WeightAverage& avg);
+  void copy_average(WeightAverage& avg);
+  // ZeRO: each rank keeps the average of the parameters it owns (once zero_ exists).
+  void shard_average();
+  // save()'s write: every rank takes part (ZeRO gathers to rank 0), rank 0 writes.
+  void write_checkpoint(const std::string& name);
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::Reducer> reducer_;
   std::unique_ptr<ZeroRedundancy> zero_;  // --strategy zero1 on more than one rank

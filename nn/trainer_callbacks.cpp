@@ -164,7 +164,7 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
   if (ds.count == 0 || max_batches == 0) return r;
   // Validation runs the weight average (Lightning swaps it in for the validation loop).
   const bool averaged = ema_ && &ds == &data_.val;
-  if (averaged) ema_->swap(*model_);
+  if (averaged) swap_average(*ema_);
   autograd::NoGradGuard no_grad;
   model_->eval();
   io::LoaderOptions lo;
@@ -205,7 +205,7 @@ EvalResult Trainer::evaluate(const io::Dataset& ds, int64_t max_batches) {
     (*model_)(Variable(Tensor::zeros({1, ds.height, ds.width, ds.channels}, lo.dtype, device_)));
   model_->train();
   if (zero_) zero_->release_units();
-  if (averaged) ema_->swap(*model_);
+  if (averaged) swap_average(*ema_);
   Tensor n = Tensor::full({}, static_cast<double>(r.samples), DType::kFloat32, device_);
   allreduce(loss_sum);
   allreduce(counts);

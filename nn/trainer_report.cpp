@@ -95,8 +95,45 @@ io::ConfusionMatrix Trainer::to_matrix(const Tensor& counts, const io::Dataset& 
 void Trainer::save(const std::string& name) {
   if (name == "last.h5") last_saved_ = std::chrono::steady_clock::now();  // (on every rank)
   if (dev_run_) return;
-  // ZeRO: every rank calls save() at the same points; rank 0 holds the whole state meanwhile.
+  // --ema-decay: the average as the weights, the training weights beside them (Lightning's
+  // WeightAveraging).
+  if (ema_) swap_average(*ema_);
+  write_checkpoint(name);
+  if (ema_) swap_average(*ema_);
+}
+
+namespace {
+// A sharded weight average's other owners' tensors on rank 0 while it lives (a checkpoint's
+// write); nothing without ZeRO. Every rank makes one at the same point.
+class AverageOnRank0 {
+ public:
+  AverageOnRank0(ZeroRedundancy* zero, WeightAverage* avg, const Optimizer& opt)
+      : avg_(zero ? avg : nullptr) {
+    if (!avg_) return;
+    std::map<std::string, Tensor*> by_name;
+    for (const auto& [n, t] : avg_->named()) by_name[n] = t;
+    std::vector<Tensor*> per_param;
+    for (const auto& [n, v] : opt.parameters()) per_param.push_back(by_name.at(n));
+    zero->gather_to_rank0(per_param);
+  }
+  ~AverageOnRank0() {
+    if (avg_) avg_->drop_others();
+  }
+  AverageOnRank0(const AverageOnRank0&) = delete;
+  AverageOnRank0& operator=(const AverageOnRank0&) = delete;
+
+ private:
+  WeightAverage* avg_;
+};
+}  // namespace
+
+void Trainer::write_checkpoint(const std::string& name) {
+  // ZeRO: every rank calls save() at the same points; rank 0 holds the whole state meanwhile,
+  // and the whole of what is saved beside the weights: the training weights under --ema-decay
+  // (swapped out, save()), the average so far under --swa-lrs.
   const GatheredState whole(zero_.get());
+  WeightAverage* beside = ema_ ? ema_.get() : swa_.get();
+  const AverageOnRank0 average(zero_.get(), beside, *opt_);
   if (!main_) return;
   // The exact count of steps taken (the step loop knows it one step late).
   opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
@@ -104,16 +141,21 @@ void Trainer::save(const std::string& name) {
   state_.checkpoint_dir = dir_ + "/checkpoints";
   const io::Dataset& d = data_.train;
   const DataInfo data{d.height, d.width, d.channels, d.mean, d.std, d.class_names};
-  if (!ema_) {  // (under --swa-lrs the average so far beside the weights)
-    save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_,
-                    scaler_->state(), &data, {}, swa_ ? swa_->named() : NamedTensors{});
-    return;
-  }
-  // The average as the weights, the training weights beside them (Lightning's WeightAveraging).
-  ema_->swap(*model_);
   save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_,
-                  scaler_->state(), &data, ema_->named());
-  ema_->swap(*model_);
+                  scaler_->state(), &data, ema_ ? ema_->named() : NamedTensors{},
+                  swa_ ? swa_->named() : NamedTensors{});
+}
+
+void Trainer::swap_average(WeightAverage& avg) {
+  if (zero_) zero_->release_units();  // (zero3: a unit held would keep the values swapped out)
+  avg.swap(*model_);
+  if (zero_) zero_->broadcast_parameters();
+}
+
+void Trainer::copy_average(WeightAverage& avg) {
+  if (zero_) zero_->release_units();
+  avg.copy_to(*model_);
+  if (zero_) zero_->broadcast_parameters();
 }
 
 void Trainer::log_images(const Tensor& images) {
@@ -440,7 +482,7 @@ bool Trainer::end_epoch(EpochTotals& e, int64_t val_limit, FitResult& res) {
 // best.h5's (or the file's) weights and buffers, which every rank then takes from it. Every rank
 // decides alike: the best score is computed from allreduced validation metrics.
 void Trainer::finish_swa(io::Loader& loader, int64_t epoch, int64_t val_limit, FitResult& res) {
-  swa_->copy_to(*model_);
+  copy_average(*swa_);
   const std::vector<BatchNorm2d*> bns = batch_norms(*model_);
   int64_t batches = 0;
   if (!bns.empty()) {  // torch.optim.swa_utils.update_bn: one pass, statistics as a plain mean

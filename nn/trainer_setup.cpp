@@ -370,10 +370,8 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
     sync_from_rank0(true);
     build_reducer();
     if (cfg_.zero()) {  // (after the broadcast: every rank holds rank 0's weights)
-      // Under mixed precision the float32 masters are sharded too, unless a weight average
-      // (--ema-decay, --swa-lrs) reads every one of them after each step or epoch.
+      // Under mixed precision the float32 masters are sharded too (a weight average is, below).
       ZeroOptions zo;
-      zo.shard_masters = !ema_ && !swa_;
       zo.backward_prefetch = parse_backward_prefetch(cfg_.backward_prefetch);
       zo.forward_prefetch = cfg_.forward_prefetch;
       std::vector<Module*> units;
@@ -405,10 +403,6 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
             tensor::dtype_name(compute_dtype(precision_)),
             zero_->parameters_sharded() ? "gathered with their unit"
                                         : "broadcast after the step");
-      else if (main_ && precision_ != Precision::kFloat32 && (ema_ || swa_))
-        std::printf(
-            "ZeRO: float32 masters kept whole on every rank: %s averages every one of them\n",
-            ema_ ? "--ema-decay" : "--swa-lrs");
       if (main_ && zero_->parameters_sharded())
         std::printf(
             "ZeRO stage 3: parameters sharded too, in %d unit(s) (its blocks, and the rest of "
@@ -423,6 +417,7 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
             "bucket reduced to the ranks that own its parts\n",
             stage, static_cast<double>(reducer_->kept_grad_bytes()) / 1e6,
             static_cast<double>(reducer_->wire_bytes()) / 1e6);
+      shard_average();
     }
     if (cfg_.sync_bn) {
       const std::vector<BatchNorm2d*> bns = batch_norms(*model_);
@@ -543,6 +538,26 @@ void Trainer::build_reducer() {
 
 Trainer::~Trainer() {
   if (cfg_.detect_anomaly) autograd::set_detect_anomaly(false, false);  // (process-wide)
+}
+
+void Trainer::shard_average() {
+  WeightAverage* avg = ema_ ? ema_.get() : swa_.get();
+  if (!avg || !zero_) return;
+  // The average of a parameter is kept by its owner alone, beside its optimizer state (and
+  // under zero3 its parameter); every rank keeps the buffers' (batch-norm statistics), as
+  // each keeps the buffers themselves.
+  std::set<std::string> others;
+  const auto& params = opt_->parameters();
+  for (size_t i = 0; i < params.size(); ++i)
+    if (zero_->owner(i) != group_.rank()) others.insert(params[i].first);
+  std::vector<bool> keep;
+  for (const auto& [n, t] : avg->named()) keep.push_back(others.count(n) == 0);
+  const int64_t whole = avg->bytes();
+  avg->keep_only(keep);
+  if (main_)
+    std::printf("ZeRO: the weight average (%s) sharded too; rank 0 keeps %.1f MB of %.1f MB\n",
+                ema_ ? "--ema-decay" : "--swa-lrs", static_cast<double>(avg->bytes()) / 1e6,
+                static_cast<double>(whole) / 1e6);
 }
 
 }  // namespace mlai::nn

@@ -14,15 +14,45 @@ WeightAverage::WeightAverage(Module& model, double decay) : decay_(decay) {
   for (auto& [n, t] : model.named_tensors()) avg_.emplace_back(n, t->clone());
 }
 
-void WeightAverage::update(Module& model) { update(model, decay_); }
-
-void WeightAverage::update(Module& model, double decay) {
-  const auto cur = model.named_tensors();
+std::vector<std::pair<std::string, Tensor*>> WeightAverage::model_tensors(Module& model) const {
+  auto cur = model.named_tensors();
   if (cur.size() != avg_.size())
     throw std::logic_error("weight average: the model has " + std::to_string(cur.size()) +
                            " tensors, the average " + std::to_string(avg_.size()));
+  for (size_t i = 0; i < cur.size(); ++i)
+    if (cur[i].first != avg_[i].first)
+      throw std::logic_error("weight average: the model's tensor " + std::to_string(i) + " is " +
+                             cur[i].first + ", the average's " + avg_[i].first);
+  return cur;
+}
+
+void WeightAverage::keep_only(const std::vector<bool>& keep) {
+  if (keep.size() != avg_.size())
+    throw std::logic_error("weight average: " + std::to_string(keep.size()) +
+                           " keep flags for " + std::to_string(avg_.size()) + " tensors");
+  keep_ = keep;
+  drop_others();
+}
+
+void WeightAverage::drop_others() {
+  for (size_t i = 0; i < avg_.size(); ++i)
+    if (!keeps(i)) avg_[i].second = Tensor();
+}
+
+int64_t WeightAverage::bytes() const {
+  int64_t n = 0;
+  for (const auto& [name, t] : avg_)
+    if (t.defined()) n += static_cast<int64_t>(t.nbytes());
+  return n;
+}
+
+void WeightAverage::update(Module& model) { update(model, decay_); }
+
+void WeightAverage::update(Module& model, double decay) {
+  const auto cur = model_tensors(model);
   std::vector<Tensor> a, c;
   for (size_t i = 0; i < cur.size(); ++i) {
+    if (!keeps(i)) continue;
     Tensor& mine = avg_[i].second;
     if (updates_ == 0 || mine.dtype() != DType::kFloat32) {
       mine.copy_from(*cur[i].second);  // the first update, and integer buffers: a copy
@@ -36,8 +66,9 @@ void WeightAverage::update(Module& model, double decay) {
 }
 
 void WeightAverage::swap(Module& model) {
-  const auto cur = model.named_tensors();
+  const auto cur = model_tensors(model);
   for (size_t i = 0; i < cur.size(); ++i) {
+    if (!keeps(i)) continue;
     Tensor held = avg_[i].second.clone();
     avg_[i].second.copy_from(*cur[i].second);
     cur[i].second->copy_from(held);
@@ -46,14 +77,16 @@ void WeightAverage::swap(Module& model) {
 }
 
 void WeightAverage::copy_to(Module& model) {
-  const auto cur = model.named_tensors();
-  for (size_t i = 0; i < cur.size(); ++i) cur[i].second->copy_from(avg_[i].second);
+  const auto cur = model_tensors(model);
+  for (size_t i = 0; i < cur.size(); ++i)
+    if (keeps(i)) cur[i].second->copy_from(avg_[i].second);
   model.refresh_working_parameters();
 }
 
 void WeightAverage::copy_from(Module& model) {
-  const auto cur = model.named_tensors();
-  for (size_t i = 0; i < cur.size(); ++i) avg_[i].second.copy_from(*cur[i].second);
+  const auto cur = model_tensors(model);
+  for (size_t i = 0; i < cur.size(); ++i)
+    if (keeps(i)) avg_[i].second.copy_from(*cur[i].second);
 }
 
 std::vector<std::pair<std::string, Tensor*>> WeightAverage::named() {

@@ -3,8 +3,12 @@
 // float32 parameters and floating buffers (batch-norm running statistics) are averaged after
 // each optimizer step, integer buffers (num_batches_tracked) copied; the first update copies
 // the model. The trainer validates, checkpoints and tests with the average (see trainer.h).
+// Under ZeRO (nn/zero.h) the average is sharded as the optimizer state is: a rank keeps the
+// average of the parameters it owns (and of every buffer) and drops the rest (keep_only), so it
+// updates, swaps and copies those alone; a checkpoint's write gathers the others to rank 0.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +21,17 @@ class WeightAverage {
  public:
   // Starts as a copy of the model's parameters and buffers, on their device.
   WeightAverage(Module& model, double decay);
+
+  // keep[i] (parallel to named()): whether this rank averages the model's tensor i; the others'
+  // memory is given back, and update/swap/copy_to/copy_from pass them by. ZeRO: the parameters
+  // this rank owns, and every buffer. Once, before the first update.
+  void keep_only(const std::vector<bool>& keep);
+  bool keeps(size_t i) const { return keep_.empty() || keep_[i]; }
+  // After a checkpoint's write filled them (ZeroRedundancy::gather_to_rank0 on rank 0): the
+  // tensors this rank does not keep are dropped again.
+  void drop_others();
+  // Bytes of the average this rank holds.
+  int64_t bytes() const;
 
   // avg = decay * avg + (1 - decay) * model (a few fused launches); the first update copies.
   void update(Module& model);
@@ -34,13 +49,17 @@ class WeightAverage {
   int64_t updates() const { return updates_; }  // AveragedModel's n_averaged
   void set_updates(int64_t n) { updates_ = n; }
   double decay() const { return decay_; }
-  // The average's tensors, named as the model's parameters and buffers (checkpoint order).
+  // The average's tensors, named as the model's parameters and buffers (checkpoint order);
+  // undefined where keep_only dropped them.
   std::vector<std::pair<std::string, Tensor*>> named();
 
  private:
   double decay_;
   int64_t updates_ = 0;
   std::vector<std::pair<std::string, Tensor>> avg_;
+  std::vector<bool> keep_;  // (empty: every one)
+  // The model's tensors, checked against the average's names (a model built differently).
+  std::vector<std::pair<std::string, Tensor*>> model_tensors(Module& model) const;
 };
 
 }  // namespace mlai::nn

@@ -315,19 +315,15 @@ void ZeroRedundancy::release_units() {
   for (auto& seen : seen_) seen.clear();
 }
 
-void ZeroRedundancy::gather_state() {
-  if (gathered_) throw std::logic_error("ZeRO: optimizer state gathered twice");
-  gathered_ = true;
+void ZeroRedundancy::send_to_rank0(size_t slots, const std::function<Tensor*(size_t, size_t)>& of) {
   const auto& params = opt_.parameters();
-  if (params.empty()) return;
-  const size_t slots = opt_.slot_count();
-  if (slots == 0) return;  // (SGD without momentum keeps none)
+  if (params.empty() || slots == 0) return;
   const int rank = comm_.rank();
   for (int r = 1; r < comm_.world(); ++r) {
     if (rank != 0 && rank != r) continue;
-    // The state of owner r's parameters, slot by slot, each parameter after the last: packed
-    // by r, sent to rank 0 alone, which keeps it on the host (FSDP's rank0_only and
-    // offload_to_cpu), one owner's at a time on the device.
+    // Owner r's tensors, slot by slot, each parameter after the last: packed by r, sent to
+    // rank 0 alone, which keeps them on the host (FSDP's rank0_only and offload_to_cpu), one
+    // owner's at a time on the device.
     std::vector<int64_t> at(params.size(), 0);
     int64_t n = 0;
     for (size_t i = 0; i < params.size(); ++i)
@@ -345,7 +341,7 @@ void ZeroRedundancy::gather_state() {
     if (rank == r) {
       for (size_t i = 0; i < params.size(); ++i)
         if (owner_[i] == r)
-          for (size_t s = 0; s < slots; ++s) place(buf, s, i).copy_from(*opt_.state_of(i)[s]);
+          for (size_t s = 0; s < slots; ++s) place(buf, s, i).copy_from(*of(i, s));
       comm_.send_async(buf, 0)->wait();
       continue;
     }
@@ -353,8 +349,22 @@ void ZeroRedundancy::gather_state() {
     const Tensor host = buf.to(Device::cpu());
     for (size_t i = 0; i < params.size(); ++i)
       if (owner_[i] == r)
-        for (size_t s = 0; s < slots; ++s) *opt_.state_of(i)[s] = place(host, s, i);
+        for (size_t s = 0; s < slots; ++s) *of(i, s) = place(host, s, i);
   }
+}
+
+void ZeroRedundancy::gather_state() {
+  if (gathered_) throw std::logic_error("ZeRO: optimizer state gathered twice");
+  gathered_ = true;
+  // (SGD without momentum keeps none)
+  send_to_rank0(opt_.slot_count(), [this](size_t i, size_t s) { return opt_.state_of(i)[s]; });
+}
+
+void ZeroRedundancy::gather_to_rank0(const std::vector<Tensor*>& per_param) {
+  if (per_param.size() != opt_.parameters().size())
+    throw std::logic_error("ZeRO: " + std::to_string(per_param.size()) + " tensors to gather for " +
+                           std::to_string(opt_.parameters().size()) + " parameters");
+  send_to_rank0(1, [&per_param](size_t i, size_t) { return per_param[i]; });
 }
 
 void ZeroRedundancy::release_state() {

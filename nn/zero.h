@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -91,6 +92,11 @@ class ZeroRedundancy {
   // nothing more. release() frees what gather() added.
   void gather_state();
   void release_state();
+  // Collective (a checkpoint's write): per_param[i] (parallel to the optimizer's parameters,
+  // float32 in parameter i's shape) is a tensor its owner alone keeps, as a sharded weight
+  // average's (nn/weight_average.h); rank 0 receives the other owners' on the host in their
+  // place, the other ranks send theirs. Rank 0 drops them after the write.
+  void gather_to_rank0(const std::vector<Tensor*>& per_param);
 
   // Collective (what rank 0 alone reads: a checkpoint's write, weight histograms): rank 0's
   // parameters all hold their float32 values, the sharded ones as host copies received from
@@ -166,6 +172,9 @@ class ZeroRedundancy {
   void for_unit_shards(int u, F f);
   void release(int u);
   void prefetch(int u);
+  // gather_state and gather_to_rank0: *of(i, slot) for slot < slots of every parameter i, from
+  // its owner to rank 0 (host copies there), each owner's packed in one message.
+  void send_to_rank0(size_t slots, const std::function<Tensor*(size_t, size_t)>& of);
   // Bytes of one kind of buffer: those held here now, or all of them.
   int64_t bytes(const std::vector<Shard>& kind, bool held_only) const;
 

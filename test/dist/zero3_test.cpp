@@ -4,9 +4,11 @@
 // unit per residual block (with and without activation checkpointing, with a frozen stem, under
 // each prefetch setting), vit_cifar and MobileNetV2 by their blocks; its checkpoints are DDP's,
 // tensor for tensor. The root is kept from forward into backward, and evaluation gathers unit
-// by unit over uneven shards.
+// by unit over uneven shards. A weight average is sharded as the optimizer state is, under
+// every stage.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -296,6 +298,118 @@ TEST_F(Ddp, Zero3EvaluatesUnitByUnitOverUnevenShards) {
   EXPECT_EQ(rz.val.loss, rd.val.loss);
   EXPECT_EQ(rz.test.confusion.counts(), rd.test.confusion.counts());
   EXPECT_EQ(rz.val.samples, 65);
+}
+
+// A weight average under ZeRO is sharded as the optimizer state is: each rank keeps the average
+// of the parameters it owns (and of every buffer), updates and swaps those alone, and a
+// checkpoint's write gathers the others' to rank 0. --ema-decay (the mlp in fp16, whose masters
+// are sharded too: validated with the average, checkpointed with the training weights beside it
+// mid-epoch and at each epoch's end, the model takes it at the end) and --swa-lrs (resnet20:
+// averaged each epoch, then batch norm recomputed in a pass through the units' gathers and the
+// average checkpointed beside the weights): DDP's run bit for bit under each stage, and DDP's
+// checkpoints, every tensor of every group.
+TEST_F(Ddp, ZeroShardsAWeightAverageAndTrainsAsDdpBitForBit) {
+  struct Case {
+    const char* name;
+    const char* arch;
+    const char* precision;
+    bool swa;
+  };
+  for (const Case k : {Case{"ema-mlp-fp16", "mlp", "16", false},
+                       Case{"swa-resnet20", "resnet20", "32", true}}) {
+    SCOPED_TRACE(k.name);
+    auto cfg = [&](const std::string& s) {
+      nn::Config c = config(8);
+      c.strategy = s;
+      c.arch = k.arch;
+      c.hidden = {48, 24};
+      c.optimizer = "adamw";
+      c.lr = 0.003;
+      c.precision = k.precision;
+      if (k.swa) {
+        c.epochs = 3;
+        c.limit_train_batches = "3";
+        c.limit_val_batches = "2";
+        c.limit_test_batches = "2";
+        c.swa_lrs = 0.001;
+        c.swa_epoch_start = "2";
+      } else {
+        c.ema_decay = 0.9;
+        c.checkpoint_every_n_steps = 4;
+        c.save_top_k = 1;
+      }
+      c.log_dir = root + "/logs-average-" + s;
+      c.experiment_name = k.name;
+      return c;
+    };
+    nn::Trainer ddp(cfg("ddp"), "", group());
+    const nn::FitResult rd = ddp.fit();
+    for (const char* strategy : {"zero1", "zero2", "zero3"}) {
+      SCOPED_TRACE(strategy);
+      nn::Trainer zero(cfg(strategy), "", group());
+      ASSERT_NE(zero.zero(), nullptr);
+      // This rank's share of the average: its own parameters' (and every buffer's).
+      std::map<std::string, bool> mine;
+      const auto& params = zero.optimizer().parameters();
+      for (size_t i = 0; i < params.size(); ++i)
+        mine[params[i].first] = zero.zero()->owner(i) == group().rank();
+      int dropped = 0;
+      for (const auto& [n, t] : zero.weight_average()->named()) {
+        const bool parameter = mine.count(n) > 0;
+        EXPECT_EQ(t->defined(), !parameter || mine[n]) << n;
+        dropped += !t->defined();
+      }
+      EXPECT_GT(dropped, 0);
+      EXPECT_GT(allreduce_host(group(), dropped), static_cast<double>(dropped));
+      EXPECT_EQ(zero.zero()->masters_sharded(), std::string(k.precision) != "32");
+      const nn::FitResult rz = zero.fit();
+      expect_ddps_run(zero, rz, ddp, rd);
+      EXPECT_EQ(rz.val.confusion.counts(), rd.val.confusion.counts());
+      EXPECT_EQ(rz.val.loss, rd.val.loss);
+      for (const auto& [n, t] : zero.weight_average()->named())  // (rank 0 dropped them again)
+        EXPECT_EQ(t->defined(), mine.count(n) == 0 || mine[n]) << n;
+      if (group().rank() != 0) continue;
+      for (const char* file : {"last.h5", "best.h5"})
+        for (const char* part : {"model", "optimizer", k.swa ? "swa_average" : "current_model"}) {
+          const auto a = datasets(rz.version_dir + "/checkpoints/" + file, part);
+          const auto b = datasets(rd.version_dir + "/checkpoints/" + file, part);
+          EXPECT_FALSE(a.empty()) << file << " " << part;
+          EXPECT_TRUE(a == b) << file << " " << part << " differs from DDP's";
+        }
+    }
+  }
+}
+
+// A zero3 run with --ema-decay stopped at step 4 and resumed (each rank's share of the average
+// taken from the checkpoint's weights, the training weights from its current_model) ends where
+// the uninterrupted DDP run does, bit for bit.
+TEST_F(Ddp, Zero3ResumesAWeightAverageExactly) {
+  auto cfg = [&](const std::string& s, const std::string& logs) {
+    nn::Config c = config(8);
+    c.strategy = s;
+    c.hidden = {48, 24};
+    c.optimizer = "adamw";
+    c.lr = 0.003;
+    c.precision = "bf16";
+    c.ema_decay = 0.9;
+    c.log_dir = root + "/" + logs;
+    return c;
+  };
+  nn::Trainer ddp(cfg("ddp", "logs-ema-ddp"), "", group());
+  const nn::FitResult rd = ddp.fit();
+  nn::Config stop = cfg("zero3", "logs-ema-stopped");
+  stop.max_steps = 4;
+  nn::Trainer(stop, "", group()).fit();
+  // Only rank 0 writes: the other rank reads rank 0's file (one machine, as a shared file
+  // system).
+  const auto pid0 = static_cast<long>(allreduce_host(group(), group().rank() == 0 ? getpid() : 0));
+  nn::Config resume = cfg("zero3", "logs-ema-resumed");
+  resume.resume = (fs::temp_directory_path() / ("mlai_ddp_" + std::to_string(pid0))).string() +
+                  "/logs-ema-stopped/default/version_0/checkpoints/last.h5";
+  nn::Trainer zero(resume, "", group());
+  const nn::FitResult rz = zero.fit();
+  expect_ddps_run(zero, rz, ddp, rd);
+  EXPECT_EQ(rz.val.loss, rd.val.loss);
 }
 
 }  // namespace

@@ -76,8 +76,6 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--strategy deepspeed", "--strategy"},
       {"--strategy zero2 --ddp-comm-hook fp16", "--strategy zero2"},
       {"--strategy zero3 --ddp-comm-hook bf16", "--strategy zero3"},
-      {"--strategy zero3 --ema-decay 0.99", "--strategy zero3"},
-      {"--strategy zero3 --swa-lrs 0.01", "--strategy zero3"},
       {"--strategy zero3 --backward-prefetch backward", "--backward-prefetch"},
       {"--strategy zero2 --forward-prefetch", "--forward-prefetch"},
       {"--backward-prefetch none", "--backward-prefetch"},
