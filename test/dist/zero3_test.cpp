@@ -319,7 +319,7 @@ TEST_F(Ddp, ZeroShardsAWeightAverageAndTrainsAsDdpBitForBit) {
                        Case{"swa-resnet20", "resnet20", "32", true}}) {
     SCOPED_TRACE(k.name);
     auto cfg = [&](const std::string& s) {
-      nn::Config c = config(8);
+      nn::Config c = k.swa ? short_run(config(8)) : config(8);
       c.strategy = s;
       c.arch = k.arch;
       c.hidden = {48, 24};
@@ -328,9 +328,6 @@ TEST_F(Ddp, ZeroShardsAWeightAverageAndTrainsAsDdpBitForBit) {
       c.precision = k.precision;
       if (k.swa) {
         c.epochs = 3;
-        c.limit_train_batches = "3";
-        c.limit_val_batches = "2";
-        c.limit_test_batches = "2";
         c.swa_lrs = 0.001;
         c.swa_epoch_start = "2";
       } else {
