@@ -139,7 +139,7 @@ ZeroRedundancy::ZeroRedundancy(Optimizer& opt, dist::Communicator& comm, ZeroOpt
   }
   // What is sharded is released on the ranks that do not own it. Without working copies there
   // are no masters apart from what forward reads.
-  masters_sharded_ = working_dtype != DType::kFloat32 && (options.shard_masters || units_ > 0);
+  masters_sharded_ = working_dtype != DType::kFloat32;
   unit_held_.assign(static_cast<size_t>(units_), false);
   prefetched_.assign(static_cast<size_t>(units_), false);
   backward_prefetch_ = options.backward_prefetch;

@@ -53,9 +53,6 @@ enum class BackwardPrefetch { kNone, kPre, kPost };
 BackwardPrefetch parse_backward_prefetch(const std::string& name);  // backward_pre|_post|none
 
 struct ZeroOptions {
-  // Under mixed precision: the float32 masters of other ranks' parameters released (stages 1
-  // and 2; stage 3 always shards them).
-  bool shard_masters = true;
   // Stage 3 (--strategy zero3): unit_of[i], the unit (FSDP's wrapped module) parameter i
   // belongs to, 0 .. units-1. Non-empty: the parameters themselves are sharded, each unit's
   // gathered around its forward and its backward (gather_unit/release_unit).
