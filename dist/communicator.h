@@ -43,6 +43,16 @@ class Communicator {
   // computes).
   virtual std::unique_ptr<Work> broadcast_async(Tensor& t, int root) = 0;
   void broadcast(Tensor& t, int root) { broadcast_async(t, root)->wait(); }
+  // Several broadcasts as one operation (every rank passes the same list in the same order),
+  // waited for together: ZeRO's gathers, one tensor from each owner. NCCL runs them as one
+  // grouped launch (ncclGroupStart/End), so the owners send at once rather than one broadcast
+  // after another on the stream, which would add up world latencies per gather; MPI posts
+  // them all before any is waited for. Tensors with no elements are passed by.
+  struct Broadcast {
+    Tensor* t;
+    int root;
+  };
+  virtual std::unique_ptr<Work> broadcast_many_async(const std::vector<Broadcast>& items);
   // Point to point (ZeRO's gathers to rank 0 for a checkpoint's write): `t` from this rank to
   // rank `dst`, or from rank `src` into `t`. Sends and receives between two ranks pair up in
   // the order they are made; the tensors must stay alive until the work is waited for.

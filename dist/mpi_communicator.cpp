@@ -246,6 +246,22 @@ std::unique_ptr<Communicator> make_communicator(const std::string& backend,
   throw std::invalid_argument("unknown --dist-backend '" + backend + "' (expected auto, nccl or mpi)");
 }
 
+namespace {
+struct AllWork : Work {
+  std::vector<std::unique_ptr<Work>> works;
+  void wait() override {
+    for (auto& w : works) w->wait();
+  }
+};
+}  // namespace
+
+std::unique_ptr<Work> Communicator::broadcast_many_async(const std::vector<Broadcast>& items) {
+  auto all = std::make_unique<AllWork>();
+  for (const Broadcast& b : items)
+    if (b.t->numel() > 0) all->works.push_back(broadcast_async(*b.t, b.root));
+  return all;
+}
+
 void Communicator::check_segments(const Tensor& send, const Tensor& recv,
                                   const std::vector<int64_t>& counts) const {
   int64_t total = 0;

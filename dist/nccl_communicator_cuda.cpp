@@ -167,6 +167,23 @@ class NcclCommunicator : public Communicator {
     });
   }
 
+  std::unique_ptr<Work> broadcast_many_async(const std::vector<Broadcast>& items) override {
+    int64_t elements = 0;
+    for (const Broadcast& b : items) elements += b.t->numel();
+    if (elements == 0) return std::make_unique<NcclWork>();  // (nothing to wait for)
+    const std::string what = "NCCL " + std::to_string(items.size()) + " grouped broadcasts of " +
+                             std::to_string(elements) + " elements";
+    return on_comm_stream(what, [&](cudaStream_t comm) {
+      MLAI_NCCL_CHECK(ncclGroupStart());
+      for (const Broadcast& b : items)
+        if (b.t->numel() > 0)
+          MLAI_NCCL_CHECK(ncclBroadcast(b.t->data_ptr(), b.t->data_ptr(),
+                                        static_cast<size_t>(b.t->numel()),
+                                        nccl_type(b.t->dtype()), b.root, comm_, comm));
+      MLAI_NCCL_CHECK(ncclGroupEnd());
+    });
+  }
+
   std::unique_ptr<Work> send_async(const Tensor& t, int dst) override {
     return on_comm_stream(describe("send", t) + " to rank " + std::to_string(dst),
                           [&](cudaStream_t comm) {

@@ -152,10 +152,19 @@ ZeroRedundancy::ZeroRedundancy(Optimizer& opt, dist::Communicator& comm, ZeroOpt
   }
 }
 
-void ZeroRedundancy::acquire(Shard& s) {
-  if (!s.sharded || !s.t.defined() || s.holds++ > 0) return;
-  if (s.root != comm_.rank()) s.t.storage()->reallocate();
-  s.pending = comm_.broadcast_async(s.t, s.root);
+void ZeroRedundancy::acquire(const std::vector<Shard*>& shards) {
+  std::vector<dist::Communicator::Broadcast> items;
+  std::vector<Shard*> filled;
+  for (Shard* s : shards) {
+    if (!s->sharded || !s->t.defined() || s->holds++ > 0) continue;
+    if (s->root != comm_.rank()) s->t.storage()->reallocate();
+    items.push_back({&s->t, s->root});
+    filled.push_back(s);
+  }
+  if (items.empty()) return;
+  auto pending = std::make_shared<Pending>();
+  pending->work = comm_.broadcast_many_async(items);
+  for (Shard* s : filled) s->pending = pending;
 }
 
 void ZeroRedundancy::settle(Shard& s) {
@@ -172,17 +181,17 @@ void ZeroRedundancy::drop(Shard& s) {
 
 void ZeroRedundancy::broadcast_parameters() {
   if (parameters_sharded()) return;  // (stage 3: each unit is gathered when next needed)
-  // Every owner's broadcasts at once, then the waits: the ranks' sends overlap.
-  std::vector<std::unique_ptr<dist::Work>> works;
+  // Every owner's broadcasts as one operation: the ranks' sends overlap.
+  std::vector<dist::Communicator::Broadcast> items;
   for (size_t s = 0; s < plain_.size(); ++s) {
     const int root = plain_[s].root;
-    if (plain_[s].t.defined()) works.push_back(comm_.broadcast_async(plain_[s].t, root));
+    if (plain_[s].t.defined()) items.push_back({&plain_[s].t, root});
     if (!masters_[s].t.defined()) continue;
     // Sharded masters: the owner's step refreshed its working copies from its masters, and
     // they go as they are.
-    works.push_back(comm_.broadcast_async(masters_sharded() ? working_[s].t : masters_[s].t, root));
+    items.push_back({masters_sharded() ? &working_[s].t : &masters_[s].t, root});
   }
-  for (auto& w : works) w->wait();
+  comm_.broadcast_many_async(items)->wait();
   if (masters_sharded()) return;
   // The owner's step refreshed its own working copies; the others round the masters received,
   // as that step rounds them (to nearest even), in one launch per owner.
@@ -227,8 +236,10 @@ void ZeroRedundancy::release_masters() {
 
 void ZeroRedundancy::unshard() {
   if (whole_) return;
+  std::vector<Shard*> all;
   for (size_t s = 0; s < masters_.size(); ++s)
-    for (Shard* sh : {&plain_[s], &masters_[s], &working_[s]}) acquire(*sh);
+    for (Shard* sh : {&plain_[s], &masters_[s], &working_[s]}) all.push_back(sh);
+  acquire(all);
   for (size_t s = 0; s < masters_.size(); ++s)
     for (Shard* sh : {&plain_[s], &masters_[s], &working_[s]}) {
       settle(*sh);
@@ -251,7 +262,9 @@ void ZeroRedundancy::post_unit(int u) {
   unit_held_[static_cast<size_t>(u)] = true;
   peak_held_ = std::max(peak_held_,
                         static_cast<int>(std::count(unit_held_.begin(), unit_held_.end(), true)));
-  for_unit_shards(u, [this](Shard& sh) { acquire(sh); });
+  std::vector<Shard*> shards;
+  for_unit_shards(u, [&shards](Shard& sh) { shards.push_back(&sh); });
+  acquire(shards);
 }
 
 void ZeroRedundancy::settle_unit(int u) { for_unit_shards(u, settle); }

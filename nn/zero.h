@@ -145,6 +145,15 @@ class ZeroRedundancy {
   int64_t total_parameter_bytes() const;
 
  private:
+  // The broadcasts that fill some buffers, posted as one (Communicator::broadcast_many_async),
+  // waited for once by whichever of them is settled first.
+  struct Pending {
+    std::unique_ptr<dist::Work> work;
+    void wait() {
+      if (work) work->wait();
+      work.reset();
+    }
+  };
   // One flat buffer of one owner's parameters. Sharded: on the other ranks its storage is
   // released unless something holds it (holds counts the same on every rank, so every rank
   // takes part in the broadcast that fills it). `pending`: that broadcast, until waited for.
@@ -153,11 +162,12 @@ class ZeroRedundancy {
     int root = 0;
     bool sharded = false;
     int holds = 0;
-    std::unique_ptr<dist::Work> pending;
+    std::shared_ptr<Pending> pending;
   };
-  // acquire() starts the broadcast that fills a buffer not held yet; settle() waits for it
-  // (every acquire is settled before the buffer is read). drop() settles before releasing.
-  void acquire(Shard& s);
+  // acquire() starts the broadcasts that fill the buffers not held yet, all owners' at once;
+  // settle() waits for a buffer's (every acquire is settled before the buffer is read). drop()
+  // settles before releasing.
+  void acquire(const std::vector<Shard*>& shards);
   static void settle(Shard& s);
   void drop(Shard& s);
   // Stage 3: a unit's buffers acquired (held from now on) or settled; release without the

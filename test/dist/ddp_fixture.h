@@ -92,7 +92,10 @@ inline double checksum(const std::vector<double>& w) {
 
 // True on every rank when every rank has the same value (collective).
 inline bool same_on_every_rank(double v) {
-  return allreduce_host(group(), v, true) == v && -allreduce_host(group(), -v, true) == v;
+  // (Both collectives on every rank: a short-circuit would skip the second where they differ.)
+  const double max = allreduce_host(group(), v, true);
+  const double min = -allreduce_host(group(), -v, true);
+  return max == v && min == v;
 }
 
 }  // namespace mlai::dist

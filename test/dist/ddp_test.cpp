@@ -47,6 +47,27 @@ TEST_F(Ddp, AllgatherStacksEveryRanksTensor) {
   comm->barrier();
 }
 
+// ZeRO's gathers: one tensor from each owner (float32 from rank 0, bf16 and an empty one from
+// rank 1) as one operation; every rank ends with each root's random values.
+TEST_F(Ddp, GroupedBroadcastsBringEachRootsTensor) {
+  auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
+  tensor::Generator gen(100 + static_cast<uint64_t>(group().rank()));  // different on each rank
+  Tensor a = Tensor::uniform({1000}, -1, 1, gen);
+  Tensor b = tensor::cast(Tensor::uniform({37}, -1, 1, gen), tensor::DType::kBFloat16);
+  Tensor empty = Tensor::zeros({0});
+  const std::vector<double> a0 = a.to_double_vector();
+  const std::vector<double> b1 = b.to_double_vector();
+  comm->broadcast_many_async({{&a, 0}, {&empty, 1}, {&b, 1}})->wait();
+  // What rank 0 had in a, and rank 1 in b: compared through a second, plain broadcast.
+  Tensor a_from0 = Tensor::from_vector(a0, {1000});
+  comm->broadcast(a_from0, 0);
+  Tensor b_from1 = Tensor::from_vector(b1, {37});
+  comm->broadcast(b_from1, 1);
+  EXPECT_EQ(a.to_double_vector(), a_from0.to_double_vector());
+  EXPECT_EQ(b.to_double_vector(), b_from1.to_double_vector());
+  EXPECT_FALSE(same_on_every_rank(checksum(a0)));  // (the ranks did start apart)
+}
+
 TEST_F(Ddp, ConfusionCountsAllreduceToTheSingleProcessMatrix) {
   // Each rank counts its half of a fixed prediction set; the sum is the whole matrix.
   const std::vector<int64_t> pred{0, 1, 2, 2, 1, 0, 2, 2, 1, 1}, target{0, 1, 2, 1, 1, 0, 0, 2, 2, 1};

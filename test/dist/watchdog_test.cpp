@@ -143,6 +143,11 @@ TEST(NcclCuda, OneRankCollectivesCompleteUnderTheWatchdog) {
   Tensor recv = Tensor::zeros({3}, tensor::DType::kFloat32, gpu);
   comm->reduce_scatter_async(t, recv, {3})->wait();
   EXPECT_EQ(recv.to(tensor::Device::cpu()).to_vector<float>(), v);
+  // ZeRO's gathers (grouped ncclBroadcast calls), an empty tensor among them.
+  Tensor empty = Tensor::zeros({0}, tensor::DType::kFloat32, gpu);
+  comm->broadcast_many_async({{&t, 0}, {&empty, 0}, {&h, 0}})->wait();
+  EXPECT_EQ(t.to(tensor::Device::cpu()).to_vector<float>(), v);
+  EXPECT_EQ(h.to(tensor::Device::cpu()).to_vector<double>(), (std::vector<double>{4.0, 5.0}));
   // A second of the watchdog's polling (it checks every 500 ms) with everything complete: it
   // must neither abort nor hang the communicator's destruction.
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));
