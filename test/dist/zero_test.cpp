@@ -149,8 +149,8 @@ TEST_F(Ddp, ZeroRedundancyCheckpointsHoldTheWholeStateAndResumeAnywhere) {
 // What else touches the optimizer state or writes checkpoints: --lr-find (snapshots and
 // restores the state, steps through the broadcasts), --ema-decay (checkpoints the average),
 // --save-top-k 2 and mid-epoch checkpoints (each save() a collective under zero1; rank 0 links
-// best.h5 where the others save it): the same run as under DDP, bit for bit, under zero1 and
-// zero2.
+// best.h5 where the others save it): the same run as under DDP, bit for bit, under zero1,
+// zero2 and zero3.
 TEST_F(Ddp, ZeroRedundancyKeepsLrFindWeightAveragingAndTopKCheckpoints) {
   auto cfg = [&](const std::string& strategy) {
     nn::Config c = with_strategy(config(16), strategy, root + "/logs-" + strategy);
@@ -164,7 +164,8 @@ TEST_F(Ddp, ZeroRedundancyKeepsLrFindWeightAveragingAndTopKCheckpoints) {
   };
   nn::Trainer ddp(cfg("ddp"), "", group());
   const nn::FitResult rd = ddp.fit();
-  for (const char* strategy : {"zero1", "zero2"}) {  // (zero2: the gradients sharded too)
+  // (zero2: the gradients sharded too; zero3: the parameters, and the average is per owner)
+  for (const char* strategy : {"zero1", "zero2", "zero3"}) {
     SCOPED_TRACE(strategy);
     nn::Trainer zero(cfg(strategy), "", group());
     const nn::FitResult rz = zero.fit();
