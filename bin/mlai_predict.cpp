@@ -1,6 +1,7 @@
 // mlai_predict: run a trained model on images and write its logits and predictions.
 //   mlai_predict --checkpoint best.h5 --input IMAGES.h5 --output LOGITS.h5
 //   mlai_predict --checkpoint best.h5 --input new_photos/ --output predictions.csv
+//   mlai_predict --checkpoint best.h5 --input t10k-images-idx3-ubyte.gz --output test.csv
 // The model (arch, widths) comes from the checkpoint's config, the class count from its head,
 // the input size, normalization and class names from what it was trained on.
 #include <CLI/CLI.hpp>
@@ -10,11 +11,13 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "io/h5file.h"
+#include "io/idx.h"
 #include "io/image_decode.h"
 #include "io/image_folder.h"
 #include "io/image_resize.h"
@@ -63,6 +66,14 @@ std::vector<std::string> image_files(const std::string& input) {
   return files;
 }
 
+// Whether `path` starts with HDF5's signature (else it is taken for an IDX file).
+bool is_hdf5(const std::string& path) {
+  static const char kSignature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+  char head[8] = {};
+  std::ifstream f(path, std::ios::binary);
+  return f.read(head, 8) && std::equal(head, head + 8, kSignature);
+}
+
 struct Options {
   std::string ckpt, input, output, device = "auto", mean, stdv;
   int64_t batch_size = 256;
@@ -73,9 +84,11 @@ int run(const Options& o) {
   const mlai::nn::Config cfg = mlai::nn::checkpoint_config(o.ckpt);
   mlai::nn::DataInfo data;
   const bool have_data = mlai::nn::checkpoint_data(o.ckpt, &data);
-  // The images: an mlai-images file, or image files decoded and resized as for training.
+  // The images: an mlai-images file, an IDX images file (MNIST's, plain or gzipped), or image
+  // files decoded and resized as for training.
   const bool from_files = fs::is_directory(o.input) || mlai::io::is_image_file(o.input);
   std::unique_ptr<mlai::io::H5Reader> in;
+  mlai::io::IdxArray idx;
   std::vector<std::string> files;
   int64_t n = 0, h = 0, w = 0, c = 0;
   if (from_files) {
@@ -86,6 +99,16 @@ int run(const Options& o) {
     files = image_files(o.input);
     n = static_cast<int64_t>(files.size());
     h = data.height, w = data.width, c = data.channels;
+  } else if (!is_hdf5(o.input)) {
+    try {
+      idx = mlai::io::read_idx(o.input, 3);
+    } catch (const std::runtime_error& e) {
+      throw std::invalid_argument(
+          "--input " + o.input +
+          " is neither HDF5 (mlai_convert's images), an IDX images file, a PNG/JPEG file nor a "
+          "folder of them (as IDX: " + e.what() + ")");
+    }
+    n = idx.dims[0], h = idx.dims[1], w = idx.dims[2], c = 1;
   } else {
     in = std::make_unique<mlai::io::H5Reader>(o.input);
     if (!in->has("images")) throw std::invalid_argument(o.input + " has no 'images' dataset");
@@ -94,6 +117,12 @@ int run(const Options& o) {
       throw std::invalid_argument(o.input + ": 'images' must be uint8 [N, H, W, C]");
     n = info.shape[0], h = info.shape[1], w = info.shape[2], c = info.shape[3];
   }
+  if (!from_files && have_data && (h != data.height || w != data.width || c != data.channels))
+    throw std::invalid_argument(
+        "--input " + o.input + " holds " + std::to_string(h) + "x" + std::to_string(w) + "x" +
+        std::to_string(c) + " images; " + o.ckpt + "'s model was trained on " +
+        std::to_string(data.height) + "x" + std::to_string(data.width) + "x" +
+        std::to_string(data.channels) + " (image files are resized to it; packed ones are not)");
   // Normalization: the flags, else the training set's (in the checkpoint), else the file's.
   auto stats = [&](const std::string& flag, const std::vector<float>& trained, const char* key) {
     if (!flag.empty() || !have_data || static_cast<int64_t>(trained.size()) != c)
@@ -134,6 +163,8 @@ int run(const Options& o) {
     pix.resize(static_cast<size_t>(b * per));
     if (in) {
       in->read_rows("images", mlai::io::H5Type::kUInt8, first, b, pix.data());
+    } else if (!idx.data.empty()) {
+      std::copy_n(idx.data.begin() + first * per, b * per, pix.begin());
     } else {
       for (int64_t i = 0; i < b; ++i) {
         mlai::io::ImageInfo got;
@@ -212,7 +243,8 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingFile);
   app.add_option("--input", o.input,
-                 "HDF5 file with 'images' uint8 [N, H, W, C] (mlai_convert's format), or a PNG/JPEG "
+                 "HDF5 file with 'images' uint8 [N, H, W, C] (mlai_convert's format), an IDX "
+                 "images file (MNIST's t10k-images-idx3-ubyte, plain or .gz), or a PNG/JPEG "
                  "file, or a folder of them (at any depth), decoded and resized to the model's "
                  "input as mlai_convert --from folder --size does")
       ->required()

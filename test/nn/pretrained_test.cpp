@@ -141,6 +141,33 @@ TEST(Predict, WritesTheModelsLogitsAndPredictions) {
     }
     EXPECT_EQ(pred[i], best);
   }
+  // The same pixels as an IDX images file (MNIST's format: magic 2051, big-endian dims): the
+  // same logits, with --mean/--std given (an IDX file has no statistics, nor this checkpoint).
+  const std::string idx = temp_path("images-idx3-ubyte"), idx_out = temp_path("idx.h5");
+  {
+    std::ofstream f(idx, std::ios::binary);
+    const uint8_t head[16] = {0, 0, 8, 3, 0, 0, 0, static_cast<uint8_t>(n), 0, 0, 0, 4, 0, 0, 0, 4};
+    f.write(reinterpret_cast<const char*>(head), 16);
+    f.write(reinterpret_cast<const char*>(pix.data()), static_cast<std::streamsize>(pix.size()));
+  }
+  std::tie(code, msg) = run("mlai_predict", "--checkpoint " + ckpt + " --input " + idx +
+                                                " --output " + idx_out + " --mean 0.5 --std 0.25");
+  ASSERT_EQ(code, 0) << msg;
+  std::vector<float> idx_logits(n * 3);
+  io::H5Reader(idx_out).read("logits", io::H5Type::kFloat32, idx_logits.data(), {n, 3});
+  EXPECT_EQ(idx_logits, logits);
+  // A labels file (magic 2049) is neither: one error naming the input and what it holds.
+  const std::string labels = temp_path("labels-idx1-ubyte");
+  {
+    std::ofstream f(labels, std::ios::binary);
+    const uint8_t head[9] = {0, 0, 8, 1, 0, 0, 0, 1, 3};
+    f.write(reinterpret_cast<const char*>(head), 9);
+  }
+  std::tie(code, msg) = run("mlai_predict", "--checkpoint " + ckpt + " --input " + labels +
+                                                " --output " + idx_out + " --mean 0.5 --std 0.25");
+  EXPECT_EQ(code, 2) << msg;
+  EXPECT_NE(msg.find("--input " + labels + " is neither"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("labels file"), std::string::npos) << msg;
   std::tie(code, msg) = run("mlai_predict", "--checkpoint " + ckpt + " --output " + out);
   EXPECT_EQ(code, 2) << msg;
   std::tie(code, msg) = run("mlai_predict", "--checkpoint " + ckpt + " --input " + in + " --output " +
@@ -223,6 +250,20 @@ TEST(Predict, ImageFilesWithTheCheckpointsSizeStatisticsAndNames) {
   r.read("logits", io::H5Type::kFloat32, logits.data(), {3, 3});
   for (int k = 0; k < 9; ++k) EXPECT_NEAR(logits[k], want[k], 1e-5) << k;
   EXPECT_EQ(r.get_attr_string("/", "class_names"), "[\"ant\",\"bee\",\"fly\"]");
+  // Packed images of another size than the training set's: one error saying both sizes.
+  const std::string gray = temp_path("gray-idx3-ubyte");
+  {
+    std::ofstream f(gray, std::ios::binary);
+    const uint8_t head[16] = {0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 4};
+    f.write(reinterpret_cast<const char*>(head), 16);
+    f.write(reinterpret_cast<const char*>(packed.data()), 16);
+  }
+  std::tie(code, msg) = run("mlai_predict", "--checkpoint " + ckpt + " --input " + gray +
+                                                " --output " + out + " --device cpu");
+  EXPECT_EQ(code, 2) << msg;
+  EXPECT_NE(msg.find("holds 4x4x1 images; " + ckpt + "'s model was trained on 4x6x3"),
+            std::string::npos)
+      << msg;
   // The CSV: the files in order (folder by folder), their predicted class by name.
   std::ifstream f(csv);
   std::vector<std::string> rows;
