@@ -147,10 +147,11 @@ bool load_group(const std::string& path, const std::string& group, const NamedTe
   if (!r.has(group)) return false;
   for (auto& [n, t] : into) {
     const std::string name = group + "/" + n;
-    if (!r.has(name) || r.info(name).shape != t->shape())
+    if (!r.has(name) || (t->defined() && r.info(name).shape != t->shape()))
       throw std::runtime_error(path + ": group " + group + " does not match the model at " + n);
   }
-  for (auto& [n, t] : into) read_into(r, group + "/" + n, *t);
+  for (auto& [n, t] : into)
+    if (t->defined()) read_into(r, group + "/" + n, *t);  // (ZeRO: this rank's share)
   return true;
 }
 

@@ -77,7 +77,8 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                      const NamedTensors& swa = {});
 
 // Reads group `group` ("swa_average": --swa-lrs's average) into `into` by name; false, with
-// nothing read, when the checkpoint has no such group. Names and shapes must match.
+// nothing read, when the checkpoint has no such group. Names and shapes must match; undefined
+// tensors in `into` (a sharded weight average's others) are not read.
 bool load_group(const std::string& path, const std::string& group, const NamedTensors& into);
 
 // Reads group "current_model" into `model` (same names and shapes as its "model" group);

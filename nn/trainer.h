@@ -145,13 +145,11 @@ class Trainer {
   void finish_swa(io::Loader& loader, int64_t epoch, int64_t val_limit, FitResult& res);
   // A weight average (ema_ or swa_) swapped with the model's weights, or copied into them, on
   // every rank. Under ZeRO the average is sharded as the optimizer state is (each rank keeps
-  // its own parameters' average, WeightAverage::keep_only): each owner changes its own
+  // its own parameters' average, WeightAverage's keep flags): each owner changes its own
   // parameters, which reach the others as a step's do (zero1/zero2's broadcasts; zero3's units
   // gather them when next used).
   void swap_average(WeightAverage& avg);
   void copy_average(WeightAverage& avg);
-  // ZeRO: each rank keeps the average of the parameters it owns (once zero_ exists).
-  void shard_average();
   // save()'s write: every rank takes part (ZeRO gathers to rank 0), rank 0 writes.
   void write_checkpoint(const std::string& name);
   std::unique_ptr<dist::Communicator> comm_;

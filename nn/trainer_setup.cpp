@@ -253,7 +253,18 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   }
   opt_ = make_optimizer(model_->named_parameters(), oc);
   opt_->set_working(model_->working_parameters());
-  if (cfg_.ema_decay > 0) ema_ = std::make_unique<WeightAverage>(*model_, cfg_.ema_decay);
+  // A weight average, under ZeRO sharded as the optimizer state: each rank averages the
+  // parameters it owns (and every buffer), beside their state (and under zero3 the parameters).
+  std::vector<bool> average_keep;
+  if (!oc.owned.empty()) {
+    std::set<std::string> others;
+    const auto params = model_->named_parameters();
+    for (size_t i = 0; i < params.size(); ++i)
+      if (!oc.owned[i]) others.insert(params[i].first);
+    for (const auto& [n, t] : model_->named_tensors()) average_keep.push_back(others.count(n) == 0);
+  }
+  if (cfg_.ema_decay > 0)
+    ema_ = std::make_unique<WeightAverage>(*model_, cfg_.ema_decay, average_keep);
   if (cfg_.log_device_stats) device_stats_.emplace(device_);
   peak_flops_ =
       cfg_.peak_tflops > 0 ? cfg_.peak_tflops * 1e12
@@ -261,7 +272,8 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
           ? peak_flops(tensor::cuda_device_name(device_.index),
                        peak_dtype(precision_name(precision_), cfg_.float32_matmul_precision))
           : 0;
-  if (cfg_.swa_lrs > 0) swa_ = std::make_unique<WeightAverage>(*model_, 0.5);  // decay per update
+  if (cfg_.swa_lrs > 0)  // (its decay is set per update)
+    swa_ = std::make_unique<WeightAverage>(*model_, 0.5, average_keep);
   scaler_ = std::make_unique<GradScaler>(device_, precision_ == Precision::kFloat16);
   // --detect-anomaly: modules named as the summary names them. Under fp16 loss scaling an inf
   // gradient is expected now and then (the scaler skips that step), so only forward is checked.
@@ -417,7 +429,14 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
             "bucket reduced to the ranks that own its parts\n",
             stage, static_cast<double>(reducer_->kept_grad_bytes()) / 1e6,
             static_cast<double>(reducer_->wire_bytes()) / 1e6);
-      shard_average();
+      if (WeightAverage* avg = weight_average(); avg && main_) {
+        double whole = 0;  // (what one process would average: the model's tensors)
+        for (const auto& [n, t] : model_->named_tensors())
+          whole += static_cast<double>(t->numel()) * static_cast<double>(dtype_size(t->dtype()));
+        std::printf("ZeRO: the weight average (%s) sharded too; rank 0 keeps %.1f MB of %.1f MB\n",
+                    ema_ ? "--ema-decay" : "--swa-lrs", static_cast<double>(avg->bytes()) / 1e6,
+                    whole / 1e6);
+      }
     }
     if (cfg_.sync_bn) {
       const std::vector<BatchNorm2d*> bns = batch_norms(*model_);
@@ -538,26 +557,6 @@ void Trainer::build_reducer() {
 
 Trainer::~Trainer() {
   if (cfg_.detect_anomaly) autograd::set_detect_anomaly(false, false);  // (process-wide)
-}
-
-void Trainer::shard_average() {
-  WeightAverage* avg = ema_ ? ema_.get() : swa_.get();
-  if (!avg || !zero_) return;
-  // The average of a parameter is kept by its owner alone, beside its optimizer state (and
-  // under zero3 its parameter); every rank keeps the buffers' (batch-norm statistics), as
-  // each keeps the buffers themselves.
-  std::set<std::string> others;
-  const auto& params = opt_->parameters();
-  for (size_t i = 0; i < params.size(); ++i)
-    if (zero_->owner(i) != group_.rank()) others.insert(params[i].first);
-  std::vector<bool> keep;
-  for (const auto& [n, t] : avg->named()) keep.push_back(others.count(n) == 0);
-  const int64_t whole = avg->bytes();
-  avg->keep_only(keep);
-  if (main_)
-    std::printf("ZeRO: the weight average (%s) sharded too; rank 0 keeps %.1f MB of %.1f MB\n",
-                ema_ ? "--ema-decay" : "--swa-lrs", static_cast<double>(avg->bytes()) / 1e6,
-                static_cast<double>(whole) / 1e6);
 }
 
 }  // namespace mlai::nn

@@ -2,16 +2,23 @@
 #include "nn/weight_average.h"
 
 #include <stdexcept>
+#include <utility>
 
 #include "tensor/fused_ops.h"
 
 namespace mlai::nn {
 
-WeightAverage::WeightAverage(Module& model, double decay) : decay_(decay) {
+WeightAverage::WeightAverage(Module& model, double decay, std::vector<bool> keep)
+    : decay_(decay), keep_(std::move(keep)) {
   if (!(decay > 0 && decay < 1))
     throw std::invalid_argument("weight average: decay must be in (0, 1), got " +
                                 std::to_string(decay));
-  for (auto& [n, t] : model.named_tensors()) avg_.emplace_back(n, t->clone());
+  const auto cur = model.named_tensors();
+  if (!keep_.empty() && keep_.size() != cur.size())
+    throw std::logic_error("weight average: " + std::to_string(keep_.size()) +
+                           " keep flags for " + std::to_string(cur.size()) + " tensors");
+  for (size_t i = 0; i < cur.size(); ++i)
+    avg_.emplace_back(cur[i].first, keeps(i) ? cur[i].second->clone() : Tensor());
 }
 
 std::vector<std::pair<std::string, Tensor*>> WeightAverage::model_tensors(Module& model) const {
@@ -24,14 +31,6 @@ std::vector<std::pair<std::string, Tensor*>> WeightAverage::model_tensors(Module
       throw std::logic_error("weight average: the model's tensor " + std::to_string(i) + " is " +
                              cur[i].first + ", the average's " + avg_[i].first);
   return cur;
-}
-
-void WeightAverage::keep_only(const std::vector<bool>& keep) {
-  if (keep.size() != avg_.size())
-    throw std::logic_error("weight average: " + std::to_string(keep.size()) +
-                           " keep flags for " + std::to_string(avg_.size()) + " tensors");
-  keep_ = keep;
-  drop_others();
 }
 
 void WeightAverage::drop_others() {

@@ -4,7 +4,7 @@
 // each optimizer step, integer buffers (num_batches_tracked) copied; the first update copies
 // the model. The trainer validates, checkpoints and tests with the average (see trainer.h).
 // Under ZeRO (nn/zero.h) the average is sharded as the optimizer state is: a rank keeps the
-// average of the parameters it owns (and of every buffer) and drops the rest (keep_only), so it
+// average of the parameters it owns (and of every buffer) and never holds the rest, so it
 // updates, swaps and copies those alone; a checkpoint's write gathers the others to rank 0.
 #pragma once
 
@@ -19,13 +19,11 @@ namespace mlai::nn {
 
 class WeightAverage {
  public:
-  // Starts as a copy of the model's parameters and buffers, on their device.
-  WeightAverage(Module& model, double decay);
-
-  // keep[i] (parallel to named()): whether this rank averages the model's tensor i; the others'
-  // memory is given back, and update/swap/copy_to/copy_from pass them by. ZeRO: the parameters
-  // this rank owns, and every buffer. Once, before the first update.
-  void keep_only(const std::vector<bool>& keep);
+  // Starts as a copy of the model's parameters and buffers, on their device. keep (parallel to
+  // the model's named_tensors(); empty: all): the tensors this rank averages (ZeRO: the
+  // parameters it owns, and every buffer); the others are never allocated (named() gives them
+  // undefined), and update/swap/copy_to/copy_from pass them by.
+  WeightAverage(Module& model, double decay, std::vector<bool> keep = {});
   bool keeps(size_t i) const { return keep_.empty() || keep_[i]; }
   // After a checkpoint's write filled them (ZeroRedundancy::gather_to_rank0 on rank 0): the
   // tensors this rank does not keep are dropped again.
@@ -50,7 +48,7 @@ class WeightAverage {
   void set_updates(int64_t n) { updates_ = n; }
   double decay() const { return decay_; }
   // The average's tensors, named as the model's parameters and buffers (checkpoint order);
-  // undefined where keep_only dropped them.
+  // undefined where this rank does not keep them.
   std::vector<std::pair<std::string, Tensor*>> named();
 
  private:

@@ -377,36 +377,49 @@ TEST_F(Ddp, ZeroShardsAWeightAverageAndTrainsAsDdpBitForBit) {
   }
 }
 
-// A zero3 run with --ema-decay stopped at step 4 and resumed (each rank's share of the average
-// taken from the checkpoint's weights, the training weights from its current_model) ends where
-// the uninterrupted DDP run does, bit for bit.
+// A zero3 run stopped and resumed ends where the uninterrupted DDP run does, bit for bit, with
+// each rank's share of the average read back: --ema-decay stopped at step 4 (the average from
+// the checkpoint's weights, the training weights from its current_model), --swa-lrs stopped in
+// its second averaged epoch (the average so far from its swa_average group).
 TEST_F(Ddp, Zero3ResumesAWeightAverageExactly) {
-  auto cfg = [&](const std::string& s, const std::string& logs) {
-    nn::Config c = config(8);
-    c.strategy = s;
-    c.hidden = {48, 24};
-    c.optimizer = "adamw";
-    c.lr = 0.003;
-    c.precision = "bf16";
-    c.ema_decay = 0.9;
-    c.log_dir = root + "/" + logs;
-    return c;
-  };
-  nn::Trainer ddp(cfg("ddp", "logs-ema-ddp"), "", group());
-  const nn::FitResult rd = ddp.fit();
-  nn::Config stop = cfg("zero3", "logs-ema-stopped");
-  stop.max_steps = 4;
-  nn::Trainer(stop, "", group()).fit();
-  // Only rank 0 writes: the other rank reads rank 0's file (one machine, as a shared file
-  // system).
-  const auto pid0 = static_cast<long>(allreduce_host(group(), group().rank() == 0 ? getpid() : 0));
-  nn::Config resume = cfg("zero3", "logs-ema-resumed");
-  resume.resume = (fs::temp_directory_path() / ("mlai_ddp_" + std::to_string(pid0))).string() +
-                  "/logs-ema-stopped/default/version_0/checkpoints/last.h5";
-  nn::Trainer zero(resume, "", group());
-  const nn::FitResult rz = zero.fit();
-  expect_ddps_run(zero, rz, ddp, rd);
-  EXPECT_EQ(rz.val.loss, rd.val.loss);
+  for (const bool swa : {false, true}) {
+    SCOPED_TRACE(swa ? "--swa-lrs" : "--ema-decay");
+    auto cfg = [&](const std::string& s, const std::string& logs) {
+      nn::Config c = config(8);
+      c.strategy = s;
+      c.hidden = {48, 24};
+      c.optimizer = "adamw";
+      c.lr = 0.003;
+      c.precision = "bf16";
+      if (swa) {
+        c.epochs = 3;
+        c.swa_lrs = 0.001;
+        c.swa_epoch_start = "2";
+      } else {
+        c.ema_decay = 0.9;
+      }
+      c.log_dir = root + "/" + logs;
+      c.experiment_name = swa ? "swa" : "ema";
+      return c;
+    };
+    nn::Trainer ddp(cfg("ddp", "logs-average-ddp"), "", group());
+    const nn::FitResult rd = ddp.fit();
+    nn::Config stop = cfg("zero3", "logs-average-stopped");
+    stop.max_steps = swa ? 15 : 4;  // (six steps an epoch: SWA averages from step 6)
+    nn::Trainer(stop, "", group()).fit();
+    // Only rank 0 writes: the other rank reads rank 0's file (one machine, as a shared file
+    // system).
+    const auto pid0 =
+        static_cast<long>(allreduce_host(group(), group().rank() == 0 ? getpid() : 0));
+    nn::Config resume = cfg("zero3", "logs-average-resumed");
+    resume.resume = (fs::temp_directory_path() / ("mlai_ddp_" + std::to_string(pid0))).string() +
+                    "/logs-average-stopped/" + stop.experiment_name +
+                    "/version_0/checkpoints/last.h5";
+    nn::Trainer zero(resume, "", group());
+    const nn::FitResult rz = zero.fit();
+    expect_ddps_run(zero, rz, ddp, rd);
+    EXPECT_EQ(rz.val.loss, rd.val.loss);
+  }
 }
 
 }  // namespace
