@@ -240,11 +240,10 @@ void ZeroRedundancy::unshard() {
   for (size_t s = 0; s < masters_.size(); ++s)
     for (Shard* sh : {&plain_[s], &masters_[s], &working_[s]}) all.push_back(sh);
   acquire(all);
-  for (size_t s = 0; s < masters_.size(); ++s)
-    for (Shard* sh : {&plain_[s], &masters_[s], &working_[s]}) {
-      settle(*sh);
-      sh->sharded = false;  // (here for good: nothing drops it)
-    }
+  for (Shard* sh : all) {
+    settle(*sh);
+    sh->sharded = false;  // (here for good: nothing drops it)
+  }
   whole_ = true;
 }
 
