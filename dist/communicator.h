@@ -24,8 +24,9 @@ class Communicator {
  public:
   virtual ~Communicator() = default;
   virtual const char* name() const = 0;
-  int rank() const { return group_.rank(); }
-  int world() const { return group_.world(); }
+  // This communicator's ranks: the job's, or a subgroup's (split()).
+  int rank() const { return rank_; }
+  int world() const { return world_; }
 
   // Sums `t` over all ranks, in place. Every rank must issue the same collectives in the same
   // order.
@@ -63,13 +64,23 @@ class Communicator {
   virtual void barrier() = 0;
   // Lets outstanding non-blocking operations advance (MPI progresses them only inside calls).
   virtual void progress() {}
+  // Collective over this communicator (MPI_Comm_split): a communicator of the ranks that pass
+  // the same `color`, ranked by `key`. Hybrid sharding's groups (--shard-size): the ranks of a
+  // node, which shard the model, and the ranks holding the same shard on every node, which sum
+  // its gradients. Operations on a subgroup keep the job's deadline and abort the whole job.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
 
  protected:
-  explicit Communicator(const ProcessGroup& g) : group_(g) {}
+  explicit Communicator(const ProcessGroup& g) : Communicator(g, g.rank(), g.world()) {}
+  Communicator(const ProcessGroup& g, int rank, int world)
+      : group_(g), rank_(rank), world_(world) {}
   // reduce_scatter_async's arguments agree (an invalid_argument naming them otherwise).
   void check_segments(const Tensor& send, const Tensor& recv,
                       const std::vector<int64_t>& counts) const;
-  const ProcessGroup& group_;
+  const ProcessGroup& group_;  // the whole job's (deadlines, abort)
+
+ private:
+  int rank_, world_;
 };
 
 // backend: "auto" (nccl for a CUDA device, mpi for the CPU), "mpi" or "nccl".

@@ -109,14 +109,31 @@ constexpr int kPointToPointTag = 7;
 class MpiCommunicator : public Communicator {
  public:
   explicit MpiCommunicator(const ProcessGroup& g) : Communicator(g) {}
+  // A subgroup's (split()): this communicator frees `comm` when it goes.
+  MpiCommunicator(const ProcessGroup& g, MPI_Comm comm, int rank, int world)
+      : Communicator(g, rank, world),
+        comm_(comm),
+        owned_(comm != MPI_COMM_WORLD && comm != MPI_COMM_SELF) {}
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owned_ && !finalized) MPI_Comm_free(&comm_);
+  }
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
   const char* name() const override { return "mpi"; }
+
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    const SubComm sub = split_mpi(group_, comm_, color, key);
+    return std::make_unique<MpiCommunicator>(group_, sub.comm, sub.rank, sub.world);
+  }
 
   std::unique_ptr<Work> allreduce_sum_async(Tensor& t) override {
     require_cpu(t);
     if (world() == 1 || t.numel() == 0) return std::make_unique<DoneWork>();
     auto w = std::make_unique<MpiWork>(group_, describe_collective("allreduce", t));
     check(MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()),
-                         mpi_type(t.dtype()), mpi_sum(t.dtype()), MPI_COMM_WORLD, w->req.get()),
+                         mpi_type(t.dtype()), mpi_sum(t.dtype()), comm_, w->req.get()),
           "MPI_Iallreduce");
     pending_.push_back(w->req);
     return w;
@@ -136,7 +153,7 @@ class MpiCommunicator : public Communicator {
     // (One collective of few rounds: Open MPI's Ireduce pipelines a large message in many
     // segments, each waiting for a test of the request, where this one takes a few.)
     check(MPI_Ireduce_scatter(send.data_ptr(), recv.data_ptr(), c.data(), mpi_type(send.dtype()),
-                              mpi_sum(send.dtype()), MPI_COMM_WORLD, w->req.get()),
+                              mpi_sum(send.dtype()), comm_, w->req.get()),
           "MPI_Ireduce_scatter");
     pending_.push_back(w->req);
     return w;
@@ -147,7 +164,7 @@ class MpiCommunicator : public Communicator {
     if (world() == 1 || t.numel() == 0) return std::make_unique<DoneWork>();
     auto w = std::make_unique<MpiWork>(group_, describe_collective("broadcast", t));
     check(MPI_Ibcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()), root,
-                     MPI_COMM_WORLD, w->req.get()),
+                     comm_, w->req.get()),
           "MPI_Ibcast");
     pending_.push_back(w->req);
     return w;
@@ -159,7 +176,7 @@ class MpiCommunicator : public Communicator {
     auto w = std::make_unique<MpiWork>(
         group_, describe_collective("send", t) + " to rank " + std::to_string(dst));
     check(MPI_Isend(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()), dst,
-                    kPointToPointTag, MPI_COMM_WORLD, w->req.get()),
+                    kPointToPointTag, comm_, w->req.get()),
           "MPI_Isend");
     pending_.push_back(w->req);
     return w;
@@ -171,7 +188,7 @@ class MpiCommunicator : public Communicator {
     auto w = std::make_unique<MpiWork>(
         group_, describe_collective("receive", t) + " from rank " + std::to_string(src));
     check(MPI_Irecv(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()), src,
-                    kPointToPointTag, MPI_COMM_WORLD, w->req.get()),
+                    kPointToPointTag, comm_, w->req.get()),
           "MPI_Irecv");
     pending_.push_back(w->req);
     return w;
@@ -189,7 +206,7 @@ class MpiCommunicator : public Communicator {
     MPI_Request req = MPI_REQUEST_NULL;
     check(MPI_Iallgather(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()),
                          out.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.dtype()),
-                         MPI_COMM_WORLD, &req),
+                         comm_, &req),
           "MPI_Iallgather");
     wait_request(group_, &req, describe_collective("allgather", t));
     return out;
@@ -198,7 +215,7 @@ class MpiCommunicator : public Communicator {
   void barrier() override {
     if (world() == 1) return;
     MPI_Request req = MPI_REQUEST_NULL;
-    check(MPI_Ibarrier(MPI_COMM_WORLD, &req), "MPI_Ibarrier");
+    check(MPI_Ibarrier(comm_, &req), "MPI_Ibarrier");
     wait_request(group_, &req, "barrier");
   }
 
@@ -220,6 +237,8 @@ class MpiCommunicator : public Communicator {
     if (t.numel() > INT32_MAX) throw std::invalid_argument("MPI collective larger than 2^31 elements");
   }
   std::vector<std::shared_ptr<MPI_Request>> pending_;
+  MPI_Comm comm_ = MPI_COMM_WORLD;
+  bool owned_ = false;
 };
 }  // namespace
 

@@ -71,18 +71,29 @@ std::string describe(const char* op, const Tensor& t) {
 class NcclCommunicator : public Communicator {
  public:
   NcclCommunicator(const ProcessGroup& g, const tensor::Device& d)
-      : Communicator(g), device_(d), deadlines_(g.timeout_s()) {
+      : NcclCommunicator(g, d, SubComm{MPI_COMM_WORLD, g.rank(), g.world()}, {}) {}
+  // A subgroup's (split()): its ranks in `sub`, its own MPI communicator (freed with this one)
+  // for the unique id and barriers, and the parent's communication stream, so the collectives of
+  // both run one after another in the order they were issued, the same on every rank (two NCCL
+  // communicators whose kernels run at once can deadlock each other on a GPU).
+  NcclCommunicator(const ProcessGroup& g, const tensor::Device& d, SubComm sub,
+                   tensor::Stream stream)
+      : Communicator(g, sub.rank, sub.world),
+        device_(d),
+        deadlines_(g.timeout_s()),
+        mpi_comm_(sub.comm),
+        owns_mpi_comm_(sub.comm != MPI_COMM_WORLD && sub.comm != MPI_COMM_SELF) {
     ncclUniqueId id;
-    if (g.rank() == 0) MLAI_NCCL_CHECK(ncclGetUniqueId(&id));
+    if (sub.rank == 0) MLAI_NCCL_CHECK(ncclGetUniqueId(&id));
     if (g.mpi()) {
       MPI_Request req = MPI_REQUEST_NULL;
-      if (MPI_Ibcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
+      if (MPI_Ibcast(&id, sizeof(id), MPI_BYTE, 0, mpi_comm_, &req) != MPI_SUCCESS)
         throw std::runtime_error("MPI_Ibcast of the NCCL unique id failed");
       wait_request(g, &req, "broadcast of the NCCL unique id");
     }
     MLAI_CUDA_CHECK(cudaSetDevice(d.index));
-    MLAI_NCCL_CHECK(ncclCommInitRank(&comm_, g.world(), id, g.rank()));
-    comm_stream_ = tensor::Stream::create(d);
+    MLAI_NCCL_CHECK(ncclCommInitRank(&comm_, sub.world, id, sub.rank));
+    comm_stream_ = stream.handle() ? stream : tensor::Stream::create(d);
     watchdog_ = std::thread([this] { watch(); });
   }
 
@@ -100,6 +111,16 @@ class NcclCommunicator : public Communicator {
         ncclCommDestroy(comm_);
       }
     }
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owns_mpi_comm_ && !finalized) MPI_Comm_free(&mpi_comm_);
+  }
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    const SubComm sub = split_mpi(group_, mpi_comm_, color, key);
+    return std::make_unique<NcclCommunicator>(group_, device_, sub, comm_stream_);
   }
 
   const char* name() const override { return "nccl"; }
@@ -215,7 +236,7 @@ class NcclCommunicator : public Communicator {
   void barrier() override {
     if (!group_.mpi()) return;
     MPI_Request req = MPI_REQUEST_NULL;
-    if (MPI_Ibarrier(MPI_COMM_WORLD, &req) != MPI_SUCCESS)
+    if (MPI_Ibarrier(mpi_comm_, &req) != MPI_SUCCESS)
       throw std::runtime_error("MPI_Ibarrier failed");
     wait_request(group_, &req, "barrier");
   }
@@ -269,8 +290,10 @@ class NcclCommunicator : public Communicator {
 
   tensor::Device device_;
   CollectiveDeadlines deadlines_;
+  MPI_Comm mpi_comm_ = MPI_COMM_WORLD;
+  bool owns_mpi_comm_ = false;
   ncclComm_t comm_ = nullptr;
-  tensor::Stream comm_stream_;
+  tensor::Stream comm_stream_;  // (shared with the communicators split from this one)
   std::thread watchdog_;
   std::atomic<bool> stop_{false};
   std::timed_mutex mu_;

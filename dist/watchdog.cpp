@@ -88,4 +88,17 @@ void wait_request(const ProcessGroup& group, MPI_Request* req, const std::string
   });
 }
 
+SubComm split_mpi(const ProcessGroup& group, MPI_Comm parent, int color, int key) {
+  if (!group.mpi()) return {MPI_COMM_SELF, 0, 1};  // (a world of one: nothing to split)
+  MPI_Request req = MPI_REQUEST_NULL;
+  if (MPI_Ibarrier(parent, &req) != MPI_SUCCESS) throw std::runtime_error("MPI_Ibarrier failed");
+  wait_request(group, &req, "barrier before splitting a communicator");
+  SubComm sub;
+  if (MPI_Comm_split(parent, color, key, &sub.comm) != MPI_SUCCESS ||
+      MPI_Comm_rank(sub.comm, &sub.rank) != MPI_SUCCESS ||
+      MPI_Comm_size(sub.comm, &sub.world) != MPI_SUCCESS)
+    throw std::runtime_error("MPI_Comm_split failed");
+  return sub;
+}
+
 }  // namespace mlai::dist

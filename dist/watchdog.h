@@ -56,4 +56,14 @@ void wait_or_abort(const ProcessGroup& group, const std::string& what,
 // wait_or_abort on one MPI request (MPI_Test; an MPI error becomes an exception).
 void wait_request(const ProcessGroup& group, MPI_Request* req, const std::string& what);
 
+// MPI_Comm_split of `parent` (Communicator::split): the ranks passing `color` together, ranked
+// by `key`. The split itself blocks, so an Ibarrier under the deadline goes first: a rank that
+// never arrives ends the job instead of hanging it here. A process without MPI (a world of
+// one) gets MPI_COMM_SELF, which is never freed.
+struct SubComm {
+  MPI_Comm comm = MPI_COMM_NULL;
+  int rank = 0, world = 1;
+};
+SubComm split_mpi(const ProcessGroup& group, MPI_Comm parent, int color, int key);
+
 }  // namespace mlai::dist

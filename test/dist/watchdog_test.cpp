@@ -148,6 +148,20 @@ TEST(NcclCuda, OneRankCollectivesCompleteUnderTheWatchdog) {
   comm->broadcast_many_async({{&t, 0}, {&empty, 0}, {&h, 0}})->wait();
   EXPECT_EQ(t.to(tensor::Device::cpu()).to_vector<float>(), v);
   EXPECT_EQ(h.to(tensor::Device::cpu()).to_vector<double>(), (std::vector<double>{4.0, 5.0}));
+  // Hybrid sharding's groups: a communicator split from this one (its own NCCL communicator,
+  // the parent's stream), used between the parent's collectives.
+  {
+    auto sub = comm->split(0, 0);
+    EXPECT_EQ(sub->world(), 1);
+    EXPECT_EQ(sub->rank(), 0);
+    Tensor s = Tensor::from_vector(std::vector<float>{0.25f, -7.0f}, {2}).to(gpu);
+    auto sub_work = sub->allreduce_sum_async(s);
+    comm->allreduce_sum_async(t)->wait();
+    sub_work->wait();
+    sub->broadcast_many_async({{&s, 0}})->wait();
+    EXPECT_EQ(s.to(tensor::Device::cpu()).to_vector<float>(), (std::vector<float>{0.25f, -7.0f}));
+    EXPECT_EQ(t.to(tensor::Device::cpu()).to_vector<float>(), v);
+  }
   // A second of the watchdog's polling (it checks every 500 ms) with everything complete: it
   // must neither abort nor hang the communicator's destruction.
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));
