@@ -471,9 +471,11 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "updates, bit for bit; or zero2 (ZeRO stage 2): the gradients sharded too, each "
                  "reduced only to the rank that owns it; or zero3 (ZeRO stage 3, FSDP's FULL_SHARD): "
                  "the parameters too, each residual block's gathered for its forward and its "
-                 "backward and freed between. Under --precision 16/bf16 they shard the float32 "
-                 "masters too (zero1/zero2: whole with --ema-decay or --swa-lrs). Lightning's "
-                 "names work too: fsdp (zero3), deepspeed_stage_1/2/3 (zero1/2/3)")
+                 "backward and freed between; or hybrid_shard (FSDP's HYBRID_SHARD): zero3 "
+                 "within each node, the nodes holding replicas that sum the gradients "
+                 "(--shard-size). Under --precision 16/bf16 they shard the float32 masters too, "
+                 "and a weight average. Lightning's names work too: fsdp (zero3), "
+                 "deepspeed_stage_1/2/3 (zero1/2/3)")
       ->capture_default_str()
       ->transform(CLI::Transformer(std::map<std::string, std::string>{
                                        {"fsdp", "zero3"},
@@ -481,6 +483,14 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                                        {"deepspeed_stage_2", "zero2"},
                                        {"deepspeed_stage_3", "zero3"}})
                       .description(""));
+  app.add_option("--shard-size", c.shard_size,
+                 "ZeRO's hybrid sharding: the ranks each copy of the model is sharded over. auto "
+                 "(every rank; a node's under hybrid_shard), world, node (the ranks of a node, "
+                 "placed in blocks as srun and mpirun place them), or N, a divisor of the world "
+                 "size: groups of N consecutive ranks shard it, and the ranks holding the same "
+                 "shard in each group sum its gradients, so parameter gathers stay in the group "
+                 "(the node's fast links) and only 1/N of the gradients crosses between groups")
+      ->capture_default_str();
   app.add_option("--backward-prefetch", c.backward_prefetch,
                  "--strategy zero3 (FSDP's backward_prefetch): backward_pre starts the next "
                  "unit's gather when backward reaches this one (more overlap, one more unit "

@@ -61,6 +61,9 @@ Reducer::Reducer(std::vector<std::pair<std::string, Variable>> params, Communica
   std::stable_sort(groups.begin(), groups.end(),
                    [](const Group& a, const Group& b) { return a.first_pos < b.first_pos; });
   const bool sharded = !opt_.owner.empty();
+  if (opt_.replicas && !sharded)
+    throw std::invalid_argument("reducer: replica groups without owners (hybrid sharding shards "
+                                "the gradients within each group)");
   if (sharded) {
     if (opt_.owner.size() != params_.size())
       throw std::invalid_argument("reducer: " + std::to_string(opt_.owner.size()) + " owners for " +
@@ -134,6 +137,7 @@ Reducer::~Reducer() {
   for (Bucket& b : buckets_) {
     if (b.work) b.work->wait();
     if (b.scatter) b.scatter->wait();
+    if (b.replica) b.replica->wait();
   }
 }
 
@@ -175,6 +179,7 @@ void Reducer::zero_grad() {
     if (b.work) b.work->wait();  // never overwrite a buffer a collective still uses
     b.work.reset();
     wait_sharded(b);
+    wait_replica(b);
     tensor::fill_(b.flat, 0.0);
     if (shards_gradients())  // (the others' gradients of a backward never reduced, if any)
       for (size_t k : b.params)
@@ -188,6 +193,7 @@ void Reducer::prepare_backward(bool sync) {
     if (b.work) b.work->wait();
     b.work.reset();
     wait_sharded(b);
+    wait_replica(b);
     b.pending = static_cast<int>(b.params.size());
     b.ready = false;
   }
@@ -195,6 +201,7 @@ void Reducer::prepare_backward(bool sync) {
   started_in_backward_ = 0;
   // (hooks ignore a backward that is not armed; ZeRO stage 2 reduces every backward)
   in_backward_ = sync || shards_gradients();
+  sync_ = sync;
   powersgd_now_ = opt_.powersgd_rank > 0 && opt_.steps_done + steps_ >= opt_.powersgd_start_iter;
 }
 
@@ -204,6 +211,7 @@ void Reducer::on_ready(size_t b) {
   if (--bucket.pending == 0) bucket.ready = true;
   if (opt_.overlap) start_ready_in_order();
   comm_.progress();
+  if (opt_.replicas) opt_.replicas->progress();
 }
 
 void Reducer::start_ready_in_order() {
@@ -250,15 +258,26 @@ void Reducer::start_sharded(Bucket& b) {
   size_t in_flight = 0;
   for (size_t k : packed_) in_flight += buckets_[k].pack.nbytes();
   peak_pack_bytes_ = std::max(peak_pack_bytes_, in_flight);
+  b.sync = sync_;
   b.scatter = comm_.reduce_scatter_async(b.pack, b.flat, b.segment_counts);
 }
 
 void Reducer::wait_sharded(Bucket& b) {
-  if (b.scatter) b.scatter->wait();
-  b.scatter.reset();
+  if (b.scatter) {
+    b.scatter->wait();
+    b.scatter.reset();
+    // Hybrid sharding: the group's sums (all its backwards' since the step began) summed over
+    // the groups, which then hold the same totals.
+    if (opt_.replicas && b.sync) b.replica = opt_.replicas->allreduce_sum_async(b.flat);
+  }
   if (!b.pack.defined()) return;
   b.pack = tensor::Tensor();
   std::erase(packed_, static_cast<size_t>(&b - buckets_.data()));
+}
+
+void Reducer::wait_replica(Bucket& b) {
+  if (b.replica) b.replica->wait();
+  b.replica.reset();
 }
 
 void Reducer::finish() {
@@ -267,10 +286,14 @@ void Reducer::finish() {
   in_backward_ = false;
   for (Bucket& b : buckets_) b.ready = true;
   start_ready_in_order();
+  // Hybrid sharding: every bucket's sum over the groups starts before any is waited for.
+  if (opt_.replicas)
+    for (Bucket& b : buckets_) wait_sharded(b);
   for (size_t k = 0; k < buckets_.size(); ++k) {
     Bucket& b = buckets_[k];
     if (b.work) b.work->wait();
     wait_sharded(b);
+    wait_replica(b);
     const bool powersgd = b.powersgd && powersgd_now_;
     if (powersgd) {  // round 2 (the Q's) and P Q^T
       b.powersgd->decompress(b.f32.defined() ? b.f32 : b.flat, comm_);

@@ -55,6 +55,12 @@ struct ReducerOptions {
   // ZeRO stage 2: owner[k], the rank that steps parameter k (empty: every rank gets every sum).
   // No compression with it.
   std::vector<int> owner;
+  // Hybrid sharding (--shard-size): `owner` ranks the reducer's communicator (one shard group),
+  // and `replicas` holds the ranks that own the same parameters in the other groups. On a
+  // step's last backward each owner's sums are then summed over the groups too (one allreduce
+  // of its share per bucket, started once the bucket's reduce-scatter is done); the backwards
+  // before it (gradient accumulation) keep their running sums within the group.
+  Communicator* replicas = nullptr;
   int packs_in_flight = 2;  // buckets whose packs may be awaiting their reduce-scatters at once
 };
 
@@ -108,12 +114,15 @@ class Reducer {
     std::vector<int64_t> segment_counts;
     tensor::Tensor pack;
     std::unique_ptr<Work> scatter;
+    bool sync = false;                // a step's last backward packed it (hybrid sharding)
+    std::unique_ptr<Work> replica;    // hybrid sharding: the sum over the groups
     double launched_us = -1;  // --profiler-trace: when its allreduce started (-1: untraced)
   };
   void on_ready(size_t bucket);
   void start_ready_in_order();
   void start_sharded(Bucket& b);
   void wait_sharded(Bucket& b);  // waits for its reduce-scatter and frees its pack
+  void wait_replica(Bucket& b);  // hybrid sharding: waits for the sum over the groups
 
   std::vector<std::pair<std::string, Variable>> params_;
   Communicator& comm_;
@@ -121,6 +130,7 @@ class Reducer {
   std::vector<Bucket> buckets_;
   size_t next_to_start_ = 0;
   bool in_backward_ = false;
+  bool sync_ = true;  // this backward ends a step (prepare_backward)
   int started_in_backward_ = 0;
   int64_t steps_ = 0;          // synced backwards finished (optimizer steps)
   bool powersgd_now_ = false;  // this step's buckets go through PowerSGD

@@ -161,13 +161,22 @@ void Config::validate() const {
           "--lr-schedule plateau needs a validation set (--val-split > 0) to monitor");
   one_of(dist_backend, {"auto", "nccl", "mpi"}, "--dist-backend");
   one_of(lr_scale, {"none", "linear"}, "--lr-scale");
-  one_of(strategy, {"ddp", "zero1", "zero2", "zero3"}, "--strategy");
+  one_of(strategy, {"ddp", "zero1", "zero2", "zero3", "hybrid_shard"}, "--strategy");
+  require(shard_size == "auto" || shard_size == "world" || shard_size == "node" ||
+              (!shard_size.empty() && shard_size.size() < 7 &&
+               shard_size.find_first_not_of("0123456789") == std::string::npos &&
+               std::stoll(shard_size) > 0),
+          "--shard-size must be auto, world, node or a number of ranks > 0 (got '" + shard_size +
+              "')");
+  require(shard_size == "auto" || zero(),
+          "--shard-size shards the model over groups of ranks: it needs --strategy zero1, zero2, "
+          "zero3 or hybrid_shard (got --strategy " + strategy + ")");
   require(!sharded_gradients() || ddp_comm_hook == "none",
           "--strategy " + strategy +
               " reduces each gradient to the rank that owns it; --ddp-comm-hook " + ddp_comm_hook +
               " compresses DDP's allreduce (use --strategy ddp or zero1 with it)");
   one_of(backward_prefetch, {"backward_pre", "backward_post", "none"}, "--backward-prefetch");
-  require((backward_prefetch == "backward_pre" && !forward_prefetch) || strategy == "zero3",
+  require((backward_prefetch == "backward_pre" && !forward_prefetch) || zero_stage() == 3,
           std::string(forward_prefetch ? "--forward-prefetch" : "--backward-prefetch") +
               " orders the gathers of --strategy zero3's units; --strategy " + strategy +
               " gathers none");
@@ -403,7 +412,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap) X(ddp_comm_hook) X(powersgd_rank) X(powersgd_start_iter)         \
-  X(lr_scale) X(strategy) X(backward_prefetch) X(forward_prefetch) X(sync_bn) X(activation_checkpointing) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
+  X(lr_scale) X(strategy) X(shard_size) X(backward_prefetch) X(forward_prefetch) X(sync_bn) X(activation_checkpointing) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \
   X(early_stopping_divergence_threshold) X(min_epochs) X(min_steps) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) X(accumulation_schedule) \

@@ -220,11 +220,23 @@ struct Config {
   // ddp; zero1: DDP with the optimizer state sharded over the ranks (ZeRO stage 1, nn/zero.h;
   // PyTorch's ZeroRedundancyOptimizer, Lightning's deepspeed_stage_1); zero2: the gradients
   // sharded too, each reduced to its owner (ZeRO stage 2, Lightning's deepspeed_stage_2);
-  // zero3: the parameters too, gathered unit by unit (ZeRO stage 3, Lightning's fsdp)
+  // zero3: the parameters too, gathered unit by unit (ZeRO stage 3, Lightning's fsdp);
+  // hybrid_shard: zero3 within each node, replicated across the nodes (FSDP's HYBRID_SHARD)
   std::string strategy = "ddp";
-  bool zero() const { return strategy == "zero1" || strategy == "zero2" || strategy == "zero3"; }
+  bool zero() const { return zero_stage() > 0; }
+  int zero_stage() const {
+    if (strategy == "zero1") return 1;
+    if (strategy == "zero2") return 2;
+    return strategy == "zero3" || strategy == "hybrid_shard" ? 3 : 0;
+  }
   // zero2 and zero3: each gradient is reduced only to the rank that owns it.
-  bool sharded_gradients() const { return strategy == "zero2" || strategy == "zero3"; }
+  bool sharded_gradients() const { return zero_stage() >= 2; }
+  // The ranks one model is sharded over (hybrid sharding, nn/zero.h): auto (every rank, or the
+  // node's under hybrid_shard), world, node, or a number that divides the world size. Fewer
+  // than the world: the groups of that many consecutive ranks each shard the model, and the
+  // ranks holding the same shard in each group sum its gradients (FSDP's HYBRID_SHARD with a
+  // device mesh; DeepSpeed's MiCS shard size).
+  std::string shard_size = "auto";
   // zero3's prefetching, FSDP's backward_prefetch (backward_pre, backward_post or none) and
   // forward_prefetch: the next unit's gather started before this one computes (nn/zero.h).
   std::string backward_prefetch = "backward_pre";

@@ -54,8 +54,9 @@ void Trainer::take_step(float grad_scale, int64_t global_step, Tensor* grad_sq) 
   // ZeRO stage 2: each rank holds its own gradients only, so the inf check and the norm are
   // summed over the ranks.
   std::function<void(Tensor&)> sum_over_ranks;
+  // (Under hybrid sharding every group holds the same sums: its own group's add up to them.)
   if (reducer_ && reducer_->shards_gradients())
-    sum_over_ranks = [this](Tensor& t) { comm_->allreduce_sum(t); };
+    sum_over_ranks = [this](Tensor& t) { shard_comm().allreduce_sum(t); };
   scaled_step(*opt_, *scaler_, grad_scale, global_step,
               cfg_.gradient_clip_algorithm == "norm" ? cfg_.gradient_clip_val : 0.0, grad_sq,
               sum_over_ranks);

@@ -153,6 +153,12 @@ class Trainer {
   // save()'s write: every rank takes part (ZeRO gathers to rank 0), rank 0 writes.
   void write_checkpoint(const std::string& name);
   std::unique_ptr<dist::Communicator> comm_;
+  // Hybrid sharding (--shard-size below the world size): the ranks of this rank's shard group,
+  // which ZeRO shards the model over, and the ranks holding the same shard in the other groups.
+  std::unique_ptr<dist::Communicator> shard_comm_, replica_comm_;
+  int shard_size_ = 1;  // ranks in a shard group (the world size without hybrid sharding)
+  // The communicator ZeRO shards over: the shard group's, or the job's.
+  dist::Communicator& shard_comm() { return shard_comm_ ? *shard_comm_ : *comm_; }
   std::unique_ptr<dist::Reducer> reducer_;
   std::unique_ptr<ZeroRedundancy> zero_;  // --strategy zero1 on more than one rank
   // The optimizer step (scaled_step: loss scaling, clipping), then under ZeRO the owners'

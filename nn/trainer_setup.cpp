@@ -37,6 +37,43 @@ t::Device select_device(const std::string& spec, const dist::ProcessGroup& g) {
   return t::Device::cuda(g.local_rank());
 }
 
+// --shard-size: the ranks one copy of the model is sharded over (a divisor of the world size).
+// Collective: every rank reaches the same answer, or the same error.
+int resolve_shard_size(const Config& cfg, const dist::ProcessGroup& g) {
+  const int world = g.world();
+  std::string spec = cfg.shard_size;
+  if (spec == "auto") spec = cfg.strategy == "hybrid_shard" ? "node" : "world";
+  if (world == 1 || spec == "world") return world;
+  int n = 0;
+  if (spec == "node") {
+    // Groups of consecutive ranks are the nodes only if every node holds as many ranks, placed
+    // in blocks (rank r on node r / ranks-per-node), as srun and mpirun place them by default.
+    const int local = g.local_world();
+    const double most = dist::allreduce_host(g, local, true);
+    const double least = -dist::allreduce_host(g, -local, true);
+    const double scattered =
+        dist::allreduce_host(g, g.rank() % local != g.local_rank() ? 1.0 : 0.0, true);
+    if (most != least)
+      throw std::invalid_argument(
+          "--shard-size node: the nodes hold different numbers of ranks (" +
+          std::to_string(static_cast<int>(least)) + " to " + std::to_string(static_cast<int>(most)) +
+          "); start as many on each (srun --ntasks-per-node) or give --shard-size N");
+    if (scattered > 0)
+      throw std::invalid_argument(
+          "--shard-size node: the ranks are not placed on the nodes in blocks (rank r on node r "
+          "/ ranks-per-node); use srun --distribution=block or mpirun --map-by slot, or give "
+          "--shard-size N");
+    n = local;
+  } else {
+    n = std::stoi(spec);
+  }
+  if (n > world || world % n != 0)
+    throw std::invalid_argument("--shard-size " + cfg.shard_size + ": " + std::to_string(n) +
+                                " ranks do not divide the world size " + std::to_string(world) +
+                                " into groups");
+  return n;
+}
+
 // --mean/--std: every split normalized with the given values instead of the data set's own
 // (the training split's); checkpoints and hparams.json then record these.
 void set_normalization(io::DataSplits& d, const std::vector<double>& mean,
@@ -247,8 +284,11 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
   if (cfg_.gradient_clip_algorithm == "value") oc.clip_value = cfg_.gradient_clip_val;
   // --strategy zero1/zero2: this rank's share of the state only, from the start
   // (ZeroRedundancy); under zero2 also its share of the gradients alone (the reducer's owners).
+  // Hybrid sharding: partitioned within this rank's shard group (the same in every group).
+  shard_size_ = cfg_.zero() ? resolve_shard_size(cfg_, group_) : group_.world();
   if (cfg_.zero() && group_.world() > 1) {
-    oc.owned = owned_parameters(model_->named_parameters(), group_.rank(), group_.world());
+    oc.owned = owned_parameters(model_->named_parameters(), group_.rank() % shard_size_,
+                                shard_size_);
     oc.sharded_gradients = cfg_.sharded_gradients();
   }
   opt_ = make_optimizer(model_->named_parameters(), oc);
@@ -378,6 +418,10 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
                 cfg_.strategy.c_str());
   if (world > 1) {
     comm_ = dist::make_communicator(cfg_.dist_backend, device_, group_);
+    if (cfg_.zero() && shard_size_ < world) {  // hybrid sharding's two kinds of groups
+      shard_comm_ = comm_->split(group_.rank() / shard_size_, group_.rank());
+      replica_comm_ = comm_->split(group_.rank() % shard_size_, group_.rank());
+    }
     // Every rank starts from rank 0's weights and buffers (and optimizer state on resume).
     sync_from_rank0(true);
     build_reducer();
@@ -387,8 +431,9 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
       zo.backward_prefetch = parse_backward_prefetch(cfg_.backward_prefetch);
       zo.forward_prefetch = cfg_.forward_prefetch;
       std::vector<Module*> units;
-      if (cfg_.strategy == "zero3") units = sharding_units(*model_, zo.unit_of);
-      zero_ = std::make_unique<ZeroRedundancy>(*opt_, *comm_, zo);
+      if (cfg_.zero_stage() == 3) units = sharding_units(*model_, zo.unit_of);
+      zo.gathers_to_rank0 = group_.rank() < shard_size_;  // (the group that writes checkpoints)
+      zero_ = std::make_unique<ZeroRedundancy>(*opt_, shard_comm(), zo);
       for (size_t u = 0; u < units.size(); ++u) {
         auto unit = std::make_shared<Module::ShardedUnit>();
         ZeroRedundancy* z = zero_.get();
@@ -397,12 +442,22 @@ Trainer::Trainer(Config cfg, std::string command_line, dist::ProcessGroup& group
         unit->release = [z, i](bool backward) { z->release_unit(i, backward); };
         units[u]->set_sharded_unit(unit);
       }
-      const int stage = cfg_.strategy == "zero3" ? 3 : cfg_.strategy == "zero2" ? 2 : 1;
+      const int stage = cfg_.zero_stage();
+      if (main_ && shard_size_ < world)
+        std::printf(
+            "hybrid sharding: %d groups of %d ranks (--shard-size %s), each sharding the model "
+            "over its ranks; the ranks holding the same shard sum its gradients across the "
+            "groups\n",
+            world / shard_size_, shard_size_, cfg_.shard_size.c_str());
+      else if (main_ && cfg_.strategy == "hybrid_shard")
+        std::printf("note: --strategy hybrid_shard with one group of %d ranks (--shard-size %s): "
+                    "nothing to replicate, it shards as zero3\n",
+                    shard_size_, cfg_.shard_size.c_str());
       if (main_)
         std::printf(
             "ZeRO stage %d: optimizer state sharded over %d ranks; rank 0 keeps %.1f MB of "
             "%.1f MB (%.0f%%)\n",
-            stage, world, static_cast<double>(opt_->state_bytes()) / 1e6,
+            stage, shard_size_, static_cast<double>(opt_->state_bytes()) / 1e6,
             static_cast<double>(zero_->total_state_bytes()) / 1e6,
             100.0 * static_cast<double>(opt_->state_bytes()) /
                 static_cast<double>(std::max<int64_t>(zero_->total_state_bytes(), 1)));
@@ -543,7 +598,7 @@ void Trainer::build_reducer() {
   if (opt_->config().sharded_gradients) {
     std::vector<int64_t> sizes;
     for (const auto& [n, v] : params) sizes.push_back(v.numel());
-    owners = partition_parameters(sizes, group_.world());
+    owners = partition_parameters(sizes, shard_size_);
   }
   for (size_t i = 0; i < params.size(); ++i)
     if (params[i].second.requires_grad()) {
@@ -552,7 +607,11 @@ void Trainer::build_reducer() {
       // --strategy zero2: each gradient is summed only on the rank whose optimizer steps it.
       if (opt_->config().sharded_gradients) ro.owner.push_back(owners[i]);
     }
-  reducer_ = std::make_unique<dist::Reducer>(grad_owners, *comm_, ro);
+  // Sharded gradients are reduced within the shard group, then (hybrid sharding) across the
+  // groups; zero1 allreduces every gradient over the job as DDP does.
+  ro.replicas = opt_->config().sharded_gradients ? replica_comm_.get() : nullptr;
+  reducer_ = std::make_unique<dist::Reducer>(
+      grad_owners, opt_->config().sharded_gradients ? shard_comm() : *comm_, ro);
 }
 
 Trainer::~Trainer() {

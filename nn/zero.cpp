@@ -144,6 +144,7 @@ ZeroRedundancy::ZeroRedundancy(Optimizer& opt, dist::Communicator& comm, ZeroOpt
   prefetched_.assign(static_cast<size_t>(units_), false);
   backward_prefetch_ = options.backward_prefetch;
   forward_prefetch_ = options.forward_prefetch;
+  gathers_to_rank0_ = options.gathers_to_rank0;
   for (size_t s = 0; s < segments; ++s) {
     masters_[s].sharded = masters_sharded_;
     plain_[s].sharded = working_[s].sharded = units_ > 0;
@@ -201,7 +202,7 @@ void ZeroRedundancy::broadcast_parameters() {
 }
 
 void ZeroRedundancy::gather_masters() {
-  if (masters_gathered_++ > 0 || whole_) return;
+  if (masters_gathered_++ > 0 || whole_ || !gathers_to_rank0_) return;
   const auto& params = opt_.parameters();
   const int rank = comm_.rank();
   std::vector<std::unique_ptr<dist::Work>> sends;
@@ -329,7 +330,7 @@ void ZeroRedundancy::release_units() {
 
 void ZeroRedundancy::send_to_rank0(size_t slots, const std::function<Tensor*(size_t, size_t)>& of) {
   const auto& params = opt_.parameters();
-  if (params.empty() || slots == 0) return;
+  if (params.empty() || slots == 0 || !gathers_to_rank0_) return;
   const int rank = comm_.rank();
   for (int r = 1; r < comm_.world(); ++r) {
     if (rank != 0 && rank != r) continue;
@@ -382,7 +383,7 @@ void ZeroRedundancy::gather_to_rank0(const std::vector<Tensor*>& per_param) {
 void ZeroRedundancy::release_state() {
   if (!gathered_) return;
   gathered_ = false;
-  if (comm_.rank() != 0) return;
+  if (comm_.rank() != 0 || !gathers_to_rank0_) return;
   const auto& params = opt_.parameters();
   for (size_t i = 0; i < params.size(); ++i)
     if (owner_[i] != 0)

@@ -60,6 +60,11 @@ struct ZeroOptions {
   // Stage 3's prefetching (above): at most one unit gathered ahead of its use.
   BackwardPrefetch backward_prefetch = BackwardPrefetch::kPre;
   bool forward_prefetch = false;
+  // Hybrid sharding (--shard-size): the communicator given is one shard group's, and every
+  // group holds the whole model. Only the group of the job's rank 0 (which writes checkpoints)
+  // gathers for a write or for what rank 0 reads; in the others gather_state, gather_to_rank0
+  // and gather_masters do nothing.
+  bool gathers_to_rank0 = true;
 };
 
 // Stage 3's units, FSDP's auto-wrap policy for these models: each residual or encoder block
@@ -196,6 +201,7 @@ class ZeroRedundancy {
   std::vector<bool> prefetched_;  // held ahead of use, not yet claimed by gather_unit
   BackwardPrefetch backward_prefetch_ = BackwardPrefetch::kPre;
   bool forward_prefetch_ = false;
+  bool gathers_to_rank0_ = true;  // (ZeroOptions::gathers_to_rank0)
   // The units' order in forward ([0]) and backward ([1]): the last step's, and this one's.
   std::vector<int> order_[2], seen_[2];
   int64_t prefetches_ = 0, prefetch_hits_ = 0;

@@ -93,6 +93,7 @@ TEST_F(ConfigFileTest, LightningStrategyNamesAreZeroStages) {
            {"deepspeed_stage_1", "zero1"},
            {"deepspeed_stage_2", "zero2"},
            {"deepspeed_stage_3", "zero3"},
+           {"hybrid_shard", "hybrid_shard"},
            {"ddp", "ddp"}}) {
     const auto flag = run_mlai_train("--strategy " + name + " --print-config");
     ASSERT_EQ(flag.code, 0) << name << "\n" << flag.out;
