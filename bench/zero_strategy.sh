@@ -5,9 +5,11 @@
 # CPU tensors held and the host memory (both the largest of any rank); the optimizer step (with
 # ZeRO's broadcasts) and the gradient sync per step; images/s; and the last training loss (the
 # same under all four without clipping or accumulation). With --ema-decay or --swa-lrs, rank 0's
-# share of the weight average too.
+# share of the weight average too. SHARD_SIZE=N adds hybrid sharding (zero3 over groups of N
+# ranks, replicated across the groups: --shard-size N, FSDP's HYBRID_SHARD).
 #   bash bench/zero_strategy.sh                       # resnet18_cifar, adamw, 2 CPU ranks
 #   RANKS=2 bash bench/zero_strategy.sh --arch resnet50_cifar --optimizer sgd --precision bf16
+#   RANKS=4 SHARD_SIZE=2 bash bench/zero_strategy.sh  # and zero3 in two groups of two
 # Extra arguments go to every run and replace the defaults they name. On a GPU node add
 # --device cuda: --log-device-stats then shows GPU memory instead of the CPU tensors'.
 set -euo pipefail
@@ -26,13 +28,13 @@ for pair in "--dataset fashion-mnist" "--arch resnet18_cifar" "--optimizer adamw
   [[ " $* " == *" $flag "* ]] || defaults+=($pair)
 done
 
-run() {
-  local strategy=$1
-  shift
+run() {  # run LABEL STRATEGY [FLAGS...]
+  local label=$1 strategy=$2
+  shift 2
   "$bin" --devices "$ranks" --strategy "$strategy" "${defaults[@]}" --limit-val-batches 2 \
     --limit-test-batches 2 --num-sanity-val-steps 0 --log-device-stats --no-progress \
-    --log-dir "$logs" --experiment-name "$strategy" "$@" 2>&1 |
-    awk -v s="$strategy" '
+    --log-dir "$logs" --experiment-name "$label" "$@" 2>&1 |
+    awk -v s="$label" '
       /^ZeRO stage [123]: optimizer/ {state = $13 " of " $16}
       /^ZeRO stage [23]: gradients/ {grads = $10 " of " $13}
       /^ZeRO stage 3: parameters/ {params = $23 " of " $27}
@@ -57,7 +59,8 @@ run() {
 }
 
 echo "$ranks ranks: $*"
-run ddp "$@"
-run zero1 "$@"
-run zero2 "$@"
-run zero3 "$@"
+run ddp ddp "$@"
+run zero1 zero1 "$@"
+run zero2 zero2 "$@"
+run zero3 zero3 "$@"
+if [[ -n ${SHARD_SIZE:-} ]]; then run hybrid zero3 --shard-size "$SHARD_SIZE" "$@"; fi
