@@ -15,6 +15,7 @@
 //   build/bench/mlai_bench_kernels --benchmark_filter=Cpu
 //   build/bench/mlai_bench_kernels --benchmark_out=cpu.json --benchmark_out_format=json
 #include <benchmark/benchmark.h>
+#include <cblas.h>
 
 #include <algorithm>
 #include <chrono>
@@ -69,6 +70,23 @@ void cpu_gemm(benchmark::State& state, const std::string& key, int64_t m, int64_
       }))
     return;
   const double s = time_cpu(state, [&] { return tensor::matmul(a, b); });
+  set_rate(state, "GFLOPS", 2.0 * static_cast<double>(m * n * k) * 1e-9, s, 0);
+}
+
+// The reference for cpu_gemm in the same process: the whole product as one OpenBLAS call on
+// one thread (what mlai's gemm ran before it split deep products along their depth).
+void cpu_gemm_one_call(benchmark::State& state, int64_t m, int64_t n, int64_t k) {
+  Generator gen(1);
+  const Tensor a = Tensor::uniform({m, k}, -1, 1, gen);
+  const Tensor b = Tensor::uniform({k, n}, -1, 1, gen);
+  const double s = time_cpu(state, [&] {
+    Tensor c = Tensor::empty({m, n});
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m),
+                static_cast<int>(n), static_cast<int>(k), 1.0f, a.data<float>(),
+                static_cast<int>(k), b.data<float>(), static_cast<int>(n), 0.0f,
+                c.data<float>(), static_cast<int>(n));
+    return c;
+  });
   set_rate(state, "GFLOPS", 2.0 * static_cast<double>(m * n * k) * 1e-9, s, 0);
 }
 
@@ -359,13 +377,20 @@ void add_cpu(const std::string& name, Fn fn) {
 
 void register_cpu_benchmarks() {
   const std::vector<std::vector<int64_t>> gemm_shapes = {
-      {256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}, {64, 128, 784}};  // M, N, K
+      {256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}, {64, 128, 784},  // M, N, K
+      // Weight gradients' shapes: narrow and deep (vit_cifar's 192 x 192 attention projections
+      // over a batch of 128 x 65 tokens; a 256-wide layer over 16384 positions).
+      {192, 192, 8320}, {256, 256, 16384}};
   for (const auto& s : gemm_shapes) {
     const std::string size =
         std::to_string(s[0]) + "x" + std::to_string(s[1]) + "x" + std::to_string(s[2]);
     add_cpu("CpuGemm/fp32/" + size, [s](benchmark::State& st, const std::string& key) {
       cpu_gemm(st, key, s[0], s[1], s[2]);
     });
+    if (s[2] > 4 * std::max(s[0], s[1]))  // (the deep ones: their split against one call)
+      add_cpu("CpuGemmOneCall/fp32/" + size, [s](benchmark::State& st, const std::string&) {
+        cpu_gemm_one_call(st, s[0], s[1], s[2]);
+      });
   }
   for (int64_t n : {int64_t{1} << 20, int64_t{1} << 24}) {
     const std::string size = count_label(n);

@@ -61,6 +61,57 @@ bool split_on_pool(int64_t m, int64_t n, int64_t k, Call&& call) {
   return true;
 }
 
+// A product too narrow for split_on_pool (under 512 rows and columns) but deep, as a weight
+// gradient is (its depth is the batch times the positions; a ViT's 192 x 192 dW sums 8320 of
+// them): it ran as one call on one core. Here the depth is cut into blocks, each one OpenBLAS
+// call into a partial product (the first into C itself, with beta), and the partials are added
+// into C in block order after. The blocks depend only on the sizes, so the bits do not depend
+// on the thread count; at most kMaxBlocks of them, so the partials (m x n each, at most 7 MB in
+// all) stay small. Returns false when the product is not deep enough, or OpenBLAS has threads
+// of its own: then one plain call.
+template <class T, class Blas>
+bool split_depth_on_pool(Blas blas, bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha,
+                         const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c,
+                         int64_t ldc) {
+  constexpr int64_t kBlockWork = int64_t{1} << 23;  // multiply-adds per block, at least
+  constexpr int64_t kMinDepth = 256;                // depth per block, at least
+  constexpr int64_t kMaxBlocks = 8;
+  if (blas_threads() != 1) return false;
+  const int64_t blocks = std::min({m * n * k / kBlockWork, k / kMinDepth, kMaxBlocks});
+  if (blocks < 2) return false;
+  const int64_t step = ((k + blocks - 1) / blocks + 7) / 8 * 8;
+  const int64_t count = num_blocks(k, step);
+  const int64_t mn = m * n;
+  thread_local std::vector<T> partials;  // (kept between calls: no page faults each time)
+  if (partials.size() < static_cast<size_t>((count - 1) * mn))
+    partials.resize(static_cast<size_t>((count - 1) * mn));
+  T* part = partials.data();
+  run_blocks(
+      count,
+      [&](int64_t blk) {
+        const int64_t k0 = blk * step, len = std::min(k, k0 + step) - k0;
+        const T* ab = ta ? a + k0 * lda : a + k0;
+        const T* bb = tb ? b + k0 : b + k0 * ldb;
+        if (blk == 0)
+          blas(CblasRowMajor, tr(ta), tr(tb), m, n, len, alpha, ab, lda, bb, ldb, beta, c, ldc);
+        else
+          blas(CblasRowMajor, tr(ta), tr(tb), m, n, len, alpha, ab, lda, bb, ldb, T(0),
+               part + (blk - 1) * mn, n);
+      },
+      2);
+  parallel_for(m, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(n * count, 1)),
+               [&](int64_t r0, int64_t r1) {
+                 for (int64_t r = r0; r < r1; ++r) {
+                   T* row = c + r * ldc;
+                   for (int64_t blk = 1; blk < count; ++blk) {
+                     const T* p = part + (blk - 1) * mn + r * n;
+                     for (int64_t j = 0; j < n; ++j) row[j] += p[j];
+                   }
+                 }
+               });
+  return true;
+}
+
 // C = op(A) op(B) over rows [o, o + len) of C (rows) or its columns (!rows).
 template <class T, class Blas>
 void gemm_part(Blas blas, bool rows, int64_t o, int64_t len, bool ta, bool tb, int64_t m,
@@ -88,6 +139,8 @@ void gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha
                          ldc);
       }))
     return;
+  if (split_depth_on_pool<float>(cblas_sgemm, ta, tb, m, n, k, al, a, lda, b, ldb, be, c, ldc))
+    return;
   cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, al, a, lda, b, ldb, be, c, ldc);
 }
 
@@ -100,6 +153,9 @@ void gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alph
         gemm_part<double>(cblas_dgemm, rows, o, len, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta,
                           c, ldc);
       }))
+    return;
+  if (split_depth_on_pool<double>(cblas_dgemm, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                                  ldc))
     return;
   cblas_dgemm(CblasRowMajor, tr(ta), tr(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

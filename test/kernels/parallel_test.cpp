@@ -159,6 +159,59 @@ TEST(ParallelKernels, GemmSplitOnThePoolMatchesAndKeepsItsBits) {
   }
 }
 
+// Narrow but deep products (a weight gradient's shape: few rows and columns, a long sum) are
+// cut along their depth: partial products added into C in block order. Two blocks and the
+// most (eight), each transpose, C with a row stride wider than its rows (the gap untouched),
+// beta 1 and beta 0 over NaNs (never read): the double-precision sum to float's rounding, and
+// the same bits on one thread as on the pool.
+TEST(ParallelKernels, DeepGemmSplitsItsDepthAndKeepsItsBits) {
+  const int saved_blas = blas_threads();
+  set_blas_threads(1);
+  struct Restore {
+    int n;
+    ~Restore() { set_blas_threads(n); }
+  } restore{saved_blas};
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{45, 61, 7001}, {63, 70, 20011}}) {
+    for (int t = 0; t < 8; ++t) {
+      const bool ta = t & 1, tb = t & 2, zero_beta = t & 4;
+      SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
+                   (ta ? " A^T" : "") + (tb ? " B^T" : "") + (zero_beta ? " beta 0" : " beta 1"));
+      const auto a = random_vector(static_cast<size_t>(m * k), 21);
+      const auto b = random_vector(static_cast<size_t>(k * n), 22);
+      const int64_t lda = ta ? m : k, ldb = tb ? k : n, ldc = n + 3;
+      std::vector<float> c0 = random_vector(static_cast<size_t>(m * ldc), 23);
+      if (zero_beta)
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) c0[static_cast<size_t>(i * ldc + j)] = NAN;
+      auto run = [&] {
+        std::vector<float> c = c0;
+        gemm<float>(ta, tb, m, n, k, 0.5, a.data(), lda, b.data(), ldb, zero_beta ? 0.0 : 1.0,
+                    c.data(), ldc);
+        return c;
+      };
+      auto [c1, cp] = on_one_thread_and_pool(run);
+      EXPECT_TRUE(same_bits(c1, cp));
+      double err = 0, scale = 0;
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+          double acc = 0;
+          for (int64_t q = 0; q < k; ++q)
+            acc += static_cast<double>(a[static_cast<size_t>(ta ? q * m + i : i * k + q)]) *
+                   b[static_cast<size_t>(tb ? j * k + q : q * n + j)];
+          acc = 0.5 * acc + (zero_beta ? 0.0 : c0[static_cast<size_t>(i * ldc + j)]);
+          const float got = cp[static_cast<size_t>(i * ldc + j)];
+          ASSERT_TRUE(std::isfinite(got)) << i << ", " << j;  // (beta 0 never reads C)
+          err = std::max(err, std::fabs(acc - got));
+          scale = std::max(scale, std::fabs(acc));
+        }
+        for (int64_t j = n; j < ldc; ++j)  // (the gap between rows is not C's)
+          EXPECT_EQ(cp[static_cast<size_t>(i * ldc + j)], c0[static_cast<size_t>(i * ldc + j)]);
+      }
+      EXPECT_LT(err / scale, 1e-5);
+    }
+  }
+}
+
 TEST(ParallelKernels, ConvolutionMatchesDirectLoopsAndKeepsItsBitsOnThePool) {
   Conv2dGeometry g;  // 64 input channels, 32 wide: col2im's 16-row blocks split each image
   g.n = 2;
