@@ -2,7 +2,8 @@
 # Two-rank data-parallel training through a real Slurm cluster: sbatch a 2-task job whose step is
 # `srun --mpi=pmix mlai_train ...` on a tiny synthetic MNIST, then check that it succeeded, that
 # only rank 0 printed the epoch lines, that it reported world size 2, and that the logs went to
-# version_<job id>. Skips (exit 77) where there is no cluster: start one with
+# version_<job id>; then a hybrid-sharded run (zero3 in two groups of one rank) in the same job.
+# Skips (exit 77) where there is no cluster: start one with
 #   eval "$(bash scripts/slurm-local.sh start)"
 # With MLAI_REQUIRE_SLURM=1 (CI sets it) a missing cluster is a failure, not a skip.
 # Run by ctest as slurm.srun_two_ranks, or by hand: bash test/slurm/srun_test.sh build/bin/mlai_train
@@ -26,6 +27,10 @@ cat > "$work/job.sbatch" << EOF
 #SBATCH --output=$work/job-%j.out
 srun --mpi=pmix "$train" --dataset mnist --data-dir "$work/data" --epochs 2 --device cpu \\
   --workers 0 --log-dir "$work/logs" --experiment-name srun_test --no-progress
+# Hybrid sharding's split communicators under srun and PMIx: two groups of one rank.
+srun --mpi=pmix "$train" --dataset mnist --data-dir "$work/data" --epochs 1 --device cpu \\
+  --workers 0 --log-dir "$work/logs" --experiment-name srun_hybrid --no-progress \\
+  --strategy zero3 --shard-size 1
 EOF
 
 # --wait: sbatch returns when the job ends, with the job's exit code. The timeout keeps a job
@@ -58,6 +63,8 @@ else
   [ "$n1" = 1 ] || fail "expected one line starting 'epoch: 01/02' (rank 0 only), found $n1"
   [ "$n2" = 1 ] || fail "expected one line starting 'epoch: 02/02' (rank 0 only), found $n2"
   grep -q 'world size 2' "$out" || fail "no line with 'world size 2'"
+  grep -q '^hybrid sharding: 2 groups of 1 ranks' "$out" || fail "no hybrid sharding line"
+  [ "$(count '^epoch: 01/01')" = 1 ] || fail "the hybrid sharding run did not finish its epoch"
 fi
 version=$work/logs/srun_test/version_$jobid
 [ -d "$version" ] || fail "no log directory $version (named after SLURM_JOB_ID)"
