@@ -7,6 +7,7 @@
 #
 #   bash slurm/scaling.sh --nodes 1,2,4,8 --study mlp-weak -- --epochs 3
 #   bash slurm/scaling.sh --ranks 1,2,4 --gpus-per-node 0 --cpus-per-task 1 --wait -- --device cpu
+#   bash slurm/scaling.sh --nodes 1,2,4 --strategies ddp,fsdp,hybrid_shard --wait -- --arch resnet18
 #
 # Options (default in brackets):
 #   --nodes LIST           node counts, e.g. 1,2,4,8 [1,2,4,8], each with --tasks-per-node ranks
@@ -20,6 +21,10 @@
 #   --sbatch OPT           one more #SBATCH line, repeatable: --sbatch --account=abc
 #   --no-exclusive         share nodes with other jobs (cheaper to get, noisier timings)
 #   --strong               strong scaling: --batch-size is the global batch, split over the ranks
+#   --strategies LIST      the same points under each --strategy (e.g. ddp,fsdp,hybrid_shard):
+#                          one study per strategy, <study>-<strategy> in <study folder>/<strategy>,
+#                          run with --log-device-stats (memory per rank); the report then
+#                          compares them side by side (comparison.md and .png in the study folder)
 #   --study NAME           the study's name [scaling-<date>-<time>]
 #   --study-dir DIR        where its runs, job scripts and outputs go [logs/NAME]
 #   --train PATH           the binary [$MLAI_TRAIN, else build/bin/mlai_train]
@@ -52,6 +57,7 @@ study_dir=""
 train=${MLAI_TRAIN:-build/bin/mlai_train}
 wait_jobs=0
 dry_run=0
+strategies_list=""
 
 while [ $# -gt 0 ]; do
   opt=$1 val=""
@@ -60,7 +66,7 @@ while [ $# -gt 0 ]; do
   esac
   case "$opt" in
     --nodes | --tasks-per-node | --ranks | --gpus-per-node | --cpus-per-task | --partition | \
-      --time | --sbatch | --study | --study-dir | --train)
+      --time | --sbatch | --study | --study-dir | --train | --strategies)
       if [ "$1" = "$opt" ]; then
         [ $# -ge 2 ] || die "$opt needs a value"
         val=$2
@@ -82,6 +88,7 @@ while [ $# -gt 0 ]; do
     --study) study=$val ;;
     --study-dir) study_dir=$val ;;
     --train) train=$val ;;
+    --strategies) strategies_list=$val ;;
     --wait) wait_jobs=1 ;;
     --dry-run) dry_run=1 ;;
     -h | --help) usage; exit 0 ;;
@@ -107,6 +114,16 @@ parse_list() {  # parse_list FLAG LIST: the counts, sorted, one per line
 [[ "$gpus" =~ ^[0-9]+$ ]] || die "--gpus-per-node: '$gpus' is not a whole number"
 is_count "$cpus" || die "--cpus-per-task: '$cpus' is not a positive whole number"
 [[ "$study" =~ ^[A-Za-z0-9._-]*$ ]] || die "--study: use letters, digits, '.', '_' and '-' only"
+strategies=("")  # (one study, with whatever --strategy the mlai_train flags give)
+if [ -n "$strategies_list" ]; then
+  IFS=, read -r -a strategies <<< "$strategies_list"
+  [ ${#strategies[@]} -gt 0 ] || die "--strategies: empty list"
+  for s in "${strategies[@]}"; do
+    [[ "$s" =~ ^(ddp|zero[123]|hybrid_shard|fsdp|deepspeed_stage_[123])$ ]] ||
+      die "--strategies: '$s' is not a strategy (ddp, zero1, zero2, zero3, hybrid_shard, fsdp, deepspeed_stage_1/2/3)"
+  done
+  [ "$(printf '%s\n' "${strategies[@]}" | sort | uniq -d)" = "" ] || die "--strategies: a strategy given twice"
+fi
 
 # (Command substitutions, not <(...): a die inside must end the script.)
 tpn_sorted=$(parse_list --tasks-per-node "$tpn_list") || exit
@@ -156,6 +173,9 @@ while [ $i -lt ${#train_args[@]} ]; do
       die "${a%%=*}: the study sets each run's log folder and experiment; do not pass it" ;;
     --fast-dev-run | --fast-dev-run=*)
       die "--fast-dev-run writes no metrics: use --epochs and --limit-train-batches for a short study" ;;
+    --strategy | --strategy=*)
+      [ -z "$strategies_list" ] || die "--strategy: --strategies sets each study's; do not pass it"
+      rest+=("$a") ;;
     --batch-size=*) batch=${a#*=} ;;
     --batch-size)
       i=$((i + 1))
@@ -185,8 +205,18 @@ if [ ! -x "$train" ]; then
   if [ "$dry_run" = 1 ]; then echo "scaling.sh: warning: $msg" >&2; else die "$msg"; fi
 fi
 
+# The study being written: the whole study, or under --strategies one strategy's (use_strategy).
+sub=$study sub_dir=$study_dir strategy_args=()
+use_strategy() {  # use_strategy STRATEGY ("": no --strategies)
+  if [ -z "$1" ]; then
+    sub=$study sub_dir=$study_dir strategy_args=()
+  else
+    sub=$study-$1 sub_dir=$study_dir/$1 strategy_args=(--strategy "$1" --log-device-stats)
+  fi
+}
+
 point_name() {  # point_name NODES RANKS
-  if [ "$sweep" = nodes ]; then echo "$study-n$1"; else echo "$study-r$2"; fi
+  if [ "$sweep" = nodes ]; then echo "$sub-n$1"; else echo "$sub-r$2"; fi
 }
 
 # ---- The job script of one point ----------------------------------------------------------------
@@ -197,9 +227,9 @@ job_script() {  # job_script NODES TASKS_PER_NODE
   [ "$scaling" = strong ] && per_rank=$((batch / ranks))
   cat << EOF
 #!/bin/bash
-# Scaling study $study, point $name: $n node(s) x $t rank(s) per node, batch $per_rank per rank
+# Scaling study $sub, point $name: $n node(s) x $t rank(s) per node, batch $per_rank per rank
 # ($scaling scaling). Written by slurm/scaling.sh on $(date '+%Y-%m-%d %H:%M'); to run this point
-# again: sbatch $study_dir/$name.sbatch
+# again: sbatch $sub_dir/$name.sbatch
 # The job inherits the environment of the shell that submits it (sbatch's default --export=ALL):
 # load the modules the binary was built with before running slurm/scaling.sh.
 
@@ -222,12 +252,12 @@ EOF
   fi
   for opt in "${extra[@]}"; do echo "#SBATCH $opt"; done
   cat << EOF
-#SBATCH --output=$study_dir/$name-%j.out
+#SBATCH --output=$sub_dir/$name-%j.out
 #SBATCH --chdir=$submit_dir
 
 if [ -z "\${SLURM_JOB_ID:-}" ]; then
   echo "This is a Slurm batch script and this is not a Slurm job (no SLURM_JOB_ID)." >&2
-  echo "Submit it: sbatch $study_dir/$name.sbatch" >&2
+  echo "Submit it: sbatch $sub_dir/$name.sbatch" >&2
   exit 1
 fi
 set -euo pipefail
@@ -256,17 +286,21 @@ EOF
   echo "# 22.05 to 23.02 does not inherit it from sbatch."
   # shellcheck disable=SC2016
   printf 'srun --mpi=pmix --cpus-per-task="$SLURM_CPUS_PER_TASK" %q \\\n' "$train"
-  printf '  --log-dir %q --experiment-name %q --batch-size %s' "$study_dir" "$name" "$per_rank"
+  printf '  --log-dir %q --experiment-name %q --batch-size %s' "$sub_dir" "$name" "$per_rank"
+  [ ${#strategy_args[@]} -gt 0 ] && printf ' %q' "${strategy_args[@]}"
   [ ${#rest[@]} -gt 0 ] && printf ' %q' "${rest[@]}"
   printf '\n'
 }
 
 if [ "$dry_run" = 1 ]; then
-  echo "# Study $study in $study_dir: ${#points[@]} job(s), $scaling scaling (dry run: nothing submitted)"
-  for p in "${points[@]}"; do
-    read -r n t <<< "$p"
-    printf '\n# ==== %s.sbatch ====\n' "$(point_name "$n" $((n * t)))"
-    job_script "$n" "$t"
+  echo "# Study $study in $study_dir: $((${#points[@]} * ${#strategies[@]})) job(s), $scaling scaling (dry run: nothing submitted)"
+  for s in "${strategies[@]}"; do
+    use_strategy "$s"
+    for p in "${points[@]}"; do
+      read -r n t <<< "$p"
+      printf '\n# ==== %s.sbatch ====\n' "$(point_name "$n" $((n * t)))"
+      job_script "$n" "$t"
+    done
   done
   exit 0
 fi
@@ -282,20 +316,13 @@ fi
 # impossible point (more nodes than the partition has) is not left half submitted.
 for p in "${points[@]}"; do
   read -r n t <<< "$p"
-  if ! sub=$(job_script "$n" "$t" | sbatch --test-only 2>&1); then
+  if ! answer=$(job_script "$n" "$t" | sbatch --test-only 2>&1); then
     echo "scaling.sh: Slurm refuses the point $(point_name "$n" $((n * t))) ($n node(s) x $t" \
-      "rank(s)): ${sub##*error: }; nothing submitted" >&2
+      "rank(s)): ${answer##*error: }; nothing submitted" >&2
     exit 1
   fi
 done
 
-mkdir -p "$study_dir"
-jobs_tsv=$study_dir/jobs.tsv
-if [ -s "$jobs_tsv" ]; then
-  echo "study $study exists: adding jobs to $jobs_tsv (the report uses each point's latest job)"
-else
-  printf 'study\tname\tnodes\ttasks_per_node\tranks\tgpus_per_node\tbatch_per_rank\tglobal_batch\tscaling\tjob_id\tsubmitted\ttrain_args\n' > "$jobs_tsv"
-fi
 if [ "$scaling" = weak ]; then
   echo "weak scaling: --batch-size $batch per rank at every point; the global batch grows with the ranks"
 else
@@ -304,32 +331,51 @@ fi
 
 quoted() { [ $# = 0 ] || printf '%q ' "$@"; }
 ids=()
-for p in "${points[@]}"; do
-  read -r n t <<< "$p"
-  ranks=$((n * t))
-  name=$(point_name "$n" "$ranks")
-  script=$study_dir/$name.sbatch
-  job_script "$n" "$t" > "$script"
-  if ! sub=$(sbatch --parsable "$script" 2>&1); then
-    echo "scaling.sh: sbatch $script failed: $sub" >&2
-    [ ${#ids[@]} -gt 0 ] && echo "already submitted: ${ids[*]} (listed in $jobs_tsv)" >&2
-    exit 1
+sub_dirs=()  # each study's folder (one, or one per strategy)
+for s in "${strategies[@]}"; do
+  use_strategy "$s"
+  sub_dirs+=("$sub_dir")
+  mkdir -p "$sub_dir"
+  jobs_tsv=$sub_dir/jobs.tsv
+  if [ -s "$jobs_tsv" ]; then
+    echo "study $sub exists: adding jobs to $jobs_tsv (the report uses each point's latest job)"
+  else
+    printf 'study\tname\tnodes\ttasks_per_node\tranks\tgpus_per_node\tbatch_per_rank\tglobal_batch\tscaling\tjob_id\tsubmitted\ttrain_args\n' > "$jobs_tsv"
   fi
-  id=${sub##*$'\n'}  # the last line: the id (before it, any warnings)
-  id=${id%%;*}       # without ";cluster"
-  ids+=("$id")
-  per_rank=$batch
-  [ "$scaling" = strong ] && per_rank=$((batch / ranks))
-  g=0
-  [ "$gpus" -gt 0 ] && g=$t
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$study" "$name" "$n" "$t" "$ranks" "$g" \
-    "$per_rank" $((per_rank * ranks)) "$scaling" "$id" "$(date -Iseconds)" \
-    "$(quoted "${rest[@]}")" >> "$jobs_tsv"
-  printf '  %-28s %2s node(s) x %s rank(s)   job %s\n' "$name" "$n" "$t" "$id"
+  for p in "${points[@]}"; do
+    read -r n t <<< "$p"
+    ranks=$((n * t))
+    name=$(point_name "$n" "$ranks")
+    script=$sub_dir/$name.sbatch
+    job_script "$n" "$t" > "$script"
+    if ! answer=$(sbatch --parsable "$script" 2>&1); then
+      echo "scaling.sh: sbatch $script failed: $answer" >&2
+      [ ${#ids[@]} -gt 0 ] && echo "already submitted: ${ids[*]} (listed in jobs.tsv)" >&2
+      exit 1
+    fi
+    id=${answer##*$'\n'}  # the last line: the id (before it, any warnings)
+    id=${id%%;*}          # without ";cluster"
+    ids+=("$id")
+    per_rank=$batch
+    [ "$scaling" = strong ] && per_rank=$((batch / ranks))
+    g=0
+    [ "$gpus" -gt 0 ] && g=$t
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sub" "$name" "$n" "$t" "$ranks" "$g" \
+      "$per_rank" $((per_rank * ranks)) "$scaling" "$id" "$(date -Iseconds)" \
+      "$(quoted "${strategy_args[@]}" "${rest[@]}")" >> "$jobs_tsv"
+    printf '  %-28s %2s node(s) x %s rank(s)   job %s\n' "$name" "$n" "$t" "$id"
+  done
 done
 ids_csv=$(IFS=,; echo "${ids[*]}")
-report=(python3 "$(realpath -m --relative-to="$submit_dir" "$(dirname "$0")")/scaling_report.py" "$study_dir")
-echo "study $study: ${#ids[@]} job(s) in $jobs_tsv; job outputs: $study_dir/<point>-<job id>.out"
+report_py=$(realpath -m --relative-to="$submit_dir" "$(dirname "$0")")/scaling_report.py
+if [ ${#sub_dirs[@]} = 1 ]; then
+  report=(python3 "$report_py" "$study_dir")
+  echo "study $study: ${#ids[@]} job(s) in $jobs_tsv; job outputs: $study_dir/<point>-<job id>.out"
+else  # one report per strategy, then all of them side by side
+  report=(python3 "$report_py" "${sub_dirs[@]}" --out "$study_dir")
+  echo "study $study: ${#ids[@]} job(s), one study per strategy in $study_dir/<strategy>" \
+    "(jobs.tsv, <point>-<job id>.out)"
+fi
 
 if [ "$wait_jobs" = 0 ]; then
   echo "watch:   squeue -j $ids_csv"
@@ -354,17 +400,22 @@ while :; do
 done
 
 failed=0
-for id in "${ids[@]}"; do
-  name=$(awk -F'\t' -v id="$id" '$10 == id { print $2 }' "$jobs_tsv")
-  if grep -q '^test,' "$study_dir/$name/version_$id/metrics.csv" 2> /dev/null; then
-    echo "  $name (job $id): finished"
-  else
-    failed=1
-    echo "  $name (job $id): did not finish; the end of $study_dir/$name-$id.out:"
-    tail -n 5 "$study_dir/$name-$id.out" 2> /dev/null | sed 's/^/    /' || echo "    (no output)"
-  fi
+for d in "${sub_dirs[@]}"; do
+  while IFS=$'\t' read -r name id; do
+    [[ " ${ids[*]} " == *" $id "* ]] || continue  # (this run's jobs only)
+    if grep -q '^test,' "$d/$name/version_$id/metrics.csv" 2> /dev/null; then
+      echo "  $name (job $id): finished"
+    else
+      failed=1
+      echo "  $name (job $id): did not finish; the end of $d/$name-$id.out:"
+      tail -n 5 "$d/$name-$id.out" 2> /dev/null | sed 's/^/    /' || echo "    (no output)"
+    fi
+  done < <(awk -F'\t' 'NR > 1 { print $2 "\t" $10 }' "$d/jobs.tsv")
 done
 rc=0
+if [ ${#sub_dirs[@]} -gt 1 ]; then  # each strategy's own scaling.md first
+  for d in "${sub_dirs[@]}"; do python3 "$report_py" "$d" > /dev/null || rc=$?; done
+fi
 "${report[@]}" || rc=$?
 [ "$failed" = 0 ] || { echo "scaling.sh: some points did not finish" >&2; exit 1; }
 exit "$rc"

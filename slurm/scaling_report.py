@@ -79,12 +79,19 @@ def read_run(point):
         vals = [v for v in vals if v is not None]
         return mean(vals) if vals else None
 
+    def most(col):  # (--log-device-stats: the largest of any rank, per epoch; empty without it)
+        vals = [number(r.get(col)) for r in epochs]
+        vals = [v for v in vals if v is not None and v >= 0]
+        return max(vals) if vals else None
+
     return {
         "name": point["name"], "job": point.get("job_id", ""), "nodes": nodes, "ranks": ranks,
         "batch": batch, "global_batch": batch * ranks, "ips": avg("images_per_sec"),
         "epoch_s": avg("epoch_seconds"), "wait": avg("data_wait_fraction"),
         "tflops": avg("tflops_per_device"), "mfu": avg("mfu"),
         "sync": sync, "wait_max": wait_max,
+        # The tensors' peak on a rank: the GPU's caching allocator, else the CPU tensors'.
+        "peak_mb": most("gpu_peak_mem_mb") or most("cpu_tensor_peak_mb"),
         "val_acc": number(epochs[-1].get("val_accuracy")), "epochs": len(epochs),
         "steady": len(steady), "finished": any(r["epoch"] == "test" for r in rows),
         "study": point.get("study", ""), "scaling": point.get("scaling", ""), "args": point.get("train_args", "").strip(),
@@ -124,6 +131,16 @@ def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
+def with_peak(head, body, results, before):
+    """The peak MiB column (runs with --log-device-stats), inserted before column `before`."""
+    if not any(r["peak_mb"] is not None for r in results):
+        return head, body
+    at = head.index(before)
+    head = head[:at] + ["peak MiB/rank"] + head[at:]
+    body = [row[:at] + [fmt(r["peak_mb"], ".0f")] + row[at:] for row, r in zip(body, results)]
+    return head, body
+
+
 def table(results):
     head = ["nodes", "ranks", "batch/rank", "global batch", "images/s", "speed-up",
             "efficiency", "TFLOP/s/rank", "MFU", "epoch s", "data wait", "grad sync", "max wait",
@@ -136,7 +153,7 @@ def table(results):
                      fmt(r["epoch_s"], ".2f"), fmt(r["wait"], ".3f"), fmt(r["sync"], ".3f"),
                      fmt(r["wait_max"], ".3f"), fmt(r["val_acc"], ".4f"),
                      r["job"] + ("" if r["finished"] else " *")])
-    return markdown_table(head, body)
+    return markdown_table(*with_peak(head, body, results, "val acc"))
 
 
 def markdown_table(head, body):
@@ -203,6 +220,9 @@ def describe(study, results, missing):
         "the same epochs; MFU: that rate in percent of the GPU's dense peak for the precision "
         "(- where the peak is not known, as on CPUs). val acc: validation accuracy after "
         "the last epoch.")
+    if any(r["peak_mb"] is not None for r in results):
+        text.append("peak MiB/rank (runs with --log-device-stats): the most any rank's tensors "
+                    "held in the run, on the GPU (its caching allocator) or the CPU.")
     if any(not r["finished"] for r in results):
         text.append("\n\\* did not finish (no test row: stopped, failed or still running); "
                     "its finished epochs are used.")
@@ -279,7 +299,7 @@ def compare(studies, collected):
     first = {r["ranks"]: r["ips"] for r in collected[0][0]}
     head = ["study", "nodes", "ranks", "global batch", "images/s", f"vs {names[0]}", "speed-up",
             "efficiency", "grad sync", "TFLOP/s/rank", "val acc"]
-    body = []
+    body, rows = [], []
     for name, (results, _) in zip(names, collected):
         for r in results:
             rel = r["ips"] / first[r["ranks"]] if first.get(r["ranks"]) else None
@@ -287,6 +307,8 @@ def compare(studies, collected):
                          fmt(r["ips"], ".0f"), fmt(rel, ".2f"), fmt(r["speedup"], ".2f"),
                          fmt(r["efficiency"], ".2f"), fmt(r["sync"], ".3f"),
                          fmt(r["tflops"], ".3g"), fmt(r["val_acc"], ".4f")])
+            rows.append(r)
+    head, body = with_peak(head, body, rows, "val acc")
     text = ["# Scaling studies compared: " + ", ".join(names), ""]
     for name, (results, _) in zip(names, collected):
         args = results[0]["args"]
@@ -296,7 +318,9 @@ def compare(studies, collected):
         f"vs {names[0]}: images/s over {names[0]}'s at the same number of ranks (- where it has "
         "no such point). Speed-up and efficiency are against each study's own smallest run; grad "
         "sync is the share of the step spent waiting for gradient allreduces after backward "
-        "(where communication hooks show what they save), as in each study's scaling.md.")
+        "(where communication hooks show what they save), as in each study's scaling.md. peak "
+        "MiB/rank (runs with --log-device-stats, as slurm/scaling.sh --strategies makes them): "
+        "the most any rank's tensors held, on the GPU or the CPU (what a sharding strategy saves).")
     for name, (_, missing) in zip(names, collected):
         if missing:
             text.append(f"\nNot in the table from {name}: " +

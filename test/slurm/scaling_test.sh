@@ -94,6 +94,35 @@ else
   fail "no $cmp_md"
 fi
 
+# --strategies: the same point under DDP and zero3, one study each, compared side by side with
+# each rank's peak memory (--log-device-stats).
+sdry=$(bash "$scaling" --ranks 2 --gpus-per-node 0 --cpus-per-task 1 --time 5 --study strategies \
+  --study-dir "$work/strategies" --train "$train" --strategies ddp,zero3 --dry-run -- "${flags[@]}")
+grep -q -- "--log-dir $work/strategies/zero3 --experiment-name strategies-zero3-r2 .*--strategy zero3 --log-device-stats" <<< "$sdry" ||
+  fail "--strategies --dry-run: no zero3 job in its own folder with --log-device-stats"
+if bash "$scaling" --ranks 2 --gpus-per-node 0 --strategies ddp --dry-run -- --strategy zero1 \
+  > /dev/null 2>&1; then
+  fail "--strategies with --strategy among the mlai_train flags was accepted"
+fi
+rc=0
+(cd "$work" && timeout 240 bash "$scaling" --ranks 2 --gpus-per-node 0 --cpus-per-task 1 --time 5 \
+  --study strategies --study-dir "$work/strategies" --train "$train" --strategies ddp,zero3 \
+  --wait -- "${flags[@]}") > "$work/strategies.log" 2>&1 || rc=$?
+[ "$rc" = 0 ] || fail "scaling.sh --strategies exited with code $rc (see below)"
+for s in ddp zero3; do
+  [ -f "$work/strategies/$s/scaling.md" ] || fail "--strategies: no $s/scaling.md"
+done
+smd=$work/strategies/comparison.md
+if [ -f "$smd" ]; then
+  for s in ddp zero3; do
+    grep -qE "^\| +strategies-$s \| +1 \| +2 \|" "$smd" || fail "comparison.md: no row for $s"
+  done
+  grep -qE '^\| +study \|.*\| peak MiB/rank \|' "$smd" || fail "comparison.md: no peak MiB/rank column"
+else
+  fail "--strategies: no $smd"
+fi
+[ "$failed" = 0 ] || cat "$work/strategies.log"
+
 [ "$failed" = 0 ] || finish_failed "$work/scaling.log" "$study"
 cat "$md"
 echo "PASS: a 2-point study (jobs $ids) and its report"
