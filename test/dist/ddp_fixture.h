@@ -93,6 +93,15 @@ inline double checksum(const std::vector<double>& w) {
   return sum;
 }
 
+// `relative` under rank 0's root (collective). Only rank 0 writes checkpoints (and knows its
+// version directories): the other ranks read rank 0's files, one machine standing in for a
+// shared file system.
+inline std::string under_rank0_root(const std::string& relative) {
+  const auto pid0 = static_cast<long>(allreduce_host(group(), group().rank() == 0 ? getpid() : 0));
+  return (fs::temp_directory_path() / ("mlai_ddp_" + std::to_string(pid0))).string() + "/" +
+         relative;
+}
+
 // True on every rank when every rank has the same value (collective).
 inline bool same_on_every_rank(double v) {
   // (Both collectives on every rank: a short-circuit would skip the second where they differ.)

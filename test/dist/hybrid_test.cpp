@@ -6,7 +6,6 @@
 // the sums' order differs), gradient accumulation included; each rank keeps its group's share;
 // a checkpoint holds the whole state and resumes under other strategies.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <random>
 #include <string>
@@ -224,10 +223,8 @@ TEST_F(Hybrid, CheckpointsHoldTheWholeStateAndResumeUnderOtherStrategies) {
     return nn::Trainer(c, "", group()).fit().version_dir + "/checkpoints/last.h5";
   };
   const std::string from_hybrid = stopped("zero3"), from_ddp = stopped("ddp");
-  const auto pid0 = static_cast<long>(allreduce_host(group(), group().rank() == 0 ? getpid() : 0));
   const std::string shared =
-      (fs::temp_directory_path() / ("mlai_ddp_" + std::to_string(pid0))).string() +
-      "/logs-stopped-zero3/default/version_0/checkpoints/last.h5";
+      under_rank0_root("logs-stopped-zero3/default/version_0/checkpoints/last.h5");
   if (group().rank() == 0) {
     EXPECT_EQ(from_hybrid, shared);
     io::H5Reader h(from_hybrid), d(from_ddp);

@@ -407,14 +407,9 @@ TEST_F(Ddp, Zero3ResumesAWeightAverageExactly) {
     nn::Config stop = cfg("zero3", "logs-average-stopped");
     stop.max_steps = swa ? 15 : 4;  // (six steps an epoch: SWA averages from step 6)
     nn::Trainer(stop, "", group()).fit();
-    // Only rank 0 writes: the other rank reads rank 0's file (one machine, as a shared file
-    // system).
-    const auto pid0 =
-        static_cast<long>(allreduce_host(group(), group().rank() == 0 ? getpid() : 0));
     nn::Config resume = cfg("zero3", "logs-average-resumed");
-    resume.resume = (fs::temp_directory_path() / ("mlai_ddp_" + std::to_string(pid0))).string() +
-                    "/logs-average-stopped/" + stop.experiment_name +
-                    "/version_0/checkpoints/last.h5";
+    resume.resume = under_rank0_root("logs-average-stopped/" + stop.experiment_name +
+                                     "/version_0/checkpoints/last.h5");
     nn::Trainer zero(resume, "", group());
     const nn::FitResult rz = zero.fit();
     expect_ddps_run(zero, rz, ddp, rd);

@@ -103,12 +103,8 @@ TEST_F(Ddp, ZeroRedundancyCheckpointsHoldTheWholeStateAndResumeAnywhere) {
   };
   const std::string from_zero = stopped("zero1"), from_ddp = stopped("ddp");
   const std::string from_zero2 = stopped("zero2"), from_zero3 = stopped("zero3");
-  // Only rank 0 writes (and knows its version directory): the other rank reads rank 0's file
-  // (one machine, as a shared file system).
-  const auto pid0 = static_cast<long>(allreduce_host(group(), group().rank() == 0 ? getpid() : 0));
   const std::string shared =
-      (fs::temp_directory_path() / ("mlai_ddp_" + std::to_string(pid0))).string() +
-      "/logs-stopped-zero1/default/version_0/checkpoints/last.h5";
+      under_rank0_root("logs-stopped-zero1/default/version_0/checkpoints/last.h5");
   if (group().rank() == 0) {
     EXPECT_EQ(shared, from_zero);
     const auto z = optimizer_state(from_zero), d = optimizer_state(from_ddp);

@@ -36,6 +36,16 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// OpenBLAS on one thread while it lives (as configure_threads sets it for mlai_train), so the
+// gemm splits its products on the pool; the count it had before after.
+struct OneBlasThread {
+  int saved = blas_threads();
+  OneBlasThread() { set_blas_threads(1); }
+  ~OneBlasThread() { set_blas_threads(saved); }
+  OneBlasThread(const OneBlasThread&) = delete;
+  OneBlasThread& operator=(const OneBlasThread&) = delete;
+};
+
 // Runs fn once on this thread alone and once with the pool.
 template <class F>
 auto on_one_thread_and_pool(F fn) {
@@ -121,12 +131,7 @@ struct Conv {
 // of C's rows or columns on the pool: every transpose, split either way, matches a float64
 // product and has the same bits on one thread as on the pool (and as with beta = 1 on top).
 TEST(ParallelKernels, GemmSplitOnThePoolMatchesAndKeepsItsBits) {
-  const int saved_blas = blas_threads();
-  set_blas_threads(1);
-  struct Restore {
-    int n;
-    ~Restore() { set_blas_threads(n); }
-  } restore{saved_blas};
+  const OneBlasThread one_blas_thread;
   // (m, n, k): m > n splits rows, n > m columns; both above 2^21 multiply-adds; odd sizes.
   for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{515, 37, 301}, {29, 613, 257}}) {
     for (int t = 0; t < 4; ++t) {
@@ -165,12 +170,7 @@ TEST(ParallelKernels, GemmSplitOnThePoolMatchesAndKeepsItsBits) {
 // beta 1 and beta 0 over NaNs (never read): the double-precision sum to float's rounding, and
 // the same bits on one thread as on the pool.
 TEST(ParallelKernels, DeepGemmSplitsItsDepthAndKeepsItsBits) {
-  const int saved_blas = blas_threads();
-  set_blas_threads(1);
-  struct Restore {
-    int n;
-    ~Restore() { set_blas_threads(n); }
-  } restore{saved_blas};
+  const OneBlasThread one_blas_thread;
   for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{45, 61, 7001}, {63, 70, 20011}}) {
     for (int t = 0; t < 8; ++t) {
       const bool ta = t & 1, tb = t & 2, zero_beta = t & 4;
