@@ -7,11 +7,14 @@
 // a checkpoint holds the whole state and resumes under other strategies.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "autograd/ops.h"
 #include "ddp_fixture.h"
+#include "dist/reducer.h"
 #include "dist/communicator.h"
 #include "io/h5file.h"
 #include "nn/trainer.h"
@@ -105,6 +108,82 @@ TEST_F(Hybrid, SplitCommunicatorsReachOnlyTheirGroup) {
   tensor::Tensor f = mine();
   alone->allreduce_sum(f);
   EXPECT_EQ(f.to_vector<float>(), values_of(rank, n));
+}
+
+// The reducer over a shard group with replicas: a step's last backward sums each gradient over
+// every rank (the group's reduce-scatter, then the allreduce across the groups); a backward
+// that does not step keeps the group's sum alone; an inf on one rank of the last group reaches
+// every owner in every group (so every group's loss scaler skips the step).
+TEST_F(Hybrid, ReducerSumsWithinTheGroupAndAcrossOnAStepsLastBackward) {
+  tensor::Generator gen(3);
+  const std::vector<int64_t> sizes = {30000, 50000, 20000, 40000, 10000};
+  const std::vector<int> owner = nn::partition_parameters(sizes, shard());
+  std::vector<std::pair<std::string, autograd::Variable>> params;
+  for (size_t i = 0; i < sizes.size(); ++i)
+    params.emplace_back(std::string(1, 'w').append(std::to_string(i)),
+                        autograd::Variable(Tensor::uniform({sizes[i]}, -1, 1, gen), true));
+  const int rank = group().rank(), world = group().world();
+  auto comm = make_communicator("mpi", tensor::Device::cpu(), group());
+  const auto groups = comm->split(rank / shard(), rank);
+  const auto replicas = comm->split(rank % shard(), rank);
+  ReducerOptions ro;
+  ro.bucket_cap_mb = 0.3;
+  ro.first_bucket_mb = 0.05;
+  ro.owner = owner;
+  ro.replicas = replicas.get();
+  Reducer red(params, *groups, ro);
+  // loss = (rank + 1) P, P = s4 (s3 (s2 (s1 s1))), s_i = sum(w_i): w_i's gradient on a rank is
+  // (rank + 1) P / s_i (w1's twice that).
+  std::vector<double> s(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i)
+    for (double x : params[i].second.data().to_double_vector()) s[i] += x;
+  const double p = s[1] * s[1] * s[2] * s[3] * s[4];
+  auto backward = [&](double factor) {
+    const autograd::Variable s1 = autograd::sum(params[1].second);
+    autograd::Variable loss = autograd::mul(s1, s1);
+    for (size_t i = 2; i < sizes.size(); ++i)
+      loss = autograd::mul(autograd::sum(params[i].second), loss);
+    autograd::scale(loss, factor).backward();
+  };
+  // The owners' gradients are `times` x P / s_i (w0's none: unused).
+  auto expect_sums = [&](double times) {
+    for (size_t i = 1; i < sizes.size(); ++i) {
+      const autograd::Variable& v = params[i].second;
+      if (owner[i] != rank % shard()) {
+        EXPECT_FALSE(v.grad().defined()) << params[i].first;
+        continue;
+      }
+      const std::vector<float> g = v.grad().to_vector<float>();
+      const double want = times * p / s[i] * (i == 1 ? 2 : 1);
+      for (size_t at : {size_t{0}, size_t{777}, g.size() - 1})
+        EXPECT_NEAR(g[at], want, 1e-5 * std::fabs(want)) << params[i].first << "[" << at << "]";
+    }
+  };
+  const double every = world * (world + 1) / 2.0;  // sum of (rank + 1) over the job
+  double group_sum = 0;                              // ... over this rank's group
+  for (int r = rank / shard() * shard(); r < (rank / shard() + 1) * shard(); ++r) group_sum += r + 1;
+  red.prepare_backward(true);
+  backward(rank + 1.0);
+  red.finish();
+  expect_sums(every);
+  red.zero_grad();
+  red.prepare_backward(false);
+  backward(rank + 1.0);
+  red.finish();
+  expect_sums(group_sum);  // (not across the groups yet)
+  red.prepare_backward(true);
+  backward(rank + 1.0);
+  red.finish();
+  expect_sums(2 * every);
+  red.zero_grad();
+  red.prepare_backward(true);
+  backward(rank == world - 1 ? INFINITY : rank + 1.0);
+  red.finish();
+  for (size_t i = 1; i < sizes.size(); ++i) {
+    if (owner[i] != rank % shard()) continue;
+    EXPECT_FALSE(std::isfinite(params[i].second.grad().to_vector<float>()[3]))
+        << params[i].first << ": the last rank's inf did not reach this owner";
+  }
 }
 
 // zero1, zero2 and zero3 over groups of world/2 ranks: DDP's run (float32 SGD, fp16 AdamW);
