@@ -1,10 +1,11 @@
 // Hybrid sharding (--shard-size, --strategy hybrid_shard; FSDP's HYBRID_SHARD) under mpirun on
 // the CPU, at 2 ranks (groups of one: every rank a whole replica, its gradients summed across)
 // and at 4 (two groups of two: each shards the model, the pairs holding the same shard sum
-// across). Split communicators reach only their group; the groups train as DDP does (bit for
-// bit at 2 ranks, where every sum adds the same two numbers; to float32's rounding at 4, where
-// the sums' order differs), gradient accumulation included; each rank keeps its group's share;
-// a checkpoint holds the whole state and resumes under other strategies.
+// across). Split communicators reach only their group; the reducer sums within the group, and
+// across the groups on a step's last backward only; the groups train as DDP does (bit for bit
+// at 2 ranks, where every sum adds the same two numbers; to float32's rounding at 4, where the
+// sums' order differs), gradient accumulation included; each rank keeps its group's share; a
+// checkpoint holds the whole state and resumes under other strategies.
 #include <gtest/gtest.h>
 
 #include <cmath>
