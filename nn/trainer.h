@@ -88,6 +88,10 @@ std::string loader_hint(double wait_fraction, int workers, int cpus, const std::
 // current step (a second SIGINT kills the process at once).
 void install_stop_handlers();
 
+// --shard-size as a number of ranks, a divisor of the world size (trainer_parallel.cpp).
+// Collective: every rank reaches the same answer, or the same one-line error.
+int resolve_shard_size(const Config& cfg, const dist::ProcessGroup& g);
+
 class Trainer {
  public:
   explicit Trainer(Config cfg, std::string command_line = "",
@@ -166,6 +170,9 @@ class Trainer {
   void take_step(float grad_scale, int64_t global_step, Tensor* grad_sq = nullptr);
   // (Re)builds the reducer over the parameters that require gradients now.
   void build_reducer();
+  // Under mpirun/srun (trainer_parallel.cpp): the communicators, rank 0's weights on every
+  // rank, ZeRO, the reducer and SyncBatchNorm.
+  void setup_data_parallel();
   // --freeze-backbone / --unfreeze-backbone-at-epoch: the parameters frozen now (empty: none).
   std::vector<std::string> frozen_;
   // --unfreeze-backbone-at-epoch, as an epoch starts from its beginning (`lr`: the head's rate
