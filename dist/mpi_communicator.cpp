@@ -111,14 +111,8 @@ class MpiCommunicator : public Communicator {
   explicit MpiCommunicator(const ProcessGroup& g) : Communicator(g) {}
   // A subgroup's (split()): this communicator frees `comm` when it goes.
   MpiCommunicator(const ProcessGroup& g, MPI_Comm comm, int rank, int world)
-      : Communicator(g, rank, world),
-        comm_(comm),
-        owned_(comm != MPI_COMM_WORLD && comm != MPI_COMM_SELF) {}
-  ~MpiCommunicator() override {
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (owned_ && !finalized) MPI_Comm_free(&comm_);
-  }
+      : Communicator(g, rank, world), comm_(comm) {}
+  ~MpiCommunicator() override { free_split(&comm_); }
   MpiCommunicator(const MpiCommunicator&) = delete;
   MpiCommunicator& operator=(const MpiCommunicator&) = delete;
   const char* name() const override { return "mpi"; }
@@ -238,7 +232,6 @@ class MpiCommunicator : public Communicator {
   }
   std::vector<std::shared_ptr<MPI_Request>> pending_;
   MPI_Comm comm_ = MPI_COMM_WORLD;
-  bool owned_ = false;
 };
 }  // namespace
 

@@ -81,8 +81,7 @@ class NcclCommunicator : public Communicator {
       : Communicator(g, sub.rank, sub.world),
         device_(d),
         deadlines_(g.timeout_s()),
-        mpi_comm_(sub.comm),
-        owns_mpi_comm_(sub.comm != MPI_COMM_WORLD && sub.comm != MPI_COMM_SELF) {
+        mpi_comm_(sub.comm) {
     ncclUniqueId id;
     if (sub.rank == 0) MLAI_NCCL_CHECK(ncclGetUniqueId(&id));
     if (g.mpi()) {
@@ -111,9 +110,7 @@ class NcclCommunicator : public Communicator {
         ncclCommDestroy(comm_);
       }
     }
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (owns_mpi_comm_ && !finalized) MPI_Comm_free(&mpi_comm_);
+    free_split(&mpi_comm_);
   }
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -290,8 +287,7 @@ class NcclCommunicator : public Communicator {
 
   tensor::Device device_;
   CollectiveDeadlines deadlines_;
-  MPI_Comm mpi_comm_ = MPI_COMM_WORLD;
-  bool owns_mpi_comm_ = false;
+  MPI_Comm mpi_comm_ = MPI_COMM_WORLD;  // (a split's own, freed with it)
   ncclComm_t comm_ = nullptr;
   tensor::Stream comm_stream_;  // (shared with the communicators split from this one)
   std::thread watchdog_;

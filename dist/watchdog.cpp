@@ -101,4 +101,11 @@ SubComm split_mpi(const ProcessGroup& group, MPI_Comm parent, int color, int key
   return sub;
 }
 
+void free_split(MPI_Comm* comm) {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (*comm != MPI_COMM_WORLD && *comm != MPI_COMM_SELF && *comm != MPI_COMM_NULL && !finalized)
+    MPI_Comm_free(comm);
+}
+
 }  // namespace mlai::dist

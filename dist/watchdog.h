@@ -65,5 +65,7 @@ struct SubComm {
   int rank = 0, world = 1;
 };
 SubComm split_mpi(const ProcessGroup& group, MPI_Comm parent, int color, int key);
+// Frees what split_mpi made (never MPI_COMM_WORLD or MPI_COMM_SELF, nor after MPI_Finalize).
+void free_split(MPI_Comm* comm);
 
 }  // namespace mlai::dist
