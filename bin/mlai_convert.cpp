@@ -2,6 +2,7 @@
 //   mlai_convert --from fashion-mnist --out data/fmnist      # data/fmnist-{train,test}.h5
 //   mlai_train --dataset hdf5 --data-path data/fmnist-train.h5
 //   mlai_convert --from folder --data-dir ~/flowers --size 64 --out data/flowers   # own images
+//   mlai_convert --checkpoint run/checkpoints/last.h5 --out last-full.h5  # a sharded one as a file
 // Bad flags exit with code 2 and a one-line error; a missing or corrupt input exits with 1.
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "io/dataset.h"
 #include "io/h5dataset.h"
 #include "io/image_folder.h"
+#include "nn/checkpoint_shards.h"
 
 namespace {
 
@@ -67,6 +69,7 @@ class ProgressLine {
 
 struct Options {
   std::string from, data_dir, out, split = "all";
+  std::string checkpoint;  // --checkpoint: consolidate this (sharded) checkpoint into --out
   std::string size;  // --from folder: "HxW" or "N"
   int channels = 0;  // --from folder: 0 (from the files), 1 or 3
   int compression = 0;
@@ -84,6 +87,16 @@ void check(const Options& o) {
   auto require = [](bool ok, const std::string& msg) {
     if (!ok) throw std::invalid_argument(msg);
   };
+  require(o.from.empty() != o.checkpoint.empty(),
+          o.from.empty() ? "give --from FORMAT (a data set to pack) or --checkpoint DIR (a sharded "
+                           "checkpoint to make one file of)"
+                         : "--from and --checkpoint are two different jobs: give one");
+  if (!o.checkpoint.empty()) {
+    require(mlai::nn::checkpoint_exists(o.checkpoint), "--checkpoint " + o.checkpoint + ": no such checkpoint");
+    require(o.out.ends_with(".h5") && !std::filesystem::is_directory(o.out),
+            "--checkpoint: --out is the one file to write (FILE.h5), got '" + o.out + "'");
+    return;
+  }
   require(o.from == "fashion-mnist" || o.from == "mnist" || o.from == "cifar10" ||
               o.from == "cifar100" || o.from == "stl10" || o.from == "svhn" ||
               o.from == "folder",
@@ -118,8 +131,11 @@ int main(int argc, char** argv) {
                  "(train_32x32.mat, test_32x32.mat), "
                  "or folder (your own "
                  "images, torchvision's ImageFolder layout: DIR/train/<class>/*.png|jpg, "
-                 "DIR/test/...)")
-      ->required();
+                 "DIR/test/...)");
+  app.add_option("--checkpoint", o.checkpoint,
+                 "Instead of packing data: write this checkpoint (a sharded one's directory, "
+                 "from mlai_train --state-dict-type sharded) as one checkpoint file, --out "
+                 "FILE.h5, as --state-dict-type full writes it (for tools that read one file)");
   app.add_option("--data-dir", o.data_dir,
                  "Directory with the source files (default: /usr/share/datasets/fashion-mnist "
                  "for fashion-mnist, data/<name> otherwise)");
@@ -160,6 +176,19 @@ int main(int argc, char** argv) {
     return 2;
   }
   const auto start = Clock::now();
+  if (!o.checkpoint.empty()) {
+    try {
+      const int64_t n = mlai::nn::consolidate_checkpoint(o.checkpoint, o.out);
+      std::printf("wrote %s: %lld tensors of %s, %s, %.1f s\n", o.out.c_str(),
+                  static_cast<long long>(n), o.checkpoint.c_str(),
+                  human_bytes(static_cast<double>(std::filesystem::file_size(o.out))).c_str(),
+                  std::chrono::duration<double>(Clock::now() - start).count());
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mlai_convert: error: %s\n", e.what());
+      return 1;
+    }
+    return 0;
+  }
   int64_t images = 0;
   double bytes = 0;
   int files = 0;

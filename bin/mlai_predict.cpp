@@ -141,7 +141,7 @@ int run(const Options& o) {
   const std::string head = mlai::nn::make_model(cfg.arch, spec)->named_parameters().back().first;
   int64_t classes = 0;
   {
-    mlai::io::H5Reader r(o.ckpt);
+    const mlai::nn::CheckpointReader r(o.ckpt);
     if (!r.has("model/" + head)) throw std::runtime_error(o.ckpt + ": no model/" + head);
     classes = r.info("model/" + head).shape.at(0);
   }
@@ -239,9 +239,10 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   CLI::App app{"mlai_predict: a trained model's predictions on packed images or image files (mlai)"};
   Options o;
-  app.add_option("--checkpoint", o.ckpt, "A checkpoint from mlai_train")
+  app.add_option("--checkpoint", o.ckpt,
+                 "A checkpoint from mlai_train (a file, or a sharded checkpoint's directory)")
       ->required()
-      ->check(CLI::ExistingFile);
+      ->check(CLI::ExistingPath);
   app.add_option("--input", o.input,
                  "HDF5 file with 'images' uint8 [N, H, W, C] (mlai_convert's format), an IDX "
                  "images file (MNIST's t10k-images-idx3-ubyte, plain or .gz), or a PNG/JPEG "

@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
     if (!app.count("--dropout") && cfg.arch.rfind("mobilenet", 0) == 0) cfg.dropout = 0.2;
     // --test-only, --validate-only: what the command line (or --config) leaves unset comes from the checkpoint's
     // run, so `--test-only --test-ckpt best.h5` tests the model it trained on its data.
-    if ((cfg.test_only || cfg.validate_only) && std::filesystem::is_regular_file(cfg.test_ckpt)) {
+    if ((cfg.test_only || cfg.validate_only) && mlai::nn::checkpoint_exists(cfg.test_ckpt)) {
       std::set<std::string> given;
       for (const CLI::Option* o : app.get_options())
         if (o->count() > 0) {

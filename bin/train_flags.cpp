@@ -5,6 +5,7 @@
 #include <map>
 
 #include "io/dataset.h"
+#include "nn/checkpoint_shards.h"
 #include "nn/models.h"
 
 namespace mlai::train_flags {
@@ -403,14 +404,14 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "epoch goes on from the sample it reached)")
       ->check(
           [](const std::string& v) -> std::string {
-            if (v == "last" || std::filesystem::is_regular_file(v)) return "";
+            if (v == "last" || mlai::nn::checkpoint_exists(v)) return "";
             return "no checkpoint file " + v + " (give a last.h5, or 'last')";
           },
           "FILE or last");
   app.add_option("--pretrained", c.pretrained,
                  "Start from these weights (an mlai checkpoint, or a file from "
                  "tools/torch_interop.py export); names and shapes must match")
-      ->check(CLI::ExistingFile);
+      ->check(CLI::ExistingPath);
   app.add_flag("--reset-head", c.reset_head,
                "--pretrained: do not load the head (fc.weight/fc.bias; the mlp's last layer): "
                "fine-tune for another class count");
@@ -499,6 +500,13 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
   app.add_flag("--forward-prefetch", c.forward_prefetch,
                "--strategy zero3 (FSDP's forward_prefetch): start the next unit's gather before "
                "this one's forward runs");
+  app.add_option("--state-dict-type", c.state_dict_type,
+                 "ZeRO checkpoints (Lightning's FSDPStrategy(state_dict_type)): full (one file, "
+                 "the state gathered on rank 0 for the write) or sharded (last.h5 and the others "
+                 "become directories in which each rank writes the tensors it owns, in parallel "
+                 "and without gathering; read as files are, on any number of ranks; "
+                 "mlai_convert --checkpoint DIR --out FILE.h5 makes one file of one)")
+      ->capture_default_str();
   app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")
       ->capture_default_str();
   app.add_flag("--activation-checkpointing", c.activation_checkpointing,

@@ -108,4 +108,20 @@ void free_split(MPI_Comm* comm) {
     MPI_Comm_free(comm);
 }
 
+std::string broadcast_string(const ProcessGroup& group, const std::string& s) {
+  if (!group.mpi() || group.world() == 1) return s;
+  int64_t size = static_cast<int64_t>(s.size());
+  MPI_Request req = MPI_REQUEST_NULL;
+  if (MPI_Ibcast(&size, 1, MPI_INT64_T, 0, MPI_COMM_WORLD, &req) != MPI_SUCCESS)
+    throw std::runtime_error("MPI_Ibcast failed");
+  wait_request(group, &req, "broadcast of a string's length from rank 0");
+  std::string out = group.rank() == 0 ? s : std::string(static_cast<size_t>(size), '\0');
+  if (size == 0) return out;
+  if (MPI_Ibcast(out.data(), static_cast<int>(size), MPI_CHAR, 0, MPI_COMM_WORLD, &req) !=
+      MPI_SUCCESS)
+    throw std::runtime_error("MPI_Ibcast failed");
+  wait_request(group, &req, "broadcast of a string from rank 0");
+  return out;
+}
+
 }  // namespace mlai::dist

@@ -68,4 +68,8 @@ SubComm split_mpi(const ProcessGroup& group, MPI_Comm parent, int color, int key
 // Frees what split_mpi made (never MPI_COMM_WORLD or MPI_COMM_SELF, nor after MPI_Finalize).
 void free_split(MPI_Comm* comm);
 
+// Rank 0's `s` on every rank of the job (host memory, under the deadline): what rank 0 alone
+// decided, such as the run's directory. A world of one returns `s`.
+std::string broadcast_string(const ProcessGroup& group, const std::string& s);
+
 }  // namespace mlai::dist

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mlai::io {
@@ -107,6 +108,10 @@ class H5Reader {
                  void* out) const;
 
   bool has_attr(const std::string& object, const std::string& key) const;
+  // The attributes of an object ("/": the root), by name, with their kind: a string, an
+  // integer or a floating-point number (single values; others are listed as kOther).
+  enum class AttrKind { kString, kInt, kFloat, kOther };
+  std::vector<std::pair<std::string, AttrKind>> list_attrs(const std::string& object) const;
   std::string get_attr_string(const std::string& object, const std::string& key) const;
   int64_t get_attr_int(const std::string& object, const std::string& key) const;
   double get_attr_double(const std::string& object, const std::string& key) const;

@@ -183,6 +183,37 @@ bool H5Reader::has_attr(const std::string& object, const std::string& key) const
   return obj.ok() && H5Aexists(obj.get(), key.c_str()) > 0;
 }
 
+std::vector<std::pair<std::string, H5Reader::AttrKind>> H5Reader::list_attrs(
+    const std::string& object) const {
+  h5::Lock lock;
+  const std::string o = object.empty() || object == "/" ? "/" : h5::normalize(path_, object);
+  if (o != "/" && !h5::exists(file_, o))
+    throw std::runtime_error("cannot list the attributes of '" + o + "' in " + path_ +
+                             ": no such object");
+  h5::Id obj(H5Oopen(file_, o.c_str(), H5P_DEFAULT), h5::close_object);
+  std::vector<std::pair<std::string, AttrKind>> out;
+  H5Aiterate2(
+      obj.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr,
+      [](hid_t loc, const char* name, const H5A_info_t*, void* data) -> herr_t {
+        h5::Id attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+        h5::Id type(H5Aget_type(attr.get()), H5Tclose);
+        h5::Id space(H5Aget_space(attr.get()), H5Sclose);
+        AttrKind kind = AttrKind::kOther;
+        if (H5Sget_simple_extent_npoints(space.get()) == 1) {
+          switch (H5Tget_class(type.get())) {
+            case H5T_STRING: kind = AttrKind::kString; break;
+            case H5T_INTEGER: kind = AttrKind::kInt; break;
+            case H5T_FLOAT: kind = AttrKind::kFloat; break;
+            default: break;
+          }
+        }
+        static_cast<std::vector<std::pair<std::string, AttrKind>>*>(data)->emplace_back(name, kind);
+        return 0;
+      },
+      &out);
+  return out;
+}
+
 namespace {
 [[noreturn]] void attr_type_error(const std::string& file, const std::string& object,
                                   const std::string& key, const char* wanted) {

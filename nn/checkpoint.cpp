@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "io/h5file.h"
+#include "nn/checkpoint_shards.h"
 
 namespace mlai::nn {
 
@@ -29,7 +30,7 @@ void write_tensor(io::H5Writer& w, const std::string& name, const Tensor& t) {
   w.write(name, h5_type(host.dtype()), host.shape(), host.data_ptr());
 }
 
-void read_into(const io::H5Reader& r, const std::string& name, Tensor& t) {
+void read_into(const CheckpointReader& r, const std::string& name, Tensor& t) {
   Tensor host = Tensor::empty(t.shape(), t.dtype());
   r.read(name, h5_type(t.dtype()), host.data_ptr(), host.numel());
   t.copy_from(host.to(t.device()));
@@ -39,20 +40,36 @@ void read_into(const io::H5Reader& r, const std::string& name, Tensor& t) {
 
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                      const TrainState& st, const Config& cfg, const NamedTensors& amp,
-                     const DataInfo* data, const NamedTensors& current, const NamedTensors& swa) {
+                     const DataInfo* data, const NamedTensors& current, const NamedTensors& swa,
+                     const CheckpointShard* shard) {
   io::H5Writer w(path);
-  for (auto& [n, t] : model.named_tensors()) write_tensor(w, "model/" + n, *t);
-  for (auto& [n, t] : current) write_tensor(w, "current_model/" + n, *t);
-  for (auto& [n, t] : swa) write_tensor(w, "swa_average/" + n, *t);
+  // A shard writes the tensors it keeps, and shard 0 the root attributes too.
+  auto put = [&](const std::string& name, const Tensor& t) {
+    if (!shard || shard->keep(name)) write_tensor(w, name, t);
+  };
+  for (auto& [n, t] : model.named_tensors()) put("model/" + n, *t);
+  for (auto& [n, t] : current) put("current_model/" + n, *t);
+  for (auto& [n, t] : swa) put("swa_average/" + n, *t);
+  if (shard) {
+    w.set_attr("/", "shard", static_cast<int64_t>(shard->index));
+    w.set_attr("/", "shards", static_cast<int64_t>(shard->shards));
+    w.set_attr("/", "global_step", st.global_step);  // (the reader checks all shards agree)
+    w.set_attr("/", "format", "mlai-checkpoint-shard-1");
+  }
+  if (opt)
+    for (auto& [n, t] : opt->state()) put("optimizer/" + n, *t);
+  if (shard && shard->index != 0) {
+    w.commit();
+    return;
+  }
   w.set_attr("/", "ema_updates", st.ema_updates);
   w.set_attr("/", "swa",
              nlohmann::json{{"updates", st.swa_updates},
                             {"latest_epoch", st.swa_latest_epoch},
                             {"done", st.swa_done}}
                  .dump());
-  for (auto& [n, t] : amp) write_tensor(w, "amp/" + n, *t);
+  for (auto& [n, t] : amp) put("amp/" + n, *t);
   if (opt) {
-    for (auto& [n, t] : opt->state()) write_tensor(w, "optimizer/" + n, *t);
     w.set_attr("/", "optimizer_steps", opt->step_count());
     w.set_attr("/", "optimizer_lr", opt->lr());
     // Groups after the first (--unfreeze-backbone-at-epoch's backbone): rate, start, members.
@@ -66,7 +83,7 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
   }
   for (auto& [n, g] : model.named_generators()) {
     const std::vector<int64_t> s{static_cast<int64_t>(g->seed()), static_cast<int64_t>(g->offset())};
-    w.write("rng/" + n, io::H5Type::kInt64, {2}, s.data());
+    if (!shard || shard->keep("rng/" + n)) w.write("rng/" + n, io::H5Type::kInt64, {2}, s.data());
   }
   w.set_attr("/", "epoch", st.epoch);
   w.set_attr("/", "next_batch", st.next_batch);
@@ -100,12 +117,12 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                               {"std", data->std},
                               {"class_names", data->class_names}}
                    .dump());
-  w.set_attr("/", "format", "mlai-checkpoint-1");
+  if (!shard) w.set_attr("/", "format", "mlai-checkpoint-1");
   w.commit();
 }
 
 void load_weights(const std::string& path, Module& model, const std::set<std::string>& skip) {
-  io::H5Reader r(path);
+  const CheckpointReader r(path);
   if (!r.has("model"))
     throw std::runtime_error(path + ": not an mlai checkpoint or weights file (no 'model' group)");
   // Compare names and shapes before touching the model.
@@ -143,7 +160,7 @@ void load_weights(const std::string& path, Module& model, const std::set<std::st
 }
 
 bool load_group(const std::string& path, const std::string& group, const NamedTensors& into) {
-  io::H5Reader r(path);
+  const CheckpointReader r(path);
   if (!r.has(group)) return false;
   for (auto& [n, t] : into) {
     const std::string name = group + "/" + n;
@@ -162,7 +179,7 @@ bool load_current_model(const std::string& path, Module& model) {
 TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                            const NamedTensors& amp) {
   load_weights(path, model, {});
-  io::H5Reader r(path);
+  const CheckpointReader r(path);
   // A checkpoint from a float32 run has no loss scaler: the scaler keeps its initial state.
   for (auto& [n, t] : amp)
     if (r.has("amp/" + n)) read_into(r, "amp/" + n, *t);
@@ -225,7 +242,7 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
 }
 
 Config checkpoint_config(const std::string& path) {
-  io::H5Reader r(path);
+  const CheckpointReader r(path);
   try {
     return config_from_json(nlohmann::json::parse(r.get_attr_string("/", "config")));
   } catch (const nlohmann::json::exception& e) {
@@ -234,7 +251,7 @@ Config checkpoint_config(const std::string& path) {
 }
 
 bool checkpoint_data(const std::string& path, DataInfo* out) {
-  io::H5Reader r(path);
+  const CheckpointReader r(path);
   if (!r.has_attr("/", "data")) return false;
   try {
     const auto j = nlohmann::json::parse(r.get_attr_string("/", "data"));

@@ -1,7 +1,8 @@
 // Checkpoints in HDF5: model parameters and buffers by name (group "model"), optimizer state
 // ("optimizer"), layer generators ("rng"), and as root attributes the epoch, step, position in
 // the epoch, best validation accuracy and the full config (JSON). Written to a temporary file
-// and renamed, so a crash never leaves a broken checkpoint.
+// and renamed, so a crash never leaves a broken checkpoint. Every reader here also takes a
+// sharded checkpoint's directory (nn/checkpoint_shards.h).
 #pragma once
 
 #include <limits>
@@ -10,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "nn/checkpoint_shards.h"
 #include "nn/config.h"
 #include "nn/lr_schedule.h"
 #include "nn/module.h"
@@ -70,11 +72,12 @@ struct DataInfo {
 // data: saved when given. current: under weight averaging (--ema-decay) `model` holds the
 // average, which group "model" gets (what the test, mlai_predict and exports use, as in
 // Lightning's WeightAveraging), and `current` the weights training goes on with, saved in group
-// "current_model" (load_current_model).
+// "current_model" (load_current_model). shard: one file of a sharded checkpoint, holding the
+// tensors shard->keep names (and, for shard 0, the attributes), in place of the whole file.
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                      const TrainState& state, const Config& cfg, const NamedTensors& amp = {},
                      const DataInfo* data = nullptr, const NamedTensors& current = {},
-                     const NamedTensors& swa = {});
+                     const NamedTensors& swa = {}, const CheckpointShard* shard = nullptr);
 
 // Reads group `group` ("swa_average": --swa-lrs's average) into `into` by name; false, with
 // nothing read, when the checkpoint has no such group. Names and shapes must match; undefined

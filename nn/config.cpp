@@ -12,6 +12,7 @@
 #include "io/dataset.h"
 #include "io/image_folder.h"
 #include "nn/amp.h"
+#include "nn/checkpoint_shards.h"
 #include "nn/lr_schedule.h"
 #include "nn/models.h"
 
@@ -175,6 +176,10 @@ void Config::validate() const {
           "--strategy " + strategy +
               " reduces each gradient to the rank that owns it; --ddp-comm-hook " + ddp_comm_hook +
               " compresses DDP's allreduce (use --strategy ddp or zero1 with it)");
+  one_of(state_dict_type, {"full", "sharded"}, "--state-dict-type");
+  require(state_dict_type == "full" || zero(),
+          "--state-dict-type sharded writes each rank's share of a sharded state; under --strategy " +
+              strategy + " every rank holds all of it (use zero1, zero2, zero3/fsdp or hybrid_shard)");
   one_of(backward_prefetch, {"backward_pre", "backward_post", "none"}, "--backward-prefetch");
   require((backward_prefetch == "backward_pre" && !forward_prefetch) || zero_stage() == 3,
           std::string(forward_prefetch ? "--forward-prefetch" : "--backward-prefetch") +
@@ -231,7 +236,7 @@ void Config::validate() const {
   one_of(checkpoint_monitor, {"val_accuracy", "val_loss"}, "--checkpoint-monitor");
   require(save_top_k >= -1, "--save-top-k must be >= -1 (-1: all, 0: none), got " +
                                 std::to_string(save_top_k));
-  require(test_ckpt == "last" || test_ckpt == "best" || std::filesystem::is_regular_file(test_ckpt),
+  require(test_ckpt == "last" || test_ckpt == "best" || checkpoint_exists(test_ckpt),
           "--test-ckpt must be last, best or a checkpoint file, got '" + test_ckpt +
               "' (no such file)");
   require(only.empty() || (test_ckpt != "last" && test_ckpt != "best"),
@@ -412,7 +417,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap) X(ddp_comm_hook) X(powersgd_rank) X(powersgd_start_iter)         \
-  X(lr_scale) X(strategy) X(shard_size) X(backward_prefetch) X(forward_prefetch) X(sync_bn) X(activation_checkpointing) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
+  X(lr_scale) X(strategy) X(shard_size) X(backward_prefetch) X(forward_prefetch) X(state_dict_type) X(sync_bn) X(activation_checkpointing) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \
   X(early_stopping_divergence_threshold) X(min_epochs) X(min_steps) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) X(accumulation_schedule) \

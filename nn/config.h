@@ -241,6 +241,10 @@ struct Config {
   // forward_prefetch: the next unit's gather started before this one computes (nn/zero.h).
   std::string backward_prefetch = "backward_pre";
   bool forward_prefetch = false;
+  // Checkpoints under ZeRO (Lightning's FSDPStrategy(state_dict_type=...)): full (one file,
+  // gathered on rank 0) or sharded (a directory in which each rank writes what it owns,
+  // nn/checkpoint_shards.h).
+  std::string state_dict_type = "full";
   std::string lr_scale = "none";  // linear: lr *= world size
   bool sync_bn = false;           // data parallel: batch-norm statistics over all ranks
   double dist_timeout = 600.0;    // seconds a collective may take before the job aborts (0: never)

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "kernels/parallel.h"
+#include "nn/checkpoint_shards.h"
 
 #ifndef MLAI_GIT_COMMIT
 #define MLAI_GIT_COMMIT "unknown"
@@ -55,9 +56,10 @@ std::string find_last_checkpoint(const std::string& log_dir, const std::string& 
   fs::file_time_type newest_time;
   for (const auto& e : fs::directory_iterator(base, ec)) {
     if (e.path().filename().string().rfind("version_", 0) != 0) continue;
-    const fs::path ckpt = e.path() / "checkpoints" / "last.h5";
-    if (!fs::is_regular_file(ckpt, ec)) continue;
-    const auto t = fs::last_write_time(ckpt, ec);
+    const fs::path ckpt = e.path() / "checkpoints" / "last.h5";  // (a file, or a directory of shards)
+    const std::string at = checkpoint_path(ckpt.string());
+    if (at.empty()) continue;
+    const auto t = fs::last_write_time(at, ec);
     if (ec) continue;
     if (newest.empty() || t > newest_time) {
       newest = ckpt;

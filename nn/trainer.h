@@ -154,8 +154,12 @@ class Trainer {
   // gather them when next used).
   void swap_average(WeightAverage& avg);
   void copy_average(WeightAverage& avg);
-  // save()'s write: every rank takes part (ZeRO gathers to rank 0), rank 0 writes.
+  // save()'s write: every rank takes part (ZeRO gathers to rank 0), rank 0 writes; under
+  // --state-dict-type sharded each rank of rank 0's shard group writes its own file of the
+  // checkpoint's directory (trainer_checkpoint.cpp).
   void write_checkpoint(const std::string& name);
+  void write_sharded_checkpoint(const std::string& name);
+  std::string checkpoint_dir_;  // DIR/checkpoints on every rank (sharded checkpoints)
   std::unique_ptr<dist::Communicator> comm_;
   // Hybrid sharding (--shard-size below the world size): the ranks of this rank's shard group,
   // which ZeRO shards the model over, and the ranks holding the same shard in the other groups.

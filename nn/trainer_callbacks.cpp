@@ -66,7 +66,7 @@ void Trainer::keep_if_best(double score, int64_t epoch) {
     const bool room = k < 0 || static_cast<int64_t>(top.size()) < k;
     if (room || better(score, worst->first)) {
       if (!room) {
-        if (main_ && !dev_run_) fs::remove(dir_ + "/checkpoints/" + worst->second);
+        if (main_ && !dev_run_) fs::remove_all(dir_ + "/checkpoints/" + worst->second);
         top.erase(worst);
       }
       char name[160];
@@ -84,14 +84,10 @@ void Trainer::keep_if_best(double score, int64_t epoch) {
     return;
   }
   if (!main_) return;  // (one save() a rank: under ZeRO each is a collective)
-  // best.h5 is the same file: a hard link (a copy where the file system has none), put in
-  // place by a rename like every checkpoint.
+  // best.h5 is the same file (or a sharded checkpoint's files): hard links (copies where the
+  // file system has none), put in place as every checkpoint is.
   const std::string dir = dir_ + "/checkpoints/";
-  std::error_code ec;
-  fs::remove(dir + "best.h5.tmp", ec);
-  fs::create_hard_link(dir + kept, dir + "best.h5.tmp", ec);
-  if (ec) fs::copy_file(dir + kept, dir + "best.h5.tmp", fs::copy_options::overwrite_existing);
-  fs::rename(dir + "best.h5.tmp", dir + "best.h5");
+  link_checkpoint(dir + kept, dir + "best.h5");
 }
 
 bool Trainer::early_stop_due(bool requested, int64_t epochs_done) {

@@ -1,6 +1,6 @@
 // The run's reporting side of the trainer (see trainer.h): the experiment directory and its
 // logs, the end of an epoch (global metrics, the epoch line, metrics.csv and TensorBoard,
-// checkpoints). Weight averages' swaps and SWA's end are in trainer_average.cpp. The final test and --validate-only are in trainer_evaluate.cpp. What runs after each validation (best.h5, the
+// when to checkpoint: the writes are in trainer_checkpoint.cpp). Weight averages' swaps and SWA's end are in trainer_average.cpp. The final test and --validate-only are in trainer_evaluate.cpp. What runs after each validation (best.h5, the
 // top k, early stopping) is in trainer_callbacks.cpp.
 #include <algorithm>
 #include <chrono>
@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "dist/watchdog.h"
 #include "io/image_encode.h"
 #include "io/tensorboard.h"
 #include "kernels/parallel.h"
@@ -91,60 +92,6 @@ io::ConfusionMatrix Trainer::to_matrix(const Tensor& counts, const io::Dataset& 
   return cm;
 }
 
-void Trainer::save(const std::string& name) {
-  if (name == "last.h5") last_saved_ = std::chrono::steady_clock::now();  // (on every rank)
-  if (dev_run_) return;
-  // --ema-decay: the average as the weights, the training weights beside them (Lightning's
-  // WeightAveraging).
-  if (ema_) swap_average(*ema_);
-  write_checkpoint(name);
-  if (ema_) swap_average(*ema_);
-}
-
-namespace {
-// A sharded weight average's other owners' tensors on rank 0 while it lives (a checkpoint's
-// write); nothing without ZeRO. Every rank makes one at the same point.
-class AverageOnRank0 {
- public:
-  AverageOnRank0(ZeroRedundancy* zero, WeightAverage* avg, const Optimizer& opt)
-      : avg_(zero ? avg : nullptr) {
-    if (!avg_) return;
-    std::map<std::string, Tensor*> by_name;
-    for (const auto& [n, t] : avg_->named()) by_name[n] = t;
-    std::vector<Tensor*> per_param;
-    for (const auto& [n, v] : opt.parameters()) per_param.push_back(by_name.at(n));
-    zero->gather_to_rank0(per_param);
-  }
-  ~AverageOnRank0() {
-    if (avg_) avg_->drop_others();
-  }
-  AverageOnRank0(const AverageOnRank0&) = delete;
-  AverageOnRank0& operator=(const AverageOnRank0&) = delete;
-
- private:
-  WeightAverage* avg_;
-};
-}  // namespace
-
-void Trainer::write_checkpoint(const std::string& name) {
-  // ZeRO: every rank calls save() at the same points; rank 0 holds the whole state meanwhile,
-  // and the whole of what is saved beside the weights: the training weights under --ema-decay
-  // (swapped out, save()), the average so far under --swa-lrs.
-  const GatheredState whole(zero_.get());
-  WeightAverage* beside = ema_ ? ema_.get() : swa_.get();
-  const AverageOnRank0 average(zero_.get(), beside, *opt_);
-  if (!main_) return;
-  // The exact count of steps taken (the step loop knows it one step late).
-  opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
-  state_.train_seconds = train_seconds();
-  state_.checkpoint_dir = dir_ + "/checkpoints";
-  const io::Dataset& d = data_.train;
-  const DataInfo data{d.height, d.width, d.channels, d.mean, d.std, d.class_names};
-  save_checkpoint(dir_ + "/checkpoints/" + name, *model_, opt_.get(), state_, cfg_,
-                  scaler_->state(), &data, ema_ ? ema_->named() : NamedTensors{},
-                  swa_ ? swa_->named() : NamedTensors{});
-}
-
 void Trainer::log_images(const Tensor& images) {
   if (!tb_ || cfg_.log_images <= 0) return;
   const io::Dataset& d = data_.train;
@@ -178,6 +125,11 @@ void Trainer::open_logs(FitResult& res) {
     std::printf("fast_dev_run: %lld batch(es), no logs or checkpoints\n",
                 static_cast<long long>(cfg_.fast_dev_run));
   }
+  // Each rank of a sharded checkpoint writes into rank 0's run directory.
+  if (!dev_run_)
+    checkpoint_dir_ = cfg_.state_dict_type == "sharded"
+                          ? dist::broadcast_string(group_, dir_ + "/checkpoints")
+                          : dir_ + "/checkpoints";
 }
 
 void Trainer::write_hparams(const nlohmann::json& extra) {
@@ -509,7 +461,7 @@ void Trainer::report_profile(double wall) {
     static const char* const kActions[] = {"lr_find",        "data wait",      "mixup/cutmix",
                                            "forward",        "backward",       "gradient sync",
                                            "optimizer step", "weight average", "validation",
-                                           "swa batch norm", "test"};
+                                           "swa batch norm", "test",           "checkpoint"};
     for (const char* a : kActions) {
       const double t = profiler_.total(a);
       Profiler::Spread s;

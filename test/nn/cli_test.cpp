@@ -82,6 +82,8 @@ TEST(Cli, RejectsBadFlagsWithOneLineAndCode2) {
       {"--shard-size 2", "--shard-size"},
       {"--strategy zero3 --shard-size 0", "--shard-size"},
       {"--strategy hybrid_shard --shard-size half", "--shard-size"},
+      {"--state-dict-type sharded", "--state-dict-type sharded"},
+      {"--strategy zero3 --state-dict-type sharding", "--state-dict-type"},
       {"--ddp-comm-hook powersgd --powersgd-rank 0", "--powersgd-rank"},
       {"--random-erasing 1.5", "--random-erasing"},
       {"--auto-augment autoaugment", "--auto-augment"},

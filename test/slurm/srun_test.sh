@@ -2,7 +2,8 @@
 # Two-rank data-parallel training through a real Slurm cluster: sbatch a 2-task job whose step is
 # `srun --mpi=pmix mlai_train ...` on a tiny synthetic MNIST, then check that it succeeded, that
 # only rank 0 printed the epoch lines, that it reported world size 2, and that the logs went to
-# version_<job id>; then a hybrid-sharded run (zero3 in two groups of one rank) in the same job.
+# version_<job id>; then a hybrid-sharded run (zero3 in two groups of one rank) in the same job,
+# whose last.h5 is a sharded checkpoint's directory.
 # Skips (exit 77) where there is no cluster: start one with
 #   eval "$(bash scripts/slurm-local.sh start)"
 # With MLAI_REQUIRE_SLURM=1 (CI sets it) a missing cluster is a failure, not a skip.
@@ -27,10 +28,11 @@ cat > "$work/job.sbatch" << EOF
 #SBATCH --output=$work/job-%j.out
 srun --mpi=pmix "$train" --dataset mnist --data-dir "$work/data" --epochs 2 --device cpu \\
   --workers 0 --log-dir "$work/logs" --experiment-name srun_test --no-progress
-# Hybrid sharding's split communicators under srun and PMIx: two groups of one rank.
+# Hybrid sharding's split communicators under srun and PMIx: two groups of one rank, writing
+# sharded checkpoints (rank 0's group: one shard).
 srun --mpi=pmix "$train" --dataset mnist --data-dir "$work/data" --epochs 1 --device cpu \\
   --workers 0 --log-dir "$work/logs" --experiment-name srun_hybrid --no-progress \\
-  --strategy zero3 --shard-size 1
+  --strategy zero3 --shard-size 1 --state-dict-type sharded
 EOF
 
 # --wait: sbatch returns when the job ends, with the job's exit code. The timeout keeps a job
@@ -68,6 +70,8 @@ else
 fi
 version=$work/logs/srun_test/version_$jobid
 [ -d "$version" ] || fail "no log directory $version (named after SLURM_JOB_ID)"
+shards=$(find "$work/logs/srun_hybrid" -path '*/checkpoints/last.h5/shard-00000-of-00001.h5' | wc -l)
+[ "$shards" = 1 ] || fail "the hybrid run left no sharded last.h5 (shard-00000-of-00001.h5)"
 
 if [ "$failed" != 0 ]; then
   echo "---- sbatch stderr ----"

@@ -1,0 +1,120 @@
+// The trainer's checkpoint writes (see trainer.h): save(), the full file that rank 0 writes
+// after gathering every rank's share of a ZeRO state, and --state-dict-type sharded's
+// directory, in which each rank writes the tensors it owns (nn/checkpoint_shards.h).
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "nn/trainer.h"
+
+namespace mlai::nn {
+
+void Trainer::save(const std::string& name) {
+  if (name == "last.h5") last_saved_ = std::chrono::steady_clock::now();  // (on every rank)
+  if (dev_run_) return;
+  Profiler::Scope timed(profiler_, "checkpoint");  // (every rank: ZeRO's gathers, the shards)
+  // --ema-decay: the average as the weights, the training weights beside them (Lightning's
+  // WeightAveraging).
+  if (ema_) swap_average(*ema_);
+  write_checkpoint(name);
+  if (ema_) swap_average(*ema_);
+}
+
+namespace {
+// A sharded weight average's other owners' tensors on rank 0 while it lives (a checkpoint's
+// write); nothing without ZeRO. Every rank makes one at the same point.
+class AverageOnRank0 {
+ public:
+  AverageOnRank0(ZeroRedundancy* zero, WeightAverage* avg, const Optimizer& opt)
+      : avg_(zero ? avg : nullptr) {
+    if (!avg_) return;
+    std::map<std::string, Tensor*> by_name;
+    for (const auto& [n, t] : avg_->named()) by_name[n] = t;
+    std::vector<Tensor*> per_param;
+    for (const auto& [n, v] : opt.parameters()) per_param.push_back(by_name.at(n));
+    zero->gather_to_rank0(per_param);
+  }
+  ~AverageOnRank0() {
+    if (avg_) avg_->drop_others();
+  }
+  AverageOnRank0(const AverageOnRank0&) = delete;
+  AverageOnRank0& operator=(const AverageOnRank0&) = delete;
+
+ private:
+  WeightAverage* avg_;
+};
+}  // namespace
+
+void Trainer::write_checkpoint(const std::string& name) {
+  if (cfg_.state_dict_type == "sharded") return write_sharded_checkpoint(name);
+  // ZeRO: every rank calls save() at the same points; rank 0 holds the whole state meanwhile,
+  // and the whole of what is saved beside the weights: the training weights under --ema-decay
+  // (swapped out, save()), the average so far under --swa-lrs.
+  const GatheredState whole(zero_.get());
+  WeightAverage* beside = ema_ ? ema_.get() : swa_.get();
+  const AverageOnRank0 average(zero_.get(), beside, *opt_);
+  if (!main_) return;
+  // The exact count of steps taken (the step loop knows it one step late).
+  opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
+  state_.train_seconds = train_seconds();
+  state_.checkpoint_dir = checkpoint_dir_;
+  const io::Dataset& d = data_.train;
+  const DataInfo data{d.height, d.width, d.channels, d.mean, d.std, d.class_names};
+  // (A sharded checkpoint of this name, from before a requeue that changed --state-dict-type,
+  // is a directory: the file is swapped in for it.)
+  const std::string path = checkpoint_dir_ + "/" + name;
+  const bool over_directory = std::filesystem::is_directory(path);
+  save_checkpoint(over_directory ? path + ".full" : path, *model_, opt_.get(), state_, cfg_,
+                  scaler_->state(), &data, ema_ ? ema_->named() : NamedTensors{},
+                  swa_ ? swa_->named() : NamedTensors{});
+  if (over_directory) replace_path(path + ".full", path);
+}
+
+void Trainer::write_sharded_checkpoint(const std::string& name) {
+  // Every rank at the same point. Rank 0's group writes (under hybrid sharding every group
+  // holds the whole state; the others wait), each rank its own shard, into NAME.tmp, which
+  // rank 0 swaps into place once all shards are committed.
+  const int shards = zero_ ? shard_size_ : 1;
+  const int me = group_.rank();
+  const std::string target = checkpoint_dir_ + "/" + name, tmp = target + ".tmp";
+  if (main_) {
+    std::filesystem::remove_all(tmp);
+    std::filesystem::create_directories(tmp);
+  }
+  if (comm_) comm_->barrier();
+  if (me < shards) {
+    // Each parameter's tensors go with its owner (ZeRO's partition within the group: the
+    // parameter itself, its optimizer state, its weight averages); everything else (buffers,
+    // generators, the loss scaler) and the attributes with shard 0.
+    std::map<std::string, int> owner;
+    if (zero_) {
+      const auto& params = opt_->parameters();
+      for (size_t i = 0; i < params.size(); ++i)
+        for (const char* group : {"model/", "current_model/", "swa_average/"})
+          owner[group + params[i].first] = zero_->owner(i);
+      const auto state = opt_->state();
+      for (size_t k = 0; k < state.size(); ++k)
+        owner["optimizer/" + state[k].first] = zero_->owner(k % params.size());
+    }
+    CheckpointShard shard{me, shards, [&](const std::string& n) {
+                            const auto it = owner.find(n);
+                            return it == owner.end() ? me == 0 : it->second == me;
+                          }};
+    if (main_) {
+      opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
+      state_.train_seconds = train_seconds();
+      state_.checkpoint_dir = checkpoint_dir_;
+    }
+    const io::Dataset& d = data_.train;
+    const DataInfo data{d.height, d.width, d.channels, d.mean, d.std, d.class_names};
+    save_checkpoint(tmp + "/" + shard_file_name(me, shards), *model_, opt_.get(), state_, cfg_,
+                    scaler_->state(), &data, ema_ ? ema_->named() : NamedTensors{},
+                    swa_ ? swa_->named() : NamedTensors{}, &shard);
+  }
+  if (comm_) comm_->barrier();  // (a rank whose write failed has ended the job)
+  if (main_) replace_path(tmp, target);
+}
+
+}  // namespace mlai::nn
