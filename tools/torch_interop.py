@@ -6,7 +6,9 @@
 # `export` writes a torchvision model as an mlai weights file (for mlai_train --pretrained);
 # `load` reads an mlai checkpoint back into torchvision and saves it.
 import argparse
+import glob
 import math
+import os
 import sys
 
 import h5py
@@ -239,15 +241,32 @@ def write_weights(model, path):
 
 
 def read_weights(path):
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise SystemExit(f"torch_interop: error: cannot open {path}: {e}")
-    with f:
-        if "model" not in f:
-            raise SystemExit(f"torch_interop: error: {path} has no 'model' group "
-                             "(not an mlai checkpoint or weights file)")
-        return {n: from_mlai(n, d[()]) for n, d in f["model"].items()}
+    # A sharded checkpoint (mlai_train --state-dict-type sharded) is a directory of
+    # shard-NNNNN-of-MMMMM.h5 files, each tensor in one of them: their 'model' groups together.
+    if os.path.isdir(path):
+        files = sorted(glob.glob(os.path.join(path, "shard-[0-9]*-of-[0-9]*.h5")))
+        if not files:
+            raise SystemExit(f"torch_interop: error: {path} is a directory without checkpoint "
+                             "shards (shard-00000-of-N.h5)")
+        count = int(os.path.basename(files[0])[15:20])
+        if len(files) != count:
+            raise SystemExit(f"torch_interop: error: {path} holds {len(files)} of its {count} "
+                             "shards (an incomplete copy?)")
+    else:
+        files = [path]
+    sd = {}
+    for file in files:
+        try:
+            f = h5py.File(file, "r")
+        except OSError as e:
+            raise SystemExit(f"torch_interop: error: cannot open {file}: {e}")
+        with f:
+            if "model" in f:
+                sd.update({n: from_mlai(n, d[()]) for n, d in f["model"].items()})
+    if not sd:
+        raise SystemExit(f"torch_interop: error: {path} has no 'model' group "
+                         "(not an mlai checkpoint or weights file)")
+    return sd
 
 
 def cmd_export(a):
