@@ -507,6 +507,11 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                  "and without gathering; read as files are, on any number of ranks; "
                  "mlai_convert --checkpoint DIR --out FILE.h5 makes one file of one)")
       ->capture_default_str();
+  app.add_flag("--async-checkpoint", c.async_checkpoint,
+               "Lightning's AsyncCheckpointIO: a save copies the checkpoint (a ZeRO rank: its "
+               "share) to host memory and a thread writes it while training goes on; the next "
+               "save, the test and the end of the run wait for it. Costs one copy of the "
+               "state in host memory");
   app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")
       ->capture_default_str();
   app.add_flag("--activation-checkpointing", c.activation_checkpointing,

@@ -25,7 +25,8 @@ io::H5Type h5_type(DType dt) {
   }
 }
 
-void write_tensor(io::H5Writer& w, const std::string& name, const Tensor& t) {
+template <class Writer>
+void write_tensor(Writer& w, const std::string& name, const Tensor& t) {
   const Tensor host = t.to(Device::cpu());
   w.write(name, h5_type(host.dtype()), host.shape(), host.data_ptr());
 }
@@ -38,11 +39,13 @@ void read_into(const CheckpointReader& r, const std::string& name, Tensor& t) {
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
-                     const TrainState& st, const Config& cfg, const NamedTensors& amp,
-                     const DataInfo* data, const NamedTensors& current, const NamedTensors& swa,
+namespace {
+// save_checkpoint's contents into `w`: an io::H5Writer, or a CheckpointImage (same calls).
+template <class Writer>
+void fill_checkpoint(Writer& w, Module& model, Optimizer* opt, const TrainState& st,
+                     const Config& cfg, const NamedTensors& amp, const DataInfo* data,
+                     const NamedTensors& current, const NamedTensors& swa,
                      const CheckpointShard* shard) {
-  io::H5Writer w(path);
   // A shard writes the tensors it keeps, and shard 0 the root attributes too.
   auto put = [&](const std::string& name, const Tensor& t) {
     if (!shard || shard->keep(name)) write_tensor(w, name, t);
@@ -58,10 +61,7 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
   }
   if (opt)
     for (auto& [n, t] : opt->state()) put("optimizer/" + n, *t);
-  if (shard && shard->index != 0) {
-    w.commit();
-    return;
-  }
+  if (shard && shard->index != 0) return;
   w.set_attr("/", "ema_updates", st.ema_updates);
   w.set_attr("/", "swa",
              nlohmann::json{{"updates", st.swa_updates},
@@ -118,6 +118,40 @@ void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                               {"class_names", data->class_names}}
                    .dump());
   if (!shard) w.set_attr("/", "format", "mlai-checkpoint-1");
+}
+}  // namespace
+
+void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
+                     const TrainState& st, const Config& cfg, const NamedTensors& amp,
+                     const DataInfo* data, const NamedTensors& current, const NamedTensors& swa,
+                     const CheckpointShard* shard, CheckpointImage* snapshot) {
+  if (snapshot) {
+    *snapshot = CheckpointImage();
+    fill_checkpoint(*snapshot, model, opt, st, cfg, amp, data, current, swa, shard);
+    return;
+  }
+  io::H5Writer w(path);
+  fill_checkpoint(w, model, opt, st, cfg, amp, data, current, swa, shard);
+  w.commit();
+}
+
+void CheckpointImage::write(const std::string& name, io::H5Type dtype,
+                            const std::vector<int64_t>& shape, const void* data) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  const size_t size = dtype == io::H5Type::kUInt8 ? 1
+                      : dtype == io::H5Type::kFloat32 || dtype == io::H5Type::kInt32 ? 4
+                                                                                      : 8;
+  const auto* p = static_cast<const char*>(data);
+  datasets_.push_back({name, dtype, shape, std::vector<char>(p, p + static_cast<size_t>(n) * size)});
+  bytes_ += static_cast<int64_t>(datasets_.back().bytes.size());
+}
+
+void CheckpointImage::save(const std::string& path) const {
+  io::H5Writer w(path);
+  for (const Dataset& d : datasets_) w.write(d.name, d.dtype, d.shape, d.bytes.data());
+  for (const auto& [key, value] : attrs_)
+    std::visit([&](const auto& v) { w.set_attr("/", key, v); }, value);
   w.commit();
 }
 

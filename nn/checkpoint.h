@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "nn/checkpoint_shards.h"
@@ -72,12 +73,51 @@ struct DataInfo {
 // data: saved when given. current: under weight averaging (--ema-decay) `model` holds the
 // average, which group "model" gets (what the test, mlai_predict and exports use, as in
 // Lightning's WeightAveraging), and `current` the weights training goes on with, saved in group
+// A checkpoint's contents copied to host memory at a save, written later (--async-checkpoint:
+// training goes on meanwhile). write() and set_attr() are io::H5Writer's calls; only the root's
+// attributes are kept.
+class CheckpointImage {
+ public:
+  void write(const std::string& name, io::H5Type dtype, const std::vector<int64_t>& shape,
+             const void* data);
+  void set_attr(const std::string&, const std::string& key, const std::string& value) {
+    attrs_.emplace_back(key, value);
+  }
+  void set_attr(const std::string& o, const std::string& key, const char* value) {
+    set_attr(o, key, std::string(value));
+  }
+  void set_attr(const std::string&, const std::string& key, double value) {
+    attrs_.emplace_back(key, value);
+  }
+  template <std::integral T>
+  void set_attr(const std::string&, const std::string& key, T value) {
+    attrs_.emplace_back(key, static_cast<int64_t>(value));
+  }
+  // Writes the file (under a temporary name, renamed once complete); thread-safe (HDF5 calls
+  // take io's lock).
+  void save(const std::string& path) const;
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  struct Dataset {
+    std::string name;
+    io::H5Type dtype;
+    std::vector<int64_t> shape;
+    std::vector<char> bytes;
+  };
+  std::vector<Dataset> datasets_;
+  std::vector<std::pair<std::string, std::variant<std::string, int64_t, double>>> attrs_;
+  int64_t bytes_ = 0;
+};
+
 // "current_model" (load_current_model). shard: one file of a sharded checkpoint, holding the
 // tensors shard->keep names (and, for shard 0, the attributes), in place of the whole file.
+// snapshot: the contents are copied into it (to be saved later) and nothing is written.
 void save_checkpoint(const std::string& path, Module& model, Optimizer* opt,
                      const TrainState& state, const Config& cfg, const NamedTensors& amp = {},
                      const DataInfo* data = nullptr, const NamedTensors& current = {},
-                     const NamedTensors& swa = {}, const CheckpointShard* shard = nullptr);
+                     const NamedTensors& swa = {}, const CheckpointShard* shard = nullptr,
+                     CheckpointImage* snapshot = nullptr);
 
 // Reads group `group` ("swa_average": --swa-lrs's average) into `into` by name; false, with
 // nothing read, when the checkpoint has no such group. Names and shapes must match; undefined

@@ -245,6 +245,9 @@ struct Config {
   // gathered on rank 0) or sharded (a directory in which each rank writes what it owns,
   // nn/checkpoint_shards.h).
   std::string state_dict_type = "full";
+  // Lightning's AsyncCheckpointIO: a save copies the checkpoint to host memory and a thread
+  // writes it while training goes on (nn/trainer_checkpoint.cpp).
+  bool async_checkpoint = false;
   std::string lr_scale = "none";  // linear: lr *= world size
   bool sync_bn = false;           // data parallel: batch-norm statistics over all ranks
   double dist_timeout = 600.0;    // seconds a collective may take before the job aborts (0: never)

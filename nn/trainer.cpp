@@ -546,6 +546,7 @@ FitResult Trainer::fit() {
         step_log.flush();
         state_.epoch = epoch;
         save("last.h5");
+        finish_checkpoint_write();  // (--async-checkpoint: on disk before the exit)
         if (main_)
           std::printf("stopped by signal %d at epoch %lld, batch %lld: %s\n", sig,
                       static_cast<long long>(epoch + 1), static_cast<long long>(b + 1),
@@ -584,6 +585,7 @@ FitResult Trainer::fit() {
   // ZeRO's sharded masters (and stage 3's parameters) gathered: the test, and whoever reads
   // the model after fit(), see every weight on every rank.
   if (zero_) zero_->unshard();
+  finish_checkpoint_write();  // (--async-checkpoint: best.h5 and last.h5 in place for the test)
 
   test_and_report(res);
   report_profile(seconds_since(t_start));

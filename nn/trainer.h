@@ -7,9 +7,12 @@
 #pragma once
 
 #include <chrono>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -92,6 +95,19 @@ void install_stop_handlers();
 // Collective: every rank reaches the same answer, or the same one-line error.
 int resolve_shard_size(const Config& cfg, const dist::ProcessGroup& g);
 
+// --async-checkpoint: a checkpoint's write in flight on its own thread (trainer_checkpoint.cpp).
+// `tmp` and `target`: a sharded checkpoint's directory, put in place once every rank's shard
+// is written; `then`: what waits for it to be in place (best.h5's link). Joined when destroyed.
+struct PendingCheckpoint {
+  std::thread thread;
+  std::exception_ptr error;
+  std::string tmp, target;
+  std::vector<std::function<void()>> then;
+  ~PendingCheckpoint() {
+    if (thread.joinable()) thread.join();
+  }
+};
+
 class Trainer {
  public:
   explicit Trainer(Config cfg, std::string command_line = "",
@@ -159,6 +175,15 @@ class Trainer {
   // checkpoint's directory (trainer_checkpoint.cpp).
   void write_checkpoint(const std::string& name);
   void write_sharded_checkpoint(const std::string& name);
+  // --async-checkpoint: the write in flight (one at most). finish_checkpoint_write() waits for
+  // it and puts it in place (a sharded one after a barrier: every rank calls it at the same
+  // points), then runs what waited for it; it rethrows the write's error. after_checkpoint_
+  // write(f): f now, or once the write in flight is in place.
+  std::unique_ptr<PendingCheckpoint> pending_checkpoint_;
+  void start_checkpoint_write(std::shared_ptr<const CheckpointImage> image, std::string file,
+                              std::string swap_to);
+  void finish_checkpoint_write();
+  void after_checkpoint_write(std::function<void()> f);
   std::string checkpoint_dir_;  // DIR/checkpoints on every rank (sharded checkpoints)
   std::unique_ptr<dist::Communicator> comm_;
   // Hybrid sharding (--shard-size below the world size): the ranks of this rank's shard group,

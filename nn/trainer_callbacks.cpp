@@ -53,6 +53,7 @@ void Trainer::keep_if_best(double score, int64_t epoch) {
   namespace fs = std::filesystem;
   const int64_t k = cfg_.save_top_k;
   if (k == 0 || std::isnan(score)) return;
+  finish_checkpoint_write();  // (--async-checkpoint: the top k below are all in place)
   const bool lower = cfg_.checkpoint_monitor == "val_loss";
   auto better = [lower](double a, double b) { return lower ? a < b : a > b; };
   const bool best = std::isnan(state_.best_score) || better(score, state_.best_score);
@@ -87,7 +88,7 @@ void Trainer::keep_if_best(double score, int64_t epoch) {
   // best.h5 is the same file (or a sharded checkpoint's files): hard links (copies where the
   // file system has none), put in place as every checkpoint is.
   const std::string dir = dir_ + "/checkpoints/";
-  link_checkpoint(dir + kept, dir + "best.h5");
+  after_checkpoint_write([dir, kept] { link_checkpoint(dir + kept, dir + "best.h5"); });
 }
 
 bool Trainer::early_stop_due(bool requested, int64_t epochs_done) {

@@ -2,9 +2,13 @@
 // after gathering every rank's share of a ZeRO state, and --state-dict-type sharded's
 // directory, in which each rank writes the tensors it owns (nn/checkpoint_shards.h).
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "nn/trainer.h"
@@ -48,6 +52,7 @@ class AverageOnRank0 {
 }  // namespace
 
 void Trainer::write_checkpoint(const std::string& name) {
+  finish_checkpoint_write();  // (--async-checkpoint: the previous one first)
   if (cfg_.state_dict_type == "sharded") return write_sharded_checkpoint(name);
   // ZeRO: every rank calls save() at the same points; rank 0 holds the whole state meanwhile,
   // and the whole of what is saved beside the weights: the training weights under --ema-decay
@@ -66,10 +71,16 @@ void Trainer::write_checkpoint(const std::string& name) {
   // is a directory: the file is swapped in for it.)
   const std::string path = checkpoint_dir_ + "/" + name;
   const bool over_directory = std::filesystem::is_directory(path);
-  save_checkpoint(over_directory ? path + ".full" : path, *model_, opt_.get(), state_, cfg_,
-                  scaler_->state(), &data, ema_ ? ema_->named() : NamedTensors{},
-                  swa_ ? swa_->named() : NamedTensors{});
-  if (over_directory) replace_path(path + ".full", path);
+  const std::string file = over_directory ? path + ".full" : path;
+  std::shared_ptr<CheckpointImage> image;
+  if (cfg_.async_checkpoint) image = std::make_shared<CheckpointImage>();
+  save_checkpoint(file, *model_, opt_.get(), state_, cfg_, scaler_->state(), &data,
+                  ema_ ? ema_->named() : NamedTensors{}, swa_ ? swa_->named() : NamedTensors{},
+                  nullptr, image.get());
+  if (image)
+    start_checkpoint_write(std::move(image), file, over_directory ? path : "");
+  else if (over_directory)
+    replace_path(file, path);
 }
 
 void Trainer::write_sharded_checkpoint(const std::string& name) {
@@ -109,12 +120,61 @@ void Trainer::write_sharded_checkpoint(const std::string& name) {
     }
     const io::Dataset& d = data_.train;
     const DataInfo data{d.height, d.width, d.channels, d.mean, d.std, d.class_names};
-    save_checkpoint(tmp + "/" + shard_file_name(me, shards), *model_, opt_.get(), state_, cfg_,
-                    scaler_->state(), &data, ema_ ? ema_->named() : NamedTensors{},
-                    swa_ ? swa_->named() : NamedTensors{}, &shard);
+    std::shared_ptr<CheckpointImage> image;
+    if (cfg_.async_checkpoint) image = std::make_shared<CheckpointImage>();
+    const std::string file = tmp + "/" + shard_file_name(me, shards);
+    save_checkpoint(file, *model_, opt_.get(), state_, cfg_, scaler_->state(), &data,
+                    ema_ ? ema_->named() : NamedTensors{}, swa_ ? swa_->named() : NamedTensors{},
+                    &shard, image.get());
+    if (image) start_checkpoint_write(std::move(image), file, "");
+  }
+  if (cfg_.async_checkpoint) {  // (every rank: finish_checkpoint_write's barrier and swap)
+    if (!pending_checkpoint_) pending_checkpoint_ = std::make_unique<PendingCheckpoint>();
+    pending_checkpoint_->tmp = tmp;
+    pending_checkpoint_->target = target;
+    return;
   }
   if (comm_) comm_->barrier();  // (a rank whose write failed has ended the job)
   if (main_) replace_path(tmp, target);
+}
+
+void Trainer::start_checkpoint_write(std::shared_ptr<const CheckpointImage> image,
+                                     std::string file, std::string swap_to) {
+  pending_checkpoint_ = std::make_unique<PendingCheckpoint>();
+  PendingCheckpoint* p = pending_checkpoint_.get();
+  // MLAI_ASYNC_CHECKPOINT_DELAY_MS (tests): the write starts that much later, so training has
+  // surely moved on from the state the image holds.
+  const char* delay = std::getenv("MLAI_ASYNC_CHECKPOINT_DELAY_MS");
+  const int delay_ms = delay ? std::atoi(delay) : 0;
+  p->thread = std::thread([p, image = std::move(image), file = std::move(file),
+                           swap_to = std::move(swap_to), delay_ms] {
+    try {
+      if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      image->save(file);
+      if (!swap_to.empty()) replace_path(file, swap_to);
+    } catch (...) {
+      p->error = std::current_exception();
+    }
+  });
+}
+
+void Trainer::finish_checkpoint_write() {
+  if (!pending_checkpoint_) return;
+  const std::unique_ptr<PendingCheckpoint> p = std::move(pending_checkpoint_);
+  if (p->thread.joinable()) p->thread.join();
+  if (p->error) std::rethrow_exception(p->error);
+  if (!p->target.empty()) {  // a sharded checkpoint: every rank's shard written, then in place
+    if (comm_) comm_->barrier();
+    if (main_) replace_path(p->tmp, p->target);
+  }
+  for (const auto& f : p->then) f();
+}
+
+void Trainer::after_checkpoint_write(std::function<void()> f) {
+  if (pending_checkpoint_)
+    pending_checkpoint_->then.push_back(std::move(f));
+  else
+    f();
 }
 
 }  // namespace mlai::nn

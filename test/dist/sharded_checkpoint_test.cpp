@@ -3,6 +3,7 @@
 // of the group writes the tensors it owns, and nothing else; the directory reads as the full
 // file an identical run writes, tensor for tensor and byte for byte; it resumes under zero3,
 // zero1 and DDP to the uninterrupted run's weights, and is replaced whole by the next save.
+// Written asynchronously (--async-checkpoint), it holds the same bytes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -55,13 +56,27 @@ TEST_F(ShardedCheckpoint, EachOwnerWritesItsShareAndTheWholeIsTheFullFile) {
   const int64_t steps = straight.fit().global_step;
   const std::vector<double> want = flat_weights(straight);
 
-  auto stopped = [&](const std::string& type) {
-    nn::Config c = cfg("zero3", type, "logs-stopped-" + type);
+  auto stopped = [&](const std::string& type, bool async) {
+    const std::string logs = "logs-stopped-" + type + (async ? "-async" : "");
+    nn::Config c = cfg("zero3", type, logs);
     c.max_steps = 4;
+    c.checkpoint_every_n_steps = 1;  // (--async-checkpoint: each save waits for the last)
+    c.async_checkpoint = async;
     nn::Trainer(c, "", group()).fit();
-    return under_rank0_root("logs-stopped-" + type + "/default/version_0/checkpoints/last.h5");
+    return under_rank0_root(logs + "/default/version_0/checkpoints/last.h5");
   };
-  const std::string full = stopped("full"), sharded = stopped("sharded");
+  const std::string full = stopped("full", false), sharded = stopped("sharded", false);
+  const std::string async = stopped("sharded", true);
+  if (group().rank() == 0) {
+    // Written on each rank's thread while training went on, put in place by rank 0.
+    const io::H5Reader f(full);
+    const nn::CheckpointReader a(async);
+    EXPECT_EQ(a.shards(), 2);
+    ASSERT_EQ(a.list_datasets(), f.list_datasets());
+    for (const std::string& name : f.list_datasets())
+      EXPECT_EQ(bytes_of(a, name), bytes_of(f, name)) << name;
+    EXPECT_FALSE(fs::exists(async + ".tmp"));
+  }
   if (group().rank() == 0) {
     ASSERT_TRUE(fs::is_directory(sharded));
     std::vector<std::string> files;
