@@ -512,6 +512,12 @@ void add_flags(CLI::App& app, mlai::nn::Config& c, std::vector<std::string>& hid
                "share) to host memory and a thread writes it while training goes on; the next "
                "save, the test and the end of the run wait for it. Costs one copy of the "
                "state in host memory");
+  app.add_flag("--save-weights-only", c.save_weights_only,
+               "Lightning's ModelCheckpoint(save_weights_only=True): checkpoints hold the "
+               "weights, buffers and the run's settings, not the optimizer's state nor a weight "
+               "average's training weights (a third of the size with Adam). --pretrained, "
+               "--test-ckpt and mlai_predict read them; --resume cannot. last.h5 written on a "
+               "signal keeps everything, so a requeued job resumes");
   app.add_option("--lr-scale", c.lr_scale, "none, or linear: multiply --lr by the world size")
       ->capture_default_str();
   app.add_flag("--activation-checkpointing", c.activation_checkpointing,

@@ -219,6 +219,10 @@ TrainState load_checkpoint(const std::string& path, Module& model, Optimizer* op
     if (r.has("amp/" + n)) read_into(r, "amp/" + n, *t);
   if (opt) {
     for (auto& [n, t] : opt->state()) {
+      if (!r.has("optimizer"))
+        throw std::runtime_error(path + " holds weights only (--save-weights-only, or an export): "
+                                 "no optimizer state to resume; start from its weights with "
+                                 "--pretrained " + path);
       if (!r.has("optimizer/" + n))
         throw std::runtime_error(path + ": no optimizer state '" + n + "' (was it saved with another --optimizer?)");
       if (t->defined()) read_into(r, "optimizer/" + n, *t);  // (ZeRO: this rank's share)

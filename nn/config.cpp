@@ -417,7 +417,7 @@ double parse_duration(const std::string& text, const std::string& flag) {
   X(epochs) X(batch_size) X(seed) X(device) X(precision) X(float32_matmul_precision) X(deterministic) X(cudnn_benchmark) X(cuda_graphs) X(fast_dev_run)      \
   X(limit_train_batches) X(limit_val_batches) X(num_sanity_val_steps) X(limit_test_batches) X(overfit_batches) X(val_check_interval) X(check_val_every_n_epoch) X(log_dir) X(experiment_name) \
   X(checkpoint_every) X(checkpoint_every_n_steps) X(checkpoint_train_time_interval) X(resume) X(progress) X(dist_backend) X(bucket_cap_mb) X(overlap) X(ddp_comm_hook) X(powersgd_rank) X(powersgd_start_iter)         \
-  X(lr_scale) X(strategy) X(shard_size) X(backward_prefetch) X(forward_prefetch) X(state_dict_type) X(async_checkpoint) X(sync_bn) X(activation_checkpointing) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
+  X(lr_scale) X(strategy) X(shard_size) X(backward_prefetch) X(forward_prefetch) X(state_dict_type) X(async_checkpoint) X(save_weights_only) X(sync_bn) X(activation_checkpointing) X(dist_timeout) X(devices) X(augment) X(prefetch) X(data_path) X(cache) X(image_size) X(image_channels) X(mean) X(std) \
   X(pretrained) X(reset_head) X(early_stopping_patience) X(early_stopping_monitor)           \
   X(early_stopping_min_delta) X(early_stopping_stopping_threshold) \
   X(early_stopping_divergence_threshold) X(min_epochs) X(min_steps) X(gradient_clip_val) X(gradient_clip_algorithm) X(accumulate_grad_batches) X(accumulation_schedule) \

@@ -248,6 +248,9 @@ struct Config {
   // Lightning's AsyncCheckpointIO: a save copies the checkpoint to host memory and a thread
   // writes it while training goes on (nn/trainer_checkpoint.cpp).
   bool async_checkpoint = false;
+  // ModelCheckpoint(save_weights_only=True): checkpoints without the optimizer's state or a
+  // weight average's tensors beside the weights (a signal's last.h5 keeps everything).
+  bool save_weights_only = false;
   std::string lr_scale = "none";  // linear: lr *= world size
   bool sync_bn = false;           // data parallel: batch-norm statistics over all ranks
   double dist_timeout = 600.0;    // seconds a collective may take before the job aborts (0: never)

@@ -545,7 +545,7 @@ FitResult Trainer::fit() {
         progress.finish();
         step_log.flush();
         state_.epoch = epoch;
-        save("last.h5");
+        save("last.h5", /*resumable=*/true);
         finish_checkpoint_write();  // (--async-checkpoint: on disk before the exit)
         if (main_)
           std::printf("stopped by signal %d at epoch %lld, batch %lld: %s\n", sig,

@@ -173,8 +173,10 @@ class Trainer {
   // save()'s write: every rank takes part (ZeRO gathers to rank 0), rank 0 writes; under
   // --state-dict-type sharded each rank of rank 0's shard group writes its own file of the
   // checkpoint's directory (trainer_checkpoint.cpp).
-  void write_checkpoint(const std::string& name);
-  void write_sharded_checkpoint(const std::string& name);
+  // weights_only (--save-weights-only): no optimizer state, nor a weight average's tensors
+  // beside the weights.
+  void write_checkpoint(const std::string& name, bool weights_only);
+  void write_sharded_checkpoint(const std::string& name, bool weights_only);
   // --async-checkpoint: the write in flight (one at most). finish_checkpoint_write() waits for
   // it and puts it in place (a sharded one after a barrier: every rank calls it at the same
   // points), then runs what waited for it; it rethrows the write's error. after_checkpoint_
@@ -247,7 +249,9 @@ class Trainer {
   bool trace_written_ = false;
   // trainer_report.cpp: logs, validation, the end of an epoch, the test.
   static io::ConfusionMatrix to_matrix(const Tensor& counts, const io::Dataset& ds);
-  void save(const std::string& name);  // checkpoints/<name> (rank 0, not --fast-dev-run)
+  // checkpoints/<name> (rank 0, not --fast-dev-run). resumable: the whole state even under
+  // --save-weights-only (a signal's last.h5, which a requeued job resumes from).
+  void save(const std::string& name, bool resumable = false);
   void open_logs(FitResult& res);
   // hparams.json (settings, machine, data sizes, and `extra`) and TensorBoard's HPARAMS entry.
   void write_hparams(const nlohmann::json& extra);

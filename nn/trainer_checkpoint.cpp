@@ -15,18 +15,23 @@
 
 namespace mlai::nn {
 
-void Trainer::save(const std::string& name) {
+void Trainer::save(const std::string& name, bool resumable) {
   if (name == "last.h5") last_saved_ = std::chrono::steady_clock::now();  // (on every rank)
   if (dev_run_) return;
   Profiler::Scope timed(profiler_, "checkpoint");  // (every rank: ZeRO's gathers, the shards)
   // --ema-decay: the average as the weights, the training weights beside them (Lightning's
   // WeightAveraging).
   if (ema_) swap_average(*ema_);
-  write_checkpoint(name);
+  write_checkpoint(name, cfg_.save_weights_only && !resumable);
   if (ema_) swap_average(*ema_);
 }
 
 namespace {
+// What a checkpoint keeps of a weight average beside the model: nothing for weights only.
+NamedTensors beside_tensors(bool weights_only, WeightAverage* avg) {
+  return weights_only || !avg ? NamedTensors{} : avg->named();
+}
+
 // A sharded weight average's other owners' tensors on rank 0 while it lives (a checkpoint's
 // write); nothing without ZeRO. Every rank makes one at the same point.
 class AverageOnRank0 {
@@ -51,14 +56,15 @@ class AverageOnRank0 {
 };
 }  // namespace
 
-void Trainer::write_checkpoint(const std::string& name) {
+void Trainer::write_checkpoint(const std::string& name, bool weights_only) {
   finish_checkpoint_write();  // (--async-checkpoint: the previous one first)
-  if (cfg_.state_dict_type == "sharded") return write_sharded_checkpoint(name);
+  if (cfg_.state_dict_type == "sharded") return write_sharded_checkpoint(name, weights_only);
   // ZeRO: every rank calls save() at the same points; rank 0 holds the whole state meanwhile,
   // and the whole of what is saved beside the weights: the training weights under --ema-decay
-  // (swapped out, save()), the average so far under --swa-lrs.
-  const GatheredState whole(zero_.get());
-  WeightAverage* beside = ema_ ? ema_.get() : swa_.get();
+  // (swapped out, save()), the average so far under --swa-lrs. Weights only: the masters.
+  const GatheredState whole(weights_only ? nullptr : zero_.get());
+  const MastersOnRank0 masters(weights_only ? zero_.get() : nullptr);
+  WeightAverage* beside = weights_only ? nullptr : ema_ ? ema_.get() : swa_.get();
   const AverageOnRank0 average(zero_.get(), beside, *opt_);
   if (!main_) return;
   // The exact count of steps taken (the step loop knows it one step late).
@@ -74,16 +80,16 @@ void Trainer::write_checkpoint(const std::string& name) {
   const std::string file = over_directory ? path + ".full" : path;
   std::shared_ptr<CheckpointImage> image;
   if (cfg_.async_checkpoint) image = std::make_shared<CheckpointImage>();
-  save_checkpoint(file, *model_, opt_.get(), state_, cfg_, scaler_->state(), &data,
-                  ema_ ? ema_->named() : NamedTensors{}, swa_ ? swa_->named() : NamedTensors{},
-                  nullptr, image.get());
+  save_checkpoint(file, *model_, weights_only ? nullptr : opt_.get(), state_, cfg_,
+                  scaler_->state(), &data, beside_tensors(weights_only, ema_.get()),
+                  beside_tensors(weights_only, swa_.get()), nullptr, image.get());
   if (image)
     start_checkpoint_write(std::move(image), file, over_directory ? path : "");
   else if (over_directory)
     replace_path(file, path);
 }
 
-void Trainer::write_sharded_checkpoint(const std::string& name) {
+void Trainer::write_sharded_checkpoint(const std::string& name, bool weights_only) {
   // Every rank at the same point. Rank 0's group writes (under hybrid sharding every group
   // holds the whole state; the others wait), each rank its own shard, into NAME.tmp, which
   // rank 0 swaps into place once all shards are committed.
@@ -123,9 +129,9 @@ void Trainer::write_sharded_checkpoint(const std::string& name) {
     std::shared_ptr<CheckpointImage> image;
     if (cfg_.async_checkpoint) image = std::make_shared<CheckpointImage>();
     const std::string file = tmp + "/" + shard_file_name(me, shards);
-    save_checkpoint(file, *model_, opt_.get(), state_, cfg_, scaler_->state(), &data,
-                    ema_ ? ema_->named() : NamedTensors{}, swa_ ? swa_->named() : NamedTensors{},
-                    &shard, image.get());
+    save_checkpoint(file, *model_, weights_only ? nullptr : opt_.get(), state_, cfg_,
+                    scaler_->state(), &data, beside_tensors(weights_only, ema_.get()),
+                    beside_tensors(weights_only, swa_.get()), &shard, image.get());
     if (image) start_checkpoint_write(std::move(image), file, "");
   }
   if (cfg_.async_checkpoint) {  // (every rank: finish_checkpoint_write's barrier and swap)

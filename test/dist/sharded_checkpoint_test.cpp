@@ -3,7 +3,8 @@
 // of the group writes the tensors it owns, and nothing else; the directory reads as the full
 // file an identical run writes, tensor for tensor and byte for byte; it resumes under zero3,
 // zero1 and DDP to the uninterrupted run's weights, and is replaced whole by the next save.
-// Written asynchronously (--async-checkpoint), it holds the same bytes.
+// Written asynchronously (--async-checkpoint), it holds the same bytes; with
+// --save-weights-only, the same weights.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -56,17 +57,36 @@ TEST_F(ShardedCheckpoint, EachOwnerWritesItsShareAndTheWholeIsTheFullFile) {
   const int64_t steps = straight.fit().global_step;
   const std::vector<double> want = flat_weights(straight);
 
-  auto stopped = [&](const std::string& type, bool async) {
-    const std::string logs = "logs-stopped-" + type + (async ? "-async" : "");
+  auto stopped = [&](const std::string& type, bool async, bool weights_only = false) {
+    const std::string logs =
+        "logs-stopped-" + type + (async ? "-async" : "") + (weights_only ? "-weights" : "");
     nn::Config c = cfg("zero3", type, logs);
     c.max_steps = 4;
     c.checkpoint_every_n_steps = 1;  // (--async-checkpoint: each save waits for the last)
     c.async_checkpoint = async;
+    c.save_weights_only = weights_only;
     nn::Trainer(c, "", group()).fit();
     return under_rank0_root(logs + "/default/version_0/checkpoints/last.h5");
   };
   const std::string full = stopped("full", false), sharded = stopped("sharded", false);
   const std::string async = stopped("sharded", true);
+  const std::string weights_full = stopped("full", false, true);
+  const std::string weights_sharded = stopped("sharded", false, true);
+  if (group().rank() == 0) {
+    // --save-weights-only: the full file's tensors less the optimizer's and the EMA's training
+    // weights (a full one gathers the masters alone; a sharded one writes the owner's).
+    const io::H5Reader f(full);
+    std::vector<std::string> kept;
+    for (const std::string& name : f.list_datasets())
+      if (name.rfind("optimizer/", 0) != 0 && name.rfind("current_model/", 0) != 0)
+        kept.push_back(name);
+    for (const std::string& path : {weights_full, weights_sharded}) {
+      SCOPED_TRACE(path);
+      const nn::CheckpointReader w(path);
+      ASSERT_EQ(w.list_datasets(), kept);
+      for (const std::string& name : kept) EXPECT_EQ(bytes_of(w, name), bytes_of(f, name)) << name;
+    }
+  }
   if (group().rank() == 0) {
     // Written on each rank's thread while training went on, put in place by rank 0.
     const io::H5Reader f(full);

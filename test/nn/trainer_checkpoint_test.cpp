@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "io/h5file.h"
 #include "nn/checkpoint.h"
 #include "nn/trainer.h"
 #include "trainer_fixture.h"
@@ -177,6 +178,55 @@ TEST_F(TrainerTest, CheckpointMismatchListsNames) {
     EXPECT_NE(m.find("unexpected: 5.bias, 5.weight"), std::string::npos) << m;
     EXPECT_NE(m.find("mis-shaped: 1.weight"), std::string::npos) << m;
   }
+}
+
+// --save-weights-only (ModelCheckpoint(save_weights_only=True)): last.h5 and best.h5 hold the
+// weights that a full checkpoint of the same run holds, without Adam's moments or the EMA's
+// training weights (so much smaller); --pretrained and --test-ckpt start from them, and
+// --resume is refused with the way to start from them.
+TEST_F(TrainerTest, WeightsOnlyCheckpointsHoldTheWeightsAlone) {
+  Config c = base();
+  c.optimizer = "adam";
+  c.lr = 0.002;
+  c.ema_decay = 0.9;
+  Config full = c;
+  full.experiment_name = "full";
+  c.save_weights_only = true;
+  c.experiment_name = "weights";
+  const std::string w_last = Trainer(c).fit().version_dir + "/checkpoints/last.h5";
+  const std::string f_last = Trainer(full).fit().version_dir + "/checkpoints/last.h5";
+  {
+    const io::H5Reader w(w_last), f(f_last);
+    EXPECT_FALSE(w.has("optimizer"));
+    EXPECT_FALSE(w.has("current_model"));
+    EXPECT_TRUE(f.has("optimizer"));
+    EXPECT_TRUE(f.has("current_model"));
+    ASSERT_EQ(w.list_datasets("model"), f.list_datasets("model"));
+    for (const std::string& name : f.list_datasets("model")) {
+      std::vector<float> a(static_cast<size_t>(f.info(name).numel())), b(a.size());
+      w.read(name, io::H5Type::kFloat32, a.data(), static_cast<int64_t>(a.size()));
+      f.read(name, io::H5Type::kFloat32, b.data(), static_cast<int64_t>(b.size()));
+      EXPECT_EQ(a, b) << name;
+    }
+    EXPECT_EQ(w.get_attr_int("/", "global_step"), f.get_attr_int("/", "global_step"));
+  }
+  EXPECT_LT(fs::file_size(w_last) * 3, fs::file_size(f_last));  // weights, 2 moments, EMA's
+  EXPECT_TRUE(fs::exists(fs::path(w_last).parent_path() / "best.h5"));
+
+  Config again = c;
+  again.resume = w_last;
+  try {
+    Trainer t(again);
+    t.fit();
+    ADD_FAILURE() << "resumed from a weights-only checkpoint";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("--pretrained " + w_last), std::string::npos) << e.what();
+  }
+  Config from = full;
+  from.experiment_name = "from-weights";
+  from.pretrained = w_last;
+  from.epochs = 1;
+  EXPECT_GT(Trainer(from).fit().test.confusion.accuracy(), 0.9);
 }
 
 }  // namespace
