@@ -17,6 +17,7 @@
 #include "nn/checkpoint.h"
 #include "nn/checkpoint_shards.h"
 #include "nn/trainer.h"
+#include "tensor/device.h"
 #include "trainer_fixture.h"
 
 namespace mlai::nn {
@@ -128,6 +129,31 @@ TEST_F(AsyncCheckpointTest, ShardedDirectoriesArePutInPlaceWhole) {
       linked += x.st_ino == best.st_ino;
   }
   EXPECT_EQ(linked, 1);
+}
+
+// On a GPU (gpu-check runs it): the image is copied from device memory at the save, so an
+// fp16 zero3 run's asynchronous checkpoint, written 100 ms late, holds what the synchronous
+// run's holds. (Full files: a sharded directory is put in place by the next save or the end
+// of the run, so a crash in between leaves the one before.)
+TEST_F(AsyncCheckpointTest, CudaImagesHoldTheirStep) {
+  if (!tensor::cuda_available())
+    GTEST_SKIP() << "no CUDA device: " << tensor::cuda_unavailable_reason();
+  Config c = sgd();
+  c.device = "cuda";
+  c.precision = "16";
+  c.optimizer = "adam";
+  c.lr = 0.002;
+  c.strategy = "zero3";
+  c.checkpoint_every_n_steps = 4;
+  Config sync = c, async = c;
+  sync.experiment_name = "sync";
+  async.experiment_name = "async";
+  async.async_checkpoint = true;
+  setenv("MLAI_ASYNC_CHECKPOINT_DELAY_MS", "100", 1);
+  const std::string a = crash_at(async, 10), s = crash_at(sync, 10);
+  ASSERT_FALSE(a.empty());
+  EXPECT_EQ(CheckpointReader(a).get_attr_int("/", "global_step"), 8);
+  EXPECT_GE(expect_same_tensors(a, s), 6 * 3);  // weights, two moments
 }
 
 // A write that fails on its thread stops the run at the next save, with the file's name (as a
