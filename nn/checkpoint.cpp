@@ -139,11 +139,9 @@ void CheckpointImage::write(const std::string& name, io::H5Type dtype,
                             const std::vector<int64_t>& shape, const void* data) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
-  const size_t size = dtype == io::H5Type::kUInt8 ? 1
-                      : dtype == io::H5Type::kFloat32 || dtype == io::H5Type::kInt32 ? 4
-                                                                                      : 8;
   const auto* p = static_cast<const char*>(data);
-  datasets_.push_back({name, dtype, shape, std::vector<char>(p, p + static_cast<size_t>(n) * size)});
+  datasets_.push_back(
+      {name, dtype, shape, std::vector<char>(p, p + static_cast<size_t>(n) * io::h5type_size(dtype))});
   bytes_ += static_cast<int64_t>(datasets_.back().bytes.size());
 }
 

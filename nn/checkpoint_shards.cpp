@@ -31,17 +31,6 @@ bool parse_shard_name(const std::string& name, int* shard, int* shards) {
   return *shards > 0 && *shard < *shards;
 }
 
-size_t element_size(io::H5Type t) {
-  switch (t) {
-    case io::H5Type::kFloat64:
-    case io::H5Type::kInt64: return 8;
-    case io::H5Type::kFloat32:
-    case io::H5Type::kInt32: return 4;
-    case io::H5Type::kUInt8: return 1;
-  }
-  return 1;
-}
-
 }  // namespace
 
 std::string shard_file_name(int shard, int shards) {
@@ -195,7 +184,7 @@ int64_t consolidate_checkpoint(const std::string& in, const std::string& out) {
   std::vector<char> buf;
   for (const std::string& name : r.list_datasets()) {
     const io::H5Reader::Info i = r.info(name);
-    buf.resize(static_cast<size_t>(i.numel()) * element_size(i.dtype));
+    buf.resize(static_cast<size_t>(i.numel()) * io::h5type_size(i.dtype));
     r.read(name, i.dtype, buf.data(), i.numel());
     w.write(name, i.dtype, i.shape, buf.data());
     ++n;

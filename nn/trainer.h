@@ -177,6 +177,10 @@ class Trainer {
   // beside the weights.
   void write_checkpoint(const std::string& name, bool weights_only);
   void write_sharded_checkpoint(const std::string& name, bool weights_only);
+  // One file of a checkpoint (the whole one, or this rank's shard), written now or, under
+  // --async-checkpoint, handed to a thread; then put in place of swap_to ("": nothing to swap).
+  void write_checkpoint_file(const std::string& file, bool weights_only,
+                             const CheckpointShard* shard, const std::string& swap_to);
   // --async-checkpoint: the write in flight (one at most). finish_checkpoint_write() waits for
   // it and puts it in place (a sharded one after a barrier: every rank calls it at the same
   // points), then runs what waited for it; it rethrows the write's error. after_checkpoint_

@@ -67,26 +67,33 @@ void Trainer::write_checkpoint(const std::string& name, bool weights_only) {
   WeightAverage* beside = weights_only ? nullptr : ema_ ? ema_.get() : swa_.get();
   const AverageOnRank0 average(zero_.get(), beside, *opt_);
   if (!main_) return;
-  // The exact count of steps taken (the step loop knows it one step late).
-  opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
-  state_.train_seconds = train_seconds();
-  state_.checkpoint_dir = checkpoint_dir_;
-  const io::Dataset& d = data_.train;
-  const DataInfo data{d.height, d.width, d.channels, d.mean, d.std, d.class_names};
   // (A sharded checkpoint of this name, from before a requeue that changed --state-dict-type,
   // is a directory: the file is swapped in for it.)
   const std::string path = checkpoint_dir_ + "/" + name;
   const bool over_directory = std::filesystem::is_directory(path);
-  const std::string file = over_directory ? path + ".full" : path;
+  write_checkpoint_file(over_directory ? path + ".full" : path, weights_only, nullptr,
+                        over_directory ? path : "");
+}
+
+void Trainer::write_checkpoint_file(const std::string& file, bool weights_only,
+                                    const CheckpointShard* shard, const std::string& swap_to) {
+  if (main_) {
+    // The exact count of steps taken (the step loop knows it one step late).
+    opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
+    state_.train_seconds = train_seconds();
+    state_.checkpoint_dir = checkpoint_dir_;
+  }
+  const io::Dataset& d = data_.train;
+  const DataInfo data{d.height, d.width, d.channels, d.mean, d.std, d.class_names};
   std::shared_ptr<CheckpointImage> image;
   if (cfg_.async_checkpoint) image = std::make_shared<CheckpointImage>();
   save_checkpoint(file, *model_, weights_only ? nullptr : opt_.get(), state_, cfg_,
                   scaler_->state(), &data, beside_tensors(weights_only, ema_.get()),
-                  beside_tensors(weights_only, swa_.get()), nullptr, image.get());
+                  beside_tensors(weights_only, swa_.get()), shard, image.get());
   if (image)
-    start_checkpoint_write(std::move(image), file, over_directory ? path : "");
-  else if (over_directory)
-    replace_path(file, path);
+    start_checkpoint_write(std::move(image), file, swap_to);
+  else if (!swap_to.empty())
+    replace_path(file, swap_to);
 }
 
 void Trainer::write_sharded_checkpoint(const std::string& name, bool weights_only) {
@@ -119,20 +126,7 @@ void Trainer::write_sharded_checkpoint(const std::string& name, bool weights_onl
                             const auto it = owner.find(n);
                             return it == owner.end() ? me == 0 : it->second == me;
                           }};
-    if (main_) {
-      opt_->set_step_count(state_.global_step - scaler_->skipped_steps());
-      state_.train_seconds = train_seconds();
-      state_.checkpoint_dir = checkpoint_dir_;
-    }
-    const io::Dataset& d = data_.train;
-    const DataInfo data{d.height, d.width, d.channels, d.mean, d.std, d.class_names};
-    std::shared_ptr<CheckpointImage> image;
-    if (cfg_.async_checkpoint) image = std::make_shared<CheckpointImage>();
-    const std::string file = tmp + "/" + shard_file_name(me, shards);
-    save_checkpoint(file, *model_, weights_only ? nullptr : opt_.get(), state_, cfg_,
-                    scaler_->state(), &data, beside_tensors(weights_only, ema_.get()),
-                    beside_tensors(weights_only, swa_.get()), &shard, image.get());
-    if (image) start_checkpoint_write(std::move(image), file, "");
+    write_checkpoint_file(tmp + "/" + shard_file_name(me, shards), weights_only, &shard, "");
   }
   if (cfg_.async_checkpoint) {  // (every rank: finish_checkpoint_write's barrier and swap)
     if (!pending_checkpoint_) pending_checkpoint_ = std::make_unique<PendingCheckpoint>();

@@ -44,10 +44,7 @@ class ShardedCheckpoint : public Ddp {
 template <class Reader>
 std::vector<char> bytes_of(const Reader& r, const std::string& name) {
   const io::H5Reader::Info i = r.info(name);
-  const size_t size = i.dtype == io::H5Type::kUInt8 ? 1
-                      : i.dtype == io::H5Type::kFloat32 || i.dtype == io::H5Type::kInt32 ? 4
-                                                                                         : 8;
-  std::vector<char> out(static_cast<size_t>(i.numel()) * size);
+  std::vector<char> out(static_cast<size_t>(i.numel()) * io::h5type_size(i.dtype));
   r.read(name, i.dtype, out.data(), i.numel());
   return out;
 }

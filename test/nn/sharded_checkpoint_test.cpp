@@ -29,15 +29,7 @@ namespace fs = std::filesystem;
 template <class Reader>
 std::vector<char> bytes_of(const Reader& r, const std::string& name) {
   const io::H5Reader::Info i = r.info(name);
-  size_t size = 1;
-  switch (i.dtype) {
-    case io::H5Type::kFloat64:
-    case io::H5Type::kInt64: size = 8; break;
-    case io::H5Type::kFloat32:
-    case io::H5Type::kInt32: size = 4; break;
-    case io::H5Type::kUInt8: size = 1; break;
-  }
-  std::vector<char> out(static_cast<size_t>(i.numel()) * size);
+  std::vector<char> out(static_cast<size_t>(i.numel()) * io::h5type_size(i.dtype));
   r.read(name, i.dtype, out.data(), i.numel());
   return out;
 }
